@@ -1,0 +1,6 @@
+"""bodycam-sync command line."""
+from __future__ import annotations
+
+
+def main() -> None:
+    print("bodycam-sync")  # noqa: T201

@@ -1,0 +1,1 @@
+"""Camera drivers: transports, the wire protocol and the ``Camera`` device API (``bodycam.drivers``)."""
