@@ -78,6 +78,23 @@ class Transport(abc.ABC):
         del self._pending[:size]
         return out
 
+    def read_some(self, timeout: float) -> bytes:
+        """Whatever arrives first (buffered bytes, else one read or transfer); LinkTimeoutError if nothing."""
+        self._check_open()
+        if self._pending:
+            out = bytes(self._pending)
+            self._pending.clear()
+            return out
+        chunk = self._read_some(timeout)
+        if not chunk:
+            raise LinkTimeoutError(
+                f"camera at {self.kind}:{self.address} sent nothing within {timeout:.1f} s; "
+                "check the cable or re-dock the camera"
+            )
+        if LOG.isEnabledFor(TRAFFIC):
+            LOG.log(TRAFFIC, "%s << %s", self.address, chunk[:64].hex())
+        return chunk
+
     def unread(self, data: bytes) -> None:
         """Push bytes back so the next read sees them first (used when resynchronising frames)."""
         self._pending[:0] = data

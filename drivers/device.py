@@ -1,0 +1,268 @@
+"""The ``Camera`` device API: a camera's operations over any transport (python-fido2 ``Ctap2``).
+
+This layer never builds bytes itself (``messages``/``protocol`` do) and never touches USB or serial
+directly (``transport`` does). It owns what a conversation needs: sequence numbers, retries of
+idempotent commands after a damaged frame, deadlines, and the checks that turn a camera's answers
+into trusted values (authentication, lengths matching what was asked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import messages as m
+from .errors import AuthenticationError, DeviceError, LinkTimeoutError, ProtocolError
+from .protocol import (
+    MAX_READ,
+    VERSION,
+    Command,
+    Frame,
+    FrameDecoder,
+    Status,
+    TruncatedFrame,
+    decode_frame,
+    encode_frame,
+    status_text,
+)
+from .transport.base import Transport
+
+LOG = logging.getLogger(__name__)
+
+#: commands that may be sent again after a damaged or lost answer without changing the outcome
+IDEMPOTENT = frozenset(
+    {Command.HELLO, Command.IDENTIFY, Command.CLOCK_GET, Command.STATUS, Command.LIST, Command.READ, Command.FW_CHUNK}
+)
+STALE_FRAME_LIMIT = 16  # answers to abandoned requests skipped before the link is declared broken
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """The camera's clock against the dock's, measured at the midpoint of one round trip."""
+
+    camera_time: float  # seconds since the epoch, camera clock
+    dock_time: float  # seconds since the epoch, dock clock (the reference)
+    round_trip_s: float
+
+    @property
+    def offset_s(self) -> float:
+        """Camera minus dock: subtract it from a camera timestamp to get dock (true) time."""
+        return self.camera_time - self.dock_time
+
+
+class Camera:
+    """One docked camera. Call :meth:`open` first; not thread-safe."""
+
+    def __init__(self, transport: Transport, *, timeout: float = 5.0, retries: int = 2) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.retries = retries
+        self._seq = int.from_bytes(os.urandom(2), "little")
+        self._decoder = FrameDecoder()
+        self._identity: m.Identity | None = None
+        self.authenticated = False
+
+    # -- conversation -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        if self._identity is not None:
+            return f"camera {self._identity.serial}"
+        return f"camera at {self.transport.kind}:{self.transport.address}"
+
+    def call(self, command: Command, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+        """Send one request and return the OK answer's payload.
+
+        Raises DeviceError (camera refused), ProtocolError (bad answer after retries),
+        LinkTimeoutError, DisconnectedError.
+        """
+        attempts = 1 + (self.retries if command in IDEMPOTENT else 0)
+        for attempt in range(attempts):
+            try:
+                return self._call_once(command, payload, timeout or self.timeout)
+            except (ProtocolError, LinkTimeoutError) as err:
+                if attempt + 1 >= attempts:
+                    raise
+                LOG.warning("%s: %s failed (%s); retrying", self.name, command, err)
+                self._decoder.reset()
+                self.transport.discard_pending()
+        raise AssertionError("unreachable")
+
+    def _call_once(self, command: Command, payload: bytes, timeout: float) -> bytes:
+        self._seq = (self._seq + 1) & 0xFFFF
+        seq = self._seq
+        self.transport.write(encode_frame(command, seq, payload), timeout)
+        deadline = time.monotonic() + timeout
+        for _ in range(STALE_FRAME_LIMIT):
+            frame = self._read_frame(deadline)
+            if not frame.response or frame.seq != seq:
+                LOG.debug("%s: skipping stale frame seq %d (waiting for %d)", self.name, frame.seq, seq)
+                continue
+            if frame.command != command:
+                raise ProtocolError(f"{self.name} answered {command} with command 0x{frame.command:02X}")
+            if frame.status != Status.OK:
+                text = f"{self.name} refused {command.name}: {status_text(frame.status)}"
+                if frame.status == Status.NOT_AUTHENTICATED:
+                    raise AuthenticationError(text + " (authenticate first)", frame.status)
+                raise DeviceError(text, frame.status)
+            return frame.payload
+        raise ProtocolError(f"{self.name} sent {STALE_FRAME_LIMIT} frames that answer nothing we asked")
+
+    def _read_frame(self, deadline: float) -> Frame:
+        while True:
+            frame = self._decoder.next_frame()
+            if frame is not None:
+                return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LinkTimeoutError(f"{self.name} did not answer in time; re-dock it if this persists")
+            chunk = self.transport.read_some(remaining)
+            if self._decoder.buffered == 0:
+                # Fast path: a transfer that holds exactly one whole frame is decoded without buffering.
+                try:
+                    frame, rest = decode_frame(chunk)
+                except (TruncatedFrame, ProtocolError):
+                    self._decoder.feed(chunk)
+                    continue
+                if rest:
+                    self._decoder.feed(rest)
+                return frame
+            self._decoder.feed(chunk)
+
+    # -- operations ---------------------------------------------------------------------------
+    def open(self) -> m.Identity:
+        """Negotiate the protocol version and identify the camera (probes once)."""
+        hello = m.HelloResponse.from_bytes(
+            self.call(Command.HELLO, m.HelloRequest(VERSION, VERSION, MAX_READ + 4096 + 20).to_bytes())
+        )
+        if hello.version != VERSION:
+            raise ProtocolError(f"{self.name} chose protocol version {hello.version}; this dock speaks {VERSION}")
+        self._identity = m.Identity.from_bytes(self.call(Command.IDENTIFY))
+        return self._identity
+
+    @property
+    def identity(self) -> m.Identity:
+        if self._identity is None:
+            raise ProtocolError(f"{self.name} has not been identified; call open() first")
+        return self._identity
+
+    def authenticate(self, enrolled_key: bytes | None) -> None:
+        """Prove the camera holds the device key the dock enrolled for its serial.
+
+        Raises AuthenticationError for an unenrolled camera, a key that differs from the
+        enrolled one (impostor), or a signature that does not verify.
+        """
+        ident = self.identity
+        if enrolled_key is None:
+            raise AuthenticationError(
+                f"camera {ident.serial} is not enrolled; an armourer enrols it with "
+                f"'bodycam-sync enroll {ident.serial} --key {ident.device_key.hex()}'"
+            )
+        if ident.device_key != enrolled_key:
+            raise AuthenticationError(
+                f"camera {ident.serial} presents a device key that differs from the enrolled one: "
+                "possible impostor; refused"
+            )
+        nonce = os.urandom(32)
+        answer = m.AuthResponse.from_bytes(self.call(Command.AUTH, m.AuthRequest(nonce).to_bytes()))
+        try:
+            Ed25519PublicKey.from_public_bytes(enrolled_key).verify(
+                answer.signature, m.auth_message(ident.serial, nonce)
+            )
+        except (InvalidSignature, ValueError) as err:
+            raise AuthenticationError(
+                f"camera {ident.serial} could not prove it holds its enrolled device key: refused"
+            ) from err
+        self.authenticated = True
+
+    def clock(self) -> ClockReading:
+        before = time.time()
+        value = m.ClockValue.from_bytes(self.call(Command.CLOCK_GET))
+        after = time.time()
+        return ClockReading(value.time_us / 1e6, (before + after) / 2, after - before)
+
+    def set_clock(self, now: float | None = None) -> tuple[ClockReading, ClockReading]:
+        """Set the camera clock to the dock's; return the readings before and after."""
+        before = self.clock()
+        target = (now if now is not None else time.time()) + before.round_trip_s / 2
+        self.call(Command.CLOCK_SET, m.ClockValue(round(target * 1e6)).to_bytes())
+        return before, self.clock()
+
+    def status(self) -> m.CameraStatus:
+        return m.CameraStatus.from_bytes(self.call(Command.STATUS))
+
+    def recordings(self) -> list[m.RecordingInfo]:
+        """Every recording, paged; a camera that pads, repeats or never ends its listing is refused."""
+        out: list[m.RecordingInfo] = []
+        seen: set[int] = set()
+        total: int | None = None
+        while total is None or len(out) < total:
+            page = m.ListResponse.from_bytes(
+                self.call(Command.LIST, m.ListRequest(len(out), m.MAX_LIST_PAGE).to_bytes())
+            )
+            if total is None:
+                total = page.total
+            elif page.total != total:
+                raise ProtocolError(f"{self.name} changed its recording count mid-listing ({total} -> {page.total})")
+            if not page.entries and len(out) < total:
+                raise ProtocolError(f"{self.name} promised {total} recordings but listed {len(out)}")
+            for entry in page.entries:
+                if entry.id in seen:
+                    raise ProtocolError(f"{self.name} listed recording {entry.id} twice")
+                seen.add(entry.id)
+                out.append(entry)
+            if len(out) > total:
+                raise ProtocolError(f"{self.name} listed more recordings than the {total} it promised")
+        return out
+
+    def read(self, recording: m.RecordingInfo, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes (or up to the end) of a recording; the camera must send exactly that."""
+        if not 0 <= offset <= recording.size:
+            raise ValueError(f"offset {offset} outside recording {recording.id} of {recording.size} bytes")
+        length = min(length, MAX_READ, recording.size - offset)
+        data = self.call(Command.READ, m.ReadRequest(recording.id, offset, length).to_bytes())
+        if len(data) != length:
+            raise ProtocolError(
+                f"{self.name} returned {len(data)} bytes of recording {recording.id} at offset {offset}, "
+                f"expected {length}: it misreports the recording's length"
+            )
+        return data
+
+    def iter_read(self, recording: m.RecordingInfo, start: int = 0, chunk: int = 512 * 1024) -> Iterator[bytes]:
+        offset = start
+        while offset < recording.size:
+            data = self.read(recording, offset, chunk)
+            offset += len(data)
+            yield data
+
+    def erase(self, recording_id: int, sha256: bytes) -> None:
+        """Erase one recording; the camera refuses (HASH_MISMATCH) unless ``sha256`` is its own."""
+        self.call(Command.ERASE, m.EraseRequest(recording_id, sha256).to_bytes())
+
+    def firmware_begin(self, size: int, sha256: bytes, version: str, signature: bytes) -> int:
+        """Start (or resume) a firmware transfer; returns the offset the camera already holds."""
+        payload = m.FirmwareBegin(size, sha256, version, signature).to_bytes()
+        offset = m.Offset.from_bytes(self.call(Command.FW_BEGIN, payload)).offset
+        if offset > size:
+            raise ProtocolError(f"{self.name} claims {offset} firmware bytes of a {size}-byte image")
+        return offset
+
+    def firmware_chunk(self, offset: int, data: bytes) -> int:
+        return m.Offset.from_bytes(self.call(Command.FW_CHUNK, m.FirmwareChunk(offset, data).to_bytes())).offset
+
+    def firmware_commit(self) -> m.FirmwareCommitted:
+        return m.FirmwareCommitted.from_bytes(self.call(Command.FW_COMMIT, timeout=max(self.timeout, 30.0)))
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Camera:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+"""Supported camera models: data first (esptool ``CHIP_DEFS``).
+
+This table is the single source of truth for USB discovery and for the udev rules in ``udev/``
+(``tests/test_udev.py`` checks the rules against it). Add a model here, then regenerate the rules
+with ``python -m bodycam.drivers.models --udev > udev/70-bodycam.rules``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+#: pid.codes open-hardware vendor id; the product ids below are this project's
+VENDOR_ID = 0x1209
+
+
+@dataclass(frozen=True, slots=True)
+class CameraModel:
+    name: str
+    vid: int
+    pid: int
+    max_read: int  # largest READ the firmware serves in one frame
+    capabilities: frozenset[str]
+
+    @property
+    def usb_id(self) -> str:
+        return f"{self.vid:04x}:{self.pid:04x}"
+
+
+MODELS: tuple[CameraModel, ...] = (
+    CameraModel("Sentinel BWC-1", VENDOR_ID, 0xBC01, 512 * 1024, frozenset({"usb", "serial", "firmware"})),
+    CameraModel("Sentinel BWC-2", VENDOR_ID, 0xBC02, 1024 * 1024, frozenset({"usb", "serial", "firmware"})),
+    CameraModel("Warden W9", VENDOR_ID, 0xBC09, 256 * 1024, frozenset({"usb", "firmware"})),
+)
+DEFAULT_MODEL = MODELS[1]
+
+
+def by_name(name: str) -> CameraModel:
+    for model in MODELS:
+        if model.name.lower() == name.lower():
+            return model
+    known = ", ".join(m.name for m in MODELS)
+    raise KeyError(f"unknown camera model {name!r}; known models: {known}")
+
+
+def by_usb_id(vid: int, pid: int) -> CameraModel | None:
+    return next((m for m in MODELS if m.vid == vid and m.pid == pid), None)
+
+
+def udev_rules(group: str = "bodycam") -> str:
+    """The udev rules for every model: device access for the dock's group, a stable symlink, wake the service."""
+    lines = [
+        "# Generated from bodycam.drivers.models.MODELS; do not edit by hand.",
+        "# python -m bodycam.drivers.models --udev > udev/70-bodycam.rules",
+        'ACTION=="remove", GOTO="bodycam_end"',
+        'SUBSYSTEM!="usb|tty", GOTO="bodycam_end"',
+    ]
+    for m in MODELS:
+        lines.append(f"# {m.name}")
+        lines.append(
+            f'SUBSYSTEM=="usb", ENV{{DEVTYPE}}=="usb_device", ATTR{{idVendor}}=="{m.vid:04x}", '
+            f'ATTR{{idProduct}}=="{m.pid:04x}", MODE="0660", GROUP="{group}", '
+            f'SYMLINK+="bodycam/$attr{{serial}}", TAG+="systemd", ENV{{SYSTEMD_WANTS}}+="bodycam-agent.service"'
+        )
+        if "serial" in m.capabilities:
+            lines.append(
+                f'SUBSYSTEM=="tty", KERNEL=="ttyACM[0-9]*", ATTRS{{idVendor}}=="{m.vid:04x}", '
+                f'ATTRS{{idProduct}}=="{m.pid:04x}", MODE="0660", GROUP="{group}", '
+                f'SYMLINK+="bodycam/$attr{{serial}}-tty", TAG+="systemd", '
+                f'ENV{{SYSTEMD_WANTS}}+="bodycam-agent.service"'
+            )
+    lines.append('LABEL="bodycam_end"')
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--udev"]:
+        sys.stdout.write(udev_rules())
+    else:
+        for model in MODELS:
+            sys.stdout.write(f"{model.usb_id}  {model.name}\n")

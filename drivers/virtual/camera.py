@@ -1,0 +1,289 @@
+"""The virtual camera: the firmware side of protocol v1, a real peer for the real driver code.
+
+It implements :class:`~bodycam.drivers.virtual.link.ByteLink`, so the same object is served over
+USB/IP (``usbip_device``) and over a pty (``pty_device``), or paired in-process for fast unit tests.
+It speaks the very ``protocol``/``messages`` modules the dock uses, from the camera's side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .. import messages as m
+from ..errors import ProtocolError
+from ..models import DEFAULT_MODEL, CameraModel
+from ..protocol import MAX_PAYLOAD, MAX_READ, OVERHEAD, VERSION, Command, Frame, FrameDecoder, Status, encode_frame
+from .faults import Faults
+from .link import LinkClosed
+from .scenario import ContentSource, SyntheticRecording
+
+LOG = logging.getLogger(__name__)
+NEEDS_AUTH = frozenset(
+    {
+        Command.LIST,
+        Command.READ,
+        Command.ERASE,
+        Command.CLOCK_SET,
+        Command.FW_BEGIN,
+        Command.FW_CHUNK,
+        Command.FW_COMMIT,
+    }
+)
+VENDOR_SEED = b"bodycam-sim-vendor-key"
+
+
+def sim_device_key(serial: str) -> Ed25519PrivateKey:
+    """The virtual camera's device key, derived from its serial so enrolment is reproducible (sim only)."""
+    return Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(b"bodycam-sim-device-key\x00" + serial.encode()).digest()
+    )
+
+
+def sim_vendor_key() -> Ed25519PrivateKey:
+    """The test vendor's firmware-signing key (sim only; real cameras carry the vendor's public key in ROM)."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(VENDOR_SEED).digest())
+
+
+def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass
+class FirmwareSlots:
+    active_version: str = "1.4.0"
+    active_slot: int = 0
+    pending: bytearray = field(default_factory=bytearray)
+    pending_meta: m.FirmwareBegin | None = None
+
+
+class VirtualCamera:
+    """One emulated camera; thread-safe between the medium's receive and transmit sides."""
+
+    def __init__(
+        self,
+        serial: str,
+        recordings: list[SyntheticRecording],
+        *,
+        model: CameraModel = DEFAULT_MODEL,
+        clock_offset_s: float = 0.0,
+        faults: Faults | None = None,
+        battery_percent: int = 87,
+        storage_total_bytes: int = 128 * 1024**3,
+    ) -> None:
+        self.serial = serial
+        self.model = model
+        self.faults = faults or Faults()
+        self.recordings = {r.id: r for r in recordings}
+        self.content = ContentSource(serial)
+        self.clock_offset_s = clock_offset_s
+        self.battery_percent = battery_percent
+        self.storage_total_bytes = storage_total_bytes
+        self.firmware = FirmwareSlots()
+        self.erased: list[int] = []
+        self._device_key = sim_device_key(serial)
+        self._signing_key = Ed25519PrivateKey.generate() if self.faults.impostor else self._device_key
+        self._vendor_key = sim_vendor_key().public_key()
+        self._rng = random.Random(serial)
+        self._decoder = FrameDecoder()
+        self._outbox: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._authenticated = False
+        self._read_bytes = 0
+        self._unplug_armed = self.faults.unplug_at is not None
+        self._list_calls = 0
+
+    # -- ByteLink -----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """A new connection (re-plug): forget the conversation, keep the camera's state."""
+        with self._cond:
+            self._decoder.reset()
+            self._outbox.clear()
+            self._authenticated = False
+
+    def receive(self, data: bytes) -> None:
+        self._decoder.feed(data)
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except ProtocolError as err:
+                LOG.debug("camera %s dropped a damaged request: %s", self.serial, err)
+                continue
+            if frame is None:
+                return
+            answer = self._answer(frame)
+            if answer is None:
+                continue
+            with self._cond:
+                self._outbox.append(answer)
+                self._cond.notify_all()
+
+    def transmit(self, max_bytes: int, timeout: float) -> bytes:
+        with self._cond:
+            if not self._outbox and not self._cond.wait_for(lambda: bool(self._outbox), timeout):
+                return b""
+            head = self._outbox[0]
+            if len(head) <= max_bytes:
+                return self._outbox.popleft()
+            self._outbox[0] = head[max_bytes:]
+            return head[:max_bytes]
+
+    # -- firmware logic -----------------------------------------------------------------------
+    def _answer(self, frame: Frame) -> bytes | None:
+        if frame.response:
+            return None
+        try:
+            command = Command(frame.command)
+        except ValueError:
+            return encode_frame(frame.command, frame.seq, status=Status.UNKNOWN_COMMAND, response=True)
+        if command in NEEDS_AUTH and not self._authenticated:
+            return encode_frame(command, frame.seq, status=Status.NOT_AUTHENTICATED, response=True)
+        try:
+            status, payload = self._dispatch(command, frame.payload)
+        except ProtocolError:
+            status, payload = Status.BAD_REQUEST, b""
+        out = encode_frame(command, frame.seq, payload, status=status, response=True)
+        if command == Command.READ and status == Status.OK:
+            if self.faults.stall_ms:
+                time.sleep(self.faults.stall_ms / 1000)
+            self._read_bytes += len(payload)
+            if self._unplug_armed and self.faults.unplug_at is not None and self._read_bytes > self.faults.unplug_at:
+                self._unplug_armed = False
+                raise LinkClosed(f"camera {self.serial} unplugged after {self._read_bytes - len(payload)} bytes")
+        if self.faults.flip_rate and self._rng.random() < self.faults.flip_rate * len(out):
+            flipped = bytearray(out)
+            pos = self._rng.randrange(len(flipped))
+            flipped[pos] ^= 1 << self._rng.randrange(8)
+            out = bytes(flipped)
+        return out
+
+    def _dispatch(self, command: Command, payload: bytes) -> tuple[int, bytes]:
+        if command == Command.HELLO:
+            hello = m.HelloRequest.from_bytes(payload)
+            if not hello.min_version <= VERSION <= hello.max_version:
+                return Status.UNSUPPORTED_VERSION, b""
+            return Status.OK, m.HelloResponse(VERSION, MAX_PAYLOAD + OVERHEAD).to_bytes()
+        if command == Command.IDENTIFY:
+            ident = m.Identity(
+                VERSION,
+                self.model.vid,
+                self.model.pid,
+                self.model.name,
+                self.serial,
+                self.firmware.active_version,
+                public_bytes(self._device_key),
+            )
+            return Status.OK, ident.to_bytes()
+        if command == Command.AUTH:
+            nonce = m.AuthRequest.from_bytes(payload).nonce
+            signature = self._signing_key.sign(m.auth_message(self.serial, nonce))
+            self._authenticated = not self.faults.impostor
+            return Status.OK, m.AuthResponse(signature).to_bytes()
+        if command == Command.CLOCK_GET:
+            return Status.OK, m.ClockValue(round(self.camera_time() * 1e6)).to_bytes()
+        if command == Command.CLOCK_SET:
+            target = m.ClockValue.from_bytes(payload).time_us / 1e6
+            self.clock_offset_s = target - time.time()
+            return Status.OK, m.ClockValue(round(self.camera_time() * 1e6)).to_bytes()
+        if command == Command.STATUS:
+            used = sum(r.size for r in self.recordings.values())
+            status = m.CameraStatus(
+                self.battery_percent, True, used, max(used, self.storage_total_bytes), 31.5, len(self.recordings)
+            )
+            return Status.OK, status.to_bytes()
+        if command == Command.LIST:
+            return Status.OK, self._list(m.ListRequest.from_bytes(payload))
+        if command == Command.READ:
+            return self._read(m.ReadRequest.from_bytes(payload))
+        if command == Command.ERASE:
+            return self._erase(m.EraseRequest.from_bytes(payload))
+        return self._firmware(command, payload)
+
+    def camera_time(self) -> float:
+        return time.time() + self.clock_offset_s
+
+    def listing(self) -> list[m.RecordingInfo]:
+        """What this camera reports, faults included (recording times on the camera's clock)."""
+        out = []
+        for rec in sorted(self.recordings.values(), key=lambda r: r.id):
+            digest = self.content.sha256(rec)
+            if self.faults.wrong_hash:
+                digest = bytes([digest[0] ^ 0xFF]) + digest[1:]
+            size = rec.size + 4096 if self.faults.lie_length else rec.size
+            name = rec.name
+            if self.faults.hostile_names:
+                name = ("../../../../etc/cron.d/x", "clip\x1b[31m.mp4", "A" * 200)[rec.id % 3]
+            start_us = round((rec.true_start + self.clock_offset_s) * 1e6)
+            end_us = round((rec.true_end + self.clock_offset_s) * 1e6)
+            out.append(m.RecordingInfo(rec.id, size, start_us, end_us, rec.tag, digest, name))
+        return out
+
+    def _list(self, req: m.ListRequest) -> bytes:
+        entries = self.listing()
+        page = tuple(entries[req.start : req.start + min(req.max_count, m.MAX_LIST_PAGE)])
+        total = len(entries)
+        if self.faults.endless_list:
+            self._list_calls += 1
+            total = req.start + len(page) + m.MAX_LIST_PAGE * self._list_calls
+            page = page or tuple(
+                m.RecordingInfo(90000 + req.start + i, 1, *entries[0][2:4], m.Category.TRAINING, b"\0" * 32, "x")
+                for i in range(m.MAX_LIST_PAGE)
+            )
+        return m.ListResponse(total, page).to_bytes()
+
+    def _read(self, req: m.ReadRequest) -> tuple[int, bytes]:
+        rec = self.recordings.get(req.recording_id)
+        if rec is None:
+            return Status.NO_SUCH_RECORDING, b""
+        if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ:
+            return Status.OUT_OF_RANGE, b""
+        return Status.OK, self.content.read(rec, req.offset, req.length)
+
+    def _erase(self, req: m.EraseRequest) -> tuple[int, bytes]:
+        rec = self.recordings.get(req.recording_id)
+        if rec is None:
+            return Status.NO_SUCH_RECORDING, b""
+        if req.sha256 != self.content.sha256(rec):
+            return Status.HASH_MISMATCH, b""
+        del self.recordings[rec.id]
+        self.erased.append(rec.id)
+        return Status.OK, b""
+
+    def _firmware(self, command: Command, payload: bytes) -> tuple[int, bytes]:
+        fw = self.firmware
+        if command == Command.FW_BEGIN:
+            begin = m.FirmwareBegin.from_bytes(payload)
+            try:
+                self._vendor_key.verify(begin.signature, m.firmware_message(begin.version, begin.size, begin.sha256))
+            except InvalidSignature:
+                return Status.FIRMWARE_REJECTED, b""
+            if fw.pending_meta != begin:
+                fw.pending_meta, fw.pending = begin, bytearray()
+            return Status.OK, m.Offset(len(fw.pending)).to_bytes()
+        if command == Command.FW_CHUNK:
+            chunk = m.FirmwareChunk.from_bytes(payload)
+            meta = fw.pending_meta
+            if meta is None:
+                return Status.BAD_REQUEST, b""
+            if chunk.offset != len(fw.pending) or chunk.offset + len(chunk.data) > meta.size:
+                return Status.OUT_OF_RANGE, m.Offset(len(fw.pending)).to_bytes()
+            fw.pending += chunk.data
+            return Status.OK, m.Offset(len(fw.pending)).to_bytes()
+        # FW_COMMIT
+        meta = fw.pending_meta
+        if meta is None or len(fw.pending) != meta.size or hashlib.sha256(fw.pending).digest() != meta.sha256:
+            return Status.FIRMWARE_REJECTED, b""
+        fw.active_slot ^= 1
+        fw.active_version = meta.version
+        fw.pending_meta, fw.pending = None, bytearray()
+        return Status.OK, m.FirmwareCommitted(fw.active_version, fw.active_slot).to_bytes()

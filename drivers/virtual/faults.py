@@ -1,0 +1,52 @@
+"""Faults the virtual camera injects on demand (``sim serve --fault SPEC``; docs/protocol.md §Faults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    unplug_at: int | None = None  # drop the link once this many READ bytes have been served
+    flip_rate: float = 0.0  # per-byte probability of a bit flip in answers (the CRC must catch it)
+    stall_ms: int = 0  # hold every READ answer this long
+    lie_length: bool = False  # LIST claims 4 KiB more than READ will ever deliver
+    hostile_names: bool = False  # names with path traversal, control characters, over-long
+    wrong_hash: bool = False  # LIST reports a wrong SHA-256 for every recording
+    endless_list: bool = False  # LIST always promises one more page
+    impostor: bool = False  # IDENTIFY shows the genuine device key, AUTH signs with another one
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name.replace("_", "-") for f in fields(self) if getattr(self, f.name) not in (None, 0, 0.0, False)]
+
+
+def parse_faults(specs: list[str] | tuple[str, ...]) -> Faults:
+    """``["unplug-at=1048576", "wrong-hash"]`` -> Faults; ConfigError naming the bad spec otherwise."""
+    values: dict[str, object] = {}
+    known = {f.name.replace("_", "-"): f for f in fields(Faults)}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        field = known.get(key.strip())
+        if field is None:
+            raise ConfigError(f"unknown fault {key!r}; known faults: {', '.join(known)}")
+        try:
+            if field.type == "bool":
+                if sep:
+                    raise ValueError("takes no value")
+                values[field.name] = True
+            elif field.name == "flip_rate":
+                rate = float(raw)
+                if not 0.0 <= rate <= 1.0:
+                    raise ValueError("must be between 0 and 1")
+                values[field.name] = rate
+            else:
+                number = int(raw)
+                if number < 0:
+                    raise ValueError("must not be negative")
+                values[field.name] = number
+        except ValueError as err:
+            raise ConfigError(f"fault {spec!r}: {err}") from err
+    return Faults(**values)  # type: ignore[arg-type]
