@@ -1,0 +1,668 @@
+"""Streaming age v1 encryption to X25519 recipients, so footage leaves the dock readable only by holders
+of the matching identities and any standard ``age`` tool can open it.
+
+Format: https://age-encryption.org/v1 (c2sp.org/age). A file is a text header that wraps a random 16-byte
+file key once per recipient and is authenticated by an HMAC keyed from that file key, followed by a 16-byte
+nonce and the payload as ChaCha20-Poly1305 chunks of 64 KiB (STREAM construction: 11-byte big-endian chunk
+counter + a flag byte that is 1 only on the final chunk, so truncation and reordering are detected).
+
+Both directions are push-style (``update``/``finalize``) so the agent can pipe camera reads straight into an
+upload without holding a whole file in memory. Only ``cryptography`` is used, plus the small Bech32 codec
+below (age keys are Bech32 strings).
+
+Streaming caveat: :meth:`Decryptor.update` releases plaintext chunk by chunk, each one authenticated, but
+the *file* is only known to be complete and untruncated when :meth:`Decryptor.finalize` returns. Callers
+must treat earlier output as provisional (write to a temporary file, rename on success).
+
+What is implemented and what is not:
+
+* X25519 recipients and identities (``age1...`` / ``AGE-SECRET-KEY-1...``), encrypt and decrypt.
+* Strict header parsing: exact version line, canonical unpadded base64, 64-column stanza bodies ending in
+  a short line, VCHAR-only arguments, exact X25519 stanza shape, all-zero shared secrets refused, header
+  MAC verified before any payload is released. Unknown stanza types are skipped (grease); an ``scrypt``
+  stanza mixed with others is refused as the spec requires.
+* Local limits the spec does not set: a header may be at most :data:`MAX_HEADER_SIZE` bytes and carry at
+  most :data:`MAX_STANZAS` stanzas, because every X25519 stanza costs a scalar multiplication per identity
+  before the header MAC can be checked; hostile input therefore cannot exhaust memory or CPU.
+* Not implemented: ASCII armor (``-----BEGIN AGE ENCRYPTED FILE-----``), scrypt passphrase stanzas (an
+  scrypt-only file ends in :class:`AgeNoMatchError`), the ML-KEM hybrid ``mlkem768x25519`` type, SSH keys,
+  plugins and seeking.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO, Final
+
+from bodycam.drivers.errors import ConfigError, IntegrityError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_HEADER_SIZE",
+    "MAX_STANZAS",
+    "AgeHeaderError",
+    "AgeHmacError",
+    "AgeNoMatchError",
+    "AgePayloadError",
+    "Decryptor",
+    "Encryptor",
+    "ciphertext_size",
+    "decrypt_stream",
+    "encrypt_stream",
+    "generate_identity",
+    "parse_identity",
+    "parse_recipient",
+    "read_identities",
+    "recipient_of",
+]
+
+CHUNK_SIZE: Final = 64 * 1024
+"""Plaintext bytes per payload chunk (fixed by the format)."""
+TAG_SIZE: Final = 16
+ENC_CHUNK_SIZE: Final = CHUNK_SIZE + TAG_SIZE
+NONCE_SIZE: Final = 16
+FILE_KEY_SIZE: Final = 16
+MAX_HEADER_SIZE: Final = 64 * 1024
+"""Largest header accepted, MAC line included (ours are ~100 bytes per recipient)."""
+MAX_STANZAS: Final = 128
+"""Most recipient stanzas accepted; bounds the public-key work done before the MAC can be checked."""
+
+_V1_LINE: Final = b"age-encryption.org/v1\n"
+_VERSION_PREFIX: Final = b"age-encryption.org/"
+_X25519_LABEL: Final = b"age-encryption.org/v1/X25519"
+_IDENTITY_HRP: Final = "age-secret-key-"
+_RECIPIENT_HRP: Final = "age"
+_ZERO_NONCE: Final = bytes(12)
+_B64_LINE: Final = re.compile(rb"[A-Za-z0-9+/]*")
+_BUFSIZE: Final = 1024 * 1024
+
+
+class AgeHeaderError(IntegrityError):
+    """The age header is malformed, truncated, oversized or not version v1."""
+
+
+class AgeNoMatchError(IntegrityError):
+    """No stanza in the header could be unwrapped by any of the given identities."""
+
+
+class AgeHmacError(IntegrityError):
+    """The file key was recovered but the header MAC does not match: the header was altered."""
+
+
+class AgePayloadError(IntegrityError):
+    """A payload chunk failed authentication, or the payload is truncated or has trailing data."""
+
+
+# --------------------------------------------------------------------------------------------- Bech32 (BIP173)
+
+_CHARSET: Final = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_CHARSET_REV: Final = {c: i for i, c in enumerate(_CHARSET)}
+_GENERATOR: Final = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+
+def _polymod(values: Sequence[int]) -> int:
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i in range(5):
+            if (top >> i) & 1:
+                chk ^= _GENERATOR[i]
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _convert_bits(data: Sequence[int], from_bits: int, to_bits: int, *, pad: bool) -> list[int] | None:
+    acc = bits = 0
+    out: list[int] = []
+    maxv = (1 << to_bits) - 1
+    for value in data:
+        acc = (acc << from_bits) | value
+        bits += from_bits
+        while bits >= to_bits:
+            bits -= to_bits
+            out.append((acc >> bits) & maxv)
+    if pad:
+        if bits:
+            out.append((acc << (to_bits - bits)) & maxv)
+    elif bits >= from_bits or (acc << (to_bits - bits)) & maxv:
+        return None  # more than 4 padding bits, or non-zero padding: not canonical
+    return out
+
+
+def _bech32_encode(hrp: str, data: bytes) -> str:
+    """Lowercase Bech32 (not Bech32m) of ``data``; no length limit, as age requires."""
+    five = _convert_bits(data, 8, 5, pad=True)
+    assert five is not None
+    values = _hrp_expand(hrp) + five
+    mod = _polymod([*values, 0, 0, 0, 0, 0, 0]) ^ 1
+    checksum = [(mod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_CHARSET[d] for d in five + checksum)
+
+
+def _bech32_decode(text: str) -> tuple[str, bytes]:
+    """Return (lowercase hrp, data); raise ``ValueError`` naming the defect."""
+    if any(ord(c) < 33 or ord(c) > 126 for c in text):
+        raise ValueError("contains a space or a non-ASCII character")
+    if text.lower() != text and text.upper() != text:
+        raise ValueError("mixes upper and lower case")
+    text = text.lower()
+    sep = text.rfind("1")
+    if sep < 1 or sep + 7 > len(text):
+        raise ValueError("is not Bech32 (no separator, empty prefix or too short)")
+    hrp, rest = text[:sep], text[sep + 1 :]
+    try:
+        values = [_CHARSET_REV[c] for c in rest]
+    except KeyError as err:
+        raise ValueError(f"has a character outside the Bech32 alphabet: {err.args[0]!r}") from None
+    if _polymod(_hrp_expand(hrp) + values) != 1:
+        raise ValueError("has a bad Bech32 checksum (typo or truncated)")
+    data = _convert_bits(values[:-6], 5, 8, pad=False)
+    if data is None:
+        raise ValueError("has non-canonical Bech32 padding")
+    return hrp, bytes(data)
+
+
+# ------------------------------------------------------------------------------------------------------- keys
+
+
+def _describe(text: str) -> str:
+    """A short, safe rendering of user input for error messages (never echoes a whole secret key)."""
+    return repr(text[:12] + "...") if len(text) > 16 else repr(text)
+
+
+def generate_identity() -> tuple[str, str]:
+    """Create a fresh X25519 identity; returns (``AGE-SECRET-KEY-1...``, ``age1...`` recipient)."""
+    secret = os.urandom(32)
+    public = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
+    return _bech32_encode(_IDENTITY_HRP, secret).upper(), _bech32_encode(_RECIPIENT_HRP, public)
+
+
+def parse_recipient(text: str) -> X25519PublicKey:
+    """Parse an ``age1...`` X25519 recipient; :class:`ConfigError` says what is wrong with it."""
+    if not isinstance(text, str):
+        raise ConfigError(f"age recipient must be a string, not {type(text).__name__}")
+    stripped = text.strip()
+    try:
+        hrp, data = _bech32_decode(stripped)
+    except ValueError as err:
+        raise ConfigError(f"age recipient {_describe(stripped)} {err}") from None
+    if hrp != _RECIPIENT_HRP:
+        kind = "an age secret key, not a recipient" if hrp.startswith("age-secret-key") else f"prefix {hrp!r}"
+        raise ConfigError(f"age recipient {_describe(stripped)} has {kind}; expected 'age1...'")
+    if len(data) != 32:
+        raise ConfigError(f"age recipient {_describe(stripped)} holds {len(data)} bytes, expected 32")
+    return X25519PublicKey.from_public_bytes(data)
+
+
+def parse_identity(text: str) -> X25519PrivateKey:
+    """Parse an ``AGE-SECRET-KEY-1...`` X25519 identity; :class:`ConfigError` says what is wrong with it."""
+    if not isinstance(text, str):
+        raise ConfigError(f"age identity must be a string, not {type(text).__name__}")
+    stripped = text.strip()
+    try:
+        hrp, data = _bech32_decode(stripped)
+    except ValueError as err:
+        raise ConfigError(f"age identity {_describe(stripped)} {err}") from None
+    if hrp != _IDENTITY_HRP:
+        if hrp == "age-secret-key-pq-":
+            raise ConfigError("age identity is an ML-KEM hybrid (AGE-SECRET-KEY-PQ-1...) key; only X25519")
+        raise ConfigError(f"age identity {_describe(stripped)} has prefix {hrp!r}; expected 'AGE-SECRET-KEY-1'")
+    if len(data) != 32:
+        raise ConfigError(f"age identity {_describe(stripped)} holds {len(data)} bytes, expected 32")
+    return X25519PrivateKey.from_private_bytes(data)
+
+
+def recipient_of(identity: str) -> str:
+    """The ``age1...`` recipient matching an identity, to check that a key pair belongs together."""
+    public = parse_identity(identity).public_key().public_bytes_raw()
+    return _bech32_encode(_RECIPIENT_HRP, public)
+
+
+def read_identities(text: str) -> list[str]:
+    """Identities from an age identity file (``age-keygen`` output): blank and ``#`` lines are skipped."""
+    found = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parse_identity(line)
+        except ConfigError as err:
+            raise ConfigError(f"identity file line {number}: {err}") from None
+        found.append(line)
+    if not found:
+        raise ConfigError("identity file holds no AGE-SECRET-KEY-1... line")
+    return found
+
+
+# -------------------------------------------------------------------------------------------------- helpers
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def _b64encode(data: bytes) -> bytes:
+    return base64.b64encode(data).rstrip(b"=")
+
+
+def _b64decode(text: bytes) -> bytes | None:
+    """Canonical unpadded standard base64, or ``None``; no whitespace, ``=`` or stray low bits allowed."""
+    if _B64_LINE.fullmatch(text) is None or len(text) % 4 == 1:
+        return None
+    try:
+        data = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        return None
+    return data if _b64encode(data) == text else None
+
+
+def _chunk_nonce(counter: int, last: bool) -> bytes:
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def _as_bytes_view(data: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(data)
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        view = view.cast("B")
+    return view
+
+
+def ciphertext_size(plaintext_size: int, header_len: int) -> int:
+    """Exact size of an age file holding ``plaintext_size`` bytes, so uploads can declare their length.
+
+    ``header_len`` is ``len(Encryptor.header)`` (MAC line and payload nonce included). Every chunk adds a
+    16-byte tag; an empty payload is still one (empty, tagged) chunk.
+    """
+    if plaintext_size < 0 or header_len < 0:
+        raise ConfigError("ciphertext_size needs non-negative sizes")
+    chunks = max(1, -(-plaintext_size // CHUNK_SIZE))
+    return header_len + plaintext_size + chunks * TAG_SIZE
+
+
+# ------------------------------------------------------------------------------------------------- encrypt
+
+
+class Encryptor:
+    """Push-style encryption of one file to one or more X25519 recipients.
+
+    Write :attr:`header`, then whatever :meth:`update` returns, then :meth:`finalize`. A full 64 KiB chunk
+    is held back until a further byte arrives, because only then is it known not to be the final chunk.
+    """
+
+    def __init__(self, recipients: Sequence[str], *, file_key: bytes | None = None) -> None:
+        if isinstance(recipients, str):
+            raise ConfigError("recipients must be a list of 'age1...' strings, not one string")
+        if not recipients:
+            raise ConfigError("age encryption needs at least one recipient")
+        if len(recipients) > MAX_STANZAS:
+            raise ConfigError(f"at most {MAX_STANZAS} age recipients are supported, got {len(recipients)}")
+        keys = [parse_recipient(r) for r in recipients]
+        if file_key is None:
+            file_key = os.urandom(FILE_KEY_SIZE)
+        elif len(file_key) != FILE_KEY_SIZE:
+            raise ConfigError(f"age file key must be {FILE_KEY_SIZE} bytes, got {len(file_key)}")
+        file_key = bytes(file_key)
+
+        lines = [_V1_LINE]
+        for recipient, key in zip(recipients, keys, strict=True):
+            ephemeral = X25519PrivateKey.from_private_bytes(os.urandom(32))
+            share = ephemeral.public_key().public_bytes_raw()
+            try:
+                shared = ephemeral.exchange(key)
+            except ValueError:
+                raise ConfigError(f"age recipient {_describe(recipient.strip())} is a low-order point") from None
+            wrap_key = _hkdf(shared, share + key.public_bytes_raw(), _X25519_LABEL)
+            body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
+            lines.append(b"-> X25519 " + _b64encode(share) + b"\n" + _b64encode(body) + b"\n")
+        lines.append(b"---")
+        head = b"".join(lines)
+        mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()
+        nonce = os.urandom(NONCE_SIZE)
+        self.header: bytes = head + b" " + _b64encode(mac) + b"\n" + nonce
+        """Header, MAC line and payload nonce: the first bytes of the file."""
+        self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self._pending = bytearray()
+        self._counter = 0
+        self._finished = False
+
+    def encrypted_size(self, plaintext_size: int) -> int:
+        """Total file size (header included) for a plaintext of ``plaintext_size`` bytes."""
+        return ciphertext_size(plaintext_size, len(self.header))
+
+    def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> bytes:
+        sealed = self._aead.encrypt(_chunk_nonce(self._counter, last), chunk, None)
+        self._counter += 1
+        return sealed
+
+    def _chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        if self._finished:
+            raise ConfigError("Encryptor.update called after finalize")
+        with _as_bytes_view(data) as view:
+            size = len(view)
+            pending = self._pending
+            if len(pending) + size <= CHUNK_SIZE:
+                pending += view
+                return
+            pos = 0
+            if pending:  # top up the held-back chunk; more data follows it, so it is not the last
+                pos = CHUNK_SIZE - len(pending)
+                pending += view[:pos]
+                yield self._seal(pending, False)
+                pending.clear()
+            while size - pos > CHUNK_SIZE:  # sealed straight from the caller's buffer, no copy
+                yield self._seal(view[pos : pos + CHUNK_SIZE], False)
+                pos += CHUNK_SIZE
+            pending += view[pos:]  # 1..CHUNK_SIZE bytes: may turn out to be the final chunk
+
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Encrypt more plaintext; returns every chunk that is now known not to be the last one."""
+        return b"".join(self._chunks(data))
+
+    def finalize(self) -> bytes:
+        """Seal the held-back bytes as the final chunk (empty only when the whole plaintext is empty)."""
+        if self._finished:
+            raise ConfigError("Encryptor.finalize called twice")
+        self._finished = True
+        sealed = self._seal(self._pending, True)
+        self._pending = bytearray()
+        return sealed
+
+
+def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Sequence[str]) -> None:
+    """Encrypt everything readable from ``src`` into ``dst`` with bounded memory."""
+    enc = Encryptor(recipients)
+    dst.write(enc.header)
+    while block := src.read(_BUFSIZE):
+        for sealed in enc._chunks(block):
+            dst.write(sealed)
+    dst.write(enc.finalize())
+
+
+# ------------------------------------------------------------------------------------------------- decrypt
+
+
+class _Stanza:
+    __slots__ = ("args", "body")
+
+    def __init__(self, args: list[bytes], body: bytes) -> None:
+        self.args = args
+        self.body = body
+
+
+def _parse_header(header: bytes) -> tuple[list[_Stanza], bytes]:
+    """Parse a complete header (through the MAC line's LF) strictly; returns (stanzas, MAC)."""
+    lines = header.split(b"\n")
+    if lines[-1] != b"":
+        raise AgeHeaderError("age header does not end with a line feed")
+    lines.pop()
+    if lines[0] + b"\n" != _V1_LINE:
+        raise AgeHeaderError(_bad_version(lines[0]))
+    stanzas: list[_Stanza] = []
+    i = 1
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith(b"---"):
+            if i != len(lines) - 1:
+                raise AgeHeaderError("age header has lines after the MAC line")
+            if not stanzas:
+                raise AgeHeaderError("age header has no recipient stanza")
+            if not line.startswith(b"--- ") or len(line) != 4 + 43:
+                raise AgeHeaderError("age header MAC line is malformed (expected '--- ' and 43 base64 chars)")
+            mac = _b64decode(line[4:])
+            if mac is None or len(mac) != 32:
+                raise AgeHeaderError("age header MAC is not canonical base64 of 32 bytes")
+            return stanzas, mac
+        if not line.startswith(b"-> "):
+            raise AgeHeaderError(f"age header line {i + 1} is neither a stanza ('-> ') nor the MAC ('--- ')")
+        if len(stanzas) == MAX_STANZAS:
+            raise AgeHeaderError(f"age header has more than {MAX_STANZAS} stanzas")
+        args = line[3:].split(b" ")
+        for arg in args:
+            if not arg or any(c < 0x21 or c > 0x7E for c in arg):
+                raise AgeHeaderError(f"age header line {i + 1}: stanza argument is empty or not printable ASCII")
+        body = bytearray()
+        while True:
+            i += 1
+            if i >= len(lines) or lines[i].startswith(b"---"):
+                raise AgeHeaderError("age stanza body does not end with a short line")
+            part = lines[i]
+            if len(part) > 64:
+                raise AgeHeaderError(f"age header line {i + 1} is longer than 64 columns")
+            decoded = _b64decode(part)
+            if decoded is None:
+                raise AgeHeaderError(f"age header line {i + 1} is not canonical unpadded base64")
+            body += decoded
+            if len(part) < 64:
+                break
+        stanzas.append(_Stanza(args, bytes(body)))
+        i += 1
+    raise AgeHeaderError("age header has no MAC line")
+
+
+def _bad_version(line: bytes) -> str:
+    if line.startswith(_VERSION_PREFIX):
+        shown = line[len(_VERSION_PREFIX) :][:32].decode("ascii", "backslashreplace")
+        return f"unsupported age version {shown!r} (only v1)"
+    return "not an age file (missing 'age-encryption.org/v1' line)"
+
+
+class _Identity:
+    __slots__ = ("private", "public")
+
+    def __init__(self, text: str) -> None:
+        self.private = parse_identity(text)
+        self.public = self.private.public_key().public_bytes_raw()
+
+
+def _x25519_share(stanza: _Stanza) -> bytes:
+    """Validate an X25519 stanza's shape (no crypto); returns its ephemeral share."""
+    if len(stanza.args) != 2:
+        raise AgeHeaderError(f"X25519 stanza has {len(stanza.args)} arguments, expected 2")
+    share = _b64decode(stanza.args[1])
+    if share is None or len(share) != 32:
+        raise AgeHeaderError("X25519 stanza share is not canonical base64 of 32 bytes")
+    if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:
+        raise AgeHeaderError(f"X25519 stanza body is {len(stanza.body)} bytes, expected 32")
+    return share
+
+
+def _unwrap(stanzas: list[_Stanza], identities: list[_Identity]) -> bytes:
+    if len(stanzas) > 1 and any(s.args[0] == b"scrypt" for s in stanzas):
+        raise AgeHeaderError("an scrypt stanza must be the only stanza in an age header")
+    candidates = [(s, _x25519_share(s)) for s in stanzas if s.args[0] == b"X25519"]
+    for stanza, share in candidates:
+        peer = X25519PublicKey.from_public_bytes(share)
+        for ident in identities:
+            try:
+                shared = ident.private.exchange(peer)
+            except ValueError:
+                raise AgeHeaderError("X25519 stanza share is a low-order point (all-zero secret)") from None
+            wrap_key = _hkdf(shared, share + ident.public, _X25519_LABEL)
+            try:
+                return ChaCha20Poly1305(wrap_key).decrypt(_ZERO_NONCE, stanza.body, None)
+            except InvalidTag:
+                continue
+    if stanzas[0].args[0] == b"scrypt":
+        raise AgeNoMatchError("age file is passphrase (scrypt) encrypted; only X25519 identities are supported")
+    raise AgeNoMatchError(
+        f"none of the {len(identities)} identities matches the {len(candidates)} X25519 "
+        f"stanza(s) of this age file ({len(stanzas)} stanza(s) in all)"
+    )
+
+
+class Decryptor:
+    """Push-style decryption and verification of one age file.
+
+    :meth:`update` buffers the header (bounded by :data:`MAX_HEADER_SIZE`), verifies it, then returns the
+    plaintext of each authenticated chunk once a following byte shows it is not the final one.
+    :meth:`finalize` authenticates the final chunk; only then is the file known to be whole. Every failure is
+    an :class:`IntegrityError` subclass, and the object refuses further use after one.
+    """
+
+    def __init__(self, identities: Sequence[str]) -> None:
+        if isinstance(identities, str):
+            raise ConfigError("identities must be a list of 'AGE-SECRET-KEY-1...' strings, not one string")
+        if not identities:
+            raise ConfigError("age decryption needs at least one identity")
+        self._identities = [_Identity(text) for text in identities]
+        self._buf = bytearray()
+        self._scanned = 0
+        self._header_end = 0  # offset just past the MAC line's LF, once found and verified
+        self._aead: ChaCha20Poly1305 | None = None
+        self._file_key = b""
+        self._counter = 0
+        self._failure: IntegrityError | None = None
+        self._finished = False
+
+    # ----------------------------------------------------------------------------------------- header
+
+    def _feed_header(self) -> None:
+        buf = self._buf
+        if not self._header_end:
+            check = min(len(buf), len(_V1_LINE))
+            if buf[:check] != _V1_LINE[:check]:
+                line = bytes(buf[: buf.find(b"\n")]) if b"\n" in buf[:check] else bytes(buf[:check])
+                raise AgeHeaderError(_bad_version(line))
+            mark = buf.find(b"\n---", max(self._scanned - 3, 0), MAX_HEADER_SIZE)
+            end = -1 if mark < 0 else buf.find(b"\n", mark + 1, MAX_HEADER_SIZE)
+            if end < 0:
+                if len(buf) >= MAX_HEADER_SIZE:
+                    raise AgeHeaderError(f"age header is not complete within {MAX_HEADER_SIZE} bytes")
+                self._scanned = len(buf)
+                return
+            header = bytes(buf[: end + 1])
+            stanzas, mac = _parse_header(header)
+            file_key = _unwrap(stanzas, self._identities)
+            if len(file_key) != FILE_KEY_SIZE:  # cannot happen: the body length was checked
+                raise AgeHeaderError("unwrapped age file key has the wrong length")
+            expected = hmac.new(_hkdf(file_key, b"", b"header"), header[: mark + 4], hashlib.sha256).digest()
+            if not hmac.compare_digest(expected, mac):
+                raise AgeHmacError("age header MAC does not match: the header was modified or corrupted")
+            self._header_end = end + 1
+            self._file_key = file_key
+        if len(buf) >= self._header_end + NONCE_SIZE:
+            nonce = bytes(buf[self._header_end : self._header_end + NONCE_SIZE])
+            self._aead = ChaCha20Poly1305(_hkdf(self._file_key, nonce, b"payload"))
+            self._file_key = b""
+            del buf[: self._header_end + NONCE_SIZE]
+
+    # ---------------------------------------------------------------------------------------- payload
+
+    def _open(self, chunk: bytes | bytearray | memoryview, last: bool) -> bytes:
+        assert self._aead is not None
+        try:
+            plain = self._aead.decrypt(_chunk_nonce(self._counter, last), chunk, None)
+        except InvalidTag:
+            raise AgePayloadError(self._explain(chunk, last)) from None
+        if last and not plain and self._counter:
+            raise AgePayloadError("age payload ends with an empty final chunk after data (not allowed)")
+        self._counter += 1
+        return plain
+
+    def _explain(self, chunk: bytes | bytearray | memoryview, last: bool) -> str:
+        """Say why chunk ``self._counter`` failed; the spare trial decryption only runs on failure."""
+        assert self._aead is not None
+        where = f"age payload chunk {self._counter}"
+        if len(chunk) == ENC_CHUNK_SIZE:
+            try:
+                self._aead.decrypt(_chunk_nonce(self._counter, not last), chunk, None)
+            except InvalidTag:
+                pass
+            else:
+                if last:
+                    return f"{where} is not marked final and the file ends there: the file is truncated"
+                return f"{where} is the final chunk but more data follows it (trailing data or splice)"
+        if last:
+            return f"{where} (final) failed authentication: truncated or corrupted"
+        return f"{where} failed authentication: corrupted, reordered or from another file"
+
+    def _payload(self, view: memoryview) -> Iterator[bytes]:
+        size = len(view)
+        buf = self._buf
+        if len(buf) + size <= ENC_CHUNK_SIZE:
+            buf += view
+            return
+        pos = 0
+        if buf:
+            pos = ENC_CHUNK_SIZE - len(buf)
+            buf += view[:pos]
+            yield self._open(buf, False)
+            buf.clear()
+        while size - pos > ENC_CHUNK_SIZE:
+            yield self._open(view[pos : pos + ENC_CHUNK_SIZE], False)
+            pos += ENC_CHUNK_SIZE
+        buf += view[pos:]
+
+    def _chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        if self._failure is not None:
+            raise self._failure
+        if self._finished:
+            raise ConfigError("Decryptor.update called after finalize")
+        try:
+            with _as_bytes_view(data) as view:
+                if self._aead is None:
+                    self._buf += view
+                    self._feed_header()
+                    if self._aead is None:
+                        return
+                    carried, self._buf = self._buf, bytearray()
+                    with memoryview(carried) as rest:
+                        yield from self._payload(rest)
+                else:
+                    yield from self._payload(view)
+        except IntegrityError as err:
+            self._failure = err
+            raise
+
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Feed ciphertext; returns plaintext of the chunks verified so far (provisional until finalize)."""
+        return b"".join(self._chunks(data))
+
+    def finalize(self) -> bytes:
+        """Verify the final chunk and return its plaintext; raises if the file is truncated or extended."""
+        if self._failure is not None:
+            raise self._failure
+        if self._finished:
+            raise ConfigError("Decryptor.finalize called twice")
+        self._finished = True
+        try:
+            if self._aead is None:
+                if self._header_end:
+                    raise AgeHeaderError("age file ends inside the 16-byte payload nonce")
+                self._feed_header()  # surfaces a bad version line on very short input
+                raise AgeHeaderError("age file ends inside its header" if self._buf else "age file is empty")
+            if not self._buf:
+                raise AgePayloadError("age payload has no chunks (the final chunk is missing)")
+            if len(self._buf) < TAG_SIZE:
+                raise AgePayloadError(f"age payload chunk {self._counter} is shorter than its 16-byte tag")
+            plain = self._open(self._buf, True)
+            self._buf = bytearray()
+            return plain
+        except IntegrityError as err:
+            self._failure = err
+            raise
+
+
+def decrypt_stream(src: BinaryIO, dst: BinaryIO, identities: Sequence[str]) -> None:
+    """Decrypt ``src`` into ``dst``; on error ``dst`` holds a partial, untrustworthy prefix: discard it."""
+    dec = Decryptor(identities)
+    while block := src.read(_BUFSIZE):
+        for plain in dec._chunks(block):
+            dst.write(plain)
+    dst.write(dec.finalize())

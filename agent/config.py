@@ -1,0 +1,200 @@
+"""Agent configuration: TOML with the keys of CONTRACT.md, validated with errors that name the key.
+
+Without a config file (the default path absent and none given), the agent runs on an embedded
+default: a state directory under the user's data directory and a local-directory bucket in it,
+which is what ``bodycam-sync demo`` uses. docs/configuration.md lists every key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bodycam.drivers.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    name: str
+    age: str  # age1... X25519 recipient
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    dock_id: str
+    state_dir: Path
+    bucket_url: str
+    bucket_endpoint_url: str | None = None
+    signing_key: Path | None = None
+    recipients: tuple[Recipient, ...] = ()
+    usbip: tuple[str, ...] = ()
+    serial: tuple[str, ...] = ()
+    mass_storage_dir: Path | None = None
+    erase_after_upload: bool = False
+    retention_days: int | None = None
+    pseudonym_key: Path | None = None
+    part_size: int = 8 * 1024 * 1024
+    upload_workers: int = 4
+    bandwidth_limit_mbps: float | None = None
+    source: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite"
+
+    @property
+    def key_path(self) -> Path:
+        return self.signing_key or self.state_dir / "keys" / "dock_ed25519"
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        return self.pseudonym_key or self.state_dir / "keys" / "pseudonym.key"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("BODYCAM_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bodycam"
+
+
+def embedded_default() -> Config:
+    state = default_state_dir()
+    return Config(
+        dock_id=_hostname_dock_id(),
+        state_dir=state,
+        bucket_url=(state / "bucket").resolve().as_uri(),
+    )
+
+
+def _hostname_dock_id() -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+    return f"dock-{name}"[:64]
+
+
+def load(path: Path | None) -> Config:
+    """Load ``path``; with ``None``, ``$BODYCAM_CONFIG`` or the default path, else the embedded default."""
+    if path is None:
+        env = os.environ.get("BODYCAM_CONFIG")
+        if env:
+            path = Path(env)
+        elif DEFAULT_CONFIG.exists():
+            path = DEFAULT_CONFIG
+        else:
+            return embedded_default()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {path} does not exist") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    return parse(raw, source=path)
+
+
+def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
+    where = f" in {source}" if source else ""
+    known_top = {"dock_id", "state_dir", "bucket", "signing", "recipients", "cameras", "policy", "upload", "privacy"}
+    for key in raw:
+        if key not in known_top:
+            raise ConfigError(f"unknown config key '{key}'{where}; known keys: {', '.join(sorted(known_top))}")
+    dock_id = _str(raw, "dock_id", where, default=_hostname_dock_id())
+    if not dock_id or len(dock_id) > 64 or not all(c.isalnum() or c in "-_." for c in dock_id):
+        raise ConfigError(f"config key 'dock_id'{where} must be 1-64 letters, digits, '-', '_' or '.'")
+    state_dir = Path(_str(raw, "state_dir", where, default=str(default_state_dir())))
+    bucket = _table(raw, "bucket", where)
+    bucket_url = _str(bucket, "url", where, prefix="bucket.", default=(state_dir / "bucket").resolve().as_uri())
+    if not (bucket_url.startswith("s3://") or bucket_url.startswith("file://")):
+        raise ConfigError(f"config key 'bucket.url'{where} must start with s3:// or file://, not {bucket_url!r}")
+    endpoint = bucket.get("endpoint_url")
+    if endpoint is not None and not isinstance(endpoint, str):
+        raise ConfigError(f"config key 'bucket.endpoint_url'{where} must be a string")
+    retention = bucket.get("retention_days")
+    if retention is not None and (not isinstance(retention, int) or isinstance(retention, bool) or retention < 1):
+        raise ConfigError(f"config key 'bucket.retention_days'{where} must be a positive integer")
+    signing = _table(raw, "signing", where)
+    key = signing.get("key")
+    if key is not None and not isinstance(key, str):
+        raise ConfigError(f"config key 'signing.key'{where} must be a path string")
+    recipients = []
+    raw_recipients = raw.get("recipients", [])
+    if not isinstance(raw_recipients, list):
+        raise ConfigError(f"config key 'recipients'{where} must be an array of tables ([[recipients]])")
+    for i, item in enumerate(raw_recipients):
+        if not isinstance(item, dict):
+            raise ConfigError(f"config key 'recipients[{i}]'{where} must be a table with name and age")
+        name = _str(item, "name", where, prefix=f"recipients[{i}].")
+        age = _str(item, "age", where, prefix=f"recipients[{i}].")
+        if not age.startswith("age1"):
+            raise ConfigError(f"config key 'recipients[{i}].age'{where} must be an age X25519 recipient (age1...)")
+        recipients.append(Recipient(name, age))
+    cameras = _table(raw, "cameras", where)
+    usbip = _str_list(cameras, "usbip", where, "cameras.")
+    serial = _str_list(cameras, "serial", where, "cameras.")
+    mass = cameras.get("mass_storage_dir")
+    policy = _table(raw, "policy", where)
+    erase = policy.get("erase_after_upload", False)
+    if not isinstance(erase, bool):
+        raise ConfigError(f"config key 'policy.erase_after_upload'{where} must be true or false")
+    upload = _table(raw, "upload", where)
+    part_size = upload.get("part_size", 8 * 1024 * 1024)
+    if not isinstance(part_size, int) or not 5 * 1024 * 1024 <= part_size <= 512 * 1024 * 1024:
+        raise ConfigError(f"config key 'upload.part_size'{where} must be an integer between 5 MiB and 512 MiB")
+    workers = upload.get("workers", 4)
+    if not isinstance(workers, int) or not 1 <= workers <= 32:
+        raise ConfigError(f"config key 'upload.workers'{where} must be an integer between 1 and 32")
+    bandwidth = upload.get("bandwidth_limit_mbps")
+    if bandwidth is not None and (not isinstance(bandwidth, int | float) or bandwidth <= 0):
+        raise ConfigError(f"config key 'upload.bandwidth_limit_mbps'{where} must be a positive number")
+    privacy = _table(raw, "privacy", where)
+    pseudonym = privacy.get("pseudonym_key")
+    return Config(
+        dock_id=dock_id,
+        state_dir=state_dir,
+        bucket_url=bucket_url,
+        bucket_endpoint_url=endpoint,
+        signing_key=Path(key) if key else None,
+        recipients=tuple(recipients),
+        usbip=tuple(usbip),
+        serial=tuple(serial),
+        mass_storage_dir=Path(mass) if isinstance(mass, str) else None,
+        erase_after_upload=erase,
+        retention_days=retention,
+        pseudonym_key=Path(pseudonym) if isinstance(pseudonym, str) else None,
+        part_size=part_size,
+        upload_workers=workers,
+        bandwidth_limit_mbps=float(bandwidth) if bandwidth is not None else None,
+        source=source,
+    )
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}'{where} must be a table ([{key}])")
+    return value
+
+
+def _str(raw: dict[str, Any], key: str, where: str, *, prefix: str = "", default: str | None = None) -> str:
+    value = raw.get(key, default)
+    if value is None:
+        raise ConfigError(f"config key '{prefix}{key}'{where} is required")
+    if not isinstance(value, str):
+        raise ConfigError(f"config key '{prefix}{key}'{where} must be a string")
+    return value
+
+
+def _str_list(raw: dict[str, Any], key: str, where: str, prefix: str) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key '{prefix}{key}'{where} must be a list of strings")
+    return list(value)

@@ -1,0 +1,493 @@
+"""SSHSIG signing/verification, key files and allowed_signers, checked against stock ssh-keygen."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import shutil
+import struct
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from bodycam.agent import sshsig
+from bodycam.agent.sshsig import (
+    AllowedSigner,
+    allowed_signers_line,
+    fingerprint,
+    generate_key,
+    keys_for,
+    load_private_key,
+    parse_allowed_signers,
+    parse_public_key_line,
+    public_key_line,
+    sign,
+    verify,
+)
+from bodycam.drivers.errors import ConfigError, IntegrityError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+NS = "bodycam-manifest"
+DATA = b'{"camera": "BC-0042", "files": ["clip-0001.mp4"], "sha256": "00ff"}\n' * 40
+
+SSH_KEYGEN = shutil.which("ssh-keygen")
+needs_ssh_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="stock ssh-keygen (OpenSSH) is not installed")
+
+
+def ssh_keygen(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    assert SSH_KEYGEN is not None
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}  # never talk to a user's agent
+    return subprocess.run(
+        [SSH_KEYGEN, *args],
+        input=stdin.decode("latin-1") if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        encoding="latin-1",
+        timeout=30,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def stock_verify(
+    tmp: Path, data: bytes, sig: str, allowed: str, namespace: str = NS, principal: str = "dock-01"
+) -> int:
+    (tmp / "allowed_signers").write_text(allowed)
+    (tmp / "file.sig").write_text(sig)
+    args = ("-Y", "verify", "-f", str(tmp / "allowed_signers"), "-I", principal, "-n", namespace)
+    return ssh_keygen(*args, "-s", str(tmp / "file.sig"), stdin=data).returncode
+
+
+def stock_key(tmp: Path, name: str = "stock", kind: str = "ed25519", passphrase: str = "") -> Path:
+    path = tmp / name
+    result = ssh_keygen("-q", "-t", kind, "-N", passphrase, "-C", f"{name}@test", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def stock_sign(tmp: Path, key: Path, data: bytes, *extra: str) -> str:
+    target = tmp / "payload.bin"
+    target.write_bytes(data)
+    sig_path = Path(f"{target}.sig")
+    sig_path.unlink(missing_ok=True)
+    result = ssh_keygen("-Y", "sign", "-f", str(key), "-n", NS, *extra, str(target))
+    assert result.returncode == 0, result.stderr
+    return sig_path.read_text()
+
+
+def ssh_string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def rebuild(sig: str, **changes: bytes | int) -> str:
+    """Re-encode an armored signature with some fields replaced (independent SSHSIG parser for tests)."""
+    body = "".join(sig.strip().splitlines()[1:-1])
+    blob = base64.b64decode(body)
+    assert blob[:6] == b"SSHSIG"
+    pos = 10
+    fields: dict[str, bytes] = {}
+    for name in ("key", "namespace", "reserved", "hash", "signature"):
+        (length,) = struct.unpack_from(">I", blob, pos)
+        fields[name] = blob[pos + 4 : pos + 4 + length]
+        pos += 4 + length
+    version = changes.pop("version", 1)
+    assert isinstance(version, int)
+    for name, value in changes.items():
+        assert isinstance(value, bytes)
+        fields[name] = value
+    out = b"SSHSIG" + struct.pack(">I", version) + b"".join(ssh_string(fields[n]) for n in fields)
+    return armored(base64.b64encode(out).decode())
+
+
+def armored(body: str) -> str:
+    return f"-----BEGIN SSH SIGNATURE-----\n{body}\n-----END SSH SIGNATURE-----\n"
+
+
+def raw_signature_field(sig: str) -> bytes:
+    body = base64.b64decode("".join(sig.strip().splitlines()[1:-1]))
+    return body[-(4 + 11 + 4 + 64) :]
+
+
+@pytest.fixture
+def dock_key(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
+    path = tmp_path / "dock_key"
+    generate_key(path, "dock-01@station-7")
+    return path, load_private_key(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. our signatures under stock ssh-keygen -Y verify
+
+
+@needs_ssh_keygen
+def test_stock_ssh_keygen_verifies_our_signature(tmp_path: Path, dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    sig = sign(DATA, key, NS)
+    allowed = allowed_signers_line("dock-01", key.public_key()) + "\n"
+    assert stock_verify(tmp_path, DATA, sig, allowed) == 0
+
+    tampered = bytearray(DATA)
+    tampered[100] ^= 0x01
+    assert stock_verify(tmp_path, bytes(tampered), sig, allowed) != 0
+    assert stock_verify(tmp_path, DATA, sig, allowed, namespace="bodycam-firmware") != 0
+    assert stock_verify(tmp_path, DATA, sig, allowed, principal="dock-02") != 0
+
+
+@needs_ssh_keygen
+def test_stock_ssh_keygen_honours_our_namespaces_option(
+    tmp_path: Path, dock_key: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    _, key = dock_key
+    restricted = allowed_signers_line("dock-01", key.public_key(), namespaces=["bodycam-firmware"]) + "\n"
+    assert stock_verify(tmp_path, DATA, sign(DATA, key, NS), restricted) != 0
+    permitted = allowed_signers_line("dock-01", key.public_key(), namespaces=[NS, "other"]) + "\n"
+    assert stock_verify(tmp_path, DATA, sign(DATA, key, NS), permitted) == 0
+    # and our own reading of the same lines agrees with ssh-keygen
+    assert keys_for(parse_allowed_signers(restricted), "dock-01", NS) == []
+    assert [_raw(k) for k in keys_for(parse_allowed_signers(permitted), "dock-01", NS)] == [_raw(key.public_key())]
+
+
+def test_armor_matches_ssh_keygen_layout(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    sig = sign(DATA, key, NS)
+    lines = sig.split("\n")
+    assert lines[0] == "-----BEGIN SSH SIGNATURE-----"
+    assert lines[-2:] == ["-----END SSH SIGNATURE-----", ""]
+    assert all(len(line) == 70 for line in lines[1:-3])
+    assert 0 < len(lines[-3]) <= 70
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. stock keys and signatures under our code
+
+
+@needs_ssh_keygen
+def test_our_verify_accepts_stock_signature_and_loads_stock_key(tmp_path: Path) -> None:
+    key_path = stock_key(tmp_path)
+    stock_pub = parse_public_key_line((tmp_path / "stock.pub").read_text())
+    sig = stock_sign(tmp_path, key_path, DATA)
+
+    signer = verify(DATA, sig, NS, [stock_pub])
+    assert signer is stock_pub
+    assert verify(io.BytesIO(DATA), sig, NS, [stock_pub]) is stock_pub
+
+    loaded = load_private_key(key_path)
+    assert _raw(loaded.public_key()) == _raw(stock_pub)
+    # Ed25519 is deterministic: our signer must produce exactly ssh-keygen's bytes
+    assert sign(DATA, loaded, NS) == sig
+
+
+@needs_ssh_keygen
+def test_our_verify_accepts_stock_sha256_signature(tmp_path: Path) -> None:
+    key_path = stock_key(tmp_path)
+    pub = parse_public_key_line((tmp_path / "stock.pub").read_text())
+    sig = stock_sign(tmp_path, key_path, DATA, "-O", "hashalg=sha256")
+    assert verify(DATA, sig, NS, [pub]) is pub
+    with pytest.raises(IntegrityError, match="does not match"):
+        verify(DATA + b"x", sig, NS, [pub])
+
+
+@needs_ssh_keygen
+def test_stock_ssh_keygen_reads_our_private_key(tmp_path: Path) -> None:
+    path = tmp_path / "dock_key"
+    returned = generate_key(path, "dock-01@station-7")
+    pub_line = (tmp_path / "dock_key.pub").read_text()
+    assert pub_line == f"{returned} dock-01@station-7\n"
+    result = ssh_keygen("-y", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == pub_line
+    fp = ssh_keygen("-l", "-E", "sha256", "-f", str(path))
+    assert fingerprint(parse_public_key_line(returned)) in fp.stdout
+
+
+@needs_ssh_keygen
+def test_stock_ecdsa_signature_is_refused_as_unsupported(tmp_path: Path) -> None:
+    key_path = stock_key(tmp_path, "ecdsa", kind="ecdsa")
+    sig = stock_sign(tmp_path, key_path, DATA)
+    with pytest.raises(IntegrityError, match="key type 'ecdsa-sha2-nistp256' is not supported"):
+        verify(DATA, sig, NS, [Ed25519PrivateKey.generate().public_key()])
+
+
+@needs_ssh_keygen
+def test_load_refuses_encrypted_and_non_ed25519_stock_keys(tmp_path: Path) -> None:
+    encrypted = stock_key(tmp_path, "enc", passphrase="correct horse")
+    with pytest.raises(ConfigError, match="passphrase-protected"):
+        load_private_key(encrypted)
+    ecdsa_key = stock_key(tmp_path, "ecdsa", kind="ecdsa")
+    with pytest.raises(ConfigError, match="must be Ed25519"):
+        load_private_key(ecdsa_key)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. rejection paths and key file safety
+
+
+def test_round_trip_bytes_and_streams(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    pub = key.public_key()
+    other = Ed25519PrivateKey.generate().public_key()
+    sig = sign(DATA, key, NS)
+    assert sign(io.BytesIO(DATA), key, NS) == sig
+    assert verify(DATA, sig, NS, [other, pub]) is pub
+    assert verify(io.BytesIO(DATA), sig, NS, [pub]) is pub
+
+
+class ChunkReader(io.BytesIO):
+    """A binary stream that records read sizes, to prove nobody slurps it with read()/read(-1)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.sizes.append(size)
+        return super().read(min(size, 4096) if size is not None and size > 0 else size)
+
+
+def test_streams_are_hashed_in_bounded_chunks(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    data = os.urandom(300_000)
+    reader = ChunkReader(data)
+    sig = sign(reader, key, NS)
+    assert reader.sizes and all(size is not None and 0 < size <= 1024 * 1024 for size in reader.sizes)
+    assert len(reader.sizes) > 2  # really read piecewise
+    assert verify(data, sig, NS, [key.public_key()]) is not None
+
+
+def test_rejections_raise_integrity_error(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    pub = key.public_key()
+    sig = sign(DATA, key, NS)
+
+    with pytest.raises(IntegrityError, match="does not match the data"):
+        verify(DATA[:-1] + b"?", sig, NS, [pub])
+    with pytest.raises(IntegrityError, match="not among the 1 allowed"):
+        verify(DATA, sig, NS, [Ed25519PrivateKey.generate().public_key()])
+    with pytest.raises(IntegrityError, match="namespace 'bodycam-manifest', not 'bodycam-firmware'"):
+        verify(DATA, sig, "bodycam-firmware", [pub])
+
+    sig_field = bytearray(raw_signature_field(sig))
+    sig_field[-1] ^= 0x80
+    with pytest.raises(IntegrityError, match="does not match the data"):
+        verify(DATA, rebuild(sig, signature=bytes(sig_field)), NS, [pub])
+    # swapping the namespace inside the blob does not help: the signature covers it
+    with pytest.raises(IntegrityError, match="does not match the data"):
+        verify(DATA, rebuild(sig, namespace=b"other"), "other", [pub])
+    with pytest.raises(IntegrityError, match="hash 'md5' is not supported"):
+        verify(DATA, rebuild(sig, hash=b"md5"), NS, [pub])
+    with pytest.raises(IntegrityError, match="version 2 is not supported"):
+        verify(DATA, rebuild(sig, version=2), NS, [pub])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hello",
+        "-----BEGIN SSH SIGNATURE-----\n-----END SSH SIGNATURE-----\n",
+        "-----BEGIN SSH SIGNATURE-----\nnot*base64!\n-----END SSH SIGNATURE-----\n",
+        "-----BEGIN SSH SIGNATURE-----\n"
+        + base64.b64encode(b"NOTSIG\0\0\0\1").decode()
+        + "\n-----END SSH SIGNATURE-----\n",
+        "-----BEGIN SSH SIGNATURE-----\n"
+        + base64.b64encode(b"SSHSIG\0\0\0\1\0\0\1\0ab").decode()
+        + "\n-----END SSH SIGNATURE-----\n",
+        "-----BEGIN SSH SIGNATURE-----\n" + "A" * 20000 + "\n-----END SSH SIGNATURE-----\n",
+    ],
+    ids=["empty", "garbage", "no-body", "bad-base64", "bad-magic", "truncated", "oversized"],
+)
+def test_garbage_armor_raises_integrity_error(text: str, dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    with pytest.raises(IntegrityError):
+        verify(DATA, text, NS, [dock_key[1].public_key()])
+
+
+def test_trailing_bytes_in_blob_are_rejected(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    sig = sign(DATA, key, NS)
+    blob = base64.b64decode("".join(sig.strip().splitlines()[1:-1])) + b"\0"
+    text = armored(base64.b64encode(blob).decode())
+    with pytest.raises(IntegrityError, match="trailing"):
+        verify(DATA, text, NS, [key.public_key()])
+
+
+def test_crlf_armor_is_accepted(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    sig = sign(DATA, key, NS).replace("\n", "\r\n")
+    assert verify(DATA, sig, NS, [key.public_key()]) is not None
+
+
+def test_generate_key_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "dock_key"
+    line = generate_key(path, "dock-01")
+    assert line.startswith("ssh-ed25519 AAAA") and " " not in line.removeprefix("ssh-ed25519 ")
+    assert (path.stat().st_mode & 0o777) == 0o600
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="already exists"):
+        generate_key(path, "dock-01")
+    assert path.read_bytes() == before
+
+    (tmp_path / "other_key.pub").write_text("keep me\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        generate_key(tmp_path / "other_key", "x")
+    assert not (tmp_path / "other_key").exists()
+    assert (tmp_path / "other_key.pub").read_text() == "keep me\n"
+
+    with pytest.raises(ConfigError, match="single line"):
+        generate_key(tmp_path / "k3", "two\nlines")
+
+
+def test_load_refuses_group_readable_key(tmp_path: Path) -> None:
+    path = tmp_path / "dock_key"
+    generate_key(path, "dock-01")
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as info:
+        load_private_key(path)
+    assert f"chmod 600 {path}" in str(info.value)
+    assert "0644" in str(info.value)
+    path.chmod(0o600)
+    assert isinstance(load_private_key(path), Ed25519PrivateKey)
+
+
+def test_load_reports_missing_and_garbage_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_private_key(tmp_path / "nope")
+    junk = tmp_path / "junk"
+    junk.write_text("not a key\n")
+    junk.chmod(0o600)
+    with pytest.raises(ConfigError, match="not a usable OpenSSH private key"):
+        load_private_key(junk)
+    rsa_like = tmp_path / "ec"
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_like.write_bytes(
+        ec_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
+    rsa_like.chmod(0o600)
+    with pytest.raises(ConfigError, match="type ECDSA; dock signing keys must be Ed25519"):
+        load_private_key(rsa_like)
+
+
+def test_public_key_lines_round_trip() -> None:
+    pub = Ed25519PrivateKey.generate().public_key()
+    line = public_key_line(pub)
+    assert line == pub.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    assert _raw(parse_public_key_line(line + " some comment\n")) == _raw(pub)
+    ec_line = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    for bad in ("", "ssh-ed25519", ec_line, "ssh-ed25519 AAAA!!!!", "ssh-ed25519 " + ec_line.split()[1]):
+        with pytest.raises(ConfigError):
+            parse_public_key_line(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. allowed_signers
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes_raw()
+
+
+def _ec_line() -> str:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def test_parse_allowed_signers(caplog: pytest.LogCaptureFixture) -> None:
+    k1, k2, k3, k4, k5 = (public_key_line(Ed25519PrivateKey.generate().public_key()) for _ in range(5))
+    text = "\n".join(
+        [
+            "# trust list for station 7",
+            "",
+            f"dock-01 {k1} dock-01@station-7",
+            f'dock-02,dock-03 namespaces="bodycam-manifest,audit-*" {k2}',
+            f"   \t# indented comment {k3}",
+            f"dock-04 cert-authority {k3}",
+            f"dock-05 {_ec_line()} an ecdsa key",
+            f'"dock-06" VALID-BEFORE="20200101Z",valid-after="20190101" {k4}',
+            f"*.station-7,!evil.station-7\t{k5}",
+            "",
+        ]
+    )
+    with caplog.at_level(logging.INFO, logger=sshsig.__name__):
+        signers = parse_allowed_signers(text)
+    assert "line 6: cert-authority" in caplog.text and "line 7: ecdsa-sha2-nistp256" in caplog.text
+
+    assert [s.principals for s in signers] == [
+        ("dock-01",),
+        ("dock-02", "dock-03"),
+        ("dock-06",),
+        ("*.station-7", "!evil.station-7"),
+    ]
+    assert signers[0] == AllowedSigner(("dock-01",), parse_public_key_line(k1), None)
+    assert signers[1].namespaces == ("bodycam-manifest", "audit-*")
+    assert signers[2].valid_before == datetime(2020, 1, 1, tzinfo=UTC)
+
+    def keys(principal: str, namespace: str, at: datetime | None = None) -> list[bytes]:
+        return [_raw(k) for k in keys_for(signers, principal, namespace, at=at)]
+
+    assert keys("dock-01", NS) == [_raw(parse_public_key_line(k1))]
+    assert keys("dock-03", NS) == [_raw(parse_public_key_line(k2))]
+    assert keys("dock-03", "audit-2024") == [_raw(parse_public_key_line(k2))]
+    assert keys("dock-03", "bodycam-firmware") == []
+    assert keys("dock-04", NS) == []  # cert-authority line skipped
+    assert keys("dock-06", NS) == []  # expired
+    assert keys("dock-06", NS, datetime(2019, 6, 1, tzinfo=UTC)) == [_raw(parse_public_key_line(k4))]
+    assert keys("cam.station-7", NS) == [_raw(parse_public_key_line(k5))]
+    assert keys("evil.station-7", NS) == []
+    assert keys("dock-1", NS) == []
+
+
+def test_allowed_signers_feed_verify(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+    _, key = dock_key
+    text = allowed_signers_line("dock-01", key.public_key(), namespaces=[NS]) + "\n"
+    signers = parse_allowed_signers(text)
+    sig = sign(DATA, key, NS)
+    assert _raw(verify(DATA, sig, NS, keys_for(signers, "dock-01", NS))) == _raw(key.public_key())
+    with pytest.raises(IntegrityError, match="not among the 0 allowed"):
+        verify(DATA, sig, NS, keys_for(signers, "dock-02", NS))
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("dock-01", "missing key"),
+        ("dock-01 ssh-ed25519", "missing key"),
+        ('dock-01 namespaces="x"', "missing key"),
+        ("dock-01 ssh-ed25519 AAAA!!!!", "base64"),
+        ('dock-01 namespace="x" {k}', "unknown option 'namespace'"),
+        ("dock-01 namespaces=x {k}", "double quotes"),
+        ('dock-01 namespaces="x {k}', "unterminated"),
+        ('dock-01 namespaces="a",namespaces="b" {k}', "more than one"),
+        ('dock-01 valid-after="2024-01-01" {k}', "YYYYMMDD"),
+        ('dock-01 valid-after="20240101",valid-before="20230101" {k}', "not after"),
+        ("dock-01 ssh-ed25519 {ec}", "line says 'ssh-ed25519'"),
+    ],
+)
+def test_bad_allowed_signers_line_names_line_number(line: str, reason: str) -> None:
+    k = public_key_line(Ed25519PrivateKey.generate().public_key())
+    ec_b64 = _ec_line().split()[1]
+    text = f"# header\n\ndock-00 {k}\n" + line.format(k=k, ec=ec_b64) + "\n"
+    with pytest.raises(ConfigError, match="line 4") as info:
+        parse_allowed_signers(text)
+    assert reason in str(info.value)
+
+
+def test_allowed_signers_line_validation() -> None:
+    pub = Ed25519PrivateKey.generate().public_key()
+    assert allowed_signers_line("dock-01", pub) == f"dock-01 {public_key_line(pub)}"
+    for bad in ("", "two words", "a,b", "#x", 'q"'):
+        with pytest.raises(ConfigError):
+            allowed_signers_line(bad, pub)
+    with pytest.raises(ConfigError):
+        allowed_signers_line("dock-01", pub, namespaces=["a,b"])
