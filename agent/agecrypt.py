@@ -40,12 +40,13 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Final
 
-from bodycam.drivers.errors import ConfigError, IntegrityError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bodycam.drivers.errors import ConfigError, IntegrityError
 
 __all__ = [
     "CHUNK_SIZE",

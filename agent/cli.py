@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from bodycam.drivers.errors import BodycamError, ConfigError
 
 from . import __version__

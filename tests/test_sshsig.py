@@ -13,6 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from bodycam.agent import sshsig
 from bodycam.agent.sshsig import (
     AllowedSigner,
@@ -28,9 +32,6 @@ from bodycam.agent.sshsig import (
     verify,
 )
 from bodycam.drivers.errors import ConfigError, IntegrityError
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 NS = "bodycam-manifest"
 DATA = b'{"camera": "BC-0042", "files": ["clip-0001.mp4"], "sha256": "00ff"}\n' * 40
