@@ -122,8 +122,8 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     if retention is not None and (not isinstance(retention, int) or isinstance(retention, bool) or retention < 1):
         raise ConfigError(f"config key 'bucket.retention_days'{where} must be a positive integer")
     signing = _table(raw, "signing", where)
-    key = signing.get("key")
-    if key is not None and not isinstance(key, str):
+    signing_key = signing.get("key")
+    if signing_key is not None and not isinstance(signing_key, str):
         raise ConfigError(f"config key 'signing.key'{where} must be a path string")
     recipients = []
     raw_recipients = raw.get("recipients", [])
@@ -162,7 +162,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         state_dir=state_dir,
         bucket_url=bucket_url,
         bucket_endpoint_url=endpoint,
-        signing_key=Path(key) if key else None,
+        signing_key=Path(signing_key) if signing_key else None,
         recipients=tuple(recipients),
         usbip=tuple(usbip),
         serial=tuple(serial),

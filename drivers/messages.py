@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from .errors import ProtocolError
 from .protocol import MAX_PAYLOAD, MAX_READ
@@ -54,7 +54,7 @@ class _Reader:
         self._pos += n
         return out
 
-    def unpack(self, fmt: str, field: str) -> tuple[int, ...]:
+    def unpack(self, fmt: str, field: str) -> tuple[Any, ...]:
         size = struct.calcsize(fmt)
         return struct.unpack(fmt, self.take(size, field))
 
@@ -382,13 +382,13 @@ class FirmwareBegin:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         r = _Reader(data, "FW_BEGIN request")
-        size, digest = r.unpack("<Q32s", "header")  # type: ignore[misc]
+        size, digest = r.unpack("<Q32s", "header")
         version = r.text("version", MAX_SHORT_TEXT)
         signature = r.take(64, "signature")
         r.end()
         if size > MAX_FIRMWARE_SIZE:
             raise ProtocolError(f"FW_BEGIN: image of {size} bytes over the limit {MAX_FIRMWARE_SIZE}")
-        return cls(size, bytes(digest), version, signature)  # type: ignore[arg-type]
+        return cls(size, bytes(digest), version, signature)
 
 
 @dataclass(frozen=True, slots=True)

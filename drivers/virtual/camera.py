@@ -235,8 +235,9 @@ class VirtualCamera:
         if self.faults.endless_list:
             self._list_calls += 1
             total = req.start + len(page) + m.MAX_LIST_PAGE * self._list_calls
+            when = round(self.camera_time() * 1e6)
             page = page or tuple(
-                m.RecordingInfo(90000 + req.start + i, 1, *entries[0][2:4], m.Category.TRAINING, b"\0" * 32, "x")
+                m.RecordingInfo(90000 + req.start + i, 1, when, when, m.Category.TRAINING, b"\0" * 32, f"x{i}")
                 for i in range(m.MAX_LIST_PAGE)
             )
         return m.ListResponse(total, page).to_bytes()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up .venv with bodycam-sync and its test tools. Idempotent; works on a fresh Debian 12.
+# Debian packages are installed when running as root (CI, a dock); otherwise they must be present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_apt=("$@")
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=(python3-venv python3-pip "${want_apt[@]}")
+  missing=()
+  for pkg in "${need[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q -e '.[test]'

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, lint, type-check and run the whole test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh age openssh-client systemd restic jq udev
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+bash scripts/typecheck.sh
+.venv/bin/python -m pytest -q "$@"
