@@ -47,8 +47,25 @@ def by_usb_id(vid: int, pid: int) -> CameraModel | None:
     return next((m for m in MODELS if m.vid == vid and m.pid == pid), None)
 
 
+#: udev glob for a USB serial that must not become part of a /dev path: anything outside the camera
+#: protocol's serial alphabet (letters, digits, '-', '_', '.'), or a bare '.' / '..'
+UNSAFE_SERIAL_GLOB = "*[!0-9A-Za-z._-]*|.|.."
+
+#: the unit a docked camera wakes (SYSTEMD_WANTS); systemd/ holds it
+SERVICE_UNIT = "bodycam-agent.service"
+
+
 def udev_rules(group: str = "bodycam") -> str:
-    """The udev rules for every model: device access for the dock's group, a stable symlink, wake the service."""
+    """The udev rules for every model: device access for the dock's group, a stable symlink, wake the service.
+
+    Per model: the USB device node (and, for serial-capable models, its ttyACM node) gets
+    ``MODE``/``GROUP`` for the agent, ``TAG+="systemd"`` and ``SYSTEMD_WANTS`` so that docking a
+    camera starts the service, and ``BODYCAM_SERIAL`` from the USB serial descriptor. The symlink
+    ``/dev/bodycam/<serial>`` (``<serial>-tty`` for ttyACM) comes from two shared rules at the end
+    that only use a serial in the protocol's alphabet: the descriptor is camera-controlled input,
+    and a serial such as ``../disk/by-id/x`` or an empty one must not shape a path under /dev.
+    """
+    wants = f'TAG+="systemd", ENV{{SYSTEMD_WANTS}}+="{SERVICE_UNIT}"'
     lines = [
         "# Generated from bodycam.drivers.models.MODELS; do not edit by hand.",
         "# python -m bodycam.drivers.models --udev > udev/70-bodycam.rules",
@@ -59,16 +76,22 @@ def udev_rules(group: str = "bodycam") -> str:
         lines.append(f"# {m.name}")
         lines.append(
             f'SUBSYSTEM=="usb", ENV{{DEVTYPE}}=="usb_device", ATTR{{idVendor}}=="{m.vid:04x}", '
-            f'ATTR{{idProduct}}=="{m.pid:04x}", MODE="0660", GROUP="{group}", '
-            f'SYMLINK+="bodycam/$attr{{serial}}", TAG+="systemd", ENV{{SYSTEMD_WANTS}}+="bodycam-agent.service"'
+            f'ATTR{{idProduct}}=="{m.pid:04x}", MODE="0660", GROUP="{group}", {wants}, '
+            f'ENV{{BODYCAM_SERIAL}}="$attr{{serial}}"'
         )
         if "serial" in m.capabilities:
+            # $attr{serial} resolves on the USB device the ATTRS keys matched (the tty has no serial)
             lines.append(
                 f'SUBSYSTEM=="tty", KERNEL=="ttyACM[0-9]*", ATTRS{{idVendor}}=="{m.vid:04x}", '
-                f'ATTRS{{idProduct}}=="{m.pid:04x}", MODE="0660", GROUP="{group}", '
-                f'SYMLINK+="bodycam/$attr{{serial}}-tty", TAG+="systemd", '
-                f'ENV{{SYSTEMD_WANTS}}+="bodycam-agent.service"'
+                f'ATTRS{{idProduct}}=="{m.pid:04x}", MODE="0660", GROUP="{group}", {wants}, '
+                f'ENV{{BODYCAM_SERIAL}}="$attr{{serial}}"'
             )
+    lines.append("# Stable names: /dev/bodycam/<serial> (USB) and /dev/bodycam/<serial>-tty, for safe serials only")
+    for subsystem, suffix in (("usb", ""), ("tty", "-tty")):
+        lines.append(
+            f'SUBSYSTEM=="{subsystem}", ENV{{BODYCAM_SERIAL}}=="?*", '
+            f'ENV{{BODYCAM_SERIAL}}!="{UNSAFE_SERIAL_GLOB}", SYMLINK+="bodycam/$env{{BODYCAM_SERIAL}}{suffix}"'
+        )
     lines.append('LABEL="bodycam_end"')
     return "\n".join(lines) + "\n"
 
