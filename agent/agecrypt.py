@@ -342,6 +342,34 @@ class Encryptor:
         self._counter = 0
         self._finished = False
 
+    @classmethod
+    def resume(cls, header: bytes, file_key: bytes) -> Encryptor:
+        """An encryptor that reproduces an earlier one byte for byte (same header, file key and nonce).
+
+        Used to resume an interrupted upload: re-encrypting the same plaintext yields the same
+        ciphertext, so parts already in the bucket can be checked and skipped rather than re-sent.
+        """
+        if len(file_key) != FILE_KEY_SIZE or len(header) <= NONCE_SIZE or len(header) > MAX_HEADER_SIZE:
+            raise ConfigError("cannot resume age encryption: journaled header or file key is malformed")
+        head, sep, _rest = header.rpartition(b"\n--- ")
+        if not sep:
+            raise ConfigError("cannot resume age encryption: journaled header has no MAC line")
+        mac_line_end = header.index(b"\n", len(head) + 1)
+        mac = _b64decode(header[len(head) + len(sep) : mac_line_end])
+        expected = hmac.new(_hkdf(file_key, b"", b"header"), head + b"\n---", hashlib.sha256).digest()
+        if mac is None or not hmac.compare_digest(mac, expected):
+            raise ConfigError("cannot resume age encryption: the file key does not match the journaled header")
+        nonce = header[mac_line_end + 1 :]
+        if len(nonce) != NONCE_SIZE:
+            raise ConfigError("cannot resume age encryption: journaled header has a bad payload nonce")
+        self = cls.__new__(cls)
+        self.header = bytes(header)
+        self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self._pending = bytearray()
+        self._counter = 0
+        self._finished = False
+        return self
+
     def encrypted_size(self, plaintext_size: int) -> int:
         """Total file size (header included) for a plaintext of ``plaintext_size`` bytes."""
         return ciphertext_size(plaintext_size, len(self.header))
@@ -440,7 +468,7 @@ def _parse_header(header: bytes) -> tuple[list[_Stanza], bytes]:
         body = bytearray()
         while True:
             i += 1
-            if i >= len(lines) or lines[i].startswith(b"---"):
+            if i >= len(lines) or lines[i].startswith((b"---", b"-> ")):
                 raise AgeHeaderError("age stanza body does not end with a short line")
             part = lines[i]
             if len(part) > 64:
@@ -523,7 +551,8 @@ class Decryptor:
             raise ConfigError("age decryption needs at least one identity")
         self._identities = [_Identity(text) for text in identities]
         self._buf = bytearray()
-        self._scanned = 0
+        self._scanned = 0  # bytes of the header buffer already searched
+        self._mark = -1  # offset of the LF that precedes the '---' MAC line, once seen
         self._header_end = 0  # offset just past the MAC line's LF, once found and verified
         self._aead: ChaCha20Poly1305 | None = None
         self._file_key = b""
@@ -540,8 +569,10 @@ class Decryptor:
             if buf[:check] != _V1_LINE[:check]:
                 line = bytes(buf[: buf.find(b"\n")]) if b"\n" in buf[:check] else bytes(buf[:check])
                 raise AgeHeaderError(_bad_version(line))
-            mark = buf.find(b"\n---", max(self._scanned - 3, 0), MAX_HEADER_SIZE)
-            end = -1 if mark < 0 else buf.find(b"\n", mark + 1, MAX_HEADER_SIZE)
+            mark = self._mark
+            if mark < 0:  # resume the scan where the previous call stopped, so tiny feeds stay linear
+                mark = self._mark = buf.find(b"\n---", max(self._scanned - 3, 0), MAX_HEADER_SIZE)
+            end = -1 if mark < 0 else buf.find(b"\n", max(self._scanned, mark + 1), MAX_HEADER_SIZE)
             if end < 0:
                 if len(buf) >= MAX_HEADER_SIZE:
                     raise AgeHeaderError(f"age header is not complete within {MAX_HEADER_SIZE} bytes")

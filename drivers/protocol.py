@@ -113,9 +113,7 @@ class TruncatedFrame(ProtocolError):
         self.needed = needed
 
 
-def encode_frame(
-    command: int, seq: int, payload: bytes = b"", *, status: int = 0, response: bool = False
-) -> bytes:
+def encode_frame(command: int, seq: int, payload: bytes = b"", *, status: int = 0, response: bool = False) -> bytes:
     if not 0 <= command < RESPONSE_BIT:
         raise ValueError(f"command {command} out of range")
     if len(payload) > MAX_PAYLOAD:
