@@ -102,6 +102,7 @@ class VirtualCamera:
         self._read_bytes = 0
         self._unplug_armed = self.faults.unplug_at is not None
         self._list_calls = 0
+        self._hold_until = 0.0
 
     # -- ByteLink -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -110,6 +111,7 @@ class VirtualCamera:
             self._decoder.reset()
             self._outbox.clear()
             self._authenticated = False
+            self._hold_until = 0.0
 
     def receive(self, data: bytes) -> None:
         self._decoder.feed(data)
@@ -129,9 +131,18 @@ class VirtualCamera:
                 self._cond.notify_all()
 
     def transmit(self, max_bytes: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
         with self._cond:
             if not self._outbox and not self._cond.wait_for(lambda: bool(self._outbox), timeout):
                 return b""
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                if time.monotonic() + hold > deadline:
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
+                    return b""
+                while (hold := self._hold_until - time.monotonic()) > 0:
+                    self._cond.wait(hold)
+            self._hold_until = 0.0
             head = self._outbox[0]
             if len(head) <= max_bytes:
                 return self._outbox.popleft()
@@ -154,8 +165,8 @@ class VirtualCamera:
             status, payload = Status.BAD_REQUEST, b""
         out = encode_frame(command, frame.seq, payload, status=status, response=True)
         if command == Command.READ and status == Status.OK:
-            if self.faults.stall_ms:
-                time.sleep(self.faults.stall_ms / 1000)
+            if self.faults.stall_ms:  # the answer is held back, as a camera busy with its flash would
+                self._hold_until = time.monotonic() + self.faults.stall_ms / 1000
             self._read_bytes += len(payload)
             if self._unplug_armed and self.faults.unplug_at is not None and self._read_bytes > self.faults.unplug_at:
                 self._unplug_armed = False

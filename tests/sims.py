@@ -1,0 +1,87 @@
+"""Virtual cameras served over the real media (USB/IP on loopback, a pty) for tests and benchmarks."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bodycam.drivers import transport as transports
+from bodycam.drivers.device import Camera
+from bodycam.drivers.transport.base import Transport
+from bodycam.drivers.virtual.camera import VirtualCamera, public_bytes, sim_device_key
+from bodycam.drivers.virtual.faults import Faults
+from bodycam.drivers.virtual.pty_device import PtyCameraServer
+from bodycam.drivers.virtual.server import SimSpec, build_camera
+from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
+
+MEDIA = ("usbip", "serial")
+
+
+@dataclass
+class ServedCamera:
+    medium: str
+    camera: VirtualCamera
+    address: str  # HOST:PORT for usbip, the stable symlink for serial
+    unplug: Callable[[], None]
+
+    def connect(self, timeout: float = 5.0) -> Camera:
+        transport: Transport
+        if self.medium == "usbip":
+            found = transports.open_usbip(self.address)
+            assert len(found) == 1, f"expected one camera at {self.address}, found {len(found)}"
+            transport = found[0]
+        else:
+            transport = transports.open_serial(self.address)
+        return Camera(transport, timeout=timeout)
+
+    def connect_when_back(self, timeout: float = 5.0, within: float = 10.0) -> Camera:
+        """Connect again after an unplug (the camera re-appears after a short delay)."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                cam = self.connect(timeout)
+                cam.open()
+                return cam
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @property
+    def enrolled_key(self) -> bytes:
+        return public_bytes(sim_device_key(self.camera.serial))
+
+
+@contextmanager
+def serve(medium: str, spec: SimSpec | None = None, camera: VirtualCamera | None = None) -> Iterator[ServedCamera]:
+    cam = camera or build_camera(spec or SimSpec("SIM-0001"))
+    if medium == "usbip":
+        server = UsbipCameraServer(
+            cam,
+            vid=cam.model.vid,
+            pid=cam.model.pid,
+            manufacturer="Bodycam Project",
+            product=cam.model.name,
+            serial=cam.serial,
+        )
+        host, port = server.start()
+        try:
+            yield ServedCamera(medium, cam, f"{host}:{port}", lambda: server.drop_connections() and None)
+        finally:
+            server.stop()
+    else:
+        with tempfile.TemporaryDirectory(prefix="bodycam-pty-") as tmp:
+            pty = PtyCameraServer(cam, link_path=Path(tmp) / f"usb-Bodycam_{cam.serial}-if00", replug_delay=0.3)
+            pty.start()
+            try:
+                yield ServedCamera(medium, cam, str(pty.link_path), pty.unplug)
+            finally:
+                pty.stop()
+
+
+def spec(serial: str = "SIM-0001", faults: Faults | None = None, **kw: object) -> SimSpec:
+    return SimSpec(serial, faults=faults or Faults(), **kw)  # type: ignore[arg-type]
