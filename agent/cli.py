@@ -6,12 +6,14 @@ CONTRACT.md (1 work failed or found problems, 2 usage or configuration), Ctrl-C 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,333 @@ def devices(ctx: Context, as_json: bool, usbip: tuple[str, ...], serial_port: tu
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- keys, cameras, exercises, recipients ---------------------------------------------------------
+@cli.group()
+def keys() -> None:
+    """The dock's signing key."""
+
+
+@keys.command("init")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Key path (default: signing.key).")
+@pass_ctx
+def keys_init(ctx: Context, out: Path | None) -> None:
+    """Write a new Ed25519 dock key (OpenSSH format, 0600) and PATH.pub; print its allowed_signers line."""
+    from .sshsig import allowed_signers_line, generate_key, parse_public_key_line
+
+    cfg = ctx.config
+    path = out or cfg.key_path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    line = generate_key(path, cfg.dock_id)
+    click.echo(allowed_signers_line(cfg.dock_id, parse_public_key_line(line)))
+
+
+@cli.command()
+@click.argument("serial")
+@click.option("--key", "device_key", required=True, help="The camera's Ed25519 device public key (64 hex digits).")
+@click.option("--model", default=None)
+@pass_ctx
+def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> None:
+    """Enrol a camera: the dock talks only to cameras that prove they hold their enrolled key."""
+    try:
+        raw = bytes.fromhex(device_key)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError("--key must be 64 hex digits (the camera's Ed25519 public key, shown by 'devices')")
+    with _agent_journal(ctx) as journal:
+        journal.enroll(serial, raw, model)
+    click.echo(f"enrolled camera {serial}")
+
+
+@cli.command()
+@click.argument("serial")
+@click.option("--officer", required=True, help="Officer id (kept on the dock; the bucket sees a pseudonym).")
+@click.option("--at", "at_text", default=None, help="Allocation time, ISO 8601 (default: now).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def allocate(ctx: Context, serial: str, officer: str, at_text: str | None, as_json: bool) -> None:
+    """Allocate a camera to an officer, and show the camera's allocation history."""
+    import time
+
+    from .policy import parse_time
+
+    if not officer.strip() or len(officer) > 64:
+        raise ConfigError("--officer must be 1-64 characters")
+    when = parse_time(at_text, "--at") if at_text else time.time()
+    with _agent_journal(ctx) as journal:
+        journal.allocate(serial, officer.strip(), when)
+        history = [
+            {"serial": r["serial"], "officer": r["officer"], "at": _iso(r["at"])} for r in journal.allocations(serial)
+        ]
+    if as_json:
+        emit_json({"allocations": history})
+    else:
+        for item in history:
+            click.echo(f"{item['at']}  {item['serial']}  {item['officer']}")
+
+
+@cli.group()
+def exercise() -> None:
+    """The register of training exercises (the scope policy's only allow-list)."""
+
+
+@exercise.command("add")
+@click.argument("exercise_id")
+@click.option("--start", required=True, help="ISO 8601 with time zone.")
+@click.option("--end", required=True, help="ISO 8601 with time zone.")
+@click.option("--camera", "cameras", multiple=True, required=True, help="Allocated camera serial, repeatable.")
+@click.option("--site", default="", help="Free text; kept on the dock and only in the encrypted sidecar.")
+@pass_ctx
+def exercise_add(ctx: Context, exercise_id: str, start: str, end: str, cameras: tuple[str, ...], site: str) -> None:
+    """Register a training exercise."""
+    from .policy import Exercise, add_exercise, parse_time
+
+    ex = Exercise(exercise_id, site, parse_time(start, "--start"), parse_time(end, "--end"), frozenset(cameras))
+    with _agent_journal(ctx) as journal:
+        add_exercise(journal, ex)
+    click.echo(f"registered exercise {exercise_id}")
+
+
+@exercise.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def exercise_list(ctx: Context, as_json: bool) -> None:
+    """Registered exercises."""
+    from .policy import list_exercises
+
+    with _agent_journal(ctx) as journal:
+        items = [
+            {"id": e.id, "site": e.site, "start": _iso(e.start), "end": _iso(e.end), "cameras": sorted(e.cameras)}
+            for e in list_exercises(journal)
+        ]
+    if as_json:
+        emit_json({"exercises": items})
+        return
+    if not items:
+        click.echo("no exercises registered")
+    for item in items:
+        click.echo(f"{item['id']}  {item['start']} .. {item['end']}  cameras: {', '.join(item['cameras'])}")
+
+
+@cli.group()
+def recipients() -> None:
+    """Parties of the data-sharing agreement (age X25519 public keys)."""
+
+
+@recipients.command("add")
+@click.argument("name")
+@click.argument("age_pubkey")
+@pass_ctx
+def recipients_add(ctx: Context, name: str, age_pubkey: str) -> None:
+    """Add a recipient by its age public key; the dock never holds a recipient's private key."""
+    from .agecrypt import parse_recipient
+
+    parse_recipient(age_pubkey)
+    if not name or len(name) > 64:
+        raise ConfigError("recipient NAME must be 1-64 characters")
+    with _agent_journal(ctx) as journal:
+        journal.add_recipient(name, age_pubkey)
+    click.echo(f"added recipient {name}")
+
+
+@recipients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def recipients_list(ctx: Context, as_json: bool) -> None:
+    """Recipients from the config and the journal."""
+    cfg = ctx.config
+    items = {r.name: {"name": r.name, "age": r.age, "source": "config"} for r in cfg.recipients}
+    if cfg.journal_path.exists():
+        with _agent_journal(ctx) as journal:
+            for name, age in journal.recipients():
+                items.setdefault(name, {"name": name, "age": age, "source": "journal"})
+    if as_json:
+        emit_json({"recipients": list(items.values())})
+        return
+    for item in items.values():
+        click.echo(f"{item['name']}  {item['age']}  ({item['source']})")
+
+
+# -- ingest --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--once", is_flag=True, required=True, help="Ingest every reachable camera, then exit.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary on stdout.")
+@click.option("--usbip", multiple=True, metavar="HOST:PORT")
+@click.option("--serial-port", multiple=True, metavar="PATH")
+@pass_ctx
+def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], serial_port: tuple[str, ...]) -> None:
+    """Pull in-scope footage from every reachable camera into the bucket; exit 0 only when all of it is verified."""
+    from .ingest import Agent, ingest_once
+    from .progress import ProgressView
+
+    cfg = ctx.config
+    explicit = bool(usbip or serial_port)
+    agent = Agent(cfg)
+    view = ProgressView(enabled=None if not as_json else False)
+    try:
+        report = ingest_once(
+            agent,
+            usbip or cfg.usbip,
+            serial_port or cfg.serial,
+            discover=not explicit,
+            progress=view,
+        )
+    finally:
+        view.close()
+        agent.close()
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for cam in report.cameras:
+            click.echo(
+                f"{cam.serial}: {cam.recordings} recordings, {cam.in_scope} in scope, "
+                f"{cam.verified} uploaded and verified, {cam.already_done} already done, {cam.erased} erased"
+            )
+            for err in cam.errors:
+                click.echo(f"  error: {err}", err=True)
+        for err in report.errors:
+            click.echo(f"error: {err}", err=True)
+        click.echo(f"batch {report.batch_id}: {'complete' if report.ok else 'INCOMPLETE (run again to resume)'}")
+    if not report.ok:
+        sys.exit(1)
+
+
+# -- verify --------------------------------------------------------------------------------------
+@cli.command("verify")
+@click.option("--bucket", "bucket_url", required=True, help="s3://bucket/prefix or file:///dir")
+@click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
+@click.option("--allowed-signers", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--identity", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="age identity file.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report.")
+def verify_cmd(
+    bucket_url: str,
+    endpoint_url: str | None,
+    allowed_signers: Path,
+    identity: Path | None,
+    as_json: bool,
+    report_path: Path | None,
+) -> None:
+    """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
+    from .verify import run_verify
+
+    report = run_verify(bucket_url, endpoint_url, allowed_signers, identity)
+    if report_path is not None:
+        from .report import write_html
+
+        write_html(report, report_path)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print_verify(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+def print_verify(report: Any) -> None:
+    header = ("DOCK", "BATCH", "SEQ", "RECORDINGS", "OBJECTS OK", "DECRYPTED OK", "CUSTODY", "SIGNATURE", "PROBLEMS")
+    rows = [header] + [
+        (
+            b.dock,
+            b.batch,
+            str(b.seq),
+            str(b.recordings),
+            str(b.objects_ok),
+            str(b.plaintext_ok),
+            str(b.custody_entries),
+            "ok" if b.signature_ok else "BAD",
+            str(b.problems),
+        )
+        for b in report.batches
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for f in report.findings:
+        where = ", ".join(
+            f"{k} {v}"
+            for k, v in (("batch", f.batch), ("key", f.key), ("custody entry", f.custody_seq))
+            if v is not None
+        )
+        click.echo(f"PROBLEM {f.problem}: {f.message}" + (f" [{where}]" if where else ""))
+    if report.ok:
+        click.echo(f"VERIFIED: {len(report.batches)} batches, {report.objects_seen} objects, no problems")
+    else:
+        click.echo(f"FAILED: {len(report.findings)} problems in {report.objects_seen} objects")
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Default: ./bodycam-demo/run-TIME")
+@click.option("--cameras", type=click.IntRange(1, 8), default=3, show_default=True)
+@click.option("--recordings", type=click.IntRange(1, 100), default=6, show_default=True)
+@click.option("--training", type=click.IntRange(0, 100), default=3, show_default=True)
+@click.option("--size", type=click.IntRange(0, 4 * 1024**3), default=8 * 1024 * 1024, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def demo(workdir: Path | None, cameras: int, recordings: int, training: int, size: int, as_json: bool) -> None:
+    """The main job on the embedded default: virtual cameras, an exercise, ingest, verify, a summary."""
+    import time
+
+    from .demo import run_demo
+    from .progress import ProgressView
+
+    if training > recordings:
+        raise ConfigError("--training must not exceed --recordings")
+    workdir = workdir or Path("bodycam-demo") / time.strftime("run-%Y%m%dT%H%M%S")
+    view = ProgressView(enabled=None if not as_json else False)
+    try:
+        result = run_demo(
+            workdir.resolve(), cameras=cameras, recordings=recordings, training=training, size=size, progress=view
+        )
+    finally:
+        view.close()
+    if as_json:
+        emit_json({"ok": result.ok, "ingest": result.ingest.to_json(), "verify": result.verify.to_json()})
+    else:
+        click.echo(f"Demo dock {result.workdir}")
+        for cam in result.ingest.cameras:
+            click.echo(
+                f"  {cam.serial:<13} {cam.address:<24} {cam.recordings} recordings: {cam.verified} training "
+                f"uploaded and verified, {cam.out_of_scope} out of scope (never left the dock)"
+            )
+            for err in cam.errors:
+                click.echo(f"    error: {err}")
+        click.echo(f"  batch {result.ingest.batch_id} in {result.bucket_dir}")
+        print_verify(result.verify)
+        batch_dir = result.bucket_dir / "dock-demo" / str(result.ingest.batch_id)
+        click.echo("Check it with stock tools:")
+        click.echo(
+            f"  ssh-keygen -Y verify -f {result.allowed_signers} -I dock-demo -n bodycam-manifest "
+            f"-s {batch_dir}/manifest.json.sig < {batch_dir}/manifest.json"
+        )
+        click.echo(f"  age -d -i {result.identity_path} {batch_dir}/recordings/<SERIAL>/<ID>.age | sha256sum")
+        click.echo(
+            f"  bodycam-sync verify --bucket {result.bucket_dir.resolve().as_uri()} "
+            f"--allowed-signers {result.allowed_signers} --identity {result.identity_path}"
+        )
+        click.echo("DEMO OK" if result.ok else "DEMO FAILED")
+    if not result.ok:
+        sys.exit(1)
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@contextlib.contextmanager
+def _agent_journal(ctx: Context) -> Iterator[Any]:
+    from .journal import Journal
+
+    cfg = ctx.config
+    journal = Journal(cfg.journal_path)
+    try:
+        yield journal
+    finally:
+        journal.close()
 
 
 def _enrolled_lookup(ctx: Context) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from . import messages as m
 from .errors import AuthenticationError, DeviceError, LinkTimeoutError, ProtocolError
 from .protocol import (
     MAX_READ,
+    MAX_READ_SPAN,
     VERSION,
     Command,
     Frame,
@@ -94,10 +96,24 @@ class Camera:
         raise AssertionError("unreachable")
 
     def _call_once(self, command: Command, payload: bytes, timeout: float) -> bytes:
-        self._seq = (self._seq + 1) & 0xFFFF
-        seq = self._seq
-        self.transport.write(encode_frame(command, seq, payload), timeout)
+        seq = self._send(command, payload, timeout)
         deadline = time.monotonic() + timeout
+        data, more = self._receive(seq, command, deadline)
+        if not more:
+            return bytes(data)
+        pieces: list[bytes | memoryview] = [data]
+        while more:
+            data, more = self._receive(seq, command, time.monotonic() + timeout)
+            pieces.append(data)
+        return b"".join(pieces)
+
+    def _send(self, command: Command, payload: bytes, timeout: float) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.transport.write(encode_frame(command, self._seq, payload), timeout)
+        return self._seq
+
+    def _receive(self, seq: int, command: Command, deadline: float) -> tuple[bytes | memoryview, bool]:
+        """The next frame answering ``seq``: (payload, more pieces follow)."""
         for _ in range(STALE_FRAME_LIMIT):
             frame = self._read_frame(deadline)
             if not frame.response or frame.seq != seq:
@@ -105,12 +121,14 @@ class Camera:
                 continue
             if frame.command != command:
                 raise ProtocolError(f"{self.name} answered {command} with command 0x{frame.command:02X}")
+            if frame.status == Status.MORE_FOLLOWS and command == Command.READ:
+                return frame.payload, True
             if frame.status != Status.OK:
                 text = f"{self.name} refused {command.name}: {status_text(frame.status)}"
                 if frame.status == Status.NOT_AUTHENTICATED:
                     raise AuthenticationError(text + " (authenticate first)", frame.status)
                 raise DeviceError(text, frame.status)
-            return frame.payload
+            return frame.payload, False
         raise ProtocolError(f"{self.name} sent {STALE_FRAME_LIMIT} frames that answer nothing we asked")
 
     def _read_frame(self, deadline: float) -> Frame:
@@ -224,21 +242,60 @@ class Camera:
         """Read ``length`` bytes (or up to the end) of a recording; the camera must send exactly that."""
         if not 0 <= offset <= recording.size:
             raise ValueError(f"offset {offset} outside recording {recording.id} of {recording.size} bytes")
-        length = min(length, MAX_READ, recording.size - offset)
+        length = min(length, MAX_READ_SPAN, recording.size - offset)
         data = self.call(Command.READ, m.ReadRequest(recording.id, offset, length).to_bytes())
-        if len(data) != length:
-            raise ProtocolError(
-                f"{self.name} returned {len(data)} bytes of recording {recording.id} at offset {offset}, "
-                f"expected {length}: it misreports the recording's length"
-            )
+        self._check_length(recording, offset, len(data), length)
         return data
 
-    def iter_read(self, recording: m.RecordingInfo, start: int = 0, chunk: int = 512 * 1024) -> Iterator[bytes]:
-        offset = start
+    def _check_length(self, recording: m.RecordingInfo, offset: int, got: int, expected: int) -> None:
+        if got != expected:
+            raise ProtocolError(
+                f"{self.name} returned {got} bytes of recording {recording.id} at offset {offset}, "
+                f"expected {expected}: it misreports the recording's length"
+            )
+
+    def iter_read(
+        self, recording: m.RecordingInfo, start: int = 0, span: int = 4 * 1024 * 1024, *, window: int = 2
+    ) -> Iterator[bytes | memoryview]:
+        """Yield a recording from ``start`` to its end, frame by frame, with bounded memory.
+
+        Each READ asks for ``span`` bytes, which the camera answers in frames of up to MAX_READ;
+        ``window`` requests stay in flight so the camera prepares the next span while the dock
+        consumes this one. A damaged or late frame drops the pipeline and the read resumes at the
+        first byte not yet yielded (answers to abandoned requests are skipped as stale), up to
+        ``retries`` times in a row.
+        """
+        span = max(1, min(span, MAX_READ_SPAN))
+        offset = next_request = start
+        in_flight: deque[tuple[int, int, int]] = deque()
+        failures = 0
         while offset < recording.size:
-            data = self.read(recording, offset, chunk)
+            while len(in_flight) < max(1, window) and next_request < recording.size:
+                length = min(span, recording.size - next_request)
+                request = m.ReadRequest(recording.id, next_request, length).to_bytes()
+                in_flight.append((self._send(Command.READ, request, self.timeout), next_request, length))
+                next_request += length
+            seq, at, length = in_flight[0]
+            try:
+                data, more = self._receive(seq, Command.READ, time.monotonic() + self.timeout)
+            except (ProtocolError, LinkTimeoutError) as err:
+                failures += 1
+                if failures > self.retries:
+                    raise
+                LOG.warning("%s: READ at %d failed (%s); resuming at %d", self.name, at, err, offset)
+                in_flight.clear()
+                self._decoder.reset()
+                self.transport.discard_pending()
+                next_request = offset
+                continue
+            failures = 0
+            if offset + len(data) > at + length or (not more and offset + len(data) != at + length):
+                self._check_length(recording, at, offset + len(data) - at, length)
             offset += len(data)
-            yield data
+            if not more:
+                in_flight.popleft()
+            if data:
+                yield data
 
     def erase(self, recording_id: int, sha256: bytes) -> None:
         """Erase one recording; the camera refuses (HASH_MISMATCH) unless ``sha256`` is its own."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from .errors import ProtocolError
-from .protocol import MAX_PAYLOAD, MAX_READ
+from .protocol import MAX_PAYLOAD, MAX_READ_SPAN
 
 # -- hard limits (docs/protocol.md §Limits) ---------------------------------------------------
 MAX_NAME = 128  # recording name, UTF-8 bytes
@@ -337,8 +337,8 @@ class ReadRequest:
         if len(data) != cls._S.size:
             raise ProtocolError("READ request: wrong payload size")
         req = cls(*cls._S.unpack(data))
-        if req.length > MAX_READ:
-            raise ProtocolError(f"READ request: length {req.length} over the limit {MAX_READ}")
+        if req.length > MAX_READ_SPAN:
+            raise ProtocolError(f"READ request: length {req.length} over the limit {MAX_READ_SPAN}")
         return req
 
 

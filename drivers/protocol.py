@@ -36,7 +36,8 @@ TRAILER = struct.Struct("<I")
 HEADER_SIZE = HEADER.size  # 16
 OVERHEAD = HEADER_SIZE + TRAILER.size  # 20
 
-MAX_READ = 1024 * 1024  # largest READ length the dock may ask for
+MAX_READ = 1024 * 1024  # most recording bytes in one frame
+MAX_READ_SPAN = 16 * 1024 * 1024  # most bytes one READ request may ask for (answered in several frames)
 MAX_PAYLOAD = MAX_READ + 4096  # any frame's payload; room for small headers next to a full chunk
 #: garbage tolerated while hunting for the next frame before the link is declared broken
 MAX_RESYNC_BYTES = 2 * (MAX_PAYLOAD + OVERHEAD)
@@ -73,6 +74,7 @@ class Status(enum.IntEnum):
     FIRMWARE_REJECTED = 0x09
     STORAGE_ERROR = 0x0A
     INTERNAL = 0x0B
+    MORE_FOLLOWS = 0x0C  # a piece of a longer answer: more frames with the same seq follow
 
     def __str__(self) -> str:
         return f"0x{self.value:02X} {self.name}"
@@ -97,7 +99,7 @@ def command_text(code: int) -> str:
 class Frame:
     command: int  # without the response bit
     seq: int
-    payload: bytes
+    payload: bytes | memoryview  # a view into the received transfer on the dock's fast path
     status: int = 0
     response: bool = False
 
@@ -113,7 +115,9 @@ class TruncatedFrame(ProtocolError):
         self.needed = needed
 
 
-def encode_frame(command: int, seq: int, payload: bytes = b"", *, status: int = 0, response: bool = False) -> bytes:
+def encode_frame(
+    command: int, seq: int, payload: bytes | memoryview = b"", *, status: int = 0, response: bool = False
+) -> bytes:
     if not 0 <= command < RESPONSE_BIT:
         raise ValueError(f"command {command} out of range")
     if len(payload) > MAX_PAYLOAD:
@@ -159,11 +163,13 @@ def decode_frame(buf: bytes | bytearray | memoryview) -> tuple[Frame, bytes]:
     if len(buf) < end:
         raise TruncatedFrame(end - len(buf))
     view = memoryview(buf)
-    payload = bytes(view[HEADER_SIZE : HEADER_SIZE + length])
+    payload = view[HEADER_SIZE : HEADER_SIZE + length]
     (crc,) = TRAILER.unpack_from(view, HEADER_SIZE + length)
     if crc32c.crc32c(payload) != crc:
         raise ProtocolError(f"payload CRC mismatch in {command_text(command)} frame seq {seq}")
-    return Frame(command, seq, payload, status, response), bytes(view[end:])
+    # Zero-copy when ``buf`` is immutable (a whole transfer): the payload is a view into it.
+    body: bytes | memoryview = payload if isinstance(buf, bytes) else bytes(payload)
+    return Frame(command, seq, body, status, response), bytes(view[end:])
 
 
 class FrameDecoder:

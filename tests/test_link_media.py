@@ -47,7 +47,7 @@ def test_identify_auth_clock_status_list_read_erase(medium: str) -> None:
             assert [r.category for r in recs].count(Category.TRAINING) >= 2
             rec = recs[0]
             digest = hashlib.sha256()
-            for chunk in cam.iter_read(rec, chunk=512 * 1024):
+            for chunk in cam.iter_read(rec, span=512 * 1024):
                 digest.update(chunk)
             assert digest.digest() == rec.sha256
             # ranged reads reproduce the same bytes
@@ -133,7 +133,7 @@ def test_bit_flips_are_caught_by_crc_and_retried(medium: str) -> None:
             cam.authenticate(sim.enrolled_key)
             rec = cam.recordings()[0]
             data = hashlib.sha256()
-            for chunk in cam.iter_read(rec, chunk=256 * 1024):
+            for chunk in cam.iter_read(rec, span=256 * 1024):
                 data.update(chunk)
             assert data.digest() == rec.sha256  # every flipped frame was detected and re-read
 
@@ -147,7 +147,7 @@ def test_unplug_mid_read_then_resume_at_the_offset(medium: str) -> None:
         rec = cam.recordings()[0]
         received = bytearray()
         with pytest.raises(DisconnectedError):
-            for chunk in cam.iter_read(rec, chunk=512 * 1024):
+            for chunk in cam.iter_read(rec, span=512 * 1024):
                 received += chunk
         cam.close()
         assert 0 < len(received) < size

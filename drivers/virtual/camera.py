@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -22,7 +23,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .. import messages as m
 from ..errors import ProtocolError
 from ..models import DEFAULT_MODEL, CameraModel
-from ..protocol import MAX_PAYLOAD, MAX_READ, OVERHEAD, VERSION, Command, Frame, FrameDecoder, Status, encode_frame
+from ..protocol import (
+    MAX_PAYLOAD,
+    MAX_READ,
+    MAX_READ_SPAN,
+    OVERHEAD,
+    VERSION,
+    Command,
+    Frame,
+    FrameDecoder,
+    Status,
+    encode_frame,
+)
 from .faults import Faults
 from .link import LinkClosed
 from .scenario import ContentSource, SyntheticRecording
@@ -57,6 +69,19 @@ def sim_vendor_key() -> Ed25519PrivateKey:
 def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+_UNPLUG = object()
+
+
+class _Job:
+    """An answer the worker is still preparing; its place in the outbox keeps answers in order."""
+
+    __slots__ = ("answer", "frame")
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+        self.answer: list[bytes] | object | None = None
 
 
 @dataclass
@@ -96,7 +121,9 @@ class VirtualCamera:
         self._vendor_key = sim_vendor_key().public_key()
         self._rng = random.Random(serial)
         self._decoder = FrameDecoder()
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[bytes | _Job] = deque()
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._worker: threading.Thread | None = None
         self._cond = threading.Condition()
         self._authenticated = False
         self._read_bytes = 0
@@ -123,6 +150,15 @@ class VirtualCamera:
                 continue
             if frame is None:
                 return
+            if frame.command == Command.READ and not frame.response and self._authenticated:
+                # Bulk data is prepared by a worker, as real firmware fills DMA buffers while the
+                # USB controller acks the next request: the dock can keep several READs in flight.
+                job = _Job(frame)
+                with self._cond:
+                    self._outbox.append(job)
+                self._jobs.put(job)
+                self._ensure_worker()
+                continue
             answer = self._answer(frame)
             if answer is None:
                 continue
@@ -130,11 +166,40 @@ class VirtualCamera:
                 self._outbox.append(answer)
                 self._cond.notify_all()
 
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name=f"camera-{self.serial}-dma", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                answer: list[bytes] | object = self._read_frames(job.frame)
+            except LinkClosed:
+                answer = _UNPLUG
+            with self._cond:
+                job.answer = answer
+                self._cond.notify_all()
+
+    def _ready(self) -> bool:
+        return bool(self._outbox) and not (isinstance(self._outbox[0], _Job) and self._outbox[0].answer is None)
+
     def transmit(self, max_bytes: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._outbox and not self._cond.wait_for(lambda: bool(self._outbox), timeout):
+            if not self._ready() and not self._cond.wait_for(self._ready, timeout):
                 return b""
+            head = self._outbox[0]
+            if isinstance(head, _Job):
+                if head.answer is _UNPLUG:
+                    self._outbox.clear()
+                    raise LinkClosed(f"camera {self.serial} unplugged")
+                assert isinstance(head.answer, list)
+                self._outbox.popleft()
+                self._outbox.extendleft(reversed(head.answer))
+                if not self._outbox:
+                    return b""
             hold = self._hold_until - time.monotonic()
             if hold > 0:
                 if time.monotonic() + hold > deadline:
@@ -143,11 +208,13 @@ class VirtualCamera:
                 while (hold := self._hold_until - time.monotonic()) > 0:
                     self._cond.wait(hold)
             self._hold_until = 0.0
-            head = self._outbox[0]
-            if len(head) <= max_bytes:
-                return self._outbox.popleft()
-            self._outbox[0] = head[max_bytes:]
-            return head[:max_bytes]
+            data = self._outbox[0]
+            assert isinstance(data, bytes)
+            if len(data) <= max_bytes:
+                self._outbox.popleft()
+                return data
+            self._outbox[0] = data[max_bytes:]
+            return data[:max_bytes]
 
     # -- firmware logic -----------------------------------------------------------------------
     def _answer(self, frame: Frame) -> bytes | None:
@@ -160,23 +227,48 @@ class VirtualCamera:
         if command in NEEDS_AUTH and not self._authenticated:
             return encode_frame(command, frame.seq, status=Status.NOT_AUTHENTICATED, response=True)
         try:
-            status, payload = self._dispatch(command, frame.payload)
+            status, payload = self._dispatch(command, bytes(frame.payload))
         except ProtocolError:
             status, payload = Status.BAD_REQUEST, b""
-        out = encode_frame(command, frame.seq, payload, status=status, response=True)
-        if command == Command.READ and status == Status.OK:
-            if self.faults.stall_ms:  # the answer is held back, as a camera busy with its flash would
-                self._hold_until = time.monotonic() + self.faults.stall_ms / 1000
-            self._read_bytes += len(payload)
-            if self._unplug_armed and self.faults.unplug_at is not None and self._read_bytes > self.faults.unplug_at:
-                self._unplug_armed = False
-                raise LinkClosed(f"camera {self.serial} unplugged after {self._read_bytes - len(payload)} bytes")
+        return self._damage(encode_frame(command, frame.seq, payload, status=status, response=True))
+
+    def _damage(self, out: bytes) -> bytes:
         if self.faults.flip_rate and self._rng.random() < self.faults.flip_rate * len(out):
             flipped = bytearray(out)
             pos = self._rng.randrange(len(flipped))
             flipped[pos] ^= 1 << self._rng.randrange(8)
             out = bytes(flipped)
         return out
+
+    def _read_frames(self, frame: Frame) -> list[bytes]:
+        """Answer a READ with one frame per ``model.max_read`` bytes, all but the last MORE_FOLLOWS."""
+        try:
+            req = m.ReadRequest.from_bytes(bytes(frame.payload))
+        except ProtocolError:
+            return [encode_frame(Command.READ, frame.seq, status=Status.BAD_REQUEST, response=True)]
+        rec = self.recordings.get(req.recording_id)
+        if rec is None:
+            return [encode_frame(Command.READ, frame.seq, status=Status.NO_SUCH_RECORDING, response=True)]
+        if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ_SPAN:
+            return [encode_frame(Command.READ, frame.seq, status=Status.OUT_OF_RANGE, response=True)]
+        piece = min(MAX_READ, self.model.max_read)
+        end = min(req.offset + req.length, rec.size)
+        frames = []
+        offset = req.offset
+        while True:
+            data = self.content.read(rec, offset, min(piece, end - offset))
+            offset += len(data)
+            last = offset >= end
+            if self.faults.stall_ms:  # the answer is held back, as a camera busy with its flash would
+                self._hold_until = time.monotonic() + self.faults.stall_ms / 1000
+            self._read_bytes += len(data)
+            if self._unplug_armed and self.faults.unplug_at is not None and self._read_bytes > self.faults.unplug_at:
+                self._unplug_armed = False
+                raise LinkClosed(f"camera {self.serial} unplugged")
+            status = Status.OK if last else Status.MORE_FOLLOWS
+            frames.append(self._damage(encode_frame(Command.READ, frame.seq, data, status=status, response=True)))
+            if last:
+                return frames
 
     def _dispatch(self, command: Command, payload: bytes) -> tuple[int, bytes]:
         if command == Command.HELLO:
@@ -214,8 +306,6 @@ class VirtualCamera:
             return Status.OK, status.to_bytes()
         if command == Command.LIST:
             return Status.OK, self._list(m.ListRequest.from_bytes(payload))
-        if command == Command.READ:
-            return self._read(m.ReadRequest.from_bytes(payload))
         if command == Command.ERASE:
             return self._erase(m.EraseRequest.from_bytes(payload))
         return self._firmware(command, payload)
@@ -252,14 +342,6 @@ class VirtualCamera:
                 for i in range(m.MAX_LIST_PAGE)
             )
         return m.ListResponse(total, page).to_bytes()
-
-    def _read(self, req: m.ReadRequest) -> tuple[int, bytes]:
-        rec = self.recordings.get(req.recording_id)
-        if rec is None:
-            return Status.NO_SUCH_RECORDING, b""
-        if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ:
-            return Status.OUT_OF_RANGE, b""
-        return Status.OK, self.content.read(rec, req.offset, req.length)
 
     def _erase(self, req: m.EraseRequest) -> tuple[int, bytes]:
         rec = self.recordings.get(req.recording_id)

@@ -35,18 +35,22 @@ class ContentSource:
     def __init__(self, serial: str) -> None:
         block = hashlib.shake_256(b"bodycam-sim-content\x00" + serial.encode()).digest(SEGMENT)
         self._double = block + block
+        self._view = memoryview(self._double)
         self._hashes: dict[int, bytes] = {}
 
-    def read(self, rec: SyntheticRecording, offset: int, length: int) -> bytes:
+    def read(self, rec: SyntheticRecording, offset: int, length: int) -> bytes | memoryview:
+        """The bytes at ``offset``; a zero-copy view when they lie in one segment."""
         length = max(0, min(length, rec.size - offset))
-        parts: list[bytes] = []
+        parts: list[memoryview] = []
         while length > 0:
             segment, pos = divmod(offset, SEGMENT)
             take = min(length, SEGMENT - pos)
             start = (pos + rec.rotation + segment * 4099) % SEGMENT
-            parts.append(self._double[start : start + take])
+            parts.append(self._view[start : start + take])
             offset += take
             length -= take
+        if not parts:
+            return b""
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def sha256(self, rec: SyntheticRecording) -> bytes:

@@ -1,0 +1,230 @@
+"""Batches: open one per docking session, seal it (manifest, signature, custody segment, personal
+sidecar, all computed once and journaled), then publish it to the bucket with create-only writes.
+
+Sealing and publishing are separate steps so a crash between them re-publishes the very same
+bytes: the journal holds what was signed, and an object already in the bucket is accepted only if
+it is byte-identical (docs/crash-safety.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.drivers.errors import IntegrityError, StorageError
+
+from . import __version__
+from . import manifest as mf
+from .agecrypt import Encryptor
+from .config import Recipient
+from .custody import CustodyLog, canonical
+from .journal import Journal, utc_now
+from .sshsig import public_key_line, sign
+
+LOG = logging.getLogger(__name__)
+ACTIVE_STATES = ("uploading", "completing")
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    batch_id: str
+    seq: int
+    manifest: bytes
+    signature: str
+    custody: bytes
+    personal: bytes
+    recordings: int
+
+
+def open_batch(journal: Journal, custody: CustodyLog) -> str:
+    """The open batch, or a new one starting after the current custody head."""
+    with journal.transaction() as db:
+        row = db.execute("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1").fetchone()
+        if row:
+            return str(row[0])
+        last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
+        seq = int(last) + 1
+        batch_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seq:06d}"
+        head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM custody").fetchone()[0]
+        db.execute(
+            "INSERT INTO batches(batch_id, seq, opened_at, state, custody_first) VALUES(?,?,?,?,?)",
+            (batch_id, seq, utc_now(), "open", int(head) + 1),
+        )
+        return batch_id
+
+
+def busy(journal: Journal, batch_id: str) -> int:
+    rows = journal.query(
+        "SELECT COUNT(*) FROM recordings WHERE batch_id=? AND state IN ('uploading','completing')", (batch_id,)
+    )
+    return int(rows[0][0])
+
+
+def seal(
+    journal: Journal,
+    custody: CustodyLog,
+    batch_id: str,
+    *,
+    dock_id: str,
+    key: Ed25519PrivateKey,
+    recipients: list[Recipient],
+    pseudonym_secret: bytes,
+) -> SealedBatch:
+    """Close the custody segment and compute every artefact of the batch, journaled in one transaction."""
+    with journal.transaction() as db:
+        batch = db.execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,)).fetchone()
+        if batch is None:
+            raise StorageError(f"batch {batch_id} is not in the journal")
+        if batch["state"] != "open":
+            return _sealed_from_row(journal, batch_id)
+        rows = db.execute(
+            "SELECT * FROM recordings WHERE batch_id=? AND state IN ('verified','erased') "
+            "ORDER BY serial, recording_id",
+            (batch_id,),
+        ).fetchall()
+        head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
+        first = int(batch["custody_first"])
+        prev_row = db.execute(
+            "SELECT manifest_sha256 FROM batches WHERE seq=? AND state IN ('sealed','published')", (batch["seq"] - 1,)
+        ).fetchone()
+        custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
+        lines = db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
+        custody_bytes = b"".join(r[0].encode() + b"\n" for r in lines.fetchall())
+        personal_doc: dict[str, Any] = {"batch_id": batch_id, "recordings": [], "exercises": []}
+        entries = []
+        exercises: set[str] = set()
+        for r in rows:
+            officer = _officer_at(db, r["serial"], r["start_us"] / 1e6 - r["clock_offset_s"])
+            entries.append(
+                {
+                    "camera_serial": r["serial"],
+                    "camera_model": r["model"],
+                    "recording_id": r["recording_id"],
+                    "start_camera": _iso(r["start_us"] / 1e6),
+                    "end_camera": _iso(r["end_us"] / 1e6),
+                    "clock_offset_s": round(r["clock_offset_s"], 6),
+                    "start": _iso(r["start_us"] / 1e6 - r["clock_offset_s"]),
+                    "end": _iso(r["end_us"] / 1e6 - r["clock_offset_s"]),
+                    "exercise_id": r["exercise_id"],
+                    "size": r["size"],
+                    "plaintext_sha256": r["plaintext_sha256"],
+                    "camera_sha256": r["camera_sha256"],
+                    "ciphertext_sha256": r["ciphertext_sha256"],
+                    "ciphertext_size": r["ciphertext_size"],
+                    "key": r["object_key"],
+                    "version_id": r["version_id"],
+                    "officer_pseudonym": mf.pseudonym(pseudonym_secret, officer) if officer else None,
+                }
+            )
+            personal_doc["recordings"].append(
+                {
+                    "camera_serial": r["serial"],
+                    "recording_id": r["recording_id"],
+                    "original_name": r["name"],
+                    "officer_id": officer,
+                }
+            )
+            if r["exercise_id"]:
+                exercises.add(r["exercise_id"])
+        for ex_id in sorted(exercises):
+            ex = db.execute("SELECT * FROM exercises WHERE id=?", (ex_id,)).fetchone()
+            if ex is not None:
+                personal_doc["exercises"].append(
+                    {"id": ex_id, "site": ex["site"], "start": _iso(ex["start_ts"]), "end": _iso(ex["end_ts"])}
+                )
+        personal = _encrypt([r.age for r in recipients], canonical(personal_doc))
+        manifest = {
+            "format": mf.FORMAT,
+            "dock_id": dock_id,
+            "agent_version": __version__,
+            "batch_id": batch_id,
+            "batch_seq": batch["seq"],
+            "opened": batch["opened_at"],
+            "sealed": utc_now(),
+            "previous_manifest_sha256": prev_row[0] if prev_row else None,
+            "signing_key": public_key_line(key.public_key()),
+            "custody": {
+                "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.CUSTODY}",
+                "first_seq": first,
+                "last_seq": head.seq,
+                "prev": custody_prev[0] if custody_prev else "0" * 64,
+                "head": head.hash,
+                "sha256": mf.sha256_hex(custody_bytes),
+            },
+            "personal": {
+                "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.PERSONAL}",
+                "sha256": mf.sha256_hex(personal),
+            },
+            "recipients": [{"name": r.name, "age": r.age} for r in recipients],
+            "recordings": entries,
+        }
+        manifest_bytes = mf.encode(manifest)
+        signature = sign(manifest_bytes, key, mf.NAMESPACE)
+        db.execute(
+            "UPDATE batches SET state='sealed', custody_last=?, manifest=?, signature=?, custody=?, personal=?, "
+            "manifest_sha256=? WHERE batch_id=?",
+            (head.seq, manifest_bytes, signature, custody_bytes, personal, mf.sha256_hex(manifest_bytes), batch_id),
+        )
+    return _sealed_from_row(journal, batch_id)
+
+
+def publish(journal: Journal, bucket: Any, dock_id: str, batch_id: str) -> None:
+    """Upload a sealed batch's artefacts, manifest last; idempotent after a crash."""
+    sealed = _sealed_from_row(journal, batch_id)
+    prefix = mf.batch_prefix(dock_id, batch_id)
+    for name, data in (
+        (mf.CUSTODY, sealed.custody),
+        (mf.PERSONAL, sealed.personal),
+        (mf.SIGNATURE, sealed.signature.encode()),
+        (mf.MANIFEST, sealed.manifest),
+    ):
+        _put_once(bucket, f"{prefix}/{name}", data)
+    with journal.transaction() as db:
+        db.execute("UPDATE batches SET state='published', published_at=? WHERE batch_id=?", (utc_now(), batch_id))
+
+
+def pending_publication(journal: Journal) -> list[str]:
+    return [r[0] for r in journal.query("SELECT batch_id FROM batches WHERE state='sealed' ORDER BY seq")]
+
+
+def _put_once(bucket: Any, key: str, data: bytes) -> None:
+    from .bucket import ObjectExistsError
+
+    try:
+        bucket.put_object(key, data, create_only=True)
+    except ObjectExistsError:
+        existing = bucket.get_bytes(key, max_size=len(data) + 1)
+        if existing != data:
+            raise IntegrityError(
+                f"{key} already exists in the bucket with different content; refusing to overwrite evidence"
+            ) from None
+
+
+def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
+    rows = journal.query("SELECT * FROM batches WHERE batch_id=?", (batch_id,))
+    if not rows or rows[0]["state"] == "open":
+        raise StorageError(f"batch {batch_id} is not sealed")
+    r = rows[0]
+    count = len(json.loads(r["manifest"])["recordings"])
+    return SealedBatch(batch_id, r["seq"], r["manifest"], r["signature"], r["custody"], r["personal"], count)
+
+
+def _officer_at(db: Any, serial: str, when: float) -> str | None:
+    row = db.execute(
+        "SELECT officer FROM allocations WHERE serial=? AND at<=? ORDER BY at DESC, id DESC LIMIT 1", (serial, when)
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _encrypt(recipients: list[str], data: bytes) -> bytes:
+    enc = Encryptor(recipients)
+    return enc.header + enc.update(data) + enc.finalize()

@@ -1,0 +1,563 @@
+"""Docking sessions: identify, authenticate, set the clock, list, apply the scope policy, pull each
+in-scope recording once, verify it in the bucket, erase it from the camera only after that, and
+seal and publish the batch. Every step is journaled so a crash, an unplug, a full disk or a bucket
+outage resumes on the next run (docs/crash-safety.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bodycam.drivers.device import Camera
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
+from bodycam.drivers.messages import RecordingInfo
+
+from . import batch as batches
+from . import manifest as mf
+from .agecrypt import Encryptor
+from .bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
+from .config import Config, Recipient
+from .custody import CustodyLog
+from .journal import Journal, utc_now
+from .policy import ScopeDecision, decide, list_exercises
+from .pull import part_size_for, pull
+from .sshsig import load_private_key
+
+LOG = logging.getLogger(__name__)
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class CameraReport:
+    serial: str = "?"
+    address: str = ""
+    recordings: int = 0
+    in_scope: int = 0
+    out_of_scope: int = 0
+    verified: int = 0
+    already_done: int = 0
+    erased: int = 0
+    bytes_read: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors and self.verified + self.already_done == self.in_scope
+
+
+@dataclass
+class IngestReport:
+    batch_id: str | None = None
+    cameras: list[CameraReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(c.complete for c in self.cameras)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "batch_id": self.batch_id,
+            "errors": self.errors,
+            "cameras": [
+                {
+                    "serial": c.serial,
+                    "address": c.address,
+                    "recordings": c.recordings,
+                    "in_scope": c.in_scope,
+                    "out_of_scope": c.out_of_scope,
+                    "verified": c.verified,
+                    "already_done": c.already_done,
+                    "erased": c.erased,
+                    "bytes_read": c.bytes_read,
+                    "errors": c.errors,
+                }
+                for c in self.cameras
+            ],
+        }
+
+
+class Agent:
+    """Everything a docking session needs, built once from the config (the library behind the CLI and daemon)."""
+
+    def __init__(self, config: Config, *, bucket: Bucket | None = None) -> None:
+        self.config = config
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as err:
+            raise ConfigError(f"cannot create state_dir {config.state_dir}: {err}") from err
+        self.journal = Journal(config.journal_path)
+        self.custody = CustodyLog(self.journal, config.dock_id)
+        self.bucket = bucket or open_bucket(
+            config.bucket_url, config.bucket_endpoint_url, retention_days=config.retention_days
+        )
+        self._batch_lock = threading.Lock()
+
+    # -- configuration that must be complete before footage moves -----------------------------
+    def recipients(self) -> list[Recipient]:
+        found = {r.name: r for r in self.config.recipients}
+        for name, age in self.journal.recipients():
+            found.setdefault(name, Recipient(name, age))
+        if not found:
+            raise ConfigError(
+                "no recipients configured: footage cannot be encrypted for anyone; add [[recipients]] to the "
+                "config or run 'bodycam-sync recipients add NAME AGE_PUBKEY'"
+            )
+        return sorted(found.values(), key=lambda r: r.name)
+
+    def check_ready(self) -> None:
+        """Fail before touching a camera if keys or recipients are missing (ConfigError)."""
+        self.recipients()
+        load_private_key(self.config.key_path)
+        mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True)
+
+    # -- recovery of work a previous run left ---------------------------------------------------
+    def recover(self) -> list[str]:
+        """Finish uploads whose bytes are all in the bucket; abort multipart uploads nobody owns;
+        publish sealed batches. Returns problems (outages) that keep the run from being complete."""
+        problems: list[str] = []
+        for row in self.journal.query("SELECT * FROM recordings WHERE state='completing'"):
+            try:
+                self._complete(row["serial"], row["recording_id"], row["camera_sha256"])
+            except BodycamError as err:
+                problems.append(str(err))
+        try:
+            owned = {
+                r["upload_id"] for r in self.journal.query("SELECT upload_id FROM recordings WHERE state='uploading'")
+            }
+            for pending in self.bucket.open_uploads(prefix=f"{self.config.dock_id}/"):
+                if pending.upload_id not in owned:
+                    LOG.info("aborting orphaned multipart upload of %s", pending.key)
+                    self.bucket.abort_upload(pending.key, pending.upload_id)
+        except BodycamError as err:
+            problems.append(str(err))
+        for batch_id in batches.pending_publication(self.journal):
+            try:
+                batches.publish(self.journal, self.bucket, self.config.dock_id, batch_id)
+            except BodycamError as err:
+                problems.append(str(err))
+        return problems
+
+    # -- one camera -----------------------------------------------------------------------------
+    def session(
+        self,
+        camera: Camera,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CameraReport:
+        report = CameraReport(address=f"{camera.transport.kind}:{camera.transport.address}")
+        emit = progress or (lambda _kind, _data: None)
+        try:
+            self._session(camera, report, emit, cancel)
+        except BodycamError as err:
+            report.errors.append(f"{camera.name}: {err}")
+            LOG.error("%s: %s", camera.name, err)
+            try:
+                self.custody.append("error", camera=report.serial, error=_short(err))
+            except StorageError:
+                pass
+        finally:
+            emit("camera_done", {"serial": report.serial})
+        return report
+
+    def _session(self, camera: Camera, report: CameraReport, emit: ProgressFn, cancel: threading.Event | None) -> None:
+        ident = camera.open()
+        report.serial = ident.serial
+        batch_id = self.open_batch()
+        self.custody.append(
+            "docked",
+            batch=batch_id,
+            camera=ident.serial,
+            model=ident.model,
+            firmware=ident.firmware,
+            transport=camera.transport.kind,
+        )
+        camera.authenticate(self.journal.enrolled_key(ident.serial))
+        self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
+        before, after = camera.set_clock()
+        offset = before.offset_s
+        self.custody.append(
+            "clock_set",
+            camera=ident.serial,
+            offset_s=round(offset, 6),
+            offset_after_s=round(after.offset_s, 6),
+            round_trip_s=round(before.round_trip_s, 6),
+        )
+        listing = camera.recordings()
+        report.recordings = len(listing)
+        self.custody.append("listed", camera=ident.serial, count=len(listing))
+        exercises = list_exercises(self.journal)
+        todo: list[tuple[RecordingInfo, ScopeDecision]] = []
+        for rec in listing:
+            decision = decide(rec, ident.serial, offset, exercises)
+            if not decision.in_scope:
+                report.out_of_scope += 1
+                self._note_out_of_scope(ident.serial, rec, decision)
+                continue
+            report.in_scope += 1
+            todo.append((rec, decision))
+        emit("camera_listed", {"serial": ident.serial, "recordings": [(r.id, r.size) for r, _ in todo]})
+        for rec, decision in todo:
+            if cancel is not None and cancel.is_set():
+                report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
+                break
+            try:
+                state = self._ingest_recording(camera, rec, decision, offset, batch_id, report, emit, cancel)
+            except (IntegrityError, UploadError) as err:
+                report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
+                LOG.error("camera %s recording %d: %s", ident.serial, rec.id, err)
+                self.custody.append("error", camera=ident.serial, recording=rec.id, error=_short(err))
+                if isinstance(err, UploadError):
+                    break  # the bucket is unreachable: the rest would fail too
+                continue
+            if state in ("verified", "erased"):
+                if self.config.erase_after_upload and state == "verified":
+                    self._erase(camera, rec, report)
+        self.custody.append("undocked", camera=ident.serial)
+
+    def _note_out_of_scope(self, serial: str, rec: RecordingInfo, decision: ScopeDecision) -> None:
+        with self.journal.transaction() as db:
+            exists = db.execute(
+                "SELECT 1 FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (serial, rec.id, rec.sha256.hex()),
+            ).fetchone()
+            if exists:
+                return
+            db.execute(
+                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, size, start_us, end_us, "
+                "clock_offset_s, category, name, error, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    serial,
+                    rec.id,
+                    rec.sha256.hex(),
+                    "out_of_scope",
+                    rec.size,
+                    rec.start_us,
+                    rec.end_us,
+                    rec.start_us / 1e6 - decision.start,
+                    str(rec.category),
+                    "",  # the name of footage that never leaves is not kept
+                    decision.reason,
+                    utc_now(),
+                ),
+            )
+            self.custody.append_in(
+                db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size, reason=decision.reason
+            )
+
+    def open_batch(self) -> str:
+        with self._batch_lock:
+            return batches.open_batch(self.journal, self.custody)
+
+    def _ingest_recording(
+        self,
+        camera: Camera,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        offset: float,
+        batch_id: str,
+        report: CameraReport,
+        emit: ProgressFn,
+        cancel: threading.Event | None,
+    ) -> str:
+        serial, sha = camera.identity.serial, rec.sha256.hex()
+        row = self._row(serial, rec.id, sha)
+        if row is not None and row["state"] in ("verified", "erased"):
+            report.already_done += 1
+            return str(row["state"])
+        if row is not None and row["state"] == "completing":
+            self._complete(serial, rec.id, sha)
+            report.verified += 1
+            return "verified"
+        if row is None or row["state"] in ("failed", "out_of_scope", "pending"):
+            row = self._start_upload(camera, rec, decision, offset, batch_id)
+        key, upload_id = row["object_key"], row["upload_id"]
+        encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
+        existing = self._existing_parts(key, upload_id, row)
+        if existing is None:  # the bucket lost the upload (lifecycle rule, manual abort): start again
+            row = self._start_upload(camera, rec, decision, offset, str(row["batch_id"]), restart=True)
+            key, upload_id = row["object_key"], row["upload_id"]
+            encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
+            existing = {}
+        emit("recording_start", {"serial": serial, "recording": rec.id, "size": rec.size})
+        part_size = part_size_for(encryptor.encrypted_size(rec.size), self.config.part_size)
+
+        def progress(done: int) -> None:
+            emit("recording_bytes", {"serial": serial, "recording": rec.id, "done": done, "size": rec.size})
+
+        result = pull(
+            camera,
+            rec,
+            encryptor,
+            self.bucket,
+            key,
+            upload_id,
+            part_size=part_size,
+            existing_parts=existing,
+            parts_in_flight=min(self.config.upload_workers, 2),
+            on_part=lambda part: self._journal_part(row, part),
+            on_progress=progress,
+            cancel=cancel,
+        )
+        report.bytes_read += rec.size
+        if result.plaintext_sha256 != sha:
+            self.bucket.abort_upload(key, upload_id)
+            with self.journal.transaction() as db:
+                db.execute(
+                    "UPDATE recordings SET state='failed', error=?, upload_id=NULL, updated_at=? "
+                    "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                    ("plaintext hash differs from the camera's", utc_now(), serial, rec.id, sha),
+                )
+            raise IntegrityError(
+                f"pulled bytes hash to {result.plaintext_sha256[:16]}... but the camera lists "
+                f"{sha[:16]}...; not uploaded, not erased"
+            )
+        with self.journal.transaction() as db:
+            db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rec.id, sha))
+            db.executemany(
+                "INSERT INTO parts VALUES(?,?,?,?,?,?,?)",
+                [(serial, rec.id, sha, p.number, p.size, p.sha256_b64, p.etag) for p in result.parts],
+            )  # exactly the parts of this pass, in order
+            db.execute(
+                "UPDATE recordings SET state='completing', plaintext_sha256=?, ciphertext_sha256=?, "
+                "ciphertext_size=?, updated_at=? WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (
+                    result.plaintext_sha256,
+                    result.ciphertext_sha256,
+                    result.ciphertext_size,
+                    utc_now(),
+                    serial,
+                    rec.id,
+                    sha,
+                ),
+            )
+            self.custody.append_in(
+                db,
+                "pulled",
+                camera=serial,
+                recording=rec.id,
+                size=rec.size,
+                plaintext_sha256=result.plaintext_sha256,
+                ciphertext_sha256=result.ciphertext_sha256,
+            )
+        self._complete(serial, rec.id, sha)
+        report.verified += 1
+        emit("recording_done", {"serial": serial, "recording": rec.id})
+        return "verified"
+
+    def _row(self, serial: str, rid: int, sha: str) -> Any:
+        rows = self.journal.query(
+            "SELECT * FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rid, sha)
+        )
+        return rows[0] if rows else None
+
+    def _start_upload(
+        self,
+        camera: Camera,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        offset: float,
+        batch_id: str,
+        *,
+        restart: bool = False,
+    ) -> Any:
+        serial = camera.identity.serial
+        key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
+        file_key = os.urandom(16)
+        encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
+        upload_id = self.bucket.start_upload(key)
+        with self.journal.transaction() as db:
+            db.execute(
+                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
+                "end_us, clock_offset_s, exercise_id, category, name, object_key, upload_id, file_key, age_header, "
+                "updated_at) VALUES(?,?,?,'uploading',?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(serial, recording_id, camera_sha256) DO UPDATE SET state='uploading', "
+                "batch_id=excluded.batch_id, exercise_id=excluded.exercise_id, name=excluded.name, "
+                "clock_offset_s=excluded.clock_offset_s, object_key=excluded.object_key, "
+                "upload_id=excluded.upload_id, file_key=excluded.file_key, age_header=excluded.age_header, "
+                "error=NULL, attempts=attempts+1, updated_at=excluded.updated_at",
+                (
+                    serial,
+                    rec.id,
+                    rec.sha256.hex(),
+                    batch_id,
+                    camera.identity.model,
+                    rec.size,
+                    rec.start_us,
+                    rec.end_us,
+                    offset,
+                    decision.exercise_id,
+                    str(rec.category),
+                    rec.name,
+                    key,
+                    upload_id,
+                    file_key,
+                    encryptor.header,
+                    utc_now(),
+                ),
+            )
+            self.custody.append_in(
+                db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
+            )
+        return self._row(serial, rec.id, rec.sha256.hex())
+
+    def _existing_parts(self, key: str, upload_id: str, row: Any) -> dict[int, Part] | None:
+        """Parts both the bucket and the journal know (same number, size and ETag); None if the upload is gone."""
+        try:
+            in_bucket = {p.number: p for p in self.bucket.list_parts(key, upload_id)}
+        except UploadNotFoundError:
+            return None
+        journaled = self.journal.query(
+            "SELECT * FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?",
+            (row["serial"], row["recording_id"], row["camera_sha256"]),
+        )
+        out: dict[int, Part] = {}
+        for j in journaled:
+            b = in_bucket.get(j["part_number"])
+            if b is not None and b.size == j["size"] and b.etag == j["etag"]:
+                out[b.number] = Part(b.number, b.etag, j["sha256_b64"], b.size)
+        return out
+
+    def _journal_part(self, row: Any, part: Part) -> None:
+        with self.journal.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO parts VALUES(?,?,?,?,?,?,?)",
+                (
+                    row["serial"],
+                    row["recording_id"],
+                    row["camera_sha256"],
+                    part.number,
+                    part.size,
+                    part.sha256_b64,
+                    part.etag,
+                ),
+            )
+
+    def _complete(self, serial: str, rid: int, sha: str) -> None:
+        """Complete the multipart upload (or find it completed), verify size and checksum, journal it."""
+        row = self._row(serial, rid, sha)
+        key = row["object_key"]
+        parts = [
+            Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"])
+            for p in self.journal.query(
+                "SELECT * FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=? ORDER BY part_number",
+                (serial, rid, sha),
+            )
+        ]
+        self.bucket.complete_upload(key, row["upload_id"], parts)
+        info = self.bucket.head(key)
+        if info is None:
+            raise UploadError(f"{key} is missing from the bucket after completing its upload; it will be retried")
+        if info.size != row["ciphertext_size"]:
+            raise IntegrityError(f"{key} in the bucket is {info.size} bytes, expected {row['ciphertext_size']}")
+        expected = composite_checksum(parts)
+        if info.checksum_sha256 and info.checksum_sha256 not in (expected, expected.split("-")[0]):
+            raise IntegrityError(f"{key} in the bucket has checksum {info.checksum_sha256}, expected {expected}")
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state='verified', version_id=?, file_key=NULL, updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (info.version_id, utc_now(), serial, rid, sha),
+            )
+            self.custody.append_in(
+                db,
+                "verified",
+                camera=serial,
+                recording=rid,
+                key=key,
+                size=info.size,
+                ciphertext_sha256=row["ciphertext_sha256"],
+                version_id=info.version_id,
+            )
+
+    def _erase(self, camera: Camera, rec: RecordingInfo, report: CameraReport) -> None:
+        serial = camera.identity.serial
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        if row is None or row["state"] != "verified" or row["plaintext_sha256"] != rec.sha256.hex():
+            return
+        try:
+            camera.erase(rec.id, bytes.fromhex(row["plaintext_sha256"]))
+        except BodycamError as err:
+            report.errors.append(f"camera {serial} refused to erase recording {rec.id}: {err}")
+            self.custody.append("error", camera=serial, recording=rec.id, error=_short(err))
+            return
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state='erased', updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (utc_now(), serial, rec.id, rec.sha256.hex()),
+            )
+            self.custody.append_in(db, "erased", camera=serial, recording=rec.id, sha256=row["plaintext_sha256"])
+        report.erased += 1
+
+    # -- batches --------------------------------------------------------------------------------
+    def seal_and_publish(self) -> str | None:
+        """Seal the open batch if no upload in it is in flight, then publish every sealed batch."""
+        with self._batch_lock:
+            rows = self.journal.query("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1")
+            sealed_id = None
+            if rows and batches.busy(self.journal, rows[0][0]) == 0:
+                sealed_id = str(rows[0][0])
+                batches.seal(
+                    self.journal,
+                    self.custody,
+                    sealed_id,
+                    dock_id=self.config.dock_id,
+                    key=load_private_key(self.config.key_path),
+                    recipients=self.recipients(),
+                    pseudonym_secret=mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True),
+                )
+            for batch_id in batches.pending_publication(self.journal):
+                batches.publish(self.journal, self.bucket, self.config.dock_id, batch_id)
+            return sealed_id
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def _short(err: BaseException) -> str:
+    return str(err)[:500]
+
+
+def ingest_once(
+    agent: Agent,
+    usbip: Sequence[str],
+    serial: Sequence[str],
+    *,
+    discover: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestReport:
+    """Recover leftovers, run one session per reachable camera (concurrently), seal and publish."""
+    from .inventory import opened_cameras
+
+    agent.check_ready()
+    report = IngestReport()
+    report.errors.extend(agent.recover())
+    with opened_cameras(usbip, serial, discover=discover) as cams:
+        results: list[CameraReport] = [CameraReport() for _ in cams]
+
+        def run(index: int, cam: Camera) -> None:
+            results[index] = agent.session(cam, progress=progress, cancel=cancel)
+
+        threads = [threading.Thread(target=run, args=(i, c), name=f"session-{i}") for i, c in enumerate(cams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        report.cameras = results
+    try:
+        report.batch_id = agent.seal_and_publish()
+    except BodycamError as err:
+        report.errors.append(f"publishing the batch: {err}")
+    if report.batch_id is None:
+        open_rows = agent.journal.query("SELECT batch_id FROM batches WHERE state='open' LIMIT 1")
+        report.batch_id = open_rows[0][0] if open_rows else None
+    return report
