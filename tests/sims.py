@@ -85,3 +85,48 @@ def serve(medium: str, spec: SimSpec | None = None, camera: VirtualCamera | None
 
 def spec(serial: str = "SIM-0001", faults: Faults | None = None, **kw: object) -> SimSpec:
     return SimSpec(serial, faults=faults or Faults(), **kw)  # type: ignore[arg-type]
+
+
+class SimProcess:
+    """``bodycam-sync sim serve`` in its own process, as a camera is its own device."""
+
+    def __init__(self, medium: str, serial: str, *args: str, truth_dir: Path) -> None:
+        import json
+        import subprocess
+        import sys
+
+        self.truth_path = truth_dir / f"{serial}.truth.json"
+        cli = str(Path(sys.executable).with_name("bodycam-sync"))
+        cmd = [cli, "sim", "serve", "--transport", medium, "--serial", serial, "--truth", str(self.truth_path), *args]
+        if medium == "serial":
+            cmd += ["--link", str(truth_dir / f"{serial}.tty")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"sim serve {serial} failed: {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.info = json.loads(line)
+        self.serial = serial
+        self.address = self.info.get("address") or self.info.get("link") or self.info["device"]
+
+    @property
+    def truth(self) -> list[dict[str, object]]:
+        import json
+
+        return list(json.loads(self.truth_path.read_text()))
+
+    def training(self) -> dict[int, str]:
+        return {int(str(r["id"])): str(r["sha256"]) for r in self.truth if r["category"] == "training"}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+
+    def __enter__(self) -> SimProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
