@@ -32,6 +32,7 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -208,13 +209,15 @@ def _check_parts(parts: Sequence[Part], min_part_size: int) -> None:
     if not parts:
         raise UploadError("a multipart upload needs at least one part")
     last = 0
-    for i, part in enumerate(parts):
+    for part in parts:
         _check_part_number(part.number)
         if part.number <= last:
             raise UploadError(f"parts must be in ascending order without repeats (part {part.number})")
         last = part.number
-        if i < len(parts) - 1 and part.size < min_part_size:
+    for part in parts[:-1]:
+        if part.size < min_part_size:
             raise UploadError(f"part {part.number} is {part.size} bytes; every part but the last needs 5 MiB")
+    for part in parts:
         _require_sha(part)
 
 
@@ -816,6 +819,21 @@ class LocalBucket(Bucket):
         except OSError as err:
             raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
         self._real_root = os.path.realpath(self.root)
+        self._sweep()
+
+    def _sweep(self, older_than: float = 3600.0) -> None:
+        """Remove temp files and half-started uploads a crash left in ``.uploads/`` (an hour old or more)."""
+        cutoff = time.time() - older_than
+        try:
+            with os.scandir(self.root / UPLOADS_DIR) as it:
+                for entry in it:
+                    if entry.name.startswith(("tmp-", "new-")) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
+        except OSError as err:
+            LOG.warning("%s: cannot tidy %s: %s", self.url, UPLOADS_DIR, err)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -832,7 +850,7 @@ class LocalBucket(Bucket):
             raise UploadNotFoundError(f"{self.url}: upload id {upload_id!r} of {key!r} does not exist")
         path = self.root / UPLOADS_DIR / upload_id
         try:
-            stored = (path / "key").read_text("utf-8")
+            stored = _read_small(path / "key", MAX_KEY_BYTES).decode("utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise UploadNotFoundError(
                 f"{self.url}: upload {upload_id} of {key!r} does not exist (aborted or completed): start again"
@@ -953,7 +971,7 @@ class LocalBucket(Bucket):
         path = udir / f"{number:05d}.part"
         size = path.stat().st_size
         try:
-            checksum = (udir / f"{number:05d}.sha256").read_text("ascii").strip()
+            checksum = _read_small(udir / f"{number:05d}.sha256", 64).decode("ascii").strip()
         except (OSError, UnicodeDecodeError):
             digest = hashlib.sha256()
             with open(path, "rb") as f:
@@ -1043,10 +1061,7 @@ class LocalBucket(Bucket):
             if not _UPLOAD_ID.fullmatch(entry.name):
                 continue
             try:
-                with open(Path(entry.path) / "key", "rb") as f:
-                    raw = f.read(MAX_KEY_BYTES + 1)
-                key = raw.decode("utf-8")
-                check_key(key)
+                key = check_key(_read_small(Path(entry.path) / "key", MAX_KEY_BYTES).decode("utf-8"))
                 st = os.stat(Path(entry.path) / "key")
             except (OSError, UnicodeDecodeError, IntegrityError) as err:
                 LOG.warning("%s: skipping unreadable upload %s: %s", self.url, entry.name, err)
@@ -1179,6 +1194,15 @@ class LocalBucket(Bucket):
             except OSError:
                 break
             parent = parent.parent
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """A file we wrote ourselves, read with a bound in case someone else did (OSError if larger)."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return data
 
 
 def _fsync_dir(path: Path) -> None:

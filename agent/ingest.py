@@ -170,10 +170,8 @@ class Agent:
     def _session(self, camera: Camera, report: CameraReport, emit: ProgressFn, cancel: threading.Event | None) -> None:
         ident = camera.open()
         report.serial = ident.serial
-        batch_id = self.open_batch()
         self.custody.append(
             "docked",
-            batch=batch_id,
             camera=ident.serial,
             model=ident.model,
             firmware=ident.firmware,
@@ -209,7 +207,7 @@ class Agent:
                 report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
                 break
             try:
-                state = self._ingest_recording(camera, rec, decision, offset, batch_id, report, emit, cancel)
+                state = self._ingest_recording(camera, rec, decision, offset, report, emit, cancel)
             except (IntegrityError, UploadError) as err:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
                 LOG.error("camera %s recording %d: %s", ident.serial, rec.id, err)
@@ -252,17 +250,12 @@ class Agent:
                 db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size, reason=decision.reason
             )
 
-    def open_batch(self) -> str:
-        with self._batch_lock:
-            return batches.open_batch(self.journal, self.custody)
-
     def _ingest_recording(
         self,
         camera: Camera,
         rec: RecordingInfo,
         decision: ScopeDecision,
         offset: float,
-        batch_id: str,
         report: CameraReport,
         emit: ProgressFn,
         cancel: threading.Event | None,
@@ -277,12 +270,12 @@ class Agent:
             report.verified += 1
             return "verified"
         if row is None or row["state"] in ("failed", "out_of_scope", "pending"):
-            row = self._start_upload(camera, rec, decision, offset, batch_id)
+            row = self._start_upload(camera, rec, decision, offset)
         key, upload_id = row["object_key"], row["upload_id"]
         encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
         existing = self._existing_parts(key, upload_id, row)
         if existing is None:  # the bucket lost the upload (lifecycle rule, manual abort): start again
-            row = self._start_upload(camera, rec, decision, offset, str(row["batch_id"]), restart=True)
+            row = self._start_upload(camera, rec, decision, offset, batch_id=str(row["batch_id"]))
             key, upload_id = row["object_key"], row["upload_id"]
             encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
             existing = {}
@@ -364,16 +357,22 @@ class Agent:
         rec: RecordingInfo,
         decision: ScopeDecision,
         offset: float,
-        batch_id: str,
         *,
-        restart: bool = False,
+        batch_id: str | None = None,
     ) -> Any:
+        """Begin (or, with ``batch_id``, restart within its batch) the upload of one recording.
+
+        Holds the batch lock from choosing the batch to journaling the upload, so a batch is never
+        sealed between the two (its manifest would miss the recording).
+        """
         serial = camera.identity.serial
-        key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
+        restart = batch_id is not None
         file_key = os.urandom(16)
         encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
-        upload_id = self.bucket.start_upload(key)
-        with self.journal.transaction() as db:
+        with self._batch_lock, self.journal.transaction() as db:
+            batch_id = batch_id or batches.open_batch_in(db)
+            key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
+            upload_id = self.bucket.start_upload(key)
             db.execute(
                 "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
                 "end_us, clock_offset_s, exercise_id, category, name, object_key, upload_id, file_key, age_header, "
@@ -502,9 +501,12 @@ class Agent:
         """Seal the open batch if no upload in it is in flight, then publish every sealed batch."""
         with self._batch_lock:
             rows = self.journal.query("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1")
+            open_id = str(rows[0][0]) if rows else None
+            if open_id is None and self._unpublished_custody():
+                open_id = batches.open_batch(self.journal)
             sealed_id = None
-            if rows and batches.busy(self.journal, rows[0][0]) == 0:
-                sealed_id = str(rows[0][0])
+            if open_id is not None and batches.busy(self.journal, open_id) == 0:
+                sealed_id = open_id
                 batches.seal(
                     self.journal,
                     self.custody,
@@ -517,6 +519,11 @@ class Agent:
             for batch_id in batches.pending_publication(self.journal):
                 batches.publish(self.journal, self.bucket, self.config.dock_id, batch_id)
             return sealed_id
+
+    def _unpublished_custody(self) -> bool:
+        """Custody entries written since the last sealed batch (a docking with nothing in scope)."""
+        sealed = self.journal.query("SELECT COALESCE(MAX(custody_last), 0) FROM batches WHERE state != 'open'")
+        return self.custody.head().seq > int(sealed[0][0])
 
     def close(self) -> None:
         self.journal.close()

@@ -58,7 +58,7 @@ class Dock:
         try:
             for sn in serials:
                 j.enroll(sn, bytes.fromhex(device_key_hex(sn)))
-                j.allocate(sn, f"PC-{abs(hash(sn)) % 10000:04d}", time.time() - 86400)
+                j.allocate(sn, f"OFFICER-{sn}", time.time() - 86400)
         finally:
             j.close()
 

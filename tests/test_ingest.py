@@ -110,7 +110,7 @@ def test_only_training_footage_arrives_encrypted_signed_and_verifiable(
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket):
             for obj in page["Contents"]:
                 data = client.get_object(Bucket=s3_bucket, Key=obj["Key"])["Body"].read()
-                for secret in (b"PC-", b"Range 3", b"VID_"):
+                for secret in (b"OFFICER-CAM-", b"Range 3", b"VID_20"):
                     assert secret not in data, (obj["Key"], secret)
         verified = verify_cli(s3_dock, "--identity", str(s3_dock.identity_path), "--json")
         assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -1,0 +1,339 @@
+"""The docking-station service: discovers cameras as they come and go, runs one session per camera
+(concurrently, up to eight bays), shares one bounded upload pool, talks to systemd and answers the
+control socket. SIGTERM checkpoints and exits; SIGHUP reloads the config.
+
+Discovery never disturbs a camera in session: USB/IP servers are asked for their device list (no
+import), serial ports are checked by path, local USB by enumeration. udev (via ``/dev/bodycam``
+and ``/dev/serial/by-id``) and the mass-storage mount directory are watched with ``watchdog`` so
+a docked camera triggers a rescan at once; a slow periodic rescan catches anything missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bodycam.drivers import transport as transports
+from bodycam.drivers.device import Camera
+from bodycam.drivers.errors import BodycamError, TransportError
+
+from . import config as config_mod
+from . import sdnotify
+from .control import ControlServer, socket_path
+from .ingest import Agent, CameraReport
+from .throttle import SharedUploads
+
+LOG = logging.getLogger(__name__)
+MAX_BAYS = 8
+RETRY_AFTER_S = 3.0
+
+
+@dataclass
+class Bay:
+    """One docked camera as the daemon sees it."""
+
+    address: str
+    kind: str
+    serial: str = "?"
+    state: str = "docked"  # docked, syncing, synced, error, ejecting
+    recording: int | None = None
+    done: int = 0
+    total: int = 0
+    session_done: int = 0
+    session_total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    rate: float = 0.0
+    last_error: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    retry_at: float = 0.0
+    sync_requested: bool = False
+    verified: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        remaining = max(self.session_total - self.session_done, 0)
+        return {
+            "address": f"{self.kind}:{self.address}",
+            "camera": self.serial,
+            "state": self.state,
+            "recording": self.recording,
+            "bytes_done": self.session_done,
+            "bytes_total": self.session_total,
+            "rate_bytes_per_s": round(self.rate),
+            "eta_s": round(remaining / self.rate, 1) if self.rate > 0 else None,
+            "verified": self.verified,
+            "last_error": self.last_error,
+        }
+
+
+class Daemon:
+    def __init__(self, config_path: Path | None, *, rescan_s: float = 2.0) -> None:
+        self.config_path = config_path
+        self.config = config_mod.load(config_path)
+        self.agent = Agent(self.config)
+        self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
+        self.agent.bucket = self.uploads  # type: ignore[assignment]
+        self.rescan_s = rescan_s
+        self.bays: dict[str, Bay] = {}
+        self.lock = threading.RLock()
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.heartbeat = time.monotonic()
+        self.bucket_ok: bool | None = None
+        self.control = ControlServer(socket_path(self.config.state_dir), self.handle)
+        self._observer: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.agent.check_ready()
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload())
+        problems = self.agent.recover()
+        for p in problems:
+            LOG.warning("recovery: %s", p)
+        self.control.start()
+        self._watch_devices()
+        watchdog = sdnotify.Watchdog(healthy=lambda: time.monotonic() - self.heartbeat < 30)
+        watchdog.start()
+        sdnotify.ready(self.summary())
+        LOG.info("daemon ready: dock %s, control socket %s", self.config.dock_id, self.control.path)
+        try:
+            while not self.stop.is_set():
+                self.heartbeat = time.monotonic()
+                self._scan()
+                self._reap()
+                sdnotify.status(self.summary())
+                self.wake.wait(self.rescan_s)
+                self.wake.clear()
+        finally:
+            sdnotify.stopping()
+            LOG.info("stopping: checkpointing %d active bays", len(self._active()))
+            with self.lock:
+                for bay in self.bays.values():
+                    bay.cancel.set()
+            for bay in list(self.bays.values()):
+                if bay.thread is not None:
+                    bay.thread.join(timeout=60)
+            self._publish()
+            watchdog.stop()
+            self.control.stop()
+            if self._observer is not None:
+                self._observer.stop()
+            self.agent.close()
+        return 0
+
+    def _reload(self) -> None:
+        try:
+            self.config = config_mod.load(self.config_path)
+            LOG.info("configuration reloaded from %s", self.config_path or "the default")
+            sdnotify.reloading()
+            sdnotify.ready(self.summary())
+        except BodycamError as err:
+            LOG.error("reload refused, keeping the running configuration: %s", err)
+        self.wake.set()
+
+    def _watch_devices(self) -> None:
+        """udev's /dev/bodycam and /dev/serial/by-id, and the mass-storage directory, wake a rescan."""
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency
+            return
+        daemon = self
+
+        class Poke(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                daemon.wake.set()
+
+        observer = Observer()
+        watched = 0
+        for path in ("/dev/bodycam", "/dev/serial/by-id", self.config.mass_storage_dir):
+            if path is not None and Path(path).is_dir():
+                observer.schedule(Poke(), str(path), recursive=False)
+                watched += 1
+        if watched:
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+
+    # -- discovery ------------------------------------------------------------------------------
+    def _present(self) -> dict[str, str]:
+        """address -> kind of every camera that appears to be docked now, without opening any."""
+        found: dict[str, str] = {}
+        for address in self.config.usbip:
+            try:
+                from bodycam.drivers.transport.usbip_backend import UsbipBackend
+
+                if UsbipBackend(address).list_exported():
+                    found[address] = "usbip"
+            except BodycamError as err:
+                LOG.debug("USB/IP %s not reachable: %s", address, err)
+        for path in self.config.serial:
+            if os.path.exists(path):
+                found[path] = "serial"
+        return found
+
+    def _scan(self) -> None:
+        present = self._present()
+        now = time.monotonic()
+        with self.lock:
+            for address, bay in list(self.bays.items()):
+                if address not in present and (bay.thread is None or not bay.thread.is_alive()):
+                    LOG.info("camera %s undocked from %s", bay.serial, address)
+                    del self.bays[address]
+            for address, kind in present.items():
+                found = self.bays.get(address)
+                if found is None:
+                    if len(self.bays) >= MAX_BAYS:
+                        continue
+                    found = self.bays[address] = Bay(address, kind)
+                    LOG.info("camera docked at %s:%s", kind, address)
+                bay = found
+                busy = bay.thread is not None and bay.thread.is_alive()
+                due = bay.state == "docked" or bay.sync_requested or (bay.state == "error" and now >= bay.retry_at)
+                if not busy and due:
+                    self._start(bay)
+
+    def _start(self, bay: Bay) -> None:
+        bay.sync_requested = False
+        bay.cancel = threading.Event()
+        bay.state = "syncing"
+        bay.session_done = bay.session_total = 0
+        bay.started = time.monotonic()
+        bay.thread = threading.Thread(target=self._session, args=(bay,), name=f"bay-{bay.address}", daemon=True)
+        bay.thread.start()
+
+    def _session(self, bay: Bay) -> None:
+        try:
+            if bay.kind == "usbip":
+                opened = transports.open_usbip(bay.address)
+                if not opened:
+                    raise TransportError(f"no camera exported at {bay.address}")
+                transport = opened[0]
+                for extra in opened[1:]:
+                    extra.close()
+            else:
+                transport = transports.open_serial(bay.address)
+            with Camera(transport) as camera:
+                report = self.agent.session(camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel)
+            self._finish(bay, report)
+        except BodycamError as err:
+            self._fail(bay, str(err))
+        except Exception as err:
+            LOG.exception("bay %s crashed", bay.address)
+            self._fail(bay, f"internal error: {err}")
+        finally:
+            self._publish()
+            self.wake.set()
+
+    def _finish(self, bay: Bay, report: CameraReport) -> None:
+        with self.lock:
+            bay.serial = report.serial
+            bay.verified += report.verified
+            bay.recording = None
+            if report.errors:
+                self._fail(bay, report.errors[-1])
+            else:
+                bay.state = "synced"
+                bay.last_error = None
+                LOG.info(
+                    "camera %s synced: %d verified, %d already done",
+                    report.serial,
+                    report.verified,
+                    report.already_done,
+                )
+
+    def _fail(self, bay: Bay, message: str) -> None:
+        with self.lock:
+            bay.state = "error" if not bay.cancel.is_set() else "ejected"
+            bay.last_error = message
+            bay.retry_at = time.monotonic() + RETRY_AFTER_S
+        LOG.warning("bay %s: %s", bay.address, message)
+
+    def _progress(self, bay: Bay, kind: str, data: dict[str, Any]) -> None:
+        with self.lock:
+            if kind == "camera_listed":
+                bay.serial = data["serial"]
+                bay.session_total = sum(size for _rid, size in data["recordings"])
+            elif kind == "recording_start":
+                bay.recording = data["recording"]
+                bay.done, bay.total = 0, data["size"]
+            elif kind == "recording_bytes":
+                delta = data["done"] - bay.done
+                bay.done = data["done"]
+                bay.session_done += max(delta, 0)
+                elapsed = max(time.monotonic() - bay.started, 1e-3)
+                bay.rate = bay.session_done / elapsed
+            elif kind == "recording_done":
+                bay.recording = None
+        self.heartbeat = time.monotonic()
+
+    def _reap(self) -> None:
+        with self.lock:
+            for bay in self.bays.values():
+                if bay.state == "ejecting" and (bay.thread is None or not bay.thread.is_alive()):
+                    bay.state = "ejected"
+
+    def _active(self) -> list[Bay]:
+        with self.lock:
+            return [b for b in self.bays.values() if b.thread is not None and b.thread.is_alive()]
+
+    def _publish(self) -> None:
+        """Seal and publish once no session has an upload in flight."""
+        try:
+            self.agent.seal_and_publish()
+            self.bucket_ok = True
+        except BodycamError as err:
+            self.bucket_ok = False
+            LOG.warning("publishing the batch failed (retried later): %s", err)
+
+    # -- control --------------------------------------------------------------------------------
+    def summary(self) -> str:
+        with self.lock:
+            states: dict[str, int] = {}
+            for bay in self.bays.values():
+                states[bay.state] = states.get(bay.state, 0) + 1
+        text = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no cameras"
+        return f"bays: {text}"
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            bays = [b.to_json() for b in sorted(self.bays.values(), key=lambda b: b.address)]
+        queue = self.agent.journal.query("SELECT COUNT(*) FROM recordings WHERE state IN ('uploading','completing')")[
+            0
+        ][0]
+        return {
+            "ok": True,
+            "dock_id": self.config.dock_id,
+            "bays": bays,
+            "queue": {"uploads_in_progress": queue},
+            "bucket": {"url": self.config.bucket_url, "reachable": self.bucket_ok},
+            "summary": self.summary(),
+        }
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return self.status()
+        if cmd in ("sync", "eject"):
+            serial = request.get("camera")
+            with self.lock:
+                bays = [b for b in self.bays.values() if b.serial == serial]
+                if not bays:
+                    return {"ok": False, "error": f"camera {serial} is not docked"}
+                for bay in bays:
+                    if cmd == "sync":
+                        bay.sync_requested = True
+                    else:
+                        bay.cancel.set()
+                        bay.state = "ejecting"
+            self.wake.set()
+            return {"ok": True, "camera": serial, "action": cmd}
+        return {"ok": False, "error": f"unknown request {cmd!r}"}
