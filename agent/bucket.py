@@ -14,10 +14,14 @@ Both implementations share one layout (DESIGN §3) and one behaviour at their ed
   :class:`~bodycam.drivers.errors.UploadError` from both.
 
 SeaweedFS 4.48 (the test server) honours ``IfNoneMatch="*"`` on PutObject and CompleteMultipartUpload
-(412), checks ``ChecksumSHA256`` on PutObject and UploadPart (``BadDigest``), returns composite multipart
-checksums (``base64(sha256(part digests))-N``) and enforces Object Lock COMPLIANCE retention; but its
-ListParts omits the part checksums, so a resumed upload must supply them (:func:`b64_sha256`) before
-:meth:`Bucket.complete_upload`, and the server then checks them against what it stored.
+(412), checks ``ChecksumSHA256`` on PutObject, UploadPart and the part list of CompleteMultipartUpload
+(``BadDigest``), returns composite multipart checksums (``base64(sha256(part digests))-N``), and with
+Object Lock (a bucket created with ``ObjectLockEnabledForBucket``, versioning on) enforces COMPLIANCE
+retention: deleting a version or shortening retention is AccessDenied. Its quirks, handled here:
+ListParts omits the part checksums (AWS reports them), yet CompleteMultipartUpload requires them, so a
+resumed upload supplies them from its own bytes or journal (:func:`b64_sha256`) and the server checks
+them; ListMultipartUploads sends no NextKeyMarker; listings come in directory-tree order (``a/b``
+before ``a-c``), not byte order, so callers must not rely on order across "directories".
 """
 
 from __future__ import annotations
@@ -251,6 +255,12 @@ class ObjectReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (``b""`` at the end); no size reads the rest, so only for small objects."""
+        if size is None or size < 0:
+            return b"".join(self.iter_chunks())
+        return self._read_some(size)
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
@@ -938,14 +948,15 @@ class LocalBucket(Bucket):
     ) -> Part:
         _check_part_number(part_number)
         udir = self._upload_dir(key, upload_id)
-        actual = b64_sha256(data)
-        if sha256_b64 is not None and sha256_b64 != actual:
-            raise ChecksumMismatchError(
-                f"{self.url}: part {part_number} of {key!r}: SHA-256 {sha256_b64} sent, bytes are {actual}"
-            )
         name = f"{part_number:05d}"
         try:
-            tmp, size, hexdigest = self._write_temp(udir, iter([data]))
+            tmp, size, hexdigest = self._write_temp(udir, iter([data]))  # hashes while writing: one pass
+            actual = base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
+            if sha256_b64 is not None and sha256_b64 != actual:
+                tmp.unlink()
+                raise ChecksumMismatchError(
+                    f"{self.url}: part {part_number} of {key!r}: SHA-256 {sha256_b64} sent, bytes are {actual}"
+                )
             (udir / f"{name}.sha256").unlink(missing_ok=True)  # never leave a stale checksum beside new bytes
             os.replace(tmp, udir / f"{name}.part")
             tmp, _, _ = self._write_temp(udir, iter([actual.encode("ascii")]))

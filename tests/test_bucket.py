@@ -1,0 +1,499 @@
+"""The bucket API against both implementations: a local directory and a real S3 server (SeaweedFS).
+
+Each test tries to break a promise of ``bodycam.agent.bucket``: resumable multipart uploads, create-only
+writes that are still exactly-once after a lost response, checksums the server enforces, keys that
+cannot escape, bounded failure when the server is down or the network cuts, Object Lock retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from bodycam.agent.bucket import (
+    MIN_PART_SIZE,
+    Bucket,
+    ChecksumMismatchError,
+    LocalBucket,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    Part,
+    S3Bucket,
+    UploadNotFoundError,
+    b64_sha256,
+    composite_checksum,
+    open_bucket,
+)
+from bodycam.drivers.errors import ConfigError, IntegrityError, StorageError, UploadError
+
+from .faultproxy import FaultProxy
+from .s3server import SeaweedFS
+
+KEY = "dock-01/batch-0001/recordings/CAM123/rec-0001.age"
+
+
+def blob(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def s3_of(
+    server: SeaweedFS, name: str, endpoint: str | None = None, max_attempts: int = 3, retention_days: int | None = None
+) -> S3Bucket:
+    bucket = open_bucket(
+        f"s3://{name}/evidence",
+        endpoint or server.endpoint_url,
+        retention_days=retention_days,
+        connect_timeout=2,
+        read_timeout=10,
+        max_attempts=max_attempts,
+    )
+    assert isinstance(bucket, S3Bucket)
+    return bucket
+
+
+def reopen(bucket: Bucket) -> Bucket:
+    """A new instance on the same storage: what a restarted agent has (no in-memory state)."""
+    if isinstance(bucket, LocalBucket):
+        return LocalBucket(bucket.root)
+    assert isinstance(bucket, S3Bucket)
+    return S3Bucket(bucket.bucket, bucket.prefix, endpoint_url=bucket.endpoint_url, connect_timeout=2, read_timeout=10)
+
+
+@pytest.fixture(params=["local", "s3"])
+def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bucket]:
+    if request.param == "local":
+        b: Bucket = LocalBucket(tmp_path / "bucket")
+    else:
+        b = s3_of(request.getfixturevalue("seaweedfs"), request.getfixturevalue("s3_bucket"))
+    with b:
+        yield b
+
+
+# -- multipart --------------------------------------------------------------------------------------------
+def test_multipart_resumes_from_list_parts_after_forgetting_everything(bucket: Bucket) -> None:
+    chunks = [blob(MIN_PART_SIZE, 1), blob(MIN_PART_SIZE + 17, 2), blob(1234, 3)]
+    upload_id = bucket.start_upload(KEY)
+    first = bucket.upload_part(KEY, upload_id, 1, chunks[0])
+    assert first.sha256_b64 == b64_sha256(chunks[0]) and first.size == len(chunks[0])
+    bucket.upload_part(KEY, upload_id, 2, chunks[1])
+    del first  # the agent crashes: the upload id is all its journal kept
+
+    again = reopen(bucket)
+    assert [(u.key, u.upload_id) for u in again.open_uploads("dock-01/")] == [(KEY, upload_id)]
+    held = again.list_parts(KEY, upload_id)
+    assert [(p.number, p.size) for p in held] == [(1, len(chunks[0])), (2, len(chunks[1]))]
+    parts: list[Part] = []
+    for p in held:  # SeaweedFS's ListParts has no checksums: fill them from our own bytes
+        ours = b64_sha256(chunks[p.number - 1])
+        assert p.sha256_b64 in (None, ours)
+        parts.append(Part(p.number, p.etag, ours, p.size))
+    parts.append(again.upload_part(KEY, upload_id, 3, chunks[2]))
+    info = again.complete_upload(KEY, upload_id, parts)
+
+    total = b"".join(chunks)
+    assert info.size == len(total)
+    assert info.checksum_sha256 == composite_checksum(parts) and info.checksum_sha256.endswith("-3")
+    head = again.head(KEY)
+    assert head is not None and head.size == len(total) and head.checksum_sha256 == info.checksum_sha256
+    if isinstance(bucket, LocalBucket):
+        assert head.sha256_hex == hashlib.sha256(total).hexdigest()
+    with again.open_read(KEY) as reader:
+        digest, got, biggest = hashlib.sha256(), 0, 0
+        for chunk in reader.iter_chunks(256 * 1024):
+            digest.update(chunk)
+            got += len(chunk)
+            biggest = max(biggest, len(chunk))
+    assert (got, digest.hexdigest()) == (len(total), hashlib.sha256(total).hexdigest())
+    assert biggest <= 256 * 1024
+    assert again.open_uploads() == []
+    # a retry of the same completion (its response was lost) is success, not a second object
+    assert again.complete_upload(KEY, upload_id, parts).checksum_sha256 == info.checksum_sha256
+
+
+def test_complete_refuses_bad_part_lists(bucket: Bucket) -> None:
+    upload_id = bucket.start_upload(KEY)
+    small = bucket.upload_part(KEY, upload_id, 1, b"x" * 100)
+    last = bucket.upload_part(KEY, upload_id, 2, b"y" * 100)
+    with pytest.raises(UploadError, match="5 MiB"):
+        bucket.complete_upload(KEY, upload_id, [small, last])
+    with pytest.raises(UploadError, match="ascending"):
+        bucket.complete_upload(KEY, upload_id, [last, small])
+    with pytest.raises(UploadError, match="no SHA-256"):
+        bucket.complete_upload(KEY, upload_id, [Part(1, small.etag, None, 100)])
+    with pytest.raises(ChecksumMismatchError):  # a checksum that is not the stored part's
+        bucket.complete_upload(KEY, upload_id, [Part(1, small.etag, b64_sha256(b"z" * 100), 100)])
+    assert bucket.head(KEY) is None
+    bucket.abort_upload(KEY, upload_id)
+
+
+def test_open_uploads_finds_leftovers_and_abort_removes_them(bucket: Bucket) -> None:
+    left = bucket.start_upload("dock-01/b1/recordings/CAM1/r1.age")
+    other = bucket.start_upload("dock-02/b9/recordings/CAM2/r2.age")
+    bucket.upload_part("dock-01/b1/recordings/CAM1/r1.age", left, 1, b"partial")
+    assert {u.upload_id for u in bucket.open_uploads()} == {left, other}
+    found = bucket.open_uploads("dock-01/")
+    assert [(u.key, u.upload_id) for u in found] == [("dock-01/b1/recordings/CAM1/r1.age", left)]
+    assert found[0].initiated is not None
+
+    bucket.abort_upload(found[0].key, left)
+    bucket.abort_upload(found[0].key, left)  # idempotent
+    assert [u.upload_id for u in bucket.open_uploads()] == [other]
+    with pytest.raises(UploadNotFoundError):
+        bucket.upload_part(found[0].key, left, 2, b"more")
+    with pytest.raises(UploadNotFoundError):
+        bucket.list_parts(found[0].key, left)
+    bucket.abort_upload("dock-02/b9/recordings/CAM2/r2.age", other)
+    assert bucket.open_uploads() == []
+
+
+# -- whole objects ----------------------------------------------------------------------------------------
+def test_create_only_put_refuses_a_second_write_but_not_a_retry(bucket: Bucket) -> None:
+    key = "dock-01/batch-0001/manifest.json"
+    info = bucket.put_object(key, b'{"v":1}')
+    assert info.size == 7 and info.sha256_hex == hashlib.sha256(b'{"v":1}').hexdigest()
+    assert info.checksum_sha256 == b64_sha256(b'{"v":1}')
+    assert bucket.put_object(key, b'{"v":1}').checksum_sha256 == info.checksum_sha256  # same bytes: retry
+    with pytest.raises(ObjectExistsError) as caught:
+        bucket.put_object(key, b'{"v":2}')
+    assert caught.value.existing is not None and caught.value.existing.size == 7
+    assert key in str(caught.value)
+    assert bucket.get_bytes(key, 1024) == b'{"v":1}'
+    bucket.put_object(key, b'{"v":22}', create_only=False)
+    assert bucket.get_bytes(key, 1024) == b'{"v":22}'
+
+
+def test_head_get_bytes_and_missing_objects(bucket: Bucket) -> None:
+    assert bucket.head("nothing/here") is None
+    with pytest.raises(ObjectNotFoundError):
+        bucket.open_read("nothing/here")
+    bucket.put_object("m.json", b"a" * 100)
+    head = bucket.head("m.json")
+    assert head is not None and head.size == 100 and head.checksum_sha256 == b64_sha256(b"a" * 100)
+    assert bucket.get_bytes("m.json", 100) == b"a" * 100
+    with pytest.raises(IntegrityError, match="over 99"):
+        bucket.get_bytes("m.json", 99)
+    bucket.delete("m.json")
+    bucket.delete("m.json")  # idempotent
+    assert bucket.head("m.json") is None
+
+
+def test_wrong_checksum_is_refused(bucket: Bucket) -> None:
+    wrong = b64_sha256(b"not these bytes")
+    with pytest.raises(ChecksumMismatchError):
+        bucket.put_object("x/manifest.json", b"these bytes", sha256_b64=wrong)
+    assert bucket.head("x/manifest.json") is None
+    upload_id = bucket.start_upload(KEY)
+    with pytest.raises(ChecksumMismatchError):
+        bucket.upload_part(KEY, upload_id, 1, b"part bytes", sha256_b64=wrong)
+    assert bucket.list_parts(KEY, upload_id) == []
+    bucket.abort_upload(KEY, upload_id)
+
+
+def test_iter_objects_pages_in_key_order(bucket: Bucket) -> None:
+    keys = ["a/b", "a-c", "a0", "a/c/d", "b", "a/b0/x", *(f"p/{i:03d}" for i in range(20))]
+    for key in keys:
+        bucket.put_object(key, key.encode())
+    listed = list(bucket.iter_objects(page_size=7))
+    if isinstance(bucket, LocalBucket):  # S3's order: by UTF-8 bytes ("a-c" < "a/b")
+        assert [o.key for o in listed] == sorted(keys)
+    else:  # SeaweedFS walks its directory tree instead ("a/b" < "a-c"); each key still exactly once
+        assert sorted(o.key for o in listed) == sorted(keys) and len(listed) == len(keys)
+    assert all(o.size == len(o.key) for o in listed)
+    assert [o.key for o in bucket.iter_objects("a/", page_size=2)] == ["a/b", "a/b0/x", "a/c/d"]
+    assert [o.key for o in bucket.iter_objects("a/b")] == ["a/b", "a/b0/x"]
+    assert list(bucket.iter_objects("zzz/")) == []
+
+
+def test_iter_objects_over_a_thousand_keys_on_s3(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    bucket = s3_of(seaweedfs, s3_bucket)
+    keys = [f"d/{i:05d}" for i in range(1005)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: bucket.put_object(k, b""), keys))
+    assert [o.key for o in bucket.iter_objects("d/")] == keys  # default page 1000: two pages
+
+
+@pytest.mark.parametrize(
+    "bad", ["../escape", "/etc/passwd", "a/../../b", "a//b", "a/./b", "nul\x00x", "back\\slash", ".uploads/x", "", "a/"]
+)
+def test_keys_that_could_escape_are_refused(bucket: Bucket, bad: str, tmp_path: Path) -> None:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    attempts: list[Callable[[], object]] = [
+        lambda: bucket.put_object(bad, b"x"),
+        lambda: bucket.head(bad),
+        lambda: bucket.start_upload(bad),
+        lambda: bucket.open_read(bad),
+        lambda: bucket.delete(bad),
+    ]
+    for attempt in attempts:
+        with pytest.raises(IntegrityError):
+            attempt()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_local_bucket_does_not_follow_symlinks_out(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    bucket = LocalBucket(tmp_path / "bucket")
+    (bucket.root / "link").symlink_to(outside)
+    (bucket.root / "file-link").symlink_to(outside / "secret")
+    with pytest.raises(IntegrityError):
+        bucket.put_object("link/x", b"x")
+    with pytest.raises(IntegrityError):
+        bucket.open_read("link/secret")
+    with pytest.raises((ObjectNotFoundError, StorageError)):
+        bucket.open_read("file-link")
+    assert bucket.head("file-link") is None
+    assert list(outside.iterdir()) == [outside / "secret"]
+    assert [o.key for o in bucket.iter_objects()] == []
+
+
+def test_local_bucket_write_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = LocalBucket(tmp_path / "bucket")
+
+    def no_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_fsync)
+    with pytest.raises(StorageError, match="No space left"):
+        bucket.put_object("dock/m.json", b"data")
+    monkeypatch.undo()
+    assert bucket.head("dock/m.json") is None
+    assert list((bucket.root / ".uploads").iterdir()) == []  # no temp file left behind
+    bucket.put_object("dock/m.json", b"data")
+    assert sorted(str(p.relative_to(bucket.root)) for p in bucket.root.rglob("*")) == [
+        ".uploads",
+        "dock",
+        "dock/m.json",
+    ]
+
+
+def test_both_buckets_share_one_layout(seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path) -> None:
+    local = LocalBucket(tmp_path / "bucket")
+    remote = s3_of(seaweedfs, s3_bucket)
+    for b in (local, remote):
+        b.put_object("dock-01/b1/manifest.json", b"{}")
+    assert (local.root / "dock-01/b1/manifest.json").read_bytes() == b"{}"
+    raw = seaweedfs.client().list_objects_v2(Bucket=s3_bucket)
+    assert [o["Key"] for o in raw["Contents"]] == ["evidence/dock-01/b1/manifest.json"]
+
+
+# -- the S3 server itself ---------------------------------------------------------------------------------
+def test_server_checks_checksums_sent_around_the_api(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """Prove the server, not our code, refuses a wrong ChecksumSHA256 (raw boto3 calls)."""
+    s3 = seaweedfs.client()
+    wrong = b64_sha256(b"something else")
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=s3_bucket, Key="k", Body=b"data", ChecksumSHA256=wrong)
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    upload = s3.create_multipart_upload(Bucket=s3_bucket, Key="m", ChecksumAlgorithm="SHA256")["UploadId"]
+    with pytest.raises(ClientError) as caught:
+        s3.upload_part(Bucket=s3_bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"p", ChecksumSHA256=wrong)
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    good = s3.upload_part(
+        Bucket=s3_bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"p", ChecksumSHA256=b64_sha256(b"p")
+    )
+    with pytest.raises(ClientError) as caught:  # completion with a part checksum that is not the stored one
+        s3.complete_multipart_upload(
+            Bucket=s3_bucket,
+            Key="m",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": good["ETag"], "ChecksumSHA256": wrong}]},
+        )
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+
+
+def test_stopped_server_gives_upload_error_quickly_then_works_again(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    bucket = s3_of(seaweedfs, s3_bucket)
+    upload_id = bucket.start_upload(KEY)
+    parts = [bucket.upload_part(KEY, upload_id, 1, blob(MIN_PART_SIZE))]
+    seaweedfs.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(UploadError, match=r"endpoint.*reachable") as caught:
+            bucket.upload_part(KEY, upload_id, 2, b"tail")
+        elapsed = time.monotonic() - started
+        assert elapsed < 30, elapsed
+        assert s3_bucket in str(caught.value) and KEY in str(caught.value)
+        with pytest.raises(UploadError):
+            bucket.head(KEY)
+    finally:
+        seaweedfs.start()
+    parts.append(bucket.upload_part(KEY, upload_id, 2, b"tail"))  # the same upload resumes
+    info = bucket.complete_upload(KEY, upload_id, parts)
+    assert info.size == MIN_PART_SIZE + 4
+    assert bucket.get_bytes(KEY, MIN_PART_SIZE + 4)[-4:] == b"tail"
+    print(f"outage detected in {elapsed:.2f} s")
+
+
+def test_fault_proxy_cut_upload_is_upload_error(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    with FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy:
+        bucket = s3_of(seaweedfs, s3_bucket, endpoint=proxy.url)
+        upload_id = bucket.start_upload(KEY)
+        data = blob(MIN_PART_SIZE)
+        proxy.set(cut_after=256 * 1024)
+        started = time.monotonic()
+        with pytest.raises(UploadError, match="part 1"):
+            bucket.upload_part(KEY, upload_id, 1, data)
+        assert time.monotonic() - started < 30
+        assert proxy.stats.cuts >= 1
+        proxy.set()
+        part = bucket.upload_part(KEY, upload_id, 1, data)
+        assert bucket.complete_upload(KEY, upload_id, [part]).size == len(data)
+        with bucket.open_read(KEY) as reader:
+            assert hashlib.sha256(b"".join(reader.iter_chunks())).digest() == hashlib.sha256(data).digest()
+
+
+def test_fault_proxy_refuse_and_delay(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    with FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy:
+        bucket = s3_of(seaweedfs, s3_bucket, endpoint=proxy.url, max_attempts=2)
+        proxy.set(refuse=True)
+        with pytest.raises(UploadError):
+            bucket.put_object("a", b"a")
+        assert proxy.stats.refused >= 2  # botocore retried, bounded
+        proxy.set(delay_ms=50)
+        started = time.monotonic()
+        bucket.put_object("a", b"a")
+        assert time.monotonic() - started >= 0.1  # request and response each waited
+        assert bucket.get_bytes("a", 10) == b"a"
+
+
+def test_lost_responses_still_give_exactly_one_object(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """The server commits, the client never hears it, botocore retries: create-only must not fail or double."""
+    with FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy:
+        bucket = s3_of(seaweedfs, s3_bucket, endpoint=proxy.url)
+        proxy.set(drop_responses=1)
+        info = bucket.put_object("dock/manifest.json", b"{}")
+        assert proxy.stats.dropped_responses == 1
+        assert info.size == 2
+        upload_id = bucket.start_upload(KEY)
+        part = bucket.upload_part(KEY, upload_id, 1, b"only part")
+        proxy.set(drop_responses=1)
+        done = bucket.complete_upload(KEY, upload_id, [part])
+        assert proxy.stats.dropped_responses == 2
+        assert done.size == 9 and done.checksum_sha256 == composite_checksum([part])
+    direct = s3_of(seaweedfs, s3_bucket)
+    assert sorted(o.key for o in direct.iter_objects()) == [KEY, "dock/manifest.json"]
+    assert direct.open_uploads() == []
+
+
+def test_object_lock_retention_is_applied_and_enforced(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    locked_name = seaweedfs.make_bucket(f"{s3_bucket}-lock", object_lock=True)
+    locked = s3_of(seaweedfs, locked_name, retention_days=1)
+    assert locked.object_lock_enabled()
+    info = locked.put_object("dock/manifest.json", b"{}")
+    assert info.version_id and info.lock_mode == "COMPLIANCE"
+    head = locked.head("dock/manifest.json")
+    assert head is not None and head.lock_mode == "COMPLIANCE" and head.retain_until is not None
+    assert abs(head.retain_until - (datetime.now(UTC) + timedelta(days=1))) < timedelta(minutes=5)
+    upload_id = locked.start_upload(KEY)
+    done = locked.complete_upload(KEY, upload_id, [locked.upload_part(KEY, upload_id, 1, b"footage")])
+    head = locked.head(KEY)
+    assert head is not None and head.lock_mode == "COMPLIANCE" and head.version_id == done.version_id
+    with pytest.raises(UploadError, match=r"credentials|AccessDenied"):  # COMPLIANCE: not even the owner
+        locked.delete(KEY, version_id=done.version_id)
+    assert locked.head(KEY, version_id=done.version_id) is not None
+
+    plain = s3_of(seaweedfs, s3_bucket, retention_days=1)
+    assert not plain.object_lock_enabled()
+    assert plain.put_object("m.json", b"{}").lock_mode is None
+
+
+class NoConditionalWrites:
+    """A client for a server that answers 501 to If-None-Match (some S3-compatible servers do)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.real, name)
+
+        def call(**kwargs: Any) -> Any:
+            if "IfNoneMatch" in kwargs:
+                self.refused += 1
+                response: Any = {
+                    "Error": {"Code": "NotImplemented", "Message": "If-None-Match"},
+                    "ResponseMetadata": {"HTTPStatusCode": 501},
+                }
+                raise ClientError(response, name)
+            return method(**kwargs)
+
+        return call
+
+
+def test_create_only_falls_back_to_head_when_if_none_match_is_not_implemented(
+    seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    client = NoConditionalWrites(seaweedfs.client())
+    bucket = S3Bucket(s3_bucket, "evidence", endpoint_url=seaweedfs.endpoint_url, client=client)
+    bucket.put_object("m.json", b"1")
+    assert client.refused == 1  # asked once, then HEAD before each create-only write
+    bucket.put_object("m.json", b"1")
+    with pytest.raises(ObjectExistsError):
+        bucket.put_object("m.json", b"2")
+    upload_id = bucket.start_upload(KEY)
+    part = bucket.upload_part(KEY, upload_id, 1, b"footage")
+    assert bucket.complete_upload(KEY, upload_id, [part]).size == 7
+    other = bucket.start_upload(KEY)
+    with pytest.raises(ObjectExistsError):
+        bucket.complete_upload(KEY, other, [bucket.upload_part(KEY, other, 1, b"different")])
+    assert client.refused == 1 and bucket.get_bytes(KEY, 100) == b"footage"
+
+
+def test_credentials_and_missing_bucket_errors_say_what_to_check(
+    seaweedfs: SeaweedFS, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UploadError, match=r"create bucket 'no-such-bucket-here'"):
+        s3_of(seaweedfs, "no-such-bucket-here").start_upload(KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(UploadError, match="check the S3 credentials") as caught:
+        s3_of(seaweedfs, s3_bucket).put_object("m.json", b"{}")
+    assert s3_bucket in str(caught.value) and "wrong-secret" not in str(caught.value)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigError, match="no S3 credentials"):
+        s3_of(seaweedfs, s3_bucket).put_object("m.json", b"{}")
+
+
+def test_connection_cut_while_streaming_a_read_is_upload_error(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    data = blob(24 * 1024 * 1024)
+    s3_of(seaweedfs, s3_bucket).put_object(KEY, data)
+    with FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy:
+        bucket = s3_of(seaweedfs, s3_bucket, endpoint=proxy.url)
+        with bucket.open_read(KEY) as reader:
+            assert reader.size == len(data)
+            chunks = reader.iter_chunks(64 * 1024)
+            assert next(chunks) == data[: 64 * 1024]
+            proxy.set()  # resets the connection the body is streaming over
+            with pytest.raises(UploadError, match="mid-stream"):
+                for _ in chunks:
+                    pass
+
+
+# -- configuration ----------------------------------------------------------------------------------------
+def test_open_bucket_parses_urls(tmp_path: Path) -> None:
+    local = open_bucket(f"file://{tmp_path}/b")
+    assert isinstance(local, LocalBucket) and local.root == tmp_path / "b"
+    s3 = open_bucket("s3://evidence/training/force-a", "http://127.0.0.1:9")
+    assert isinstance(s3, S3Bucket) and (s3.bucket, s3.prefix) == ("evidence", "training/force-a")
+    assert isinstance(open_bucket("s3://evidence"), S3Bucket)
+    for url in ("http://x/y", "s3://", "s3://Bad_Name", "file://host/x", "file:relative", "s3://b/../x", "nonsense"):
+        with pytest.raises(ConfigError, match=r"bucket\.url"):
+            open_bucket(url)
+    with pytest.raises(ConfigError, match=r"bucket\.endpoint_url"):
+        open_bucket(f"file://{tmp_path}", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match=r"bucket\.endpoint_url"):
+        open_bucket("s3://evidence", "127.0.0.1:9000")
+    with pytest.raises(ConfigError, match="retention_days"):
+        open_bucket("s3://evidence", retention_days=0)
