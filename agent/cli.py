@@ -214,6 +214,25 @@ def keys_init(ctx: Context, out: Path | None) -> None:
     click.echo(allowed_signers_line(cfg.dock_id, parse_public_key_line(line)))
 
 
+@keys.command("rotate")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Path of the new key.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
+    """Write a new dock key; the next manifest is signed by the new and the old key (docs/formats.md).
+
+    Prints the new allowed_signers line, then what to do as '#' comments."""
+    from .keys import rotate
+
+    cfg = ctx.config
+    with _agent_journal(ctx) as journal:
+        rotation = rotate(journal, cfg.dock_id, cfg.key_path, out)
+    if as_json:
+        emit_json(rotation.to_json())
+    else:
+        click.echo("\n".join(rotation.instructions(cfg.source)))
+
+
 @cli.command()
 @click.argument("serial")
 @click.option("--key", "device_key", required=True, help="The camera's Ed25519 device public key (64 hex digits).")
@@ -257,6 +276,109 @@ def allocate(ctx: Context, serial: str, officer: str, at_text: str | None, as_js
     else:
         for item in history:
             click.echo(f"{item['at']}  {item['serial']}  {item['officer']}")
+
+
+@cli.group()
+def firmware() -> None:
+    """Vendor-signed camera firmware (docs/firmware.md)."""
+
+
+@firmware.command("push")
+@click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--camera", "cameras", multiple=True, metavar="SN", help="Camera serial to update, repeatable.")
+@click.option("--all", "all_cameras", is_flag=True, help="Update every reachable camera the image is for.")
+@click.option("--usbip", multiple=True, metavar="HOST:PORT", help="A USB/IP server exporting cameras.")
+@click.option("--serial-port", multiple=True, metavar="PATH", help="A serial port with a camera.")
+@click.option("--allow-downgrade", is_flag=True, help="Install even if the camera runs the same or a newer version.")
+@click.option(
+    "--vendor-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/bodycam/vendor_ed25519.pub"),
+    show_default=True,
+    help="The vendor's firmware public key(s): ssh-ed25519 lines or 64 hex digits.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def firmware_push(
+    ctx: Context,
+    image_path: Path,
+    cameras: tuple[str, ...],
+    all_cameras: bool,
+    usbip: tuple[str, ...],
+    serial_port: tuple[str, ...],
+    allow_downgrade: bool,
+    vendor_key: Path,
+    as_json: bool,
+) -> None:
+    """Install a signed firmware image; the image is verified before a byte is sent, rollback refused."""
+    from . import firmware as fw
+
+    if bool(cameras) == all_cameras:
+        raise ConfigError("name the cameras to update: --camera SN (repeatable) or --all")
+    keys = fw.load_vendor_keys(vendor_key)
+    image = fw.load_image(image_path)
+    fw.verify_image(image, keys)
+    explicit = bool(usbip or serial_port)
+    if not explicit:
+        usbip, serial_port = tuple(ctx.config.usbip), tuple(ctx.config.serial)
+    progress = None if as_json or not sys.stderr.isatty() else _firmware_progress
+    from .custody import CustodyLog
+
+    with _agent_journal(ctx) as journal:
+        report = fw.push_cameras(
+            image,
+            journal,
+            CustodyLog(journal, ctx.config.dock_id),
+            usbip=usbip,
+            serial_ports=serial_port,
+            discover=not explicit,
+            cameras=cameras,
+            all_cameras=all_cameras,
+            allow_downgrade=allow_downgrade,
+            on_progress=progress,
+        )
+    if progress is not None:
+        click.echo("", err=True)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for r in report.results:
+            if r.status == "installed":
+                resumed = f", resumed at byte {r.resumed_from}" if r.resumed_from else ""
+                click.echo(f"{r.serial}: firmware {r.previous_version} -> {r.version} (slot {r.slot}{resumed})")
+            else:
+                click.echo(f"{r.serial}: firmware {r.version} already installed")
+        for skipped in report.skipped:
+            click.echo(f"{skipped.camera}: skipped ({skipped.error})")
+    for failure in report.failures:
+        click.echo(f"bodycam-sync: error: {failure.error}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _firmware_progress(serial: str, done: int, total: int) -> None:
+    from .progress import bar
+
+    click.echo(f"\r{serial}: [{bar(done / total if total else 1.0)}] {done}/{total} bytes", err=True, nl=False)
+
+
+@firmware.command("build")
+@click.argument("payload", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The vendor's Ed25519 private key (OpenSSH format, mode 0600).")  # fmt: skip
+@click.option("--version", "version", required=True, help="Semantic version of the image, e.g. 1.5.0.")
+@click.option("--model", "models", multiple=True, required=True, help="Camera model the image is for, repeatable.")
+def firmware_build(payload: Path, out: Path, key_path: Path, version: str, models: tuple[str, ...]) -> None:
+    """Build a signed image from PAYLOAD into OUT (vendors' test images)."""
+    from .firmware import make_image
+    from .sshsig import load_private_key
+
+    image = make_image(out, payload, version, models, load_private_key(key_path))
+    click.echo(
+        f"wrote {out}: firmware {image.version} for {', '.join(image.models)}, {image.size} bytes, "
+        f"sha256 {image.sha256.hex()}"
+    )
 
 
 @cli.group()
@@ -389,8 +511,8 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
 @cli.command("verify")
 @click.option("--bucket", "bucket_url", required=True, help="s3://bucket/prefix or file:///dir")
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
-@click.option("--allowed-signers", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--identity", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="age identity file.")
+@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path))  # checked by run_verify:
+@click.option("--identity", type=click.Path(path_type=Path), help="age identity file.")  # one line, exit 2
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report.")
 def verify_cmd(
@@ -501,6 +623,142 @@ def demo(workdir: Path | None, cameras: int, recordings: int, training: int, siz
         click.echo("DEMO OK" if result.ok else "DEMO FAILED")
     if not result.ok:
         sys.exit(1)
+
+
+# -- service -------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--rescan", type=click.FloatRange(0.1, 60), default=2.0, show_default=True, help="Seconds between scans.")
+@pass_ctx
+def daemon(ctx: Context, rescan: float) -> None:
+    """The docking-station service in the foreground (systemd runs this)."""
+    from .daemon import Daemon
+
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))  # journald keeps one event per line
+    sys.exit(Daemon(ctx.config_path, rescan_s=rescan).run())
+
+
+def _control(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
+    from .control import request, socket_path
+
+    return request(socket_path(ctx.config.state_dir), doc)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """What each bay of the running daemon is doing."""
+    reply = _control(ctx, {"cmd": "status"})
+    if as_json:
+        emit_json(reply)
+        return
+    click.echo(f"dock {reply.get('dock_id')}: {reply.get('summary')}")
+    bucket = reply.get("bucket", {})
+    reachable = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[bucket.get("reachable")]
+    click.echo(f"bucket {bucket.get('url')}: {reachable}; uploads in progress: {reply['queue']['uploads_in_progress']}")
+    for bay in reply.get("bays", []):
+        click.echo(_bay_line(bay))
+
+
+def _bay_line(bay: dict[str, Any]) -> str:
+    from .progress import _fmt_bytes, _fmt_eta, bar
+
+    total = bay.get("bytes_total") or 0
+    done = bay.get("bytes_done") or 0
+    line = f"{bay['camera']:<14} {bay['state']:<8} {bay['address']:<28}"
+    if total:
+        line += f" [{bar(done / total, 20)}] {_fmt_bytes(done)}/{_fmt_bytes(total)} {_fmt_bytes(bay.get('rate_bytes_per_s') or 0)}/s"
+        line += f" ETA {_fmt_eta(bay.get('eta_s') or 0)}"
+    if bay.get("recording") is not None:
+        line += f" rec #{bay['recording']}"
+    if bay.get("last_error"):
+        line += f"  last error: {bay['last_error']}"
+    return line
+
+
+@cli.command()
+@click.option("--camera", "serial", required=True)
+@pass_ctx
+def sync(ctx: Context, serial: str) -> None:
+    """Ask the daemon to sync a docked camera now."""
+    _control(ctx, {"cmd": "sync", "camera": serial})
+    click.echo(f"sync of {serial} requested")
+
+
+@cli.command()
+@click.option("--camera", "serial", required=True)
+@pass_ctx
+def eject(ctx: Context, serial: str) -> None:
+    """Ask the daemon to stop a camera's session safely (it resumes at the next docking)."""
+    _control(ctx, {"cmd": "eject", "camera": serial})
+    click.echo(f"eject of {serial} requested; wait for state 'ejected' before pulling it")
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(0.1, 10), default=0.5, show_default=True)
+@click.option("--count", type=click.IntRange(0), default=0, help="Stop after N refreshes (0: until Ctrl-C).")
+@pass_ctx
+def watch(ctx: Context, interval: float, count: int) -> None:
+    """A live view of the bays with progress bars."""
+    import time
+
+    shown = 0
+    tty = sys.stdout.isatty()
+    while True:
+        reply = _control(ctx, {"cmd": "status"})
+        lines = [f"dock {reply.get('dock_id')}: {reply.get('summary')}  ({time.strftime('%H:%M:%S')})"]
+        lines += [_bay_line(b) for b in reply.get("bays", [])] or ["  no cameras docked"]
+        if tty:
+            click.echo("\x1b[H\x1b[J" + "\n".join(lines))
+        else:
+            click.echo("\n".join(lines))
+        shown += 1
+        if count and shown >= count:
+            return
+        time.sleep(interval)
+
+
+@cli.group()
+def clock() -> None:
+    """Camera clocks."""
+
+
+@clock.command("sync")
+@click.option("--camera", "serial", default=None, help="Only this camera.")
+@click.option("--usbip", multiple=True, metavar="HOST:PORT")
+@click.option("--serial-port", multiple=True, metavar="PATH")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def clock_sync(
+    ctx: Context, serial: str | None, usbip: tuple[str, ...], serial_port: tuple[str, ...], as_json: bool
+) -> None:
+    """Measure each camera's clock drift and set it to the dock's clock."""
+    from .inventory import opened_cameras
+
+    cfg = ctx.config
+    explicit = bool(usbip or serial_port)
+    results = []
+    with (
+        _agent_journal(ctx) as journal,
+        opened_cameras(usbip or cfg.usbip, serial_port or cfg.serial, discover=not explicit) as cams,
+    ):
+        for cam in cams:
+            ident = cam.open()
+            if serial and ident.serial != serial:
+                continue
+            cam.authenticate(journal.enrolled_key(ident.serial))
+            before, after = cam.set_clock()
+            results.append(
+                {"camera": ident.serial, "drift_s": round(before.offset_s, 3), "after_s": round(after.offset_s, 3)}
+            )
+    if serial and not results:
+        raise BodycamError(f"camera {serial} is not reachable")
+    if as_json:
+        emit_json({"cameras": results})
+    else:
+        for r in results:
+            click.echo(f"{r['camera']}: drift {r['drift_s']:+.3f} s, now {r['after_s']:+.3f} s")
 
 
 def _iso(ts: float) -> str:

@@ -148,7 +148,7 @@ class FirmwareImage:
     def open_payload(self) -> Iterator[BinaryIO]:
         """The image file positioned at the first image byte; refuses a file changed since it was loaded."""
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - closed below
+            f = open(self.path, "rb")
         except OSError as err:
             raise FirmwareError(f"cannot open firmware image {self.path}: {err.strerror}") from err
         try:
@@ -219,7 +219,7 @@ def load_image(path: Path) -> FirmwareImage:
     Raises FirmwareError naming the file and what is wrong with it.
     """
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
+        f = open(path, "rb")
     except OSError as err:
         raise FirmwareError(f"cannot open firmware image {path}: {err.strerror}") from err
     with f:
@@ -432,7 +432,7 @@ class PushResult:
     slot: int | None = None
     size: int = 0
     resumed_from: int = 0  # bytes the camera already held at FW_BEGIN
-    bytes_sent: int = 0  # image bytes this push sent (excluding resends after a lost answer)
+    bytes_sent: int = 0  # image bytes the camera acknowledged during this push
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -640,6 +640,7 @@ class PushReport:
     image: FirmwareImage
     results: list[PushResult] = field(default_factory=list)
     failures: list[PushFailure] = field(default_factory=list)
+    skipped: list[PushFailure] = field(default_factory=list)  # --all: cameras of models the image is not for
 
     @property
     def ok(self) -> bool:
@@ -651,6 +652,7 @@ class PushReport:
             "image": self.image.to_json(),
             "cameras": [r.to_json() for r in self.results],
             "errors": [f.to_json() for f in self.failures],
+            "skipped": [{"camera": s.camera, "reason": s.error} for s in self.skipped],
         }
 
 
@@ -713,7 +715,8 @@ def push_cameras(
     on_progress: Callable[[str, int, int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> PushReport:
-    """Push a verified image to the named cameras (or every reachable one), one after another."""
+    """Push a verified image to the named cameras, or with ``all_cameras`` to every reachable camera of
+    a model the image lists (others are skipped), one after another."""
     if image.verified_by is None:
         raise FirmwareError(f"firmware image {image.path} has not been verified against a vendor key; refused")
     if bool(cameras) == all_cameras:
@@ -730,6 +733,9 @@ def push_cameras(
                 unidentified.append(PushFailure(f"{cam.transport.kind}:{cam.transport.address}", str(err)))
                 continue
             if not all_cameras and ident.serial not in wanted:
+                continue
+            if all_cameras and ident.model not in image.models:
+                report.skipped.append(PushFailure(ident.serial, f"a {ident.model}; the image is not for it"))
                 continue
             if ident.serial in seen:
                 report.failures.append(PushFailure(ident.serial, "reachable on two links at once; pushed once"))
@@ -752,7 +758,7 @@ def push_cameras(
                 report.failures.append(PushFailure(ident.serial, str(err)))
     if all_cameras:
         report.failures.extend(unidentified)
-        if not seen and not unidentified:
+        if not seen and not unidentified and not report.skipped:
             report.failures.append(PushFailure("-", "no cameras found"))
     else:
         for serial in sorted(wanted - seen):

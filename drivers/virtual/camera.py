@@ -128,6 +128,7 @@ class VirtualCamera:
         self._authenticated = False
         self._read_bytes = 0
         self._unplug_armed = self.faults.unplug_at is not None
+        self._fw_unplug_armed = self.faults.unplug_fw_at is not None
         self._list_calls = 0
         self._hold_until = 0.0
 
@@ -372,6 +373,10 @@ class VirtualCamera:
             if chunk.offset != len(fw.pending) or chunk.offset + len(chunk.data) > meta.size:
                 return Status.OUT_OF_RANGE, m.Offset(len(fw.pending)).to_bytes()
             fw.pending += chunk.data
+            limit = self.faults.unplug_fw_at
+            if self._fw_unplug_armed and limit is not None and len(fw.pending) >= limit:
+                self._fw_unplug_armed = False  # the chunk is kept; its answer is never sent
+                raise LinkClosed(f"camera {self.serial} unplugged during a firmware transfer")
             return Status.OK, m.Offset(len(fw.pending)).to_bytes()
         # FW_COMMIT
         meta = fw.pending_meta

@@ -1,0 +1,162 @@
+"""The daemon as systemd runs it: a real NOTIFY_SOCKET, cameras coming and going, SIGTERM mid-transfer."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .dock import CLI, Dock, iso_window, make_dock, window
+from .sims import SimProcess
+
+MiB = 1024 * 1024
+
+
+class Notifications:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except TimeoutError:
+                return
+
+    def count(self, needle: str, since: float = 0.0) -> int:
+        return sum(1 for t, m in self.messages if needle in m and t >= since)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Camera:
+    """A virtual camera that can be docked (process running) and undocked (process stopped)."""
+
+    def __init__(self, medium: str, serial: str, win: tuple[float, float], root: Path) -> None:
+        self.medium, self.serial, self.root = medium, serial, root
+        self.port = free_port()
+        self.args = ["--recordings", "3", "--training", "2", "--size", str(6 * MiB), "--exercise", iso_window(win)]
+        self.sim: SimProcess | None = None
+        self.training: dict[int, str] = {}
+        self.address = f"127.0.0.1:{self.port}" if medium == "usbip" else str(root / f"{serial}.tty")
+
+    def dock(self) -> None:
+        extra = ["--port", str(self.port)] if self.medium == "usbip" else []
+        self.sim = SimProcess(self.medium, self.serial, *self.args, *extra, truth_dir=self.root)
+        self.training = self.sim.training()
+
+    def undock(self) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+
+def status(dock: Dock) -> dict[str, Any]:
+    proc = dock.cli("status", "--json", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def start_daemon(dock: Dock, notify: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "2000000"}
+    return subprocess.Popen(
+        [CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.3"], env=env, stderr=log.open("ab")
+    )
+
+
+def test_daemon_hot_plug_watchdog_status_sigterm_and_restart(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    win = window()
+    cams = [Camera(m, f"CAM-H{i}", win, tmp_path) for i, m in enumerate(["usbip", "serial", "usbip", "serial"])]
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with dock.config_path.open("a") as f:
+        usbip = ", ".join(f'"{c.address}"' for c in cams if c.medium == "usbip")
+        serial = ", ".join(f'"{c.address}"' for c in cams if c.medium == "serial")
+        f.write(f"[cameras]\nusbip = [{usbip}]\nserial = [{serial}]\n")
+    dock.enroll(*(c.serial for c in cams))
+    dock.exercise("EX-H", win, *(c.serial for c in cams))
+    notify = Notifications(tmp_path / "notify.sock")
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(dock, tmp_path / "notify.sock", log)
+    try:
+        deadline = time.monotonic() + 20
+        while notify.count("READY=1") == 0 and time.monotonic() < deadline:
+            notify.drain()
+        assert notify.count("READY=1") == 1, log.read_text()
+        # cameras come and go at random for a while; the watchdog keeps being fed
+        started = time.monotonic()
+        for cam in cams:
+            cam.dock()
+        saw_syncing = False
+        while time.monotonic() - started < 12:
+            notify.drain()
+            cam = rng.choice(cams)
+            if cam.sim is not None and rng.random() < 0.4:
+                cam.undock()
+            elif cam.sim is None:
+                cam.dock()
+            snapshot = status(dock)
+            assert snapshot["bays"] is not None
+            for bay in snapshot["bays"]:
+                assert bay["state"] in {"docked", "syncing", "synced", "error", "ejecting", "ejected"}
+                assert 0 <= bay["bytes_done"] <= max(bay["bytes_total"], 0) or bay["bytes_total"] == 0
+                saw_syncing |= bay["state"] == "syncing"
+            time.sleep(rng.uniform(0.2, 0.8))
+        assert saw_syncing
+        pings = notify.count("WATCHDOG=1", since=started)
+        assert pings >= 8, f"only {pings} watchdog pings in 12 s at a 1 s interval"
+        # SIGTERM mid-transfer, then a restart: nothing lost
+        for cam in cams:
+            if cam.sim is None:
+                cam.dock()
+        time.sleep(0.5)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, log.read_text()[-2000:]
+        notify.drain()
+        assert notify.count("STOPPING=1") == 1
+        daemon = start_daemon(dock, tmp_path / "notify.sock", log)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            snapshot = status(dock) if (dock.config.state_dir / "run" / "control.sock").exists() else {"bays": []}
+            bays = snapshot["bays"]
+            if (
+                len(bays) == 4
+                and all(b["state"] == "synced" for b in bays)
+                and not snapshot["queue"]["uploads_in_progress"]
+            ):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"not all synced: {snapshot}\n{log.read_text()[-3000:]}")
+        bays = {b["camera"]: b for b in snapshot["bays"]}
+        assert set(bays) == {c.serial for c in cams}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        for cam in cams:
+            cam.undock()
+    # every in-scope recording is in the bucket exactly once, and the bucket verifies
+    stored: dict[tuple[str, int], int] = {}
+    for path in (tmp_path / "bucket").rglob("*.age"):
+        if "recordings" in path.parts:
+            key = (path.parent.name, int(path.stem))
+            stored[key] = stored.get(key, 0) + 1
+    expected = {(c.serial, rid) for c in cams for rid in c.training}
+    assert set(stored) == expected
+    assert all(n == 1 for n in stored.values()), stored
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
+                        "--identity", str(dock.identity_path))  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
