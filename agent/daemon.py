@@ -10,6 +10,7 @@ a docked camera triggers a rescan at once; a slow periodic rescan catches anythi
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -91,6 +92,8 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def run(self) -> int:
+        faulthandler.enable()  # a watchdog SIGABRT leaves every thread's stack in the journal
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # and SIGUSR1 shows them on demand
         self.agent.check_ready()
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())

@@ -124,7 +124,13 @@ def test_daemon_hot_plug_watchdog_status_sigterm_and_restart(tmp_path: Path) -> 
                 cam.dock()
         time.sleep(0.5)
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0, log.read_text()[-2000:]
+        try:
+            code = daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack into the log
+            time.sleep(1)
+            raise AssertionError("daemon did not stop within 60 s:\n" + log.read_text()[-6000:]) from None
+        assert code == 0, log.read_text()[-2000:]
         notify.drain()
         assert notify.count("STOPPING=1") == 1
         daemon = start_daemon(dock, tmp_path / "notify.sock", log)
@@ -145,9 +151,17 @@ def test_daemon_hot_plug_watchdog_status_sigterm_and_restart(tmp_path: Path) -> 
         assert set(bays) == {c.serial for c in cams}
     finally:
         daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
-        for cam in cams:
-            cam.undock()
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            daemon.kill()
+            print(log.read_text()[-6000:])
+            raise
+        finally:
+            for cam in cams:
+                cam.undock()
     # every in-scope recording is in the bucket exactly once, and the bucket verifies
     stored: dict[tuple[str, int], int] = {}
     for path in (tmp_path / "bucket").rglob("*.age"):
