@@ -41,7 +41,9 @@ LOG = logging.getLogger(__name__)
 IDEMPOTENT = frozenset(
     {Command.HELLO, Command.IDENTIFY, Command.CLOCK_GET, Command.STATUS, Command.LIST, Command.READ, Command.FW_CHUNK}
 )
-STALE_FRAME_LIMIT = 16  # answers to abandoned requests skipped before the link is declared broken
+STALE_FRAME_LIMIT = 16  # unexpected answers skipped before the link is declared broken
+#: frames of answers the dock itself abandoned (a pipelined read after an error), skipped silently
+ABANDONED_FRAME_LIMIT = 4 * (16 * 1024 * 1024 // (64 * 1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class Camera:
         self.retries = retries
         self._seq = int.from_bytes(os.urandom(2), "little")
         self._decoder = FrameDecoder()
+        self._abandoned: list[int] = []
         self._identity: m.Identity | None = None
         self.authenticated = False
 
@@ -77,7 +80,9 @@ class Camera:
             return f"camera {self._identity.serial}"
         return f"camera at {self.transport.kind}:{self.transport.address}"
 
-    def call(self, command: Command, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+    def call(
+        self, command: Command, payload: bytes = b"", *, timeout: float | None = None, limit: int = MAX_READ_SPAN
+    ) -> bytes:
         """Send one request and return the OK answer's payload.
 
         Raises DeviceError (camera refused), ProtocolError (bad answer after retries),
@@ -86,7 +91,7 @@ class Camera:
         attempts = 1 + (self.retries if command in IDEMPOTENT else 0)
         for attempt in range(attempts):
             try:
-                return self._call_once(command, payload, timeout or self.timeout)
+                return self._call_once(command, payload, timeout or self.timeout, limit)
             except (ProtocolError, LinkTimeoutError) as err:
                 if attempt + 1 >= attempts:
                     raise
@@ -95,17 +100,29 @@ class Camera:
                 self.transport.discard_pending()
         raise AssertionError("unreachable")
 
-    def _call_once(self, command: Command, payload: bytes, timeout: float) -> bytes:
+    def _call_once(self, command: Command, payload: bytes, timeout: float, limit: int = MAX_READ_SPAN) -> bytes:
         seq = self._send(command, payload, timeout)
-        deadline = time.monotonic() + timeout
-        data, more = self._receive(seq, command, deadline)
+        data, more = self._receive(seq, command, time.monotonic() + timeout)
         if not more:
             return bytes(data)
         pieces: list[bytes | memoryview] = [data]
+        total = len(data)
         while more:
             data, more = self._receive(seq, command, time.monotonic() + timeout)
             pieces.append(data)
+            total += len(data)
+            if total > limit:  # a camera that never stops answering is refused, not buffered
+                self._abandon([seq])
+                raise ProtocolError(
+                    f"{self.name} answered {command.name} with more than the {limit} bytes asked for: "
+                    "it misreports the recording's length"
+                )
         return b"".join(pieces)
+
+    def _abandon(self, seqs: list[int]) -> None:
+        """Answers to these requests may still arrive; they are skipped without counting as stale."""
+        self._abandoned.extend(seqs)
+        del self._abandoned[:-64]
 
     def _send(self, command: Command, payload: bytes, timeout: float) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
@@ -114,10 +131,15 @@ class Camera:
 
     def _receive(self, seq: int, command: Command, deadline: float) -> tuple[bytes | memoryview, bool]:
         """The next frame answering ``seq``: (payload, more pieces follow)."""
-        for _ in range(STALE_FRAME_LIMIT):
+        stale = abandoned = 0
+        while stale < STALE_FRAME_LIMIT and abandoned < ABANDONED_FRAME_LIMIT:
             frame = self._read_frame(deadline)
             if not frame.response or frame.seq != seq:
-                LOG.debug("%s: skipping stale frame seq %d (waiting for %d)", self.name, frame.seq, seq)
+                if frame.response and frame.seq in self._abandoned:
+                    abandoned += 1  # the tail of an answer we gave up on: expected, bounded separately
+                else:
+                    stale += 1
+                    LOG.debug("%s: skipping stale frame seq %d (waiting for %d)", self.name, frame.seq, seq)
                 continue
             if frame.command != command:
                 raise ProtocolError(f"{self.name} answered {command} with command 0x{frame.command:02X}")
@@ -243,7 +265,7 @@ class Camera:
         if not 0 <= offset <= recording.size:
             raise ValueError(f"offset {offset} outside recording {recording.id} of {recording.size} bytes")
         length = min(length, MAX_READ_SPAN, recording.size - offset)
-        data = self.call(Command.READ, m.ReadRequest(recording.id, offset, length).to_bytes())
+        data = self.call(Command.READ, m.ReadRequest(recording.id, offset, length).to_bytes(), limit=length)
         self._check_length(recording, offset, len(data), length)
         return data
 
@@ -283,14 +305,17 @@ class Camera:
                 if failures > self.retries:
                     raise
                 LOG.warning("%s: READ at %d failed (%s); resuming at %d", self.name, at, err, offset)
+                self._abandon([s for s, _at, _len in in_flight])
                 in_flight.clear()
                 self._decoder.reset()
                 self.transport.discard_pending()
                 next_request = offset
                 continue
             failures = 0
-            if offset + len(data) > at + length or (not more and offset + len(data) != at + length):
-                self._check_length(recording, at, offset + len(data) - at, length)
+            end = offset + len(data)
+            if end > at + length or (more and end >= at + length) or (not more and end != at + length):
+                self._abandon([s for s, _at, _len in in_flight])
+                self._check_length(recording, at, end - at + (1 if more else 0), length)
             offset += len(data)
             if not more:
                 in_flight.popleft()

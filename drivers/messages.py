@@ -8,7 +8,9 @@ layers above only ever see values inside the limits documented in docs/protocol.
 from __future__ import annotations
 
 import enum
+import re
 import struct
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -27,6 +29,8 @@ MAX_FIRMWARE_CHUNK = 256 * 1024
 MIN_TIME_US = 946_684_800_000_000
 MAX_TIME_US = 4_102_444_800_000_000
 AUTH_CONTEXT = b"bodycam-auth-v1\x00"
+#: serial numbers: ASCII letters and digits first, then also '.', '_' and '-' (safe in paths and udev)
+SERIAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 FIRMWARE_CONTEXT = b"bodycam-firmware-v1\x00"
 
 
@@ -70,8 +74,8 @@ class _Reader:
             value = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ProtocolError(f"{self._what}: '{field}' is not valid UTF-8") from err
-        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
-            raise ProtocolError(f"{self._what}: '{field}' contains control characters")
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or unicodedata.category(c) in ("Cf", "Zl", "Zp") for c in value):
+            raise ProtocolError(f"{self._what}: '{field}' contains control characters (or invisible formatting ones)")
         return value
 
     def rest(self) -> bytes:
@@ -162,7 +166,7 @@ class Identity:
         firmware = r.text("firmware", MAX_SHORT_TEXT)
         key = r.take(32, "device_key")
         r.end()
-        if not serial or not all(c.isalnum() or c in "-_." for c in serial):
+        if not SERIAL_PATTERN.fullmatch(serial):
             raise ProtocolError(f"IDENTIFY response: serial {serial!r} must be letters, digits, '-', '_', '.'")
         return cls(version, vid, pid, model, serial, firmware, key)
 

@@ -154,11 +154,6 @@ def test_clock_offset_is_measured_and_set() -> None:
     assert camera.clock_offset_s == pytest.approx(0.0, abs=0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VirtualCamera.listing() stamps recordings with the *current* clock offset, so CLOCK_SET moves them; "
-    "a real camera's stamps keep the error of the clock at recording time (ingest relies on that)",
-)
 def test_setting_the_clock_does_not_move_recording_times() -> None:
     cam = dock(virtual(drift=3600.0))
     listed = cam.recordings()
@@ -395,12 +390,6 @@ def test_iter_read_resumes_after_a_damaged_frame(caplog: pytest.LogCaptureFixtur
     assert offsets[:2] == [0, 4 * MIB] and offsets[2] == 0  # the pipeline is dropped and asked again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProtocolError,
-    reason="iter_read: after one damaged frame, a 256 KiB-frame camera has up to 31 stale frames in flight "
-    "(2 x 4 MiB spans), more than STALE_FRAME_LIMIT (16): every resume fails and the read is lost",
-)
 def test_iter_read_resumes_after_a_damaged_frame_with_small_frames() -> None:
     camera = build_camera(SimSpec(SERIAL, model=by_name("Warden W9"), recordings=1, training=1, size=12 * MIB))
     cam = dock(camera, Tampering(camera, damage_first(Command.READ)))
@@ -442,12 +431,6 @@ def test_iter_read_refuses_a_frame_past_the_requested_range_at_once() -> None:
     assert transport.pending >= 38  # it stopped after the second frame
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Camera.read joins MORE_FOLLOWS frames without a bound: a camera that never ends its answer makes "
-    "the dock buffer without limit (each frame also gets a fresh deadline)",
-)
 def test_read_refuses_an_answer_longer_than_asked_before_buffering_it() -> None:
     camera = virtual(recordings=1, size=MIB)
     transport = Flood(camera, 40)
@@ -652,11 +635,6 @@ def test_firmware_chunk_at_the_wrong_offset_is_out_of_range() -> None:
     assert info.value.status == Status.OUT_OF_RANGE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeviceError,
-    reason="FW_CHUNK is in IDEMPOTENT, but the camera answers a repeated chunk with OUT_OF_RANGE",
-)
 def test_a_firmware_chunk_whose_answer_was_lost_is_retried_safely() -> None:
     camera = virtual()
     cam = dock(camera, Tampering(camera, damage_first(Command.FW_CHUNK)))

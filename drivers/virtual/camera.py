@@ -77,10 +77,11 @@ _UNPLUG = object()
 class _Job:
     """An answer the worker is still preparing; its place in the outbox keeps answers in order."""
 
-    __slots__ = ("answer", "frame")
+    __slots__ = ("answer", "frame", "generation")
 
-    def __init__(self, frame: Frame) -> None:
+    def __init__(self, frame: Frame, generation: int) -> None:
         self.frame = frame
+        self.generation = generation
         self.answer: list[bytes] | object | None = None
 
 
@@ -112,6 +113,7 @@ class VirtualCamera:
         self.recordings = {r.id: r for r in recordings}
         self.content = ContentSource(serial)
         self.clock_offset_s = clock_offset_s
+        self._recorded_offset_s = clock_offset_s
         self.battery_percent = battery_percent
         self.storage_total_bytes = storage_total_bytes
         self.firmware = FirmwareSlots()
@@ -123,6 +125,7 @@ class VirtualCamera:
         self._decoder = FrameDecoder()
         self._outbox: deque[bytes | _Job] = deque()
         self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._generation = 0
         self._worker: threading.Thread | None = None
         self._cond = threading.Condition()
         self._authenticated = False
@@ -136,6 +139,7 @@ class VirtualCamera:
     def reset(self) -> None:
         """A new connection (re-plug): forget the conversation, keep the camera's state."""
         with self._cond:
+            self._generation += 1
             self._decoder.reset()
             self._outbox.clear()
             self._authenticated = False
@@ -154,7 +158,7 @@ class VirtualCamera:
             if frame.command == Command.READ and not frame.response and self._authenticated:
                 # Bulk data is prepared by a worker, as real firmware fills DMA buffers while the
                 # USB controller acks the next request: the dock can keep several READs in flight.
-                job = _Job(frame)
+                job = _Job(frame, self._generation)
                 with self._cond:
                     self._outbox.append(job)
                 self._jobs.put(job)
@@ -175,6 +179,8 @@ class VirtualCamera:
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
+            if job.generation != self._generation:
+                continue  # queued before a re-plug: that conversation is gone
             try:
                 answer: list[bytes] | object = self._read_frames(job.frame)
             except LinkClosed:
@@ -325,8 +331,9 @@ class VirtualCamera:
             name = rec.name
             if self.faults.hostile_names:
                 name = ("../../../../etc/cron.d/x", "clip\x1b[31m.mp4", "A" * 200)[rec.id % 3]
-            start_us = round((rec.true_start + self.clock_offset_s) * 1e6)
-            end_us = round((rec.true_end + self.clock_offset_s) * 1e6)
+            # stamped by the clock as it was when recording (setting the clock later does not move them)
+            start_us = round((rec.true_start + self._recorded_offset_s) * 1e6)
+            end_us = round((rec.true_end + self._recorded_offset_s) * 1e6)
             out.append(m.RecordingInfo(rec.id, size, start_us, end_us, rec.tag, digest, name))
         return out
 
@@ -370,7 +377,10 @@ class VirtualCamera:
             meta = fw.pending_meta
             if meta is None:
                 return Status.BAD_REQUEST, b""
-            if chunk.offset != len(fw.pending) or chunk.offset + len(chunk.data) > meta.size:
+            end = chunk.offset + len(chunk.data)
+            if end <= len(fw.pending) and fw.pending[chunk.offset : end] == chunk.data:
+                return Status.OK, m.Offset(end).to_bytes()  # a retried chunk it already holds: idempotent
+            if chunk.offset != len(fw.pending) or end > meta.size:
                 return Status.OUT_OF_RANGE, m.Offset(len(fw.pending)).to_bytes()
             fw.pending += chunk.data
             limit = self.faults.unplug_fw_at
