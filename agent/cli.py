@@ -808,9 +808,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("bodycam-sync: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "bodycam-sync"
+        click.echo(f"bodycam-sync: error: {err.format_message()} (see '{command} --help')", err=True)
+        sys.exit(2)
     except click.ClickException as err:
-        err.show()
-        sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+        click.echo(f"bodycam-sync: error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
     except BodycamError as err:
         click.echo(f"bodycam-sync: error: {err}", err=True)
         sys.exit(err.exit_code)

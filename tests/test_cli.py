@@ -1,0 +1,115 @@
+"""The command-line contract (CONTRACT.md): outputs, exit codes, one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .dock import CLI, make_dock
+from .sims import SimProcess
+
+CONTRACT_FIELDS = {
+    "serial", "model", "firmware", "transport", "battery_percent", "storage_used_bytes", "clock_offset_s", "recordings",
+}  # fmt: skip
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+
+
+def test_devices_lists_two_virtual_cameras_with_every_contract_field(tmp_path: Path) -> None:
+    with (
+        SimProcess("usbip", "CAM-DEV1", "--clock-drift", "12.5", truth_dir=tmp_path) as usb,
+        SimProcess("serial", "CAM-DEV2", "--recordings", "7", truth_dir=tmp_path) as tty,
+    ):
+        assert usb.info["transport"] == "usbip" and usb.info["busid"] and ":" in usb.info["address"]
+        assert tty.info["device"].startswith("/dev/pts/")
+        proc = run("devices", "--json", "--usbip", usb.address, "--serial-port", tty.info["device"])
+        assert proc.returncode == 0, proc.stderr
+        cameras = {c["serial"]: c for c in json.loads(proc.stdout)["cameras"]}
+        assert set(cameras) == {"CAM-DEV1", "CAM-DEV2"}
+        for cam in cameras.values():
+            assert CONTRACT_FIELDS <= set(cam)
+        assert cameras["CAM-DEV1"]["transport"] == "usbip" and cameras["CAM-DEV2"]["transport"] == "serial"
+        assert cameras["CAM-DEV1"]["clock_offset_s"] == pytest.approx(12.5, abs=0.5)
+        assert cameras["CAM-DEV2"]["recordings"] == 7
+        table = run("devices", "--usbip", usb.address, "--serial-port", tty.info["device"])
+        assert table.returncode == 0 and "CAM-DEV1" in table.stdout and "CAM-DEV2" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["devices", "--usbip", "127.0.0.1:1"], 1),  # nothing listens there
+        (["devices", "--usbip", "not-an-address"], 2),
+        (["devices", "--usbip", "127.0.0.1:99999"], 2),
+        (["devices", "--serial-port", "/dev/does-not-exist"], 1),
+        (["sim", "serve", "--transport", "usbip", "--serial", "X", "--fault", "explode"], 2),
+        (["sim", "serve", "--transport", "usbip", "--serial", "X", "--recordings", "2", "--training", "3"], 2),
+        (["verify", "--bucket", "ftp://nope", "--allowed-signers", "/dev/null"], 2),
+        (["exercise", "add", "EX", "--start", "yesterday", "--end", "2026-01-01T00:00:00Z", "--camera", "A"], 2),
+        (["recipients", "add", "party", "age1notakey"], 2),
+        (["ingest"], 2),  # --once is required
+        (["no-such-command"], 2),
+    ],
+)
+def test_bad_input_gives_one_line_and_the_contract_exit_code(tmp_path: Path, args: list[str], code: int) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    proc = run("--config", str(dock.config_path), *args)
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    one_line_error(proc)
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text('dock_id = "d"\n[upload]\nworkers = 0\n')
+    proc = run("--config", str(bad), "recipients", "list")
+    assert proc.returncode == 2 and "upload.workers" in proc.stderr
+    one_line_error(proc)
+    bad.write_text("this is [not toml")
+    proc = run("--config", str(bad), "recipients", "list")
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+
+
+def test_keys_init_writes_a_0600_key_and_prints_an_allowed_signers_line(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    out = tmp_path / "new_key"
+    proc = run("--config", str(dock.config_path), "keys", "init", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("dock-test ssh-ed25519 AAAA")
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert Path(str(out) + ".pub").read_text().startswith("ssh-ed25519 AAAA")
+    again = run("--config", str(dock.config_path), "keys", "init", "--out", str(out))
+    assert again.returncode == 2  # never overwrites a key
+    one_line_error(again)
+
+
+def test_exercise_register_round_trip(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    add = run("--config", str(dock.config_path), "exercise", "add", "EX-7", "--start", "2026-11-24T09:00:00Z",
+              "--end", "2026-11-24T12:00:00+00:00", "--camera", "CAM-1", "--camera", "CAM-2", "--site", "Range 2")  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    listed = json.loads(run("--config", str(dock.config_path), "exercise", "list", "--json").stdout)
+    assert listed["exercises"] == [
+        {"id": "EX-7", "site": "Range 2", "start": "2026-11-24T09:00:00Z", "end": "2026-11-24T12:00:00Z",
+         "cameras": ["CAM-1", "CAM-2"]}
+    ]  # fmt: skip
+    dup = run("--config", str(dock.config_path), "exercise", "add", "EX-7", "--start", "2026-11-24T09:00:00Z",
+              "--end", "2026-11-24T12:00:00Z", "--camera", "CAM-1")  # fmt: skip
+    assert dup.returncode == 2 and "already registered" in dup.stderr
+
+
+def test_status_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    proc = run("--config", str(dock.config_path), "status")
+    assert proc.returncode == 2 and "not running" in proc.stderr
+    one_line_error(proc)
