@@ -100,7 +100,7 @@ def pull(
     produced), and whatever the camera or bucket raise (TransportError, UploadError...).
     """
     existing = existing_parts or {}
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
     parts_q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
     results: dict[int, Any] = {}
