@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bodycam.drivers.errors import IntegrityError, StorageError
 
 from . import __version__
+from . import keys as dock_keys
 from . import manifest as mf
 from .agecrypt import Encryptor
 from .config import Recipient
@@ -39,6 +40,7 @@ class SealedBatch:
     custody: bytes
     personal: bytes
     recordings: int
+    signature_prev: str | None = None  # by the previous key, in the first batch after a key rotation
 
 
 def open_batch(journal: Journal) -> str:
@@ -92,11 +94,13 @@ def seal(
             "ORDER BY serial, recording_id",
             (batch_id,),
         ).fetchall()
+        prev_row = db.execute(
+            "SELECT manifest_sha256, manifest FROM batches WHERE seq=? AND state IN ('sealed','published')",
+            (batch["seq"] - 1,),
+        ).fetchone()
+        cosigner = dock_keys.handover(db, custody, key, prev_row[1] if prev_row else None)
         head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
         first = int(batch["custody_first"])
-        prev_row = db.execute(
-            "SELECT manifest_sha256 FROM batches WHERE seq=? AND state IN ('sealed','published')", (batch["seq"] - 1,)
-        ).fetchone()
         custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
         lines = db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
         custody_bytes = b"".join(r[0].encode() + b"\n" for r in lines.fetchall())
@@ -170,6 +174,8 @@ def seal(
         }
         manifest_bytes = mf.encode(manifest)
         signature = sign(manifest_bytes, key, mf.NAMESPACE)
+        if cosigner is not None:
+            dock_keys.store_prev_signature(db, batch_id, sign(manifest_bytes, cosigner, mf.NAMESPACE))
         db.execute(
             "UPDATE batches SET state='sealed', custody_last=?, manifest=?, signature=?, custody=?, personal=?, "
             "manifest_sha256=? WHERE batch_id=?",
@@ -182,12 +188,11 @@ def publish(journal: Journal, bucket: Any, dock_id: str, batch_id: str) -> None:
     """Upload a sealed batch's artefacts, manifest last; idempotent after a crash."""
     sealed = _sealed_from_row(journal, batch_id)
     prefix = mf.batch_prefix(dock_id, batch_id)
-    for name, data in (
-        (mf.CUSTODY, sealed.custody),
-        (mf.PERSONAL, sealed.personal),
-        (mf.SIGNATURE, sealed.signature.encode()),
-        (mf.MANIFEST, sealed.manifest),
-    ):
+    artefacts = [(mf.CUSTODY, sealed.custody), (mf.PERSONAL, sealed.personal)]
+    if sealed.signature_prev is not None:
+        artefacts.append((dock_keys.PREV_SIGNATURE, sealed.signature_prev.encode()))
+    artefacts += [(mf.SIGNATURE, sealed.signature.encode()), (mf.MANIFEST, sealed.manifest)]
+    for name, data in artefacts:
         _put_once(bucket, f"{prefix}/{name}", data)
     with journal.transaction() as db:
         db.execute("UPDATE batches SET state='published', published_at=? WHERE batch_id=?", (utc_now(), batch_id))
@@ -216,7 +221,16 @@ def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
         raise StorageError(f"batch {batch_id} is not sealed")
     r = rows[0]
     count = len(json.loads(r["manifest"])["recordings"])
-    return SealedBatch(batch_id, r["seq"], r["manifest"], r["signature"], r["custody"], r["personal"], count)
+    return SealedBatch(
+        batch_id,
+        r["seq"],
+        r["manifest"],
+        r["signature"],
+        r["custody"],
+        r["personal"],
+        count,
+        dock_keys.prev_signature(journal, batch_id),
+    )
 
 
 def _officer_at(db: Any, serial: str, when: float) -> str | None:

@@ -1,32 +1,46 @@
 """``bodycam-sync verify``: prove from the bucket alone what was pulled, and that nothing was altered,
-added or removed (docs/auditing.md). Trusts only the allowed_signers file and, optionally, an age
-identity; never the dock.
+added or removed (docs/auditing.md, docs/formats.md). Trusts only the allowed_signers file and,
+optionally, an age identity; never the dock.
 
-Checks, per dock and batch: the manifest's SSH signature; that batches form one unbroken chain
-(sequence numbers, previous-manifest hashes, custody segments that link end to start); the custody
-segment's bytes, chain and head; every listed object's size and ciphertext SHA-256 (streamed);
-with an identity, each plaintext SHA-256; and any object under the prefix that no manifest lists.
+Checks, per dock and batch: the manifest's SSH signature (by a key allowed for the dock at the time
+the manifest says it was sealed); that batches form one unbroken chain (sequence numbers, previous
+manifests' SHA-256, custody segments that link end to start, sealing times that do not go back, and
+a key change only with the previous key's co-signature); the custody segment's bytes, entries, order
+and links; every listed object's size and ciphertext SHA-256 (streamed); with an identity, each
+plaintext SHA-256 and the personal sidecar; and any object under the prefix that no manifest lists.
+
+Each problem is a :class:`Finding` naming the dock, batch, object key and custody entry it concerns.
+Memory stays bounded by the listing (one key and size per object) and the largest manifest and
+custody segment, never by object size.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
 import json
 import logging
+import struct
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from bodycam.drivers.errors import BodycamError, IntegrityError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError
 
 from . import manifest as mf
 from .agecrypt import Decryptor
-from .custody import canonical, check_segment
-from .sshsig import AllowedSigner, keys_for, verify
+from .custody import GENESIS, canonical, line_hash
+from .keys import PREV_SIGNATURE
+from .sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
 
 LOG = logging.getLogger(__name__)
 MAX_SIGNATURE_BYTES = 16 * 1024
 MAX_CUSTODY_BYTES = 256 * 1024 * 1024
+MAX_PERSONAL_BYTES = 64 * 1024 * 1024
+CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +64,18 @@ class BatchResult:
     custody_entries: int = 0
     signature_ok: bool = False
     problems: int = 0
+    signer: str | None = None  # fingerprint of the key that signed the manifest
+    cosigner: str | None = None  # fingerprint of the key that made manifest.json.sig.prev, if any
+    manifest_sha256: str | None = None
     manifest: dict[str, Any] | None = field(default=None, repr=False)
+    # for the checks across batches; not reported
+    signer_key: Ed25519PublicKey | None = field(default=None, repr=False)
+    cosigner_key: Ed25519PublicKey | None = field(default=None, repr=False)
+    cosign_error: str | None = field(default=None, repr=False)
+    sealed_at: dt.datetime | None = field(default=None, repr=False)
+
+
+_UNREPORTED = frozenset({"manifest", "signer_key", "cosigner_key", "cosign_error", "sealed_at"})
 
 
 @dataclass
@@ -67,7 +92,9 @@ class VerifyReport:
         return {
             "verified": self.ok,
             "objects_seen": self.objects_seen,
-            "batches": [{k: v for k, v in asdict(b).items() if k != "manifest"} for b in self.batches],
+            "batches": [
+                {f.name: getattr(b, f.name) for f in fields(b) if f.name not in _UNREPORTED} for b in self.batches
+            ],
             "findings": [asdict(f) for f in self.findings],
         }
 
@@ -78,6 +105,7 @@ class Verifier:
         self.signers = signers
         self.identities = identities or []
         self.report = VerifyReport()
+        self._sizes: dict[str, int] = {}
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         finding = Finding(problem, message, **where)
@@ -85,11 +113,15 @@ class Verifier:
         LOG.info("finding: %s", finding)
 
     def run(self) -> VerifyReport:
-        keys = [info.key for info in self.bucket.iter_objects("")]
-        self.report.objects_seen = len(keys)
+        """List the bucket once, check every batch, then the chain of each dock, then what is unlisted."""
+        self._sizes = {info.key: info.size for info in self.bucket.iter_objects("")}
+        self.report.objects_seen = len(self._sizes)
+        if not self._sizes:
+            url = getattr(self.bucket, "url", "the bucket")
+            self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
         listed: set[str] = set()
         docks: dict[str, list[BatchResult]] = {}
-        for key in sorted(keys):
+        for key in sorted(self._sizes):
             parts = key.split("/")
             if len(parts) == 3 and parts[2] == mf.MANIFEST:
                 result = self._batch(parts[0], parts[1], listed)
@@ -97,50 +129,82 @@ class Verifier:
         for dock, results in sorted(docks.items()):
             self._chain(dock, results)
             self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
-        for key in sorted(set(keys) - listed):
-            self._find("unlisted_object", f"{key} is in the bucket but no manifest lists it", key=key)
+        for key in sorted(set(self._sizes) - listed):
+            parts = key.split("/")
+            self._find(
+                "unlisted_object",
+                f"{key} is in the bucket but no manifest lists it (added, or left from a batch whose manifest is gone)",
+                dock=parts[0] if len(parts) > 1 else None,
+                batch=parts[1] if len(parts) > 2 else None,
+                key=key,
+            )
+        for b in self.report.batches:
+            b.problems = sum(1 for f in self.report.findings if f.dock == b.dock and f.batch == b.batch)
         return self.report
 
     # -- one batch ----------------------------------------------------------------------------
     def _batch(self, dock: str, batch: str, listed: set[str]) -> BatchResult:
         result = BatchResult(dock, batch)
         prefix = mf.batch_prefix(dock, batch)
-        before = len(self.report.findings)
-        mkey = f"{prefix}/{mf.MANIFEST}"
-        listed.update({mkey, f"{prefix}/{mf.SIGNATURE}"})
+        mkey, skey, pkey = f"{prefix}/{mf.MANIFEST}", f"{prefix}/{mf.SIGNATURE}", f"{prefix}/{PREV_SIGNATURE}"
+        listed.update({mkey, skey})
+        where = {"dock": dock, "batch": batch, "key": mkey}
         try:
             raw = self.bucket.get_bytes(mkey, max_size=mf.MAX_MANIFEST_BYTES)
         except BodycamError as err:
-            self._find("manifest_unreadable", f"{mkey}: {err}", dock=dock, batch=batch, key=mkey)
+            self._find("manifest_unreadable", f"{mkey}: {err}", **where)
             return result
-        where = {"dock": dock, "batch": batch, "key": mkey}
-        self._signature(raw, dock, batch, result)
+        result.manifest_sha256 = hashlib.sha256(raw).hexdigest()
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: hostile nesting
             self._find("manifest_invalid", f"{mkey} is not a JSON object", **where)
+            self._signature(raw, mkey, skey, result, None)
             return result
         result.manifest = doc
+        sealed = _timestamp(doc.get("sealed"))
+        if sealed is None:
+            self._find("manifest_invalid", f"{mkey} has no valid 'sealed' time (ISO 8601 UTC)", **where)
+        result.sealed_at = sealed
+        self._signature(raw, mkey, skey, result, sealed)
+        if pkey in self._sizes:
+            listed.add(pkey)
+            self._cosignature(raw, pkey, result, sealed)
         if canonical(doc) != raw:
-            self._find("manifest_not_canonical", f"{mkey} is not canonical JSON (edited?)", **where)
+            self._find("manifest_not_canonical", f"{mkey} is not canonical JSON (edited or re-serialised)", **where)
         if doc.get("format") != mf.FORMAT:
             self._find("manifest_format", f"{mkey} has format {doc.get('format')!r}, expected {mf.FORMAT}", **where)
         if doc.get("dock_id") != dock or doc.get("batch_id") != batch:
             self._find(
                 "manifest_misplaced",
-                f"{mkey} describes dock {doc.get('dock_id')!r} batch {doc.get('batch_id')!r}: "
+                f"{mkey} describes dock {doc.get('dock_id')!r} batch {doc.get('batch_id')!r}, not {dock} {batch}: "
                 "a manifest copied or replayed from elsewhere",
                 **where,
             )
+        claimed = doc.get("signing_key")
+        if result.signer_key is not None and claimed != public_key_line(result.signer_key):
+            self._find(
+                "signing_key_mismatch",
+                f"{mkey} names signing key {str(claimed)[:80]!r} but was signed by {result.signer}",
+                **where,
+            )
         seq = doc.get("batch_seq")
-        result.seq = seq if isinstance(seq, int) else None
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1:
+            result.seq = seq
+        else:
+            self._find("manifest_invalid", f"{mkey} has batch_seq {seq!r}, not a positive integer", **where)
         self._custody(doc, prefix, result, listed)
-        personal = doc.get("personal") or {}
+        personal = doc.get("personal")
         if isinstance(personal, dict) and isinstance(personal.get("key"), str):
             listed.add(personal["key"])
-            self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch)
+            if personal["key"] != f"{prefix}/{mf.PERSONAL}":
+                self._find("manifest_invalid", f"{mkey} names sidecar {personal['key']!r} outside its batch", **where)
+            if self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch) is not None:
+                self._personal(personal["key"], dock, batch)
+        else:
+            self._find("manifest_invalid", f"{mkey} names no personal sidecar", **where)
         recordings = doc.get("recordings")
         if not isinstance(recordings, list):
             self._find("manifest_invalid", f"{mkey} has no recordings list", **where)
@@ -148,48 +212,91 @@ class Verifier:
         result.recordings = len(recordings)
         for rec in recordings:
             key = rec.get("key") if isinstance(rec, dict) else None
-            if not isinstance(key, str) or not key.startswith(f"{prefix}/recordings/"):
+            if not isinstance(rec, dict) or not isinstance(key, str) or not key.startswith(f"{prefix}/recordings/"):
                 self._find("manifest_invalid", f"{mkey} lists a recording outside its batch: {key!r}", **where)
                 continue
             listed.add(key)
             ok = self._recording(rec, key, dock, batch)
             result.objects_ok += ok[0]
             result.plaintext_ok += ok[1]
-        result.problems = len(self.report.findings) - before
         return result
 
-    def _signature(self, raw: bytes, dock: str, batch: str, result: BatchResult) -> None:
-        skey = f"{mf.batch_prefix(dock, batch)}/{mf.SIGNATURE}"
+    def _signature(self, raw: bytes, mkey: str, skey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
+        """manifest.json.sig: an SSHSIG over the manifest bytes by a key allowed for the dock when sealed."""
+        dock, batch = result.dock, result.batch
         try:
             signature = self.bucket.get_bytes(skey, max_size=MAX_SIGNATURE_BYTES).decode("ascii", "replace")
         except BodycamError as err:
             self._find("signature_missing", f"{skey}: {err}", dock=dock, batch=batch, key=skey)
             return
-        allowed = keys_for(self.signers, dock, mf.NAMESPACE)
-        if not allowed:
+        allowed = keys_for(self.signers, dock, mf.NAMESPACE, at=sealed)
+        when = f" at {sealed.isoformat()}" if sealed else " now"
+        embedded = _signature_key(signature)
+        if embedded is None:
             self._find(
-                "signer_unknown",
-                f"allowed_signers has no key for dock {dock!r} in namespace {mf.NAMESPACE}",
+                "signature_invalid", f"{skey} is not a well-formed SSH signature", dock=dock, batch=batch, key=skey
+            )
+            return
+        if not any(k.public_bytes_raw() == embedded.public_bytes_raw() for k in allowed):
+            self._find(
+                "signature_untrusted",
+                f"{skey} was made by key {fingerprint(embedded)}, which allowed_signers does not allow for dock "
+                f"{dock!r} (namespace {mf.NAMESPACE}){when}",
                 dock=dock,
                 batch=batch,
                 key=skey,
             )
             return
         try:
-            verify(raw, signature, mf.NAMESPACE, allowed)
+            result.signer_key = verify(raw, signature, mf.NAMESPACE, allowed)
         except IntegrityError as err:
-            self._find("signature_invalid", f"{skey}: {err}", dock=dock, batch=batch, key=skey)
+            if "does not match the data" not in str(err):
+                self._find("signature_invalid", f"{skey}: {err}", dock=dock, batch=batch, key=skey)
+                return
+            self._find(
+                "signature_mismatch",
+                f"{mkey} does not match its signature by trusted key {fingerprint(embedded)}: "
+                f"the manifest (or {skey}) was altered",
+                dock=dock,
+                batch=batch,
+                key=mkey,
+            )
             return
         result.signature_ok = True
+        result.signer = fingerprint(result.signer_key)
+
+    def _cosignature(self, raw: bytes, pkey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
+        """manifest.json.sig.prev: checked here against every allowed key; _chain decides whose it must be."""
+        try:
+            text = self.bucket.get_bytes(pkey, max_size=MAX_SIGNATURE_BYTES).decode("ascii", "replace")
+            result.cosigner_key = verify(
+                raw, text, mf.NAMESPACE, keys_for(self.signers, result.dock, mf.NAMESPACE, at=sealed)
+            )
+            result.cosigner = fingerprint(result.cosigner_key)
+        except BodycamError as err:
+            result.cosign_error = f"{pkey} does not verify: {err}"
 
     def _custody(self, doc: dict[str, Any], prefix: str, result: BatchResult, listed: set[str]) -> None:
         info = doc.get("custody")
         dock, batch = result.dock, result.batch
         if not isinstance(info, dict) or not isinstance(info.get("key"), str):
-            self._find("manifest_invalid", f"{prefix}/{mf.MANIFEST} names no custody segment", dock=dock, batch=batch)
+            mkey = f"{prefix}/{mf.MANIFEST}"
+            self._find("manifest_invalid", f"{mkey} names no custody segment", dock=dock, batch=batch, key=mkey)
             return
         key = info["key"]
         listed.add(key)
+        if key != f"{prefix}/{mf.CUSTODY}":
+            self._find("manifest_invalid", f"{prefix}/{mf.MANIFEST} names custody segment {key!r} outside its batch",
+                       dock=dock, batch=batch, key=f"{prefix}/{mf.MANIFEST}")  # fmt: skip
+        if key not in self._sizes:
+            self._find(
+                "custody_missing",
+                f"{key} is named by the manifest but not in the bucket",
+                dock=dock,
+                batch=batch,
+                key=key,
+            )
+            return
         try:
             data = self.bucket.get_bytes(key, max_size=MAX_CUSTODY_BYTES)
         except BodycamError as err:
@@ -206,24 +313,24 @@ class Verifier:
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
+        else:
+            self._find("custody_entry", f"{key} does not end with a newline", dock=dock, batch=batch, key=key)
         result.custody_entries = len(lines)
-        first_seq = info.get("first_seq")
-        first = first_seq if isinstance(first_seq, int) else 1
-        head, last, problems = check_segment(lines, str(info.get("prev")), first)
-        for p in problems:
-            self._find(
-                "custody_chain", f"{key} line {p.line}: {p.message}", dock=dock, batch=batch, key=key, custody_seq=p.seq
-            )
-        if head != info.get("head") or last != info.get("last_seq"):
-            self._find(
-                "custody_head",
-                f"{key} ends at seq {last} hash {head[:16]}..., the manifest signs seq {info.get('last_seq')} "
-                f"hash {str(info.get('head'))[:16]}...",
-                dock=dock,
-                batch=batch,
-                key=key,
-                custody_seq=last,
-            )
+        for seq, problem, message in check_custody(lines, info):
+            self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
+
+    def _personal(self, key: str, dock: str, batch: str) -> None:
+        """With an identity: the sidecar decrypts to a JSON object naming this batch."""
+        if not self.identities:
+            return
+        try:
+            decrypt = Decryptor(self.identities)
+            data = decrypt.update(self.bucket.get_bytes(key, max_size=MAX_PERSONAL_BYTES)) + decrypt.finalize()
+            doc = json.loads(data)
+            if not isinstance(doc, dict) or doc.get("batch_id") != batch:
+                raise ValueError(f"it names batch {doc.get('batch_id') if isinstance(doc, dict) else None!r}")
+        except (BodycamError, ValueError, RecursionError) as err:
+            self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
 
     def _recording(self, rec: dict[str, Any], key: str, dock: str, batch: str) -> tuple[int, int]:
         plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch)
@@ -245,24 +352,13 @@ class Verifier:
     def _object_hash(self, key: str, expected: Any, rec: dict[str, Any] | None, dock: str, batch: str) -> str | None:
         """Stream one object: check size and ciphertext SHA-256; with identities (and a recording), return
         the plaintext SHA-256 (``""`` without identities) or None when a problem was recorded."""
-        info = self.bucket.head(key)
-        if info is None:
-            self._find(
-                "object_missing",
-                f"{key} is listed in the manifest but not in the bucket",
-                dock=dock,
-                batch=batch,
-                key=key,
-            )
+        where = {"dock": dock, "batch": batch, "key": key}
+        size = self._sizes.get(key)
+        if size is None:
+            self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
             return None
-        if rec is not None and info.size != rec.get("ciphertext_size"):
-            self._find(
-                "object_size",
-                f"{key} is {info.size} bytes, the manifest says {rec.get('ciphertext_size')}",
-                dock=dock,
-                batch=batch,
-                key=key,
-            )
+        if rec is not None and size != rec.get("ciphertext_size"):
+            self._find("object_size", f"{key} is {size} bytes, the manifest says {rec.get('ciphertext_size')}", **where)
             return None
         digest = hashlib.sha256()
         decrypt = Decryptor(self.identities) if (self.identities and rec is not None) else None
@@ -276,75 +372,256 @@ class Verifier:
                 plain.update(decrypt.finalize())
         except IntegrityError as err:
             if digest.hexdigest() != expected:
-                self._find(
-                    "object_altered", f"{key} does not hash to its manifest value", dock=dock, batch=batch, key=key
-                )
+                self._find("object_altered", f"{key} does not hash to its manifest value", **where)
             else:
-                self._find("decrypt_failed", f"{key}: {err}", dock=dock, batch=batch, key=key)
+                self._find("decrypt_failed", f"{key}: {err}", **where)
+            return None
+        except BodycamError as err:
+            self._find("object_unreadable", f"{key}: {err}", **where)
             return None
         if digest.hexdigest() != expected:
-            self._find("object_altered", f"{key} does not hash to its manifest value", dock=dock, batch=batch, key=key)
+            self._find("object_altered", f"{key} does not hash to its manifest value", **where)
             return None
         return plain.hexdigest() if decrypt is not None else ""
 
     # -- across batches -------------------------------------------------------------------------
     def _chain(self, dock: str, results: list[BatchResult]) -> None:
-        ordered = sorted((r for r in results if r.seq is not None), key=lambda r: r.seq or 0)
-        seen: dict[int, BatchResult] = {}
-        for r in ordered:
-            if r.seq in seen:
-                self._find(
-                    "batch_duplicate",
-                    f"batches {seen[r.seq].batch} and {r.batch} both claim sequence {r.seq} (fork or replay)",
-                    dock=dock,
-                    batch=r.batch,
-                )
-            seen[r.seq or 0] = r
+        """The dock's batches in sequence: no gap, no fork, each linking to the one before."""
+        ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
         previous: BatchResult | None = None
         for r in ordered:
             doc = r.manifest or {}
-            expected_seq = (previous.seq or 0) + 1 if previous else 1
-            if r.seq != expected_seq and (previous is None or r.seq != previous.seq):
+            custody = _custody_info(doc)
+            mkey = f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}"
+            where: dict[str, Any] = {"dock": dock, "batch": r.batch, "key": mkey}
+            if previous is not None and r.seq == previous.seq:
                 self._find(
-                    "batch_missing",
-                    f"dock {dock}: batch sequence jumps to {r.seq} at {r.batch}, expected {expected_seq}: "
-                    "a whole batch is missing",
-                    dock=dock,
-                    batch=r.batch,
+                    "batch_duplicate",
+                    f"batches {previous.batch} and {r.batch} both claim sequence {r.seq} (a fork, or a replayed manifest)",
+                    **where,
                 )
-            if previous is not None and previous.manifest is not None:
-                prev_hash = hashlib.sha256(canonical(previous.manifest)).hexdigest()
-                if doc.get("previous_manifest_sha256") != prev_hash:
-                    self._find(
-                        "batch_link",
-                        f"{r.batch} does not link to the manifest of {previous.batch} (missing, replaced or replayed)",
-                        dock=dock,
-                        batch=r.batch,
-                    )
-                pc, cc = previous.manifest.get("custody") or {}, doc.get("custody") or {}
-                if cc.get("prev") != pc.get("head") or cc.get("first_seq") != (pc.get("last_seq") or 0) + 1:
+                continue
+            expected = (previous.seq or 0) + 1 if previous is not None else 1
+            if r.seq != expected:
+                self._missing(dock, previous, r, expected)
+            elif previous is not None:
+                self._link(previous, r, where)
+            else:  # the dock's first batch
+                if doc.get("previous_manifest_sha256") is not None:
+                    self._find("batch_link", f"{r.batch} is batch 1 but links to a previous manifest", **where)
+                if custody.get("prev") != GENESIS or custody.get("first_seq") != 1:
                     self._find(
                         "custody_gap",
-                        f"custody of {r.batch} does not continue from {previous.batch} (gap or fork)",
-                        dock=dock,
-                        batch=r.batch,
-                        custody_seq=cc.get("first_seq"),
+                        f"custody of {r.batch}, the dock's first batch, does not start at entry 1 from the genesis hash",
+                        **where,
+                        custody_seq=custody.get("first_seq") if isinstance(custody.get("first_seq"), int) else None,
                     )
-            elif r.seq == 1 and doc.get("previous_manifest_sha256") is not None:
+            self._rotation(previous if r.seq == expected else None, r)
+            if previous is not None and previous.sealed_at and r.sealed_at and r.sealed_at < previous.sealed_at:
                 self._find(
-                    "batch_missing",
-                    f"{r.batch} links to a previous manifest that is not in the bucket",
-                    dock=dock,
-                    batch=r.batch,
+                    "batch_time",
+                    f"{r.batch} says it was sealed at {r.sealed_at.isoformat()}, before {previous.batch} "
+                    f"({previous.sealed_at.isoformat()})",
+                    **where,
                 )
             previous = r
+
+    def _missing(self, dock: str, previous: BatchResult | None, r: BatchResult, expected: int) -> None:
+        doc = r.manifest or {}
+        custody = _custody_info(doc)
+        seqs = f"{expected}" if r.seq == expected + 1 else f"{expected}..{(r.seq or 0) - 1}"
+        after = f"between {previous.batch} and {r.batch}" if previous is not None else f"before {r.batch}"
+        first_lost: int | None = 1
+        if previous is not None:
+            pc = (previous.manifest or {}).get("custody")
+            last = pc.get("last_seq") if isinstance(pc, dict) else None
+            first_lost = last + 1 if isinstance(last, int) else None
+        first_seq = custody.get("first_seq")
+        last_lost = first_seq - 1 if isinstance(first_seq, int) else None
+        known = first_lost is not None and last_lost is not None and last_lost >= first_lost
+        lost = f"; custody entries {first_lost}..{last_lost} are gone with it" if known else ""
+        link = str(doc.get("previous_manifest_sha256"))[:16]
+        self._find(
+            "batch_missing",
+            f"dock {dock}: batch {seqs} is missing {after}: {r.batch} (seq {r.seq}) links to manifest "
+            f"{link}..., which is not in the bucket{lost}",
+            dock=dock,
+            batch=r.batch,
+            key=f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}",
+            custody_seq=first_lost if known else None,
+        )
+
+    def _link(self, previous: BatchResult, r: BatchResult, where: dict[str, Any]) -> None:
+        doc = r.manifest or {}
+        if doc.get("previous_manifest_sha256") != previous.manifest_sha256:
+            self._find(
+                "batch_link",
+                f"{r.batch} does not link to the manifest of {previous.batch} (that manifest was replaced or replayed)",
+                **where,
+            )
+        pc = (previous.manifest or {}).get("custody") or {}
+        cc = doc.get("custody") or {}
+        if not isinstance(pc, dict) or not isinstance(cc, dict):
+            return
+        last = pc.get("last_seq")
+        if cc.get("prev") != pc.get("head") or not isinstance(last, int) or cc.get("first_seq") != last + 1:
+            self._find(
+                "custody_gap",
+                f"custody of {r.batch} (from entry {cc.get('first_seq')}) does not continue from {previous.batch} "
+                f"(to entry {last}): a gap or a fork",
+                **where,
+                custody_seq=cc.get("first_seq") if isinstance(cc.get("first_seq"), int) else None,
+            )
+
+    def _rotation(self, previous: BatchResult | None, r: BatchResult) -> None:
+        """A change of signing key must be proven by the previous key's co-signature (.sig.prev).
+
+        ``previous`` is the batch right before ``r`` in the chain (None when ``r`` is the first, or the
+        one before is missing: then only a co-signature that does not verify is reported)."""
+        pkey = f"{mf.batch_prefix(r.dock, r.batch)}/{PREV_SIGNATURE}"
+        where = {"dock": r.dock, "batch": r.batch, "key": pkey}
+        if previous is None:
+            if r.cosign_error is not None:
+                self._find("signature_invalid", r.cosign_error, **where)
+            return
+        old, new = previous.signer_key, r.signer_key
+        rotated = old is not None and new is not None and old.public_bytes_raw() != new.public_bytes_raw()
+        if r.cosign_error is not None:
+            problem = "key_rotation_unproven" if rotated else "signature_invalid"
+            self._find(problem, r.cosign_error, **where)
+            return
+        cosigned_by_old = (
+            old is not None
+            and r.cosigner_key is not None
+            and r.cosigner_key.public_bytes_raw() == old.public_bytes_raw()
+        )
+        if rotated and not cosigned_by_old:
+            why = (
+                f"{pkey} is missing"
+                if r.cosigner_key is None
+                else f"{pkey} was made by {r.cosigner}, not by the previous key"
+            )
+            self._find(
+                "key_rotation_unproven",
+                f"{r.batch} is signed by {r.signer} but {previous.batch} by {previous.signer}, and {why}: "
+                "nothing in the bucket shows the old key handing over to the new one",
+                **where,
+            )
+        elif r.cosigner_key is not None and not cosigned_by_old and old is not None:
+            self._find(
+                "signature_invalid",
+                f"{pkey} was made by {r.cosigner}, not by {previous.signer} which signed {previous.batch}",
+                **where,
+            )
+
+
+def check_custody(lines: list[bytes], info: dict[str, Any]) -> list[tuple[int | None, str, str]]:
+    """Check one batch's custody segment against what its manifest signs: (custody seq, problem, message).
+
+    Every entry must be canonical JSON; the segment must hold exactly entries ``first_seq..last_seq``,
+    in order, once each; entry ``s`` must carry the SHA-256 of entry ``s-1``'s line (``prev`` of the
+    manifest for the first); and entry ``last_seq`` must hash to ``head``. Links are followed by sequence
+    number, not by position, so a removed, reordered or edited entry is named as itself.
+    """
+    out: list[tuple[int | None, str, str]] = []
+    first, last = info.get("first_seq"), info.get("last_seq")
+    if not isinstance(first, int) or not isinstance(last, int) or last < first - 1:
+        return [(None, "manifest_invalid", f"the manifest's custody range {first!r}..{last!r} is not valid")]
+    by_seq: dict[int, list[tuple[bytes, Any]]] = {}  # seq -> (line, its prev) for each copy
+    order: list[int] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):  # RecursionError: hostile nesting
+            entry = None
+        seq = entry.get("seq") if isinstance(entry, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            out.append((None, "custody_entry", f"line {number} is not a custody entry (JSON object with a seq)"))
+            continue
+        if canonical(entry) != line:
+            out.append((seq, "custody_entry", f"custody entry {seq} is not in canonical form: it was edited"))
+        if order and seq < max(order):
+            out.append(
+                (seq, "custody_order", f"custody entry {seq} comes after entry {max(order)}: entries were reordered")
+            )
+        order.append(seq)
+        by_seq.setdefault(seq, []).append((line, entry.get("prev")))
+    for seq, copies in sorted(by_seq.items()):
+        if len(copies) > 1:
+            out.append((seq, "custody_entry", f"custody entry {seq} appears {len(copies)} times"))
+        if not first <= seq <= last:
+            out.append((seq, "custody_entry", f"custody entry {seq} is outside the signed range {first}..{last}"))
+    missing = [s for s in range(first, last + 1) if s not in by_seq]
+    for seq in missing[:100]:
+        out.append((seq, "custody_missing_entry", f"custody entry {seq} is missing (removed)"))
+    if len(missing) > 100:
+        out.append((missing[100], "custody_missing_entry", f"... and {len(missing) - 100} more entries are missing"))
+    for seq in sorted(by_seq):
+        if seq - 1 not in by_seq and seq != first:
+            continue  # the entry before is missing: already reported
+        expected = info.get("prev") if seq == first else line_hash(by_seq[seq - 1][0][0])
+        if by_seq[seq][0][1] == expected:
+            continue
+        if seq == first:
+            out.append((seq, "custody_link", f"custody entry {seq} does not link to the head of the previous batch"))
+        else:
+            out.append(
+                (
+                    seq - 1,
+                    "custody_link",
+                    f"custody entry {seq - 1} no longer hashes to the link entry {seq} records: "
+                    f"entry {seq - 1} was altered (or entry {seq}'s link)",
+                )
+            )
+    tail = by_seq.get(last)
+    if tail is not None and line_hash(tail[0][0]) != info.get("head"):
+        out.append(
+            (last, "custody_head", f"custody entry {last} does not hash to the head the manifest signs: it was altered")
+        )
+    return out
+
+
+def _signature_key(text: str) -> Ed25519PublicKey | None:
+    """The public key embedded in an armored SSHSIG (the signer it claims), or None if malformed."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != "-----BEGIN SSH SIGNATURE-----" or lines[-1] != "-----END SSH SIGNATURE-----":
+        return None
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+        if blob[:6] != b"SSHSIG":
+            return None
+        (n,) = struct.unpack_from(">I", blob, 10)  # after magic and version: string publickey
+        key_blob = blob[14 : 14 + n]
+        (t,) = struct.unpack_from(">I", key_blob, 0)
+        if key_blob[4 : 4 + t] != b"ssh-ed25519":
+            return None
+        (k,) = struct.unpack_from(">I", key_blob, 4 + t)
+        raw = key_blob[8 + t : 8 + t + k]
+        return Ed25519PublicKey.from_public_bytes(raw) if len(raw) == 32 else None
+    except (ValueError, struct.error):
+        return None
+
+
+def _custody_info(doc: dict[str, Any]) -> dict[str, Any]:
+    info = doc.get("custody")
+    return info if isinstance(info, dict) else {}
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
     reader = bucket.open_read(key)
     try:
         while True:
-            chunk = reader.read(1024 * 1024)
+            chunk = reader.read(CHUNK)
             if not chunk:
                 return
             yield chunk
@@ -357,10 +634,13 @@ def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
 def run_verify(
     bucket_url: str, endpoint_url: str | None, allowed_signers: Any, identity: Any | None = None
 ) -> VerifyReport:
-    """Open the bucket and the trust anchors named on the command line, and verify everything."""
-    from pathlib import Path
+    """Open the bucket and the trust anchors named on the command line, and verify everything.
 
-    from bodycam.drivers.errors import ConfigError
+    Raises ConfigError (exit 2) for an unreadable or malformed allowed_signers or identity file, a
+    malformed bucket URL, or a file bucket whose directory does not exist (verify never creates one).
+    """
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
 
     from .agecrypt import read_identities
     from .bucket import open_bucket
@@ -370,11 +650,21 @@ def run_verify(
         signers = parse_allowed_signers(Path(allowed_signers).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read --allowed-signers {allowed_signers}: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"--allowed-signers {allowed_signers}: {err}") from None
     identities: list[str] = []
     if identity is not None:
         try:
             identities = read_identities(Path(identity).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"cannot read --identity {identity}: {err}") from err
-    bucket = open_bucket(bucket_url, endpoint_url)
+        except ConfigError as err:
+            raise ConfigError(f"--identity {identity}: {err}") from None
+    parts = urlsplit(bucket_url)
+    if parts.scheme == "file" and parts.path.startswith("/") and not Path(unquote(parts.path)).is_dir():
+        raise ConfigError(f"--bucket {bucket_url}: no such directory")
+    try:
+        bucket = open_bucket(bucket_url, endpoint_url)
+    except ConfigError as err:
+        raise ConfigError(f"--bucket {bucket_url}: {err}") from None
     return Verifier(bucket, signers, identities).run()

@@ -1,0 +1,211 @@
+"""`bodycam-sync verify` on a 1,000-recording bucket in SeaweedFS: objects per second, and peak memory
+that does not depend on object size.
+
+For each of two buckets in one SeaweedFS (its own process, started as the tests start it):
+
+  small   --recordings age-encrypted recording objects of --size-kib each (plus the batch's manifest,
+          signature, custody segment and personal sidecar)
+  large   the same number of objects, --factor times larger
+
+The buckets are built fast, without cameras: random plaintexts are age-encrypted to the dock's recipient
+with the agent's Encryptor and uploaded with its S3Bucket (8 in parallel); each recording is journaled as
+the pipeline journals a verified one, with its `pulled` and `verified` custody entries; then the real
+batch code seals (manifest, SSH signature, custody segment, sidecar) and publishes. A check run of
+`verify` must pass before anything is timed.
+
+Then `bodycam-sync verify --json` (no --identity: ciphertext SHA-256 only, no decryption) runs as a
+subprocess of a small launcher process, which reports the wall time and the peak RSS of its only child
+via resource.getrusage(RUSAGE_CHILDREN) (a launcher, because Linux carries the parent's ru_maxrss over
+an exec, and this bench process holds buffers of its own). Best of --runs.
+
+    .venv/bin/python bench/verify.py [--recordings 1000] [--size-kib 16] [--factor 10] [--runs 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/ holds the SeaweedFS runner and the test dock
+
+from bodycam.agent import batch as batches  # noqa: E402
+from bodycam.agent import manifest as mf  # noqa: E402
+from bodycam.agent.agecrypt import Encryptor  # noqa: E402
+from bodycam.agent.bucket import open_bucket  # noqa: E402
+from bodycam.agent.custody import CustodyLog  # noqa: E402
+from bodycam.agent.journal import Journal, utc_now  # noqa: E402
+from bodycam.agent.sshsig import load_private_key  # noqa: E402
+from tests.dock import CLI, Dock, make_dock  # noqa: E402
+from tests.s3server import SeaweedFS  # noqa: E402
+
+KiB, MiB = 1024, 1024 * 1024
+SERIAL = "CAM-BENCH"
+
+# Runs the command with its output to files, then prints wall time and RUSAGE_CHILDREN's ru_maxrss (KiB):
+# the command is this launcher's only child, so the figure is the command's own peak.
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
+    rc = subprocess.run(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out, stderr=err).returncode
+wall = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall_s": wall, "ru_maxrss_kib": usage.ru_maxrss}), flush=True)
+"""
+
+
+def build(dock: Dock, recordings: int, size: int) -> dict[str, Any]:
+    """Fill the dock's bucket with one sealed, published batch of ``recordings`` objects of ``size`` bytes."""
+    started = time.perf_counter()
+    cfg = dock.config
+    bucket = open_bucket(cfg.bucket_url, cfg.bucket_endpoint_url)
+    journal = Journal(cfg.journal_path)
+    custody = CustodyLog(journal, cfg.dock_id)
+    recipients = [r.age for r in cfg.recipients]
+    with journal.transaction() as db:
+        batch_id = batches.open_batch_in(db)
+    custody.append("docked", camera=SERIAL, model="Bench", firmware="1.0", transport="usbip")
+    custody.append("listed", camera=SERIAL, count=recordings)
+
+    def upload(rid: int) -> dict[str, Any]:
+        plain = os.urandom(size)
+        enc = Encryptor(recipients)
+        blob = enc.header + enc.update(plain) + enc.finalize()
+        key = mf.recording_key(cfg.dock_id, batch_id, SERIAL, rid)
+        info = bucket.put_object(key, blob)
+        return {
+            "id": rid,
+            "key": key,
+            "plain": mf.sha256_hex(plain),
+            "cipher": mf.sha256_hex(blob),
+            "cipher_size": len(blob),
+            "version": info.version_id,
+        }
+
+    with ThreadPoolExecutor(8) as pool:
+        uploaded = list(pool.map(upload, range(1000, 1000 + recordings)))
+    now_us = int(time.time() * 1e6)
+    with journal.transaction() as db:
+        for r in uploaded:  # as Agent journals a recording it pulled, uploaded and verified
+            start_us = now_us - (2000 + 1000 + recordings - r["id"]) * 1_000_000
+            db.execute(
+                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
+                "end_us, clock_offset_s, exercise_id, category, name, object_key, plaintext_sha256, "
+                "ciphertext_sha256, ciphertext_size, version_id, updated_at) "
+                "VALUES(?,?,?,'verified',?,?,?,?,?,?,NULL,'training',?,?,?,?,?,?,?)",
+                (SERIAL, r["id"], r["plain"], batch_id, "Bench", size, start_us, start_us + 500_000, 0.0,
+                 f"VID_{r['id']}.MP4", r["key"], r["plain"], r["cipher"], r["cipher_size"], r["version"], utc_now()),
+            )  # fmt: skip
+            custody.append_in(db, "pulled", camera=SERIAL, recording=r["id"], size=size,
+                              plaintext_sha256=r["plain"], ciphertext_sha256=r["cipher"])  # fmt: skip
+            custody.append_in(db, "verified", camera=SERIAL, recording=r["id"], key=r["key"], size=r["cipher_size"],
+                              ciphertext_sha256=r["cipher"], version_id=r["version"])  # fmt: skip
+    custody.append("undocked", camera=SERIAL)
+    batches.seal(
+        journal,
+        custody,
+        batch_id,
+        dock_id=cfg.dock_id,
+        key=load_private_key(cfg.key_path),
+        recipients=list(cfg.recipients),
+        pseudonym_secret=mf.load_pseudonym_key(cfg.pseudonym_key_path, create=True),
+    )
+    batches.publish(journal, bucket, cfg.dock_id, batch_id)
+    journal.close()
+    bucket.close()
+    return {"batch_id": batch_id, "build_s": time.perf_counter() - started}
+
+
+def run_verify(dock: Dock, work: Path, name: str) -> dict[str, Any]:
+    """One `bodycam-sync verify --json` under the launcher: exit code, wall time, peak RSS, its report."""
+    import subprocess
+
+    assert dock.endpoint_url is not None
+    cmd = [CLI, "verify", "--bucket", dock.bucket_url, "--endpoint-url", dock.endpoint_url,
+           "--allowed-signers", str(dock.allowed_signers), "--json"]  # fmt: skip
+    out, err = work / f"{name}.out", work / f"{name}.err"
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(out), str(err), *cmd], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(launched.stdout)
+    report = json.loads(out.read_text() or "{}")
+    if result["rc"] != 0 or not report.get("verified"):
+        raise SystemExit(f"verify of {dock.bucket_url} failed (exit {result['rc']}): {err.read_text()[-2000:]}")
+    result["objects"] = report["objects_seen"]
+    result["recordings"] = sum(b["recordings"] for b in report["batches"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=int, default=1000)
+    parser.add_argument("--size-kib", type=int, default=16, help="recording size in the small bucket")
+    parser.add_argument("--factor", type=int, default=10, help="how much larger the large bucket's objects are")
+    parser.add_argument("--runs", type=int, default=3, help="timed verify runs per bucket (best reported)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bodycam-bench-verify-") as tmp:
+        work = Path(tmp)
+        weed = SeaweedFS(work / "seaweedfs")
+        weed.start()
+        try:
+            os.environ.update(weed.env())  # boto3's standard chain, for this process and the CLI
+            for label, size in (("small", args.size_kib * KiB), ("large", args.size_kib * KiB * args.factor)):
+                name = weed.make_bucket(f"bench-verify-{label}")
+                dock = make_dock(work / label, f"s3://{name}/evidence", weed.endpoint_url)
+                built = build(dock, args.recordings, size)
+                run_verify(dock, work, f"{label}-check")  # must pass; warms SeaweedFS and the page cache
+                runs = [run_verify(dock, work, f"{label}-{i}") for i in range(args.runs)]
+                best = min(runs, key=lambda r: r["wall_s"])
+                rows.append(
+                    {
+                        "bucket": label,
+                        "recordings": best["recordings"],
+                        "objects": best["objects"],
+                        "object_bytes": size,
+                        "bucket_bytes": size * args.recordings,
+                        "build_s": built["build_s"],
+                        "verify_s": best["wall_s"],
+                        "verify_s_all": [r["wall_s"] for r in runs],
+                        "objects_per_s": best["objects"] / best["wall_s"],
+                        "MB_per_s": size * args.recordings / best["wall_s"] / 1e6,
+                        "peak_rss_MiB": max(r["ru_maxrss_kib"] for r in runs) / 1024,
+                    }
+                )
+        finally:
+            weed.stop()
+    small, large = rows
+    summary = {
+        "rows": rows,
+        "rss_ratio_large_to_small": large["peak_rss_MiB"] / small["peak_rss_MiB"],
+        "size_ratio_large_to_small": large["object_bytes"] / small["object_bytes"],
+        "under_a_minute": all(r["verify_s"] < 60 for r in rows),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"bodycam-sync verify (no decryption) against SeaweedFS, best of {args.runs}")
+    print(f"{'bucket':<7} {'recordings':>10} {'objects':>8} {'object':>10} {'verify':>8} {'objects/s':>10} "
+          f"{'MB/s':>7} {'peak RSS':>9}")  # fmt: skip
+    for r in rows:
+        print(f"{r['bucket']:<7} {r['recordings']:>10} {r['objects']:>8} {r['object_bytes'] / KiB:>7.0f} KiB "
+              f"{r['verify_s']:>7.2f}s {r['objects_per_s']:>10.0f} {r['MB_per_s']:>7.1f} "
+              f"{r['peak_rss_MiB']:>5.1f} MiB")  # fmt: skip
+    print(
+        f"objects {summary['size_ratio_large_to_small']:.0f}x larger -> peak RSS x{summary['rss_ratio_large_to_small']:.2f}; "
+        f"every verify under a minute: {'yes' if summary['under_a_minute'] else 'NO'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
