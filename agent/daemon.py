@@ -18,11 +18,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bodycam.drivers import transport as transports
 from bodycam.drivers.device import Camera
 from bodycam.drivers.errors import BodycamError, TransportError
+from bodycam.drivers.massstorage import MassStorageCamera, find_mass_storage
 
 from . import config as config_mod
 from . import sdnotify
@@ -33,6 +34,7 @@ from .throttle import SharedUploads
 LOG = logging.getLogger(__name__)
 MAX_BAYS = 8
 RETRY_AFTER_S = 3.0
+MAX_RETRY_S = 300.0
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Bay:
     retry_at: float = 0.0
     sync_requested: bool = False
     verified: int = 0
+    failures: int = 0
 
     def to_json(self) -> dict[str, Any]:
         remaining = max(self.session_total - self.session_done, 0)
@@ -181,6 +184,9 @@ class Daemon:
         for path in self.config.serial:
             if os.path.exists(path):
                 found[path] = "serial"
+        if self.config.mass_storage_dir is not None:
+            for mount in find_mass_storage(self.config.mass_storage_dir):
+                found[str(mount)] = "mass-storage"
         return found
 
     def _scan(self) -> None:
@@ -215,17 +221,23 @@ class Daemon:
 
     def _session(self, bay: Bay) -> None:
         try:
-            if bay.kind == "usbip":
+            camera: Camera | MassStorageCamera
+            if bay.kind == "mass-storage":
+                camera = MassStorageCamera(Path(bay.address))
+            elif bay.kind == "usbip":
                 opened = transports.open_usbip(bay.address)
                 if not opened:
                     raise TransportError(f"no camera exported at {bay.address}")
-                transport = opened[0]
+                camera = Camera(opened[0])
                 for extra in opened[1:]:
                     extra.close()
             else:
-                transport = transports.open_serial(bay.address)
-            with Camera(transport) as camera:
-                report = self.agent.session(camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel)
+                camera = Camera(transports.open_serial(bay.address))
+            with camera:
+                # a MassStorageCamera offers every Camera operation a session uses (duck-typed)
+                report = self.agent.session(
+                    cast(Camera, camera), progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel
+                )
             self._finish(bay, report)
         except BodycamError as err:
             self._fail(bay, str(err))
@@ -246,6 +258,7 @@ class Daemon:
             else:
                 bay.state = "synced"
                 bay.last_error = None
+                bay.failures = 0
                 LOG.info(
                     "camera %s synced: %d verified, %d already done",
                     report.serial,
@@ -257,7 +270,8 @@ class Daemon:
         with self.lock:
             bay.state = "error" if not bay.cancel.is_set() else "ejected"
             bay.last_error = message
-            bay.retry_at = time.monotonic() + RETRY_AFTER_S
+            bay.failures += 1  # back off: a camera that keeps failing must not flood the custody log
+            bay.retry_at = time.monotonic() + min(MAX_RETRY_S, RETRY_AFTER_S * 2 ** (bay.failures - 1))
         LOG.warning("bay %s: %s", bay.address, message)
 
     def _progress(self, bay: Bay, kind: str, data: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bodycam.drivers.device import Camera
-from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
 from bodycam.drivers.messages import RecordingInfo
 
 from . import batch as batches
@@ -208,13 +208,15 @@ class Agent:
                 break
             try:
                 state = self._ingest_recording(camera, rec, decision, offset, report, emit, cancel)
-            except (IntegrityError, UploadError) as err:
+            except (IntegrityError, UploadError, ProtocolError) as err:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
                 LOG.error("camera %s recording %d: %s", ident.serial, rec.id, err)
                 self.custody.append("error", camera=ident.serial, recording=rec.id, error=_short(err))
-                if isinstance(err, UploadError):
-                    break  # the bucket is unreachable: the rest would fail too
-                continue
+                if not isinstance(err, UploadError):
+                    self._give_up(ident.serial, rec, str(err))
+                # the bucket is unreachable (the rest would fail too), or the camera lied about this
+                # recording: nothing more is taken from it in this session
+                break
             if state in ("verified", "erased"):
                 if self.config.erase_after_upload and state == "verified":
                     self._erase(camera, rec, report)
@@ -344,6 +346,26 @@ class Agent:
         report.verified += 1
         emit("recording_done", {"serial": serial, "recording": rec.id})
         return "verified"
+
+    def _give_up(self, serial: str, rec: RecordingInfo, reason: str) -> None:
+        """A camera that lies about a recording: abort its upload so the batch can still be sealed.
+
+        The row becomes ``failed`` (never erased); a later docking starts that recording afresh.
+        Transport errors and outages do not come here: those uploads stay resumable.
+        """
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        if row is None or row["state"] not in ("uploading", "completing"):
+            return
+        try:
+            self.bucket.abort_upload(row["object_key"], row["upload_id"])
+        except BodycamError as err:
+            LOG.warning("could not abort the upload of %s (recover() retries): %s", row["object_key"], err)
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state='failed', error=?, upload_id=NULL, updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (reason[:500], utc_now(), serial, rec.id, rec.sha256.hex()),
+            )
 
     def _row(self, serial: str, rid: int, sha: str) -> Any:
         rows = self.journal.query(

@@ -42,6 +42,8 @@ __all__ = [
 
 #: systemd caps STATUS= at what fits in its notify buffer; keep the bay summary well under it
 MAX_STATUS = 1024
+#: how long one notification may wait for room in the listener's queue before it is dropped
+SEND_TIMEOUT = 0.5
 
 
 def _socket_address() -> str | bytes | None:
@@ -87,6 +89,8 @@ def notify(message: str | None = None, /, **fields: str | int) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # never block the service on a listener that stopped reading (a full queue): drop instead
+            sock.settimeout(SEND_TIMEOUT)
             sock.sendto(text.encode("utf-8"), address)
     except OSError as err:
         LOG.debug("sd_notify to %r failed: %s", os.environ.get("NOTIFY_SOCKET"), err)

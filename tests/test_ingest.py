@@ -131,9 +131,9 @@ def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
     win = window()
     rng = random.Random(1234)
     with (
-        SimProcess("usbip", "CAM-K1", "--recordings", "5", "--training", "3", "--size", str(12 * MiB),
+        SimProcess("usbip", "CAM-K1", "--recordings", "5", "--training", "3", "--size", str(32 * MiB),
                    "--exercise", iso_window(win), truth_dir=tmp_path) as u,
-        SimProcess("serial", "CAM-K2", "--recordings", "3", "--training", "2", "--size", str(6 * MiB),
+        SimProcess("serial", "CAM-K2", "--recordings", "3", "--training", "2", "--size", str(12 * MiB),
                    "--exercise", iso_window(win), truth_dir=tmp_path) as s,
     ):  # fmt: skip
         s3_dock.enroll("CAM-K1", "CAM-K2")
@@ -148,7 +148,7 @@ def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
                 ],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            time.sleep(rng.uniform(0.05, 1.2))
+            time.sleep(rng.uniform(0.3, 1.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import shutil
 import socket
 import tempfile
@@ -188,3 +189,23 @@ def test_watchdog_without_watchdog_usec_does_nothing(listener: Listener) -> None
     dog.stop()
     with pytest.raises(ValueError):
         sdnotify.Watchdog(interval=0)
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_service(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "full.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        assert sdnotify.status("first") is True
+        for _ in range(5000):  # far more than a datagram queue holds
+            started = time.monotonic()
+            if not sdnotify.status("x" * 200):
+                break
+        else:
+            raise AssertionError("the queue never filled up")
+        assert time.monotonic() - started < 2 * sdnotify.SEND_TIMEOUT + 1  # dropped, not waited for
+    finally:
+        listener.close()
