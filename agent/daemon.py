@@ -98,8 +98,8 @@ class Daemon:
         faulthandler.enable()  # a watchdog SIGABRT leaves every thread's stack in the journal
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # and SIGUSR1 shows them on demand
         self.agent.check_ready()
-        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self._request_stop())
         signal.signal(signal.SIGHUP, lambda *_: self._reload())
         problems = self.agent.recover()
         for p in problems:
@@ -134,6 +134,10 @@ class Daemon:
                 self._observer.stop()
             self.agent.close()
         return 0
+
+    def _request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()  # do not sleep until the next rescan
 
     def _reload(self) -> None:
         try:

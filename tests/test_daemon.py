@@ -174,3 +174,46 @@ def test_daemon_hot_plug_watchdog_status_sigterm_and_restart(tmp_path: Path) -> 
     verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
                         "--identity", str(dock.identity_path))  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_mass_storage_camera_mounted_under_the_watched_directory_is_ingested(tmp_path: Path) -> None:
+    from bodycam.drivers.virtual.massstorage_writer import write_volume
+    from bodycam.drivers.virtual.scenario import make_recordings
+
+    win = window()
+    mounts = tmp_path / "media"
+    mounts.mkdir()
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with dock.config_path.open("a") as f:
+        f.write(f'[cameras]\nmass_storage_dir = "{mounts}"\n')
+    dock.enroll("CAM-MS1")
+    dock.exercise("EX-MS", win, "CAM-MS1")
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen(
+        [CLI, "--config", str(dock.config_path), "daemon", "--rescan", "30"], stderr=log.open("ab")
+    )  # a long rescan: only the directory watch can notice the mount in time
+    try:
+        sock = dock.config.state_dir / "run" / "control.sock"
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        staging = tmp_path / "staging" / "CAM-MS1"
+        recs = make_recordings(4, 2, 2 * MiB, win, serial="CAM-MS1")
+        write_volume(staging, "CAM-MS1", recs)
+        staging.rename(mounts / "CAM-MS1")  # appears at once, as a mount does
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            bays = status(dock)["bays"]
+            if bays and bays[0]["state"] == "synced":
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"mass-storage camera not synced: {status(dock)}\n{log.read_text()[-2000:]}")
+        assert bays[0]["camera"] == "CAM-MS1" and bays[0]["address"].startswith("mass-storage:")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        daemon.wait(60)
+    assert time.monotonic() - stopping < 10  # SIGTERM does not wait for the next rescan
+    stored = sorted(p.stem for p in (tmp_path / "bucket").rglob("*.age") if "recordings" in p.parts)
+    assert stored == sorted(str(r.id) for r in recs if str(r.category) == "training")
