@@ -484,7 +484,9 @@ class S3Bucket(Bucket):
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 retries={"mode": "standard", "max_attempts": max_attempts},
-                s3={"addressing_style": "path" if endpoint_url else "auto"},
+                # The ChecksumSHA256 header is signed and the server checks the body against it, so
+                # botocore need not hash every part body again to sign it (it does over plain http).
+                s3={"addressing_style": "path" if endpoint_url else "auto", "payload_signing_enabled": False},
             )
             region = session.region_name or ("us-east-1" if endpoint_url else None)
             client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)

@@ -49,7 +49,9 @@ class PartLike(Protocol):
 class UploadTarget(Protocol):
     """What the pull needs from a bucket: multipart parts of one object."""
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> Any: ...
+    def upload_part(
+        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+    ) -> Any: ...
 
 
 class ChunkSource(Protocol):
@@ -129,6 +131,10 @@ def pull(
         with ThreadPoolExecutor(max_workers=parts_in_flight, thread_name_prefix="part-upload") as pool:
             try:
                 while True:
+                    # wait for an upload slot *before* taking the next part: at most parts_in_flight
+                    # parts are held here, whatever the pace of the producer (bounded memory)
+                    while len(in_flight) >= parts_in_flight:
+                        in_flight.pop(0).result()
                     item = parts_q.get()
                     if item is None:
                         break
@@ -136,18 +142,18 @@ def pull(
                     ciphertext_hash.update(data)
                     digest = hashlib.sha256(data).digest()
                     part_digests.append(digest)
+                    checksum = base64.b64encode(digest).decode()
                     known = existing.get(number)
                     if known is not None and known.size == len(data) and known.sha256_b64:
-                        if known.sha256_b64 != base64.b64encode(digest).decode():
+                        if known.sha256_b64 != checksum:
                             raise IntegrityError(
                                 f"part {number} of {key} in the bucket differs from what this pass produced; "
                                 "the camera's recording changed since the upload began"
                             )
                         results[number] = known
                         continue
-                    while len(in_flight) >= parts_in_flight:
-                        in_flight.pop(0).result()
-                    in_flight.append(pool.submit(_send, number, data))
+                    in_flight.append(pool.submit(_send, number, data, checksum))
+                    del data, item
                 for fut in in_flight:
                     fut.result()
             except BaseException as err:
@@ -158,8 +164,8 @@ def pull(
                 while parts_q.get() is not None:  # drain so the producer never blocks forever
                     pass
 
-    def _send(number: int, data: bytes) -> Any:
-        part = bucket.upload_part(key, upload_id, number, data)
+    def _send(number: int, data: bytes, checksum: str) -> Any:
+        part = bucket.upload_part(key, upload_id, number, data, sha256_b64=checksum)
         results[number] = part
         uploaded[0] += len(data)
         if on_part is not None:
@@ -195,8 +201,11 @@ def pull(
                 on_progress(done)
             while len(buffer) >= part_size:
                 number += 1
-                _put(parts_q, (number, bytes(buffer[:part_size])), part_error)
+                with memoryview(buffer) as view:
+                    part = bytes(view[:part_size])  # one copy, not a slice and then a copy
                 del buffer[:part_size]
+                _put(parts_q, (number, part), part_error)
+                del part
         if done != recording.size:
             raise IntegrityError(
                 f"camera delivered {done} bytes of recording {recording.id}, it listed {recording.size}"

@@ -37,11 +37,13 @@ class SharedUploads:
         self._slots = threading.BoundedSemaphore(max(1, slots))
         self._cap = TokenBucket(bandwidth_mbps * 1e6 / 8) if bandwidth_mbps else None
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> Any:
+    def upload_part(
+        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+    ) -> Any:
         with self._slots:
             if self._cap is not None:
                 self._cap.take(len(data))
-            return self._bucket.upload_part(key, upload_id, part_number, data)
+            return self._bucket.upload_part(key, upload_id, part_number, data, sha256_b64=sha256_b64)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bucket, name)
