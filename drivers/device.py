@@ -277,7 +277,7 @@ class Camera:
             )
 
     def iter_read(
-        self, recording: m.RecordingInfo, start: int = 0, span: int = 4 * 1024 * 1024, *, window: int = 2
+        self, recording: m.RecordingInfo, start: int = 0, span: int = 8 * 1024 * 1024, *, window: int = 2
     ) -> Iterator[bytes | memoryview]:
         """Yield a recording from ``start`` to its end, frame by frame, with bounded memory.
 

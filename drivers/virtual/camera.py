@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -71,18 +71,18 @@ def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-_UNPLUG = object()
-
-
 class _Job:
-    """An answer the worker is still preparing; its place in the outbox keeps answers in order."""
+    """A READ answer produced frame by frame when the medium asks for the next transfer.
 
-    __slots__ = ("answer", "frame", "generation")
+    Its place in the outbox keeps answers in order; building lazily keeps the camera's work on
+    the medium's thread (as a device's DMA engine fills each transfer) and never blocks the ack
+    of the next request, so the dock can keep several READs in flight.
+    """
 
-    def __init__(self, frame: Frame, generation: int) -> None:
-        self.frame = frame
-        self.generation = generation
-        self.answer: list[bytes] | object | None = None
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: Iterator[bytes]) -> None:
+        self.frames = frames
 
 
 @dataclass
@@ -124,9 +124,6 @@ class VirtualCamera:
         self._rng = random.Random(serial)
         self._decoder = FrameDecoder()
         self._outbox: deque[bytes | _Job] = deque()
-        self._jobs: queue.Queue[_Job] = queue.Queue()
-        self._generation = 0
-        self._worker: threading.Thread | None = None
         self._cond = threading.Condition()
         self._authenticated = False
         self._read_bytes = 0
@@ -139,7 +136,6 @@ class VirtualCamera:
     def reset(self) -> None:
         """A new connection (re-plug): forget the conversation, keep the camera's state."""
         with self._cond:
-            self._generation += 1
             self._decoder.reset()
             self._outbox.clear()
             self._authenticated = False
@@ -156,13 +152,9 @@ class VirtualCamera:
             if frame is None:
                 return
             if frame.command == Command.READ and not frame.response and self._authenticated:
-                # Bulk data is prepared by a worker, as real firmware fills DMA buffers while the
-                # USB controller acks the next request: the dock can keep several READs in flight.
-                job = _Job(frame, self._generation)
                 with self._cond:
-                    self._outbox.append(job)
-                self._jobs.put(job)
-                self._ensure_worker()
+                    self._outbox.append(_Job(self._read_frames(frame)))
+                    self._cond.notify_all()
                 continue
             answer = self._answer(frame)
             if answer is None:
@@ -171,42 +163,25 @@ class VirtualCamera:
                 self._outbox.append(answer)
                 self._cond.notify_all()
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name=f"camera-{self.serial}-dma", daemon=True)
-            self._worker.start()
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job.generation != self._generation:
-                continue  # queued before a re-plug: that conversation is gone
-            try:
-                answer: list[bytes] | object = self._read_frames(job.frame)
-            except LinkClosed:
-                answer = _UNPLUG
-            with self._cond:
-                job.answer = answer
-                self._cond.notify_all()
-
-    def _ready(self) -> bool:
-        return bool(self._outbox) and not (isinstance(self._outbox[0], _Job) and self._outbox[0].answer is None)
-
     def transmit(self, max_bytes: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._ready() and not self._cond.wait_for(self._ready, timeout):
-                return b""
-            head = self._outbox[0]
-            if isinstance(head, _Job):
-                if head.answer is _UNPLUG:
-                    self._outbox.clear()
-                    raise LinkClosed(f"camera {self.serial} unplugged")
-                assert isinstance(head.answer, list)
-                self._outbox.popleft()
-                self._outbox.extendleft(reversed(head.answer))
-                if not self._outbox:
+            while True:
+                if not self._outbox and not self._cond.wait_for(lambda: bool(self._outbox), timeout):
                     return b""
+                head = self._outbox[0]
+                if not isinstance(head, _Job):
+                    break
+                try:
+                    frame = next(head.frames)
+                except StopIteration:
+                    self._outbox.popleft()
+                    continue
+                except LinkClosed:
+                    self._outbox.clear()
+                    raise
+                self._outbox.appendleft(frame)
+                break
             hold = self._hold_until - time.monotonic()
             if hold > 0:
                 if time.monotonic() + hold > deadline:
@@ -247,20 +222,22 @@ class VirtualCamera:
             out = bytes(flipped)
         return out
 
-    def _read_frames(self, frame: Frame) -> list[bytes]:
+    def _read_frames(self, frame: Frame) -> Iterator[bytes]:
         """Answer a READ with one frame per ``model.max_read`` bytes, all but the last MORE_FOLLOWS."""
         try:
             req = m.ReadRequest.from_bytes(bytes(frame.payload))
         except ProtocolError:
-            return [encode_frame(Command.READ, frame.seq, status=Status.BAD_REQUEST, response=True)]
+            yield encode_frame(Command.READ, frame.seq, status=Status.BAD_REQUEST, response=True)
+            return
         rec = self.recordings.get(req.recording_id)
         if rec is None:
-            return [encode_frame(Command.READ, frame.seq, status=Status.NO_SUCH_RECORDING, response=True)]
+            yield encode_frame(Command.READ, frame.seq, status=Status.NO_SUCH_RECORDING, response=True)
+            return
         if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ_SPAN:
-            return [encode_frame(Command.READ, frame.seq, status=Status.OUT_OF_RANGE, response=True)]
+            yield encode_frame(Command.READ, frame.seq, status=Status.OUT_OF_RANGE, response=True)
+            return
         piece = min(MAX_READ, self.model.max_read)
         end = min(req.offset + req.length, rec.size)
-        frames = []
         offset = req.offset
         while True:
             data = self.content.read(rec, offset, min(piece, end - offset))
@@ -273,9 +250,9 @@ class VirtualCamera:
                 self._unplug_armed = False
                 raise LinkClosed(f"camera {self.serial} unplugged")
             status = Status.OK if last else Status.MORE_FOLLOWS
-            frames.append(self._damage(encode_frame(Command.READ, frame.seq, data, status=status, response=True)))
+            yield self._damage(encode_frame(Command.READ, frame.seq, data, status=status, response=True))
             if last:
-                return frames
+                return
 
     def _dispatch(self, command: Command, payload: bytes) -> tuple[int, bytes]:
         if command == Command.HELLO:
