@@ -217,3 +217,53 @@ def test_a_mass_storage_camera_mounted_under_the_watched_directory_is_ingested(t
     assert time.monotonic() - stopping < 10  # SIGTERM does not wait for the next rescan
     stored = sorted(p.stem for p in (tmp_path / "bucket").rglob("*.age") if "recordings" in p.parts)
     assert stored == sorted(str(r.id) for r in recs if str(r.category) == "training")
+
+
+def test_eject_sync_and_watch_through_the_control_socket(tmp_path: Path) -> None:
+    win = window()
+    cam = Camera("usbip", "CAM-E1", win, tmp_path)
+    cam.args = ["--recordings", "2", "--training", "2", "--size", str(48 * MiB), "--exercise", iso_window(win),
+                "--fault", "stall-ms=40"]  # fmt: skip  # slow enough to eject mid-transfer
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with dock.config_path.open("a") as f:
+        f.write(f'[cameras]\nusbip = ["{cam.address}"]\n')
+    dock.enroll(cam.serial)
+    dock.exercise("EX-E", win, cam.serial)
+    cam.dock()
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen(
+        [CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.3"], stderr=log.open("ab")
+    )
+
+    def wait_for(state: str, within: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if (dock.config.state_dir / "run" / "control.sock").exists():
+                bays = status(dock)["bays"]
+                if bays and bays[0]["state"] == state:
+                    return dict(bays[0])
+            time.sleep(0.1)
+        raise AssertionError(f"bay never reached {state}: {log.read_text()[-2000:]}")
+
+    try:
+        syncing = wait_for("syncing")
+        assert syncing["camera"] in ("CAM-E1", "?")
+        while status(dock)["bays"][0]["bytes_done"] == 0:
+            time.sleep(0.05)
+        ejected = dock.cli("eject", "--camera", "CAM-E1")
+        assert ejected.returncode == 0, ejected.stderr
+        bay = wait_for("ejected")
+        assert bay["bytes_done"] < bay["bytes_total"]  # stopped mid-transfer
+        watch = dock.cli("watch", "--count", "1")
+        assert watch.returncode == 0 and "CAM-E1" in watch.stdout and "ejected" in watch.stdout
+        again = dock.cli("sync", "--camera", "CAM-E1")
+        assert again.returncode == 0, again.stderr
+        wait_for("synced", within=120)
+        unknown = dock.cli("sync", "--camera", "NOT-DOCKED")
+        assert unknown.returncode != 0 and "not docked" in unknown.stderr
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        cam.undock()
+    stored = sorted(int(p.stem) for p in (tmp_path / "bucket").rglob("*.age") if "recordings" in p.parts)
+    assert stored == sorted(cam.training)
