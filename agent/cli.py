@@ -122,17 +122,7 @@ def sim_serve(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     info: dict[str, Any] = {"transport": medium, "serial": serial_number}
     if medium == "usbip":
-        from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
-
-        usb_server = UsbipCameraServer(
-            camera,
-            vid=camera_model.vid,
-            pid=camera_model.pid,
-            manufacturer="Bodycam Project",
-            product=camera_model.name,
-            serial=serial_number,
-            port=port,
-        )
+        usb_server = server.usbip_server(camera, port=port)
         host, bound = usb_server.start()
         info.update(address=f"{host}:{bound}", busid=usb_server.busid)
         stopper = usb_server.stop

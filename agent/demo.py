@@ -18,7 +18,7 @@ from typing import Any
 from bodycam.drivers.models import MODELS
 from bodycam.drivers.virtual.camera import VirtualCamera
 from bodycam.drivers.virtual.pty_device import PtyCameraServer
-from bodycam.drivers.virtual.server import SimSpec, build_camera, device_key_hex, truth
+from bodycam.drivers.virtual.server import SimSpec, build_camera, device_key_hex, truth, usbip_server
 
 from .agecrypt import generate_identity
 from .config import Config, Recipient
@@ -93,16 +93,7 @@ def run_demo(
                 serial.append(pty.start())
                 sims.append((cam, pty))
             else:
-                from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
-
-                server = UsbipCameraServer(
-                    cam,
-                    vid=cam.model.vid,
-                    pid=cam.model.pid,
-                    manufacturer="Bodycam Project",
-                    product=cam.model.name,
-                    serial=sn,
-                )
+                server = usbip_server(cam)
                 host, port = server.start()
                 usbip.append(f"{host}:{port}")
                 sims.append((cam, server))

@@ -25,7 +25,6 @@ import base64
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
@@ -54,6 +53,7 @@ from bodycam.drivers.errors import (
 )
 from bodycam.drivers.models import by_usb_id
 from bodycam.drivers.protocol import Command, Status
+from bodycam.drivers.strictjson import parse_json
 
 from .custody import CustodyLog, canonical
 from .inventory import opened_cameras
@@ -164,19 +164,6 @@ def _file_id(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def _check_text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string")
@@ -235,9 +222,9 @@ def load_image(path: Path) -> FirmwareImage:
             )
         metadata = line[:-1]
         try:
-            doc = json.loads(metadata, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise FirmwareError(f"firmware image {path}: metadata is not valid JSON ({err})") from None
+            doc = parse_json(metadata, f"firmware image {path}: metadata", max_values=64)
+        except ProtocolError as err:
+            raise FirmwareError(str(err)) from None
         if not isinstance(doc, dict) or set(doc) != METADATA_KEYS:
             raise FirmwareError(f"firmware image {path}: metadata must have exactly the keys {sorted(METADATA_KEYS)}")
         if canonical(doc) != metadata:

@@ -212,11 +212,12 @@ class Agent:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
                 LOG.error("camera %s recording %d: %s", ident.serial, rec.id, err)
                 self.custody.append("error", camera=ident.serial, recording=rec.id, error=_short(err))
-                if not isinstance(err, UploadError):
-                    self._give_up(ident.serial, rec, str(err))
-                # the bucket is unreachable (the rest would fail too), or the camera lied about this
-                # recording: nothing more is taken from it in this session
-                break
+                if isinstance(err, UploadError):
+                    break  # the bucket is unreachable: the rest would fail too
+                self._give_up(ident.serial, rec, str(err))
+                if isinstance(err, ProtocolError):
+                    break  # the camera broke the protocol: nothing more is taken from it this session
+                continue  # an IntegrityError concerns this recording's bytes (damaged or lied about): go on
             if state in ("verified", "erased"):
                 if self.config.erase_after_upload and state == "verified":
                     self._erase(camera, rec, report)
@@ -571,10 +572,14 @@ def ingest_once(
     report = IngestReport()
     report.errors.extend(agent.recover())
     with opened_cameras(usbip, serial, discover=discover) as cams:
-        results: list[CameraReport] = [CameraReport() for _ in cams]
+        results: list[CameraReport] = [CameraReport(errors=["session did not run"]) for _ in cams]
 
         def run(index: int, cam: Camera) -> None:
-            results[index] = agent.session(cam, progress=progress, cancel=cancel)
+            try:
+                results[index] = agent.session(cam, progress=progress, cancel=cancel)
+            except Exception as err:  # a bug must fail the run loudly, never read as "nothing to do"
+                LOG.exception("session on %s crashed", cam.name)
+                results[index] = CameraReport(errors=[f"{cam.name}: internal error: {type(err).__name__}: {err}"])
 
         threads = [threading.Thread(target=run, args=(i, c), name=f"session-{i}") for i, c in enumerate(cams)]
         for t in threads:

@@ -60,6 +60,21 @@ class ClockReading:
         return self.camera_time - self.dock_time
 
 
+def check_enrolment(ident: m.Identity, enrolled_key: bytes | None) -> bytes:
+    """The enrolled key, if the camera presents exactly it; AuthenticationError otherwise."""
+    if enrolled_key is None:
+        raise AuthenticationError(
+            f"camera {ident.serial} is not enrolled; an armourer enrols it with "
+            f"'bodycam-sync enroll {ident.serial} --key {ident.device_key.hex()}'"
+        )
+    if ident.device_key != enrolled_key:
+        raise AuthenticationError(
+            f"camera {ident.serial} presents a device key that differs from the enrolled one: "
+            "possible impostor; refused"
+        )
+    return enrolled_key
+
+
 class Camera:
     """One docked camera. Call :meth:`open` first; not thread-safe."""
 
@@ -198,16 +213,7 @@ class Camera:
         enrolled one (impostor), or a signature that does not verify.
         """
         ident = self.identity
-        if enrolled_key is None:
-            raise AuthenticationError(
-                f"camera {ident.serial} is not enrolled; an armourer enrols it with "
-                f"'bodycam-sync enroll {ident.serial} --key {ident.device_key.hex()}'"
-            )
-        if ident.device_key != enrolled_key:
-            raise AuthenticationError(
-                f"camera {ident.serial} presents a device key that differs from the enrolled one: "
-                "possible impostor; refused"
-            )
+        enrolled_key = check_enrolment(ident, enrolled_key)
         nonce = os.urandom(32)
         answer = m.AuthResponse.from_bytes(self.call(Command.AUTH, m.AuthRequest(nonce).to_bytes()))
         try:

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import messages as m
-from .device import ClockReading
+from .device import ClockReading, check_enrolment
 from .errors import (
     AuthenticationError,
     BodycamError,
@@ -42,6 +42,7 @@ from .errors import (
     ProtocolError,
 )
 from .protocol import Status
+from .strictjson import parse_json
 
 LOG = logging.getLogger(__name__)
 
@@ -85,39 +86,6 @@ CATEGORIES = {str(c): c for c in m.Category}
 def index_message(serial: str, index: bytes) -> bytes:
     """What the camera signs with its device key: context, its serial and the exact bytes of index.json."""
     return INDEX_CONTEXT + serial.encode() + b"\x00" + index
-
-
-# -- JSON, bounded and checked like a payload -------------------------------------------------
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def parse_json(raw: bytes, what: str, max_values: int) -> Any:
-    """Strict JSON (UTF-8, no duplicate keys, no NaN/Infinity); any failure is a ProtocolError.
-
-    ``max_values`` bounds the objects the parse may build (Python objects cost tens of times their
-    JSON bytes): every value but the first follows a ',', ':', '[' or '{', so their count bounds it.
-    """
-    values = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
-    if values > max_values:
-        raise ProtocolError(f"{what} holds more than the {max_values} values it may")
-    try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_no_constant)
-    except UnicodeDecodeError:
-        raise ProtocolError(f"{what} is not valid UTF-8") from None
-    except RecursionError:
-        raise ProtocolError(f"{what} nests too deeply") from None
-    except ValueError as err:
-        raise ProtocolError(f"{what} is not valid JSON: {str(err)[:200]}") from None
 
 
 def _fields(obj: Any, keys: frozenset[str], what: str) -> dict[str, Any]:
@@ -509,16 +477,7 @@ class MassStorageCamera:
         passes too (docs/mass-storage.md §Authentication). Raises AuthenticationError.
         """
         ident = self.identity
-        if enrolled_key is None:
-            raise AuthenticationError(
-                f"camera {ident.serial} is not enrolled; an armourer enrols it with "
-                f"'bodycam-sync enroll {ident.serial} --key {ident.device_key.hex()}'"
-            )
-        if ident.device_key != enrolled_key:
-            raise AuthenticationError(
-                f"camera {ident.serial} presents a device key that differs from the enrolled one: "
-                "possible impostor; refused"
-            )
+        enrolled_key = check_enrolment(ident, enrolled_key)
         index = self._read_small(INDEX_FILE, MAX_INDEX_JSON)
         signature = self._read_small(SIGNATURE_FILE, SIGNATURE_SIZE, exact=True)
         try:

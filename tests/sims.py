@@ -15,8 +15,7 @@ from bodycam.drivers.transport.base import Transport
 from bodycam.drivers.virtual.camera import VirtualCamera, public_bytes, sim_device_key
 from bodycam.drivers.virtual.faults import Faults
 from bodycam.drivers.virtual.pty_device import PtyCameraServer
-from bodycam.drivers.virtual.server import SimSpec, build_camera
-from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
+from bodycam.drivers.virtual.server import SimSpec, build_camera, usbip_server
 
 MEDIA = ("usbip", "serial")
 
@@ -60,14 +59,7 @@ class ServedCamera:
 def serve(medium: str, spec: SimSpec | None = None, camera: VirtualCamera | None = None) -> Iterator[ServedCamera]:
     cam = camera or build_camera(spec or SimSpec("SIM-0001"))
     if medium == "usbip":
-        server = UsbipCameraServer(
-            cam,
-            vid=cam.model.vid,
-            pid=cam.model.pid,
-            manufacturer="Bodycam Project",
-            product=cam.model.name,
-            serial=cam.serial,
-        )
+        server = usbip_server(cam)
         host, port = server.start()
         try:
             yield ServedCamera(medium, cam, f"{host}:{port}", lambda: server.drop_connections() and None)

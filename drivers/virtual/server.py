@@ -47,6 +47,22 @@ def truth(camera: VirtualCamera) -> list[dict[str, Any]]:
     ]
 
 
+def usbip_server(camera: VirtualCamera, *, host: str = "127.0.0.1", port: int = 0) -> Any:
+    """A USB/IP server presenting ``camera`` with its model's VID:PID and strings (not started)."""
+    from .usbip_device import UsbipCameraServer
+
+    return UsbipCameraServer(
+        camera,
+        vid=camera.model.vid,
+        pid=camera.model.pid,
+        manufacturer="Bodycam Project",
+        product=camera.model.name,
+        serial=camera.serial,
+        host=host,
+        port=port,
+    )
+
+
 def device_key_hex(serial: str) -> str:
     return public_bytes(sim_device_key(serial)).hex()
 

@@ -1,0 +1,44 @@
+"""Strict, bounded JSON for untrusted files (mass-storage sidecars, firmware metadata).
+
+Untrusted JSON is checked like a wire payload: UTF-8 only, no duplicate keys, no NaN/Infinity,
+bounded nesting and a bounded number of values, and every failure is a ProtocolError.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import ProtocolError
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(raw: bytes, what: str, max_values: int) -> Any:
+    """Strict JSON (UTF-8, no duplicate keys, no NaN/Infinity); any failure is a ProtocolError.
+
+    ``max_values`` bounds the objects the parse may build (Python objects cost tens of times their
+    JSON bytes): every value but the first follows a ',', ':', '[' or '{', so their count bounds it.
+    """
+    values = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
+    if values > max_values:
+        raise ProtocolError(f"{what} holds more than the {max_values} values it may")
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not valid UTF-8") from None
+    except RecursionError:
+        raise ProtocolError(f"{what} nests too deeply") from None
+    except ValueError as err:
+        raise ProtocolError(f"{what} is not valid JSON: {str(err)[:200]}") from None
