@@ -505,6 +505,12 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
 @click.option("--identity", type=click.Path(path_type=Path), help="age identity file.")  # one line, exit 2
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report.")
+@click.option(
+    "--expect-head",
+    multiple=True,
+    metavar="DOCK=SHA256",
+    help="A manifest's sha256sum recorded at an earlier audit: it must still be in the chain (repeatable).",
+)
 def verify_cmd(
     bucket_url: str,
     endpoint_url: str | None,
@@ -512,11 +518,12 @@ def verify_cmd(
     identity: Path | None,
     as_json: bool,
     report_path: Path | None,
+    expect_head: tuple[str, ...],
 ) -> None:
     """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
     from .verify import run_verify
 
-    report = run_verify(bucket_url, endpoint_url, allowed_signers, identity)
+    report = run_verify(bucket_url, endpoint_url, allowed_signers, identity, expect_head)
     if report_path is not None:
         from .report import write_html
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -100,10 +100,19 @@ class VerifyReport:
 
 
 class Verifier:
-    def __init__(self, bucket: Any, signers: list[AllowedSigner], identities: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        bucket: Any,
+        signers: list[AllowedSigner],
+        identities: list[str] | None = None,
+        expected_heads: dict[str, str] | None = None,
+    ) -> None:
         self.bucket = bucket
         self.signers = signers
         self.identities = identities or []
+        #: dock -> SHA-256 of a manifest the auditor recorded earlier: it must still be in the chain, so
+        #: deleting the newest batches (which no later batch links to) is caught too
+        self.expected_heads = expected_heads or {}
         self.report = VerifyReport()
         self._sizes: dict[str, int] = {}
 
@@ -129,6 +138,14 @@ class Verifier:
         for dock, results in sorted(docks.items()):
             self._chain(dock, results)
             self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
+        for dock, head in sorted(self.expected_heads.items()):
+            if not any(b.manifest_sha256 == head for b in docks.get(dock, [])):
+                self._find(
+                    "expected_head_missing",
+                    f"dock {dock}: the manifest recorded earlier (SHA-256 {head[:16]}...) is not in the bucket: "
+                    "its batch, or the newest batches, were deleted or replaced",
+                    dock=dock,
+                )
         for key in sorted(set(self._sizes) - listed):
             parts = key.split("/")
             self._find(
@@ -632,7 +649,11 @@ def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
 
 
 def run_verify(
-    bucket_url: str, endpoint_url: str | None, allowed_signers: Any, identity: Any | None = None
+    bucket_url: str,
+    endpoint_url: str | None,
+    allowed_signers: Any,
+    identity: Any | None = None,
+    expect_heads: Sequence[str] = (),
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
 
@@ -667,4 +688,10 @@ def run_verify(
         bucket = open_bucket(bucket_url, endpoint_url)
     except ConfigError as err:
         raise ConfigError(f"--bucket {bucket_url}: {err}") from None
-    return Verifier(bucket, signers, identities).run()
+    heads: dict[str, str] = {}
+    for item in expect_heads:
+        dock, sep, digest = item.partition("=")
+        if not sep or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"--expect-head {item!r} must be DOCK=SHA256 (the manifest's sha256sum, 64 hex digits)")
+        heads[dock] = digest
+    return Verifier(bucket, signers, identities, heads).run()

@@ -11,6 +11,7 @@ report, and signing-key rotation (``keys rotate``, ``manifest.json.sig.prev``).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import os
@@ -571,3 +572,27 @@ def test_key_swapped_without_rotate_is_reported(tmp_path: Path) -> None:
     assert rc == 1
     assert [(f["problem"], f["batch"]) for f in findings] == [("key_rotation_unproven", b2)], findings
     assert os.path.basename(findings[0]["key"]) == "manifest.json.sig.prev"
+
+
+def test_deleting_the_newest_batch_is_caught_with_an_expected_head(local: Bucket) -> None:
+    """No later batch links to the newest one, so only a head recorded at an earlier audit can tell."""
+    lay = local.layout
+    newest = hashlib.sha256(local.store.read(lay.key(1, "manifest.json"))).hexdigest()
+    head = f"{lay.dock}={newest}"
+    code, findings = local.findings("--expect-head", head)
+    assert code == 0 and findings == []
+    saved = {k: local.store.read(k) for k in local.store.keys() if k.startswith(f"{lay.dock}/{lay.batches[1]}/")}
+    for key in saved:
+        local.store.delete(key)
+    try:
+        code, findings = local.findings()
+        assert code == 0  # without the recorded head, a chain that simply ends earlier looks whole
+        code, findings = local.findings("--expect-head", head)
+        assert code == 1
+        assert [(f["problem"], f["dock"]) for f in findings] == [("expected_head_missing", lay.dock)]
+    finally:
+        for key, data in saved.items():
+            local.store.write(key, data)
+    assert local.findings("--expect-head", head)[0] == 0
+    bad = local.verify("--expect-head", "nonsense")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
