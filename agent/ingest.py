@@ -392,42 +392,46 @@ class Agent:
         restart = batch_id is not None
         file_key = os.urandom(16)
         encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
-        with self._batch_lock, self.journal.transaction() as db:
-            batch_id = batch_id or batches.open_batch_in(db)
+        with self._batch_lock:
+            batch_id = batch_id or batches.open_batch(self.journal)
             key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
+            # No journal transaction is open across this network call (an outage would hold the
+            # journal's write lock for every bay); a crash right after it leaves an orphaned upload,
+            # which recover() aborts.
             upload_id = self.bucket.start_upload(key)
-            db.execute(
-                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
-                "end_us, clock_offset_s, exercise_id, category, name, object_key, upload_id, file_key, age_header, "
-                "updated_at) VALUES(?,?,?,'uploading',?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(serial, recording_id, camera_sha256) DO UPDATE SET state='uploading', "
-                "batch_id=excluded.batch_id, exercise_id=excluded.exercise_id, name=excluded.name, "
-                "clock_offset_s=excluded.clock_offset_s, object_key=excluded.object_key, "
-                "upload_id=excluded.upload_id, file_key=excluded.file_key, age_header=excluded.age_header, "
-                "error=NULL, attempts=attempts+1, updated_at=excluded.updated_at",
-                (
-                    serial,
-                    rec.id,
-                    rec.sha256.hex(),
-                    batch_id,
-                    camera.identity.model,
-                    rec.size,
-                    rec.start_us,
-                    rec.end_us,
-                    offset,
-                    decision.exercise_id,
-                    str(rec.category),
-                    rec.name,
-                    key,
-                    upload_id,
-                    file_key,
-                    encryptor.header,
-                    utc_now(),
-                ),
-            )
-            self.custody.append_in(
-                db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
-            )
+            with self.journal.transaction() as db:
+                db.execute(
+                    "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
+                    "end_us, clock_offset_s, exercise_id, category, name, object_key, upload_id, file_key, age_header, "
+                    "updated_at) VALUES(?,?,?,'uploading',?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(serial, recording_id, camera_sha256) DO UPDATE SET state='uploading', "
+                    "batch_id=excluded.batch_id, exercise_id=excluded.exercise_id, name=excluded.name, "
+                    "clock_offset_s=excluded.clock_offset_s, object_key=excluded.object_key, "
+                    "upload_id=excluded.upload_id, file_key=excluded.file_key, age_header=excluded.age_header, "
+                    "error=NULL, attempts=attempts+1, updated_at=excluded.updated_at",
+                    (
+                        serial,
+                        rec.id,
+                        rec.sha256.hex(),
+                        batch_id,
+                        camera.identity.model,
+                        rec.size,
+                        rec.start_us,
+                        rec.end_us,
+                        offset,
+                        decision.exercise_id,
+                        str(rec.category),
+                        rec.name,
+                        key,
+                        upload_id,
+                        file_key,
+                        encryptor.header,
+                        utc_now(),
+                    ),
+                )
+                self.custody.append_in(
+                    db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
+                )
         return self._row(serial, rec.id, rec.sha256.hex())
 
     def _existing_parts(self, key: str, upload_id: str, row: Any) -> dict[int, Part] | None:
