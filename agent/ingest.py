@@ -98,6 +98,9 @@ class Agent:
             config.bucket_url, config.bucket_endpoint_url, retention_days=config.retention_days
         )
         self._batch_lock = threading.Lock()
+        #: parts one recording may have in flight; the daemon lowers it while several bays share the
+        #: upload pool, so memory grows with the pool, not with the number of bays
+        self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
 
     # -- configuration that must be complete before footage moves -----------------------------
     def recipients(self) -> list[Recipient]:
@@ -297,7 +300,7 @@ class Agent:
             upload_id,
             part_size=part_size,
             existing_parts=existing,
-            parts_in_flight=min(self.config.upload_workers, 2),
+            parts_in_flight=self.parts_in_flight(),
             on_part=lambda part: self._journal_part(row, part),
             on_progress=progress,
             cancel=cancel,
