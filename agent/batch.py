@@ -44,25 +44,20 @@ class SealedBatch:
 
 
 def open_batch(journal: Journal) -> str:
-    """The open batch, or a new one starting after the current custody head."""
+    """The open batch, or a new one owning every custody entry since the last sealed batch."""
     with journal.transaction() as db:
-        return open_batch_in(db)
-
-
-def open_batch_in(db: Any) -> str:
-    """:func:`open_batch` inside the caller's transaction."""
-    row = db.execute("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1").fetchone()
-    if row:
-        return str(row[0])
-    last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
-    seq = int(last) + 1
-    batch_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seq:06d}"
-    sealed = db.execute("SELECT MAX(custody_last) FROM batches WHERE state != 'open'").fetchone()[0]
-    db.execute(
-        "INSERT INTO batches(batch_id, seq, opened_at, state, custody_first) VALUES(?,?,?,?,?)",
-        (batch_id, seq, utc_now(), "open", int(sealed or 0) + 1),
-    )
-    return batch_id
+        row = db.execute("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1").fetchone()
+        if row:
+            return str(row[0])
+        last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
+        seq = int(last) + 1
+        batch_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seq:06d}"
+        sealed = db.execute("SELECT MAX(custody_last) FROM batches WHERE state != 'open'").fetchone()[0]
+        db.execute(
+            "INSERT INTO batches(batch_id, seq, opened_at, state, custody_first) VALUES(?,?,?,?,?)",
+            (batch_id, seq, utc_now(), "open", int(sealed or 0) + 1),
+        )
+        return batch_id
 
 
 def busy(journal: Journal, batch_id: str) -> int:

@@ -37,15 +37,6 @@ class CancelledError(BodycamError):
     """The pull was asked to stop (SIGTERM, eject); it resumes on the next run."""
 
 
-class PartLike(Protocol):
-    @property
-    def number(self) -> int: ...
-    @property
-    def sha256_b64(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-
-
 class UploadTarget(Protocol):
     """What the pull needs from a bucket: multipart parts of one object."""
 
@@ -64,13 +55,6 @@ class PullResult:
     ciphertext_sha256: str
     ciphertext_size: int
     parts: list[Any]  # the bucket's Part records, in order
-    uploaded_bytes: int  # ciphertext bytes actually sent (parts already present were skipped)
-
-
-def composite_sha256(part_digests: list[bytes]) -> str:
-    """S3's checksum of a multipart object: SHA-256 of the concatenated part SHA-256s, then ``-N``."""
-    joined = hashlib.sha256(b"".join(part_digests)).digest()
-    return f"{base64.b64encode(joined).decode()}-{len(part_digests)}"
 
 
 def part_size_for(ciphertext_size: int, minimum: int) -> int:
@@ -108,7 +92,6 @@ def pull(
     results: dict[int, Any] = {}
     ciphertext_hash = hashlib.sha256()
     part_digests: list[bytes] = []
-    uploaded = [0]
     part_error: list[BaseException] = []
 
     def read_camera() -> None:
@@ -167,7 +150,6 @@ def pull(
     def _send(number: int, data: bytes, checksum: str) -> Any:
         part = bucket.upload_part(key, upload_id, number, data, sha256_b64=checksum)
         results[number] = part
-        uploaded[0] += len(data)
         if on_part is not None:
             on_part(part)
         return part
@@ -231,7 +213,6 @@ def pull(
         ciphertext_hash.hexdigest(),
         total,
         [results[n] for n in sorted(results)],
-        uploaded[0],
     )
 
 

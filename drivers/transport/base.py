@@ -1,7 +1,7 @@
 """The transport seam: moving bytes between dock and camera, nothing more.
 
 A backend implements only ``_read_some``/``_write_all``/``_close``; this base class owns deadlines,
-``read_exact``, push-back for frame resynchronisation, tracing and the closed-state check, so every
+``read_exact``, buffering, tracing and the closed-state check, so every
 backend behaves the same at its edges (python-can ``BusABC``, python-fido2 ``CtapHidConnection``).
 """
 
@@ -94,10 +94,6 @@ class Transport(abc.ABC):
         if LOG.isEnabledFor(TRAFFIC):
             LOG.log(TRAFFIC, "%s << %s", self.address, chunk[:64].hex())
         return chunk
-
-    def unread(self, data: bytes) -> None:
-        """Push bytes back so the next read sees them first (used when resynchronising frames)."""
-        self._pending[:0] = data
 
     def discard_pending(self) -> int:
         """Drop buffered bytes (after a protocol error) and return how many were dropped."""
