@@ -32,7 +32,7 @@ from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bodycam.drivers.errors import ConfigError, IntegrityError
@@ -316,7 +316,6 @@ def _read_key_file(path: Path) -> bytes:
 _KEY_KINDS: Final = (
     (rsa.RSAPrivateKey, "RSA"),
     (ec.EllipticCurvePrivateKey, "ECDSA"),
-    (dsa.DSAPrivateKey, "DSA"),
     (ed448.Ed448PrivateKey, "Ed448"),
 )
 
@@ -334,7 +333,8 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     except (ValueError, UnsupportedAlgorithm) as err:
         raise ConfigError(f"signing key {path} is not a usable OpenSSH private key: {err}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        kind = next((name for cls, name in _KEY_KINDS if isinstance(key, cls)), type(key).__name__)
+        # DSA is named by its class name: importing cryptography's dsa module warns since cryptography 47
+        kind = next((name for cls, name in _KEY_KINDS if isinstance(key, cls)), type(key).__name__.removeprefix("_"))
         raise ConfigError(
             f"signing key {path} holds a key of type {kind}; dock signing keys must be Ed25519 (ssh-keygen -t ed25519)"
         )

@@ -23,7 +23,6 @@ from .errors import AuthenticationError, DeviceError, LinkTimeoutError, Protocol
 from .protocol import (
     MAX_READ,
     MAX_READ_SPAN,
-    VERSION,
     Command,
     Frame,
     FrameDecoder,
@@ -87,6 +86,8 @@ class Camera:
         self._abandoned: list[int] = []
         self._identity: m.Identity | None = None
         self.authenticated = False
+        #: the protocol revision HELLO negotiated (m.MIN_PROTOCOL..m.MAX_PROTOCOL); 1 until then
+        self.protocol = 1
 
     # -- conversation -------------------------------------------------------------------------
     @property
@@ -193,10 +194,14 @@ class Camera:
     def open(self) -> m.Identity:
         """Negotiate the protocol version and identify the camera (probes once)."""
         hello = m.HelloResponse.from_bytes(
-            self.call(Command.HELLO, m.HelloRequest(VERSION, VERSION, MAX_READ + 4096 + 20).to_bytes())
+            self.call(Command.HELLO, m.HelloRequest(m.MIN_PROTOCOL, m.MAX_PROTOCOL, MAX_READ + 4096 + 20).to_bytes())
         )
-        if hello.version != VERSION:
-            raise ProtocolError(f"{self.name} chose protocol version {hello.version}; this dock speaks {VERSION}")
+        if not m.MIN_PROTOCOL <= hello.version <= m.MAX_PROTOCOL:
+            raise ProtocolError(
+                f"{self.name} chose protocol revision {hello.version}; this dock speaks "
+                f"{m.MIN_PROTOCOL} to {m.MAX_PROTOCOL}"
+            )
+        self.protocol = hello.version
         self._identity = m.Identity.from_bytes(self.call(Command.IDENTIFY))
         return self._identity
 

@@ -102,6 +102,15 @@ def _check_time(value: int, what: str, field: str) -> int:
 
 
 # -- HELLO ------------------------------------------------------------------------------------
+#: Protocol revisions this code speaks, negotiated by HELLO's ``[min_version, max_version]``. The frame
+#: layout (the header's version byte, protocol.VERSION) is the same in every revision; a revision
+#: selects the command set and payloads (docs/protocol.md "Revisions"). Revision 1 is the original
+#: protocol; revision 2 adds what needs the camera's cooperation: the clock epoch stamped into each
+#: recording, and the dock's proof to a paired camera.
+MIN_PROTOCOL = 1
+MAX_PROTOCOL = 2
+
+
 @dataclass(frozen=True, slots=True)
 class HelloRequest:
     min_version: int

@@ -106,8 +106,16 @@ def damage_first(command: Command) -> Callable[[bytes], bytes]:
 def test_identify() -> None:
     cam = Camera(LoopbackTransport(virtual()))
     ident = cam.open()
-    assert ident == m.Identity(1, DEFAULT_MODEL.vid, DEFAULT_MODEL.pid, DEFAULT_MODEL.name, SERIAL, "1.4.0", ENROLLED)
+    assert ident == m.Identity(2, DEFAULT_MODEL.vid, DEFAULT_MODEL.pid, DEFAULT_MODEL.name, SERIAL, "1.4.0", ENROLLED)
+    assert cam.protocol == 2
     assert cam.name == f"camera {SERIAL}"
+
+
+def test_hello_negotiates_revision_1_with_an_older_firmware() -> None:
+    """A camera that speaks only revision 1 keeps working with a revision-2 dock."""
+    cam = Camera(LoopbackTransport(virtual(faults=Faults(v1_only=True))))
+    assert cam.open().protocol_version == 1
+    assert cam.protocol == 1
     assert not cam.authenticated
 
 
@@ -480,7 +488,7 @@ def test_camera_answers_unknown_commands_and_ignores_what_is_not_a_request() -> 
     assert exchange(camera, bytes(damaged)) == []  # a damaged request: no answer, the dock times out
     [answer] = exchange(camera, encode_frame(Command.LIST, 8, m.ListRequest(0, 1).to_bytes()))
     assert answer.status == Status.NOT_AUTHENTICATED  # checked before the payload is parsed
-    [answer] = exchange(camera, encode_frame(Command.HELLO, 9, m.HelloRequest(2, 3, 100).to_bytes()))
+    [answer] = exchange(camera, encode_frame(Command.HELLO, 9, m.HelloRequest(3, 4, 100).to_bytes()))
     assert answer.status == Status.UNSUPPORTED_VERSION
     [answer] = exchange(camera, encode_frame(Command.HELLO, 10, b"\x01"))
     assert answer.status == Status.BAD_REQUEST

@@ -28,7 +28,6 @@ from ..protocol import (
     MAX_READ,
     MAX_READ_SPAN,
     OVERHEAD,
-    VERSION,
     Command,
     Frame,
     FrameDecoder,
@@ -126,6 +125,9 @@ class VirtualCamera:
         self._outbox: deque[bytes | _Job] = deque()
         self._cond = threading.Condition()
         self._authenticated = False
+        #: the highest protocol revision this firmware speaks, and the one HELLO chose on this link
+        self.max_protocol = 1 if self.faults.v1_only else m.MAX_PROTOCOL
+        self.protocol = 1
         self._read_bytes = 0
         self._unplug_armed = self.faults.unplug_at is not None
         self._fw_unplug_armed = self.faults.unplug_fw_at is not None
@@ -139,6 +141,7 @@ class VirtualCamera:
             self._decoder.reset()
             self._outbox.clear()
             self._authenticated = False
+            self.protocol = 1
             self._hold_until = 0.0
 
     def receive(self, data: bytes) -> None:
@@ -257,12 +260,14 @@ class VirtualCamera:
     def _dispatch(self, command: Command, payload: bytes) -> tuple[int, bytes]:
         if command == Command.HELLO:
             hello = m.HelloRequest.from_bytes(payload)
-            if not hello.min_version <= VERSION <= hello.max_version:
+            chosen = min(self.max_protocol, hello.max_version)
+            if chosen < max(hello.min_version, m.MIN_PROTOCOL):
                 return Status.UNSUPPORTED_VERSION, b""
-            return Status.OK, m.HelloResponse(VERSION, MAX_PAYLOAD + OVERHEAD).to_bytes()
+            self.protocol = chosen
+            return Status.OK, m.HelloResponse(chosen, MAX_PAYLOAD + OVERHEAD).to_bytes()
         if command == Command.IDENTIFY:
             ident = m.Identity(
-                VERSION,
+                self.max_protocol,
                 self.model.vid,
                 self.model.pid,
                 self.model.name,
