@@ -195,10 +195,13 @@ def keys() -> None:
 @pass_ctx
 def keys_init(ctx: Context, out: Path | None) -> None:
     """Write a new Ed25519 dock key (OpenSSH format, 0600) and PATH.pub; print its allowed_signers line."""
+    from .journal import private_dir
     from .sshsig import allowed_signers_line, generate_key, parse_public_key_line
 
     cfg = ctx.config
     path = out or cfg.key_path
+    if path.is_relative_to(cfg.state_dir):
+        private_dir(cfg.state_dir)  # else mkdir(parents=True) would create it with the umask's mode
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     line = generate_key(path, cfg.dock_id)
     click.echo(allowed_signers_line(cfg.dock_id, parse_public_key_line(line)))

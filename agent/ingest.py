@@ -88,10 +88,6 @@ class Agent:
 
     def __init__(self, config: Config, *, bucket: Bucket | None = None) -> None:
         self.config = config
-        try:
-            config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as err:
-            raise ConfigError(f"cannot create state_dir {config.state_dir}: {err}") from err
         self.journal = Journal(config.journal_path)
         self.custody = CustodyLog(self.journal, config.dock_id)
         self.bucket = bucket or open_bucket(

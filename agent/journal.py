@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,8 +76,9 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        private_dir(path.parent)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_files(path)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -177,6 +180,37 @@ class Journal:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO meta VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+
+def private_dir(path: Path) -> None:
+    """Create the state directory 0700 whatever the umask, and refuse one that others can enter.
+
+    It holds officer ids, sites and the journal: a directory other users can read or traverse would
+    hand them to anyone on the dock, so it is refused (ConfigError, exit 2) with the one-line fix.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as err:
+        raise ConfigError(f"cannot create the state directory {path}: {err.strerror or err}") from err
+    if mode & 0o077:
+        raise ConfigError(
+            f"the state directory {path} is open to other users (mode {mode:04o}) and holds officer ids and "
+            f"sites; run: chmod 700 {path}"
+        )
+
+
+def _private_files(path: Path) -> None:
+    """The journal and its WAL/shm files 0600 (SQLite gives the latter the journal's own mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.chmod(companion, 0o600)
 
 
 def _storage_error(err: sqlite3.Error, path: Path) -> StorageError:
