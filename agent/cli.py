@@ -233,6 +233,10 @@ def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
 @pass_ctx
 def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> None:
     """Enrol a camera: the dock talks only to cameras that prove they hold their enrolled key."""
+    from bodycam.drivers.messages import serial_problem, valid_serial
+
+    if not valid_serial(serial):  # the alphabet IDENTIFY enforces: a serial it refuses could never authenticate
+        raise ConfigError(serial_problem(serial))
     try:
         raw = bytes.fromhex(device_key)
     except ValueError:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -59,6 +59,18 @@ class ClockReading:
         return self.camera_time - self.dock_time
 
 
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When an answer is due, and the whole budget it was given.
+
+    Every attempt gets a fresh one (docs/protocol.md "Retries and timeouts"); a timeout names the
+    budget, never the remainder of the last read, so a retry cannot look like a shorter deadline.
+    """
+
+    at: float  # on the Camera's monotonic clock
+    seconds: float
+
+
 def check_enrolment(ident: m.Identity, enrolled_key: bytes | None) -> bytes:
     """The enrolled key, if the camera presents exactly it; AuthenticationError otherwise."""
     if enrolled_key is None:
@@ -77,10 +89,18 @@ def check_enrolment(ident: m.Identity, enrolled_key: bytes | None) -> bytes:
 class Camera:
     """One docked camera. Call :meth:`open` first; not thread-safe."""
 
-    def __init__(self, transport: Transport, *, timeout: float = 5.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        timeout: float = 5.0,
+        retries: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
+        self._clock = clock  # monotonic seconds; deadlines are measured on it (a test may pass a fake one)
         self._seq = int.from_bytes(os.urandom(2), "little")
         self._decoder = FrameDecoder()
         self._abandoned: list[int] = []
@@ -110,6 +130,8 @@ class Camera:
                 return self._call_once(command, payload, timeout or self.timeout, limit)
             except (ProtocolError, LinkTimeoutError) as err:
                 if attempt + 1 >= attempts:
+                    if attempts > 1 and isinstance(err, LinkTimeoutError):
+                        raise LinkTimeoutError(f"{err} (tried {attempts} times)") from err
                     raise
                 LOG.warning("%s: %s failed (%s); retrying", self.name, command, err)
                 self._decoder.reset()
@@ -118,13 +140,13 @@ class Camera:
 
     def _call_once(self, command: Command, payload: bytes, timeout: float, limit: int = MAX_READ_SPAN) -> bytes:
         seq = self._send(command, payload, timeout)
-        data, more = self._receive(seq, command, time.monotonic() + timeout)
+        data, more = self._receive(seq, command, self._due(timeout))
         if not more:
             return bytes(data)
         pieces: list[bytes | memoryview] = [data]
         total = len(data)
         while more:
-            data, more = self._receive(seq, command, time.monotonic() + timeout)
+            data, more = self._receive(seq, command, self._due(timeout))
             pieces.append(data)
             total += len(data)
             if total > limit:  # a camera that never stops answering is refused, not buffered
@@ -134,6 +156,10 @@ class Camera:
                     "it misreports the recording's length"
                 )
         return b"".join(pieces)
+
+    def _due(self, timeout: float) -> Deadline:
+        """A full deadline of ``timeout`` seconds from now (after the request has been written)."""
+        return Deadline(self._clock() + timeout, timeout)
 
     def _abandon(self, seqs: list[int]) -> None:
         """Answers to these requests may still arrive; they are skipped without counting as stale."""
@@ -145,11 +171,11 @@ class Camera:
         self.transport.write(encode_frame(command, self._seq, payload), timeout)
         return self._seq
 
-    def _receive(self, seq: int, command: Command, deadline: float) -> tuple[bytes | memoryview, bool]:
+    def _receive(self, seq: int, command: Command, deadline: Deadline) -> tuple[bytes | memoryview, bool]:
         """The next frame answering ``seq``: (payload, more pieces follow)."""
         stale = abandoned = 0
         while stale < STALE_FRAME_LIMIT and abandoned < ABANDONED_FRAME_LIMIT:
-            frame = self._read_frame(deadline)
+            frame = self._read_frame(deadline, command)
             if not frame.response or frame.seq != seq:
                 if frame.response and frame.seq in self._abandoned:
                     abandoned += 1  # the tail of an answer we gave up on: expected, bounded separately
@@ -169,15 +195,21 @@ class Camera:
             return frame.payload, False
         raise ProtocolError(f"{self.name} sent {STALE_FRAME_LIMIT} frames that answer nothing we asked")
 
-    def _read_frame(self, deadline: float) -> Frame:
+    def _read_frame(self, deadline: Deadline, command: Command) -> Frame:
         while True:
             frame = self._decoder.next_frame()
             if frame is not None:
                 return frame
-            remaining = deadline - time.monotonic()
+            remaining = deadline.at - self._clock()
             if remaining <= 0:
-                raise LinkTimeoutError(f"{self.name} did not answer in time; re-dock it if this persists")
-            chunk = self.transport.read_some(remaining)
+                raise LinkTimeoutError(
+                    f"{self.name} did not answer {command.name} within {deadline.seconds:g} s; "
+                    "re-dock it if this persists"
+                )
+            try:
+                chunk = self.transport.read_some(remaining)
+            except LinkTimeoutError:
+                continue  # a read that came back empty early does not shorten the deadline; checked above
             if self._decoder.buffered == 0:
                 # Fast path: a transfer that holds exactly one whole frame is decoded without buffering.
                 try:
@@ -310,7 +342,7 @@ class Camera:
                 next_request += length
             seq, at, length = in_flight[0]
             try:
-                data, more = self._receive(seq, Command.READ, time.monotonic() + self.timeout)
+                data, more = self._receive(seq, Command.READ, self._due(self.timeout))
             except (ProtocolError, LinkTimeoutError) as err:
                 failures += 1
                 if failures > self.retries:

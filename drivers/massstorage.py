@@ -167,8 +167,8 @@ class DeviceRecord:
         _int(obj, "format", what, LAYOUT_VERSION, LAYOUT_VERSION)
         model = _text(obj, "model", what, m.MAX_SHORT_TEXT)
         serial = _text(obj, "serial", what, m.MAX_SHORT_TEXT)
-        if not m.SERIAL_PATTERN.fullmatch(serial):
-            raise ProtocolError(f"{what}: serial {serial!r} must be letters, digits, '-', '_', '.'")
+        if not m.valid_serial(serial):
+            raise ProtocolError(f"{what}: {m.serial_problem(serial)}")
         firmware = _text(obj, "firmware", what, m.MAX_SHORT_TEXT)
         vid = _int(obj, "vid", what, 0, 0xFFFF)
         pid = _int(obj, "pid", what, 0, 0xFFFF)

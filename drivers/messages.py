@@ -29,8 +29,11 @@ MAX_FIRMWARE_CHUNK = 256 * 1024
 MIN_TIME_US = 946_684_800_000_000
 MAX_TIME_US = 4_102_444_800_000_000
 AUTH_CONTEXT = b"bodycam-auth-v1\x00"
-#: serial numbers: ASCII letters and digits first, then also '.', '_' and '-' (safe in paths and udev)
+#: serial numbers: ASCII letters and digits first, then also '.', '_' and '-' (safe in paths and udev).
+#: The one serial alphabet: IDENTIFY, the mass-storage device record, ``enroll`` and the udev rules
+#: (models.UNSAFE_SERIAL_GLOB) all apply it, and docs/protocol.md states it (SERIAL_RULE).
 SERIAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+SERIAL_RULE = "1 to 32 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit"
 FIRMWARE_CONTEXT = b"bodycam-firmware-v1\x00"
 
 
@@ -86,6 +89,16 @@ class _Reader:
     def end(self) -> None:
         if self._pos != len(self._data):
             raise ProtocolError(f"{self._what}: {len(self._data) - self._pos} unexpected trailing bytes")
+
+
+def valid_serial(serial: str) -> bool:
+    """Whether ``serial`` is in the protocol's serial alphabet (SERIAL_PATTERN)."""
+    return SERIAL_PATTERN.fullmatch(serial) is not None
+
+
+def serial_problem(serial: str) -> str:
+    """The one sentence every refusal of a serial uses, so ``enroll`` and IDENTIFY say the same thing."""
+    return f"serial {serial!r} must be {SERIAL_RULE}"
 
 
 def _text(value: str, limit: int, field: str) -> bytes:
@@ -175,8 +188,8 @@ class Identity:
         firmware = r.text("firmware", MAX_SHORT_TEXT)
         key = r.take(32, "device_key")
         r.end()
-        if not SERIAL_PATTERN.fullmatch(serial):
-            raise ProtocolError(f"IDENTIFY response: serial {serial!r} must be letters, digits, '-', '_', '.'")
+        if not valid_serial(serial):
+            raise ProtocolError(f"IDENTIFY response: {serial_problem(serial)}")
         return cls(version, vid, pid, model, serial, firmware, key)
 
 

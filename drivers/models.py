@@ -48,8 +48,10 @@ def by_usb_id(vid: int, pid: int) -> CameraModel | None:
 
 
 #: udev glob for a USB serial that must not become part of a /dev path: anything outside the camera
-#: protocol's serial alphabet (letters, digits, '-', '_', '.'), or a bare '.' / '..'
-UNSAFE_SERIAL_GLOB = "*[!0-9A-Za-z._-]*|.|.."
+#: protocol's serial alphabet (messages.SERIAL_PATTERN: 1 to 32 ASCII letters, digits, '-', '_' or '.',
+#: starting with a letter or digit), so '.', '..' and '-x' never shape a path; the last alternative
+#: is "33 characters or more"
+UNSAFE_SERIAL_GLOB = "*[!0-9A-Za-z._-]*|[!0-9A-Za-z]*|" + "?" * 33 + "*"
 
 #: the unit a docked camera wakes (SYSTEMD_WANTS); systemd/ holds it
 SERVICE_UNIT = "bodycam-agent.service"

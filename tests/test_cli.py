@@ -113,3 +113,23 @@ def test_status_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
     proc = run("--config", str(dock.config_path), "status")
     assert proc.returncode == 2 and "not running" in proc.stderr
     one_line_error(proc)
+
+
+def test_enroll_refuses_a_serial_identify_refuses_in_the_same_words(tmp_path: Path) -> None:
+    """One serial alphabet: a serial starting with '_' is refused at enrolment, not at the first docking."""
+    from bodycam.drivers import messages as m
+    from bodycam.drivers.errors import ProtocolError
+
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    key = "11" * 32
+    proc = run("--config", str(dock.config_path), "enroll", "_CAM1", "--key", key)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    one_line_error(proc)
+    assert m.serial_problem("_CAM1") in proc.stderr
+    ident = m.Identity(1, 0x1209, 0xBC02, "Sentinel BWC-2", "_CAM1", "1.4.0", bytes.fromhex(key))
+    with pytest.raises(ProtocolError) as refused:
+        m.Identity.from_bytes(ident.to_bytes())
+    assert m.serial_problem("_CAM1") in str(refused.value)
+    assert "starting with a letter or digit" in str(refused.value)  # says what is wrong with '_CAM1'
+    proc = run("--config", str(dock.config_path), "enroll", "CAM_1", "--key", key)
+    assert proc.returncode == 0, proc.stderr

@@ -7,6 +7,7 @@ tests cover the conversation (auth, clock, listing, reads, erase, firmware, faul
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -560,8 +561,80 @@ def test_an_answer_for_another_command_is_refused() -> None:
 def test_silence_is_a_timeout() -> None:
     camera = virtual()
     cam = dock(camera, Tampering(camera, lambda d: b"" if d[3] == Command.STATUS | RESPONSE_BIT else d), timeout=0.1)
-    with pytest.raises(LinkTimeoutError, match="sent nothing within"):
+    with pytest.raises(LinkTimeoutError, match=r"did not answer STATUS within 0.1 s; .* \(tried 3 times\)"):
         cam.status()
+
+
+class SlowCable(LoopbackTransport):
+    """A loopback cable on a fake clock: answers arrive ``delays[i]`` seconds after request i (None: lost).
+
+    Waiting costs no wall-clock time: a read that finds nothing due within its timeout advances the
+    clock by that timeout, so the test observes deadlines exactly, on a busy machine too.
+    """
+
+    def __init__(self, link: VirtualCamera, delays: list[float | None]) -> None:
+        super().__init__(link)
+        self.now = 1000.0
+        self.delays = delays
+        self.writes: list[tuple[float, int]] = []  # (time, command) of each request
+        self.due: list[tuple[float, bytes]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def _write_all(self, data: bytes, timeout: float) -> None:
+        self.writes.append((self.now, data[3]))
+        super()._write_all(data, timeout)
+        answer = self.link.transmit(MIB + 65536, 0.0)
+        delay = self.delays.pop(0) if self.delays else 0.0
+        if delay is not None:
+            self.due.append((self.now + delay, answer))
+            self.due.sort(key=lambda item: item[0])
+
+    def _read_some(self, timeout: float) -> bytes:
+        if self.due and self.due[0][0] <= self.now + timeout:
+            at, answer = self.due.pop(0)
+            self.now = max(self.now, at)
+            return answer
+        self.now += timeout
+        return b""
+
+
+@pytest.mark.parametrize(
+    "delays",
+    [[None, None, None], [6.0, 6.0, 6.0], [None, 9.5, 9.5]],
+    ids=["lost", "late", "lost-then-late"],
+)
+def test_every_retry_gets_the_full_deadline(delays: list[float | None]) -> None:
+    """Each attempt waits the whole documented deadline (5 s), even while late answers to earlier attempts
+    arrive during it, and the error names that deadline (it read 5 -> 4 -> 3 s before)."""
+    camera = virtual()
+    cable = SlowCable(camera, [])
+    cam = Camera(cable, timeout=5.0, clock=cable.clock)
+    cam.open()
+    cam.authenticate(ENROLLED)
+    cable.delays = list(delays)
+    with pytest.raises(LinkTimeoutError) as timed_out:
+        cam.status()
+    assert str(timed_out.value) == (
+        f"camera {SERIAL} did not answer STATUS within 5 s; re-dock it if this persists (tried 3 times)"
+    )
+    sent = [at for at, command in cable.writes if command == Command.STATUS]
+    assert len(sent) == 3
+    assert [b - a for a, b in itertools.pairwise(sent)] == [5.0, 5.0]  # each retry after a full 5 s
+    assert cable.now - sent[-1] == 5.0  # and the last attempt too
+
+
+def test_a_retry_after_lost_answers_succeeds_within_its_own_deadline() -> None:
+    camera = virtual()
+    cable = SlowCable(camera, [])
+    cam = Camera(cable, timeout=5.0, clock=cable.clock)
+    cam.open()
+    cam.authenticate(ENROLLED)
+    cable.delays = [None, None, 4.9]  # the third attempt is answered 4.9 s after it was sent
+    assert cam.status().recording_count == 3
+    sent = [at for at, command in cable.writes if command == Command.STATUS]
+    assert [b - a for a, b in itertools.pairwise(sent)] == [5.0, 5.0]
 
 
 # -- firmware ----------------------------------------------------------------------------------------

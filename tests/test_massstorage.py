@@ -388,7 +388,7 @@ def test_a_signed_but_malformed_index_is_a_protocol_error(
 
 
 MALFORMED_DEVICE: list[tuple[str, Any, str]] = [
-    ("serial", "../../etc", "must be letters, digits"),
+    ("serial", "../../etc", "must be 1 to 32 ASCII letters, digits"),
     ("serial", "A" * 33, "limit is 32"),
     ("model", "Sentinel\u202eBWC", "control characters"),
     ("firmware", 14, "must be a string"),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from bodycam.drivers import messages as m
 from bodycam.drivers import models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,16 +147,18 @@ def test_woken_unit_and_group_exist_in_systemd_dir() -> None:
 
 
 def test_unsafe_serial_glob_matches_what_the_protocol_rejects() -> None:
-    # the same alphabet as drivers/messages.py (identify): letters, digits, '-', '_', '.'
+    # the one alphabet of drivers/messages.py (IDENTIFY, enroll): the glob refuses exactly what it refuses
     import fnmatch
 
     def unsafe(serial: str) -> bool:
         return any(fnmatch.fnmatchcase(serial, alt) for alt in models.UNSAFE_SERIAL_GLOB.split("|"))
 
-    for good in ("SN-0042", "BWC2_000123", "a.b", "..a"):
+    for good in ("SN-0042", "BWC2_000123", "a.b", "a..", "9" * 32):
         assert not unsafe(good), good
-    for bad in ("../etc", "a/b", "a b", ".", "..", "x\n", "é1", "a$b"):
+        assert m.valid_serial(good), good
+    for bad in ("../etc", "a/b", "a b", ".", "..", "..a", "_x", "-x", "x\n", "é1", "a$b", "9" * 33):
         assert unsafe(bad), bad
+        assert not m.valid_serial(bad), bad
 
 
 # -- udevadm test, in a private mount namespace ---------------------------------------------------------
@@ -240,7 +243,15 @@ def test_udevadm_makes_the_symlink_only_for_safe_serials(tmp_path: Path) -> None
         if 'SUBSYSTEM=="usb"' in line and "SYMLINK" in line
     ]
     assert len(link_rules) == 1
-    cases = {"SN-0042": True, "BWC2_7.1": True, "../../etc/x": False, "a b": False, "..": False, "x/y": False}
+    cases = {
+        "SN-0042": True,
+        "BWC2_7.1": True,
+        "../../etc/x": False,
+        "a b": False,
+        "..": False,
+        "x/y": False,
+        "_x": False,
+    }
     for serial, linked in cases.items():
         graft = f'KERNEL=="null", ENV{{BODYCAM_SERIAL}}="{serial}"\n' + link_rules[0].replace(
             'SUBSYSTEM=="usb"', 'SUBSYSTEM=="mem"'
