@@ -1,8 +1,9 @@
 """Supported camera models: data first (esptool ``CHIP_DEFS``).
 
-This table is the single source of truth for USB discovery and for the udev rules in ``udev/``
-(``tests/test_udev.py`` checks the rules against it). Add a model here, then regenerate the rules
-with ``python -m bodycam.drivers.models --udev > udev/70-bodycam.rules``.
+This table is the single source of truth for USB discovery, for the udev rules in ``udev/``
+(``tests/test_udev.py`` checks the rules against it) and for the model table in docs/protocol.md
+(``tests/test_spec.py`` checks it). Add a model here, then regenerate both with
+``python -m bodycam.drivers.models --udev > udev/70-bodycam.rules`` and ``--markdown``.
 """
 
 from __future__ import annotations
@@ -98,9 +99,23 @@ def udev_rules(group: str = "bodycam") -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_table() -> str:
+    """The registry as the Markdown table docs/protocol.md embeds (generated, never edited by hand)."""
+    lines = [
+        "| model (IDENTIFY `model`) | USB VID:PID | max READ frame payload (bytes) | capabilities |",
+        "|---|---|---|---|",
+    ]
+    for m in MODELS:
+        caps = ", ".join(sorted(m.capabilities))
+        lines.append(f"| {m.name} | `{m.usb_id}` | {m.max_read:,} | {caps} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--udev"]:
         sys.stdout.write(udev_rules())
+    elif sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown_table())
     else:
         for model in MODELS:
             sys.stdout.write(f"{model.usb_id}  {model.name}\n")
