@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bodycam.drivers.errors import BodycamError, ConfigError
+from bodycam.drivers.errors import BodycamError, ServiceError
 
 LOG = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
@@ -110,7 +110,7 @@ class ControlServer:
 
 
 def request(path: Path, doc: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """Send one request to the daemon; ConfigError when it is not running or refuses us."""
+    """Send one request to the daemon; ServiceError (exit 1) when it is not running or refuses us."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -118,19 +118,21 @@ def request(path: Path, doc: dict[str, Any], timeout: float = 10.0) -> dict[str,
         _send(sock, doc)
         reply = json.loads(_recv_line(sock, MAX_RESPONSE))
     except FileNotFoundError as err:
-        raise ConfigError(f"the daemon is not running (no control socket at {path})") from err
+        raise ServiceError(
+            f"the daemon is not running (no control socket at {path}); start it with 'systemctl start bodycam-agent'"
+        ) from err
     except ConnectionRefusedError as err:
-        raise ConfigError(f"the daemon is not running (control socket {path} refuses connections)") from err
+        raise ServiceError(f"the daemon is not running (control socket {path} refuses connections)") from err
     except PermissionError as err:
-        raise ConfigError(f"no permission to use {path}: join the daemon's group (bodycam)") from err
+        raise ServiceError(f"no permission to use {path}: join the daemon's group (bodycam)") from err
     except (OSError, ValueError) as err:
-        raise BodycamError(f"control socket {path}: {err}") from err
+        raise ServiceError(f"control socket {path}: {err}") from err
     finally:
         sock.close()
     if not isinstance(reply, dict):
-        raise BodycamError(f"control socket {path} answered with something that is not a JSON object")
+        raise ServiceError(f"control socket {path} answered with something that is not a JSON object")
     if reply.get("ok") is False:
-        raise BodycamError(f"the daemon refused: {reply.get('error')}")
+        raise ServiceError(f"the daemon refused: {reply.get('error')}")
     return reply
 
 

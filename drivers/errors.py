@@ -17,6 +17,7 @@ there is one, the fix. Third-party errors are wrapped at the layer boundary with
      |    +-- UploadError        the bucket refused or was unreachable
      +-- ConfigError             configuration or usage is wrong (exit code 2)
      +-- FirmwareError           a firmware image is refused (signature, version, commit)
+     +-- ServiceError            the daemon is not running, or refused a control request
 """
 
 from __future__ import annotations
@@ -76,3 +77,7 @@ class ConfigError(BodycamError):
 
 class FirmwareError(BodycamError):
     """A firmware image was refused before or during transfer."""
+
+
+class ServiceError(BodycamError):
+    """The daemon is not running, cannot be reached, or refused a control request (an operational failure)."""

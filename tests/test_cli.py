@@ -111,7 +111,8 @@ def test_exercise_register_round_trip(tmp_path: Path) -> None:
 def test_status_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
     dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
     proc = run("--config", str(dock.config_path), "status")
-    assert proc.returncode == 2 and "not running" in proc.stderr
+    assert proc.returncode == 1 and "not running" in proc.stderr  # operational, not a usage error (CONTRACT)
+    assert len(proc.stderr.splitlines()) == 1
     one_line_error(proc)
 
 
