@@ -191,20 +191,48 @@ def keys() -> None:
 
 
 @keys.command("init")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Key path (default: signing.key).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Key path (default: the config's signing.key, else STATE_DIR/keys/dock_ed25519).",
+)
 @pass_ctx
 def keys_init(ctx: Context, out: Path | None) -> None:
-    """Write a new Ed25519 dock key (OpenSSH format, 0600) and PATH.pub; print its allowed_signers line."""
+    """Write a new Ed25519 dock key (OpenSSH format, 0600) and PATH.pub; print its allowed_signers line.
+
+    The line goes to stdout (for an allowed_signers file); where the key was written goes to stderr."""
     from .journal import private_dir
     from .sshsig import allowed_signers_line, generate_key, parse_public_key_line
 
     cfg = ctx.config
     path = out or cfg.key_path
+    if path.exists():
+        raise ConfigError(
+            f"a dock key already exists at {path}; to replace it use 'bodycam-sync keys rotate --out NEW_PATH' "
+            "(the old key co-signs the hand-over), or 'bodycam-sync keys show' to print its allowed_signers line"
+        )
     if path.is_relative_to(cfg.state_dir):
         private_dir(cfg.state_dir)  # else mkdir(parents=True) would create it with the umask's mode
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     line = generate_key(path, cfg.dock_id)
     click.echo(allowed_signers_line(cfg.dock_id, parse_public_key_line(line)))
+    click.echo(f"wrote {path} (private, 0600) and {path}.pub", err=True)
+
+
+@keys.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def keys_show(ctx: Context, as_json: bool) -> None:
+    """Print the dock key's allowed_signers line again (for an auditor's allowed_signers file)."""
+    from .sshsig import allowed_signers_line, fingerprint, load_private_key
+
+    cfg = ctx.config
+    public = load_private_key(cfg.key_path).public_key()
+    line = allowed_signers_line(cfg.dock_id, public)
+    if as_json:
+        emit_json({"dock_id": cfg.dock_id, "key": str(cfg.key_path), "fingerprint": fingerprint(public), "line": line})
+    else:
+        click.echo(line)
 
 
 @keys.command("rotate")

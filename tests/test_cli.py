@@ -134,3 +134,24 @@ def test_enroll_refuses_a_serial_identify_refuses_in_the_same_words(tmp_path: Pa
     assert "starting with a letter or digit" in str(refused.value)  # says what is wrong with '_CAM1'
     proc = run("--config", str(dock.config_path), "enroll", "CAM_1", "--key", key)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_keys_init_says_where_it_wrote_show_repeats_the_line_and_a_second_init_points_to_rotate(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "agent.toml"
+    state = tmp_path / "state"
+    config.write_text(f'dock_id = "dock-k"\nstate_dir = "{state}"\n[bucket]\nurl = "file://{tmp_path / "bucket"}"\n')
+    first = run("--config", str(config), "keys", "init")
+    assert first.returncode == 0, first.stderr
+    line = first.stdout.strip()
+    assert line.startswith("dock-k ssh-ed25519 AAAA") and len(first.stdout.splitlines()) == 1
+    written = state / "keys" / "dock_ed25519"
+    assert f"wrote {written}" in first.stderr and written.exists()
+    shown = run("--config", str(config), "keys", "show")
+    assert shown.returncode == 0 and shown.stdout.strip() == line
+    shown_json = json.loads(run("--config", str(config), "keys", "show", "--json").stdout)
+    assert shown_json["line"] == line and shown_json["fingerprint"].startswith("SHA256:")
+    again = run("--config", str(config), "keys", "init")
+    assert again.returncode == 2 and "keys rotate" in again.stderr
+    one_line_error(again)
