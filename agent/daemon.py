@@ -111,12 +111,16 @@ class Daemon:
         watchdog.start()
         sdnotify.ready(self.summary())
         LOG.info("daemon ready: dock %s, control socket %s", self.config.dock_id, self.control.path)
+        last_status = self.summary()
         try:
             while not self.stop.is_set():
                 self.heartbeat = time.monotonic()
                 self._scan()
                 self._reap()
-                sdnotify.status(self.summary())
+                summary = self.summary()
+                if summary != last_status:  # on change only: a full listener queue must not drop STOPPING=1
+                    sdnotify.status(summary)
+                    last_status = summary
                 self.wake.wait(self.rescan_s)
                 self.wake.clear()
         finally:

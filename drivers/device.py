@@ -43,6 +43,15 @@ IDEMPOTENT = frozenset(
 STALE_FRAME_LIMIT = 16  # unexpected answers skipped before the link is declared broken
 #: frames of answers the dock itself abandoned (a pipelined read after an error), skipped silently
 ABANDONED_FRAME_LIMIT = 4 * (16 * 1024 * 1024 // (64 * 1024))
+#: bytes per second a READ answer must at least deliver: a whole answer of L bytes must arrive within
+#: ``timeout + L / MIN_READ_RATE`` seconds, so a camera that trickles (or repeats empty frames) fails
+#: instead of holding its bay forever (half of a USB 1.1 full-speed link; docs/protocol.md, READ)
+MIN_READ_RATE = 512 * 1024
+
+
+def read_deadline(timeout: float, length: int, min_rate: float = MIN_READ_RATE) -> float:
+    """Seconds a whole READ answer of ``length`` bytes may take: ``timeout + length / min_rate``."""
+    return timeout + length / min_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +105,13 @@ class Camera:
         timeout: float = 5.0,
         retries: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        min_rate: float = MIN_READ_RATE,
     ) -> None:
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
         self._clock = clock  # monotonic seconds; deadlines are measured on it (a test may pass a fake one)
+        self.min_rate = min_rate
         self._seq = int.from_bytes(os.urandom(2), "little")
         self._decoder = FrameDecoder()
         self._abandoned: list[int] = []
@@ -140,13 +151,15 @@ class Camera:
 
     def _call_once(self, command: Command, payload: bytes, timeout: float, limit: int = MAX_READ_SPAN) -> bytes:
         seq = self._send(command, payload, timeout)
+        started = self._clock()
         data, more = self._receive(seq, command, self._due(timeout))
         if not more:
             return bytes(data)
         pieces: list[bytes | memoryview] = [data]
         total = len(data)
+        whole = started + read_deadline(timeout, limit, self.min_rate)  # the answer as a whole, not per frame
         while more:
-            data, more = self._receive(seq, command, self._due(timeout))
+            data, more = self._receive(seq, command, self._due(timeout, whole), whole=whole)
             pieces.append(data)
             total += len(data)
             if total > limit:  # a camera that never stops answering is refused, not buffered
@@ -157,9 +170,11 @@ class Camera:
                 )
         return b"".join(pieces)
 
-    def _due(self, timeout: float) -> Deadline:
-        """A full deadline of ``timeout`` seconds from now (after the request has been written)."""
-        return Deadline(self._clock() + timeout, timeout)
+    def _due(self, timeout: float, whole: float | None = None) -> Deadline:
+        """A full deadline of ``timeout`` seconds from now (after the request has been written),
+        capped by ``whole``, the deadline of the whole READ answer it is part of."""
+        at = self._clock() + timeout
+        return Deadline(at if whole is None else min(at, whole), timeout)
 
     def _abandon(self, seqs: list[int]) -> None:
         """Answers to these requests may still arrive; they are skipped without counting as stale."""
@@ -171,11 +186,25 @@ class Camera:
         self.transport.write(encode_frame(command, self._seq, payload), timeout)
         return self._seq
 
-    def _receive(self, seq: int, command: Command, deadline: Deadline) -> tuple[bytes | memoryview, bool]:
-        """The next frame answering ``seq``: (payload, more pieces follow)."""
+    def _receive(
+        self, seq: int, command: Command, deadline: Deadline, *, whole: float | None = None
+    ) -> tuple[bytes | memoryview, bool]:
+        """The next frame answering ``seq``: (payload, more pieces follow).
+
+        ``whole`` is the deadline of the whole READ answer (:func:`read_deadline`); when it is the
+        one that passes, the timeout says the camera is too slow rather than silent.
+        """
         stale = abandoned = 0
         while stale < STALE_FRAME_LIMIT and abandoned < ABANDONED_FRAME_LIMIT:
-            frame = self._read_frame(deadline, command)
+            try:
+                frame = self._read_frame(deadline, command)
+            except LinkTimeoutError:
+                if whole is not None and deadline.at >= whole:  # the answer's deadline, not the frame's, passed
+                    raise LinkTimeoutError(
+                        f"{self.name} answered {command.name} slower than {self.min_rate / 1024:.0f} KiB/s "
+                        "(the least a READ answer must deliver); re-dock it if this persists"
+                    ) from None
+                raise
             if not frame.response or frame.seq != seq:
                 if frame.response and frame.seq in self._abandoned:
                     abandoned += 1  # the tail of an answer we gave up on: expected, bounded separately
@@ -186,6 +215,11 @@ class Camera:
             if frame.command != command:
                 raise ProtocolError(f"{self.name} answered {command} with command 0x{frame.command:02X}")
             if frame.status == Status.MORE_FOLLOWS and command == Command.READ:
+                if not frame.payload:  # would reset the deadline forever without delivering a byte
+                    raise ProtocolError(
+                        f"{self.name} sent an empty MORE_FOLLOWS frame: every frame but the last of a READ "
+                        "answer must carry at least one byte"
+                    )
                 return frame.payload, True
             if frame.status != Status.OK:
                 text = f"{self.name} refused {command.name}: {status_text(frame.status)}"
@@ -193,6 +227,8 @@ class Camera:
                     raise AuthenticationError(text + " (authenticate first)", frame.status)
                 raise DeviceError(text, frame.status)
             return frame.payload, False
+        if abandoned >= ABANDONED_FRAME_LIMIT:
+            raise ProtocolError(f"{self.name} keeps answering requests the dock abandoned; re-dock it")
         raise ProtocolError(f"{self.name} sent {STALE_FRAME_LIMIT} frames that answer nothing we asked")
 
     def _read_frame(self, deadline: Deadline, command: Command) -> Frame:
@@ -334,6 +370,9 @@ class Camera:
         offset = next_request = start
         in_flight: deque[tuple[int, int, int]] = deque()
         failures = 0
+        #: seconds the head answer may still take as a whole; the clock stops while the caller holds
+        #: a yielded frame (a slow bucket downstream is not the camera's fault)
+        budget: float | None = None
         while offset < recording.size:
             while len(in_flight) < max(1, window) and next_request < recording.size:
                 length = min(span, recording.size - next_request)
@@ -341,8 +380,13 @@ class Camera:
                 in_flight.append((self._send(Command.READ, request, self.timeout), next_request, length))
                 next_request += length
             seq, at, length = in_flight[0]
+            if budget is None:  # the head answer's clock starts once every earlier answer is whole
+                budget = read_deadline(self.timeout, length, self.min_rate)
+            waited = self._clock()
+            whole = waited + budget
             try:
-                data, more = self._receive(seq, Command.READ, self._due(self.timeout))
+                data, more = self._receive(seq, Command.READ, self._due(self.timeout, whole), whole=whole)
+                budget -= self._clock() - waited
             except (ProtocolError, LinkTimeoutError) as err:
                 failures += 1
                 if failures > self.retries:
@@ -350,11 +394,11 @@ class Camera:
                 LOG.warning("%s: READ at %d failed (%s); resuming at %d", self.name, at, err, offset)
                 self._abandon([s for s, _at, _len in in_flight])
                 in_flight.clear()
+                budget = None
                 self._decoder.reset()
                 self.transport.discard_pending()
                 next_request = offset
                 continue
-            failures = 0
             end = offset + len(data)
             if end > at + length or (more and end >= at + length) or (not more and end != at + length):
                 self._abandon([s for s, _at, _len in in_flight])
@@ -362,6 +406,8 @@ class Camera:
             offset += len(data)
             if not more:
                 in_flight.popleft()
+                budget = None
+                failures = 0  # only a whole answer ends a run of failures: a trickle must not reset it
             if data:
                 yield data
 

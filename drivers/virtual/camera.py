@@ -133,6 +133,7 @@ class VirtualCamera:
         self._fw_unplug_armed = self.faults.unplug_fw_at is not None
         self._list_calls = 0
         self._hold_until = 0.0
+        self._hung = False
 
     # -- ByteLink -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -236,10 +237,17 @@ class VirtualCamera:
         if rec is None:
             yield encode_frame(Command.READ, frame.seq, status=Status.NO_SUCH_RECORDING, response=True)
             return
+        if self.faults.empty_more_follows:  # never a byte, never the end: each frame restarts a naive deadline
+            while True:
+                yield encode_frame(Command.READ, frame.seq, status=Status.MORE_FOLLOWS, response=True)
+        if self._hung:
+            return
         if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ_SPAN:
             yield encode_frame(Command.READ, frame.seq, status=Status.OUT_OF_RANGE, response=True)
             return
         piece = min(MAX_READ, self.model.max_read)
+        if self.faults.trickle_bps:
+            piece = max(1, min(piece, self.faults.trickle_bps // 10))
         end = min(req.offset + req.length, rec.size)
         offset = req.offset
         while True:
@@ -248,6 +256,13 @@ class VirtualCamera:
             last = offset >= end
             if self.faults.stall_ms:  # the answer is held back, as a camera busy with its flash would
                 self._hold_until = time.monotonic() + self.faults.stall_ms / 1000
+            if self.faults.trickle_bps:  # every frame in time for a per-frame deadline, the whole answer not
+                self._hold_until = time.monotonic() + 0.1
+            hang = self.faults.hang_read_at
+            if hang is not None and self._read_bytes + len(data) > hang:
+                self._hung = True  # firmware wedged mid-answer: the link stays up, nothing more comes
+                LOG.info("camera %s hangs after %d READ bytes (fault hang-read-at)", self.serial, self._read_bytes)
+                return
             self._read_bytes += len(data)
             if self._unplug_armed and self.faults.unplug_at is not None and self._read_bytes > self.faults.unplug_at:
                 self._unplug_armed = False

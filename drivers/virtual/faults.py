@@ -19,6 +19,9 @@ class Faults:
     impostor: bool = False  # IDENTIFY shows the genuine device key, AUTH signs with another one
     v1_only: bool = False  # speaks protocol revision 1 only: no clock epochs, no dock proof (an older firmware)
     unplug_fw_at: int | None = None  # drop the link once, after storing the FW_CHUNK that reaches this many bytes
+    empty_more_follows: bool = False  # READ answers are an endless stream of zero-length MORE_FOLLOWS frames
+    trickle_bps: int = 0  # READ answers dribble out at about this many bytes per second, ten small frames a second
+    hang_read_at: int | None = None  # once this many READ bytes have been served, answer nothing more (link stays up)
 
     @property
     def names(self) -> list[str]:
