@@ -99,7 +99,12 @@ def seal(
         custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
         lines = db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
         custody_bytes = b"".join(r[0].encode() + b"\n" for r in lines.fetchall())
-        personal_doc: dict[str, Any] = {"batch_id": batch_id, "recordings": [], "exercises": []}
+        personal_doc: dict[str, Any] = {
+            "batch_id": batch_id,
+            "recordings": [],
+            "exercises": [],
+            "errors": custody.details(first, head.seq),  # the clear text of the segment's error entries
+        }
         entries = []
         exercises: set[str] = set()
         for r in rows:

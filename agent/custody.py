@@ -18,6 +18,7 @@ from typing import Any
 from .journal import Journal, utc_now
 
 GENESIS = "0" * 64
+MAX_DETAIL = 500  # characters of an error's clear text kept for the sidecar
 EVENTS = frozenset(
     {
         "docked",
@@ -76,6 +77,31 @@ class CustodyLog:
         digest = line_hash(line)
         db.execute("INSERT INTO custody(seq, line, hash) VALUES(?,?,?)", (seq, line.decode(), digest))
         return Head(seq, digest)
+
+    def error(self, err: BaseException, **ids: Any) -> Head:
+        with self.journal.transaction() as db:
+            return self.error_in(db, err, **ids)
+
+    def error_in(self, db: sqlite3.Connection, err: BaseException, **ids: Any) -> Head:
+        """An ``error`` entry that carries only the error's kind and ids; its clear text stays apart.
+
+        An error's message may quote what a camera wrote (a file name, an index's ``file`` value) or
+        name an officer or a site, and the chain is published in the shared bucket; the text is kept
+        in ``custody_detail`` and travels only in the batch's encrypted sidecar (docs/formats.md).
+        """
+        status = getattr(err, "status", None)
+        head = self.append_in(
+            db, "error", error=type(err).__name__, status=status if isinstance(status, int) and status else None, **ids
+        )
+        db.execute("INSERT INTO custody_detail(seq, text) VALUES(?,?)", (head.seq, str(err)[:MAX_DETAIL]))
+        return head
+
+    def details(self, first: int, last: int) -> list[dict[str, Any]]:
+        """The clear text of the error entries ``first..last``, for the encrypted sidecar."""
+        rows = self.journal.query(
+            "SELECT seq, text FROM custody_detail WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+        )
+        return [{"seq": int(r[0]), "error": str(r[1])} for r in rows]
 
     def head(self) -> Head:
         rows = self.journal.query("SELECT seq, hash FROM custody ORDER BY seq DESC LIMIT 1")

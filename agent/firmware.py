@@ -663,13 +663,12 @@ def install(
         result = push(camera, image, allow_downgrade=allow_downgrade, on_progress=on_progress, cancel=cancel)
     except BodycamError as err:
         with contextlib.suppress(StorageError):
-            custody.append(
-                "error",
+            custody.error(
+                err,
                 camera=ident.serial,
                 operation="firmware_push",
                 image_version=image.version,
                 image_sha256=image.sha256.hex(),
-                error=str(err)[:500],
             )
         raise
     if result.status == "installed":

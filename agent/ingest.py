@@ -159,7 +159,7 @@ class Agent:
             report.errors.append(f"{camera.name}: {err}")
             LOG.error("%s: %s", camera.name, err)
             try:
-                self.custody.append("error", camera=report.serial, error=_short(err))
+                self.custody.error(err, camera=report.serial)
             except StorageError:
                 pass
         finally:
@@ -210,7 +210,7 @@ class Agent:
             except (IntegrityError, UploadError, ProtocolError) as err:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
                 LOG.error("camera %s recording %d: %s", ident.serial, rec.id, err)
-                self.custody.append("error", camera=ident.serial, recording=rec.id, error=_short(err))
+                self.custody.error(err, camera=ident.serial, recording=rec.id)
                 if isinstance(err, UploadError):
                     break  # the bucket is unreachable: the rest would fail too
                 self._give_up(ident.serial, rec, str(err))
@@ -511,7 +511,7 @@ class Agent:
             camera.erase(rec.id, bytes.fromhex(row["plaintext_sha256"]))
         except BodycamError as err:
             report.errors.append(f"camera {serial} refused to erase recording {rec.id}: {err}")
-            self.custody.append("error", camera=serial, recording=rec.id, error=_short(err))
+            self.custody.error(err, camera=serial, recording=rec.id)
             return
         with self.journal.transaction() as db:
             db.execute(
@@ -553,10 +553,6 @@ class Agent:
 
     def close(self) -> None:
         self.journal.close()
-
-
-def _short(err: BaseException) -> str:
-    return str(err)[:500]
 
 
 def ingest_once(

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS parts(
     size INTEGER NOT NULL, sha256_b64 TEXT NOT NULL, etag TEXT NOT NULL,
     PRIMARY KEY(serial, recording_id, camera_sha256, part_number));
 CREATE TABLE IF NOT EXISTS custody(seq INTEGER PRIMARY KEY, line TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS custody_detail(seq INTEGER PRIMARY KEY, text TEXT NOT NULL);
 """
 
 

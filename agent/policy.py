@@ -8,6 +8,7 @@ and the camera did not tag it operational. Everything else is never read past it
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from bodycam.drivers.messages import Category, RecordingInfo
 from .journal import Journal, utc_now
 
 MAX_EXERCISE_HOURS = 72
+#: an exercise id is a non-personal reference: it stands in clear in the shared manifest
+EXERCISE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MIN_MATCH = 3  # shortest site or officer id looked for inside an exercise id
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,11 @@ def parse_time(text: str, option: str) -> float:
 
 
 def add_exercise(journal: Journal, exercise: Exercise) -> None:
-    if not exercise.id or len(exercise.id) > 64 or not all(c.isalnum() or c in "-_." for c in exercise.id):
-        raise ConfigError("exercise ID must be 1-64 letters, digits, '-', '_' or '.'")
+    if not EXERCISE_ID.fullmatch(exercise.id):
+        raise ConfigError(
+            "exercise ID must be a reference of 1-64 ASCII letters, digits, '-', '_' or '.' (e.g. EX-2026-0142): "
+            "it stands in clear in the shared manifest"
+        )
     if exercise.end <= exercise.start:
         raise ConfigError(f"exercise {exercise.id}: --end must be after --start")
     if exercise.end - exercise.start > MAX_EXERCISE_HOURS * 3600:
@@ -71,6 +78,8 @@ def add_exercise(journal: Journal, exercise: Exercise) -> None:
     if not exercise.cameras:
         raise ConfigError(f"exercise {exercise.id}: allocate at least one --camera")
     with journal.transaction() as db:
+        officers = [str(r[0]) for r in db.execute("SELECT DISTINCT officer FROM allocations")]
+        _refuse_personal_reference(exercise, officers)
         if db.execute("SELECT 1 FROM exercises WHERE id=?", (exercise.id,)).fetchone():
             raise ConfigError(f"exercise {exercise.id} is already registered")
         db.execute(
@@ -81,6 +90,31 @@ def add_exercise(journal: Journal, exercise: Exercise) -> None:
             "INSERT INTO exercise_cameras(exercise_id, serial) VALUES(?,?)",
             [(exercise.id, sn) for sn in sorted(exercise.cameras)],
         )
+
+
+def _refuse_personal_reference(exercise: Exercise, officers: Sequence[str]) -> None:
+    """The exercise id is published in clear, so it must be a reference, not a description.
+
+    It may not spell out the (personal, free-text) site or the id of an officer the dock knows;
+    compared on letters and digits only, ignoring case, so 'Hendon_Range' matches 'hendon range'.
+    """
+    reference = _folded(exercise.id)
+    site = _folded(exercise.site)
+    if len(site) >= MIN_MATCH and site in reference:
+        raise ConfigError(
+            f"exercise ID {exercise.id!r} contains its --site, which must stay out of the shared manifest; "
+            "use a reference such as EX-2026-0142"
+        )
+    for officer in officers:
+        if len(_folded(officer)) >= MIN_MATCH and _folded(officer) in reference:
+            raise ConfigError(
+                f"exercise ID {exercise.id!r} contains an officer id, which must stay out of the shared manifest; "
+                "use a reference such as EX-2026-0142"
+            )
+
+
+def _folded(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
 
 
 def list_exercises(journal: Journal) -> list[Exercise]:

@@ -270,8 +270,14 @@ def test_a_hostile_volume_is_refused_and_nothing_outside_is_read_or_written(
     erased = {str(vol.path_of(r).relative_to(tmp_path)) for r in vol.recordings if r.id in objects}
     erased_json = str((vol.mount / ms.META_DIR / ms.ERASED_FILE).relative_to(tmp_path))
     assert {k: v for k, v in after.items() if k != erased_json} == {k: v for k, v in before.items() if k not in erased}
-    errors = [e for e in bench.custody() if e["event"] == "error"]
-    assert errors and any(message in e["error"] for e in errors)
+    errors = [e for e in bench.custody() if e["event"] == "error"]  # the kind in the chain, the text apart
+    assert errors and any(e["error"] == error.__name__ for e in errors), errors
+    journal = bench.dock.journal()
+    try:
+        details = [str(r[0]) for r in journal.query("SELECT text FROM custody_detail")]
+    finally:
+        journal.close()
+    assert any(message in d for d in details), details
     if list(bench.bucket_dir.rglob("manifest.json")):  # a refused pull keeps its batch open until it resumes
         bench.verify()
 

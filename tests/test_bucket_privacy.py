@@ -1,0 +1,110 @@
+"""Issue 8 item 5: nothing personal reaches the shared bucket in clear, errors included.
+
+Each mass-storage failure mode is ingested by the real pipeline (a volume written by the virtual
+camera's firmware side, :class:`MassStorageCamera`, the Agent the daemon runs, a local bucket);
+then every byte of the bucket (object keys and contents: manifests, custody logs with their error
+entries, signatures, recordings) is searched for the clear values the dock knows: original file
+names, the officer id, the exercise site and the camera's hostile ``file`` values. The clear error
+text must still reach the recipients, in the encrypted sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bodycam.agent.agecrypt import Decryptor
+from bodycam.drivers.virtual.massstorage_writer import FAULTS, FOLDER, Volume, sign_index
+
+from .test_massstorage import SERIAL, Bench
+
+SITE = "Hendon Firing Range 3"
+OFFICER = f"OFFICER-{SERIAL}"  # what tests/dock.py allocates the camera to
+HOSTILE_FILE = f"{FOLDER}/{OFFICER}_Hendon_Firing_Range_3.mp4"  # a camera naming files after people and places
+MODES = [*FAULTS, "missing-file", "hostile-file-value", "hostile-file-value-twice"]
+
+
+def make_hostile(bench: Bench, mode: str) -> Volume:
+    vol = bench.volume(fault=mode if mode in FAULTS else None)
+    if mode == "missing-file":
+        vol.path_of(vol.recordings[0]).unlink()
+    elif mode.startswith("hostile-file-value"):
+        path = vol.mount / "BODYCAM" / "index.json"
+        index = json.loads(path.read_text())
+        if mode == "hostile-file-value":  # not a valid path (spaces, '..'): the parse error quotes it
+            index["recordings"][0]["file"] = f"../{OFFICER} at {SITE}.mp4"
+        else:  # a valid path given to two recordings
+            index["recordings"][0]["file"] = index["recordings"][1]["file"] = HOSTILE_FILE
+        sign_index(vol.mount, SERIAL, json.dumps(index).encode())
+    return vol
+
+
+def clear_values(vol: Volume) -> list[str]:
+    return [
+        *(r.name for r in vol.recordings),
+        OFFICER,
+        SITE,
+        HOSTILE_FILE,
+        "Hendon",
+        f"{OFFICER} at {SITE}",
+    ]
+
+
+def sidecars(bench: Bench) -> list[dict[str, object]]:
+    out = []
+    for path in sorted(bench.bucket_dir.rglob("personal.json.age")):
+        dec = Decryptor([bench.dock.identity])
+        out.append(json.loads(dec.update(path.read_bytes()) + dec.finalize()))
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_clear_personal_value_in_any_byte_of_the_bucket_after_a_failure(tmp_path: Path, mode: str) -> None:
+    bench = Bench(tmp_path)
+    journal = bench.dock.journal()
+    try:
+        with journal.transaction() as db:
+            db.execute("UPDATE exercises SET site=? WHERE id='EX-M1'", (SITE,))
+    finally:
+        journal.close()
+    vol = make_hostile(bench, mode)
+
+    report = bench.ingest(vol.mount)
+
+    assert report.errors, f"{mode}: nothing failed"
+    files = {str(p.relative_to(bench.bucket_dir)): p.read_bytes() for p in bench.bucket_dir.rglob("*") if p.is_file()}
+    custody = b"".join(data for key, data in files.items() if key.endswith("custody.jsonl"))
+    assert b'"event":"error"' in custody, f"{mode}: the error entry was not published: {sorted(files)}"
+    for needle in clear_values(vol):
+        for key, data in files.items():
+            assert needle.casefold() not in key.casefold(), (mode, needle, key)
+            assert needle.encode().lower() not in data.lower(), (mode, needle, key, data[:2000])
+    # the recipients still learn what went wrong, in clear, from the encrypted sidecar
+    errors = [e for doc in sidecars(bench) for e in doc["errors"]]  # type: ignore[attr-defined]
+    assert errors and any(e["error"] in " ".join(report.errors) for e in errors), (errors, report.errors)
+    bench.verify()
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "why"),
+    [
+        ("EX-HENDON-FIRING-RANGE-3", "contains its --site"),
+        ("EX-PC4711-QUAL", "contains an officer id"),
+        ("EX-Hendon range", "reference of 1-64 ASCII"),
+        ("EX-Ré-1", "reference of 1-64 ASCII"),
+    ],
+)
+def test_an_exercise_id_that_describes_a_site_or_an_officer_is_refused(
+    tmp_path: Path, exercise_id: str, why: str
+) -> None:
+    from .dock import make_dock
+
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    assert dock.cli("allocate", "CAM-1", "--officer", "PC-4711").returncode == 0
+    window = ("--start", "2026-11-24T09:00:00Z", "--end", "2026-11-24T12:00:00Z", "--camera", "CAM-1")
+    proc = dock.cli("exercise", "add", exercise_id, *window, "--site", "Hendon firing range 3")
+    assert proc.returncode == 2 and why in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    ok = dock.cli("exercise", "add", "EX-2026-0142", *window, "--site", "Hendon firing range 3")
+    assert ok.returncode == 0, ok.stderr
