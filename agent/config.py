@@ -58,6 +58,24 @@ class Config:
         return self.pseudonym_key or self.state_dir / "keys" / "pseudonym.key"
 
 
+#: config keys a SIGHUP cannot change (attribute -> key as written): they name where state lives and
+#: which bucket the open uploads are in, or size what is built once at start (the upload pool and cap)
+RESTART_ONLY = {
+    "dock_id": "dock_id",
+    "state_dir": "state_dir",
+    "bucket_url": "bucket.url",
+    "bucket_endpoint_url": "bucket.endpoint_url",
+    "retention_days": "bucket.retention_days",
+    "upload_workers": "upload.workers",
+    "bandwidth_limit_mbps": "upload.bandwidth_limit_mbps",
+}
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The config keys that differ between ``old`` and ``new`` but need a restart (empty: reloadable)."""
+    return [key for attr, key in RESTART_ONLY.items() if getattr(old, attr) != getattr(new, attr)]
+
+
 def default_state_dir() -> Path:
     env = os.environ.get("BODYCAM_STATE_DIR")
     if env:

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from bodycam.drivers import transport as transports
 from bodycam.drivers.device import Camera
-from bodycam.drivers.errors import BodycamError, TransportError
+from bodycam.drivers.errors import BodycamError, ConfigError, TransportError
 from bodycam.drivers.massstorage import MassStorageCamera, find_mass_storage
 
 from . import config as config_mod
@@ -79,8 +79,7 @@ class Bay:
 class Daemon:
     def __init__(self, config_path: Path | None, *, rescan_s: float = 2.0) -> None:
         self.config_path = config_path
-        self.config = config_mod.load(config_path)
-        self.agent = Agent(self.config)
+        self.agent = Agent(config_mod.load(config_path))
         self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
         self.agent.bucket = self.uploads  # type: ignore[assignment]
         self.agent.parts_in_flight = lambda: 2 if len(self._active()) <= 1 else 1
@@ -93,6 +92,13 @@ class Daemon:
         self.bucket_ok: bool | None = None
         self.control = ControlServer(socket_path(self.config.state_dir), self.handle)
         self._observer: Any = None
+        self._reload_requested = threading.Event()
+
+    @property
+    def config(self) -> config_mod.Config:
+        """The one running configuration: the agent's, so a reload reaches the pipeline (signing key,
+        recipients, policy) and the scheduler (camera addresses) at once."""
+        return self.agent.config
 
     # -- lifecycle ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -101,7 +107,7 @@ class Daemon:
         self.agent.check_ready()
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
         signal.signal(signal.SIGINT, lambda *_: self._request_stop())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload())
+        signal.signal(signal.SIGHUP, lambda *_: self._request_reload())
         problems = self.agent.recover()
         for p in problems:
             LOG.warning("recovery: %s", p)
@@ -115,6 +121,9 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self.heartbeat = time.monotonic()
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self._reload()
                 self._scan()
                 self._reap()
                 summary = self.summary()
@@ -144,15 +153,26 @@ class Daemon:
         self.stop.set()
         self.wake.set()  # do not sleep until the next rescan
 
+    def _request_reload(self) -> None:
+        """SIGHUP: the main loop reloads (never inside the signal handler, which may interrupt a seal)."""
+        self._reload_requested.set()
+        self.wake.set()
+
     def _reload(self) -> None:
+        """Swap the agent's config for the file's, unless the file is invalid or changes what only a
+        restart can (docs/configuration.md). A session already running finishes the recording it is
+        on with whatever it read before; everything after (next upload, next seal) sees the new one."""
+        sdnotify.reloading()
         try:
-            self.config = config_mod.load(self.config_path)
+            fresh = config_mod.load(self.config_path)
+            blocked = config_mod.restart_only_changes(self.config, fresh)
+            if blocked:
+                raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
+            self.agent.config = fresh
             LOG.info("configuration reloaded from %s", self.config_path or "the default")
-            sdnotify.reloading()
-            sdnotify.ready(self.summary())
         except BodycamError as err:
             LOG.error("reload refused, keeping the running configuration: %s", err)
-        self.wake.set()
+        sdnotify.ready(self.summary())
 
     def _watch_devices(self) -> None:
         """udev's /dev/bodycam and /dev/serial/by-id, and the mass-storage directory, wake a rescan."""

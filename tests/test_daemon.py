@@ -318,3 +318,70 @@ def test_eject_sync_and_watch_through_the_control_socket(tmp_path: Path) -> None
         cam.undock()
     stored = sorted(int(p.stem) for p in (tmp_path / "bucket").rglob("*.age") if "recordings" in p.parts)
     assert stored == sorted(cam.training)
+
+
+def wait_synced(dock: Dock, serial: str, log: Path, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (dock.config.state_dir / "run" / "control.sock").exists():
+            snapshot = status(dock)
+            if any(b["camera"] == serial and b["state"] == "synced" for b in snapshot["bays"]):
+                if not snapshot["queue"]["uploads_in_progress"]:
+                    return
+        time.sleep(0.2)
+    raise AssertionError(f"{serial} never synced: {log.read_text()[-3000:]}")
+
+
+def manifests_by_camera(bucket: Path) -> dict[str, dict[str, Any]]:
+    """camera serial -> the manifest that lists its recordings (one batch per camera in these tests)."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in bucket.rglob("manifest.json"):
+        doc = json.loads(path.read_text())
+        for rec in doc["recordings"]:
+            found[rec["camera_serial"]] = {**doc, "_dir": str(path.parent)}
+    return found
+
+
+def test_keys_rotate_and_sighup_reach_the_next_manifest(tmp_path: Path) -> None:
+    """One config object: after rotate + SIGHUP the daemon's next manifest is signed by the new key."""
+    win = window()
+    first, second = Camera("usbip", "CAM-R1", win, tmp_path), Camera("serial", "CAM-R2", win, tmp_path)
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    with dock.config_path.open("a") as f:
+        f.write(f'[cameras]\nusbip = ["{first.address}"]\nserial = ["{second.address}"]\n')
+    dock.enroll(first.serial, second.serial)
+    dock.exercise("EX-R", win, first.serial, second.serial)
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen(
+        [CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.3"], stderr=log.open("ab")
+    )
+    try:
+        first.dock()
+        wait_synced(dock, first.serial, log)
+        new_key = tmp_path / "dock" / "keys" / "dock_ed25519.next"
+        rotated = dock.cli("keys", "rotate", "--out", str(new_key))
+        assert rotated.returncode == 0, rotated.stderr
+        with dock.allowed_signers.open("a") as f:
+            f.write(rotated.stdout)
+        text = dock.config_path.read_text().replace(str(dock.config.key_path), str(new_key))
+        dock.config_path.write_text(text)
+        daemon.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "configuration reloaded" in log.read_text(), log.read_text()[-2000:]
+        second.dock()
+        wait_synced(dock, second.serial, log)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        first.undock()
+        second.undock()
+    manifests = manifests_by_camera(bucket)
+    new_public = (tmp_path / "dock" / "keys" / "dock_ed25519.next.pub").read_text().split()[:2]
+    assert manifests[first.serial]["signing_key"].split()[:2] != new_public
+    assert manifests[second.serial]["signing_key"].split()[:2] == new_public, "still signing with the old key"
+    assert (Path(manifests[second.serial]["_dir"]) / "manifest.json.sig.prev").exists()
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
