@@ -24,6 +24,7 @@ from bodycam.drivers.errors import BodycamError, ConfigError
 
 from . import __version__
 from . import config as config_mod
+from .logsetup import error_line
 
 LOG = logging.getLogger("bodycam")
 
@@ -60,10 +61,9 @@ def emit_json(doc: Any) -> None:
 def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     """Docking-station agent for police body-worn cameras: training footage to encrypted,
     signed, verifiable evidence in a shared bucket."""
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    from .logsetup import configure
+
+    configure(max(logging.WARNING - 10 * verbose, logging.DEBUG))
     ctx.obj = Context(config_path)
 
 
@@ -864,7 +864,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"bodycam-sync: error: {err.format_message()}", err=True)
         sys.exit(err.exit_code)
     except BodycamError as err:
-        click.echo(f"bodycam-sync: error: {err}", err=True)
+        click.echo(error_line(f"bodycam-sync: error: {err}"), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("bodycam-sync: interrupted", err=True)

@@ -125,6 +125,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"unknown config key '{key}'{where}; known keys: {', '.join(sorted(known_top))}")
+    _check_table_keys(raw, where)
     dock_id = _str(raw, "dock_id", where, default=_hostname_dock_id())
     if not dock_id or len(dock_id) > 64 or not all(c.isalnum() or c in "-_." for c in dock_id):
         raise ConfigError(f"config key 'dock_id'{where} must be 1-64 letters, digits, '-', '_' or '.'")
@@ -193,6 +194,32 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         bandwidth_limit_mbps=float(bandwidth) if bandwidth is not None else None,
         source=source,
     )
+
+
+#: the keys each table may hold: a misspelt key ("erase_after_uplaod") must not silently fall back to a default
+TABLE_KEYS: dict[str, frozenset[str]] = {
+    "bucket": frozenset({"url", "endpoint_url", "retention_days"}),
+    "signing": frozenset({"key"}),
+    "recipients": frozenset({"name", "age"}),
+    "cameras": frozenset({"usbip", "serial", "mass_storage_dir"}),
+    "policy": frozenset({"erase_after_upload"}),
+    "upload": frozenset({"part_size", "workers", "bandwidth_limit_mbps"}),
+    "privacy": frozenset({"pseudonym_key"}),
+}
+
+
+def _check_table_keys(raw: dict[str, Any], where: str) -> None:
+    for table, known in TABLE_KEYS.items():
+        value = raw.get(table)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, dict):
+                continue  # the table's own check names the wrong type
+            for key in item:
+                if key not in known:
+                    raise ConfigError(
+                        f"unknown config key '{table}.{key}'{where}; known keys in [{table}]: {', '.join(sorted(known))}"
+                    )
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -78,6 +78,11 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad.write_text("this is [not toml")
     proc = run("--config", str(bad), "recipients", "list")
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+    # a misspelt key inside a table is refused, not silently replaced by its default
+    bad.write_text('dock_id = "d"\n[policy]\nerase_after_uplaod = true\n')
+    proc = run("--config", str(bad), "recipients", "list")
+    assert proc.returncode == 2 and "'policy.erase_after_uplaod'" in proc.stderr and "erase_after_upload" in proc.stderr
+    one_line_error(proc)
 
 
 def test_keys_init_writes_a_0600_key_and_prints_an_allowed_signers_line(tmp_path: Path) -> None:
