@@ -157,10 +157,20 @@ def devices(ctx: Context, as_json: bool, usbip: tuple[str, ...], serial_port: tu
     if not explicit:
         cfg = ctx.config
         usbip, serial_port = cfg.usbip, cfg.serial
-    rows = survey(usbip, serial_port, discover=not explicit, enrolled=_enrolled_lookup(ctx))
+    result = survey(usbip, serial_port, discover=not explicit, enrolled=_enrolled_lookup(ctx))
     if as_json:
-        emit_json({"cameras": [r.to_json() for r in rows]})
-        return
+        emit_json(
+            {"cameras": [r.to_json() for r in result.cameras], "problems": [p.to_json() for p in result.problems]}
+        )
+    else:
+        _print_devices(result.cameras)
+    for problem in result.problems:  # an address the operator named fails the command; discovery's only warn
+        click.echo(f"bodycam-sync: {'error' if problem.explicit else 'warning'}: {problem.error}", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_devices(rows: list[Any]) -> None:
     if not rows:
         click.echo("no cameras found")
         return
