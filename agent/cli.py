@@ -288,26 +288,40 @@ def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> Non
 
 @cli.command()
 @click.argument("serial")
-@click.option("--officer", required=True, help="Officer id (kept on the dock; the bucket sees a pseudonym).")
+@click.option(
+    "--officer", default=None, help="Officer id (kept on the dock; the bucket sees a pseudonym). Omit to show history."
+)
 @click.option("--at", "at_text", default=None, help="Allocation time, ISO 8601 (default: now).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def allocate(ctx: Context, serial: str, officer: str, at_text: str | None, as_json: bool) -> None:
-    """Allocate a camera to an officer, and show the camera's allocation history."""
+def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None, as_json: bool) -> None:
+    """Allocate an enrolled camera to an officer, and show the camera's allocation history.
+
+    Without --officer, only shows the history."""
     import time
 
     from .policy import parse_time
 
-    if not officer.strip() or len(officer) > 64:
+    if officer is not None and (not officer.strip() or len(officer) > 64):
         raise ConfigError("--officer must be 1-64 characters")
+    if officer is None and at_text is not None:
+        raise ConfigError("--at needs --officer (without --officer, allocate only shows the history)")
     when = parse_time(at_text, "--at") if at_text else time.time()
     with _agent_journal(ctx) as journal:
-        journal.allocate(serial, officer.strip(), when)
+        if officer is not None:
+            if journal.enrolled_key(serial) is None:
+                raise ConfigError(
+                    f"camera {serial} is not enrolled on this dock; check the serial, or enrol it first "
+                    f"('bodycam-sync enroll {serial} --key HEX' with the key from the vendor's enrolment sheet)"
+                )
+            journal.allocate(serial, officer.strip(), when)
         history = [
             {"serial": r["serial"], "officer": r["officer"], "at": _iso(r["at"])} for r in journal.allocations(serial)
         ]
     if as_json:
         emit_json({"allocations": history})
+    elif not history:
+        click.echo(f"camera {serial} has never been allocated")
     else:
         for item in history:
             click.echo(f"{item['at']}  {item['serial']}  {item['officer']}")
