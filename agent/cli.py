@@ -135,6 +135,7 @@ def sim_serve(
             info["link"] = str(link)
         stopper = pty_server.stop
     info["device_key"] = server.device_key_hex(serial_number)
+    info["model"] = camera.model.name
     click.echo(json.dumps(info))
     sys.stdout.flush()
     try:
@@ -192,6 +193,22 @@ def _print_devices(rows: list[Any]) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@sim.command("vendor-key")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Private key path.")
+def sim_vendor_key_cmd(out: Path) -> None:
+    """Write the simulator vendor's firmware key pair (OUT, OUT.pub) for test images.
+
+    Virtual cameras trust this key; its private half is public knowledge (docs/firmware.md), so it
+    signs test images only. Real cameras trust only their vendor's key."""
+    from bodycam.drivers.virtual.camera import sim_vendor_key
+
+    from .sshsig import write_key
+
+    line = write_key(out, sim_vendor_key(), "bodycam-sim-vendor")
+    click.echo(line)
+    click.echo(f"wrote {out} (private, 0600) and {out}.pub", err=True)
 
 
 # -- keys, cameras, exercises, recipients ---------------------------------------------------------
@@ -420,9 +437,15 @@ def _firmware_progress(serial: str, done: int, total: int) -> None:
 @click.option("--model", "models", multiple=True, required=True, help="Camera model the image is for, repeatable.")
 def firmware_build(payload: Path, out: Path, key_path: Path, version: str, models: tuple[str, ...]) -> None:
     """Build a signed image from PAYLOAD into OUT (vendors' test images)."""
+    from bodycam.drivers.models import MODELS
+
     from .firmware import make_image
     from .sshsig import load_private_key
 
+    known = {m.name for m in MODELS}
+    for name in models:
+        if name not in known:
+            raise ConfigError(f"--model {name!r} is not a known camera model; known models: {', '.join(sorted(known))}")
     image = make_image(out, payload, version, models, load_private_key(key_path))
     click.echo(
         f"wrote {out}: firmware {image.version} for {', '.join(image.models)}, {image.size} bytes, "
