@@ -175,7 +175,9 @@ def _print_devices(rows: list[Any]) -> None:
     if not rows:
         click.echo("no cameras found")
         return
-    header = ("SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED")
+    header = (
+        "SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED", "DEVICE KEY"
+    )  # fmt: skip
     table = [header] + [
         (
             r.serial,
@@ -187,6 +189,7 @@ def _print_devices(rows: list[Any]) -> None:
             f"{r.clock_offset_s:+.1f} s",
             str(r.recordings),
             {True: "yes", False: "NO", None: "?"}[r.enrolled],
+            r.device_key_fingerprint,
         )
         for r in rows
     ]
@@ -283,11 +286,20 @@ def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("serial")
-@click.option("--key", "device_key", required=True, help="The camera's Ed25519 device public key (64 hex digits).")
+@click.option(
+    "--key",
+    "device_key",
+    required=True,
+    help="The camera's Ed25519 device public key (64 hex digits) from the vendor's enrolment sheet.",
+)
 @click.option("--model", default=None)
+@click.option("--replace", is_flag=True, help="Trust this key instead of the one the serial is enrolled with.")
 @pass_ctx
-def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> None:
-    """Enrol a camera: the dock talks only to cameras that prove they hold their enrolled key."""
+def enroll(ctx: Context, serial: str, device_key: str, model: str | None, replace: bool) -> None:
+    """Enrol a camera with the key on the vendor's enrolment sheet (never the key a camera presents).
+
+    The dock talks only to cameras that prove they hold their enrolled key. Enrolments, and a
+    replaced key, are custody entries."""
     from bodycam.drivers.messages import serial_problem, valid_serial
 
     if not valid_serial(serial):  # the alphabet IDENTIFY enforces: a serial it refuses could never authenticate
@@ -297,10 +309,18 @@ def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> Non
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise ConfigError("--key must be 64 hex digits (the camera's Ed25519 public key, shown by 'devices')")
+        raise ConfigError(
+            "--key must be 64 hex digits (the camera's Ed25519 public key, from the vendor's enrolment sheet)"
+        )
+    from bodycam.drivers.device import key_fingerprint
+
+    from .custody import CustodyLog
+    from .enrolment import enroll as enroll_camera
+
     with _agent_journal(ctx) as journal:
-        journal.enroll(serial, raw, model)
-    click.echo(f"enrolled camera {serial}")
+        done = enroll_camera(journal, CustodyLog(journal, ctx.config.dock_id), serial, raw, model, replace=replace)
+    what = {"enrolled": "enrolled", "replaced": "re-enrolled", "unchanged": "already enrolled"}[done]
+    click.echo(f"{what} camera {serial} with device key {key_fingerprint(raw)}")
 
 
 @cli.command()

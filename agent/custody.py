@@ -37,6 +37,7 @@ EVENTS = frozenset(
         "batch_sealed",
         "key_rotated",
         "firmware_installed",
+        "enrolled",
     }
 )
 

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bodycam.drivers import transport as transports
-from bodycam.drivers.device import Camera
-from bodycam.drivers.errors import BodycamError, TransportError
+from bodycam.drivers.device import Camera, key_fingerprint
+from bodycam.drivers.errors import AuthenticationError, BodycamError, TransportError
 from bodycam.drivers.transport.base import Transport
 
 LOG = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ class CameraSummary:
     storage_total_bytes: int
     clock_offset_s: float
     recordings: int
-    enrolled: bool | None
+    enrolled: bool | None  # True only once the camera proved (AUTH) it holds the enrolled key
+    device_key_fingerprint: str  # of the key the camera presents: compare with the enrolment sheet
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,11 +103,29 @@ def opened_cameras(
             cam.close()
 
 
-def summarize(camera: Camera, enrolled: Callable[[str], bytes | None] | None = None) -> CameraSummary:
+def summarize(
+    camera: Camera, enrolled: Callable[[str], bytes | None] | None = None, problems: list[Problem] | None = None
+) -> CameraSummary:
+    """What the camera says about itself; ``enrolled`` only after it proved it holds the enrolled key.
+
+    A camera that presents its enrolled key but fails AUTH (an impostor replaying the public key)
+    reads as not enrolled, and the reason goes to ``problems``.
+    """
     ident = camera.open()
     status = camera.status()
     clock = camera.clock()
-    is_enrolled = None if enrolled is None else enrolled(ident.serial) == ident.device_key
+    is_enrolled: bool | None = None
+    if enrolled is not None:
+        key = enrolled(ident.serial)
+        is_enrolled = False
+        if key is not None and key == ident.device_key:
+            try:
+                camera.authenticate(key)
+                is_enrolled = True
+            except AuthenticationError as err:
+                if problems is not None:
+                    address = f"{camera.transport.kind}:{camera.transport.address}"
+                    problems.append(Problem(address, f"camera at {address}: {err}", explicit=False))
     return CameraSummary(
         serial=ident.serial,
         model=ident.model,
@@ -119,6 +138,7 @@ def summarize(camera: Camera, enrolled: Callable[[str], bytes | None] | None = N
         clock_offset_s=round(clock.offset_s, 3),
         recordings=status.recording_count,
         enrolled=is_enrolled,
+        device_key_fingerprint=key_fingerprint(ident.device_key),
     )
 
 
@@ -149,7 +169,7 @@ def survey(
     with opened_cameras(usbip, serial, discover=discover, problems=result.problems) as cams:
         for cam in cams:
             try:
-                result.cameras.append(summarize(cam, enrolled))
+                result.cameras.append(summarize(cam, enrolled, result.problems))
             except BodycamError as err:
                 address = f"{cam.transport.kind}:{cam.transport.address}"
                 result.problems.append(Problem(address, f"camera at {address}: {err}", explicit=not discover))

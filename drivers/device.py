@@ -8,6 +8,8 @@ into trusted values (authentication, lengths matching what was asked).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import time
@@ -85,12 +87,23 @@ class Deadline:
     seconds: float
 
 
+def key_fingerprint(device_key: bytes) -> str:
+    """``SHA256:...`` of an Ed25519 device key, as ``ssh-keygen -l`` prints it for the same key.
+
+    What an armourer compares with the vendor's enrolment sheet; it cannot be pasted into
+    ``enroll --key``, so the key a camera presents is never trusted by copying it.
+    """
+    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", device_key))
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+
+
 def check_enrolment(ident: m.Identity, enrolled_key: bytes | None) -> bytes:
     """The enrolled key, if the camera presents exactly it; AuthenticationError otherwise."""
     if enrolled_key is None:
         raise AuthenticationError(
-            f"camera {ident.serial} is not enrolled; an armourer enrols it with "
-            f"'bodycam-sync enroll {ident.serial} --key {ident.device_key.hex()}'"
+            f"camera {ident.serial} is not enrolled (it presents device key {key_fingerprint(ident.device_key)}); "
+            f"enrol it with the key on the vendor's enrolment sheet for {ident.serial}, once the sheet's fingerprint "
+            f"matches: 'bodycam-sync enroll {ident.serial} --key <64 hex digits from the sheet>'"
         )
     if ident.device_key != enrolled_key:
         raise AuthenticationError(
