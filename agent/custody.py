@@ -25,6 +25,8 @@ EVENTS = frozenset(
         "identified",
         "authenticated",
         "clock_set",
+        "clock_invalid",
+        "clock_epoch_reset",
         "listed",
         "skipped_out_of_scope",
         "pull_started",
@@ -37,7 +39,6 @@ EVENTS = frozenset(
         "batch_sealed",
         "key_rotated",
         "firmware_installed",
-        "enrolled",
     }
 )
 

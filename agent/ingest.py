@@ -18,6 +18,7 @@ from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, Pr
 from bodycam.drivers.messages import RecordingInfo
 
 from . import batch as batches
+from . import clocks
 from . import manifest as mf
 from .agecrypt import Encryptor
 from .bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
@@ -178,30 +179,22 @@ class Agent:
         )
         camera.authenticate(self.journal.enrolled_key(ident.serial))
         self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
-        before, after = camera.set_clock()
-        offset = before.offset_s
-        self.custody.append(
-            "clock_set",
-            camera=ident.serial,
-            offset_s=round(offset, 6),
-            offset_after_s=round(after.offset_s, 6),
-            round_trip_s=round(before.round_trip_s, 6),
-        )
-        listing = camera.recordings()
+        docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera)
+        listing, placements = docked.listing, docked.placements
         report.recordings = len(listing)
-        self.custody.append("listed", camera=ident.serial, count=len(listing))
         exercises = list_exercises(self.journal)
-        todo: list[tuple[RecordingInfo, ScopeDecision]] = []
+        todo: list[tuple[RecordingInfo, ScopeDecision, float]] = []
         for rec in listing:
-            decision = decide(rec, ident.serial, offset, exercises)
-            if not decision.in_scope:
+            placement = placements[rec.id]
+            decision = decide(rec, ident.serial, placement, exercises)
+            if not decision.in_scope or placement.offset_s is None:
                 report.out_of_scope += 1
-                self._note_out_of_scope(ident.serial, rec, decision)
+                self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0)
                 continue
             report.in_scope += 1
-            todo.append((rec, decision))
-        emit("camera_listed", {"serial": ident.serial, "recordings": [(r.id, r.size) for r, _ in todo]})
-        for rec, decision in todo:
+            todo.append((rec, decision, placement.offset_s))
+        emit("camera_listed", {"serial": ident.serial, "recordings": [(r.id, r.size) for r, _, _ in todo]})
+        for rec, decision, offset in todo:
             if cancel is not None and cancel.is_set():
                 report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
                 break
@@ -222,13 +215,26 @@ class Agent:
                     self._erase(camera, rec, report)
         self.custody.append("undocked", camera=ident.serial)
 
-    def _note_out_of_scope(self, serial: str, rec: RecordingInfo, decision: ScopeDecision) -> None:
+    def _note_out_of_scope(self, serial: str, rec: RecordingInfo, decision: ScopeDecision, offset: float) -> None:
+        """Journal the decision once, with its custody entry; a later docking that decides it for
+        another reason (an exercise registered since, a clock it can no longer place) records that
+        reason too, so custody always says why the footage stayed."""
         with self.journal.transaction() as db:
             exists = db.execute(
-                "SELECT 1 FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                "SELECT state, error FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
                 (serial, rec.id, rec.sha256.hex()),
             ).fetchone()
             if exists:
+                if exists["state"] == "out_of_scope" and exists["error"] != decision.reason:
+                    db.execute(
+                        "UPDATE recordings SET error=?, clock_offset_s=?, updated_at=? "
+                        "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                        (decision.reason, offset, utc_now(), serial, rec.id, rec.sha256.hex()),
+                    )
+                    self.custody.append_in(
+                        db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size,
+                        reason=decision.reason,
+                    )  # fmt: skip
                 return
             db.execute(
                 "INSERT INTO recordings(serial, recording_id, camera_sha256, state, size, start_us, end_us, "
@@ -241,7 +247,7 @@ class Agent:
                     rec.size,
                     rec.start_us,
                     rec.end_us,
-                    rec.start_us / 1e6 - decision.start,
+                    offset,
                     str(rec.category),
                     "",  # the name of footage that never leaves is not kept
                     decision.reason,

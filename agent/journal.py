@@ -27,7 +27,7 @@ from typing import Any
 
 from bodycam.drivers.errors import ConfigError, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cameras(
@@ -58,7 +58,21 @@ CREATE TABLE IF NOT EXISTS parts(
     PRIMARY KEY(serial, recording_id, camera_sha256, part_number));
 CREATE TABLE IF NOT EXISTS custody(seq INTEGER PRIMARY KEY, line TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS custody_detail(seq INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clock_readings(
+    id INTEGER PRIMARY KEY, serial TEXT NOT NULL, epoch INTEGER, valid INTEGER NOT NULL, camera_time REAL NOT NULL,
+    offset_s REAL NOT NULL, round_trip_s REAL NOT NULL, set_by_dock INTEGER NOT NULL,
+    superseded INTEGER NOT NULL DEFAULT 0, measured_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS clock_readings_epoch ON clock_readings(serial, epoch);
+CREATE TABLE IF NOT EXISTS recording_clocks(
+    serial TEXT NOT NULL, recording_id INTEGER NOT NULL, camera_sha256 TEXT NOT NULL, offset_s REAL,
+    first_listed_at TEXT NOT NULL, PRIMARY KEY(serial, recording_id, camera_sha256));
 """
+#: schema 1 -> 2: recordings an older agent listed keep the offset it measured at their first listing
+#: (its clock_offset_s), the only clock history it kept (agent/clocks.py)
+MIGRATE_1_TO_2 = (
+    "INSERT OR IGNORE INTO recording_clocks(serial, recording_id, camera_sha256, offset_s, first_listed_at) "
+    "SELECT serial, recording_id, camera_sha256, clock_offset_s, updated_at FROM recordings"
+)
 
 
 def utc_now() -> str:
@@ -98,6 +112,9 @@ class Journal:
                     raise ConfigError(
                         f"journal {path} was written by a newer agent (schema {row[0]}); upgrade bodycam-sync"
                     )
+                elif int(row[0]) < SCHEMA_VERSION:
+                    db.execute(MIGRATE_1_TO_2)
+                    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         except sqlite3.Error as err:
             raise _storage_error(err, path) from err
         except OSError as err:

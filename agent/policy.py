@@ -1,8 +1,9 @@
 """Scope policy, default deny: only training-exercise footage ever leaves the dock.
 
-A recording is in scope only if, after correcting the camera's clock by the offset measured at
-dock, it lies wholly inside the window of a registered exercise that the camera was allocated to,
-and the camera did not tag it operational. Everything else is never read past its metadata.
+A recording is in scope only if its time can be placed (agent/clocks.py: the offset in force when
+it was stamped), it then lies wholly inside the window of a registered exercise that the camera was
+allocated to, and the camera did not tag it operational. Everything else is never read past its
+metadata.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from bodycam.drivers.errors import ConfigError
 from bodycam.drivers.messages import Category, RecordingInfo
 
+from .clocks import Placement
 from .journal import Journal, utc_now
 
 MAX_EXERCISE_HOURS = 72
@@ -41,11 +43,14 @@ class ScopeDecision:
     end: float
 
 
-def decide(rec: RecordingInfo, serial: str, clock_offset_s: float, exercises: Sequence[Exercise]) -> ScopeDecision:
-    start = rec.start_us / 1e6 - clock_offset_s
-    end = rec.end_us / 1e6 - clock_offset_s
+def decide(rec: RecordingInfo, serial: str, placement: Placement, exercises: Sequence[Exercise]) -> ScopeDecision:
+    offset = placement.offset_s if placement.offset_s is not None else 0.0
+    start = rec.start_us / 1e6 - offset
+    end = rec.end_us / 1e6 - offset
     if rec.category == Category.OPERATIONAL:
         return ScopeDecision(False, "tagged operational by the camera", None, start, end)
+    if placement.offset_s is None:  # default deny: a time that cannot be placed is in no window
+        return ScopeDecision(False, placement.reason, None, start, end)
     allocated = [e for e in exercises if serial in e.cameras]
     if not allocated:
         return ScopeDecision(False, "camera is not allocated to any registered exercise", None, start, end)

@@ -114,6 +114,20 @@ def _check_time(value: int, what: str, field: str) -> int:
     return value
 
 
+def _check_stamp(value: int, what: str, field: str) -> int:
+    """A time the camera *reports* (a recording's stamp): 1970..2100. A stamp before 2000 is kept, not
+    refused: it is what a camera whose RTC was reset writes, and the dock must see it to keep that
+    footage out of scope and repair the clock (time_valid)."""
+    if not 0 <= value <= MAX_TIME_US:
+        raise ProtocolError(f"{what}: '{field}' {value} µs is outside 1970..2100")
+    return value
+
+
+def time_valid(value_us: int) -> bool:
+    """A camera time a correct clock could show (2000..2100); anything else is a reset or broken clock."""
+    return MIN_TIME_US <= value_us <= MAX_TIME_US
+
+
 # -- HELLO ------------------------------------------------------------------------------------
 #: Protocol revisions this code speaks, negotiated by HELLO's ``[min_version, max_version]``. The frame
 #: layout (the header's version byte, protocol.VERSION) is the same in every revision; a revision
@@ -230,7 +244,7 @@ class AuthResponse:
 # -- CLOCK ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ClockValue:
-    """CLOCK_SET request and CLOCK_GET/CLOCK_SET response: µs since the Unix epoch, camera clock."""
+    """CLOCK_SET request (µs since the Unix epoch, 2000..2100); the answers are ClockState."""
 
     time_us: int
 
@@ -243,6 +257,44 @@ class ClockValue:
             raise ProtocolError("CLOCK payload must be 8 bytes")
         (value,) = struct.unpack("<q", data)
         return cls(_check_time(value, "CLOCK", "time_us"))
+
+
+#: ClockState ``flags`` bit: the clock has been set since the RTC last lost power (revision 2)
+CLOCK_FLAG_VALID = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """What CLOCK_GET and CLOCK_SET answer: the camera time and, in revision 2, the clock epoch.
+
+    ``epoch`` is the counter the camera bumps at each CLOCK_SET and stamps into every recording
+    (None: a revision-1 camera, which has no epochs). ``valid`` is False when the camera says its RTC
+    lost power since it was last set, or when the time is outside 2000..2100 (a reset RTC reads 1970):
+    the dock then records it, sets the clock, and places no footage stamped under it.
+    A time is any i64 here: refusing a 1970 answer would leave a reset camera undockable forever.
+    """
+
+    time_us: int
+    epoch: int | None = None
+    valid: bool = True
+    _V2: ClassVar[struct.Struct] = struct.Struct("<qIB")
+
+    def to_bytes(self, revision: int = 1) -> bytes:
+        if revision < 2:
+            return struct.pack("<q", self.time_us)
+        return self._V2.pack(self.time_us, self.epoch or 0, CLOCK_FLAG_VALID if self.valid else 0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, revision: int = 1) -> Self:
+        if revision < 2:
+            if len(data) != 8:
+                raise ProtocolError("CLOCK payload must be 8 bytes")
+            (value,) = struct.unpack("<q", data)
+            return cls(value, None, time_valid(value))
+        if len(data) != cls._V2.size:
+            raise ProtocolError(f"CLOCK answer (revision 2) must be {cls._V2.size} bytes")
+        value, epoch, flags = cls._V2.unpack(data)
+        return cls(value, epoch, bool(flags & CLOCK_FLAG_VALID) and time_valid(value))
 
 
 # -- STATUS -----------------------------------------------------------------------------------
@@ -302,28 +354,36 @@ class RecordingInfo:
     category: Category
     sha256: bytes  # camera-side SHA-256 of the plaintext
     name: str
+    #: the camera's clock epoch when it stamped start_us (revision 2); None from a revision-1 camera
+    clock_epoch: int | None = None
     _S: ClassVar[struct.Struct] = struct.Struct("<IQqqB32s")
 
-    def to_bytes(self) -> bytes:
-        return self._S.pack(self.id, self.size, self.start_us, self.end_us, self.category, self.sha256) + _text(
-            self.name, 255, "name"
-        )
+    @property
+    def stamped_validly(self) -> bool:
+        """Both stamps are times a set clock could show (a reset RTC stamps 1970)."""
+        return time_valid(self.start_us) and time_valid(self.end_us)
+
+    def to_bytes(self, revision: int = 1) -> bytes:
+        fixed = self._S.pack(self.id, self.size, self.start_us, self.end_us, self.category, self.sha256)
+        epoch = struct.pack("<I", self.clock_epoch or 0) if revision >= 2 else b""
+        return fixed + epoch + _text(self.name, 255, "name")
 
     @classmethod
-    def read(cls, r: _Reader) -> Self:
+    def read(cls, r: _Reader, revision: int = 1) -> Self:
         rid, size, start, end, cat, digest = r.unpack(cls._S.format, "entry")
+        epoch = r.u("<I", "clock_epoch") if revision >= 2 else None
         name = r.text("name", MAX_NAME)
         if size > MAX_RECORDING_SIZE:
             raise ProtocolError(f"LIST: recording {rid} claims {size} bytes, over the {MAX_RECORDING_SIZE} limit")
-        _check_time(start, "LIST", "start_us")
-        _check_time(end, "LIST", "end_us")
+        _check_stamp(start, "LIST", "start_us")
+        _check_stamp(end, "LIST", "end_us")
         if end < start:
             raise ProtocolError(f"LIST: recording {rid} ends before it starts")
         try:
             category = Category(cat)
         except ValueError:
             category = Category.UNKNOWN  # unknown tags are treated as not-training (default deny)
-        return cls(rid, size, start, end, category, bytes(digest), name)
+        return cls(rid, size, start, end, category, bytes(digest), name, epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,18 +391,19 @@ class ListResponse:
     total: int
     entries: tuple[RecordingInfo, ...]
 
-    def to_bytes(self) -> bytes:
-        return struct.pack("<IH", self.total, len(self.entries)) + b"".join(e.to_bytes() for e in self.entries)
+    def to_bytes(self, revision: int = 1) -> bytes:
+        entries = b"".join(e.to_bytes(revision) for e in self.entries)
+        return struct.pack("<IH", self.total, len(self.entries)) + entries
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
+    def from_bytes(cls, data: bytes, revision: int = 1) -> Self:
         r = _Reader(data, "LIST response")
         total, count = r.unpack("<IH", "header")
         if total > MAX_RECORDINGS:
             raise ProtocolError(f"LIST response: camera claims {total} recordings, the limit is {MAX_RECORDINGS}")
         if count > MAX_LIST_PAGE:
             raise ProtocolError(f"LIST response: {count} entries in one page, the limit is {MAX_LIST_PAGE}")
-        entries = tuple(RecordingInfo.read(r) for _ in range(count))
+        entries = tuple(RecordingInfo.read(r, revision) for _ in range(count))
         r.end()
         return cls(total, entries)
 
@@ -414,8 +475,6 @@ class FirmwareBegin:
         r.end()
         if size > MAX_FIRMWARE_SIZE:
             raise ProtocolError(f"FW_BEGIN: image of {size} bytes over the limit {MAX_FIRMWARE_SIZE}")
-        if size == 0:  # an empty image would commit into a slot that cannot boot
-            raise ProtocolError("FW_BEGIN: an image of 0 bytes")
         return cls(size, bytes(digest), version, signature)
 
 
@@ -471,4 +530,4 @@ class FirmwareCommitted:
         return cls(version, slot)
 
 
-assert MAX_LIST_PAGE * (RecordingInfo._S.size + 1 + 255) + 6 < MAX_PAYLOAD
+assert MAX_LIST_PAGE * (RecordingInfo._S.size + 4 + 1 + 255) + 6 < MAX_PAYLOAD

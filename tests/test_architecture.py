@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = [
-    "agecrypt", "batch", "bucket", "config", "custody", "ingest", "inventory", "journal", "manifest",
+    "agecrypt", "batch", "bucket", "clocks", "config", "custody", "ingest", "inventory", "journal", "manifest",
     "policy", "pull", "sshsig", "verify", "firmware", "keys", "report", "throttle",
 ]  # fmt: skip
 

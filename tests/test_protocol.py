@@ -411,7 +411,7 @@ messages = st.one_of(
     st.builds(m.EraseRequest, u32, digests),
     st.builds(
         m.FirmwareBegin,
-        st.integers(1, m.MAX_FIRMWARE_SIZE),
+        st.integers(0, m.MAX_FIRMWARE_SIZE),
         digests,
         texts(m.MAX_SHORT_TEXT),
         st.binary(min_size=64, max_size=64),
@@ -468,7 +468,7 @@ def raw_list(*entries: bytes, total: int | None = None, count: int | None = None
         (raw_list(raw_entry(name=b"\xff\xfe")), "'name' is not valid UTF-8"),
         (raw_list(raw_entry(name=b"\xed\xa0\x80")), "'name' is not valid UTF-8"),  # a UTF-8 encoded surrogate
         (raw_list(raw_entry(size=m.MAX_RECORDING_SIZE + 1)), "over the 68719476736 limit"),
-        (raw_list(raw_entry(start=m.MIN_TIME_US - 1)), "'start_us'"),
+        (raw_list(raw_entry(start=-1)), "'start_us' -1 µs is outside 1970..2100"),
         (raw_list(raw_entry(end=m.MAX_TIME_US + 1)), "'end_us'"),
         (raw_list(raw_entry(start=m.MIN_TIME_US + 1, end=m.MIN_TIME_US)), "ends before it starts"),
         (raw_list(total=m.MAX_RECORDINGS + 1), "claims 65536 recordings"),
@@ -546,7 +546,6 @@ FIRMWARE_BEGIN = struct.pack("<Q32s", 100, bytes(32)) + b"\x051.2.3" + bytes(64)
             struct.pack("<Q32s", m.MAX_FIRMWARE_SIZE + 1, bytes(32)) + b"\0" + bytes(64),
             "over the limit",
         ),
-        (m.FirmwareBegin.from_bytes, struct.pack("<Q32s", 0, bytes(32)) + b"\0" + bytes(64), "image of 0 bytes"),
         (m.FirmwareBegin.from_bytes, FIRMWARE_BEGIN[:-1], "inside field 'signature'"),
         (m.FirmwareBegin.from_bytes, FIRMWARE_BEGIN + b"\0", "trailing"),
         (m.FirmwareChunk.from_bytes, bytes(8 + m.MAX_FIRMWARE_CHUNK + 1), "wrong payload size"),
@@ -560,6 +559,34 @@ FIRMWARE_BEGIN = struct.pack("<Q32s", 100, bytes(32)) + b"\x051.2.3" + bytes(64)
 def test_scalar_limits(parse: Callable[[bytes], object], payload: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
         parse(payload)
+
+
+def test_a_reset_clock_is_reported_not_refused() -> None:
+    """A camera whose RTC lost power reads 1970: refusing the answer would leave it undockable forever
+    (issue 8 item 2), so the dock gets the value flagged invalid, and so are stamps made under it."""
+    reset = m.ClockState.from_bytes(struct.pack("<q", 3_600_000_000))
+    assert (reset.time_us, reset.epoch, reset.valid) == (3_600_000_000, None, False)
+    assert m.ClockState.from_bytes(struct.pack("<q", m.MIN_TIME_US)).valid
+    v2 = m.ClockState.from_bytes(struct.pack("<qIB", m.MIN_TIME_US + 5, 7, m.CLOCK_FLAG_VALID), 2)
+    assert (v2.time_us, v2.epoch, v2.valid) == (m.MIN_TIME_US + 5, 7, True)
+    assert not m.ClockState.from_bytes(struct.pack("<qIB", m.MIN_TIME_US + 5, 7, 0), 2).valid  # the camera says so
+    assert not m.ClockState.from_bytes(struct.pack("<qIB", 5, 7, m.CLOCK_FLAG_VALID), 2).valid  # 1970 all the same
+    (entry,) = m.ListResponse.from_bytes(raw_list(raw_entry(start=0, end=60_000_000))).entries
+    assert entry.start_us == 0 and not entry.stamped_validly
+    assert m.ListResponse.from_bytes(raw_list(raw_entry())).entries[0].stamped_validly
+
+
+def test_revision_2_carries_clock_epochs() -> None:
+    info = m.RecordingInfo(1, 2, m.MIN_TIME_US, m.MIN_TIME_US + 1, m.Category.UNKNOWN, bytes(32), "n", 9)
+    listing = m.ListResponse(1, (info,))
+    assert m.ListResponse.from_bytes(listing.to_bytes(2), 2).entries == (info,)
+    assert len(listing.to_bytes(2)) == len(listing.to_bytes(1)) + 4  # a u32 before the name
+    assert m.ListResponse.from_bytes(listing.to_bytes(1), 1).entries[0].clock_epoch is None
+    state = m.ClockState(m.MIN_TIME_US, 3, True)
+    assert m.ClockState.from_bytes(state.to_bytes(2), 2) == state
+    assert len(state.to_bytes(1)) == 8 and len(state.to_bytes(2)) == 13
+    with pytest.raises(ProtocolError):
+        m.ClockState.from_bytes(state.to_bytes(1), 2)  # a revision-1 answer on a revision-2 link
 
 
 def test_scalar_limits_are_inclusive() -> None:
@@ -576,6 +603,7 @@ FIXED_SAMPLES: list[object] = [
     m.AuthRequest(bytes(32)),
     m.AuthResponse(bytes(64)),
     m.ClockValue(m.MIN_TIME_US),
+    m.ClockState(m.MIN_TIME_US),
     m.CameraStatus(1, False, 0, 0, 0.0, 0),
     m.ListRequest(0, 64),
     m.ReadRequest(1, 2, 3),
@@ -623,6 +651,9 @@ PARSERS: list[Callable[[bytes], object]] = [
     m.AuthRequest.from_bytes,
     m.AuthResponse.from_bytes,
     m.ClockValue.from_bytes,
+    m.ClockState.from_bytes,
+    lambda data: m.ClockState.from_bytes(data, 2),
+    lambda data: m.ListResponse.from_bytes(data, 2),
     m.CameraStatus.from_bytes,
     m.ListRequest.from_bytes,
     m.ListResponse.from_bytes,

@@ -26,6 +26,7 @@ from ..models import DEFAULT_MODEL, CameraModel
 from ..protocol import (
     MAX_PAYLOAD,
     MAX_READ,
+    MAX_READ_SPAN,
     OVERHEAD,
     Command,
     Frame,
@@ -111,7 +112,17 @@ class VirtualCamera:
         self.recordings = {r.id: r for r in recordings}
         self.content = ContentSource(serial)
         self.clock_offset_s = clock_offset_s
-        self._recorded_offset_s = clock_offset_s
+        #: the clock epoch: bumped at each CLOCK_SET (and when the RTC lost power); stamped into recordings
+        self.clock_epoch = 1
+        #: False while the RTC has not been set since it lost power (it then counts from 1970)
+        self.rtc_valid = True
+        if self.faults.rtc_reset:
+            # The RTC lost power ten minutes before the first recording and restarted at 1970-01-01;
+            # the camera noticed at boot (a new epoch) and stamped everything since on that clock.
+            reset_at = min((r.true_start for r in recordings), default=time.time() - 3600) - 600
+            self.clock_offset_s, self.clock_epoch, self.rtc_valid = -reset_at, 2, False
+        #: recording id -> (clock offset, epoch) when it was stamped: setting the clock later moves neither
+        self._stamps: dict[int, tuple[float, int]] = {r.id: (self.clock_offset_s, self.clock_epoch) for r in recordings}
         self.battery_percent = battery_percent
         self.storage_total_bytes = storage_total_bytes
         self.firmware = FirmwareSlots()
@@ -241,7 +252,7 @@ class VirtualCamera:
                 yield encode_frame(Command.READ, frame.seq, status=Status.MORE_FOLLOWS, response=True)
         if self._hung:
             return
-        if req.offset > rec.size + (4096 if self.faults.lie_length else 0):
+        if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ_SPAN:
             yield encode_frame(Command.READ, frame.seq, status=Status.OUT_OF_RANGE, response=True)
             return
         piece = min(MAX_READ, self.model.max_read)
@@ -277,10 +288,6 @@ class VirtualCamera:
             chosen = min(self.max_protocol, hello.max_version)
             if chosen < max(hello.min_version, m.MIN_PROTOCOL):
                 return Status.UNSUPPORTED_VERSION, b""
-            # HELLO starts a session (docs/protocol.md "Sessions"): on a serial line, where the camera
-            # cannot see the dock close the port, it is what keeps the next program that opens it
-            # from inheriting the last one's authentication
-            self._authenticated = False
             self.protocol = chosen
             return Status.OK, m.HelloResponse(chosen, MAX_PAYLOAD + OVERHEAD).to_bytes()
         if command == Command.IDENTIFY:
@@ -300,11 +307,13 @@ class VirtualCamera:
             self._authenticated = not self.faults.impostor
             return Status.OK, m.AuthResponse(signature).to_bytes()
         if command == Command.CLOCK_GET:
-            return Status.OK, m.ClockValue(round(self.camera_time() * 1e6)).to_bytes()
+            return Status.OK, self._clock_state()
         if command == Command.CLOCK_SET:
             target = m.ClockValue.from_bytes(payload).time_us / 1e6
             self.clock_offset_s = target - time.time()
-            return Status.OK, m.ClockValue(round(self.camera_time() * 1e6)).to_bytes()
+            self.clock_epoch += 1
+            self.rtc_valid = True
+            return Status.OK, self._clock_state()
         if command == Command.STATUS:
             used = sum(r.size for r in self.recordings.values())
             status = m.CameraStatus(
@@ -320,6 +329,15 @@ class VirtualCamera:
     def camera_time(self) -> float:
         return time.time() + self.clock_offset_s
 
+    def _clock_state(self) -> bytes:
+        state = m.ClockState(round(self.camera_time() * 1e6), self.clock_epoch, self.rtc_valid)
+        return state.to_bytes(self.protocol)
+
+    def record(self, rec: SyntheticRecording) -> None:
+        """A recording made now (while undocked): stamped with the clock and epoch in force now."""
+        self.recordings[rec.id] = rec
+        self._stamps[rec.id] = (self.clock_offset_s, self.clock_epoch)
+
     def listing(self) -> list[m.RecordingInfo]:
         """What this camera reports, faults included (recording times on the camera's clock)."""
         out = []
@@ -332,9 +350,10 @@ class VirtualCamera:
             if self.faults.hostile_names:
                 name = ("../../../../etc/cron.d/x", "clip\x1b[31m.mp4", "A" * 200)[rec.id % 3]
             # stamped by the clock as it was when recording (setting the clock later does not move them)
-            start_us = round((rec.true_start + self._recorded_offset_s) * 1e6)
-            end_us = round((rec.true_end + self._recorded_offset_s) * 1e6)
-            out.append(m.RecordingInfo(rec.id, size, start_us, end_us, rec.tag, digest, name))
+            offset, epoch = self._stamps.get(rec.id, (self.clock_offset_s, self.clock_epoch))
+            start_us = round((rec.true_start + offset) * 1e6)
+            end_us = round((rec.true_end + offset) * 1e6)
+            out.append(m.RecordingInfo(rec.id, size, start_us, end_us, rec.tag, digest, name, epoch))
         return out
 
     def _list(self, req: m.ListRequest) -> bytes:
@@ -346,10 +365,12 @@ class VirtualCamera:
             total = req.start + len(page) + m.MAX_LIST_PAGE * self._list_calls
             when = round(self.camera_time() * 1e6)
             page = page or tuple(
-                m.RecordingInfo(90000 + req.start + i, 1, when, when, m.Category.TRAINING, b"\0" * 32, f"x{i}")
+                m.RecordingInfo(
+                    90000 + req.start + i, 1, when, when, m.Category.TRAINING, b"\0" * 32, f"x{i}", self.clock_epoch
+                )
                 for i in range(m.MAX_LIST_PAGE)
             )
-        return m.ListResponse(total, page).to_bytes()
+        return m.ListResponse(total, page).to_bytes(self.protocol)
 
     def _erase(self, req: m.EraseRequest) -> tuple[int, bytes]:
         rec = self.recordings.get(req.recording_id)

@@ -17,6 +17,7 @@ class Faults:
     wrong_hash: bool = False  # LIST reports a wrong SHA-256 for every recording
     endless_list: bool = False  # LIST always promises one more page
     impostor: bool = False  # IDENTIFY shows the genuine device key, AUTH signs with another one
+    rtc_reset: bool = False  # the RTC lost power before the recordings: clock and stamps read 1970, flagged invalid
     v1_only: bool = False  # speaks protocol revision 1 only: no clock epochs, no dock proof (an older firmware)
     unplug_fw_at: int | None = None  # drop the link once, after storing the FW_CHUNK that reaches this many bytes
     empty_more_follows: bool = False  # READ answers are an endless stream of zero-length MORE_FOLLOWS frames
