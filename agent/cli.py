@@ -135,6 +135,7 @@ def sim_serve(
             info["link"] = str(link)
         stopper = pty_server.stop
     info["device_key"] = server.device_key_hex(serial_number)
+    info["model"] = camera.model.name
     click.echo(json.dumps(info))
     sys.stdout.flush()
     try:
@@ -157,14 +158,26 @@ def devices(ctx: Context, as_json: bool, usbip: tuple[str, ...], serial_port: tu
     if not explicit:
         cfg = ctx.config
         usbip, serial_port = cfg.usbip, cfg.serial
-    rows = survey(usbip, serial_port, discover=not explicit, enrolled=_enrolled_lookup(ctx))
+    result = survey(usbip, serial_port, discover=not explicit, enrolled=_enrolled_lookup(ctx))
     if as_json:
-        emit_json({"cameras": [r.to_json() for r in rows]})
-        return
+        emit_json(
+            {"cameras": [r.to_json() for r in result.cameras], "problems": [p.to_json() for p in result.problems]}
+        )
+    else:
+        _print_devices(result.cameras)
+    for problem in result.problems:  # an address the operator named fails the command; discovery's only warn
+        click.echo(f"bodycam-sync: {'error' if problem.explicit else 'warning'}: {problem.error}", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_devices(rows: list[Any]) -> None:
     if not rows:
         click.echo("no cameras found")
         return
-    header = ("SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED")
+    header = (
+        "SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED", "DEVICE KEY"
+    )  # fmt: skip
     table = [header] + [
         (
             r.serial,
@@ -176,12 +189,29 @@ def devices(ctx: Context, as_json: bool, usbip: tuple[str, ...], serial_port: tu
             f"{r.clock_offset_s:+.1f} s",
             str(r.recordings),
             {True: "yes", False: "NO", None: "?"}[r.enrolled],
+            r.device_key_fingerprint,
         )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@sim.command("vendor-key")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Private key path.")
+def sim_vendor_key_cmd(out: Path) -> None:
+    """Write the simulator vendor's firmware key pair (OUT, OUT.pub) for test images.
+
+    Virtual cameras trust this key; its private half is public knowledge (docs/firmware.md), so it
+    signs test images only. Real cameras trust only their vendor's key."""
+    from bodycam.drivers.virtual.camera import sim_vendor_key
+
+    from .sshsig import write_key
+
+    line = write_key(out, sim_vendor_key(), "bodycam-sim-vendor")
+    click.echo(line)
+    click.echo(f"wrote {out} (private, 0600) and {out}.pub", err=True)
 
 
 # -- keys, cameras, exercises, recipients ---------------------------------------------------------
@@ -256,11 +286,20 @@ def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("serial")
-@click.option("--key", "device_key", required=True, help="The camera's Ed25519 device public key (64 hex digits).")
+@click.option(
+    "--key",
+    "device_key",
+    required=True,
+    help="The camera's Ed25519 device public key (64 hex digits) from the vendor's enrolment sheet.",
+)
 @click.option("--model", default=None)
+@click.option("--replace", is_flag=True, help="Trust this key instead of the one the serial is enrolled with.")
 @pass_ctx
-def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> None:
-    """Enrol a camera: the dock talks only to cameras that prove they hold their enrolled key."""
+def enroll(ctx: Context, serial: str, device_key: str, model: str | None, replace: bool) -> None:
+    """Enrol a camera with the key on the vendor's enrolment sheet (never the key a camera presents).
+
+    The dock talks only to cameras that prove they hold their enrolled key. Enrolments, and a
+    replaced key, are custody entries."""
     from bodycam.drivers.messages import serial_problem, valid_serial
 
     if not valid_serial(serial):  # the alphabet IDENTIFY enforces: a serial it refuses could never authenticate
@@ -270,34 +309,56 @@ def enroll(ctx: Context, serial: str, device_key: str, model: str | None) -> Non
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise ConfigError("--key must be 64 hex digits (the camera's Ed25519 public key, shown by 'devices')")
+        raise ConfigError(
+            "--key must be 64 hex digits (the camera's Ed25519 public key, from the vendor's enrolment sheet)"
+        )
+    from bodycam.drivers.device import key_fingerprint
+
+    from .custody import CustodyLog
+    from .enrolment import enroll as enroll_camera
+
     with _agent_journal(ctx) as journal:
-        journal.enroll(serial, raw, model)
-    click.echo(f"enrolled camera {serial}")
+        done = enroll_camera(journal, CustodyLog(journal, ctx.config.dock_id), serial, raw, model, replace=replace)
+    what = {"enrolled": "enrolled", "replaced": "re-enrolled", "unchanged": "already enrolled"}[done]
+    click.echo(f"{what} camera {serial} with device key {key_fingerprint(raw)}")
 
 
 @cli.command()
 @click.argument("serial")
-@click.option("--officer", required=True, help="Officer id (kept on the dock; the bucket sees a pseudonym).")
+@click.option(
+    "--officer", default=None, help="Officer id (kept on the dock; the bucket sees a pseudonym). Omit to show history."
+)
 @click.option("--at", "at_text", default=None, help="Allocation time, ISO 8601 (default: now).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def allocate(ctx: Context, serial: str, officer: str, at_text: str | None, as_json: bool) -> None:
-    """Allocate a camera to an officer, and show the camera's allocation history."""
+def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None, as_json: bool) -> None:
+    """Allocate an enrolled camera to an officer, and show the camera's allocation history.
+
+    Without --officer, only shows the history."""
     import time
 
     from .policy import parse_time
 
-    if not officer.strip() or len(officer) > 64:
+    if officer is not None and (not officer.strip() or len(officer) > 64):
         raise ConfigError("--officer must be 1-64 characters")
+    if officer is None and at_text is not None:
+        raise ConfigError("--at needs --officer (without --officer, allocate only shows the history)")
     when = parse_time(at_text, "--at") if at_text else time.time()
     with _agent_journal(ctx) as journal:
-        journal.allocate(serial, officer.strip(), when)
+        if officer is not None:
+            if journal.enrolled_key(serial) is None:
+                raise ConfigError(
+                    f"camera {serial} is not enrolled on this dock; check the serial, or enrol it first "
+                    f"('bodycam-sync enroll {serial} --key HEX' with the key from the vendor's enrolment sheet)"
+                )
+            journal.allocate(serial, officer.strip(), when)
         history = [
             {"serial": r["serial"], "officer": r["officer"], "at": _iso(r["at"])} for r in journal.allocations(serial)
         ]
     if as_json:
         emit_json({"allocations": history})
+    elif not history:
+        click.echo(f"camera {serial} has never been allocated")
     else:
         for item in history:
             click.echo(f"{item['at']}  {item['serial']}  {item['officer']}")
@@ -396,9 +457,15 @@ def _firmware_progress(serial: str, done: int, total: int) -> None:
 @click.option("--model", "models", multiple=True, required=True, help="Camera model the image is for, repeatable.")
 def firmware_build(payload: Path, out: Path, key_path: Path, version: str, models: tuple[str, ...]) -> None:
     """Build a signed image from PAYLOAD into OUT (vendors' test images)."""
+    from bodycam.drivers.models import MODELS
+
     from .firmware import make_image
     from .sshsig import load_private_key
 
+    known = {m.name for m in MODELS}
+    for name in models:
+        if name not in known:
+            raise ConfigError(f"--model {name!r} is not a known camera model; known models: {', '.join(sorted(known))}")
     image = make_image(out, payload, version, models, load_private_key(key_path))
     click.echo(
         f"wrote {out}: firmware {image.version} for {', '.join(image.models)}, {image.size} bytes, "

@@ -39,6 +39,7 @@ EVENTS = frozenset(
         "batch_sealed",
         "key_rotated",
         "firmware_installed",
+        "enrolled",
     }
 )
 

@@ -260,12 +260,16 @@ def generate_key(path: Path, comment: str) -> str:
     Refuses to overwrite either file: replacing a dock's key silently would orphan every signature
     already trusted under the old one.
     """
+    return write_key(path, Ed25519PrivateKey.generate(), comment)
+
+
+def write_key(path: Path, key: Ed25519PrivateKey, comment: str) -> str:
+    """Write ``key`` at ``path`` (OpenSSH, 0600) and ``path.pub``, never overwriting; return its public line."""
     if any(ch in comment for ch in "\r\n\0"):
         raise ConfigError("key comment must be a single line")
     pub_path = _pub_path(path)
     if os.path.lexists(pub_path):
         raise ConfigError(f"{pub_path} already exists; refusing to overwrite it (move it away first)")
-    key = Ed25519PrivateKey.generate()
     line = public_key_line(key.public_key())
     _write_new(path, _private_key_file(key, comment).encode("utf-8"), 0o600)
     try:

@@ -8,6 +8,8 @@ into trusted values (authentication, lengths matching what was asked).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import time
@@ -21,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from . import messages as m
 from .errors import AuthenticationError, DeviceError, LinkTimeoutError, ProtocolError
 from .protocol import (
-    MAX_READ,
+    MAX_PAYLOAD,
     MAX_READ_SPAN,
+    OVERHEAD,
     Command,
     Frame,
     FrameDecoder,
@@ -40,6 +43,10 @@ LOG = logging.getLogger(__name__)
 IDEMPOTENT = frozenset(
     {Command.HELLO, Command.IDENTIFY, Command.CLOCK_GET, Command.STATUS, Command.LIST, Command.READ, Command.FW_CHUNK}
 )
+#: the smallest HELLO ``max_frame`` a camera may announce: the dock's largest request, a full FW_CHUNK
+MIN_CAMERA_FRAME = OVERHEAD + 8 + m.MAX_FIRMWARE_CHUNK
+#: the ``max_frame`` the dock announces: the largest frame it accepts (any frame of this protocol)
+DOCK_MAX_FRAME = MAX_PAYLOAD + OVERHEAD
 STALE_FRAME_LIMIT = 16  # unexpected answers skipped before the link is declared broken
 #: frames of answers the dock itself abandoned (a pipelined read after an error), skipped silently
 ABANDONED_FRAME_LIMIT = 4 * (16 * 1024 * 1024 // (64 * 1024))
@@ -84,12 +91,23 @@ class Deadline:
     seconds: float
 
 
+def key_fingerprint(device_key: bytes) -> str:
+    """``SHA256:...`` of an Ed25519 device key, as ``ssh-keygen -l`` prints it for the same key.
+
+    What an armourer compares with the vendor's enrolment sheet; it cannot be pasted into
+    ``enroll --key``, so the key a camera presents is never trusted by copying it.
+    """
+    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", device_key))
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+
+
 def check_enrolment(ident: m.Identity, enrolled_key: bytes | None) -> bytes:
     """The enrolled key, if the camera presents exactly it; AuthenticationError otherwise."""
     if enrolled_key is None:
         raise AuthenticationError(
-            f"camera {ident.serial} is not enrolled; an armourer enrols it with "
-            f"'bodycam-sync enroll {ident.serial} --key {ident.device_key.hex()}'"
+            f"camera {ident.serial} is not enrolled (it presents device key {key_fingerprint(ident.device_key)}); "
+            f"enrol it with the key on the vendor's enrolment sheet for {ident.serial}, once the sheet's fingerprint "
+            f"matches: 'bodycam-sync enroll {ident.serial} --key <64 hex digits from the sheet>'"
         )
     if ident.device_key != enrolled_key:
         raise AuthenticationError(
@@ -266,12 +284,17 @@ class Camera:
     def open(self) -> m.Identity:
         """Negotiate the protocol version and identify the camera (probes once)."""
         hello = m.HelloResponse.from_bytes(
-            self.call(Command.HELLO, m.HelloRequest(m.MIN_PROTOCOL, m.MAX_PROTOCOL, MAX_READ + 4096 + 20).to_bytes())
+            self.call(Command.HELLO, m.HelloRequest(m.MIN_PROTOCOL, m.MAX_PROTOCOL, DOCK_MAX_FRAME).to_bytes())
         )
         if not m.MIN_PROTOCOL <= hello.version <= m.MAX_PROTOCOL:
             raise ProtocolError(
                 f"{self.name} chose protocol revision {hello.version}; this dock speaks "
                 f"{m.MIN_PROTOCOL} to {m.MAX_PROTOCOL}"
+            )
+        if hello.max_frame < MIN_CAMERA_FRAME:
+            raise ProtocolError(
+                f"{self.name} accepts frames of at most {hello.max_frame} bytes; the protocol requires "
+                f"{MIN_CAMERA_FRAME} (a full FW_CHUNK): its firmware does not implement this protocol"
             )
         self.protocol = hello.version
         self._identity = m.Identity.from_bytes(self.call(Command.IDENTIFY))

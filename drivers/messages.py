@@ -475,6 +475,8 @@ class FirmwareBegin:
         r.end()
         if size > MAX_FIRMWARE_SIZE:
             raise ProtocolError(f"FW_BEGIN: image of {size} bytes over the limit {MAX_FIRMWARE_SIZE}")
+        if size == 0:  # an empty image would commit into a slot that cannot boot
+            raise ProtocolError("FW_BEGIN: an image of 0 bytes")
         return cls(size, bytes(digest), version, signature)
 
 

@@ -102,6 +102,7 @@ def test_an_exercise_id_that_describes_a_site_or_an_officer_is_refused(
     from .dock import make_dock
 
     dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll("CAM-1")  # only an enrolled camera can be allocated
     assert dock.cli("allocate", "CAM-1", "--officer", "PC-4711").returncode == 0
     window = ("--start", "2026-11-24T09:00:00Z", "--end", "2026-11-24T12:00:00Z", "--camera", "CAM-1")
     proc = dock.cli("exercise", "add", exercise_id, *window, "--site", "Hendon firing range 3")

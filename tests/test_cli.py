@@ -160,3 +160,17 @@ def test_keys_init_says_where_it_wrote_show_repeats_the_line_and_a_second_init_p
     again = run("--config", str(config), "keys", "init")
     assert again.returncode == 2 and "keys rotate" in again.stderr
     one_line_error(again)
+
+
+def test_allocate_refuses_a_camera_never_enrolled_and_shows_history_without_allocating(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    unknown = dock.cli("allocate", "CAM-77", "--officer", "PC-1")
+    assert unknown.returncode == 2 and "CAM-77 is not enrolled" in unknown.stderr
+    one_line_error(unknown)
+    dock.enroll("CAM-7")  # the test dock enrols and allocates to OFFICER-CAM-7
+    assert dock.cli("allocate", "CAM-7", "--officer", "PC-2").returncode == 0
+    before = json.loads(dock.cli("allocate", "CAM-7", "--json").stdout)["allocations"]
+    assert [a["officer"] for a in before][-1] == "PC-2" and len(before) == 2
+    again = json.loads(dock.cli("allocate", "CAM-7", "--json").stdout)["allocations"]
+    assert again == before  # showing the history allocates nothing
+    assert "never been allocated" in dock.cli("allocate", "CAM-77").stdout

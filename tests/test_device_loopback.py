@@ -617,6 +617,9 @@ class SlowCable(LoopbackTransport):
         self.delays = delays
         self.writes: list[tuple[float, int]] = []  # (time, command) of each request
         self.due: list[tuple[float, bytes]] = []
+        #: a read with nothing due returns empty after this long, even if its timeout is longer (as a USB
+        #: zero-length packet or a spurious wake-up does)
+        self.empty_after: float | None = None
 
     def clock(self) -> float:
         return self.now
@@ -631,11 +634,12 @@ class SlowCable(LoopbackTransport):
             self.due.sort(key=lambda item: item[0])
 
     def _read_some(self, timeout: float) -> bytes:
-        if self.due and self.due[0][0] <= self.now + timeout:
+        wait = timeout if self.empty_after is None else min(timeout, self.empty_after)
+        if self.due and self.due[0][0] <= self.now + wait:
             at, answer = self.due.pop(0)
             self.now = max(self.now, at)
             return answer
-        self.now += timeout
+        self.now += wait
         return b""
 
 
@@ -662,6 +666,19 @@ def test_every_retry_gets_the_full_deadline(delays: list[float | None]) -> None:
     assert len(sent) == 3
     assert [b - a for a, b in itertools.pairwise(sent)] == [5.0, 5.0]  # each retry after a full 5 s
     assert cable.now - sent[-1] == 5.0  # and the last attempt too
+
+
+def test_an_early_empty_read_does_not_end_the_attempt() -> None:
+    """Reads that come back empty after 1 s do not cut a 5 s deadline short (they used to end the attempt)."""
+    camera = virtual()
+    cable = SlowCable(camera, [])
+    cam = Camera(cable, timeout=5.0, clock=cable.clock)
+    cam.open()
+    cam.authenticate(ENROLLED)
+    cable.empty_after = 1.0
+    cable.delays = [4.5]
+    assert cam.status().recording_count == 3
+    assert [command for _at, command in cable.writes].count(Command.STATUS) == 1  # answered on the first try
 
 
 def test_a_retry_after_lost_answers_succeeds_within_its_own_deadline() -> None:

@@ -411,7 +411,7 @@ messages = st.one_of(
     st.builds(m.EraseRequest, u32, digests),
     st.builds(
         m.FirmwareBegin,
-        st.integers(0, m.MAX_FIRMWARE_SIZE),
+        st.integers(1, m.MAX_FIRMWARE_SIZE),
         digests,
         texts(m.MAX_SHORT_TEXT),
         st.binary(min_size=64, max_size=64),
@@ -546,6 +546,7 @@ FIRMWARE_BEGIN = struct.pack("<Q32s", 100, bytes(32)) + b"\x051.2.3" + bytes(64)
             struct.pack("<Q32s", m.MAX_FIRMWARE_SIZE + 1, bytes(32)) + b"\0" + bytes(64),
             "over the limit",
         ),
+        (m.FirmwareBegin.from_bytes, struct.pack("<Q32s", 0, bytes(32)) + b"\0" + bytes(64), "image of 0 bytes"),
         (m.FirmwareBegin.from_bytes, FIRMWARE_BEGIN[:-1], "inside field 'signature'"),
         (m.FirmwareBegin.from_bytes, FIRMWARE_BEGIN + b"\0", "trailing"),
         (m.FirmwareChunk.from_bytes, bytes(8 + m.MAX_FIRMWARE_CHUNK + 1), "wrong payload size"),

@@ -26,7 +26,6 @@ from ..models import DEFAULT_MODEL, CameraModel
 from ..protocol import (
     MAX_PAYLOAD,
     MAX_READ,
-    MAX_READ_SPAN,
     OVERHEAD,
     Command,
     Frame,
@@ -252,7 +251,7 @@ class VirtualCamera:
                 yield encode_frame(Command.READ, frame.seq, status=Status.MORE_FOLLOWS, response=True)
         if self._hung:
             return
-        if req.offset > rec.size + (4096 if self.faults.lie_length else 0) or req.length > MAX_READ_SPAN:
+        if req.offset > rec.size + (4096 if self.faults.lie_length else 0):
             yield encode_frame(Command.READ, frame.seq, status=Status.OUT_OF_RANGE, response=True)
             return
         piece = min(MAX_READ, self.model.max_read)
@@ -288,6 +287,10 @@ class VirtualCamera:
             chosen = min(self.max_protocol, hello.max_version)
             if chosen < max(hello.min_version, m.MIN_PROTOCOL):
                 return Status.UNSUPPORTED_VERSION, b""
+            # HELLO starts a session (docs/protocol.md "Sessions"): on a serial line, where the camera
+            # cannot see the dock close the port, it is what keeps the next program that opens it
+            # from inheriting the last one's authentication
+            self._authenticated = False
             self.protocol = chosen
             return Status.OK, m.HelloResponse(chosen, MAX_PAYLOAD + OVERHEAD).to_bytes()
         if command == Command.IDENTIFY:
