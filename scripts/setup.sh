@@ -23,3 +23,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q -e '.[test]'
+# Man pages: a wheel installs docs/man/*.1 under share/man/man1 (setup.cfg data_files); an editable
+# install does not, so put them where man(1) looks for a PATH entry's pages (../share/man).
+mkdir -p .venv/share/man/man1
+cp docs/man/*.1 .venv/share/man/man1/
