@@ -60,6 +60,70 @@ def open_batch(journal: Journal) -> str:
         return batch_id
 
 
+def open_id(journal: Journal) -> str | None:
+    rows = journal.query("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1")
+    return str(rows[0][0]) if rows else None
+
+
+def age_s(journal: Journal, batch_id: str, now: float) -> float:
+    """Seconds since ``batch_id`` was opened (by the wall clock it was stamped with)."""
+    rows = journal.query("SELECT opened_at FROM batches WHERE batch_id=?", (batch_id,))
+    return now - _parse_utc(str(rows[0][0])) if rows else 0.0
+
+
+def recordings_ready(journal: Journal, batch_id: str) -> int:
+    """Recordings of ``batch_id`` a seal would list (verified, or verified and erased)."""
+    rows = journal.query(
+        "SELECT COUNT(*) FROM recordings WHERE batch_id=? AND state IN ('verified','erased')", (batch_id,)
+    )
+    return int(rows[0][0])
+
+
+def unsealed_custody_since(journal: Journal) -> float | None:
+    """When the oldest custody entry that no sealed batch holds was written (epoch s), or None."""
+    sealed = journal.query("SELECT COALESCE(MAX(custody_last), 0) FROM batches WHERE state != 'open'")
+    rows = journal.query("SELECT line FROM custody WHERE seq=?", (int(sealed[0][0]) + 1,))
+    if not rows:
+        return None
+    return _parse_utc(str(json.loads(rows[0][0])["ts"]))
+
+
+def defer(
+    journal: Journal, custody: CustodyLog, batch_id: str, *, keep: frozenset[tuple[str, int, str]]
+) -> list[tuple[str, str]]:
+    """Move the uploads of ``batch_id`` still in ``uploading`` (except those in ``keep``, being pulled
+    and progressing) out of it, so it can be sealed with what is verified (docs/crash-safety.md).
+
+    An object key names its batch, so a moved recording cannot keep its upload: its row returns to
+    ``pending`` (no batch, key, upload, file key or parts) and its next docking starts it afresh in the
+    batch then open. One transaction, with a custody ``pull_deferred`` entry per recording. Returns the
+    (key, upload id) pairs the caller aborts in the bucket; after a crash recover() aborts them, since
+    no ``uploading`` row owns them any more.
+    """
+    moved: list[tuple[str, str]] = []
+    with journal.transaction() as db:
+        rows = db.execute(
+            "SELECT serial, recording_id, camera_sha256, object_key, upload_id FROM recordings "
+            "WHERE batch_id=? AND state='uploading'",
+            (batch_id,),
+        ).fetchall()
+        for r in rows:
+            ident = (str(r[0]), int(r[1]), str(r[2]))
+            if ident in keep:
+                continue
+            db.execute(
+                "UPDATE recordings SET state='pending', batch_id=NULL, object_key=NULL, upload_id=NULL, "
+                "file_key=NULL, age_header=NULL, error=?, updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (f"moved out of batch {batch_id}, sealed on schedule", utc_now(), *ident),
+            )
+            db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", ident)
+            custody.append_in(db, "pull_deferred", camera=ident[0], recording=ident[1], batch=batch_id, key=r[3])
+            if r[4]:
+                moved.append((str(r[3]), str(r[4])))
+    return moved
+
+
 def busy(journal: Journal, batch_id: str) -> int:
     rows = journal.query(
         "SELECT COUNT(*) FROM recordings WHERE batch_id=? AND state IN ('uploading','completing')", (batch_id,)
@@ -238,6 +302,10 @@ def _officer_at(db: Any, serial: str, when: float) -> str | None:
         "SELECT officer FROM allocations WHERE serial=? AND at<=? ORDER BY at DESC, id DESC LIMIT 1", (serial, when)
     ).fetchone()
     return str(row[0]) if row else None
+
+
+def _parse_utc(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _iso(ts: float) -> str:

@@ -42,6 +42,13 @@ class Config:
     part_size: int = 8 * 1024 * 1024
     upload_workers: int = 4
     bandwidth_limit_mbps: float | None = None
+    #: seal the open batch with what is verified once it is this old, moving uploads that are not
+    #: progressing to a later batch (no camera can keep others' footage unsigned)
+    batch_max_age_s: float = 900.0
+    #: custody entries with no recording wait for a batch with recordings, at most this long
+    custody_only_interval_s: float = 86400.0
+    #: a bay whose session reports no progress for this long is given up (and its camera retried later)
+    stall_timeout_s: float = 300.0
     source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -121,7 +128,19 @@ def load(path: Path | None) -> Config:
 
 def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     where = f" in {source}" if source else ""
-    known_top = {"dock_id", "state_dir", "bucket", "signing", "recipients", "cameras", "policy", "upload", "privacy"}
+    known_top = {
+        "dock_id",
+        "state_dir",
+        "bucket",
+        "signing",
+        "recipients",
+        "cameras",
+        "policy",
+        "upload",
+        "privacy",
+        "batch",
+        "daemon",
+    }
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"unknown config key '{key}'{where}; known keys: {', '.join(sorted(known_top))}")
@@ -176,6 +195,10 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         raise ConfigError(f"config key 'upload.bandwidth_limit_mbps'{where} must be a positive number")
     privacy = _table(raw, "privacy", where)
     pseudonym = privacy.get("pseudonym_key")
+    batch = _table(raw, "batch", where)
+    max_age = _seconds(batch, "max_age_s", 900.0, where, "batch.", minimum=0.0)
+    custody_only = _seconds(batch, "custody_only_interval_s", 86400.0, where, "batch.", minimum=0.0)
+    stall = _seconds(_table(raw, "daemon", where), "stall_timeout_s", 300.0, where, "daemon.", minimum=1.0)
     return Config(
         dock_id=dock_id,
         state_dir=state_dir,
@@ -192,6 +215,9 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         part_size=part_size,
         upload_workers=workers,
         bandwidth_limit_mbps=float(bandwidth) if bandwidth is not None else None,
+        batch_max_age_s=max_age,
+        custody_only_interval_s=custody_only,
+        stall_timeout_s=stall,
         source=source,
     )
 
@@ -205,7 +231,17 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "policy": frozenset({"erase_after_upload"}),
     "upload": frozenset({"part_size", "workers", "bandwidth_limit_mbps"}),
     "privacy": frozenset({"pseudonym_key"}),
+    "batch": frozenset({"max_age_s", "custody_only_interval_s"}),
+    "daemon": frozenset({"stall_timeout_s"}),
 }
+
+
+def _seconds(table: dict[str, Any], key: str, default: float, where: str, prefix: str, *, minimum: float) -> float:
+    """A duration in seconds, bounded to [minimum, 30 days] (a config cannot make the agent wait forever)."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= 30 * 86400:
+        raise ConfigError(f"config key '{prefix}{key}'{where} must be a number of seconds from {minimum:g} to 2592000")
+    return float(value)
 
 
 def _check_table_keys(raw: dict[str, Any], where: str) -> None:

@@ -30,6 +30,7 @@ EVENTS = frozenset(
         "listed",
         "skipped_out_of_scope",
         "pull_started",
+        "pull_deferred",
         "pulled",
         "uploaded",
         "verified",

@@ -93,6 +93,7 @@ class Daemon:
         self.control = ControlServer(socket_path(self.config.state_dir), self.handle)
         self._observer: Any = None
         self._reload_requested = threading.Event()
+        self._sealer: threading.Thread | None = None
 
     @property
     def config(self) -> config_mod.Config:
@@ -126,6 +127,7 @@ class Daemon:
                     self._reload()
                 self._scan()
                 self._reap()
+                self._seal_on_schedule()
                 summary = self.summary()
                 if summary != last_status:  # on change only: a full listener queue must not drop STOPPING=1
                     sdnotify.status(summary)
@@ -330,6 +332,20 @@ class Daemon:
     def _active(self) -> list[Bay]:
         with self.lock:
             return [b for b in self.bays.values() if b.thread is not None and b.thread.is_alive()]
+
+    def _seal_on_schedule(self) -> None:
+        """Seal a batch that is due (age bound, custody bound) in a thread of its own: publishing may
+        wait on the bucket, and the scheduler (and the watchdog it feeds) must not."""
+        if self._sealer is not None and self._sealer.is_alive():
+            return
+        try:
+            due = self.agent.seal_due()
+        except BodycamError as err:
+            LOG.warning("checking whether a batch is due failed: %s", err)
+            return
+        if due:
+            self._sealer = threading.Thread(target=self._publish, name="scheduled-seal", daemon=True)
+            self._sealer.start()
 
     def _publish(self) -> None:
         """Seal and publish once no session has an upload in flight."""

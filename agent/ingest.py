@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,12 @@ from .pull import part_size_for, pull
 from .sshsig import load_private_key
 
 LOG = logging.getLogger(__name__)
+
+
+class DeferredError(BodycamError):
+    """A stalled upload was moved out of its batch (a scheduled seal) while its pull was still running."""
+
+
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -98,6 +105,9 @@ class Agent:
         #: parts one recording may have in flight; the daemon lowers it while several bays share the
         #: upload pool, so memory grows with the pool, not with the number of bays
         self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
+        #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
+        #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
+        self._pulling: dict[tuple[str, int, str], float] = {}
 
     # -- configuration that must be complete before footage moves -----------------------------
     def recipients(self) -> list[Recipient]:
@@ -268,7 +278,27 @@ class Agent:
         emit: ProgressFn,
         cancel: threading.Event | None,
     ) -> str:
+        ident = (camera.identity.serial, rec.id, rec.sha256.hex())
+        with self._batch_lock:  # registered before the row is read: a scheduled seal leaves it alone
+            self._pulling[ident] = time.monotonic()
+        try:
+            return self._ingest_registered(camera, rec, decision, offset, report, emit, cancel)
+        finally:
+            with self._batch_lock:
+                self._pulling.pop(ident, None)
+
+    def _ingest_registered(
+        self,
+        camera: Camera,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        offset: float,
+        report: CameraReport,
+        emit: ProgressFn,
+        cancel: threading.Event | None,
+    ) -> str:
         serial, sha = camera.identity.serial, rec.sha256.hex()
+        ident = (serial, rec.id, sha)
         row = self._row(serial, rec.id, sha)
         if row is not None and row["state"] in ("verified", "erased"):
             report.already_done += 1
@@ -291,7 +321,12 @@ class Agent:
         part_size = part_size_for(encryptor.encrypted_size(rec.size), self.config.part_size)
 
         def progress(done: int) -> None:
+            self._pulling[ident] = time.monotonic()
             emit("recording_bytes", {"serial": serial, "recording": rec.id, "done": done, "size": rec.size})
+
+        def part_done(part: Part) -> None:
+            self._pulling[ident] = time.monotonic()
+            self._journal_part(row, part)
 
         result = pull(
             camera,
@@ -303,7 +338,7 @@ class Agent:
             part_size=part_size,
             existing_parts=existing,
             parts_in_flight=self.parts_in_flight(),
-            on_part=lambda part: self._journal_part(row, part),
+            on_part=part_done,
             on_progress=progress,
             cancel=cancel,
         )
@@ -321,6 +356,15 @@ class Agent:
                 f"{sha[:16]}...; not uploaded, not erased"
             )
         with self.journal.transaction() as db:
+            owner = db.execute(
+                "SELECT upload_id FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (serial, rec.id, sha),
+            ).fetchone()
+            if owner is None or owner[0] != upload_id:
+                raise DeferredError(
+                    f"camera {serial} recording {rec.id} stalled and was moved to a later batch while it was being "
+                    "pulled; it starts afresh at the next docking"
+                )
             db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rec.id, sha))
             db.executemany(
                 "INSERT INTO parts VALUES(?,?,?,?,?,?,?)",
@@ -398,6 +442,8 @@ class Agent:
         file_key = os.urandom(16)
         encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
         with self._batch_lock:
+            if batch_id is not None and batch_id != batches.open_id(self.journal):
+                batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
             batch_id = batch_id or batches.open_batch(self.journal)
             key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
             # No journal transaction is open across this network call (an outage would hold the
@@ -457,9 +503,11 @@ class Agent:
         return out
 
     def _journal_part(self, row: Any, part: Part) -> None:
+        """Journal one uploaded part, unless the recording has left that upload meanwhile (deferred)."""
         with self.journal.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO parts VALUES(?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM recordings "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=? AND upload_id=?)",
                 (
                     row["serial"],
                     row["recording_id"],
@@ -468,6 +516,10 @@ class Agent:
                     part.size,
                     part.sha256_b64,
                     part.etag,
+                    row["serial"],
+                    row["recording_id"],
+                    row["camera_sha256"],
+                    row["upload_id"],
                 ),
             )
 
@@ -529,33 +581,76 @@ class Agent:
         report.erased += 1
 
     # -- batches --------------------------------------------------------------------------------
-    def seal_and_publish(self) -> str | None:
-        """Seal the open batch if no upload in it is in flight, then publish every sealed batch."""
+    def seal_and_publish(self, *, now: float | None = None) -> str | None:
+        """Seal the open batch when it is ready, then publish every sealed batch (docs/crash-safety.md).
+
+        Ready: it lists at least one verified recording and nothing in it is in flight. Once the batch
+        is ``batch.max_age_s`` old, uploads in it that are not being pulled with progress are moved to
+        a later batch first, so no camera keeps the others' verified footage unsigned. A batch with no
+        recording is sealed only when custody entries have waited ``batch.custody_only_interval_s``.
+        """
+        now = time.time() if now is None else now
         with self._batch_lock:
-            rows = self.journal.query("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1")
-            open_id = str(rows[0][0]) if rows else None
-            if open_id is None and self._unpublished_custody():
+            cfg = self.config
+            open_id = batches.open_id(self.journal)
+            since = batches.unsealed_custody_since(self.journal)
+            custody_due = since is not None and now - since >= cfg.custody_only_interval_s
+            if open_id is None and custody_due:
                 open_id = batches.open_batch(self.journal)
             sealed_id = None
-            if open_id is not None and batches.busy(self.journal, open_id) == 0:
-                sealed_id = open_id
-                batches.seal(
-                    self.journal,
-                    self.custody,
-                    sealed_id,
-                    dock_id=self.config.dock_id,
-                    key=load_private_key(self.config.key_path),
-                    recipients=self.recipients(),
-                    pseudonym_secret=mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True),
-                )
+            if open_id is not None and (custody_due or batches.recordings_ready(self.journal, open_id)):
+                if (
+                    batches.busy(self.journal, open_id)
+                    and batches.age_s(self.journal, open_id, now) >= cfg.batch_max_age_s
+                ):
+                    self._defer_stalled(open_id)
+                if batches.busy(self.journal, open_id) == 0:
+                    sealed_id = open_id
+                    batches.seal(
+                        self.journal,
+                        self.custody,
+                        sealed_id,
+                        dock_id=cfg.dock_id,
+                        key=load_private_key(cfg.key_path),
+                        recipients=self.recipients(),
+                        pseudonym_secret=mf.load_pseudonym_key(cfg.pseudonym_key_path, create=True),
+                    )
             for batch_id in batches.pending_publication(self.journal):
-                batches.publish(self.journal, self.bucket, self.config.dock_id, batch_id)
+                batches.publish(self.journal, self.bucket, cfg.dock_id, batch_id)
             return sealed_id
 
-    def _unpublished_custody(self) -> bool:
-        """Custody entries written since the last sealed batch (a docking with nothing in scope)."""
-        sealed = self.journal.query("SELECT COALESCE(MAX(custody_last), 0) FROM batches WHERE state != 'open'")
-        return self.custody.head().seq > int(sealed[0][0])
+    def seal_due(self, *, now: float | None = None) -> bool:
+        """Whether a scheduled seal has work: custody-only is due, or the open batch is past its age
+        bound with a verified recording to sign."""
+        now = time.time() if now is None else now
+        since = batches.unsealed_custody_since(self.journal)
+        if since is not None and now - since >= self.config.custody_only_interval_s:
+            return True
+        open_id = batches.open_id(self.journal)
+        if open_id is None or batches.age_s(self.journal, open_id, now) < self.config.batch_max_age_s:
+            return False
+        return batches.recordings_ready(self.journal, open_id) > 0
+
+    def _defer_stalled(self, batch_id: str) -> None:
+        """Under _batch_lock: finish uploads that need only the bucket, and move the rest that are not
+        progressing (no live pull, or none for ``daemon.stall_timeout_s``) out of ``batch_id``."""
+        fresh = time.monotonic() - self.config.stall_timeout_s
+        keep = frozenset(k for k, seen in list(self._pulling.items()) if seen >= fresh)
+        for row in self.journal.query(
+            "SELECT serial, recording_id, camera_sha256 FROM recordings WHERE batch_id=? AND state='completing'",
+            (batch_id,),
+        ):
+            if (row[0], row[1], row[2]) not in keep:
+                try:
+                    self._complete(row[0], row[1], row[2])
+                except BodycamError as err:
+                    LOG.warning("completing %s recording %s before the seal: %s", row[0], row[1], err)
+        for key, upload_id in batches.defer(self.journal, self.custody, batch_id, keep=keep):
+            LOG.warning("batch %s sealed on schedule without %s (stalled); it restarts in a later batch", batch_id, key)
+            try:
+                self.bucket.abort_upload(key, upload_id)
+            except BodycamError as err:
+                LOG.warning("could not abort the upload of %s (recover() retries): %s", key, err)
 
     def close(self) -> None:
         self.journal.close()

@@ -6,16 +6,20 @@ that never ends runs in a thread with a generous bound: before the fixes these r
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bodycam.agent.bucket import open_bucket
 from bodycam.drivers.errors import LinkTimeoutError, ProtocolError
 from bodycam.drivers.virtual.faults import Faults, parse_faults
 
-from .sims import MEDIA, serve, spec
+from .dock import iso_window, make_dock, window
+from .sims import MEDIA, SimProcess, serve, spec
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -95,3 +99,37 @@ def test_a_camera_that_hangs_mid_recording_times_out() -> None:
             err = bounded(read_all)
             assert isinstance(err, LinkTimeoutError), err
             assert 0 < len(got) <= MiB
+
+
+def test_a_hanging_camera_does_not_keep_the_other_cameras_footage_unsigned(tmp_path: Path) -> None:
+    """ingest --once with one good and one hanging camera: the batch seals on schedule with the good
+    camera's recordings, the hanging one's upload is moved out (aborted, none left open) and verify passes."""
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    with dock.config_path.open("a") as f:
+        f.write("[batch]\nmax_age_s = 0\n")  # every seal is due: what matters is what it leaves out
+    win = window()
+    dock.enroll("CAM-GOOD", "CAM-HANG")
+    dock.exercise("EX-HANG", win, "CAM-GOOD", "CAM-HANG")
+    args = ("--recordings", "2", "--training", "2", "--size", str(3 * MiB), "--exercise", iso_window(win))
+    with (
+        SimProcess("usbip", "CAM-GOOD", *args, truth_dir=tmp_path) as good,
+        SimProcess("serial", "CAM-HANG", *args, "--fault", f"hang-read-at={MiB}", truth_dir=tmp_path) as bad,
+    ):
+        rc, report = dock.ingest_json(good.address, bad.address)
+        assert rc == 1, report  # the hanging camera's footage is not in the bucket yet
+        cams = {c["serial"]: c for c in report["cameras"]}
+        assert cams["CAM-GOOD"]["verified"] == 2 and not cams["CAM-GOOD"]["errors"], report
+        assert cams["CAM-HANG"]["errors"], report
+        training = good.training()
+    docs = [json.loads(p.read_text()) for p in bucket.rglob("manifest.json")]
+    assert len(docs) == 1, "the open batch waited for the hanging camera's upload"
+    assert {(r["camera_serial"], r["recording_id"]) for r in docs[0]["recordings"]} == {
+        ("CAM-GOOD", rid) for rid in training
+    }
+    custody = (bucket / docs[0]["custody"]["key"]).read_text()
+    assert '"event":"pull_deferred"' in custody
+    assert [p for p in bucket.rglob("*.age") if "CAM-HANG" in str(p)] == []
+    assert open_bucket(dock.bucket_url).open_uploads(prefix="") == [], "the moved upload was left open"
+    proc = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -115,7 +115,7 @@ def test_only_training_footage_arrives_encrypted_signed_and_verifiable(
         verified = verify_cli(s3_dock, "--identity", str(s3_dock.identity_path), "--json")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert json.loads(verified.stdout)["verified"] is True
-        # a second docking finds nothing new, publishes a second linked batch, and verify still passes
+        # a second docking finds nothing new: no second (empty) batch, and verify still passes
         rc2, report2 = s3_dock.ingest_json(*(s.address for s in sims))
         assert rc2 == 0 and sum(c["already_done"] for c in report2["cameras"]) == 5
         assert sum(len(v) for v in recording_objects(client, s3_bucket, "training/").values()) == 5
