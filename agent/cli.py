@@ -44,6 +44,26 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _complete_from_journal(table: str) -> Any:
+    """A click ``shell_complete`` callback listing enrolled serials or exercise ids from the journal."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        from .journal import peek_names
+
+        root = ctx.find_root()
+        try:
+            cfg = config_mod.load(root.params.get("config_path"))
+        except BodycamError:
+            return []
+        return peek_names(cfg.journal_path, table, incomplete)
+
+    return complete
+
+
+complete_serial = _complete_from_journal("cameras")
+complete_exercise = _complete_from_journal("exercises")
+
+
 def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
@@ -285,7 +305,7 @@ def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("serial")
+@click.argument("serial", shell_complete=complete_serial)
 @click.option(
     "--key",
     "device_key",
@@ -324,7 +344,7 @@ def enroll(ctx: Context, serial: str, device_key: str, model: str | None, replac
 
 
 @cli.command()
-@click.argument("serial")
+@click.argument("serial", shell_complete=complete_serial)
 @click.option(
     "--officer", default=None, help="Officer id (kept on the dock; the bucket sees a pseudonym). Omit to show history."
 )
@@ -371,7 +391,14 @@ def firmware() -> None:
 
 @firmware.command("push")
 @click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--camera", "cameras", multiple=True, metavar="SN", help="Camera serial to update, repeatable.")
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    metavar="SN",
+    help="Camera serial to update, repeatable.",
+    shell_complete=complete_serial,
+)
 @click.option("--all", "all_cameras", is_flag=True, help="Update every reachable camera the image is for.")
 @click.option("--usbip", multiple=True, metavar="HOST:PORT", help="A USB/IP server exporting cameras.")
 @click.option("--serial-port", multiple=True, metavar="PATH", help="A serial port with a camera.")
@@ -482,7 +509,14 @@ def exercise() -> None:
 @click.argument("exercise_id")
 @click.option("--start", required=True, help="ISO 8601 with time zone.")
 @click.option("--end", required=True, help="ISO 8601 with time zone.")
-@click.option("--camera", "cameras", multiple=True, required=True, help="Allocated camera serial, repeatable.")
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    required=True,
+    help="Allocated camera serial, repeatable.",
+    shell_complete=complete_serial,
+)
 @click.option("--site", default="", help="Free text; kept on the dock and only in the encrypted sidecar.")
 @pass_ctx
 def exercise_add(ctx: Context, exercise_id: str, start: str, end: str, cameras: tuple[str, ...], site: str) -> None:
@@ -777,7 +811,7 @@ def _bay_line(bay: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--camera", "serial", required=True)
+@click.option("--camera", "serial", required=True, shell_complete=complete_serial)
 @pass_ctx
 def sync(ctx: Context, serial: str) -> None:
     """Ask the daemon to sync a docked camera now."""
@@ -786,7 +820,7 @@ def sync(ctx: Context, serial: str) -> None:
 
 
 @cli.command()
-@click.option("--camera", "serial", required=True)
+@click.option("--camera", "serial", required=True, shell_complete=complete_serial)
 @pass_ctx
 def eject(ctx: Context, serial: str) -> None:
     """Ask the daemon to stop a camera's session safely (it resumes at the next docking)."""
@@ -824,7 +858,7 @@ def clock() -> None:
 
 
 @clock.command("sync")
-@click.option("--camera", "serial", default=None, help="Only this camera.")
+@click.option("--camera", "serial", default=None, help="Only this camera.", shell_complete=complete_serial)
 @click.option("--usbip", multiple=True, metavar="HOST:PORT")
 @click.option("--serial-port", multiple=True, metavar="PATH")
 @click.option("--json", "as_json", is_flag=True)

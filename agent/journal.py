@@ -240,3 +240,30 @@ def _storage_error(err: sqlite3.Error, path: Path) -> StorageError:
     if "locked" in text.lower() or "busy" in text.lower():
         return StorageError(f"the journal {path} is busy ({text}); is another bodycam-sync running?")
     return StorageError(f"journal {path}: {text}")
+
+
+#: what shell completion may list: a fixed table -> column map, never a name from the command line
+_COMPLETION_COLUMNS = {"cameras": "serial", "exercises": "id"}
+
+
+def peek_names(path: Path, table: str, prefix: str = "", limit: int = 200) -> list[str]:
+    """Serials or exercise ids starting with ``prefix``, for shell completion.
+
+    Opens the journal read-only and never creates, migrates or waits on it: a Tab key must not change
+    state or hang behind a running ingest. Any problem yields no suggestions rather than an error.
+    """
+    column = _COMPLETION_COLUMNS[table]
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.2)
+        try:
+            rows = db.execute(
+                f"SELECT {column} FROM {table} WHERE substr({column}, 1, ?) = ? ORDER BY {column} LIMIT ?",  # noqa: S608
+                (len(prefix), prefix, limit),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+    return [str(row[0]) for row in rows]

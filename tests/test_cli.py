@@ -174,3 +174,25 @@ def test_allocate_refuses_a_camera_never_enrolled_and_shows_history_without_allo
     again = json.loads(dock.cli("allocate", "CAM-7", "--json").stdout)["allocations"]
     assert again == before  # showing the history allocates nothing
     assert "never been allocated" in dock.cli("allocate", "CAM-77").stdout
+
+
+def test_shell_completion_offers_enrolled_serials_and_leaves_the_journal_alone(tmp_path: Path) -> None:
+    import os
+
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll("CAM-A1", "CAM-A2", "CAM-B1")
+    journal = dock.config.journal_path
+    before = journal.stat().st_mtime_ns
+
+    def complete(*words: str) -> list[str]:
+        line = ["bodycam-sync", "--config", str(dock.config_path), *words]
+        env = {**os.environ, "_BODYCAM_SYNC_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line)}
+        env["COMP_CWORD"] = str(len(line) - 1)
+        proc = subprocess.run([CLI], capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        return [item.split(",", 1)[1] for item in proc.stdout.splitlines() if item.startswith("plain,")]
+
+    assert complete("allocate", "CAM-A") == ["CAM-A1", "CAM-A2"]
+    assert complete("sync", "--camera", "CAM-B") == ["CAM-B1"]
+    assert complete("exercise", "add", "EX-1", "--camera", "") == ["CAM-A1", "CAM-A2", "CAM-B1"]
+    assert journal.stat().st_mtime_ns == before
