@@ -59,6 +59,8 @@ class Bay:
     sync_requested: bool = False
     verified: int = 0
     failures: int = 0
+    last_progress: float = field(default_factory=time.monotonic)  #: when the session last moved forward
+    given_up_at: float | None = None  #: when the daemon cancelled it for making no progress
 
     def to_json(self) -> dict[str, Any]:
         remaining = max(self.session_total - self.session_done, 0)
@@ -114,7 +116,7 @@ class Daemon:
             LOG.warning("recovery: %s", p)
         self.control.start()
         self._watch_devices()
-        watchdog = sdnotify.Watchdog(healthy=lambda: time.monotonic() - self.heartbeat < 30)
+        watchdog = sdnotify.Watchdog(healthy=self.healthy)
         watchdog.start()
         sdnotify.ready(self.summary())
         LOG.info("daemon ready: dock %s, control socket %s", self.config.dock_id, self.control.path)
@@ -127,6 +129,7 @@ class Daemon:
                     self._reload()
                 self._scan()
                 self._reap()
+                self._give_up_stalled()
                 self._seal_on_schedule()
                 summary = self.summary()
                 if summary != last_status:  # on change only: a full listener queue must not drop STOPPING=1
@@ -246,7 +249,8 @@ class Daemon:
         bay.cancel = threading.Event()
         bay.state = "syncing"
         bay.session_done = bay.session_total = 0
-        bay.started = time.monotonic()
+        bay.started = bay.last_progress = time.monotonic()
+        bay.given_up_at = None
         bay.thread = threading.Thread(target=self._session, args=(bay,), name=f"bay-{bay.address}", daemon=True)
         bay.thread.start()
 
@@ -299,7 +303,9 @@ class Daemon:
 
     def _fail(self, bay: Bay, message: str) -> None:
         with self.lock:
-            bay.state = "error" if not bay.cancel.is_set() else "ejected"
+            if bay.given_up_at is not None:
+                message = f"made no progress for {self.config.stall_timeout_s:g} s; given up ({message})"
+            bay.state = "error" if not bay.cancel.is_set() or bay.given_up_at is not None else "ejected"
             bay.last_error = message
             bay.failures += 1  # back off: a camera that keeps failing must not flood the custody log
             bay.retry_at = time.monotonic() + min(MAX_RETRY_S, RETRY_AFTER_S * 2 ** (bay.failures - 1))
@@ -321,7 +327,53 @@ class Daemon:
                 bay.rate = bay.session_done / elapsed
             elif kind == "recording_done":
                 bay.recording = None
-        self.heartbeat = time.monotonic()
+            bay.last_progress = time.monotonic()
+
+    def _give_up_stalled(self) -> None:
+        """Cancel a session that has shown no progress for ``daemon.stall_timeout_s`` (a hanging camera,
+        whatever the layer below failed to bound); its upload stays resumable until the batch is due."""
+        now = time.monotonic()
+        limit = self.config.stall_timeout_s
+        with self.lock:
+            for bay in self.bays.values():
+                alive = bay.thread is not None and bay.thread.is_alive()
+                if alive and bay.given_up_at is None and now - bay.last_progress > limit:
+                    bay.given_up_at = now
+                    bay.cancel.set()
+                    LOG.warning(
+                        "bay %s (camera %s) made no progress for %.0f s; giving up on it (retried after a back-off)",
+                        bay.address,
+                        bay.serial,
+                        now - bay.last_progress,
+                    )
+
+    def wedged(self) -> list[Bay]:
+        """Bays given up on whose session still has not ended one more stall period later: a thread
+        stuck where no deadline reaches. Only a restart frees it, so the watchdog must say so."""
+        now = time.monotonic()
+        with self.lock:
+            return [
+                b
+                for b in self.bays.values()
+                if b.given_up_at is not None
+                and b.thread is not None
+                and b.thread.is_alive()
+                and now - b.given_up_at > self.config.stall_timeout_s
+            ]
+
+    def healthy(self) -> bool:
+        """What WATCHDOG=1 vouches for: the scheduler loop turns, and no bay is wedged beyond recovery."""
+        if time.monotonic() - self.heartbeat >= 30:
+            return False
+        stuck = self.wedged()
+        if stuck:
+            LOG.error(
+                "bay %s did not stop %.0f s after being given up; withholding the watchdog so systemd restarts us",
+                stuck[0].address,
+                self.config.stall_timeout_s,
+            )
+            return False
+        return True
 
     def _reap(self) -> None:
         with self.lock:

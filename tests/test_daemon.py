@@ -385,3 +385,61 @@ def test_keys_rotate_and_sighup_reach_the_next_manifest(tmp_path: Path) -> None:
     assert (Path(manifests[second.serial]["_dir"]) / "manifest.json.sig.prev").exists()
     verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_hanging_bay_is_given_up_and_the_other_cameras_footage_is_signed(tmp_path: Path) -> None:
+    """One good and one hanging camera (fault hang-read-at): the daemon notices the bay that makes no
+    progress, gives it up and logs it, seals the batch on schedule with the good camera's recordings
+    (the hanging one's upload moves to a later batch), keeps the watchdog fed, and stops on SIGTERM."""
+    win = window()
+    good, bad = Camera("usbip", "CAM-OK", win, tmp_path), Camera("serial", "CAM-STUCK", win, tmp_path)
+    bad.args += ["--fault", f"hang-read-at={MiB}"]
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    with dock.config_path.open("a") as f:
+        f.write(f'[cameras]\nusbip = ["{good.address}"]\nserial = ["{bad.address}"]\n')
+        f.write("[batch]\nmax_age_s = 1\n[daemon]\nstall_timeout_s = 2\n")  # below the link's own 3 x 5 s
+    dock.enroll(good.serial, bad.serial)
+    dock.exercise("EX-STUCK", win, good.serial, bad.serial)
+    notify = Notifications(tmp_path / "notify.sock")
+    log = tmp_path / "daemon.log"
+    bad.dock()
+    good.dock()
+    daemon = start_daemon(dock, tmp_path / "notify.sock", log)
+    try:
+        deadline = time.monotonic() + 180
+        signed: set[int] = set()
+        while time.monotonic() < deadline:
+            signed = {
+                r["recording_id"]
+                for p in bucket.rglob("manifest.json")
+                for r in json.loads(p.read_text())["recordings"]
+                if r["camera_serial"] == good.serial
+            }
+            if signed == set(good.training) and "made no progress" in log.read_text():
+                break
+            time.sleep(0.5)
+        assert signed == set(good.training), f"good footage unsigned: {signed}\n{log.read_text()[-3000:]}"
+        assert "made no progress" in log.read_text(), log.read_text()[-3000:]
+        stuck = [b for b in status(dock)["bays"] if b["camera"] == bad.serial]
+        assert stuck and stuck[0]["state"] in ("syncing", "error"), stuck
+        hanging = time.monotonic()
+        while notify.count("WATCHDOG=1", since=hanging) < 3 and time.monotonic() < hanging + 60:
+            time.sleep(0.2)  # the scheduler is healthy while a bay hangs: the watchdog keeps being fed
+        assert notify.count("WATCHDOG=1", since=hanging) >= 3
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            daemon.kill()
+            raise AssertionError("daemon did not stop with a hanging bay:\n" + log.read_text()[-6000:]) from None
+        finally:
+            notify.close()
+            good.undock()
+            bad.undock()
+    assert code == 0, log.read_text()[-2000:]
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
