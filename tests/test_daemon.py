@@ -265,7 +265,7 @@ def test_a_mass_storage_camera_mounted_under_the_watched_directory_is_ingested(t
         daemon.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
         daemon.wait(60)
-    assert time.monotonic() - stopping < 10  # SIGTERM does not wait for the next rescan
+    assert time.monotonic() - stopping < 25  # SIGTERM does not wait for the next rescan (30 s); load-tolerant
     stored = sorted(p.stem for p in (tmp_path / "bucket").rglob("*.age") if "recordings" in p.parts)
     assert stored == sorted(str(r.id) for r in recs if str(r.category) == "training")
 
