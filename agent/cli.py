@@ -628,7 +628,11 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
                 click.echo(f"  error: {err}", err=True)
         for err in report.errors:
             click.echo(f"error: {err}", err=True)
-        click.echo(f"batch {report.batch_id}: {'complete' if report.ok else 'INCOMPLETE (run again to resume)'}")
+        outcome = "complete" if report.ok else "INCOMPLETE (run again to resume)"
+        if report.batch_id is None:  # nothing new: the custody entries wait for the next batch with recordings
+            click.echo(f"no new batch (nothing new to sign): {outcome}")
+        else:
+            click.echo(f"batch {report.batch_id}: {outcome}")
     if not report.ok:
         sys.exit(1)
 

@@ -40,6 +40,8 @@ def test_a_docking_with_nothing_new_writes_no_batch_until_recordings_or_the_boun
         rc, report = dock.ingest_json(first.address)  # nothing new: custody only
         assert rc == 0 and sum(c["already_done"] for c in report["cameras"]) == 2, report
         assert len(manifests(bucket)) == 1, "a docking with nothing new wrote a whole (empty) batch"
+        said = dock.cli("ingest", "--once", "--usbip", first.address)
+        assert said.returncode == 0 and "no new batch" in said.stdout, said.stdout + said.stderr
     with SimProcess("serial", "CAM-B2", *args, truth_dir=tmp_path) as second:
         rc, report = dock.ingest_json(second.address)
         assert rc == 0, report
@@ -47,7 +49,7 @@ def test_a_docking_with_nothing_new_writes_no_batch_until_recordings_or_the_boun
     assert len(second_doc["recordings"]) == 2
     # the second batch carries the custody of the empty docking too, in one unbroken chain
     assert second_doc["custody"]["first_seq"] == first_doc["custody"]["last_seq"] + 1
-    assert events(bucket, second_doc).count("docked") == 2
+    assert events(bucket, second_doc).count("docked") == 3  # two dockings with nothing new, then CAM-B2
     proc = verify(dock)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # past the bound (here: at once), custody alone makes a batch
