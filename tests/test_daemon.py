@@ -398,7 +398,7 @@ def test_a_hanging_bay_is_given_up_and_the_other_cameras_footage_is_signed(tmp_p
     dock = make_dock(tmp_path / "dock", bucket.as_uri())
     with dock.config_path.open("a") as f:
         f.write(f'[cameras]\nusbip = ["{good.address}"]\nserial = ["{bad.address}"]\n')
-        f.write("[batch]\nmax_age_s = 1\n[daemon]\nstall_timeout_s = 2\n")  # below the link's own 3 x 5 s
+        f.write("[batch]\nmax_age_s = 1\n[daemon]\nstall_timeout_s = 4\n")  # below the link's own 3 x 5 s
     dock.enroll(good.serial, bad.serial)
     dock.exercise("EX-STUCK", win, good.serial, bad.serial)
     notify = Notifications(tmp_path / "notify.sock")
