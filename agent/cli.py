@@ -304,6 +304,73 @@ def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
         click.echo("\n".join(rotation.instructions(cfg.source)))
 
 
+@keys.command("dock-auth")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Key path (default: dock_auth.key).")
+@pass_ctx
+def keys_dock_auth(ctx: Context, out: Path | None) -> None:
+    """Write the dock's proof key (OpenSSH Ed25519, 0600); print its public key for 'authority issue --dock-key'."""
+    from .dockauth import init_dock_key
+
+    cfg = ctx.config
+    click.echo(init_dock_key(out or cfg.dock_auth_key_path, cfg.dock_id))
+
+
+# -- the force's dock authority (run where the force keeps its authority key, never on a dock) -----
+@cli.group()
+def authority() -> None:
+    """The force's dock authority: certifies docks, so paired cameras release footage only to them."""
+
+
+@authority.command("init")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Authority key path.")
+def authority_init(out: Path) -> None:
+    """Write a new authority key (0600); print the 'authority = ...' line for every dock's [dock_auth]."""
+    from .dockauth import init_authority
+
+    click.echo(f'authority = "{init_authority(out)}"')
+
+
+@authority.command("issue")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dock-id", required=True, help="The dock's dock_id.")
+@click.option("--dock-key", required=True, help="The dock's proof key, 64 hex digits ('keys dock-auth' prints it).")
+@click.option("--days", type=click.FloatRange(0, 3660, min_open=True), default=365, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Certificate path.")
+@click.option("--json", "as_json", is_flag=True)
+def authority_issue(key_path: Path, dock_id: str, dock_key: str, days: float, out: Path, as_json: bool) -> None:
+    """Certify a dock's proof key for DAYS; the dock names the file in dock_auth.certificate."""
+    from .dockauth import issue
+
+    cert = issue(key_path, dock_id, dock_key, days, out)
+    doc = {
+        "certificate": str(out),
+        "dock_id": cert.dock_id,
+        "serial_number": f"{cert.serial_number:016x}",
+        "not_before": _iso(cert.not_before_us / 1e6),
+        "not_after": _iso(cert.not_after_us / 1e6),
+    }
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"{out}: dock {cert.dock_id}, serial {doc['serial_number']}, valid to {doc['not_after']}")
+
+
+@authority.command("revoke")
+@click.argument("dock_ids", nargs=-1, required=True)
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--list", "list_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def authority_revoke(dock_ids: tuple[str, ...], key_path: Path, list_path: Path, as_json: bool) -> None:
+    """Revoke docks (a stolen dock): signs the list anew; copy it to every dock's dock_auth.revocations."""
+    from .dockauth import revoke
+
+    signed = revoke(key_path, list_path, list(dock_ids))
+    if as_json:
+        emit_json({"list": str(list_path), "sequence": signed.sequence, "revoked": list(signed.revoked)})
+    else:
+        click.echo(f"{list_path}: sequence {signed.sequence}, revoked: {', '.join(signed.revoked)}")
+
+
 @cli.command()
 @click.argument("serial", shell_complete=complete_serial)
 @click.option(
@@ -425,6 +492,7 @@ def firmware_push(
 ) -> None:
     """Install a signed firmware image; the image is verified before a byte is sent, rollback refused."""
     from . import firmware as fw
+    from .dockauth import load_credentials
 
     if bool(cameras) == all_cameras:
         raise ConfigError("name the cameras to update: --camera SN (repeatable) or --all")
@@ -449,6 +517,7 @@ def firmware_push(
             all_cameras=all_cameras,
             allow_downgrade=allow_downgrade,
             on_progress=progress,
+            credentials=load_credentials(ctx.config),
         )
     if progress is not None:
         click.echo("", err=True)
@@ -876,9 +945,11 @@ def clock_sync(
     offset is noted, so footage stamped before this set is still placed at the next ingest."""
     from . import clocks
     from .custody import CustodyLog
+    from .dockauth import load_credentials, secure_link
     from .inventory import opened_cameras
 
     cfg = ctx.config
+    credentials = load_credentials(cfg)
     explicit = bool(usbip or serial_port)
     results = []
     with (
@@ -890,6 +961,7 @@ def clock_sync(
             if serial and ident.serial != serial:
                 continue
             cam.authenticate(journal.enrolled_key(ident.serial))
+            secure_link(cam, credentials, CustodyLog(journal, cfg.dock_id).append, record_unprotected=False)
             docked = clocks.read_list_and_set(journal, CustodyLog(journal, cfg.dock_id), ident.serial, cam)
             before, after = docked.before, docked.after
             results.append(

@@ -26,6 +26,16 @@ class Recipient:
 
 
 @dataclass(frozen=True, slots=True)
+class DockAuth:
+    """``[dock_auth]``: what makes this dock provable to a paired camera (docs/protocol.md, agent/dockauth.py)."""
+
+    certificate: Path  # the dock certificate the force's authority issued (authority issue)
+    authority: str  # the force's dock authority, 64 hex digits (authority init prints it)
+    key: Path | None = None  # the dock's proof key, OpenSSH Ed25519 (keys dock-auth); default under state_dir
+    revocations: Path | None = None  # the authority's signed revocation list (authority revoke)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     dock_id: str
     state_dir: Path
@@ -49,6 +59,7 @@ class Config:
     custody_only_interval_s: float = 86400.0
     #: a bay whose session reports no progress for this long is given up (and its camera retried later)
     stall_timeout_s: float = 300.0
+    dock_auth: DockAuth | None = None
     source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +74,11 @@ class Config:
     @property
     def pseudonym_key_path(self) -> Path:
         return self.pseudonym_key or self.state_dir / "keys" / "pseudonym.key"
+
+    @property
+    def dock_auth_key_path(self) -> Path:
+        configured = self.dock_auth.key if self.dock_auth else None
+        return configured or self.state_dir / "keys" / "dock_auth_ed25519"
 
 
 #: config keys a SIGHUP cannot change (attribute -> key as written): they name where state lives and
@@ -140,6 +156,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         "privacy",
         "batch",
         "daemon",
+        "dock_auth",
     }
     for key in raw:
         if key not in known_top:
@@ -199,6 +216,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     max_age = _seconds(batch, "max_age_s", 900.0, where, "batch.", minimum=0.0)
     custody_only = _seconds(batch, "custody_only_interval_s", 86400.0, where, "batch.", minimum=0.0)
     stall = _seconds(_table(raw, "daemon", where), "stall_timeout_s", 300.0, where, "daemon.", minimum=1.0)
+    dock_auth = _dock_auth(raw, where)
     return Config(
         dock_id=dock_id,
         state_dir=state_dir,
@@ -218,6 +236,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         batch_max_age_s=max_age,
         custody_only_interval_s=custody_only,
         stall_timeout_s=stall,
+        dock_auth=dock_auth,
         source=source,
     )
 
@@ -233,6 +252,7 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "privacy": frozenset({"pseudonym_key"}),
     "batch": frozenset({"max_age_s", "custody_only_interval_s"}),
     "daemon": frozenset({"stall_timeout_s"}),
+    "dock_auth": frozenset({"certificate", "authority", "key", "revocations"}),
 }
 
 
@@ -256,6 +276,30 @@ def _check_table_keys(raw: dict[str, Any], where: str) -> None:
                     raise ConfigError(
                         f"unknown config key '{table}.{key}'{where}; known keys in [{table}]: {', '.join(sorted(known))}"
                     )
+
+
+def _dock_auth(raw: dict[str, Any], where: str) -> DockAuth | None:
+    if "dock_auth" not in raw:
+        return None
+    table = _table(raw, "dock_auth", where)
+    known = {"certificate", "authority", "key", "revocations"}
+    for name in table:
+        if name not in known:
+            raise ConfigError(f"unknown config key 'dock_auth.{name}'{where}; known keys: {', '.join(sorted(known))}")
+    authority = _str(table, "authority", where, prefix="dock_auth.")
+    if len(authority) != 64 or any(c not in "0123456789abcdefABCDEF" for c in authority):
+        raise ConfigError(f"config key 'dock_auth.authority'{where} must be 64 hex digits ('authority init' prints it)")
+    key = table.get("key")
+    revocations = table.get("revocations")
+    for field_name, value in (("key", key), ("revocations", revocations)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"config key 'dock_auth.{field_name}'{where} must be a path string")
+    return DockAuth(
+        certificate=Path(_str(table, "certificate", where, prefix="dock_auth.")),
+        authority=authority.lower(),
+        key=Path(key) if key else None,
+        revocations=Path(revocations) if revocations else None,
+    )
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -41,6 +41,10 @@ EVENTS = frozenset(
         "key_rotated",
         "firmware_installed",
         "enrolled",
+        "paired",
+        "revocations_sent",
+        "dock_proven",
+        "camera_unprotected",
     }
 )
 

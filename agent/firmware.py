@@ -56,6 +56,7 @@ from bodycam.drivers.protocol import Command, Status
 from bodycam.drivers.strictjson import parse_json
 
 from .custody import CustodyLog, canonical
+from .dockauth import DockCredentials, secure_link
 from .inventory import opened_cameras
 from .journal import Journal
 from .sshsig import fingerprint, parse_public_key_line
@@ -652,6 +653,7 @@ def install(
     allow_downgrade: bool = False,
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    credentials: DockCredentials | None = None,
 ) -> PushResult:
     """Authenticate an identified camera against its enrolled key, push, and record it in custody.
 
@@ -660,6 +662,7 @@ def install(
     ident = camera.identity
     try:
         camera.authenticate(journal.enrolled_key(ident.serial))
+        secure_link(camera, credentials, custody.append, record_unprotected=False)
         result = push(camera, image, allow_downgrade=allow_downgrade, on_progress=on_progress, cancel=cancel)
     except BodycamError as err:
         with contextlib.suppress(StorageError):
@@ -700,6 +703,7 @@ def push_cameras(
     allow_downgrade: bool = False,
     on_progress: Callable[[str, int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    credentials: DockCredentials | None = None,
 ) -> PushReport:
     """Push a verified image to the named cameras, or with ``all_cameras`` to every reachable camera of
     a model the image lists (others are skipped), one after another."""
@@ -738,6 +742,7 @@ def push_cameras(
                         allow_downgrade=allow_downgrade,
                         on_progress=progress,
                         cancel=cancel,
+                        credentials=credentials,
                     )
                 )
             except BodycamError as err:

@@ -25,6 +25,7 @@ from .agecrypt import Encryptor
 from .bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
 from .config import Config, Recipient
 from .custody import CustodyLog
+from .dockauth import DockCredentials, load_credentials, secure_link
 from .journal import Journal, utc_now
 from .policy import ScopeDecision, decide, list_exercises
 from .pull import part_size_for, pull
@@ -108,6 +109,8 @@ class Agent:
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[tuple[str, int, str], float] = {}
+        #: [dock_auth]: this dock's certificate and proof key, so paired cameras release footage to it
+        self.dock_credentials: DockCredentials | None = load_credentials(config)
 
     # -- configuration that must be complete before footage moves -----------------------------
     def recipients(self) -> list[Recipient]:
@@ -189,6 +192,7 @@ class Agent:
         )
         camera.authenticate(self.journal.enrolled_key(ident.serial))
         self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
+        secure_link(camera, self.dock_credentials, self.custody.append)
         docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera)
         listing, placements = docked.listing, docked.placements
         report.recordings = len(listing)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from . import dockauth as da
 from . import messages as m
 from .errors import AuthenticationError, DeviceError, LinkTimeoutError, ProtocolError
 from .protocol import (
@@ -139,6 +140,8 @@ class Camera:
         self._abandoned: list[int] = []
         self._identity: m.Identity | None = None
         self.authenticated = False
+        #: the nonce of this link's AUTH: the dock's challenge in its proof to a paired camera (revision 2)
+        self.auth_nonce: bytes | None = None
         #: the protocol revision HELLO negotiated (m.MIN_PROTOCOL..m.MAX_PROTOCOL); 1 until then
         self.protocol = 1
 
@@ -247,6 +250,11 @@ class Camera:
                 text = f"{self.name} refused {command.name}: {status_text(frame.status)}"
                 if frame.status == Status.NOT_AUTHENTICATED:
                     raise AuthenticationError(text + " (authenticate first)", frame.status)
+                if frame.status == Status.DOCK_NOT_PROVEN:
+                    raise AuthenticationError(
+                        text + " (it is paired to a force and this host has not proven it is one of its docks)",
+                        frame.status,
+                    )
                 raise DeviceError(text, frame.status)
             return frame.payload, False
         if abandoned >= ABANDONED_FRAME_LIMIT:
@@ -325,6 +333,7 @@ class Camera:
                 f"camera {ident.serial} could not prove it holds its enrolled device key: refused"
             ) from err
         self.authenticated = True
+        self.auth_nonce = nonce
 
     def clock(self) -> ClockReading:
         """One CLOCK_GET round trip. A clock that reads outside 2000..2100 (a reset RTC) is returned
@@ -457,6 +466,47 @@ class Camera:
 
     def firmware_commit(self) -> m.FirmwareCommitted:
         return m.FirmwareCommitted.from_bytes(self.call(Command.FW_COMMIT, timeout=max(self.timeout, 30.0)))
+
+    # -- mutual authentication (revision 2; docs/protocol.md "Dock proof and pairing") -------------
+    def dock_challenge(self) -> da.DockChallenge:
+        """The camera's pairing state and a fresh challenge for this link (voids any earlier proof)."""
+        return da.DockChallenge.from_bytes(self.call(Command.DOCK_CHALLENGE))
+
+    def pair(self, authority_key: bytes, proof: da.DockProof) -> None:
+        """Provision the force's dock authority onto an unpaired camera (ALREADY_PAIRED otherwise)."""
+        self.call(Command.PAIR, da.PairRequest(authority_key, proof).to_bytes())
+
+    def prove(self, proof: da.DockProof) -> None:
+        """Prove to a paired camera that this host is a dock of its force, for this connection."""
+        self.call(Command.DOCK_PROVE, proof.to_bytes())
+
+    def send_revocations(self, revocations: bytes) -> int:
+        """Give the camera the force's signed revocation list; returns the sequence now in force."""
+        answer = self.call(Command.REVOCATIONS, revocations)
+        if len(answer) != 4:
+            raise ProtocolError(f"{self.name}: REVOCATIONS response: wrong payload size")
+        return int.from_bytes(answer, "little")
+
+    def unpair(self) -> None:
+        """Forget the force's dock authority (only a proven dock of that force may ask)."""
+        self.call(Command.UNPAIR)
+
+    def vendor_reset(self, signature: bytes) -> int:
+        """The vendor's reset, signed over the latest challenge: erases all footage, then unpairs."""
+        answer = self.call(Command.VENDOR_RESET, signature)
+        if len(answer) != 4:
+            raise ProtocolError(f"{self.name}: VENDOR_RESET response: wrong payload size")
+        return int.from_bytes(answer, "little")
+
+    def refuses_unproven_host(self) -> bool:
+        """Ask for one listing entry before proving anything: a paired camera that enforces refuses."""
+        try:
+            self.call(Command.LIST, m.ListRequest(0, 1).to_bytes())
+        except DeviceError as err:
+            if err.status == Status.DOCK_NOT_PROVEN:
+                return True
+            raise
+        return False
 
     def close(self) -> None:
         self.transport.close()

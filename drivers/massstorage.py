@@ -332,6 +332,10 @@ class MassStorageCamera:
         self.transport = MountTransport(mount)
         self.seen_at = seen_at
         self.authenticated = False
+        #: not a wire-protocol revision: a mounted volume has no protocol, so it cannot refuse any host
+        #: (docs/mass-storage.md "Who can read it"); a docking records that in custody
+        self.protocol = 0
+        self.auth_nonce: bytes | None = None
         self._device: DeviceRecord | None = None
         self._entries: dict[int, IndexEntry] = {}
         self._order: list[int] = []

@@ -56,6 +56,13 @@ class Command(enum.IntEnum):
     FW_BEGIN = 0x0A
     FW_CHUNK = 0x0B
     FW_COMMIT = 0x0C
+    # revision 2: mutual authentication (docs/protocol.md "Dock proof and pairing")
+    DOCK_CHALLENGE = 0x20
+    DOCK_PROVE = 0x21
+    PAIR = 0x22
+    UNPAIR = 0x23
+    REVOCATIONS = 0x24
+    VENDOR_RESET = 0x25
 
     def __str__(self) -> str:
         return f"0x{self.value:02X} {self.name}"
@@ -75,6 +82,13 @@ class Status(enum.IntEnum):
     STORAGE_ERROR = 0x0A
     INTERNAL = 0x0B
     MORE_FOLLOWS = 0x0C  # a piece of a longer answer: more frames with the same seq follow
+    # revision 2: mutual authentication
+    DOCK_NOT_PROVEN = 0x20  # a paired camera: this host has not proven it is a dock of the camera's force
+    DOCK_REJECTED = 0x21  # the dock proof or certificate does not verify (or no fresh challenge)
+    CERT_EXPIRED = 0x22  # the dock certificate is not valid at the camera's notion of now
+    DOCK_REVOKED = 0x23  # the force has revoked this dock
+    ALREADY_PAIRED = 0x24  # PAIR to a paired camera
+    NOT_PAIRED = 0x25  # DOCK_PROVE, UNPAIR or REVOCATIONS to an unpaired camera
 
     def __str__(self) -> str:
         return f"0x{self.value:02X} {self.name}"

@@ -35,6 +35,8 @@ from ..protocol import (
 )
 from .faults import Faults
 from .link import LinkClosed
+from .pairing import COMMANDS as PAIRING_COMMANDS
+from .pairing import Pairing
 from .scenario import ContentSource, SyntheticRecording
 
 LOG = logging.getLogger(__name__)
@@ -143,6 +145,8 @@ class VirtualCamera:
         self._list_calls = 0
         self._hold_until = 0.0
         self._hung = False
+        #: mutual authentication (revision 2): pairing survives re-plugs, the proof lasts one connection
+        self.pairing = Pairing(serial, self._vendor_key, self._erase_all, accept_any_host=self.faults.accept_any_host)
 
     # -- ByteLink -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -153,6 +157,7 @@ class VirtualCamera:
             self._authenticated = False
             self.protocol = 1
             self._hold_until = 0.0
+            self.pairing.new_connection()
 
     def receive(self, data: bytes) -> None:
         self._decoder.feed(data)
@@ -164,7 +169,12 @@ class VirtualCamera:
                 continue
             if frame is None:
                 return
-            if frame.command == Command.READ and not frame.response and self._authenticated:
+            if (
+                frame.command == Command.READ
+                and not frame.response
+                and self._authenticated
+                and not self.pairing.refuses(Command.READ)
+            ):
                 with self._cond:
                     self._outbox.append(_Job(self._read_frames(frame)))
                     self._cond.notify_all()
@@ -221,6 +231,10 @@ class VirtualCamera:
             return encode_frame(frame.command, frame.seq, status=Status.UNKNOWN_COMMAND, response=True)
         if command in NEEDS_AUTH and not self._authenticated:
             return encode_frame(command, frame.seq, status=Status.NOT_AUTHENTICATED, response=True)
+        if command in PAIRING_COMMANDS and self.protocol < 2:  # revision 1 has no such command
+            return encode_frame(command, frame.seq, status=Status.UNKNOWN_COMMAND, response=True)
+        if self.pairing.refuses(command):  # a paired camera and a host that has not proven it is a dock
+            return encode_frame(command, frame.seq, status=Status.DOCK_NOT_PROVEN, response=True)
         try:
             status, payload = self._dispatch(command, bytes(frame.payload))
         except ProtocolError:
@@ -308,6 +322,7 @@ class VirtualCamera:
             nonce = m.AuthRequest.from_bytes(payload).nonce
             signature = self._signing_key.sign(m.auth_message(self.serial, nonce))
             self._authenticated = not self.faults.impostor
+            self.pairing.on_auth(nonce)
             return Status.OK, m.AuthResponse(signature).to_bytes()
         if command == Command.CLOCK_GET:
             return Status.OK, self._clock_state()
@@ -327,6 +342,8 @@ class VirtualCamera:
             return Status.OK, self._list(m.ListRequest.from_bytes(payload))
         if command == Command.ERASE:
             return self._erase(m.EraseRequest.from_bytes(payload))
+        if command in PAIRING_COMMANDS:
+            return self.pairing.handle(command, payload, self._authenticated)
         return self._firmware(command, payload)
 
     def camera_time(self) -> float:
@@ -384,6 +401,13 @@ class VirtualCamera:
         del self.recordings[rec.id]
         self.erased.append(rec.id)
         return Status.OK, b""
+
+    def _erase_all(self) -> int:
+        """The vendor reset's first step: every recording goes before the camera unpairs."""
+        ids = sorted(self.recordings)
+        self.recordings.clear()
+        self.erased.extend(ids)
+        return len(ids)
 
     def _firmware(self, command: Command, payload: bytes) -> tuple[int, bytes]:
         fw = self.firmware

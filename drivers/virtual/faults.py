@@ -19,6 +19,7 @@ class Faults:
     impostor: bool = False  # IDENTIFY shows the genuine device key, AUTH signs with another one
     rtc_reset: bool = False  # the RTC lost power before the recordings: clock and stamps read 1970, flagged invalid
     v1_only: bool = False  # speaks protocol revision 1 only: no clock epochs, no dock proof (an older firmware)
+    accept_any_host: bool = False  # pairs, but never refuses a host that has not proven it is a dock of its force
     unplug_fw_at: int | None = None  # drop the link once, after storing the FW_CHUNK that reaches this many bytes
     empty_more_follows: bool = False  # READ answers are an endless stream of zero-length MORE_FOLLOWS frames
     trickle_bps: int = 0  # READ answers dribble out at about this many bytes per second, ten small frames a second
