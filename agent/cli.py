@@ -813,6 +813,10 @@ def demo(workdir: Path | None, cameras: int, recordings: int, training: int, siz
             )
             for err in cam.errors:
                 click.echo(f"    error: {err}")
+        click.echo(
+            f"  {len(result.paired)} of {len(result.ingest.cameras)} cameras paired with the demo force's dock "
+            "authority: they now refuse any host without a dock certificate"
+        )
         click.echo(f"  batch {result.ingest.batch_id} in {result.bucket_dir}")
         print_verify(result.verify)
         batch_dir = result.bucket_dir / "dock-demo" / str(result.ingest.batch_id)

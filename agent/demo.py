@@ -21,7 +21,8 @@ from bodycam.drivers.virtual.pty_device import PtyCameraServer
 from bodycam.drivers.virtual.server import SimSpec, build_camera, device_key_hex, truth, usbip_server
 
 from .agecrypt import generate_identity
-from .config import Config, Recipient
+from .config import Config, DockAuth, Recipient
+from .dockauth import init_authority, init_dock_key, issue
 from .ingest import Agent, IngestReport, ingest_once
 from .policy import Exercise, add_exercise
 from .sshsig import allowed_signers_line, generate_key, parse_public_key_line
@@ -41,11 +42,14 @@ class DemoResult:
     verify: VerifyReport
     expected_training: int
     cameras: list[dict[str, Any]] = field(default_factory=list)
+    #: serials of the virtual cameras now paired with the demo force's dock authority
+    paired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         arrived = sum(c.verified + c.already_done for c in self.ingest.cameras)
-        return self.ingest.ok and self.verify.ok and arrived == self.expected_training
+        everyone_paired = len(self.paired) == len(self.ingest.cameras)
+        return self.ingest.ok and self.verify.ok and arrived == self.expected_training and everyone_paired
 
 
 def run_demo(
@@ -68,6 +72,7 @@ def run_demo(
     pub = generate_key(key_path, DOCK_ID)
     allowed = keys / "allowed_signers"
     allowed.write_text(allowed_signers_line(DOCK_ID, parse_public_key_line(pub)) + "\n")
+    dock_auth = _dock_authority(workdir, keys)
 
     now = time.time()
     window = (now - 7200, now - 60)
@@ -105,6 +110,7 @@ def run_demo(
             recipients=(Recipient("training-unit", recipient),),
             usbip=tuple(usbip),
             serial=tuple(serial),
+            dock_auth=dock_auth,
         )
         config_path = workdir / "agent.toml"
         config_path.write_text(_toml(config))
@@ -135,10 +141,20 @@ def run_demo(
             report,
             verify,
             expected_training=training * cameras,
+            paired=[c.serial for c, _ in sims if c.pairing.paired],
         )
     finally:
         for _cam, server in sims:
             server.stop()
+
+
+def _dock_authority(workdir: Path, keys: Path) -> DockAuth:
+    """A demo force's dock authority and this dock's certificate, so the cameras pair on first docking."""
+    authority = init_authority(workdir / "force" / "dock-authority")
+    dock_key = keys / "dock_auth_ed25519"
+    certificate = keys / "dock.cert"
+    issue(workdir / "force" / "dock-authority", DOCK_ID, init_dock_key(dock_key, DOCK_ID), 30, certificate)
+    return DockAuth(certificate=certificate, authority=authority, key=dock_key)
 
 
 def _signers(path: Path) -> Any:
@@ -158,4 +174,9 @@ def _toml(config: Config) -> str:
     ]
     for r in config.recipients:
         lines += ["[[recipients]]", f'name = "{r.name}"', f'age = "{r.age}"']
+    if config.dock_auth is not None:
+        auth = config.dock_auth
+        lines += ["[dock_auth]", f'certificate = "{auth.certificate}"', f'authority = "{auth.authority}"']
+        if auth.key is not None:
+            lines.append(f'key = "{auth.key}"')
     return "\n".join(lines) + "\n"

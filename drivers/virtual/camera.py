@@ -305,6 +305,7 @@ class VirtualCamera:
             # cannot see the dock close the port, it is what keeps the next program that opens it
             # from inheriting the last one's authentication
             self._authenticated = False
+            self.pairing.new_connection()  # and any dock proof with it
             self.protocol = chosen
             return Status.OK, m.HelloResponse(chosen, MAX_PAYLOAD + OVERHEAD).to_bytes()
         if command == Command.IDENTIFY:
