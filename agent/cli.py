@@ -310,9 +310,14 @@ def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
 def keys_dock_auth(ctx: Context, out: Path | None) -> None:
     """Write the dock's proof key (OpenSSH Ed25519, 0600); print its public key for 'authority issue --dock-key'."""
     from .dockauth import init_dock_key
+    from .journal import private_dir
 
     cfg = ctx.config
-    click.echo(init_dock_key(out or cfg.dock_auth_key_path, cfg.dock_id))
+    path = out or cfg.dock_auth_key_path
+    if path.is_relative_to(cfg.state_dir):
+        private_dir(cfg.state_dir)  # else mkdir(parents=True) would create it with the umask's mode
+    click.echo(init_dock_key(path, cfg.dock_id))
+    click.echo(f"wrote {path} (private, 0600) and {path}.pub", err=True)
 
 
 # -- the force's dock authority (run where the force keeps its authority key, never on a dock) -----

@@ -179,9 +179,10 @@ def test_camera_resynchronises_after_more_garbage_than_the_limit() -> None:
 
 
 def test_the_limits_table_is_the_code() -> None:
-    from bodycam.drivers import device, protocol
+    from bodycam.drivers import device, dockauth, protocol
 
     table = dict(re.findall(r"^\| ([A-Z_]+) \| ([0-9,]+)", PROTOCOL, re.M))
-    code = {name: getattr(m, name, None) or getattr(protocol, name, None) or getattr(device, name) for name in table}
+    modules = (m, protocol, dockauth, device)
+    code = {name: next(getattr(mod, name) for mod in modules if hasattr(mod, name)) for name in table}
     assert {name: int(value.replace(",", "")) for name, value in table.items()} == code
     assert {"MAX_PAYLOAD", "MAX_READ_SPAN", "MAX_FIRMWARE_CHUNK", "MIN_CAMERA_FRAME", "MAX_RESYNC_BYTES"} <= set(table)
