@@ -99,7 +99,8 @@ def record_reading(journal: Journal, custody: CustodyLog, serial: str, before: C
 
 def _check_epoch_order(db: sqlite3.Connection, custody: CustodyLog, serial: str, before: ClockReading) -> None:
     """An epoch lower than one already seen means the camera's counter restarted (reflashed, replaced
-    board): its old epochs' readings would place new footage wrongly, so they are retired."""
+    board): every epoch number seen so far may now name two clocks, so their readings are retired and
+    footage stamped under any of those numbers is not placed (default deny; fresh numbers are)."""
     if before.epoch is None:
         return
     (top,) = db.execute("SELECT MAX(epoch) FROM clock_readings WHERE serial=? AND superseded=0", (serial,)).fetchone()
@@ -149,10 +150,15 @@ def _place(db: sqlite3.Connection, serial: str, rec: RecordingInfo, before: Cloc
 
 
 def _place_by_epoch(db: sqlite3.Connection, serial: str, rec: RecordingInfo, epoch: int) -> Placement:
-    readings = db.execute(
-        "SELECT valid, camera_time, offset_s FROM clock_readings WHERE serial=? AND epoch=? AND superseded=0",
+    rows = db.execute(
+        "SELECT valid, camera_time, offset_s, superseded FROM clock_readings WHERE serial=? AND epoch=?",
         (serial, epoch),
     ).fetchall()
+    if any(r["superseded"] for r in rows):  # the number names two clocks: footage of either cannot be told apart
+        return Placement(
+            None, f"clock not placeable: clock epoch {epoch} is ambiguous (the camera's epoch counter restarted)"
+        )
+    readings = rows
     if not readings:
         return Placement(None, f"clock not placeable: this dock never measured clock epoch {epoch} of the camera")
     if not all(r["valid"] for r in readings):

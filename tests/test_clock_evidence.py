@@ -71,10 +71,12 @@ def manifest_recordings(dock: Dock) -> dict[int, dict[str, Any]]:
 
 
 def custody(dock: Dock) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    for path in (dock.root.parent / "bucket").rglob("custody.jsonl"):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line]
-    return sorted(lines, key=lambda e: e["seq"])
+    """The dock's whole custody log (a docking with nothing to sign keeps its entries for a later batch)."""
+    journal = dock.journal()
+    try:
+        return [json.loads(row["line"]) for row in journal.query("SELECT line FROM custody ORDER BY seq")]
+    finally:
+        journal.close()
 
 
 def skipped_reasons(dock: Dock) -> dict[int, list[str]]:
@@ -186,3 +188,30 @@ def test_a_camera_whose_rtc_was_reset_is_docked_repaired_and_its_footage_kept(tm
     assert set(reasons) == ids and len(training) == 2
     for rid in training:  # (the operational one is out for that reason first)
         assert reasons[rid] == ["clock not placeable: stamped under an invalid camera clock (RTC reset, before 2000)"]
+
+
+def test_an_epoch_counter_that_restarts_makes_its_old_numbers_ambiguous(tmp_path: Path) -> None:
+    """A reflashed camera whose epoch counter restarted reuses epoch numbers: footage stamped under the
+    old epoch 1 (900 s fast) and under the new epoch 1 (right) cannot be told apart, so neither is
+    placed, and custody says the counter went back. Placing by the newest reading of "epoch 1" would
+    sign the old footage 900 s off."""
+    recs, win = exercise_scenario(900.0)
+    camera = VirtualCamera(SERIAL, recs, clock_offset_s=900.0)
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll(SERIAL)
+    now = time.time()
+    with serve("usbip", camera=camera) as served:
+        assert dock.ingest_json(served.address)[0] == 0  # measures epochs 1 (900 s) and 2 (0 s)
+        camera.clock_epoch = 1  # reflashed: the counter starts again, the clock keeps its (right) time
+        camera.record(_rec(LATER, now - 200, Category.TRAINING, Category.TRAINING))
+        dock.exercise("EX-ALL", (win[0] - 86400, now), SERIAL)
+        rc, report = dock.ingest_json(served.address)
+    assert rc == 0, report
+    assert manifest_recordings(dock) == {}
+    reasons = skipped_reasons(dock)
+    for rid in (*TRAINING, LATER):
+        assert (
+            reasons[rid][-1] == "clock not placeable: clock epoch 1 is ambiguous (the camera's epoch counter restarted)"
+        )
+    (reset,) = [e for e in custody(dock) if e["event"] == "clock_epoch_reset"]
+    assert (reset["epoch"], reset["highest_seen"]) == (1, 2)
