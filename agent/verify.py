@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError
 
+from . import __version__
 from . import manifest as mf
 from .agecrypt import Decryptor
 from .custody import GENESIS, canonical, line_hash
@@ -53,6 +54,35 @@ class Finding:
     custody_seq: int | None = None
 
 
+@dataclass(frozen=True)
+class Personal:
+    """What a decrypted sidecar says that the report shows (personal data: only with ``--identity``).
+
+    ``officers`` maps (camera serial, recording id) to the officer id or None; ``exercises`` holds
+    (id, start, end, site). Values are cut to a bounded length: the sidecar is untrusted input too.
+    """
+
+    officers: dict[tuple[str, str], str | None]
+    exercises: tuple[tuple[str, str, str, str], ...]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Personal:
+        officers: dict[tuple[str, str], str | None] = {}
+        recordings = doc.get("recordings")
+        for item in recordings if isinstance(recordings, list) else []:
+            if isinstance(item, dict):
+                ident = (str(item.get("camera_serial"))[:64], str(item.get("recording_id"))[:32])
+                officer = item.get("officer_id")
+                officers[ident] = None if officer is None else str(officer)[:200]
+        exercises = doc.get("exercises")
+        windows = tuple(
+            (str(ex.get("id"))[:200], str(ex.get("start"))[:64], str(ex.get("end"))[:64], str(ex.get("site"))[:200])
+            for ex in (exercises if isinstance(exercises, list) else [])
+            if isinstance(ex, dict)
+        )
+        return cls(officers, windows)
+
+
 @dataclass
 class BatchResult:
     dock: str
@@ -73,9 +103,45 @@ class BatchResult:
     cosigner_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosign_error: str | None = field(default=None, repr=False)
     sealed_at: dt.datetime | None = field(default=None, repr=False)
+    personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
 
 
-_UNREPORTED = frozenset({"manifest", "signer_key", "cosigner_key", "cosign_error", "sealed_at"})
+_UNREPORTED = frozenset({"manifest", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal"})
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """What the audit was run against and when: the report's header (an audit document names its inputs)."""
+
+    bucket_url: str
+    allowed_signers: str  # the file as named on the command line
+    allowed_signers_sha256: str  # of its bytes as read
+    signers: tuple[AllowedSigner, ...]
+    decrypted: bool  # an --identity was given: plaintexts and the personal sidecars were opened
+    started: str  # ISO 8601 UTC
+    finished: str
+    version: str  # of bodycam-sync
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket_url,
+            "allowed_signers": self.allowed_signers,
+            "allowed_signers_sha256": self.allowed_signers_sha256,
+            "signers": [
+                {
+                    "principals": list(s.principals),
+                    "fingerprint": fingerprint(s.key),
+                    "namespaces": None if s.namespaces is None else list(s.namespaces),
+                    "valid_after": None if s.valid_after is None else s.valid_after.isoformat(),
+                    "valid_before": None if s.valid_before is None else s.valid_before.isoformat(),
+                }
+                for s in self.signers
+            ],
+            "decrypted": self.decrypted,
+            "started": self.started,
+            "finished": self.finished,
+            "version": self.version,
+        }
 
 
 @dataclass
@@ -83,6 +149,7 @@ class VerifyReport:
     batches: list[BatchResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     objects_seen: int = 0
+    audit: AuditContext | None = None
 
     @property
     def ok(self) -> bool:
@@ -96,6 +163,7 @@ class VerifyReport:
                 {f.name: getattr(b, f.name) for f in fields(b) if f.name not in _UNREPORTED} for b in self.batches
             ],
             "findings": [asdict(f) for f in self.findings],
+            **({"audit": self.audit.to_json()} if self.audit is not None else {}),
         }
 
 
@@ -219,7 +287,7 @@ class Verifier:
             if personal["key"] != f"{prefix}/{mf.PERSONAL}":
                 self._find("manifest_invalid", f"{mkey} names sidecar {personal['key']!r} outside its batch", **where)
             if self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch) is not None:
-                self._personal(personal["key"], dock, batch)
+                self._personal(personal["key"], result, doc.get("recordings"))
         else:
             self._find("manifest_invalid", f"{mkey} names no personal sidecar", **where)
         recordings = doc.get("recordings")
@@ -246,7 +314,7 @@ class Verifier:
         except BodycamError as err:
             self._find("signature_missing", f"{skey}: {err}", dock=dock, batch=batch, key=skey)
             return
-        allowed = keys_for(self.signers, dock, mf.NAMESPACE, at=sealed)
+        allowed = keys_for(self.signers, dock, mf.NAMESPACE, at=_second(sealed))
         when = f" at {sealed.isoformat()}" if sealed else " now"
         embedded = _signature_key(signature)
         if embedded is None:
@@ -287,7 +355,7 @@ class Verifier:
         try:
             text = self.bucket.get_bytes(pkey, max_size=MAX_SIGNATURE_BYTES).decode("ascii", "replace")
             result.cosigner_key = verify(
-                raw, text, mf.NAMESPACE, keys_for(self.signers, result.dock, mf.NAMESPACE, at=sealed)
+                raw, text, mf.NAMESPACE, keys_for(self.signers, result.dock, mf.NAMESPACE, at=_second(sealed))
             )
             result.cosigner = fingerprint(result.cosigner_key)
         except BodycamError as err:
@@ -336,16 +404,25 @@ class Verifier:
         for seq, problem, message in check_custody(lines, info):
             self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
 
-    def _personal(self, key: str, dock: str, batch: str) -> None:
-        """With an identity: the sidecar decrypts to a JSON object naming this batch."""
+    def _personal(self, key: str, result: BatchResult, recordings: Any) -> None:
+        """With an identity: the sidecar decrypts to a JSON object naming this batch, with an entry for
+        each manifest recording whose ``officer_id`` is null exactly where ``officer_pseudonym`` is.
+
+        What it holds for the report (officer ids, exercise windows) is kept in ``result.personal``.
+        """
         if not self.identities:
             return
+        dock, batch = result.dock, result.batch
         try:
             decrypt = Decryptor(self.identities)
             data = decrypt.update(self.bucket.get_bytes(key, max_size=MAX_PERSONAL_BYTES)) + decrypt.finalize()
             doc = json.loads(data)
             if not isinstance(doc, dict) or doc.get("batch_id") != batch:
                 raise ValueError(f"it names batch {doc.get('batch_id') if isinstance(doc, dict) else None!r}")
+            result.personal = Personal.of(doc)
+            mismatch = _officer_mismatch(result.personal, recordings)
+            if mismatch:
+                raise ValueError(mismatch)
         except (BodycamError, ValueError, RecursionError) as err:
             self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
 
@@ -491,28 +568,41 @@ class Verifier:
             )
 
     def _rotation(self, previous: BatchResult | None, r: BatchResult) -> None:
-        """A change of signing key must be proven by the previous key's co-signature (.sig.prev).
+        """A change of signing key must be proven by the previous key's co-signature (.sig.prev), and a
+        co-signature belongs only where the key changed (docs/formats.md §7).
 
         ``previous`` is the batch right before ``r`` in the chain (None when ``r`` is the first, or the
-        one before is missing: then only a co-signature that does not verify is reported)."""
+        one before is missing). Where either batch's signer is unknown (its signature failed, already a
+        finding) whether the key changed cannot be told: only a co-signature that does not verify is
+        reported."""
         pkey = f"{mf.batch_prefix(r.dock, r.batch)}/{PREV_SIGNATURE}"
         where = {"dock": r.dock, "batch": r.batch, "key": pkey}
-        if previous is None:
+        cosigned = r.cosigner_key is not None or r.cosign_error is not None  # a .sig.prev is present
+        old, new = (previous.signer_key, r.signer_key) if previous is not None else (None, None)
+        if previous is None and r.seq == 1 and cosigned:
+            self._find(
+                "cosignature_unexpected",
+                f"{pkey} is present in the dock's first batch, where no earlier key can hand over",
+                **where,
+            )
+            return
+        if old is None or new is None or previous is None:
             if r.cosign_error is not None:
                 self._find("signature_invalid", r.cosign_error, **where)
             return
-        old, new = previous.signer_key, r.signer_key
-        rotated = old is not None and new is not None and old.public_bytes_raw() != new.public_bytes_raw()
-        if r.cosign_error is not None:
-            problem = "key_rotation_unproven" if rotated else "signature_invalid"
-            self._find(problem, r.cosign_error, **where)
+        if old.public_bytes_raw() == new.public_bytes_raw():
+            if cosigned:
+                self._find(
+                    "cosignature_unexpected",
+                    f"{pkey} is present but {r.batch} is signed by the same key as {previous.batch} "
+                    f"({r.signer}): a co-signature belongs only to the first batch of a new key",
+                    **where,
+                )
             return
-        cosigned_by_old = (
-            old is not None
-            and r.cosigner_key is not None
-            and r.cosigner_key.public_bytes_raw() == old.public_bytes_raw()
-        )
-        if rotated and not cosigned_by_old:
+        if r.cosign_error is not None:
+            self._find("key_rotation_unproven", r.cosign_error, **where)
+            return
+        if r.cosigner_key is None or r.cosigner_key.public_bytes_raw() != old.public_bytes_raw():
             why = (
                 f"{pkey} is missing"
                 if r.cosigner_key is None
@@ -522,12 +612,6 @@ class Verifier:
                 "key_rotation_unproven",
                 f"{r.batch} is signed by {r.signer} but {previous.batch} by {previous.signer}, and {why}: "
                 "nothing in the bucket shows the old key handing over to the new one",
-                **where,
-            )
-        elif r.cosigner_key is not None and not cosigned_by_old and old is not None:
-            self._find(
-                "signature_invalid",
-                f"{pkey} was made by {r.cosigner}, not by {previous.signer} which signed {previous.batch}",
                 **where,
             )
 
@@ -619,6 +703,29 @@ def _signature_key(text: str) -> Ed25519PublicKey | None:
         return None
 
 
+def _officer_mismatch(personal: Personal, recordings: Any) -> str | None:
+    """Why the sidecar's recordings do not match the manifest's, or None: one entry per recording, and
+    a null ``officer_id`` exactly where the manifest's ``officer_pseudonym`` is null (docs/formats.md §5.3)."""
+    listed = [r for r in recordings if isinstance(r, dict)] if isinstance(recordings, list) else []
+    seen: set[tuple[str, str]] = set()
+    for rec in listed:
+        ident = (str(rec.get("camera_serial"))[:64], str(rec.get("recording_id"))[:32])
+        seen.add(ident)
+        if ident not in personal.officers:
+            return f"it has no entry for recording {ident[0]} #{ident[1]} of the manifest"
+        if (personal.officers[ident] is None) != (rec.get("officer_pseudonym") is None):
+            side = "null" if personal.officers[ident] is None else "set"
+            signed = "null" if rec.get("officer_pseudonym") is None else "set"
+            return (
+                f"recording {ident[0]} #{ident[1]}: officer_id is {side} but the manifest's officer_pseudonym "
+                f"is {signed} (one is null exactly when the other is)"
+            )
+    extra = sorted(set(personal.officers) - seen)
+    if extra:
+        return f"it has an entry for recording {extra[0][0]} #{extra[0][1]}, which the manifest does not list"
+    return None
+
+
 def _custody_info(doc: dict[str, Any]) -> dict[str, Any]:
     info = doc.get("custody")
     return info if isinstance(info, dict) else {}
@@ -632,6 +739,16 @@ def _timestamp(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else None
+
+
+def _second(sealed: dt.datetime | None) -> dt.datetime | None:
+    """The sealing time as ``ssh-keygen -O verify-time`` sees it: whole seconds, the fraction dropped.
+
+    allowed_signers validity has one-second resolution and ssh-keygen takes the verify time in whole
+    seconds (``valid-before`` inclusive), so a batch sealed at 10:00:00.4 with a key valid before
+    10:00:00 is accepted by ssh-keygen; verify must agree with the stock tool (docs/formats.md §6).
+    """
+    return None if sealed is None else sealed.replace(microsecond=0)
 
 
 def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
@@ -667,8 +784,10 @@ def run_verify(
     from .bucket import open_bucket
     from .sshsig import parse_allowed_signers
 
+    started = dt.datetime.now(dt.UTC)
     try:
-        signers = parse_allowed_signers(Path(allowed_signers).read_text(encoding="utf-8"))
+        signers_bytes = Path(allowed_signers).read_bytes()
+        signers = parse_allowed_signers(signers_bytes.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read --allowed-signers {allowed_signers}: {err}") from err
     except ConfigError as err:
@@ -694,4 +813,19 @@ def run_verify(
         if not sep or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise ConfigError(f"--expect-head {item!r} must be DOCK=SHA256 (the manifest's sha256sum, 64 hex digits)")
         heads[dock] = digest
-    return Verifier(bucket, signers, identities, heads).run()
+    report = Verifier(bucket, signers, identities, heads).run()
+    report.audit = AuditContext(
+        bucket_url,
+        str(allowed_signers),
+        hashlib.sha256(signers_bytes).hexdigest(),
+        tuple(signers),
+        bool(identities),
+        _iso(started),
+        _iso(dt.datetime.now(dt.UTC)),
+        __version__,
+    )
+    return report
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
