@@ -29,6 +29,7 @@ from . import config as config_mod
 from . import sdnotify
 from .control import ControlServer, socket_path
 from .ingest import Agent, CameraReport
+from .sshsig import load_private_key
 from .throttle import SharedUploads
 
 LOG = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ class Daemon:
             blocked = config_mod.restart_only_changes(self.config, fresh)
             if blocked:
                 raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
+            load_private_key(fresh.key_path)  # a key that cannot sign must not replace one that can
             self.agent.config = fresh
             LOG.info("configuration reloaded from %s", self.config_path or "the default")
         except BodycamError as err:

@@ -364,8 +364,14 @@ def test_keys_rotate_and_sighup_reach_the_next_manifest(tmp_path: Path) -> None:
         assert rotated.returncode == 0, rotated.stderr
         with dock.allowed_signers.open("a") as f:
             f.write(rotated.stdout)
-        text = dock.config_path.read_text().replace(str(dock.config.key_path), str(new_key))
-        dock.config_path.write_text(text)
+        original, old_key = dock.config_path.read_text(), str(dock.config.key_path)
+        dock.config_path.write_text(original.replace(old_key, str(tmp_path / "missing")))
+        daemon.send_signal(signal.SIGHUP)  # a key that cannot sign is refused; the running config stays
+        deadline = time.monotonic() + 30
+        while "reload refused" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "reload refused" in log.read_text(), log.read_text()[-2000:]
+        dock.config_path.write_text(original.replace(old_key, str(new_key)))
         daemon.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while "configuration reloaded" not in log.read_text() and time.monotonic() < deadline:
