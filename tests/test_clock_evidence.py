@@ -215,3 +215,24 @@ def test_an_epoch_counter_that_restarts_makes_its_old_numbers_ambiguous(tmp_path
         )
     (reset,) = [e for e in custody(dock) if e["event"] == "clock_epoch_reset"]
     assert (reset["epoch"], reset["highest_seen"]) == (1, 2)
+
+
+@pytest.mark.parametrize("v1", [False, True], ids=["rev2", "rev1"])
+def test_clock_sync_keeps_the_history_a_later_ingest_needs(tmp_path: Path, v1: bool) -> None:
+    """`clock sync` sets the clock too: it must journal the clock it replaces (the epoch's reading, or
+    each recording's first-listing offset), or the next ingest places the footage 900 s off."""
+    recs, win = exercise_scenario(900.0)
+    camera = VirtualCamera(SERIAL, recs, clock_offset_s=900.0, faults=Faults(v1_only=v1))
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll(SERIAL)
+    dock.exercise("EX-CLK", win, SERIAL)
+    with serve("usbip", camera=camera) as served:
+        synced = dock.cli("clock", "sync", "--json", "--usbip", served.address)
+        assert synced.returncode == 0, synced.stderr
+        assert json.loads(synced.stdout)["cameras"][0]["drift_s"] == pytest.approx(900.0, abs=1.0)
+        rc, report = dock.ingest_json(served.address)
+    assert rc == 0, report
+    placed = manifest_recordings(dock)
+    assert set(placed) == set(TRAINING)
+    for entry in placed.values():
+        assert entry["clock_offset_s"] == pytest.approx(900.0, abs=1.0), entry
