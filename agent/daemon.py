@@ -28,6 +28,7 @@ from bodycam.drivers.massstorage import MassStorageCamera, find_mass_storage
 from . import config as config_mod
 from . import sdnotify
 from .control import ControlServer, socket_path
+from .dockauth import load_credentials
 from .ingest import Agent, CameraReport
 from .sshsig import load_private_key
 from .throttle import SharedUploads
@@ -175,6 +176,7 @@ class Daemon:
             if blocked:
                 raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
             load_private_key(fresh.key_path)  # a key that cannot sign must not replace one that can
+            load_credentials(fresh)  # a broken [dock_auth] is refused here, not at the next docking
             self.agent.config = fresh
             LOG.info("configuration reloaded from %s", self.config_path or "the default")
         except BodycamError as err:

@@ -109,8 +109,7 @@ class Agent:
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[tuple[str, int, str], float] = {}
-        #: [dock_auth]: this dock's certificate and proof key, so paired cameras release footage to it
-        self.dock_credentials: DockCredentials | None = load_credentials(config)
+        load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
 
     # -- configuration that must be complete before footage moves -----------------------------
     def recipients(self) -> list[Recipient]:
@@ -124,11 +123,17 @@ class Agent:
             )
         return sorted(found.values(), key=lambda r: r.name)
 
+    def dock_credentials(self) -> DockCredentials | None:
+        """[dock_auth], read for each docking: a renewed certificate or a new revocation list copied to
+        the dock reaches the next camera without a restart or reload."""
+        return load_credentials(self.config)
+
     def check_ready(self) -> None:
         """Fail before touching a camera if keys or recipients are missing (ConfigError)."""
         self.recipients()
         load_private_key(self.config.key_path)
         mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True)
+        load_credentials(self.config)
 
     # -- recovery of work a previous run left ---------------------------------------------------
     def recover(self) -> list[str]:
@@ -192,7 +197,7 @@ class Agent:
         )
         camera.authenticate(self.journal.enrolled_key(ident.serial))
         self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
-        secure_link(camera, self.dock_credentials, self.custody.append)
+        secure_link(camera, self.dock_credentials(), self.custody.append)
         docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera)
         listing, placements = docked.listing, docked.placements
         report.recordings = len(listing)

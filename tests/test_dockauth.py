@@ -391,3 +391,36 @@ def test_authority_cli_certifies_a_dock_that_pairs_and_ingests_and_a_dock_withou
     finally:
         for s in sims:
             s.stop()
+
+
+def test_a_new_revocation_list_reaches_the_next_camera_without_a_restart(tmp_path: Path) -> None:
+    """The daemon's Agent lives for weeks: a revocation list copied to the dock counts from the next docking."""
+    from bodycam.agent.dockauth import init_authority, init_dock_key, issue, revoke
+
+    d = make_dock(tmp_path / "dock", (tmp_path / "bucket").resolve().as_uri())
+    authority_key = tmp_path / "force" / "authority"
+    authority = init_authority(authority_key)
+    dock_key = tmp_path / "dock" / "keys" / "dock_auth_ed25519"
+    issue(authority_key, "dock-test", init_dock_key(dock_key, "dock-test"), 30, tmp_path / "dock.cert")
+    revocations = tmp_path / "revocations.bin"
+    with d.config_path.open("a") as fh:
+        fh.write(f'[dock_auth]\ncertificate = "{tmp_path / "dock.cert"}"\nauthority = "{authority}"\n')
+        fh.write(f'key = "{dock_key}"\nrevocations = "{revocations}"\n')
+    win = window()
+    with serve("serial", spec("CAM-RV", recordings=2, training=1, exercise=iso_window(win))) as sim:
+        d.enroll("CAM-RV")
+        agent = d.agent()
+        try:
+            with sim.connect(timeout=3.0) as cam:
+                assert agent.session(cam).errors == []
+            assert sim.camera.pairing.paired and sim.camera.pairing.revocations is None
+            revoke(authority_key, revocations, ["dock-stolen"])  # copied to the dock while it runs
+            sim.unplug()
+            with sim.connect_when_back(timeout=3.0) as cam:
+                assert agent.session(cam).errors == []
+        finally:
+            agent.close()
+    assert sim.camera.pairing.revocations is not None and sim.camera.pairing.revocations.revoked == ("dock-stolen",)
+    assert [e["event"] for e in custody(d) if e["event"] in ("paired", "revocations_sent", "dock_proven")] == [
+        "paired", "dock_proven", "revocations_sent", "dock_proven",
+    ]  # fmt: skip
