@@ -424,3 +424,26 @@ def test_a_new_revocation_list_reaches_the_next_camera_without_a_restart(tmp_pat
     assert [e["event"] for e in custody(d) if e["event"] in ("paired", "revocations_sent", "dock_proven")] == [
         "paired", "dock_proven", "revocations_sent", "dock_proven",
     ]  # fmt: skip
+
+
+def test_a_strangers_far_future_time_does_not_outlive_the_vendor_reset() -> None:
+    """The high-water mark belongs to the authority whose docks vouched for it; unpairing forgets it."""
+    from bodycam.drivers.virtual.server import SimSpec, build_camera
+
+    vc = build_camera(SimSpec("CAM-FT", recordings=1, training=1, size=1000))
+    stranger = Force()
+    far = 4_000_000_000_000_000  # 2096
+    creds = stranger.dock("dock-evil", not_after=far + DAY_US)
+    cam = Camera(LoopbackTransport(vc), timeout=2.0)
+    ident = cam.open()
+    cam.authenticate(ident.device_key)
+    state = cam.dock_challenge()
+    assert cam.auth_nonce is not None
+    cam.pair(stranger.public, da.make_proof(creds.key, creds.certificate_bytes, "CAM-FT", state.challenge,
+                                           cam.auth_nonce, far))  # fmt: skip
+    state = cam.dock_challenge()
+    cam.vendor_reset(sim_vendor_key().sign(da.vendor_reset_message("CAM-FT", state.challenge)))
+    force = Force()
+    events: list[str] = []
+    secure_link(cam, force.dock(), lambda event, **_kw: events.append(event))
+    assert events == ["paired", "dock_proven"]

@@ -86,6 +86,16 @@ class Pairing:
         if time_us > self.floor_us():
             self.high_water_us, self.high_water_at = time_us, time.monotonic()
 
+    def _forget_force(self) -> None:
+        """Unpaired: the authority, its revocations and the time its docks vouched for all go.
+
+        The high-water mark goes too: time evidence is only as good as the authority whose docks gave
+        it, and a stranger who paired a fresh camera with a far-future time must not lock the force's
+        docks out after a vendor reset.
+        """
+        self.authority = self.revocations = self.proven_dock = None
+        self.high_water_us, self.high_water_at = 0, 0.0
+
     def _revoked(self) -> frozenset[str]:
         return frozenset(self.revocations.revoked) if self.revocations else frozenset()
 
@@ -114,7 +124,7 @@ class Pairing:
         # UNPAIR (the caller has already refused it to an unproven host of a paired camera)
         if not self.paired:
             return Status.NOT_PAIRED, b""
-        self.authority = self.revocations = self.proven_dock = None
+        self._forget_force()
         return Status.OK, b""
 
     def _check(self, proof: da.DockProof, authority: bytes) -> da.Verdict:
@@ -176,7 +186,7 @@ class Pairing:
         ):
             return Status.DOCK_REJECTED, b""
         erased = self.erase_all()  # the footage goes first, so a stranger never pairs a camera that holds any
-        self.authority = self.revocations = self.proven_dock = None
+        self._forget_force()
         return Status.OK, erased.to_bytes(4, "little")
 
 
