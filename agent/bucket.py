@@ -401,8 +401,12 @@ def open_bucket(
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
     max_attempts: int = 3,
+    read_only: bool = False,
 ) -> Bucket:
-    """Open ``s3://BUCKET[/PREFIX]`` or ``file:///DIR`` (config ``bucket.url``). Raises ConfigError."""
+    """Open ``s3://BUCKET[/PREFIX]`` or ``file:///DIR`` (config ``bucket.url``). Raises ConfigError.
+
+    ``read_only`` (verify): a file bucket is neither created nor tidied, and refuses writes.
+    """
     if retention_days is not None and retention_days < 1:
         raise ConfigError(f"bucket.retention_days must be at least 1, got {retention_days}")
     parts = urlsplit(url) if isinstance(url, str) else None
@@ -413,7 +417,7 @@ def open_bucket(
             raise ConfigError("bucket.endpoint_url applies only to s3:// buckets; remove it or use s3://")
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ConfigError(f"bucket.url {url!r}: a file URL needs an absolute path, like file:///srv/bucket")
-        return LocalBucket(unquote(parts.path))
+        return LocalBucket(unquote(parts.path), read_only=read_only)
     if parts.scheme == "s3":
         if endpoint_url is not None:
             ep = urlsplit(endpoint_url)
@@ -822,16 +826,27 @@ class LocalBucket(Bucket):
     Object Lock has no local equivalent: ``retention_days`` is not applied here.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        """Open (and, unless ``read_only``, create) the bucket directory.
+
+        ``read_only`` is for auditors: nothing is created or tidied, so ``verify`` runs on a read-only
+        copy and leaves the evidence exactly as it found it; a missing directory is a ConfigError.
+        """
         self.root = Path(root)
         self.url = f"file://{self.root}"
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / UPLOADS_DIR).mkdir(exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
+        self.read_only = read_only
+        if read_only:
+            if not self.root.is_dir():
+                raise ConfigError(f"bucket.url {self.url}: no such directory")
+        else:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                (self.root / UPLOADS_DIR).mkdir(exist_ok=True)
+            except OSError as err:
+                raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
         self._real_root = os.path.realpath(self.root)
-        self._sweep()
+        if not read_only:
+            self._sweep()
 
     def _sweep(self, older_than: float = 3600.0) -> None:
         """Remove temp files and half-started uploads a crash left in ``.uploads/`` (an hour old or more)."""
@@ -848,6 +863,10 @@ class LocalBucket(Bucket):
             LOG.warning("%s: cannot tidy %s: %s", self.url, UPLOADS_DIR, err)
 
     # -- plumbing ---------------------------------------------------------------------------------
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.url} was opened read-only (verify never writes into a bucket)")
+
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
@@ -873,6 +892,7 @@ class LocalBucket(Bucket):
 
     def _write_temp(self, directory: Path, chunks: Iterator[bytes | memoryview]) -> tuple[Path, int, str]:
         """Write ``chunks`` to a new fsynced file in ``directory``; return (path, size, sha256 hex)."""
+        self._writable()
         tmp = directory / f"tmp-{secrets.token_hex(8)}"
         digest = hashlib.sha256()
         size = 0
@@ -931,6 +951,7 @@ class LocalBucket(Bucket):
 
     # -- multipart --------------------------------------------------------------------------------
     def start_upload(self, key: str) -> str:
+        self._writable()
         check_key(key)
         upload_id = secrets.token_hex(16)
         staging = self.root / UPLOADS_DIR / f"new-{upload_id}"
@@ -1052,6 +1073,7 @@ class LocalBucket(Bucket):
                 raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} no longer matches")
 
     def abort_upload(self, key: str, upload_id: str) -> None:
+        self._writable()
         try:
             udir = self._upload_dir(key, upload_id)
         except UploadNotFoundError:
@@ -1192,6 +1214,7 @@ class LocalBucket(Bucket):
         return ObjectReader(self._stat_info(key, st, path), read, f.close, wrap)
 
     def delete(self, key: str, *, version_id: str | None = None) -> None:
+        self._writable()
         path = self._path(key)
         try:
             self._inside(path.parent)

@@ -713,7 +713,7 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
 
 # -- verify --------------------------------------------------------------------------------------
 @cli.command("verify")
-@click.option("--bucket", "bucket_url", required=True, help="s3://bucket/prefix or file:///dir")
+@click.option("--bucket", "bucket_url", required=True, help="s3://bucket/prefix, file:///dir or a directory path")
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
 @click.option("--allowed-signers", required=True, type=click.Path(path_type=Path))  # checked by run_verify:
 @click.option("--identity", type=click.Path(path_type=Path), help="age identity file.")  # one line, exit 2
@@ -725,6 +725,15 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
     metavar="DOCK=SHA256",
     help="A manifest's sha256sum recorded at an earlier audit: it must still be in the chain (repeatable).",
 )
+@click.option(
+    "--max-memory",
+    "max_memory",
+    type=int,
+    default=256,
+    show_default=True,
+    metavar="MiB",
+    help="Memory verify may use; what does not fit is a named finding (docs/auditing.md, Limits).",
+)
 def verify_cmd(
     bucket_url: str,
     endpoint_url: str | None,
@@ -733,11 +742,12 @@ def verify_cmd(
     as_json: bool,
     report_path: Path | None,
     expect_head: tuple[str, ...],
+    max_memory: int,
 ) -> None:
     """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
     from .verify import run_verify
 
-    report = run_verify(bucket_url, endpoint_url, allowed_signers, identity, expect_head)
+    report = run_verify(bucket_url, endpoint_url, allowed_signers, identity, expect_head, max_memory)
     if report_path is not None:
         from .report import write_html
 

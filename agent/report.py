@@ -66,12 +66,12 @@ def _timelines(report: Any) -> str:
 
     per_camera: dict[str, list[tuple[float, float, str]]] = {}
     for b in report.batches:
-        for rec in (b.manifest or {}).get("recordings", []):
+        for serial, start, end, recording_id in b.timeline:
             try:
-                span = (ts(rec["start"]), ts(rec["end"]), f"{b.batch} #{rec['recording_id']}")
-            except (KeyError, TypeError, ValueError):
+                span = (ts(start), ts(end), f"{b.batch} #{recording_id}")
+            except (TypeError, ValueError):
                 continue
-            per_camera.setdefault(str(rec.get("camera_serial")), []).append(span)
+            per_camera.setdefault(serial, []).append(span)
     if not per_camera:
         return "<p>No recordings.</p>"
     lo = min(s for spans in per_camera.values() for s, _, _ in spans)

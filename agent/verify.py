@@ -10,8 +10,13 @@ and links; every listed object's size and ciphertext SHA-256 (streamed); with an
 plaintext SHA-256 and the personal sidecar; and any object under the prefix that no manifest lists.
 
 Each problem is a :class:`Finding` naming the dock, batch, object key and custody entry it concerns.
-Memory stays bounded by the listing (one key and size per object) and the largest manifest and
-custody segment, never by object size.
+
+The bucket may come from another organisation, so it is treated as hostile input (DESIGN §4.4): memory
+stays under ``--max-memory`` (:class:`Limits`) and time is linear in what the bucket holds. The listing is
+streamed and consumed one batch at a time (a batch's keys are contiguous in S3's key order); every size
+is checked against its limit before anything is read; no count the bucket states is trusted or walked;
+of a manifest only what the chain check needs is kept once its batch is checked; and whatever exceeds a
+limit is a named finding (``manifest_too_large``, ``custody_too_large``, ...), never a crash.
 """
 
 from __future__ import annotations
@@ -19,29 +24,90 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
 import logging
 import struct
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError
+from bodycam.drivers import strictjson
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
 
 from . import __version__
 from . import manifest as mf
 from .agecrypt import Decryptor
-from .custody import GENESIS, canonical, line_hash
+from .custody import GENESIS, canonical
+from .custodycheck import CustodyCheck
 from .keys import PREV_SIGNATURE
 from .sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
 
 LOG = logging.getLogger(__name__)
 MAX_SIGNATURE_BYTES = 16 * 1024
-MAX_CUSTODY_BYTES = 256 * 1024 * 1024
-MAX_PERSONAL_BYTES = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
+MiB = 1024 * 1024
+DEFAULT_MAX_MEMORY_MIB = 256
+MIN_MAX_MEMORY_MIB = 128
+BASELINE_MIB = 64  # the interpreter, cryptography and boto3 before any work (measured: 47-66 MiB)
+MAX_MESSAGE_CHARS = 1000
+MAX_TIMELINE_SPANS = 10_000  # recordings drawn in the HTML report's timeline
+MAX_KEY_CHARS = 1024
+BATCH_COST = 4096  # bytes a batch's summary is charged against the retained budget (measured ~1.5 KiB)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What verify holds at once, derived from ``--max-memory`` (docs/auditing.md, "Limits").
+
+    The memory above a baseline for the interpreter is split four ways: one manifest being parsed (its
+    bytes, its text, and the objects of at most ``manifest_values`` JSON values at ~128 bytes each),
+    one custody segment's entries (~256 bytes each), one batch's listing (key plus ~256 bytes each), and
+    what is kept for the whole run (a summary per batch, the findings). Each is checked before the
+    memory is spent; exceeding one is a named finding.
+    """
+
+    max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB
+
+    @property
+    def _quarter(self) -> int:
+        return (self.max_memory_mib - BASELINE_MIB) * MiB // 4
+
+    @property
+    def manifest_bytes(self) -> int:
+        return self._quarter // 8  # 6 MiB at the default: some 6,000 recordings in one batch
+
+    @property
+    def manifest_values(self) -> int:
+        return self._quarter // 2 // 128  # 196,608 at the default (a recording has about 35)
+
+    @property
+    def personal_bytes(self) -> int:
+        return self.manifest_bytes
+
+    @property
+    def custody_entries(self) -> int:
+        return self._quarter // 256  # 196,608 at the default
+
+    @property
+    def custody_bytes(self) -> int:
+        return self.custody_entries * 1024
+
+    @property
+    def batch_listing_bytes(self) -> int:
+        return self._quarter
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._quarter
+
+
+def limits_for(max_memory_mib: int) -> Limits:
+    """Limits for ``--max-memory``; ConfigError (exit 2) below the minimum the interpreter itself needs."""
+    if max_memory_mib < MIN_MAX_MEMORY_MIB:
+        raise ConfigError(f"--max-memory {max_memory_mib} is below the minimum of {MIN_MAX_MEMORY_MIB} MiB")
+    return Limits(max_memory_mib)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +163,11 @@ class BatchResult:
     signer: str | None = None  # fingerprint of the key that signed the manifest
     cosigner: str | None = None  # fingerprint of the key that made manifest.json.sig.prev, if any
     manifest_sha256: str | None = None
-    manifest: dict[str, Any] | None = field(default=None, repr=False)
-    # for the checks across batches; not reported
+    # for the checks across batches and the report; not reported. ``chain``: the manifest's
+    # previous_manifest_sha256 and custody range, links and head (scalars only); ``timeline``: each
+    # recording's (camera serial, start, end, recording id), for the HTML report
+    chain: dict[str, Any] = field(default_factory=dict, repr=False)
+    timeline: list[tuple[str, str, str, str]] = field(default_factory=list, repr=False)
     signer_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosigner_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosign_error: str | None = field(default=None, repr=False)
@@ -106,7 +175,7 @@ class BatchResult:
     personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
 
 
-_UNREPORTED = frozenset({"manifest", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal"})
+_UNREPORTED = frozenset({"chain", "timeline", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal"})
 
 
 @dataclass(frozen=True)
@@ -174,6 +243,7 @@ class Verifier:
         signers: list[AllowedSigner],
         identities: list[str] | None = None,
         expected_heads: dict[str, str] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.bucket = bucket
         self.signers = signers
@@ -181,28 +251,83 @@ class Verifier:
         #: dock -> SHA-256 of a manifest the auditor recorded earlier: it must still be in the chain, so
         #: deleting the newest batches (which no later batch links to) is caught too
         self.expected_heads = expected_heads or {}
+        self.limits = limits or Limits()
         self.report = VerifyReport()
-        self._sizes: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}  # the listing of the batch being checked: key -> size
+        self._retained = 0  # bytes (estimated) of what is kept for the whole run: batch summaries, findings
+        self._untold: Counter[str] = Counter()  # findings past the retained budget, by problem
+        self._timeline_spans = 0
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
+        """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + "..."
+        key = where.get("key")
+        if isinstance(key, str) and len(key) > MAX_KEY_CHARS:
+            where["key"] = key[:MAX_KEY_CHARS] + "..."
+        cost = 512 + len(message) + len(where.get("key") or "")
+        if self._untold or self._retained + cost > self.limits.retained_bytes:
+            self._untold[problem] += 1
+            return
+        self._retained += cost
         finding = Finding(problem, message, **where)
         self.report.findings.append(finding)
         LOG.info("finding: %s", finding)
 
     def run(self) -> VerifyReport:
-        """List the bucket once, check every batch, then the chain of each dock, then what is unlisted."""
-        self._sizes = {info.key: info.size for info in self.bucket.iter_objects("")}
-        self.report.objects_seen = len(self._sizes)
-        if not self._sizes:
+        """Stream the listing once, checking each batch as its keys end; then each dock's chain."""
+        docks: dict[str, list[BatchResult]] = {}
+        done: set[tuple[str, str]] = set()
+        for group, sizes, overflow in self._batches():
+            if group is None:  # keys outside any dock/batch directory
+                for key in sizes:
+                    self._unlisted(key)
+                continue
+            dock, batch = group
+            if group in done:
+                self._find(
+                    "listing_unordered",
+                    f"the bucket listed keys of {dock}/{batch}/ apart from one another: not in key order, so this "
+                    "batch cannot be checked as a whole",
+                    dock=dock,
+                    batch=batch,
+                )
+                continue
+            done.add(group)
+            if overflow:
+                self._find(
+                    "batch_too_large",
+                    f"{dock}/{batch}/ holds {overflow} objects, more than the listing of one batch may take within "
+                    f"--max-memory {self.limits.max_memory_mib} MiB: not checked (raise --max-memory)",
+                    dock=dock,
+                    batch=batch,
+                )
+                continue
+            if f"{dock}/{batch}/{mf.MANIFEST}" not in sizes:
+                for key in sizes:
+                    self._unlisted(key)
+                continue
+            if self._retained + BATCH_COST > self.limits.retained_bytes:
+                self._find(
+                    "bucket_too_large",
+                    f"the bucket holds more batches than verify can keep within --max-memory "
+                    f"{self.limits.max_memory_mib} MiB: {dock}/{batch}/ and the batches after it were not checked "
+                    "(raise --max-memory)",
+                    dock=dock,
+                    batch=batch,
+                )
+                break
+            self._retained += BATCH_COST
+            self._sizes = sizes
+            listed: set[str] = set()
+            docks.setdefault(dock, []).append(self._batch(dock, batch, listed))
+            for key in sizes:
+                if key not in listed:
+                    self._unlisted(key)
+            self._sizes = {}
+        if not self.report.objects_seen:
             url = getattr(self.bucket, "url", "the bucket")
             self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
-        listed: set[str] = set()
-        docks: dict[str, list[BatchResult]] = {}
-        for key in sorted(self._sizes):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == mf.MANIFEST:
-                result = self._batch(parts[0], parts[1], listed)
-                docks.setdefault(parts[0], []).append(result)
         for dock, results in sorted(docks.items()):
             self._chain(dock, results)
             self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
@@ -214,41 +339,108 @@ class Verifier:
                     "its batch, or the newest batches, were deleted or replaced",
                     dock=dock,
                 )
-        for key in sorted(set(self._sizes) - listed):
-            parts = key.split("/")
-            self._find(
-                "unlisted_object",
-                f"{key} is in the bucket but no manifest lists it (added, or left from a batch whose manifest is gone)",
-                dock=parts[0] if len(parts) > 1 else None,
-                batch=parts[1] if len(parts) > 2 else None,
-                key=key,
+        if self._untold:
+            counts = ", ".join(f"{n} {problem}" for problem, n in sorted(self._untold.items()))
+            self._untold.clear()
+            self.report.findings.append(
+                Finding(
+                    "findings_truncated",
+                    f"more findings than fit within --max-memory {self.limits.max_memory_mib} MiB; not listed: {counts}",
+                )
             )
+        per_batch = Counter((f.dock, f.batch) for f in self.report.findings)
         for b in self.report.batches:
-            b.problems = sum(1 for f in self.report.findings if f.dock == b.dock and f.batch == b.batch)
+            b.problems = per_batch[(b.dock, b.batch)]
         return self.report
 
+    def _batches(self) -> Iterator[tuple[tuple[str, str] | None, dict[str, int], int]]:
+        """The listing as runs of keys: ``((dock, batch), {key: size}, 0)`` per ``dock/batch/`` directory,
+        ``(None, {key: size}, 0)`` for a key outside one; a run over the listing budget comes as
+        ``(group, {}, number of its keys)``. S3's key order keeps each directory's keys together."""
+        group: tuple[str, str] | None = None
+        sizes: dict[str, int] = {}
+        cost = count = 0
+        for info in self.bucket.iter_objects(""):
+            self.report.objects_seen += 1
+            parts = info.key.split("/", 2)
+            here = (parts[0], parts[1]) if len(parts) == 3 else None
+            if here is None:
+                yield None, {info.key: info.size}, 0
+                continue
+            if here != group:
+                if group is not None:
+                    yield group, sizes, (count if cost > self.limits.batch_listing_bytes else 0)
+                group, sizes, cost, count = here, {}, 0, 0
+            count += 1
+            if cost <= self.limits.batch_listing_bytes:
+                cost += len(info.key) + 256
+                sizes[info.key] = info.size
+                if cost > self.limits.batch_listing_bytes:
+                    sizes = {}
+        if group is not None:
+            yield group, sizes, (count if cost > self.limits.batch_listing_bytes else 0)
+
+    def _unlisted(self, key: str) -> None:
+        parts = key.split("/")
+        self._find(
+            "unlisted_object",
+            f"{key} is in the bucket but no manifest lists it (added, or left from a batch whose manifest is gone)",
+            dock=parts[0] if len(parts) > 1 else None,
+            batch=parts[1] if len(parts) > 2 else None,
+            key=key,
+        )
+
     # -- one batch ----------------------------------------------------------------------------
+    def _manifest(self, mkey: str, where: dict[str, Any], listed: set[str]) -> bytes | None:
+        """The manifest's bytes, refused (``manifest_too_large``) before reading when over the limits: then
+        the batch as a whole is the finding, not each of its objects."""
+        size = self._sizes.get(mkey, 0)
+        if size > self.limits.manifest_bytes:
+            self._find(
+                "manifest_too_large",
+                f"{mkey} is {size} bytes, over the {self.limits.manifest_bytes} a manifest may have within "
+                f"--max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
+                **where,
+            )
+            listed.update(self._sizes)
+            return None
+        try:
+            raw: bytes = self.bucket.get_bytes(mkey, max_size=self.limits.manifest_bytes)
+        except BodycamError as err:
+            self._find("manifest_unreadable", f"{mkey}: {err}", **where)
+            return None
+        values = strictjson.count_values(raw)
+        if values > self.limits.manifest_values:
+            self._find(
+                "manifest_too_large",
+                f"{mkey} holds up to {values} JSON values, over the {self.limits.manifest_values} a manifest may "
+                f"have within --max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
+                **where,
+            )
+            listed.update(self._sizes)
+            return None
+        return raw
+
     def _batch(self, dock: str, batch: str, listed: set[str]) -> BatchResult:
         result = BatchResult(dock, batch)
         prefix = mf.batch_prefix(dock, batch)
         mkey, skey, pkey = f"{prefix}/{mf.MANIFEST}", f"{prefix}/{mf.SIGNATURE}", f"{prefix}/{PREV_SIGNATURE}"
         listed.update({mkey, skey})
         where = {"dock": dock, "batch": batch, "key": mkey}
-        try:
-            raw = self.bucket.get_bytes(mkey, max_size=mf.MAX_MANIFEST_BYTES)
-        except BodycamError as err:
-            self._find("manifest_unreadable", f"{mkey}: {err}", **where)
+        raw = self._manifest(mkey, where, listed)
+        if raw is None:
             return result
         result.manifest_sha256 = hashlib.sha256(raw).hexdigest()
         try:
-            doc = json.loads(raw)
+            doc = strictjson.parse_json(raw, mkey, self.limits.manifest_values)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
-        except (ValueError, RecursionError):  # RecursionError: hostile nesting
-            self._find("manifest_invalid", f"{mkey} is not a JSON object", **where)
+        except (ProtocolError, ValueError) as err:
+            message = str(err) if isinstance(err, ProtocolError) else f"{mkey} is not a JSON object"
+            self._find("manifest_invalid", message, **where)
             self._signature(raw, mkey, skey, result, None)
             return result
-        result.manifest = doc
+        result.chain = _chain_fields(doc)
         sealed = _timestamp(doc.get("sealed"))
         if sealed is None:
             self._find("manifest_invalid", f"{mkey} has no valid 'sealed' time (ISO 8601 UTC)", **where)
@@ -260,11 +452,13 @@ class Verifier:
         if canonical(doc) != raw:
             self._find("manifest_not_canonical", f"{mkey} is not canonical JSON (edited or re-serialised)", **where)
         if doc.get("format") != mf.FORMAT:
-            self._find("manifest_format", f"{mkey} has format {doc.get('format')!r}, expected {mf.FORMAT}", **where)
+            self._find(
+                "manifest_format", f"{mkey} has format {_short(doc.get('format'))}, expected {mf.FORMAT}", **where
+            )
         if doc.get("dock_id") != dock or doc.get("batch_id") != batch:
             self._find(
                 "manifest_misplaced",
-                f"{mkey} describes dock {doc.get('dock_id')!r} batch {doc.get('batch_id')!r}, not {dock} {batch}: "
+                f"{mkey} describes dock {_short(doc.get('dock_id'))} batch {_short(doc.get('batch_id'))}, not {dock} {batch}: "
                 "a manifest copied or replayed from elsewhere",
                 **where,
             )
@@ -279,13 +473,15 @@ class Verifier:
         if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1:
             result.seq = seq
         else:
-            self._find("manifest_invalid", f"{mkey} has batch_seq {seq!r}, not a positive integer", **where)
+            self._find("manifest_invalid", f"{mkey} has batch_seq {_short(seq)}, not a positive integer", **where)
         self._custody(doc, prefix, result, listed)
         personal = doc.get("personal")
         if isinstance(personal, dict) and isinstance(personal.get("key"), str):
             listed.add(personal["key"])
             if personal["key"] != f"{prefix}/{mf.PERSONAL}":
-                self._find("manifest_invalid", f"{mkey} names sidecar {personal['key']!r} outside its batch", **where)
+                self._find(
+                    "manifest_invalid", f"{mkey} names sidecar {_short(personal['key'])} outside its batch", **where
+                )
             if self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch) is not None:
                 self._personal(personal["key"], result, doc.get("recordings"))
         else:
@@ -298,9 +494,10 @@ class Verifier:
         for rec in recordings:
             key = rec.get("key") if isinstance(rec, dict) else None
             if not isinstance(rec, dict) or not isinstance(key, str) or not key.startswith(f"{prefix}/recordings/"):
-                self._find("manifest_invalid", f"{mkey} lists a recording outside its batch: {key!r}", **where)
+                self._find("manifest_invalid", f"{mkey} lists a recording outside its batch: {_short(key)}", **where)
                 continue
             listed.add(key)
+            self._timeline(result, rec)
             ok = self._recording(rec, key, dock, batch)
             result.objects_ok += ok[0]
             result.plaintext_ok += ok[1]
@@ -371,60 +568,87 @@ class Verifier:
         key = info["key"]
         listed.add(key)
         if key != f"{prefix}/{mf.CUSTODY}":
-            self._find("manifest_invalid", f"{prefix}/{mf.MANIFEST} names custody segment {key!r} outside its batch",
+            self._find("manifest_invalid", f"{prefix}/{mf.MANIFEST} names custody segment {_short(key)} outside its batch",
                        dock=dock, batch=batch, key=f"{prefix}/{mf.MANIFEST}")  # fmt: skip
-        if key not in self._sizes:
+        where = {"dock": dock, "batch": batch, "key": key}
+        size = self._sizes.get(key)
+        if size is None:
+            self._find("custody_missing", f"{key} is named by the manifest but not in the bucket", **where)
+            return
+        limits = self.limits
+        if size > limits.custody_bytes:
             self._find(
-                "custody_missing",
-                f"{key} is named by the manifest but not in the bucket",
-                dock=dock,
-                batch=batch,
-                key=key,
+                "custody_too_large",
+                f"{key} is {size} bytes, over the {limits.custody_bytes} a custody segment may have within "
+                f"--max-memory {limits.max_memory_mib} MiB: not checked",
+                **where,
             )
             return
+        check = CustodyCheck(info, limits.custody_entries)
         try:
-            data = self.bucket.get_bytes(key, max_size=MAX_CUSTODY_BYTES)
+            for chunk in _chunks(self.bucket, key):
+                check.feed(chunk)
+                if check.too_many:
+                    self._find(
+                        "custody_too_large",
+                        f"{key} holds more than the {limits.custody_entries} entries a custody segment may have "
+                        f"within --max-memory {limits.max_memory_mib} MiB: not checked",
+                        **where,
+                    )
+                    return
         except BodycamError as err:
-            self._find("custody_missing", f"{key}: {err}", dock=dock, batch=batch, key=key)
+            self._find("custody_missing", f"{key}: {err}", **where)
             return
-        if hashlib.sha256(data).hexdigest() != info.get("sha256"):
-            self._find(
-                "custody_altered",
-                f"{key} does not hash to the value its manifest signs",
-                dock=dock,
-                batch=batch,
-                key=key,
-            )
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        else:
-            self._find("custody_entry", f"{key} does not end with a newline", dock=dock, batch=batch, key=key)
-        result.custody_entries = len(lines)
-        for seq, problem, message in check_custody(lines, info):
+        if check.sha256.hexdigest() != info.get("sha256"):
+            self._find("custody_altered", f"{key} does not hash to the value its manifest signs", **where)
+        problems = check.finish()
+        result.custody_entries = check.lines
+        for seq, problem, message in problems:
             self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
 
     def _personal(self, key: str, result: BatchResult, recordings: Any) -> None:
         """With an identity: the sidecar decrypts to a JSON object naming this batch, with an entry for
         each manifest recording whose ``officer_id`` is null exactly where ``officer_pseudonym`` is.
 
-        What it holds for the report (officer ids, exercise windows) is kept in ``result.personal``.
+        What it holds for the report (officer ids, exercise windows) is kept in ``result.personal``, while
+        the retained budget lasts; the sidecar is bounded like a manifest.
         """
         if not self.identities:
             return
         dock, batch = result.dock, result.batch
+        limit = self.limits.personal_bytes
         try:
             decrypt = Decryptor(self.identities)
-            data = decrypt.update(self.bucket.get_bytes(key, max_size=MAX_PERSONAL_BYTES)) + decrypt.finalize()
-            doc = json.loads(data)
+            data = decrypt.update(self.bucket.get_bytes(key, max_size=limit)) + decrypt.finalize()
+            doc = strictjson.parse_json(data, key, self.limits.manifest_values)
             if not isinstance(doc, dict) or doc.get("batch_id") != batch:
-                raise ValueError(f"it names batch {doc.get('batch_id') if isinstance(doc, dict) else None!r}")
-            result.personal = Personal.of(doc)
-            mismatch = _officer_mismatch(result.personal, recordings)
+                named = doc.get("batch_id") if isinstance(doc, dict) else None
+                raise ValueError(f"it names batch {_short(named)}")
+            personal = Personal.of(doc)
+            self._keep_personal(result, personal)
+            mismatch = _officer_mismatch(personal, recordings)
             if mismatch:
                 raise ValueError(mismatch)
-        except (BodycamError, ValueError, RecursionError) as err:
+        except (BodycamError, ValueError) as err:
             self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
+
+    def _keep_personal(self, result: BatchResult, personal: Personal) -> None:
+        """Keep a sidecar's report data while the retained budget lasts (else the report shows less)."""
+        cost = 512 + 384 * (len(personal.officers) + len(personal.exercises))
+        if self._retained + cost > self.limits.retained_bytes:
+            LOG.warning("%s/%s: personal data not kept for the report (--max-memory)", result.dock, result.batch)
+            return
+        self._retained += cost
+        result.personal = personal
+
+    def _timeline(self, result: BatchResult, rec: dict[str, Any]) -> None:
+        """Keep what the HTML report draws for one recording, while the report's budget lasts."""
+        if self._timeline_spans >= MAX_TIMELINE_SPANS:
+            return
+        span = tuple(str(rec.get(k))[:64] for k in ("camera_serial", "start", "end", "recording_id"))
+        self._timeline_spans += 1
+        self._retained += 512
+        result.timeline.append((span[0], span[1], span[2], span[3]))
 
     def _recording(self, rec: dict[str, Any], key: str, dock: str, batch: str) -> tuple[int, int]:
         plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch)
@@ -452,7 +676,9 @@ class Verifier:
             self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
             return None
         if rec is not None and size != rec.get("ciphertext_size"):
-            self._find("object_size", f"{key} is {size} bytes, the manifest says {rec.get('ciphertext_size')}", **where)
+            self._find(
+                "object_size", f"{key} is {size} bytes, the manifest says {_short(rec.get('ciphertext_size'))}", **where
+            )
             return None
         digest = hashlib.sha256()
         decrypt = Decryptor(self.identities) if (self.identities and rec is not None) else None
@@ -484,7 +710,7 @@ class Verifier:
         ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
         previous: BatchResult | None = None
         for r in ordered:
-            doc = r.manifest or {}
+            doc = r.chain
             custody = _custody_info(doc)
             mkey = f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}"
             where: dict[str, Any] = {"dock": dock, "batch": r.batch, "key": mkey}
@@ -521,13 +747,13 @@ class Verifier:
             previous = r
 
     def _missing(self, dock: str, previous: BatchResult | None, r: BatchResult, expected: int) -> None:
-        doc = r.manifest or {}
+        doc = r.chain
         custody = _custody_info(doc)
         seqs = f"{expected}" if r.seq == expected + 1 else f"{expected}..{(r.seq or 0) - 1}"
         after = f"between {previous.batch} and {r.batch}" if previous is not None else f"before {r.batch}"
         first_lost: int | None = 1
         if previous is not None:
-            pc = (previous.manifest or {}).get("custody")
+            pc = previous.chain.get("custody")
             last = pc.get("last_seq") if isinstance(pc, dict) else None
             first_lost = last + 1 if isinstance(last, int) else None
         first_seq = custody.get("first_seq")
@@ -546,14 +772,14 @@ class Verifier:
         )
 
     def _link(self, previous: BatchResult, r: BatchResult, where: dict[str, Any]) -> None:
-        doc = r.manifest or {}
+        doc = r.chain
         if doc.get("previous_manifest_sha256") != previous.manifest_sha256:
             self._find(
                 "batch_link",
                 f"{r.batch} does not link to the manifest of {previous.batch} (that manifest was replaced or replayed)",
                 **where,
             )
-        pc = (previous.manifest or {}).get("custody") or {}
+        pc = previous.chain.get("custody") or {}
         cc = doc.get("custody") or {}
         if not isinstance(pc, dict) or not isinstance(cc, dict):
             return
@@ -616,72 +842,6 @@ class Verifier:
             )
 
 
-def check_custody(lines: list[bytes], info: dict[str, Any]) -> list[tuple[int | None, str, str]]:
-    """Check one batch's custody segment against what its manifest signs: (custody seq, problem, message).
-
-    Every entry must be canonical JSON; the segment must hold exactly entries ``first_seq..last_seq``,
-    in order, once each; entry ``s`` must carry the SHA-256 of entry ``s-1``'s line (``prev`` of the
-    manifest for the first); and entry ``last_seq`` must hash to ``head``. Links are followed by sequence
-    number, not by position, so a removed, reordered or edited entry is named as itself.
-    """
-    out: list[tuple[int | None, str, str]] = []
-    first, last = info.get("first_seq"), info.get("last_seq")
-    if not isinstance(first, int) or not isinstance(last, int) or last < first - 1:
-        return [(None, "manifest_invalid", f"the manifest's custody range {first!r}..{last!r} is not valid")]
-    by_seq: dict[int, list[tuple[bytes, Any]]] = {}  # seq -> (line, its prev) for each copy
-    order: list[int] = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            entry = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: hostile nesting
-            entry = None
-        seq = entry.get("seq") if isinstance(entry, dict) else None
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            out.append((None, "custody_entry", f"line {number} is not a custody entry (JSON object with a seq)"))
-            continue
-        if canonical(entry) != line:
-            out.append((seq, "custody_entry", f"custody entry {seq} is not in canonical form: it was edited"))
-        if order and seq < max(order):
-            out.append(
-                (seq, "custody_order", f"custody entry {seq} comes after entry {max(order)}: entries were reordered")
-            )
-        order.append(seq)
-        by_seq.setdefault(seq, []).append((line, entry.get("prev")))
-    for seq, copies in sorted(by_seq.items()):
-        if len(copies) > 1:
-            out.append((seq, "custody_entry", f"custody entry {seq} appears {len(copies)} times"))
-        if not first <= seq <= last:
-            out.append((seq, "custody_entry", f"custody entry {seq} is outside the signed range {first}..{last}"))
-    missing = [s for s in range(first, last + 1) if s not in by_seq]
-    for seq in missing[:100]:
-        out.append((seq, "custody_missing_entry", f"custody entry {seq} is missing (removed)"))
-    if len(missing) > 100:
-        out.append((missing[100], "custody_missing_entry", f"... and {len(missing) - 100} more entries are missing"))
-    for seq in sorted(by_seq):
-        if seq - 1 not in by_seq and seq != first:
-            continue  # the entry before is missing: already reported
-        expected = info.get("prev") if seq == first else line_hash(by_seq[seq - 1][0][0])
-        if by_seq[seq][0][1] == expected:
-            continue
-        if seq == first:
-            out.append((seq, "custody_link", f"custody entry {seq} does not link to the head of the previous batch"))
-        else:
-            out.append(
-                (
-                    seq - 1,
-                    "custody_link",
-                    f"custody entry {seq - 1} no longer hashes to the link entry {seq} records: "
-                    f"entry {seq - 1} was altered (or entry {seq}'s link)",
-                )
-            )
-    tail = by_seq.get(last)
-    if tail is not None and line_hash(tail[0][0]) != info.get("head"):
-        out.append(
-            (last, "custody_head", f"custody entry {last} does not hash to the head the manifest signs: it was altered")
-        )
-    return out
-
-
 def _signature_key(text: str) -> Ed25519PublicKey | None:
     """The public key embedded in an armored SSHSIG (the signer it claims), or None if malformed."""
     lines = [line.strip() for line in text.strip().splitlines()]
@@ -724,6 +884,39 @@ def _officer_mismatch(personal: Personal, recordings: Any) -> str | None:
     if extra:
         return f"it has an entry for recording {extra[0][0]} #{extra[0][1]}, which the manifest does not list"
     return None
+
+
+class _Invalid:
+    """Stands for a manifest value that is not a scalar: equal to nothing, short when printed."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+def _scalar(value: Any) -> Any:
+    """A manifest value the chain check keeps: a short scalar as it is, anything else as :class:`_Invalid`."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and len(value) <= 256:
+        return value
+    return _Invalid()
+
+
+def _chain_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the checks across batches need of a manifest, and no more (the rest is dropped after its batch)."""
+    out: dict[str, Any] = {"previous_manifest_sha256": _scalar(doc.get("previous_manifest_sha256"))}
+    custody = doc.get("custody")
+    if isinstance(custody, dict):
+        out["custody"] = {k: _scalar(custody.get(k)) for k in ("first_seq", "last_seq", "prev", "head") if k in custody}
+    elif "custody" in doc:
+        out["custody"] = _Invalid()
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value from the bucket, cut short: messages must not carry megabytes of it."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit]) + "..."
+    return text if len(text) <= limit + 8 else text[:limit] + "..."
 
 
 def _custody_info(doc: dict[str, Any]) -> dict[str, Any]:
@@ -771,11 +964,15 @@ def run_verify(
     allowed_signers: Any,
     identity: Any | None = None,
     expect_heads: Sequence[str] = (),
+    max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
 
+    ``bucket_url`` is ``s3://...``, ``file:///DIR`` or a plain directory path; a file bucket is opened
+    read-only (verify never creates, tidies or writes anything in it, so a read-only copy verifies).
     Raises ConfigError (exit 2) for an unreadable or malformed allowed_signers or identity file, a
-    malformed bucket URL, or a file bucket whose directory does not exist (verify never creates one).
+    malformed bucket URL, a file bucket whose directory does not exist, or a ``max_memory_mib`` below
+    the minimum.
     """
     from pathlib import Path
     from urllib.parse import unquote, urlsplit
@@ -800,11 +997,13 @@ def run_verify(
             raise ConfigError(f"cannot read --identity {identity}: {err}") from err
         except ConfigError as err:
             raise ConfigError(f"--identity {identity}: {err}") from None
-    parts = urlsplit(bucket_url)
+    limits = limits_for(max_memory_mib)
+    url = bucket_url if "://" in bucket_url else Path(bucket_url).absolute().as_uri()  # a plain path
+    parts = urlsplit(url)
     if parts.scheme == "file" and parts.path.startswith("/") and not Path(unquote(parts.path)).is_dir():
         raise ConfigError(f"--bucket {bucket_url}: no such directory")
     try:
-        bucket = open_bucket(bucket_url, endpoint_url)
+        bucket = open_bucket(url, endpoint_url, read_only=True)
     except ConfigError as err:
         raise ConfigError(f"--bucket {bucket_url}: {err}") from None
     heads: dict[str, str] = {}
@@ -813,7 +1012,7 @@ def run_verify(
         if not sep or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise ConfigError(f"--expect-head {item!r} must be DOCK=SHA256 (the manifest's sha256sum, 64 hex digits)")
         heads[dock] = digest
-    report = Verifier(bucket, signers, identities, heads).run()
+    report = Verifier(bucket, signers, identities, heads, limits).run()
     report.audit = AuditContext(
         bucket_url,
         str(allowed_signers),

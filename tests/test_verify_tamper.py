@@ -144,7 +144,10 @@ class Bucket:
     layout: Layout
 
     def verify(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        args = [CLI, "verify", "--bucket", self.url, "--allowed-signers", str(self.allowed_signers), *extra]
+        return self.verify_url(self.url, *extra)
+
+    def verify_url(self, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = [CLI, "verify", "--bucket", url, "--allowed-signers", str(self.allowed_signers), *extra]
         if self.endpoint_url:
             args += ["--endpoint-url", self.endpoint_url]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -401,6 +404,8 @@ def test_decryption_checks_plaintext_and_sidecar(local: Bucket) -> None:
         ("malformed-bucket-url", "--bucket"),
         ("bad-s3-bucket-name", "--bucket"),
         ("missing-bucket-directory", "no such directory"),
+        ("missing-bucket-path", "no such directory"),
+        ("max-memory-below-minimum", "--max-memory"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(local: Bucket, tmp_path: Path, case: str, needle: str) -> None:
@@ -415,16 +420,50 @@ def test_usage_errors_exit_2_with_one_line(local: Bucket, tmp_path: Path, case: 
         url = "ftp://example.org/evidence"
     elif case == "bad-s3-bucket-name":
         url = "s3://Not_A_Bucket/x"
-    else:
+    elif case == "missing-bucket-path":
+        url = str(tmp_path / "no-such-bucket")
+    elif case == "missing-bucket-directory":
         url = (tmp_path / "no-such-bucket").as_uri()
+    extra = ["--max-memory", "64"] if case == "max-memory-below-minimum" else []
     proc = subprocess.run(
-        [CLI, "verify", "--bucket", url, "--allowed-signers", signers], capture_output=True, text=True, timeout=60
+        [CLI, "verify", "--bucket", url, "--allowed-signers", signers, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert needle in proc.stderr
     assert not (tmp_path / "no-such-bucket").exists()  # verify never creates a bucket
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every path under ``root`` with its mode, size and mtime: what a writer would change."""
+    out = {}
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_a_read_only_copy_verifies_and_is_left_untouched(local: Bucket) -> None:
+    """An auditor's copy (``aws s3 sync`` makes no ``.uploads/``), write-protected: verify only reads it.
+
+    As root the permission bits do not stop a write, so the test also compares every path, mode, size
+    and mtime before and after."""
+    root = Path(local.url.removeprefix("file://"))
+    shutil.rmtree(root / ".uploads")
+    subprocess.run(["chmod", "-R", "a-w", str(root)], check=True)
+    try:
+        before = _snapshot(root)
+        for url in (local.url, str(root)):  # a file:// URL, and a plain path
+            proc = local.verify_url(url, "--json")
+            assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr)
+            assert json.loads(proc.stdout)["verified"] is True
+        assert _snapshot(root) == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
 
 
 def test_an_empty_bucket_verifies_nothing_and_says_so(local: Bucket, tmp_path: Path) -> None:

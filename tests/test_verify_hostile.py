@@ -1,0 +1,87 @@
+"""``bodycam-sync verify`` on a hostile bucket stays bounded (DESIGN §4.4 and §4.6; issue 8, item 4).
+
+Auditors run verify on data from another organisation, so its manifests may be validly signed and still
+built to exhaust the verifier. Each test builds such a bucket by hand (``tests/hostile.py``), runs the
+real command as a subprocess under a launcher that reads its peak RSS (``RUSAGE_CHILDREN``), and expects
+a named finding with memory under ``--max-memory``. The launcher also caps the child's address space, so
+a verifier that does not bound itself fails these tests with a MemoryError instead of taking the shared
+machine down. No test asserts on time: the linear-time figures are measured in ``bench/verify.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import hostile
+from .dock import CLI
+
+CAP_MIB = 256  # verify's default --max-memory
+ADDRESS_LIMIT_MIB = 2048  # only a safety net for a verifier that does not bound itself
+
+
+def verify(h: hostile.Hostile, work: Path, *extra: str) -> tuple[hostile.Measured, dict[str, Any]]:
+    cmd = [CLI, "verify", "--bucket", h.url, "--allowed-signers", str(h.allowed_signers), "--json", *extra]
+    run = hostile.measure(cmd, work, address_limit=hostile.address_limit(ADDRESS_LIMIT_MIB))
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr[-2000:]
+    return run, json.loads(run.stdout)
+
+
+def problems(doc: dict[str, Any]) -> set[str]:
+    return {f["problem"] for f in doc["findings"]}
+
+
+def test_a_custody_range_of_10_to_the_15_is_a_finding_not_an_allocation(tmp_path: Path) -> None:
+    h = hostile.build(tmp_path / "bucket", custody_entries=5, last_seq=10**15)
+    run, doc = verify(h, tmp_path)
+    assert run.rc == 1
+    missing = [f for f in doc["findings"] if f["problem"] == "custody_missing_entry"]
+    assert [f["custody_seq"] for f in missing[:3]] == [6, 7, 8]  # named one by one, then counted
+    assert len(missing) == 101 and f"{10**15 - 5 - 100} more entries are missing" in missing[-1]["message"]
+    assert all(f["key"] == h.custody_key for f in missing)
+    assert run.peak_rss_mib < CAP_MIB, run.peak_rss_mib
+
+
+@pytest.mark.parametrize(
+    ("entries", "why"),
+    [
+        (20 * 1024 * 1024, "bytes"),  # a 60 MiB manifest of {} entries: refused from its listed size
+        (1024 * 1024, "values"),  # 3 MiB, under the byte limit, but a million objects to build: refused unparsed
+    ],
+)
+def test_a_manifest_of_empty_entries_is_refused_under_the_cap(tmp_path: Path, entries: int, why: str) -> None:
+    h = hostile.build(tmp_path / "bucket", empty_recordings=entries)
+    run, doc = verify(h, tmp_path)
+    assert run.rc == 1
+    refused = [f for f in doc["findings"] if f["problem"] == "manifest_too_large"]
+    assert len(refused) == 1 and refused[0]["key"] == h.manifest_key, doc["findings"]
+    assert ("bytes, over" in refused[0]["message"]) is (why == "bytes")
+    assert problems(doc) == {"manifest_too_large"}  # the batch is the finding, not each of its objects
+    assert run.peak_rss_mib < CAP_MIB, run.peak_rss_mib
+
+
+def test_a_lower_max_memory_refuses_what_the_default_accepts(tmp_path: Path) -> None:
+    h = hostile.build(tmp_path / "bucket", empty_recordings=50_000)  # 150 KB, 100,000 values
+    run, doc = verify(h, tmp_path)
+    assert run.rc == 1 and "manifest_too_large" not in problems(doc)  # checked: only its recordings are bad
+    run, doc = verify(h, tmp_path, "--max-memory", "128")
+    assert run.rc == 1 and problems(doc) == {"manifest_too_large"}
+    assert "--max-memory 128 MiB" in doc["findings"][0]["message"]
+
+
+def test_a_custody_segment_of_100000_entries_verifies(tmp_path: Path) -> None:
+    h = hostile.build(tmp_path / "bucket", custody_entries=100_000)
+    run, doc = verify(h, tmp_path)
+    assert run.rc == 0 and doc["findings"] == [], doc["findings"][:5]
+    assert doc["batches"][0]["custody_entries"] == 100_000
+    assert run.peak_rss_mib < CAP_MIB, run.peak_rss_mib
+
+
+def test_a_custody_segment_over_the_entry_limit_is_refused(tmp_path: Path) -> None:
+    h = hostile.build(tmp_path / "bucket", custody_entries=100_000)  # the limit at 128 MiB is 65,536
+    run, doc = verify(h, tmp_path, "--max-memory", "128")
+    assert run.rc == 1
+    assert [(f["problem"], f["key"]) for f in doc["findings"]] == [("custody_too_large", h.custody_key)]
