@@ -196,7 +196,8 @@ def _print_devices(rows: list[Any]) -> None:
         click.echo("no cameras found")
         return
     header = (
-        "SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED", "DEVICE KEY"
+        "SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED", "PAIRED",
+        "DEVICE KEY",
     )  # fmt: skip
     table = [header] + [
         (
@@ -209,6 +210,7 @@ def _print_devices(rows: list[Any]) -> None:
             f"{r.clock_offset_s:+.1f} s",
             str(r.recordings),
             {True: "yes", False: "NO", None: "?"}[r.enrolled],
+            {"paired": "yes", "unpaired": "no", "unsupported": "cannot"}.get(r.pairing, "?"),
             r.device_key_fingerprint,
         )
         for r in rows

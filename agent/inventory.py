@@ -30,6 +30,9 @@ class CameraSummary:
     recordings: int
     enrolled: bool | None  # True only once the camera proved (AUTH) it holds the enrolled key
     device_key_fingerprint: str  # of the key the camera presents: compare with the enrolment sheet
+    #: "paired" (refuses hosts that are not docks of its force), "unpaired", or "unsupported"
+    #: (protocol revision 1: it cannot refuse anyone); "?" when the camera would not say
+    pairing: str = "?"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +142,19 @@ def summarize(
         recordings=status.recording_count,
         enrolled=is_enrolled,
         device_key_fingerprint=key_fingerprint(ident.device_key),
+        pairing=_pairing(camera),
     )
+
+
+def _pairing(camera: Camera) -> str:
+    """Whether the camera can refuse a host that is not a dock of its force (docs/protocol.md)."""
+    if camera.protocol < 2:
+        return "unsupported"
+    try:
+        return "paired" if camera.dock_challenge().paired else "unpaired"
+    except BodycamError as err:
+        LOG.warning("%s would not say whether it is paired: %s", camera.name, err)
+        return "?"
 
 
 @dataclass

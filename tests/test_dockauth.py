@@ -376,6 +376,10 @@ def test_authority_cli_certifies_a_dock_that_pairs_and_ingests_and_a_dock_withou
         assert rc == 0 and report["ok"] and sum(c["verified"] for c in report["cameras"]) == 3, report
         rc, report = d.ingest_json(*(s.address for s in sims))  # second docking: proves, pairs no more
         assert rc == 0 and report["ok"], report
+        listed = d.cli("devices", "--json", "--usbip", sims[0].address, "--serial-port", sims[1].address)
+        assert {c["serial"]: c["pairing"] for c in json.loads(listed.stdout)["cameras"]} == {
+            "CAM-P1": "paired", "CAM-P2": "paired",
+        }, listed.stderr  # fmt: skip
         events = custody(d)
         for sn in ("CAM-P1", "CAM-P2"):
             mine = [e["event"] for e in events if e.get("camera") == sn]
