@@ -1,5 +1,5 @@
-"""Streaming age v1 encryption to X25519 recipients, so footage leaves the dock readable only by holders
-of the matching identities and any standard ``age`` tool can open it.
+"""Streaming age v1 encryption to X25519 or post-quantum hybrid recipients, so footage leaves the dock
+readable only by holders of the matching identities and any standard ``age`` tool can open it.
 
 Format: https://age-encryption.org/v1 (c2sp.org/age). A file is a text header that wraps a random 16-byte
 file key once per recipient and is authenticated by an HMAC keyed from that file key, followed by a 16-byte
@@ -7,8 +7,8 @@ nonce and the payload as ChaCha20-Poly1305 chunks of 64 KiB (STREAM construction
 counter + a flag byte that is 1 only on the final chunk, so truncation and reordering are detected).
 
 Both directions are push-style (``update``/``finalize``) so the agent can pipe camera reads straight into an
-upload without holding a whole file in memory. Only ``cryptography`` is used, plus the small Bech32 codec
-below (age keys are Bech32 strings).
+upload without holding a whole file in memory. Only ``cryptography`` and ``hashlib`` are used, plus the
+small Bech32 codec below (age keys are Bech32 strings).
 
 Streaming caveat: :meth:`Decryptor.update` releases plaintext chunk by chunk, each one authenticated, but
 the *file* is only known to be complete and untruncated when :meth:`Decryptor.finalize` returns. Callers
@@ -17,16 +17,24 @@ must treat earlier output as provisional (write to a temporary file, rename on s
 What is implemented and what is not:
 
 * X25519 recipients and identities (``age1...`` / ``AGE-SECRET-KEY-1...``), encrypt and decrypt.
+* MLKEM768-X25519 hybrid recipients and identities (``age1pq1...`` / ``AGE-SECRET-KEY-PQ-1...``), encrypt
+  and decrypt: the ``mlkem768x25519`` stanza is HPKE (RFC 9180) SealBase of the file key with the
+  MLKEM768-X25519 KEM of draft-ietf-hpke-pq (X-Wing: ML-KEM-768 and X25519 secrets combined with
+  SHA3-256), HKDF-SHA256 and ChaCha20Poly1305, info ``age-encryption.org/mlkem768x25519``. Footage kept
+  for years stays secret even if X25519 later falls to a quantum computer. A file is never encrypted to
+  both kinds at once (:func:`check_recipients`): its X25519 stanza would undo the hybrid's protection.
 * Strict header parsing: exact version line, canonical unpadded base64, 64-column stanza bodies ending in
   a short line, VCHAR-only arguments, exact X25519 stanza shape, all-zero shared secrets refused, header
   MAC verified before any payload is released. Unknown stanza types are skipped (grease); an ``scrypt``
   stanza mixed with others is refused as the spec requires.
 * Local limits the spec does not set: a header may be at most :data:`MAX_HEADER_SIZE` bytes and carry at
-  most :data:`MAX_STANZAS` stanzas, because every X25519 stanza costs a scalar multiplication per identity
-  before the header MAC can be checked; hostile input therefore cannot exhaust memory or CPU.
+  most :data:`MAX_STANZAS` stanzas, because every stanza costs public-key work (a scalar multiplication,
+  plus an ML-KEM decapsulation for a hybrid one) per identity before the header MAC can be checked;
+  hostile input therefore cannot exhaust memory or CPU. Key strings longer than :data:`MAX_KEY_LENGTH` are
+  refused before decoding.
 * Not implemented: ASCII armor (``-----BEGIN AGE ENCRYPTED FILE-----``), scrypt passphrase stanzas (an
-  scrypt-only file ends in :class:`AgeNoMatchError`), the ML-KEM hybrid ``mlkem768x25519`` type, SSH keys,
-  plugins and seeking.
+  scrypt-only file ends in :class:`AgeNoMatchError`), the tagged (``p256tag``) types, SSH keys, plugins and
+  seeking.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -51,17 +60,26 @@ from bodycam.drivers.errors import ConfigError, IntegrityError
 __all__ = [
     "CHUNK_SIZE",
     "MAX_HEADER_SIZE",
+    "MAX_KEY_LENGTH",
     "MAX_STANZAS",
+    "PQ_RECIPIENT_SIZE",
     "AgeHeaderError",
     "AgeHmacError",
     "AgeNoMatchError",
     "AgePayloadError",
     "Decryptor",
     "Encryptor",
+    "HybridPrivateKey",
+    "HybridPublicKey",
+    "IdentityKey",
+    "RecipientKey",
+    "check_recipients",
     "ciphertext_size",
     "decrypt_stream",
     "encrypt_stream",
+    "generate_hybrid_identity",
     "generate_identity",
+    "is_post_quantum",
     "parse_identity",
     "parse_recipient",
     "read_identities",
@@ -78,12 +96,28 @@ MAX_HEADER_SIZE: Final = 64 * 1024
 """Largest header accepted, MAC line included (ours are ~100 bytes per recipient)."""
 MAX_STANZAS: Final = 128
 """Most recipient stanzas accepted; bounds the public-key work done before the MAC can be checked."""
+PQ_RECIPIENT_SIZE: Final = 1184 + 32
+"""Bytes in an ``age1pq1`` recipient: ML-KEM-768 encapsulation key, then the X25519 point."""
+MAX_KEY_LENGTH: Final = 2048
+"""Longest key string parsed (an ``age1pq1`` recipient is 1959 characters); longer input is refused unread."""
 
 _V1_LINE: Final = b"age-encryption.org/v1\n"
 _VERSION_PREFIX: Final = b"age-encryption.org/"
 _X25519_LABEL: Final = b"age-encryption.org/v1/X25519"
 _IDENTITY_HRP: Final = "age-secret-key-"
 _RECIPIENT_HRP: Final = "age"
+_PQ_IDENTITY_HRP: Final = "age-secret-key-pq-"
+_PQ_RECIPIENT_HRP: Final = "age1pq"
+_PQ_STANZA: Final = b"mlkem768x25519"
+_PQ_LABEL: Final = b"age-encryption.org/mlkem768x25519"
+"""HPKE info of the hybrid stanza; also the stanza type's name in the spec."""
+_MLKEM_PUBLIC_SIZE: Final = 1184
+_MLKEM_CIPHERTEXT_SIZE: Final = 1088
+_PQ_ENC_SIZE: Final = _MLKEM_CIPHERTEXT_SIZE + 32
+_XWING_LABEL: Final = b"\\.//^\\"
+"""The MLKEM768-X25519 (X-Wing) combiner label, the six ASCII bytes backslash . / / ^ backslash."""
+_HPKE_SUITE: Final = b"HPKE" + bytes.fromhex("647a00010003")
+"""HPKE suite id: KEM MLKEM768-X25519 (0x647a), KDF HKDF-SHA256 (1), AEAD ChaCha20Poly1305 (3)."""
 _ZERO_NONCE: Final = bytes(12)
 _B64_LINE: Final = re.compile(rb"[A-Za-z0-9+/]*")
 _BUFSIZE: Final = 1024 * 1024
@@ -186,6 +220,85 @@ def _describe(text: str) -> str:
     return repr(text[:12] + "...") if len(text) > 16 else repr(text)
 
 
+class HybridPublicKey:
+    """An MLKEM768-X25519 (X-Wing) public key: the ML-KEM-768 encapsulation key, then the X25519 point.
+
+    The KEM of draft-ietf-hpke-pq (HPKE KEM id 0x647a): a file key wrapped to it stays secret unless
+    *both* ML-KEM-768 and X25519 are broken, so footage kept for years is not exposed to a future
+    quantum computer that breaks X25519 alone.
+    """
+
+    __slots__ = ("_mlkem", "_raw", "_x25519")
+
+    def __init__(self, raw: bytes) -> None:
+        """Raises ``ValueError`` if ``raw`` is not a valid 1216-byte MLKEM768-X25519 public key."""
+        if len(raw) != PQ_RECIPIENT_SIZE:
+            raise ValueError(f"holds {len(raw)} bytes, expected {PQ_RECIPIENT_SIZE}")
+        self._raw = bytes(raw)
+        self._mlkem = MLKEM768PublicKey.from_public_bytes(self._raw[:_MLKEM_PUBLIC_SIZE])
+        self._x25519 = X25519PublicKey.from_public_bytes(self._raw[_MLKEM_PUBLIC_SIZE:])
+
+    def public_bytes_raw(self) -> bytes:
+        return self._raw
+
+    def encapsulate(self) -> tuple[bytes, bytes]:
+        """A fresh (shared secret, enc); ``ValueError`` if the X25519 half is a low-order point."""
+        ss_pq, ct_pq = self._mlkem.encapsulate()
+        ephemeral = X25519PrivateKey.generate()
+        ct_x = ephemeral.public_key().public_bytes_raw()
+        ss_x = ephemeral.exchange(self._x25519)
+        return _xwing_combine(ss_pq, ss_x, ct_x, self._raw[_MLKEM_PUBLIC_SIZE:]), ct_pq + ct_x
+
+
+class HybridPrivateKey:
+    """An MLKEM768-X25519 private key, kept as age keeps it: a 32-byte seed.
+
+    The seed is expanded with SHAKE256 into the 64-byte ML-KEM-768 seed (d || z, FIPS 203) and the
+    32-byte X25519 scalar, exactly as filippo.io/hpke-pq does, so the same ``AGE-SECRET-KEY-PQ-1``
+    string opens the same files here, in age and in any other implementation.
+    """
+
+    __slots__ = ("_mlkem", "_public", "_seed", "_x25519", "_x_public")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError(f"holds {len(seed)} bytes, expected 32")
+        expanded = hashlib.shake_256(seed).digest(64 + 32)
+        self._seed = bytes(seed)
+        self._mlkem = MLKEM768PrivateKey.from_seed_bytes(expanded[:64])
+        self._x25519 = X25519PrivateKey.from_private_bytes(expanded[64:])
+        self._x_public = self._x25519.public_key().public_bytes_raw()
+        self._public = HybridPublicKey(self._mlkem.public_key().public_bytes_raw() + self._x_public)
+
+    def public_key(self) -> HybridPublicKey:
+        return self._public
+
+    def private_bytes_raw(self) -> bytes:
+        """The 32-byte seed (what the identity string encodes)."""
+        return self._seed
+
+    def decapsulate(self, enc: bytes) -> bytes:
+        """The shared secret for a 1120-byte ``enc``; ``ValueError`` if its X25519 half is low-order.
+
+        ML-KEM rejects implicitly: a foreign ``enc`` yields an unrelated secret, caught by the AEAD tag.
+        """
+        ct_pq, ct_x = enc[:_MLKEM_CIPHERTEXT_SIZE], enc[_MLKEM_CIPHERTEXT_SIZE:]
+        ss_x = self._x25519.exchange(X25519PublicKey.from_public_bytes(ct_x))
+        ss_pq = self._mlkem.decapsulate(ct_pq)
+        return _xwing_combine(ss_pq, ss_x, ct_x, self._x_public)
+
+
+def _xwing_combine(ss_pq: bytes, ss_x: bytes, ct_x: bytes, pk_x: bytes) -> bytes:
+    """The QSF combiner of MLKEM768-X25519: SHA3-256(ss_M || ss_X || ct_X || pk_X || label)."""
+    return hashlib.sha3_256(ss_pq + ss_x + ct_x + pk_x + _XWING_LABEL).digest()
+
+
+RecipientKey = X25519PublicKey | HybridPublicKey
+"""What :func:`parse_recipient` returns: the key of an ``age1...`` or an ``age1pq1...`` recipient."""
+IdentityKey = X25519PrivateKey | HybridPrivateKey
+"""What :func:`parse_identity` returns: the key of an ``AGE-SECRET-KEY-1...`` or ``-PQ-1...`` identity."""
+
+
 def generate_identity() -> tuple[str, str]:
     """Create a fresh X25519 identity; returns (``AGE-SECRET-KEY-1...``, ``age1...`` recipient)."""
     secret = os.urandom(32)
@@ -193,45 +306,94 @@ def generate_identity() -> tuple[str, str]:
     return _bech32_encode(_IDENTITY_HRP, secret).upper(), _bech32_encode(_RECIPIENT_HRP, public)
 
 
-def parse_recipient(text: str) -> X25519PublicKey:
-    """Parse an ``age1...`` X25519 recipient; :class:`ConfigError` says what is wrong with it."""
+def generate_hybrid_identity() -> tuple[str, str]:
+    """Create a fresh MLKEM768-X25519 identity; returns (``AGE-SECRET-KEY-PQ-1...``, ``age1pq1...``)."""
+    secret = os.urandom(32)
+    public = HybridPrivateKey(secret).public_key().public_bytes_raw()
+    return _bech32_encode(_PQ_IDENTITY_HRP, secret).upper(), _bech32_encode(_PQ_RECIPIENT_HRP, public)
+
+
+def _decode_key(text: object, what: str) -> tuple[str, str, bytes]:
+    """(stripped text, hrp, data) of a Bech32 age key, length-bounded before any decoding work."""
     if not isinstance(text, str):
-        raise ConfigError(f"age recipient must be a string, not {type(text).__name__}")
+        raise ConfigError(f"age {what} must be a string, not {type(text).__name__}")
     stripped = text.strip()
+    if len(stripped) > MAX_KEY_LENGTH:
+        raise ConfigError(f"age {what} {_describe(stripped)} is {len(stripped)} characters, longer than any age key")
     try:
         hrp, data = _bech32_decode(stripped)
     except ValueError as err:
-        raise ConfigError(f"age recipient {_describe(stripped)} {err}") from None
+        raise ConfigError(f"age {what} {_describe(stripped)} {err}") from None
+    return stripped, hrp, data
+
+
+def parse_recipient(text: str) -> RecipientKey:
+    """Parse an ``age1...`` (X25519) or ``age1pq1...`` (ML-KEM hybrid) recipient.
+
+    Raises :class:`ConfigError` saying what is wrong with it.
+    """
+    stripped, hrp, data = _decode_key(text, "recipient")
+    if hrp == _PQ_RECIPIENT_HRP:
+        try:
+            return HybridPublicKey(data)
+        except ValueError as err:
+            raise ConfigError(f"age post-quantum recipient {_describe(stripped)} {err}") from None
     if hrp != _RECIPIENT_HRP:
         kind = "an age secret key, not a recipient" if hrp.startswith("age-secret-key") else f"prefix {hrp!r}"
-        raise ConfigError(f"age recipient {_describe(stripped)} has {kind}; expected 'age1...'")
+        raise ConfigError(f"age recipient {_describe(stripped)} has {kind}; expected 'age1...' or 'age1pq1...'")
     if len(data) != 32:
         raise ConfigError(f"age recipient {_describe(stripped)} holds {len(data)} bytes, expected 32")
     return X25519PublicKey.from_public_bytes(data)
 
 
-def parse_identity(text: str) -> X25519PrivateKey:
-    """Parse an ``AGE-SECRET-KEY-1...`` X25519 identity; :class:`ConfigError` says what is wrong with it."""
-    if not isinstance(text, str):
-        raise ConfigError(f"age identity must be a string, not {type(text).__name__}")
-    stripped = text.strip()
-    try:
-        hrp, data = _bech32_decode(stripped)
-    except ValueError as err:
-        raise ConfigError(f"age identity {_describe(stripped)} {err}") from None
-    if hrp != _IDENTITY_HRP:
-        if hrp == "age-secret-key-pq-":
-            raise ConfigError("age identity is an ML-KEM hybrid (AGE-SECRET-KEY-PQ-1...) key; only X25519")
-        raise ConfigError(f"age identity {_describe(stripped)} has prefix {hrp!r}; expected 'AGE-SECRET-KEY-1'")
+def parse_identity(text: str) -> IdentityKey:
+    """Parse an ``AGE-SECRET-KEY-1...`` (X25519) or ``AGE-SECRET-KEY-PQ-1...`` (ML-KEM hybrid) identity.
+
+    Raises :class:`ConfigError` saying what is wrong with it (never echoing the whole secret).
+    """
+    stripped, hrp, data = _decode_key(text, "identity")
+    if hrp not in (_IDENTITY_HRP, _PQ_IDENTITY_HRP):
+        raise ConfigError(
+            f"age identity {_describe(stripped)} has prefix {hrp!r}; expected 'AGE-SECRET-KEY-1' or "
+            "'AGE-SECRET-KEY-PQ-1'"
+        )
     if len(data) != 32:
         raise ConfigError(f"age identity {_describe(stripped)} holds {len(data)} bytes, expected 32")
+    if hrp == _PQ_IDENTITY_HRP:
+        return HybridPrivateKey(data)
     return X25519PrivateKey.from_private_bytes(data)
 
 
+def is_post_quantum(recipient: str) -> bool:
+    """Whether a recipient string is an ``age1pq1...`` hybrid one (by its prefix; not validated)."""
+    return recipient.strip().lower().startswith(_PQ_RECIPIENT_HRP + "1")
+
+
+def check_recipients(recipients: Sequence[str]) -> list[RecipientKey]:
+    """Validate a file's recipient list: every key parses, and post-quantum keys are not mixed with X25519.
+
+    A file encrypted to an ``age1pq1`` and an ``age1`` recipient is only as safe as X25519: a quantum
+    computer unwraps the file key from the X25519 stanza. The spec says SHOULD NOT and age refuses it, so
+    do we. Returns the parsed keys; raises :class:`ConfigError`.
+    """
+    if isinstance(recipients, str):
+        raise ConfigError("recipients must be a list of 'age1...' strings, not one string")
+    keys = [parse_recipient(text) for text in recipients]
+    hybrid = [r for r in recipients if is_post_quantum(r)]
+    if hybrid and len(hybrid) != len(recipients):
+        raise ConfigError(
+            f"age recipients mix {len(hybrid)} post-quantum (age1pq1...) and {len(recipients) - len(hybrid)} "
+            "X25519 (age1...) keys: the X25519 stanza would expose the footage to a quantum computer; give every "
+            "party an age1pq1 key (age-keygen -pq) or none"
+        )
+    return keys
+
+
 def recipient_of(identity: str) -> str:
-    """The ``age1...`` recipient matching an identity, to check that a key pair belongs together."""
-    public = parse_identity(identity).public_key().public_bytes_raw()
-    return _bech32_encode(_RECIPIENT_HRP, public)
+    """The ``age1...``/``age1pq1...`` recipient matching an identity, to check that a key pair belongs together."""
+    key = parse_identity(identity)
+    hrp = _PQ_RECIPIENT_HRP if isinstance(key, HybridPrivateKey) else _RECIPIENT_HRP
+    return _bech32_encode(hrp, key.public_key().public_bytes_raw())
 
 
 def read_identities(text: str) -> list[str]:
@@ -247,7 +409,7 @@ def read_identities(text: str) -> list[str]:
             raise ConfigError(f"identity file line {number}: {err}") from None
         found.append(line)
     if not found:
-        raise ConfigError("identity file holds no AGE-SECRET-KEY-1... line")
+        raise ConfigError("identity file holds no AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1... line")
     return found
 
 
@@ -256,6 +418,36 @@ def read_identities(text: str) -> list[str]:
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def _hpke_labeled_extract(salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    """RFC 9180 LabeledExtract with HKDF-SHA256 (an empty salt is HMAC's all-zero key, as in RFC 5869)."""
+    return hmac.new(salt, b"HPKE-v1" + _HPKE_SUITE + label + ikm, hashlib.sha256).digest()
+
+
+def _hpke_labeled_expand(prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    """RFC 9180 LabeledExpand with HKDF-SHA256, for outputs of one hash block (all HPKE needs here)."""
+    assert length <= 32
+    labeled = length.to_bytes(2, "big") + b"HPKE-v1" + _HPKE_SUITE + label + info
+    return hmac.new(prk, labeled + b"\x01", hashlib.sha256).digest()[:length]
+
+
+def _hpke_base_context(shared_secret: bytes) -> tuple[ChaCha20Poly1305, bytes]:
+    """RFC 9180 KeySchedule in mode_base with age's info string: (AEAD, base nonce) for one message."""
+    context = (
+        b"\x00" + _hpke_labeled_extract(b"", b"psk_id_hash", b"") + _hpke_labeled_extract(b"", b"info_hash", _PQ_LABEL)
+    )
+    secret = _hpke_labeled_extract(shared_secret, b"secret", b"")
+    key = _hpke_labeled_expand(secret, b"key", context, 32)
+    nonce = _hpke_labeled_expand(secret, b"base_nonce", context, 12)
+    return ChaCha20Poly1305(key), nonce
+
+
+def _wrap_hybrid(key: HybridPublicKey, file_key: bytes) -> tuple[bytes, bytes]:
+    """HPKE SealBase of the file key to ``key``: (enc, body) of an ``mlkem768x25519`` stanza."""
+    shared, enc = key.encapsulate()
+    aead, nonce = _hpke_base_context(shared)
+    return enc, aead.encrypt(nonce, file_key, b"")
 
 
 def _b64encode(data: bytes) -> bytes:
@@ -299,8 +491,24 @@ def ciphertext_size(plaintext_size: int, header_len: int) -> int:
 # ------------------------------------------------------------------------------------------------- encrypt
 
 
+def _stanza_for(recipient: str, key: RecipientKey, file_key: bytes) -> bytes:
+    """One recipient stanza (type line and body line) wrapping ``file_key`` to ``key``."""
+    try:
+        if isinstance(key, HybridPublicKey):
+            enc, body = _wrap_hybrid(key, file_key)
+            return b"-> " + _PQ_STANZA + b" " + _b64encode(enc) + b"\n" + _b64encode(body) + b"\n"
+        ephemeral = X25519PrivateKey.generate()
+        share = ephemeral.public_key().public_bytes_raw()
+        shared = ephemeral.exchange(key)
+    except ValueError:
+        raise ConfigError(f"age recipient {_describe(recipient.strip())} is a low-order point") from None
+    wrap_key = _hkdf(shared, share + key.public_bytes_raw(), _X25519_LABEL)
+    body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
+    return b"-> X25519 " + _b64encode(share) + b"\n" + _b64encode(body) + b"\n"
+
+
 class Encryptor:
-    """Push-style encryption of one file to one or more X25519 recipients.
+    """Push-style encryption of one file to one or more recipients, all X25519 or all ML-KEM hybrid.
 
     Write :attr:`header`, then whatever :meth:`update` returns, then :meth:`finalize`. A full 64 KiB chunk
     is held back until a further byte arrives, because only then is it known not to be the final chunk.
@@ -313,7 +521,7 @@ class Encryptor:
             raise ConfigError("age encryption needs at least one recipient")
         if len(recipients) > MAX_STANZAS:
             raise ConfigError(f"at most {MAX_STANZAS} age recipients are supported, got {len(recipients)}")
-        keys = [parse_recipient(r) for r in recipients]
+        keys = check_recipients(recipients)
         if file_key is None:
             file_key = os.urandom(FILE_KEY_SIZE)
         elif len(file_key) != FILE_KEY_SIZE:
@@ -322,16 +530,13 @@ class Encryptor:
 
         lines = [_V1_LINE]
         for recipient, key in zip(recipients, keys, strict=True):
-            ephemeral = X25519PrivateKey.from_private_bytes(os.urandom(32))
-            share = ephemeral.public_key().public_bytes_raw()
-            try:
-                shared = ephemeral.exchange(key)
-            except ValueError:
-                raise ConfigError(f"age recipient {_describe(recipient.strip())} is a low-order point") from None
-            wrap_key = _hkdf(shared, share + key.public_bytes_raw(), _X25519_LABEL)
-            body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
-            lines.append(b"-> X25519 " + _b64encode(share) + b"\n" + _b64encode(body) + b"\n")
+            lines.append(_stanza_for(recipient, key, file_key))
         lines.append(b"---")
+        if sum(map(len, lines)) + 48 + NONCE_SIZE > MAX_HEADER_SIZE:
+            raise ConfigError(
+                f"{len(recipients)} age recipients make a header larger than {MAX_HEADER_SIZE} bytes, which age "
+                "readers refuse; post-quantum recipients take about 1.6 KB each: use fewer"
+            )
         head = b"".join(lines)
         mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()
         nonce = os.urandom(NONCE_SIZE)
@@ -511,26 +716,62 @@ def _x25519_share(stanza: _Stanza) -> bytes:
     return share
 
 
+def _hybrid_enc(stanza: _Stanza) -> bytes:
+    """Validate an mlkem768x25519 stanza's shape (no crypto); returns its encapsulated key."""
+    if len(stanza.args) != 2:
+        raise AgeHeaderError(f"mlkem768x25519 stanza has {len(stanza.args)} arguments, expected 2")
+    enc = _b64decode(stanza.args[1])
+    if enc is None or len(enc) != _PQ_ENC_SIZE:
+        raise AgeHeaderError(f"mlkem768x25519 stanza enc is not canonical base64 of {_PQ_ENC_SIZE} bytes")
+    if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:  # checked before decrypting: partitioning oracles
+        raise AgeHeaderError(f"mlkem768x25519 stanza body is {len(stanza.body)} bytes, expected 32")
+    return enc
+
+
+def _try_x25519(stanza: _Stanza, share: bytes, ident: _Identity) -> bytes | None:
+    assert isinstance(ident.private, X25519PrivateKey)
+    try:
+        shared = ident.private.exchange(X25519PublicKey.from_public_bytes(share))
+    except ValueError:
+        raise AgeHeaderError("X25519 stanza share is a low-order point (all-zero secret)") from None
+    wrap_key = _hkdf(shared, share + ident.public, _X25519_LABEL)
+    try:
+        return ChaCha20Poly1305(wrap_key).decrypt(_ZERO_NONCE, stanza.body, None)
+    except InvalidTag:
+        return None
+
+
+def _try_hybrid(stanza: _Stanza, enc: bytes, ident: _Identity) -> bytes | None:
+    """HPKE OpenBase of the stanza body; ``None`` when it is for someone else (the tag does not match)."""
+    assert isinstance(ident.private, HybridPrivateKey)
+    try:
+        shared = ident.private.decapsulate(enc)
+    except ValueError:
+        raise AgeHeaderError("mlkem768x25519 stanza's X25519 share is a low-order point (all-zero secret)") from None
+    aead, nonce = _hpke_base_context(shared)
+    try:
+        return aead.decrypt(nonce, stanza.body, b"")
+    except InvalidTag:
+        return None
+
+
 def _unwrap(stanzas: list[_Stanza], identities: list[_Identity]) -> bytes:
     if len(stanzas) > 1 and any(s.args[0] == b"scrypt" for s in stanzas):
         raise AgeHeaderError("an scrypt stanza must be the only stanza in an age header")
-    candidates = [(s, _x25519_share(s)) for s in stanzas if s.args[0] == b"X25519"]
-    for stanza, share in candidates:
-        peer = X25519PublicKey.from_public_bytes(share)
+    # Every stanza of a type we know is checked for shape before any public-key work.
+    candidates = [(s, _x25519_share(s), False) for s in stanzas if s.args[0] == b"X25519"]
+    candidates += [(s, _hybrid_enc(s), True) for s in stanzas if s.args[0] == _PQ_STANZA]
+    for stanza, argument, hybrid in candidates:
         for ident in identities:
-            try:
-                shared = ident.private.exchange(peer)
-            except ValueError:
-                raise AgeHeaderError("X25519 stanza share is a low-order point (all-zero secret)") from None
-            wrap_key = _hkdf(shared, share + ident.public, _X25519_LABEL)
-            try:
-                return ChaCha20Poly1305(wrap_key).decrypt(_ZERO_NONCE, stanza.body, None)
-            except InvalidTag:
+            if isinstance(ident.private, HybridPrivateKey) != hybrid:
                 continue
+            found = _try_hybrid(stanza, argument, ident) if hybrid else _try_x25519(stanza, argument, ident)
+            if found is not None:
+                return found
     if stanzas[0].args[0] == b"scrypt":
-        raise AgeNoMatchError("age file is passphrase (scrypt) encrypted; only X25519 identities are supported")
+        raise AgeNoMatchError("age file is passphrase (scrypt) encrypted; only X25519 and ML-KEM hybrid identities")
     raise AgeNoMatchError(
-        f"none of the {len(identities)} identities matches the {len(candidates)} X25519 "
+        f"none of the {len(identities)} identities matches the {len(candidates)} X25519 or mlkem768x25519 "
         f"stanza(s) of this age file ({len(stanzas)} stanza(s) in all)"
     )
 
@@ -546,7 +787,7 @@ class Decryptor:
 
     def __init__(self, identities: Sequence[str]) -> None:
         if isinstance(identities, str):
-            raise ConfigError("identities must be a list of 'AGE-SECRET-KEY-1...' strings, not one string")
+            raise ConfigError("identities must be a list of 'AGE-SECRET-KEY-...' strings, not one string")
         if not identities:
             raise ConfigError("age decryption needs at least one identity")
         self._identities = [_Identity(text) for text in identities]

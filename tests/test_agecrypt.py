@@ -34,6 +34,7 @@ from bodycam.agent.agecrypt import (
     ciphertext_size,
     decrypt_stream,
     encrypt_stream,
+    generate_hybrid_identity,
     generate_identity,
     parse_identity,
     parse_recipient,
@@ -43,8 +44,10 @@ from bodycam.agent.agecrypt import (
 from bodycam.drivers.errors import ConfigError, IntegrityError
 
 ENC_CHUNK = CHUNK_SIZE + 16
-VECTOR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "testvectors" / "age"
-VECTOR_FILES = sorted(p.name for p in VECTOR_DIR.iterdir()) if VECTOR_DIR.is_dir() else []
+VECTOR_DIR = Path(__file__).resolve().parent / "vectors" / "age"
+"""The CCTV age vectors, vendored (README.md there says from where, and under which licence)."""
+SHARED_VECTOR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "testvectors" / "age"
+VECTOR_FILES = sorted(p.name for p in VECTOR_DIR.iterdir() if p.is_file() and "." not in p.name)
 EXPECTED_ERROR: dict[str, type[IntegrityError]] = {
     "no match": AgeNoMatchError,
     "HMAC failure": AgeHmacError,
@@ -128,25 +131,36 @@ def _read_vector(name: str) -> tuple[dict[str, list[str]], bytes]:
     return meta, body
 
 
-@pytest.mark.skipif(not VECTOR_FILES, reason=f"age test vectors not found at {VECTOR_DIR}")
+def test_vectors_are_vendored_in_the_repository() -> None:
+    """A clone without the shared directory still runs every vector (none is skipped for lack of files)."""
+    assert len(VECTOR_FILES) >= 140
+    assert sum(name.startswith("hybrid") for name in VECTOR_FILES) >= 18
+    assert (VECTOR_DIR / "README.md").is_file()
+
+
+@pytest.mark.skipif(not SHARED_VECTOR_DIR.is_dir(), reason="no shared vector directory to compare with")
+def test_vendored_vectors_match_the_shared_copy() -> None:
+    shared = sorted(p.name for p in SHARED_VECTOR_DIR.iterdir() if p.is_file())
+    assert shared == VECTOR_FILES
+    for name in shared:
+        assert (SHARED_VECTOR_DIR / name).read_bytes() == (VECTOR_DIR / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("name", VECTOR_FILES)
 def test_cctv_vector(name: str) -> None:
     meta, body = _read_vector(name)
     if "armored" in meta:
         pytest.skip("ASCII armor is not implemented")
     identities = meta.get("identity", [])
-    x25519 = [i for i in identities if not i.startswith("AGE-SECRET-KEY-PQ-")]
-    if identities and not x25519:
-        pytest.skip("ML-KEM hybrid (AGE-SECRET-KEY-PQ-) identities are not implemented")
     if not identities and "passphrase" in meta:
         pytest.skip("scrypt passphrase identities are not implemented")
     if not identities:
         # The vector fails before any identity is consulted; the Decryptor still needs one.
-        x25519 = [ID1]
+        identities = [ID1]
     expect = meta["expect"][0]
 
     released = bytearray()
-    dec = Decryptor(x25519)
+    dec = Decryptor(identities)
     if expect == "success":
         for i in range(0, len(body), 10_000):
             released += dec.update(body[i : i + 10_000])
@@ -197,7 +211,11 @@ def test_generate_identity_shape_and_pairing() -> None:
         (parse_identity, SPEC_RECIPIENT, "expected 'AGE-SECRET-KEY-1'"),
         (parse_identity, SPEC_IDENTITY[:-1] + "Q", "checksum"),
         (parse_identity, SPEC_IDENTITY[:-7], "checksum"),
-        (parse_identity, "AGE-SECRET-KEY-PQ-1HZLGZUPT4ETPKDEV8HSGFDCYZ4E522W0A7PU2LHT8EH9W6YLNC3SW78XKG", "ML-KEM"),
+        (parse_identity, "AGE-SECRET-KEY-PQ-1" + "Q" * 56, "checksum"),
+        (parse_recipient, "age1pq1" + "q" * 2100, "longer than any age key"),
+        (parse_recipient, agecrypt._bech32_encode("age1pq", bytes(1215)), "1215 bytes, expected 1216"),
+        (parse_recipient, agecrypt._bech32_encode("age1pq", b"\xff" * 1216), "post-quantum recipient"),
+        (parse_identity, agecrypt._bech32_encode("age-secret-key-pq-", bytes(31)), "31 bytes, expected 32"),
         (parse_identity, "AGE-SECRET-KEY-1", "not Bech32"),
     ],
 )
@@ -224,7 +242,7 @@ def test_read_identities_skips_comments_and_reports_line() -> None:
     assert read_identities(text) == [SPEC_IDENTITY]
     with pytest.raises(ConfigError, match="line 2"):
         read_identities(f"{SPEC_IDENTITY}\nnonsense\n")
-    with pytest.raises(ConfigError, match="no AGE-SECRET-KEY"):
+    with pytest.raises(ConfigError, match=r"no AGE-SECRET-KEY-1\.\.\. or AGE-SECRET-KEY-PQ-1"):
         read_identities("# only a comment\n")
 
 
@@ -555,3 +573,101 @@ def test_resume_reproduces_the_same_ciphertext_and_checks_the_file_key() -> None
         agecrypt.Encryptor.resume(first.header, _os.urandom(16))
     dec = agecrypt.Decryptor([identity])
     assert dec.update(original) + dec.finalize() == data
+
+
+# ------------------------------------------------------------------------- MLKEM768-X25519 hybrid recipients
+
+# The example key pair of the age spec (c2sp.org/age); the 1959-character recipient is pinned by its hash.
+SPEC_PQ_IDENTITY = "AGE-SECRET-KEY-PQ-1XX76JRALNLXDMEW0CRK45QMCCH4X06SE84UN3VPM33W6HWDX0H3SK3ZQFR"
+SPEC_PQ_RECIPIENT_SHA256 = "a091dd7e0ee9d62b75173dcc98441a0424baa941e66a8776e570a4ae60ff61ea"
+PQ_ID1, PQ_RCPT1 = generate_hybrid_identity()
+PQ_ID2, PQ_RCPT2 = generate_hybrid_identity()
+
+
+def test_spec_hybrid_identity_maps_to_spec_recipient() -> None:
+    """Seed expansion (SHAKE256 -> ML-KEM-768 seed + X25519 scalar) as filippo.io/hpke-pq does it."""
+    recipient = recipient_of(SPEC_PQ_IDENTITY)
+    assert recipient.startswith("age1pq1") and len(recipient) == 1959
+    assert hashlib.sha256(recipient.encode()).hexdigest() == SPEC_PQ_RECIPIENT_SHA256
+    assert recipient_of(SPEC_PQ_IDENTITY.lower()) == recipient
+    key = parse_recipient(recipient)
+    assert isinstance(key, agecrypt.HybridPublicKey)
+    assert key.public_bytes_raw() == parse_identity(SPEC_PQ_IDENTITY).public_key().public_bytes_raw()
+
+
+def test_generate_hybrid_identity_shape_and_pairing() -> None:
+    secret, recipient = generate_hybrid_identity()
+    assert secret.startswith("AGE-SECRET-KEY-PQ-1") and secret == secret.upper() and len(secret) == 77
+    assert recipient.startswith("age1pq1") and recipient == recipient.lower() and len(recipient) == 1959
+    assert recipient_of(secret) == recipient
+    assert agecrypt.is_post_quantum(recipient) and not agecrypt.is_post_quantum(RCPT1)
+    assert read_identities(f"# public key: {recipient}\n{secret}\n{ID1}\n") == [secret, ID1]
+
+
+def test_hybrid_stanza_shape() -> None:
+    enc = Encryptor([PQ_RCPT1, PQ_RCPT2])
+    lines = enc.header.split(b"\n")
+    for stanza, body in ((lines[1], lines[2]), (lines[3], lines[4])):
+        kind, arg = stanza.split(b" ")[1:]
+        assert kind == b"mlkem768x25519"
+        assert len(base64.b64decode(arg + b"==")) == 1120 and len(arg) == 1494
+        assert len(body) == 43  # 16-byte file key + 16-byte tag
+    assert lines[5].startswith(b"--- ")
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 5])
+def test_hybrid_round_trip(size: int) -> None:
+    plain = random.Random(size).randbytes(size)
+    ct = _encrypt(plain, [PQ_RCPT1, PQ_RCPT2])
+    assert _decrypt(ct, [PQ_ID2], piece=50_000) == plain
+    assert _decrypt(ct, [ID1, PQ_ID1]) == plain
+    with pytest.raises(AgeNoMatchError, match="none of the 1 identities"):
+        _decrypt(ct, [ID1])  # an X25519 identity never matches a hybrid stanza
+
+
+def test_hybrid_wrong_identity_is_no_match() -> None:
+    with pytest.raises(AgeNoMatchError):
+        _decrypt(_encrypt(b"secret", [PQ_RCPT1]), [PQ_ID2])
+
+
+def test_hybrid_and_x25519_recipients_are_not_mixed() -> None:
+    """A file with an X25519 stanza is only as safe as X25519: age refuses the mix, and so do we."""
+    for recipients in ([PQ_RCPT1, RCPT1], [RCPT1, PQ_RCPT1]):
+        with pytest.raises(ConfigError, match="mix 1 post-quantum"):
+            Encryptor(recipients)
+    with pytest.raises(ConfigError, match="mix"):
+        agecrypt.check_recipients([RCPT2, PQ_RCPT2, RCPT1])
+    assert len(agecrypt.check_recipients([PQ_RCPT1, PQ_RCPT2])) == 2
+
+
+def test_hybrid_header_stays_within_what_readers_accept() -> None:
+    many = [PQ_RCPT1] * 40
+    assert len(Encryptor(many).header) <= MAX_HEADER_SIZE
+    with pytest.raises(ConfigError, match=f"larger than {MAX_HEADER_SIZE} bytes"):
+        Encryptor([PQ_RCPT1] * 50)
+
+
+def test_hybrid_resume_reproduces_the_same_ciphertext() -> None:
+    file_key = os.urandom(16)
+    data = os.urandom(2 * CHUNK_SIZE + 3)
+    first = Encryptor([PQ_RCPT1], file_key=file_key)
+    original = first.header + first.update(data) + first.finalize()
+    again = Encryptor.resume(first.header, file_key)
+    assert again.header + again.update(data) + again.finalize() == original
+    assert _decrypt(original, [PQ_ID1]) == data
+
+
+def test_hybrid_header_bit_flips_are_detected() -> None:
+    ct = _encrypt(SMALL_PLAIN, [PQ_RCPT1])
+    for pos in range(0, _header_len(ct), 7):
+        bad = bytearray(ct)
+        bad[pos] ^= 0x01
+        with pytest.raises(IntegrityError):
+            _decrypt(bytes(bad), [PQ_ID1])
+
+
+def test_hybrid_low_order_recipient_is_refused() -> None:
+    mlkem_part = parse_recipient(PQ_RCPT1).public_bytes_raw()[:1184]
+    weak = agecrypt._bech32_encode("age1pq", mlkem_part + bytes(32))
+    with pytest.raises(ConfigError, match="low-order"):
+        Encryptor([weak])
