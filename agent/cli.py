@@ -749,6 +749,8 @@ def verify_cmd(
     """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
     from .verify import run_verify
 
+    if report_path is not None and not report_path.parent.is_dir():  # say so before a long verify, not after
+        raise ConfigError(f"--report {report_path}: no such directory {report_path.parent}")
     report = run_verify(bucket_url, endpoint_url, allowed_signers, identity, expect_head, max_memory)
     if report_path is not None:
         from .report import write_html

@@ -52,7 +52,7 @@ DEFAULT_MAX_MEMORY_MIB = 256
 MIN_MAX_MEMORY_MIB = 128
 BASELINE_MIB = 64  # the interpreter, cryptography and boto3 before any work (measured: 47-66 MiB)
 MAX_MESSAGE_CHARS = 1000
-MAX_TIMELINE_SPANS = 10_000  # recordings drawn in the HTML report's timeline
+MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest are checked and counted)
 MAX_KEY_CHARS = 1024
 BATCH_COST = 4096  # bytes a batch's summary is charged against the retained budget (measured ~1.5 KiB)
 
@@ -149,6 +149,37 @@ class Personal:
         return cls(officers, windows)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingRow:
+    """One manifest recording as the HTML report shows it: each value a string cut to a bounded length
+    (the manifest is untrusted: a megabyte-long field must not be kept whole), ``None`` where absent."""
+
+    camera_serial: str
+    recording_id: str
+    camera_model: str
+    exercise_id: str | None
+    start: str
+    end: str
+    size: str
+    plaintext_sha256: str
+    ciphertext_sha256: str
+    officer_pseudonym: str | None
+
+    @classmethod
+    def of(cls, rec: dict[str, Any]) -> RecordingRow:
+        def cut(name: str, limit: int = 80) -> str:
+            return str(rec.get(name))[:limit]
+
+        def opt(name: str) -> str | None:
+            return None if rec.get(name) is None else cut(name)
+
+        return cls(
+            cut("camera_serial", 64), cut("recording_id", 32), cut("camera_model"), opt("exercise_id"),
+            cut("start", 64), cut("end", 64), cut("size", 32), cut("plaintext_sha256"),
+            cut("ciphertext_sha256"), opt("officer_pseudonym"),
+        )  # fmt: skip
+
+
 @dataclass
 class BatchResult:
     dock: str
@@ -164,10 +195,10 @@ class BatchResult:
     cosigner: str | None = None  # fingerprint of the key that made manifest.json.sig.prev, if any
     manifest_sha256: str | None = None
     # for the checks across batches and the report; not reported. ``chain``: the manifest's
-    # previous_manifest_sha256 and custody range, links and head (scalars only); ``timeline``: each
+    # previous_manifest_sha256 and custody range, links and head (scalars only); ``rows``: each
     # recording's (camera serial, start, end, recording id), for the HTML report
     chain: dict[str, Any] = field(default_factory=dict, repr=False)
-    timeline: list[tuple[str, str, str, str]] = field(default_factory=list, repr=False)
+    rows: list[RecordingRow] = field(default_factory=list, repr=False)
     signer_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosigner_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosign_error: str | None = field(default=None, repr=False)
@@ -175,7 +206,7 @@ class BatchResult:
     personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
 
 
-_UNREPORTED = frozenset({"chain", "timeline", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal"})
+_UNREPORTED = frozenset({"chain", "rows", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal"})
 
 
 @dataclass(frozen=True)
@@ -256,7 +287,7 @@ class Verifier:
         self._sizes: dict[str, int] = {}  # the listing of the batch being checked: key -> size
         self._retained = 0  # bytes (estimated) of what is kept for the whole run: batch summaries, findings
         self._untold: Counter[str] = Counter()  # findings past the retained budget, by problem
-        self._timeline_spans = 0
+        self._report_rows = 0
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -497,7 +528,7 @@ class Verifier:
                 self._find("manifest_invalid", f"{mkey} lists a recording outside its batch: {_short(key)}", **where)
                 continue
             listed.add(key)
-            self._timeline(result, rec)
+            self._keep_row(result, rec)
             ok = self._recording(rec, key, dock, batch)
             result.objects_ok += ok[0]
             result.plaintext_ok += ok[1]
@@ -641,14 +672,13 @@ class Verifier:
         self._retained += cost
         result.personal = personal
 
-    def _timeline(self, result: BatchResult, rec: dict[str, Any]) -> None:
-        """Keep what the HTML report draws for one recording, while the report's budget lasts."""
-        if self._timeline_spans >= MAX_TIMELINE_SPANS:
+    def _keep_row(self, result: BatchResult, rec: dict[str, Any]) -> None:
+        """Keep what the HTML report shows of one recording, while the report's budget lasts."""
+        if self._report_rows >= MAX_REPORT_ROWS:
             return
-        span = tuple(str(rec.get(k))[:64] for k in ("camera_serial", "start", "end", "recording_id"))
-        self._timeline_spans += 1
-        self._retained += 512
-        result.timeline.append((span[0], span[1], span[2], span[3]))
+        self._report_rows += 1
+        self._retained += 1024
+        result.rows.append(RecordingRow.of(rec))
 
     def _recording(self, rec: dict[str, Any], key: str, dock: str, batch: str) -> tuple[int, int]:
         plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch)
