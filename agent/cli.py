@@ -546,9 +546,10 @@ def firmware_push(
 
 
 def _firmware_progress(serial: str, done: int, total: int) -> None:
-    from .progress import bar
+    from .progress import _fmt_bytes, bar
 
-    click.echo(f"\r{serial}: [{bar(done / total if total else 1.0)}] {done}/{total} bytes", err=True, nl=False)
+    line = f"{serial}: [{bar(done / total if total else 1.0)}] {_fmt_bytes(done)}/{_fmt_bytes(total)}"
+    click.echo(f"\r\x1b[K{line}", err=True, nl=False)
 
 
 @firmware.command("build")
@@ -896,11 +897,14 @@ def _bay_line(bay: dict[str, Any]) -> str:
     total = bay.get("bytes_total") or 0
     done = bay.get("bytes_done") or 0
     line = f"{bay['camera']:<14} {bay['state']:<8} {bay['address']:<28}"
-    if total:
-        line += f" [{bar(done / total, 20)}] {_fmt_bytes(done)}/{_fmt_bytes(total)} {_fmt_bytes(bay.get('rate_bytes_per_s') or 0)}/s"
-        line += f" ETA {_fmt_eta(bay.get('eta_s') or 0)}"
+    if total:  # the daemon sends a total only for a transfer that runs or was cut short
+        line += f" [{bar(done / total, 20)}] {_fmt_bytes(done)}/{_fmt_bytes(total)}"
+    if bay.get("rate_bytes_per_s"):  # and a speed only while it runs
+        line += f" {_fmt_bytes(bay['rate_bytes_per_s'])}/s ETA {_fmt_eta(bay.get('eta_s') or 0)}"
     if bay.get("recording") is not None:
         line += f" rec #{bay['recording']}"
+    if bay.get("note"):
+        line += f"  ({bay['note']})"
     if bay.get("last_error"):
         line += f"  last error: {bay['last_error']}"
     return line

@@ -53,8 +53,12 @@ class Bay:
     session_done: int = 0
     session_total: int = 0
     started: float = field(default_factory=time.monotonic)
-    rate: float = 0.0
+    session_resumed: int = 0  #: bytes of this session's recordings already in the bucket when it began
+    resume_mark: int = 0  #: the same, for the recording being pulled now
+    moved: int = 0  #: bytes moved by this session (not the resumed ones it only reads again to check)
+    moving_since: float | None = None  #: when this session first moved a fresh byte (the rate's clock)
     last_error: str | None = None
+    note: str | None = None  #: why a bay stopped when that was no fault (an eject, a shutdown)
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     retry_at: float = 0.0
@@ -64,19 +68,31 @@ class Bay:
     last_progress: float = field(default_factory=time.monotonic)  #: when the session last moved forward
     given_up_at: float | None = None  #: when the daemon cancelled it for making no progress
 
+    def rate(self, now: float) -> float:
+        """Bytes per second this session moved; 0 until it moves a fresh byte and whenever it is not syncing."""
+        if self.state != "syncing" or self.moving_since is None or self.moved <= 0:
+            return 0.0
+        return self.moved / max(now - self.moving_since, 1e-3)
+
     def to_json(self) -> dict[str, Any]:
+        """What ``status`` shows. A bar only for a transfer that runs or was cut short (syncing, ejecting,
+        ejected, error); a speed and an ETA only while it runs, never a stale one."""
+        shown = self.state in ("syncing", "ejecting", "ejected", "error")
+        rate = self.rate(time.monotonic())
         remaining = max(self.session_total - self.session_done, 0)
         return {
             "address": f"{self.kind}:{self.address}",
             "camera": self.serial,
             "state": self.state,
             "recording": self.recording,
-            "bytes_done": self.session_done,
-            "bytes_total": self.session_total,
-            "rate_bytes_per_s": round(self.rate),
-            "eta_s": round(remaining / self.rate, 1) if self.rate > 0 else None,
+            "bytes_done": self.session_done if shown else 0,
+            "bytes_total": self.session_total if shown else 0,
+            "bytes_resumed": self.session_resumed if shown else 0,
+            "rate_bytes_per_s": round(rate),
+            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
             "verified": self.verified,
             "last_error": self.last_error,
+            "note": self.note,
         }
 
 
@@ -252,7 +268,8 @@ class Daemon:
         bay.sync_requested = False
         bay.cancel = threading.Event()
         bay.state = "syncing"
-        bay.session_done = bay.session_total = 0
+        bay.session_done = bay.session_total = bay.session_resumed = bay.resume_mark = bay.moved = 0
+        bay.moving_since, bay.note = None, None
         bay.started = bay.last_progress = time.monotonic()
         bay.given_up_at = None
         bay.thread = threading.Thread(target=self._session, args=(bay,), name=f"bay-{bay.address}", daemon=True)
@@ -279,7 +296,10 @@ class Daemon:
                 )
             self._finish(bay, report)
         except BodycamError as err:
-            self._fail(bay, str(err))
+            if bay.cancel.is_set() and bay.given_up_at is None:
+                self._stopped(bay, str(err))
+            else:
+                self._fail(bay, str(err))
         except Exception as err:
             LOG.exception("bay %s crashed", bay.address)
             self._fail(bay, f"internal error: {err}")
@@ -292,7 +312,11 @@ class Daemon:
             bay.serial = report.serial
             bay.verified += report.verified
             bay.recording = None
-            if report.errors:
+            if report.errors and bay.cancel.is_set() and bay.given_up_at is None:
+                self._stopped(bay, report.errors[-1])
+            elif report.errors:
+                for earlier in report.errors[:-1]:
+                    LOG.error("bay %s (camera %s): %s", bay.address, report.serial, earlier)
                 self._fail(bay, report.errors[-1])
             else:
                 bay.state = "synced"
@@ -306,14 +330,24 @@ class Daemon:
                 )
 
     def _fail(self, bay: Bay, message: str) -> None:
+        """A session that failed on its own: logged once, at ERROR, and retried after a back-off."""
         with self.lock:
             if bay.given_up_at is not None:
                 message = f"made no progress for {self.config.stall_timeout_s:g} s; given up ({message})"
-            bay.state = "error" if not bay.cancel.is_set() or bay.given_up_at is not None else "ejected"
+            bay.state = "error"
             bay.last_error = message
             bay.failures += 1  # back off: a camera that keeps failing must not flood the custody log
-            bay.retry_at = time.monotonic() + min(MAX_RETRY_S, RETRY_AFTER_S * 2 ** (bay.failures - 1))
-        LOG.warning("bay %s: %s", bay.address, message)
+            delay = min(MAX_RETRY_S, RETRY_AFTER_S * 2 ** (bay.failures - 1))
+            bay.retry_at = time.monotonic() + delay
+        LOG.error("bay %s (camera %s): %s; retrying in %.0f s", bay.address, bay.serial, message, delay)
+
+    def _stopped(self, bay: Bay, message: str) -> None:
+        """A session an operator stopped (eject, SIGTERM, Ctrl-C): not an error; it resumes at the next sync."""
+        with self.lock:
+            bay.state = "ejected" if bay.state in ("ejecting", "syncing") else bay.state
+            why = "shutdown" if self.stop.is_set() else "eject"
+            bay.note = f"stopped by {why} at {bay.session_done} of {bay.session_total} bytes; resumes at the next sync"
+        LOG.info("bay %s (camera %s): %s (%s)", bay.address, bay.serial, bay.note, message)
 
     def _progress(self, bay: Bay, kind: str, data: dict[str, Any]) -> None:
         with self.lock:
@@ -323,12 +357,18 @@ class Daemon:
             elif kind == "recording_start":
                 bay.recording = data["recording"]
                 bay.done, bay.total = 0, data["size"]
+                bay.resume_mark = int(data.get("resumed_bytes", 0))
+                bay.session_resumed += bay.resume_mark
             elif kind == "recording_bytes":
-                delta = data["done"] - bay.done
-                bay.done = data["done"]
-                bay.session_done += max(delta, 0)
-                elapsed = max(time.monotonic() - bay.started, 1e-3)
-                bay.rate = bay.session_done / elapsed
+                done = int(data["done"])
+                fresh = max(0, done - max(bay.done, bay.resume_mark))  # bytes read again to check are not moved
+                bay.session_done += max(done - bay.done, 0)
+                bay.done = done
+                if fresh:
+                    if bay.moving_since is None:
+                        bay.moving_since = bay.last_progress  # the chunk was on its way since the last event
+                    bay.moved += fresh
+                    bay.last_error = None  # the bay is moving again: an old error no longer describes it
             elif kind == "recording_done":
                 bay.recording = None
             bay.last_progress = time.monotonic()

@@ -176,7 +176,8 @@ class Agent:
             self._session(camera, report, emit, cancel)
         except BodycamError as err:
             report.errors.append(f"{camera.name}: {err}")
-            LOG.error("%s: %s", camera.name, err)
+            # the report carries it to the one who shows it (ingest prints it, the daemon logs it once)
+            LOG.debug("%s: %s", camera.name, err)
             try:
                 self.custody.error(err, camera=report.serial)
             except StorageError:
@@ -212,7 +213,8 @@ class Agent:
                 continue
             report.in_scope += 1
             todo.append((rec, decision, placement.offset_s))
-        emit("camera_listed", {"serial": ident.serial, "recordings": [(r.id, r.size) for r, _, _ in todo]})
+        pending = [(r.id, r.size) for r, _, _ in todo if not self._already_done(ident.serial, r)]
+        emit("camera_listed", {"serial": ident.serial, "recordings": pending})  # what is left to move, not all
         for rec, decision, offset in todo:
             if cancel is not None and cancel.is_set():
                 report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
@@ -221,7 +223,7 @@ class Agent:
                 state = self._ingest_recording(camera, rec, decision, offset, report, emit, cancel)
             except (IntegrityError, UploadError, ProtocolError) as err:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
-                LOG.error("camera %s recording %d: %s", ident.serial, rec.id, err)
+                LOG.debug("camera %s recording %d: %s", ident.serial, rec.id, err)
                 self.custody.error(err, camera=ident.serial, recording=rec.id)
                 if isinstance(err, UploadError):
                     break  # the bucket is unreachable: the rest would fail too
@@ -326,7 +328,8 @@ class Agent:
             key, upload_id = row["object_key"], row["upload_id"]
             encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
             existing = {}
-        emit("recording_start", {"serial": serial, "recording": rec.id, "size": rec.size})
+        resumed = _resumed_plaintext(existing, rec.size, encryptor.encrypted_size(rec.size))
+        emit("recording_start", {"serial": serial, "recording": rec.id, "size": rec.size, "resumed_bytes": resumed})
         part_size = part_size_for(encryptor.encrypted_size(rec.size), self.config.part_size)
 
         def progress(done: int) -> None:
@@ -425,6 +428,10 @@ class Agent:
                 "WHERE serial=? AND recording_id=? AND camera_sha256=?",
                 (reason[:500], utc_now(), serial, rec.id, rec.sha256.hex()),
             )
+
+    def _already_done(self, serial: str, rec: RecordingInfo) -> bool:
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        return row is not None and row["state"] in ("verified", "erased")
 
     def _row(self, serial: str, rid: int, sha: str) -> Any:
         rows = self.journal.query(
@@ -663,6 +670,20 @@ class Agent:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _resumed_plaintext(existing: dict[int, Part], size: int, encrypted_size: int) -> int:
+    """Roughly how many plaintext bytes the parts already in the bucket (1..k, contiguous) cover.
+
+    A resumed pull reads those bytes from the camera again only to check them; progress shows them
+    as done but does not count them in the rate (they were not moved now)."""
+    covered, number = 0, 1
+    while number in existing:
+        covered += existing[number].size
+        number += 1
+    if not covered or encrypted_size <= 0:
+        return 0
+    return min(size, size * covered // encrypted_size)
 
 
 def ingest_once(

@@ -41,6 +41,7 @@ class ProgressView:
         self._lock = threading.Lock()
         self._total = 0
         self._done_prior: dict[tuple[str, int], int] = {}
+        self._resumed: dict[tuple[str, int], int] = {}  # bytes already in the bucket: shown done, not in the rate
         self._current: dict[str, tuple[int, int, int]] = {}  # serial -> (recording, done, size)
         self._started = time.monotonic()
         self._last_draw = 0.0
@@ -49,6 +50,8 @@ class ProgressView:
         with self._lock:
             if kind == "camera_listed":
                 self._total += sum(size for _rid, size in data["recordings"])
+            elif kind == "recording_start":
+                self._resumed[(data["serial"], data["recording"])] = int(data.get("resumed_bytes", 0))
             elif kind == "recording_bytes":
                 self._current[data["serial"]] = (data["recording"], data["done"], data["size"])
                 self._done_prior[(data["serial"], data["recording"])] = data["done"]
@@ -66,12 +69,14 @@ class ProgressView:
             return
         self._last_draw = now
         done = sum(self._done_prior.values())
+        moved = sum(max(0, d - self._resumed.get(k, 0)) for k, d in self._done_prior.items())
         elapsed = max(now - self._started, 1e-6)
-        rate = done / elapsed
+        rate = moved / elapsed
         eta = (self._total - done) / rate if rate > 0 else 0
+        speed = f" {_fmt_bytes(rate)}/s ETA {_fmt_eta(eta)}" if rate > 0 else ""
         lines = [
-            f"overall [{bar(done / self._total if self._total else 0)}] {_fmt_bytes(done)}/{_fmt_bytes(self._total)} "
-            f"{_fmt_bytes(rate)}/s ETA {_fmt_eta(eta)}"
+            f"overall [{bar(done / self._total if self._total else 0)}] {_fmt_bytes(done)}/{_fmt_bytes(self._total)}"
+            + speed
         ]
         for serial, (rid, rdone, size) in sorted(self._current.items()):
             lines.append(
