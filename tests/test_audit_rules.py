@@ -139,3 +139,90 @@ def test_a_null_officer_id_goes_with_a_null_pseudonym(
         "officer_id is null" in findings[0]["message"]
         and doc["recordings"][0]["camera_serial"] in findings[0]["message"]
     )
+
+
+def test_the_signature_file_is_what_formats_md_says(local: Bucket) -> None:
+    """formats.md §6.1-6.2 alone are enough to check a real manifest.json.sig: parse the blob field by field,
+    build the signed preamble, and verify it with plain Ed25519 (no SSH library)."""
+    import base64
+    import struct
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    text = local.store.read(local.layout.key(1, "manifest.json.sig")).decode("ascii")
+    lines = text.split("\n")
+    assert (
+        lines[0] == "-----BEGIN SSH SIGNATURE-----" and lines[-2] == "-----END SSH SIGNATURE-----" and lines[-1] == ""
+    )
+    assert all(len(line) <= 70 for line in lines[1:-2])
+    blob = base64.b64decode("".join(lines[1:-2]), validate=True)
+
+    def strings(data: bytes) -> list[bytes]:
+        out = []
+        while data:
+            (n,) = struct.unpack(">I", data[:4])
+            out.append(data[4 : 4 + n])
+            data = data[4 + n :]
+        return out
+
+    assert blob[:6] == b"SSHSIG" and struct.unpack(">I", blob[6:10]) == (1,)
+    publickey, namespace, reserved, hash_algorithm, signature = strings(blob[10:])
+    key_type, raw_key = strings(publickey)
+    sig_type, raw_sig = strings(signature)
+    assert (key_type, sig_type, namespace, reserved, hash_algorithm) == (
+        b"ssh-ed25519",
+        b"ssh-ed25519",
+        b"bodycam-manifest",
+        b"",
+        b"sha512",
+    )
+    assert len(raw_key) == 32 and len(raw_sig) == 64
+    manifest = local.store.read(local.layout.key(1, "manifest.json"))
+    preamble = b"SSHSIG" + b"".join(
+        struct.pack(">I", len(f)) + f for f in (namespace, reserved, hash_algorithm, hashlib.sha512(manifest).digest())
+    )
+    Ed25519PublicKey.from_public_bytes(raw_key).verify(raw_sig, preamble)  # raises if the doc were wrong
+    signing_key = json.loads(manifest)["signing_key"].split()
+    assert base64.b64decode(signing_key[1]) == publickey and signing_key[0] == "ssh-ed25519"
+
+
+def test_a_manifest_failing_its_signature_still_takes_part_in_the_chain(local: Bucket) -> None:
+    """An altered manifest is named for its signature and for the break it makes in the chain."""
+    key, doc = _manifest(local, 1)
+    doc["previous_manifest_sha256"] = "0" * 64
+    local.store.write(key, canonical(doc))
+    rc, findings = local.findings()
+    assert rc == 1
+    assert {(f["problem"], f["batch"]) for f in findings} == {
+        ("signature_mismatch", local.layout.batches[1]),
+        ("batch_link", local.layout.batches[1]),
+    }, findings
+
+
+def test_the_batch_id_time_need_not_equal_opened(local: Bucket, pristine: tuple[Dock, Path, list[str]]) -> None:
+    """The batch id is a name: a genuine manifest whose ``opened`` is a second off its id verifies."""
+    _, doc = _manifest(local, 1)
+    opened = dt.datetime.fromisoformat(doc["opened"].replace("Z", "+00:00")) + dt.timedelta(seconds=1.5)
+    doc["opened"] = opened.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    _reseal(local, pristine[0], 1, doc)
+    assert local.findings() == (0, [])
+
+
+def test_reordered_and_removed_custody_entries_are_told_apart(local: Bucket) -> None:
+    """A pure reordering is only ``custody_order`` (on the entry that comes after a higher one); a removal
+    only ``custody_missing_entry`` (on the missing seq), as auditing.md's table says (either also changes
+    the segment's bytes: ``custody_altered``)."""
+    key = local.layout.key(0, "custody.jsonl")
+    lines = local.store.read(key).splitlines()
+    first = local.layout.custody_first[local.layout.batches[0]]
+    moved = [*lines[:2], lines[3], lines[2], *lines[4:]]
+    local.store.write(key, b"\n".join(moved) + b"\n")
+    rc, findings = local.findings()
+    entries = [(f["problem"], f["custody_seq"]) for f in findings if f["problem"] != "custody_altered"]
+    assert rc == 1 and entries == [("custody_order", first + 2)], findings  # (the segment's bytes changed too)
+    removed = [*lines[:4], *lines[5:]]
+    local.store.write(key, b"\n".join(removed) + b"\n")
+    rc, findings = local.findings()
+    problems = {(f["problem"], f["custody_seq"]) for f in findings}
+    assert rc == 1 and ("custody_missing_entry", first + 4) in problems
+    assert not any(p == "custody_order" for p, _ in problems), findings
