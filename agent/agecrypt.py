@@ -369,22 +369,30 @@ def is_post_quantum(recipient: str) -> bool:
     return recipient.strip().lower().startswith(_PQ_RECIPIENT_HRP + "1")
 
 
-def check_recipients(recipients: Sequence[str]) -> list[RecipientKey]:
+def check_recipients(recipients: Sequence[str], names: Sequence[str] | None = None) -> list[RecipientKey]:
     """Validate a file's recipient list: every key parses, and post-quantum keys are not mixed with X25519.
 
     A file encrypted to an ``age1pq1`` and an ``age1`` recipient is only as safe as X25519: a quantum
     computer unwraps the file key from the X25519 stanza. The spec says SHOULD NOT and age refuses it, so
-    do we. Returns the parsed keys; raises :class:`ConfigError`.
+    do we. ``names`` (the parties, in the same order) make the messages name who must change a key.
+    Returns the parsed keys; raises :class:`ConfigError`.
     """
     if isinstance(recipients, str):
         raise ConfigError("recipients must be a list of 'age1...' strings, not one string")
-    keys = [parse_recipient(text) for text in recipients]
-    hybrid = [r for r in recipients if is_post_quantum(r)]
-    if hybrid and len(hybrid) != len(recipients):
+    labels = list(names) if names is not None else [f"#{i + 1}" for i in range(len(recipients))]
+    keys = []
+    for label, text in zip(labels, recipients, strict=True):
+        try:
+            keys.append(parse_recipient(text))
+        except ConfigError as err:
+            raise ConfigError(f"recipient {label}: {err}") from None
+    hybrid = [label for label, key in zip(labels, keys, strict=True) if isinstance(key, HybridPublicKey)]
+    classic = [label for label, key in zip(labels, keys, strict=True) if not isinstance(key, HybridPublicKey)]
+    if hybrid and classic:
         raise ConfigError(
-            f"age recipients mix {len(hybrid)} post-quantum (age1pq1...) and {len(recipients) - len(hybrid)} "
-            "X25519 (age1...) keys: the X25519 stanza would expose the footage to a quantum computer; give every "
-            "party an age1pq1 key (age-keygen -pq) or none"
+            f"age recipients mix {len(hybrid)} post-quantum (age1pq1...: {', '.join(hybrid[:3])}) and "
+            f"{len(classic)} X25519 (age1...: {', '.join(classic[:3])}) keys: the X25519 stanza would expose the "
+            "footage to a quantum computer; give every party an age1pq1 key (age-keygen -pq) or none"
         )
     return keys
 

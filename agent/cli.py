@@ -629,7 +629,7 @@ def exercise_list(ctx: Context, as_json: bool) -> None:
 
 @cli.group()
 def recipients() -> None:
-    """Parties of the data-sharing agreement (age X25519 public keys)."""
+    """Parties of the data-sharing agreement (age public keys: X25519 or post-quantum)."""
 
 
 @recipients.command("add")
@@ -637,15 +637,23 @@ def recipients() -> None:
 @click.argument("age_pubkey")
 @pass_ctx
 def recipients_add(ctx: Context, name: str, age_pubkey: str) -> None:
-    """Add a recipient by its age public key; the dock never holds a recipient's private key."""
-    from .agecrypt import parse_recipient
+    """Add a recipient by its age public key (age1... or post-quantum age1pq1...); the dock never holds a
+    recipient's private key."""
+    from .agecrypt import check_recipients, parse_recipient
 
     parse_recipient(age_pubkey)
     if not name or len(name) > 64:
         raise ConfigError("recipient NAME must be 1-64 characters")
     with _agent_journal(ctx) as journal:
         journal.add_recipient(name, age_pubkey)
+        parties = {r.name: r.age for r in ctx.config.recipients}
+        for other, age in journal.recipients():
+            parties.setdefault(other, age)
     click.echo(f"added recipient {name}")
+    try:
+        check_recipients(list(parties.values()), list(parties))
+    except ConfigError as err:  # kept: replacing keys party by party passes through a mixed agreement
+        click.echo(f"bodycam-sync: warning: ingest refuses until this is fixed: {err}", err=True)
 
 
 @recipients.command("list")

@@ -8,6 +8,7 @@ which is what ``bodycam-sync demo`` uses. docs/configuration.md lists every key.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -17,12 +18,15 @@ from typing import Any
 from bodycam.drivers.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}|age1pq1[02-9ac-hj-np-z]{1952}")
+"""The shape of an age recipient (Bech32 alphabet, exact length); the key itself is checked where it is
+used (agecrypt.check_recipients, before a camera is touched), a layer this one may not import."""
 
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
     name: str
-    age: str  # age1... X25519 recipient
+    age: str  # age1... X25519 or age1pq1... ML-KEM hybrid recipient
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +193,11 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
             raise ConfigError(f"config key 'recipients[{i}]'{where} must be a table with name and age")
         name = _str(item, "name", where, prefix=f"recipients[{i}].")
         age = _str(item, "age", where, prefix=f"recipients[{i}].")
-        if not age.startswith("age1"):
-            raise ConfigError(f"config key 'recipients[{i}].age'{where} must be an age X25519 recipient (age1...)")
+        if _AGE_RECIPIENT.fullmatch(age.strip().lower()) is None:
+            raise ConfigError(
+                f"config key 'recipients[{i}].age'{where} must be an age recipient: age1... (X25519, 62 "
+                "characters) or age1pq1... (post-quantum, 1959 characters)"
+            )
         recipients.append(Recipient(name, age))
     cameras = _table(raw, "cameras", where)
     usbip = _str_list(cameras, "usbip", where, "cameras.")

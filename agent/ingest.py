@@ -21,7 +21,7 @@ from bodycam.drivers.messages import RecordingInfo
 from . import batch as batches
 from . import clocks
 from . import manifest as mf
-from .agecrypt import Encryptor
+from .agecrypt import Encryptor, check_recipients
 from .bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
 from .config import Config, Recipient
 from .custody import CustodyLog
@@ -112,8 +112,12 @@ class Agent:
         load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
 
     # -- configuration that must be complete before footage moves -----------------------------
-    def recipients(self) -> list[Recipient]:
-        found = {r.name: r for r in self.config.recipients}
+    def recipients(self, config: Config | None = None) -> list[Recipient]:
+        """The agreement's parties (config first, then the journal's), each key valid and all of one kind.
+
+        ``config`` defaults to the running one; a reload passes the fresh one to refuse it early.
+        """
+        found = {r.name: r for r in (config or self.config).recipients}
         for name, age in self.journal.recipients():
             found.setdefault(name, Recipient(name, age))
         if not found:
@@ -121,7 +125,9 @@ class Agent:
                 "no recipients configured: footage cannot be encrypted for anyone; add [[recipients]] to the "
                 "config or run 'bodycam-sync recipients add NAME AGE_PUBKEY'"
             )
-        return sorted(found.values(), key=lambda r: r.name)
+        parties = sorted(found.values(), key=lambda r: r.name)
+        check_recipients([r.age for r in parties], [r.name for r in parties])
+        return parties
 
     def dock_credentials(self) -> DockCredentials | None:
         """[dock_auth], read for each docking: a renewed certificate or a new revocation list copied to

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bodycam.agent.agecrypt import generate_identity
+from bodycam.agent.agecrypt import generate_hybrid_identity, generate_identity
 from bodycam.agent.config import Config, Recipient, load
 from bodycam.agent.ingest import Agent
 from bodycam.agent.journal import Journal
@@ -90,11 +90,14 @@ class Dock:
         return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
 
 
-def make_dock(root: Path, bucket_url: str, endpoint_url: str | None = None, *, erase: bool = False) -> Dock:
+def make_dock(
+    root: Path, bucket_url: str, endpoint_url: str | None = None, *, erase: bool = False, post_quantum: bool = False
+) -> Dock:
+    """A dock whose one party holds an X25519 key, or an ML-KEM hybrid (age1pq1) one with ``post_quantum``."""
     root.mkdir(parents=True, exist_ok=True)
     keys = root / "keys"
     keys.mkdir(mode=0o700)
-    identity, recipient = generate_identity()
+    identity, recipient = generate_hybrid_identity() if post_quantum else generate_identity()
     identity_path = keys / "party.agekey"
     identity_path.write_text(identity + "\n")
     pub = generate_key(keys / "dock_ed25519", DOCK_ID)
