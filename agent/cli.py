@@ -378,6 +378,40 @@ def authority_revoke(dock_ids: tuple[str, ...], key_path: Path, list_path: Path,
         click.echo(f"{list_path}: sequence {signed.sequence}, revoked: {', '.join(signed.revoked)}")
 
 
+@cli.group()
+def dock() -> None:
+    """This dock's identity in the evidence: its dock_id and bucket."""
+
+
+@dock.command("handover")
+@click.option("--dock-id", "dock_id", default=None, help="The new dock_id (already set in the config).")
+@click.option("--bucket", "bucket_url", default=None, help="The new bucket.url (already set in the config).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def dock_handover(ctx: Context, dock_id: str | None, bucket_url: str | None, as_json: bool) -> None:
+    """Continue this journal's custody chain under the config's new dock_id and/or bucket.url.
+
+    Seals a batch under the old identity whose custody records the handover (in the new bucket too),
+    which verify follows; any other change of dock_id or bucket.url is refused."""
+    from .handover import handover
+
+    done = handover(ctx.config, dock_id=dock_id, bucket_url=bucket_url)
+    if as_json:
+        emit_json(done.to_json())
+        return
+    before, after = done.before, done.after
+    click.echo(
+        f"dock {before.dock_id} at {before.bucket_url} handed over to dock {after.dock_id} at {after.bucket_url} "
+        f"(custody entry sealed in batch {done.batch_id})"
+    )
+    if after.dock_id != before.dock_id:
+        from .sshsig import allowed_signers_line, load_private_key
+
+        line = allowed_signers_line(after.dock_id, load_private_key(ctx.config.key_path).public_key())
+        click.echo(f"# add this line to the auditors' allowed_signers (the dock signs as {after.dock_id} now):")
+        click.echo(line)
+
+
 @cli.command()
 @click.argument("serial", shell_complete=complete_serial)
 @click.option(
@@ -1019,11 +1053,13 @@ def _iso(ts: float) -> str:
 
 @contextlib.contextmanager
 def _agent_journal(ctx: Context) -> Iterator[Any]:
+    from .handover import check_identity
     from .journal import Journal
 
     cfg = ctx.config
     journal = Journal(cfg.journal_path)
     try:
+        check_identity(journal, cfg)
         yield journal
     finally:
         journal.close()

@@ -45,6 +45,7 @@ EVENTS = frozenset(
         "revocations_sent",
         "dock_proven",
         "camera_unprotected",
+        "dock_handover",
     }
 )
 

@@ -56,6 +56,8 @@ class CustodyCheck:
         self._seen: dict[int, bytes] = {}  # seq -> its line's digest + the digest its prev names
         self._copies: dict[int, int] = {}  # seq -> how many times it appears, only when more than once
         self._highest: int | None = None
+        #: the segment's dock_handover entry (docs/formats.md "Dock handover"), as short strings only
+        self.handover: dict[str, str] | None = None
 
     def feed(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
@@ -113,6 +115,12 @@ class CustodyCheck:
                 (seq, "custody_order", f"custody entry {seq} comes after entry {self._highest}: entries were reordered")
             )
         self._highest = seq if self._highest is None else max(self._highest, seq)
+        if entry.get("event") == "dock_handover" and self.handover is None:
+            self.handover = {
+                k: v
+                for k in ("to_dock", "from_bucket", "to_bucket")
+                if isinstance(v := entry.get(k), str) and len(v) <= 1024
+            }
         if seq in self._seen:
             self._copies[seq] = self._copies.get(seq, 1) + 1
         else:

@@ -95,9 +95,17 @@ class IngestReport:
 class Agent:
     """Everything a docking session needs, built once from the config (the library behind the CLI and daemon)."""
 
-    def __init__(self, config: Config, *, bucket: Bucket | None = None) -> None:
+    def __init__(self, config: Config, *, bucket: Bucket | None = None, check: bool = True) -> None:
         self.config = config
         self.journal = Journal(config.journal_path)
+        if check:  # dock_id and bucket.url change only through 'dock handover' (agent/handover.py)
+            from .handover import check_identity
+
+            try:
+                check_identity(self.journal, config)
+            except BaseException:
+                self.journal.close()
+                raise
         self.custody = CustodyLog(self.journal, config.dock_id)
         self.bucket = bucket or open_bucket(
             config.bucket_url, config.bucket_endpoint_url, retention_days=config.retention_days

@@ -204,9 +204,12 @@ class BatchResult:
     cosign_error: str | None = field(default=None, repr=False)
     sealed_at: dt.datetime | None = field(default=None, repr=False)
     personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
+    handover: dict[str, str] | None = field(default=None, repr=False)  # its custody's dock_handover entry
 
 
-_UNREPORTED = frozenset({"chain", "rows", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal"})
+_UNREPORTED = frozenset(
+    {"chain", "rows", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal", "handover"}
+)
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,7 @@ class Verifier:
         self._retained = 0  # bytes (estimated) of what is kept for the whole run: batch summaries, findings
         self._untold: Counter[str] = Counter()  # findings past the retained budget, by problem
         self._report_rows = 0
+        self._handed_over: dict[str, BatchResult] = {}  # new dock id -> the batch that handed over to it
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -359,6 +363,7 @@ class Verifier:
         if not self.report.objects_seen:
             url = getattr(self.bucket, "url", "the bucket")
             self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
+        self._handed_over = _handovers(docks)
         for dock, results in sorted(docks.items()):
             self._chain(dock, results)
             self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
@@ -634,6 +639,7 @@ class Verifier:
             self._find("custody_altered", f"{key} does not hash to the value its manifest signs", **where)
         problems = check.finish()
         result.custody_entries = check.lines
+        result.handover = check.handover
         for seq, problem, message in problems:
             self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
 
@@ -738,7 +744,8 @@ class Verifier:
     def _chain(self, dock: str, results: list[BatchResult]) -> None:
         """The dock's batches in sequence: no gap, no fork, each linking to the one before."""
         ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
-        previous: BatchResult | None = None
+        # a dock renamed by 'dock handover' continues the chain of the batch that recorded the handover
+        previous: BatchResult | None = self._handed_over.get(dock)
         for r in ordered:
             doc = r.chain
             custody = _custody_info(doc)
@@ -752,8 +759,10 @@ class Verifier:
                 )
                 continue
             expected = (previous.seq or 0) + 1 if previous is not None else 1
-            if r.seq != expected:
+            if r.seq != expected and not (previous is None and _opens_bucket(r)):
                 self._missing(dock, previous, r, expected)
+            elif r.seq != expected:
+                pass  # the chain moved here from another bucket: its earlier batches are audited there
             elif previous is not None:
                 self._link(previous, r, where)
             else:  # the dock's first batch
@@ -930,6 +939,22 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, str) and len(value) <= 256:
         return value
     return _Invalid()
+
+
+def _handovers(docks: dict[str, list[BatchResult]]) -> dict[str, BatchResult]:
+    """New dock id -> the validly signed batch whose custody hands its dock over to it."""
+    out: dict[str, BatchResult] = {}
+    for results in docks.values():
+        for b in results:
+            to_dock = (b.handover or {}).get("to_dock")
+            if to_dock is not None and b.signature_ok and to_dock != b.dock:
+                out[to_dock] = b
+    return out
+
+
+def _opens_bucket(r: BatchResult) -> bool:
+    """A batch that moved the dock to this bucket (a copy of it is here): the chain starts there."""
+    return r.signature_ok and "to_bucket" in (r.handover or {})
 
 
 def _chain_fields(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""Issue 8 item 8: changing the dock's identity does not silently break the audit trail.
+
+Through the CLI, with virtual cameras over USB/IP and local buckets: a renamed ``dock_id`` or a new
+``bucket.url`` is refused with the command that makes the change; ``dock handover`` records it in
+custody, and ``verify`` then follows the chain across the rename and into the new bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .sims import SimProcess
+
+SIZE = str(256 * 1024)
+
+
+def set_config(dock: Dock, key: str, value: str) -> None:
+    text = dock.config_path.read_text()
+    new, count = re.subn(rf'(?m)^{key} = ".*"$', f'{key} = "{value}"', text)
+    assert count == 1, key
+    dock.config_path.write_text(new)
+
+
+def ingest_one(dock: Dock, serial: str, tmp_path: Path, win: tuple[float, float]) -> dict[str, object]:
+    dock.enroll(serial)
+    dock.exercise(f"EX-{serial}", win, serial)
+    args = ("--recordings", "2", "--training", "1", "--size", SIZE, "--exercise", iso_window(win))
+    with SimProcess("usbip", serial, *args, truth_dir=tmp_path) as sim:
+        code, report = dock.ingest_json(sim.address)
+    assert code == 0, report
+    return report
+
+
+def verify(dock: Dock, bucket_url: str) -> dict[str, object]:
+    proc = dock.cli("verify", "--bucket", bucket_url, "--allowed-signers", str(dock.allowed_signers),
+                    "--identity", str(dock.identity_path), "--json")  # fmt: skip
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0, doc["findings"]
+    return dict(doc)
+
+
+def test_a_renamed_dock_is_refused_until_handed_over_and_verify_follows_the_chain(tmp_path: Path) -> None:
+    win = window()
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    ingest_one(dock, "CAM-H1", tmp_path, win)
+
+    set_config(dock, "dock_id", "dock-renamed")
+    refused = dock.cli("ingest", "--once", "--usbip", "127.0.0.1:9")
+    assert refused.returncode == 2, refused.stderr
+    (line,) = refused.stderr.splitlines()
+    assert "bodycam-sync dock handover --dock-id dock-renamed" in line and DOCK_ID in line, line
+    assert dock.cli("exercise", "list").returncode == 2  # every command that writes the journal refuses
+
+    mismatch = dock.cli("dock", "handover", "--dock-id", "dock-other")
+    assert mismatch.returncode == 2 and 'set dock_id = "dock-other"' in mismatch.stderr, mismatch.stderr
+    done = dock.cli("dock", "handover", "--dock-id", "dock-renamed")
+    assert done.returncode == 0, done.stderr
+    signer_line = done.stdout.strip().splitlines()[-1]
+    assert signer_line.startswith("dock-renamed ssh-ed25519 "), done.stdout
+    with dock.allowed_signers.open("a") as f:  # what the auditor does with the printed line
+        f.write(signer_line + "\n")
+
+    ingest_one(dock, "CAM-H2", tmp_path, win)
+    doc = verify(dock, dock.bucket_url)
+    by_dock = {(b["dock"], b["seq"]) for b in doc["batches"]}  # type: ignore[attr-defined]
+    assert {d for d, _ in by_dock} == {DOCK_ID, "dock-renamed"}, by_dock
+    assert max(s for d, s in by_dock if d == DOCK_ID) + 1 == min(s for d, s in by_dock if d == "dock-renamed")
+    custody = b"".join(p.read_bytes() for p in (tmp_path / "bucket" / DOCK_ID).rglob("custody.jsonl"))
+    assert b'"event":"dock_handover"' in custody and b'"to_dock":"dock-renamed"' in custody
+
+    # the handover batch is evidence too: without it the renamed dock's chain has nothing to continue
+    (handover_batch,) = [
+        p.parent for p in (tmp_path / "bucket" / DOCK_ID).rglob("custody.jsonl") if b"dock_handover" in p.read_bytes()
+    ]
+    for path in handover_batch.iterdir():
+        path.unlink()
+    proc = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers), "--json")
+    problems = {f["problem"] for f in json.loads(proc.stdout)["findings"]}
+    assert proc.returncode == 1 and "batch_missing" in problems, problems
+
+
+def test_a_new_bucket_is_refused_until_handed_over_and_both_buckets_verify(tmp_path: Path) -> None:
+    win = window()
+    old_url, new_url = (tmp_path / "bucket-a").as_uri(), (tmp_path / "bucket-b").as_uri()
+    dock = make_dock(tmp_path / "dock", old_url)
+    ingest_one(dock, "CAM-B1", tmp_path, win)
+
+    set_config(dock, "url", new_url)
+    refused = dock.cli("ingest", "--once", "--usbip", "127.0.0.1:9")
+    assert refused.returncode == 2, refused.stderr
+    assert f"bodycam-sync dock handover --bucket {new_url}" in refused.stderr, refused.stderr
+
+    done = dock.cli("dock", "handover", "--bucket", new_url)
+    assert done.returncode == 0, done.stderr
+    report = ingest_one(dock, "CAM-B2", tmp_path, win)
+    assert report["cameras"][0]["verified"] == 1  # type: ignore[index]  # uploaded, not "already done"
+
+    old, new = verify(dock, old_url), verify(dock, new_url)
+    assert len(old["batches"]) == 2 and len(new["batches"]) == 2, (old["batches"], new["batches"])  # type: ignore[arg-type]
+    assert list((tmp_path / "bucket-b").rglob("CAM-B2")) and not list((tmp_path / "bucket-a").rglob("CAM-B2"))
