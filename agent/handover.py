@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,14 +132,17 @@ def handover(config: Config, *, dock_id: str | None, bucket_url: str | None) -> 
     )
     try:
         old.check_ready()
-        old.seal_and_publish()  # what the old identity has recorded, under it
+        # a handover does not wait for the custody-only schedule: seal now what the old identity
+        # recorded, then the handover entry alone (seal_and_publish seals custody that is "due")
+        due = time.time() + config.custody_only_interval_s + 1
+        old.seal_and_publish(now=due)
         CustodyLog(old.journal, before.dock_id).append(
             "dock_handover",
             to_dock=after.dock_id if after.dock_id != before.dock_id else None,
             from_bucket=before.bucket_url if after.bucket_url != before.bucket_url else None,
             to_bucket=after.bucket_url if after.bucket_url != before.bucket_url else None,
         )
-        batch_id = old.seal_and_publish()
+        batch_id = old.seal_and_publish(now=due)
         if batch_id is None:
             raise ConfigError("the handover entry could not be sealed (an upload is in flight); run it again")
         if after.bucket_url != before.bucket_url:
