@@ -43,6 +43,8 @@ LOG = logging.getLogger(__name__)
 #: commands that may be sent again after a damaged or lost answer without changing the outcome
 IDEMPOTENT = frozenset(
     {Command.HELLO, Command.IDENTIFY, Command.CLOCK_GET, Command.STATUS, Command.LIST, Command.READ, Command.FW_CHUNK}
+    # revision 2: a repeated DOCK_CHALLENGE only draws a newer challenge; an older revocation list changes nothing
+    | {Command.DOCK_CHALLENGE, Command.REVOCATIONS}
 )
 #: the smallest HELLO ``max_frame`` a camera may announce: the dock's largest request, a full FW_CHUNK
 MIN_CAMERA_FRAME = OVERHEAD + 8 + m.MAX_FIRMWARE_CHUNK
