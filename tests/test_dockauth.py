@@ -392,6 +392,10 @@ def test_authority_cli_certifies_a_dock_that_pairs_and_ingests_and_a_dock_withou
         proc = rogue.cli("ingest", "--once", "--usbip", sims[0].address)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "refuses a host without a dock certificate: configure [dock_auth]" in proc.stderr
+        synced = d.cli("clock", "sync", "--serial-port", sims[1].address)  # CLOCK_SET needs the proof too
+        assert synced.returncode == 0 and "CAM-P2" in synced.stdout, synced.stderr
+        refused = rogue.cli("clock", "sync", "--serial-port", sims[1].address)
+        assert refused.returncode == 1 and "configure [dock_auth]" in refused.stderr, refused.stderr
     finally:
         for s in sims:
             s.stop()

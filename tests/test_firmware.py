@@ -361,3 +361,26 @@ def test_signature_line_is_base64_of_the_camera_signature(tmp_path: Path) -> Non
     image = fw.load_image(build(tmp_path))
     line = image.path.read_bytes().split(b"\n")[2]
     assert base64.b64decode(line) == image.signature
+
+
+def test_a_paired_camera_takes_firmware_only_from_a_dock_of_its_force(tmp_path: Path, journal: Journal) -> None:
+    """FW_BEGIN/CHUNK/COMMIT need the dock proof on a paired camera (issue 9); install proves the dock first."""
+    from .test_dockauth import Force, dock
+
+    image = verified(build(tmp_path))
+    custody = CustodyLog(journal, "dock-test")
+    force = Force()
+    creds = force.dock("dock-test")
+    with serve("usbip", spec("CAM-FWP")) as sim:
+        journal.enroll("CAM-FWP", sim.enrolled_key)
+        dock(sim, creds)[0].close()  # the first docking paired it
+        with sim.connect() as cam:
+            cam.open()
+            with pytest.raises(AuthenticationError, match="configure \\[dock_auth\\]"):
+                fw.install(cam, image, journal, custody)  # a host without a dock certificate
+        assert sim.camera.firmware.pending_meta is None and sim.camera.firmware.active_version == "1.4.0"
+        with sim.connect() as cam:
+            cam.open()
+            assert fw.install(cam, image, journal, custody, credentials=creds).status == "installed"
+    assert sim.camera.firmware.active_version == "1.5.0"
+    assert "dock_proven" in [e["event"] for e in custody_events(journal)]
