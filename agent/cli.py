@@ -645,11 +645,19 @@ def exercise_add(ctx: Context, exercise_id: str, start: str, end: str, cameras: 
 @pass_ctx
 def exercise_list(ctx: Context, as_json: bool) -> None:
     """Registered exercises."""
-    from .policy import list_exercises
+    from .policy import Caught, caught_by_exercise, list_exercises
 
     with _agent_journal(ctx) as journal:
-        items = [
-            {"id": e.id, "site": e.site, "start": _iso(e.start), "end": _iso(e.end), "cameras": sorted(e.cameras)}
+        caught = caught_by_exercise(journal)
+        items: list[dict[str, Any]] = [
+            {
+                "id": e.id,
+                "site": e.site,
+                "start": _iso(e.start),
+                "end": _iso(e.end),
+                "cameras": sorted(e.cameras),
+                "caught": caught.get(e.id, Caught()).to_json(),
+            }
             for e in list_exercises(journal)
         ]
     if as_json:
@@ -658,7 +666,64 @@ def exercise_list(ctx: Context, as_json: bool) -> None:
     if not items:
         click.echo("no exercises registered")
     for item in items:
-        click.echo(f"{item['id']}  {item['start']} .. {item['end']}  cameras: {', '.join(item['cameras'])}")
+        got = item["caught"]
+        click.echo(
+            f"{item['id']}  {item['start']} .. {item['end']}  cameras: {', '.join(item['cameras'])}  "
+            f"caught {got['recordings']} recordings ({_size(got['bytes'])}): {got['verified']} verified, "
+            f"{got['in_progress']} in progress"
+        )
+
+
+@exercise.command("amend")
+@click.argument("exercise_id", shell_complete=complete_exercise)
+@click.option("--start", default=None, help="New start, ISO 8601 with time zone.")
+@click.option("--end", default=None, help="New end, ISO 8601 with time zone.")
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    help="Allocated camera serial, repeatable: replaces the exercise's cameras.",
+    shell_complete=complete_serial,
+)
+@click.option("--site", default=None, help="New site (free text; kept on the dock and only in the encrypted sidecar).")
+@pass_ctx
+def exercise_amend(
+    ctx: Context, exercise_id: str, start: str | None, end: str | None, cameras: tuple[str, ...], site: str | None
+) -> None:
+    """Correct a registered exercise's window, cameras or site (custody entry exercise_amended).
+
+    Footage already decided stays as decided; the next docking decides the rest with the new window."""
+    from .custody import CustodyLog
+    from .policy import Exercise, amend_exercise, find_exercise, parse_time
+
+    if start is None and end is None and not cameras and site is None:
+        raise click.UsageError("nothing to amend: give --start, --end, --camera or --site")
+    with _agent_journal(ctx) as journal:
+        old = find_exercise(journal, exercise_id)
+        new = Exercise(
+            old.id,
+            old.site if site is None else site,
+            old.start if start is None else parse_time(start, "--start"),
+            old.end if end is None else parse_time(end, "--end"),
+            frozenset(cameras) if cameras else old.cameras,
+        )
+        amend_exercise(journal, CustodyLog(journal, ctx.config.dock_id), new)
+    click.echo(
+        f"amended exercise {exercise_id}: {_iso(new.start)} .. {_iso(new.end)}, cameras: {', '.join(sorted(new.cameras))}"
+    )
+
+
+@exercise.command("remove")
+@click.argument("exercise_id", shell_complete=complete_exercise)
+@pass_ctx
+def exercise_remove(ctx: Context, exercise_id: str) -> None:
+    """Unregister an exercise (custody entry exercise_removed); refused once footage has left under it."""
+    from .custody import CustodyLog
+    from .policy import remove_exercise
+
+    with _agent_journal(ctx) as journal:
+        remove_exercise(journal, CustodyLog(journal, ctx.config.dock_id), exercise_id)
+    click.echo(f"removed exercise {exercise_id}")
 
 
 @cli.group()
@@ -743,6 +808,9 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
                 f"{cam.serial}: {cam.recordings} recordings, {cam.in_scope} in scope, "
                 f"{cam.verified} uploaded and verified, {cam.already_done} already done, {cam.erased} erased"
             )
+            stayed = stayed_text(cam.stayed_json())
+            if stayed:
+                click.echo(f"  {stayed}")
             for err in cam.errors:
                 click.echo(f"  error: {err}", err=True)
         for err in report.errors:
@@ -931,6 +999,38 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo(f"bucket {bucket.get('url')}: {reachable}; uploads in progress: {reply['queue']['uploads_in_progress']}")
     for bay in reply.get("bays", []):
         click.echo(_bay_line(bay))
+        stayed = stayed_text(bay)
+        if stayed:
+            click.echo(f"  {stayed}")
+
+
+#: how each reason code reads on the dock's terminal
+STAYED_WORDS = {
+    "operational": "tagged operational",
+    "no_exercise": "no exercise for this camera",
+    "outside_window": "outside every window",
+    "clock_unplaceable": "clock not placeable",
+}
+
+
+def stayed_text(doc: dict[str, Any]) -> str | None:
+    """``stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-1: 14 min outside,
+    ends after it closes)`` from a camera's ``out_of_scope_reasons`` and ``nearest_window``; None if none stayed."""
+    from .policy import Miss
+
+    reasons = doc.get("out_of_scope_reasons") or {}
+    parts = []
+    for code, words in STAYED_WORDS.items():
+        count = int(reasons.get(code, 0))
+        if not count:
+            continue
+        text = f"{count} {words}"
+        near = doc.get("nearest_window")
+        if code == "outside_window" and near:
+            text += f" ({Miss(near['exercise'], float(near['off_by_s']), near['side']).describe()})"
+        parts.append(text)
+    parts += [f"{n} {code}" for code, n in sorted(reasons.items()) if code not in STAYED_WORDS and n]
+    return "stayed on the dock: " + ", ".join(parts) if parts else None
 
 
 def _bay_line(bay: dict[str, Any]) -> str:
@@ -954,11 +1054,52 @@ def _bay_line(bay: dict[str, Any]) -> str:
 
 @cli.command()
 @click.option("--camera", "serial", required=True, shell_complete=complete_serial)
+@click.option("--wait", is_flag=True, help="Wait for the sync to end; show what moved and why footage stayed.")
+@click.option("--timeout", type=click.FloatRange(1, 86400), default=3600, show_default=True, help="With --wait, s.")
+@click.option("--json", "as_json", is_flag=True, help="With --wait: the bay as JSON (as 'status --json' has it).")
 @pass_ctx
-def sync(ctx: Context, serial: str) -> None:
-    """Ask the daemon to sync a docked camera now."""
+def sync(ctx: Context, serial: str, wait: bool, timeout: float, as_json: bool) -> None:
+    """Ask the daemon to sync a docked camera now.
+
+    With --wait, wait until that sync ends, then show the bay and how many recordings stayed on the
+    dock for each reason; exit 1 if the sync failed."""
+    if as_json and not wait:
+        raise click.UsageError("--json needs --wait (without it, sync only asks the daemon)")
+    before = _bay_of(ctx, serial) if wait else None
     _control(ctx, {"cmd": "sync", "camera": serial})
-    click.echo(f"sync of {serial} requested")
+    if not wait:
+        click.echo(f"sync of {serial} requested")
+        return
+    bay = _wait_for_sync(ctx, serial, int((before or {}).get("sessions", 0)), timeout)
+    if as_json:
+        emit_json(bay)
+    else:
+        click.echo(_bay_line(bay))
+        click.echo(f"  {stayed_text(bay) or 'stayed on the dock: nothing'}")
+    if bay.get("state") == "error":
+        sys.exit(1)
+
+
+def _bay_of(ctx: Context, serial: str) -> dict[str, Any] | None:
+    found = [b for b in _control(ctx, {"cmd": "status"}).get("bays", []) if b.get("camera") == serial]
+    return found[0] if found else None
+
+
+def _wait_for_sync(ctx: Context, serial: str, sessions_before: int, timeout: float) -> dict[str, Any]:
+    """Poll the daemon until a session started after the request has ended on ``serial``'s bay."""
+    import time
+
+    from bodycam.drivers.errors import ServiceError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bay = _bay_of(ctx, serial)
+        if bay is None:
+            raise ServiceError(f"camera {serial} was undocked before its sync ended")
+        if int(bay.get("sessions", 0)) > sessions_before and bay.get("state") not in ("syncing", "ejecting"):
+            return bay
+        time.sleep(0.2)
+    raise ServiceError(f"the sync of {serial} did not end within {timeout:g} s; see 'bodycam-sync status'")
 
 
 @cli.command()

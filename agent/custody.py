@@ -46,6 +46,8 @@ EVENTS = frozenset(
         "dock_proven",
         "camera_unprotected",
         "dock_handover",
+        "exercise_amended",
+        "exercise_removed",
     }
 )
 

@@ -59,6 +59,8 @@ class Bay:
     moving_since: float | None = None  #: when this session first moved a fresh byte (the rate's clock)
     last_error: str | None = None
     note: str | None = None  #: why a bay stopped when that was no fault (an eject, a shutdown)
+    sessions: int = 0  #: sessions started on this bay (``sync --wait`` waits for the next one to end)
+    stayed: dict[str, Any] = field(default_factory=dict)  #: why footage stayed, from the last session
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     retry_at: float = 0.0
@@ -93,6 +95,9 @@ class Bay:
             "verified": self.verified,
             "last_error": self.last_error,
             "note": self.note,
+            "sessions": self.sessions,
+            "out_of_scope_reasons": self.stayed.get("out_of_scope_reasons", {}),
+            "nearest_window": self.stayed.get("nearest_window"),
         }
 
 
@@ -268,6 +273,7 @@ class Daemon:
 
     def _start(self, bay: Bay) -> None:
         bay.sync_requested = False
+        bay.sessions += 1
         bay.cancel = threading.Event()
         bay.state = "syncing"
         bay.session_done = bay.session_total = bay.session_resumed = bay.resume_mark = bay.moved = 0
@@ -314,6 +320,8 @@ class Daemon:
             bay.serial = report.serial
             bay.verified += report.verified
             bay.recording = None
+            if report.recordings or not report.errors:  # one that failed before listing says nothing of it
+                bay.stayed = report.stayed_json()
             if report.errors and bay.cancel.is_set() and bay.given_up_at is None:
                 self._stopped(bay, report.errors[-1])
             elif report.errors:

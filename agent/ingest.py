@@ -27,7 +27,7 @@ from .config import Config, Recipient
 from .custody import CustodyLog
 from .dockauth import DockCredentials, load_credentials, secure_link
 from .journal import Journal, utc_now
-from .policy import ScopeDecision, decide, list_exercises
+from .policy import STAY_REASONS, Miss, ScopeDecision, decide, list_exercises
 from .pull import part_size_for, pull
 from .sshsig import load_private_key
 
@@ -53,10 +53,28 @@ class CameraReport:
     erased: int = 0
     bytes_read: int = 0
     errors: list[str] = field(default_factory=list)
+    #: why footage stayed: reason code (policy.STAY_REASONS) -> recordings; dock-side only
+    stayed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAY_REASONS, 0))
+    #: of the recordings outside every window, the one that missed its nearest window by least
+    nearest: Miss | None = None
 
     @property
     def complete(self) -> bool:
         return not self.errors and self.verified + self.already_done == self.in_scope
+
+    def note_stayed(self, decision: ScopeDecision) -> None:
+        self.out_of_scope += 1
+        self.stayed[decision.code] = self.stayed.get(decision.code, 0) + 1
+        miss = decision.nearest
+        if miss is not None and (self.nearest is None or miss.off_by_s < self.nearest.off_by_s):
+            self.nearest = miss
+
+    def stayed_json(self) -> dict[str, Any]:
+        """``out_of_scope_reasons`` and ``nearest_window`` as ingest, sync and status show them."""
+        return {
+            "out_of_scope_reasons": dict(self.stayed),
+            "nearest_window": self.nearest.to_json() if self.nearest is not None else None,
+        }
 
 
 @dataclass
@@ -86,6 +104,7 @@ class IngestReport:
                     "erased": c.erased,
                     "bytes_read": c.bytes_read,
                     "errors": c.errors,
+                    **c.stayed_json(),
                 }
                 for c in self.cameras
             ],
@@ -222,7 +241,7 @@ class Agent:
             placement = placements[rec.id]
             decision = decide(rec, ident.serial, placement, exercises)
             if not decision.in_scope or placement.offset_s is None:
-                report.out_of_scope += 1
+                report.note_stayed(decision)
                 self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0)
                 continue
             report.in_scope += 1
@@ -268,7 +287,7 @@ class Agent:
                     )
                     self.custody.append_in(
                         db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size,
-                        reason=decision.reason,
+                        reason=decision.reason, code=decision.code,
                     )  # fmt: skip
                 return
             db.execute(
@@ -290,8 +309,9 @@ class Agent:
                 ),
             )
             self.custody.append_in(
-                db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size, reason=decision.reason
-            )
+                db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size, reason=decision.reason,
+                code=decision.code,
+            )  # fmt: skip
 
     def _ingest_recording(
         self,

@@ -106,7 +106,7 @@ def test_exercise_register_round_trip(tmp_path: Path) -> None:
     listed = json.loads(run("--config", str(dock.config_path), "exercise", "list", "--json").stdout)
     assert listed["exercises"] == [
         {"id": "EX-7", "site": "Range 2", "start": "2026-11-24T09:00:00Z", "end": "2026-11-24T12:00:00Z",
-         "cameras": ["CAM-1", "CAM-2"]}
+         "cameras": ["CAM-1", "CAM-2"], "caught": {"recordings": 0, "bytes": 0, "verified": 0, "in_progress": 0}}
     ]  # fmt: skip
     dup = run("--config", str(dock.config_path), "exercise", "add", "EX-7", "--start", "2026-11-24T09:00:00Z",
               "--end", "2026-11-24T12:00:00Z", "--camera", "CAM-1")  # fmt: skip
