@@ -2,7 +2,8 @@
 # Set up, lint, type-check and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh age openssh-client systemd restic jq udev man-db chromium poppler-utils
+bash scripts/setup.sh age openssh-client systemd restic jq udev man-db chromium poppler-utils golang-go \
+  golang-golang-x-mod-dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/typecheck.sh

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = [
     "agecrypt", "batch", "bucket", "clocks", "config", "custody", "ingest", "inventory", "journal", "manifest",
-    "policy", "pull", "sshsig", "verify", "custodycheck", "firmware", "keys", "report", "throttle",
+    "policy", "pull", "sshsig", "verify", "custodycheck", "firmware", "keys", "report", "throttle", "tlog", "note",
 ]  # fmt: skip
 
 

@@ -1,0 +1,276 @@
+// Command tlogcheck is the independent verifier of the dock's transparency log in the tests: Go's
+// golang.org/x/mod/sumdb/{note,tlog} check what agent/note.py and agent/tlog.py wrote.
+//
+// It reads one JSON request on stdin and prints one line per check, "<what> OK" or "<what> FAIL: <error>",
+// exiting 1 when any check failed:
+//
+//	{"vkey": "<name>+<hash>+<key>", "checkpoint": "<file>", "origin": "<origin>", "tiles": "<dir>",
+//	 "all_tiles": true, "entries": true,
+//	 "records": [{"index": 5, "leaf": "<b64 leaf hash>" | "entry": "<b64 entry>", "proof": ["<b64>", ...]}],
+//	 "trees": [{"size": 3, "root": "<b64>", "proof": ["<b64>", ...]}]}
+//
+// Tiles are read from "<dir>/tile/<L>/<N>[.p/<W>]" and "<dir>/tile/entries/<N>[.p/<W>]" (C2SP
+// tlog-tiles paths, which omit the height that Go's own tile paths carry). A record without "proof" is
+// proved by Go from the tiles (tlog.ProveRecord) before tlog.CheckRecord.
+package main
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+type record struct {
+	Index int64    `json:"index"`
+	Leaf  string   `json:"leaf"`
+	Entry *string  `json:"entry"`
+	Proof []string `json:"proof"`
+}
+
+type tree struct {
+	Size  int64    `json:"size"`
+	Root  string   `json:"root"`
+	Proof []string `json:"proof"`
+}
+
+type request struct {
+	Vkey       string   `json:"vkey"`
+	Checkpoint string   `json:"checkpoint"`
+	Origin     string   `json:"origin"`
+	Tiles      string   `json:"tiles"`
+	AllTiles   bool     `json:"all_tiles"`
+	Entries    bool     `json:"entries"`
+	Records    []record `json:"records"`
+	Trees      []tree   `json:"trees"`
+}
+
+const height = 8
+
+type fileTiles struct{ dir string }
+
+func encodeIndex(n int64) string {
+	s := fmt.Sprintf("%03d", n%1000)
+	for n >= 1000 {
+		n /= 1000
+		s = fmt.Sprintf("x%03d/%s", n%1000, s)
+	}
+	return s
+}
+
+func tilePath(t tlog.Tile) string {
+	p := ""
+	if t.W != 1<<height {
+		p = fmt.Sprintf(".p/%d", t.W)
+	}
+	l := strconv.Itoa(t.L)
+	if t.L == -1 {
+		l = "entries"
+	}
+	return fmt.Sprintf("tile/%s/%s%s", l, encodeIndex(t.N), p)
+}
+
+func (f fileTiles) Height() int { return height }
+
+func (f fileTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+	out := make([][]byte, len(tiles))
+	for i, t := range tiles {
+		data, err := os.ReadFile(filepath.Join(f.dir, filepath.FromSlash(tilePath(t))))
+		if err != nil {
+			return nil, err
+		}
+		if len(data) != t.W*tlog.HashSize {
+			return nil, fmt.Errorf("%s is %d bytes, want %d", tilePath(t), len(data), t.W*tlog.HashSize)
+		}
+		out[i] = data
+	}
+	return out, nil
+}
+
+func (f fileTiles) SaveTiles([]tlog.Tile, [][]byte) {}
+
+func hash(b64 string) (tlog.Hash, error) {
+	var h tlog.Hash
+	b, err := base64.StdEncoding.Strict().DecodeString(b64)
+	if err != nil || len(b) != tlog.HashSize {
+		return h, errors.New("not a base64 32-byte hash")
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+func hashes(list []string) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(list))
+	for i, s := range list {
+		h, err := hash(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// openCheckpoint verifies the note with the one verifier key and parses the three checkpoint lines.
+func openCheckpoint(req request) (tlog.Tree, error) {
+	v, err := note.NewVerifier(req.Vkey)
+	if err != nil {
+		return tlog.Tree{}, err
+	}
+	msg, err := os.ReadFile(req.Checkpoint)
+	if err != nil {
+		return tlog.Tree{}, err
+	}
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		return tlog.Tree{}, err
+	}
+	lines := strings.Split(n.Text, "\n")
+	if len(lines) != 4 || lines[3] != "" {
+		return tlog.Tree{}, errors.New("checkpoint is not three lines")
+	}
+	if req.Origin != "" && lines[0] != req.Origin {
+		return tlog.Tree{}, fmt.Errorf("origin %q, want %q", lines[0], req.Origin)
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
+		return tlog.Tree{}, errors.New("bad tree size")
+	}
+	h, err := hash(lines[2])
+	if err != nil {
+		return tlog.Tree{}, err
+	}
+	return tlog.Tree{N: size, Hash: h}, nil
+}
+
+// checkEntries reads every entry bundle and checks each entry's record hash against the
+// authenticated level-0 tile hash.
+func checkEntries(t tlog.Tree, f fileTiles, r tlog.HashReader) error {
+	for n := int64(0); n*(1<<height) < t.N; n++ {
+		w := t.N - n*(1<<height)
+		if w > 1<<height {
+			w = 1 << height
+		}
+		tile := tlog.Tile{H: height, L: -1, N: n, W: int(w)}
+		data, err := os.ReadFile(filepath.Join(f.dir, filepath.FromSlash(tilePath(tile))))
+		if err != nil {
+			return err
+		}
+		indexes := make([]int64, w)
+		for i := range indexes {
+			indexes[i] = tlog.StoredHashIndex(0, n*(1<<height)+int64(i))
+		}
+		want, err := r.ReadHashes(indexes)
+		if err != nil {
+			return err
+		}
+		for i := int64(0); i < w; i++ {
+			if len(data) < 2 {
+				return fmt.Errorf("%s: truncated", tilePath(tile))
+			}
+			size := int(binary.BigEndian.Uint16(data))
+			if len(data) < 2+size {
+				return fmt.Errorf("%s: truncated", tilePath(tile))
+			}
+			entry := data[2 : 2+size]
+			data = data[2+size:]
+			if tlog.RecordHash(entry) != want[i] {
+				return fmt.Errorf("entry %d does not match its leaf hash", n*(1<<height)+i)
+			}
+		}
+		if len(data) != 0 {
+			return fmt.Errorf("%s: trailing bytes", tilePath(tile))
+		}
+	}
+	return nil
+}
+
+func report(failed *bool, what string, err error) {
+	if err != nil {
+		*failed = true
+		fmt.Printf("%s FAIL: %v\n", what, err)
+		return
+	}
+	fmt.Printf("%s OK\n", what)
+}
+
+func main() {
+	var req request
+	if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
+		fmt.Printf("request FAIL: %v\n", err)
+		os.Exit(2)
+	}
+	failed := false
+	t, err := openCheckpoint(req)
+	report(&failed, "checkpoint", err)
+	if err != nil {
+		os.Exit(1)
+	}
+	f := fileTiles{req.Tiles}
+	r := tlog.TileHashReader(t, f)
+	if req.AllTiles {
+		indexes := make([]int64, t.N)
+		for i := range indexes {
+			indexes[i] = tlog.StoredHashIndex(0, int64(i))
+		}
+		_, err := r.ReadHashes(indexes)
+		if err == nil {
+			var th tlog.Hash
+			th, err = tlog.TreeHash(t.N, r)
+			if err == nil && th != t.Hash {
+				err = errors.New("tree hash from tiles differs from the checkpoint")
+			}
+		}
+		report(&failed, "tiles", err)
+	}
+	if req.Entries {
+		report(&failed, "entries", checkEntries(t, f, r))
+	}
+	for _, rec := range req.Records {
+		what := fmt.Sprintf("record %d", rec.Index)
+		var leaf tlog.Hash
+		var err error
+		if rec.Entry != nil {
+			var data []byte
+			data, err = base64.StdEncoding.Strict().DecodeString(*rec.Entry)
+			leaf = tlog.RecordHash(data)
+		} else {
+			leaf, err = hash(rec.Leaf)
+		}
+		var proof []tlog.Hash
+		if err == nil && rec.Proof == nil {
+			var p tlog.RecordProof
+			p, err = tlog.ProveRecord(t.N, rec.Index, r)
+			proof = p
+		} else if err == nil {
+			proof, err = hashes(rec.Proof)
+		}
+		if err == nil {
+			err = tlog.CheckRecord(proof, t.N, t.Hash, rec.Index, leaf)
+		}
+		report(&failed, what, err)
+	}
+	for _, tr := range req.Trees {
+		what := fmt.Sprintf("tree %d", tr.Size)
+		old, err := hash(tr.Root)
+		var proof []tlog.Hash
+		if err == nil {
+			proof, err = hashes(tr.Proof)
+		}
+		if err == nil {
+			err = tlog.CheckTree(proof, t.N, t.Hash, tr.Size, old)
+		}
+		report(&failed, what, err)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
