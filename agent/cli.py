@@ -410,6 +410,11 @@ def dock_handover(ctx: Context, dock_id: str | None, bucket_url: str | None, as_
         line = allowed_signers_line(after.dock_id, load_private_key(ctx.config.key_path).public_key())
         click.echo(f"# add this line to the auditors' allowed_signers (the dock signs as {after.dock_id} now):")
         click.echo(line)
+        if ctx.config.dock_auth is not None:
+            click.echo(
+                f"# paired cameras know the dock by its certificate: have the force issue one for {after.dock_id} "
+                f"('bodycam-sync authority issue --dock-id {after.dock_id} ...') and set dock_auth.certificate"
+            )
 
 
 @cli.command()
