@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -191,7 +192,7 @@ def _bech32_encode(hrp: str, data: bytes) -> str:
 
 def _bech32_decode(text: str) -> tuple[str, bytes]:
     """Return (lowercase hrp, data); raise ``ValueError`` naming the defect."""
-    if any(ord(c) < 33 or ord(c) > 126 for c in text):
+    if not text.isascii() or not text.isprintable() or " " in text:
         raise ValueError("contains a space or a non-ASCII character")
     if text.lower() != text and text.upper() != text:
         raise ValueError("mixes upper and lower case")
@@ -330,8 +331,17 @@ def _decode_key(text: object, what: str) -> tuple[str, str, bytes]:
 def parse_recipient(text: str) -> RecipientKey:
     """Parse an ``age1...`` (X25519) or ``age1pq1...`` (ML-KEM hybrid) recipient.
 
-    Raises :class:`ConfigError` saying what is wrong with it.
+    Raises :class:`ConfigError` saying what is wrong with it. Valid keys are remembered (a handful per
+    agreement), because decoding a 1959-character ``age1pq1`` string in Python costs milliseconds and
+    every recording is encrypted to the same few.
     """
+    if not isinstance(text, str):
+        raise ConfigError(f"age recipient must be a string, not {type(text).__name__}")
+    return _parse_recipient(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_recipient(text: str) -> RecipientKey:
     stripped, hrp, data = _decode_key(text, "recipient")
     if hrp == _PQ_RECIPIENT_HRP:
         try:

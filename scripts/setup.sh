@@ -8,6 +8,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=(python3-venv python3-pip "${want_apt[@]}")
   missing=()
   for pkg in "${need[@]}"; do
+    # Node.js from another source (NodeSource's nodejs provides and conflicts with Debian's npm) is
+    # kept: asking apt for npm there would replace it with Debian's older Node.
+    case "$pkg" in
+      nodejs) command -v node >/dev/null && continue ;;
+      npm) command -v npm >/dev/null && continue ;;
+    esac
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

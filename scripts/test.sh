@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh age openssh-client systemd restic jq udev man-db chromium poppler-utils golang-go \
-  golang-golang-x-mod-dev
+  golang-golang-x-mod-dev nodejs npm
+# A second age implementation for tests/test_age_interop.py (npm age-encryption 0.3.x, git-ignored).
+npm install --prefix tests/interop --no-package-lock --no-audit --no-fund --loglevel=error
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/typecheck.sh
