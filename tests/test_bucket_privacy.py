@@ -11,6 +11,9 @@ text must still reach the recipients, in the encrypted sidecar.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import pytest
 from bodycam.agent.agecrypt import Decryptor
 from bodycam.drivers.virtual.massstorage_writer import FAULTS, FOLDER, Volume, sign_index
 
+from .dock import CLI
 from .test_massstorage import SERIAL, Bench
 
 SITE = "Hendon Firing Range 3"
@@ -112,3 +116,38 @@ def test_an_exercise_id_that_describes_a_site_or_an_officer_is_refused(
     assert proc.returncode == 2 and why in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
     ok = dock.cli("exercise", "add", "EX-2026-0142", *window, "--site", "Hendon firing range 3")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_the_daemon_publishes_a_hostile_volume_s_errors_without_its_clear_values(tmp_path: Path) -> None:
+    """The same through the CLI, where a mass-storage camera is met: the daemon watching its mounts."""
+    bench = Bench(tmp_path)
+    journal = bench.dock.journal()
+    try:
+        with journal.transaction() as db:
+            db.execute("UPDATE exercises SET site=? WHERE id='EX-M1'", (SITE,))
+    finally:
+        journal.close()
+    vol = make_hostile(bench, "hostile-file-value")
+    with bench.dock.config_path.open("a") as f:
+        f.write(f'[cameras]\nmass_storage_dir = "{vol.mount.parent}"\n[batch]\ncustody_only_interval_s = 0\n')
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen(
+        [CLI, "--config", str(bench.dock.config_path), "daemon", "--rescan", "0.5"], stderr=log.open("ab")
+    )
+    try:
+        deadline = time.monotonic() + 90
+        published = b""
+        while b'"event":"error"' not in published:
+            assert time.monotonic() < deadline, f"no error entry published\n{log.read_text()[-3000:]}"
+            time.sleep(0.3)
+            published = b"".join(p.read_bytes() for p in bench.bucket_dir.rglob("custody.jsonl"))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    assert OFFICER in log.read_text()  # the operator on the dock sees the camera's value, the bucket does not
+    files = {str(p.relative_to(bench.bucket_dir)): p.read_bytes() for p in bench.bucket_dir.rglob("*") if p.is_file()}
+    for needle in clear_values(vol):
+        for key, data in files.items():
+            assert needle.casefold() not in key.casefold(), (needle, key)
+            assert needle.encode().lower() not in data.lower(), (needle, key, data[:2000])
+    assert any(OFFICER in e["error"] for doc in sidecars(bench) for e in doc["errors"])  # type: ignore[attr-defined]
