@@ -867,7 +867,21 @@ def verify_cmd(
 
     if report_path is not None and not report_path.parent.is_dir():  # say so before a long verify, not after
         raise ConfigError(f"--report {report_path}: no such directory {report_path.parent}")
-    report = run_verify(bucket_url, endpoint_url, allowed_signers, identity, expect_head, max_memory)
+    from .progress import VerifyProgress
+
+    view = VerifyProgress()  # stderr, only on a terminal
+    try:
+        report = run_verify(
+            bucket_url,
+            endpoint_url,
+            allowed_signers,
+            identity,
+            expect_head,
+            max_memory,
+            on_progress=view if view.enabled else None,  # off a terminal the bucket is read as ever
+        )
+    finally:
+        view.close()
     if report_path is not None:
         from .report import write_html
 

@@ -91,3 +91,43 @@ class ProgressView:
             self._draw(force=True)
             self.stream.write("\n")
             self.stream.flush()
+
+
+class VerifyProgress:
+    """``verify``'s one line on a terminal's stderr: bytes read, objects listed, rate; redrawn at most
+    10 times a second, shown at once (a large bucket takes seconds before the first result), cleared
+    at the end. Quiet when stderr is not a terminal, and never on stdout (``--json`` stays clean)."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._last_draw = 0.0
+        self._state = (0, 0)
+        if self.enabled:
+            self._write("verify: listing the bucket...")
+
+    def __call__(self, done: int, objects: int) -> None:
+        with self._lock:
+            self._state = (done, objects)
+            if self.enabled and time.monotonic() - self._last_draw >= 0.1:
+                self._draw()
+
+    def _draw(self) -> None:
+        now = self._last_draw = time.monotonic()
+        done, objects = self._state
+        rate = done / max(now - self._started, 1e-6)
+        self._write(f"verify: {_fmt_bytes(done)} read, {objects} objects listed, {_fmt_bytes(rate)}/s")
+
+    def _write(self, line: str) -> None:
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Leave the final count on the terminal (what was read in all), then end the line."""
+        if self.enabled:
+            with self._lock:
+                self._draw()
+            self.stream.write("\n")
+            self.stream.flush()

@@ -26,10 +26,11 @@ import datetime as dt
 import hashlib
 import logging
 import struct
+import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -1013,6 +1014,64 @@ def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
             close()
 
 
+#: ``on_progress(bytes_read, objects_listed)``: how far a verify run has got
+VerifyProgressFn = Callable[[int, int], None]
+
+
+class _CountedReader:
+    """An object reader that reports every byte it hands out (verify's progress)."""
+
+    def __init__(self, inner: Any, note: Callable[[int], None]) -> None:
+        self._inner, self._note = inner, note
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._inner.read(size)
+        self._note(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> _CountedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.close()
+
+
+class _CountedBucket:
+    """The bucket as verify reads it, counting objects listed and bytes read for ``on_progress``;
+    everything else passes through (verify opens its bucket read-only)."""
+
+    def __init__(self, inner: Any, on_progress: VerifyProgressFn) -> None:
+        self._inner, self._on_progress = inner, on_progress
+        self._bytes = self._objects = 0
+        self._lock = threading.Lock()
+
+    def _note(self, nbytes: int = 0, objects: int = 0) -> None:
+        with self._lock:
+            self._bytes += nbytes
+            self._objects += objects
+            done, seen = self._bytes, self._objects
+        self._on_progress(done, seen)
+
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[Any]:
+        for info in self._inner.iter_objects(prefix, page_size=page_size):
+            self._note(objects=1)
+            yield info
+
+    def get_bytes(self, key: str, max_size: int) -> bytes:
+        data: bytes = self._inner.get_bytes(key, max_size)
+        self._note(len(data))
+        return data
+
+    def open_read(self, key: str, **kwargs: Any) -> _CountedReader:
+        return _CountedReader(self._inner.open_read(key, **kwargs), self._note)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def run_verify(
     bucket_url: str,
     endpoint_url: str | None,
@@ -1020,6 +1079,7 @@ def run_verify(
     identity: Any | None = None,
     expect_heads: Sequence[str] = (),
     max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB,
+    on_progress: VerifyProgressFn | None = None,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
 
@@ -1067,6 +1127,8 @@ def run_verify(
         if not sep or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise ConfigError(f"--expect-head {item!r} must be DOCK=SHA256 (the manifest's sha256sum, 64 hex digits)")
         heads[dock] = digest
+    if on_progress is not None:
+        bucket = cast(Any, _CountedBucket(bucket, on_progress))
     report = Verifier(bucket, signers, identities, heads, limits).run()
     report.audit = AuditContext(
         bucket_url,
