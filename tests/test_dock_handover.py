@@ -101,3 +101,19 @@ def test_a_new_bucket_is_refused_until_handed_over_and_both_buckets_verify(tmp_p
     old, new = verify(dock, old_url), verify(dock, new_url)
     assert len(old["batches"]) == 2 and len(new["batches"]) == 2, (old["batches"], new["batches"])  # type: ignore[arg-type]
     assert list((tmp_path / "bucket-b").rglob("CAM-B2")) and not list((tmp_path / "bucket-a").rglob("CAM-B2"))
+
+
+def test_a_journal_from_before_the_pin_takes_the_dock_of_its_custody(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    assert dock.cli("enroll", "CAM-P1", "--key", "ab" * 32).returncode == 0  # a custody entry: first use
+    journal = dock.journal()
+    try:
+        with journal.transaction() as db:  # as an agent that did not pin the identity left it
+            db.execute("DELETE FROM meta WHERE key='identity'")
+    finally:
+        journal.close()
+    set_config(dock, "dock_id", "dock-typo")
+    proc = dock.cli("exercise", "list")
+    assert proc.returncode == 2 and f"differs from {DOCK_ID!r}" in proc.stderr, proc.stderr
+    set_config(dock, "dock_id", DOCK_ID)
+    assert dock.cli("exercise", "list").returncode == 0
