@@ -1143,7 +1143,13 @@ def watch(ctx: Context, interval: float, count: int) -> None:
     while True:
         reply = _control(ctx, {"cmd": "status"})
         lines = [f"dock {reply.get('dock_id')}: {reply.get('summary')}  ({time.strftime('%H:%M:%S')})"]
-        lines += [_bay_line(b) for b in reply.get("bays", [])] or ["  no cameras docked"]
+        for bay in reply.get("bays", []):
+            lines.append(_bay_line(bay))
+            stayed = stayed_text(bay)
+            if stayed:
+                lines.append(f"  {stayed}")
+        if not reply.get("bays"):
+            lines.append("  no cameras docked")
         if tty:
             click.echo("\x1b[H\x1b[J" + "\n".join(lines))
         else:

@@ -135,8 +135,9 @@ def test_status_and_sync_wait_say_why_footage_stayed(tmp_path: Path) -> None:
         reasons = {"operational": 2, "no_exercise": 0, "outside_window": 1, "clock_unplaceable": 0}
         assert bays[0]["out_of_scope_reasons"] == reasons, bays[0]
         assert bays[0]["nearest_window"]["exercise"] == "EX-WD"
-        text = dock.cli("status")
-        assert "stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-WD" in text.stdout
+        for view in ("status", "watch"):
+            text = dock.cli(view, *(["--count", "1"] if view == "watch" else []))
+            assert "stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-WD" in text.stdout
         waited = dock.cli("sync", "--camera", cam.serial, "--wait", "--json", timeout=120)
         assert waited.returncode == 0, waited.stderr
         bay = json.loads(waited.stdout)
