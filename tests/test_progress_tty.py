@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from bodycam.agent import firmware as fw
@@ -82,3 +83,31 @@ def test_verify_shows_progress_on_a_terminal_only_and_never_in_json(tmp_path: Pa
     assert json.loads(out)["verified"] is True and "\x1b" not in out  # stdout is the JSON document alone
     piped = dock.cli(*args)
     assert piped.returncode == 0 and "verify:" not in piped.stderr and "\x1b" not in piped.stderr, piped.stderr
+
+
+def test_a_resumed_ingest_counts_the_parts_already_uploaded_as_done_not_as_speed(tmp_path: Path) -> None:
+    """The second ingest re-reads the parts the first one uploaded (to check them); while it does, the
+    terminal shows them done but no speed: before the fix it showed their re-reading as transfer rate."""
+    mib = 1024 * 1024
+    win = window()
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with SimProcess("usbip", "CAM-RS", "--recordings", "1", "--training", "1", "--size", str(24 * mib),
+                    "--exercise", iso_window(win), "--fault", f"unplug-at={16 * mib}", "--fault", "stall-ms=300",
+                    truth_dir=tmp_path) as sim:  # fmt: skip
+        dock.enroll("CAM-RS")
+        dock.exercise("EX-RS", win, "CAM-RS")
+        code, first = dock.ingest_json(sim.address)
+        assert code == 1 and first["cameras"][0]["errors"], first  # cut after at least one 5 MiB part
+        deadline = time.monotonic() + 20
+        while True:  # the camera re-appears
+            code, _out, tty = run_on_a_terminal(dock, "ingest", "--once", "--usbip", sim.address)
+            if code == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert code == 0, tty
+    overall = re.findall(r"overall \[[#-]+\] ([\d.]+) (B|KiB|MiB)/[\d.]+ MiB( [\d.]+ \w+/s)?", tty)
+    units = {"B": 1, "KiB": 1024, "MiB": mib}
+    rechecking = [o for o in overall if 0 < float(o[0]) * units[o[1]] < 4.5 * mib]  # inside the first part
+    assert rechecking, tty
+    assert all(speed == "" for _done, _unit, speed in rechecking), rechecking
+    assert any(speed for _done, _unit, speed in overall), tty  # the fresh bytes after them do show a speed
