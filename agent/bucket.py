@@ -402,10 +402,12 @@ def open_bucket(
     read_timeout: float = 30.0,
     max_attempts: int = 3,
     read_only: bool = False,
+    max_dir_entries: int | None = None,
 ) -> Bucket:
     """Open ``s3://BUCKET[/PREFIX]`` or ``file:///DIR`` (config ``bucket.url``). Raises ConfigError.
 
-    ``read_only`` (verify): a file bucket is neither created nor tidied, and refuses writes.
+    ``read_only`` (verify): a file bucket is neither created nor tidied, and refuses writes;
+    ``max_dir_entries`` bounds a file bucket's listing (:class:`LocalBucket`; S3 lists in pages).
     """
     if retention_days is not None and retention_days < 1:
         raise ConfigError(f"bucket.retention_days must be at least 1, got {retention_days}")
@@ -417,7 +419,7 @@ def open_bucket(
             raise ConfigError("bucket.endpoint_url applies only to s3:// buckets; remove it or use s3://")
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ConfigError(f"bucket.url {url!r}: a file URL needs an absolute path, like file:///srv/bucket")
-        return LocalBucket(unquote(parts.path), read_only=read_only)
+        return LocalBucket(unquote(parts.path), read_only=read_only, max_dir_entries=max_dir_entries)
     if parts.scheme == "s3":
         if endpoint_url is not None:
             ep = urlsplit(endpoint_url)
@@ -826,15 +828,20 @@ class LocalBucket(Bucket):
     Object Lock has no local equivalent: ``retention_days`` is not applied here.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, read_only: bool = False, max_dir_entries: int | None = None
+    ) -> None:
         """Open (and, unless ``read_only``, create) the bucket directory.
 
         ``read_only`` is for auditors: nothing is created or tidied, so ``verify`` runs on a read-only
         copy and leaves the evidence exactly as it found it; a missing directory is a ConfigError.
+        ``max_dir_entries`` bounds the memory of a listing (each directory is sorted in memory): a
+        directory with more entries makes ``iter_objects`` raise StorageError naming it.
         """
         self.root = Path(root)
         self.url = f"file://{self.root}"
         self.read_only = read_only
+        self.max_dir_entries = max_dir_entries
         if read_only:
             if not self.root.is_dir():
                 raise ConfigError(f"bucket.url {self.url}: no such directory")
@@ -1179,9 +1186,17 @@ class LocalBucket(Bucket):
                 _fail("list objects in", f"{self.url} {key!r}", err)
 
     def _sorted_dir(self, path: Path, key_prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        limit = self.max_dir_entries
         try:
             with os.scandir(path) as it:
-                entries = [e for e in it if not (not key_prefix and e.name == UPLOADS_DIR)]
+                entries = []
+                for e in it:
+                    if not (not key_prefix and e.name == UPLOADS_DIR):
+                        entries.append(e)
+                        if limit is not None and len(entries) > limit:
+                            raise StorageError(
+                                f"{self.url}: directory {key_prefix or '/'!r} holds more than {limit} entries"
+                            )
         except OSError as err:
             _fail("list objects in", f"{self.url} {key_prefix!r}", err)
         entries.sort(key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)

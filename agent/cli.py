@@ -65,7 +65,16 @@ complete_exercise = _complete_from_journal("exercises")
 
 
 def emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    """One JSON document on stdout, written as it is encoded (a large verify report is never one string)."""
+    pending: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder(indent=2, sort_keys=True, default=str).iterencode(doc):
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= 65536:
+            click.echo("".join(pending), nl=False)
+            pending, size = [], 0
+    click.echo("".join(pending))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

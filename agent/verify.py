@@ -100,6 +100,10 @@ class Limits:
         return self._quarter
 
     @property
+    def listing_entries(self) -> int:
+        return self._quarter // 256  # one directory of a file bucket, sorted in memory: 196,608 at the default
+
+    @property
     def retained_bytes(self) -> int:
         return self._quarter
 
@@ -296,13 +300,17 @@ class Verifier:
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
+        self._record(problem, message, where, always=False)
+
+    def _record(self, problem: str, message: str, where: dict[str, Any], *, always: bool) -> None:
+        """``always``: a finding that says the run itself was cut short, kept whatever the budget."""
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[:MAX_MESSAGE_CHARS] + "..."
         key = where.get("key")
         if isinstance(key, str) and len(key) > MAX_KEY_CHARS:
             where["key"] = key[:MAX_KEY_CHARS] + "..."
         cost = 512 + len(message) + len(where.get("key") or "")
-        if self._untold or self._retained + cost > self.limits.retained_bytes:
+        if not always and (self._untold or self._retained + cost > self.limits.retained_bytes):
             self._untold[problem] += 1
             return
         self._retained += cost
@@ -313,7 +321,18 @@ class Verifier:
     def run(self) -> VerifyReport:
         """Stream the listing once, checking each batch as its keys end; then each dock's chain."""
         docks: dict[str, list[BatchResult]] = {}
-        done: set[tuple[str, str]] = set()
+        done: set[tuple[str, str]] = set()  # batches checked (charged with BATCH_COST)
+        try:
+            self._groups(docks, done)
+        except BodycamError as err:
+            self._record(
+                "listing_failed", f"listing the bucket failed, so not all of it was checked: {err}", {}, always=True
+            )
+        self._finish(docks)
+        return self.report
+
+    def _groups(self, docks: dict[str, list[BatchResult]], done: set[tuple[str, str]]) -> None:
+        """Check each run of the listing: a batch, or keys outside any."""
         for group, sizes, overflow in self._batches():
             if group is None:  # keys outside any dock/batch directory
                 for key in sizes:
@@ -329,7 +348,6 @@ class Verifier:
                     batch=batch,
                 )
                 continue
-            done.add(group)
             if overflow:
                 self._find(
                     "batch_too_large",
@@ -344,16 +362,17 @@ class Verifier:
                     self._unlisted(key)
                 continue
             if self._retained + BATCH_COST > self.limits.retained_bytes:
-                self._find(
+                self._record(
                     "bucket_too_large",
                     f"the bucket holds more batches than verify can keep within --max-memory "
                     f"{self.limits.max_memory_mib} MiB: {dock}/{batch}/ and the batches after it were not checked "
                     "(raise --max-memory)",
-                    dock=dock,
-                    batch=batch,
+                    {"dock": dock, "batch": batch},
+                    always=True,
                 )
-                break
+                return
             self._retained += BATCH_COST
+            done.add(group)
             self._sizes = sizes
             listed: set[str] = set()
             docks.setdefault(dock, []).append(self._batch(dock, batch, listed))
@@ -361,6 +380,9 @@ class Verifier:
                 if key not in listed:
                     self._unlisted(key)
             self._sizes = {}
+
+    def _finish(self, docks: dict[str, list[BatchResult]]) -> None:
+        """After the listing: the chain of each dock, the expected heads, and the findings' totals."""
         if not self.report.objects_seen:
             url = getattr(self.bucket, "url", "the bucket")
             self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
@@ -388,7 +410,6 @@ class Verifier:
         per_batch = Counter((f.dock, f.batch) for f in self.report.findings)
         for b in self.report.batches:
             b.problems = per_batch[(b.dock, b.batch)]
-        return self.report
 
     def _batches(self) -> Iterator[tuple[tuple[str, str] | None, dict[str, int], int]]:
         """The listing as runs of keys: ``((dock, batch), {key: size}, 0)`` per ``dock/batch/`` directory,
@@ -1118,7 +1139,7 @@ def run_verify(
     if parts.scheme == "file" and parts.path.startswith("/") and not Path(unquote(parts.path)).is_dir():
         raise ConfigError(f"--bucket {bucket_url}: no such directory")
     try:
-        bucket = open_bucket(url, endpoint_url, read_only=True)
+        bucket = open_bucket(url, endpoint_url, read_only=True, max_dir_entries=limits.listing_entries)
     except ConfigError as err:
         raise ConfigError(f"--bucket {bucket_url}: {err}") from None
     heads: dict[str, str] = {}

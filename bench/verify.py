@@ -19,6 +19,15 @@ via resource.getrusage(RUSAGE_CHILDREN) (a launcher, because Linux carries the p
 an exec, and this bench process holds buffers of its own). Best of --runs.
 
     .venv/bin/python bench/verify.py [--recordings 1000] [--size-kib 16] [--factor 10] [--runs 3] [--json]
+
+With ``--hostile`` it measures instead the hostile buckets of ``tests/hostile.py`` (file buckets, validly
+signed, built to exhaust the verifier; issue 8 item 4), each under the same launcher, with verify's
+default ``--max-memory`` of 256 MiB unless the case says otherwise: custody segments of 10,000 and
+100,000 entries (time must grow linearly: the ratio is printed), a custody range claiming 10^15 entries,
+one and three 60 MiB manifests of ``{}`` entries, 100,000 stray objects (findings past the budget are
+counted), and 5,000 batches at ``--max-memory 128`` (more than fit: ``bucket_too_large``).
+
+    .venv/bin/python bench/verify.py --hostile [--runs 3] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +53,7 @@ from bodycam.agent.bucket import open_bucket  # noqa: E402
 from bodycam.agent.custody import CustodyLog  # noqa: E402
 from bodycam.agent.journal import Journal, utc_now  # noqa: E402
 from bodycam.agent.sshsig import load_private_key  # noqa: E402
+from tests import hostile  # noqa: E402
 from tests.dock import CLI, Dock, make_dock  # noqa: E402
 from tests.s3server import SeaweedFS  # noqa: E402
 
@@ -144,6 +155,76 @@ def run_verify(dock: Dock, work: Path, name: str) -> dict[str, Any]:
     return result
 
 
+HOSTILE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("custody 3 entries (start-up)", {"custody_entries": 3}, []),
+    ("custody 10,000 entries", {"custody_entries": 10_000}, []),
+    ("custody 100,000 entries", {"custody_entries": 100_000}, []),
+    ("custody last_seq = 10^15", {"custody_entries": 5, "last_seq": 10**15}, []),
+    ("one 60 MiB manifest of {}", {"empty_recordings": 20 * MiB}, []),
+    ("three 60 MiB manifests of {}", {"empty_recordings": 20 * MiB, "batches": 3}, []),
+    ("100,000 stray objects", {"stray_objects": 100_000}, []),
+    ("5,000 batches, --max-memory 128", {"batches": 5_000}, ["--max-memory", "128"]),
+]
+
+
+def hostile_case(root: Path, name: str, build_args: dict[str, Any], extra: list[str], runs: int) -> dict[str, Any]:
+    """Build one hostile bucket under ``root``, run verify on it ``runs`` times (best time, highest RSS)."""
+    root.mkdir()
+    started = time.perf_counter()
+    h = hostile.build(root / "bucket", **build_args)
+    built = time.perf_counter() - started
+    cmd = [CLI, "verify", "--bucket", h.url, "--allowed-signers", str(h.allowed_signers), "--json", *extra]
+    measured = [hostile.measure(cmd, root, address_limit=hostile.address_limit(2048)) for _ in range(runs)]
+    report = json.loads(measured[0].stdout)
+    problems: dict[str, int] = {}
+    for f in report["findings"]:
+        problems[f["problem"]] = problems.get(f["problem"], 0) + 1
+    bucket_bytes = sum(p.stat().st_size for p in h.root.rglob("*") if p.is_file())
+    return {
+        "case": name,
+        "bucket_MiB": bucket_bytes / MiB,
+        "build_s": built,
+        "rc": measured[0].rc,
+        "verify_s": min(m.wall_s for m in measured),
+        "peak_rss_MiB": max(m.peak_rss_mib for m in measured),
+        "batches_checked": len(report["batches"]),
+        "problems": problems,
+    }
+
+
+def main_hostile(runs: int, as_json: bool) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bodycam-bench-verify-hostile-") as tmp:
+        for index, (name, build_args, extra) in enumerate(HOSTILE_CASES):
+            root = Path(tmp) / f"case-{index}"
+            rows.append(hostile_case(root, name, build_args, extra, runs if index < 3 else 1))
+            shutil.rmtree(root)  # some cases take 180 MiB of disk
+    start, small, large = rows[0], rows[1], rows[2]
+    summary = {
+        "rows": rows,
+        "custody_time_ratio_100k_to_10k": large["verify_s"] / small["verify_s"],
+        "custody_time_ratio_net_of_start_up": (large["verify_s"] - start["verify_s"])
+        / max(small["verify_s"] - start["verify_s"], 1e-3),
+        "under_256_MiB": all(r["peak_rss_MiB"] < 256 for r in rows),
+        "no_crash": all(r["rc"] in (0, 1) for r in rows),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"bodycam-sync verify on hostile file buckets (custody cases best of {runs}; default --max-memory 256)")
+    print(f"{'case':<34} {'bucket':>9} {'exit':>4} {'verify':>8} {'peak RSS':>9}  findings")
+    for r in rows:
+        found = ", ".join(f"{n} {p}" for p, n in sorted(r["problems"].items())) or "none"
+        print(f"{r['case']:<34} {r['bucket_MiB']:>5.0f} MiB {r['rc']:>4} {r['verify_s']:>7.2f}s "
+              f"{r['peak_rss_MiB']:>5.1f} MiB  {found}")  # fmt: skip
+    print(
+        f"custody 10x larger -> verify time x{summary['custody_time_ratio_100k_to_10k']:.1f}, "
+        f"x{summary['custody_time_ratio_net_of_start_up']:.1f} net of start-up; "
+        f"every case under 256 MiB: {'yes' if summary['under_256_MiB'] else 'NO'}; "
+        f"no crash: {'yes' if summary['no_crash'] else 'NO'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recordings", type=int, default=1000)
@@ -151,7 +232,11 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=10, help="how much larger the large bucket's objects are")
     parser.add_argument("--runs", type=int, default=3, help="timed verify runs per bucket (best reported)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--hostile", action="store_true", help="measure the hostile buckets instead")
     args = parser.parse_args()
+    if args.hostile:
+        main_hostile(args.runs, args.json)
+        return
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bodycam-bench-verify-") as tmp:

@@ -26,7 +26,6 @@ from bodycam.agent.custody import GENESIS, canonical, line_hash
 from bodycam.agent.sshsig import allowed_signers_line, public_key_line, sign
 
 DOCK = "dock-hostile"
-BATCH = "20260101T000000Z-000001"
 MiB = 1024 * 1024
 
 # Runs the command with its output to files, then prints its exit code, wall time and the peak RSS of its
@@ -110,41 +109,78 @@ def build(
     custody_entries: int = 3,
     last_seq: int | None = None,
     empty_recordings: int = 0,
+    batches: int = 1,
+    stray_objects: int = 0,
 ) -> Hostile:
-    """One signed batch in a file bucket at ``root``.
+    """A dock's chain of ``batches`` signed batches in a file bucket at ``root``; returns the first's keys.
 
-    ``custody_entries`` valid entries are written; the manifest claims ``last_seq`` (default: the true
-    last one). ``empty_recordings`` fills the manifest's ``recordings`` with that many ``{}``.
+    Each batch holds ``custody_entries`` valid entries continuing the chain; the first batch's manifest
+    claims ``last_seq`` (default: the true last one). ``empty_recordings`` fills every manifest's
+    ``recordings`` with that many ``{}``. ``stray_objects`` small objects lie outside any batch.
     """
     key = Ed25519PrivateKey.generate()
-    batch_dir = root / DOCK / BATCH
+    head, last, previous = GENESIS, 0, None
+    first: tuple[str, str] | None = None
+    for number in range(1, batches + 1):
+        batch = f"20260101T000000Z-{number:06d}"
+        mkey, ckey, head, last, previous = _batch(
+            root, key, batch, number, custody_entries, head, last, previous,
+            last_seq if number == 1 else None, empty_recordings,
+        )  # fmt: skip
+        first = first or (mkey, ckey)
+    if stray_objects:
+        stray = root / DOCK / "stray"
+        stray.mkdir(parents=True)
+        for n in range(stray_objects):
+            (stray / f"{n:08d}").write_bytes(b"x")
+    allowed = root.parent / f"{root.name}.allowed_signers"
+    allowed.write_text(allowed_signers_line(DOCK, key.public_key()) + "\n")
+    assert first is not None
+    return Hostile(root, allowed, first[0], first[1])
+
+
+def _batch(
+    root: Path,
+    key: Ed25519PrivateKey,
+    batch: str,
+    seq: int,
+    entries: int,
+    prev_head: str,
+    prev_last: int,
+    previous: str | None,
+    claimed_last: int | None,
+    empty_recordings: int,
+) -> tuple[str, str, str, int, str]:
+    """Write one batch; returns (manifest key, custody key, custody head, last seq, manifest SHA-256)."""
+    batch_dir = root / DOCK / batch
     batch_dir.mkdir(parents=True)
     custody = hashlib.sha256()
-    head, last = GENESIS, 0
+    head, last = prev_head, prev_last
     with open(batch_dir / "custody.jsonl", "wb") as f:
-        for line in custody_lines(custody_entries):
+        for line in custody_lines(entries, prev_last + 1, prev_head):
             data = line + b"\n"
             f.write(data)
             custody.update(data)
             head, last = line_hash(line), last + 1
     personal = b"not opened without an identity"
     (batch_dir / "personal.json.age").write_bytes(personal)
-    prefix = f"{DOCK}/{BATCH}"
+    prefix = f"{DOCK}/{batch}"
+    sealed = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=seq)
     doc: dict[str, Any] = {
         "format": "bodycam-manifest/1",
         "dock_id": DOCK,
         "agent_version": "hostile",
-        "batch_id": BATCH,
-        "batch_seq": 1,
+        "batch_id": batch,
+        "batch_seq": seq,
         "opened": "2026-01-01T00:00:00.000000Z",
-        "sealed": "2026-01-01T01:00:00.000000Z",
-        "previous_manifest_sha256": None,
+        "sealed": sealed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "previous_manifest_sha256": previous,
         "signing_key": public_key_line(key.public_key()),
         "custody": {
             "key": f"{prefix}/custody.jsonl",
-            "first_seq": 1,
-            "last_seq": last if last_seq is None else last_seq,
-            "prev": GENESIS,
+            "first_seq": prev_last + 1,
+            "last_seq": last if claimed_last is None else claimed_last,
+            "prev": prev_head,
             "head": head,
             "sha256": custody.hexdigest(),
         },
@@ -159,9 +195,7 @@ def build(
         manifest = head_part + b'"recordings":[' + body + b"]" + tail
     (batch_dir / "manifest.json").write_bytes(manifest)
     (batch_dir / "manifest.json.sig").write_text(sign(manifest, key, "bodycam-manifest"))
-    allowed = root.parent / f"{root.name}.allowed_signers"
-    allowed.write_text(allowed_signers_line(DOCK, key.public_key()) + "\n")
-    return Hostile(root, allowed, f"{prefix}/manifest.json", f"{prefix}/custody.jsonl")
+    return f"{prefix}/manifest.json", f"{prefix}/custody.jsonl", head, last, hashlib.sha256(manifest).hexdigest()
 
 
 def address_limit(mib: int) -> int:

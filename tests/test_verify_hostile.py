@@ -85,3 +85,28 @@ def test_a_custody_segment_over_the_entry_limit_is_refused(tmp_path: Path) -> No
     run, doc = verify(h, tmp_path, "--max-memory", "128")
     assert run.rc == 1
     assert [(f["problem"], f["key"]) for f in doc["findings"]] == [("custody_too_large", h.custody_key)]
+
+
+def test_a_flood_of_stray_objects_is_counted_past_the_budget(tmp_path: Path) -> None:
+    """More unlisted objects than findings fit in --max-memory 128: the rest are counted, by problem."""
+    h = hostile.build(tmp_path / "bucket", stray_objects=30_000)
+    run, doc = verify(h, tmp_path, "--max-memory", "128")
+    assert run.rc == 1
+    found = problems(doc)
+    assert found == {"unlisted_object", "findings_truncated"}, found
+    listed = sum(1 for f in doc["findings"] if f["problem"] == "unlisted_object")
+    truncated = [f for f in doc["findings"] if f["problem"] == "findings_truncated"]
+    assert len(truncated) == 1 and f"{30_000 - listed} unlisted_object" in truncated[0]["message"]
+    assert doc["batches"][0]["problems"] == 0  # the batch itself is fine
+    assert run.peak_rss_mib < 128, run.peak_rss_mib
+
+
+def test_a_directory_too_large_to_list_is_a_finding(tmp_path: Path) -> None:
+    """A file bucket's directory is sorted in memory, so one with more entries than the budget allows
+    (65,536 at --max-memory 128) is refused with a named finding before it is read whole."""
+    h = hostile.build(tmp_path / "bucket", stray_objects=66_000)
+    run, doc = verify(h, tmp_path, "--max-memory", "128")
+    assert run.rc == 1
+    failed = [f for f in doc["findings"] if f["problem"] == "listing_failed"]
+    assert len(failed) == 1 and "holds more than 65536 entries" in failed[0]["message"], doc["findings"][:3]
+    assert run.peak_rss_mib < 128, run.peak_rss_mib
