@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.drivers.errors import IntegrityError, StorageError
 
-from . import __version__
+from . import __version__, docklog
 from . import keys as dock_keys
 from . import manifest as mf
 from .agecrypt import Encryptor
@@ -240,6 +240,14 @@ def seal(
         signature = sign(manifest_bytes, key, mf.NAMESPACE)
         if cosigner is not None:
             dock_keys.store_prev_signature(db, batch_id, sign(manifest_bytes, cosigner, mf.NAMESPACE))
+        docklog.append_in(
+            db,
+            dock_id=dock_id,
+            batch_id=batch_id,
+            batch_seq=int(batch["seq"]),
+            manifest_sha256=mf.sha256_hex(manifest_bytes),
+            key=key,
+        )
         db.execute(
             "UPDATE batches SET state='sealed', custody_last=?, manifest=?, signature=?, custody=?, personal=?, "
             "manifest_sha256=? WHERE batch_id=?",
@@ -249,7 +257,8 @@ def seal(
 
 
 def publish(journal: Journal, bucket: Any, dock_id: str, batch_id: str) -> None:
-    """Upload a sealed batch's artefacts, manifest last; idempotent after a crash."""
+    """Upload a sealed batch's artefacts, manifest last, then its log tiles and checkpoint; idempotent
+    after a crash."""
     sealed = _sealed_from_row(journal, batch_id)
     prefix = mf.batch_prefix(dock_id, batch_id)
     artefacts = [(mf.CUSTODY, sealed.custody), (mf.PERSONAL, sealed.personal)]
@@ -258,6 +267,7 @@ def publish(journal: Journal, bucket: Any, dock_id: str, batch_id: str) -> None:
     artefacts += [(mf.SIGNATURE, sealed.signature.encode()), (mf.MANIFEST, sealed.manifest)]
     for name, data in artefacts:
         _put_once(bucket, f"{prefix}/{name}", data)
+    docklog.publish(journal, lambda key, data: _put_once(bucket, key, data), bucket, dock_id, batch_id)
     with journal.transaction() as db:
         db.execute("UPDATE batches SET state='published', published_at=? WHERE batch_id=?", (utc_now(), batch_id))
 

@@ -42,6 +42,7 @@ from . import manifest as mf
 from .agecrypt import Decryptor
 from .custody import GENESIS, canonical
 from .custodycheck import CustodyCheck
+from .docklog import LOG_DIR
 from .keys import PREV_SIGNATURE
 from .sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
 
@@ -421,6 +422,8 @@ class Verifier:
         for info in self.bucket.iter_objects(""):
             self.report.objects_seen += 1
             parts = info.key.split("/", 2)
+            if len(parts) == 3 and parts[1] == LOG_DIR:
+                continue  # the dock's transparency log (docs/formats.md §9), checked by its own tools
             here = (parts[0], parts[1]) if len(parts) == 3 else None
             if here is None:
                 yield None, {info.key: info.size}, 0

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = [
     "agecrypt", "batch", "bucket", "clocks", "config", "custody", "ingest", "inventory", "journal", "manifest",
     "policy", "pull", "sshsig", "verify", "custodycheck", "firmware", "keys", "report", "throttle", "tlog", "note",
+    "docklog",
 ]  # fmt: skip
 
 

@@ -1,0 +1,104 @@
+"""The dock's transparency log in the bucket (issue 13): each sealed manifest is a leaf; after each
+publish the bucket holds the tiles and a signed checkpoint that Go's sumdb verifies, with every
+manifest included, and publishing again after a crash writes the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from bodycam.agent import batch, docklog, note, tlog
+from bodycam.agent.bucket import LocalBucket
+from bodycam.agent.journal import Journal
+from bodycam.agent.sshsig import load_private_key
+
+from . import tlogcheck as gocheck
+from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .sims import SimProcess
+
+
+def ingest_twice(tmp_path: Path) -> tuple[Dock, Path]:
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    win = window()
+    dock.enroll("CAM-L1", "CAM-L2")
+    dock.exercise("EX-L", win, "CAM-L1", "CAM-L2")
+    args = ("--recordings", "2", "--training", "1", "--size", "50000", "--exercise", iso_window(win))
+    for transport, serial in (("usbip", "CAM-L1"), ("serial", "CAM-L2")):
+        with SimProcess(transport, serial, *args, truth_dir=tmp_path) as cam:
+            rc, report = dock.ingest_json(cam.address)
+            assert rc == 0, report
+    return dock, bucket
+
+
+def manifests(bucket: Path) -> list[tuple[dict[str, object], bytes]]:
+    raw = [p.read_bytes() for p in bucket.rglob("manifest.json")]
+    return sorted(((json.loads(r), r) for r in raw), key=lambda d: int(str(d[0]["batch_seq"])))
+
+
+def test_go_verifies_the_buckets_log_and_the_inclusion_of_each_manifest(tmp_path: Path) -> None:
+    dock, bucket = ingest_twice(tmp_path)
+    log = bucket / DOCK_ID / "log"
+    key = load_private_key(dock.root / "keys" / "dock_ed25519")
+    vkey = docklog.verifier_key(DOCK_ID, key)
+    docs = manifests(bucket)
+    assert len(docs) == 2
+    entries = [
+        docklog.entry(DOCK_ID, str(doc["batch_id"]), int(str(doc["batch_seq"])), hashlib.sha256(raw).hexdigest())
+        for doc, raw in docs
+    ]
+    # our reading: the latest checkpoint, one per size, the entry bundle naming each manifest
+    verifier = note.parse_verifier_key(vkey)
+    cp = note.open_checkpoint((log / "checkpoint").read_bytes(), [verifier], origin=f"bodycam-sync/{DOCK_ID}")
+    assert cp.size == 2 and (log / "checkpoint").read_bytes() == (log / "checkpoints" / "2").read_bytes()
+    first = note.open_checkpoint((log / "checkpoints" / "1").read_bytes(), [verifier])
+    assert tlog.parse_entry_bundle((log / "tile/entries/000.p/2").read_bytes()) == entries
+    assert sorted(str(p.relative_to(log)) for p in log.rglob("*") if p.is_file()) == [
+        "checkpoint", "checkpoints/1", "checkpoints/2", "tile/0/000.p/1", "tile/0/000.p/2",
+        "tile/entries/000.p/1", "tile/entries/000.p/2",
+    ]  # fmt: skip
+    tree = gocheck.build_tree(2, lambda i: entries[i])
+    assert tree.root() == cp.root and tree.root(1) == first.root
+    # Go's reading of the same bucket directory
+    lines = gocheck.run(
+        {
+            "vkey": vkey,
+            "checkpoint": str(log / "checkpoint"),
+            "origin": f"bodycam-sync/{DOCK_ID}",
+            "tiles": str(log),
+            "all_tiles": True,
+            "entries": True,
+            "records": [{"index": i, "entry": gocheck.b64(e)} for i, e in enumerate(entries)],
+            "trees": [
+                {"size": 1, "root": gocheck.b64(first.root), "proof": gocheck.proof_list(tree.consistency_proof(1))}
+            ],
+        }
+    )
+    assert lines == ["checkpoint OK", "tiles OK", "entries OK", "record 0 OK", "record 1 OK", "tree 1 OK"]
+    # the log is not an extra object for verify
+    proc = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # nothing in the log names an officer, a site or a file name
+    for path in log.rglob("*"):
+        if path.is_file():
+            assert b"OFFICER" not in path.read_bytes() and b"Range 3" not in path.read_bytes()
+
+
+def test_publishing_again_after_a_crash_restores_the_same_log(tmp_path: Path) -> None:
+    dock, bucket = ingest_twice(tmp_path)
+    log = bucket / DOCK_ID / "log"
+    before = {p: p.read_bytes() for p in log.rglob("*") if p.is_file()}
+    shutil.rmtree(log / "tile")  # a crash before the tiles were written, as far as the bucket knows
+    (log / "checkpoint").unlink()
+    journal = Journal(dock.config.journal_path)
+    try:
+        ids = [r[0] for r in journal.query("SELECT batch_id FROM batches ORDER BY seq")]
+        with LocalBucket(bucket) as store:
+            for batch_id in ids:
+                batch.publish(journal, store, DOCK_ID, batch_id)
+                batch.publish(journal, store, DOCK_ID, batch_id)  # and again: create-only, same bytes
+    finally:
+        journal.close()
+    assert {p: p.read_bytes() for p in log.rglob("*") if p.is_file()} == before
