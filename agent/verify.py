@@ -650,19 +650,21 @@ class Verifier:
             for chunk in _chunks(self.bucket, key):
                 check.feed(chunk)
                 if check.too_many:
-                    self._find(
-                        "custody_too_large",
-                        f"{key} holds more than the {limits.custody_entries} entries a custody segment may have "
-                        f"within --max-memory {limits.max_memory_mib} MiB: not checked",
-                        **where,
-                    )
-                    return
+                    break
         except BodycamError as err:
             self._find("custody_missing", f"{key}: {err}", **where)
             return
+        problems = [] if check.too_many else check.finish()  # finish() may count a last unterminated line
+        if check.too_many:
+            self._find(
+                "custody_too_large",
+                f"{key} holds more than the {limits.custody_entries} entries a custody segment may have "
+                f"within --max-memory {limits.max_memory_mib} MiB: not checked",
+                **where,
+            )
+            return
         if check.sha256.hexdigest() != info.get("sha256"):
             self._find("custody_altered", f"{key} does not hash to the value its manifest signs", **where)
-        problems = check.finish()
         result.custody_entries = check.lines
         result.handover = check.handover
         for seq, problem, message in problems:
