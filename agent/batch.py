@@ -192,6 +192,7 @@ def seal(
                     "key": r["object_key"],
                     "version_id": r["version_id"],
                     "officer_pseudonym": mf.pseudonym(pseudonym_secret, officer) if officer else None,
+                    **_disclosure(db, r),
                 }
             )
             personal_doc["recordings"].append(
@@ -305,6 +306,16 @@ def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
         count,
         dock_keys.prev_signature(journal, batch_id),
     )
+
+
+def _disclosure(db: Any, r: Any) -> dict[str, Any]:
+    """The covering agreements (id, version, sha256) and party names a recording was encrypted to, when
+    the dock runs under data-sharing agreements; nothing for a recording sent to ``[[recipients]]``."""
+    row = db.execute(
+        "SELECT disclosure FROM recording_agreements WHERE serial=? AND recording_id=? AND camera_sha256=?",
+        (r["serial"], r["recording_id"], r["camera_sha256"]),
+    ).fetchone()
+    return dict(json.loads(row[0])) if row else {}
 
 
 def _officer_at(db: Any, serial: str, when: float) -> str | None:

@@ -40,6 +40,16 @@ class DockAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class AgreementsConfig:
+    """``[agreements]``: with it, a recording leaves only under a signed data-sharing agreement that
+    covers it, encrypted to that agreement's parties and the controller's archive (agent/agreements.py)."""
+
+    controller_keys: tuple[str, ...]  # the controller's OpenSSH Ed25519 public key lines that may sign
+    dir: Path  # where the signed agreements and revocations are kept on the dock
+    archive: str  # the controller's own archive age recipient: every disclosed recording is encrypted to it
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     dock_id: str
     state_dir: Path
@@ -64,6 +74,7 @@ class Config:
     #: a bay whose session reports no progress for this long is given up (and its camera retried later)
     stall_timeout_s: float = 300.0
     dock_auth: DockAuth | None = None
+    agreements: AgreementsConfig | None = None
     source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -161,6 +172,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         "batch",
         "daemon",
         "dock_auth",
+        "agreements",
     }
     for key in raw:
         if key not in known_top:
@@ -224,6 +236,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     custody_only = _seconds(batch, "custody_only_interval_s", 86400.0, where, "batch.", minimum=0.0)
     stall = _seconds(_table(raw, "daemon", where), "stall_timeout_s", 300.0, where, "daemon.", minimum=1.0)
     dock_auth = _dock_auth(raw, where)
+    agreements = _agreements(raw, where)
     return Config(
         dock_id=dock_id,
         state_dir=state_dir,
@@ -244,6 +257,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         custody_only_interval_s=custody_only,
         stall_timeout_s=stall,
         dock_auth=dock_auth,
+        agreements=agreements,
         source=source,
     )
 
@@ -260,7 +274,27 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "batch": frozenset({"max_age_s", "custody_only_interval_s"}),
     "daemon": frozenset({"stall_timeout_s"}),
     "dock_auth": frozenset({"certificate", "authority", "key", "revocations"}),
+    "agreements": frozenset({"controller_keys", "dir", "archive"}),
 }
+
+
+def _agreements(raw: dict[str, Any], where: str) -> AgreementsConfig | None:
+    if "agreements" not in raw:
+        return None
+    table = _table(raw, "agreements", where)
+    keys = _str_list(table, "controller_keys", where, "agreements.")
+    if not 1 <= len(keys) <= 16 or any(len(k) > 1000 for k in keys):
+        raise ConfigError(
+            f"config key 'agreements.controller_keys'{where} must list 1 to 16 'ssh-ed25519 AAAA...' public key lines"
+        )
+    archive = _str(table, "archive", where, prefix="agreements.").strip()
+    if _AGE_RECIPIENT.fullmatch(archive.lower()) is None:
+        raise ConfigError(
+            f"config key 'agreements.archive'{where} must be the controller's age recipient (age1... or age1pq1...)"
+        )
+    return AgreementsConfig(
+        controller_keys=tuple(keys), dir=Path(_str(table, "dir", where, prefix="agreements.")), archive=archive
+    )
 
 
 def _seconds(table: dict[str, Any], key: str, default: float, where: str, prefix: str, *, minimum: float) -> float:

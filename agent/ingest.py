@@ -18,6 +18,7 @@ from bodycam.drivers.device import Camera
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
 from bodycam.drivers.messages import RecordingInfo
 
+from . import agreements as ag
 from . import batch as batches
 from . import clocks
 from . import manifest as mf
@@ -27,7 +28,7 @@ from .config import Config, Recipient
 from .custody import CustodyLog
 from .dockauth import DockCredentials, load_credentials, secure_link
 from .journal import Journal, utc_now
-from .policy import STAY_REASONS, Miss, ScopeDecision, decide, list_exercises
+from .policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from .pull import part_size_for, pull
 from .sshsig import load_private_key
 
@@ -142,9 +143,16 @@ class Agent:
     def recipients(self, config: Config | None = None) -> list[Recipient]:
         """The agreement's parties (config first, then the journal's), each key valid and all of one kind.
 
-        ``config`` defaults to the running one; a reload passes the fresh one to refuse it early.
+        ``config`` defaults to the running one; a reload passes the fresh one to refuse it early. With
+        ``[agreements]``, each recording goes to the parties of its covering agreements (``disclosure``)
+        and the batch's own artefacts (the personal sidecar) to the controller's archive alone.
         """
-        found = {r.name: r for r in (config or self.config).recipients}
+        cfg = config or self.config
+        if cfg.agreements is not None:
+            ag.controller_keys(cfg.agreements.controller_keys)
+            check_recipients([cfg.agreements.archive], [ag.ARCHIVE_NAME])
+            return [Recipient(ag.ARCHIVE_NAME, cfg.agreements.archive)]
+        found = {r.name: r for r in cfg.recipients}
         for name, age in self.journal.recipients():
             found.setdefault(name, Recipient(name, age))
         if not found:
@@ -155,6 +163,24 @@ class Agent:
         parties = sorted(found.values(), key=lambda r: r.name)
         check_recipients([r.age for r in parties], [r.name for r in parties])
         return parties
+
+    def agreements(self) -> ag.Loaded | None:
+        """The signed agreements in ``agreements.dir``, read afresh for each docking (a new agreement or
+        revocation applies at the next docking); None without ``[agreements]`` (every in-scope recording
+        goes to ``[[recipients]]``, as before agreements existed)."""
+        cfg = self.config.agreements
+        if cfg is None:
+            return None
+        return ag.load_dir(cfg.dir, ag.controller_keys(cfg.controller_keys))
+
+    def disclosure(
+        self, loaded: ag.Loaded, serial: str, decision: ScopeDecision, exercises: list[Exercise], now: float
+    ) -> ag.Disclosure:
+        """Who may receive one in-scope recording now, under which agreements (agent/agreements.py)."""
+        assert self.config.agreements is not None
+        site = next((e.site for e in exercises if e.id == decision.exercise_id), None)
+        facts = ag.RecordingFacts(serial, decision.exercise_id, site, decision.start, decision.end)
+        return ag.disclosure(loaded, facts, now, self.config.agreements.archive)
 
     def dock_credentials(self) -> DockCredentials | None:
         """[dock_auth], read for each docking: a renewed certificate or a new revocation list copied to
@@ -236,10 +262,13 @@ class Agent:
         listing, placements = docked.listing, docked.placements
         report.recordings = len(listing)
         exercises = list_exercises(self.journal)
+        loaded = self.agreements()
         todo: list[tuple[RecordingInfo, ScopeDecision, float]] = []
         for rec in listing:
             placement = placements[rec.id]
             decision = decide(rec, ident.serial, placement, exercises)
+            if decision.in_scope and placement.offset_s is not None and loaded is not None:
+                decision = self._agreement_gate(loaded, ident.serial, rec, decision, exercises)
             if not decision.in_scope or placement.offset_s is None:
                 report.note_stayed(decision)
                 self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0)
@@ -268,6 +297,19 @@ class Agent:
                 if self.config.erase_after_upload and state == "verified":
                     self._erase(camera, rec, report)
         self.custody.append("undocked", camera=ident.serial)
+
+    def _agreement_gate(
+        self, loaded: ag.Loaded, serial: str, rec: RecordingInfo, decision: ScopeDecision, exercises: list[Exercise]
+    ) -> ScopeDecision:
+        """An in-scope recording leaves only under a covering agreement; one whose upload already
+        started finishes under the disclosure journaled then (it is encrypted to those parties)."""
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        if row is not None and row["state"] in ("uploading", "completing", "verified", "erased"):
+            return decision
+        found = self.disclosure(loaded, serial, decision, exercises, time.time())
+        if found.covered:
+            return decision
+        return ScopeDecision(False, found.why_not(), None, decision.start, decision.end, ag.NO_AGREEMENT, None)
 
     def _note_out_of_scope(self, serial: str, rec: RecordingInfo, decision: ScopeDecision, offset: float) -> None:
         """Journal the decision once, with its custody entry; a later docking that decides it for
@@ -490,7 +532,15 @@ class Agent:
         serial = camera.identity.serial
         restart = batch_id is not None
         file_key = os.urandom(16)
-        encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
+        shared: ag.Disclosure | None = None
+        loaded = self.agreements()
+        if loaded is None:
+            encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
+        else:
+            shared = self.disclosure(loaded, serial, decision, list_exercises(self.journal), time.time())
+            if not shared.covered:  # an agreement expired or was revoked since the listing
+                raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
+            encryptor = Encryptor(list(shared.recipients), file_key=file_key)
         with self._batch_lock:
             if batch_id is not None and batch_id != batches.open_id(self.journal):
                 batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
@@ -530,6 +580,11 @@ class Agent:
                         utc_now(),
                     ),
                 )
+                if shared is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO recording_agreements VALUES(?,?,?,?)",
+                        (serial, rec.id, rec.sha256.hex(), mf.encode(shared.manifest_fields()).decode()),
+                    )
                 self.custody.append_in(
                     db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
                 )

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS recordings(
     plaintext_sha256 TEXT, ciphertext_sha256 TEXT, ciphertext_size INTEGER, version_id TEXT,
     error TEXT, attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL,
     PRIMARY KEY(serial, recording_id, camera_sha256));
+CREATE TABLE IF NOT EXISTS recording_agreements(
+    serial TEXT NOT NULL, recording_id INTEGER NOT NULL, camera_sha256 TEXT NOT NULL, disclosure TEXT NOT NULL,
+    PRIMARY KEY(serial, recording_id, camera_sha256));
 CREATE TABLE IF NOT EXISTS parts(
     serial TEXT NOT NULL, recording_id INTEGER NOT NULL, camera_sha256 TEXT NOT NULL, part_number INTEGER NOT NULL,
     size INTEGER NOT NULL, sha256_b64 TEXT NOT NULL, etag TEXT NOT NULL,

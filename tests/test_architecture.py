@@ -12,6 +12,7 @@ PIPELINE = [
     "agecrypt", "batch", "bucket", "clocks", "config", "custody", "ingest", "inventory", "journal", "manifest",
     "policy", "pull", "sshsig", "verify", "custodycheck", "firmware", "keys", "report", "throttle", "tlog", "note",
     "docklog",
+    "agreements",
 ]  # fmt: skip
 
 

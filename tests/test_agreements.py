@@ -1,0 +1,254 @@
+"""Data-sharing agreements (issue 12 items 1 and 3): the format, signing, and the coverage rule.
+
+Fast: no cameras. The end-to-end proof with stock age is tests/test_agreements_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.agent import agreements as ag
+from bodycam.agent.agecrypt import generate_hybrid_identity, generate_identity
+from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError
+
+T0 = 1_800_000_000.0  # 2027-01-15
+DAY = 86400.0
+
+
+def draft(**over: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "format": ag.FORMAT,
+        "id": "DSA-A",
+        "version": 1,
+        "controller": {"name": "Example Constabulary"},
+        "parties": [
+            {
+                "name": "P1",
+                "role": "processor",
+                "lawful_basis": "DPA 2018 s.35(2)(b)",
+                "recipients": [generate_identity()[1]],
+                "retention_days": 365,
+            }
+        ],
+        "purpose": "training detection models on firearms-training footage",
+        "data_items": ["footage", "times", "camera_model"],
+        "scope": {"exercises": ["EX-1"]},
+        "validity": {"not_before": ag._iso(T0 - DAY), "not_after": ag._iso(T0 + DAY)},
+        "review_date": "2027-06-01",
+        "dpia": "DPIA-2026-14",
+    }
+    doc.update(over)
+    return doc
+
+
+def agreement(**over: Any) -> ag.Agreement:
+    return ag.parse(json.dumps(draft(**over)).encode(), canonical_only=False)
+
+
+def facts(**over: Any) -> ag.RecordingFacts:
+    base: dict[str, Any] = {"camera": "CAM1", "exercise_id": "EX-1", "site": "range 3", "start": T0, "end": T0 + 60}
+    base.update(over)
+    return ag.RecordingFacts(**base)
+
+
+# -- the coverage rule --------------------------------------------------------------------------------
+
+
+def test_an_agreement_covers_a_recording_in_its_scope_while_valid() -> None:
+    assert ag.coverage(agreement(), facts(), T0) == ag.COVERED
+
+
+@pytest.mark.parametrize(
+    ("over", "fact", "now", "code"),
+    [
+        ({}, {"exercise_id": "EX-2"}, T0, ag.OTHER_EXERCISE),
+        ({}, {"exercise_id": None}, T0, ag.OTHER_EXERCISE),
+        ({}, {}, T0 + 2 * DAY, ag.EXPIRED),
+        ({}, {}, T0 - 2 * DAY, ag.NOT_YET_VALID),
+        ({"data_items": ["times"]}, {}, T0, ag.NO_FOOTAGE),
+        ({"scope": {"cameras": ["CAM2"]}}, {}, T0, ag.OTHER_CAMERA),
+        ({"scope": {"sites": ["range 4"]}}, {}, T0, ag.OTHER_SITE),
+        ({"scope": {"exercises": ["EX-1"], "window": {"not_after": ag._iso(T0 + 30)}}}, {}, T0, ag.OUTSIDE_WINDOW),
+        ({"scope": {"exercises": ["EX-1"], "window": {"not_before": ag._iso(T0 + 1)}}}, {}, T0, ag.OUTSIDE_WINDOW),
+    ],
+)
+def test_coverage_says_why_not(over: dict[str, Any], fact: dict[str, Any], now: float, code: str) -> None:
+    assert ag.coverage(agreement(**over), facts(**fact), now) == code
+
+
+def test_a_revoked_agreement_covers_nothing() -> None:
+    assert ag.coverage(agreement(), facts(), T0, revoked={"DSA-A"}) == ag.REVOKED
+
+
+def test_camera_and_site_scopes_cover_when_they_match() -> None:
+    a = agreement(scope={"cameras": ["CAM1"], "sites": ["range 3"]})
+    assert ag.coverage(a, facts(exercise_id="EX-9"), T0) == ag.COVERED
+
+
+def test_disclosure_is_the_union_of_the_covering_parties_plus_the_archive() -> None:
+    archive = generate_identity()[1]
+    p2, p3 = generate_identity()[1], generate_identity()[1]
+    a = agreement()
+    b = agreement(
+        id="DSA-B",
+        parties=[
+            {"name": "P2", "role": "controller", "lawful_basis": "x", "recipients": [p2], "retention_days": 30},
+            {"name": "P3", "role": "processor", "lawful_basis": "y", "recipients": [p3], "retention_days": 30},
+        ],
+        scope={"cameras": ["CAM1"]},
+    )
+    c = agreement(id="DSA-C", scope={"exercises": ["EX-2"]})
+    d = ag.disclosure(ag.Loaded((a, b, c)), facts(), T0, archive)
+    assert d.covered
+    assert [x.id for x in d.agreements] == ["DSA-A", "DSA-B"]
+    assert d.parties == ("P1", "P2", "P3")
+    assert d.recipients == (a.parties[0].recipients[0], p2, p3, archive)
+    assert d.reasons == (("DSA-C", ag.OTHER_EXERCISE),)
+    fields = d.manifest_fields()
+    assert fields["agreements"][0] == {"id": "DSA-A", "version": 1, "sha256": a.sha256}
+
+
+def test_no_covering_agreement_gives_a_reason_with_ids_and_codes_only() -> None:
+    d = ag.disclosure(ag.Loaded((agreement(),)), facts(exercise_id="EX-2", site="secret site"), T0, "age1x")
+    assert not d.covered
+    assert d.why_not() == "no valid data-sharing agreement covers it (DSA-A: exercise)"
+    assert ag.disclosure(ag.Loaded(), facts(), T0, "age1x").why_not() == "no data-sharing agreement is in force"
+
+
+def test_a_disclosure_mixing_post_quantum_and_x25519_keys_is_refused() -> None:
+    a = agreement()
+    with pytest.raises(ConfigError, match="mix"):
+        ag.disclosure(ag.Loaded((a,)), facts(), T0, generate_hybrid_identity()[1])
+
+
+# -- the document -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"format": "other/1"}, "format"),
+        ({"id": "bad id"}, "id must be"),
+        ({"version": 0}, "version"),
+        ({"scope": {}}, "at least one exercise"),
+        ({"scope": {"exercises": ["x"] * 300}}, "scope.exercises must be a list"),
+        ({"data_items": ["footage", "dna"]}, "data_items"),
+        ({"purpose": "x" * 5000}, "purpose"),
+        ({"parties": []}, "parties must be a list of 1"),
+        ({"extra": 1}, "extra is not a known field"),
+        ({"validity": {"not_before": "2027-01-01T00:00:00Z", "not_after": "2026-01-01T00:00:00Z"}}, "after"),
+        ({"validity": {"not_before": "2027-01-01T00:00:00", "not_after": "2028-01-01T00:00:00Z"}}, "time zone"),
+        ({"review_date": "soon"}, "review_date"),
+    ],
+)
+def test_malformed_agreements_are_refused_naming_the_field(over: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        agreement(**over)
+
+
+def test_a_party_mixing_key_kinds_is_refused() -> None:
+    mixed = draft()
+    mixed["parties"][0]["recipients"].append(generate_hybrid_identity()[1])
+    with pytest.raises(ProtocolError, match="mix"):
+        ag.parse(json.dumps(mixed).encode(), canonical_only=False)
+
+
+def test_duplicate_keys_and_oversize_files_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="duplicate"):
+        ag.parse(b'{"id":"a","id":"b"}')
+    with pytest.raises(ProtocolError, match="limit"):
+        ag.parse(b" " * (ag.MAX_FILE_BYTES + 1))
+
+
+# -- signing ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def write_draft(tmp_path: Path, **over: Any) -> Path:
+    path = tmp_path / f"draft-{over.get('id', 'DSA-A')}-{over.get('version', 1)}.json"
+    path.write_text(json.dumps(draft(**over), indent=2))
+    return path
+
+
+def test_signed_agreements_verify_with_stock_ssh_keygen(tmp_path: Path, controller: Ed25519PrivateKey) -> None:
+    from bodycam.agent.sshsig import allowed_signers_line
+
+    a, path = ag.sign_draft(write_draft(tmp_path), controller, tmp_path / "dir")
+    assert path.name == "DSA-A.v1.json" and path.read_bytes() == a.raw
+    assert ag.load_signed(path, [controller.public_key()]).sha256 == a.sha256
+    signers = tmp_path / "allowed"
+    signers.write_text(allowed_signers_line("force", controller.public_key()) + "\n")
+    subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", signers, "-I", "force", "-n", ag.NAMESPACE, "-s", f"{path}.sig"],
+        input=path.read_bytes(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_forged_unsigned_and_altered_agreements_are_refused(tmp_path: Path, controller: Ed25519PrivateKey) -> None:
+    trusted = [controller.public_key()]
+    _, forged = ag.sign_draft(write_draft(tmp_path, id="FORGED"), Ed25519PrivateKey.generate(), tmp_path / "d")
+    with pytest.raises(IntegrityError, match=r"agreement FORGED.v1.json refused: .*not among the 1 allowed"):
+        ag.load_signed(forged, trusted)
+    _, unsigned = ag.sign_draft(write_draft(tmp_path, id="UNSIGNED"), controller, tmp_path / "d")
+    Path(f"{unsigned}.sig").unlink()
+    with pytest.raises(IntegrityError, match=r"agreement UNSIGNED\.v1\.json is not signed"):
+        ag.load_signed(unsigned, trusted)
+    _, altered = ag.sign_draft(write_draft(tmp_path, id="ALTERED"), controller, tmp_path / "d")
+    altered.write_bytes(altered.read_bytes().replace(b"EX-1", b"EX-2"))
+    with pytest.raises(IntegrityError, match="does not match"):
+        ag.load_signed(altered, trusted)
+    loaded = ag.load_dir(tmp_path / "d", trusted)
+    assert loaded.agreements == ()
+    assert sorted(name for name, _ in loaded.refused) == ["ALTERED.v1.json", "FORGED.v1.json", "UNSIGNED.v1.json"]
+
+
+def test_a_manifest_signature_cannot_pass_as_an_agreement(tmp_path: Path, controller: Ed25519PrivateKey) -> None:
+    from bodycam.agent.sshsig import sign
+
+    _, path = ag.sign_draft(write_draft(tmp_path), controller, tmp_path / "d")
+    Path(f"{path}.sig").write_text(sign(path.read_bytes(), controller, "bodycam-manifest"))
+    with pytest.raises(IntegrityError, match="namespace"):
+        ag.load_signed(path, [controller.public_key()])
+
+
+def test_the_latest_version_is_in_force_and_revocation_stops_every_version(
+    tmp_path: Path, controller: Ed25519PrivateKey
+) -> None:
+    d = tmp_path / "d"
+    ag.sign_draft(write_draft(tmp_path), controller, d)
+    ag.sign_draft(write_draft(tmp_path, version=2, scope={"exercises": ["EX-2"]}), controller, d)
+    with pytest.raises(ConfigError, match="raise the version"):
+        ag.sign_draft(write_draft(tmp_path), controller, d)
+    loaded = ag.load_dir(d, [controller.public_key()])
+    assert [(a.id, a.version) for a in loaded.agreements] == [("DSA-A", 2)]
+    assert ag.coverage(loaded.agreements[0], facts(exercise_id="EX-2"), T0, loaded.revoked) == ag.COVERED
+    ag.revoke("DSA-A", controller, d, now=T0)
+    loaded = ag.load_dir(d, [controller.public_key()])
+    assert loaded.revoked == {"DSA-A"}
+    assert ag.coverage(loaded.agreements[0], facts(exercise_id="EX-2"), T0, loaded.revoked) == ag.REVOKED
+
+
+def test_a_revocation_by_another_key_is_refused(tmp_path: Path, controller: Ed25519PrivateKey) -> None:
+    d = tmp_path / "d"
+    ag.revoke("DSA-A", Ed25519PrivateKey.generate(), d, now=T0)
+    loaded = ag.load_dir(d, [controller.public_key()])
+    assert loaded.revoked == frozenset() and loaded.refused[0][0] == "DSA-A.revoked.json"
+
+
+def test_a_directory_with_too_many_files_is_a_config_error(tmp_path: Path) -> None:
+    for i in range(ag.MAX_FILES + 1):
+        (tmp_path / f"{i}.json").write_text("{}")
+    with pytest.raises(ConfigError, match="more than"):
+        ag.load_dir(tmp_path, [])

@@ -1,0 +1,157 @@
+"""Each recording reaches exactly its parties (issue 12 item 3), proven with stock age.
+
+Three parties, two signed agreements with different scopes (A: exercise EX-1 to P1 and P2; B: EX-2 to
+P3), an expired one (C: EX-3 to P1), a forged one and an unsigned one; three virtual cameras over
+USB/IP, one per exercise; ingest into a local bucket. Then ``age -d -i`` with each party's identity
+opens exactly the recordings its agreement covers and fails on every other one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bodycam.agent import agreements as ag
+from bodycam.agent.agecrypt import generate_identity
+from bodycam.agent.sshsig import generate_key
+
+from .dock import iso_window, make_dock, window
+from .sims import SimProcess
+
+
+def _draft(path: Path, ident: str, exercise: str, parties: dict[str, str], not_after: float) -> Path:
+    doc: dict[str, Any] = {
+        "format": ag.FORMAT,
+        "id": ident,
+        "version": 1,
+        "controller": {"name": "Example Constabulary"},
+        "parties": [
+            {"name": n, "role": "processor", "lawful_basis": "DPA 2018 s.35", "recipients": [r], "retention_days": 90}
+            for n, r in parties.items()
+        ],
+        "purpose": "firearms-training review",
+        "data_items": ["footage", "times"],
+        "scope": {"exercises": [exercise]},
+        "validity": {"not_before": ag._iso(time.time() - 86400), "not_after": ag._iso(not_after)},
+        "review_date": "2030-01-01",
+        "dpia": "DPIA-7",
+    }
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def _age_decrypts(identity: Path, obj: Path) -> bytes | None:
+    proc = subprocess.run(["age", "-d", "-i", str(identity), str(obj)], capture_output=True, timeout=60)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    keys = tmp_path / "force"
+    keys.mkdir()
+    controller_pub = generate_key(keys / "controller", "force")
+    generate_key(keys / "impostor", "impostor")
+    ids: dict[str, Path] = {}
+    rcpt: dict[str, str] = {}
+    for name in ("P1", "P2", "P3", "archive"):
+        secret, rcpt[name] = generate_identity()
+        ids[name] = keys / f"{name}.agekey"
+        ids[name].write_text(secret + "\n")
+    agreements = tmp_path / "agreements"
+    with dock.config_path.open("a") as f:
+        f.write(
+            f'[agreements]\ncontroller_keys = ["{controller_pub.strip()}"]\n'
+            f'dir = "{agreements}"\narchive = "{rcpt["archive"]}"\n'
+        )
+    future, past = time.time() + 86400, time.time() - 3600
+    drafts = tmp_path / "drafts"
+    drafts.mkdir()
+    signing = [
+        ("DSA-A", "EX-1", {"P1": rcpt["P1"], "P2": rcpt["P2"]}, future, "controller"),
+        ("DSA-B", "EX-2", {"P3": rcpt["P3"]}, future, "controller"),
+        ("DSA-C", "EX-3", {"P1": rcpt["P1"]}, past + 1, "controller"),  # expired: stops new disclosures
+        ("FORGED", "EX-2", {"P1": rcpt["P1"]}, future, "impostor"),
+        ("UNSIGNED", "EX-1", {"P3": rcpt["P3"]}, future, "controller"),
+    ]
+    for ident, exercise, parties, not_after, key in signing:
+        draft = _draft(drafts / f"{ident}.json", ident, exercise, parties, not_after)
+        if ident == "DSA-C":  # validity must end after it begins: start it two days back
+            doc = json.loads(draft.read_text())
+            doc["validity"]["not_before"] = ag._iso(past - 2 * 86400)
+            draft.write_text(json.dumps(doc))
+        signed = dock.cli("agreement", "sign", str(draft), "--key", str(keys / key), "--out", str(agreements))
+        assert signed.returncode == 0, signed.stderr
+    (agreements / "UNSIGNED.v1.json.sig").unlink()
+
+    forged = dock.cli("agreement", "show", str(agreements / "FORGED.v1.json"))
+    assert forged.returncode == 1 and len(forged.stderr.strip().splitlines()) == 1, forged.stderr
+    assert "FORGED.v1.json refused" in forged.stderr and "not among the 1 allowed" in forged.stderr
+    unsigned = dock.cli("agreement", "show", str(agreements / "UNSIGNED.v1.json"))
+    assert unsigned.returncode == 1 and len(unsigned.stderr.strip().splitlines()) == 1, unsigned.stderr
+    assert "UNSIGNED.v1.json is not signed" in unsigned.stderr
+    shown = dock.cli("agreement", "show", str(agreements / "DSA-A.v1.json"), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["state"] == "in force"
+    listed = json.loads(dock.cli("agreement", "list", "--json").stdout)
+    assert {a["id"]: a["state"] for a in listed["agreements"]} == {"DSA-A": "in force", "DSA-B": "in force",
+                                                                   "DSA-C": "expired"}  # fmt: skip
+    assert sorted(r["file"] for r in listed["refused"]) == ["FORGED.v1.json", "UNSIGNED.v1.json"]
+
+    win = window()
+    cams = {"CAM-A1": "EX-1", "CAM-B2": "EX-2", "CAM-C3": "EX-3"}
+    dock.enroll(*cams)
+    for serial, exercise in cams.items():
+        dock.exercise(exercise, win, serial)
+    args = ("--recordings", "2", "--training", "2", "--size", str(70_000), "--exercise", iso_window(win))
+    sims: list[SimProcess] = []
+    try:
+        for serial in cams:
+            sims.append(SimProcess("usbip", serial, *args, truth_dir=tmp_path))
+        rc, report = dock.ingest_json(*(s.address for s in sims))
+        expected = {serial: s.training() for serial, s in zip(cams, sims, strict=True)}
+    finally:
+        for s in sims:
+            s.stop()
+    assert rc == 0, report
+    by_serial = {c["serial"]: c for c in report["cameras"]}
+    assert by_serial["CAM-C3"]["out_of_scope_reasons"]["no_agreement"] == 2
+    assert by_serial["CAM-A1"]["verified"] == by_serial["CAM-B2"]["verified"] == 2
+
+    objects = sorted(p for p in bucket.rglob("*.age") if "recordings" in p.parts)
+    assert {p.parent.name for p in objects} == {"CAM-A1", "CAM-B2"}  # nothing under the expired agreement
+    readers = {"P1": {"CAM-A1"}, "P2": {"CAM-A1"}, "P3": {"CAM-B2"}, "archive": {"CAM-A1", "CAM-B2"}}
+    for party, cameras in readers.items():
+        for obj in objects:
+            plain = _age_decrypts(ids[party], obj)
+            if obj.parent.name in cameras:
+                assert plain is not None, (party, obj)
+                assert hashlib.sha256(plain).hexdigest() in expected[obj.parent.name].values()
+            else:
+                assert plain is None, f"{party} could decrypt {obj}"
+
+    manifests = [json.loads(p.read_bytes()) for p in bucket.rglob("manifest.json")]
+    entries = [e for m in manifests for e in m["recordings"]]
+    assert len(entries) == 4
+    sha = {a: hashlib.sha256((agreements / f"{a}.v1.json").read_bytes()).hexdigest() for a in ("DSA-A", "DSA-B")}
+    for e in entries:
+        if e["camera_serial"] == "CAM-A1":
+            assert e["agreements"] == [{"id": "DSA-A", "version": 1, "sha256": sha["DSA-A"]}]
+            assert e["parties"] == ["P1", "P2"]
+        else:
+            assert e["agreements"] == [{"id": "DSA-B", "version": 1, "sha256": sha["DSA-B"]}]
+            assert e["parties"] == ["P3"]
+    assert all(m["recipients"] == [{"name": ag.ARCHIVE_NAME, "age": rcpt["archive"]}] for m in manifests)
+    custody = b"".join(p.read_bytes() for p in bucket.rglob("custody.jsonl")).decode()
+    stayed = [json.loads(line) for line in custody.splitlines() if '"skipped_out_of_scope"' in line]
+    assert [s["code"] for s in stayed if s["camera"] == "CAM-C3"] == ["no_agreement", "no_agreement"]
+    assert all("DSA-C: expired" in s["reason"] for s in stayed if s["camera"] == "CAM-C3")
+
+    verified = dock.cli(
+        "verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
+        "--identity", str(ids["archive"]), "--json",
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
