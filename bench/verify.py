@@ -81,8 +81,7 @@ def build(dock: Dock, recordings: int, size: int) -> dict[str, Any]:
     journal = Journal(cfg.journal_path)
     custody = CustodyLog(journal, cfg.dock_id)
     recipients = [r.age for r in cfg.recipients]
-    with journal.transaction() as db:
-        batch_id = batches.open_batch_in(db)
+    batch_id = batches.open_batch(journal)
     custody.append("docked", camera=SERIAL, model="Bench", firmware="1.0", transport="usbip")
     custody.append("listed", camera=SERIAL, count=recordings)
 
