@@ -285,13 +285,23 @@ def keys_init(ctx: Context, out: Path | None) -> None:
 @pass_ctx
 def keys_show(ctx: Context, as_json: bool) -> None:
     """Print the dock key's allowed_signers line again (for an auditor's allowed_signers file)."""
+    from .docklog import verifier_key
     from .sshsig import allowed_signers_line, fingerprint, load_private_key
 
     cfg = ctx.config
-    public = load_private_key(cfg.key_path).public_key()
+    private = load_private_key(cfg.key_path)
+    public = private.public_key()
     line = allowed_signers_line(cfg.dock_id, public)
     if as_json:
-        emit_json({"dock_id": cfg.dock_id, "key": str(cfg.key_path), "fingerprint": fingerprint(public), "line": line})
+        emit_json(
+            {
+                "dock_id": cfg.dock_id,
+                "key": str(cfg.key_path),
+                "fingerprint": fingerprint(public),
+                "line": line,
+                "log_verifier_key": verifier_key(cfg.dock_id, private),
+            }
+        )
     else:
         click.echo(line)
 

@@ -16,12 +16,13 @@ from bodycam.agent.sshsig import load_private_key
 
 from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .s3server import SeaweedFS
 from .sims import SimProcess
 
 
-def ingest_twice(tmp_path: Path) -> tuple[Dock, Path]:
+def ingest_twice(tmp_path: Path, dock: Dock | None = None) -> tuple[Dock, Path]:
     bucket = tmp_path / "bucket"
-    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    dock = dock or make_dock(tmp_path / "dock", bucket.as_uri())
     win = window()
     dock.enroll("CAM-L1", "CAM-L2")
     dock.exercise("EX-L", win, "CAM-L1", "CAM-L2")
@@ -43,6 +44,8 @@ def test_go_verifies_the_buckets_log_and_the_inclusion_of_each_manifest(tmp_path
     log = bucket / DOCK_ID / "log"
     key = load_private_key(dock.root / "keys" / "dock_ed25519")
     vkey = docklog.verifier_key(DOCK_ID, key)
+    shown = dock.cli("keys", "show", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["log_verifier_key"] == vkey, shown.stderr
     docs = manifests(bucket)
     assert len(docs) == 2
     entries = [
@@ -102,3 +105,24 @@ def test_publishing_again_after_a_crash_restores_the_same_log(tmp_path: Path) ->
     finally:
         journal.close()
     assert {p: p.read_bytes() for p in log.rglob("*") if p.is_file()} == before
+
+
+def test_the_latest_checkpoint_is_replaced_in_an_object_locked_s3_bucket(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """The one object the log overwrites: with Object Lock (COMPLIANCE) a new version, never a refusal."""
+    locked = seaweedfs.make_bucket(f"{s3_bucket}-lock", object_lock=True)
+    dock = make_dock(tmp_path / "dock", f"s3://{locked}/training", seaweedfs.endpoint_url)
+    text = dock.config_path.read_text()
+    dock.config_path.write_text(text.replace("[signing]", "retention_days = 1\n[signing]", 1))
+    ingest_twice(tmp_path, dock)
+    client = seaweedfs.client()
+    key = f"training/{DOCK_ID}/log/checkpoint"
+    listed = client.list_object_versions(Bucket=locked, Prefix=key)["Versions"]
+    versions = [v for v in listed if v["Key"] == key]
+    assert len(versions) == 2, versions
+    latest = client.get_object(Bucket=locked, Key=key)["Body"].read()
+    signer = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    assert note.open_checkpoint(latest, [note.parse_verifier_key(signer)]).size == 2
+    head = client.head_object(Bucket=locked, Key=f"training/{DOCK_ID}/log/tile/0/000.p/2")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
