@@ -452,6 +452,14 @@ def coverage(agreement: Agreement, facts: RecordingFacts, now: float, revoked: I
     return COVERED
 
 
+class MixedKindsError(ConfigError):
+    """The covering agreements' recipients and the archive are not all of one kind (a file must not be)."""
+
+    def __init__(self, message: str, ids: Sequence[str]) -> None:
+        super().__init__(message)
+        self.ids = tuple(ids)
+
+
 @dataclass(frozen=True, slots=True)
 class Disclosure:
     """To whom one recording is encrypted, and under which agreements (empty ``agreements``: none covers it)."""
@@ -503,5 +511,12 @@ def disclosure(loaded: Loaded, facts: RecordingFacts, now: float, archive: str) 
     if archive not in recipients:
         recipients.append(archive)
         labels.append(ARCHIVE_NAME)
-    check_recipients(recipients, labels)
+    try:
+        check_recipients(recipients, labels)
+    except ConfigError as err:
+        ids = ", ".join(a.id for a in covering)
+        raise MixedKindsError(
+            f"agreements {ids} and the controller's archive together mix post-quantum and X25519 recipients: {err}",
+            [a.id for a in covering],
+        ) from None
     return Disclosure(tuple(covering), tuple(sorted(parties)), tuple(recipients), tuple(reasons))

@@ -198,7 +198,7 @@ class Daemon:
                 raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
             load_private_key(fresh.key_path)  # a key that cannot sign must not replace one that can
             load_credentials(fresh)  # a broken [dock_auth] is refused here, not at the next docking
-            if fresh.recipients:  # a bad or mixed agreement is refused here, not at the next recording
+            if fresh.recipients or fresh.agreements:  # a bad or mixed agreement is refused here, not later
                 self.agent.recipients(fresh)
             self.agent.config = fresh
             LOG.info("configuration reloaded from %s", self.config_path or "the default")

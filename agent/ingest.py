@@ -306,7 +306,13 @@ class Agent:
         row = self._row(serial, rec.id, rec.sha256.hex())
         if row is not None and row["state"] in ("uploading", "completing", "verified", "erased"):
             return decision
-        found = self.disclosure(loaded, serial, decision, exercises, time.time())
+        try:
+            found = self.disclosure(loaded, serial, decision, exercises, time.time())
+        except ag.MixedKindsError as err:  # this recording stays; the camera's others may still leave
+            LOG.warning("camera %s recording %d stays on the camera: %s", serial, rec.id, err)
+            ids = ", ".join(err.ids[:8])
+            reason = f"covering agreements ({ids}) mix post-quantum and X25519 recipients"
+            return ScopeDecision(False, reason, None, decision.start, decision.end, ag.NO_AGREEMENT, None)
         if found.covered:
             return decision
         return ScopeDecision(False, found.why_not(), None, decision.start, decision.end, ag.NO_AGREEMENT, None)

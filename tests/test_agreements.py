@@ -123,7 +123,7 @@ def test_no_covering_agreement_gives_a_reason_with_ids_and_codes_only() -> None:
 
 def test_a_disclosure_mixing_post_quantum_and_x25519_keys_is_refused() -> None:
     a = agreement()
-    with pytest.raises(ConfigError, match="mix"):
+    with pytest.raises(ag.MixedKindsError, match="agreements DSA-A and the controller's archive together mix"):
         ag.disclosure(ag.Loaded((a,)), facts(), T0, generate_hybrid_identity()[1])
 
 

@@ -103,9 +103,10 @@ def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -
 
     win = window()
     cams = {"CAM-A1": "EX-1", "CAM-B2": "EX-2", "CAM-C3": "EX-3"}
-    dock.enroll(*cams)
-    for serial, exercise in cams.items():
-        dock.exercise(exercise, win, serial)
+    dock.enroll(*cams, "CAM-A4")
+    dock.exercise("EX-1", win, "CAM-A1", "CAM-A4")  # CAM-A4 docks after DSA-A is revoked
+    dock.exercise("EX-2", win, "CAM-B2")
+    dock.exercise("EX-3", win, "CAM-C3")
     args = ("--recordings", "2", "--training", "2", "--size", str(70_000), "--exercise", iso_window(win))
     sims: list[SimProcess] = []
     try:
@@ -123,7 +124,8 @@ def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -
 
     objects = sorted(p for p in bucket.rglob("*.age") if "recordings" in p.parts)
     assert {p.parent.name for p in objects} == {"CAM-A1", "CAM-B2"}  # nothing under the expired agreement
-    readers = {"P1": {"CAM-A1"}, "P2": {"CAM-A1"}, "P3": {"CAM-B2"}, "archive": {"CAM-A1", "CAM-B2"}}
+    ids["party-a"] = dock.identity_path  # in [[recipients]]: under agreements it receives nothing
+    readers = {"P1": {"CAM-A1"}, "P2": {"CAM-A1"}, "P3": {"CAM-B2"}, "archive": {"CAM-A1", "CAM-B2"}, "party-a": set()}
     for party, cameras in readers.items():
         for obj in objects:
             plain = _age_decrypts(ids[party], obj)
@@ -155,3 +157,20 @@ def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -
         "--identity", str(ids["archive"]), "--json",
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    # Revocation is forward only: a camera docked after it keeps its EX-1 footage, and what P1 already
+    # received stays readable to P1 (age cannot take a delivered file back).
+    revoked = dock.cli("agreement", "revoke", "DSA-A", "--key", str(keys / "controller"), "--out", str(agreements))
+    assert revoked.returncode == 0, revoked.stderr
+    with SimProcess("usbip", "CAM-A4", *args, truth_dir=tmp_path) as late:
+        rc, report = dock.ingest_json(late.address)
+    assert rc == 0, report
+    assert report["cameras"][0]["out_of_scope_reasons"]["no_agreement"] == 2
+    assert not list(bucket.rglob("CAM-A4"))
+    assert all(_age_decrypts(ids["P1"], obj) is not None for obj in objects if obj.parent.name == "CAM-A1")
+    journal = dock.journal()
+    try:
+        reasons = {r[0] for r in journal.query("SELECT error FROM recordings WHERE serial='CAM-A4'")}
+    finally:
+        journal.close()
+    assert reasons == {"no valid data-sharing agreement covers it (DSA-A: revoked, DSA-B: exercise, DSA-C: expired)"}
