@@ -138,8 +138,8 @@ def publish(journal: Journal, put_once: Callable[[str, bytes], None], bucket: An
     if not rows:
         return
     size, signed = int(rows[0][0]) + 1, bytes(rows[0][1])
-    total = int(journal.query("SELECT COUNT(*) FROM tlog_entries WHERE log=?", (name,))[0][0])
-    tree = tlog.Tree(JournalHashStore(lambda sql, params: journal.query(sql, tuple(params)), name), total)
+    # a view of the tree at this batch's size: a seal on another thread may append meanwhile
+    tree = tlog.Tree.view(JournalHashStore(lambda sql, params: journal.query(sql, tuple(params)), name), size)
     prefix = log_prefix(dock_id)
     for path, data in tlog.tile_objects(tree, size - 1, size, lambda lo, hi: _entries(journal, name, lo, hi)):
         put_once(f"{prefix}/{path}", data)

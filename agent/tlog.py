@@ -229,6 +229,18 @@ class Tree:
             store.truncate(need)
         self.store = store
         self._size = size
+        self._read_only = False
+
+    @classmethod
+    def view(cls, store: HashStore, size: int) -> Tree:
+        """The first ``size`` leaves of a store that may hold more (stored hashes are a prefix-ordered
+        array): read-only, and it never truncates, so a reader cannot undo a concurrent append."""
+        need = stored_hash_count(size)
+        if store.count() < need:
+            raise StorageError(f"the log's hash store holds {store.count()} hashes; a tree of {size} needs {need}")
+        tree = cls.__new__(cls)
+        tree.store, tree._size, tree._read_only = store, size, True
+        return tree
 
     @property
     def size(self) -> int:
@@ -239,6 +251,8 @@ class Tree:
         return self.append_leaf_hash(leaf_hash(data))
 
     def append_leaf_hash(self, h: bytes) -> int:
+        if self._read_only:
+            raise ValueError("a view of a log cannot be appended to")
         n = self._size
         hashes = [h]
         level = 0

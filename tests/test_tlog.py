@@ -314,3 +314,14 @@ def test_go_rejects_a_tile_with_one_flipped_byte(tmp_path: Path) -> None:
         assert any(" FAIL: " in line for line in gocheck.run(request)), name
         target.write_bytes(original)
     assert all(line.endswith(" OK") for line in gocheck.run(request))
+
+
+def test_a_view_reads_a_prefix_of_a_longer_store_and_never_truncates_it() -> None:
+    tree = gocheck.build_tree(300)
+    view = tlog.Tree.view(tree.store, 257)
+    assert view.root() == tree.root(257) and view.tile(tlog.Tile(0, 1, 1)) == tree.tile(tlog.Tile(0, 1, 1))
+    assert tree.store.count() == tlog.stored_hash_count(300)
+    with pytest.raises(ValueError, match="cannot be appended"):
+        view.append(b"x")
+    with pytest.raises(StorageError):
+        tlog.Tree.view(tree.store, 301)
