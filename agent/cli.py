@@ -1182,6 +1182,7 @@ STAYED_WORDS = {
     "no_exercise": "no exercise for this camera",
     "outside_window": "outside every window",
     "clock_unplaceable": "clock not placeable",
+    "no_agreement": "covered by no data-sharing agreement",
 }
 
 

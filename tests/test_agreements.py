@@ -252,3 +252,48 @@ def test_a_directory_with_too_many_files_is_a_config_error(tmp_path: Path) -> No
         (tmp_path / f"{i}.json").write_text("{}")
     with pytest.raises(ConfigError, match="more than"):
         ag.load_dir(tmp_path, [])
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+def _agreements_config(**table: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "controller_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEUkuhkiCgdXuzMe6XNi2Jz8hcT6k9Prhk3jA9DWXTkn"],
+        "dir": "/etc/bodycam/agreements",
+        "archive": generate_identity()[1],
+    }
+    base.update(table)
+    return {"dock_id": "dock-1", "state_dir": "/tmp/x", "agreements": base}
+
+
+def test_config_reads_agreements_and_refuses_what_is_wrong() -> None:
+    from bodycam.agent.config import parse
+
+    cfg = parse(_agreements_config())
+    assert cfg.agreements is not None and cfg.agreements.dir == Path("/etc/bodycam/agreements")
+    assert parse({"dock_id": "dock-1"}).agreements is None
+    for table, message in [
+        ({"archive": "age1nope"}, "agreements.archive"),
+        ({"controller_keys": []}, "agreements.controller_keys"),
+        ({"dir": 3}, "agreements.dir"),
+        ({"extra": 1}, "unknown config key 'agreements.extra'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse(_agreements_config(**table))
+    doc = _agreements_config()
+    del doc["agreements"]["archive"]
+    with pytest.raises(ConfigError, match=r"agreements\.archive' is required"):
+        parse(doc)
+
+
+def test_a_bad_controller_key_line_names_its_index() -> None:
+    with pytest.raises(ConfigError, match=r"controller_keys\[0\]"):
+        ag.controller_keys(["ssh-rsa AAAA"])
+
+
+def test_operators_read_why_footage_stayed_without_an_agreement() -> None:
+    from bodycam.agent.cli import stayed_text
+
+    text = stayed_text({"out_of_scope_reasons": {"no_agreement": 2, "operational": 0}})
+    assert text == "stayed on the dock: 2 covered by no data-sharing agreement"
