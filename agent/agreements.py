@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,11 @@ def controller_keys(lines: Sequence[str]) -> list[Ed25519PublicKey]:
 
 
 def _read_bounded(path: Path) -> bytes:
+    """At most MAX_FILE_BYTES + 1 bytes of a regular file: a FIFO or device placed in the directory is
+    refused without being opened (opening a FIFO would block the docking)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ProtocolError(f"{path} is not a regular file")
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:

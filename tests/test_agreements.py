@@ -297,3 +297,22 @@ def test_operators_read_why_footage_stayed_without_an_agreement() -> None:
 
     text = stayed_text({"out_of_scope_reasons": {"no_agreement": 2, "operational": 0}})
     assert text == "stayed on the dock: 2 covered by no data-sharing agreement"
+
+
+def test_a_fifo_in_the_agreements_directory_is_refused_without_blocking(
+    tmp_path: Path, controller: Ed25519PrivateKey
+) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "DSA-X.v1.json")
+    loaded = ag.load_dir(tmp_path, [controller.public_key()])
+    assert loaded.refused == (("DSA-X.v1.json", f"{tmp_path / 'DSA-X.v1.json'} is not a regular file"),)
+
+
+def test_post_quantum_parties_and_archive_make_a_post_quantum_disclosure() -> None:
+    p1, archive = generate_hybrid_identity()[1], generate_hybrid_identity()[1]
+    a = agreement(
+        parties=[{"name": "P1", "role": "processor", "lawful_basis": "x", "recipients": [p1], "retention_days": 9}]
+    )
+    d = ag.disclosure(ag.Loaded((a,)), facts(), T0, archive)
+    assert d.recipients == (p1, archive) and d.parties == ("P1",)
