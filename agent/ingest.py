@@ -137,6 +137,7 @@ class Agent:
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[tuple[str, int, str], float] = {}
+        self._agreements = ag.DirCache()
         load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
 
     # -- configuration that must be complete before footage moves -----------------------------
@@ -171,7 +172,7 @@ class Agent:
         cfg = self.config.agreements
         if cfg is None:
             return None
-        return ag.load_dir(cfg.dir, ag.controller_keys(cfg.controller_keys))
+        return self._agreements.load(cfg.dir, cfg.controller_keys)
 
     def disclosure(
         self, loaded: ag.Loaded, serial: str, decision: ScopeDecision, exercises: list[Exercise], now: float

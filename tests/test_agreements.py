@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.agent import agreements as ag
 from bodycam.agent.agecrypt import generate_hybrid_identity, generate_identity
+from bodycam.agent.sshsig import public_key_line
 from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError
 
 T0 = 1_800_000_000.0  # 2027-01-15
@@ -316,3 +317,21 @@ def test_post_quantum_parties_and_archive_make_a_post_quantum_disclosure() -> No
     )
     d = ag.disclosure(ag.Loaded((a,)), facts(), T0, archive)
     assert d.recipients == (p1, archive) and d.parties == ("P1",)
+
+
+def test_the_directory_cache_sees_a_new_revocation_and_a_rewritten_file(
+    tmp_path: Path, controller: Ed25519PrivateKey
+) -> None:
+    d = tmp_path / "d"
+    lines = [public_key_line(controller.public_key())]
+    ag.sign_draft(write_draft(tmp_path), controller, d)
+    cache = ag.DirCache()
+    first = cache.load(d, lines)
+    assert [a.id for a in first.agreements] == ["DSA-A"] and cache.load(d, lines) is first
+    ag.revoke("DSA-A", controller, d, now=T0)
+    assert cache.load(d, lines).revoked == {"DSA-A"}
+    path = d / "DSA-A.v1.json"
+    path.write_bytes(path.read_bytes().replace(b"EX-1", b"EX-2"))
+    assert cache.load(d, lines).agreements == ()
+    other = Ed25519PrivateKey.generate()
+    assert cache.load(d, [public_key_line(other.public_key())]).refused != ()
