@@ -298,6 +298,10 @@ class Verifier:
         self._untold: Counter[str] = Counter()  # findings past the retained budget, by problem
         self._report_rows = 0
         self._handed_over: dict[str, BatchResult] = {}  # new dock id -> the batch that handed over to it
+        #: where manifests stand: at <dock>/<batch>/ (this bucket's layout) or one level deeper (the
+        #: auditor pointed verify one level above the prefix); the latter names the prefix to use
+        self._manifests_here = 0
+        self._manifests_deeper: Counter[str] = Counter()
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -382,8 +386,36 @@ class Verifier:
                     self._unlisted(key)
             self._sizes = {}
 
+    def _note_manifest_depth(self, key: str) -> None:
+        parts = key.split("/")
+        if parts[-1] != mf.MANIFEST:
+            return
+        if len(parts) == 3:
+            self._manifests_here += 1
+        elif len(parts) == 4 and len(self._manifests_deeper) < 16:
+            self._manifests_deeper[parts[0]] += 1
+
+    def _wrong_prefix(self) -> bool:
+        """No manifest where this layout puts them, but some one level deeper: say which prefix to verify
+        instead of naming every object as unlisted (what an auditor sees is a hint, not 21 findings)."""
+        if self._manifests_here or not self._manifests_deeper:
+            return False
+        url = str(getattr(self.bucket, "url", "the bucket")).rstrip("/")
+        where = ", ".join(f"{url}/{name}" for name in sorted(self._manifests_deeper))
+        self.report.findings.clear()
+        self._untold.clear()
+        self.report.findings.append(
+            Finding(
+                "wrong_prefix",
+                f"{url} holds no batch at its top level, but batches one level down: verify --bucket {where}",
+            )
+        )
+        return True
+
     def _finish(self, docks: dict[str, list[BatchResult]]) -> None:
         """After the listing: the chain of each dock, the expected heads, and the findings' totals."""
+        if self._wrong_prefix():
+            return
         if not self.report.objects_seen:
             url = getattr(self.bucket, "url", "the bucket")
             self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
@@ -421,6 +453,7 @@ class Verifier:
         cost = count = 0
         for info in self.bucket.iter_objects(""):
             self.report.objects_seen += 1
+            self._note_manifest_depth(info.key)
             parts = info.key.split("/", 2)
             if len(parts) == 3 and parts[1] == LOG_DIR:
                 continue  # the dock's transparency log (docs/formats.md §9), checked by its own tools

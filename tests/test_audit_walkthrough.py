@@ -83,6 +83,7 @@ def test_stock_tool_walkthrough_passes_then_catches_a_flipped_byte(tmp_path: Pat
     proc = run_block(per_batch, {**env, "BATCH": second})
     assert proc.returncode != 0, proc.stdout
     assert f"batch {second}: verified" not in proc.stdout and "CHECK FAILED" in proc.stderr
+    assert f"CHECK FAILED: {recording}: ciphertext SHA-256 differs" in proc.stderr, proc.stderr  # names the file
     recording.write_bytes(original)
     assert run_block(per_batch, {**env, "BATCH": second}).returncode == 0
 
@@ -91,4 +92,5 @@ def test_stock_tool_walkthrough_passes_then_catches_a_flipped_byte(tmp_path: Pat
     cosignature.unlink()
     proc = run_block(chain, env)
     assert proc.returncode != 0 and "one unbroken chain" not in proc.stdout
+    assert f"CHECK FAILED: {cosignature}" in proc.stderr, proc.stderr  # names the file
     cosignature.write_bytes(saved)

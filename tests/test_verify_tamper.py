@@ -635,3 +635,17 @@ def test_deleting_the_newest_batch_is_caught_with_an_expected_head(local: Bucket
     assert local.findings("--expect-head", head)[0] == 0
     bad = local.verify("--expect-head", "nonsense")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_bucket_url_one_level_too_high_gets_a_hint_not_a_flood_of_findings(local: Bucket, tmp_path: Path) -> None:
+    """An auditor who points verify at the directory above the bucket's prefix is told where the batches are."""
+    root = Path(local.url.removeprefix("file://"))
+    above = tmp_path / "above"
+    above.mkdir()
+    shutil.copytree(root, above / "evidence", symlinks=True, ignore=shutil.ignore_patterns(".uploads"))
+    proc = local.verify_url(str(above), "--json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    problems = [f["problem"] for f in doc["findings"]]
+    assert problems == ["wrong_prefix"], problems
+    assert f"{above}/evidence" in doc["findings"][0]["message"] or "evidence" in doc["findings"][0]["message"]
