@@ -47,7 +47,7 @@ import hmac
 import os
 import re
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
@@ -525,6 +525,19 @@ def _stanza_for(recipient: str, key: RecipientKey, file_key: bytes) -> bytes:
     return b"-> X25519 " + _b64encode(share) + b"\n" + _b64encode(body) + b"\n"
 
 
+class SealSink(Protocol):
+    """Where :meth:`Encryptor.update_into` puts sealed chunks (the pull's ring of part buffers)."""
+
+    def reserve(self, size: int) -> memoryview | None:
+        """A writable view of exactly ``size`` bytes at the current position, or None if they would not
+        fit in one buffer (the sealer then calls :meth:`write`)."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (it may span buffers)."""
+        ...
+
+
 class Encryptor:
     """Push-style encryption of one file to one or more recipients, all X25519 or all ML-KEM hybrid.
 
@@ -602,7 +615,17 @@ class Encryptor:
         self._counter += 1
         return sealed
 
-    def _chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    def _seal_to(self, chunk: bytes | bytearray | memoryview, last: bool, sink: SealSink) -> None:
+        """Seal straight into the sink's buffer when it has room in one piece, else via a small copy."""
+        out = sink.reserve(len(chunk) + TAG_SIZE)
+        if out is None:
+            sink.write(self._seal(chunk, last))
+            return
+        self._aead.encrypt_into(_chunk_nonce(self._counter, last), chunk, None, out)
+        self._counter += 1
+
+    def _plain_chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | bytearray | memoryview]:
+        """The full 64 KiB plaintext chunks ``data`` completes, each known not to be the last one."""
         if self._finished:
             raise ConfigError("Encryptor.update called after finalize")
         with _as_bytes_view(data) as view:
@@ -615,16 +638,26 @@ class Encryptor:
             if pending:  # top up the held-back chunk; more data follows it, so it is not the last
                 pos = CHUNK_SIZE - len(pending)
                 pending += view[:pos]
-                yield self._seal(pending, False)
+                yield pending
                 pending.clear()
             while size - pos > CHUNK_SIZE:  # sealed straight from the caller's buffer, no copy
-                yield self._seal(view[pos : pos + CHUNK_SIZE], False)
+                yield view[pos : pos + CHUNK_SIZE]
                 pos += CHUNK_SIZE
             pending += view[pos:]  # 1..CHUNK_SIZE bytes: may turn out to be the final chunk
+
+    def _chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        for chunk in self._plain_chunks(data):
+            yield self._seal(chunk, False)
 
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """Encrypt more plaintext; returns every chunk that is now known not to be the last one."""
         return b"".join(self._chunks(data))
+
+    def update_into(self, data: bytes | bytearray | memoryview, sink: SealSink) -> None:
+        """As :meth:`update`, but each sealed chunk goes into ``sink``'s preallocated buffers
+        (``ChaCha20Poly1305.encrypt_into``): no per-call bytes object, no join (issue 14)."""
+        for chunk in self._plain_chunks(data):
+            self._seal_to(chunk, False, sink)
 
     def finalize(self) -> bytes:
         """Seal the held-back bytes as the final chunk (empty only when the whole plaintext is empty)."""
@@ -634,6 +667,14 @@ class Encryptor:
         sealed = self._seal(self._pending, True)
         self._pending = bytearray()
         return sealed
+
+    def finalize_into(self, sink: SealSink) -> None:
+        """As :meth:`finalize`, into ``sink``."""
+        if self._finished:
+            raise ConfigError("Encryptor.finalize called twice")
+        self._finished = True
+        self._seal_to(self._pending, True, sink)
+        self._pending = bytearray()
 
 
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Sequence[str]) -> None:

@@ -131,7 +131,7 @@ class PendingUpload:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def b64_sha256(data: bytes | memoryview) -> str:
+def b64_sha256(data: bytes | bytearray | memoryview) -> str:
     """The ``ChecksumSHA256`` of ``data``: base64 of its SHA-256 digest."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
@@ -313,7 +313,13 @@ class Bucket(ABC):
 
     @abstractmethod
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
     ) -> Part:
         """Upload one part (1..10000); re-uploading a number replaces it.
 
@@ -636,14 +642,21 @@ class S3Bucket(Bucket):
         return str(r["UploadId"])
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
     ) -> Part:
         check_key(key)
         _check_part_number(part_number)
         checksum = sha256_b64 if sha256_b64 is not None else b64_sha256(data)
         r = self._call(
             f"upload part {part_number} of", key, "upload_part",
-            Key=self._full(key), UploadId=upload_id, PartNumber=part_number, Body=data,
+            Key=self._full(key), UploadId=upload_id, PartNumber=part_number,
+            Body=data.tobytes() if isinstance(data, memoryview) else data,  # botocore takes no memoryview
             ContentLength=len(data), ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
         )  # fmt: skip
         returned = r.get("ChecksumSHA256")
@@ -897,7 +910,7 @@ class LocalBucket(Bucket):
             raise UploadNotFoundError(f"{self.url}: upload {upload_id} belongs to {stored!r}, not {key!r}")
         return path
 
-    def _write_temp(self, directory: Path, chunks: Iterator[bytes | memoryview]) -> tuple[Path, int, str]:
+    def _write_temp(self, directory: Path, chunks: Iterator[bytes | bytearray | memoryview]) -> tuple[Path, int, str]:
         """Write ``chunks`` to a new fsynced file in ``directory``; return (path, size, sha256 hex)."""
         self._writable()
         tmp = directory / f"tmp-{secrets.token_hex(8)}"
@@ -974,7 +987,13 @@ class LocalBucket(Bucket):
         return upload_id
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
     ) -> Part:
         _check_part_number(part_number)
         udir = self._upload_dir(key, upload_id)

@@ -1407,24 +1407,8 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _return_freed_buffers_to_the_os() -> None:
-    """Serve multi-MiB part buffers from mmap so freed ones leave RSS at once (glibc; no-op elsewhere).
-
-    Without it glibc's dynamic threshold moves part-sized buffers onto the heap after the first
-    free, where fragmentation keeps ~2x the live buffers resident during a long ingest.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit codes per CONTRACT.md, one line per error, never a traceback."""
-    _return_freed_buffers_to_the_os()
     try:
         cli.main(args=argv, prog_name="bodycam-sync", standalone_mode=False)
     except click.exceptions.Abort:

@@ -41,7 +41,13 @@ class UploadTarget(Protocol):
     """What the pull needs from a bucket: multipart parts of one object."""
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
     ) -> Any: ...
 
 
@@ -55,6 +61,90 @@ class PullResult:
     ciphertext_sha256: str
     ciphertext_size: int
     parts: list[Any]  # the bucket's Part records, in order
+
+
+class _PartRing:
+    """Cuts the ciphertext into parts inside a small ring of preallocated part buffers.
+
+    The encryptor seals each age chunk straight into the current buffer (``reserve``); a full buffer
+    goes to the part queue and comes back through :meth:`release` once uploaded. With a fixed set of
+    buffers no part-sized allocation is made per part (each fresh multi-MiB buffer was a new mmap,
+    page-faulted in and unmapped again: a third of the CLI's CPU, issue 14).
+    """
+
+    def __init__(
+        self,
+        part_size: int,
+        buffers: int,
+        emit: Callable[[int, bytearray | memoryview, bytearray], None],
+        errors: list[BaseException],
+    ) -> None:
+        self.part_size = part_size
+        self._errors = errors
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._spare = buffers  # allocated on first use: a small recording never needs them all
+        self._emit = emit
+        self._buf: bytearray | None = None
+        self._fill = 0
+        self.number = 0
+
+    def _current(self) -> bytearray:
+        if self._buf is not None and self._fill == self.part_size:
+            self.flush()
+        if self._buf is None:
+            if self._spare > 0 and self._free.empty():
+                self._spare -= 1
+                self._buf = bytearray(self.part_size)
+            else:
+                self._buf = self._take()
+            self._fill = 0
+        return self._buf
+
+    def _take(self) -> bytearray:
+        """A buffer the uploader has finished with; gives up once the uploader has reported an error
+        (parts it cancelled never come back)."""
+        while True:
+            if self._errors:
+                raise self._errors[0]
+            try:
+                return self._free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def reserve(self, size: int) -> memoryview | None:
+        buf = self._current()
+        if self._fill + size > self.part_size:
+            return None
+        view = memoryview(buf)[self._fill : self._fill + size]
+        self._fill += size
+        return view
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        with memoryview(data) as view:
+            pos = 0
+            while pos < len(view):
+                buf = self._current()
+                n = min(len(view) - pos, self.part_size - self._fill)
+                buf[self._fill : self._fill + n] = view[pos : pos + n]
+                self._fill += n
+                pos += n
+
+    def flush(self, *, final: bool = False) -> None:
+        """Hand the current buffer on as the next part (the last one may be short; a final empty
+        object still gets its one part)."""
+        if self._buf is None:
+            if not (final and self.number == 0):
+                return
+            self._buf, self._fill = bytearray(0), 0
+        buf, fill = self._buf, self._fill
+        self._buf, self._fill = None, 0
+        self.number += 1
+        # a full buffer goes as it is (botocore sends a bytearray without a copy); a short last part as a view
+        self._emit(self.number, buf if fill == len(buf) else memoryview(buf)[:fill], buf)
+
+    def release(self, buf: bytearray) -> None:
+        if len(buf) == self.part_size:
+            self._free.put(buf)
 
 
 def part_size_for(ciphertext_size: int, minimum: int) -> int:
@@ -87,7 +177,7 @@ def pull(
     """
     existing = existing_parts or {}
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
-    parts_q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+    parts_q: queue.Queue[tuple[int, bytearray | memoryview, bytearray] | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
     results: dict[int, Any] = {}
     ciphertext_hash = hashlib.sha256()
@@ -111,6 +201,7 @@ def pull(
 
     def upload_parts() -> None:
         in_flight: list[Future[Any]] = []
+        ended = False  # the end marker was taken: an error after it must not wait for another
         with ThreadPoolExecutor(max_workers=parts_in_flight, thread_name_prefix="part-upload") as pool:
             try:
                 while True:
@@ -120,8 +211,9 @@ def pull(
                         in_flight.pop(0).result()
                     item = parts_q.get()
                     if item is None:
+                        ended = True
                         break
-                    number, data = item
+                    number, data, buf = item
                     ciphertext_hash.update(data)
                     digest = hashlib.sha256(data).digest()
                     part_digests.append(digest)
@@ -134,9 +226,10 @@ def pull(
                                 "the camera's recording changed since the upload began"
                             )
                         results[number] = known
+                        ring.release(buf)
                         continue
-                    in_flight.append(pool.submit(_send, number, data, checksum))
-                    del data, item
+                    in_flight.append(pool.submit(_send, number, data, buf, checksum))
+                    del data, item, buf
                 for fut in in_flight:
                     fut.result()
             except BaseException as err:
@@ -144,25 +237,36 @@ def pull(
                 stop.set()
                 for fut in in_flight:
                     fut.cancel()
-                while parts_q.get() is not None:  # drain so the producer never blocks forever
-                    pass
+                while not ended:  # drain so the producer never blocks forever
+                    left = parts_q.get()
+                    if left is None:
+                        break
+                    ring.release(left[2])
 
-    def _send(number: int, data: bytes, checksum: str) -> Any:
-        part = bucket.upload_part(key, upload_id, number, data, sha256_b64=checksum)
+    def _send(number: int, data: bytearray | memoryview, buf: bytearray, checksum: str) -> Any:
+        try:
+            part = bucket.upload_part(key, upload_id, number, data, sha256_b64=checksum)
+        finally:
+            del data
+            ring.release(buf)  # the upload (retries included) is over: the buffer takes the next part
         results[number] = part
         if on_part is not None:
             on_part(part)
         return part
 
+    def emit(number: int, view: bytearray | memoryview, buf: bytearray) -> None:
+        _put(parts_q, (number, view, buf), part_error)
+
+    # one buffer being filled, one queued, parts_in_flight uploading, one being hashed
+    ring = _PartRing(part_size, parts_in_flight + 3, emit, part_error)
     reader = threading.Thread(target=read_camera, name="camera-read", daemon=True)
     uploader = threading.Thread(target=upload_parts, name="part-hash", daemon=True)
     reader.start()
     uploader.start()
     plain_hash = hashlib.sha256()
-    buffer = bytearray(encryptor.header)
-    number = 0
     done = 0
     try:
+        ring.write(encryptor.header)
         while True:
             if cancel is not None and cancel.is_set():
                 raise CancelledError(f"pull of {key} stopped at {done} bytes; it resumes on the next run")
@@ -177,26 +281,16 @@ def pull(
             if isinstance(item, BaseException):
                 raise item
             plain_hash.update(item)
-            buffer += encryptor.update(item)
+            encryptor.update_into(item, ring)
             done += len(item)
             if on_progress is not None:
                 on_progress(done)
-            while len(buffer) >= part_size:
-                number += 1
-                with memoryview(buffer) as view:
-                    part = bytes(view[:part_size])  # one copy, not a slice and then a copy
-                del buffer[:part_size]
-                _put(parts_q, (number, part), part_error)
-                del part
         if done != recording.size:
             raise IntegrityError(
                 f"camera delivered {done} bytes of recording {recording.id}, it listed {recording.size}"
             )
-        buffer += encryptor.finalize()
-        if buffer or number == 0:
-            number += 1
-            _put(parts_q, (number, bytes(buffer)), part_error)
-        buffer = bytearray()
+        encryptor.finalize_into(ring)
+        ring.flush(final=True)
         _put(parts_q, None, part_error)
         uploader.join()
         if part_error:

@@ -38,7 +38,13 @@ class SharedUploads:
         self._cap = TokenBucket(bandwidth_mbps * 1e6 / 8) if bandwidth_mbps else None
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: bytes, *, sha256_b64: str | None = None
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
     ) -> Any:
         with self._slots:
             if self._cap is not None:

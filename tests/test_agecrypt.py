@@ -575,6 +575,56 @@ def test_resume_reproduces_the_same_ciphertext_and_checks_the_file_key() -> None
     assert dec.update(original) + dec.finalize() == data
 
 
+class _Buffers:
+    """A SealSink of fixed-size buffers, like the pull's ring of part buffers, collecting what it got."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.full, self.buf, self.fill = size, [], bytearray(size), 0
+        self.direct = 0
+
+    def reserve(self, n: int) -> memoryview | None:
+        if self.fill == self.size:
+            self.full.append(bytes(self.buf))
+            self.buf, self.fill = bytearray(self.size), 0
+        if self.fill + n > self.size:
+            return None
+        self.fill += n
+        self.direct += 1
+        return memoryview(self.buf)[self.fill - n : self.fill]
+
+    def write(self, data: bytes) -> None:
+        for byte in data:
+            if self.fill == self.size:
+                self.full.append(bytes(self.buf))
+                self.buf, self.fill = bytearray(self.size), 0
+            self.buf[self.fill] = byte
+            self.fill += 1
+
+    def value(self) -> bytes:
+        return b"".join(self.full) + bytes(self.buf[: self.fill])
+
+
+@pytest.mark.parametrize("buffer_size", [200_000, 65536 + 16, 3 * (65536 + 16) + 5])
+def test_update_into_seals_into_caller_buffers_byte_for_byte(buffer_size: int, tmp_path: Path) -> None:
+    """The pull seals age chunks into preallocated part buffers (issue 14): the bytes must be exactly
+    what update/finalize produce, chunks straddling a buffer boundary included, and stock age reads them."""
+    file_key, plain = os.urandom(16), random.Random(buffer_size).randbytes(5 * CHUNK_SIZE + 1234)
+    reference = Encryptor([RCPT1], file_key=file_key)
+    expected = reference.header + reference.update(plain) + reference.finalize()
+    enc = Encryptor.resume(reference.header, file_key)
+    sink = _Buffers(buffer_size)
+    sink.write(enc.header)
+    for start in range(0, len(plain), 100_000):
+        enc.update_into(memoryview(plain)[start : start + 100_000], sink)
+    enc.finalize_into(sink)
+    assert sink.value() == expected
+    assert sink.direct > 0  # sealed in place, not only through write()
+    if AGE is not None:
+        keyfile = tmp_path / "key"
+        keyfile.write_text(ID1 + "\n")
+        assert _run([str(AGE), "-d", "-i", str(keyfile)], sink.value()) == plain
+
+
 # ------------------------------------------------------------------------- MLKEM768-X25519 hybrid recipients
 
 # The example key pair of the age spec (c2sp.org/age); the 1959-character recipient is pinned by its hash.
