@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
 
-from . import __version__
+from . import __version__, logcheck
 from . import manifest as mf
 from .agecrypt import Decryptor
 from .custody import GENESIS, canonical
@@ -56,6 +56,7 @@ BASELINE_MIB = 64  # the interpreter, cryptography and boto3 before any work (me
 MAX_MESSAGE_CHARS = 1000
 MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest are checked and counted)
 MAX_KEY_CHARS = 1024
+MAX_LOG_DOCKS = 1000  # transparency logs checked in one run (one per dock)
 BATCH_COST = 4096  # bytes a batch's summary is charged against the retained budget (measured ~1.5 KiB)
 
 
@@ -302,6 +303,7 @@ class Verifier:
         #: auditor pointed verify one level above the prefix); the latter names the prefix to use
         self._manifests_here = 0
         self._manifests_deeper: Counter[str] = Counter()
+        self._log_docks: set[str] = set()  # docks with objects under <dock>/log/ (their transparency log)
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -423,6 +425,8 @@ class Verifier:
         for dock, results in sorted(docks.items()):
             self._chain(dock, results)
             self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
+        for dock in sorted(self._log_docks):
+            self._log(dock, docks.get(dock, []))
         for dock, head in sorted(self.expected_heads.items()):
             if not any(b.manifest_sha256 == head for b in docks.get(dock, [])):
                 self._find(
@@ -444,6 +448,22 @@ class Verifier:
         for b in self.report.batches:
             b.problems = per_batch[(b.dock, b.batch)]
 
+    def _log(self, dock: str, results: list[BatchResult]) -> None:
+        """The dock's transparency log (agent/logcheck.py): each checkpoint signed by a key allowed for the
+        dock now or when one of its batches was sealed (a kept checkpoint by a key retired since)."""
+        keys: dict[bytes, Ed25519PublicKey] = {
+            k.public_bytes_raw(): k for k in keys_for(self.signers, dock, mf.NAMESPACE)
+        }
+        for when in {_second(r.sealed_at) for r in results if r.sealed_at is not None}:
+            keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
+        manifests = [logcheck.Manifest(r.batch, r.seq, r.manifest_sha256) for r in results]
+        try:
+            found = logcheck.check(self.bucket, dock, list(keys.values()), manifests)
+        except BodycamError as err:
+            found = [logcheck.LogFinding("log_unreadable", f"{dock}/log: {err}")]
+        for f in found:
+            self._find(f.problem, f.message, dock=dock, batch=f.batch, key=f.key)
+
     def _batches(self) -> Iterator[tuple[tuple[str, str] | None, dict[str, int], int]]:
         """The listing as runs of keys: ``((dock, batch), {key: size}, 0)`` per ``dock/batch/`` directory,
         ``(None, {key: size}, 0)`` for a key outside one; a run over the listing budget comes as
@@ -456,7 +476,9 @@ class Verifier:
             self._note_manifest_depth(info.key)
             parts = info.key.split("/", 2)
             if len(parts) == 3 and parts[1] == LOG_DIR:
-                continue  # the dock's transparency log (docs/formats.md §9), checked by its own tools
+                if len(self._log_docks) < MAX_LOG_DOCKS:
+                    self._log_docks.add(parts[0][:MAX_KEY_CHARS])
+                continue  # the dock's transparency log (docs/formats.md §9), checked after the chains
             here = (parts[0], parts[1]) if len(parts) == 3 else None
             if here is None:
                 yield None, {info.key: info.size}, 0

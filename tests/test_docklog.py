@@ -9,6 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from bodycam.agent import batch, docklog, note, tlog
 from bodycam.agent.bucket import LocalBucket
 from bodycam.agent.journal import Journal
@@ -126,3 +128,71 @@ def test_the_latest_checkpoint_is_replaced_in_an_object_locked_s3_bucket(
     assert note.open_checkpoint(latest, [note.parse_verifier_key(signer)]).size == 2
     head = client.head_object(Bucket=locked, Key=f"training/{DOCK_ID}/log/tile/0/000.p/2")
     assert head["ObjectLockMode"] == "COMPLIANCE"
+
+
+def verify_findings(dock: Dock, bucket: Path) -> tuple[int, list[tuple[str, str]]]:
+    proc = dock.cli("verify", "--bucket", bucket.as_uri(), "--allowed-signers", str(dock.allowed_signers), "--json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    found = json.loads(proc.stdout)["findings"]
+    return proc.returncode, [(f["problem"], f.get("key") or f.get("batch") or "") for f in found]
+
+
+def test_verify_checks_the_log_and_names_what_was_changed(tmp_path: Path) -> None:
+    dock, bucket = ingest_twice(tmp_path)
+    assert verify_findings(dock, bucket) == (0, [])
+    log = f"{DOCK_ID}/log"
+    key = load_private_key(dock.root / "keys" / "dock_ed25519")
+    docs = manifests(bucket)
+    newest = str(docs[-1][0]["batch_id"])
+
+    def tampered(name: str) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(bucket, copy)
+        return copy
+
+    # the newest batch deleted whole: the chain cannot see it, the log can
+    b = tampered("newest-deleted")
+    shutil.rmtree(b / DOCK_ID / newest)
+    rc, found = verify_findings(dock, b)
+    assert rc == 1 and ("log_manifest_missing", newest) in found, found
+    # a hash tile changed
+    b = tampered("tile")
+    tile = b / log / "tile/0/000.p/2"
+    tile.write_bytes(bytes([tile.read_bytes()[0] ^ 1]) + tile.read_bytes()[1:])
+    rc, found = verify_findings(dock, b)
+    assert rc == 1 and ("log_tile_mismatch", f"{log}/tile/0/000.p/2") in found, found
+    # the entries rewritten: they no longer rebuild the signed tree
+    b = tampered("entries")
+    bundle = b / log / "tile/entries/000.p/2"
+    bundle.write_bytes(bundle.read_bytes().replace(b"bodycam-log-entry/1", b"bodycam-log-entry/2"))
+    rc, found = verify_findings(dock, b)
+    assert rc == 1 and ("log_root_mismatch", f"{log}/checkpoint") in found, found
+    # an older checkpoint, validly signed, over another history: a fork
+    b = tampered("fork")
+    other = gocheck.build_tree(1, lambda i: b"another history")
+    forged = note.sign_checkpoint(
+        note.Checkpoint(docklog.origin(DOCK_ID), 1, other.root()), docklog.origin(DOCK_ID), key
+    )
+    (b / log / "checkpoints" / "1").write_bytes(forged)
+    rc, found = verify_findings(dock, b)
+    assert rc == 1 and ("log_fork", f"{log}/checkpoints/1") in found, found
+    # a checkpoint signed by a key the auditor does not allow
+    b = tampered("stranger")
+    stranger = note.sign_checkpoint(
+        note.Checkpoint(docklog.origin(DOCK_ID), 2, tree_root(entries_of(docs))), docklog.origin(DOCK_ID),
+        Ed25519PrivateKey.generate(),
+    )  # fmt: skip
+    (b / log / "checkpoint").write_bytes(stranger)
+    rc, found = verify_findings(dock, b)
+    assert rc == 1 and ("log_checkpoint_invalid", f"{log}/checkpoint") in found, found
+
+
+def entries_of(docs: list[tuple[dict[str, object], bytes]]) -> list[bytes]:
+    return [
+        docklog.entry(DOCK_ID, str(doc["batch_id"]), int(str(doc["batch_seq"])), hashlib.sha256(raw).hexdigest())
+        for doc, raw in docs
+    ]
+
+
+def tree_root(entries: list[bytes]) -> bytes:
+    return gocheck.build_tree(len(entries), lambda i: entries[i]).root()

@@ -625,9 +625,23 @@ def test_deleting_the_newest_batch_is_caught_with_an_expected_head(local: Bucket
         local.store.delete(key)
     try:
         code, findings = local.findings()
-        assert code == 0  # without the recorded head, a chain that simply ends earlier looks whole
+        # a chain that simply ends earlier looks whole; the dock's transparency log still names the batch
+        assert code == 1
+        assert [(f["problem"], f["batch"]) for f in findings] == [("log_manifest_missing", lay.batches[1])]
         code, findings = local.findings("--expect-head", head)
         assert code == 1
+        assert [(f["problem"], f["dock"]) for f in findings] == [
+            ("log_manifest_missing", lay.dock),
+            ("expected_head_missing", lay.dock),
+        ]
+        # with the log cut back too (its newest checkpoint deleted), only the recorded head tells
+        log = {k: local.store.read(k) for k in local.store.keys() if k.startswith(f"{lay.dock}/log/")}
+        for key in log:
+            local.store.delete(key)
+        saved.update(log)
+        code, findings = local.findings()
+        assert code == 0
+        code, findings = local.findings("--expect-head", head)
         assert [(f["problem"], f["dock"]) for f in findings] == [("expected_head_missing", lay.dock)]
     finally:
         for key, data in saved.items():
