@@ -127,7 +127,8 @@ def publish(journal: Journal, put_once: Callable[[str, bytes], None], bucket: An
     """Write the tiles and entry bundles the batch's leaf completed, then its checkpoint: create-only at
     ``log/checkpoints/<size>`` and as the latest ``log/checkpoint`` (the one mutable object of the log).
 
-    Publishing batches in ``batch_seq`` order (as the dock does) publishes every tile of every size.
+    Publishing batches in ``batch_seq`` order (as the dock does) publishes every tile of every size; into
+    a bucket that has no checkpoint yet, every tile of the tree is written.
     A batch sealed before the dock had a log, or under another dock id (a handover starts a new log, as
     the origin names the dock), has no leaf in this one, and nothing is written for it.
     """
@@ -141,7 +142,9 @@ def publish(journal: Journal, put_once: Callable[[str, bytes], None], bucket: An
     # a view of the tree at this batch's size: a seal on another thread may append meanwhile
     tree = tlog.Tree.view(JournalHashStore(lambda sql, params: journal.query(sql, tuple(params)), name), size)
     prefix = log_prefix(dock_id)
-    for path, data in tlog.tile_objects(tree, size - 1, size, lambda lo, hi: _entries(journal, name, lo, hi)):
+    # a bucket without the log yet (the first publication, or a dock moved to a new bucket) gets every tile
+    old = size - 1 if bucket.head(f"{prefix}/{CHECKPOINT}") is not None else 0
+    for path, data in tlog.tile_objects(tree, old, size, lambda lo, hi: _entries(journal, name, lo, hi)):
         put_once(f"{prefix}/{path}", data)
     put_once(f"{prefix}/{CHECKPOINTS}/{size}", signed)
     bucket.put_object(f"{prefix}/{CHECKPOINT}", signed, create_only=False)

@@ -170,6 +170,8 @@ class _EntryCheck:
     def __init__(self, dock: str, manifests: Sequence[Manifest], prefix: str) -> None:
         self.dock, self.prefix = dock, prefix
         self.by_id = {m.batch_id: m for m in manifests}
+        #: batches before the bucket's first were audited in the bucket the dock moved from (formats.md §8)
+        self.lowest = min((m.seq for m in manifests if m.seq is not None), default=None)
         self.logged: set[str] = set()
         self.first: int | None = None
         self.last_seq = 0
@@ -191,6 +193,8 @@ class _EntryCheck:
         self.last_seq = max(self.last_seq, seq)
         self.first = seq if self.first is None else min(self.first, seq)
         m = self.by_id.get(batch)
+        if m is None and self.lowest is not None and seq < self.lowest:
+            return
         if m is None:
             self.found.append(
                 LogFinding(
