@@ -33,11 +33,16 @@ def _manifest(bucket: Bucket, index: int) -> tuple[str, dict[str, Any]]:
 
 
 def _reseal(bucket: Bucket, dock: Dock, index: int, doc: dict[str, Any]) -> None:
-    """Write ``doc`` as batch ``index``'s manifest, signed by the dock's own key: a genuine signature."""
+    """Write ``doc`` as batch ``index``'s manifest, signed by the dock's own key: a genuine signature.
+
+    The dock's transparency log recorded the manifest it sealed, so it would name this one as replaced
+    (``log_manifest_mismatch``, tests/test_docklog.py); these rules are about manifests, so the log goes."""
     raw = canonical(doc)
     bucket.store.write(bucket.layout.key(index, "manifest.json"), raw)
     signature = sign(raw, load_private_key(dock.config.key_path), "bodycam-manifest")
     bucket.store.write(bucket.layout.key(index, "manifest.json.sig"), signature.encode())
+    for key in [k for k in bucket.store.keys() if k.startswith(f"{bucket.layout.dock}/log/")]:
+        bucket.store.delete(key)
 
 
 def _sealed(doc: dict[str, Any]) -> dt.datetime:
@@ -196,6 +201,7 @@ def test_a_manifest_failing_its_signature_still_takes_part_in_the_chain(local: B
     assert {(f["problem"], f["batch"]) for f in findings} == {
         ("signature_mismatch", local.layout.batches[1]),
         ("batch_link", local.layout.batches[1]),
+        ("log_manifest_mismatch", local.layout.batches[1]),  # the log recorded the manifest as sealed
     }, findings
 
 
