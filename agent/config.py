@@ -1,4 +1,4 @@
-"""Agent configuration: TOML with the keys of CONTRACT.md, validated with errors that name the key.
+"""Agent configuration: TOML with the keys of docs/cli.md, validated with errors that name the key.
 
 Without a config file (the default path absent and none given), the agent runs on an embedded
 default: a state directory under the user's data directory and a local-directory bucket in it,
@@ -31,7 +31,7 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class DockAuth:
-    """``[dock_auth]``: what makes this dock provable to a paired camera (docs/protocol.md, agent/dockauth.py)."""
+    """``[dock_auth]``: what makes this dock provable to a paired camera (docs/protocol.md, agent/pipeline/dockauth.py)."""
 
     certificate: Path  # the dock certificate the force's authority issued (authority issue)
     authority: str  # the force's dock authority, 64 hex digits (authority init prints it)
@@ -42,7 +42,7 @@ class DockAuth:
 @dataclass(frozen=True, slots=True)
 class AgreementsConfig:
     """``[agreements]``: with it, a recording leaves only under a signed data-sharing agreement that
-    covers it, encrypted to that agreement's parties and the controller's archive (agent/agreements.py)."""
+    covers it, encrypted to that agreement's parties and the controller's archive (agent/formats/agreements.py)."""
 
     controller_keys: tuple[str, ...]  # the controller's OpenSSH Ed25519 public key lines that may sign
     dir: Path  # where the signed agreements and revocations are kept on the dock

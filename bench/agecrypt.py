@@ -26,13 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bodycam.agent.agecrypt import (  # noqa: E402
-    CHUNK_SIZE,
-    Decryptor,
-    Encryptor,
-    generate_hybrid_identity,
-    generate_identity,
-)
+from bodycam.agent.formats.agecrypt import CHUNK_SIZE, Decryptor, Encryptor, generate_hybrid_identity, generate_identity  # noqa: E402
 
 
 def best_per_call(func: Callable[[], object], calls: int, runs: int) -> float:

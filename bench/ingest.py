@@ -52,8 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ holds the SeaweedFS runner, the dock and the simulator process
 
-from bodycam.agent.agecrypt import Encryptor  # noqa: E402
-from bodycam.agent.pull import READ_SPAN, part_size_for  # noqa: E402
+from bodycam.agent.formats.agecrypt import Encryptor  # noqa: E402
+from bodycam.agent.pipeline.pull import READ_SPAN, part_size_for  # noqa: E402
 from tests.dock import CLI, Dock, iso_window, make_dock, window  # noqa: E402
 from tests.s3server import SeaweedFS  # noqa: E402
 from tests.sims import SimProcess  # noqa: E402
@@ -104,7 +104,7 @@ def _dock(root: Path, bucket_url: str, endpoint: str, serial: str, win: tuple[fl
 def _camera(address: str, serial: str) -> Iterator[Any]:
     """An authenticated Camera over USB/IP and its only recording."""
     from bodycam.drivers import transport as transports
-    from bodycam.drivers.device import Camera
+    from bodycam.drivers.device.camera import Camera
     from bodycam.drivers.virtual.camera import public_bytes, sim_device_key
 
     found = transports.open_usbip(address)
@@ -124,8 +124,8 @@ def _camera(address: str, serial: str) -> Iterator[Any]:
 def cpu_bound(serial: str, size: int, win: tuple[float, float], recipient: str, expect_sha: str) -> float:
     """(a): SHA-256 + age encryption of the recording's bytes from an in-process source, in 1 MiB pieces
     (the camera's frame size); seconds."""
-    from bodycam.agent.agecrypt import Encryptor
-    from bodycam.drivers.protocol import MAX_READ
+    from bodycam.agent.formats.agecrypt import Encryptor
+    from bodycam.drivers.protocol.frames import MAX_READ
     from bodycam.drivers.virtual.scenario import ContentSource, make_recordings
 
     rec = make_recordings(1, 1, size, win, serial=serial)[0]  # content depends on serial and id only
@@ -203,7 +203,7 @@ class CpuMeter:
 def upload_stage(server: SeaweedFS, bucket: str, total: int, part_size: int, in_flight: int) -> float:
     """Multipart upload of ``total`` bytes from memory with the agent's own S3Bucket, parts as the pipeline
     cuts them and as many in flight, checksums computed beforehand: the upload stage alone; seconds."""
-    from bodycam.agent.bucket import S3Bucket, b64_sha256
+    from bodycam.agent.storage.bucket import S3Bucket, b64_sha256
 
     s3 = S3Bucket(bucket, "upload-stage", endpoint_url=server.endpoint_url)
     key = f"bare-{time.monotonic_ns()}.bin"

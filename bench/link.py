@@ -93,7 +93,7 @@ def serve(medium: str, kind: str, size: int, chunk: int, conn: Any) -> None:
 def measure(medium: str, kind: str, size: int, chunk: int) -> tuple[float, float]:
     """(MB/s, the dock process's CPU seconds per GiB) for one read of ``size`` bytes."""
     from bodycam.drivers import transport as transports
-    from bodycam.drivers.device import Camera
+    from bodycam.drivers.device.camera import Camera
     from bodycam.drivers.virtual.camera import public_bytes, sim_device_key
 
     parent, child = mp.Pipe()

@@ -29,8 +29,8 @@ SERIAL = "BENCH-PAIR-1"
 def _credentials() -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from bodycam.agent.dockauth import DockCredentials
-    from bodycam.drivers import dockauth as da
+    from bodycam.agent.pipeline.dockauth import DockCredentials
+    from bodycam.drivers.protocol import dockauth as da
 
     authority, key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     now = int(time.time() * 1e6)
@@ -42,7 +42,7 @@ def _credentials() -> Any:
 
 def _docking(address: str, then: Callable[[Any], None] | None) -> float:
     from bodycam.drivers import transport as transports
-    from bodycam.drivers.device import Camera
+    from bodycam.drivers.device.camera import Camera
 
     start = time.perf_counter()
     (transport,) = transports.open_usbip(address)
@@ -56,9 +56,9 @@ def _docking(address: str, then: Callable[[Any], None] | None) -> float:
 
 
 def _unpair(address: str) -> None:
-    from bodycam.drivers import dockauth as da
     from bodycam.drivers import transport as transports
-    from bodycam.drivers.device import Camera
+    from bodycam.drivers.device.camera import Camera
+    from bodycam.drivers.protocol import dockauth as da
     from bodycam.drivers.virtual.camera import sim_vendor_key
 
     (transport,) = transports.open_usbip(address)
@@ -69,7 +69,7 @@ def _unpair(address: str) -> None:
 
 
 def run(samples: int) -> dict[str, Any]:
-    from bodycam.agent.dockauth import secure_link
+    from bodycam.agent.pipeline.dockauth import secure_link
 
     cli = str(Path(sys.executable).with_name("bodycam-sync"))
     proc = subprocess.Popen(

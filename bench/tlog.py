@@ -2,8 +2,8 @@
 verify consistency between checkpoints and the inclusion of a sample of entries.
 
 What it shows: appends cost the same at the end as at the start (time per leaf in the first and second
-halves), memory stays flat (the hashes live in a file, agent/tlog.py FileHashStore), and what the tiles
-and entry bundles add to the bucket per entry. Entries are the dock's own format (agent/docklog.py), so
+halves), memory stays flat (the hashes live in a file, agent/formats/tlog.py FileHashStore), and what the tiles
+and entry bundles add to the bucket per entry. Entries are the dock's own format (agent/storage/docklog.py), so
 the bytes per entry are the real ones. With ``--go`` (needs golang-go and golang-golang-x-mod-dev) Go's
 sumdb also verifies the final checkpoint, every tile and the inclusion of the sample from the tiles alone.
 
@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from bodycam.agent import docklog, note, tlog  # noqa: E402
+from bodycam.agent.formats import note, tlog  # noqa: E402
+from bodycam.agent.storage import docklog  # noqa: E402
 
 DOCK = "dock-bench"
 

@@ -46,13 +46,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ holds the SeaweedFS runner and the test dock
 
-from bodycam.agent import batch as batches  # noqa: E402
-from bodycam.agent import manifest as mf  # noqa: E402
-from bodycam.agent.agecrypt import Encryptor  # noqa: E402
-from bodycam.agent.bucket import open_bucket  # noqa: E402
-from bodycam.agent.custody import CustodyLog  # noqa: E402
-from bodycam.agent.journal import Journal, utc_now  # noqa: E402
-from bodycam.agent.sshsig import load_private_key  # noqa: E402
+from bodycam.agent.formats import manifest as mf  # noqa: E402
+from bodycam.agent.formats.agecrypt import Encryptor  # noqa: E402
+from bodycam.agent.formats.sshsig import load_private_key  # noqa: E402
+from bodycam.agent.pipeline import batch as batches  # noqa: E402
+from bodycam.agent.storage.bucket import open_bucket  # noqa: E402
+from bodycam.agent.storage.custody_log import CustodyLog  # noqa: E402
+from bodycam.agent.storage.journal import Journal, utc_now  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests.dock import CLI, Dock, make_dock  # noqa: E402
 from tests.s3server import SeaweedFS  # noqa: E402

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import ProtocolError
+from bodycam.drivers.errors import ProtocolError
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

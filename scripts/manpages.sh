@@ -7,7 +7,7 @@ rm -f docs/man/*.1
 from click_man.core import write_man_pages
 
 from bodycam.agent import __version__
-from bodycam.agent.cli import cli
+from bodycam.agent.cli.main import cli
 
 # a fixed date keeps the pages reproducible: they change only when the commands do
 write_man_pages("bodycam-sync", cli, version=__version__, target_dir="docs/man", date="2026-12-01")

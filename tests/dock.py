@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bodycam.agent.agecrypt import generate_hybrid_identity, generate_identity
 from bodycam.agent.config import Config, Recipient, load
-from bodycam.agent.ingest import Agent
-from bodycam.agent.journal import Journal
-from bodycam.agent.policy import Exercise, add_exercise
-from bodycam.agent.sshsig import allowed_signers_line, generate_key, parse_public_key_line
+from bodycam.agent.formats.agecrypt import generate_hybrid_identity, generate_identity
+from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, parse_public_key_line
+from bodycam.agent.pipeline.ingest import Agent
+from bodycam.agent.pipeline.policy import Exercise, add_exercise
+from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.virtual.server import device_key_hex
 
 CLI = str(Path(sys.executable).with_name("bodycam-sync"))

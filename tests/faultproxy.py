@@ -1,4 +1,4 @@
-"""A small threaded TCP fault proxy for loopback tests (no toxiproxy or netem here, DESIGN §8).
+"""A small threaded TCP fault proxy for loopback tests (no toxiproxy or netem here).
 
 Put it between a client and a server (SeaweedFS S3) and choose what the network does::
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent.custody import GENESIS, canonical, line_hash
-from bodycam.agent.sshsig import allowed_signers_line, public_key_line, sign
+from bodycam.agent.formats.custody import GENESIS, canonical, line_hash
+from bodycam.agent.formats.sshsig import allowed_signers_line, public_key_line, sign
 
 DOCK = "dock-hostile"
 MiB = 1024 * 1024

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bodycam.drivers import transport as transports
-from bodycam.drivers.device import Camera
+from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.transport.base import Transport
 from bodycam.drivers.virtual.camera import VirtualCamera, public_bytes, sim_device_key
 from bodycam.drivers.virtual.faults import Faults

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.agent.agecrypt import (
+from bodycam.agent.formats.agecrypt import (
     CHUNK_SIZE,
     decrypt_stream,
     encrypt_stream,

@@ -1,4 +1,4 @@
-"""Tests for bodycam.agent.agecrypt: CCTV age vectors, round trips, stock-CLI interop, tampering."""
+"""Tests for bodycam.agent.formats.agecrypt: CCTV age vectors, round trips, stock-CLI interop, tampering."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bodycam.agent import agecrypt
-from bodycam.agent.agecrypt import (
+from bodycam.agent.formats import agecrypt
+from bodycam.agent.formats.agecrypt import (
     CHUNK_SIZE,
     MAX_HEADER_SIZE,
     MAX_STANZAS,

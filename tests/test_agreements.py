@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent import agreements as ag
-from bodycam.agent.agecrypt import generate_hybrid_identity, generate_identity
-from bodycam.agent.sshsig import public_key_line
+from bodycam.agent.formats import agreements as ag
+from bodycam.agent.formats.agecrypt import generate_hybrid_identity, generate_identity
+from bodycam.agent.formats.sshsig import public_key_line
 from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError
 
 T0 = 1_800_000_000.0  # 2027-01-15
@@ -182,7 +182,7 @@ def write_draft(tmp_path: Path, **over: Any) -> Path:
 
 
 def test_signed_agreements_verify_with_stock_ssh_keygen(tmp_path: Path, controller: Ed25519PrivateKey) -> None:
-    from bodycam.agent.sshsig import allowed_signers_line
+    from bodycam.agent.formats.sshsig import allowed_signers_line
 
     a, path = ag.sign_draft(write_draft(tmp_path), controller, tmp_path / "dir")
     assert path.name == "DSA-A.v1.json" and path.read_bytes() == a.raw
@@ -216,7 +216,7 @@ def test_forged_unsigned_and_altered_agreements_are_refused(tmp_path: Path, cont
 
 
 def test_a_manifest_signature_cannot_pass_as_an_agreement(tmp_path: Path, controller: Ed25519PrivateKey) -> None:
-    from bodycam.agent.sshsig import sign
+    from bodycam.agent.formats.sshsig import sign
 
     _, path = ag.sign_draft(write_draft(tmp_path), controller, tmp_path / "d")
     Path(f"{path}.sig").write_text(sign(path.read_bytes(), controller, "bodycam-manifest"))
@@ -294,7 +294,7 @@ def test_a_bad_controller_key_line_names_its_index() -> None:
 
 
 def test_operators_read_why_footage_stayed_without_an_agreement() -> None:
-    from bodycam.agent.cli import stayed_text
+    from bodycam.agent.cli.main import stayed_text
 
     text = stayed_text({"out_of_scope_reasons": {"no_agreement": 2, "operational": 0}})
     assert text == "stayed on the dock: 2 covered by no data-sharing agreement"

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bodycam.agent import agreements as ag
-from bodycam.agent.agecrypt import generate_identity
-from bodycam.agent.sshsig import generate_key
+from bodycam.agent.formats import agreements as ag
+from bodycam.agent.formats.agecrypt import generate_identity
+from bodycam.agent.formats.sshsig import generate_key
 
 from .dock import iso_window, make_dock, window
 from .sims import SimProcess

@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bodycam.agent.custody import canonical
-from bodycam.agent.sshsig import load_private_key, sign
+from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.sshsig import load_private_key, sign
 
 from . import test_verify_tamper as tamper
 from .dock import DOCK_ID, Dock

@@ -1,6 +1,6 @@
 """The bucket API against both implementations: a local directory and a real S3 server (SeaweedFS).
 
-Each test tries to break a promise of ``bodycam.agent.bucket``: resumable multipart uploads, create-only
+Each test tries to break a promise of ``bodycam.agent.storage.bucket``: resumable multipart uploads, create-only
 writes that are still exactly-once after a lost response, checksums the server enforces, keys that
 cannot escape, bounded failure when the server is down or the network cuts, Object Lock retention.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from bodycam.agent.bucket import (
+from bodycam.agent.storage.bucket import (
     MIN_PART_SIZE,
     Bucket,
     ChecksumMismatchError,

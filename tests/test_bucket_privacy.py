@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.agent.agecrypt import Decryptor
+from bodycam.agent.formats.agecrypt import Decryptor
 from bodycam.drivers.virtual.massstorage_writer import FAULTS, FOLDER, Volume, sign_index
 
 from .dock import CLI

@@ -1,4 +1,4 @@
-"""The command-line contract (CONTRACT.md): outputs, exit codes, one-line errors, never a traceback."""
+"""The command-line contract (docs/cli.md): outputs, exit codes, one-line errors, never a traceback."""
 
 from __future__ import annotations
 
@@ -123,8 +123,8 @@ def test_status_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_enroll_refuses_a_serial_identify_refuses_in_the_same_words(tmp_path: Path) -> None:
     """One serial alphabet: a serial starting with '_' is refused at enrolment, not at the first docking."""
-    from bodycam.drivers import messages as m
     from bodycam.drivers.errors import ProtocolError
+    from bodycam.drivers.protocol import messages as m
 
     dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
     key = "11" * 32

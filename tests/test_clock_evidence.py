@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bodycam.drivers.messages import Category
+from bodycam.drivers.protocol.messages import Category
 from bodycam.drivers.virtual.camera import VirtualCamera
 from bodycam.drivers.virtual.faults import Faults
 from bodycam.drivers.virtual.scenario import SyntheticRecording

@@ -1,12 +1,12 @@
-"""The one-pass custody check (agent/custodycheck.py): the same verdict however the bytes arrive, and
+"""The one-pass custody check (agent/audit/custodycheck.py): the same verdict however the bytes arrive, and
 missing entries named from the gaps between those present, never by walking the signed range."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bodycam.agent.custody import GENESIS, line_hash
-from bodycam.agent.custodycheck import MAX_LINE_BYTES, CustodyCheck
+from bodycam.agent.audit.custodycheck import MAX_LINE_BYTES, CustodyCheck
+from bodycam.agent.formats.custody import GENESIS, line_hash
 
 from .hostile import custody_lines
 

@@ -15,17 +15,11 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.drivers import messages as m
-from bodycam.drivers.device import STALE_FRAME_LIMIT, Camera
-from bodycam.drivers.errors import (
-    AuthenticationError,
-    DeviceError,
-    DisconnectedError,
-    LinkTimeoutError,
-    ProtocolError,
-)
+from bodycam.drivers.device.camera import STALE_FRAME_LIMIT, Camera
+from bodycam.drivers.errors import AuthenticationError, DeviceError, DisconnectedError, LinkTimeoutError, ProtocolError
 from bodycam.drivers.models import DEFAULT_MODEL, MODELS, CameraModel, by_name
-from bodycam.drivers.protocol import (
+from bodycam.drivers.protocol import messages as m
+from bodycam.drivers.protocol.frames import (
     MAX_READ,
     MAX_READ_SPAN,
     RESPONSE_BIT,
@@ -352,7 +346,7 @@ def test_retries_rescue_reads_from_bit_flips(caplog: pytest.LogCaptureFixture) -
     cam = dock(camera, timeout=0.3)
     rec = cam.recordings()[0]
     camera.faults = Faults(flip_rate=5e-7)  # about 1 frame in 8 of 256 KiB is hit (deterministic RNG)
-    caplog.set_level(logging.WARNING, logger="bodycam.drivers.device")
+    caplog.set_level(logging.WARNING, logger="bodycam.drivers.device.camera")
     data = b"".join(cam.iter_read(rec, 0, span=256 * 1024))
     assert hashlib.sha256(data).digest() == rec.sha256
     assert any("resuming at" in r.getMessage() for r in caplog.records)
@@ -431,7 +425,7 @@ def test_iter_read_resumes_after_a_damaged_frame(caplog: pytest.LogCaptureFixtur
     transport = Tampering(camera, damage_first(Command.READ))
     cam = dock(camera, transport)
     rec = cam.recordings()[0]
-    caplog.set_level(logging.WARNING, logger="bodycam.drivers.device")
+    caplog.set_level(logging.WARNING, logger="bodycam.drivers.device.camera")
     assert hashlib.sha256(b"".join(cam.iter_read(rec, span=4 * MIB))).digest() == rec.sha256
     assert any("resuming at 0" in r.getMessage() for r in caplog.records)
     offsets = [m.ReadRequest.from_bytes(f.payload).offset for f in transport.requests if f.command == Command.READ]

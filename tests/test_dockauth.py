@@ -15,16 +15,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent.dockauth import (
-    UNPROTECTED_OPEN,
-    UNPROTECTED_V1,
-    DockCredentials,
-    secure_link,
-)
-from bodycam.drivers import dockauth as da
-from bodycam.drivers.device import Camera
+from bodycam.agent.pipeline.dockauth import UNPROTECTED_OPEN, UNPROTECTED_V1, DockCredentials, secure_link
+from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.errors import AuthenticationError, DeviceError, ProtocolError
-from bodycam.drivers.protocol import Command, Status, encode_frame
+from bodycam.drivers.protocol import dockauth as da
+from bodycam.drivers.protocol.frames import Command, Status, encode_frame
 from bodycam.drivers.virtual.camera import sim_vendor_key
 from bodycam.drivers.virtual.faults import Faults
 from bodycam.drivers.virtual.loopback import LoopbackTransport
@@ -403,7 +398,7 @@ def test_authority_cli_certifies_a_dock_that_pairs_and_ingests_and_a_dock_withou
 
 def test_a_new_revocation_list_reaches_the_next_camera_without_a_restart(tmp_path: Path) -> None:
     """The daemon's Agent lives for weeks: a revocation list copied to the dock counts from the next docking."""
-    from bodycam.agent.dockauth import init_authority, init_dock_key, issue, revoke
+    from bodycam.agent.pipeline.dockauth import init_authority, init_dock_key, issue, revoke
 
     d = make_dock(tmp_path / "dock", (tmp_path / "bucket").resolve().as_uri())
     authority_key = tmp_path / "force" / "authority"

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent import batch, docklog, note, tlog
-from bodycam.agent.bucket import LocalBucket
-from bodycam.agent.journal import Journal
-from bodycam.agent.sshsig import load_private_key
+from bodycam.agent.formats import note, tlog
+from bodycam.agent.formats.sshsig import load_private_key
+from bodycam.agent.pipeline import batch
+from bodycam.agent.storage import docklog
+from bodycam.agent.storage.bucket import LocalBucket
+from bodycam.agent.storage.journal import Journal
 
 from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window

@@ -14,14 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from bodycam.agent import firmware as fw
-from bodycam.agent.custody import CustodyLog
-from bodycam.agent.journal import Journal
-from bodycam.agent.sshsig import public_key_line
+from bodycam.agent.formats.sshsig import public_key_line
+from bodycam.agent.pipeline import firmware as fw
+from bodycam.agent.storage.custody_log import CustodyLog
+from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.errors import AuthenticationError, ConfigError, FirmwareError, TransportError
-from bodycam.drivers.messages import MAX_FIRMWARE_CHUNK, MAX_FIRMWARE_SIZE
 from bodycam.drivers.models import by_name
-from bodycam.drivers.protocol import Command
+from bodycam.drivers.protocol.frames import Command
+from bodycam.drivers.protocol.messages import MAX_FIRMWARE_CHUNK, MAX_FIRMWARE_SIZE
 from bodycam.drivers.virtual.camera import public_bytes, sim_vendor_key
 from bodycam.drivers.virtual.faults import Faults, parse_faults
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bodycam.agent.bucket import open_bucket
+from bodycam.agent.storage.bucket import open_bucket
 from bodycam.drivers.errors import LinkTimeoutError, ProtocolError
 from bodycam.drivers.virtual.faults import Faults, parse_faults
 

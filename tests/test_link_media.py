@@ -7,15 +7,9 @@ import time
 
 import pytest
 
-from bodycam.drivers.errors import (
-    AuthenticationError,
-    DeviceError,
-    DisconnectedError,
-    LinkTimeoutError,
-    ProtocolError,
-)
-from bodycam.drivers.messages import Category
-from bodycam.drivers.protocol import Status
+from bodycam.drivers.errors import AuthenticationError, DeviceError, DisconnectedError, LinkTimeoutError, ProtocolError
+from bodycam.drivers.protocol.frames import Status
+from bodycam.drivers.protocol.messages import Category
 from bodycam.drivers.virtual.faults import Faults
 
 from .sims import MEDIA, serve, spec

@@ -18,7 +18,7 @@ def test_man_pages_are_current_with_the_commands(tmp_path: Path) -> None:
     from click_man.core import write_man_pages
 
     from bodycam.agent import __version__
-    from bodycam.agent.cli import cli
+    from bodycam.agent.cli.main import cli
 
     write_man_pages("bodycam-sync", cli, version=__version__, target_dir=str(tmp_path), date="2026-12-01")
     fresh = {p.name: p.read_text() for p in tmp_path.glob("*.1")}

@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from bodycam.agent.agecrypt import Decryptor
-from bodycam.agent.bucket import LocalBucket, open_bucket
-from bodycam.agent.ingest import Agent, CameraReport
-from bodycam.agent.sshsig import parse_allowed_signers
-from bodycam.agent.verify import Verifier
-from bodycam.drivers import massstorage as ms
+from bodycam.agent.audit.verify import Verifier
+from bodycam.agent.formats.agecrypt import Decryptor
+from bodycam.agent.formats.sshsig import parse_allowed_signers
+from bodycam.agent.pipeline.ingest import Agent, CameraReport
+from bodycam.agent.storage.bucket import LocalBucket, open_bucket
+from bodycam.drivers.device import massstorage as ms
+from bodycam.drivers.device.massstorage import MassStorageCamera, find_mass_storage
 from bodycam.drivers.errors import (
     AuthenticationError,
     BodycamError,
@@ -31,9 +32,8 @@ from bodycam.drivers.errors import (
     ProtocolError,
     UploadError,
 )
-from bodycam.drivers.massstorage import MassStorageCamera, find_mass_storage
-from bodycam.drivers.messages import MAX_RECORDINGS, Category
-from bodycam.drivers.protocol import Status
+from bodycam.drivers.protocol.frames import Status
+from bodycam.drivers.protocol.messages import MAX_RECORDINGS, Category
 from bodycam.drivers.virtual.massstorage_writer import Volume, sign_index, write_volume
 from bodycam.drivers.virtual.scenario import make_recordings
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.agent.agecrypt import Decryptor, generate_hybrid_identity, generate_identity
 from bodycam.agent.config import load
+from bodycam.agent.formats.agecrypt import Decryptor, generate_hybrid_identity, generate_identity
 from bodycam.drivers.errors import ConfigError
 
 from .dock import CLI, iso_window, make_dock, window

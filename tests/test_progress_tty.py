@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from bodycam.agent import firmware as fw
-from bodycam.agent.sshsig import public_key_line
-from bodycam.drivers.messages import MAX_FIRMWARE_CHUNK
+from bodycam.agent.formats.sshsig import public_key_line
+from bodycam.agent.pipeline import firmware as fw
+from bodycam.drivers.protocol.messages import MAX_FIRMWARE_CHUNK
 from bodycam.drivers.virtual.camera import sim_vendor_key
 
 from .dock import CLI, Dock, iso_window, make_dock, window

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bodycam.drivers import messages as m
 from bodycam.drivers.errors import ProtocolError
-from bodycam.drivers.protocol import (
+from bodycam.drivers.protocol import messages as m
+from bodycam.drivers.protocol.frames import (
     HEADER_SIZE,
     MAGIC,
     MAX_PAYLOAD,

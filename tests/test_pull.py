@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.agent.agecrypt import Encryptor, generate_identity
-from bodycam.agent.bucket import LocalBucket, UploadNotFoundError
-from bodycam.agent.pull import PullResult, pull
-from bodycam.drivers.messages import Category, RecordingInfo
+from bodycam.agent.formats.agecrypt import Encryptor, generate_identity
+from bodycam.agent.pipeline.pull import PullResult, pull
+from bodycam.agent.storage.bucket import LocalBucket, UploadNotFoundError
+from bodycam.drivers.protocol.messages import Category, RecordingInfo
 
 MiB = 1024 * 1024
 KEY = "dock-01/b1/recordings/CAM1/r1.age"

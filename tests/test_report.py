@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from bodycam.agent.custody import canonical
-from bodycam.agent.sshsig import load_private_key, sign
+from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.sshsig import load_private_key, sign
 
 from . import test_verify_tamper as tamper
 from .dock import Dock

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bodycam.agent import sdnotify
+from bodycam.agent.service import sdnotify
 
 
 @dataclass
@@ -110,7 +110,7 @@ def test_no_socket_is_a_noop(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_send_failure_does_not_raise(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", f"/tmp/bodycam-no-such-socket-{uuid.uuid4().hex}")
-    with caplog.at_level(logging.DEBUG, logger="bodycam.agent.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="bodycam.agent.service.sdnotify"):
         assert sdnotify.ready("x") is False
     assert "sd_notify" in caplog.text
     monkeypatch.setenv("NOTIFY_SOCKET", f"@bodycam-no-such-abstract-{uuid.uuid4().hex}")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.agent.sshsig import fingerprint, public_key_line
-from bodycam.drivers import messages as m
+from bodycam.agent.formats.sshsig import fingerprint, public_key_line
 from bodycam.drivers import models
-from bodycam.drivers.device import DOCK_MAX_FRAME, MIN_CAMERA_FRAME, Camera
+from bodycam.drivers.device.camera import DOCK_MAX_FRAME, MIN_CAMERA_FRAME, Camera
 from bodycam.drivers.errors import DeviceError, ProtocolError
-from bodycam.drivers.protocol import (
+from bodycam.drivers.protocol import messages as m
+from bodycam.drivers.protocol.frames import (
     MAX_READ_SPAN,
     MAX_RESYNC_BYTES,
     OVERHEAD,
@@ -179,7 +179,9 @@ def test_camera_resynchronises_after_more_garbage_than_the_limit() -> None:
 
 
 def test_the_limits_table_is_the_code() -> None:
-    from bodycam.drivers import device, dockauth, protocol
+    from bodycam.drivers.device import camera as device
+    from bodycam.drivers.protocol import dockauth
+    from bodycam.drivers.protocol import frames as protocol
 
     table = dict(re.findall(r"^\| ([A-Z_]+) \| ([0-9,]+)", PROTOCOL, re.M))
     modules = (m, protocol, dockauth, device)

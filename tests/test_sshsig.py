@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bodycam.agent import sshsig
-from bodycam.agent.sshsig import (
+from bodycam.agent.formats import sshsig
+from bodycam.agent.formats.sshsig import (
     AllowedSigner,
     allowed_signers_line,
     fingerprint,

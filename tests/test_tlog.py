@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent import note, tlog
+from bodycam.agent.formats import note, tlog
 from bodycam.drivers.errors import IntegrityError, StorageError
 
 from . import tlogcheck as gocheck

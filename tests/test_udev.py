@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.drivers import messages as m
 from bodycam.drivers import models
+from bodycam.drivers.protocol import messages as m
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "udev" / "70-bodycam.rules"
@@ -147,7 +147,7 @@ def test_woken_unit_and_group_exist_in_systemd_dir() -> None:
 
 
 def test_unsafe_serial_glob_matches_what_the_protocol_rejects() -> None:
-    # the one alphabet of drivers/messages.py (IDENTIFY, enroll): the glob refuses exactly what it refuses
+    # the one alphabet of drivers/protocol/messages.py (IDENTIFY, enroll): the glob refuses exactly what it refuses
     import fnmatch
 
     def unsafe(serial: str) -> bool:

@@ -1,4 +1,4 @@
-"""``bodycam-sync verify`` on a hostile bucket stays bounded (DESIGN §4.4 and §4.6; issue 8, item 4).
+"""``bodycam-sync verify`` on a hostile bucket stays bounded (guarantees 4 and 6 in docs/ARCHITECTURE.md; issue 8, item 4).
 
 Auditors run verify on data from another organisation, so its manifests may be validly signed and still
 built to exhaust the verifier. Each test builds such a bucket by hand (``tests/hostile.py``), runs the

@@ -1,4 +1,4 @@
-"""``bodycam-sync verify`` against a tampered bucket (DESIGN §4.3: nothing is silently altered).
+"""``bodycam-sync verify`` against a tampered bucket (guarantee 3 in docs/ARCHITECTURE.md: nothing is silently altered).
 
 Each test starts from a verified bucket holding two batches of one dock (camera A docked, ingested,
 then camera B), tampers with it in one way, and expects exit 1 with a ``--json`` finding that names
@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent.custody import canonical
-from bodycam.agent.sshsig import generate_key, load_private_key, sign
+from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.sshsig import generate_key, load_private_key, sign
 
 from .dock import CLI, DOCK_ID, Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent import note, tlog
+from bodycam.agent.formats import note, tlog
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "go" / "tlogcheck"

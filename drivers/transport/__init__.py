@@ -10,9 +10,9 @@ import glob
 import logging
 import socket
 
-from ..errors import TransportError
-from ..models import MODELS
-from .base import Transport
+from bodycam.drivers.errors import TransportError
+from bodycam.drivers.models import MODELS
+from bodycam.drivers.transport.base import Transport
 
 LOG = logging.getLogger(__name__)
 BY_ID = "/dev/serial/by-id"  # udev's stable names of serial ports
@@ -21,7 +21,7 @@ __all__ = ["Transport", "discover_local", "open_serial", "open_usbip"]
 
 def open_serial(path: str) -> Transport:
     """Open the camera on serial port ``path`` (``/dev/ttyACM0``, ``/dev/serial/by-id/...``, a pty)."""
-    from .serial import SerialTransport
+    from bodycam.drivers.transport.serial import SerialTransport
 
     return SerialTransport(path)
 
@@ -31,8 +31,8 @@ def open_usbip(address: str, *, connect_timeout: float = 3.0) -> list[Transport]
 
     Raises ConfigError for a malformed address, TransportError when the server cannot be reached.
     """
-    from .usb import find_devices, open_usb
-    from .usbip_backend import UsbipBackend, parse_address
+    from bodycam.drivers.transport.usb import find_devices, open_usb
+    from bodycam.drivers.transport.usbip_backend import UsbipBackend, parse_address
 
     host, port = parse_address(address)
     try:
@@ -60,7 +60,7 @@ def discover_local(problems: list[tuple[str, str]] | None = None, *, by_id: str 
     found: list[Transport] = []
     failed: list[tuple[str, str]] = problems if problems is not None else []
     try:
-        from .usb import find_devices, open_usb
+        from bodycam.drivers.transport.usb import find_devices, open_usb
 
         for dev in find_devices([(m.vid, m.pid) for m in MODELS]):
             address = f"{getattr(dev, 'bus', '?')}-{getattr(dev, 'address', '?')}"

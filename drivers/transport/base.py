@@ -11,7 +11,7 @@ import abc
 import logging
 import time
 
-from ..errors import DisconnectedError, LinkTimeoutError
+from bodycam.drivers.errors import DisconnectedError, LinkTimeoutError
 
 LOG = logging.getLogger(__name__)
 TRAFFIC = 5  # below DEBUG: hex dumps of link traffic (never enabled in production logging)

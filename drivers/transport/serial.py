@@ -12,8 +12,8 @@ import os
 import select
 import time
 
-from ..errors import DisconnectedError, LinkTimeoutError, TransportError
-from .base import Transport
+from bodycam.drivers.errors import DisconnectedError, LinkTimeoutError, TransportError
+from bodycam.drivers.transport.base import Transport
 
 READ_SIZE = 1024 * 1024
 _GONE = {errno.EIO, errno.ENXIO, errno.ENODEV, errno.EBADF}

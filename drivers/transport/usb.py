@@ -18,9 +18,9 @@ from typing import Any
 import usb.core  # type: ignore[import-untyped,unused-ignore]  # no stubs; pyproject ignores them
 import usb.util  # type: ignore[import-untyped,unused-ignore]
 
-from ..errors import DisconnectedError, LinkTimeoutError, TransportError
-from .base import Transport
-from .usbip_backend import UsbipBackend
+from bodycam.drivers.errors import DisconnectedError, LinkTimeoutError, TransportError
+from bodycam.drivers.transport.base import Transport
+from bodycam.drivers.transport.usbip_backend import UsbipBackend
 
 READ_TRANSFER_SIZE = 1024 * 1024 + 64 * 1024
 VENDOR_CLASS = 0xFF

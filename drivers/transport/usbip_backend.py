@@ -5,7 +5,7 @@ server exports, and the ordinary pyusb calls (``set_configuration``, string desc
 ``write``, ``ctrl_transfer``, ``clear_halt``) work on them unchanged, so the USB transport runs the
 same code against a real dock (libusb) and a virtual camera (``bodycam.drivers.virtual.usbip_device``).
 
-Design (see the notes in ``/work/shared/notes/usbip-pyusb.md``):
+Design (see the notes in ``docs/usbip.md``):
 
 * The handshake (OP_REQ_DEVLIST / OP_REQ_IMPORT) and the URB phase (CMD_SUBMIT / RET_SUBMIT /
   CMD_UNLINK / RET_UNLINK, 48-byte big-endian headers) are spoken here directly, so this module
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import usb.backend  # type: ignore[import-untyped,unused-ignore]  # no stubs; pyproject ignores them
 import usb.core  # type: ignore[import-untyped,unused-ignore]
 
-from ..errors import ConfigError, TransportError
+from bodycam.drivers.errors import ConfigError, TransportError
 
 LOG = logging.getLogger(__name__)
 

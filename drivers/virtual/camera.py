@@ -20,10 +20,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .. import messages as m
-from ..errors import ProtocolError
-from ..models import DEFAULT_MODEL, CameraModel
-from ..protocol import (
+from bodycam.drivers.errors import ProtocolError
+from bodycam.drivers.models import DEFAULT_MODEL, CameraModel
+from bodycam.drivers.protocol import messages as m
+from bodycam.drivers.protocol.frames import (
     MAX_PAYLOAD,
     MAX_READ,
     OVERHEAD,
@@ -33,11 +33,11 @@ from ..protocol import (
     Status,
     encode_frame,
 )
-from .faults import Faults
-from .link import LinkClosed
-from .pairing import COMMANDS as PAIRING_COMMANDS
-from .pairing import Pairing
-from .scenario import ContentSource, SyntheticRecording
+from bodycam.drivers.virtual.faults import Faults
+from bodycam.drivers.virtual.link import LinkClosed
+from bodycam.drivers.virtual.pairing import COMMANDS as PAIRING_COMMANDS
+from bodycam.drivers.virtual.pairing import Pairing
+from bodycam.drivers.virtual.scenario import ContentSource, SyntheticRecording
 
 LOG = logging.getLogger(__name__)
 NEEDS_AUTH = frozenset(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..errors import ConfigError
+from bodycam.drivers.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ between; the integration tests run the same code over the real media.
 
 from __future__ import annotations
 
-from ..errors import DisconnectedError
-from ..transport.base import Transport
-from .link import ByteLink, LinkClosed
+from bodycam.drivers.errors import DisconnectedError
+from bodycam.drivers.transport.base import Transport
+from bodycam.drivers.virtual.link import ByteLink, LinkClosed
 
 
 class LoopbackTransport(Transport):

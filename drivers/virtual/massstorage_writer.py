@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..massstorage import (
+from bodycam.drivers.device.massstorage import (
     DATA_DIR,
     DEVICE_FILE,
     INDEX_FILE,
@@ -37,10 +37,10 @@ from ..massstorage import (
     SIGNATURE_FILE,
     index_message,
 )
-from ..messages import Category
-from ..models import DEFAULT_MODEL, CameraModel
-from .camera import public_bytes, sim_device_key
-from .scenario import SEGMENT, ContentSource, SyntheticRecording
+from bodycam.drivers.models import DEFAULT_MODEL, CameraModel
+from bodycam.drivers.protocol.messages import Category
+from bodycam.drivers.virtual.camera import public_bytes, sim_device_key
+from bodycam.drivers.virtual.scenario import SEGMENT, ContentSource, SyntheticRecording
 
 FOLDER = "100BODY"
 FAULTS = ("traversal", "symlink", "symlink-dir", "bad-signature", "tampered-index", "size-lie", "impostor")

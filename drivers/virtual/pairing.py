@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .. import dockauth as da
-from ..errors import ProtocolError
-from ..protocol import Command, Status
+from bodycam.drivers.errors import ProtocolError
+from bodycam.drivers.protocol import dockauth as da
+from bodycam.drivers.protocol.frames import Command, Status
 
 #: refused by a paired camera with DOCK_NOT_PROVEN until this host proves it is a dock of the force
 NEEDS_DOCK = frozenset(

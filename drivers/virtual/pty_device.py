@@ -16,7 +16,7 @@ import threading
 import tty
 from pathlib import Path
 
-from .link import ByteLink, LinkClosed
+from bodycam.drivers.virtual.link import ByteLink, LinkClosed
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1024 * 1024

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from ..messages import Category
+from bodycam.drivers.protocol.messages import Category
 
 SEGMENT = 1024 * 1024
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, CameraModel
-from .camera import VirtualCamera, public_bytes, sim_device_key
-from .faults import Faults
-from .scenario import iso, make_recordings, parse_window
+from bodycam.drivers.models import DEFAULT_MODEL, CameraModel
+from bodycam.drivers.virtual.camera import VirtualCamera, public_bytes, sim_device_key
+from bodycam.drivers.virtual.faults import Faults
+from bodycam.drivers.virtual.scenario import iso, make_recordings, parse_window
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def truth(camera: VirtualCamera) -> list[dict[str, Any]]:
 
 def usbip_server(camera: VirtualCamera, *, host: str = "127.0.0.1", port: int = 0) -> Any:
     """A USB/IP server presenting ``camera`` with its model's VID:PID and strings (not started)."""
-    from .usbip_device import UsbipCameraServer
+    from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
 
     return UsbipCameraServer(
         camera,

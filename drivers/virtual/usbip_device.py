@@ -39,8 +39,8 @@ from typing import Any, Protocol
 import usbip  # type: ignore[import-untyped,unused-ignore]  # no stubs; pyproject ignores them
 from usbip import protocol as usbip_protocol  # type: ignore[import-untyped,unused-ignore]
 
-from ..errors import TransportError
-from .link import ByteLink, LinkClosed
+from bodycam.drivers.errors import TransportError
+from bodycam.drivers.virtual.link import ByteLink, LinkClosed
 
 LOG = logging.getLogger(__name__)
 

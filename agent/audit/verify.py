@@ -1,0 +1,1227 @@
+"""``bodycam-sync verify``: prove from the bucket alone what was pulled, and that nothing was altered,
+added or removed (docs/auditing.md, docs/formats.md). Trusts only the allowed_signers file and,
+optionally, an age identity; never the dock.
+
+Checks, per dock and batch: the manifest's SSH signature (by a key allowed for the dock at the time
+the manifest says it was sealed); that batches form one unbroken chain (sequence numbers, previous
+manifests' SHA-256, custody segments that link end to start, sealing times that do not go back, and
+a key change only with the previous key's co-signature); the custody segment's bytes, entries, order
+and links; every listed object's size and ciphertext SHA-256 (streamed); with an identity, each
+plaintext SHA-256 and the personal sidecar; and any object under the prefix that no manifest lists.
+
+Each problem is a :class:`Finding` naming the dock, batch, object key and custody entry it concerns.
+
+The bucket may come from another organisation, so it is treated as hostile input (guarantee 4 in docs/ARCHITECTURE.md): memory
+stays under ``--max-memory`` (:class:`Limits`) and time is linear in what the bucket holds. The listing is
+streamed and consumed one batch at a time (a batch's keys are contiguous in S3's key order); every size
+is checked against its limit before anything is read; no count the bucket states is trusted or walked;
+of a manifest only what the chain check needs is kept once its batch is checked; and whatever exceeds a
+limit is a named finding (``manifest_too_large``, ``custody_too_large``, ...), never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import logging
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bodycam.agent import __version__
+from bodycam.agent.audit import logcheck
+from bodycam.agent.audit.custodycheck import CustodyCheck
+from bodycam.agent.formats import manifest as mf
+from bodycam.agent.formats.agecrypt import Decryptor
+from bodycam.agent.formats.custody import GENESIS, canonical
+from bodycam.agent.formats.manifest import LOG_DIR
+from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
+from bodycam.drivers import strictjson
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
+
+LOG = logging.getLogger(__name__)
+MAX_SIGNATURE_BYTES = 16 * 1024
+CHUNK = 1024 * 1024
+MiB = 1024 * 1024
+DEFAULT_MAX_MEMORY_MIB = 256
+MIN_MAX_MEMORY_MIB = 128
+BASELINE_MIB = 64  # the interpreter, cryptography and boto3 before any work (measured: 47-66 MiB)
+MAX_MESSAGE_CHARS = 1000
+MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest are checked and counted)
+MAX_KEY_CHARS = 1024
+MAX_LOG_DOCKS = 1000  # transparency logs checked in one run (one per dock)
+BATCH_COST = 4096  # bytes a batch's summary is charged against the retained budget (measured ~1.5 KiB)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What verify holds at once, derived from ``--max-memory`` (docs/auditing.md, "Limits").
+
+    The memory above a baseline for the interpreter is split four ways: one manifest being parsed (its
+    bytes, its text, and the objects of at most ``manifest_values`` JSON values at ~128 bytes each),
+    one custody segment's entries (~256 bytes each), one batch's listing (key plus ~256 bytes each), and
+    what is kept for the whole run (a summary per batch, the findings). Each is checked before the
+    memory is spent; exceeding one is a named finding.
+    """
+
+    max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB
+
+    @property
+    def _quarter(self) -> int:
+        return (self.max_memory_mib - BASELINE_MIB) * MiB // 4
+
+    @property
+    def manifest_bytes(self) -> int:
+        return self._quarter // 8  # 6 MiB at the default: some 6,000 recordings in one batch
+
+    @property
+    def manifest_values(self) -> int:
+        return self._quarter // 2 // 128  # 196,608 at the default (a recording has about 35)
+
+    @property
+    def personal_bytes(self) -> int:
+        return self.manifest_bytes
+
+    @property
+    def custody_entries(self) -> int:
+        return self._quarter // 256  # 196,608 at the default
+
+    @property
+    def custody_bytes(self) -> int:
+        return self.custody_entries * 1024
+
+    @property
+    def batch_listing_bytes(self) -> int:
+        return self._quarter
+
+    @property
+    def listing_entries(self) -> int:
+        return self._quarter // 256  # one directory of a file bucket, sorted in memory: 196,608 at the default
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._quarter
+
+
+def limits_for(max_memory_mib: int) -> Limits:
+    """Limits for ``--max-memory``; ConfigError (exit 2) below the minimum the interpreter itself needs."""
+    if max_memory_mib < MIN_MAX_MEMORY_MIB:
+        raise ConfigError(f"--max-memory {max_memory_mib} is below the minimum of {MIN_MAX_MEMORY_MIB} MiB")
+    return Limits(max_memory_mib)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    problem: str
+    message: str
+    dock: str | None = None
+    batch: str | None = None
+    key: str | None = None
+    custody_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Personal:
+    """What a decrypted sidecar says that the report shows (personal data: only with ``--identity``).
+
+    ``officers`` maps (camera serial, recording id) to the officer id or None; ``exercises`` holds
+    (id, start, end, site). Values are cut to a bounded length: the sidecar is untrusted input too.
+    """
+
+    officers: dict[tuple[str, str], str | None]
+    exercises: tuple[tuple[str, str, str, str], ...]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Personal:
+        officers: dict[tuple[str, str], str | None] = {}
+        recordings = doc.get("recordings")
+        for item in recordings if isinstance(recordings, list) else []:
+            if isinstance(item, dict):
+                ident = (str(item.get("camera_serial"))[:64], str(item.get("recording_id"))[:32])
+                officer = item.get("officer_id")
+                officers[ident] = None if officer is None else str(officer)[:200]
+        exercises = doc.get("exercises")
+        windows = tuple(
+            (str(ex.get("id"))[:200], str(ex.get("start"))[:64], str(ex.get("end"))[:64], str(ex.get("site"))[:200])
+            for ex in (exercises if isinstance(exercises, list) else [])
+            if isinstance(ex, dict)
+        )
+        return cls(officers, windows)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRow:
+    """One manifest recording as the HTML report shows it: each value a string cut to a bounded length
+    (the manifest is untrusted: a megabyte-long field must not be kept whole), ``None`` where absent."""
+
+    camera_serial: str
+    recording_id: str
+    camera_model: str
+    exercise_id: str | None
+    start: str
+    end: str
+    size: str
+    plaintext_sha256: str
+    ciphertext_sha256: str
+    officer_pseudonym: str | None
+
+    @classmethod
+    def of(cls, rec: dict[str, Any]) -> RecordingRow:
+        def cut(name: str, limit: int = 80) -> str:
+            return str(rec.get(name))[:limit]
+
+        def opt(name: str) -> str | None:
+            return None if rec.get(name) is None else cut(name)
+
+        return cls(
+            cut("camera_serial", 64), cut("recording_id", 32), cut("camera_model"), opt("exercise_id"),
+            cut("start", 64), cut("end", 64), cut("size", 32), cut("plaintext_sha256"),
+            cut("ciphertext_sha256"), opt("officer_pseudonym"),
+        )  # fmt: skip
+
+
+@dataclass
+class BatchResult:
+    dock: str
+    batch: str
+    seq: int | None = None
+    recordings: int = 0
+    objects_ok: int = 0
+    plaintext_ok: int = 0
+    custody_entries: int = 0
+    signature_ok: bool = False
+    problems: int = 0
+    signer: str | None = None  # fingerprint of the key that signed the manifest
+    cosigner: str | None = None  # fingerprint of the key that made manifest.json.sig.prev, if any
+    manifest_sha256: str | None = None
+    # for the checks across batches and the report; not reported. ``chain``: the manifest's
+    # previous_manifest_sha256 and custody range, links and head (scalars only); ``rows``: each
+    # recording's (camera serial, start, end, recording id), for the HTML report
+    chain: dict[str, Any] = field(default_factory=dict, repr=False)
+    rows: list[RecordingRow] = field(default_factory=list, repr=False)
+    signer_key: Ed25519PublicKey | None = field(default=None, repr=False)
+    cosigner_key: Ed25519PublicKey | None = field(default=None, repr=False)
+    cosign_error: str | None = field(default=None, repr=False)
+    sealed_at: dt.datetime | None = field(default=None, repr=False)
+    personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
+    handover: dict[str, str] | None = field(default=None, repr=False)  # its custody's dock_handover entry
+
+
+_UNREPORTED = frozenset(
+    {"chain", "rows", "signer_key", "cosigner_key", "cosign_error", "sealed_at", "personal", "handover"}
+)
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """What the audit was run against and when: the report's header (an audit document names its inputs)."""
+
+    bucket_url: str
+    allowed_signers: str  # the file as named on the command line
+    allowed_signers_sha256: str  # of its bytes as read
+    signers: tuple[AllowedSigner, ...]
+    decrypted: bool  # an --identity was given: plaintexts and the personal sidecars were opened
+    started: str  # ISO 8601 UTC
+    finished: str
+    version: str  # of bodycam-sync
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket_url,
+            "allowed_signers": self.allowed_signers,
+            "allowed_signers_sha256": self.allowed_signers_sha256,
+            "signers": [
+                {
+                    "principals": list(s.principals),
+                    "fingerprint": fingerprint(s.key),
+                    "namespaces": None if s.namespaces is None else list(s.namespaces),
+                    "valid_after": None if s.valid_after is None else s.valid_after.isoformat(),
+                    "valid_before": None if s.valid_before is None else s.valid_before.isoformat(),
+                }
+                for s in self.signers
+            ],
+            "decrypted": self.decrypted,
+            "started": self.started,
+            "finished": self.finished,
+            "version": self.version,
+        }
+
+
+@dataclass
+class VerifyReport:
+    batches: list[BatchResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    objects_seen: int = 0
+    audit: AuditContext | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verified": self.ok,
+            "objects_seen": self.objects_seen,
+            "batches": [
+                {f.name: getattr(b, f.name) for f in fields(b) if f.name not in _UNREPORTED} for b in self.batches
+            ],
+            "findings": [asdict(f) for f in self.findings],
+            **({"audit": self.audit.to_json()} if self.audit is not None else {}),
+        }
+
+
+class Verifier:
+    def __init__(
+        self,
+        bucket: Any,
+        signers: list[AllowedSigner],
+        identities: list[str] | None = None,
+        expected_heads: dict[str, str] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.signers = signers
+        self.identities = identities or []
+        #: dock -> SHA-256 of a manifest the auditor recorded earlier: it must still be in the chain, so
+        #: deleting the newest batches (which no later batch links to) is caught too
+        self.expected_heads = expected_heads or {}
+        self.limits = limits or Limits()
+        self.report = VerifyReport()
+        self._sizes: dict[str, int] = {}  # the listing of the batch being checked: key -> size
+        self._retained = 0  # bytes (estimated) of what is kept for the whole run: batch summaries, findings
+        self._untold: Counter[str] = Counter()  # findings past the retained budget, by problem
+        self._report_rows = 0
+        self._handed_over: dict[str, BatchResult] = {}  # new dock id -> the batch that handed over to it
+        #: where manifests stand: at <dock>/<batch>/ (this bucket's layout) or one level deeper (the
+        #: auditor pointed verify one level above the prefix); the latter names the prefix to use
+        self._manifests_here = 0
+        self._manifests_deeper: Counter[str] = Counter()
+        self._log_docks: set[str] = set()  # docks with objects under <dock>/log/ (their transparency log)
+
+    def _find(self, problem: str, message: str, **where: Any) -> None:
+        """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
+        self._record(problem, message, where, always=False)
+
+    def _record(self, problem: str, message: str, where: dict[str, Any], *, always: bool) -> None:
+        """``always``: a finding that says the run itself was cut short, kept whatever the budget."""
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + "..."
+        key = where.get("key")
+        if isinstance(key, str) and len(key) > MAX_KEY_CHARS:
+            where["key"] = key[:MAX_KEY_CHARS] + "..."
+        cost = 512 + len(message) + len(where.get("key") or "")
+        if not always and (self._untold or self._retained + cost > self.limits.retained_bytes):
+            self._untold[problem] += 1
+            return
+        self._retained += cost
+        finding = Finding(problem, message, **where)
+        self.report.findings.append(finding)
+        LOG.info("finding: %s", finding)
+
+    def run(self) -> VerifyReport:
+        """Stream the listing once, checking each batch as its keys end; then each dock's chain."""
+        docks: dict[str, list[BatchResult]] = {}
+        done: set[tuple[str, str]] = set()  # batches checked (charged with BATCH_COST)
+        try:
+            self._groups(docks, done)
+        except BodycamError as err:
+            self._record(
+                "listing_failed", f"listing the bucket failed, so not all of it was checked: {err}", {}, always=True
+            )
+        self._finish(docks)
+        return self.report
+
+    def _groups(self, docks: dict[str, list[BatchResult]], done: set[tuple[str, str]]) -> None:
+        """Check each run of the listing: a batch, or keys outside any."""
+        for group, sizes, overflow in self._batches():
+            if group is None:  # keys outside any dock/batch directory
+                for key in sizes:
+                    self._unlisted(key)
+                continue
+            dock, batch = group
+            if group in done:
+                self._find(
+                    "listing_unordered",
+                    f"the bucket listed keys of {dock}/{batch}/ apart from one another: not in key order, so this "
+                    "batch cannot be checked as a whole",
+                    dock=dock,
+                    batch=batch,
+                )
+                continue
+            if overflow:
+                self._find(
+                    "batch_too_large",
+                    f"{dock}/{batch}/ holds {overflow} objects, more than the listing of one batch may take within "
+                    f"--max-memory {self.limits.max_memory_mib} MiB: not checked (raise --max-memory)",
+                    dock=dock,
+                    batch=batch,
+                )
+                continue
+            if f"{dock}/{batch}/{mf.MANIFEST}" not in sizes:
+                for key in sizes:
+                    self._unlisted(key)
+                continue
+            if self._retained + BATCH_COST > self.limits.retained_bytes:
+                self._record(
+                    "bucket_too_large",
+                    f"the bucket holds more batches than verify can keep within --max-memory "
+                    f"{self.limits.max_memory_mib} MiB: {dock}/{batch}/ and the batches after it were not checked "
+                    "(raise --max-memory)",
+                    {"dock": dock, "batch": batch},
+                    always=True,
+                )
+                return
+            self._retained += BATCH_COST
+            done.add(group)
+            self._sizes = sizes
+            listed: set[str] = set()
+            docks.setdefault(dock, []).append(self._batch(dock, batch, listed))
+            for key in sizes:
+                if key not in listed:
+                    self._unlisted(key)
+            self._sizes = {}
+
+    def _note_manifest_depth(self, key: str) -> None:
+        parts = key.split("/")
+        if parts[-1] != mf.MANIFEST:
+            return
+        if len(parts) == 3:
+            self._manifests_here += 1
+        elif len(parts) == 4 and len(self._manifests_deeper) < 16:
+            self._manifests_deeper[parts[0]] += 1
+
+    def _wrong_prefix(self) -> bool:
+        """No manifest where this layout puts them, but some one level deeper: say which prefix to verify
+        instead of naming every object as unlisted (what an auditor sees is a hint, not 21 findings)."""
+        if self._manifests_here or not self._manifests_deeper:
+            return False
+        url = str(getattr(self.bucket, "url", "the bucket")).rstrip("/")
+        where = ", ".join(f"{url}/{name}" for name in sorted(self._manifests_deeper))
+        self.report.findings.clear()
+        self._untold.clear()
+        self.report.findings.append(
+            Finding(
+                "wrong_prefix",
+                f"{url} holds no batch at its top level, but batches one level down: verify --bucket {where}",
+            )
+        )
+        return True
+
+    def _finish(self, docks: dict[str, list[BatchResult]]) -> None:
+        """After the listing: the chain of each dock, the expected heads, and the findings' totals."""
+        if self._wrong_prefix():
+            return
+        if not self.report.objects_seen:
+            url = getattr(self.bucket, "url", "the bucket")
+            self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
+        self._handed_over = _handovers(docks)
+        for dock, results in sorted(docks.items()):
+            self._chain(dock, results)
+            self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
+        for dock in sorted(self._log_docks):
+            self._log(dock, docks.get(dock, []))
+        for dock, head in sorted(self.expected_heads.items()):
+            if not any(b.manifest_sha256 == head for b in docks.get(dock, [])):
+                self._find(
+                    "expected_head_missing",
+                    f"dock {dock}: the manifest recorded earlier (SHA-256 {head[:16]}...) is not in the bucket: "
+                    "its batch, or the newest batches, were deleted or replaced",
+                    dock=dock,
+                )
+        if self._untold:
+            counts = ", ".join(f"{n} {problem}" for problem, n in sorted(self._untold.items()))
+            self._untold.clear()
+            self.report.findings.append(
+                Finding(
+                    "findings_truncated",
+                    f"more findings than fit within --max-memory {self.limits.max_memory_mib} MiB; not listed: {counts}",
+                )
+            )
+        per_batch = Counter((f.dock, f.batch) for f in self.report.findings)
+        for b in self.report.batches:
+            b.problems = per_batch[(b.dock, b.batch)]
+
+    def _log(self, dock: str, results: list[BatchResult]) -> None:
+        """The dock's transparency log (agent/audit/logcheck.py): each checkpoint signed by a key allowed for the
+        dock now or when one of its batches was sealed (a kept checkpoint by a key retired since)."""
+        keys: dict[bytes, Ed25519PublicKey] = {
+            k.public_bytes_raw(): k for k in keys_for(self.signers, dock, mf.NAMESPACE)
+        }
+        for when in {_second(r.sealed_at) for r in results if r.sealed_at is not None}:
+            keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
+        manifests = [logcheck.Manifest(r.batch, r.seq, r.manifest_sha256) for r in results]
+        try:
+            found = logcheck.check(self.bucket, dock, list(keys.values()), manifests)
+        except BodycamError as err:
+            found = [logcheck.LogFinding("log_unreadable", f"{dock}/log: {err}")]
+        for f in found:
+            self._find(f.problem, f.message, dock=dock, batch=f.batch, key=f.key)
+
+    def _batches(self) -> Iterator[tuple[tuple[str, str] | None, dict[str, int], int]]:
+        """The listing as runs of keys: ``((dock, batch), {key: size}, 0)`` per ``dock/batch/`` directory,
+        ``(None, {key: size}, 0)`` for a key outside one; a run over the listing budget comes as
+        ``(group, {}, number of its keys)``. S3's key order keeps each directory's keys together."""
+        group: tuple[str, str] | None = None
+        sizes: dict[str, int] = {}
+        cost = count = 0
+        for info in self.bucket.iter_objects(""):
+            self.report.objects_seen += 1
+            self._note_manifest_depth(info.key)
+            parts = info.key.split("/", 2)
+            if len(parts) == 3 and parts[1] == LOG_DIR:
+                if len(self._log_docks) < MAX_LOG_DOCKS:
+                    self._log_docks.add(parts[0][:MAX_KEY_CHARS])
+                continue  # the dock's transparency log (docs/formats.md §9), checked after the chains
+            here = (parts[0], parts[1]) if len(parts) == 3 else None
+            if here is None:
+                yield None, {info.key: info.size}, 0
+                continue
+            if here != group:
+                if group is not None:
+                    yield group, sizes, (count if cost > self.limits.batch_listing_bytes else 0)
+                group, sizes, cost, count = here, {}, 0, 0
+            count += 1
+            if cost <= self.limits.batch_listing_bytes:
+                cost += len(info.key) + 256
+                sizes[info.key] = info.size
+                if cost > self.limits.batch_listing_bytes:
+                    sizes = {}
+        if group is not None:
+            yield group, sizes, (count if cost > self.limits.batch_listing_bytes else 0)
+
+    def _unlisted(self, key: str) -> None:
+        parts = key.split("/")
+        self._find(
+            "unlisted_object",
+            f"{key} is in the bucket but no manifest lists it (added, or left from a batch whose manifest is gone)",
+            dock=parts[0] if len(parts) > 1 else None,
+            batch=parts[1] if len(parts) > 2 else None,
+            key=key,
+        )
+
+    # -- one batch ----------------------------------------------------------------------------
+    def _manifest(self, mkey: str, where: dict[str, Any], listed: set[str]) -> bytes | None:
+        """The manifest's bytes, refused (``manifest_too_large``) before reading when over the limits: then
+        the batch as a whole is the finding, not each of its objects."""
+        size = self._sizes.get(mkey, 0)
+        if size > self.limits.manifest_bytes:
+            self._find(
+                "manifest_too_large",
+                f"{mkey} is {size} bytes, over the {self.limits.manifest_bytes} a manifest may have within "
+                f"--max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
+                **where,
+            )
+            listed.update(self._sizes)
+            return None
+        try:
+            raw: bytes = self.bucket.get_bytes(mkey, max_size=self.limits.manifest_bytes)
+        except BodycamError as err:
+            self._find("manifest_unreadable", f"{mkey}: {err}", **where)
+            return None
+        values = strictjson.count_values(raw)
+        if values > self.limits.manifest_values:
+            self._find(
+                "manifest_too_large",
+                f"{mkey} holds up to {values} JSON values, over the {self.limits.manifest_values} a manifest may "
+                f"have within --max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
+                **where,
+            )
+            listed.update(self._sizes)
+            return None
+        return raw
+
+    def _batch(self, dock: str, batch: str, listed: set[str]) -> BatchResult:
+        result = BatchResult(dock, batch)
+        prefix = mf.batch_prefix(dock, batch)
+        mkey, skey, pkey = f"{prefix}/{mf.MANIFEST}", f"{prefix}/{mf.SIGNATURE}", f"{prefix}/{mf.PREV_SIGNATURE}"
+        listed.update({mkey, skey})
+        where = {"dock": dock, "batch": batch, "key": mkey}
+        raw = self._manifest(mkey, where, listed)
+        if raw is None:
+            return result
+        result.manifest_sha256 = hashlib.sha256(raw).hexdigest()
+        try:
+            doc = strictjson.parse_json(raw, mkey, self.limits.manifest_values)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except (ProtocolError, ValueError) as err:
+            message = str(err) if isinstance(err, ProtocolError) else f"{mkey} is not a JSON object"
+            self._find("manifest_invalid", message, **where)
+            self._signature(raw, mkey, skey, result, None)
+            return result
+        result.chain = _chain_fields(doc)
+        sealed = _timestamp(doc.get("sealed"))
+        if sealed is None:
+            self._find("manifest_invalid", f"{mkey} has no valid 'sealed' time (ISO 8601 UTC)", **where)
+        result.sealed_at = sealed
+        self._signature(raw, mkey, skey, result, sealed)
+        if pkey in self._sizes:
+            listed.add(pkey)
+            self._cosignature(raw, pkey, result, sealed)
+        if canonical(doc) != raw:
+            self._find("manifest_not_canonical", f"{mkey} is not canonical JSON (edited or re-serialised)", **where)
+        if doc.get("format") != mf.FORMAT:
+            self._find(
+                "manifest_format", f"{mkey} has format {_short(doc.get('format'))}, expected {mf.FORMAT}", **where
+            )
+        if doc.get("dock_id") != dock or doc.get("batch_id") != batch:
+            self._find(
+                "manifest_misplaced",
+                f"{mkey} describes dock {_short(doc.get('dock_id'))} batch {_short(doc.get('batch_id'))}, not {dock} {batch}: "
+                "a manifest copied or replayed from elsewhere",
+                **where,
+            )
+        claimed = doc.get("signing_key")
+        if result.signer_key is not None and claimed != public_key_line(result.signer_key):
+            self._find(
+                "signing_key_mismatch",
+                f"{mkey} names signing key {str(claimed)[:80]!r} but was signed by {result.signer}",
+                **where,
+            )
+        seq = doc.get("batch_seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1:
+            result.seq = seq
+        else:
+            self._find("manifest_invalid", f"{mkey} has batch_seq {_short(seq)}, not a positive integer", **where)
+        self._custody(doc, prefix, result, listed)
+        personal = doc.get("personal")
+        if isinstance(personal, dict) and isinstance(personal.get("key"), str):
+            listed.add(personal["key"])
+            if personal["key"] != f"{prefix}/{mf.PERSONAL}":
+                self._find(
+                    "manifest_invalid", f"{mkey} names sidecar {_short(personal['key'])} outside its batch", **where
+                )
+            if self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch) is not None:
+                self._personal(personal["key"], result, doc.get("recordings"))
+        else:
+            self._find("manifest_invalid", f"{mkey} names no personal sidecar", **where)
+        recordings = doc.get("recordings")
+        if not isinstance(recordings, list):
+            self._find("manifest_invalid", f"{mkey} has no recordings list", **where)
+            recordings = []
+        result.recordings = len(recordings)
+        for rec in recordings:
+            key = rec.get("key") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict) or not isinstance(key, str) or not key.startswith(f"{prefix}/recordings/"):
+                self._find("manifest_invalid", f"{mkey} lists a recording outside its batch: {_short(key)}", **where)
+                continue
+            listed.add(key)
+            self._keep_row(result, rec)
+            ok = self._recording(rec, key, dock, batch)
+            result.objects_ok += ok[0]
+            result.plaintext_ok += ok[1]
+        return result
+
+    def _signature(self, raw: bytes, mkey: str, skey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
+        """manifest.json.sig: an SSHSIG over the manifest bytes by a key allowed for the dock when sealed."""
+        dock, batch = result.dock, result.batch
+        try:
+            signature = self.bucket.get_bytes(skey, max_size=MAX_SIGNATURE_BYTES).decode("ascii", "replace")
+        except BodycamError as err:
+            self._find("signature_missing", f"{skey}: {err}", dock=dock, batch=batch, key=skey)
+            return
+        allowed = keys_for(self.signers, dock, mf.NAMESPACE, at=_second(sealed))
+        when = f" at {sealed.isoformat()}" if sealed else " now"
+        embedded = _signature_key(signature)
+        if embedded is None:
+            self._find(
+                "signature_invalid", f"{skey} is not a well-formed SSH signature", dock=dock, batch=batch, key=skey
+            )
+            return
+        if not any(k.public_bytes_raw() == embedded.public_bytes_raw() for k in allowed):
+            self._find(
+                "signature_untrusted",
+                f"{skey} was made by key {fingerprint(embedded)}, which allowed_signers does not allow for dock "
+                f"{dock!r} (namespace {mf.NAMESPACE}){when}",
+                dock=dock,
+                batch=batch,
+                key=skey,
+            )
+            return
+        try:
+            result.signer_key = verify(raw, signature, mf.NAMESPACE, allowed)
+        except IntegrityError as err:
+            if "does not match the data" not in str(err):
+                self._find("signature_invalid", f"{skey}: {err}", dock=dock, batch=batch, key=skey)
+                return
+            self._find(
+                "signature_mismatch",
+                f"{mkey} does not match its signature by trusted key {fingerprint(embedded)}: "
+                f"the manifest (or {skey}) was altered",
+                dock=dock,
+                batch=batch,
+                key=mkey,
+            )
+            return
+        result.signature_ok = True
+        result.signer = fingerprint(result.signer_key)
+
+    def _cosignature(self, raw: bytes, pkey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
+        """manifest.json.sig.prev: checked here against every allowed key; _chain decides whose it must be."""
+        try:
+            text = self.bucket.get_bytes(pkey, max_size=MAX_SIGNATURE_BYTES).decode("ascii", "replace")
+            result.cosigner_key = verify(
+                raw, text, mf.NAMESPACE, keys_for(self.signers, result.dock, mf.NAMESPACE, at=_second(sealed))
+            )
+            result.cosigner = fingerprint(result.cosigner_key)
+        except BodycamError as err:
+            result.cosign_error = f"{pkey} does not verify: {err}"
+
+    def _custody(self, doc: dict[str, Any], prefix: str, result: BatchResult, listed: set[str]) -> None:
+        info = doc.get("custody")
+        dock, batch = result.dock, result.batch
+        if not isinstance(info, dict) or not isinstance(info.get("key"), str):
+            mkey = f"{prefix}/{mf.MANIFEST}"
+            self._find("manifest_invalid", f"{mkey} names no custody segment", dock=dock, batch=batch, key=mkey)
+            return
+        key = info["key"]
+        listed.add(key)
+        if key != f"{prefix}/{mf.CUSTODY}":
+            self._find("manifest_invalid", f"{prefix}/{mf.MANIFEST} names custody segment {_short(key)} outside its batch",
+                       dock=dock, batch=batch, key=f"{prefix}/{mf.MANIFEST}")  # fmt: skip
+        where = {"dock": dock, "batch": batch, "key": key}
+        size = self._sizes.get(key)
+        if size is None:
+            self._find("custody_missing", f"{key} is named by the manifest but not in the bucket", **where)
+            return
+        limits = self.limits
+        if size > limits.custody_bytes:
+            self._find(
+                "custody_too_large",
+                f"{key} is {size} bytes, over the {limits.custody_bytes} a custody segment may have within "
+                f"--max-memory {limits.max_memory_mib} MiB: not checked",
+                **where,
+            )
+            return
+        check = CustodyCheck(info, limits.custody_entries)
+        try:
+            for chunk in _chunks(self.bucket, key):
+                check.feed(chunk)
+                if check.too_many:
+                    break
+        except BodycamError as err:
+            self._find("custody_missing", f"{key}: {err}", **where)
+            return
+        problems = [] if check.too_many else check.finish()  # finish() may count a last unterminated line
+        if check.too_many:
+            self._find(
+                "custody_too_large",
+                f"{key} holds more than the {limits.custody_entries} entries a custody segment may have "
+                f"within --max-memory {limits.max_memory_mib} MiB: not checked",
+                **where,
+            )
+            return
+        if check.sha256.hexdigest() != info.get("sha256"):
+            self._find("custody_altered", f"{key} does not hash to the value its manifest signs", **where)
+        result.custody_entries = check.lines
+        result.handover = check.handover
+        for seq, problem, message in problems:
+            self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
+
+    def _personal(self, key: str, result: BatchResult, recordings: Any) -> None:
+        """With an identity: the sidecar decrypts to a JSON object naming this batch, with an entry for
+        each manifest recording whose ``officer_id`` is null exactly where ``officer_pseudonym`` is.
+
+        What it holds for the report (officer ids, exercise windows) is kept in ``result.personal``, while
+        the retained budget lasts; the sidecar is bounded like a manifest.
+        """
+        if not self.identities:
+            return
+        dock, batch = result.dock, result.batch
+        limit = self.limits.personal_bytes
+        try:
+            decrypt = Decryptor(self.identities)
+            data = decrypt.update(self.bucket.get_bytes(key, max_size=limit)) + decrypt.finalize()
+            doc = strictjson.parse_json(data, key, self.limits.manifest_values)
+            if not isinstance(doc, dict) or doc.get("batch_id") != batch:
+                named = doc.get("batch_id") if isinstance(doc, dict) else None
+                raise ValueError(f"it names batch {_short(named)}")
+            personal = Personal.of(doc)
+            self._keep_personal(result, personal)
+            mismatch = _officer_mismatch(personal, recordings)
+            if mismatch:
+                raise ValueError(mismatch)
+        except (BodycamError, ValueError) as err:
+            self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
+
+    def _keep_personal(self, result: BatchResult, personal: Personal) -> None:
+        """Keep a sidecar's report data while the retained budget lasts (else the report shows less)."""
+        cost = 512 + 384 * (len(personal.officers) + len(personal.exercises))
+        if self._retained + cost > self.limits.retained_bytes:
+            LOG.warning("%s/%s: personal data not kept for the report (--max-memory)", result.dock, result.batch)
+            return
+        self._retained += cost
+        result.personal = personal
+
+    def _keep_row(self, result: BatchResult, rec: dict[str, Any]) -> None:
+        """Keep what the HTML report shows of one recording, while the report's budget lasts."""
+        if self._report_rows >= MAX_REPORT_ROWS:
+            return
+        self._report_rows += 1
+        self._retained += 1024
+        result.rows.append(RecordingRow.of(rec))
+
+    def _recording(self, rec: dict[str, Any], key: str, dock: str, batch: str) -> tuple[int, int]:
+        plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch)
+        if plain is None:
+            return 0, 0
+        if not self.identities:
+            return 1, 0
+        if plain != rec.get("plaintext_sha256") or plain != rec.get("camera_sha256"):
+            self._find(
+                "plaintext_mismatch",
+                f"{key} decrypts to SHA-256 {plain[:16]}..., the manifest says {str(rec.get('plaintext_sha256'))[:16]}...",
+                dock=dock,
+                batch=batch,
+                key=key,
+            )
+            return 1, 0
+        return 1, 1
+
+    def _object_hash(self, key: str, expected: Any, rec: dict[str, Any] | None, dock: str, batch: str) -> str | None:
+        """Stream one object: check size and ciphertext SHA-256; with identities (and a recording), return
+        the plaintext SHA-256 (``""`` without identities) or None when a problem was recorded."""
+        where = {"dock": dock, "batch": batch, "key": key}
+        size = self._sizes.get(key)
+        if size is None:
+            self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
+            return None
+        if rec is not None and size != rec.get("ciphertext_size"):
+            self._find(
+                "object_size", f"{key} is {size} bytes, the manifest says {_short(rec.get('ciphertext_size'))}", **where
+            )
+            return None
+        digest = hashlib.sha256()
+        decrypt = Decryptor(self.identities) if (self.identities and rec is not None) else None
+        plain = hashlib.sha256()
+        try:
+            for chunk in _chunks(self.bucket, key):
+                digest.update(chunk)
+                if decrypt is not None:
+                    plain.update(decrypt.update(chunk))
+            if decrypt is not None:
+                plain.update(decrypt.finalize())
+        except IntegrityError as err:
+            if digest.hexdigest() != expected:
+                self._find("object_altered", f"{key} does not hash to its manifest value", **where)
+            else:
+                self._find("decrypt_failed", f"{key}: {err}", **where)
+            return None
+        except BodycamError as err:
+            self._find("object_unreadable", f"{key}: {err}", **where)
+            return None
+        if digest.hexdigest() != expected:
+            self._find("object_altered", f"{key} does not hash to its manifest value", **where)
+            return None
+        return plain.hexdigest() if decrypt is not None else ""
+
+    # -- across batches -------------------------------------------------------------------------
+    def _chain(self, dock: str, results: list[BatchResult]) -> None:
+        """The dock's batches in sequence: no gap, no fork, each linking to the one before."""
+        ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
+        # a dock renamed by 'dock handover' continues the chain of the batch that recorded the handover
+        previous: BatchResult | None = self._handed_over.get(dock)
+        for r in ordered:
+            doc = r.chain
+            custody = _custody_info(doc)
+            mkey = f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}"
+            where: dict[str, Any] = {"dock": dock, "batch": r.batch, "key": mkey}
+            if previous is not None and r.seq == previous.seq:
+                self._find(
+                    "batch_duplicate",
+                    f"batches {previous.batch} and {r.batch} both claim sequence {r.seq} (a fork, or a replayed manifest)",
+                    **where,
+                )
+                continue
+            expected = (previous.seq or 0) + 1 if previous is not None else 1
+            if r.seq != expected and not (previous is None and _opens_bucket(r)):
+                self._missing(dock, previous, r, expected)
+            elif r.seq != expected:
+                pass  # the chain moved here from another bucket: its earlier batches are audited there
+            elif previous is not None:
+                self._link(previous, r, where)
+            else:  # the dock's first batch
+                if doc.get("previous_manifest_sha256") is not None:
+                    self._find("batch_link", f"{r.batch} is batch 1 but links to a previous manifest", **where)
+                if custody.get("prev") != GENESIS or custody.get("first_seq") != 1:
+                    self._find(
+                        "custody_gap",
+                        f"custody of {r.batch}, the dock's first batch, does not start at entry 1 from the genesis hash",
+                        **where,
+                        custody_seq=custody.get("first_seq") if isinstance(custody.get("first_seq"), int) else None,
+                    )
+            self._rotation(previous if r.seq == expected else None, r)
+            if previous is not None and previous.sealed_at and r.sealed_at and r.sealed_at < previous.sealed_at:
+                self._find(
+                    "batch_time",
+                    f"{r.batch} says it was sealed at {r.sealed_at.isoformat()}, before {previous.batch} "
+                    f"({previous.sealed_at.isoformat()})",
+                    **where,
+                )
+            previous = r
+
+    def _missing(self, dock: str, previous: BatchResult | None, r: BatchResult, expected: int) -> None:
+        doc = r.chain
+        custody = _custody_info(doc)
+        seqs = f"{expected}" if r.seq == expected + 1 else f"{expected}..{(r.seq or 0) - 1}"
+        after = f"between {previous.batch} and {r.batch}" if previous is not None else f"before {r.batch}"
+        first_lost: int | None = 1
+        if previous is not None:
+            pc = previous.chain.get("custody")
+            last = pc.get("last_seq") if isinstance(pc, dict) else None
+            first_lost = last + 1 if isinstance(last, int) else None
+        first_seq = custody.get("first_seq")
+        last_lost = first_seq - 1 if isinstance(first_seq, int) else None
+        known = first_lost is not None and last_lost is not None and last_lost >= first_lost
+        lost = f"; custody entries {first_lost}..{last_lost} are gone with it" if known else ""
+        link = str(doc.get("previous_manifest_sha256"))[:16]
+        self._find(
+            "batch_missing",
+            f"dock {dock}: batch {seqs} is missing {after}: {r.batch} (seq {r.seq}) links to manifest "
+            f"{link}..., which is not in the bucket{lost}",
+            dock=dock,
+            batch=r.batch,
+            key=f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}",
+            custody_seq=first_lost if known else None,
+        )
+
+    def _link(self, previous: BatchResult, r: BatchResult, where: dict[str, Any]) -> None:
+        doc = r.chain
+        if doc.get("previous_manifest_sha256") != previous.manifest_sha256:
+            self._find(
+                "batch_link",
+                f"{r.batch} does not link to the manifest of {previous.batch} (that manifest was replaced or replayed)",
+                **where,
+            )
+        pc = previous.chain.get("custody") or {}
+        cc = doc.get("custody") or {}
+        if not isinstance(pc, dict) or not isinstance(cc, dict):
+            return
+        last = pc.get("last_seq")
+        if cc.get("prev") != pc.get("head") or not isinstance(last, int) or cc.get("first_seq") != last + 1:
+            self._find(
+                "custody_gap",
+                f"custody of {r.batch} (from entry {cc.get('first_seq')}) does not continue from {previous.batch} "
+                f"(to entry {last}): a gap or a fork",
+                **where,
+                custody_seq=cc.get("first_seq") if isinstance(cc.get("first_seq"), int) else None,
+            )
+
+    def _rotation(self, previous: BatchResult | None, r: BatchResult) -> None:
+        """A change of signing key must be proven by the previous key's co-signature (.sig.prev), and a
+        co-signature belongs only where the key changed (docs/formats.md §7).
+
+        ``previous`` is the batch right before ``r`` in the chain (None when ``r`` is the first, or the
+        one before is missing). Where either batch's signer is unknown (its signature failed, already a
+        finding) whether the key changed cannot be told: only a co-signature that does not verify is
+        reported."""
+        pkey = f"{mf.batch_prefix(r.dock, r.batch)}/{mf.PREV_SIGNATURE}"
+        where = {"dock": r.dock, "batch": r.batch, "key": pkey}
+        cosigned = r.cosigner_key is not None or r.cosign_error is not None  # a .sig.prev is present
+        old, new = (previous.signer_key, r.signer_key) if previous is not None else (None, None)
+        if previous is None and r.seq == 1 and cosigned:
+            self._find(
+                "cosignature_unexpected",
+                f"{pkey} is present in the dock's first batch, where no earlier key can hand over",
+                **where,
+            )
+            return
+        if old is None or new is None or previous is None:
+            if r.cosign_error is not None:
+                self._find("signature_invalid", r.cosign_error, **where)
+            return
+        if old.public_bytes_raw() == new.public_bytes_raw():
+            if cosigned:
+                self._find(
+                    "cosignature_unexpected",
+                    f"{pkey} is present but {r.batch} is signed by the same key as {previous.batch} "
+                    f"({r.signer}): a co-signature belongs only to the first batch of a new key",
+                    **where,
+                )
+            return
+        if r.cosign_error is not None:
+            self._find("key_rotation_unproven", r.cosign_error, **where)
+            return
+        if r.cosigner_key is None or r.cosigner_key.public_bytes_raw() != old.public_bytes_raw():
+            why = (
+                f"{pkey} is missing"
+                if r.cosigner_key is None
+                else f"{pkey} was made by {r.cosigner}, not by the previous key"
+            )
+            self._find(
+                "key_rotation_unproven",
+                f"{r.batch} is signed by {r.signer} but {previous.batch} by {previous.signer}, and {why}: "
+                "nothing in the bucket shows the old key handing over to the new one",
+                **where,
+            )
+
+
+def _signature_key(text: str) -> Ed25519PublicKey | None:
+    """The public key embedded in an armored SSHSIG (the signer it claims), or None if malformed."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != "-----BEGIN SSH SIGNATURE-----" or lines[-1] != "-----END SSH SIGNATURE-----":
+        return None
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+        if blob[:6] != b"SSHSIG":
+            return None
+        (n,) = struct.unpack_from(">I", blob, 10)  # after magic and version: string publickey
+        key_blob = blob[14 : 14 + n]
+        (t,) = struct.unpack_from(">I", key_blob, 0)
+        if key_blob[4 : 4 + t] != b"ssh-ed25519":
+            return None
+        (k,) = struct.unpack_from(">I", key_blob, 4 + t)
+        raw = key_blob[8 + t : 8 + t + k]
+        return Ed25519PublicKey.from_public_bytes(raw) if len(raw) == 32 else None
+    except (ValueError, struct.error):
+        return None
+
+
+def _officer_mismatch(personal: Personal, recordings: Any) -> str | None:
+    """Why the sidecar's recordings do not match the manifest's, or None: one entry per recording, and
+    a null ``officer_id`` exactly where the manifest's ``officer_pseudonym`` is null (docs/formats.md §5.3)."""
+    listed = [r for r in recordings if isinstance(r, dict)] if isinstance(recordings, list) else []
+    seen: set[tuple[str, str]] = set()
+    for rec in listed:
+        ident = (str(rec.get("camera_serial"))[:64], str(rec.get("recording_id"))[:32])
+        seen.add(ident)
+        if ident not in personal.officers:
+            return f"it has no entry for recording {ident[0]} #{ident[1]} of the manifest"
+        if (personal.officers[ident] is None) != (rec.get("officer_pseudonym") is None):
+            side = "null" if personal.officers[ident] is None else "set"
+            signed = "null" if rec.get("officer_pseudonym") is None else "set"
+            return (
+                f"recording {ident[0]} #{ident[1]}: officer_id is {side} but the manifest's officer_pseudonym "
+                f"is {signed} (one is null exactly when the other is)"
+            )
+    extra = sorted(set(personal.officers) - seen)
+    if extra:
+        return f"it has an entry for recording {extra[0][0]} #{extra[0][1]}, which the manifest does not list"
+    return None
+
+
+class _Invalid:
+    """Stands for a manifest value that is not a scalar: equal to nothing, short when printed."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+def _scalar(value: Any) -> Any:
+    """A manifest value the chain check keeps: a short scalar as it is, anything else as :class:`_Invalid`."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and len(value) <= 256:
+        return value
+    return _Invalid()
+
+
+def _handovers(docks: dict[str, list[BatchResult]]) -> dict[str, BatchResult]:
+    """New dock id -> the validly signed batch whose custody hands its dock over to it."""
+    out: dict[str, BatchResult] = {}
+    for results in docks.values():
+        for b in results:
+            to_dock = (b.handover or {}).get("to_dock")
+            if to_dock is not None and b.signature_ok and to_dock != b.dock:
+                out[to_dock] = b
+    return out
+
+
+def _opens_bucket(r: BatchResult) -> bool:
+    """A batch that moved the dock to this bucket (a copy of it is here): the chain starts there."""
+    return r.signature_ok and "to_bucket" in (r.handover or {})
+
+
+def _chain_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the checks across batches need of a manifest, and no more (the rest is dropped after its batch)."""
+    out: dict[str, Any] = {"previous_manifest_sha256": _scalar(doc.get("previous_manifest_sha256"))}
+    custody = doc.get("custody")
+    if isinstance(custody, dict):
+        out["custody"] = {k: _scalar(custody.get(k)) for k in ("first_seq", "last_seq", "prev", "head") if k in custody}
+    elif "custody" in doc:
+        out["custody"] = _Invalid()
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value from the bucket, cut short: messages must not carry megabytes of it."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit]) + "..."
+    return text if len(text) <= limit + 8 else text[:limit] + "..."
+
+
+def _custody_info(doc: dict[str, Any]) -> dict[str, Any]:
+    info = doc.get("custody")
+    return info if isinstance(info, dict) else {}
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _second(sealed: dt.datetime | None) -> dt.datetime | None:
+    """The sealing time as ``ssh-keygen -O verify-time`` sees it: whole seconds, the fraction dropped.
+
+    allowed_signers validity has one-second resolution and ssh-keygen takes the verify time in whole
+    seconds (``valid-before`` inclusive), so a batch sealed at 10:00:00.4 with a key valid before
+    10:00:00 is accepted by ssh-keygen; verify must agree with the stock tool (docs/formats.md §6).
+    """
+    return None if sealed is None else sealed.replace(microsecond=0)
+
+
+def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
+    reader = bucket.open_read(key)
+    try:
+        while True:
+            chunk = reader.read(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        close = getattr(reader, "close", None)
+        if callable(close):
+            close()
+
+
+#: ``on_progress(bytes_read, objects_listed)``: how far a verify run has got
+VerifyProgressFn = Callable[[int, int], None]
+
+
+class _CountedReader:
+    """An object reader that reports every byte it hands out (verify's progress)."""
+
+    def __init__(self, inner: Any, note: Callable[[int], None]) -> None:
+        self._inner, self._note = inner, note
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._inner.read(size)
+        self._note(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> _CountedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.close()
+
+
+class _CountedBucket:
+    """The bucket as verify reads it, counting objects listed and bytes read for ``on_progress``;
+    everything else passes through (verify opens its bucket read-only)."""
+
+    def __init__(self, inner: Any, on_progress: VerifyProgressFn) -> None:
+        self._inner, self._on_progress = inner, on_progress
+        self._bytes = self._objects = 0
+        self._lock = threading.Lock()
+
+    def _note(self, nbytes: int = 0, objects: int = 0) -> None:
+        with self._lock:
+            self._bytes += nbytes
+            self._objects += objects
+            done, seen = self._bytes, self._objects
+        self._on_progress(done, seen)
+
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[Any]:
+        for info in self._inner.iter_objects(prefix, page_size=page_size):
+            self._note(objects=1)
+            yield info
+
+    def get_bytes(self, key: str, max_size: int) -> bytes:
+        data: bytes = self._inner.get_bytes(key, max_size)
+        self._note(len(data))
+        return data
+
+    def open_read(self, key: str, **kwargs: Any) -> _CountedReader:
+        return _CountedReader(self._inner.open_read(key, **kwargs), self._note)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def run_verify(
+    bucket_url: str,
+    endpoint_url: str | None,
+    allowed_signers: Any,
+    identity: Any | None = None,
+    expect_heads: Sequence[str] = (),
+    max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB,
+    on_progress: VerifyProgressFn | None = None,
+) -> VerifyReport:
+    """Open the bucket and the trust anchors named on the command line, and verify everything.
+
+    ``bucket_url`` is ``s3://...``, ``file:///DIR`` or a plain directory path; a file bucket is opened
+    read-only (verify never creates, tidies or writes anything in it, so a read-only copy verifies).
+    Raises ConfigError (exit 2) for an unreadable or malformed allowed_signers or identity file, a
+    malformed bucket URL, a file bucket whose directory does not exist, or a ``max_memory_mib`` below
+    the minimum.
+    """
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
+
+    from bodycam.agent.formats.agecrypt import read_identities
+    from bodycam.agent.formats.sshsig import parse_allowed_signers
+    from bodycam.agent.storage.bucket import open_bucket
+
+    started = dt.datetime.now(dt.UTC)
+    try:
+        signers_bytes = Path(allowed_signers).read_bytes()
+        signers = parse_allowed_signers(signers_bytes.decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read --allowed-signers {allowed_signers}: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"--allowed-signers {allowed_signers}: {err}") from None
+    identities: list[str] = []
+    if identity is not None:
+        try:
+            identities = read_identities(Path(identity).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read --identity {identity}: {err}") from err
+        except ConfigError as err:
+            raise ConfigError(f"--identity {identity}: {err}") from None
+    limits = limits_for(max_memory_mib)
+    url = bucket_url if "://" in bucket_url else Path(bucket_url).absolute().as_uri()  # a plain path
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.path.startswith("/") and not Path(unquote(parts.path)).is_dir():
+        raise ConfigError(f"--bucket {bucket_url}: no such directory")
+    try:
+        bucket = open_bucket(url, endpoint_url, read_only=True, max_dir_entries=limits.listing_entries)
+    except ConfigError as err:
+        raise ConfigError(f"--bucket {bucket_url}: {err}") from None
+    heads: dict[str, str] = {}
+    for item in expect_heads:
+        dock, sep, digest = item.partition("=")
+        if not sep or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"--expect-head {item!r} must be DOCK=SHA256 (the manifest's sha256sum, 64 hex digits)")
+        heads[dock] = digest
+    if on_progress is not None:
+        bucket = cast(Any, _CountedBucket(bucket, on_progress))
+    report = Verifier(bucket, signers, identities, heads, limits).run()
+    report.audit = AuditContext(
+        bucket_url,
+        str(allowed_signers),
+        hashlib.sha256(signers_bytes).hexdigest(),
+        tuple(signers),
+        bool(identities),
+        _iso(started),
+        _iso(dt.datetime.now(dt.UTC)),
+        __version__,
+    )
+    return report
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

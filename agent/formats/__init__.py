@@ -1,0 +1,1 @@
+"""Evidence formats: age encryption, SSH signatures, the manifest and the custody chain (pure, no I/O beyond files)."""

@@ -1,0 +1,99 @@
+"""The custody log: an append-only chain of JSON lines, each carrying the SHA-256 of the line before.
+
+Entries live in the journal and are written in the same transaction as the state change they
+record, so the log and the state can never disagree after a crash. Each batch publishes the
+contiguous segment of the chain since the previous batch, and its signed manifest names the
+segment's head: a gap, fork, reordering or edit anywhere is detectable (docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+MAX_DETAIL = 500  # characters of an error's clear text kept for the sidecar
+EVENTS = frozenset(
+    {
+        "docked",
+        "identified",
+        "authenticated",
+        "clock_set",
+        "clock_invalid",
+        "clock_epoch_reset",
+        "listed",
+        "skipped_out_of_scope",
+        "pull_started",
+        "pull_deferred",
+        "pulled",
+        "uploaded",
+        "verified",
+        "erased",
+        "error",
+        "undocked",
+        "batch_sealed",
+        "key_rotated",
+        "firmware_installed",
+        "enrolled",
+        "paired",
+        "revocations_sent",
+        "dock_proven",
+        "camera_unprotected",
+        "dock_handover",
+        "exercise_amended",
+        "exercise_removed",
+    }
+)
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON: sorted keys, UTF-8, no insignificant whitespace (the bytes that get hashed/signed)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    line: int  # 1-based line number in the segment
+    seq: int | None
+    message: str
+
+
+def check_segment(lines: Iterable[bytes], prev: str, first_seq: int) -> tuple[str, int, list[ChainProblem]]:
+    """Walk a custody segment: each line parses, numbers follow on, and links to the one before.
+
+    Returns (head hash, last seq, problems). ``prev``/``first_seq`` are where the segment must start.
+    """
+    problems: list[ChainProblem] = []
+    head, expected_seq = prev, first_seq
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip(b"\n")
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            problems.append(ChainProblem(number, None, "custody entry is not valid JSON"))
+            head = line_hash(line)
+            expected_seq += 1
+            continue
+        seq = entry.get("seq") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or canonical(entry) != line:
+            problems.append(ChainProblem(number, seq, "custody entry is not in canonical form (edited?)"))
+        if seq != expected_seq:
+            problems.append(ChainProblem(number, seq, f"custody entry has seq {seq}, expected {expected_seq}"))
+        if isinstance(entry, dict) and entry.get("prev") != head:
+            problems.append(ChainProblem(number, seq, "custody entry does not link to the entry before it"))
+        head = line_hash(line)
+        expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
+    return head, expected_seq - 1, problems

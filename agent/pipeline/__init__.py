@@ -1,0 +1,1 @@
+"""The evidence pipeline: scope policy, one-pass pull, batches, keys, clocks, enrolment, firmware."""

@@ -1,0 +1,339 @@
+"""Batches: open one per docking session, seal it (manifest, signature, custody segment, personal
+sidecar, all computed once and journaled), then publish it to the bucket with create-only writes.
+
+Sealing and publishing are separate steps so a crash between them re-publishes the very same
+bytes: the journal holds what was signed, and an object already in the bucket is accepted only if
+it is byte-identical (docs/crash-safety.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.agent import __version__
+from bodycam.agent.config import Recipient
+from bodycam.agent.formats import manifest as mf
+from bodycam.agent.formats.agecrypt import Encryptor
+from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.sshsig import public_key_line, sign
+from bodycam.agent.pipeline import keys as dock_keys
+from bodycam.agent.storage import docklog
+from bodycam.agent.storage.custody_log import CustodyLog
+from bodycam.agent.storage.journal import Journal, utc_now
+from bodycam.drivers.errors import IntegrityError, StorageError
+
+LOG = logging.getLogger(__name__)
+ACTIVE_STATES = ("uploading", "completing")
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    batch_id: str
+    seq: int
+    manifest: bytes
+    signature: str
+    custody: bytes
+    personal: bytes
+    recordings: int
+    signature_prev: str | None = None  # by the previous key, in the first batch after a key rotation
+
+
+def open_batch(journal: Journal) -> str:
+    """The open batch, or a new one owning every custody entry since the last sealed batch."""
+    with journal.transaction() as db:
+        row = db.execute("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1").fetchone()
+        if row:
+            return str(row[0])
+        last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
+        seq = int(last) + 1
+        batch_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seq:06d}"
+        sealed = db.execute("SELECT MAX(custody_last) FROM batches WHERE state != 'open'").fetchone()[0]
+        db.execute(
+            "INSERT INTO batches(batch_id, seq, opened_at, state, custody_first) VALUES(?,?,?,?,?)",
+            (batch_id, seq, utc_now(), "open", int(sealed or 0) + 1),
+        )
+        return batch_id
+
+
+def open_id(journal: Journal) -> str | None:
+    rows = journal.query("SELECT batch_id FROM batches WHERE state='open' ORDER BY seq LIMIT 1")
+    return str(rows[0][0]) if rows else None
+
+
+def age_s(journal: Journal, batch_id: str, now: float) -> float:
+    """Seconds since ``batch_id`` was opened (by the wall clock it was stamped with)."""
+    rows = journal.query("SELECT opened_at FROM batches WHERE batch_id=?", (batch_id,))
+    return now - _parse_utc(str(rows[0][0])) if rows else 0.0
+
+
+def recordings_ready(journal: Journal, batch_id: str) -> int:
+    """Recordings of ``batch_id`` a seal would list (verified, or verified and erased)."""
+    rows = journal.query(
+        "SELECT COUNT(*) FROM recordings WHERE batch_id=? AND state IN ('verified','erased')", (batch_id,)
+    )
+    return int(rows[0][0])
+
+
+def unsealed_custody_since(journal: Journal) -> float | None:
+    """When the oldest custody entry that no sealed batch holds was written (epoch s), or None."""
+    sealed = journal.query("SELECT COALESCE(MAX(custody_last), 0) FROM batches WHERE state != 'open'")
+    rows = journal.query("SELECT line FROM custody WHERE seq=?", (int(sealed[0][0]) + 1,))
+    if not rows:
+        return None
+    return _parse_utc(str(json.loads(rows[0][0])["ts"]))
+
+
+def defer(
+    journal: Journal, custody: CustodyLog, batch_id: str, *, keep: frozenset[tuple[str, int, str]]
+) -> list[tuple[str, str]]:
+    """Move the uploads of ``batch_id`` still in ``uploading`` (except those in ``keep``, being pulled
+    and progressing) out of it, so it can be sealed with what is verified (docs/crash-safety.md).
+
+    An object key names its batch, so a moved recording cannot keep its upload: its row returns to
+    ``pending`` (no batch, key, upload, file key or parts) and its next docking starts it afresh in the
+    batch then open. One transaction, with a custody ``pull_deferred`` entry per recording. Returns the
+    (key, upload id) pairs the caller aborts in the bucket; after a crash recover() aborts them, since
+    no ``uploading`` row owns them any more.
+    """
+    moved: list[tuple[str, str]] = []
+    with journal.transaction() as db:
+        rows = db.execute(
+            "SELECT serial, recording_id, camera_sha256, object_key, upload_id FROM recordings "
+            "WHERE batch_id=? AND state='uploading'",
+            (batch_id,),
+        ).fetchall()
+        for r in rows:
+            ident = (str(r[0]), int(r[1]), str(r[2]))
+            if ident in keep:
+                continue
+            db.execute(
+                "UPDATE recordings SET state='pending', batch_id=NULL, object_key=NULL, upload_id=NULL, "
+                "file_key=NULL, age_header=NULL, error=?, updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (f"moved out of batch {batch_id}, sealed on schedule", utc_now(), *ident),
+            )
+            db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", ident)
+            custody.append_in(db, "pull_deferred", camera=ident[0], recording=ident[1], batch=batch_id, key=r[3])
+            if r[4]:
+                moved.append((str(r[3]), str(r[4])))
+    return moved
+
+
+def busy(journal: Journal, batch_id: str) -> int:
+    rows = journal.query(
+        "SELECT COUNT(*) FROM recordings WHERE batch_id=? AND state IN ('uploading','completing')", (batch_id,)
+    )
+    return int(rows[0][0])
+
+
+def seal(
+    journal: Journal,
+    custody: CustodyLog,
+    batch_id: str,
+    *,
+    dock_id: str,
+    key: Ed25519PrivateKey,
+    recipients: list[Recipient],
+    pseudonym_secret: bytes,
+) -> SealedBatch:
+    """Close the custody segment and compute every artefact of the batch, journaled in one transaction."""
+    with journal.transaction() as db:
+        batch = db.execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,)).fetchone()
+        if batch is None:
+            raise StorageError(f"batch {batch_id} is not in the journal")
+        if batch["state"] != "open":
+            return _sealed_from_row(journal, batch_id)
+        rows = db.execute(
+            "SELECT * FROM recordings WHERE batch_id=? AND state IN ('verified','erased') "
+            "ORDER BY serial, recording_id",
+            (batch_id,),
+        ).fetchall()
+        prev_row = db.execute(
+            "SELECT manifest_sha256, manifest FROM batches WHERE seq=? AND state IN ('sealed','published')",
+            (batch["seq"] - 1,),
+        ).fetchone()
+        cosigner = dock_keys.handover(db, custody, key, prev_row[1] if prev_row else None)
+        head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
+        first = int(batch["custody_first"])
+        custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
+        lines = db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
+        custody_bytes = b"".join(r[0].encode() + b"\n" for r in lines.fetchall())
+        personal_doc: dict[str, Any] = {
+            "batch_id": batch_id,
+            "recordings": [],
+            "exercises": [],
+            "errors": custody.details(first, head.seq),  # the clear text of the segment's error entries
+        }
+        entries = []
+        exercises: set[str] = set()
+        for r in rows:
+            officer = _officer_at(db, r["serial"], r["start_us"] / 1e6 - r["clock_offset_s"])
+            entries.append(
+                {
+                    "camera_serial": r["serial"],
+                    "camera_model": r["model"],
+                    "recording_id": r["recording_id"],
+                    "start_camera": _iso(r["start_us"] / 1e6),
+                    "end_camera": _iso(r["end_us"] / 1e6),
+                    "clock_offset_s": round(r["clock_offset_s"], 6),
+                    "start": _iso(r["start_us"] / 1e6 - r["clock_offset_s"]),
+                    "end": _iso(r["end_us"] / 1e6 - r["clock_offset_s"]),
+                    "exercise_id": r["exercise_id"],
+                    "size": r["size"],
+                    "plaintext_sha256": r["plaintext_sha256"],
+                    "camera_sha256": r["camera_sha256"],
+                    "ciphertext_sha256": r["ciphertext_sha256"],
+                    "ciphertext_size": r["ciphertext_size"],
+                    "key": r["object_key"],
+                    "version_id": r["version_id"],
+                    "officer_pseudonym": mf.pseudonym(pseudonym_secret, officer) if officer else None,
+                    **_disclosure(db, r),
+                }
+            )
+            personal_doc["recordings"].append(
+                {
+                    "camera_serial": r["serial"],
+                    "recording_id": r["recording_id"],
+                    "original_name": r["name"],
+                    "officer_id": officer,
+                }
+            )
+            if r["exercise_id"]:
+                exercises.add(r["exercise_id"])
+        for ex_id in sorted(exercises):
+            ex = db.execute("SELECT * FROM exercises WHERE id=?", (ex_id,)).fetchone()
+            if ex is not None:
+                personal_doc["exercises"].append(
+                    {"id": ex_id, "site": ex["site"], "start": _iso(ex["start_ts"]), "end": _iso(ex["end_ts"])}
+                )
+        personal = _encrypt([r.age for r in recipients], canonical(personal_doc))
+        manifest = {
+            "format": mf.FORMAT,
+            "dock_id": dock_id,
+            "agent_version": __version__,
+            "batch_id": batch_id,
+            "batch_seq": batch["seq"],
+            "opened": batch["opened_at"],
+            "sealed": utc_now(),
+            "previous_manifest_sha256": prev_row[0] if prev_row else None,
+            "signing_key": public_key_line(key.public_key()),
+            "custody": {
+                "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.CUSTODY}",
+                "first_seq": first,
+                "last_seq": head.seq,
+                "prev": custody_prev[0] if custody_prev else "0" * 64,
+                "head": head.hash,
+                "sha256": mf.sha256_hex(custody_bytes),
+            },
+            "personal": {
+                "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.PERSONAL}",
+                "sha256": mf.sha256_hex(personal),
+            },
+            "recipients": [{"name": r.name, "age": r.age} for r in recipients],
+            "recordings": entries,
+        }
+        manifest_bytes = mf.encode(manifest)
+        signature = sign(manifest_bytes, key, mf.NAMESPACE)
+        if cosigner is not None:
+            dock_keys.store_prev_signature(db, batch_id, sign(manifest_bytes, cosigner, mf.NAMESPACE))
+        docklog.append_in(
+            db,
+            dock_id=dock_id,
+            batch_id=batch_id,
+            batch_seq=int(batch["seq"]),
+            manifest_sha256=mf.sha256_hex(manifest_bytes),
+            key=key,
+        )
+        db.execute(
+            "UPDATE batches SET state='sealed', custody_last=?, manifest=?, signature=?, custody=?, personal=?, "
+            "manifest_sha256=? WHERE batch_id=?",
+            (head.seq, manifest_bytes, signature, custody_bytes, personal, mf.sha256_hex(manifest_bytes), batch_id),
+        )
+    return _sealed_from_row(journal, batch_id)
+
+
+def publish(journal: Journal, bucket: Any, dock_id: str, batch_id: str) -> None:
+    """Upload a sealed batch's artefacts, manifest last, then its log tiles and checkpoint; idempotent
+    after a crash."""
+    sealed = _sealed_from_row(journal, batch_id)
+    prefix = mf.batch_prefix(dock_id, batch_id)
+    artefacts = [(mf.CUSTODY, sealed.custody), (mf.PERSONAL, sealed.personal)]
+    if sealed.signature_prev is not None:
+        artefacts.append((mf.PREV_SIGNATURE, sealed.signature_prev.encode()))
+    artefacts += [(mf.SIGNATURE, sealed.signature.encode()), (mf.MANIFEST, sealed.manifest)]
+    for name, data in artefacts:
+        _put_once(bucket, f"{prefix}/{name}", data)
+    docklog.publish(journal, lambda key, data: _put_once(bucket, key, data), bucket, dock_id, batch_id)
+    with journal.transaction() as db:
+        db.execute("UPDATE batches SET state='published', published_at=? WHERE batch_id=?", (utc_now(), batch_id))
+
+
+def pending_publication(journal: Journal) -> list[str]:
+    return [r[0] for r in journal.query("SELECT batch_id FROM batches WHERE state='sealed' ORDER BY seq")]
+
+
+def _put_once(bucket: Any, key: str, data: bytes) -> None:
+    from bodycam.agent.storage.bucket import ObjectExistsError
+
+    try:
+        bucket.put_object(key, data, create_only=True)
+    except ObjectExistsError:
+        existing = bucket.get_bytes(key, max_size=len(data) + 1)
+        if existing != data:
+            raise IntegrityError(
+                f"{key} already exists in the bucket with different content; refusing to overwrite evidence"
+            ) from None
+
+
+def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
+    rows = journal.query("SELECT * FROM batches WHERE batch_id=?", (batch_id,))
+    if not rows or rows[0]["state"] == "open":
+        raise StorageError(f"batch {batch_id} is not sealed")
+    r = rows[0]
+    count = len(json.loads(r["manifest"])["recordings"])
+    return SealedBatch(
+        batch_id,
+        r["seq"],
+        r["manifest"],
+        r["signature"],
+        r["custody"],
+        r["personal"],
+        count,
+        dock_keys.prev_signature(journal, batch_id),
+    )
+
+
+def _disclosure(db: Any, r: Any) -> dict[str, Any]:
+    """The covering agreements (id, version, sha256) and party names a recording was encrypted to, when
+    the dock runs under data-sharing agreements; nothing for a recording sent to ``[[recipients]]``."""
+    row = db.execute(
+        "SELECT disclosure FROM recording_agreements WHERE serial=? AND recording_id=? AND camera_sha256=?",
+        (r["serial"], r["recording_id"], r["camera_sha256"]),
+    ).fetchone()
+    return dict(json.loads(row[0])) if row else {}
+
+
+def _officer_at(db: Any, serial: str, when: float) -> str | None:
+    row = db.execute(
+        "SELECT officer FROM allocations WHERE serial=? AND at<=? ORDER BY at DESC, id DESC LIMIT 1", (serial, when)
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _parse_utc(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _encrypt(recipients: list[str], data: bytes) -> bytes:
+    enc = Encryptor(recipients)
+    return enc.header + enc.update(data) + enc.finalize()

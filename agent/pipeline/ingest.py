@@ -1,0 +1,822 @@
+"""Docking sessions: identify, authenticate, set the clock, list, apply the scope policy, pull each
+in-scope recording once, verify it in the bucket, erase it from the camera only after that, and
+seal and publish the batch. Every step is journaled so a crash, an unplug, a full disk or a bucket
+outage resumes on the next run (docs/crash-safety.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bodycam.agent.config import Config, Recipient
+from bodycam.agent.formats import agreements as ag
+from bodycam.agent.formats import manifest as mf
+from bodycam.agent.formats.agecrypt import Encryptor, check_recipients
+from bodycam.agent.formats.sshsig import load_private_key
+from bodycam.agent.pipeline import batch as batches
+from bodycam.agent.pipeline import clocks
+from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
+from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
+from bodycam.agent.pipeline.pull import part_size_for, pull
+from bodycam.agent.storage.bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
+from bodycam.agent.storage.custody_log import CustodyLog
+from bodycam.agent.storage.journal import Journal, utc_now
+from bodycam.drivers.device.camera import Camera
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
+from bodycam.drivers.protocol.messages import RecordingInfo
+
+LOG = logging.getLogger(__name__)
+
+
+class DeferredError(BodycamError):
+    """A stalled upload was moved out of its batch (a scheduled seal) while its pull was still running."""
+
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class CameraReport:
+    serial: str = "?"
+    address: str = ""
+    recordings: int = 0
+    in_scope: int = 0
+    out_of_scope: int = 0
+    verified: int = 0
+    already_done: int = 0
+    erased: int = 0
+    bytes_read: int = 0
+    errors: list[str] = field(default_factory=list)
+    #: why footage stayed: reason code (policy.STAY_REASONS) -> recordings; dock-side only
+    stayed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAY_REASONS, 0))
+    #: of the recordings outside every window, the one that missed its nearest window by least
+    nearest: Miss | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors and self.verified + self.already_done == self.in_scope
+
+    def note_stayed(self, decision: ScopeDecision) -> None:
+        self.out_of_scope += 1
+        self.stayed[decision.code] = self.stayed.get(decision.code, 0) + 1
+        miss = decision.nearest
+        if miss is not None and (self.nearest is None or miss.off_by_s < self.nearest.off_by_s):
+            self.nearest = miss
+
+    def stayed_json(self) -> dict[str, Any]:
+        """``out_of_scope_reasons`` and ``nearest_window`` as ingest, sync and status show them."""
+        return {
+            "out_of_scope_reasons": dict(self.stayed),
+            "nearest_window": self.nearest.to_json() if self.nearest is not None else None,
+        }
+
+
+@dataclass
+class IngestReport:
+    batch_id: str | None = None
+    cameras: list[CameraReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(c.complete for c in self.cameras)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "batch_id": self.batch_id,
+            "errors": self.errors,
+            "cameras": [
+                {
+                    "serial": c.serial,
+                    "address": c.address,
+                    "recordings": c.recordings,
+                    "in_scope": c.in_scope,
+                    "out_of_scope": c.out_of_scope,
+                    "verified": c.verified,
+                    "already_done": c.already_done,
+                    "erased": c.erased,
+                    "bytes_read": c.bytes_read,
+                    "errors": c.errors,
+                    **c.stayed_json(),
+                }
+                for c in self.cameras
+            ],
+        }
+
+
+class Agent:
+    """Everything a docking session needs, built once from the config (the library behind the CLI and daemon)."""
+
+    def __init__(self, config: Config, *, bucket: Bucket | None = None, check: bool = True) -> None:
+        self.config = config
+        self.journal = Journal(config.journal_path)
+        if check:  # dock_id and bucket.url change only through 'dock handover' (agent/pipeline/handover.py)
+            from bodycam.agent.pipeline.handover import check_identity
+
+            try:
+                check_identity(self.journal, config)
+            except BaseException:
+                self.journal.close()
+                raise
+        self.custody = CustodyLog(self.journal, config.dock_id)
+        self.bucket = bucket or open_bucket(
+            config.bucket_url, config.bucket_endpoint_url, retention_days=config.retention_days
+        )
+        self._batch_lock = threading.Lock()
+        #: parts one recording may have in flight; the daemon lowers it while several bays share the
+        #: upload pool, so memory grows with the pool, not with the number of bays
+        self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
+        #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
+        #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
+        self._pulling: dict[tuple[str, int, str], float] = {}
+        self._agreements = ag.DirCache()
+        load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
+
+    # -- configuration that must be complete before footage moves -----------------------------
+    def recipients(self, config: Config | None = None) -> list[Recipient]:
+        """The agreement's parties (config first, then the journal's), each key valid and all of one kind.
+
+        ``config`` defaults to the running one; a reload passes the fresh one to refuse it early. With
+        ``[agreements]``, each recording goes to the parties of its covering agreements (``disclosure``)
+        and the batch's own artefacts (the personal sidecar) to the controller's archive alone.
+        """
+        cfg = config or self.config
+        if cfg.agreements is not None:
+            ag.controller_keys(cfg.agreements.controller_keys)
+            check_recipients([cfg.agreements.archive], [ag.ARCHIVE_NAME])
+            return [Recipient(ag.ARCHIVE_NAME, cfg.agreements.archive)]
+        found = {r.name: r for r in cfg.recipients}
+        for name, age in self.journal.recipients():
+            found.setdefault(name, Recipient(name, age))
+        if not found:
+            raise ConfigError(
+                "no recipients configured: footage cannot be encrypted for anyone; add [[recipients]] to the "
+                "config or run 'bodycam-sync recipients add NAME AGE_PUBKEY'"
+            )
+        parties = sorted(found.values(), key=lambda r: r.name)
+        check_recipients([r.age for r in parties], [r.name for r in parties])
+        return parties
+
+    def agreements(self) -> ag.Loaded | None:
+        """The signed agreements in ``agreements.dir``, read afresh for each docking (a new agreement or
+        revocation applies at the next docking); None without ``[agreements]`` (every in-scope recording
+        goes to ``[[recipients]]``, as before agreements existed)."""
+        cfg = self.config.agreements
+        if cfg is None:
+            return None
+        return self._agreements.load(cfg.dir, cfg.controller_keys)
+
+    def disclosure(
+        self, loaded: ag.Loaded, serial: str, decision: ScopeDecision, exercises: list[Exercise], now: float
+    ) -> ag.Disclosure:
+        """Who may receive one in-scope recording now, under which agreements (agent/formats/agreements.py)."""
+        assert self.config.agreements is not None
+        site = next((e.site for e in exercises if e.id == decision.exercise_id), None)
+        facts = ag.RecordingFacts(serial, decision.exercise_id, site, decision.start, decision.end)
+        return ag.disclosure(loaded, facts, now, self.config.agreements.archive)
+
+    def dock_credentials(self) -> DockCredentials | None:
+        """[dock_auth], read for each docking: a renewed certificate or a new revocation list copied to
+        the dock reaches the next camera without a restart or reload."""
+        return load_credentials(self.config)
+
+    def check_ready(self) -> None:
+        """Fail before touching a camera if keys or recipients are missing (ConfigError)."""
+        self.recipients()
+        load_private_key(self.config.key_path)
+        mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True)
+        load_credentials(self.config)
+
+    # -- recovery of work a previous run left ---------------------------------------------------
+    def recover(self) -> list[str]:
+        """Finish uploads whose bytes are all in the bucket; abort multipart uploads nobody owns;
+        publish sealed batches. Returns problems (outages) that keep the run from being complete."""
+        problems: list[str] = []
+        for row in self.journal.query("SELECT * FROM recordings WHERE state='completing'"):
+            try:
+                self._complete(row["serial"], row["recording_id"], row["camera_sha256"])
+            except BodycamError as err:
+                problems.append(str(err))
+        try:
+            owned = {
+                r["upload_id"] for r in self.journal.query("SELECT upload_id FROM recordings WHERE state='uploading'")
+            }
+            for pending in self.bucket.open_uploads(prefix=f"{self.config.dock_id}/"):
+                if pending.upload_id not in owned:
+                    LOG.info("aborting orphaned multipart upload of %s", pending.key)
+                    self.bucket.abort_upload(pending.key, pending.upload_id)
+        except BodycamError as err:
+            problems.append(str(err))
+        for batch_id in batches.pending_publication(self.journal):
+            try:
+                batches.publish(self.journal, self.bucket, self.config.dock_id, batch_id)
+            except BodycamError as err:
+                problems.append(str(err))
+        return problems
+
+    # -- one camera -----------------------------------------------------------------------------
+    def session(
+        self,
+        camera: Camera,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CameraReport:
+        report = CameraReport(address=f"{camera.transport.kind}:{camera.transport.address}")
+        emit = progress or (lambda _kind, _data: None)
+        try:
+            self._session(camera, report, emit, cancel)
+        except BodycamError as err:
+            report.errors.append(f"{camera.name}: {err}")
+            # the report carries it to the one who shows it (ingest prints it, the daemon logs it once)
+            LOG.debug("%s: %s", camera.name, err)
+            try:
+                self.custody.error(err, camera=report.serial)
+            except StorageError:
+                pass
+        finally:
+            emit("camera_done", {"serial": report.serial})
+        return report
+
+    def _session(self, camera: Camera, report: CameraReport, emit: ProgressFn, cancel: threading.Event | None) -> None:
+        ident = camera.open()
+        report.serial = ident.serial
+        self.custody.append(
+            "docked",
+            camera=ident.serial,
+            model=ident.model,
+            firmware=ident.firmware,
+            transport=camera.transport.kind,
+        )
+        camera.authenticate(self.journal.enrolled_key(ident.serial))
+        self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
+        secure_link(camera, self.dock_credentials(), self.custody.append)
+        docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera)
+        listing, placements = docked.listing, docked.placements
+        report.recordings = len(listing)
+        exercises = list_exercises(self.journal)
+        loaded = self.agreements()
+        todo: list[tuple[RecordingInfo, ScopeDecision, float]] = []
+        for rec in listing:
+            placement = placements[rec.id]
+            decision = decide(rec, ident.serial, placement, exercises)
+            if decision.in_scope and placement.offset_s is not None and loaded is not None:
+                decision = self._agreement_gate(loaded, ident.serial, rec, decision, exercises)
+            if not decision.in_scope or placement.offset_s is None:
+                report.note_stayed(decision)
+                self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0)
+                continue
+            report.in_scope += 1
+            todo.append((rec, decision, placement.offset_s))
+        pending = [(r.id, r.size) for r, _, _ in todo if not self._already_done(ident.serial, r)]
+        emit("camera_listed", {"serial": ident.serial, "recordings": pending})  # what is left to move, not all
+        for rec, decision, offset in todo:
+            if cancel is not None and cancel.is_set():
+                report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
+                break
+            try:
+                state = self._ingest_recording(camera, rec, decision, offset, report, emit, cancel)
+            except (IntegrityError, UploadError, ProtocolError) as err:
+                report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
+                LOG.debug("camera %s recording %d: %s", ident.serial, rec.id, err)
+                self.custody.error(err, camera=ident.serial, recording=rec.id)
+                if isinstance(err, UploadError):
+                    break  # the bucket is unreachable: the rest would fail too
+                self._give_up(ident.serial, rec, str(err))
+                if isinstance(err, ProtocolError):
+                    break  # the camera broke the protocol: nothing more is taken from it this session
+                continue  # an IntegrityError concerns this recording's bytes (damaged or lied about): go on
+            if state in ("verified", "erased"):
+                if self.config.erase_after_upload and state == "verified":
+                    self._erase(camera, rec, report)
+        self.custody.append("undocked", camera=ident.serial)
+
+    def _agreement_gate(
+        self, loaded: ag.Loaded, serial: str, rec: RecordingInfo, decision: ScopeDecision, exercises: list[Exercise]
+    ) -> ScopeDecision:
+        """An in-scope recording leaves only under a covering agreement; one whose upload already
+        started finishes under the disclosure journaled then (it is encrypted to those parties)."""
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        if row is not None and row["state"] in ("uploading", "completing", "verified", "erased"):
+            return decision
+        try:
+            found = self.disclosure(loaded, serial, decision, exercises, time.time())
+        except ag.MixedKindsError as err:  # this recording stays; the camera's others may still leave
+            LOG.warning("camera %s recording %d stays on the camera: %s", serial, rec.id, err)
+            ids = ", ".join(err.ids[:8])
+            reason = f"covering agreements ({ids}) mix post-quantum and X25519 recipients"
+            return ScopeDecision(False, reason, None, decision.start, decision.end, ag.NO_AGREEMENT, None)
+        if found.covered:
+            return decision
+        return ScopeDecision(False, found.why_not(), None, decision.start, decision.end, ag.NO_AGREEMENT, None)
+
+    def _note_out_of_scope(self, serial: str, rec: RecordingInfo, decision: ScopeDecision, offset: float) -> None:
+        """Journal the decision once, with its custody entry; a later docking that decides it for
+        another reason (an exercise registered since, a clock it can no longer place) records that
+        reason too, so custody always says why the footage stayed."""
+        with self.journal.transaction() as db:
+            exists = db.execute(
+                "SELECT state, error FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (serial, rec.id, rec.sha256.hex()),
+            ).fetchone()
+            if exists:
+                if exists["state"] == "out_of_scope" and exists["error"] != decision.reason:
+                    db.execute(
+                        "UPDATE recordings SET error=?, clock_offset_s=?, updated_at=? "
+                        "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                        (decision.reason, offset, utc_now(), serial, rec.id, rec.sha256.hex()),
+                    )
+                    self.custody.append_in(
+                        db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size,
+                        reason=decision.reason, code=decision.code,
+                    )  # fmt: skip
+                return
+            db.execute(
+                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, size, start_us, end_us, "
+                "clock_offset_s, category, name, error, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    serial,
+                    rec.id,
+                    rec.sha256.hex(),
+                    "out_of_scope",
+                    rec.size,
+                    rec.start_us,
+                    rec.end_us,
+                    offset,
+                    str(rec.category),
+                    "",  # the name of footage that never leaves is not kept
+                    decision.reason,
+                    utc_now(),
+                ),
+            )
+            self.custody.append_in(
+                db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size, reason=decision.reason,
+                code=decision.code,
+            )  # fmt: skip
+
+    def _ingest_recording(
+        self,
+        camera: Camera,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        offset: float,
+        report: CameraReport,
+        emit: ProgressFn,
+        cancel: threading.Event | None,
+    ) -> str:
+        ident = (camera.identity.serial, rec.id, rec.sha256.hex())
+        with self._batch_lock:  # registered before the row is read: a scheduled seal leaves it alone
+            self._pulling[ident] = time.monotonic()
+        try:
+            return self._ingest_registered(camera, rec, decision, offset, report, emit, cancel)
+        finally:
+            with self._batch_lock:
+                self._pulling.pop(ident, None)
+
+    def _ingest_registered(
+        self,
+        camera: Camera,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        offset: float,
+        report: CameraReport,
+        emit: ProgressFn,
+        cancel: threading.Event | None,
+    ) -> str:
+        serial, sha = camera.identity.serial, rec.sha256.hex()
+        ident = (serial, rec.id, sha)
+        row = self._row(serial, rec.id, sha)
+        if row is not None and row["state"] in ("verified", "erased"):
+            report.already_done += 1
+            return str(row["state"])
+        if row is not None and row["state"] == "completing":
+            self._complete(serial, rec.id, sha)
+            report.verified += 1
+            return "verified"
+        if row is None or row["state"] in ("failed", "out_of_scope", "pending"):
+            row = self._start_upload(camera, rec, decision, offset)
+        key, upload_id = row["object_key"], row["upload_id"]
+        encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
+        existing = self._existing_parts(key, upload_id, row)
+        if existing is None:  # the bucket lost the upload (lifecycle rule, manual abort): start again
+            row = self._start_upload(camera, rec, decision, offset, batch_id=str(row["batch_id"]))
+            key, upload_id = row["object_key"], row["upload_id"]
+            encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
+            existing = {}
+        resumed = _resumed_plaintext(existing, rec.size, encryptor.encrypted_size(rec.size))
+        emit("recording_start", {"serial": serial, "recording": rec.id, "size": rec.size, "resumed_bytes": resumed})
+        part_size = part_size_for(encryptor.encrypted_size(rec.size), self.config.part_size)
+
+        def progress(done: int) -> None:
+            self._pulling[ident] = time.monotonic()
+            emit("recording_bytes", {"serial": serial, "recording": rec.id, "done": done, "size": rec.size})
+
+        def part_done(part: Part) -> None:
+            self._pulling[ident] = time.monotonic()
+            self._journal_part(row, part)
+
+        result = pull(
+            camera,
+            rec,
+            encryptor,
+            self.bucket,
+            key,
+            upload_id,
+            part_size=part_size,
+            existing_parts=existing,
+            parts_in_flight=self.parts_in_flight(),
+            on_part=part_done,
+            on_progress=progress,
+            cancel=cancel,
+        )
+        report.bytes_read += rec.size
+        if result.plaintext_sha256 != sha:
+            self.bucket.abort_upload(key, upload_id)
+            with self.journal.transaction() as db:
+                db.execute(
+                    "UPDATE recordings SET state='failed', error=?, upload_id=NULL, updated_at=? "
+                    "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                    ("plaintext hash differs from the camera's", utc_now(), serial, rec.id, sha),
+                )
+            raise IntegrityError(
+                f"pulled bytes hash to {result.plaintext_sha256[:16]}... but the camera lists "
+                f"{sha[:16]}...; not uploaded, not erased"
+            )
+        with self.journal.transaction() as db:
+            owner = db.execute(
+                "SELECT upload_id FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (serial, rec.id, sha),
+            ).fetchone()
+            if owner is None or owner[0] != upload_id:
+                raise DeferredError(
+                    f"camera {serial} recording {rec.id} stalled and was moved to a later batch while it was being "
+                    "pulled; it starts afresh at the next docking"
+                )
+            db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rec.id, sha))
+            db.executemany(
+                "INSERT INTO parts VALUES(?,?,?,?,?,?,?)",
+                [(serial, rec.id, sha, p.number, p.size, p.sha256_b64, p.etag) for p in result.parts],
+            )  # exactly the parts of this pass, in order
+            db.execute(
+                "UPDATE recordings SET state='completing', plaintext_sha256=?, ciphertext_sha256=?, "
+                "ciphertext_size=?, updated_at=? WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (
+                    result.plaintext_sha256,
+                    result.ciphertext_sha256,
+                    result.ciphertext_size,
+                    utc_now(),
+                    serial,
+                    rec.id,
+                    sha,
+                ),
+            )
+            self.custody.append_in(
+                db,
+                "pulled",
+                camera=serial,
+                recording=rec.id,
+                size=rec.size,
+                plaintext_sha256=result.plaintext_sha256,
+                ciphertext_sha256=result.ciphertext_sha256,
+            )
+        self._complete(serial, rec.id, sha)
+        report.verified += 1
+        emit("recording_done", {"serial": serial, "recording": rec.id})
+        return "verified"
+
+    def _give_up(self, serial: str, rec: RecordingInfo, reason: str) -> None:
+        """A camera that lies about a recording: abort its upload so the batch can still be sealed.
+
+        The row becomes ``failed`` (never erased); a later docking starts that recording afresh.
+        Transport errors and outages do not come here: those uploads stay resumable.
+        """
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        if row is None or row["state"] not in ("uploading", "completing"):
+            return
+        try:
+            self.bucket.abort_upload(row["object_key"], row["upload_id"])
+        except BodycamError as err:
+            LOG.warning("could not abort the upload of %s (recover() retries): %s", row["object_key"], err)
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state='failed', error=?, upload_id=NULL, updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (reason[:500], utc_now(), serial, rec.id, rec.sha256.hex()),
+            )
+
+    def _already_done(self, serial: str, rec: RecordingInfo) -> bool:
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        return row is not None and row["state"] in ("verified", "erased")
+
+    def _row(self, serial: str, rid: int, sha: str) -> Any:
+        rows = self.journal.query(
+            "SELECT * FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rid, sha)
+        )
+        return rows[0] if rows else None
+
+    def _start_upload(
+        self,
+        camera: Camera,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        offset: float,
+        *,
+        batch_id: str | None = None,
+    ) -> Any:
+        """Begin (or, with ``batch_id``, restart within its batch) the upload of one recording.
+
+        Holds the batch lock from choosing the batch to journaling the upload, so a batch is never
+        sealed between the two (its manifest would miss the recording).
+        """
+        serial = camera.identity.serial
+        restart = batch_id is not None
+        file_key = os.urandom(16)
+        shared: ag.Disclosure | None = None
+        loaded = self.agreements()
+        if loaded is None:
+            encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
+        else:
+            shared = self.disclosure(loaded, serial, decision, list_exercises(self.journal), time.time())
+            if not shared.covered:  # an agreement expired or was revoked since the listing
+                raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
+            encryptor = Encryptor(list(shared.recipients), file_key=file_key)
+        with self._batch_lock:
+            if batch_id is not None and batch_id != batches.open_id(self.journal):
+                batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
+            batch_id = batch_id or batches.open_batch(self.journal)
+            key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
+            # No journal transaction is open across this network call (an outage would hold the
+            # journal's write lock for every bay); a crash right after it leaves an orphaned upload,
+            # which recover() aborts.
+            upload_id = self.bucket.start_upload(key)
+            with self.journal.transaction() as db:
+                db.execute(
+                    "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
+                    "end_us, clock_offset_s, exercise_id, category, name, object_key, upload_id, file_key, age_header, "
+                    "updated_at) VALUES(?,?,?,'uploading',?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(serial, recording_id, camera_sha256) DO UPDATE SET state='uploading', "
+                    "batch_id=excluded.batch_id, exercise_id=excluded.exercise_id, name=excluded.name, "
+                    "clock_offset_s=excluded.clock_offset_s, object_key=excluded.object_key, "
+                    "upload_id=excluded.upload_id, file_key=excluded.file_key, age_header=excluded.age_header, "
+                    "error=NULL, attempts=attempts+1, updated_at=excluded.updated_at",
+                    (
+                        serial,
+                        rec.id,
+                        rec.sha256.hex(),
+                        batch_id,
+                        camera.identity.model,
+                        rec.size,
+                        rec.start_us,
+                        rec.end_us,
+                        offset,
+                        decision.exercise_id,
+                        str(rec.category),
+                        rec.name,
+                        key,
+                        upload_id,
+                        file_key,
+                        encryptor.header,
+                        utc_now(),
+                    ),
+                )
+                if shared is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO recording_agreements VALUES(?,?,?,?)",
+                        (serial, rec.id, rec.sha256.hex(), mf.encode(shared.manifest_fields()).decode()),
+                    )
+                self.custody.append_in(
+                    db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
+                )
+        return self._row(serial, rec.id, rec.sha256.hex())
+
+    def _existing_parts(self, key: str, upload_id: str, row: Any) -> dict[int, Part] | None:
+        """Parts both the bucket and the journal know (same number, size and ETag); None if the upload is gone."""
+        try:
+            in_bucket = {p.number: p for p in self.bucket.list_parts(key, upload_id)}
+        except UploadNotFoundError:
+            return None
+        journaled = self.journal.query(
+            "SELECT * FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?",
+            (row["serial"], row["recording_id"], row["camera_sha256"]),
+        )
+        out: dict[int, Part] = {}
+        for j in journaled:
+            b = in_bucket.get(j["part_number"])
+            if b is not None and b.size == j["size"] and b.etag == j["etag"]:
+                out[b.number] = Part(b.number, b.etag, j["sha256_b64"], b.size)
+        return out
+
+    def _journal_part(self, row: Any, part: Part) -> None:
+        """Journal one uploaded part, unless the recording has left that upload meanwhile (deferred)."""
+        with self.journal.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM recordings "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=? AND upload_id=?)",
+                (
+                    row["serial"],
+                    row["recording_id"],
+                    row["camera_sha256"],
+                    part.number,
+                    part.size,
+                    part.sha256_b64,
+                    part.etag,
+                    row["serial"],
+                    row["recording_id"],
+                    row["camera_sha256"],
+                    row["upload_id"],
+                ),
+            )
+
+    def _complete(self, serial: str, rid: int, sha: str) -> None:
+        """Complete the multipart upload (or find it completed), verify size and checksum, journal it."""
+        row = self._row(serial, rid, sha)
+        key = row["object_key"]
+        parts = [
+            Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"])
+            for p in self.journal.query(
+                "SELECT * FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=? ORDER BY part_number",
+                (serial, rid, sha),
+            )
+        ]
+        self.bucket.complete_upload(key, row["upload_id"], parts)
+        info = self.bucket.head(key)
+        if info is None:
+            raise UploadError(f"{key} is missing from the bucket after completing its upload; it will be retried")
+        if info.size != row["ciphertext_size"]:
+            raise IntegrityError(f"{key} in the bucket is {info.size} bytes, expected {row['ciphertext_size']}")
+        expected = composite_checksum(parts)
+        if info.checksum_sha256 and info.checksum_sha256 not in (expected, expected.split("-")[0]):
+            raise IntegrityError(f"{key} in the bucket has checksum {info.checksum_sha256}, expected {expected}")
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state='verified', version_id=?, file_key=NULL, updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (info.version_id, utc_now(), serial, rid, sha),
+            )
+            self.custody.append_in(
+                db,
+                "verified",
+                camera=serial,
+                recording=rid,
+                key=key,
+                size=info.size,
+                ciphertext_sha256=row["ciphertext_sha256"],
+                version_id=info.version_id,
+            )
+
+    def _erase(self, camera: Camera, rec: RecordingInfo, report: CameraReport) -> None:
+        serial = camera.identity.serial
+        row = self._row(serial, rec.id, rec.sha256.hex())
+        if row is None or row["state"] != "verified" or row["plaintext_sha256"] != rec.sha256.hex():
+            return
+        try:
+            camera.erase(rec.id, bytes.fromhex(row["plaintext_sha256"]))
+        except BodycamError as err:
+            report.errors.append(f"camera {serial} refused to erase recording {rec.id}: {err}")
+            self.custody.error(err, camera=serial, recording=rec.id)
+            return
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state='erased', updated_at=? "
+                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
+                (utc_now(), serial, rec.id, rec.sha256.hex()),
+            )
+            self.custody.append_in(db, "erased", camera=serial, recording=rec.id, sha256=row["plaintext_sha256"])
+        report.erased += 1
+
+    # -- batches --------------------------------------------------------------------------------
+    def seal_and_publish(self, *, now: float | None = None) -> str | None:
+        """Seal the open batch when it is ready, then publish every sealed batch (docs/crash-safety.md).
+
+        Ready: it lists at least one verified recording and nothing in it is in flight. Once the batch
+        is ``batch.max_age_s`` old, uploads in it that are not being pulled with progress are moved to
+        a later batch first, so no camera keeps the others' verified footage unsigned. A batch with no
+        recording is sealed only when custody entries have waited ``batch.custody_only_interval_s``.
+        """
+        now = time.time() if now is None else now
+        with self._batch_lock:
+            cfg = self.config
+            open_id = batches.open_id(self.journal)
+            since = batches.unsealed_custody_since(self.journal)
+            custody_due = since is not None and now - since >= cfg.custody_only_interval_s
+            if open_id is None and custody_due:
+                open_id = batches.open_batch(self.journal)
+            sealed_id = None
+            if open_id is not None and (custody_due or batches.recordings_ready(self.journal, open_id)):
+                if (
+                    batches.busy(self.journal, open_id)
+                    and batches.age_s(self.journal, open_id, now) >= cfg.batch_max_age_s
+                ):
+                    self._defer_stalled(open_id)
+                if batches.busy(self.journal, open_id) == 0:
+                    sealed_id = open_id
+                    batches.seal(
+                        self.journal,
+                        self.custody,
+                        sealed_id,
+                        dock_id=cfg.dock_id,
+                        key=load_private_key(cfg.key_path),
+                        recipients=self.recipients(),
+                        pseudonym_secret=mf.load_pseudonym_key(cfg.pseudonym_key_path, create=True),
+                    )
+            for batch_id in batches.pending_publication(self.journal):
+                batches.publish(self.journal, self.bucket, cfg.dock_id, batch_id)
+            return sealed_id
+
+    def seal_due(self, *, now: float | None = None) -> bool:
+        """Whether a scheduled seal has work: custody-only is due, or the open batch is past its age
+        bound with a verified recording to sign."""
+        now = time.time() if now is None else now
+        since = batches.unsealed_custody_since(self.journal)
+        if since is not None and now - since >= self.config.custody_only_interval_s:
+            return True
+        open_id = batches.open_id(self.journal)
+        if open_id is None or batches.age_s(self.journal, open_id, now) < self.config.batch_max_age_s:
+            return False
+        return batches.recordings_ready(self.journal, open_id) > 0
+
+    def _defer_stalled(self, batch_id: str) -> None:
+        """Under _batch_lock: finish uploads that need only the bucket, and move the rest that are not
+        progressing (no live pull, or none for ``daemon.stall_timeout_s``) out of ``batch_id``."""
+        fresh = time.monotonic() - self.config.stall_timeout_s
+        keep = frozenset(k for k, seen in list(self._pulling.items()) if seen >= fresh)
+        for row in self.journal.query(
+            "SELECT serial, recording_id, camera_sha256 FROM recordings WHERE batch_id=? AND state='completing'",
+            (batch_id,),
+        ):
+            if (row[0], row[1], row[2]) not in keep:
+                try:
+                    self._complete(row[0], row[1], row[2])
+                except BodycamError as err:
+                    LOG.warning("completing %s recording %s before the seal: %s", row[0], row[1], err)
+        for key, upload_id in batches.defer(self.journal, self.custody, batch_id, keep=keep):
+            LOG.warning("batch %s sealed on schedule without %s (stalled); it restarts in a later batch", batch_id, key)
+            try:
+                self.bucket.abort_upload(key, upload_id)
+            except BodycamError as err:
+                LOG.warning("could not abort the upload of %s (recover() retries): %s", key, err)
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def _resumed_plaintext(existing: dict[int, Part], size: int, encrypted_size: int) -> int:
+    """Roughly how many plaintext bytes the parts already in the bucket (1..k, contiguous) cover.
+
+    A resumed pull reads those bytes from the camera again only to check them; progress shows them
+    as done but does not count them in the rate (they were not moved now)."""
+    covered, number = 0, 1
+    while number in existing:
+        covered += existing[number].size
+        number += 1
+    if not covered or encrypted_size <= 0:
+        return 0
+    return min(size, size * covered // encrypted_size)
+
+
+def ingest_once(
+    agent: Agent,
+    usbip: Sequence[str],
+    serial: Sequence[str],
+    *,
+    discover: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestReport:
+    """Recover leftovers, run one session per reachable camera (concurrently), seal and publish."""
+    from bodycam.agent.pipeline.inventory import opened_cameras
+
+    agent.check_ready()
+    report = IngestReport()
+    report.errors.extend(agent.recover())
+    with opened_cameras(usbip, serial, discover=discover) as cams:
+        results: list[CameraReport] = [CameraReport(errors=["session did not run"]) for _ in cams]
+
+        def run(index: int, cam: Camera) -> None:
+            try:
+                results[index] = agent.session(cam, progress=progress, cancel=cancel)
+            except Exception as err:  # a bug must fail the run loudly, never read as "nothing to do"
+                LOG.exception("session on %s crashed", cam.name)
+                results[index] = CameraReport(errors=[f"{cam.name}: internal error: {type(err).__name__}: {err}"])
+
+        threads = [threading.Thread(target=run, args=(i, c), name=f"session-{i}") for i, c in enumerate(cams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        report.cameras = results
+    try:
+        report.batch_id = agent.seal_and_publish()
+    except BodycamError as err:
+        report.errors.append(f"publishing the batch: {err}")
+    if report.batch_id is None:
+        open_rows = agent.journal.query("SELECT batch_id FROM batches WHERE state='open' LIMIT 1")
+        report.batch_id = open_rows[0][0] if open_rows else None
+    return report

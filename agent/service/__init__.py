@@ -1,0 +1,1 @@
+"""The docking-station service: daemon, control socket, sd_notify."""

@@ -1,0 +1,506 @@
+"""The docking-station service: discovers cameras as they come and go, runs one session per camera
+(concurrently, up to eight bays), shares one bounded upload pool, talks to systemd and answers the
+control socket. SIGTERM checkpoints and exits; SIGHUP reloads the config.
+
+Discovery never disturbs a camera in session: USB/IP servers are asked for their device list (no
+import), serial ports are checked by path, local USB by enumeration. udev (via ``/dev/bodycam``
+and ``/dev/serial/by-id``) and the mass-storage mount directory are watched with ``watchdog`` so
+a docked camera triggers a rescan at once; a slow periodic rescan catches anything missed.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from bodycam.agent import config as config_mod
+from bodycam.agent.formats.sshsig import load_private_key
+from bodycam.agent.pipeline.dockauth import load_credentials
+from bodycam.agent.pipeline.ingest import Agent, CameraReport
+from bodycam.agent.service import sdnotify
+from bodycam.agent.service.control import ControlServer, socket_path
+from bodycam.agent.storage.throttle import SharedUploads
+from bodycam.drivers import transport as transports
+from bodycam.drivers.device.camera import Camera
+from bodycam.drivers.device.massstorage import MassStorageCamera, find_mass_storage
+from bodycam.drivers.errors import BodycamError, ConfigError, TransportError
+
+LOG = logging.getLogger(__name__)
+MAX_BAYS = 8
+RETRY_AFTER_S = 3.0
+MAX_RETRY_S = 300.0
+
+
+@dataclass
+class Bay:
+    """One docked camera as the daemon sees it."""
+
+    address: str
+    kind: str
+    serial: str = "?"
+    state: str = "docked"  # docked, syncing, synced, error, ejecting
+    recording: int | None = None
+    done: int = 0
+    total: int = 0
+    session_done: int = 0
+    session_total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    session_resumed: int = 0  #: bytes of this session's recordings already in the bucket when it began
+    resume_mark: int = 0  #: the same, for the recording being pulled now
+    moved: int = 0  #: bytes moved by this session (not the resumed ones it only reads again to check)
+    moving_since: float | None = None  #: when this session first moved a fresh byte (the rate's clock)
+    last_error: str | None = None
+    note: str | None = None  #: why a bay stopped when that was no fault (an eject, a shutdown)
+    sessions: int = 0  #: sessions started on this bay (``sync --wait`` waits for the next one to end)
+    stayed: dict[str, Any] = field(default_factory=dict)  #: why footage stayed, from the last session
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    retry_at: float = 0.0
+    sync_requested: bool = False
+    verified: int = 0
+    failures: int = 0
+    last_progress: float = field(default_factory=time.monotonic)  #: when the session last moved forward
+    given_up_at: float | None = None  #: when the daemon cancelled it for making no progress
+
+    def rate(self, now: float) -> float:
+        """Bytes per second this session moved; 0 until it moves a fresh byte and whenever it is not syncing."""
+        if self.state != "syncing" or self.moving_since is None or self.moved <= 0:
+            return 0.0
+        return self.moved / max(now - self.moving_since, 1e-3)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``status`` shows. A bar only for a transfer that runs or was cut short (syncing, ejecting,
+        ejected, error); a speed and an ETA only while it runs, never a stale one."""
+        shown = self.state in ("syncing", "ejecting", "ejected", "error")
+        rate = self.rate(time.monotonic())
+        remaining = max(self.session_total - self.session_done, 0)
+        return {
+            "address": f"{self.kind}:{self.address}",
+            "camera": self.serial,
+            "state": self.state,
+            "recording": self.recording,
+            "bytes_done": self.session_done if shown else 0,
+            "bytes_total": self.session_total if shown else 0,
+            "bytes_resumed": self.session_resumed if shown else 0,
+            "rate_bytes_per_s": round(rate),
+            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
+            "verified": self.verified,
+            "last_error": self.last_error,
+            "note": self.note,
+            "sessions": self.sessions,
+            "out_of_scope_reasons": self.stayed.get("out_of_scope_reasons", {}),
+            "nearest_window": self.stayed.get("nearest_window"),
+        }
+
+
+class Daemon:
+    def __init__(self, config_path: Path | None, *, rescan_s: float = 2.0) -> None:
+        self.config_path = config_path
+        self.agent = Agent(config_mod.load(config_path))
+        self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
+        self.agent.bucket = self.uploads  # type: ignore[assignment]
+        self.agent.parts_in_flight = lambda: 2 if len(self._active()) <= 1 else 1
+        self.rescan_s = rescan_s
+        self.bays: dict[str, Bay] = {}
+        self.lock = threading.RLock()
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.heartbeat = time.monotonic()
+        self.bucket_ok: bool | None = None
+        self.control = ControlServer(socket_path(self.config.state_dir), self.handle)
+        self._observer: Any = None
+        self._reload_requested = threading.Event()
+        self._sealer: threading.Thread | None = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        """The one running configuration: the agent's, so a reload reaches the pipeline (signing key,
+        recipients, policy) and the scheduler (camera addresses) at once."""
+        return self.agent.config
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def run(self) -> int:
+        faulthandler.enable()  # a watchdog SIGABRT leaves every thread's stack in the journal
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # and SIGUSR1 shows them on demand
+        self.agent.check_ready()
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self._request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._request_reload())
+        problems = self.agent.recover()
+        for p in problems:
+            LOG.warning("recovery: %s", p)
+        self.control.start()
+        self._watch_devices()
+        watchdog = sdnotify.Watchdog(healthy=self.healthy)
+        watchdog.start()
+        sdnotify.ready(self.summary())
+        LOG.info("daemon ready: dock %s, control socket %s", self.config.dock_id, self.control.path)
+        last_status = self.summary()
+        try:
+            while not self.stop.is_set():
+                self.heartbeat = time.monotonic()
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self._reload()
+                self._scan()
+                self._reap()
+                self._give_up_stalled()
+                self._seal_on_schedule()
+                summary = self.summary()
+                if summary != last_status:  # on change only: a full listener queue must not drop STOPPING=1
+                    sdnotify.status(summary)
+                    last_status = summary
+                self.wake.wait(self.rescan_s)
+                self.wake.clear()
+        finally:
+            sdnotify.stopping()
+            LOG.info("stopping: checkpointing %d active bays", len(self._active()))
+            with self.lock:
+                for bay in self.bays.values():
+                    bay.cancel.set()
+            for bay in list(self.bays.values()):
+                if bay.thread is not None:
+                    bay.thread.join(timeout=60)
+            self._publish()
+            watchdog.stop()
+            self.control.stop()
+            if self._observer is not None:
+                self._observer.stop()
+            self.agent.close()
+        return 0
+
+    def _request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()  # do not sleep until the next rescan
+
+    def _request_reload(self) -> None:
+        """SIGHUP: the main loop reloads (never inside the signal handler, which may interrupt a seal)."""
+        self._reload_requested.set()
+        self.wake.set()
+
+    def _reload(self) -> None:
+        """Swap the agent's config for the file's, unless the file is invalid or changes what only a
+        restart can (docs/configuration.md). A session already running finishes the recording it is
+        on with whatever it read before; everything after (next upload, next seal) sees the new one."""
+        sdnotify.reloading()
+        try:
+            fresh = config_mod.load(self.config_path)
+            blocked = config_mod.restart_only_changes(self.config, fresh)
+            if blocked:
+                raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
+            load_private_key(fresh.key_path)  # a key that cannot sign must not replace one that can
+            load_credentials(fresh)  # a broken [dock_auth] is refused here, not at the next docking
+            if fresh.recipients or fresh.agreements:  # a bad or mixed agreement is refused here, not later
+                self.agent.recipients(fresh)
+            self.agent.config = fresh
+            LOG.info("configuration reloaded from %s", self.config_path or "the default")
+        except BodycamError as err:
+            LOG.error("reload refused, keeping the running configuration: %s", err)
+        sdnotify.ready(self.summary())
+
+    def _watch_devices(self) -> None:
+        """udev's /dev/bodycam and /dev/serial/by-id, and the mass-storage directory, wake a rescan."""
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency
+            return
+        daemon = self
+
+        class Poke(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                daemon.wake.set()
+
+        observer = Observer()
+        watched = 0
+        for path in ("/dev/bodycam", "/dev/serial/by-id", self.config.mass_storage_dir):
+            if path is not None and Path(path).is_dir():
+                observer.schedule(Poke(), str(path), recursive=False)
+                watched += 1
+        if watched:
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+
+    # -- discovery ------------------------------------------------------------------------------
+    def _present(self) -> dict[str, str]:
+        """address -> kind of every camera that appears to be docked now, without opening any."""
+        found: dict[str, str] = {}
+        for address in self.config.usbip:
+            try:
+                from bodycam.drivers.transport.usbip_backend import UsbipBackend
+
+                if UsbipBackend(address).list_exported():
+                    found[address] = "usbip"
+            except BodycamError as err:
+                LOG.debug("USB/IP %s not reachable: %s", address, err)
+        for path in self.config.serial:
+            if os.path.exists(path):
+                found[path] = "serial"
+        if self.config.mass_storage_dir is not None:
+            for mount in find_mass_storage(self.config.mass_storage_dir):
+                found[str(mount)] = "mass-storage"
+        return found
+
+    def _scan(self) -> None:
+        present = self._present()
+        now = time.monotonic()
+        with self.lock:
+            for address, bay in list(self.bays.items()):
+                if address not in present and (bay.thread is None or not bay.thread.is_alive()):
+                    LOG.info("camera %s undocked from %s", bay.serial, address)
+                    del self.bays[address]
+            for address, kind in present.items():
+                found = self.bays.get(address)
+                if found is None:
+                    if len(self.bays) >= MAX_BAYS:
+                        continue
+                    found = self.bays[address] = Bay(address, kind)
+                    LOG.info("camera docked at %s:%s", kind, address)
+                bay = found
+                busy = bay.thread is not None and bay.thread.is_alive()
+                due = bay.state == "docked" or bay.sync_requested or (bay.state == "error" and now >= bay.retry_at)
+                if not busy and due:
+                    self._start(bay)
+
+    def _start(self, bay: Bay) -> None:
+        bay.sync_requested = False
+        bay.sessions += 1
+        bay.cancel = threading.Event()
+        bay.state = "syncing"
+        bay.session_done = bay.session_total = bay.session_resumed = bay.resume_mark = bay.moved = 0
+        bay.moving_since, bay.note = None, None
+        bay.started = bay.last_progress = time.monotonic()
+        bay.given_up_at = None
+        bay.thread = threading.Thread(target=self._session, args=(bay,), name=f"bay-{bay.address}", daemon=True)
+        bay.thread.start()
+
+    def _session(self, bay: Bay) -> None:
+        try:
+            camera: Camera | MassStorageCamera
+            if bay.kind == "mass-storage":
+                camera = MassStorageCamera(Path(bay.address))
+            elif bay.kind == "usbip":
+                opened = transports.open_usbip(bay.address)
+                if not opened:
+                    raise TransportError(f"no camera exported at {bay.address}")
+                camera = Camera(opened[0])
+                for extra in opened[1:]:
+                    extra.close()
+            else:
+                camera = Camera(transports.open_serial(bay.address))
+            with camera:
+                # a MassStorageCamera offers every Camera operation a session uses (duck-typed)
+                report = self.agent.session(
+                    cast(Camera, camera), progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel
+                )
+            self._finish(bay, report)
+        except BodycamError as err:
+            if bay.cancel.is_set() and bay.given_up_at is None:
+                self._stopped(bay, str(err))
+            else:
+                self._fail(bay, str(err))
+        except Exception as err:
+            LOG.exception("bay %s crashed", bay.address)
+            self._fail(bay, f"internal error: {err}")
+        finally:
+            self._publish()
+            self.wake.set()
+
+    def _finish(self, bay: Bay, report: CameraReport) -> None:
+        with self.lock:
+            bay.serial = report.serial
+            bay.verified += report.verified
+            bay.recording = None
+            if report.recordings or not report.errors:  # one that failed before listing says nothing of it
+                bay.stayed = report.stayed_json()
+            if report.errors and bay.cancel.is_set() and bay.given_up_at is None:
+                self._stopped(bay, report.errors[-1])
+            elif report.errors:
+                for earlier in report.errors[:-1]:
+                    LOG.error("bay %s (camera %s): %s", bay.address, report.serial, earlier)
+                self._fail(bay, report.errors[-1])
+            else:
+                bay.state = "synced"
+                bay.last_error = None
+                bay.failures = 0
+                LOG.info(
+                    "camera %s synced: %d verified, %d already done",
+                    report.serial,
+                    report.verified,
+                    report.already_done,
+                )
+
+    def _fail(self, bay: Bay, message: str) -> None:
+        """A session that failed on its own: logged once, at ERROR, and retried after a back-off."""
+        with self.lock:
+            if bay.given_up_at is not None:
+                message = f"made no progress for {self.config.stall_timeout_s:g} s; given up ({message})"
+            bay.state = "error"
+            bay.last_error = message
+            bay.failures += 1  # back off: a camera that keeps failing must not flood the custody log
+            delay = min(MAX_RETRY_S, RETRY_AFTER_S * 2 ** (bay.failures - 1))
+            bay.retry_at = time.monotonic() + delay
+        LOG.error("bay %s (camera %s): %s; retrying in %.0f s", bay.address, bay.serial, message, delay)
+
+    def _stopped(self, bay: Bay, message: str) -> None:
+        """A session an operator stopped (eject, SIGTERM, Ctrl-C): not an error; it resumes at the next sync."""
+        with self.lock:
+            bay.state = "ejected" if bay.state in ("ejecting", "syncing") else bay.state
+            why = "shutdown" if self.stop.is_set() else "eject"
+            bay.note = f"stopped by {why} at {bay.session_done} of {bay.session_total} bytes; resumes at the next sync"
+        LOG.info("bay %s (camera %s): %s (%s)", bay.address, bay.serial, bay.note, message)
+
+    def _progress(self, bay: Bay, kind: str, data: dict[str, Any]) -> None:
+        with self.lock:
+            if kind == "camera_listed":
+                bay.serial = data["serial"]
+                bay.session_total = sum(size for _rid, size in data["recordings"])
+            elif kind == "recording_start":
+                bay.recording = data["recording"]
+                bay.done, bay.total = 0, data["size"]
+                bay.resume_mark = int(data.get("resumed_bytes", 0))
+                bay.session_resumed += bay.resume_mark
+            elif kind == "recording_bytes":
+                done = int(data["done"])
+                fresh = max(0, done - max(bay.done, bay.resume_mark))  # bytes read again to check are not moved
+                bay.session_done += max(done - bay.done, 0)
+                bay.done = done
+                if fresh:
+                    if bay.moving_since is None:
+                        bay.moving_since = bay.last_progress  # the chunk was on its way since the last event
+                    bay.moved += fresh
+                    bay.last_error = None  # the bay is moving again: an old error no longer describes it
+            elif kind == "recording_done":
+                bay.recording = None
+            bay.last_progress = time.monotonic()
+
+    def _give_up_stalled(self) -> None:
+        """Cancel a session that has shown no progress for ``daemon.stall_timeout_s`` (a hanging camera,
+        whatever the layer below failed to bound); its upload stays resumable until the batch is due."""
+        now = time.monotonic()
+        limit = self.config.stall_timeout_s
+        with self.lock:
+            for bay in self.bays.values():
+                alive = bay.thread is not None and bay.thread.is_alive()
+                if alive and bay.given_up_at is None and now - bay.last_progress > limit:
+                    bay.given_up_at = now
+                    bay.cancel.set()
+                    LOG.warning(
+                        "bay %s (camera %s) made no progress for %.0f s; giving up on it (retried after a back-off)",
+                        bay.address,
+                        bay.serial,
+                        now - bay.last_progress,
+                    )
+
+    def wedged(self) -> list[Bay]:
+        """Bays given up on whose session still has not ended one more stall period later: a thread
+        stuck where no deadline reaches. Only a restart frees it, so the watchdog must say so."""
+        now = time.monotonic()
+        with self.lock:
+            return [
+                b
+                for b in self.bays.values()
+                if b.given_up_at is not None
+                and b.thread is not None
+                and b.thread.is_alive()
+                and now - b.given_up_at > self.config.stall_timeout_s
+            ]
+
+    def healthy(self) -> bool:
+        """What WATCHDOG=1 vouches for: the scheduler loop turns, and no bay is wedged beyond recovery."""
+        if time.monotonic() - self.heartbeat >= 30:
+            return False
+        stuck = self.wedged()
+        if stuck:
+            LOG.error(
+                "bay %s did not stop %.0f s after being given up; withholding the watchdog so systemd restarts us",
+                stuck[0].address,
+                self.config.stall_timeout_s,
+            )
+            return False
+        return True
+
+    def _reap(self) -> None:
+        with self.lock:
+            for bay in self.bays.values():
+                if bay.state == "ejecting" and (bay.thread is None or not bay.thread.is_alive()):
+                    bay.state = "ejected"
+
+    def _active(self) -> list[Bay]:
+        with self.lock:
+            return [b for b in self.bays.values() if b.thread is not None and b.thread.is_alive()]
+
+    def _seal_on_schedule(self) -> None:
+        """Seal a batch that is due (age bound, custody bound) in a thread of its own: publishing may
+        wait on the bucket, and the scheduler (and the watchdog it feeds) must not."""
+        if self._sealer is not None and self._sealer.is_alive():
+            return
+        try:
+            due = self.agent.seal_due()
+        except BodycamError as err:
+            LOG.warning("checking whether a batch is due failed: %s", err)
+            return
+        if due:
+            self._sealer = threading.Thread(target=self._publish, name="scheduled-seal", daemon=True)
+            self._sealer.start()
+
+    def _publish(self) -> None:
+        """Seal and publish once no session has an upload in flight."""
+        try:
+            self.agent.seal_and_publish()
+            self.bucket_ok = True
+        except BodycamError as err:
+            self.bucket_ok = False
+            LOG.warning("publishing the batch failed (retried later): %s", err)
+
+    # -- control --------------------------------------------------------------------------------
+    def summary(self) -> str:
+        with self.lock:
+            states: dict[str, int] = {}
+            for bay in self.bays.values():
+                states[bay.state] = states.get(bay.state, 0) + 1
+        text = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no cameras"
+        return f"bays: {text}"
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            bays = [b.to_json() for b in sorted(self.bays.values(), key=lambda b: b.address)]
+        queue = self.agent.journal.query("SELECT COUNT(*) FROM recordings WHERE state IN ('uploading','completing')")[
+            0
+        ][0]
+        return {
+            "ok": True,
+            "dock_id": self.config.dock_id,
+            "bays": bays,
+            "queue": {"uploads_in_progress": queue},
+            "bucket": {"url": self.config.bucket_url, "reachable": self.bucket_ok},
+            "summary": self.summary(),
+        }
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return self.status()
+        if cmd in ("sync", "eject"):
+            serial = request.get("camera")
+            with self.lock:
+                bays = [b for b in self.bays.values() if b.serial == serial]
+                if not bays:
+                    return {"ok": False, "error": f"camera {serial} is not docked"}
+                for bay in bays:
+                    if cmd == "sync":
+                        bay.sync_requested = True
+                    else:
+                        bay.cancel.set()
+                        bay.state = "ejecting"
+            self.wake.set()
+            return {"ok": True, "camera": serial, "action": cmd}
+        return {"ok": False, "error": f"unknown request {cmd!r}"}

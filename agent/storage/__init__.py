@@ -1,0 +1,1 @@
+"""Where state lives: the bucket (S3, local directory, the shared upload pool) and the journal (SQLite)."""

@@ -1,0 +1,1343 @@
+"""The evidence bucket: one typed API over S3 (boto3, any S3-compatible endpoint) and a local directory.
+
+Both implementations share one layout (docs/formats.md) and one behaviour at their edges, so the pipeline and
+``verify`` never ask which one they hold:
+
+* keys are relative to the bucket URL's prefix and checked by :func:`check_key` (no ``..``, absolute
+  paths, NUL, backslash or control characters) *before* any I/O, on S3 too;
+* every part and object carries a SHA-256 the server checks (``ChecksumSHA256``; a local bucket checks
+  it itself), and a mismatch is :class:`ChecksumMismatchError`;
+* writes are create-only by default (``IfNoneMatch="*"`` on S3, ``link(2)`` locally): an existing key is
+  :class:`ObjectExistsError`, except that re-sending the very same bytes (a retry after a lost response)
+  succeeds, which is what exactly-once needs;
+* whatever S3 would refuse (unknown upload id, parts out of order, a non-final part under 5 MiB) is an
+  :class:`~bodycam.drivers.errors.UploadError` from both.
+
+SeaweedFS 4.48 (the test server) honours ``IfNoneMatch="*"`` on PutObject and CompleteMultipartUpload
+(412), checks ``ChecksumSHA256`` on PutObject, UploadPart and the part list of CompleteMultipartUpload
+(``BadDigest``), returns composite multipart checksums (``base64(sha256(part digests))-N``), and with
+Object Lock (a bucket created with ``ObjectLockEnabledForBucket``, versioning on) enforces COMPLIANCE
+retention: deleting a version or shortening retention is AccessDenied. Its quirks, handled here:
+ListParts omits the part checksums (AWS reports them), yet CompleteMultipartUpload requires them, so a
+resumed upload supplies them from its own bytes or journal (:func:`b64_sha256`) and the server checks
+them; ListMultipartUploads sends no NextKeyMarker; listings come in directory-tree order (``a/b``
+before ``a-c``), not byte order, so callers must not rely on order across "directories".
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import io
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import urllib3.exceptions
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+LOG = logging.getLogger(__name__)
+
+MIN_PART_SIZE: Final = 5 * 1024 * 1024  # S3: every part but the last
+MAX_PARTS: Final = 10_000
+MAX_KEY_BYTES: Final = 1024
+CHUNK: Final = 1024 * 1024
+UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reserved first key component
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_XATTR_SHA256: Final = "user.bodycam.sha256"  # whole-object SHA-256, hex
+_XATTR_CHECKSUM: Final = "user.bodycam.checksum"  # S3-style ChecksumSHA256 (composite "...-N" for multipart)
+
+
+# -- errors -------------------------------------------------------------------------------------------
+class ObjectExistsError(StorageError):
+    """A create-only write found the key taken by different content; ``existing`` describes it."""
+
+    def __init__(self, message: str, existing: ObjectInfo | None = None) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class ObjectNotFoundError(StorageError):
+    """The key (or version) is not in the bucket."""
+
+
+class UploadNotFoundError(UploadError):
+    """The multipart upload id is unknown: aborted, completed or expired; start the upload again."""
+
+
+class ChecksumMismatchError(UploadError):
+    """The bucket refused bytes whose SHA-256 is not the one sent with them (S3 ``BadDigest``)."""
+
+
+# -- results ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Part:
+    """One uploaded part. ``sha256_b64`` is None when the server does not report it (SeaweedFS ListParts)."""
+
+    number: int
+    etag: str
+    sha256_b64: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the bucket says about one object.
+
+    ``checksum_sha256`` is the server's ChecksumSHA256: base64 of the SHA-256 for a single PUT, but for a
+    multipart object the *composite* ``base64(sha256(part digests))-N``; ``sha256_hex`` is the whole-object
+    SHA-256 when it is known cheaply (returned by ``put_object``, and by a LocalBucket after completing).
+    """
+
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+    checksum_sha256: str | None = None
+    sha256_hex: str | None = None
+    last_modified: datetime | None = None
+    lock_mode: str | None = None
+    retain_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload that was started and neither completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None = None
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def b64_sha256(data: bytes | bytearray | memoryview) -> str:
+    """The ``ChecksumSHA256`` of ``data``: base64 of its SHA-256 digest."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def composite_checksum(parts: Sequence[Part]) -> str:
+    """S3's composite multipart checksum ``base64(sha256(digest1 || digest2 ...))-N``.
+
+    Raises UploadError when a part has no SHA-256.
+    """
+    outer = hashlib.sha256()
+    for part in parts:
+        outer.update(_b64_digest(_require_sha(part)))
+    return f"{base64.b64encode(outer.digest()).decode('ascii')}-{len(parts)}"
+
+
+def _b64_digest(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as err:
+        raise ChecksumMismatchError(f"{value!r} is not a base64 SHA-256 checksum") from err
+    if len(raw) != 32:
+        raise ChecksumMismatchError(f"{value!r} is not a base64 SHA-256 checksum (decodes to {len(raw)} bytes)")
+    return raw
+
+
+def _require_sha(part: Part) -> str:
+    if part.sha256_b64 is None:
+        raise UploadError(
+            f"part {part.number} has no SHA-256; compute it from the part's bytes with sha256_b64() "
+            "(some servers' ListParts does not report part checksums)"
+        )
+    return part.sha256_b64
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise IntegrityError naming it.
+
+    Refused: empty, longer than 1024 UTF-8 bytes, absolute, empty/``.``/``..`` components, NUL, backslash,
+    control characters, a component over 255 bytes, or the reserved first component ``.uploads``.
+    """
+    if not isinstance(key, str) or not key:
+        raise IntegrityError(f"object key {key!r} is empty or not text")
+    _check_chars(key, "object key")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise IntegrityError(f"object key {key[:64]!r}... is longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/"):
+        raise IntegrityError(f"object key {key!r} is absolute; keys are relative to the bucket prefix")
+    parts = key.split("/")
+    for comp in parts:
+        if comp in ("", ".", ".."):
+            raise IntegrityError(f"object key {key!r} has an empty, '.' or '..' component")
+        if len(comp.encode("utf-8", "surrogatepass")) > 255:
+            raise IntegrityError(f"object key {key!r} has a component longer than 255 bytes")
+    if parts[0] == UPLOADS_DIR:
+        raise IntegrityError(f"object key {key!r} uses the reserved name {UPLOADS_DIR!r}")
+    return key
+
+
+def _check_prefix(prefix: str) -> str:
+    """A listing prefix: '' or a key prefix (a trailing '/' allowed), same characters as keys."""
+    if not prefix:
+        return ""
+    check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def _check_chars(text: str, what: str) -> None:
+    for ch in text:
+        if ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise IntegrityError(f"{what} {text!r} contains a backslash, NUL or control character")
+
+
+def _check_part_number(number: int) -> None:
+    if not 1 <= number <= MAX_PARTS:
+        raise UploadError(f"part number {number} is outside 1..{MAX_PARTS}")
+
+
+def _check_parts(parts: Sequence[Part], min_part_size: int) -> None:
+    if not parts:
+        raise UploadError("a multipart upload needs at least one part")
+    last = 0
+    for part in parts:
+        _check_part_number(part.number)
+        if part.number <= last:
+            raise UploadError(f"parts must be in ascending order without repeats (part {part.number})")
+        last = part.number
+    for part in parts[:-1]:
+        if part.size < min_part_size:
+            raise UploadError(f"part {part.number} is {part.size} bytes; every part but the last needs 5 MiB")
+    for part in parts:
+        _require_sha(part)
+
+
+def _matches(existing: ObjectInfo, size: int, checksum: str) -> bool:
+    """True when ``existing`` holds the content we meant to write (same size and SHA-256 checksum)."""
+    return existing.size == size and existing.checksum_sha256 == checksum
+
+
+class ObjectReader(io.RawIOBase):
+    """A streaming reader over one object: ``read(n)``/``readinto`` or ``iter_chunks()``, never all at once.
+
+    Errors while streaming (connection cut, short body) are StorageError/UploadError naming the key.
+    """
+
+    def __init__(
+        self,
+        info: ObjectInfo,
+        read: Callable[[int], bytes],
+        close: Callable[[], None],
+        wrap: Callable[[BaseException], BodycamError],
+    ) -> None:
+        super().__init__()
+        self.info = info
+        self._read = read
+        self._close = close
+        self._wrap = wrap
+
+    @property
+    def size(self) -> int:
+        return self.info.size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (``b""`` at the end); no size reads the rest, so only for small objects."""
+        if size is None or size < 0:
+            return b"".join(self.iter_chunks())
+        return self._read_some(size)
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._read_some(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _read_some(self, size: int) -> bytes:
+        if self.closed:
+            raise StorageError(f"object {self.info.key!r}: read after close")
+        try:
+            return self._read(size)
+        except BodycamError:
+            raise
+        except (BotoCoreError, OSError, ValueError, urllib3.exceptions.HTTPError) as err:
+            raise self._wrap(err) from err
+
+    def iter_chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """Yield the object's bytes in chunks of at most ``chunk_size``, until the end."""
+        while True:
+            data = self._read_some(chunk_size)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._close()
+            except (BotoCoreError, OSError, urllib3.exceptions.HTTPError) as err:
+                LOG.debug("closing %s: %s", self.info.key, err)
+        super().close()
+
+
+# -- the abstraction ----------------------------------------------------------------------------------
+class Bucket(ABC):
+    """Object storage for evidence. Implementations: :class:`S3Bucket`, :class:`LocalBucket`.
+
+    Thread-safe: the pipeline uploads parts from several threads.
+    """
+
+    #: what messages call this bucket, e.g. ``s3://evidence/training`` or ``file:///srv/bucket``
+    url: str
+    min_part_size: int = MIN_PART_SIZE
+
+    # multipart, for a streaming, resumable uploader
+    @abstractmethod
+    def start_upload(self, key: str) -> str:
+        """Start a multipart upload of ``key``; return its upload id (keep it to resume after a crash)."""
+
+    @abstractmethod
+    def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
+    ) -> Part:
+        """Upload one part (1..10000); re-uploading a number replaces it.
+
+        ``sha256_b64`` (default: computed here) is sent for the server to check, so a checksum computed
+        where the bytes were produced proves them end to end. Raises ChecksumMismatchError,
+        UploadNotFoundError, UploadError.
+        """
+
+    @abstractmethod
+    def list_parts(self, key: str, upload_id: str) -> list[Part]:
+        """The parts the server holds for an upload, ascending; to resume after a crash."""
+
+    @abstractmethod
+    def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
+        """Assemble ``parts`` (ascending, each with its SHA-256) into ``key``, create-only.
+
+        Idempotent: when ``key`` already holds exactly these parts (an earlier attempt's response was lost)
+        it returns that object. Raises ObjectExistsError (other content), ChecksumMismatchError,
+        UploadNotFoundError, UploadError.
+        """
+
+    @abstractmethod
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts; an unknown upload id is not an error."""
+
+    @abstractmethod
+    def open_uploads(self, prefix: str = "", *, page_size: int = 1000) -> list[PendingUpload]:
+        """Uploads started under ``prefix`` and never completed or aborted (to resume or abort)."""
+
+    # whole objects
+    @abstractmethod
+    def put_object(
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+    ) -> ObjectInfo:
+        """Store a small object in one request. Raises ObjectExistsError, ChecksumMismatchError, UploadError."""
+
+    @abstractmethod
+    def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
+        """The object's metadata (with its checksum), or None when it does not exist."""
+
+    @abstractmethod
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` in key order, one page at a time (memory does not grow).
+
+        Keys are yielded as stored, even ones :func:`check_key` refuses, so ``verify`` can name them.
+        """
+
+    @abstractmethod
+    def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
+        """A streaming reader over the object. Raises ObjectNotFoundError, StorageError."""
+
+    @abstractmethod
+    def delete(self, key: str, *, version_id: str | None = None) -> None:
+        """Remove an object (tests and tamper simulation); a missing key is not an error."""
+
+    def get_bytes(self, key: str, max_size: int) -> bytes:
+        """The whole of a small object (a manifest); IntegrityError if it is larger than ``max_size``."""
+        with self.open_read(key) as reader:
+            if reader.size > max_size:
+                raise IntegrityError(f"{self.url}: object {key!r} is {reader.size} bytes, over {max_size}")
+            buf = bytearray()
+            for chunk in reader.iter_chunks(min(CHUNK, max_size + 1)):
+                buf += chunk
+                if len(buf) > max_size:
+                    raise IntegrityError(f"{self.url}: object {key!r} is larger than {max_size} bytes")
+            return bytes(buf)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Bucket:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_bucket(
+    url: str,
+    endpoint_url: str | None = None,
+    *,
+    retention_days: int | None = None,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 3,
+    read_only: bool = False,
+    max_dir_entries: int | None = None,
+) -> Bucket:
+    """Open ``s3://BUCKET[/PREFIX]`` or ``file:///DIR`` (config ``bucket.url``). Raises ConfigError.
+
+    ``read_only`` (verify): a file bucket is neither created nor tidied, and refuses writes;
+    ``max_dir_entries`` bounds a file bucket's listing (:class:`LocalBucket`; S3 lists in pages).
+    """
+    if retention_days is not None and retention_days < 1:
+        raise ConfigError(f"bucket.retention_days must be at least 1, got {retention_days}")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.query or parts.fragment:
+        raise ConfigError(f"bucket.url must be s3://BUCKET[/PREFIX] or file:///DIR, got {url!r}")
+    if parts.scheme == "file":
+        if endpoint_url:
+            raise ConfigError("bucket.endpoint_url applies only to s3:// buckets; remove it or use s3://")
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(f"bucket.url {url!r}: a file URL needs an absolute path, like file:///srv/bucket")
+        return LocalBucket(unquote(parts.path), read_only=read_only, max_dir_entries=max_dir_entries)
+    if parts.scheme == "s3":
+        if endpoint_url is not None:
+            ep = urlsplit(endpoint_url)
+            if ep.scheme not in ("http", "https") or not ep.netloc:
+                raise ConfigError(f"bucket.endpoint_url must be http(s)://HOST[:PORT], got {endpoint_url!r}")
+        return S3Bucket(
+            parts.netloc,
+            parts.path.strip("/"),
+            endpoint_url=endpoint_url,
+            retention_days=retention_days,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
+        )
+    raise ConfigError(f"bucket.url must be s3://BUCKET[/PREFIX] or file:///DIR, got {url!r}")
+
+
+# -- S3 -----------------------------------------------------------------------------------------------
+_CHECKSUM_CODES: Final = frozenset(
+    {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"}
+)
+_AUTH_CODES: Final = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+
+
+class S3Bucket(Bucket):
+    """A bucket (and key prefix) on AWS S3 or any S3-compatible server; credentials from boto3's chain.
+
+    Retries are botocore's ``standard`` mode with ``max_attempts``; with the connect/read timeouts an
+    outage fails within bounded time as UploadError. ``retention_days`` puts COMPLIANCE Object Lock
+    retention on every new object when the bucket has Object Lock enabled (asked once).
+    ``conditional_writes=False`` replaces ``IfNoneMatch`` by a HEAD before writing, for servers that
+    ignore it; it is also switched off by itself if the server answers that it does not implement it.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        retention_days: int | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 3,
+        conditional_writes: bool = True,
+        client: Any = None,
+    ) -> None:
+        if not _BUCKET_NAME.fullmatch(bucket or ""):
+            raise ConfigError(f"bucket.url: {bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
+        if prefix:
+            try:
+                check_key(prefix)
+            except IntegrityError as err:
+                raise ConfigError(f"bucket.url: prefix {prefix!r} is not usable: {err}") from err
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.retention_days = retention_days
+        self._conditional = conditional_writes
+        self._lock_state: bool | None = None
+        self._lock_guard = threading.Lock()
+        if client is None:
+            session = boto3.session.Session()
+            config = Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"mode": "standard", "max_attempts": max_attempts},
+                # The ChecksumSHA256 header is signed and the server checks the body against it, so
+                # botocore need not hash every part body again to sign it (it does over plain http).
+                s3={"addressing_style": "path" if endpoint_url else "auto", "payload_signing_enabled": False},
+            )
+            region = session.region_name or ("us-east-1" if endpoint_url else None)
+            client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        self._client: Any = client
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self, key: str | None) -> str:
+        where = f"s3://{self.bucket}/{self._full(key)}" if key is not None else self.url
+        return f"{where} (endpoint {self.endpoint_url or 'AWS'})"
+
+    def _call(self, action: str, key: str | None, method: str, /, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, method)(Bucket=self.bucket, **kwargs)
+        except ClientError as err:
+            raise self._client_error(action, key, err) from err
+        except (NoCredentialsError, PartialCredentialsError) as err:
+            raise ConfigError(
+                f"{action} {self._where(key)}: no S3 credentials; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, a profile or an instance role"
+            ) from err
+        except BotoCoreError as err:
+            raise UploadError(
+                f"{action} {self._where(key)} failed: {err}; check that the endpoint is reachable and up"
+            ) from err
+
+    def _client_error(self, action: str, key: str | None, err: ClientError) -> BodycamError:
+        error = err.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        text = f"{action} {self._where(key)} refused: {code or status} {error.get('Message', '')}".rstrip()
+        if code in _CHECKSUM_CODES:
+            return ChecksumMismatchError(f"{text}; the bytes do not match their SHA-256 (corrupted in transit?)")
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectExistsError(f"{text}; the key already exists")
+        if code == "NoSuchUpload":
+            return UploadNotFoundError(f"{text}; the upload was aborted, completed or expired: start again")
+        if code == "NoSuchBucket":
+            return UploadError(f"{text}; create bucket {self.bucket!r} or fix bucket.url")
+        if code in ("NoSuchKey", "NoSuchVersion", "NotFound") or status == 404:
+            return ObjectNotFoundError(f"{text}; no such object")
+        if code in _AUTH_CODES or status == 403:
+            return UploadError(f"{text}; check the S3 credentials (AWS_ACCESS_KEY_ID, profile) and bucket policy")
+        return UploadError(text)
+
+    @staticmethod
+    def _is_not_implemented(err: BodycamError) -> bool:
+        cause = err.__cause__
+        return isinstance(cause, ClientError) and (
+            _error_code(cause) == "NotImplemented"
+            or cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
+        )
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock enabled (asked once, then remembered).
+
+        Raises UploadError when the bucket cannot be reached or does not exist (asked again next time).
+        """
+        with self._lock_guard:
+            if self._lock_state is None:
+                try:
+                    conf = self._call("get Object Lock configuration of", None, "get_object_lock_configuration")
+                    enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+                except UploadError as err:
+                    code = _error_code(err.__cause__)
+                    if code is None or code == "NoSuchBucket":
+                        raise
+                    if code != "ObjectLockConfigurationNotFoundError":
+                        LOG.warning("%s: cannot read Object Lock configuration, assuming none: %s", self.url, err)
+                    enabled = False
+                except ObjectNotFoundError:  # ObjectLockConfigurationNotFoundError (404): no lock
+                    enabled = False
+                self._lock_state = enabled
+                if self.retention_days and not enabled:
+                    LOG.warning("%s: retention_days is set but the bucket has no Object Lock", self.url)
+            return self._lock_state
+
+    def _lock_kwargs(self) -> dict[str, Any]:
+        if not self.retention_days or not self.object_lock_enabled():
+            return {}
+        until = datetime.now(UTC) + timedelta(days=self.retention_days)
+        return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
+
+    def _info(self, key: str, r: Any, **extra: Any) -> ObjectInfo:
+        fields: dict[str, Any] = {
+            "key": key,
+            "size": int(r.get("ContentLength", 0)),
+            "etag": str(r.get("ETag", "")),
+            "version_id": r.get("VersionId") or None,
+            "checksum_sha256": r.get("ChecksumSHA256") or None,
+            "last_modified": r.get("LastModified"),
+            "lock_mode": r.get("ObjectLockMode"),
+            "retain_until": r.get("ObjectLockRetainUntilDate"),
+        }
+        fields.update(extra)
+        return ObjectInfo(**fields)
+
+    def _create_only(self, action: str, key: str, size: int, checksum: str, write: Callable[[bool], Any]) -> Any:
+        """Run ``write(conditional)`` create-only; a lost-response retry of the same bytes is success.
+
+        Returns the server's response, or the existing ObjectInfo when the same content is already there.
+        """
+        if not self._conditional:
+            existing = self.head(key)
+            if existing is not None:
+                return self._existing_or_raise(action, key, size, checksum, existing)
+        try:
+            return write(self._conditional)
+        except ObjectExistsError as err:
+            existing = self.head(key)
+            if existing is None:
+                raise
+            return self._existing_or_raise(action, key, size, checksum, existing, err)
+        except UploadError as err:
+            if not (self._conditional and self._is_not_implemented(err)):
+                raise
+            LOG.warning("%s ignores IfNoneMatch; falling back to HEAD before each create-only write", self.url)
+            self._conditional = False
+            return self._create_only(action, key, size, checksum, write)
+
+    def _existing_or_raise(
+        self, action: str, key: str, size: int, checksum: str, existing: ObjectInfo, cause: Exception | None = None
+    ) -> ObjectInfo:
+        if _matches(existing, size, checksum):
+            return existing
+        raise ObjectExistsError(
+            f"{action} {self._where(key)}: the key already holds other content "
+            f"({existing.size} bytes, checksum {existing.checksum_sha256})",
+            existing,
+        ) from cause
+
+    # -- multipart --------------------------------------------------------------------------------
+    def start_upload(self, key: str) -> str:
+        check_key(key)
+        r = self._call(
+            "start upload of", key, "create_multipart_upload",
+            Key=self._full(key), ChecksumAlgorithm="SHA256", **self._lock_kwargs(),
+        )  # fmt: skip
+        return str(r["UploadId"])
+
+    def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
+    ) -> Part:
+        check_key(key)
+        _check_part_number(part_number)
+        checksum = sha256_b64 if sha256_b64 is not None else b64_sha256(data)
+        r = self._call(
+            f"upload part {part_number} of", key, "upload_part",
+            Key=self._full(key), UploadId=upload_id, PartNumber=part_number,
+            Body=data.tobytes() if isinstance(data, memoryview) else data,  # botocore takes no memoryview
+            ContentLength=len(data), ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+        )  # fmt: skip
+        returned = r.get("ChecksumSHA256")
+        if returned and returned != checksum:
+            raise ChecksumMismatchError(
+                f"upload part {part_number} of {self._where(key)}: server stored checksum {returned}, sent {checksum}"
+            )
+        return Part(part_number, str(r["ETag"]), checksum, len(data))
+
+    def list_parts(self, key: str, upload_id: str) -> list[Part]:
+        check_key(key)
+        parts: list[Part] = []
+        marker = 0
+        while True:
+            r = self._call(
+                "list parts of", key, "list_parts",
+                Key=self._full(key), UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000,
+            )  # fmt: skip
+            for p in r.get("Parts", []):
+                parts.append(Part(int(p["PartNumber"]), str(p["ETag"]), p.get("ChecksumSHA256"), int(p["Size"])))
+            nxt = int(r.get("NextPartNumberMarker") or (parts[-1].number if parts else 0))
+            if not r.get("IsTruncated") or nxt <= marker:
+                return parts
+            marker = nxt
+
+    def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
+        check_key(key)
+        _check_parts(parts, self.min_part_size)
+        size = sum(p.size for p in parts)
+        checksum = composite_checksum(parts)
+        body = {"Parts": [{"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": _require_sha(p)} for p in parts]}
+
+        def write(conditional: bool) -> Any:
+            extra = {"IfNoneMatch": "*"} if conditional else {}
+            return self._call(
+                "complete upload of", key, "complete_multipart_upload",
+                Key=self._full(key), UploadId=upload_id, MultipartUpload=body, **extra,
+            )  # fmt: skip
+
+        try:
+            r = self._create_only("complete upload of", key, size, checksum, write)
+        except UploadNotFoundError:
+            existing = self.head(key)  # completed by an earlier attempt whose response was lost?
+            if existing is not None and _matches(existing, size, checksum):
+                return existing
+            raise
+        if isinstance(r, ObjectInfo):  # the same parts were already assembled there
+            self.abort_upload(key, upload_id)
+            return r
+        return self._info(key, r, size=size, checksum_sha256=r.get("ChecksumSHA256") or checksum)
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        check_key(key)
+        try:
+            self._call("abort upload of", key, "abort_multipart_upload", Key=self._full(key), UploadId=upload_id)
+        except UploadNotFoundError:
+            pass
+
+    def open_uploads(self, prefix: str = "", *, page_size: int = 1000) -> list[PendingUpload]:
+        _check_prefix(prefix)
+        full = self._full(prefix) if self.prefix else prefix
+        strip = f"{self.prefix}/" if self.prefix else ""
+        out: list[PendingUpload] = []
+        key_marker, id_marker = "", ""
+        while True:
+            r = self._call(
+                "list uploads in", None, "list_multipart_uploads",
+                Prefix=full, KeyMarker=key_marker, UploadIdMarker=id_marker, MaxUploads=page_size,
+            )  # fmt: skip
+            uploads = r.get("Uploads", [])
+            for u in uploads:
+                k = str(u["Key"])
+                if k.startswith(strip):
+                    out.append(PendingUpload(k[len(strip) :], str(u["UploadId"]), u.get("Initiated")))
+            if not r.get("IsTruncated") or not uploads:
+                return out
+            # SeaweedFS sends NextUploadIdMarker without NextKeyMarker: continue after the last one seen
+            nxt = (str(r.get("NextKeyMarker") or uploads[-1]["Key"]), str(r.get("NextUploadIdMarker") or ""))
+            if nxt == (key_marker, id_marker):
+                return out
+            key_marker, id_marker = nxt
+
+    # -- objects ----------------------------------------------------------------------------------
+    def put_object(
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+    ) -> ObjectInfo:
+        check_key(key)
+        checksum = sha256_b64 if sha256_b64 is not None else b64_sha256(data)
+        lock = self._lock_kwargs()
+
+        def write(conditional: bool) -> Any:
+            extra: dict[str, Any] = {"IfNoneMatch": "*"} if create_only and conditional else {}
+            return self._call(
+                "put", key, "put_object",
+                Key=self._full(key), Body=data, ContentLength=len(data),
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum, **lock, **extra,
+            )  # fmt: skip
+
+        r = self._create_only("put", key, len(data), checksum, write) if create_only else write(False)
+        if isinstance(r, ObjectInfo):
+            return r
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            etag=str(r.get("ETag", "")),
+            version_id=r.get("VersionId") or None,
+            checksum_sha256=checksum,
+            sha256_hex=_b64_digest(checksum).hex(),
+            lock_mode=lock.get("ObjectLockMode"),
+            retain_until=lock.get("ObjectLockRetainUntilDate"),
+        )
+
+    def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
+        check_key(key)
+        extra = {"VersionId": version_id} if version_id else {}
+        try:
+            r = self._call("head", key, "head_object", Key=self._full(key), ChecksumMode="ENABLED", **extra)
+        except ObjectNotFoundError:
+            return None
+        return self._info(key, r)
+
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        _check_prefix(prefix)
+        strip = f"{self.prefix}/" if self.prefix else ""
+        kwargs: dict[str, Any] = {"Prefix": strip + prefix, "MaxKeys": page_size}
+        while True:
+            r = self._call("list objects in", None, "list_objects_v2", **kwargs)
+            for o in r.get("Contents", []):
+                k = str(o["Key"])
+                yield ObjectInfo(
+                    key=k[len(strip) :],
+                    size=int(o.get("Size", 0)),
+                    etag=str(o.get("ETag", "")),
+                    last_modified=o.get("LastModified"),
+                )
+            token = r.get("NextContinuationToken")
+            if not r.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
+
+    def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
+        check_key(key)
+        extra = {"VersionId": version_id} if version_id else {}
+        r = self._call("read", key, "get_object", Key=self._full(key), **extra)
+        body = r["Body"]
+        where = self._where(key)
+
+        def wrap(err: BaseException) -> BodycamError:
+            return UploadError(f"reading {where} failed mid-stream: {err}; check that the endpoint is up")
+
+        return ObjectReader(self._info(key, r), body.read, body.close, wrap)
+
+    def delete(self, key: str, *, version_id: str | None = None) -> None:
+        check_key(key)
+        extra = {"VersionId": version_id} if version_id else {}
+        self._call("delete", key, "delete_object", Key=self._full(key), **extra)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _error_code(err: BaseException | None) -> str | None:
+    """The S3 error code of a ClientError, None for anything else (connection failures)."""
+    if not isinstance(err, ClientError):
+        return None
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+# -- local directory ----------------------------------------------------------------------------------
+def _copy_fd(src: int, dst: int, size: int) -> None:
+    """Append ``size`` bytes from ``src``'s position to ``dst``'s, in the kernel where it can."""
+    left = size
+    while left > 0:
+        try:
+            n = os.copy_file_range(src, dst, min(left, 1 << 30))
+        except OSError as err:
+            if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            n = 0
+            while left > 0 and (chunk := os.read(src, min(left, CHUNK))):  # a filesystem without it
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view) :]
+                left -= len(chunk)
+            if left:
+                raise OSError(errno.EIO, f"part ended {left} bytes early") from err
+            return
+        if n == 0:
+            raise OSError(errno.EIO, f"part ended {left} bytes early")
+        left -= n
+
+
+def _fail(action: str, where: str, err: OSError) -> NoReturn:
+    raise StorageError(f"{action} {where} failed: {err.strerror or err}") from err
+
+
+class LocalBucket(Bucket):
+    """A directory laid out like the bucket (the embedded default, ``file:///DIR``).
+
+    Objects appear whole or not at all: bytes go to a temporary file under ``.uploads/``, are fsynced,
+    then hard-linked into place (create-only: ``link(2)`` refuses an existing name) or renamed
+    (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``, ``NNNNN.part`` and its
+    ``NNNNN.sha256``) until ``complete_upload`` concatenates them. Checksums are kept in ``user.bodycam.*``
+    extended attributes where the filesystem has them, so ``head`` reports them like S3.
+    Object Lock has no local equivalent: ``retention_days`` is not applied here.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, read_only: bool = False, max_dir_entries: int | None = None
+    ) -> None:
+        """Open (and, unless ``read_only``, create) the bucket directory.
+
+        ``read_only`` is for auditors: nothing is created or tidied, so ``verify`` runs on a read-only
+        copy and leaves the evidence exactly as it found it; a missing directory is a ConfigError.
+        ``max_dir_entries`` bounds the memory of a listing (each directory is sorted in memory): a
+        directory with more entries makes ``iter_objects`` raise StorageError naming it.
+        """
+        self.root = Path(root)
+        self.url = f"file://{self.root}"
+        self.read_only = read_only
+        self.max_dir_entries = max_dir_entries
+        if read_only:
+            if not self.root.is_dir():
+                raise ConfigError(f"bucket.url {self.url}: no such directory")
+        else:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                (self.root / UPLOADS_DIR).mkdir(exist_ok=True)
+            except OSError as err:
+                raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
+        self._real_root = os.path.realpath(self.root)
+        if not read_only:
+            self._sweep()
+
+    def _sweep(self, older_than: float = 3600.0) -> None:
+        """Remove temp files and half-started uploads a crash left in ``.uploads/`` (an hour old or more)."""
+        cutoff = time.time() - older_than
+        try:
+            with os.scandir(self.root / UPLOADS_DIR) as it:
+                for entry in it:
+                    if entry.name.startswith(("tmp-", "new-")) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
+        except OSError as err:
+            LOG.warning("%s: cannot tidy %s: %s", self.url, UPLOADS_DIR, err)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.url} was opened read-only (verify never writes into a bucket)")
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _inside(self, path: Path) -> None:
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise IntegrityError(f"{self.url}: {path} resolves outside the bucket directory (symlink?)")
+
+    def _upload_dir(self, key: str, upload_id: str) -> Path:
+        check_key(key)
+        if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
+            raise UploadNotFoundError(f"{self.url}: upload id {upload_id!r} of {key!r} does not exist")
+        path = self.root / UPLOADS_DIR / upload_id
+        try:
+            stored = _read_small(path / "key", MAX_KEY_BYTES).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UploadNotFoundError(
+                f"{self.url}: upload {upload_id} of {key!r} does not exist (aborted or completed): start again"
+            ) from err
+        if stored != key:
+            raise UploadNotFoundError(f"{self.url}: upload {upload_id} belongs to {stored!r}, not {key!r}")
+        return path
+
+    def _write_temp(self, directory: Path, chunks: Iterator[bytes | bytearray | memoryview]) -> tuple[Path, int, str]:
+        """Write ``chunks`` to a new fsynced file in ``directory``; return (path, size, sha256 hex)."""
+        self._writable()
+        tmp = directory / f"tmp-{secrets.token_hex(8)}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, size, digest.hexdigest()
+
+    def _install(self, tmp: Path, key: str, create_only: bool) -> None:
+        """Move a finished temp file to ``key`` atomically; FileExistsError if create-only and taken."""
+        dest = self._path(key)
+        try:
+            self._inside(dest.parent)  # before mkdir, which would follow a symlink out of the bucket
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as err:
+                raise StorageError(f"{self.url}: cannot store {key!r}: a leading part of it is an object") from err
+            self._inside(dest.parent)
+            if create_only:
+                os.link(tmp, dest, follow_symlinks=False)
+                tmp.unlink()
+            else:
+                os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _stat_info(self, key: str, st: os.stat_result, path: Path) -> ObjectInfo:
+        sha_hex = _getxattr(path, _XATTR_SHA256)
+        composite = _getxattr(path, _XATTR_CHECKSUM)
+        if sha_hex:
+            etag = f'"{sha_hex}"'
+        elif composite and "-" in composite:  # multipart: like S3's "-N" etags
+            digest, _, count = composite.partition("-")
+            etag = f'"{_b64_digest(digest).hex()}-{count}"'
+        else:
+            etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            etag=etag,
+            checksum_sha256=_getxattr(path, _XATTR_CHECKSUM),
+            sha256_hex=sha_hex,
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+        )
+
+    def _exists_error(self, key: str, size: int, checksum: str) -> ObjectInfo:
+        existing = self.head(key)
+        if existing is not None and _matches(existing, size, checksum):
+            return existing
+        raise ObjectExistsError(f"{self.url}: object {key!r} already exists with other content", existing)
+
+    # -- multipart --------------------------------------------------------------------------------
+    def start_upload(self, key: str) -> str:
+        self._writable()
+        check_key(key)
+        upload_id = secrets.token_hex(16)
+        staging = self.root / UPLOADS_DIR / f"new-{upload_id}"
+        try:
+            staging.mkdir()
+            tmp, _, _ = self._write_temp(staging, iter([key.encode("utf-8")]))
+            os.rename(tmp, staging / "key")
+            os.rename(staging, self.root / UPLOADS_DIR / upload_id)
+            _fsync_dir(self.root / UPLOADS_DIR)
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            _fail("start upload of", f"{self.url} {key!r}", err)
+        return upload_id
+
+    def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        sha256_b64: str | None = None,
+    ) -> Part:
+        _check_part_number(part_number)
+        udir = self._upload_dir(key, upload_id)
+        name = f"{part_number:05d}"
+        try:
+            tmp, size, hexdigest = self._write_temp(udir, iter([data]))  # hashes while writing: one pass
+            actual = base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
+            if sha256_b64 is not None and sha256_b64 != actual:
+                tmp.unlink()
+                raise ChecksumMismatchError(
+                    f"{self.url}: part {part_number} of {key!r}: SHA-256 {sha256_b64} sent, bytes are {actual}"
+                )
+            (udir / f"{name}.sha256").unlink(missing_ok=True)  # never leave a stale checksum beside new bytes
+            os.replace(tmp, udir / f"{name}.part")
+            tmp, _, _ = self._write_temp(udir, iter([actual.encode("ascii")]))
+            os.replace(tmp, udir / f"{name}.sha256")
+            _fsync_dir(udir)
+        except OSError as err:
+            _fail(f"upload part {part_number} of", f"{self.url} {key!r}", err)
+        return Part(part_number, f'"{hexdigest}"', actual, size)
+
+    def list_parts(self, key: str, upload_id: str) -> list[Part]:
+        udir = self._upload_dir(key, upload_id)
+        parts: list[Part] = []
+        try:
+            names = sorted(n for n in os.listdir(udir) if re.fullmatch(r"\d{5}\.part", n))
+            for name in names:
+                parts.append(self._stored_part(udir, int(name[:5])))
+        except OSError as err:
+            _fail("list parts of", f"{self.url} {key!r}", err)
+        return parts
+
+    def _stored_part(self, udir: Path, number: int) -> Part:
+        """The part as stored; its checksum from the sidecar, else by reading it."""
+        path = udir / f"{number:05d}.part"
+        size = path.stat().st_size
+        try:
+            checksum = _read_small(udir / f"{number:05d}.sha256", 64).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+            checksum = base64.b64encode(digest.digest()).decode("ascii")
+        return Part(number, f'"{_b64_digest(checksum).hex()}"', checksum, size)
+
+    def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
+        check_key(key)
+        _check_parts(parts, self.min_part_size)
+        size = sum(p.size for p in parts)
+        checksum = composite_checksum(parts)
+        try:
+            udir = self._upload_dir(key, upload_id)
+        except UploadNotFoundError:
+            existing = self.head(key)  # completed by an earlier attempt?
+            if existing is not None and _matches(existing, size, checksum):
+                return existing
+            raise
+        try:
+            for p in parts:
+                try:
+                    stored = self._stored_part(udir, p.number)
+                except FileNotFoundError as err:
+                    raise UploadError(f"{self.url}: part {p.number} of {key!r} was never uploaded") from err
+                if (stored.etag, stored.size) != (p.etag, p.size):
+                    raise UploadError(f"{self.url}: part {p.number} of {key!r} does not match the stored part")
+                if stored.sha256_b64 != p.sha256_b64:
+                    raise ChecksumMismatchError(f"{self.url}: part {p.number} of {key!r}: SHA-256 differs")
+            if self.head(key) is not None:
+                existing = self._exists_error(key, size, checksum)
+                shutil.rmtree(udir, ignore_errors=True)
+                return existing
+            tmp = self._assemble(udir, key, parts)
+            _setxattr(tmp, _XATTR_CHECKSUM, checksum)
+            try:
+                self._install(tmp, key, create_only=True)
+            except FileExistsError:
+                existing = self._exists_error(key, size, checksum)
+                shutil.rmtree(udir, ignore_errors=True)
+                return existing
+            shutil.rmtree(udir, ignore_errors=True)
+            _fsync_dir(self.root / UPLOADS_DIR)
+        except OSError as err:
+            _fail("complete upload of", f"{self.url} {key!r}", err)
+        info = self.head(key)
+        if info is None:
+            raise StorageError(f"{self.url}: object {key!r} vanished right after completing")
+        return ObjectInfo(
+            key=key, size=info.size, etag=info.etag, checksum_sha256=checksum, last_modified=info.last_modified
+        )
+
+    def _assemble(self, udir: Path, key: str, parts: Sequence[Part]) -> Path:
+        """The parts joined into a new fsynced temp file by the kernel (``copy_file_range``: no pass through
+        Python, no hashing; a reflink where the filesystem shares extents).
+
+        Each part was hashed once, as it was written, against the checksum its sender computed; hashing it
+        again here (and the whole object on top) made the local bucket read every byte back and hash it
+        twice more (issue 14). Like S3, a multipart object then has its composite checksum, not a
+        whole-object SHA-256; the manifest's ciphertext SHA-256 is what ``verify`` checks its bytes against.
+        """
+        self._writable()
+        tmp = udir / f"tmp-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                for p in parts:
+                    with open(udir / f"{p.number:05d}.part", "rb") as src:
+                        if os.fstat(src.fileno()).st_size != p.size:
+                            raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} changed size")
+                        _copy_fd(src.fileno(), fd, p.size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self._writable()
+        try:
+            udir = self._upload_dir(key, upload_id)
+        except UploadNotFoundError:
+            return
+        try:
+            shutil.rmtree(udir)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            _fail("abort upload of", f"{self.url} {key!r}", err)
+
+    def open_uploads(self, prefix: str = "", *, page_size: int = 1000) -> list[PendingUpload]:
+        _check_prefix(prefix)
+        out: list[PendingUpload] = []
+        try:
+            entries = sorted(os.scandir(self.root / UPLOADS_DIR), key=lambda e: e.name)
+        except OSError as err:
+            _fail("list uploads in", self.url, err)
+        for entry in entries:
+            if not _UPLOAD_ID.fullmatch(entry.name):
+                continue
+            try:
+                key = check_key(_read_small(Path(entry.path) / "key", MAX_KEY_BYTES).decode("utf-8"))
+                st = os.stat(Path(entry.path) / "key")
+            except (OSError, UnicodeDecodeError, IntegrityError) as err:
+                LOG.warning("%s: skipping unreadable upload %s: %s", self.url, entry.name, err)
+                continue
+            if key.startswith(prefix):
+                out.append(PendingUpload(key, entry.name, datetime.fromtimestamp(st.st_mtime, UTC)))
+        out.sort(key=lambda u: (u.key, u.upload_id))
+        return out
+
+    # -- objects ----------------------------------------------------------------------------------
+    def put_object(
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+    ) -> ObjectInfo:
+        check_key(key)
+        digest = hashlib.sha256(data).digest()
+        checksum = base64.b64encode(digest).decode("ascii")
+        if sha256_b64 is not None and sha256_b64 != checksum:
+            raise ChecksumMismatchError(f"{self.url}: put {key!r}: SHA-256 {sha256_b64} sent, bytes are {checksum}")
+        if create_only and self.head(key) is not None:
+            return self._exists_error(key, len(data), checksum)
+        try:
+            tmp, _, sha_hex = self._write_temp(self.root / UPLOADS_DIR, iter([data]))
+            _setxattr(tmp, _XATTR_SHA256, sha_hex)
+            _setxattr(tmp, _XATTR_CHECKSUM, checksum)
+            try:
+                self._install(tmp, key, create_only)
+            except FileExistsError:
+                return self._exists_error(key, len(data), checksum)
+            st = self._path(key).stat()
+        except OSError as err:
+            _fail("put", f"{self.url} {key!r}", err)
+        return ObjectInfo(
+            key=key, size=len(data), etag=f'"{sha_hex}"', checksum_sha256=checksum, sha256_hex=sha_hex,
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+        )  # fmt: skip
+
+    def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
+        path = self._path(key)
+        if version_id is not None:
+            return None  # a local bucket keeps no versions
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as err:
+            _fail("head", f"{self.url} {key!r}", err)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        self._inside(path.parent)
+        return self._stat_info(key, st, path)
+
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        _check_prefix(prefix)
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        try:
+            self._inside(start)
+            if not stat.S_ISDIR(os.lstat(start).st_mode):
+                return
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as err:
+            _fail("list objects in", self.url, err)
+        # Depth-first over sorted entries; a directory sorts as "name/" so the order is S3's key order.
+        stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [self._sorted_dir(start, f"{base}/" if base else "")]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                continue
+            key, entry = item
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append(self._sorted_dir(Path(entry.path), key + "/"))
+                elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                    st = entry.stat(follow_symlinks=False)
+                    yield self._stat_info(key, st, Path(entry.path))
+            except OSError as err:
+                _fail("list objects in", f"{self.url} {key!r}", err)
+
+    def _sorted_dir(self, path: Path, key_prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        limit = self.max_dir_entries
+        try:
+            with os.scandir(path) as it:
+                entries = []
+                for e in it:
+                    if not (not key_prefix and e.name == UPLOADS_DIR):
+                        entries.append(e)
+                        if limit is not None and len(entries) > limit:
+                            raise StorageError(
+                                f"{self.url}: directory {key_prefix or '/'!r} holds more than {limit} entries"
+                            )
+        except OSError as err:
+            _fail("list objects in", f"{self.url} {key_prefix!r}", err)
+        entries.sort(key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+        return ((key_prefix + e.name, e) for e in entries)
+
+    def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
+        path = self._path(key)
+        if version_id is not None:
+            raise ObjectNotFoundError(f"{self.url}: {key!r} version {version_id}: a local bucket keeps no versions")
+        try:
+            self._inside(path.parent)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise ObjectNotFoundError(f"{self.url}: object {key!r} does not exist") from err
+        except OSError as err:
+            _fail("read", f"{self.url} {key!r}", err)
+        f = os.fdopen(fd, "rb", buffering=0)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
+            raise ObjectNotFoundError(f"{self.url}: {key!r} is not an object")
+        where = f"{self.url} {key!r}"
+
+        def read(size: int) -> bytes:
+            return f.read(size) or b""
+
+        def wrap(err: BaseException) -> BodycamError:
+            return StorageError(f"reading {where} failed: {err}")
+
+        return ObjectReader(self._stat_info(key, st, path), read, f.close, wrap)
+
+    def delete(self, key: str, *, version_id: str | None = None) -> None:
+        self._writable()
+        path = self._path(key)
+        try:
+            self._inside(path.parent)
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as err:
+            _fail("delete", f"{self.url} {key!r}", err)
+        parent = path.parent  # drop directories the delete left empty, as S3 has none
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """A file we wrote ourselves, read with a bound in case someone else did (OSError if larger)."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _setxattr(path: Path, name: str, value: str) -> None:
+    try:
+        os.setxattr(path, name, value.encode("ascii"), follow_symlinks=False)
+    except OSError as err:  # filesystem without user xattrs: checksums are then simply not reported
+        LOG.debug("no xattr %s on %s: %s", name, path, err)
+
+
+def _getxattr(path: Path, name: str) -> str | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False).decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,75 @@
+"""The custody log's writer: entries appended to the journal in the caller's transaction.
+
+The chain's format (canonical lines, hashes, events, the segment check) is in formats/custody.py;
+this module stores it, so an entry always commits with the state change it records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from bodycam.agent.formats.custody import EVENTS, GENESIS, MAX_DETAIL, Head, canonical, line_hash
+from bodycam.agent.storage.journal import Journal, utc_now
+
+
+class CustodyLog:
+    def __init__(self, journal: Journal, dock_id: str) -> None:
+        self.journal = journal
+        self.dock_id = dock_id
+
+    def append(self, event: str, **data: Any) -> Head:
+        with self.journal.transaction() as db:
+            return self.append_in(db, event, **data)
+
+    def append_in(self, db: sqlite3.Connection, event: str, **data: Any) -> Head:
+        """Append inside the caller's transaction, so the entry commits with the change it records."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown custody event {event!r}")
+        row = db.execute("SELECT seq, hash FROM custody ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+        entry = {"seq": seq, "ts": utc_now(), "dock": self.dock_id, "event": event, "prev": prev}
+        entry.update({k: v for k, v in data.items() if v is not None})
+        line = canonical(entry)
+        digest = line_hash(line)
+        db.execute("INSERT INTO custody(seq, line, hash) VALUES(?,?,?)", (seq, line.decode(), digest))
+        return Head(seq, digest)
+
+    def error(self, err: BaseException, **ids: Any) -> Head:
+        with self.journal.transaction() as db:
+            return self.error_in(db, err, **ids)
+
+    def error_in(self, db: sqlite3.Connection, err: BaseException, **ids: Any) -> Head:
+        """An ``error`` entry that carries only the error's kind and ids; its clear text stays apart.
+
+        An error's message may quote what a camera wrote (a file name, an index's ``file`` value) or
+        name an officer or a site, and the chain is published in the shared bucket; the text is kept
+        in ``custody_detail`` and travels only in the batch's encrypted sidecar (docs/formats.md).
+        """
+        status = getattr(err, "status", None)
+        head = self.append_in(
+            db, "error", error=type(err).__name__, status=status if isinstance(status, int) and status else None, **ids
+        )
+        db.execute("INSERT INTO custody_detail(seq, text) VALUES(?,?)", (head.seq, str(err)[:MAX_DETAIL]))
+        return head
+
+    def details(self, first: int, last: int) -> list[dict[str, Any]]:
+        """The clear text of the error entries ``first..last``, for the encrypted sidecar."""
+        rows = self.journal.query(
+            "SELECT seq, text FROM custody_detail WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+        )
+        return [{"seq": int(r[0]), "error": str(r[1])} for r in rows]
+
+    def head(self) -> Head:
+        rows = self.journal.query("SELECT seq, hash FROM custody ORDER BY seq DESC LIMIT 1")
+        return Head(rows[0][0], rows[0][1]) if rows else Head(0, GENESIS)
+
+    def segment(self, first: int, last: int) -> bytes:
+        rows = self.journal.query("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last))
+        return b"".join(row[0].encode() + b"\n" for row in rows)
+
+    def hash_of(self, seq: int) -> str:
+        if seq == 0:
+            return GENESIS
+        rows = self.journal.query("SELECT hash FROM custody WHERE seq=?", (seq,))
+        return str(rows[0][0]) if rows else GENESIS

@@ -1,0 +1,159 @@
+"""The dock's transparency log: one leaf per sealed manifest, published as C2SP tiles and checkpoints.
+
+Why a leaf per manifest (docs/decisions.md): the manifest is what the dock signs and what commits to
+everything else (each recording's hashes, the custody segment's head, the previous manifest), and the
+log can only advance when a batch is sealed anyway, so a leaf per custody entry would add leaves, not
+evidence. The leaf is appended and its checkpoint signed inside the seal's transaction (the hashes live in
+the journal), so a crash leaves either both the seal and its log entry or neither; publishing then writes
+deterministic bytes create-only, so it can be repeated after a crash (docs/formats.md §9).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.agent.formats import note, tlog
+from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.manifest import LOG_DIR
+from bodycam.agent.storage.journal import Journal
+from bodycam.drivers.errors import StorageError
+
+LOG = logging.getLogger(__name__)
+ENTRY_FORMAT = "bodycam-log-entry/1"
+CHECKPOINT = "checkpoint"
+CHECKPOINTS = "checkpoints"
+
+Query = Callable[[str, Sequence[Any]], list[Any]]
+#: created by the first seal that logs, not when the journal opens: opening a journal must not need a
+#: write (a dock whose state disk is full still opens it and says so)
+TABLES = (
+    "CREATE TABLE IF NOT EXISTS tlog_hashes(log TEXT NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, "
+    "PRIMARY KEY(log, idx))",
+    "CREATE TABLE IF NOT EXISTS tlog_entries(log TEXT NOT NULL, idx INTEGER NOT NULL, batch_id TEXT UNIQUE NOT NULL, "
+    "entry BLOB NOT NULL, checkpoint BLOB NOT NULL, PRIMARY KEY(log, idx))",
+)
+
+
+def origin(dock_id: str) -> str:
+    """The log's origin line and key name: one log per dock id."""
+    return f"bodycam-sync/{dock_id}"
+
+
+def log_prefix(dock_id: str) -> str:
+    """Where the log lives, relative to the bucket's prefix: ``<dock_id>/log``."""
+    return f"{dock_id}/{LOG_DIR}"
+
+
+def verifier_key(dock_id: str, key: Ed25519PrivateKey) -> str:
+    """The line a party pins to check this dock's checkpoints (Go's ``note.NewVerifier`` format)."""
+    return note.verifier_key(origin(dock_id), key.public_key())
+
+
+def entry(dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str) -> bytes:
+    """The leaf for a sealed manifest: canonical JSON naming it and its SHA-256 (nothing personal)."""
+    return canonical(
+        {
+            "format": ENTRY_FORMAT,
+            "dock_id": dock_id,
+            "batch_id": batch_id,
+            "batch_seq": batch_seq,
+            "manifest_sha256": manifest_sha256,
+        }
+    )
+
+
+class JournalHashStore:
+    """One log's stored hashes in the journal's ``tlog_hashes`` table, read and written through
+    ``query`` (a transaction's connection while sealing, ``Journal.query`` while publishing)."""
+
+    def __init__(self, query: Query, log: str) -> None:
+        self._query = query
+        self._log = log
+        self._count = int(query("SELECT COUNT(*) FROM tlog_hashes WHERE log=?", (log,))[0][0])
+
+    def count(self) -> int:
+        return self._count
+
+    def read(self, index: int) -> bytes:
+        rows = self._query("SELECT hash FROM tlog_hashes WHERE log=? AND idx=?", (self._log, index))
+        if not rows:
+            raise StorageError(f"the journal's log lacks stored hash {index}; the journal is damaged")
+        return bytes(rows[0][0])
+
+    def append(self, hashes: Sequence[bytes]) -> None:
+        for h in hashes:
+            self._query("INSERT INTO tlog_hashes(log, idx, hash) VALUES(?, ?, ?)", (self._log, self._count, h))
+            self._count += 1
+
+    def truncate(self, count: int) -> None:
+        self._query("DELETE FROM tlog_hashes WHERE log=? AND idx >= ?", (self._log, count))
+        self._count = min(self._count, count)
+
+
+def _in(db: sqlite3.Connection) -> Query:
+    return lambda sql, params: db.execute(sql, tuple(params)).fetchall()
+
+
+def append_in(
+    db: sqlite3.Connection, *, dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str, key: Ed25519PrivateKey
+) -> int:
+    """In the seal's transaction: the batch's leaf, the new hashes and the signed checkpoint of the
+    grown tree, journaled together. Returns the leaf's index (idempotent for a batch already logged)."""
+    for statement in TABLES:
+        db.execute(statement)
+    row = db.execute("SELECT idx FROM tlog_entries WHERE batch_id=?", (batch_id,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    name = origin(dock_id)
+    size = int(db.execute("SELECT COUNT(*) FROM tlog_entries WHERE log=?", (name,)).fetchone()[0])
+    tree = tlog.Tree(JournalHashStore(_in(db), name), size)
+    data = entry(dock_id, batch_id, batch_seq, manifest_sha256)
+    index = tree.append(data)
+    signed = note.sign_checkpoint(note.Checkpoint(name, tree.size, tree.root()), name, key)
+    db.execute(
+        "INSERT INTO tlog_entries(log, idx, batch_id, entry, checkpoint) VALUES(?,?,?,?,?)",
+        (name, index, batch_id, data, signed),
+    )
+    return index
+
+
+def publish(journal: Journal, put_once: Callable[[str, bytes], None], bucket: Any, dock_id: str, batch_id: str) -> None:
+    """Write the tiles and entry bundles the batch's leaf completed, then its checkpoint: create-only at
+    ``log/checkpoints/<size>`` and as the latest ``log/checkpoint`` (the one mutable object of the log).
+
+    Publishing batches in ``batch_seq`` order (as the dock does) publishes every tile of every size; into
+    a bucket that has no checkpoint yet, every tile of the tree is written.
+    A batch sealed before the dock had a log, or under another dock id (a handover starts a new log, as
+    the origin names the dock), has no leaf in this one, and nothing is written for it.
+    """
+    name = origin(dock_id)
+    if not journal.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tlog_entries'"):
+        return
+    rows = journal.query("SELECT idx, checkpoint FROM tlog_entries WHERE log=? AND batch_id=?", (name, batch_id))
+    if not rows:
+        return
+    size, signed = int(rows[0][0]) + 1, bytes(rows[0][1])
+    # a view of the tree at this batch's size: a seal on another thread may append meanwhile
+    tree = tlog.Tree.view(JournalHashStore(lambda sql, params: journal.query(sql, tuple(params)), name), size)
+    prefix = log_prefix(dock_id)
+    # a bucket without the log yet (the first publication, or a dock moved to a new bucket) gets every tile
+    old = size - 1 if bucket.head(f"{prefix}/{CHECKPOINT}") is not None else 0
+    for path, data in tlog.tile_objects(tree, old, size, lambda lo, hi: _entries(journal, name, lo, hi)):
+        put_once(f"{prefix}/{path}", data)
+    put_once(f"{prefix}/{CHECKPOINTS}/{size}", signed)
+    bucket.put_object(f"{prefix}/{CHECKPOINT}", signed, create_only=False)
+    LOG.info("log %s: checkpoint %d published", origin(dock_id), size)
+
+
+def _entries(journal: Journal, log: str, lo: int, hi: int) -> list[bytes]:
+    rows = journal.query(
+        "SELECT entry FROM tlog_entries WHERE log=? AND idx >= ? AND idx < ? ORDER BY idx", (log, lo, hi)
+    )
+    if len(rows) != hi - lo:
+        raise StorageError(f"the journal's log lacks entries {lo}..{hi - 1}; the journal is damaged")
+    return [bytes(r[0]) for r in rows]
