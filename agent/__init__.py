@@ -1,3 +1,8 @@
-"""The docking-station agent: pipeline, service and CLI (installed as ``bodycam.agent``)."""
+"""The docking-station agent (installed as ``bodycam.agent``), one package per layer, bottom up.
+
+``config`` (one Config object) < ``formats`` (age, SSHSIG, manifest, custody chain, agreements, tlog)
+< ``storage`` (bucket, journal, custody writer, log store) < ``pipeline`` (the dock's work) and
+``audit`` (the auditor's, apart from it) < ``service`` (daemon) < ``cli``. docs/ARCHITECTURE.md draws it.
+"""
 
 __version__ = "0.1.0"
