@@ -127,8 +127,11 @@ def test_daemon_hot_plug_watchdog_status_sigterm_and_restart(tmp_path: Path) -> 
         for cam in cams:
             cam.dock()
         saw_syncing = False
-        while time.monotonic() - started < 12:
+        # at least 12 s of random plugging, and on a busy machine until a sync was seen (by a status poll
+        # or by a STATUS= datagram, which the daemon sends on every change), at most 90 s
+        while time.monotonic() - started < 12 or (not saw_syncing and time.monotonic() - started < 90):
             notify.drain()
+            saw_syncing |= notify.count("syncing", since=started) > 0
             cam = rng.choice(cams)
             if cam.sim is not None and rng.random() < 0.4:
                 cam.undock()
