@@ -294,7 +294,7 @@ def test_a_bad_controller_key_line_names_its_index() -> None:
 
 
 def test_operators_read_why_footage_stayed_without_an_agreement() -> None:
-    from bodycam.agent.cli.main import stayed_text
+    from bodycam.agent.cli.render import stayed_text
 
     text = stayed_text({"out_of_scope_reasons": {"no_agreement": 2, "operational": 0}})
     assert text == "stayed on the dock: 2 covered by no data-sharing agreement"

@@ -1,0 +1,91 @@
+"""What every command module shares: the click context that loads the config once, JSON output,
+shell completion from the journal, and the journal opened with the dock's identity checked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bodycam.agent import config as config_mod
+from bodycam.drivers.errors import BodycamError
+
+
+@dataclass
+class Context:
+    config_path: Path | None
+    _config: config_mod.Config | None = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            self._config = config_mod.load(self.config_path)
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _complete_from_journal(table: str) -> Any:
+    """A click ``shell_complete`` callback listing enrolled serials or exercise ids from the journal."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        from bodycam.agent.storage.journal import peek_names
+
+        root = ctx.find_root()
+        try:
+            cfg = config_mod.load(root.params.get("config_path"))
+        except BodycamError:
+            return []
+        return peek_names(cfg.journal_path, table, incomplete)
+
+    return complete
+
+
+complete_serial = _complete_from_journal("cameras")
+complete_exercise = _complete_from_journal("exercises")
+
+
+def emit_json(doc: Any) -> None:
+    """One JSON document on stdout, written as it is encoded (a large verify report is never one string)."""
+    pending: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder(indent=2, sort_keys=True, default=str).iterencode(doc):
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= 65536:
+            click.echo("".join(pending), nl=False)
+            pending, size = [], 0
+    click.echo("".join(pending))
+
+
+@contextlib.contextmanager
+def agent_journal(ctx: Context) -> Iterator[Any]:
+    from bodycam.agent.pipeline.handover import check_identity
+    from bodycam.agent.storage.journal import Journal
+
+    cfg = ctx.config
+    journal = Journal(cfg.journal_path)
+    try:
+        check_identity(journal, cfg)
+        yield journal
+    finally:
+        journal.close()
+
+
+def enrolled_lookup(ctx: Context) -> Any:
+    try:
+        from bodycam.agent.storage.journal import Journal
+
+        cfg = ctx.config
+        if not cfg.journal_path.exists():
+            return None
+        journal = Journal(cfg.journal_path)
+        return journal.enrolled_key
+    except (ImportError, BodycamError):
+        return None

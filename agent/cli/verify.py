@@ -1,0 +1,78 @@
+"""``bodycam-sync verify``: prove what the bucket holds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bodycam.agent.cli.common import (
+    emit_json,
+)
+from bodycam.agent.cli.render import print_verify
+from bodycam.drivers.errors import ConfigError
+
+
+@click.command("verify")
+@click.option("--bucket", "bucket_url", required=True, help="s3://bucket/prefix, file:///dir or a directory path")
+@click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
+@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path))  # checked by run_verify:
+@click.option("--identity", type=click.Path(path_type=Path), help="age identity file.")  # one line, exit 2
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report.")
+@click.option(
+    "--expect-head",
+    multiple=True,
+    metavar="DOCK=SHA256",
+    help="A manifest's sha256sum recorded at an earlier audit: it must still be in the chain (repeatable).",
+)
+@click.option(
+    "--max-memory",
+    "max_memory",
+    type=int,
+    default=256,
+    show_default=True,
+    metavar="MiB",
+    help="Memory verify may use; what does not fit is a named finding (docs/auditing.md, Limits).",
+)
+def verify_cmd(
+    bucket_url: str,
+    endpoint_url: str | None,
+    allowed_signers: Path,
+    identity: Path | None,
+    as_json: bool,
+    report_path: Path | None,
+    expect_head: tuple[str, ...],
+    max_memory: int,
+) -> None:
+    """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
+    from bodycam.agent.audit.verify import run_verify
+
+    if report_path is not None and not report_path.parent.is_dir():  # say so before a long verify, not after
+        raise ConfigError(f"--report {report_path}: no such directory {report_path.parent}")
+    from bodycam.agent.cli.progress import VerifyProgress
+
+    view = VerifyProgress()  # stderr, only on a terminal
+    try:
+        report = run_verify(
+            bucket_url,
+            endpoint_url,
+            allowed_signers,
+            identity,
+            expect_head,
+            max_memory,
+            on_progress=view if view.enabled else None,  # off a terminal the bucket is read as ever
+        )
+    finally:
+        view.close()
+    if report_path is not None:
+        from bodycam.agent.audit.report import write_html
+
+        write_html(report, report_path)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print_verify(report)
+    if not report.ok:
+        sys.exit(1)
