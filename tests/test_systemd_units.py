@@ -227,3 +227,16 @@ def test_modules_load_brings_cdc_acm() -> None:
     # DeviceAllow=char-ttyACM resolves against /proc/devices when the unit starts
     names = [line.strip() for line in MODULES.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert names == ["cdc_acm"]
+
+
+def test_the_docs_name_the_credentials_file_the_unit_reads() -> None:
+    """An operator following either page puts S3 credentials where the unit looks for them
+    (they once disagreed: ``credentials.env`` in one page, ``environment`` in the unit)."""
+    settings = unit_settings(UNIT.read_text())
+    (environment_file,) = settings["EnvironmentFile"]
+    assert environment_file == "-%E/bodycam/environment"
+    path = "/etc/bodycam/environment"  # %E is /etc for a system service
+    for page in ("docs/configuration.md", "docs/deployment.md"):
+        text = (ROOT / page).read_text()
+        assert f"`{path}`" in text, page
+        assert "credentials.env" not in text, page
