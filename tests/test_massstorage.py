@@ -591,6 +591,25 @@ def test_not_a_camera_and_firmware(tmp_path: Path) -> None:
             camera.firmware_begin(1, b"\0" * 32, "2.0.0", b"\0" * 64)
 
 
+def test_a_volume_is_a_camera_device_that_cannot_pair_or_refuse_a_host(tmp_path: Path) -> None:
+    """The one camera seam (drivers/device/api.py): a volume offers the pairing operations only to refuse them."""
+    from bodycam.agent.pipeline.dockauth import UNPROTECTED_MASS_STORAGE, secure_link
+    from bodycam.drivers.device.api import CameraDevice
+
+    vol = write_volume(tmp_path / "mnt" / SERIAL, SERIAL, [])
+    with MassStorageCamera(vol.mount) as opened:
+        camera: CameraDevice = opened
+        camera.open()
+        camera.authenticate(enrolled_key())
+        assert camera.protocol == 0 and not camera.refuses_unproven_host()
+        for step in (camera.dock_challenge, lambda: camera.send_revocations(b"")):
+            with pytest.raises(DeviceError, match="cannot be paired"):
+                step()
+        seen: list[tuple[str, dict[str, Any]]] = []
+        secure_link(camera, None, lambda event, **fields: seen.append((event, fields)))
+        assert seen == [("camera_unprotected", {"camera": SERIAL, "reason": UNPROTECTED_MASS_STORAGE})]
+
+
 # -- discovery -----------------------------------------------------------------------------------------
 def test_find_mass_storage_lists_camera_volumes_only(tmp_path: Path) -> None:
     root = tmp_path / "media"

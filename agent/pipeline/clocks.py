@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, utc_now
-from bodycam.drivers.device.camera import Camera, ClockReading
+from bodycam.drivers.device.api import CameraDevice, ClockReading
 from bodycam.drivers.protocol.messages import RecordingInfo
 
 #: revision-2 epoch value meaning "stamped before this firmware kept epochs": placed as a revision-1 recording
@@ -49,7 +49,7 @@ class Docked:
     placements: dict[int, Placement]
 
 
-def read_list_and_set(journal: Journal, custody: CustodyLog, serial: str, camera: Camera) -> Docked:
+def read_list_and_set(journal: Journal, custody: CustodyLog, serial: str, camera: CameraDevice) -> Docked:
     """Read the clock, list, place the listing, then set the clock: each step journaled before the next.
 
     The order is what makes it crash-safe: the old epoch's reading, and the first-listing offsets of

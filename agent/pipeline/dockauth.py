@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.agent.config import Config
 from bodycam.agent.formats.sshsig import generate_key, load_private_key
-from bodycam.drivers.device.camera import Camera
+from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import AuthenticationError, ConfigError, DeviceError, ProtocolError
 from bodycam.drivers.protocol import dockauth as da
 from bodycam.drivers.protocol.frames import Status
@@ -123,7 +123,7 @@ def load_credentials(config: Config) -> DockCredentials | None:
 
 # -- one docking ---------------------------------------------------------------------------------------
 def secure_link(
-    camera: Camera, creds: DockCredentials | None, custody: CustodyFn, *, record_unprotected: bool = True
+    camera: CameraDevice, creds: DockCredentials | None, custody: CustodyFn, *, record_unprotected: bool = True
 ) -> None:
     """Pair the camera if it is fresh, send it newer revocations, and prove this dock to it.
 
@@ -185,12 +185,12 @@ def secure_link(
     )
 
 
-def _proof(camera: Camera, creds: DockCredentials, state: da.DockChallenge) -> da.DockProof:
+def _proof(camera: CameraDevice, creds: DockCredentials, state: da.DockChallenge) -> da.DockProof:
     assert camera.auth_nonce is not None
     return creds.proof(camera.identity.serial, state.challenge, camera.auth_nonce)
 
 
-def _refused(camera: Camera, creds: DockCredentials, step: Callable[[], None]) -> None:
+def _refused(camera: CameraDevice, creds: DockCredentials, step: Callable[[], None]) -> None:
     """Run PAIR or DOCK_PROVE; turn the camera's refusal into one line that says what to do."""
     try:
         step()

@@ -27,7 +27,7 @@ from bodycam.agent.pipeline.pull import part_size_for, pull
 from bodycam.agent.storage.bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, utc_now
-from bodycam.drivers.device.camera import Camera
+from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
 from bodycam.drivers.protocol.messages import RecordingInfo
 
@@ -224,7 +224,7 @@ class Agent:
     # -- one camera -----------------------------------------------------------------------------
     def session(
         self,
-        camera: Camera,
+        camera: CameraDevice,
         *,
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
@@ -245,7 +245,9 @@ class Agent:
             emit("camera_done", {"serial": report.serial})
         return report
 
-    def _session(self, camera: Camera, report: CameraReport, emit: ProgressFn, cancel: threading.Event | None) -> None:
+    def _session(
+        self, camera: CameraDevice, report: CameraReport, emit: ProgressFn, cancel: threading.Event | None
+    ) -> None:
         ident = camera.open()
         report.serial = ident.serial
         self.custody.append(
@@ -363,7 +365,7 @@ class Agent:
 
     def _ingest_recording(
         self,
-        camera: Camera,
+        camera: CameraDevice,
         rec: RecordingInfo,
         decision: ScopeDecision,
         offset: float,
@@ -382,7 +384,7 @@ class Agent:
 
     def _ingest_registered(
         self,
-        camera: Camera,
+        camera: CameraDevice,
         rec: RecordingInfo,
         decision: ScopeDecision,
         offset: float,
@@ -523,7 +525,7 @@ class Agent:
 
     def _start_upload(
         self,
-        camera: Camera,
+        camera: CameraDevice,
         rec: RecordingInfo,
         decision: ScopeDecision,
         offset: float,
@@ -671,7 +673,7 @@ class Agent:
                 version_id=info.version_id,
             )
 
-    def _erase(self, camera: Camera, rec: RecordingInfo, report: CameraReport) -> None:
+    def _erase(self, camera: CameraDevice, rec: RecordingInfo, report: CameraReport) -> None:
         serial = camera.identity.serial
         row = self._row(serial, rec.id, rec.sha256.hex())
         if row is None or row["state"] != "verified" or row["plaintext_sha256"] != rec.sha256.hex():
@@ -799,7 +801,7 @@ def ingest_once(
     with opened_cameras(usbip, serial, discover=discover) as cams:
         results: list[CameraReport] = [CameraReport(errors=["session did not run"]) for _ in cams]
 
-        def run(index: int, cam: Camera) -> None:
+        def run(index: int, cam: CameraDevice) -> None:
             try:
                 results[index] = agent.session(cam, progress=progress, cancel=cancel)
             except Exception as err:  # a bug must fail the run loudly, never read as "nothing to do"

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bodycam.drivers import transport as transports
+from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.device.camera import Camera, key_fingerprint
 from bodycam.drivers.errors import AuthenticationError, BodycamError, TransportError
 from bodycam.drivers.transport.base import Transport
@@ -107,7 +108,7 @@ def opened_cameras(
 
 
 def summarize(
-    camera: Camera, enrolled: Callable[[str], bytes | None] | None = None, problems: list[Problem] | None = None
+    camera: CameraDevice, enrolled: Callable[[str], bytes | None] | None = None, problems: list[Problem] | None = None
 ) -> CameraSummary:
     """What the camera says about itself; ``enrolled`` only after it proved it holds the enrolled key.
 
@@ -146,7 +147,7 @@ def summarize(
     )
 
 
-def _pairing(camera: Camera) -> str:
+def _pairing(camera: CameraDevice) -> str:
     """Whether the camera can refuse a host that is not a dock of its force (docs/protocol.md)."""
     if camera.protocol < 2:
         return "unsupported"

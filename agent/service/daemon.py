@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from bodycam.agent import config as config_mod
 from bodycam.agent.formats.sshsig import load_private_key
@@ -28,6 +28,7 @@ from bodycam.agent.service import sdnotify
 from bodycam.agent.service.control import ControlServer, socket_path
 from bodycam.agent.storage.throttle import SharedUploads
 from bodycam.drivers import transport as transports
+from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.device.massstorage import MassStorageCamera, find_mass_storage
 from bodycam.drivers.errors import BodycamError, ConfigError, TransportError
@@ -284,7 +285,7 @@ class Daemon:
 
     def _session(self, bay: Bay) -> None:
         try:
-            camera: Camera | MassStorageCamera
+            camera: CameraDevice
             if bay.kind == "mass-storage":
                 camera = MassStorageCamera(Path(bay.address))
             elif bay.kind == "usbip":
@@ -297,10 +298,7 @@ class Daemon:
             else:
                 camera = Camera(transports.open_serial(bay.address))
             with camera:
-                # a MassStorageCamera offers every Camera operation a session uses (duck-typed)
-                report = self.agent.session(
-                    cast(Camera, camera), progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel
-                )
+                report = self.agent.session(camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel)
             self._finish(bay, report)
         except BodycamError as err:
             if bay.cancel.is_set() and bay.given_up_at is None:

@@ -31,7 +31,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bodycam.drivers.device.camera import ClockReading, check_enrolment
+from bodycam.drivers.device.api import CameraDevice, ClockReading
+from bodycam.drivers.device.camera import check_enrolment
 from bodycam.drivers.errors import (
     AuthenticationError,
     BodycamError,
@@ -40,6 +41,7 @@ from bodycam.drivers.errors import (
     IntegrityError,
     ProtocolError,
 )
+from bodycam.drivers.protocol import dockauth as da
 from bodycam.drivers.protocol import messages as m
 from bodycam.drivers.protocol.frames import Status
 from bodycam.drivers.strictjson import parse_json
@@ -675,6 +677,26 @@ class MassStorageCamera:
         finally:
             os.close(meta)
 
+    # -- what a volume cannot do: it speaks no protocol (``protocol`` 0), so it neither pairs nor refuses a host
+    def _no_pairing(self) -> DeviceError:
+        return DeviceError(f"{self.name}: a mass-storage volume cannot be paired to a dock", Status.UNKNOWN_COMMAND)
+
+    def dock_challenge(self) -> da.DockChallenge:
+        raise self._no_pairing()
+
+    def pair(self, authority_key: bytes, proof: da.DockProof) -> None:
+        raise self._no_pairing()
+
+    def prove(self, proof: da.DockProof) -> None:
+        raise self._no_pairing()
+
+    def send_revocations(self, revocations: bytes) -> int:
+        raise self._no_pairing()
+
+    def refuses_unproven_host(self) -> bool:
+        """Never: anyone who mounts the volume reads it (docs/mass-storage.md "Who can read it")."""
+        return False
+
     def firmware_begin(self, size: int, sha256: bytes, version: str, signature: bytes) -> int:
         raise DeviceError(f"{self.name}: firmware cannot be pushed over mass storage", Status.UNKNOWN_COMMAND)
 
@@ -715,3 +737,7 @@ def find_mass_storage(root: Path) -> list[Path]:
     except OSError as err:
         LOG.debug("mass-storage directory %s not readable: %s", root, err)
     return sorted(found)
+
+
+#: the mounted volume is the one camera seam too (mypy checks it; drivers/device/api.py)
+_SEAM: type[CameraDevice] = MassStorageCamera
