@@ -109,12 +109,10 @@ def _check_text(data: bytes) -> str:
     return text
 
 
-def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> tuple[str, list[str]]:
-    """The note's text and the names of the known keys whose signatures verified.
-
-    Unknown signers are ignored; a known signer whose signature fails rejects the whole note, and so
-    does a note that no known signer signed (C2SP signed-note). Raises IntegrityError.
-    """
+def split_note(msg: bytes) -> tuple[str, list[str]]:
+    """A signed note's text (final newline included) and its signature lines (without newlines),
+    unverified but bounded: at most :data:`MAX_NOTE` bytes and :data:`MAX_SIGNATURES` lines. Raises
+    IntegrityError."""
     if len(msg) > MAX_NOTE:
         raise IntegrityError(f"signed note is larger than {MAX_NOTE} bytes")
     whole = _check_text(msg)
@@ -127,10 +125,20 @@ def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> tuple[str, list[str]
     lines = sigs[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise IntegrityError(f"signed note has more than {MAX_SIGNATURES} signatures")
+    return text, lines
+
+
+def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> tuple[str, list[str]]:
+    """The note's text and the names of the known keys whose signatures verified.
+
+    Unknown signers are ignored; a known signer whose signature fails rejects the whole note, and so
+    does a note that no known signer signed (C2SP signed-note). Raises IntegrityError.
+    """
+    text, lines = split_note(msg)
     known = {(v.name, v.key_id): v for v in verifiers}
     verified: list[str] = []
     for line in lines:
-        name, sig = _signature_line(line)
+        name, sig = signature_line(line)
         v = known.get((name, sig[:4]))
         if v is None:
             continue
@@ -145,7 +153,8 @@ def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> tuple[str, list[str]
     return text, verified
 
 
-def _signature_line(line: str) -> tuple[str, bytes]:
+def signature_line(line: str) -> tuple[str, bytes]:
+    """The key name and decoded payload (key id first) of one signature line. Raises IntegrityError."""
     if not line.startswith(DASH):
         raise IntegrityError("signed note: a signature line does not start with an em dash and a space")
     name, _, b64 = line[len(DASH) :].partition(" ")

@@ -1,0 +1,154 @@
+"""cosignature/v1 (C2SP tlog-cosignature) and the witness policy file: the shared formats of witnessing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bodycam.agent.formats import cosignature, note, witnesspolicy
+from bodycam.drivers.errors import ConfigError, IntegrityError
+
+ORIGIN = "bodycam-sync/dock-01"
+
+
+def _checkpoint(size: int = 5) -> tuple[bytes, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    return note.sign_checkpoint(note.Checkpoint(ORIGIN, size, bytes(range(32))), ORIGIN, key), key
+
+
+def _raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def test_a_cosignature_is_the_spec_s_message_key_id_and_layout() -> None:
+    signed, log_key = _checkpoint()
+    wkey = Ed25519PrivateKey.generate()
+    line = cosignature.cosign(note.Checkpoint(ORIGIN, 5, bytes(range(32))).text(), "w.example/a", wkey, 1679315147)
+    assert line.startswith("\u2014 w.example/a ") and line.endswith("\n")
+    payload = base64.b64decode(line.split(" ")[2])
+    kid, ts, sig = struct.unpack(">4sQ64s", payload)
+    assert kid == hashlib.sha256(b"w.example/a\n\x04" + _raw(wkey)).digest()[:4]
+    assert ts == 1679315147
+    expected = (
+        b"cosignature/v1\ntime 1679315147\n" + ORIGIN.encode() + b"\n5\n" + base64.b64encode(bytes(range(32))) + b"\n"
+    )
+    wkey.public_key().verify(sig, expected)
+    vkey = cosignature.verifier_key("w.example/a", wkey.public_key())
+    assert base64.b64decode(vkey.split("+", 2)[2])[0] == 0x04
+    cosigner = cosignature.parse_verifier_key(vkey)
+    merged = cosignature.add_lines(signed, [line])
+    assert cosignature.cosignatures(merged, [cosigner]) == {"w.example/a": 1679315147}
+    # the log's own signature still opens it, and the cosignature is ignored as an unknown signer there
+    log = note.parse_verifier_key(note.verifier_key(ORIGIN, log_key.public_key()))
+    assert note.open_checkpoint(merged, [log]).size == 5
+
+
+def test_a_cosignature_over_another_checkpoint_or_a_changed_line_is_refused() -> None:
+    signed, _ = _checkpoint()
+    other, _ = _checkpoint(6)
+    wkey = Ed25519PrivateKey.generate()
+    cosigner = cosignature.parse_verifier_key(cosignature.verifier_key("w", wkey.public_key()))
+    line = cosignature.cosign(note.Checkpoint(ORIGIN, 6, bytes(range(32))).text(), "w", wkey, 100)
+    with pytest.raises(IntegrityError, match="cosignature by w does not verify"):
+        cosignature.cosignatures(cosignature.add_lines(signed, [line]), [cosigner])
+    assert cosignature.cosignatures(cosignature.add_lines(other, [line]), [cosigner]) == {"w": 100}
+    # unknown cosigners are ignored, so a note cosigned by nobody known yields nothing
+    stranger = cosignature.parse_verifier_key(cosignature.verifier_key("w", Ed25519PrivateKey.generate().public_key()))
+    assert cosignature.cosignatures(cosignature.add_lines(other, [line]), [stranger]) == {}
+
+
+def test_a_log_key_is_not_a_witness_key_and_the_other_way_round() -> None:
+    key = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(IntegrityError, match="type 0x04"):
+        cosignature.parse_verifier_key(note.verifier_key("w", key))
+    with pytest.raises(IntegrityError, match="type 0x01"):
+        note.parse_verifier_key(cosignature.verifier_key("w", key))
+    vkey = cosignature.verifier_key("w", key)
+    name, kid, b64 = vkey.split("+", 2)
+    with pytest.raises(IntegrityError, match="key id does not match"):
+        cosignature.parse_verifier_key(f"{name}+{'00000000' if kid != '00000000' else '11111111'}+{b64}")
+
+
+def _vkeys() -> tuple[str, list[str], list[Ed25519PrivateKey]]:
+    log = note.verifier_key(ORIGIN, Ed25519PrivateKey.generate().public_key())
+    keys = [Ed25519PrivateKey.generate() for _ in range(3)]
+    return log, [cosignature.verifier_key(f"w{i}.example", k.public_key()) for i, k in enumerate(keys)], keys
+
+
+def test_a_policy_parses_and_its_groups_decide_the_quorum() -> None:
+    log, w, _ = _vkeys()
+    policy = witnesspolicy.parse(
+        f"# the parties\nlog {log}\n\nwitness ho {w[0]} https://ho.example/w\nwitness platform {w[1]}\n"
+        f"witness auditor {w[2]}\ngroup parties 2 ho platform\ngroup any-party any parties auditor\nquorum any-party\n"
+    )
+    assert policy.origins() == [ORIGIN]
+    assert [x.url for x in policy.witnesses] == ["https://ho.example/w", None, None]
+    assert policy.satisfied({"auditor"})
+    assert policy.satisfied({"ho", "platform"})
+    assert not policy.satisfied({"ho"})
+    assert not policy.satisfied(set())
+    assert witnesspolicy.parse(f"log {log}\n").satisfied(set())  # no witnesses: quorum none
+    assert policy.names_of({"w2.example"}) == {"auditor"}
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("logg {log}", "line 1: unknown keyword 'logg'"),
+        ("witness a {w0}", "no quorum line"),
+        ("witness a {w0}\nquorum b", "line 2: quorum 'b' is not"),
+        ("witness a {w0}\nwitness a {w1}", "line 2: 'a' is defined twice"),
+        ("witness a {w0}\nwitness b {w0}", "line 2: witness key w0.example is listed twice"),
+        ("witness a {w0}\ngroup g 2 a\nquorum g", "threshold is any, all or 1..1"),
+        ("witness a {w0}\ngroup g 1 a a", "distinct members"),
+        ("group g any a\nwitness a {w0}", "line 1: group member 'a' is not"),
+        ("witness none {w0}", "not a usable name"),
+        ("witness a {log}", "type 0x04"),
+        ("log {w0}", "type 0x01"),
+        ("witness a {w0} ftp://x", "http:// or https://"),
+        ("log {log}\x00", "control character"),
+        ("quorum none\nquorum none", "a second quorum line"),
+        ("log {log} extra", "log <verifier key>"),
+    ],
+)
+def test_a_bad_policy_is_one_line_naming_the_line(body: str, error: str) -> None:
+    log, w, _ = _vkeys()
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        witnesspolicy.parse(body.format(log=log, w0=w[0], w1=w[1]), "p")
+
+
+def test_a_policy_is_bounded(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_text("# " + "x" * 1000 + "\n" * 70000)
+    with pytest.raises(ConfigError, match="larger than 65536 bytes"):
+        witnesspolicy.load(big)
+    many = "".join(
+        f"witness w{i} {cosignature.verifier_key(f'k{i}', Ed25519PrivateKey.generate().public_key())}\n"
+        for i in range(65)
+    )
+    with pytest.raises(ConfigError, match="more than 64 witnesses"):
+        witnesspolicy.parse(many)
+    with pytest.raises(ConfigError, match="longer than 1024"):
+        witnesspolicy.parse("#" + "x" * 2000)
+    with pytest.raises(ConfigError, match="missing"):
+        witnesspolicy.load(tmp_path / "missing")
+
+
+def test_the_policy_names_the_witnesses_that_cosigned_a_checkpoint() -> None:
+    log_key = Ed25519PrivateKey.generate()
+    log = note.verifier_key(ORIGIN, log_key.public_key())
+    _, w, keys = _vkeys()
+    policy = witnesspolicy.parse(f"log {log}\nwitness a {w[0]}\nwitness b {w[1]}\ngroup both all a b\nquorum both\n")
+    cp = note.Checkpoint(ORIGIN, 3, bytes(32))
+    signed = note.sign_checkpoint(cp, ORIGIN, log_key)
+    one = cosignature.add_lines(signed, [cosignature.cosign(cp.text(), "w0.example", keys[0], 1)])
+    assert policy.witnessed(one) == {"a"} and not policy.satisfied(policy.witnessed(one))
+    both = cosignature.add_lines(one, [cosignature.cosign(cp.text(), "w1.example", keys[1], 2)])
+    assert policy.satisfied(policy.witnessed(both))
+    assert note.open_checkpoint(both, policy.log_verifiers(ORIGIN)) == cp
