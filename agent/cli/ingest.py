@@ -75,7 +75,8 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
 @click.option("--size", type=click.IntRange(0, 4 * 1024**3), default=8 * 1024 * 1024, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def demo(workdir: Path | None, cameras: int, recordings: int, training: int, size: int, as_json: bool) -> None:
-    """The main job on the embedded default: virtual cameras, an exercise, ingest, verify, a summary."""
+    """The main job on the embedded default: virtual cameras, two exercises, two parties under different
+    signed agreements, ingest, who received what, verify, a summary."""
     import time
 
     from bodycam.agent.cli.demo import run_demo
@@ -92,33 +93,15 @@ def demo(workdir: Path | None, cameras: int, recordings: int, training: int, siz
     finally:
         view.close()
     if as_json:
-        emit_json({"ok": result.ok, "ingest": result.ingest.to_json(), "verify": result.verify.to_json()})
+        emit_json(result.to_json())
     else:
-        click.echo(f"Demo dock {result.workdir}")
-        for cam in result.ingest.cameras:
-            click.echo(
-                f"  {cam.serial:<13} {cam.address:<24} {cam.recordings} recordings: {cam.verified} training "
-                f"uploaded and verified, {cam.out_of_scope} out of scope (never left the dock)"
-            )
-            for err in cam.errors:
-                click.echo(f"    error: {err}")
-        click.echo(
-            f"  {len(result.paired)} of {len(result.ingest.cameras)} cameras paired with the demo force's dock "
-            "authority: they now refuse any host without a dock certificate"
-        )
-        click.echo(f"  batch {result.ingest.batch_id} in {result.bucket_dir}")
+        from bodycam.agent.cli.demo import check_lines, summary_lines
+
+        for line in summary_lines(result):
+            click.echo(line)
         print_verify(result.verify)
-        batch_dir = result.bucket_dir / "dock-demo" / str(result.ingest.batch_id)
-        click.echo("Check it with stock tools:")
-        click.echo(
-            f"  ssh-keygen -Y verify -f {result.allowed_signers} -I dock-demo -n bodycam-manifest "
-            f"-s {batch_dir}/manifest.json.sig < {batch_dir}/manifest.json"
-        )
-        click.echo(f"  age -d -i {result.identity_path} {batch_dir}/recordings/<SERIAL>/<ID>.age | sha256sum")
-        click.echo(
-            f"  bodycam-sync verify --bucket {result.bucket_dir.resolve().as_uri()} "
-            f"--allowed-signers {result.allowed_signers} --identity {result.identity_path}"
-        )
+        for line in check_lines(result):
+            click.echo(line)
         click.echo("DEMO OK" if result.ok else "DEMO FAILED")
     if not result.ok:
         sys.exit(1)
