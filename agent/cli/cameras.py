@@ -107,7 +107,7 @@ def enroll(ctx: Context, serial: str, device_key: str, model: str | None, replac
     from bodycam.drivers.device.camera import key_fingerprint
 
     with agent_journal(ctx) as journal:
-        done = enroll_camera(journal, CustodyLog(journal, ctx.config.dock_id), serial, raw, model, replace=replace)
+        done = enroll_camera(journal, CustodyLog.for_operator(journal, ctx.config), serial, raw, model, replace=replace)
     what = {"enrolled": "enrolled", "replaced": "re-enrolled", "unchanged": "already enrolled"}[done]
     click.echo(f"{what} camera {serial} with device key {key_fingerprint(raw)}")
 
@@ -189,8 +189,8 @@ def clock_sync(
             if serial and ident.serial != serial:
                 continue
             cam.authenticate(journal.enrolled_key(ident.serial))
-            secure_link(cam, credentials, CustodyLog(journal, cfg.dock_id).append, record_unprotected=False)
-            docked = clocks.read_list_and_set(journal, CustodyLog(journal, cfg.dock_id), ident.serial, cam)
+            secure_link(cam, credentials, CustodyLog.for_operator(journal, cfg).append, record_unprotected=False)
+            docked = clocks.read_list_and_set(journal, CustodyLog.for_operator(journal, cfg), ident.serial, cam)
             before, after = docked.before, docked.after
             results.append(
                 {"camera": ident.serial, "drift_s": round(before.offset_s, 3), "after_s": round(after.offset_s, 3)}

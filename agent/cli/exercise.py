@@ -113,7 +113,7 @@ def exercise_amend(
             old.end if end is None else parse_time(end, "--end"),
             frozenset(cameras) if cameras else old.cameras,
         )
-        amend_exercise(journal, CustodyLog(journal, ctx.config.dock_id), new)
+        amend_exercise(journal, CustodyLog.for_operator(journal, ctx.config), new)
     click.echo(
         f"amended exercise {exercise_id}: {iso(new.start)} .. {iso(new.end)}, cameras: {', '.join(sorted(new.cameras))}"
     )
@@ -128,5 +128,5 @@ def exercise_remove(ctx: Context, exercise_id: str) -> None:
     from bodycam.agent.storage.custody_log import CustodyLog
 
     with agent_journal(ctx) as journal:
-        remove_exercise(journal, CustodyLog(journal, ctx.config.dock_id), exercise_id)
+        remove_exercise(journal, CustodyLog.for_operator(journal, ctx.config), exercise_id)
     click.echo(f"removed exercise {exercise_id}")

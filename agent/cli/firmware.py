@@ -75,7 +75,7 @@ def firmware_push(
         report = fw.push_cameras(
             image,
             journal,
-            CustodyLog(journal, ctx.config.dock_id),
+            CustodyLog.for_operator(journal, ctx.config),
             usbip=usbip,
             serial_ports=serial_port,
             discover=not explicit,

@@ -9,6 +9,7 @@ segment's head: a gap, fork, reordering or edit anywhere is detectable (docs/for
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,8 +46,58 @@ EVENTS = frozenset(
         "dock_handover",
         "exercise_amended",
         "exercise_removed",
+        "disclosed",
     }
 )
+
+#: Entry versions (docs/formats.md §4): entries without ``v`` are version 1 (written before the s.62
+#: fields existed) and stay valid as they are; version 2 entries carry ``v``, ``actor`` and, for an
+#: event that processes personal data, ``operation``.
+ENTRY_VERSION = 2
+
+# The processing operations DPA 2018 s.62(1) asks a log of. Every other branch that writes custody uses
+# these names (retention's erasure entries included), so the disclosure report and a DPO read one list.
+COLLECTION = "collection"
+ALTERATION = "alteration"
+CONSULTATION = "consultation"
+DISCLOSURE = "disclosure"
+COMBINATION = "combination"
+ERASURE = "erasure"
+OPERATIONS = (COLLECTION, ALTERATION, CONSULTATION, DISCLOSURE, COMBINATION, ERASURE)
+
+#: The s.62 operation each event records; an event not listed here is the dock's own bookkeeping
+#: (a camera docking, a clock, a key, an error) and its version 2 entry has no ``operation``.
+EVENT_OPERATIONS: dict[str, str] = {
+    "listed": CONSULTATION,  # the camera's index: names and times of recordings
+    "skipped_out_of_scope": CONSULTATION,  # read past no further than its metadata
+    "pull_started": COLLECTION,
+    "pulled": COLLECTION,
+    "uploaded": COLLECTION,
+    "verified": COLLECTION,
+    "disclosed": DISCLOSURE,
+    "batch_sealed": COMBINATION,  # footage joined to officer allocations and exercise sites (manifest, sidecars)
+    "exercise_amended": ALTERATION,
+    "exercise_removed": ALTERATION,
+    "erased": ERASURE,
+}
+
+#: ``actor`` of an entry a person caused through the CLI: this prefix, then the operator's pseudonym
+#: (:func:`operator_pseudonym`); the dock's own actions name the dock id (which never contains ``:``)
+OPERATOR_PREFIX = "operator:"
+
+
+def operator_pseudonym(secret: bytes, user: str) -> str:
+    """The ``actor`` of an operator: the bucket is shared, so a Unix user name stands there only as the
+    HMAC-SHA-256 of ``operator:<user>`` under the force's pseudonym secret (the officers' one, with its
+    own prefix so an operator and an officer of the same id do not share a pseudonym); the clear name
+    travels only in the controller archive's sidecar (docs/formats.md §5.3)."""
+    return OPERATOR_PREFIX + hmac.new(secret, f"operator:{user}".encode(), hashlib.sha256).hexdigest()
+
+
+def entry_version(entry: dict[str, Any]) -> int:
+    """1 for an entry written before ``v`` existed; the stated version otherwise (0 when unusable)."""
+    v = entry.get("v", 1)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else 0
 
 
 def canonical(obj: Any) -> bytes:

@@ -669,7 +669,7 @@ def install(
             custody.error(
                 err,
                 camera=ident.serial,
-                operation="firmware_push",
+                step="firmware_push",
                 image_version=image.version,
                 image_sha256=image.sha256.hex(),
             )

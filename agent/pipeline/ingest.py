@@ -6,6 +6,7 @@ outage resumes on the next run (docs/crash-safety.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -672,6 +673,29 @@ class Agent:
                 ciphertext_sha256=row["ciphertext_sha256"],
                 version_id=info.version_id,
             )
+            self._disclosed_in(db, row)
+
+    def _disclosed_in(self, db: Any, row: Any) -> None:
+        """The s.62 disclosure entry of a recording now in the bucket, encrypted to its covering agreements'
+        parties (docs/formats.md §4): what ``bodycam-sync disclosures`` reports and ``verify`` matches
+        against the manifest. A recording sent to ``[[recipients]]`` (no agreement) has none."""
+        shared = db.execute(
+            "SELECT disclosure FROM recording_agreements WHERE serial=? AND recording_id=? AND camera_sha256=?",
+            (row["serial"], row["recording_id"], row["camera_sha256"]),
+        ).fetchone()
+        if shared is None:
+            return
+        fields = json.loads(shared[0])
+        self.custody.append_in(
+            db,
+            "disclosed",
+            camera=row["serial"],
+            recording=row["recording_id"],
+            key=row["object_key"],
+            ciphertext_sha256=row["ciphertext_sha256"],
+            parties=fields.get("parties"),
+            agreements=fields.get("agreements"),
+        )
 
     def _erase(self, camera: CameraDevice, rec: RecordingInfo, report: CameraReport) -> None:
         serial = camera.identity.serial

@@ -6,17 +6,64 @@ this module stores it, so an entry always commits with the state change it recor
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
-from bodycam.agent.formats.custody import EVENTS, GENESIS, MAX_DETAIL, Head, canonical, line_hash
+from bodycam.agent.config import Config
+from bodycam.agent.formats.custody import (
+    ENTRY_VERSION,
+    EVENT_OPERATIONS,
+    EVENTS,
+    GENESIS,
+    MAX_DETAIL,
+    OPERATIONS,
+    Head,
+    canonical,
+    line_hash,
+    operator_pseudonym,
+)
+from bodycam.agent.formats.manifest import load_pseudonym_key
 from bodycam.agent.storage.journal import Journal, utc_now
 
 
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """The person behind a CLI action: ``actor`` is what custody (in the bucket) shows, ``user`` the
+    clear Unix user, kept in the journal for the controller archive's sidecar only."""
+
+    user: str
+    actor: str
+
+
+def unix_user() -> str:
+    """The operator running this process: the user ``sudo`` was run by, else the real uid's name."""
+    sudo = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0 and sudo:
+        return sudo[:64]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name[:64]
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
 class CustodyLog:
-    def __init__(self, journal: Journal, dock_id: str) -> None:
+    """Appends version 2 entries (docs/formats.md §4): ``actor`` is the dock id, or the operator's
+    pseudonym when ``operator`` is given (a CLI action); ``operation`` follows the event."""
+
+    def __init__(self, journal: Journal, dock_id: str, operator: Operator | None = None) -> None:
         self.journal = journal
         self.dock_id = dock_id
+        self.operator = operator
+
+    @classmethod
+    def for_operator(cls, journal: Journal, config: Config) -> CustodyLog:
+        """The log of a CLI action: its entries name the operator (pseudonymised) as the actor."""
+        secret = load_pseudonym_key(config.pseudonym_key_path, create=True)
+        user = unix_user()
+        return cls(journal, config.dock_id, Operator(user, operator_pseudonym(secret, user)))
 
     def append(self, event: str, **data: Any) -> Head:
         with self.journal.transaction() as db:
@@ -26,13 +73,21 @@ class CustodyLog:
         """Append inside the caller's transaction, so the entry commits with the change it records."""
         if event not in EVENTS:
             raise ValueError(f"unknown custody event {event!r}")
+        operation = data.pop("operation", None) or EVENT_OPERATIONS.get(event)
+        if operation is not None and operation not in OPERATIONS:
+            raise ValueError(f"unknown custody operation {operation!r}")
         row = db.execute("SELECT seq, hash FROM custody ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+        actor = self.operator.actor if self.operator else self.dock_id
         entry = {"seq": seq, "ts": utc_now(), "dock": self.dock_id, "event": event, "prev": prev}
-        entry.update({k: v for k, v in data.items() if v is not None})
+        entry.update({"v": ENTRY_VERSION, "actor": actor, "operation": operation})
+        entry.update(data)
+        entry = {k: v for k, v in entry.items() if v is not None}
         line = canonical(entry)
         digest = line_hash(line)
         db.execute("INSERT INTO custody(seq, line, hash) VALUES(?,?,?)", (seq, line.decode(), digest))
+        if self.operator is not None:
+            db.execute("INSERT INTO custody_operator(seq, user) VALUES(?,?)", (seq, self.operator.user))
         return Head(seq, digest)
 
     def error(self, err: BaseException, **ids: Any) -> Head:
@@ -59,6 +114,13 @@ class CustodyLog:
             "SELECT seq, text FROM custody_detail WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
         )
         return [{"seq": int(r[0]), "error": str(r[1])} for r in rows]
+
+    def operators(self, first: int, last: int) -> list[dict[str, Any]]:
+        """Who (clear Unix user) caused the operator entries ``first..last``, for the archive's sidecar."""
+        rows = self.journal.query(
+            "SELECT seq, user FROM custody_operator WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+        )
+        return [{"seq": int(r[0]), "user": str(r[1])} for r in rows]
 
     def head(self) -> Head:
         rows = self.journal.query("SELECT seq, hash FROM custody ORDER BY seq DESC LIMIT 1")

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS parts(
     PRIMARY KEY(serial, recording_id, camera_sha256, part_number));
 CREATE TABLE IF NOT EXISTS custody(seq INTEGER PRIMARY KEY, line TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS custody_detail(seq INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS custody_operator(seq INTEGER PRIMARY KEY, user TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS clock_readings(
     id INTEGER PRIMARY KEY, serial TEXT NOT NULL, epoch INTEGER, valid INTEGER NOT NULL, camera_time REAL NOT NULL,
     offset_s REAL NOT NULL, round_trip_s REAL NOT NULL, set_by_dock INTEGER NOT NULL,
