@@ -50,6 +50,16 @@ class AgreementsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessesConfig:
+    """``[witnesses]``: after publishing, the dock asks the witnesses of this policy file (their URLs and
+    keys are in it, docs/formats.md §11.2) to cosign its checkpoint; sealing never waits on them."""
+
+    policy: Path
+    timeout_s: float = 10.0  # one request to one witness
+    retry_s: float = 60.0  # a witness that failed is asked again after this long
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     dock_id: str
     state_dir: Path
@@ -75,6 +85,7 @@ class Config:
     stall_timeout_s: float = 300.0
     dock_auth: DockAuth | None = None
     agreements: AgreementsConfig | None = None
+    witnesses: WitnessesConfig | None = None
     source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -173,6 +184,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         "daemon",
         "dock_auth",
         "agreements",
+        "witnesses",
     }
     for key in raw:
         if key not in known_top:
@@ -237,6 +249,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     stall = _seconds(_table(raw, "daemon", where), "stall_timeout_s", 300.0, where, "daemon.", minimum=1.0)
     dock_auth = _dock_auth(raw, where)
     agreements = _agreements(raw, where)
+    witnesses = _witnesses(raw, where)
     return Config(
         dock_id=dock_id,
         state_dir=state_dir,
@@ -258,6 +271,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         stall_timeout_s=stall,
         dock_auth=dock_auth,
         agreements=agreements,
+        witnesses=witnesses,
         source=source,
     )
 
@@ -275,7 +289,22 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "daemon": frozenset({"stall_timeout_s"}),
     "dock_auth": frozenset({"certificate", "authority", "key", "revocations"}),
     "agreements": frozenset({"controller_keys", "dir", "archive"}),
+    "witnesses": frozenset({"policy", "timeout_s", "retry_s"}),
 }
+
+
+def _witnesses(raw: dict[str, Any], where: str) -> WitnessesConfig | None:
+    if "witnesses" not in raw:
+        return None
+    table = _table(raw, "witnesses", where)
+    timeout = _seconds(table, "timeout_s", 10.0, where, "witnesses.", minimum=0.1)
+    if timeout > 300:
+        raise ConfigError(f"config key 'witnesses.timeout_s'{where} must be a number of seconds from 0.1 to 300")
+    return WitnessesConfig(
+        policy=Path(_str(table, "policy", where, prefix="witnesses.")),
+        timeout_s=timeout,
+        retry_s=_seconds(table, "retry_s", 60.0, where, "witnesses.", minimum=1.0),
+    )
 
 
 def _agreements(raw: dict[str, Any], where: str) -> AgreementsConfig | None:

@@ -11,14 +11,17 @@ began is in it. Memory: 64 bytes per entry for the rebuilt tree, entries capped 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from bodycam.agent.audit import witnesscheck
 from bodycam.agent.formats import note, tlog
 from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ProtocolError
@@ -27,6 +30,7 @@ MAX_ENTRIES = 1_000_000  # 64 MiB of rebuilt hashes: a dock seals far fewer batc
 MAX_CHECKPOINTS = 10_000  # kept checkpoints compared with the tree (the newest ones, by size)
 BUNDLE_MAX = tlog.TILE_WIDTH * (2 + 1024)  # the dock's entries are a few hundred bytes
 ENTRY_VALUES = 16
+TAIL = 10_000  # the newest entries named one by one when not witnessed
 _SIZE = re.compile(r"[1-9][0-9]{0,18}")
 
 
@@ -45,9 +49,20 @@ class Manifest:
     sha256: str | None
 
 
-def check(bucket: Any, dock: str, keys: Sequence[Ed25519PublicKey], manifests: Sequence[Manifest]) -> list[LogFinding]:
+def check(
+    bucket: Any,
+    dock: str,
+    keys: Sequence[Ed25519PublicKey],
+    manifests: Sequence[Manifest],
+    *,
+    max_entries: int = MAX_ENTRIES,
+    policy: Policy | None = None,
+    fetch: bool = True,
+) -> list[LogFinding]:
     """Findings about ``dock``'s log (empty when it holds). ``keys``: those allowed to sign for the dock;
-    ``manifests``: the batches verify found for it (id, batch_seq, SHA-256 of manifest.json)."""
+    ``manifests``: the batches verify found for it (id, batch_seq, SHA-256 of manifest.json);
+    ``max_entries``: the rebuilt tree's share of --max-memory (64 bytes an entry); ``policy``: check the
+    witnesses' cosigned checkpoints too (agent/audit/witnesscheck.py), asking the witnesses when ``fetch``."""
     prefix = docklog.log_prefix(dock)
     ckey = f"{prefix}/{docklog.CHECKPOINT}"
     verifiers = [note.parse_verifier_key(note.verifier_key(docklog.origin(dock), k)) for k in keys]
@@ -57,8 +72,15 @@ def check(bucket: Any, dock: str, keys: Sequence[Ed25519PublicKey], manifests: S
         )
     except BodycamError as err:
         return [LogFinding("log_checkpoint_invalid", f"{ckey}: {err}", ckey)]
-    if cp.size > MAX_ENTRIES:
-        return [LogFinding("log_too_large", f"{ckey} claims {cp.size} entries, over the {MAX_ENTRIES} checked", ckey)]
+    if cp.size > min(max_entries, MAX_ENTRIES):
+        return [
+            LogFinding(
+                "log_too_large",
+                f"{ckey} claims {cp.size} entries, over the {min(max_entries, MAX_ENTRIES)} whose tree fits the "
+                "memory verify may use (raise --max-memory)",
+                ckey,
+            )
+        ]
     findings: list[LogFinding] = []
     entries = _EntryCheck(dock, manifests, prefix)
     tree = _rebuild(bucket, prefix, cp.size, findings, entries)
@@ -77,7 +99,18 @@ def check(bucket: Any, dock: str, keys: Sequence[Ed25519PublicKey], manifests: S
     findings += _tiles(bucket, prefix, tree)
     findings += _checkpoints(bucket, prefix, tree, verifiers, dock)
     findings += entries.found + entries.unlogged()
+    if policy is not None:
+        findings += witnessed(bucket, dock, policy, tree, entries.tail, fetch=fetch)
     return findings
+
+
+def witnessed(
+    bucket: Any, dock: str, policy: Policy, tree: tlog.Tree | None, tail: Sequence[tuple[int, str]], *, fetch: bool
+) -> list[LogFinding]:
+    """The witness checks of ``dock`` (``tree`` None: the bucket holds no log for it)."""
+    sources, found = witnesscheck.gather(bucket, dock, policy, fetch=fetch)
+    found += witnesscheck.check(dock, policy, tree, sources, tail)
+    return [LogFinding(f.problem, f.message, f.key, f.batch) for f in found]
 
 
 def _rebuild(bucket: Any, prefix: str, size: int, findings: list[LogFinding], entries: _EntryCheck) -> tlog.Tree | None:
@@ -176,6 +209,8 @@ class _EntryCheck:
         self.first: int | None = None
         self.last_seq = 0
         self.found: list[LogFinding] = []
+        #: the newest entries' (index, batch id), to name those not yet witnessed (bounded)
+        self.tail: deque[tuple[int, str]] = deque(maxlen=TAIL)
 
     def check(self, e: dict[str, Any]) -> None:
         where = f"{self.prefix} entry {e['index']}"
@@ -184,6 +219,7 @@ class _EntryCheck:
             self.found.append(LogFinding("log_entry_invalid", f"{where} is not a log entry of dock {self.dock}"))
             return
         batch = str(e.get("batch_id"))[:64]
+        self.tail.append((int(e["index"]), batch))
         if seq <= self.last_seq:
             self.found.append(
                 LogFinding(

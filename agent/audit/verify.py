@@ -35,13 +35,15 @@ from typing import Any, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.agent import __version__
-from bodycam.agent.audit import logcheck
+from bodycam.agent.audit import logcheck, witnesscheck
 from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.formats import manifest as mf
+from bodycam.agent.formats import witnesspolicy
 from bodycam.agent.formats.agecrypt import Decryptor
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
+from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
 
@@ -107,6 +109,11 @@ class Limits:
     @property
     def retained_bytes(self) -> int:
         return self._quarter
+
+    @property
+    def log_entries(self) -> int:
+        """Entries of one dock's log rebuilt in memory (64 bytes each): 786,432 at the default."""
+        return self._quarter // 64
 
 
 def limits_for(max_memory_mib: int) -> Limits:
@@ -284,8 +291,14 @@ class Verifier:
         identities: list[str] | None = None,
         expected_heads: dict[str, str] | None = None,
         limits: Limits | None = None,
+        policy: Policy | None = None,
+        *,
+        ask_witnesses: bool = True,
     ) -> None:
         self.bucket = bucket
+        #: --policy: the dock keys, witnesses and quorum that say which checkpoints count as witnessed
+        self.policy = policy
+        self.ask_witnesses = ask_witnesses
         self.signers = signers
         self.identities = identities or []
         #: dock -> SHA-256 of a manifest the auditor recorded earlier: it must still be in the chain, so
@@ -426,6 +439,7 @@ class Verifier:
             self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
         for dock in sorted(self._log_docks):
             self._log(dock, docks.get(dock, []))
+        self._witnessed_without_log()
         for dock, head in sorted(self.expected_heads.items()):
             if not any(b.manifest_sha256 == head for b in docks.get(dock, [])):
                 self._find(
@@ -457,11 +471,35 @@ class Verifier:
             keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
         manifests = [logcheck.Manifest(r.batch, r.seq, r.manifest_sha256) for r in results]
         try:
-            found = logcheck.check(self.bucket, dock, list(keys.values()), manifests)
+            found = logcheck.check(
+                self.bucket,
+                dock,
+                list(keys.values()),
+                manifests,
+                max_entries=self.limits.log_entries,
+                policy=self.policy,
+                fetch=self.ask_witnesses,
+            )
         except BodycamError as err:
             found = [logcheck.LogFinding("log_unreadable", f"{dock}/log: {err}")]
         for f in found:
             self._find(f.problem, f.message, dock=dock, batch=f.batch, key=f.key)
+
+    def _witnessed_without_log(self) -> None:
+        """A dock of the policy whose log is not in the bucket at all: its witnesses may still hold a
+        checkpoint of it (then the whole log was deleted)."""
+        if self.policy is None:
+            return
+        for origin in self.policy.origins():
+            dock = witnesscheck.dock_of(origin)
+            if dock is None or dock in self._log_docks:
+                continue
+            try:
+                found = logcheck.witnessed(self.bucket, dock, self.policy, None, [], fetch=self.ask_witnesses)
+            except BodycamError as err:
+                found = [logcheck.LogFinding("log_unreadable", f"{dock}/log: {err}")]
+            for f in found:
+                self._find(f.problem, f.message, dock=dock, batch=f.batch, key=f.key)
 
     def _batches(self) -> Iterator[tuple[tuple[str, str] | None, dict[str, int], int]]:
         """The listing as runs of keys: ``((dock, batch), {key: size}, 0)`` per ``dock/batch/`` directory,
@@ -1160,6 +1198,7 @@ def run_verify(
     expect_heads: Sequence[str] = (),
     max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB,
     on_progress: VerifyProgressFn | None = None,
+    policy_path: Any | None = None,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
 
@@ -1193,6 +1232,7 @@ def run_verify(
         except ConfigError as err:
             raise ConfigError(f"--identity {identity}: {err}") from None
     limits = limits_for(max_memory_mib)
+    policy = witnesspolicy.load(Path(policy_path)) if policy_path is not None else None
     url = bucket_url if "://" in bucket_url else Path(bucket_url).absolute().as_uri()  # a plain path
     parts = urlsplit(url)
     if parts.scheme == "file" and parts.path.startswith("/") and not Path(unquote(parts.path)).is_dir():
@@ -1209,7 +1249,7 @@ def run_verify(
         heads[dock] = digest
     if on_progress is not None:
         bucket = cast(Any, _CountedBucket(bucket, on_progress))
-    report = Verifier(bucket, signers, identities, heads, limits).run()
+    report = Verifier(bucket, signers, identities, heads, limits, policy).run()
     report.audit = AuditContext(
         bucket_url,
         str(allowed_signers),

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bodycam.agent import __version__
-from bodycam.agent.cli import agreements, cameras, exercise, firmware, ingest, keys, service, sim, verify
+from bodycam.agent.cli import agreements, cameras, exercise, firmware, ingest, keys, service, sim, verify, witness
 from bodycam.agent.cli.common import Context
 from bodycam.agent.cli.logsetup import error_line
 from bodycam.drivers.errors import BodycamError
@@ -66,6 +66,7 @@ COMMANDS: tuple[click.Command, ...] = (
 )
 for _command in COMMANDS:
     cli.add_command(_command)
+cli.add_command(witness.witness)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,12 @@ from bodycam.drivers.errors import ConfigError
     metavar="MiB",
     help="Memory verify may use; what does not fit is a named finding (docs/auditing.md, Limits).",
 )
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Witness policy file: check each dock's cosigned checkpoints and ask its witnesses (docs/auditing.md).",
+)
 def verify_cmd(
     bucket_url: str,
     endpoint_url: str | None,
@@ -45,6 +51,7 @@ def verify_cmd(
     report_path: Path | None,
     expect_head: tuple[str, ...],
     max_memory: int,
+    policy_path: Path | None,
 ) -> None:
     """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
     from bodycam.agent.audit.verify import run_verify
@@ -63,6 +70,7 @@ def verify_cmd(
             expect_head,
             max_memory,
             on_progress=view if view.enabled else None,  # off a terminal the bucket is read as ever
+            policy_path=policy_path,
         )
     finally:
         view.close()

@@ -18,6 +18,7 @@ from typing import Any
 from bodycam.agent.config import Config, Recipient
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import manifest as mf
+from bodycam.agent.formats import witnesspolicy
 from bodycam.agent.formats.agecrypt import Encryptor, check_recipients
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
@@ -25,6 +26,8 @@ from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from bodycam.agent.pipeline.pull import part_size_for, pull
+from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
+from bodycam.agent.pipeline.witnessing import Witnessing
 from bodycam.agent.storage.bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, utc_now
@@ -138,6 +141,7 @@ class Agent:
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[tuple[str, int, str], float] = {}
         self._agreements = ag.DirCache()
+        self.witnessing = self.make_witnessing(config)
         load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
 
     # -- configuration that must be complete before footage moves -----------------------------
@@ -789,6 +793,27 @@ class Agent:
             except BodycamError as err:
                 LOG.warning("could not abort the upload of %s (recover() retries): %s", key, err)
 
+    def make_witnessing(self, config: Config) -> Witnessing | None:
+        """The dock's witnesses (``[witnesses]``), their policy read now: a bad file is a ConfigError at start."""
+        if config.witnesses is None:
+            return None
+        policy = witnesspolicy.load(config.witnesses.policy)
+        return Witnessing(
+            self.journal,
+            self.bucket,
+            config.dock_id,
+            policy,
+            timeout=config.witnesses.timeout_s,
+            retry_s=config.witnesses.retry_s,
+        )
+
+    def witness(self) -> list[WitnessOutcome]:
+        """Ask the witnesses that lack the newest published checkpoint (those not waiting out a failure).
+        Sealing never calls this: the daemon runs it in its own thread, ``ingest --once`` after publishing."""
+        if self.witnessing is None:
+            return []
+        return self.witnessing.run()
+
     def close(self) -> None:
         self.journal.close()
 
@@ -842,6 +867,10 @@ def ingest_once(
         report.batch_id = agent.seal_and_publish()
     except BodycamError as err:
         report.errors.append(f"publishing the batch: {err}")
+    try:  # a witness that is down is asked again by the next run or the daemon: not an ingest error
+        agent.witness()
+    except BodycamError as err:
+        LOG.warning("writing the witnesses' cosignatures to the bucket: %s", err)
     if report.batch_id is None:
         open_rows = agent.journal.query("SELECT batch_id FROM batches WHERE state='open' LIMIT 1")
         report.batch_id = open_rows[0][0] if open_rows else None

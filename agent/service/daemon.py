@@ -119,6 +119,7 @@ class Daemon:
         self._observer: Any = None
         self._reload_requested = threading.Event()
         self._sealer: threading.Thread | None = None
+        self._witnesser: threading.Thread | None = None
 
     @property
     def config(self) -> config_mod.Config:
@@ -154,6 +155,7 @@ class Daemon:
                 self._reap()
                 self._give_up_stalled()
                 self._seal_on_schedule()
+                self._witness_on_schedule()
                 summary = self.summary()
                 if summary != last_status:  # on change only: a full listener queue must not drop STOPPING=1
                     sdnotify.status(summary)
@@ -200,7 +202,9 @@ class Daemon:
             load_credentials(fresh)  # a broken [dock_auth] is refused here, not at the next docking
             if fresh.recipients or fresh.agreements:  # a bad or mixed agreement is refused here, not later
                 self.agent.recipients(fresh)
+            witnessing = self.agent.make_witnessing(fresh)  # a bad witness policy is refused here
             self.agent.config = fresh
+            self.agent.witnessing = witnessing
             LOG.info("configuration reloaded from %s", self.config_path or "the default")
         except BodycamError as err:
             LOG.error("reload refused, keeping the running configuration: %s", err)
@@ -449,6 +453,27 @@ class Daemon:
         if due:
             self._sealer = threading.Thread(target=self._publish, name="scheduled-seal", daemon=True)
             self._sealer.start()
+
+    def _witness_on_schedule(self) -> None:
+        """Ask the witnesses in a thread of its own when one lacks the newest checkpoint and is not
+        waiting out a failure: a witness that is down costs its timeout there, never a seal or a bay."""
+        witnessing = self.agent.witnessing
+        if witnessing is None or (self._witnesser is not None and self._witnesser.is_alive()):
+            return
+        try:
+            due = witnessing.due()
+        except BodycamError as err:
+            LOG.warning("checking the witnesses failed: %s", err)
+            return
+        if due:
+            self._witnesser = threading.Thread(target=self._witness, name="witnesses", daemon=True)
+            self._witnesser.start()
+
+    def _witness(self) -> None:
+        try:
+            self.agent.witness()
+        except BodycamError as err:
+            LOG.warning("writing the witnesses' cosignatures to the bucket failed (retried later): %s", err)
 
     def _publish(self) -> None:
         """Seal and publish once no session has an upload in flight."""

@@ -27,6 +27,8 @@ LOG = logging.getLogger(__name__)
 ENTRY_FORMAT = "bodycam-log-entry/1"
 CHECKPOINT = "checkpoint"
 CHECKPOINTS = "checkpoints"
+WITNESSED = "checkpoint.witnessed"  # the largest cosigned checkpoint (docs/formats.md §11.3)
+WITNESSED_DIR = "witnessed"  # witnessed/<size>: each cosigned checkpoint with all its cosignatures
 
 Query = Callable[[str, Sequence[Any]], list[Any]]
 #: created by the first seal that logs, not when the journal opens: opening a journal must not need a

@@ -1,0 +1,287 @@
+"""Witnesses (issue 13 items 2-3), each a separate ``bodycam-sync witness serve`` process: the dock's
+checkpoints are cosigned by both, a witness that was down catches up, a forked log is refused, and
+verify --policy catches the newest batches deleted from the bucket without --expect-head."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.agent.formats import cosignature, note, witnessapi, witnesspolicy
+from bodycam.agent.formats.sshsig import generate_key, load_private_key
+from bodycam.agent.storage import docklog, witnessclient
+from bodycam.drivers.virtual.server import device_key_hex
+
+from .dock import CLI, DOCK_ID, Dock, make_dock
+
+ORIGIN = docklog.origin(DOCK_ID)
+
+
+class WitnessProcess:
+    """``bodycam-sync witness serve`` in its own process; ``restart`` keeps its port and state."""
+
+    def __init__(self, root: Path, name: str, policy: Path, port: int = 0) -> None:
+        self.root, self.name, self.policy = root, name, policy
+        self.key = root / "witness_ed25519"
+        if not self.key.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            out = subprocess.run(
+                [CLI, "witness", "init", "--out", str(self.key), "--name", name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            self.vkey = out.stdout.strip()
+        self.port = port
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, *, umask: int | None = None) -> WitnessProcess:
+        cmd = [CLI, "-v", "witness", "serve", "--listen", f"127.0.0.1:{self.port}", "--key", str(self.key)]
+        cmd += ["--name", self.name, "--state", str(self.root / "state"), "--policy", str(self.policy)]
+        preexec = (lambda: os.umask(umask)) if umask is not None else None
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"witness serve {self.name} failed: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
+        info = json.loads(line)
+        self.port = int(info["listen"].rsplit(":", 1)[1])
+        self.vkey = info["vkey"]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        """Stop it (SIGTERM) and return what it wrote on stderr."""
+        if self.proc is None:
+            return ""
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        self.proc = None
+        return err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def two_witnesses(tmp_path: Path) -> Any:
+    """A dock with [witnesses] and two witness processes; the policy needs both (quorum all)."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock_vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    policy = tmp_path / "witness.policy"
+    policy.write_text(f"log {dock_vkey}\n")  # what the witnesses read; completed below for the dock
+    a = WitnessProcess(tmp_path / "wa", "witness.example/home-office", policy, _free_port())
+    b = WitnessProcess(tmp_path / "wb", "witness.example/auditor", policy, _free_port())
+    policy.write_text(
+        f"log {dock_vkey}\nwitness ho {a.vkey} {a.url}\nwitness auditor {b.vkey} {b.url}\n"
+        "group both all ho auditor\nquorum both\n"
+    )
+    with dock.config_path.open("a") as f:
+        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 5\n')
+    a.start()
+    b.start()
+    try:
+        yield dock, a, b, policy
+    finally:
+        a.stop()
+        b.stop()
+
+
+def add_batch(dock: Dock, serial: str) -> None:
+    """One more sealed and published batch: a custody entry (an enrolment), then ingest --once."""
+    enrolled = dock.cli("enroll", serial, "--key", device_key_hex(serial))
+    assert enrolled.returncode == 0, enrolled.stderr
+    proc = dock.cli("ingest", "--once", "--json", timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+
+
+def witnessed(bucket: Path, policy: Path) -> tuple[int, set[str]]:
+    data = (bucket / DOCK_ID / "log" / docklog.WITNESSED).read_bytes()
+    p = witnesspolicy.load(policy)
+    return note.open_checkpoint(data, p.log_verifiers(ORIGIN)).size, p.witnessed(data)
+
+
+def verify(dock: Dock, policy: Path, *extra: str) -> tuple[int, list[tuple[str, str]]]:
+    proc = dock.cli(
+        "verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers), "--json",
+        "--policy", str(policy), *extra,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, [(f["problem"], f["message"]) for f in json.loads(proc.stdout)["findings"]]
+
+
+def test_two_witnesses_cosign_a_witness_down_catches_up_and_verify_checks_them(two_witnesses: Any) -> None:
+    dock, _, b, policy = two_witnesses
+    bucket = Path(dock.bucket_url.removeprefix("file://"))
+    add_batch(dock, "CAM-W1")
+    assert witnessed(bucket, policy) == (1, {"ho", "auditor"})
+    assert verify(dock, policy) == (0, [])
+    # the auditor's witness is down: sealing and publishing go on, the home office's cosigns alone
+    b.stop()
+    add_batch(dock, "CAM-W2")
+    add_batch(dock, "CAM-W3")
+    log = bucket / DOCK_ID / "log"
+    assert (log / "checkpoints" / "3").is_file()
+    assert witnessed(bucket, policy) == (3, {"ho"})
+    rc, findings = verify(dock, policy, "--max-memory", "256")
+    assert rc == 1
+    assert {p for p, _ in findings} == {"manifest_not_witnessed", "witness_unreachable"}, findings
+    assert sum(p == "manifest_not_witnessed" for p, _ in findings) == 2  # batches 2 and 3 (entries 1, 2)
+    # back on its port with its state: the next submission proves 1 -> 4 and both cosign again
+    b.start()
+    add_batch(dock, "CAM-W4")
+    assert witnessed(bucket, policy) == (4, {"ho", "auditor"})
+    assert witnesspolicy.load(policy).witnessed((log / "witnessed" / "1").read_bytes()) == {"ho", "auditor"}
+    assert witnesspolicy.load(policy).witnessed((log / "witnessed" / "3").read_bytes()) == {"ho"}
+    served = witnessclient.latest(b.url, ORIGIN)
+    assert served is not None and note.parse_checkpoint(note.split_note(served)[0]).size == 4
+    assert verify(dock, policy) == (0, [])
+
+
+def test_deleting_the_newest_batch_is_caught_by_verify_policy_without_expect_head(two_witnesses: Any) -> None:
+    dock, _, _, policy = two_witnesses
+    bucket = Path(dock.bucket_url.removeprefix("file://"))
+    for serial in ("CAM-T1", "CAM-T2"):
+        add_batch(dock, serial)
+    log = bucket / DOCK_ID / "log"
+    # a careful truncation: the newest batch, its tiles, checkpoints and cosigned checkpoints go, and the
+    # previous checkpoint is put back as the latest, so the bucket alone is a consistent log of 1 entry
+    newest = max((p.parent for p in bucket.rglob("manifest.json")), key=lambda d: d.name)
+    shutil.rmtree(newest)
+    for name in ("tile/0/000.p/2", "tile/entries/000.p/2", "checkpoints/2", "witnessed/2"):
+        (log / name).unlink()
+    (log / "checkpoint").write_bytes((log / "checkpoints" / "1").read_bytes())
+    (log / docklog.WITNESSED).write_bytes((log / "witnessed" / "1").read_bytes())
+    plain = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert plain.returncode == 0, plain.stdout  # what the bucket alone cannot show
+    rc, findings = verify(dock, policy)
+    assert rc == 1
+    truncated = [m for p, m in findings if p == "log_truncated"]
+    assert len(truncated) == 2 and all("has 2 entries, the bucket's log only 1" in m for m in truncated), findings
+
+
+def test_a_forked_log_is_refused_by_the_witnesses(two_witnesses: Any, tmp_path: Path) -> None:
+    dock, a, b, policy = two_witnesses
+    add_batch(dock, "CAM-F1")
+    # a second journal with the same dock id and key, whose first leaf is another batch
+    fork = make_dock(tmp_path / "fork", (tmp_path / "fork-bucket").as_uri())
+    shutil.copy(dock.root / "keys" / "dock_ed25519", fork.root / "keys" / "dock_ed25519")
+    with fork.config_path.open("a") as f:
+        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 5\n')
+    add_batch(fork, "CAM-OTHER")
+    fork_log = tmp_path / "fork-bucket" / DOCK_ID / "log"
+    assert not (fork_log / docklog.WITNESSED).exists()  # neither witness cosigned the fork's size 1
+    signed_1 = (fork_log / "checkpoint").read_bytes()
+    for w in (a, b):
+        with pytest.raises(witnessclient.WitnessConflict) as conflict:
+            witnessclient.add_checkpoint(w.url, 1, [], signed_1)  # same size, another root: 409
+        assert conflict.value.size == 1
+    add_batch(fork, "CAM-OTHER2")
+    assert not (fork_log / docklog.WITNESSED).exists()
+    signed_2 = (fork_log / "checkpoint").read_bytes()
+    fork_agent = fork.agent()
+    try:
+        from bodycam.agent.formats import tlog
+        from bodycam.agent.storage.docklog import JournalHashStore
+
+        tree = tlog.Tree.view(JournalHashStore(lambda s, p: fork_agent.journal.query(s, tuple(p)), ORIGIN), 2)
+        proof = tree.consistency_proof(1, 2)
+    finally:
+        fork_agent.close()
+    for w in (a, b):
+        with pytest.raises(witnessclient.WitnessRefused) as refused:
+            witnessclient.add_checkpoint(w.url, 1, proof, signed_2)  # its proof is from its own size 1: 422
+        assert refused.value.status == 422
+    # the honest dock goes on being cosigned
+    add_batch(dock, "CAM-F2")
+    assert witnessed(Path(dock.bucket_url.removeprefix("file://")), policy) == (2, {"ho", "auditor"})
+    err = a.stop()
+    assert "refused checkpoint" in err and "the log forked" in err, err
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    req = urllib.request.Request(url + "/add-checkpoint", data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read()
+
+
+def test_the_witness_answers_as_tlog_witness_says_and_keeps_its_state_private(tmp_path: Path) -> None:
+    log_key = Ed25519PrivateKey.generate()
+    policy = tmp_path / "policy"
+    policy.write_text(f"log {note.verifier_key(ORIGIN, log_key.public_key())}\n")
+    w = WitnessProcess(tmp_path / "w", "witness.example/w", policy).start(umask=0o022)
+    try:
+        cosigner = cosignature.parse_verifier_key(w.vkey)
+        from bodycam.agent.formats import tlog
+
+        tree = tlog.Tree(tlog.MemoryHashStore())
+        for i in range(5):
+            tree.append(f"entry {i}".encode())
+
+        def signed(size: int, key: Ed25519PrivateKey = log_key, origin: str = ORIGIN) -> bytes:
+            return note.sign_checkpoint(note.Checkpoint(origin, size, tree.root(size)), origin, key)
+
+        status, _, body = _post(w.url, witnessapi.encode_request(0, [], signed(3)))
+        assert status == 200
+        cp_text = note.Checkpoint(ORIGIN, 3, tree.root(3)).text()
+        assert cosignature.verify_line(body.decode().rstrip("\n"), cp_text, [cosigner]) is not None
+        status, ctype, body = _post(w.url, witnessapi.encode_request(0, [], signed(4)))
+        assert (status, ctype, body) == (409, "text/x.tlog.size", b"3\n")
+        status, _, _ = _post(w.url, witnessapi.encode_request(3, [bytes(32)], signed(5)))
+        assert status == 422
+        status, _, _ = _post(w.url, witnessapi.encode_request(3, tree.consistency_proof(3, 5), signed(5)))
+        assert status == 200
+        assert _post(w.url, witnessapi.encode_request(5, [], signed(5)))[0] == 200  # the same again
+        assert _post(w.url, witnessapi.encode_request(5, [], signed(4)))[0] == 400  # old > size
+        other = Ed25519PrivateKey.generate()
+        assert _post(w.url, witnessapi.encode_request(5, [], signed(5, other)))[0] == 403
+        assert _post(w.url, witnessapi.encode_request(0, [], signed(1, other, "elsewhere/log")))[0] == 404
+        assert _post(w.url, b"old 01\n\n" + signed(5))[0] == 400
+        assert _post(w.url, b"x" * (witnessapi.MAX_REQUEST + 1))[0] == 413
+        served = witnessclient.latest(w.url, ORIGIN)
+        assert served is not None and cosignature.cosignatures(served, [cosigner])
+        assert witnessclient.latest(w.url, "elsewhere/log") is None
+    finally:
+        w.stop()
+    state = tmp_path / "w" / "state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in state.iterdir()), list(state.iterdir())
+
+
+def test_witness_serve_refuses_a_bad_policy_or_key_in_one_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy"
+    policy.write_text("witness a b\n")
+    key = tmp_path / "k"
+    generate_key(key, "w")
+    proc = subprocess.run(
+        [CLI, "witness", "serve", "--listen", "127.0.0.1:0", "--key", str(key), "--name", "w", "--state",
+         str(tmp_path / "s"), "--policy", str(policy)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "line 1" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
