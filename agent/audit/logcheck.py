@@ -14,7 +14,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -25,6 +25,9 @@ from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ProtocolError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.bucket import Bucket
 
 MAX_ENTRIES = 1_000_000  # 64 MiB of rebuilt hashes: a dock seals far fewer batches in its life
 MAX_CHECKPOINTS = 10_000  # kept checkpoints compared with the tree (the newest ones, by size)
@@ -50,7 +53,7 @@ class Manifest:
 
 
 def check(
-    bucket: Any,
+    bucket: Bucket,
     dock: str,
     keys: Sequence[Ed25519PublicKey],
     manifests: Sequence[Manifest],
@@ -105,7 +108,7 @@ def check(
 
 
 def witnessed(
-    bucket: Any, dock: str, policy: Policy, tree: tlog.Tree | None, tail: Sequence[tuple[int, str]], *, fetch: bool
+    bucket: Bucket, dock: str, policy: Policy, tree: tlog.Tree | None, tail: Sequence[tuple[int, str]], *, fetch: bool
 ) -> list[LogFinding]:
     """The witness checks of ``dock`` (``tree`` None: the bucket holds no log for it)."""
     sources, found = witnesscheck.gather(bucket, dock, policy, fetch=fetch)
@@ -113,7 +116,9 @@ def witnessed(
     return [LogFinding(f.problem, f.message, f.key, f.batch) for f in found]
 
 
-def _rebuild(bucket: Any, prefix: str, size: int, findings: list[LogFinding], entries: _EntryCheck) -> tlog.Tree | None:
+def _rebuild(
+    bucket: Bucket, prefix: str, size: int, findings: list[LogFinding], entries: _EntryCheck
+) -> tlog.Tree | None:
     """The tree rebuilt from the entry bundles, each entry checked as it passes (not kept)."""
     tree = tlog.Tree(tlog.MemoryHashStore())
     for tile in tlog.tiles_for(size):
@@ -146,7 +151,7 @@ def _entry(raw: bytes, index: int) -> dict[str, Any]:
     return {"index": index, **doc}
 
 
-def _tiles(bucket: Any, prefix: str, tree: tlog.Tree) -> list[LogFinding]:
+def _tiles(bucket: Bucket, prefix: str, tree: tlog.Tree) -> list[LogFinding]:
     """The hash tiles a reader of this tree fetches must hold the tree's hashes (the entries alone were
     enough to rebuild it; a party proving inclusion from tiles relies on these)."""
     found: list[LogFinding] = []
@@ -163,7 +168,7 @@ def _tiles(bucket: Any, prefix: str, tree: tlog.Tree) -> list[LogFinding]:
 
 
 def _checkpoints(
-    bucket: Any, prefix: str, tree: tlog.Tree, verifiers: list[note.Verifier], dock: str
+    bucket: Bucket, prefix: str, tree: tlog.Tree, verifiers: list[note.Verifier], dock: str
 ) -> list[LogFinding]:
     """Every kept checkpoint must sign a prefix of this tree: a different root at some size is a fork."""
     found: list[LogFinding] = []

@@ -30,7 +30,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, cast
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -44,8 +44,10 @@ from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
 from bodycam.agent.formats.witnesspolicy import Policy
+from bodycam.agent.storage.bucket import Bucket, ObjectInfo, ObjectReader
+from bodycam.agent.storage.wrapper import BucketWrapper
 from bodycam.drivers import strictjson
-from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError
 
 LOG = logging.getLogger(__name__)
 MAX_SIGNATURE_BYTES = 16 * 1024
@@ -286,7 +288,7 @@ class VerifyReport:
 class Verifier:
     def __init__(
         self,
-        bucket: Any,
+        bucket: Bucket,
         signers: list[AllowedSigner],
         identities: list[str] | None = None,
         expected_heads: dict[str, str] | None = None,
@@ -414,7 +416,7 @@ class Verifier:
         instead of naming every object as unlisted (what an auditor sees is a hint, not 21 findings)."""
         if self._manifests_here or not self._manifests_deeper:
             return False
-        url = str(getattr(self.bucket, "url", "the bucket")).rstrip("/")
+        url = self.bucket.url.rstrip("/")
         where = ", ".join(f"{url}/{name}" for name in sorted(self._manifests_deeper))
         self.report.findings.clear()
         self._untold.clear()
@@ -431,7 +433,7 @@ class Verifier:
         if self._wrong_prefix():
             return
         if not self.report.objects_seen:
-            url = getattr(self.bucket, "url", "the bucket")
+            url = self.bucket.url
             self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
         self._handed_over = _handovers(docks)
         for dock, results in sorted(docks.items()):
@@ -1118,51 +1120,22 @@ def _second(sealed: dt.datetime | None) -> dt.datetime | None:
     return None if sealed is None else sealed.replace(microsecond=0)
 
 
-def _chunks(bucket: Any, key: str) -> Iterator[bytes]:
-    reader = bucket.open_read(key)
-    try:
-        while True:
-            chunk = reader.read(CHUNK)
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        close = getattr(reader, "close", None)
-        if callable(close):
-            close()
+def _chunks(bucket: Bucket, key: str) -> Iterator[bytes]:
+    with bucket.open_read(key) as reader:
+        yield from reader.iter_chunks(CHUNK)
 
 
 #: ``on_progress(bytes_read, objects_listed)``: how far a verify run has got
 VerifyProgressFn = Callable[[int, int], None]
 
 
-class _CountedReader:
-    """An object reader that reports every byte it hands out (verify's progress)."""
-
-    def __init__(self, inner: Any, note: Callable[[int], None]) -> None:
-        self._inner, self._note = inner, note
-
-    def read(self, size: int | None = -1) -> bytes:
-        data: bytes = self._inner.read(size)
-        self._note(len(data))
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __enter__(self) -> _CountedReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._inner.close()
-
-
-class _CountedBucket:
+class _CountedBucket(BucketWrapper):
     """The bucket as verify reads it, counting objects listed and bytes read for ``on_progress``;
     everything else passes through (verify opens its bucket read-only)."""
 
-    def __init__(self, inner: Any, on_progress: VerifyProgressFn) -> None:
-        self._inner, self._on_progress = inner, on_progress
+    def __init__(self, inner: Bucket, on_progress: VerifyProgressFn) -> None:
+        super().__init__(inner)
+        self._on_progress = on_progress
         self._bytes = self._objects = 0
         self._lock = threading.Lock()
 
@@ -1173,21 +1146,26 @@ class _CountedBucket:
             done, seen = self._bytes, self._objects
         self._on_progress(done, seen)
 
-    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[Any]:
-        for info in self._inner.iter_objects(prefix, page_size=page_size):
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        for info in self.inner.iter_objects(prefix, page_size=page_size):
             self._note(objects=1)
             yield info
 
     def get_bytes(self, key: str, max_size: int) -> bytes:
-        data: bytes = self._inner.get_bytes(key, max_size)
+        data = self.inner.get_bytes(key, max_size)
         self._note(len(data))
         return data
 
-    def open_read(self, key: str, **kwargs: Any) -> _CountedReader:
-        return _CountedReader(self._inner.open_read(key, **kwargs), self._note)
+    def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
+        """The inner reader, read through one that reports every byte it hands out."""
+        inner = self.inner.open_read(key, version_id=version_id)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        def read(size: int) -> bytes:
+            data = inner.read(size)
+            self._note(len(data))
+            return data
+
+        return ObjectReader(inner.info, read, inner.close, lambda err: StorageError(f"{self.url}: {key!r}: {err}"))
 
 
 def run_verify(
@@ -1248,7 +1226,7 @@ def run_verify(
             raise ConfigError(f"--expect-head {item!r} must be DOCK=SHA256 (the manifest's sha256sum, 64 hex digits)")
         heads[dock] = digest
     if on_progress is not None:
-        bucket = cast(Any, _CountedBucket(bucket, on_progress))
+        bucket = _CountedBucket(bucket, on_progress)
     report = Verifier(bucket, signers, identities, heads, limits, policy).run()
     report.audit = AuditContext(
         bucket_url,

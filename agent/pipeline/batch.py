@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -27,6 +27,9 @@ from bodycam.agent.storage import docklog
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, utc_now
 from bodycam.drivers.errors import IntegrityError, StorageError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.bucket import Bucket
 
 LOG = logging.getLogger(__name__)
 ACTIVE_STATES = ("uploading", "completing")
@@ -258,7 +261,7 @@ def seal(
     return _sealed_from_row(journal, batch_id)
 
 
-def publish(journal: Journal, bucket: Any, dock_id: str, batch_id: str) -> None:
+def publish(journal: Journal, bucket: Bucket, dock_id: str, batch_id: str) -> None:
     """Upload a sealed batch's artefacts, manifest last, then its log tiles and checkpoint; idempotent
     after a crash."""
     sealed = _sealed_from_row(journal, batch_id)
@@ -278,7 +281,7 @@ def pending_publication(journal: Journal) -> list[str]:
     return [r[0] for r in journal.query("SELECT batch_id FROM batches WHERE state='sealed' ORDER BY seq")]
 
 
-def _put_once(bucket: Any, key: str, data: bytes) -> None:
+def _put_once(bucket: Bucket, key: str, data: bytes) -> None:
     from bodycam.agent.storage.bucket import ObjectExistsError
 
     try:

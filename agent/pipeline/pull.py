@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bodycam.agent.formats.agecrypt import Encryptor
+from bodycam.agent.storage.bucket import Bucket, PartData
 from bodycam.drivers.errors import BodycamError, IntegrityError
 from bodycam.drivers.protocol.messages import RecordingInfo
 
@@ -34,20 +35,6 @@ MAX_PARTS = 10_000  # S3's limit
 
 class CancelledError(BodycamError):
     """The pull was asked to stop (SIGTERM, eject); it resumes on the next run."""
-
-
-class UploadTarget(Protocol):
-    """What the pull needs from a bucket: multipart parts of one object."""
-
-    def upload_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: bytes | bytearray | memoryview,
-        *,
-        sha256_b64: str | None = None,
-    ) -> Any: ...
 
 
 class ChunkSource(Protocol):
@@ -118,7 +105,7 @@ class _PartRing:
         self._fill += size
         return view
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: PartData) -> None:
         with memoryview(data) as view:
             pos = 0
             while pos < len(view):
@@ -158,7 +145,7 @@ def pull(
     camera: ChunkSource,
     recording: RecordingInfo,
     encryptor: Encryptor,
-    bucket: UploadTarget,
+    bucket: Bucket,
     key: str,
     upload_id: str,
     *,
@@ -180,7 +167,6 @@ def pull(
     stop = threading.Event()
     results: dict[int, Any] = {}
     ciphertext_hash = hashlib.sha256()
-    part_digests: list[bytes] = []
     part_error: list[BaseException] = []
 
     def read_camera() -> None:
@@ -215,7 +201,6 @@ def pull(
                     number, data, buf = item
                     ciphertext_hash.update(data)
                     digest = hashlib.sha256(data).digest()
-                    part_digests.append(digest)
                     checksum = base64.b64encode(digest).decode()
                     known = existing.get(number)
                     if known is not None and known.size == len(data) and known.sha256_b64:

@@ -106,7 +106,7 @@ class Daemon:
         self.config_path = config_path
         self.agent = Agent(config_mod.load(config_path))
         self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
-        self.agent.bucket = self.uploads  # type: ignore[assignment]
+        self.agent.bucket = self.uploads
         self.agent.parts_in_flight = lambda: 2 if len(self._active()) <= 1 else 1
         self.rescan_s = rescan_s
         self.bays: dict[str, Bay] = {}

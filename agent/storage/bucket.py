@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import boto3
@@ -68,6 +68,9 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _XATTR_SHA256: Final = "user.bodycam.sha256"  # whole-object SHA-256, hex
 _XATTR_CHECKSUM: Final = "user.bodycam.checksum"  # S3-style ChecksumSHA256 (composite "...-N" for multipart)
+
+#: the bytes of one part: a part buffer is sent as it is, without a copy (agent/pipeline/pull.py)
+PartData: TypeAlias = bytes | bytearray | memoryview
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ class PendingUpload:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def b64_sha256(data: bytes | bytearray | memoryview) -> str:
+def b64_sha256(data: PartData) -> str:
     """The ``ChecksumSHA256`` of ``data``: base64 of its SHA-256 digest."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
@@ -314,13 +317,7 @@ class Bucket(ABC):
 
     @abstractmethod
     def upload_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: bytes | bytearray | memoryview,
-        *,
-        sha256_b64: str | None = None,
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
     ) -> Part:
         """Upload one part (1..10000); re-uploading a number replaces it.
 
@@ -643,13 +640,7 @@ class S3Bucket(Bucket):
         return str(r["UploadId"])
 
     def upload_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: bytes | bytearray | memoryview,
-        *,
-        sha256_b64: str | None = None,
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
     ) -> Part:
         check_key(key)
         _check_part_number(part_number)
@@ -934,7 +925,7 @@ class LocalBucket(Bucket):
             raise UploadNotFoundError(f"{self.url}: upload {upload_id} belongs to {stored!r}, not {key!r}")
         return path
 
-    def _write_temp(self, directory: Path, chunks: Iterator[bytes | bytearray | memoryview]) -> tuple[Path, int, str]:
+    def _write_temp(self, directory: Path, chunks: Iterator[PartData]) -> tuple[Path, int, str]:
         """Write ``chunks`` to a new fsynced file in ``directory``; return (path, size, sha256 hex)."""
         self._writable()
         tmp = directory / f"tmp-{secrets.token_hex(8)}"
@@ -1019,13 +1010,7 @@ class LocalBucket(Bucket):
         return upload_id
 
     def upload_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: bytes | bytearray | memoryview,
-        *,
-        sha256_b64: str | None = None,
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
     ) -> Part:
         _check_part_number(part_number)
         udir = self._upload_dir(key, upload_id)

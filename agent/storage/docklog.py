@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,6 +22,9 @@ from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.errors import StorageError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.bucket import Bucket
 
 LOG = logging.getLogger(__name__)
 ENTRY_FORMAT = "bodycam-log-entry/1"
@@ -124,7 +127,9 @@ def append_in(
     return index
 
 
-def publish(journal: Journal, put_once: Callable[[str, bytes], None], bucket: Any, dock_id: str, batch_id: str) -> None:
+def publish(
+    journal: Journal, put_once: Callable[[str, bytes], None], bucket: Bucket, dock_id: str, batch_id: str
+) -> None:
     """Write the tiles and entry bundles the batch's leaf completed, then its checkpoint: create-only at
     ``log/checkpoints/<size>`` and as the latest ``log/checkpoint`` (the one mutable object of the log).
 
