@@ -18,6 +18,7 @@ from typing import Any
 from bodycam.drivers.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
+FLEET_PREFIX = "_fleet"  # the bucket's directory of fleet documents (agent/formats/fleet.py): not a dock id
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}|age1pq1[02-9ac-hj-np-z]{1952}")
 """The shape of an age recipient (Bech32 alphabet, exact length); the key itself is checked where it is
 used (agecrypt.check_recipients, before a camera is touched), a layer this one may not import."""
@@ -45,7 +46,7 @@ class AgreementsConfig:
     covers it, encrypted to that agreement's parties and the controller's archive (agent/formats/agreements.py)."""
 
     controller_keys: tuple[str, ...]  # the controller's OpenSSH Ed25519 public key lines that may sign
-    dir: Path  # where the signed agreements and revocations are kept on the dock
+    dir: Path | None  # where signed agreements are kept on the dock (optional with [fleet]: then the bucket's)
     archive: str  # the controller's own archive age recipient: every disclosed recording is encrypted to it
 
 
@@ -57,6 +58,16 @@ class WitnessesConfig:
     policy: Path
     timeout_s: float = 10.0  # one request to one witness
     retry_s: float = 60.0  # a witness that failed is asked again after this long
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """``[fleet]``: load the controller-signed agreements, exercise register and enrolments published
+    under ``_fleet/`` in the bucket, caching them on the dock for outages (agent/pipeline/fleet.py)."""
+
+    controller_keys: tuple[str, ...]  # default: [agreements] controller_keys
+    refresh_s: float = 60.0  # the bucket is read at a docking at most this often
+    cache_dir: Path | None = None  # default STATE_DIR/fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class Config:
     dock_auth: DockAuth | None = None
     agreements: AgreementsConfig | None = None
     witnesses: WitnessesConfig | None = None
+    fleet: FleetConfig | None = None
     source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +112,11 @@ class Config:
     @property
     def pseudonym_key_path(self) -> Path:
         return self.pseudonym_key or self.state_dir / "keys" / "pseudonym.key"
+
+    @property
+    def fleet_cache(self) -> Path:
+        configured = self.fleet.cache_dir if self.fleet else None
+        return configured or self.state_dir / "fleet"
 
     @property
     def dock_auth_key_path(self) -> Path:
@@ -185,6 +202,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         "dock_auth",
         "agreements",
         "witnesses",
+        "fleet",
     }
     for key in raw:
         if key not in known_top:
@@ -193,6 +211,8 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     dock_id = _str(raw, "dock_id", where, default=_hostname_dock_id())
     if not dock_id or len(dock_id) > 64 or not all(c.isalnum() or c in "-_." for c in dock_id):
         raise ConfigError(f"config key 'dock_id'{where} must be 1-64 letters, digits, '-', '_' or '.'")
+    if dock_id == FLEET_PREFIX:
+        raise ConfigError(f"config key 'dock_id'{where}: {FLEET_PREFIX!r} is reserved for the fleet's documents")
     state_dir = Path(_str(raw, "state_dir", where, default=str(default_state_dir())))
     bucket = _table(raw, "bucket", where)
     bucket_url = _str(bucket, "url", where, prefix="bucket.", default=(state_dir / "bucket").resolve().as_uri())
@@ -250,6 +270,11 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     dock_auth = _dock_auth(raw, where)
     agreements = _agreements(raw, where)
     witnesses = _witnesses(raw, where)
+    fleet = _fleet(raw, where, agreements)
+    if agreements is not None and agreements.dir is None and fleet is None:
+        raise ConfigError(
+            f"config key 'agreements.dir'{where} is required (or add [fleet] to load them from the bucket)"
+        )
     return Config(
         dock_id=dock_id,
         state_dir=state_dir,
@@ -272,6 +297,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         dock_auth=dock_auth,
         agreements=agreements,
         witnesses=witnesses,
+        fleet=fleet,
         source=source,
     )
 
@@ -290,6 +316,7 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "dock_auth": frozenset({"certificate", "authority", "key", "revocations"}),
     "agreements": frozenset({"controller_keys", "dir", "archive"}),
     "witnesses": frozenset({"policy", "timeout_s", "retry_s"}),
+    "fleet": frozenset({"controller_keys", "refresh_s", "cache_dir"}),
 }
 
 
@@ -321,9 +348,29 @@ def _agreements(raw: dict[str, Any], where: str) -> AgreementsConfig | None:
         raise ConfigError(
             f"config key 'agreements.archive'{where} must be the controller's age recipient (age1... or age1pq1...)"
         )
-    return AgreementsConfig(
-        controller_keys=tuple(keys), dir=Path(_str(table, "dir", where, prefix="agreements.")), archive=archive
+    directory = table.get("dir")
+    if directory is not None and not isinstance(directory, str):
+        raise ConfigError(f"config key 'agreements.dir'{where} must be a path string")
+    return AgreementsConfig(controller_keys=tuple(keys), dir=Path(directory) if directory else None, archive=archive)
+
+
+def _fleet(raw: dict[str, Any], where: str, agreements: AgreementsConfig | None) -> FleetConfig | None:
+    if "fleet" not in raw:
+        return None
+    table = _table(raw, "fleet", where)
+    keys = _str_list(table, "controller_keys", where, "fleet.") or list(
+        agreements.controller_keys if agreements else []
     )
+    if not 1 <= len(keys) <= 16 or any(len(k) > 1000 for k in keys):
+        raise ConfigError(
+            f"config key 'fleet.controller_keys'{where} must list 1 to 16 'ssh-ed25519 AAAA...' public key lines "
+            "(or set [agreements] controller_keys)"
+        )
+    cache = table.get("cache_dir")
+    if cache is not None and not isinstance(cache, str):
+        raise ConfigError(f"config key 'fleet.cache_dir'{where} must be a path string")
+    refresh = _seconds(table, "refresh_s", 60.0, where, "fleet.", minimum=0.0)
+    return FleetConfig(tuple(keys), refresh, Path(cache) if cache else None)
 
 
 def _seconds(table: dict[str, Any], key: str, default: float, where: str, prefix: str, *, minimum: float) -> float:

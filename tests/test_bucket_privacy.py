@@ -151,3 +151,44 @@ def test_the_daemon_publishes_a_hostile_volume_s_errors_without_its_clear_values
             assert needle.casefold() not in key.casefold(), (needle, key)
             assert needle.encode().lower() not in data.lower(), (needle, key, data[:2000])
     assert any(OFFICER in e["error"] for doc in sidecars(bench) for e in doc["errors"])  # type: ignore[attr-defined]
+
+
+def test_what_the_force_publishes_for_the_fleet_names_no_site_or_officer(tmp_path: Path) -> None:
+    """Issue 12 item 2: the fleet register and agreements in the shared bucket carry references only;
+    publishing refuses an agreement scoped by site or whose text names a site or officer the dock knows."""
+    from bodycam.agent.formats.agecrypt import recipient_of
+    from bodycam.agent.formats.sshsig import generate_key
+
+    from .dock import make_dock, window
+    from .test_agreements_e2e import _draft
+
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    controller = generate_key(tmp_path / "controller", "force").strip()
+    with dock.config_path.open("a") as f:
+        f.write(f'[agreements]\ncontroller_keys = ["{controller}"]\narchive = "{recipient_of(dock.identity)}"\n')
+        f.write("[fleet]\n")
+    dock.enroll("CAM-P1")  # allocated to OFFICER-CAM-P1
+    dock.exercise("EX-2026-0142", window(), "CAM-P1", site=SITE)
+    assert dock.cli("fleet", "publish", "--key", str(tmp_path / "controller")).returncode == 0
+    drafts, signed = tmp_path / "drafts", tmp_path / "signed"
+    drafts.mkdir()
+    cases = {"DSA-OK": {}, "DSA-SITE": {"scope": {"sites": [SITE]}}, "DSA-TEXT": {"purpose": f"review at {SITE}"},
+             "DSA-OFFICER": {"purpose": "review of OFFICER-CAM-P1"}}  # fmt: skip
+    for ident, change in cases.items():
+        draft = _draft(drafts / f"{ident}.json", ident, "EX-2026-0142", {"P1": recipient_of(dock.identity)}, 2e9)
+        draft.write_text(json.dumps({**json.loads(draft.read_text()), **change}))
+        assert dock.cli("agreement", "sign", str(draft), "--key", str(tmp_path / "controller"),
+                        "--out", str(signed)).returncode == 0  # fmt: skip
+        proc = dock.cli("agreement", "publish", str(signed / f"{ident}.v1.json"))
+        if ident == "DSA-OK":
+            assert proc.returncode == 0, proc.stderr
+            continue
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert ("scopes by site" if ident == "DSA-SITE" else "site or an officer id in clear") in proc.stderr
+    files = {str(p.relative_to(bucket)): p.read_bytes() for p in bucket.rglob("*") if p.is_file()}
+    assert sorted(files) == ["_fleet/agreements/DSA-OK.v1.json", "_fleet/agreements/DSA-OK.v1.json.sig",
+                             "_fleet/register/v0000000001.json", "_fleet/register/v0000000001.json.sig"]  # fmt: skip
+    for needle in (SITE, "Hendon", "OFFICER-CAM-P1"):
+        for key, data in files.items():
+            assert needle.encode().lower() not in data.lower(), (needle, key)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bodycam.agent import __version__
 from bodycam.agent.audit import logcheck, witnesscheck
 from bodycam.agent.audit.custodycheck import CustodyCheck
+from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats import witnesspolicy
 from bodycam.agent.formats.agecrypt import Decryptor
@@ -514,6 +515,8 @@ class Verifier:
             self.report.objects_seen += 1
             self._note_manifest_depth(info.key)
             parts = info.key.split("/", 2)
+            if parts[0] == FLEET_PREFIX and len(parts) > 1:
+                continue  # the force's signed agreements and register (docs/formats.md §12): no dock's batch
             if len(parts) == 3 and parts[1] == LOG_DIR:
                 if len(self._log_docks) < MAX_LOG_DOCKS:
                     self._log_docks.add(parts[0][:MAX_KEY_CHARS])

@@ -161,12 +161,17 @@ def agreement_list(ctx: Context, as_json: bool) -> None:
     """The agreements in this dock's agreements.dir: in force, expired, revoked, or refused and why."""
     import time
 
-    from bodycam.agent.formats.agreements import load_dir
+    from bodycam.agent.formats.agreements import Loaded, load_dir
 
     cfg = ctx.config.agreements
     if cfg is None:
         raise ConfigError("no [agreements] in the config: every in-scope recording goes to [[recipients]]")
-    loaded = load_dir(cfg.dir, _controller_keys(ctx, ()))
+    loaded = load_dir(cfg.dir, _controller_keys(ctx, ())) if cfg.dir else Loaded()
+    if ctx.config.fleet is not None:  # and those cached from the bucket ('fleet show' refreshes them)
+        from bodycam.agent.pipeline.fleet import fleet_source, merge
+
+        source = fleet_source(ctx.config)
+        loaded = merge(loaded, source.view(None).agreements) if source else loaded
     now = time.time()
     items = [_agreement_json(a, now, loaded.revoked) for a in loaded.agreements]
     refused = [{"file": name, "reason": reason} for name, reason in loaded.refused]

@@ -14,7 +14,19 @@ from pathlib import Path
 import click
 
 from bodycam.agent import __version__
-from bodycam.agent.cli import agreements, cameras, exercise, firmware, ingest, keys, service, sim, verify, witness
+from bodycam.agent.cli import (
+    agreements,
+    cameras,
+    exercise,
+    firmware,
+    fleet,
+    ingest,
+    keys,
+    service,
+    sim,
+    verify,
+    witness,
+)
 from bodycam.agent.cli.common import Context
 from bodycam.agent.cli.logsetup import error_line
 from bodycam.drivers.errors import BodycamError
@@ -54,6 +66,7 @@ COMMANDS: tuple[click.Command, ...] = (
     exercise.exercise,
     agreements.recipients,
     agreements.agreement,
+    fleet.fleet,
     ingest.ingest,
     verify.verify_cmd,
     ingest.demo,
@@ -67,6 +80,7 @@ COMMANDS: tuple[click.Command, ...] = (
 for _command in COMMANDS:
     cli.add_command(_command)
 cli.add_command(witness.witness)
+agreements.agreement.add_command(fleet.agreement_publish)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -344,15 +344,21 @@ def load_signed(path: Path, trusted: Sequence[Ed25519PublicKey]) -> Agreement:
     sig_path = path.with_name(path.name + SIG_SUFFIX)
     if not sig_path.exists():
         raise IntegrityError(f"agreement {path.name} is not signed (no {sig_path.name}); refused")
-    signature = _read_bounded(sig_path).decode("utf-8", "replace")
+    return check_signed(raw, _read_bounded(sig_path).decode("utf-8", "replace"), path.name, trusted)
+
+
+def check_signed(raw: bytes, signature: str, name: str, trusted: Sequence[Ed25519PublicKey]) -> Agreement:
+    """``load_signed`` on bytes already read (a file, or an object of the fleet's prefix in the bucket)."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise ProtocolError(f"agreement {name} is over the {MAX_FILE_BYTES}-byte limit")
     try:
         verify(raw, signature, NAMESPACE, trusted)
     except IntegrityError as err:
-        raise IntegrityError(f"agreement {path.name} refused: {err}") from None
+        raise IntegrityError(f"agreement {name} refused: {err}") from None
     try:
         return parse(raw)
     except ProtocolError as err:
-        raise ProtocolError(f"agreement {path.name}: {err}") from None
+        raise ProtocolError(f"agreement {name}: {err}") from None
 
 
 def revoke(agreement_id: str, key: Ed25519PrivateKey, out_dir: Path, *, now: float) -> Path:
@@ -373,13 +379,20 @@ def load_revocation(path: Path, trusted: Sequence[Ed25519PublicKey]) -> str:
     sig_path = path.with_name(path.name + SIG_SUFFIX)
     if not sig_path.exists():
         raise IntegrityError(f"revocation {path.name} is not signed (no {sig_path.name}); refused")
+    return check_revocation(raw, _read_bounded(sig_path).decode("utf-8", "replace"), path.name, trusted)
+
+
+def check_revocation(raw: bytes, signature: str, name: str, trusted: Sequence[Ed25519PublicKey]) -> str:
+    """``load_revocation`` on bytes already read: the id the revocation revokes."""
     try:
-        verify(raw, _read_bounded(sig_path).decode("utf-8", "replace"), REVOCATION_NAMESPACE, trusted)
+        verify(raw, signature, REVOCATION_NAMESPACE, trusted)
     except IntegrityError as err:
-        raise IntegrityError(f"revocation {path.name} refused: {err}") from None
+        raise IntegrityError(f"revocation {name} refused: {err}") from None
     doc = _keys(parse_json(raw, "revocation", 100), "revocation.", {"format", "id", "revoked"})
     if doc["format"] != REVOCATION_FORMAT or not isinstance(doc["id"], str) or ID.fullmatch(doc["id"]) is None:
-        raise ProtocolError(f"revocation {path.name} is not a {REVOCATION_FORMAT} document")
+        raise ProtocolError(f"revocation {name} is not a {REVOCATION_FORMAT} document")
+    if name != f"{doc['id']}{REVOKED_SUFFIX}":
+        raise ProtocolError(f"revocation {name} must be named {doc['id']}{REVOKED_SUFFIX}")
     return str(doc["id"])
 
 

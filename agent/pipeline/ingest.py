@@ -24,6 +24,7 @@ from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
 from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
+from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from bodycam.agent.pipeline.pull import part_size_for, pull
 from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
@@ -140,7 +141,7 @@ class Agent:
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[tuple[str, int, str], float] = {}
-        self._agreements = ag.DirCache()
+        self._fleet: FleetSource | None = fleet_source(config)
         self.witnessing = self.make_witnessing(config)
         load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
 
@@ -170,13 +171,48 @@ class Agent:
         return parties
 
     def agreements(self) -> ag.Loaded | None:
-        """The signed agreements in ``agreements.dir``, read afresh for each docking (a new agreement or
-        revocation applies at the next docking); None without ``[agreements]`` (every in-scope recording
-        goes to ``[[recipients]]``, as before agreements existed)."""
-        cfg = self.config.agreements
+        """The signed agreements in ``agreements.dir`` and, with ``[fleet]``, those published in the
+        bucket (agent/pipeline/fleet.py), read afresh for each docking (a new agreement or revocation
+        applies at the next docking); None without ``[agreements]`` (every in-scope recording goes to
+        ``[[recipients]]``, as before agreements existed)."""
+        return dock_agreements(self.config, self.fleet(), self.bucket)
+
+    def fleet(self) -> FleetSource | None:
+        """The link to the bucket's ``_fleet/`` documents with ``[fleet]`` (rebuilt when a reload changed it)."""
+        cfg = self.config.fleet
         if cfg is None:
             return None
-        return self._agreements.load(cfg.dir, cfg.controller_keys)
+        current = self._fleet
+        if current is None or (current.cache, current.controller_lines, current.refresh_s) != (
+            self.config.fleet_cache,
+            cfg.controller_keys,
+            cfg.refresh_s,
+        ):
+            self._fleet = current = fleet_source(self.config)
+        return current
+
+    def fleet_view(self) -> FleetView | None:
+        source = self.fleet()
+        return source.view(self.bucket) if source is not None else None
+
+    def exercises(self, view: FleetView | None = None) -> list[Exercise]:
+        """The exercises this dock registered, then those of the fleet register it does not know (their
+        site is not published: it stays with the dock that registered them)."""
+        local = list_exercises(self.journal)
+        register = view.register if view is not None else None
+        if register is None:
+            return local
+        known = {e.id for e in local}
+        shared = [Exercise(e.id, "", e.start, e.end, e.cameras) for e in register.exercises if e.id not in known]
+        return local + shared
+
+    def enrolled_key(self, serial: str, view: FleetView | None = None) -> bytes | None:
+        """The device key enrolled on this dock, else the one in the fleet register (a local enrolment
+        wins: replacing it is a custody entry on this dock, 'enroll --replace')."""
+        local = self.journal.enrolled_key(serial)
+        if local is not None or view is None or view.register is None:
+            return local
+        return view.register.device_key(serial)
 
     def disclosure(
         self, loaded: ag.Loaded, serial: str, decision: ScopeDecision, exercises: list[Exercise], now: float
@@ -262,13 +298,14 @@ class Agent:
             firmware=ident.firmware,
             transport=camera.transport.kind,
         )
-        camera.authenticate(self.journal.enrolled_key(ident.serial))
+        fleet = self.fleet_view()
+        camera.authenticate(self.enrolled_key(ident.serial, fleet))
         self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
         secure_link(camera, self.dock_credentials(), self.custody.append)
         docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera)
         listing, placements = docked.listing, docked.placements
         report.recordings = len(listing)
-        exercises = list_exercises(self.journal)
+        exercises = self.exercises(fleet)
         loaded = self.agreements()
         todo: list[tuple[RecordingInfo, ScopeDecision, float]] = []
         for rec in listing:
@@ -550,7 +587,7 @@ class Agent:
         if loaded is None:
             encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
         else:
-            shared = self.disclosure(loaded, serial, decision, list_exercises(self.journal), time.time())
+            shared = self.disclosure(loaded, serial, decision, self.exercises(), time.time())
             if not shared.covered:  # an agreement expired or was revoked since the listing
                 raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
             encryptor = Encryptor(list(shared.recipients), file_key=file_key)

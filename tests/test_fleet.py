@@ -1,0 +1,174 @@
+"""Fleet-wide by construction (issue 12 item 2): two docks, two configs, two journals, one SeaweedFS.
+
+Dock 1 (where the force's armourer works) registers an exercise and enrols cameras, then publishes the
+signed register and a signed agreement in the bucket. Dock 2 knows none of it locally: a camera of that
+exercise docks there, authenticates against the enrolment from the bucket, and its training footage
+leaves under the published agreement. A revocation published later stops new disclosures at both
+docks; a forged and an unsigned agreement, and a forged newer register, are refused in one line each;
+with S3 down, dock 2 works from its private cache (0700/0600 whatever the umask).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bodycam.agent.formats import fleet as fl
+from bodycam.agent.formats.agecrypt import generate_identity
+from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, load_private_key, parse_public_key_line
+
+from .dock import Dock, iso_window, make_dock, window
+from .s3server import SeaweedFS
+from .sims import SimProcess
+from .test_agreements_e2e import _draft
+
+
+def _second_dock(root: Path, url: str, endpoint: str) -> Dock:
+    """make_dock names every dock 'dock-test': this one is 'dock-two' (its own key, journal, config)."""
+    dock = make_dock(root, url, endpoint)
+    dock.config_path.write_text(dock.config_path.read_text().replace('dock_id = "dock-test"', 'dock_id = "dock-two"'))
+    pub = (root / "keys" / "dock_ed25519.pub").read_text()
+    dock.allowed_signers.write_text(allowed_signers_line("dock-two", parse_public_key_line(pub)) + "\n")
+    return dock
+
+
+def _fleet_config(dock: Dock, controller_pub: str, archive: str) -> None:
+    with dock.config_path.open("a") as f:
+        f.write(f'[agreements]\ncontroller_keys = ["{controller_pub.strip()}"]\narchive = "{archive}"\n')
+        f.write("[fleet]\nrefresh_s = 0\n")
+
+
+def _put(s3: Any, bucket: str, key: str, path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key=f"training/{key}", Body=path.read_bytes())
+
+
+def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_two_docks_share_agreements_register_and_enrolments_through_the_bucket(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    url = f"s3://{s3_bucket}/training"
+    one = make_dock(tmp_path / "one", url, seaweedfs.endpoint_url)
+    two = _second_dock(tmp_path / "two", url, seaweedfs.endpoint_url)
+    force = tmp_path / "force"
+    force.mkdir()
+    controller_pub = generate_key(force / "controller", "force")
+    generate_key(force / "impostor", "impostor")
+    secret, p1 = generate_identity()
+    (force / "P1.agekey").write_text(secret + "\n")
+    _, archive = generate_identity()
+    for dock in (one, two):
+        _fleet_config(dock, controller_pub, archive)
+
+    # Dock 1: the register (exercise EX-F1 at a named site, cameras allocated to officers) and the agreement.
+    win = window()
+    cams = ("CAM-F1", "CAM-F2", "CAM-F3", "CAM-F4")
+    one.enroll(*cams)
+    one.exercise("EX-F1", win, *cams, site="Hendon Firing Range")
+    published = one.cli("fleet", "publish", "--key", str(force / "controller"), "--json")
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout)["version"] == 1
+    drafts, signed = tmp_path / "drafts", tmp_path / "signed"
+    drafts.mkdir()
+    for ident, key in (("DSA-F", "controller"), ("FORGED", "impostor"), ("UNSIGNED", "controller")):
+        draft = _draft(drafts / f"{ident}.json", ident, "EX-F1", {"P1": p1}, time.time() + 86400)
+        done = one.cli("agreement", "sign", str(draft), "--key", str(force / key), "--out", str(signed))
+        assert done.returncode == 0, done.stderr
+    pub = one.cli("agreement", "publish", str(signed / "DSA-F.v1.json"))
+    assert pub.returncode == 0 and "published" in pub.stdout, pub.stderr
+    again = one.cli("agreement", "publish", str(signed / "DSA-F.v1.json"))
+    assert again.returncode == 0 and "already published" in again.stdout, again.stderr
+    refused = one.cli("agreement", "publish", str(signed / "FORGED.v1.json"))
+    assert refused.returncode == 1 and "FORGED.v1.json refused" in _one_line(refused)
+
+    # Someone with write access to the bucket adds a forged and an unsigned agreement, and a forged
+    # register with a higher version that drops an exercise's camera key for its own.
+    s3 = seaweedfs.client()
+    _put(s3, s3_bucket, "_fleet/agreements/FORGED.v1.json", signed / "FORGED.v1.json")
+    _put(s3, s3_bucket, "_fleet/agreements/FORGED.v1.json.sig", signed / "FORGED.v1.json.sig")
+    _put(s3, s3_bucket, "_fleet/agreements/UNSIGNED.v1.json", signed / "UNSIGNED.v1.json")
+    forged = fl.build_register(7, time.time(), [], [fl.RegisteredCamera("CAM-F1", b"\x01" * 32, None)])
+    s3.put_object(Bucket=s3_bucket, Key="training/_fleet/register/v0000000007.json", Body=forged)
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key="training/_fleet/register/v0000000007.json.sig",
+        Body=fl.sign_register(forged, load_private_key(force / "impostor")).encode(),
+    )
+
+    # Dock 2 knows nothing locally; CAM-F1 docks there (with a umask that would open any file it creates).
+    args = ("--recordings", "3", "--training", "2", "--size", "70000", "--exercise", iso_window(win))
+    old_umask = os.umask(0)
+    try:
+        with SimProcess("usbip", "CAM-F1", *args, truth_dir=tmp_path) as cam:
+            rc, report = two.ingest_json(cam.address)
+            expected = cam.training()
+    finally:
+        os.umask(old_umask)
+    assert rc == 0, report
+    assert report["cameras"][0]["verified"] == 2, report
+    cache = tmp_path / "two" / "state" / "fleet"
+    for path in [cache, *cache.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    shown = json.loads(two.cli("fleet", "show", "--json").stdout)
+    assert shown["register"]["version"] == 1 and shown["bucket_error"] is None
+    assert [a["id"] for a in shown["agreements"]] == ["DSA-F"]
+    reasons = {r["object"]: r["reason"] for r in shown["refused"]}
+    assert "not among the 1 allowed" in reasons["FORGED.v1.json"]
+    assert "UNSIGNED.v1.json is not signed" in reasons["UNSIGNED.v1.json"]
+    assert "register v0000000007.json refused" in reasons["v0000000007.json"]
+    assert all("\n" not in r for r in reasons.values())
+
+    # Its footage left under the published agreement, to P1 and the archive only; verify is clean.
+    manifests = [
+        json.loads(s3.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read())
+        for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="training/dock-two/")["Contents"]
+        if o["Key"].endswith("/manifest.json")
+    ]
+    entries = [e for m in manifests for e in m["recordings"]]
+    assert {e["plaintext_sha256"] for e in entries} == set(expected.values())
+    sha = hashlib.sha256((signed / "DSA-F.v1.json").read_bytes()).hexdigest()
+    assert all(e["agreements"] == [{"id": "DSA-F", "version": 1, "sha256": sha}] for e in entries)
+    assert all(e["parties"] == ["P1"] for e in entries)
+    body = s3.get_object(Bucket=s3_bucket, Key=f"training/{entries[0]['key']}")["Body"].read()
+    plain = subprocess.run(["age", "-d", "-i", str(force / "P1.agekey")], input=body, capture_output=True, timeout=60)
+    assert plain.returncode == 0 and hashlib.sha256(plain.stdout).hexdigest() in expected.values()
+    verified = two.cli("verify", "--bucket", url, "--endpoint-url", seaweedfs.endpoint_url,
+                       "--allowed-signers", str(two.allowed_signers), "--json")  # fmt: skip
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr
+
+    # A revocation published later stops new disclosures at both docks.
+    revoked = one.cli("agreement", "revoke", "DSA-F", "--key", str(force / "controller"), "--out", str(signed))
+    assert revoked.returncode == 0, revoked.stderr
+    assert one.cli("agreement", "publish", str(signed / "DSA-F.revoked.json")).returncode == 0
+    for dock, serial in ((one, "CAM-F2"), (two, "CAM-F3")):
+        with SimProcess("usbip", serial, *args, truth_dir=tmp_path) as cam:
+            rc, report = dock.ingest_json(cam.address)
+        assert rc == 0, report
+        assert report["cameras"][0]["out_of_scope_reasons"]["no_agreement"] == 2, report
+    assert not s3.list_objects_v2(Bucket=s3_bucket, Prefix="training/dock-test/").get("Contents")
+
+    # S3 down: dock 2 still knows the register, the enrolments and the revocation from its cache.
+    seaweedfs.stop()
+    try:
+        down = json.loads(two.cli("fleet", "show", "--json").stdout)
+        assert down["bucket_error"] and down["register"]["version"] == 1
+        assert down["revoked"] == ["DSA-F"]
+        with SimProcess("usbip", "CAM-F4", *args, truth_dir=tmp_path) as cam:
+            rc, report = two.ingest_json(cam.address)
+        camera = report["cameras"][0]
+        assert camera["serial"] == "CAM-F4" and not any("enrol" in e for e in camera["errors"]), report
+        assert camera["out_of_scope_reasons"]["no_agreement"] == 2, report
+    finally:
+        seaweedfs.start()
