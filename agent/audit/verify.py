@@ -1113,6 +1113,19 @@ def _timestamp(value: Any) -> dt.datetime | None:
     return when if when.tzinfo is not None else None
 
 
+def manifest_signer(
+    raw: bytes, signature: str, dock: str, sealed: Any, signers: Sequence[AllowedSigner]
+) -> Ed25519PublicKey:
+    """The key that signed a manifest, checked as ``verify`` checks it (docs/formats.md §6): a key
+    allowed for ``dock`` in namespace ``bodycam-manifest`` at the manifest's ``sealed`` second.
+
+    For another reader of the bucket (``receive``); raises IntegrityError naming what failed."""
+    when = _timestamp(sealed)
+    if when is None:
+        raise IntegrityError("the manifest has no valid 'sealed' time")
+    return verify(raw, signature, mf.NAMESPACE, keys_for(signers, dock, mf.NAMESPACE, at=_second(when)))
+
+
 def _second(sealed: dt.datetime | None) -> dt.datetime | None:
     """The sealing time as ``ssh-keygen -O verify-time`` sees it: whole seconds, the fraction dropped.
 

@@ -1,0 +1,126 @@
+"""The party's side (issue 12 item 8): ``bodycam-sync receive`` fetches, checks and decrypts exactly what an
+agreement discloses to the party holding an identity, and ``sha256sum -c`` accepts what it wrote.
+
+One dock, two published agreements (DSA-A: exercise EX-1 to P1 and P2; DSA-B: EX-2 to P3), two virtual
+cameras over USB/IP, a local bucket. Then each party runs receive as it would at home.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from bodycam.agent.formats.agecrypt import generate_identity
+from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, parse_public_key_line
+
+from .dock import Dock, iso_window, make_dock, window
+from .sims import SimProcess
+from .test_agreements_e2e import _draft
+
+
+def _receive(
+    dock: Dock, identity: Path, agreement: str, out: Path, signers: Path | None = None
+) -> tuple[int, dict, str]:
+    proc = dock.cli(
+        "receive", "--bucket", dock.bucket_url, "--allowed-signers", str(signers or dock.allowed_signers),
+        "--identity", str(identity), "--agreement", agreement, "--out", str(out), "--json",
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != "SHA256SUMS"
+    }
+
+
+def test_each_party_receives_exactly_its_share_checked_and_resumable(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    force = tmp_path / "force"
+    force.mkdir()
+    controller = generate_key(force / "controller", "force").strip()
+    ids: dict[str, Path] = {}
+    rcpt: dict[str, str] = {}
+    for name in ("P1", "P2", "P3", "archive"):
+        secret, rcpt[name] = generate_identity()
+        ids[name] = force / f"{name}.agekey"
+        ids[name].write_text(secret + "\n")
+    signed = tmp_path / "signed"
+    with dock.config_path.open("a") as f:
+        f.write(f'[agreements]\ncontroller_keys = ["{controller}"]\narchive = "{rcpt["archive"]}"\n')
+        f.write("[fleet]\nrefresh_s = 0\n")
+    drafts = tmp_path / "drafts"
+    drafts.mkdir()
+    for ident, exercise, parties in (("DSA-A", "EX-1", ("P1", "P2")), ("DSA-B", "EX-2", ("P3",))):
+        draft = _draft(drafts / f"{ident}.json", ident, exercise, {p: rcpt[p] for p in parties}, time.time() + 86400)
+        assert dock.cli("agreement", "sign", str(draft), "--key", str(force / "controller"),
+                        "--out", str(signed)).returncode == 0  # fmt: skip
+    published = dock.cli("agreement", "publish", "--dir", str(signed))
+    assert published.returncode == 0, published.stderr
+
+    win = window()
+    dock.enroll("CAM-A1", "CAM-B2")
+    dock.exercise("EX-1", win, "CAM-A1")
+    dock.exercise("EX-2", win, "CAM-B2")
+    args = ("--recordings", "3", "--training", "2", "--size", "150000", "--exercise", iso_window(win))
+    with (
+        SimProcess("usbip", "CAM-A1", *args, truth_dir=tmp_path) as a1,
+        SimProcess("usbip", "CAM-B2", *args, truth_dir=tmp_path) as b2,
+    ):
+        rc, report = dock.ingest_json(a1.address, b2.address)
+        truth = {"CAM-A1": a1.training(), "CAM-B2": b2.training()}
+    assert rc == 0, report
+
+    # P1 receives CAM-A1's training footage, nothing else; sha256sum -c accepts it.
+    out = tmp_path / "p1"
+    rc, got, err = _receive(dock, ids["P1"], "DSA-A", out)
+    assert rc == 0 and got["party"] == "P1" and not got["problems"], (got, err)
+    files = _files(out)
+    assert len(files) == 2 and all(name.split("/")[2] == "CAM-A1" for name in files)
+    assert set(files.values()) == set(truth["CAM-A1"].values())
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout.count(": OK") == 2, check.stdout + check.stderr
+
+    # Resumable: a second run finds both complete and fetches nothing; a truncated file is fetched again.
+    rc, got, _ = _receive(dock, ids["P1"], "DSA-A", out)
+    assert rc == 0 and got["received"] == [] and len(got["already_received"]) == 2
+    first = out / sorted(files)[0]
+    first.write_bytes(first.read_bytes()[:1000])
+    rc, got, _ = _receive(dock, ids["P1"], "DSA-A", out)
+    assert rc == 0 and got["received"] == [sorted(files)[0]] and _files(out) == files
+
+    # P3 receives CAM-B2's under DSA-B; under DSA-A, where it is no party, it receives nothing.
+    rc, got, _ = _receive(dock, ids["P3"], "DSA-B", tmp_path / "p3")
+    assert rc == 0 and set(_files(tmp_path / "p3").values()) == set(truth["CAM-B2"].values())
+    rc, got, err = _receive(dock, ids["P3"], "DSA-A", tmp_path / "p3-a")
+    assert rc == 0 and got["party"] is None and _files(tmp_path / "p3-a") == {}, got
+    assert "nothing to receive" in err and len(err.strip().splitlines()) == 1
+
+    # A manifest signed by a key the party does not trust for the dock: nothing from it is received.
+    other = generate_key(force / "other", "other")
+    stranger = force / "stranger_signers"
+    stranger.write_text(allowed_signers_line("dock-test", parse_public_key_line(other)) + "\n")
+    rc, got, err = _receive(dock, ids["P1"], "DSA-A", tmp_path / "p1-untrusted", stranger)
+    assert rc == 1 and _files(tmp_path / "p1-untrusted") == {}
+    assert "its recordings were not received" in err and "Traceback" not in err
+
+    # A tampered object is refused with a clear line, and the other recording still arrives.
+    victim = sorted(p for p in bucket.rglob("*.age") if p.parent.name == "CAM-A1")[0]
+    victim.chmod(0o600)
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0x01
+    victim.write_bytes(bytes(data))
+    rc, got, err = _receive(dock, ids["P1"], "DSA-A", tmp_path / "p1-tampered")
+    assert rc == 1 and len(got["problems"]) == 1, got
+    line = err.strip().splitlines()[0]
+    assert str(victim.relative_to(bucket)) in line and "ciphertext SHA-256" in line and "altered" in line, err
+    assert len(_files(tmp_path / "p1-tampered")) == 1
+    leftovers = [p for p in (tmp_path / "p1-tampered").rglob("*") if p.name.endswith(".part")]
+    assert leftovers == []
