@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.retention import EVENT as ERASURE_EVENT
 
 MAX_LINE_BYTES = 64 * 1024  # a real entry is a few hundred bytes
+MAX_ERASURES = 10_000  # erasure entries kept per segment (each a few hundred bytes)
 MAX_NAMED_MISSING = 100  # missing entries named one by one; the rest are counted
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -58,6 +60,9 @@ class CustodyCheck:
         self._highest: int | None = None
         #: the segment's dock_handover entry (docs/formats.md "Dock handover"), as short strings only
         self.handover: dict[str, str] | None = None
+        #: the segment's erasure entries (docs/formats.md "Retention"), as short strings only, at most
+        #: MAX_ERASURES; verify matches them to the objects its manifests list and the bucket lacks
+        self.erasures: list[dict[str, Any]] = []
 
     def feed(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
@@ -121,6 +126,8 @@ class CustodyCheck:
                 for k in ("to_dock", "from_bucket", "to_bucket")
                 if isinstance(v := entry.get(k), str) and len(v) <= 1024
             }
+        if entry.get("event") == ERASURE_EVENT and len(self.erasures) < MAX_ERASURES:
+            self.erasures.append(_erasure(entry, seq))
         if seq in self._seen:
             self._copies[seq] = self._copies.get(seq, 1) + 1
         else:
@@ -212,6 +219,26 @@ def _nth_missing(present: list[int], first: int, last: int, n: int) -> int:
             n -= seq - expected
         expected = seq + 1
     return last
+
+
+def _erasure(entry: dict[str, Any], seq: int) -> dict[str, Any]:
+    """What verify needs of an erasure entry: bounded strings (anything else reads as absent)."""
+
+    def text(name: str, limit: int = 1024) -> str | None:
+        value = entry.get(name)
+        return value if isinstance(value, str) and len(value) <= limit else None
+
+    agreements = entry.get("agreements")
+    ids = [a for a in agreements[:16] if isinstance(a, str) and len(a) <= 64] if isinstance(agreements, list) else []
+    return {
+        "seq": seq,
+        "key": text("key"),
+        "ts": text("ts", 40),
+        "sha256": text("sha256", 64),
+        "retain_until": text("retain_until", 40),
+        "object": text("object", 16),
+        "agreements": ids,
+    }
 
 
 def _short(value: Any, limit: int = 40) -> str:

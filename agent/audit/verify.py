@@ -136,6 +136,21 @@ class Finding:
     custody_seq: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """An object a manifest lists and the bucket no longer holds, erased under its agreements' retention
+    as a signed custody entry records (docs/formats.md "Retention"): not a finding."""
+
+    key: str
+    dock: str
+    batch: str  # the batch whose manifest lists the object
+    agreements: tuple[str, ...]
+    erased_at: str  # the custody entry's time (ISO 8601 UTC)
+    retain_until: str  # the manifest's retain-until date
+    custody_seq: int
+    entry_batch: str  # the batch whose custody segment holds the erasure entry
+
+
 @dataclass(frozen=True)
 class Personal:
     """What a decrypted sidecar says that the report shows (personal data: only with ``--identity``).
@@ -269,6 +284,7 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     objects_seen: int = 0
     audit: AuditContext | None = None
+    erasures: list[Erasure] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -282,6 +298,7 @@ class VerifyReport:
                 {f.name: getattr(b, f.name) for f in fields(b) if f.name not in _UNREPORTED} for b in self.batches
             ],
             "findings": [asdict(f) for f in self.findings],
+            "erasures": [asdict(e) for e in self.erasures],
             **({"audit": self.audit.to_json()} if self.audit is not None else {}),
         }
 
@@ -319,6 +336,10 @@ class Verifier:
         self._manifests_here = 0
         self._manifests_deeper: Counter[str] = Counter()
         self._log_docks: set[str] = set()  # docks with objects under <dock>/log/ (their transparency log)
+        #: objects a manifest lists with a retain-until date that the bucket lacks (key -> what the manifest
+        #: says), and the signed erasure entries seen (key -> entry): matched once the whole bucket is read
+        self._gone: dict[str, dict[str, Any]] = {}
+        self._erasures: dict[str, dict[str, Any]] = {}
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -443,6 +464,7 @@ class Verifier:
         for dock in sorted(self._log_docks):
             self._log(dock, docks.get(dock, []))
         self._witnessed_without_log()
+        self._resolve_erasures()
         for dock, head in sorted(self.expected_heads.items()):
             if not any(b.manifest_sha256 == head for b in docks.get(dock, [])):
                 self._find(
@@ -640,7 +662,8 @@ class Verifier:
                 self._find(
                     "manifest_invalid", f"{mkey} names sidecar {_short(personal['key'])} outside its batch", **where
                 )
-            if self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch) is not None:
+            kept = _batch_retain_until(doc.get("recordings"))
+            if self._object_hash(personal["key"], personal.get("sha256"), None, dock, batch, kept) is not None:
                 self._personal(personal["key"], result, doc.get("recordings"))
         else:
             self._find("manifest_invalid", f"{mkey} names no personal sidecar", **where)
@@ -762,6 +785,9 @@ class Verifier:
             return
         if check.sha256.hexdigest() != info.get("sha256"):
             self._find("custody_altered", f"{key} does not hash to the value its manifest signs", **where)
+        elif result.signature_ok:  # only a signed, unaltered segment's erasures account for missing objects
+            for entry in check.erasures:
+                self._note_erasure(entry, dock, batch)
         result.custody_entries = check.lines
         result.handover = check.handover
         for seq, problem, message in problems:
@@ -811,7 +837,7 @@ class Verifier:
         result.rows.append(RecordingRow.of(rec))
 
     def _recording(self, rec: dict[str, Any], key: str, dock: str, batch: str) -> tuple[int, int]:
-        plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch)
+        plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch, rec.get("retain_until"))
         if plain is None:
             return 0, 0
         if not self.identities:
@@ -827,13 +853,23 @@ class Verifier:
             return 1, 0
         return 1, 1
 
-    def _object_hash(self, key: str, expected: Any, rec: dict[str, Any] | None, dock: str, batch: str) -> str | None:
+    def _object_hash(
+        self,
+        key: str,
+        expected: Any,
+        rec: dict[str, Any] | None,
+        dock: str,
+        batch: str,
+        retain_until: Any = None,
+    ) -> str | None:
         """Stream one object: check size and ciphertext SHA-256; with identities (and a recording), return
-        the plaintext SHA-256 (``""`` without identities) or None when a problem was recorded."""
+        the plaintext SHA-256 (``""`` without identities) or None when a problem was recorded (or, for a
+        missing object with a retain-until date, deferred until the erasure entries are all read)."""
         where = {"dock": dock, "batch": batch, "key": key}
         size = self._sizes.get(key)
         if size is None:
-            self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
+            if not self._defer_missing(key, retain_until, expected, where):
+                self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
             return None
         if rec is not None and size != rec.get("ciphertext_size"):
             self._find(
@@ -863,6 +899,65 @@ class Verifier:
             self._find("object_altered", f"{key} does not hash to its manifest value", **where)
             return None
         return plain.hexdigest() if decrypt is not None else ""
+
+    # -- retention: erased objects ---------------------------------------------------------------
+    def _defer_missing(self, key: str, retain_until: Any, sha256: Any, where: dict[str, Any]) -> bool:
+        """Keep a missing object that carries a retain-until date for matching with an erasure entry
+        (a later batch's custody holds it); False when it cannot be (no date, or over the budget)."""
+        if not isinstance(retain_until, str) or _timestamp(retain_until) is None or key in self._gone:
+            return False
+        cost = 512 + len(key)
+        if self._retained + cost > self.limits.retained_bytes:
+            return False
+        self._retained += cost
+        self._gone[key] = {"dock": where["dock"], "batch": where["batch"], "retain_until": retain_until,
+                           "sha256": sha256}  # fmt: skip
+        return True
+
+    def _note_erasure(self, entry: dict[str, Any], dock: str, batch: str) -> None:
+        key = entry.get("key")
+        if not isinstance(key, str) or key in self._erasures:
+            return
+        cost = 512 + len(key)
+        if self._retained + cost > self.limits.retained_bytes:
+            return  # an erasure not kept leaves its object reported missing: never the other way round
+        self._retained += cost
+        self._erasures[key] = {**entry, "dock": dock, "batch": batch}
+
+    def _resolve_erasures(self) -> None:
+        """Each missing object with a retain-until date: erased (reported, not a finding) when a signed
+        erasure entry names it, its hash, and a time on or after that date; a finding otherwise."""
+        for key, gone in sorted(self._gone.items()):
+            where = {"dock": gone["dock"], "batch": gone["batch"], "key": key}
+            entry = self._erasures.get(key)
+            if entry is None:
+                self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
+                continue
+            seq, in_batch = entry.get("seq"), f"{entry['dock']}/{entry['batch']}"
+            agreements = tuple(entry.get("agreements") or ())
+            erased_at, until = _timestamp(entry.get("ts")), _timestamp(gone["retain_until"])
+            if entry.get("sha256") != gone["sha256"]:
+                self._find(
+                    "erasure_mismatch",
+                    f"{key} is gone; erasure entry {seq} in {in_batch} names another object (SHA-256 "
+                    f"{_short(entry.get('sha256'), 16)}...)",
+                    **where,
+                    custody_seq=seq,
+                )
+            elif erased_at is None or until is None or erased_at < until:
+                self._find(
+                    "erased_early",
+                    f"{key} was erased at {_short(entry.get('ts'))} under {', '.join(agreements) or 'no agreement'}, "
+                    f"before its retention ended at {gone['retain_until']} (custody entry {seq} in {in_batch})",
+                    **where,
+                    custody_seq=seq,
+                )
+            else:
+                self.report.erasures.append(
+                    Erasure(key, gone["dock"], gone["batch"], agreements, _iso(erased_at), gone["retain_until"],
+                            int(seq) if isinstance(seq, int) else 0, str(entry["batch"]))
+                )  # fmt: skip
+        self._gone.clear()
 
     # -- across batches -------------------------------------------------------------------------
     def _chain(self, dock: str, results: list[BatchResult]) -> None:
@@ -1101,6 +1196,19 @@ def _short(value: Any, limit: int = 80) -> str:
 def _custody_info(doc: dict[str, Any]) -> dict[str, Any]:
     info = doc.get("custody")
     return info if isinstance(info, dict) else {}
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _batch_retain_until(recordings: Any) -> str | None:
+    """The personal sidecar's retain-until: the latest of its recordings' (None unless all have one)."""
+    if not isinstance(recordings, list) or not recordings:
+        return None
+    dates = [r.get("retain_until") if isinstance(r, dict) else None for r in recordings]
+    if not all(isinstance(d, str) and _timestamp(d) is not None for d in dates):
+        return None
+    return max((d for d in dates if isinstance(d, str)), key=lambda d: _timestamp(d) or _EPOCH)
 
 
 def _timestamp(value: Any) -> dt.datetime | None:

@@ -23,6 +23,7 @@ from bodycam.agent.cli import (
     ingest,
     keys,
     receive,
+    retention,
     service,
     sim,
     verify,
@@ -83,6 +84,7 @@ for _command in COMMANDS:
     cli.add_command(_command)
 cli.add_command(witness.witness)
 agreements.agreement.add_command(fleet.agreement_publish)
+cli.add_command(retention.retention)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -80,8 +80,15 @@ def print_verify(report: Any) -> None:
             if v is not None
         )
         click.echo(f"PROBLEM {f.problem}: {f.message}" + (f" [{where}]" if where else ""))
+    erasures = getattr(report, "erasures", [])
+    for e in erasures:
+        click.echo(
+            f"ERASED {e.key}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained until "
+            f"{e.retain_until}; custody entry {e.custody_seq} in batch {e.entry_batch})"
+        )
     if report.ok:
-        click.echo(f"VERIFIED: {len(report.batches)} batches, {report.objects_seen} objects, no problems")
+        erased = f", {len(erasures)} erased under their agreements' retention" if erasures else ""
+        click.echo(f"VERIFIED: {len(report.batches)} batches, {report.objects_seen} objects{erased}, no problems")
     else:
         click.echo(f"FAILED: {len(report.findings)} problems in {report.objects_seen} objects")
 

@@ -47,6 +47,7 @@ EVENTS = frozenset(
         "exercise_amended",
         "exercise_removed",
         "disclosed",
+        "bucket_erased",  # retention apply: an object past its agreements' retention (formats/retention.py)
     }
 )
 
@@ -79,6 +80,7 @@ EVENT_OPERATIONS: dict[str, str] = {
     "exercise_amended": ALTERATION,
     "exercise_removed": ALTERATION,
     "erased": ERASURE,
+    "bucket_erased": ERASURE,  # retention apply: an object past its agreements' retention (formats/retention.py)
 }
 
 #: ``actor`` of an entry a person caused through the CLI: this prefix, then the operator's pseudonym

@@ -18,7 +18,7 @@ from typing import Any
 from bodycam.agent.config import Config, Recipient
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import manifest as mf
-from bodycam.agent.formats import witnesspolicy
+from bodycam.agent.formats import retention, witnesspolicy
 from bodycam.agent.formats.agecrypt import Encryptor, check_recipients
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
@@ -591,6 +591,7 @@ class Agent:
             if not shared.covered:  # an agreement expired or was revoked since the listing
                 raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
             encryptor = Encryptor(list(shared.recipients), file_key=file_key)
+        keep_until = None if shared is None else retention.retain_until(shared.agreements, shared.parties, decision.end)
         with self._batch_lock:
             if batch_id is not None and batch_id != batches.open_id(self.journal):
                 batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
@@ -599,7 +600,7 @@ class Agent:
             # No journal transaction is open across this network call (an outage would hold the
             # journal's write lock for every bay); a crash right after it leaves an orphaned upload,
             # which recover() aborts.
-            upload_id = self.bucket.start_upload(key)
+            upload_id = self.bucket.start_upload(key, retain_until=keep_until)
             with self.journal.transaction() as db:
                 db.execute(
                     "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
@@ -633,7 +634,7 @@ class Agent:
                 if shared is not None:
                     db.execute(
                         "INSERT OR REPLACE INTO recording_agreements VALUES(?,?,?,?)",
-                        (serial, rec.id, rec.sha256.hex(), mf.encode(shared.manifest_fields()).decode()),
+                        (serial, rec.id, rec.sha256.hex(), mf.encode(_disclosed(shared, keep_until)).decode()),
                     )
                 self.custody.append_in(
                     db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
@@ -759,20 +760,21 @@ class Agent:
         report.erased += 1
 
     # -- batches --------------------------------------------------------------------------------
-    def seal_and_publish(self, *, now: float | None = None) -> str | None:
+    def seal_and_publish(self, *, now: float | None = None, flush_custody: bool = False) -> str | None:
         """Seal the open batch when it is ready, then publish every sealed batch (docs/crash-safety.md).
 
         Ready: it lists at least one verified recording and nothing in it is in flight. Once the batch
         is ``batch.max_age_s`` old, uploads in it that are not being pulled with progress are moved to
         a later batch first, so no camera keeps the others' verified footage unsigned. A batch with no
-        recording is sealed only when custody entries have waited ``batch.custody_only_interval_s``.
+        recording is sealed only when custody entries have waited ``batch.custody_only_interval_s``, or at
+        once with ``flush_custody`` (``retention apply`` publishes its erasure entries so).
         """
         now = time.time() if now is None else now
         with self._batch_lock:
             cfg = self.config
             open_id = batches.open_id(self.journal)
             since = batches.unsealed_custody_since(self.journal)
-            custody_due = since is not None and now - since >= cfg.custody_only_interval_s
+            custody_due = since is not None and (flush_custody or now - since >= cfg.custody_only_interval_s)
             if open_id is None and custody_due:
                 open_id = batches.open_batch(self.journal)
             sealed_id = None
@@ -853,6 +855,15 @@ class Agent:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _disclosed(shared: ag.Disclosure, keep_until: float | None) -> dict[str, Any]:
+    """The manifest's disclosure fields of one recording: its agreements, parties and, when they set a
+    retention, ``retain_until`` (agent/formats/retention.py)."""
+    fields = shared.manifest_fields()
+    if keep_until is not None:
+        fields["retain_until"] = retention.iso(keep_until)
+    return fields
 
 
 def _resumed_plaintext(existing: dict[int, Part], size: int, encrypted_size: int) -> int:

@@ -27,6 +27,7 @@ before ``a-c``), not byte order, so callers must not rely on order across "direc
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import io
@@ -68,6 +69,7 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _XATTR_SHA256: Final = "user.bodycam.sha256"  # whole-object SHA-256, hex
 _XATTR_CHECKSUM: Final = "user.bodycam.checksum"  # S3-style ChecksumSHA256 (composite "...-N" for multipart)
+_XATTR_RETAIN_UNTIL: Final = "user.bodycam.retain_until"  # ISO 8601 UTC, from the covering agreements
 
 #: the bytes of one part: a part buffer is sent as it is, without a copy (agent/pipeline/pull.py)
 PartData: TypeAlias = bytes | bytearray | memoryview
@@ -312,8 +314,12 @@ class Bucket(ABC):
 
     # multipart, for a streaming, resumable uploader
     @abstractmethod
-    def start_upload(self, key: str) -> str:
-        """Start a multipart upload of ``key``; return its upload id (keep it to resume after a crash)."""
+    def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
+        """Start a multipart upload of ``key``; return its upload id (keep it to resume after a crash).
+
+        ``retain_until`` (epoch s, from the covering agreements: agent/formats/retention.py) becomes the
+        object's COMPLIANCE Object Lock date on S3 where the bucket has Object Lock (the later of it and
+        ``retention_days``), and is recorded in a local bucket's metadata (no enforcement there)."""
 
     @abstractmethod
     def upload_part(
@@ -572,15 +578,25 @@ class S3Bucket(Bucket):
                 except ObjectNotFoundError:  # ObjectLockConfigurationNotFoundError (404): no lock
                     enabled = False
                 self._lock_state = enabled
-                if self.retention_days and not enabled:
-                    LOG.warning("%s: retention_days is set but the bucket has no Object Lock", self.url)
+                if not enabled:  # one line, once: retention then stands in the signed manifests only
+                    LOG.warning(
+                        "%s: the bucket has no Object Lock: retain-until dates are recorded in the manifests but "
+                        "not enforced by the server%s",
+                        self.url,
+                        " (bucket.retention_days is set)" if self.retention_days else "",
+                    )
             return self._lock_state
 
-    def _lock_kwargs(self) -> dict[str, Any]:
-        if not self.retention_days or not self.object_lock_enabled():
+    def _lock_kwargs(self, retain_until: float | None = None) -> dict[str, Any]:
+        """COMPLIANCE Object Lock headers: until the later of ``retention_days`` from now and
+        ``retain_until`` (a date already past sets none: S3 refuses a retain-until in the past)."""
+        now = datetime.now(UTC)
+        dates = [now + timedelta(days=self.retention_days)] if self.retention_days else []
+        if retain_until is not None and retain_until > now.timestamp() + 1:
+            dates.append(datetime.fromtimestamp(retain_until, UTC))
+        if not dates or not self.object_lock_enabled():
             return {}
-        until = datetime.now(UTC) + timedelta(days=self.retention_days)
-        return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
+        return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": max(dates)}
 
     def _info(self, key: str, r: Any, **extra: Any) -> ObjectInfo:
         fields: dict[str, Any] = {
@@ -631,11 +647,11 @@ class S3Bucket(Bucket):
         ) from cause
 
     # -- multipart --------------------------------------------------------------------------------
-    def start_upload(self, key: str) -> str:
+    def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
         check_key(key)
         r = self._call(
             "start upload of", key, "create_multipart_upload",
-            Key=self._full(key), ChecksumAlgorithm="SHA256", **self._lock_kwargs(),
+            Key=self._full(key), ChecksumAlgorithm="SHA256", **self._lock_kwargs(retain_until),
         )  # fmt: skip
         return str(r["UploadId"])
 
@@ -853,7 +869,8 @@ class LocalBucket(Bucket):
     (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``, ``NNNNN.part`` and its
     ``NNNNN.sha256``) until ``complete_upload`` concatenates them. Checksums are kept in ``user.bodycam.*``
     extended attributes where the filesystem has them, so ``head`` reports them like S3.
-    Object Lock has no local equivalent: ``retention_days`` is not applied here.
+    Object Lock has no local equivalent: ``retention_days`` is not applied here, and an upload's
+    ``retain_until`` is only recorded (``user.bodycam.retain_until``; ``head`` reports it), not enforced.
     """
 
     def __init__(
@@ -984,6 +1001,7 @@ class LocalBucket(Bucket):
             checksum_sha256=_getxattr(path, _XATTR_CHECKSUM),
             sha256_hex=sha_hex,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            retain_until=_parse_iso_z(_getxattr(path, _XATTR_RETAIN_UNTIL)),
         )
 
     def _exists_error(self, key: str, size: int, checksum: str) -> ObjectInfo:
@@ -993,7 +1011,7 @@ class LocalBucket(Bucket):
         raise ObjectExistsError(f"{self.url}: object {key!r} already exists with other content", existing)
 
     # -- multipart --------------------------------------------------------------------------------
-    def start_upload(self, key: str) -> str:
+    def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
         self._writable()
         check_key(key)
         upload_id = secrets.token_hex(16)
@@ -1002,6 +1020,9 @@ class LocalBucket(Bucket):
             staging.mkdir()
             tmp, _, _ = self._write_temp(staging, iter([key.encode("utf-8")]))
             os.rename(tmp, staging / "key")
+            if retain_until is not None:
+                tmp, _, _ = self._write_temp(staging, iter([_iso_z(retain_until).encode("ascii")]))
+                os.rename(tmp, staging / "retain_until")
             os.rename(staging, self.root / UPLOADS_DIR / upload_id)
             _fsync_dir(self.root / UPLOADS_DIR)
         except OSError as err:
@@ -1085,6 +1106,8 @@ class LocalBucket(Bucket):
                 return existing
             tmp = self._assemble(udir, key, parts)
             _setxattr(tmp, _XATTR_CHECKSUM, checksum)
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                _setxattr(tmp, _XATTR_RETAIN_UNTIL, _read_small(udir / "retain_until", 40).decode("ascii"))
             try:
                 self._install(tmp, key, create_only=True)
             except FileExistsError:
@@ -1295,6 +1318,20 @@ class LocalBucket(Bucket):
             except OSError:
                 break
             parent = parent.parent
+
+
+def _iso_z(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_iso_z(text: str | None) -> datetime | None:
+    if not text or len(text) > 40:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def _read_small(path: Path, limit: int) -> bytes:

@@ -23,8 +23,8 @@ class BucketWrapper(Bucket):
         self.url = inner.url
         self.min_part_size = inner.min_part_size
 
-    def start_upload(self, key: str) -> str:
-        return self.inner.start_upload(key)
+    def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
+        return self.inner.start_upload(key, retain_until=retain_until)
 
     def upload_part(
         self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
