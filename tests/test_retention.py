@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,16 @@ def _custody(bucket: Any) -> list[dict[str, Any]]:
     return lines
 
 
+def _party_walkthrough(dock: Dock, bucket_dir: Path, party: str, identity: Path) -> subprocess.CompletedProcess[str]:
+    """docs/auditing.md's "A party checks its own footage", run exactly as written."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "auditing.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- party-walkthrough -->\s*\n```sh\n(.*?)\n```", doc, re.S)
+    assert len(blocks) == 1, "docs/auditing.md should mark one party-walkthrough block"
+    env = {**os.environ, "BUCKET_DIR": str(bucket_dir), "ALLOWED_SIGNERS": str(dock.allowed_signers),
+           "PARTY": party, "IDENTITY": str(identity)}  # fmt: skip
+    return subprocess.run(["bash", "-c", blocks[0]], capture_output=True, text=True, env=env, timeout=300)
+
+
 def _verify(dock: Dock, archive: Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     args = ["verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
             "--identity", str(archive)]  # fmt: skip
@@ -189,6 +202,14 @@ def test_retention_on_the_local_bucket_erases_logs_and_verify_tells_erased_from_
     assert f"ERASED {old[0]['key']}: under agreement DSA-SHORT at " in text
     assert "3 erased under their agreements' retention, no problems" in text
 
+    # each party checks its own share with stock tools (docs/auditing.md)
+    p1 = _party_walkthrough(dock, root, "P1", archive.with_name("P1.agekey"))
+    assert p1.returncode == 0, p1.stdout + p1.stderr
+    assert "PARTY P1 OK: 0 recordings check, 2 erased under retention, 2 of others' not readable" in p1.stdout
+    p2 = _party_walkthrough(dock, root, "P2", archive.with_name("P2.agekey"))
+    assert p2.returncode == 0, p2.stdout + p2.stderr
+    assert "PARTY P2 OK: 2 recordings check, 0 erased under retention, 0 of others' not readable" in p2.stdout
+
     # an object that goes without an erasure entry is still a finding
     victim = root / new[0]["key"]
     kept = tmp_path / "kept.age"
@@ -196,6 +217,8 @@ def test_retention_on_the_local_bucket_erases_logs_and_verify_tells_erased_from_
     victim.unlink()
     rc, doc, _ = _verify(dock, archive)
     assert rc == 1 and [(f["problem"], f["key"]) for f in doc["findings"]] == [("object_missing", new[0]["key"])]
+    p2 = _party_walkthrough(dock, root, "P2", archive.with_name("P2.agekey"))
+    assert p2.returncode == 1 and "is missing and no erasure entry names it" in p2.stderr, p2.stdout + p2.stderr
     shutil.copy2(kept, victim)
     assert _verify(dock, archive)[0] == 0
 
