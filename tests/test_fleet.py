@@ -19,9 +19,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import fleet as fl
 from bodycam.agent.formats.agecrypt import generate_identity
-from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, load_private_key, parse_public_key_line
+from bodycam.agent.formats.sshsig import (
+    allowed_signers_line,
+    generate_key,
+    load_private_key,
+    parse_public_key_line,
+    public_key_line,
+    sign,
+)
+from bodycam.agent.pipeline.fleet import FleetSource
+from bodycam.agent.storage.bucket import Bucket, open_bucket
+from bodycam.agent.storage.wrapper import BucketWrapper
 
 from .dock import Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS
@@ -148,6 +161,16 @@ def test_two_docks_share_agreements_register_and_enrolments_through_the_bucket(
                        "--allowed-signers", str(two.allowed_signers), "--json")  # fmt: skip
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr
 
+    # P1 receives it from S3 as it would at home (the agreement from _fleet/, the docks' allowed_signers).
+    received = two.cli(
+        "receive", "--bucket", url, "--endpoint-url", seaweedfs.endpoint_url, "--allowed-signers",
+        str(two.allowed_signers), "--identity", str(force / "P1.agekey"), "--agreement", "DSA-F",
+        "--out", str(tmp_path / "p1"), "--json",
+    )  # fmt: skip
+    assert received.returncode == 0 and len(json.loads(received.stdout)["received"]) == 2, received.stderr
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path / "p1", capture_output=True, timeout=60)
+    assert sums.returncode == 0, sums.stdout
+
     # A revocation published later stops new disclosures at both docks.
     revoked = one.cli("agreement", "revoke", "DSA-F", "--key", str(force / "controller"), "--out", str(signed))
     assert revoked.returncode == 0, revoked.stderr
@@ -172,3 +195,45 @@ def test_two_docks_share_agreements_register_and_enrolments_through_the_bucket(
         assert camera["out_of_scope_reasons"]["no_agreement"] == 2, report
     finally:
         seaweedfs.start()
+
+
+class _Counting(BucketWrapper):
+    def __init__(self, inner: Bucket) -> None:
+        super().__init__(inner)
+        self.fetched: list[str] = []
+
+    def get_bytes(self, key: str, max_size: int) -> bytes:
+        self.fetched.append(key)
+        return super().get_bytes(key, max_size)
+
+
+def test_forged_objects_are_fetched_once_and_cannot_hide_a_valid_register(tmp_path: Path) -> None:
+    """Five forged register versions above a valid one: each refresh fetches at most four, none twice
+    while unchanged, so the valid version is reached on the next refresh; a forged agreement is read once."""
+    controller, impostor = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    inner = open_bucket((tmp_path / "bucket").as_uri())
+    bucket = _Counting(inner)
+    camera = fl.RegisteredCamera("CAM-R1", b"\x02" * 32, None)
+    for version, key in ((1, controller), (2, controller), *((v, impostor) for v in range(3, 8))):
+        raw = fl.build_register(version, time.time(), [], [camera] if version == 2 else [])
+        inner.put_object(fl.register_key(version) + ".sig", fl.sign_register(raw, key).encode())
+        inner.put_object(fl.register_key(version), raw)
+    forged = ag.canonical({"format": ag.REVOCATION_FORMAT, "id": "DSA-X", "revoked": "2026-01-01T00:00:00Z"})
+    inner.put_object(f"{fl.AGREEMENTS}/DSA-X.revoked.json", forged)
+    inner.put_object(
+        f"{fl.AGREEMENTS}/DSA-X.revoked.json.sig", sign(forged, impostor, ag.REVOCATION_NAMESPACE).encode()
+    )
+    line = public_key_line(controller.public_key())
+    source = FleetSource(tmp_path / "cache", (line,), refresh_s=0.0)
+
+    first = source.view(bucket)
+    assert first.register is None  # the four newest (7, 6, 5, 4) were tried and refused
+    second = source.view(bucket)
+    assert second.register is not None and second.register.version == 2
+    assert second.register.device_key("CAM-R1") == b"\x02" * 32
+    third = source.view(bucket)
+    assert third.register is not None and third.register.version == 2 and "DSA-X" not in third.agreements.revoked
+    documents = [k for k in bucket.fetched if not k.endswith(".sig")]
+    assert sorted(documents) == sorted({*documents}), documents  # nothing fetched twice
+    assert {fl.register_key(v) for v in range(2, 8)} <= set(documents)
+    assert {r[0] for r in third.refused} >= {fl.register_name(v) for v in range(3, 8)} | {"DSA-X.revoked.json"}

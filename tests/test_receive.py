@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bodycam.agent.formats.agecrypt import generate_identity
+from bodycam.agent.formats.agecrypt import generate_hybrid_identity, generate_identity
 from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, parse_public_key_line
 
 from .dock import Dock, iso_window, make_dock, window
@@ -124,3 +124,42 @@ def test_each_party_receives_exactly_its_share_checked_and_resumable(tmp_path: P
     assert len(_files(tmp_path / "p1-tampered")) == 1
     leftovers = [p for p in (tmp_path / "p1-tampered").rglob("*") if p.name.endswith(".part")]
     assert leftovers == []
+
+
+def test_a_post_quantum_party_receives_with_its_hybrid_identity(tmp_path: Path) -> None:
+    """The same with ML-KEM-768 + X25519 hybrid keys (age1pq1...): receive decrypts with the hybrid
+    identity, and an agreement kept only on the party's side is given with --agreement-file."""
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    force = tmp_path / "force"
+    force.mkdir()
+    controller = generate_key(force / "controller", "force").strip()
+    secret, pq = generate_hybrid_identity()
+    (force / "pq.agekey").write_text(secret + "\n")
+    _, archive = generate_hybrid_identity()
+    signed = tmp_path / "signed"
+    with dock.config_path.open("a") as f:  # a dock-local agreement: nothing published in the bucket
+        f.write(f'[agreements]\ncontroller_keys = ["{controller}"]\narchive = "{archive}"\ndir = "{signed}"\n')
+    draft = _draft(tmp_path / "DSA-PQ.json", "DSA-PQ", "EX-Q", {"HO": pq}, time.time() + 86400)
+    assert dock.cli("agreement", "sign", str(draft), "--key", str(force / "controller"),
+                    "--out", str(signed)).returncode == 0  # fmt: skip
+    win = window()
+    dock.enroll("CAM-Q1")
+    dock.exercise("EX-Q", win, "CAM-Q1")
+    args = ("--recordings", "2", "--training", "2", "--size", "70000", "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-Q1", *args, truth_dir=tmp_path) as cam:
+        rc, report = dock.ingest_json(cam.address)
+        truth = cam.training()
+    assert rc == 0, report
+    out = tmp_path / "ho"
+    rc, _, err = _receive(dock, force / "pq.agekey", "DSA-PQ", out)
+    assert rc == 1 and "--agreement-file" in err and _files(out) == {}, err  # the agreement is not in the bucket
+    proc = dock.cli(
+        "receive", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
+        "--identity", str(force / "pq.agekey"), "--agreement", "DSA-PQ", "--out", str(out),
+        "--agreement-file", str(signed / "DSA-PQ.v1.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0 and "party HO: 2 recording(s) received" in proc.stdout, proc.stdout + proc.stderr
+    assert set(_files(out).values()) == set(truth.values())
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr

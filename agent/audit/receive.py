@@ -39,6 +39,8 @@ from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, Pr
 LOG = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+MAX_PROBLEMS = 1000  # problems listed one by one; beyond, counted (a hostile bucket cannot grow the report)
+MAX_AGREEMENT_VERSIONS = 1024  # agreement versions (by SHA-256) looked up per run
 SUMS = "SHA256SUMS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # dock ids, batch ids, serials: safe path components
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -53,11 +55,12 @@ class ReceiveReport:
     received: list[str] = field(default_factory=list)  # paths relative to the output directory
     already: list[str] = field(default_factory=list)  # complete and matching from an earlier run
     problems: list[str] = field(default_factory=list)  # one line each
+    untold: int = 0  # problems beyond MAX_PROBLEMS
     manifests: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.untold
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class ReceiveReport:
             "received": self.received,
             "already_received": self.already,
             "problems": self.problems,
+            "problems_not_listed": self.untold,
         }
 
 
@@ -130,7 +134,9 @@ class Receiver:
                     self._problem(f"{info.key[:120]!r}: not a dock/batch key; skipped")
 
     def _problem(self, text: str) -> None:
-        LOG.warning("%s", text)
+        if len(self.report.problems) >= MAX_PROBLEMS:
+            self.report.untold += 1
+            return
         self.report.problems.append(text)
 
     # -- one manifest -----------------------------------------------------------------------------
@@ -182,6 +188,10 @@ class Receiver:
         if not isinstance(digest, str) or _HEX.fullmatch(digest) is None or not isinstance(version, int):
             return None
         if digest not in self._parties:
+            if len(self._parties) >= MAX_AGREEMENT_VERSIONS:
+                self._problem(f"{mkey} names more than {MAX_AGREEMENT_VERSIONS} versions of agreement "
+                              f"{self.agreement_id}; the others were not looked up")  # fmt: skip
+                return None
             self._parties[digest] = self._find_party(digest, version, mkey)
         return self._parties[digest]
 

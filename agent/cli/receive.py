@@ -49,6 +49,8 @@ def receive(
         )
     for problem in report.problems:
         click.echo(f"bodycam-sync: error: {problem}", err=True)
+    if report.untold:
+        click.echo(f"bodycam-sync: error: {report.untold} more problem(s) not listed", err=True)
     if not report.received and not report.already and not report.problems:
         click.echo(
             f"bodycam-sync: note: no signed manifest discloses a recording under agreement {agreement_id} "

@@ -36,6 +36,7 @@ LOG = logging.getLogger(__name__)
 CACHE_DIR = "fleet"  # under state_dir
 KEEP_REGISTERS = 2  # register versions kept in the cache (the newest is used)
 MAX_REGISTER_TRIES = 4  # newer register versions fetched per refresh (a forged one does not block the next)
+MAX_REMEMBERED = 1024  # refusals kept (shown by 'fleet show', not fetched again while unchanged)
 
 
 # -- the private cache --------------------------------------------------------------------------
@@ -93,6 +94,9 @@ class FleetSource:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last: float | None = None
     _refused: dict[str, str] = field(default_factory=dict)
+    #: object name -> (its ETag, its signature's ETag) when refused after fetching: not fetched again
+    #: until either changes (a forged 4 MiB register left in the bucket is read once, not every refresh)
+    _bad: dict[str, tuple[str, str]] = field(default_factory=dict)
     _bucket_error: str | None = None
     _dir_cache: ag.DirCache = field(default_factory=ag.DirCache)
     _register: tuple[tuple[str, int, int], fl.Register | None] | None = None
@@ -128,20 +132,27 @@ class FleetSource:
             LOG.warning("fleet: %s/ readable again", fl.PREFIX)
         self._bucket_error = None
 
-    def _refuse(self, name: str, reason: str) -> None:
+    def _refuse(self, name: str, reason: str, stamp: tuple[str, str] | None = None) -> None:
         if self._refused.get(name) != reason:
             LOG.warning("fleet: refused %s: %s", name, reason)
         self._refused[name] = reason
+        if stamp is not None:
+            self._bad[name] = stamp
+        for memo in (self._refused, self._bad):  # bounded, whatever a long-running daemon meets
+            while len(memo) > MAX_REMEMBERED:
+                del memo[next(iter(memo))]
 
     def _pull_agreements(self, bucket: Bucket, trusted: Sequence[Ed25519PublicKey]) -> None:
         target = self.cache / "agreements"
         names: dict[str, int] = {}
         sigs: set[str] = set()
+        etags: dict[str, str] = {}
         for count, info in enumerate(bucket.iter_objects(f"{fl.AGREEMENTS}/"), 1):
             if count > fl.MAX_LISTED:
                 self._refuse(fl.AGREEMENTS + "/", f"more than {fl.MAX_LISTED} objects; the rest were not read")
                 break
             name = info.key.rsplit("/", 1)[-1]
+            etags[name] = info.etag
             if name.endswith(ag.SIG_SUFFIX) and fl.AGREEMENT_NAME.fullmatch(name[: -len(ag.SIG_SUFFIX)]):
                 sigs.add(name[: -len(ag.SIG_SUFFIX)])
             elif fl.AGREEMENT_NAME.fullmatch(name) and info.key == f"{fl.AGREEMENTS}/{name}":
@@ -157,9 +168,13 @@ class FleetSource:
             if size > ag.MAX_FILE_BYTES:
                 self._refuse(name, f"{name} is {size} bytes, over the {ag.MAX_FILE_BYTES}-byte limit")
                 continue
-            self._pull_agreement(bucket, trusted, name, target)
+            stamp = (etags.get(name, ""), etags.get(name + ag.SIG_SUFFIX, ""))
+            if self._bad.get(name) != stamp:
+                self._pull_agreement(bucket, trusted, name, target, stamp)
 
-    def _pull_agreement(self, bucket: Bucket, trusted: Sequence[Ed25519PublicKey], name: str, target: Path) -> None:
+    def _pull_agreement(
+        self, bucket: Bucket, trusted: Sequence[Ed25519PublicKey], name: str, target: Path, stamp: tuple[str, str]
+    ) -> None:
         try:
             raw = bucket.get_bytes(f"{fl.AGREEMENTS}/{name}", ag.MAX_FILE_BYTES)
             sig = bucket.get_bytes(f"{fl.AGREEMENTS}/{name}{ag.SIG_SUFFIX}", fl.MAX_SIGNATURE_BYTES)
@@ -172,7 +187,7 @@ class FleetSource:
                     raise ProtocolError(f"agreement {name} must be named {ag.file_name(agreement)}")
                 fl.check_publishable(agreement)
         except (IntegrityError, ProtocolError) as err:
-            self._refuse(name, str(err))
+            self._refuse(name, str(err), stamp)
             return
         _write_private(target / (name + ag.SIG_SUFFIX), sig)
         _write_private(target / name, raw)  # the document last: a crash leaves no unsigned one
@@ -182,8 +197,9 @@ class FleetSource:
     def _pull_register(self, bucket: Bucket, trusted: Sequence[Ed25519PublicKey]) -> None:
         have = self._cached_versions()
         newest = max(have, default=0)
-        candidates: list[int] = []
+        newer: list[int] = []
         sigs: set[int] = set()
+        etags: dict[str, str] = {}
         for count, info in enumerate(bucket.iter_objects(f"{fl.REGISTER}/"), 1):
             if count > 4 * fl.MAX_LISTED:
                 self._refuse(fl.REGISTER + "/", f"more than {4 * fl.MAX_LISTED} objects; the rest were not read")
@@ -195,11 +211,19 @@ class FleetSource:
                 self._refuse(info.key[:120], "not a register name (v<10 digits>.json)")
                 continue
             version = int(match.group(1))
+            etags[name] = info.etag
             if signed:
                 sigs.add(version)
             elif version > newest:
-                candidates = sorted([*candidates, version], reverse=True)[:MAX_REGISTER_TRIES]
-        for version in candidates:  # newest first; a forged one does not hide the valid one below it
+                newer.append(version)
+
+        def stamp(version: int) -> tuple[str, str]:
+            name = fl.register_name(version)
+            return etags.get(name, ""), etags.get(name + ag.SIG_SUFFIX, "")
+
+        # newest first, those refused before left out: forged versions do not hide the valid one below them
+        fresh = [v for v in sorted(newer, reverse=True) if self._bad.get(fl.register_name(v)) != stamp(v)]
+        for version in fresh[:MAX_REGISTER_TRIES]:
             name = fl.register_name(version)
             if version not in sigs:
                 self._refuse(name, f"register {name} is not signed (no {name}{ag.SIG_SUFFIX}); refused")
@@ -209,7 +233,7 @@ class FleetSource:
                 sig = bucket.get_bytes(fl.register_key(version) + ag.SIG_SUFFIX, fl.MAX_SIGNATURE_BYTES)
                 fl.check_register(raw, sig.decode("utf-8", "replace"), name, trusted)
             except (IntegrityError, ProtocolError) as err:
-                self._refuse(name, str(err))
+                self._refuse(name, str(err), stamp(version))
                 continue
             target = self.cache / "register"
             _write_private(target / (name + ag.SIG_SUFFIX), sig)
