@@ -94,6 +94,8 @@ class Config:
     custody_only_interval_s: float = 86400.0
     #: a bay whose session reports no progress for this long is given up (and its camera retried later)
     stall_timeout_s: float = 300.0
+    #: the daemon runs each bay's session in a worker process of its own (False: a thread of the daemon)
+    bay_processes: bool = True
     dock_auth: DockAuth | None = None
     agreements: AgreementsConfig | None = None
     witnesses: WitnessesConfig | None = None
@@ -134,6 +136,7 @@ RESTART_ONLY = {
     "retention_days": "bucket.retention_days",
     "upload_workers": "upload.workers",
     "bandwidth_limit_mbps": "upload.bandwidth_limit_mbps",
+    "bay_processes": "daemon.bay_processes",
 }
 
 
@@ -266,7 +269,11 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
     batch = _table(raw, "batch", where)
     max_age = _seconds(batch, "max_age_s", 900.0, where, "batch.", minimum=0.0)
     custody_only = _seconds(batch, "custody_only_interval_s", 86400.0, where, "batch.", minimum=0.0)
-    stall = _seconds(_table(raw, "daemon", where), "stall_timeout_s", 300.0, where, "daemon.", minimum=1.0)
+    daemon = _table(raw, "daemon", where)
+    stall = _seconds(daemon, "stall_timeout_s", 300.0, where, "daemon.", minimum=1.0)
+    bay_processes = daemon.get("bay_processes", True)
+    if not isinstance(bay_processes, bool):
+        raise ConfigError(f"config key 'daemon.bay_processes'{where} must be true or false")
     dock_auth = _dock_auth(raw, where)
     agreements = _agreements(raw, where)
     witnesses = _witnesses(raw, where)
@@ -294,6 +301,7 @@ def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
         batch_max_age_s=max_age,
         custody_only_interval_s=custody_only,
         stall_timeout_s=stall,
+        bay_processes=bay_processes,
         dock_auth=dock_auth,
         agreements=agreements,
         witnesses=witnesses,
@@ -312,7 +320,7 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "upload": frozenset({"part_size", "workers", "bandwidth_limit_mbps"}),
     "privacy": frozenset({"pseudonym_key"}),
     "batch": frozenset({"max_age_s", "custody_only_interval_s"}),
-    "daemon": frozenset({"stall_timeout_s"}),
+    "daemon": frozenset({"stall_timeout_s", "bay_processes"}),
     "dock_auth": frozenset({"certificate", "authority", "key", "revocations"}),
     "agreements": frozenset({"controller_keys", "dir", "archive"}),
     "witnesses": frozenset({"policy", "timeout_s", "retry_s"}),

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,14 @@ class IngestReport:
 class Agent:
     """Everything a docking session needs, built once from the config (the library behind the CLI and daemon)."""
 
-    def __init__(self, config: Config, *, bucket: Bucket | None = None, check: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        bucket: Bucket | None = None,
+        check: bool = True,
+        batch_lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
         self.config = config
         self.journal = Journal(config.journal_path)
         if check:  # dock_id and bucket.url change only through 'dock handover' (agent/pipeline/handover.py)
@@ -134,7 +142,9 @@ class Agent:
         self.bucket = bucket or open_bucket(
             config.bucket_url, config.bucket_endpoint_url, retention_days=config.retention_days
         )
-        self._batch_lock = threading.Lock()
+        #: held from choosing the open batch to journaling an upload, and while sealing; the daemon's
+        #: bay workers (separate processes) share one through a file lock (agent/storage/interprocess.py)
+        self._batch_lock: AbstractContextManager[Any] = batch_lock or threading.Lock()
         #: parts one recording may have in flight; the daemon lowers it while several bays share the
         #: upload pool, so memory grows with the pool, not with the number of bays
         self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
@@ -143,6 +153,9 @@ class Agent:
         self._pulling: dict[tuple[str, int, str], float] = {}
         self._fleet: FleetSource | None = fleet_source(config)
         self.witnessing = self.make_witnessing(config)
+        #: told when a recording starts (True) and stops (False) being pulled here, after it is registered
+        #: in ``_pulling``: a bay worker passes it to the daemon, whose scheduled seal must see it
+        self.on_pulling: Callable[[tuple[str, int, str], bool], None] | None = None
         load_credentials(config)  # a broken [dock_auth] is a ConfigError now, not at the first docking
 
     # -- configuration that must be complete before footage moves -----------------------------
@@ -419,10 +432,22 @@ class Agent:
         with self._batch_lock:  # registered before the row is read: a scheduled seal leaves it alone
             self._pulling[ident] = time.monotonic()
         try:
+            if self.on_pulling is not None:
+                self.on_pulling(ident, True)
             return self._ingest_registered(camera, rec, decision, offset, report, emit, cancel)
         finally:
             with self._batch_lock:
                 self._pulling.pop(ident, None)
+            if self.on_pulling is not None:
+                self.on_pulling(ident, False)
+
+    def note_pulling(self, ident: tuple[str, int, str], seen: float | None) -> None:
+        """A recording another process pulls for us: ``seen`` is its last progress (monotonic), None once
+        it stops. The daemon notes its bay workers' pulls so its scheduled seal does not move them."""
+        if seen is None:
+            self._pulling.pop(ident, None)
+        else:
+            self._pulling[ident] = seen
 
     def _ingest_registered(
         self,

@@ -24,14 +24,13 @@ from bodycam.agent import config as config_mod
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline.dockauth import load_credentials
 from bodycam.agent.pipeline.ingest import Agent, CameraReport
-from bodycam.agent.service import sdnotify
+from bodycam.agent.service import bayworker, sdnotify
+from bodycam.agent.service.bayworker import BayWorker, SharedLimits, WorkerJob, open_camera
 from bodycam.agent.service.control import ControlServer, socket_path
 from bodycam.agent.storage.throttle import SharedUploads
-from bodycam.drivers import transport as transports
 from bodycam.drivers.device.api import CameraDevice
-from bodycam.drivers.device.camera import Camera
-from bodycam.drivers.device.massstorage import MassStorageCamera, find_mass_storage
-from bodycam.drivers.errors import BodycamError, ConfigError, TransportError
+from bodycam.drivers.device.massstorage import find_mass_storage
+from bodycam.drivers.errors import BodycamError, ConfigError
 
 LOG = logging.getLogger(__name__)
 MAX_BAYS = 8
@@ -69,6 +68,7 @@ class Bay:
     failures: int = 0
     last_progress: float = field(default_factory=time.monotonic)  #: when the session last moved forward
     given_up_at: float | None = None  #: when the daemon cancelled it for making no progress
+    worker_pid: int | None = None  #: the process running its session (daemon.bay_processes), while it runs
 
     def rate(self, now: float) -> float:
         """Bytes per second this session moved; 0 until it moves a fresh byte and whenever it is not syncing."""
@@ -96,6 +96,7 @@ class Bay:
             "last_error": self.last_error,
             "note": self.note,
             "sessions": self.sessions,
+            "worker_pid": self.worker_pid,
             "out_of_scope_reasons": self.stayed.get("out_of_scope_reasons", {}),
             "nearest_window": self.stayed.get("nearest_window"),
         }
@@ -104,7 +105,16 @@ class Bay:
 class Daemon:
     def __init__(self, config_path: Path | None, *, rescan_s: float = 2.0) -> None:
         self.config_path = config_path
-        self.agent = Agent(config_mod.load(config_path))
+        config = config_mod.load(config_path)
+        #: with daemon.bay_processes, each session runs in a worker process (agent/service/bayworker.py);
+        #: the batch lock, upload pool and cap they share live under the runtime directory
+        self.limits: SharedLimits | None = None
+        if config.bay_processes:
+            self.limits = SharedLimits.of(socket_path(config.state_dir).parent / "bays", config)
+        self.agent = Agent(config, batch_lock=self.limits.batch_lock() if self.limits else None)
+        if self.limits is not None:
+            self.limits.prepare()
+        self.workers: dict[str, BayWorker] = {}  #: bay address -> its running worker (under self.lock)
         self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
         self.agent.bucket = self.uploads
         self.agent.parts_in_flight = lambda: 2 if len(self._active()) <= 1 else 1
@@ -138,6 +148,8 @@ class Daemon:
         problems = self.agent.recover()
         for p in problems:
             LOG.warning("recovery: %s", p)
+        if self.limits is not None:
+            bayworker.start_server()
         self.control.start()
         self._watch_devices()
         watchdog = sdnotify.Watchdog(healthy=self.healthy)
@@ -205,6 +217,9 @@ class Daemon:
             witnessing = self.agent.make_witnessing(fresh)  # a bad witness policy is refused here
             self.agent.config = fresh
             self.agent.witnessing = witnessing
+            with self.lock:
+                for worker in self.workers.values():
+                    worker.send("config", fresh)  # its next upload and seal see it, as a thread's would
             LOG.info("configuration reloaded from %s", self.config_path or "the default")
         except BodycamError as err:
             LOG.error("reload refused, keeping the running configuration: %s", err)
@@ -289,20 +304,14 @@ class Daemon:
 
     def _session(self, bay: Bay) -> None:
         try:
-            camera: CameraDevice
-            if bay.kind == "mass-storage":
-                camera = MassStorageCamera(Path(bay.address))
-            elif bay.kind == "usbip":
-                opened = transports.open_usbip(bay.address)
-                if not opened:
-                    raise TransportError(f"no camera exported at {bay.address}")
-                camera = Camera(opened[0])
-                for extra in opened[1:]:
-                    extra.close()
+            if self.limits is not None:
+                report = self._in_worker(bay, self.limits)
             else:
-                camera = Camera(transports.open_serial(bay.address))
-            with camera:
-                report = self.agent.session(camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel)
+                camera: CameraDevice
+                with open_camera(bay.kind, bay.address) as camera:
+                    report = self.agent.session(
+                        camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel
+                    )
             self._finish(bay, report)
         except BodycamError as err:
             if bay.cancel.is_set() and bay.given_up_at is None:
@@ -315,6 +324,30 @@ class Daemon:
         finally:
             self._publish()
             self.wake.set()
+
+    def _in_worker(self, bay: Bay, limits: SharedLimits) -> CameraReport:
+        """The session in a worker process; this thread relays its progress and answers it. A worker
+        that has not stopped ``daemon.stall_timeout_s`` after a cancel (eject, give-up, SIGTERM) is
+        killed: its journal is consistent at every step, and the bay is retried as after any failure."""
+        job = WorkerJob(
+            bay.kind, bay.address, self.config, limits, self.agent.parts_in_flight(), logging.getLogger().level
+        )
+        worker = BayWorker(
+            job,
+            cancel=bay.cancel,
+            on_progress=lambda k, d: self._progress(bay, k, d),
+            on_pulling=self.agent.note_pulling,
+            kill_after_s=lambda: self.config.stall_timeout_s,
+            on_started=lambda pid: setattr(bay, "worker_pid", pid),
+        )
+        with self.lock:
+            self.workers[bay.address] = worker
+        try:
+            return worker.run()
+        finally:
+            with self.lock:
+                if self.workers.get(bay.address) is worker:
+                    del self.workers[bay.address]
 
     def _finish(self, bay: Bay, report: CameraReport) -> None:
         with self.lock:

@@ -1,0 +1,203 @@
+"""Bays in worker processes (daemon.bay_processes, the default): every bay completes and verifies, a
+worker killed mid-pull resumes cleanly, and the upload pool and bandwidth cap are shared across the
+workers (checked on the accounting, never on timing)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bodycam.agent.service import control
+from bodycam.agent.storage.interprocess import SharedRate, SharedSlots
+from bodycam.drivers.errors import ServiceError
+
+from .dock import CLI, Dock, iso_window, make_dock, window
+from .sims import SimProcess
+
+MiB = 1024 * 1024
+
+
+def _status(dock: Dock) -> dict[str, Any]:
+    try:
+        return control.request(control.socket_path(dock.config.state_dir), {"cmd": "status"})
+    except ServiceError:
+        return {"bays": [], "queue": {"uploads_in_progress": 0}}
+
+
+def _all_synced(status: dict[str, Any], n: int) -> bool:
+    bays = status["bays"]
+    return len(bays) == n and all(b["state"] == "synced" for b in bays) and not status["queue"]["uploads_in_progress"]
+
+
+def _start(dock: Dock, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.3"], stderr=log.open("ab")
+    )
+
+
+def _stop(daemon: subprocess.Popen[bytes], log: Path) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        assert daemon.wait(90) == 0, log.read_text()[-3000:]
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        raise AssertionError("daemon did not stop:\n" + log.read_text()[-3000:]) from None
+
+
+def _stored(bucket: Path) -> dict[tuple[str, int], int]:
+    stored: dict[tuple[str, int], int] = {}
+    for path in bucket.rglob("*.age"):
+        if "recordings" in path.parts:
+            key = (path.parent.name, int(path.stem))
+            stored[key] = stored.get(key, 0) + 1
+    return stored
+
+
+def _verify(dock: Dock) -> None:
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
+                        "--identity", str(dock.identity_path))  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_eight_bays_in_worker_processes_all_complete_verify_and_share_one_cap(tmp_path: Path) -> None:
+    """Eight cameras at once: each session runs in a process other than the daemon, every training
+    recording arrives exactly once and verifies, and every byte uploaded went through the one shared
+    bandwidth cap (its count equals the ciphertext in the bucket)."""
+    win = window()
+    sims = [
+        SimProcess("usbip", f"BAY-{i}", "--recordings", "3", "--training", "2", "--size", str(2 * MiB),
+                   "--exercise", iso_window(win), truth_dir=tmp_path)
+        for i in range(8)
+    ]  # fmt: skip
+    bucket = tmp_path / "bucket"
+    log = tmp_path / "daemon.log"
+    try:
+        dock = make_dock(tmp_path / "dock", bucket.as_uri())
+        with dock.config_path.open("a") as f:  # still in [upload]: a cap high enough not to slow the test
+            f.write("workers = 3\nbandwidth_limit_mbps = 100000\n")
+            f.write("[cameras]\nusbip = [" + ", ".join(f'"{s.address}"' for s in sims) + "]\n")
+        dock.enroll(*(s.serial for s in sims))
+        dock.exercise("EX-BAYS", win, *(s.serial for s in sims))
+        daemon = _start(dock, log)
+        workers: set[int] = set()
+        try:
+            deadline = time.monotonic() + 240
+            status = _status(dock)
+            while not _all_synced(status, 8) and time.monotonic() < deadline:
+                workers |= {b["worker_pid"] for b in status["bays"] if b.get("worker_pid")}
+                assert not any(b["state"] == "error" for b in status["bays"]), status
+                time.sleep(0.2)
+                status = _status(dock)
+            assert _all_synced(status, 8), f"{status}\n{log.read_text()[-3000:]}"
+            assert workers and daemon.pid not in workers, workers  # sessions ran in processes of their own
+            assert all(b["worker_pid"] is None for b in status["bays"])  # and ended with them
+            run_dir = control.socket_path(dock.config.state_dir).parent / "bays"
+            granted = SharedRate(run_dir / "upload.rate", 1.0).granted()
+        finally:
+            _stop(daemon, log)
+    finally:
+        for s in sims:
+            s.stop()
+    expected = {(s.serial, rid) for s in sims for rid in s.training()}
+    stored = _stored(bucket)
+    assert set(stored) == expected and all(n == 1 for n in stored.values()), stored
+    rows = dock.journal().query("SELECT SUM(ciphertext_size), COUNT(*) FROM recordings WHERE state='verified'")
+    assert rows[0][1] == len(expected)
+    assert granted == rows[0][0]  # every part of every worker was counted against the one cap
+    _verify(dock)
+
+
+def test_a_worker_killed_mid_pull_resumes_cleanly(tmp_path: Path) -> None:
+    """SIGKILL the worker of a bay in the middle of a pull, with one upload slot for the whole dock: the
+    daemon reports the bay's failure, retries it, and the retry resumes (the slot and the batch lock the
+    dead worker held are free again: flock dies with it); each recording is in the bucket once."""
+    win = window()
+    sim = SimProcess("usbip", "CAM-KILL", "--recordings", "2", "--training", "2", "--size", str(24 * MiB),
+                     "--exercise", iso_window(win), truth_dir=tmp_path)  # fmt: skip
+    bucket = tmp_path / "bucket"
+    log = tmp_path / "daemon.log"
+    try:
+        dock = make_dock(tmp_path / "dock", bucket.as_uri())
+        with dock.config_path.open("a") as f:  # one slot, and slow enough (5 MB/s) to be caught mid-pull
+            f.write("workers = 1\nbandwidth_limit_mbps = 40\n")
+            f.write(f'[cameras]\nusbip = ["{sim.address}"]\n')
+        dock.enroll(sim.serial)
+        dock.exercise("EX-KILL", win, sim.serial)
+        daemon = _start(dock, log)
+        try:
+            deadline = time.monotonic() + 120
+            victim = None
+            while victim is None and time.monotonic() < deadline:
+                for bay in _status(dock)["bays"]:
+                    if bay["worker_pid"] and 0 < bay["bytes_done"] < bay["bytes_total"]:
+                        victim = bay["worker_pid"]
+                time.sleep(0.05)
+            assert victim is not None, log.read_text()[-3000:]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 180
+            seen_error = False
+            status = _status(dock)
+            while not _all_synced(status, 1) and time.monotonic() < deadline:
+                seen_error |= any("SIGKILL" in (b["last_error"] or "") for b in status["bays"])
+                time.sleep(0.2)
+                status = _status(dock)
+            assert _all_synced(status, 1), f"{status}\n{log.read_text()[-3000:]}"
+            assert seen_error or "killed by SIGKILL" in log.read_text(), log.read_text()[-3000:]
+            assert status["bays"][0]["sessions"] >= 2
+        finally:
+            _stop(daemon, log)
+    finally:
+        sim.stop()
+    stored = _stored(bucket)
+    assert set(stored) == {(sim.serial, rid) for rid in sim.training()} and all(n == 1 for n in stored.values())
+    custody = [json.loads(r[0]) for r in dock.journal().query("SELECT line FROM custody ORDER BY seq")]
+    assert sum(1 for e in custody if e["event"] == "verified") == 2
+    _verify(dock)
+
+
+def _reserve(path: str, n: int, out: Any) -> None:
+    out.put(SharedRate(Path(path), 1.0).reserve(n))
+
+
+def _hold_slot(directory: str, ready: Any) -> None:
+    with SharedSlots(Path(directory), 1).slot():
+        ready.set()
+        time.sleep(600)
+
+
+def test_the_bandwidth_cap_and_upload_slots_are_shared_across_processes(tmp_path: Path) -> None:
+    """Two processes reserve against one cap of 1 byte/s: the second waits for the first's bytes too
+    (about 199 s, not 99: computed, never slept). A slot held by a process killed with SIGKILL is free."""
+    ctx = multiprocessing.get_context("spawn")
+    rate_path = tmp_path / "upload.rate"
+    SharedRate(rate_path, 1.0).reset()
+    out = ctx.Queue()
+    waits = []
+    for _ in range(2):
+        proc = ctx.Process(target=_reserve, args=(str(rate_path), 100, out))
+        proc.start()
+        waits.append(out.get(timeout=60))
+        proc.join(60)
+    assert SharedRate(rate_path, 1.0).granted() == 200
+    assert 90 < waits[0] <= 99 and 190 < waits[1] <= 199, waits
+
+    slots = SharedSlots(tmp_path, 1)
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_slot, args=(str(tmp_path), ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        assert slots.held() == 1
+    finally:
+        assert holder.pid is not None
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(60)
+    assert slots.held() == 0
+    with slots.slot() as number:
+        assert number == 0
