@@ -240,3 +240,22 @@ def test_the_docs_name_the_credentials_file_the_unit_reads() -> None:
         text = (ROOT / page).read_text()
         assert f"`{path}`" in text, page
         assert "credentials.env" not in text, page
+
+
+WITNESS_UNIT = SYSTEMD / "bodycam-witness.service"
+
+
+@needs_analyze
+def test_the_witness_unit_verifies_and_scores_exposure_at_most_2(tmp_path: Path) -> None:
+    """systemd/bodycam-witness.service (docs/deployment.md, "Running a witness"), as the agent's unit is checked."""
+    text = WITNESS_UNIT.read_text(encoding="utf-8").replace(
+        "ExecStart=/usr/bin/bodycam-sync ", f"ExecStart={local_cli()} "
+    )
+    copy = tmp_path / WITNESS_UNIT.name
+    copy.write_text(text, encoding="utf-8")
+    proc = analyze("verify", copy)
+    assert proc.returncode == 0 and (proc.stdout + proc.stderr).strip() == "", proc.stdout + proc.stderr
+    rc, level, out = exposure(WITNESS_UNIT)
+    assert rc == 0 and level <= MAX_EXPOSURE, out
+    settings = unit_settings(text)
+    assert settings["StateDirectoryMode"] == ["0700"] and settings["RestartPreventExitStatus"] == ["2"]

@@ -22,6 +22,7 @@ from bodycam.agent.formats.sshsig import generate_key, load_private_key
 from bodycam.agent.storage import docklog, witnessclient
 from bodycam.drivers.virtual.server import device_key_hex
 
+from . import tlogcheck as gocheck
 from .dock import CLI, DOCK_ID, Dock, make_dock
 
 ORIGIN = docklog.origin(DOCK_ID)
@@ -134,7 +135,7 @@ def verify(dock: Dock, policy: Path, *extra: str) -> tuple[int, list[tuple[str, 
 
 
 def test_two_witnesses_cosign_a_witness_down_catches_up_and_verify_checks_them(two_witnesses: Any) -> None:
-    dock, _, b, policy = two_witnesses
+    dock, a, b, policy = two_witnesses
     bucket = Path(dock.bucket_url.removeprefix("file://"))
     add_batch(dock, "CAM-W1")
     assert witnessed(bucket, policy) == (1, {"ho", "auditor"})
@@ -159,6 +160,14 @@ def test_two_witnesses_cosign_a_witness_down_catches_up_and_verify_checks_them(t
     served = witnessclient.latest(b.url, ORIGIN)
     assert served is not None and note.parse_checkpoint(note.split_note(served)[0]).size == 4
     assert verify(dock, policy) == (0, [])
+    # Go's note.Open, with a cosignature/v1 verifier of its own, reads the same cosigned checkpoints
+    dock_vkey = witnesspolicy.load(policy).log_verifiers(ORIGIN)[0]
+    go = {"vkey": docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))}
+    go |= {"origin": ORIGIN, "tiles": str(log), "all_tiles": True, "cosigners": [a.vkey, b.vkey]}
+    assert dock_vkey.name == ORIGIN
+    assert gocheck.run({**go, "checkpoint": str(log / docklog.WITNESSED)}) == ["checkpoint OK", "tiles OK"]
+    lines = gocheck.run({**go, "checkpoint": str(log / "witnessed" / "3")})
+    assert lines == ["checkpoint FAIL: no valid cosignature by witness.example/auditor"], lines
 
 
 def test_deleting_the_newest_batch_is_caught_by_verify_policy_without_expect_head(two_witnesses: Any) -> None:
@@ -181,6 +190,12 @@ def test_deleting_the_newest_batch_is_caught_by_verify_policy_without_expect_hea
     assert rc == 1
     truncated = [m for p, m in findings if p == "log_truncated"]
     assert len(truncated) == 2 and all("has 2 entries, the bucket's log only 1" in m for m in truncated), findings
+    # a sloppier truncation that leaves the newest tile behind is caught from the bucket alone
+    (log / "tile/0/000.p/2").write_bytes(b"\0" * 64)
+    (log / "notes.txt").write_text("added")
+    plain = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers), "--json")
+    strays = [f["key"] for f in json.loads(plain.stdout)["findings"] if f["problem"] == "log_unlisted_object"]
+    assert sorted(strays) == [f"{DOCK_ID}/log/notes.txt", f"{DOCK_ID}/log/tile/0/000.p/2"], plain.stdout
 
 
 def test_a_forked_log_is_refused_by_the_witnesses(two_witnesses: Any, tmp_path: Path) -> None:
@@ -285,3 +300,75 @@ def test_witness_serve_refuses_a_bad_policy_or_key_in_one_line(tmp_path: Path) -
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and "line 1" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_hanging_witness_holds_nothing_back(tmp_path: Path) -> None:
+    """A witness that accepts the connection and never answers costs the dock its timeout after
+    publishing: the batch is sealed and published, the run succeeds, and the next run asks again."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog and are never read
+    port = silent.getsockname()[1]
+    wkey = Ed25519PrivateKey.generate()
+    dock_vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    policy = tmp_path / "policy"
+    policy.write_text(
+        f"log {dock_vkey}\nwitness w {cosignature.verifier_key('w', wkey.public_key())} http://127.0.0.1:{port}\n"
+        "quorum w\n"
+    )
+    with dock.config_path.open("a") as f:
+        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 1\n')
+    try:
+        add_batch(dock, "CAM-H1")
+        add_batch(dock, "CAM-H2")
+    finally:
+        silent.close()
+    log = tmp_path / "bucket" / DOCK_ID / "log"
+    assert (log / "checkpoints" / "2").is_file() and not (log / docklog.WITNESSED).exists()
+    rc, findings = verify(dock, policy)
+    assert rc == 1 and {p for p, _ in findings} == {"manifest_not_witnessed", "witness_unreachable"}, findings
+
+
+def test_the_rebuilt_log_tree_counts_against_max_memory(tmp_path: Path) -> None:
+    """A checkpoint claiming more entries than --max-memory can rebuild is refused before any is read."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with dock.config_path.open("a") as f:
+        f.write("[batch]\ncustody_only_interval_s = 0\n")
+    add_batch(dock, "CAM-M1")
+    key = load_private_key(dock.root / "keys" / "dock_ed25519")
+    big = note.sign_checkpoint(note.Checkpoint(ORIGIN, 300_000, bytes(32)), ORIGIN, key)
+    (tmp_path / "bucket" / DOCK_ID / "log" / "checkpoint").write_bytes(big)
+
+    def problems(*extra: str) -> set[str]:
+        proc = dock.cli(
+            "verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers), "--json", *extra
+        )
+        return {f["problem"] for f in json.loads(proc.stdout)["findings"]}
+
+    assert "log_too_large" in problems("--max-memory", "128")  # 262,144 entries fit
+    assert "log_too_large" not in problems("--max-memory", "256")  # 786,432 fit: read, and found wanting
+
+
+def test_witnesses_config_is_checked_and_a_bad_policy_stops_the_dock_in_one_line(tmp_path: Path) -> None:
+    from bodycam.agent import config as config_mod
+    from bodycam.drivers.errors import ConfigError
+
+    base = {"dock_id": "d", "state_dir": str(tmp_path / "s")}
+    cfg = config_mod.parse({**base, "witnesses": {"policy": "/p", "retry_s": 5}})
+    assert cfg.witnesses is not None and cfg.witnesses.retry_s == 5 and cfg.witnesses.timeout_s == 10
+    for bad, error in (
+        ({"policy": "/p", "retries": 1}, "unknown config key 'witnesses.retries'"),
+        ({"policy": "/p", "timeout_s": 301}, "witnesses.timeout_s"),
+        ({"timeout_s": 1}, "witnesses.policy' is required"),
+    ):
+        with pytest.raises(ConfigError, match=error):
+            config_mod.parse({**base, "witnesses": bad})
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    policy = tmp_path / "policy"
+    policy.write_text("witness w not-a-key\n")
+    with dock.config_path.open("a") as f:
+        f.write(f'[witnesses]\npolicy = "{policy}"\n')
+    proc = dock.cli("ingest", "--once")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"witness policy {policy} line 1" in proc.stderr

@@ -33,6 +33,7 @@ MAX_ENTRIES = 1_000_000  # 64 MiB of rebuilt hashes: a dock seals far fewer batc
 MAX_CHECKPOINTS = 10_000  # kept checkpoints compared with the tree (the newest ones, by size)
 BUNDLE_MAX = tlog.TILE_WIDTH * (2 + 1024)  # the dock's entries are a few hundred bytes
 ENTRY_VALUES = 16
+MAX_STRAYS = 100  # named one by one; the rest are counted
 TAIL = 10_000  # the newest entries named one by one when not witnessed
 _SIZE = re.compile(r"[1-9][0-9]{0,18}")
 
@@ -102,6 +103,7 @@ def check(
     findings += _tiles(bucket, prefix, tree)
     findings += _checkpoints(bucket, prefix, tree, verifiers, dock)
     findings += entries.found + entries.unlogged()
+    findings += _strays(bucket, prefix, tree.size)
     if policy is not None:
         findings += witnessed(bucket, dock, policy, tree, entries.tail, fetch=fetch)
     return findings
@@ -199,6 +201,54 @@ def _checkpoints(
             )
         elif tree.root(size) != cp.root:
             found.append(LogFinding("log_fork", f"{key} signs a different tree of {size} entries: the log forked", key))
+    return found
+
+
+_TILE = re.compile(r"tile/(entries|[0-5]?[0-9]|6[0-3])/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
+_OWN = re.compile(rf"({docklog.CHECKPOINTS}|{docklog.WITNESSED_DIR})/([1-9][0-9]{{0,18}})")
+
+
+def _belongs(name: str, size: int) -> bool:
+    """Whether ``name`` (relative to the log's directory) is an object the log of ``size`` entries, or
+    of any size it grew through, has: a checkpoint, a cosigned checkpoint, a tile or an entry bundle."""
+    if name in (docklog.CHECKPOINT, docklog.WITNESSED):
+        return True
+    own = _OWN.fullmatch(name)
+    if own is not None:
+        return int(own.group(2)) <= size
+    tile = _TILE.fullmatch(name)
+    if tile is None:
+        return False
+    level = 0 if tile.group(1) == "entries" else int(tile.group(1))
+    digits = tile.group(2).replace("x", "").replace("/", "")
+    if tlog.encode_index(int(digits)) != tile.group(2):
+        return False  # a non-canonical spelling of an index (x000/001)
+    width = int(tile.group(3)) if tile.group(3) else tlog.TILE_WIDTH
+    if width >= tlog.TILE_WIDTH and tile.group(3):
+        return False
+    # the tile exists once level 8*L has n*256 + width hashes, each covering 256**L leaves
+    return (int(digits) * tlog.TILE_WIDTH + width) << (tlog.HEIGHT * level) <= size
+
+
+def _strays(bucket: Any, prefix: str, size: int) -> list[LogFinding]:
+    """Objects under the log's directory that no size of this log has: the bucket holds nothing the log
+    does not (a tile beyond the tree is what a truncation leaves; anything else was added)."""
+    found: list[LogFinding] = []
+    stray = 0
+    for info in bucket.iter_objects(f"{prefix}/"):
+        if _belongs(info.key[len(prefix) + 1 :], size):
+            continue
+        stray += 1
+        if stray <= MAX_STRAYS:
+            found.append(
+                LogFinding(
+                    "log_unlisted_object",
+                    f"{info.key} is not an object of the log of {size} entries (added, or left by a truncation)",
+                    info.key,
+                )
+            )
+    if stray > MAX_STRAYS:
+        found.append(LogFinding("log_unlisted_object", f"{stray - MAX_STRAYS} more such objects under {prefix}/"))
     return found
 
 

@@ -7,7 +7,12 @@
 //	{"vkey": "<name>+<hash>+<key>", "checkpoint": "<file>", "origin": "<origin>", "tiles": "<dir>",
 //	 "all_tiles": true, "entries": true,
 //	 "records": [{"index": 5, "leaf": "<b64 leaf hash>" | "entry": "<b64 entry>", "proof": ["<b64>", ...]}],
-//	 "trees": [{"size": 3, "root": "<b64>", "proof": ["<b64>", ...]}]}
+//	 "trees": [{"size": 3, "root": "<b64>", "proof": ["<b64>", ...]}],
+//	 "cosigners": ["<name>+<hash>+<base64(0x04 || key)>", ...]}
+//
+// Go's note package knows only Ed25519 note keys (type 0x01); each cosigner is checked through a
+// note.Verifier of our own for C2SP tlog-cosignature cosignature/v1 (type 0x04), which note.Open accepts
+// like any other verifier: the checkpoint must carry a valid cosignature by every cosigner listed.
 //
 // Tiles are read from "<dir>/tile/<L>/<N>[.p/<W>]" and "<dir>/tile/entries/<N>[.p/<W>]" (C2SP
 // tlog-tiles paths, which omit the height that Go's own tile paths carry). A record without "proof" is
@@ -15,6 +20,8 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -51,6 +58,49 @@ type request struct {
 	Entries    bool     `json:"entries"`
 	Records    []record `json:"records"`
 	Trees      []tree   `json:"trees"`
+	Cosigners  []string `json:"cosigners"`
+}
+
+// cosigner verifies C2SP cosignature/v1 signatures: 8-byte big-endian timestamp || Ed25519 signature
+// over "cosignature/v1\ntime <T>\n" || the checkpoint text.
+type cosigner struct {
+	name string
+	hash uint32
+	key  ed25519.PublicKey
+}
+
+func (c cosigner) Name() string    { return c.name }
+func (c cosigner) KeyHash() uint32 { return c.hash }
+func (c cosigner) Verify(msg, sig []byte) bool {
+	if len(sig) != 8+ed25519.SignatureSize {
+		return false
+	}
+	t := binary.BigEndian.Uint64(sig[:8])
+	if t >= 1<<63 {
+		return false
+	}
+	signed := append([]byte(fmt.Sprintf("cosignature/v1\ntime %d\n", t)), msg...)
+	return ed25519.Verify(c.key, signed, sig[8:])
+}
+
+func newCosigner(vkey string) (cosigner, error) {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return cosigner{}, errors.New("malformed cosigner vkey")
+	}
+	h, err := strconv.ParseUint(parts[1], 16, 32)
+	if err != nil || len(parts[1]) != 8 {
+		return cosigner{}, errors.New("malformed cosigner key hash")
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(parts[2])
+	if err != nil || len(raw) != 1+ed25519.PublicKeySize || raw[0] != 0x04 {
+		return cosigner{}, errors.New("not a cosignature/v1 Ed25519 key (type 0x04)")
+	}
+	sum := sha256.Sum256(append([]byte(parts[0]+"\n"), raw...))
+	if binary.BigEndian.Uint32(sum[:4]) != uint32(h) {
+		return cosigner{}, errors.New("cosigner key hash does not match its key")
+	}
+	return cosigner{parts[0], uint32(h), ed25519.PublicKey(raw[1:])}, nil
 }
 
 const height = 8
@@ -129,9 +179,26 @@ func openCheckpoint(req request) (tlog.Tree, error) {
 	if err != nil {
 		return tlog.Tree{}, err
 	}
-	n, err := note.Open(msg, note.VerifierList(v))
+	verifiers := []note.Verifier{v}
+	for _, vkey := range req.Cosigners {
+		c, err := newCosigner(vkey)
+		if err != nil {
+			return tlog.Tree{}, err
+		}
+		verifiers = append(verifiers, c)
+	}
+	n, err := note.Open(msg, note.VerifierList(verifiers...))
 	if err != nil {
 		return tlog.Tree{}, err
+	}
+	for _, c := range verifiers[1:] {
+		found := false
+		for _, sig := range n.Sigs {
+			found = found || (sig.Name == c.Name() && sig.Hash == c.KeyHash())
+		}
+		if !found {
+			return tlog.Tree{}, fmt.Errorf("no valid cosignature by %s", c.Name())
+		}
 	}
 	lines := strings.Split(n.Text, "\n")
 	if len(lines) != 4 || lines[3] != "" {
