@@ -10,6 +10,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -372,3 +373,73 @@ def test_witnesses_config_is_checked_and_a_bad_policy_stops_the_dock_in_one_line
     proc = dock.cli("ingest", "--once")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"witness policy {policy} line 1" in proc.stderr
+
+
+def test_concurrent_submissions_never_roll_the_witness_back(tmp_path: Path) -> None:
+    """tlog-witness's race: requests with the same old size and different new sizes, all at once. Only
+    one may be cosigned; the others learn the new size (409), and the stored size never goes back."""
+    import threading
+
+    from bodycam.agent.formats import tlog
+    from bodycam.agent.service.witness import Witness
+    from bodycam.agent.storage.witnessstate import WitnessState
+
+    log_key = Ed25519PrivateKey.generate()
+    policy = witnesspolicy.parse(f"log {note.verifier_key(ORIGIN, log_key.public_key())}\n")
+    w = Witness("w", Ed25519PrivateKey.generate(), policy, WitnessState(tmp_path / "state"))
+    tree = tlog.Tree(tlog.MemoryHashStore())
+    for i in range(40):
+        tree.append(b"%d" % i)
+    answers: dict[int, int] = {}
+    start = threading.Barrier(20)
+
+    def submit(size: int) -> None:
+        signed = note.sign_checkpoint(note.Checkpoint(ORIGIN, size, tree.root(size)), ORIGIN, log_key)
+        start.wait()
+        answers[size] = w.add_checkpoint(witnessapi.encode_request(0, [], signed)).status
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(21, 41)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [n for n, status in answers.items() if status == 200]
+    assert len(winners) == 1 and sorted(set(answers.values())) == [200, 409], answers
+    latest = w.state.latest(ORIGIN)
+    assert latest is not None and latest.size == winners[0]
+    w.state.close()
+
+
+def _wait_for(path: Path, within: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never appeared: {log.read_text()[-3000:]}")
+
+
+def test_the_daemon_publishes_while_its_witness_is_down_and_catches_it_up_from_its_loop(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock_vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    policy = tmp_path / "witness.policy"
+    policy.write_text(f"log {dock_vkey}\n")
+    w = WitnessProcess(tmp_path / "w", "witness.example/w", policy, _free_port())
+    policy.write_text(f"log {dock_vkey}\nwitness w {w.vkey} {w.url}\nquorum w\n")
+    with dock.config_path.open("a") as f:
+        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 2\nretry_s = 1\n')
+    assert dock.cli("enroll", "CAM-D1", "--key", device_key_hex("CAM-D1")).returncode == 0
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen([CLI, "-v", "--config", str(dock.config_path), "daemon"], stderr=log.open("ab"))
+    bucket_log = tmp_path / "bucket" / DOCK_ID / "log"
+    try:
+        _wait_for(bucket_log / "checkpoints" / "1", 120, "the custody-only batch", log)  # sealed, witness down
+        assert not (bucket_log / docklog.WITNESSED).exists()
+        w.start()
+        _wait_for(bucket_log / docklog.WITNESSED, 120, "the cosigned checkpoint", log)
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
+        w.stop()
+    assert witnessed(tmp_path / "bucket", policy) == (1, {"w"})
+    assert "witness w:" in log.read_text()  # the failure while it was down was logged, once per retry

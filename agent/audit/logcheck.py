@@ -104,7 +104,7 @@ def check(
     findings += _checkpoints(bucket, prefix, tree, verifiers, dock)
     findings += entries.found + entries.unlogged()
     findings += _strays(bucket, prefix, tree.size)
-    if policy is not None:
+    if policy is not None and policy.log_verifiers(docklog.origin(dock)):  # docks the policy names
         findings += witnessed(bucket, dock, policy, tree, entries.tail, fetch=fetch)
     return findings
 

@@ -21,6 +21,7 @@ seconds, at most :data:`MAX_IN_FLIGHT` requests handled at once (503 beyond), id
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import urllib.parse
@@ -198,7 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.startswith(prefix) or len(self.path) > 600:
             self._send(_text(404, "GET /checkpoint/<origin> only"))
             return
-        origin = urllib.parse.unquote(self.path[len(prefix) :], errors="strict")
+        try:
+            origin = urllib.parse.unquote(self.path[len(prefix) :], errors="strict")
+        except UnicodeDecodeError:
+            self._send(_text(404, "an origin is UTF-8"))
+            return
         self._guarded(lambda: self.server.witness.checkpoint(origin))
 
     def _body(self) -> bytes | None:
@@ -236,6 +241,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.witness = witness
         self.slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One log line for a connection that failed (a client gone, a timeout), never a traceback."""
+        LOG.info("witness: a request from %s failed: %s", client_address, sys.exc_info()[1])
 
 
 def serve(witness: Witness, host: str, port: int, *, ready: Callable[[str], None], stop: threading.Event) -> None:
