@@ -25,14 +25,13 @@ from bodycam.agent.formats.sshsig import public_key_line, sign
 from bodycam.agent.pipeline import keys as dock_keys
 from bodycam.agent.storage import docklog
 from bodycam.agent.storage.custody_log import CustodyLog
-from bodycam.agent.storage.journal import Journal, utc_now
+from bodycam.agent.storage.journal import Journal, RecordingKey, RecordingState, utc_now
 from bodycam.drivers.errors import IntegrityError, StorageError
 
 if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
 
 LOG = logging.getLogger(__name__)
-ACTIVE_STATES = ("uploading", "completing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +92,7 @@ def unsealed_custody_since(journal: Journal) -> float | None:
 
 
 def defer(
-    journal: Journal, custody: CustodyLog, batch_id: str, *, keep: frozenset[tuple[str, int, str]]
+    journal: Journal, custody: CustodyLog, batch_id: str, *, keep: frozenset[RecordingKey]
 ) -> list[tuple[str, str]]:
     """Move the uploads of ``batch_id`` still in ``uploading`` (except those in ``keep``, being pulled
     and progressing) out of it, so it can be sealed with what is verified (docs/crash-safety.md).
@@ -106,25 +105,17 @@ def defer(
     """
     moved: list[tuple[str, str]] = []
     with journal.transaction() as db:
-        rows = db.execute(
-            "SELECT serial, recording_id, camera_sha256, object_key, upload_id FROM recordings "
-            "WHERE batch_id=? AND state='uploading'",
-            (batch_id,),
-        ).fetchall()
-        for r in rows:
-            ident = (str(r[0]), int(r[1]), str(r[2]))
-            if ident in keep:
+        for rk in journal.keys_in(RecordingState.UPLOADING, batch_id=batch_id):
+            if rk in keep:
                 continue
-            db.execute(
-                "UPDATE recordings SET state='pending', batch_id=NULL, object_key=NULL, upload_id=NULL, "
-                "file_key=NULL, age_header=NULL, error=?, updated_at=? "
-                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (f"moved out of batch {batch_id}, sealed on schedule", utc_now(), *ident),
+            row = journal.recording(rk)
+            assert row is not None  # listed in this transaction
+            journal.mark_pending(rk, f"moved out of batch {batch_id}, sealed on schedule")
+            custody.append_in(
+                db, "pull_deferred", camera=rk.serial, recording=rk.recording_id, batch=batch_id, key=row["object_key"]
             )
-            db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", ident)
-            custody.append_in(db, "pull_deferred", camera=ident[0], recording=ident[1], batch=batch_id, key=r[3])
-            if r[4]:
-                moved.append((str(r[3]), str(r[4])))
+            if row["upload_id"]:
+                moved.append((str(row["object_key"]), str(row["upload_id"])))
     return moved
 
 
@@ -196,7 +187,7 @@ def seal(
                     "key": r["object_key"],
                     "version_id": r["version_id"],
                     "officer_pseudonym": mf.pseudonym(pseudonym_secret, officer) if officer else None,
-                    **_disclosure(db, r),
+                    **_disclosure(journal, r),
                 }
             )
             personal_doc["recordings"].append(
@@ -312,14 +303,11 @@ def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
     )
 
 
-def _disclosure(db: Any, r: Any) -> dict[str, Any]:
+def _disclosure(journal: Journal, r: Any) -> dict[str, Any]:
     """The covering agreements (id, version, sha256) and party names a recording was encrypted to, when
     the dock runs under data-sharing agreements; nothing for a recording sent to ``[[recipients]]``."""
-    row = db.execute(
-        "SELECT disclosure FROM recording_agreements WHERE serial=? AND recording_id=? AND camera_sha256=?",
-        (r["serial"], r["recording_id"], r["camera_sha256"]),
-    ).fetchone()
-    return dict(json.loads(row[0])) if row else {}
+    found = journal.disclosure(RecordingKey(r["serial"], r["recording_id"], r["camera_sha256"]))
+    return dict(json.loads(found)) if found is not None else {}
 
 
 def _officer_at(db: Any, serial: str, when: float) -> str | None:

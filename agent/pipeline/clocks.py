@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bodycam.agent.storage.custody_log import CustodyLog
-from bodycam.agent.storage.journal import Journal, utc_now
+from bodycam.agent.storage.journal import Journal, RecordingKey, utc_now
 from bodycam.drivers.device.api import CameraDevice, ClockReading
 from bodycam.drivers.protocol.messages import RecordingInfo
 
@@ -136,16 +136,18 @@ def place_listing(
     out: dict[int, Placement] = {}
     with journal.transaction() as db:
         for rec in listing:
-            out[rec.id] = _place(db, serial, rec, before)
+            out[rec.id] = _place(journal, db, serial, rec, before)
     return out
 
 
-def _place(db: sqlite3.Connection, serial: str, rec: RecordingInfo, before: ClockReading) -> Placement:
+def _place(
+    journal: Journal, db: sqlite3.Connection, serial: str, rec: RecordingInfo, before: ClockReading
+) -> Placement:
     if not rec.stamped_validly:
         return Placement(None, "clock not placeable: stamped under an invalid camera clock (RTC reset, before 2000)")
     if rec.clock_epoch is not None and rec.clock_epoch != NO_EPOCH:
         return _place_by_epoch(db, serial, rec, rec.clock_epoch)
-    return _place_by_first_listing(db, serial, rec, before)
+    return _place_by_first_listing(journal, serial, rec, before)
 
 
 def _place_by_epoch(db: sqlite3.Connection, serial: str, rec: RecordingInfo, epoch: int) -> Placement:
@@ -167,20 +169,10 @@ def _place_by_epoch(db: sqlite3.Connection, serial: str, rec: RecordingInfo, epo
     return Placement(float(nearest["offset_s"]), f"clock epoch {epoch}")
 
 
-def _place_by_first_listing(db: sqlite3.Connection, serial: str, rec: RecordingInfo, before: ClockReading) -> Placement:
-    key = (serial, rec.id, rec.sha256.hex())
-    row = db.execute(
-        "SELECT offset_s FROM recording_clocks WHERE serial=? AND recording_id=? AND camera_sha256=?", key
-    ).fetchone()
-    if row is None:
-        offset = before.offset_s if before.valid else None
-        db.execute(
-            "INSERT INTO recording_clocks(serial, recording_id, camera_sha256, offset_s, first_listed_at) "
-            "VALUES(?,?,?,?,?)",
-            (*key, offset, utc_now()),
-        )
-    else:
-        offset = row["offset_s"]
+def _place_by_first_listing(journal: Journal, serial: str, rec: RecordingInfo, before: ClockReading) -> Placement:
+    """In place_listing's transaction: the offset noted when this dock first listed the recording (now,
+    the first time)."""
+    offset = journal.first_listing_offset(RecordingKey.of(serial, rec), before.offset_s if before.valid else None)
     if offset is None:
         return Placement(None, "clock not placeable: the camera clock was invalid when this dock first listed it")
     return Placement(float(offset), "offset at first listing")

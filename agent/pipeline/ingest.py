@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +28,20 @@ from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
 from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
-from bodycam.agent.pipeline.pull import part_size_for, pull
+from bodycam.agent.pipeline.pull import PullResult, part_size_for, pull
 from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
 from bodycam.agent.pipeline.witnessing import Witnessing
 from bodycam.agent.storage.bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
 from bodycam.agent.storage.custody_log import CustodyLog
-from bodycam.agent.storage.journal import Journal, utc_now
+from bodycam.agent.storage.journal import (
+    DONE_STATES,
+    IN_FLIGHT_STATES,
+    RESTART_STATES,
+    Journal,
+    RecordingKey,
+    RecordingState,
+    utc_now,
+)
 from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
 from bodycam.drivers.protocol.messages import RecordingInfo
@@ -81,6 +90,27 @@ class CameraReport:
             "out_of_scope_reasons": dict(self.stayed),
             "nearest_window": self.nearest.to_json() if self.nearest is not None else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One in-scope recording of a docking on its way to the bucket: what each step of its ingest needs."""
+
+    camera: CameraDevice
+    rec: RecordingInfo
+    decision: ScopeDecision
+    offset: float  # the clock offset in force when it was stamped (agent/pipeline/clocks.py)
+    report: CameraReport
+    emit: ProgressFn
+    cancel: threading.Event | None
+
+    @property
+    def serial(self) -> str:
+        return self.camera.identity.serial
+
+    @property
+    def key(self) -> RecordingKey:
+        return RecordingKey.of(self.camera.identity.serial, self.rec)
 
 
 @dataclass
@@ -150,7 +180,7 @@ class Agent:
         self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
-        self._pulling: dict[tuple[str, int, str], float] = {}
+        self._pulling: dict[RecordingKey, float] = {}
         self._fleet: FleetSource | None = fleet_source(config)
         self.witnessing = self.make_witnessing(config)
         #: told when a recording starts (True) and stops (False) being pulled here, after it is registered
@@ -253,14 +283,17 @@ class Agent:
         """Finish uploads whose bytes are all in the bucket; abort multipart uploads nobody owns;
         publish sealed batches. Returns problems (outages) that keep the run from being complete."""
         problems: list[str] = []
-        for row in self.journal.query("SELECT * FROM recordings WHERE state='completing'"):
+        for key in self.journal.keys_in(RecordingState.COMPLETING):
             try:
-                self._complete(row["serial"], row["recording_id"], row["camera_sha256"])
+                self._complete(key)
             except BodycamError as err:
                 problems.append(str(err))
         try:
             owned = {
-                r["upload_id"] for r in self.journal.query("SELECT upload_id FROM recordings WHERE state='uploading'")
+                r["upload_id"]
+                for r in self.journal.query(
+                    "SELECT upload_id FROM recordings WHERE state=?", (RecordingState.UPLOADING,)
+                )
             }
             for pending in self.bucket.open_uploads(prefix=f"{self.config.dock_id}/"):
                 if pending.upload_id not in owned:
@@ -332,14 +365,18 @@ class Agent:
                 continue
             report.in_scope += 1
             todo.append((rec, decision, placement.offset_s))
-        pending = [(r.id, r.size) for r, _, _ in todo if not self._already_done(ident.serial, r)]
+        pending = [
+            (r.id, r.size)
+            for r, _, _ in todo
+            if self.journal.state(RecordingKey.of(ident.serial, r)) not in DONE_STATES
+        ]
         emit("camera_listed", {"serial": ident.serial, "recordings": pending})  # what is left to move, not all
         for rec, decision, offset in todo:
             if cancel is not None and cancel.is_set():
                 report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
                 break
             try:
-                state = self._ingest_recording(camera, rec, decision, offset, report, emit, cancel)
+                state = self._ingest_recording(_Job(camera, rec, decision, offset, report, emit, cancel))
             except (IntegrityError, UploadError, ProtocolError) as err:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
                 LOG.debug("camera %s recording %d: %s", ident.serial, rec.id, err)
@@ -350,9 +387,8 @@ class Agent:
                 if isinstance(err, ProtocolError):
                     break  # the camera broke the protocol: nothing more is taken from it this session
                 continue  # an IntegrityError concerns this recording's bytes (damaged or lied about): go on
-            if state in ("verified", "erased"):
-                if self.config.erase_after_upload and state == "verified":
-                    self._erase(camera, rec, report)
+            if self.config.erase_after_upload and state == RecordingState.VERIFIED:
+                self._erase(camera, rec, report)
         self.custody.append("undocked", camera=ident.serial)
 
     def _agreement_gate(
@@ -360,8 +396,7 @@ class Agent:
     ) -> ScopeDecision:
         """An in-scope recording leaves only under a covering agreement; one whose upload already
         started finishes under the disclosure journaled then (it is encrypted to those parties)."""
-        row = self._row(serial, rec.id, rec.sha256.hex())
-        if row is not None and row["state"] in ("uploading", "completing", "verified", "erased"):
+        if self.journal.state(RecordingKey.of(serial, rec)) in IN_FLIGHT_STATES | DONE_STATES:
             return decision
         try:
             found = self.disclosure(loaded, serial, decision, exercises, time.time())
@@ -378,18 +413,12 @@ class Agent:
         """Journal the decision once, with its custody entry; a later docking that decides it for
         another reason (an exercise registered since, a clock it can no longer place) records that
         reason too, so custody always says why the footage stayed."""
+        key = RecordingKey.of(serial, rec)
         with self.journal.transaction() as db:
-            exists = db.execute(
-                "SELECT state, error FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (serial, rec.id, rec.sha256.hex()),
-            ).fetchone()
+            exists = self.journal.recording(key)
             if exists:
-                if exists["state"] == "out_of_scope" and exists["error"] != decision.reason:
-                    db.execute(
-                        "UPDATE recordings SET error=?, clock_offset_s=?, updated_at=? "
-                        "WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                        (decision.reason, offset, utc_now(), serial, rec.id, rec.sha256.hex()),
-                    )
+                if exists["state"] == RecordingState.OUT_OF_SCOPE and exists["error"] != decision.reason:
+                    self.journal.note_stay_reason(key, decision.reason, offset)
                     self.custody.append_in(
                         db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size,
                         reason=decision.reason, code=decision.code,
@@ -399,10 +428,8 @@ class Agent:
                 "INSERT INTO recordings(serial, recording_id, camera_sha256, state, size, start_us, end_us, "
                 "clock_offset_s, category, name, error, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    serial,
-                    rec.id,
-                    rec.sha256.hex(),
-                    "out_of_scope",
+                    *key.params,
+                    RecordingState.OUT_OF_SCOPE,
                     rec.size,
                     rec.start_us,
                     rec.end_us,
@@ -418,147 +445,126 @@ class Agent:
                 code=decision.code,
             )  # fmt: skip
 
-    def _ingest_recording(
-        self,
-        camera: CameraDevice,
-        rec: RecordingInfo,
-        decision: ScopeDecision,
-        offset: float,
-        report: CameraReport,
-        emit: ProgressFn,
-        cancel: threading.Event | None,
-    ) -> str:
-        ident = (camera.identity.serial, rec.id, rec.sha256.hex())
-        with self._batch_lock:  # registered before the row is read: a scheduled seal leaves it alone
-            self._pulling[ident] = time.monotonic()
+    def _ingest_recording(self, job: _Job) -> RecordingState:
+        """Ingest one in-scope recording, registered as being pulled while it runs, so a scheduled seal
+        moves it out of its batch only if it stalls (registered before its row is read)."""
+        with self._batch_lock:
+            self._pulling[job.key] = time.monotonic()
         try:
             if self.on_pulling is not None:
-                self.on_pulling(ident, True)
-            return self._ingest_registered(camera, rec, decision, offset, report, emit, cancel)
+                self.on_pulling(job.key.params, True)
+            return self._ingest_registered(job)
         finally:
             with self._batch_lock:
-                self._pulling.pop(ident, None)
+                self._pulling.pop(job.key, None)
             if self.on_pulling is not None:
-                self.on_pulling(ident, False)
+                self.on_pulling(job.key.params, False)
 
     def note_pulling(self, ident: tuple[str, int, str], seen: float | None) -> None:
         """A recording another process pulls for us: ``seen`` is its last progress (monotonic), None once
         it stops. The daemon notes its bay workers' pulls so its scheduled seal does not move them."""
+        key = RecordingKey(*ident)
         if seen is None:
-            self._pulling.pop(ident, None)
+            self._pulling.pop(key, None)
         else:
-            self._pulling[ident] = seen
+            self._pulling[key] = seen
 
-    def _ingest_registered(
-        self,
-        camera: CameraDevice,
-        rec: RecordingInfo,
-        decision: ScopeDecision,
-        offset: float,
-        report: CameraReport,
-        emit: ProgressFn,
-        cancel: threading.Event | None,
-    ) -> str:
-        serial, sha = camera.identity.serial, rec.sha256.hex()
-        ident = (serial, rec.id, sha)
-        row = self._row(serial, rec.id, sha)
-        if row is not None and row["state"] in ("verified", "erased"):
-            report.already_done += 1
-            return str(row["state"])
-        if row is not None and row["state"] == "completing":
-            self._complete(serial, rec.id, sha)
-            report.verified += 1
-            return "verified"
-        if row is None or row["state"] in ("failed", "out_of_scope", "pending"):
-            row = self._start_upload(camera, rec, decision, offset)
-        key, upload_id = row["object_key"], row["upload_id"]
+    def _ingest_registered(self, job: _Job) -> RecordingState:
+        """Carry the recording on from its journaled state: done, only to complete, or to pull."""
+        row = self.journal.recording(job.key)
+        if row is not None and row["state"] in DONE_STATES:
+            job.report.already_done += 1
+            return RecordingState(row["state"])
+        if row is not None and row["state"] == RecordingState.COMPLETING:
+            self._complete(job.key)
+            job.report.verified += 1
+            return RecordingState.VERIFIED
+        if row is None or row["state"] in RESTART_STATES:
+            row = self._start_upload(job)
+        row, encryptor, existing = self._resumable_upload(job, row)
+        result = self._pull(job, row, encryptor, existing)
+        self._journal_pulled(job, row, result)
+        self._complete(job.key)
+        job.report.verified += 1
+        job.emit("recording_done", {"serial": job.serial, "recording": job.rec.id})
+        return RecordingState.VERIFIED
+
+    def _resumable_upload(self, job: _Job, row: sqlite3.Row) -> tuple[sqlite3.Row, Encryptor, dict[int, Part]]:
+        """The upload to pull into, its encryptor (the journaled age header and file key, so a resumed
+        pass produces the same ciphertext) and the parts it already holds; when the bucket lost it
+        (lifecycle rule, manual abort), a new upload in the same batch, from its first part."""
         encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
-        existing = self._existing_parts(key, upload_id, row)
-        if existing is None:  # the bucket lost the upload (lifecycle rule, manual abort): start again
-            row = self._start_upload(camera, rec, decision, offset, batch_id=str(row["batch_id"]))
-            key, upload_id = row["object_key"], row["upload_id"]
-            encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
-            existing = {}
-        resumed = _resumed_plaintext(existing, rec.size, encryptor.encrypted_size(rec.size))
-        emit("recording_start", {"serial": serial, "recording": rec.id, "size": rec.size, "resumed_bytes": resumed})
-        part_size = part_size_for(encryptor.encrypted_size(rec.size), self.config.part_size)
+        existing = self._existing_parts(job.key, row["object_key"], row["upload_id"])
+        if existing is not None:
+            return row, encryptor, existing
+        row = self._start_upload(job, batch_id=str(row["batch_id"]))
+        return row, Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"])), {}
+
+    def _pull(self, job: _Job, row: sqlite3.Row, encryptor: Encryptor, existing: dict[int, Part]) -> PullResult:
+        """One streaming pass from the camera into the upload (agent/pipeline/pull.py), journaling each
+        part as the bucket takes it and marking the pull alive at each step; IntegrityError (after
+        aborting the upload and marking the row failed) when the bytes are not the ones listed."""
+        rec, serial, key = job.rec, job.serial, job.key
+        encrypted_size = encryptor.encrypted_size(rec.size)
+        resumed = _resumed_plaintext(existing, rec.size, encrypted_size)
+        job.emit("recording_start", {"serial": serial, "recording": rec.id, "size": rec.size, "resumed_bytes": resumed})
 
         def progress(done: int) -> None:
-            self._pulling[ident] = time.monotonic()
-            emit("recording_bytes", {"serial": serial, "recording": rec.id, "done": done, "size": rec.size})
+            self._pulling[key] = time.monotonic()
+            job.emit("recording_bytes", {"serial": serial, "recording": rec.id, "done": done, "size": rec.size})
 
         def part_done(part: Part) -> None:
-            self._pulling[ident] = time.monotonic()
-            self._journal_part(row, part)
+            self._pulling[key] = time.monotonic()
+            self.journal.add_part(key, row["upload_id"], part)
 
         result = pull(
-            camera,
+            job.camera,
             rec,
             encryptor,
             self.bucket,
-            key,
-            upload_id,
-            part_size=part_size,
+            row["object_key"],
+            row["upload_id"],
+            part_size=part_size_for(encrypted_size, self.config.part_size),
             existing_parts=existing,
             parts_in_flight=self.parts_in_flight(),
             on_part=part_done,
             on_progress=progress,
-            cancel=cancel,
+            cancel=job.cancel,
         )
-        report.bytes_read += rec.size
-        if result.plaintext_sha256 != sha:
-            self.bucket.abort_upload(key, upload_id)
-            with self.journal.transaction() as db:
-                db.execute(
-                    "UPDATE recordings SET state='failed', error=?, upload_id=NULL, updated_at=? "
-                    "WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                    ("plaintext hash differs from the camera's", utc_now(), serial, rec.id, sha),
-                )
+        job.report.bytes_read += rec.size
+        if result.plaintext_sha256 != key.camera_sha256:
+            self.bucket.abort_upload(row["object_key"], row["upload_id"])
+            with self.journal.transaction():
+                self.journal.mark_failed(key, "plaintext hash differs from the camera's")
             raise IntegrityError(
                 f"pulled bytes hash to {result.plaintext_sha256[:16]}... but the camera lists "
-                f"{sha[:16]}...; not uploaded, not erased"
+                f"{key.camera_sha256[:16]}...; not uploaded, not erased"
             )
+        return result
+
+    def _journal_pulled(self, job: _Job, row: sqlite3.Row, result: PullResult) -> None:
+        """Journal the whole pass (``completing``, its exact parts, custody ``pulled``), unless the
+        recording was moved out of its batch while it was pulled (DeferredError)."""
         with self.journal.transaction() as db:
-            owner = db.execute(
-                "SELECT upload_id FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (serial, rec.id, sha),
-            ).fetchone()
-            if owner is None or owner[0] != upload_id:
+            owner = self.journal.recording(job.key)
+            if owner is None or owner["upload_id"] != row["upload_id"]:
                 raise DeferredError(
-                    f"camera {serial} recording {rec.id} stalled and was moved to a later batch while it was being "
-                    "pulled; it starts afresh at the next docking"
+                    f"camera {job.serial} recording {job.rec.id} stalled and was moved to a later batch while it was "
+                    "being pulled; it starts afresh at the next docking"
                 )
-            db.execute("DELETE FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rec.id, sha))
-            db.executemany(
-                "INSERT INTO parts VALUES(?,?,?,?,?,?,?)",
-                [(serial, rec.id, sha, p.number, p.size, p.sha256_b64, p.etag) for p in result.parts],
-            )  # exactly the parts of this pass, in order
-            db.execute(
-                "UPDATE recordings SET state='completing', plaintext_sha256=?, ciphertext_sha256=?, "
-                "ciphertext_size=?, updated_at=? WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (
-                    result.plaintext_sha256,
-                    result.ciphertext_sha256,
-                    result.ciphertext_size,
-                    utc_now(),
-                    serial,
-                    rec.id,
-                    sha,
-                ),
+            self.journal.replace_parts(job.key, result.parts)  # exactly the parts of this pass, in order
+            self.journal.mark_completing(
+                job.key, result.plaintext_sha256, result.ciphertext_sha256, result.ciphertext_size
             )
             self.custody.append_in(
                 db,
                 "pulled",
-                camera=serial,
-                recording=rec.id,
-                size=rec.size,
+                camera=job.serial,
+                recording=job.rec.id,
+                size=job.rec.size,
                 plaintext_sha256=result.plaintext_sha256,
                 ciphertext_sha256=result.ciphertext_sha256,
             )
-        self._complete(serial, rec.id, sha)
-        report.verified += 1
-        emit("recording_done", {"serial": serial, "recording": rec.id})
-        return "verified"
 
     def _give_up(self, serial: str, rec: RecordingInfo, reason: str) -> None:
         """A camera that lies about a recording: abort its upload so the batch can still be sealed.
@@ -566,45 +572,24 @@ class Agent:
         The row becomes ``failed`` (never erased); a later docking starts that recording afresh.
         Transport errors and outages do not come here: those uploads stay resumable.
         """
-        row = self._row(serial, rec.id, rec.sha256.hex())
-        if row is None or row["state"] not in ("uploading", "completing"):
+        key = RecordingKey.of(serial, rec)
+        row = self.journal.recording(key)
+        if row is None or row["state"] not in IN_FLIGHT_STATES:
             return
         try:
             self.bucket.abort_upload(row["object_key"], row["upload_id"])
         except BodycamError as err:
             LOG.warning("could not abort the upload of %s (recover() retries): %s", row["object_key"], err)
-        with self.journal.transaction() as db:
-            db.execute(
-                "UPDATE recordings SET state='failed', error=?, upload_id=NULL, updated_at=? "
-                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (reason[:500], utc_now(), serial, rec.id, rec.sha256.hex()),
-            )
+        with self.journal.transaction():
+            self.journal.mark_failed(key, reason[:500])
 
-    def _already_done(self, serial: str, rec: RecordingInfo) -> bool:
-        row = self._row(serial, rec.id, rec.sha256.hex())
-        return row is not None and row["state"] in ("verified", "erased")
-
-    def _row(self, serial: str, rid: int, sha: str) -> Any:
-        rows = self.journal.query(
-            "SELECT * FROM recordings WHERE serial=? AND recording_id=? AND camera_sha256=?", (serial, rid, sha)
-        )
-        return rows[0] if rows else None
-
-    def _start_upload(
-        self,
-        camera: CameraDevice,
-        rec: RecordingInfo,
-        decision: ScopeDecision,
-        offset: float,
-        *,
-        batch_id: str | None = None,
-    ) -> Any:
+    def _start_upload(self, job: _Job, *, batch_id: str | None = None) -> sqlite3.Row:
         """Begin (or, with ``batch_id``, restart within its batch) the upload of one recording.
 
         Holds the batch lock from choosing the batch to journaling the upload, so a batch is never
         sealed between the two (its manifest would miss the recording).
         """
-        serial = camera.identity.serial
+        rec, serial = job.rec, job.serial
         restart = batch_id is not None
         file_key = os.urandom(16)
         shared: ag.Disclosure | None = None
@@ -612,11 +597,13 @@ class Agent:
         if loaded is None:
             encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
         else:
-            shared = self.disclosure(loaded, serial, decision, self.exercises(), time.time())
+            shared = self.disclosure(loaded, serial, job.decision, self.exercises(), time.time())
             if not shared.covered:  # an agreement expired or was revoked since the listing
                 raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
             encryptor = Encryptor(list(shared.recipients), file_key=file_key)
-        keep_until = None if shared is None else retention.retain_until(shared.agreements, shared.parties, decision.end)
+        keep_until = (
+            None if shared is None else retention.retain_until(shared.agreements, shared.parties, job.decision.end)
+        )
         with self._batch_lock:
             if batch_id is not None and batch_id != batches.open_id(self.journal):
                 batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
@@ -630,23 +617,22 @@ class Agent:
                 db.execute(
                     "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
                     "end_us, clock_offset_s, exercise_id, category, name, object_key, upload_id, file_key, age_header, "
-                    "updated_at) VALUES(?,?,?,'uploading',?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(serial, recording_id, camera_sha256) DO UPDATE SET state='uploading', "
+                    "updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(serial, recording_id, camera_sha256) DO UPDATE SET state=excluded.state, "
                     "batch_id=excluded.batch_id, exercise_id=excluded.exercise_id, name=excluded.name, "
                     "clock_offset_s=excluded.clock_offset_s, object_key=excluded.object_key, "
                     "upload_id=excluded.upload_id, file_key=excluded.file_key, age_header=excluded.age_header, "
                     "error=NULL, attempts=attempts+1, updated_at=excluded.updated_at",
                     (
-                        serial,
-                        rec.id,
-                        rec.sha256.hex(),
+                        *job.key.params,
+                        RecordingState.UPLOADING,
                         batch_id,
-                        camera.identity.model,
+                        job.camera.identity.model,
                         rec.size,
                         rec.start_us,
                         rec.end_us,
-                        offset,
-                        decision.exercise_id,
+                        job.offset,
+                        job.decision.exercise_id,
                         str(rec.category),
                         rec.name,
                         key,
@@ -659,100 +645,67 @@ class Agent:
                 if shared is not None:
                     db.execute(
                         "INSERT OR REPLACE INTO recording_agreements VALUES(?,?,?,?)",
-                        (serial, rec.id, rec.sha256.hex(), mf.encode(_disclosed(shared, keep_until)).decode()),
+                        (*job.key.params, mf.encode(_disclosed(shared, keep_until)).decode()),
                     )
                 self.custody.append_in(
                     db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
                 )
-        return self._row(serial, rec.id, rec.sha256.hex())
+        row = self.journal.recording(job.key)
+        assert row is not None  # just written
+        return row
 
-    def _existing_parts(self, key: str, upload_id: str, row: Any) -> dict[int, Part] | None:
+    def _existing_parts(self, key: RecordingKey, object_key: str, upload_id: str) -> dict[int, Part] | None:
         """Parts both the bucket and the journal know (same number, size and ETag); None if the upload is gone."""
         try:
-            in_bucket = {p.number: p for p in self.bucket.list_parts(key, upload_id)}
+            in_bucket = {p.number: p for p in self.bucket.list_parts(object_key, upload_id)}
         except UploadNotFoundError:
             return None
-        journaled = self.journal.query(
-            "SELECT * FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=?",
-            (row["serial"], row["recording_id"], row["camera_sha256"]),
-        )
         out: dict[int, Part] = {}
-        for j in journaled:
+        for j in self.journal.parts(key):
             b = in_bucket.get(j["part_number"])
             if b is not None and b.size == j["size"] and b.etag == j["etag"]:
                 out[b.number] = Part(b.number, b.etag, j["sha256_b64"], b.size)
         return out
 
-    def _journal_part(self, row: Any, part: Part) -> None:
-        """Journal one uploaded part, unless the recording has left that upload meanwhile (deferred)."""
-        with self.journal.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM recordings "
-                "WHERE serial=? AND recording_id=? AND camera_sha256=? AND upload_id=?)",
-                (
-                    row["serial"],
-                    row["recording_id"],
-                    row["camera_sha256"],
-                    part.number,
-                    part.size,
-                    part.sha256_b64,
-                    part.etag,
-                    row["serial"],
-                    row["recording_id"],
-                    row["camera_sha256"],
-                    row["upload_id"],
-                ),
-            )
-
-    def _complete(self, serial: str, rid: int, sha: str) -> None:
+    def _complete(self, key: RecordingKey) -> None:
         """Complete the multipart upload (or find it completed), verify size and checksum, journal it."""
-        row = self._row(serial, rid, sha)
-        key = row["object_key"]
-        parts = [
-            Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"])
-            for p in self.journal.query(
-                "SELECT * FROM parts WHERE serial=? AND recording_id=? AND camera_sha256=? ORDER BY part_number",
-                (serial, rid, sha),
-            )
-        ]
-        self.bucket.complete_upload(key, row["upload_id"], parts)
-        info = self.bucket.head(key)
+        row = self.journal.recording(key)
+        assert row is not None  # only journaled recordings are completed
+        object_key = row["object_key"]
+        parts = [Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"]) for p in self.journal.parts(key)]
+        self.bucket.complete_upload(object_key, row["upload_id"], parts)
+        info = self.bucket.head(object_key)
         if info is None:
-            raise UploadError(f"{key} is missing from the bucket after completing its upload; it will be retried")
+            raise UploadError(
+                f"{object_key} is missing from the bucket after completing its upload; it will be retried"
+            )
         if info.size != row["ciphertext_size"]:
-            raise IntegrityError(f"{key} in the bucket is {info.size} bytes, expected {row['ciphertext_size']}")
+            raise IntegrityError(f"{object_key} in the bucket is {info.size} bytes, expected {row['ciphertext_size']}")
         expected = composite_checksum(parts)
         if info.checksum_sha256 and info.checksum_sha256 not in (expected, expected.split("-")[0]):
-            raise IntegrityError(f"{key} in the bucket has checksum {info.checksum_sha256}, expected {expected}")
+            raise IntegrityError(f"{object_key} in the bucket has checksum {info.checksum_sha256}, expected {expected}")
         with self.journal.transaction() as db:
-            db.execute(
-                "UPDATE recordings SET state='verified', version_id=?, file_key=NULL, updated_at=? "
-                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (info.version_id, utc_now(), serial, rid, sha),
-            )
+            self.journal.mark_verified(key, info.version_id)
             self.custody.append_in(
                 db,
                 "verified",
-                camera=serial,
-                recording=rid,
-                key=key,
+                camera=key.serial,
+                recording=key.recording_id,
+                key=object_key,
                 size=info.size,
                 ciphertext_sha256=row["ciphertext_sha256"],
                 version_id=info.version_id,
             )
-            self._disclosed_in(db, row)
+            self._disclosed_in(db, key, row)
 
-    def _disclosed_in(self, db: Any, row: Any) -> None:
+    def _disclosed_in(self, db: sqlite3.Connection, key: RecordingKey, row: sqlite3.Row) -> None:
         """The s.62 disclosure entry of a recording now in the bucket, encrypted to its covering agreements'
         parties (docs/formats.md §4): what ``bodycam-sync disclosures`` reports and ``verify`` matches
         against the manifest. A recording sent to ``[[recipients]]`` (no agreement) has none."""
-        shared = db.execute(
-            "SELECT disclosure FROM recording_agreements WHERE serial=? AND recording_id=? AND camera_sha256=?",
-            (row["serial"], row["recording_id"], row["camera_sha256"]),
-        ).fetchone()
+        shared = self.journal.disclosure(key)
         if shared is None:
             return
-        fields = json.loads(shared[0])
+        fields = json.loads(shared)
         self.custody.append_in(
             db,
             "disclosed",
@@ -766,8 +719,9 @@ class Agent:
 
     def _erase(self, camera: CameraDevice, rec: RecordingInfo, report: CameraReport) -> None:
         serial = camera.identity.serial
-        row = self._row(serial, rec.id, rec.sha256.hex())
-        if row is None or row["state"] != "verified" or row["plaintext_sha256"] != rec.sha256.hex():
+        key = RecordingKey.of(serial, rec)
+        row = self.journal.recording(key)
+        if row is None or row["state"] != RecordingState.VERIFIED or row["plaintext_sha256"] != key.camera_sha256:
             return
         try:
             camera.erase(rec.id, bytes.fromhex(row["plaintext_sha256"]))
@@ -776,11 +730,7 @@ class Agent:
             self.custody.error(err, camera=serial, recording=rec.id)
             return
         with self.journal.transaction() as db:
-            db.execute(
-                "UPDATE recordings SET state='erased', updated_at=? "
-                "WHERE serial=? AND recording_id=? AND camera_sha256=?",
-                (utc_now(), serial, rec.id, rec.sha256.hex()),
-            )
+            self.journal.mark_erased(key)
             self.custody.append_in(db, "erased", camera=serial, recording=rec.id, sha256=row["plaintext_sha256"])
         report.erased += 1
 
@@ -841,15 +791,12 @@ class Agent:
         progressing (no live pull, or none for ``daemon.stall_timeout_s``) out of ``batch_id``."""
         fresh = time.monotonic() - self.config.stall_timeout_s
         keep = frozenset(k for k, seen in list(self._pulling.items()) if seen >= fresh)
-        for row in self.journal.query(
-            "SELECT serial, recording_id, camera_sha256 FROM recordings WHERE batch_id=? AND state='completing'",
-            (batch_id,),
-        ):
-            if (row[0], row[1], row[2]) not in keep:
+        for rk in self.journal.keys_in(RecordingState.COMPLETING, batch_id=batch_id):
+            if rk not in keep:
                 try:
-                    self._complete(row[0], row[1], row[2])
+                    self._complete(rk)
                 except BodycamError as err:
-                    LOG.warning("completing %s recording %s before the seal: %s", row[0], row[1], err)
+                    LOG.warning("completing %s recording %s before the seal: %s", rk.serial, rk.recording_id, err)
         for key, upload_id in batches.defer(self.journal, self.custody, batch_id, keep=keep):
             LOG.warning("batch %s sealed on schedule without %s (stalled); it restarts in a later batch", batch_id, key)
             try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from bodycam.agent.pipeline.clocks import Placement
 from bodycam.agent.storage.custody_log import CustodyLog
-from bodycam.agent.storage.journal import Journal, utc_now
+from bodycam.agent.storage.journal import Journal, RecordingState, utc_now
 from bodycam.drivers.errors import ConfigError
 from bodycam.drivers.protocol.messages import Category, RecordingInfo
 
@@ -185,7 +185,7 @@ def list_exercises(journal: Journal) -> list[Exercise]:
 
 
 #: recording states in which footage has begun to leave the dock (its bytes are, or are going, in the bucket)
-LEFT_STATES = ("uploading", "completing", "verified", "erased")
+LEFT_STATES = (RecordingState.UPLOADING, RecordingState.COMPLETING, RecordingState.VERIFIED, RecordingState.ERASED)
 
 
 def find_exercise(journal: Journal, exercise_id: str) -> Exercise:

@@ -5,27 +5,37 @@ upload, the custody chain, batches and their sealed artefacts, and the registers
 (enrolled cameras, allocations to officers, exercises, recipients). One transaction per step, so a
 kill -9 at any point leaves a state the next run resumes from (docs/crash-safety.md).
 
-Recording states::
+Recording states (``RecordingState``; its values are the text stored in ``recordings.state``)::
 
-    pending -> uploading -> verified -> erased
-                   |            \\-> (erase refused: stays verified, error noted)
-                   \\-> failed   (integrity problem: never erased, reported, retried on request)
+    (listed) -> out_of_scope   (stays on the camera; a later docking may decide it again)
+        \\-> uploading -> completing -> verified -> erased
+                 |  \\-> pending      (moved out of a batch sealed on schedule: starts afresh)
+                 \\-> failed          (integrity problem: never erased, reported, started afresh)
+
+``completing``: every byte is in the bucket and checked, the multipart upload is still to be completed
+(recover() does it without the camera). ``verified`` stays when the camera refuses the erase. Rows
+are keyed by ``RecordingKey`` (serial, recording id, the camera's SHA-256): a recording the camera
+rewrites under the same id is another recording.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bodycam.drivers.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from bodycam.drivers.protocol.messages import RecordingInfo
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -87,11 +97,61 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+class RecordingState(enum.StrEnum):
+    """Where one recording is (module docstring); a StrEnum, so rows written as plain text read back equal."""
+
+    OUT_OF_SCOPE = "out_of_scope"
+    UPLOADING = "uploading"
+    COMPLETING = "completing"
+    VERIFIED = "verified"
+    ERASED = "erased"
+    FAILED = "failed"
+    PENDING = "pending"
+
+
+#: states in which a recording's bytes are all in the bucket, checked
+DONE_STATES = frozenset({RecordingState.VERIFIED, RecordingState.ERASED})
+#: states in which its upload is in flight (a batch holding one cannot be sealed)
+IN_FLIGHT_STATES = frozenset({RecordingState.UPLOADING, RecordingState.COMPLETING})
+#: states a pull starts afresh from (a new upload, a new age file key)
+RESTART_STATES = frozenset({RecordingState.OUT_OF_SCOPE, RecordingState.FAILED, RecordingState.PENDING})
+
+#: the primary key of ``recordings``, ``parts``, ``recording_agreements`` and ``recording_clocks``
+_KEY_WHERE = "serial=? AND recording_id=? AND camera_sha256=?"
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingKey:
+    """One recording as the journal keys it: a camera's serial, its recording id and its listed SHA-256."""
+
     serial: str
     recording_id: int
-    camera_sha256: str
+    camera_sha256: str  # hex
+
+    @classmethod
+    def of(cls, serial: str, rec: RecordingInfo) -> RecordingKey:
+        """The key of a recording as the camera ``serial`` lists it."""
+        return cls(serial, rec.id, rec.sha256.hex())
+
+    @property
+    def params(self) -> tuple[str, int, str]:
+        return (self.serial, self.recording_id, self.camera_sha256)
+
+
+class JournaledPart(Protocol):
+    """What the journal keeps of an uploaded part (storage.bucket.Part is one)."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def sha256_b64(self) -> str | None: ...
+
+    @property
+    def etag(self) -> str: ...
 
 
 class Journal:
@@ -206,6 +266,129 @@ class Journal:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO meta VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+    # -- one recording, by its key ---------------------------------------------------------------
+    # Reads work inside or outside a transaction. Writes are steps of a larger transaction (the state
+    # change and its custody entry commit together), so they must run inside transaction().
+    def recording(self, key: RecordingKey) -> sqlite3.Row | None:
+        rows = self.query(f"SELECT * FROM recordings WHERE {_KEY_WHERE}", key.params)  # noqa: S608 - constant
+        return rows[0] if rows else None
+
+    def state(self, key: RecordingKey) -> RecordingState | None:
+        row = self.recording(key)
+        return None if row is None else RecordingState(row["state"])
+
+    def keys_in(self, state: RecordingState, *, batch_id: str | None = None) -> list[RecordingKey]:
+        """The recordings in ``state`` (of ``batch_id`` only, when given)."""
+        sql = "SELECT serial, recording_id, camera_sha256 FROM recordings WHERE state=?"
+        args: tuple[str, ...] = (state,)
+        if batch_id is not None:
+            sql, args = sql + " AND batch_id=?", (state, batch_id)
+        return [RecordingKey(str(r[0]), int(r[1]), str(r[2])) for r in self.query(sql, args)]
+
+    def parts(self, key: RecordingKey) -> list[sqlite3.Row]:
+        """The journaled parts of the recording's upload, by part number."""
+        return self.query(f"SELECT * FROM parts WHERE {_KEY_WHERE} ORDER BY part_number", key.params)  # noqa: S608
+
+    def disclosure(self, key: RecordingKey) -> str | None:
+        """The agreements and parties a recording was encrypted to (JSON), if it left under agreements."""
+        rows = self.query(f"SELECT disclosure FROM recording_agreements WHERE {_KEY_WHERE}", key.params)  # noqa: S608
+        return str(rows[0][0]) if rows else None
+
+    def add_part(self, key: RecordingKey, upload_id: str, part: JournaledPart) -> None:
+        """Journal one uploaded part (its own transaction), unless the recording no longer owns
+        ``upload_id`` (it was moved out of its batch meanwhile)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM recordings "  # noqa: S608
+                f"WHERE {_KEY_WHERE} AND upload_id=?)",
+                (*key.params, part.number, part.size, part.sha256_b64, part.etag, *key.params, upload_id),
+            )
+
+    def replace_parts(self, key: RecordingKey, parts: Iterable[JournaledPart]) -> None:
+        """In a transaction: exactly ``parts`` (those of one whole pass), none of an earlier pass."""
+        self.delete_parts(key)
+        self._write_many(
+            "INSERT INTO parts VALUES(?,?,?,?,?,?,?)",
+            [(*key.params, p.number, p.size, p.sha256_b64, p.etag) for p in parts],
+        )
+
+    def delete_parts(self, key: RecordingKey) -> None:
+        self._write(f"DELETE FROM parts WHERE {_KEY_WHERE}", key.params)  # noqa: S608 - constant
+
+    def note_stay_reason(self, key: RecordingKey, reason: str, offset_s: float) -> None:
+        """In a transaction: an out-of-scope recording decided again, for another reason."""
+        self._update(key, "error=?, clock_offset_s=?", reason, offset_s)
+
+    def mark_completing(
+        self, key: RecordingKey, plaintext_sha256: str, ciphertext_sha256: str, ciphertext_size: int
+    ) -> None:
+        """In a transaction: every byte is in the bucket and checked; the upload is to be completed."""
+        self._update(
+            key,
+            "state=?, plaintext_sha256=?, ciphertext_sha256=?, ciphertext_size=?",
+            RecordingState.COMPLETING,
+            plaintext_sha256,
+            ciphertext_sha256,
+            ciphertext_size,
+        )
+
+    def mark_verified(self, key: RecordingKey, version_id: str | None) -> None:
+        """In a transaction: the object is complete and checked; its age file key is no longer needed."""
+        self._update(key, "state=?, version_id=?, file_key=NULL", RecordingState.VERIFIED, version_id)
+
+    def mark_erased(self, key: RecordingKey) -> None:
+        self._update(key, "state=?", RecordingState.ERASED)
+
+    def mark_failed(self, key: RecordingKey, error: str) -> None:
+        """In a transaction: never erased; a later docking starts it afresh (its upload was aborted)."""
+        self._update(key, "state=?, error=?, upload_id=NULL", RecordingState.FAILED, error)
+
+    def mark_pending(self, key: RecordingKey, error: str) -> None:
+        """In a transaction: out of its batch, with no key, upload or file key; its parts go too."""
+        self._update(
+            key,
+            "state=?, batch_id=NULL, object_key=NULL, upload_id=NULL, file_key=NULL, age_header=NULL, error=?",
+            RecordingState.PENDING,
+            error,
+        )
+        self.delete_parts(key)
+
+    def first_listing_offset(self, key: RecordingKey, offset_now: float | None) -> float | None:
+        """In a transaction: the clock offset noted when this dock first listed the recording; the
+        first time, ``offset_now`` is noted (None: the clock could not be trusted then)."""
+        rows = self.query(f"SELECT offset_s FROM recording_clocks WHERE {_KEY_WHERE}", key.params)  # noqa: S608
+        if rows:
+            offset = rows[0]["offset_s"]
+            return None if offset is None else float(offset)
+        self._write(
+            "INSERT INTO recording_clocks(serial, recording_id, camera_sha256, offset_s, first_listed_at) "
+            "VALUES(?,?,?,?,?)",
+            (*key.params, offset_now, utc_now()),
+        )
+        return offset_now
+
+    def _update(self, key: RecordingKey, assignments: str, *values: object) -> None:
+        """``assignments`` is a constant of this class, never text from outside."""
+        self._write(
+            f"UPDATE recordings SET {assignments}, updated_at=? WHERE {_KEY_WHERE}",  # noqa: S608
+            (*values, utc_now(), *key.params),
+        )
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        with self._lock:
+            self._check_in_transaction()
+            self._db.execute(sql, args)
+
+    def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        with self._lock:
+            self._check_in_transaction()
+            self._db.executemany(sql, rows)
+
+    def _check_in_transaction(self) -> None:
+        """Under the lock, so another thread's open transaction does not count as this caller's."""
+        if not self._db.in_transaction:
+            raise RuntimeError("a journal write of a recording must run inside Journal.transaction()")
 
 
 def private_dir(path: Path) -> None:

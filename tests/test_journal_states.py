@@ -1,0 +1,163 @@
+"""The journal's recording seam: ``RecordingState`` and the methods keyed by ``RecordingKey``
+(agent/storage/journal.py). The states are the text already in every journal, so an existing journal
+keeps working; the docs and the SQL that name states name only these."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bodycam.agent.storage.journal import (
+    DONE_STATES,
+    IN_FLIGHT_STATES,
+    RESTART_STATES,
+    Journal,
+    RecordingKey,
+    RecordingState,
+)
+from bodycam.drivers.protocol.messages import Category, RecordingInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = RecordingKey("CAM-J1", 7, "ab" * 32)
+OTHER = RecordingKey("CAM-J1", 7, "cd" * 32)  # the same id rewritten by the camera: another recording
+
+
+@dataclass(frozen=True)
+class FakePart:
+    number: int
+    size: int
+    sha256_b64: str | None
+    etag: str
+
+
+def add_row(journal: Journal, key: RecordingKey, state: str, upload_id: str | None = "u1") -> None:
+    """A row as every agent so far wrote it: the state as plain text."""
+    with journal.transaction() as db:
+        db.execute(
+            "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, size, start_us, end_us, "
+            "clock_offset_s, category, name, object_key, upload_id, file_key, age_header, updated_at) "
+            "VALUES(?,?,?,?,'b1',10,0,1,0.0,'training','n','k',?,x'00',x'00','t')",
+            (*key.params, state, upload_id),
+        )
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "state" / "journal.sqlite")
+
+
+def test_states_are_the_text_existing_journals_hold() -> None:
+    assert {s.value for s in RecordingState} == {
+        "out_of_scope", "uploading", "completing", "verified", "erased", "failed", "pending"
+    }  # fmt: skip
+    assert DONE_STATES | IN_FLIGHT_STATES | RESTART_STATES == set(RecordingState)
+    assert not (DONE_STATES & IN_FLIGHT_STATES or DONE_STATES & RESTART_STATES or IN_FLIGHT_STATES & RESTART_STATES)
+
+
+def test_a_row_written_as_text_reads_back_as_its_state_and_a_state_is_stored_as_the_same_bytes(
+    journal: Journal,
+) -> None:
+    add_row(journal, KEY, "uploading")
+    assert journal.state(KEY) is RecordingState.UPLOADING and journal.state(OTHER) is None
+    with journal.transaction():
+        journal.mark_failed(KEY, "plaintext hash differs")
+    (row,) = journal.query("SELECT typeof(state), hex(state), upload_id, error FROM recordings")
+    assert (row[0], bytes.fromhex(row[1])) == ("text", b"failed")
+    assert row["upload_id"] is None and row["error"] == "plaintext hash differs"
+
+
+def test_each_transition_changes_only_its_recording(journal: Journal) -> None:
+    add_row(journal, KEY, "uploading")
+    add_row(journal, OTHER, "uploading")
+    with journal.transaction():
+        journal.mark_completing(KEY, "11" * 32, "22" * 32, 99)
+    with journal.transaction():
+        journal.mark_verified(KEY, "v1")
+    row = journal.recording(KEY)
+    assert row is not None and row["state"] == RecordingState.VERIFIED and row["file_key"] is None
+    assert (row["plaintext_sha256"], row["ciphertext_size"], row["version_id"]) == ("11" * 32, 99, "v1")
+    with journal.transaction():
+        journal.mark_erased(KEY)
+    assert journal.state(KEY) is RecordingState.ERASED and journal.state(OTHER) is RecordingState.UPLOADING
+    assert journal.keys_in(RecordingState.UPLOADING) == [OTHER]
+    assert journal.keys_in(RecordingState.UPLOADING, batch_id="b2") == []
+
+
+def test_parts_are_journaled_only_while_the_recording_owns_the_upload(journal: Journal) -> None:
+    add_row(journal, KEY, "uploading", upload_id="u1")
+    journal.add_part(KEY, "u1", FakePart(2, 5, "s2", "e2"))
+    journal.add_part(KEY, "u1", FakePart(1, 5, "s1", "e1"))
+    journal.add_part(KEY, "u-old", FakePart(3, 5, "s3", "e3"))  # a stalled pull that lost its upload
+    assert [p["part_number"] for p in journal.parts(KEY)] == [1, 2] and journal.parts(OTHER) == []
+    with journal.transaction():
+        journal.replace_parts(KEY, [FakePart(1, 7, "t1", "f1")])
+    assert [(p["part_number"], p["size"]) for p in journal.parts(KEY)] == [(1, 7)]
+    with journal.transaction():
+        journal.mark_pending(KEY, "moved out of batch b1, sealed on schedule")
+    row = journal.recording(KEY)
+    assert row is not None and row["state"] == RecordingState.PENDING and journal.parts(KEY) == []
+    assert (row["batch_id"], row["object_key"], row["upload_id"], row["file_key"]) == (None, None, None, None)
+
+
+def test_the_first_listing_offset_is_noted_once(journal: Journal) -> None:
+    with journal.transaction():
+        assert journal.first_listing_offset(KEY, 12.5) == 12.5
+        assert journal.first_listing_offset(KEY, 99.0) == 12.5  # later dockings reuse the first
+        assert journal.first_listing_offset(OTHER, None) is None  # the clock was invalid then: never placed
+        assert journal.first_listing_offset(OTHER, 3.0) is None
+
+
+def test_a_recording_write_outside_a_transaction_is_refused(journal: Journal) -> None:
+    add_row(journal, KEY, "uploading")
+    with pytest.raises(RuntimeError, match="inside Journal"):
+        journal.mark_failed(KEY, "x")
+    assert journal.state(KEY) is RecordingState.UPLOADING
+
+
+def test_the_key_of_a_listed_recording() -> None:
+    rec = RecordingInfo(7, 10, 0, 1, Category.TRAINING, bytes.fromhex("ab" * 32), "n.mp4")
+    assert RecordingKey.of("CAM-J1", rec) == KEY and KEY.params == ("CAM-J1", 7, "ab" * 32)
+
+
+def test_the_docs_and_the_sql_name_only_these_states() -> None:
+    """journal.py's docstring and crash-safety.md list every state; every state SQL compares a recording
+    with is one of them (a typo there would silently match nothing)."""
+    states = {s.value for s in RecordingState}
+    import bodycam.agent.storage.journal as journal_module
+
+    assert journal_module.__doc__ is not None
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", (ROOT / "docs" / "crash-safety.md").read_text(), re.M))
+    assert documented == states
+    assert all(re.search(rf"\b{s}\b", journal_module.__doc__) for s in states)
+    named: set[str] = set()
+    for path in (ROOT / "agent").rglob("*.py"):
+        source = path.read_text()
+        for sql in re.findall(r"FROM recordings[^\"]*(?:\"\s*\"[^\"]*)*", source):
+            # the recordings row's own state (``state``, ``r.state``), not a joined batch's (``b.state``)
+            for group in re.findall(r"(?:(?<![\w.])|(?<=\br\.))state\s*(?:=|!=|IN)\s*\(?((?:'[a-z_]+',?\s*)+)", sql):
+                named.update(re.findall(r"'([a-z_]+)'", group))
+    assert named and named <= states, named - states
+
+
+def test_an_old_journal_file_opens_and_reads(tmp_path: Path) -> None:
+    """A journal written before the enum (states as literals) opens and its rows read as states."""
+    path = tmp_path / "state" / "journal.sqlite"
+    Journal(path).close()
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO recordings(serial, recording_id, camera_sha256, state, size, start_us, end_us, clock_offset_s, "
+        "category, name, updated_at) VALUES(?,?,?,'out_of_scope',1,0,1,0.0,'training','','t')",
+        KEY.params,
+    )
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    try:
+        assert journal.state(KEY) is RecordingState.OUT_OF_SCOPE
+        assert journal.keys_in(RecordingState.OUT_OF_SCOPE) == [KEY]
+    finally:
+        journal.close()
