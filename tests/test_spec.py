@@ -188,3 +188,14 @@ def test_the_limits_table_is_the_code() -> None:
     code = {name: next(getattr(mod, name) for mod in modules if hasattr(mod, name)) for name in table}
     assert {name: int(value.replace(",", "")) for name, value in table.items()} == code
     assert {"MAX_PAYLOAD", "MAX_READ_SPAN", "MAX_FIRMWARE_CHUNK", "MIN_CAMERA_FRAME", "MAX_RESYNC_BYTES"} <= set(table)
+
+
+def test_the_auth_column_and_the_pairing_list_are_the_code() -> None:
+    """NEEDS_AUTH and NEEDS_DOCK (drivers/protocol/frames.py), the one source the virtual camera reads."""
+    from bodycam.drivers.protocol.frames import NEEDS_AUTH, NEEDS_DOCK
+
+    rows = re.findall(r"^\| 0x[0-9A-F]{2} \| ([A-Z_]+) +\| (yes)? *\|", PROTOCOL, re.M)
+    assert {Command[name] for name, auth in rows if auth} == NEEDS_AUTH
+    refused = re.search(r"it refuses ((?:[A-Z_]+, )+[A-Z_]+ and [A-Z_]+) with\s+`DOCK_NOT_PROVEN`", PROTOCOL)
+    assert refused, "docs/protocol.md no longer lists what a paired camera refuses"
+    assert {Command[name] for name in re.split(r", | and ", refused.group(1))} == NEEDS_DOCK

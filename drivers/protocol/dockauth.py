@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bodycam.drivers.errors import ProtocolError
 from bodycam.drivers.protocol.frames import Status
-from bodycam.drivers.protocol.messages import MAX_SHORT_TEXT, _check_time, _Reader, _text
+from bodycam.drivers.protocol.messages import MAX_SHORT_TEXT, _check_time, _Reader, _text, unpack_exact
 
 CERT_CONTEXT = b"bodycam-dock-cert-v1\x00"
 REVOCATION_CONTEXT = b"bodycam-dock-revocations-v1\x00"
@@ -190,9 +190,7 @@ class DockChallenge:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        if len(data) != cls._S.size:
-            raise ProtocolError("DOCK_CHALLENGE response: wrong payload size")
-        state, authority, challenge, sequence = cls._S.unpack(data)
+        state, authority, challenge, sequence = unpack_exact(cls._S, data, "DOCK_CHALLENGE response")
         if state not in (0, 1):
             raise ProtocolError(f"DOCK_CHALLENGE response: 'paired' is {state}, not 0 or 1")
         return cls(bool(state), authority, challenge, sequence)

@@ -68,6 +68,24 @@ class Command(enum.IntEnum):
         return f"0x{self.value:02X} {self.name}"
 
 
+#: commands a camera refuses with NOT_AUTHENTICATED until AUTH succeeds in the session (the **auth**
+#: column of docs/protocol.md "Commands"): whatever touches footage, the clock or firmware
+NEEDS_AUTH = frozenset(
+    {
+        Command.LIST,
+        Command.READ,
+        Command.ERASE,
+        Command.CLOCK_SET,
+        Command.FW_BEGIN,
+        Command.FW_CHUNK,
+        Command.FW_COMMIT,
+    }
+)
+#: revision 2: what a paired camera also refuses, with DOCK_NOT_PROVEN, until the host proves it is a dock
+#: of the camera's force (docs/protocol.md "Dock proof and pairing"): the auth commands and UNPAIR
+NEEDS_DOCK = NEEDS_AUTH | {Command.UNPAIR}
+
+
 class Status(enum.IntEnum):
     OK = 0x00
     UNKNOWN_COMMAND = 0x01

@@ -46,6 +46,13 @@ class Category(enum.IntEnum):
         return self.name.lower()
 
 
+def unpack_exact(layout: struct.Struct, data: bytes, what: str) -> tuple[Any, ...]:
+    """The fields of a fixed-size payload; ProtocolError naming ``what`` unless it is exactly that size."""
+    if len(data) != layout.size:
+        raise ProtocolError(f"{what}: wrong payload size")
+    return layout.unpack(data)
+
+
 class _Reader:
     """Bounded cursor over a payload: every read checks there are enough bytes."""
 
@@ -150,9 +157,7 @@ class HelloRequest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        if len(data) != cls._S.size:
-            raise ProtocolError("HELLO request: wrong payload size")
-        return cls(*cls._S.unpack(data))
+        return cls(*unpack_exact(cls._S, data, "HELLO request"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +171,7 @@ class HelloResponse:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        if len(data) != cls._S.size:
-            raise ProtocolError("HELLO response: wrong payload size")
-        return cls(*cls._S.unpack(data))
+        return cls(*unpack_exact(cls._S, data, "HELLO response"))
 
 
 # -- IDENTIFY ---------------------------------------------------------------------------------
@@ -320,9 +323,7 @@ class CameraStatus:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        if len(data) != cls._S.size:
-            raise ProtocolError("STATUS response: wrong payload size")
-        battery, charging, used, total, temp, count = cls._S.unpack(data)
+        battery, charging, used, total, temp, count = unpack_exact(cls._S, data, "STATUS response")
         if battery > 100 or charging > 1 or used > total or count > MAX_RECORDINGS:
             raise ProtocolError("STATUS response: a field is out of range")
         return cls(battery, bool(charging), used, total, temp / 10, count)
@@ -340,9 +341,7 @@ class ListRequest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        if len(data) != cls._S.size:
-            raise ProtocolError("LIST request: wrong payload size")
-        return cls(*cls._S.unpack(data))
+        return cls(*unpack_exact(cls._S, data, "LIST request"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,9 +420,7 @@ class ReadRequest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        if len(data) != cls._S.size:
-            raise ProtocolError("READ request: wrong payload size")
-        req = cls(*cls._S.unpack(data))
+        req = cls(*unpack_exact(cls._S, data, "READ request"))
         if req.length > MAX_READ_SPAN:
             raise ProtocolError(f"READ request: length {req.length} over the limit {MAX_READ_SPAN}")
         return req

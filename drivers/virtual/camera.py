@@ -26,6 +26,7 @@ from bodycam.drivers.protocol import messages as m
 from bodycam.drivers.protocol.frames import (
     MAX_PAYLOAD,
     MAX_READ,
+    NEEDS_AUTH,
     OVERHEAD,
     Command,
     Frame,
@@ -40,17 +41,6 @@ from bodycam.drivers.virtual.pairing import Pairing
 from bodycam.drivers.virtual.scenario import ContentSource, SyntheticRecording
 
 LOG = logging.getLogger(__name__)
-NEEDS_AUTH = frozenset(
-    {
-        Command.LIST,
-        Command.READ,
-        Command.ERASE,
-        Command.CLOCK_SET,
-        Command.FW_BEGIN,
-        Command.FW_CHUNK,
-        Command.FW_COMMIT,
-    }
-)
 VENDOR_SEED = b"bodycam-sim-vendor-key"
 
 

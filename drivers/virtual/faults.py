@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from bodycam.drivers.errors import ConfigError
 
@@ -31,8 +33,13 @@ class Faults:
 
 
 def parse_faults(specs: list[str] | tuple[str, ...]) -> Faults:
-    """``["unplug-at=1048576", "wrong-hash"]`` -> Faults; ConfigError naming the bad spec otherwise."""
-    values: dict[str, object] = {}
+    """``["unplug-at=1048576", "wrong-hash"]`` -> Faults; ConfigError naming the bad spec otherwise.
+
+    Each value is parsed by its field's declared type (``_PARSERS``), so a field of a new type fails
+    here, by name, instead of being read as an integer.
+    """
+    #: field name -> a value of that field's declared type (mypy cannot follow a name chosen at run time)
+    values: dict[str, Any] = {}
     known = {f.name.replace("_", "-"): f for f in fields(Faults)}
     for spec in specs:
         key, sep, raw = spec.partition("=")
@@ -40,20 +47,36 @@ def parse_faults(specs: list[str] | tuple[str, ...]) -> Faults:
         if field is None:
             raise ConfigError(f"unknown fault {key!r}; known faults: {', '.join(known)}")
         try:
-            if field.type == "bool":
-                if sep:
-                    raise ValueError("takes no value")
-                values[field.name] = True
-            elif field.name == "flip_rate":
-                rate = float(raw)
-                if not 0.0 <= rate <= 1.0:
-                    raise ValueError("must be between 0 and 1")
-                values[field.name] = rate
-            else:
-                number = int(raw)
-                if number < 0:
-                    raise ValueError("must not be negative")
-                values[field.name] = number
+            values[field.name] = _PARSERS[str(field.type)](raw if sep else None)
         except ValueError as err:
             raise ConfigError(f"fault {spec!r}: {err}") from err
-    return Faults(**values)  # type: ignore[arg-type]
+    return Faults(**values)
+
+
+def _flag(raw: str | None) -> bool:
+    if raw is not None:
+        raise ValueError("takes no value")
+    return True
+
+
+def _rate(raw: str | None) -> float:
+    rate = float(raw or "")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return rate
+
+
+def _count(raw: str | None) -> int:
+    number = int(raw or "")
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+#: a Faults field's declared type (a string: annotations are postponed) -> the parser of its value
+_PARSERS: dict[str, Callable[[str | None], bool | float | int]] = {
+    "bool": _flag,
+    "float": _rate,
+    "int": _count,
+    "int | None": _count,
+}

@@ -18,21 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.drivers.errors import ProtocolError
 from bodycam.drivers.protocol import dockauth as da
-from bodycam.drivers.protocol.frames import Command, Status
+from bodycam.drivers.protocol.frames import NEEDS_DOCK, Command, Status
 
-#: refused by a paired camera with DOCK_NOT_PROVEN until this host proves it is a dock of the force
-NEEDS_DOCK = frozenset(
-    {
-        Command.LIST,
-        Command.READ,
-        Command.ERASE,
-        Command.CLOCK_SET,
-        Command.FW_BEGIN,
-        Command.FW_CHUNK,
-        Command.FW_COMMIT,
-        Command.UNPAIR,
-    }
-)
 COMMANDS = frozenset(
     {
         Command.DOCK_CHALLENGE,
