@@ -152,3 +152,29 @@ def test_the_policy_names_the_witnesses_that_cosigned_a_checkpoint() -> None:
     both = cosignature.add_lines(one, [cosignature.cosign(cp.text(), "w1.example", keys[1], 2)])
     assert policy.satisfied(policy.witnessed(both))
     assert note.open_checkpoint(both, policy.log_verifiers(ORIGIN)) == cp
+
+
+def test_go_s_note_open_accepts_our_cosignatures_and_refuses_a_flipped_byte(tmp_path: Path) -> None:
+    from . import tlogcheck as gocheck
+
+    signed, log_key = _checkpoint(7)
+    cp = note.Checkpoint(ORIGIN, 7, bytes(range(32)))
+    keys = [Ed25519PrivateKey.generate() for _ in range(2)]
+    lines = [cosignature.cosign(cp.text(), f"w{i}.example", k, 1700000000 + i) for i, k in enumerate(keys)]
+    good = tmp_path / "cosigned"
+    good.write_bytes(cosignature.add_lines(signed, lines))
+    request = {
+        "vkey": note.verifier_key(ORIGIN, log_key.public_key()),
+        "origin": ORIGIN,
+        "cosigners": [cosignature.verifier_key(f"w{i}.example", k.public_key()) for i, k in enumerate(keys)],
+    }
+    assert gocheck.run({**request, "checkpoint": str(good)}) == ["checkpoint OK"]
+    data = bytearray(good.read_bytes())
+    sig_start = data.rindex("\u2014 w1.example ".encode()) + len("\u2014 w1.example ".encode())
+    raw = bytearray(base64.b64decode(data[sig_start:-1]))
+    raw[20] ^= 1  # a byte of the signature (after the key id and the timestamp)
+    bad = tmp_path / "flipped"
+    bad.write_bytes(bytes(data[:sig_start]) + base64.b64encode(bytes(raw)) + b"\n")
+    assert gocheck.run({**request, "checkpoint": str(bad)})[0].startswith("checkpoint FAIL")
+    with pytest.raises(IntegrityError, match=r"cosignature by w1\.example does not verify"):
+        cosignature.cosignatures(bad.read_bytes(), [cosignature.parse_verifier_key(request["cosigners"][1])])
