@@ -126,14 +126,18 @@ def test_two_docks_share_agreements_register_and_enrolments_through_the_bucket(
         with SimProcess("usbip", "CAM-F1", *args, truth_dir=tmp_path) as cam:
             rc, report = two.ingest_json(cam.address)
             expected = cam.training()
+            seen = json.loads(two.cli("devices", "--usbip", cam.address, "--json").stdout)
     finally:
         os.umask(old_umask)
     assert rc == 0, report
     assert report["cameras"][0]["verified"] == 2, report
+    assert seen["cameras"][0]["enrolled"] is True, seen  # devices knows the fleet's enrolment too
     cache = tmp_path / "two" / "state" / "fleet"
     for path in [cache, *cache.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    allocated = two.cli("allocate", "CAM-F1", "--officer", "PC-2002")  # allocations stay on the dock
+    assert allocated.returncode == 0, allocated.stderr
     shown = json.loads(two.cli("fleet", "show", "--json").stdout)
     assert shown["register"]["version"] == 1 and shown["bucket_error"] is None
     assert [a["id"] for a in shown["agreements"]] == ["DSA-F"]

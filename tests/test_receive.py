@@ -125,6 +125,11 @@ def test_each_party_receives_exactly_its_share_checked_and_resumable(tmp_path: P
     leftovers = [p for p in (tmp_path / "p1-tampered").rglob("*") if p.name.endswith(".part")]
     assert leftovers == []
 
+    # An object gone before the retention its manifest signs is a problem, not a quiet absence.
+    victim.unlink()
+    rc, got, err = _receive(dock, ids["P1"], "DSA-A", tmp_path / "p1-gone")
+    assert rc == 1 and got["past_retention"] == [] and "its retention has not passed" in err, err
+
 
 def test_a_post_quantum_party_receives_with_its_hybrid_identity(tmp_path: Path) -> None:
     """The same with ML-KEM-768 + X25519 hybrid keys (age1pq1...): receive decrypts with the hybrid
@@ -163,3 +168,37 @@ def test_a_post_quantum_party_receives_with_its_hybrid_identity(tmp_path: Path) 
     assert set(_files(out).values()) == set(truth.values())
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_an_object_gone_after_its_retention_is_not_a_problem_but_one_gone_before_is(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    controller = generate_key(tmp_path / "controller", "force").strip()
+    secret, p1 = generate_identity()
+    (tmp_path / "p1.agekey").write_text(secret + "\n")
+    _, archive = generate_identity()
+    with dock.config_path.open("a") as f:
+        f.write(f'[agreements]\ncontroller_keys = ["{controller}"]\narchive = "{archive}"\n[fleet]\n')
+    draft = _draft(tmp_path / "DSA-R.json", "DSA-R", "EX-R", {"P1": p1}, time.time() + 86400)
+    doc = json.loads(draft.read_text())
+    doc["parties"][0]["retention_days"] = 1  # footage recorded two days ago: its retention has passed
+    draft.write_text(json.dumps(doc))
+    assert dock.cli("agreement", "sign", str(draft), "--key", str(tmp_path / "controller"),
+                    "--out", str(tmp_path / "signed")).returncode == 0  # fmt: skip
+    assert dock.cli("agreement", "publish", "--dir", str(tmp_path / "signed")).returncode == 0
+    now = time.time()
+    win = (now - 50 * 3600, now - 49 * 3600)
+    dock.enroll("CAM-R1")
+    dock.exercise("EX-R", win, "CAM-R1")
+    args = ("--recordings", "2", "--training", "2", "--size", "70000", "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-R1", *args, truth_dir=tmp_path) as cam:
+        rc, report = dock.ingest_json(cam.address)
+    assert rc == 0, report
+    objects = sorted(p for p in bucket.rglob("*.age") if p.parent.name == "CAM-R1")
+    objects[0].chmod(0o600)
+    objects[0].unlink()  # as 'retention apply' would once retain_until passed
+    rc, got, _ = _receive(dock, tmp_path / "p1.agekey", "DSA-R", tmp_path / "out")
+    assert rc == 0 and len(got["received"]) == 1 and got["past_retention"] == [str(objects[0].relative_to(bucket))]
+    manifest = next(bucket.rglob("manifest.json"))
+    entry = next(e for e in json.loads(manifest.read_bytes())["recordings"] if e["key"].endswith(objects[1].name))
+    assert entry["retain_until"] < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), entry

@@ -17,6 +17,7 @@ run cut short resumes.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -32,7 +33,7 @@ from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.agecrypt import Decryptor, recipient_of
 from bodycam.agent.formats.sshsig import AllowedSigner
-from bodycam.agent.storage.bucket import Bucket
+from bodycam.agent.storage.bucket import Bucket, ObjectNotFoundError
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
 
@@ -54,6 +55,7 @@ class ReceiveReport:
     party: str | None = None
     received: list[str] = field(default_factory=list)  # paths relative to the output directory
     already: list[str] = field(default_factory=list)  # complete and matching from an earlier run
+    past_retention: list[str] = field(default_factory=list)  # keys gone from the bucket after their retain_until
     problems: list[str] = field(default_factory=list)  # one line each
     untold: int = 0  # problems beyond MAX_PROBLEMS
     manifests: int = 0
@@ -70,6 +72,7 @@ class ReceiveReport:
             "manifests": self.manifests,
             "received": self.received,
             "already_received": self.already,
+            "past_retention": self.past_retention,
             "problems": self.problems,
             "problems_not_listed": self.untold,
         }
@@ -85,6 +88,7 @@ class Wanted:
     plaintext_sha256: str
     ciphertext_sha256: str
     ciphertext_size: int
+    retain_until: dt.datetime | None = None  # the signed date after which the object may be erased
 
 
 class Receiver:
@@ -239,7 +243,7 @@ class Receiver:
             return None
         return Wanted(
             str(key), f"{dock}/{batch}/{serial}/{rid}", int(rec["size"]), str(hashes[0]), str(hashes[1]),
-            int(rec["ciphertext_size"]),
+            int(rec["ciphertext_size"]), _timestamp(rec.get("retain_until")),
         )  # fmt: skip
 
     # -- one recording ----------------------------------------------------------------------------
@@ -253,6 +257,13 @@ class Receiver:
         tmp = target.with_name(f".{target.name}.part")
         try:
             self._fetch(w, tmp)
+        except ObjectNotFoundError:
+            tmp.unlink(missing_ok=True)
+            if w.retain_until is not None and w.retain_until <= dt.datetime.now(dt.UTC):
+                self.report.past_retention.append(w.key)  # erased once its retention passed ('verify' proves it)
+            else:
+                self._problem(f"{w.key} is not in the bucket, and its retention has not passed; not received")
+            return
         except BodycamError as err:
             tmp.unlink(missing_ok=True)
             self._problem(f"{w.key}: {err}; not received")
@@ -300,6 +311,17 @@ class Receiver:
             os.fsync(out.fileno())
         if plain.hexdigest() != w.plaintext_sha256:
             raise IntegrityError("the decrypted recording's SHA-256 differs from the signed manifest's")
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    """An ISO 8601 time with a zone from a manifest, or None (absent or malformed: no retention claimed)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def _complete(path: Path, w: Wanted) -> bool:

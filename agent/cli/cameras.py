@@ -126,6 +126,7 @@ def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None
     Without --officer, only shows the history."""
     import time
 
+    from bodycam.agent.pipeline.fleet import enrolled_lookup as fleet_enrolled
     from bodycam.agent.pipeline.policy import parse_time
 
     if officer is not None and (not officer.strip() or len(officer) > 64):
@@ -135,7 +136,7 @@ def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None
     when = parse_time(at_text, "--at") if at_text else time.time()
     with agent_journal(ctx) as journal:
         if officer is not None:
-            if journal.enrolled_key(serial) is None:
+            if fleet_enrolled(ctx.config, journal)(serial) is None:  # this dock's, or the fleet register's
                 raise ConfigError(
                     f"camera {serial} is not enrolled on this dock; check the serial, or enrol it first "
                     f"('bodycam-sync enroll {serial} --key HEX' with the key from the vendor's enrolment sheet)"
@@ -173,6 +174,7 @@ def clock_sync(
     offset is noted, so footage stamped before this set is still placed at the next ingest."""
     from bodycam.agent.pipeline import clocks
     from bodycam.agent.pipeline.dockauth import load_credentials, secure_link
+    from bodycam.agent.pipeline.fleet import enrolled_lookup as fleet_enrolled
     from bodycam.agent.pipeline.inventory import opened_cameras
     from bodycam.agent.storage.custody_log import CustodyLog
 
@@ -188,7 +190,7 @@ def clock_sync(
             ident = cam.open()
             if serial and ident.serial != serial:
                 continue
-            cam.authenticate(journal.enrolled_key(ident.serial))
+            cam.authenticate(fleet_enrolled(cfg, journal)(ident.serial))
             secure_link(cam, credentials, CustodyLog.for_operator(journal, cfg).append, record_unprotected=False)
             docked = clocks.read_list_and_set(journal, CustodyLog.for_operator(journal, cfg), ident.serial, cam)
             before, after = docked.before, docked.after

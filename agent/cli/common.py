@@ -85,7 +85,8 @@ def enrolled_lookup(ctx: Context) -> Any:
         cfg = ctx.config
         if not cfg.journal_path.exists():
             return None
-        journal = Journal(cfg.journal_path)
-        return journal.enrolled_key
+        from bodycam.agent.pipeline.fleet import enrolled_lookup as fleet_enrolled
+
+        return fleet_enrolled(cfg, Journal(cfg.journal_path))  # this dock's enrolments, then the fleet register's
     except (ImportError, BodycamError):
         return None

@@ -47,6 +47,8 @@ def receive(
             f"agreement {agreement_id}, {who}: {len(report.received)} recording(s) received, "
             f"{len(report.already)} already here, {len(report.problems)} problem(s); checksums in {out / SUMS}"
         )
+        if report.past_retention:
+            click.echo(f"{len(report.past_retention)} recording(s) gone from the bucket after their retention")
     for problem in report.problems:
         click.echo(f"bodycam-sync: error: {problem}", err=True)
     if report.untold:

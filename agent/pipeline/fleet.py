@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,9 +45,10 @@ MAX_REMEMBERED = 1024  # refusals kept (shown by 'fleet show', not fetched again
 def private_cache(path: Path) -> Path:
     """Create ``path`` (and its ``agreements``/``register`` directories) 0700 whatever the umask; refuse
     one open to other users, as the state directory is (it tells which cameras are in which exercise)."""
-    for d in (path, path / "agreements", path / "register"):
+    missing = [a for a in reversed(path.parents) if not a.exists()]  # created 0700 too, never with the umask's mode
+    for d in (*missing, path, path / "agreements", path / "register"):
         try:
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            d.mkdir(exist_ok=True, mode=0o700)
             os.chmod(d, 0o700, follow_symlinks=False)  # mkdir's mode is narrowed by the umask, never widened
         except OSError as err:
             raise ConfigError(f"cannot create the fleet cache {d}: {err.strerror or err}") from err
@@ -324,6 +325,19 @@ def source_dir_cache(config: Config) -> ag.DirCache:
     """One ``DirCache`` per agreements directory in this process (signatures are checked once per change)."""
     assert config.agreements is not None and config.agreements.dir is not None
     return _LOCAL_DIRS.setdefault(config.agreements.dir, ag.DirCache())
+
+
+def enrolled_lookup(config: Config, journal: Journal) -> Callable[[str], bytes | None]:
+    """The device key this dock enrolled for a serial, else the one in the cached fleet register (the
+    bucket is not read: for commands such as ``devices``, ``clock`` and ``allocate``)."""
+    source = fleet_source(config)
+    register = source.view(None).register if source is not None else None
+
+    def lookup(serial: str) -> bytes | None:
+        key = journal.enrolled_key(serial)
+        return key if key is not None or register is None else register.device_key(serial)
+
+    return lookup
 
 
 def fleet_source(config: Config) -> FleetSource | None:
