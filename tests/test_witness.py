@@ -443,3 +443,28 @@ def test_the_daemon_publishes_while_its_witness_is_down_and_catches_it_up_from_i
         w.stop()
     assert witnessed(tmp_path / "bucket", policy) == (1, {"w"})
     assert "witness w:" in log.read_text()  # the failure while it was down was logged, once per retry
+
+
+def test_a_client_that_never_sends_its_body_is_dropped_and_holds_no_one_else_up(tmp_path: Path) -> None:
+    log_key = Ed25519PrivateKey.generate()
+    policy = tmp_path / "policy"
+    policy.write_text(f"log {note.verifier_key(ORIGIN, log_key.public_key())}\n")
+    w = WitnessProcess(tmp_path / "w", "witness.example/w", policy).start()
+    try:
+        stuck = [socket.create_connection(("127.0.0.1", w.port), timeout=60) for _ in range(20)]
+        for s in stuck:  # more than the 16 requests handled at once, each promising a body it never sends
+            s.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nold")
+        signed = note.sign_checkpoint(note.Checkpoint(ORIGIN, 0, tlog_empty_root()), ORIGIN, log_key)
+        status, _, _ = _post(w.url, witnessapi.encode_request(0, [], signed))
+        assert status == 200  # served while the others wait
+        for s in stuck:  # each is dropped by the witness's deadline (10 s), not kept open
+            assert s.recv(1024) == b""
+            s.close()
+    finally:
+        w.stop()
+
+
+def tlog_empty_root() -> bytes:
+    from bodycam.agent.formats import tlog
+
+    return tlog.EMPTY_ROOT
