@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -312,3 +313,22 @@ def test_a_bucket_without_object_lock_says_so_once_and_stores_anyway(
             assert head is not None and head.lock_mode is None
     lines = [r.getMessage() for r in caplog.records if "no Object Lock" in r.getMessage()]
     assert len(lines) == 1 and "not enforced by the server" in lines[0]
+
+
+def test_a_seal_from_another_process_waits_while_an_upload_is_being_started(tmp_path: Path) -> None:
+    """retention apply seals its erasure entries at once, from its own process: it must never seal the
+    batch a running daemon has just chosen for an upload it has not journaled yet (the recording would be
+    in no manifest). Two Agents on one state directory stand for the two processes."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    daemon, cli = dock.agent(), dock.agent()
+    try:
+        with daemon._batch_lock:  # between choosing the batch and journaling the upload
+            sealer = threading.Thread(target=lambda: cli.seal_and_publish(flush_custody=True))
+            sealer.start()
+            sealer.join(1.0)
+            assert sealer.is_alive(), "the other process sealed while an upload was being started"
+        sealer.join(60)
+        assert not sealer.is_alive()
+    finally:
+        daemon.close()
+        cli.close()

@@ -33,6 +33,7 @@ from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
 from bodycam.agent.pipeline.witnessing import Witnessing
 from bodycam.agent.storage.bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
 from bodycam.agent.storage.custody_log import CustodyLog
+from bodycam.agent.storage.interprocess import ProcessLock, batch_lock_path
 from bodycam.agent.storage.journal import (
     DONE_STATES,
     IN_FLIGHT_STATES,
@@ -172,9 +173,10 @@ class Agent:
         self.bucket = bucket or open_bucket(
             config.bucket_url, config.bucket_endpoint_url, retention_days=config.retention_days
         )
-        #: held from choosing the open batch to journaling an upload, and while sealing; the daemon's
-        #: bay workers (separate processes) share one through a file lock (agent/storage/interprocess.py)
-        self._batch_lock: AbstractContextManager[Any] = batch_lock or threading.Lock()
+        #: held from choosing the open batch to journaling an upload, and while sealing; every process on
+        #: this journal (the daemon and its bay workers, ingest --once, retention apply, which seals its
+        #: erasure entries at once) shares one through a file lock (agent/storage/interprocess.py)
+        self._batch_lock: AbstractContextManager[Any] = batch_lock or ProcessLock(batch_lock_path(config.state_dir))
         #: parts one recording may have in flight; the daemon lowers it while several bays share the
         #: upload pool, so memory grows with the pool, not with the number of bays
         self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
@@ -755,7 +757,8 @@ class Agent:
             sealed_id = None
             if open_id is not None and (custody_due or batches.recordings_ready(self.journal, open_id)):
                 if (
-                    batches.busy(self.journal, open_id)
+                    not flush_custody  # another process's live pulls are not in self._pulling: never move them
+                    and batches.busy(self.journal, open_id)
                     and batches.age_s(self.journal, open_id, now) >= cfg.batch_max_age_s
                 ):
                     self._defer_stalled(open_id)

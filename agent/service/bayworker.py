@@ -39,7 +39,7 @@ from typing import Any, cast
 from bodycam.agent.config import Config
 from bodycam.agent.pipeline.ingest import Agent, CameraReport
 from bodycam.agent.storage.bucket import open_bucket
-from bodycam.agent.storage.interprocess import PooledUploads, ProcessLock, SharedRate, SharedSlots
+from bodycam.agent.storage.interprocess import PooledUploads, ProcessLock, SharedRate, SharedSlots, batch_lock_path
 from bodycam.drivers import transport as transports
 from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.device.camera import Camera
@@ -73,10 +73,12 @@ class SharedLimits:
     directory: Path
     upload_workers: int
     bandwidth_limit_mbps: float | None
+    #: the journal's batch lock, shared with every other process on the state directory (retention apply)
+    batch_lock_file: Path | None = None
 
     @classmethod
     def of(cls, directory: Path, config: Config) -> SharedLimits:
-        return cls(directory, config.upload_workers, config.bandwidth_limit_mbps)
+        return cls(directory, config.upload_workers, config.bandwidth_limit_mbps, batch_lock_path(config.state_dir))
 
     def prepare(self) -> None:
         """The daemon's, once the journal has made the state directory private: make the directory
@@ -89,7 +91,7 @@ class SharedLimits:
             rate.reset()
 
     def batch_lock(self) -> ProcessLock:
-        return ProcessLock(self.directory / "batch.lock")
+        return ProcessLock(self.batch_lock_file or self.directory / "batch.lock")
 
     def slots(self) -> SharedSlots:
         return SharedSlots(self.directory, self.upload_workers)

@@ -40,6 +40,13 @@ def _open(path: Path) -> int:
         raise StorageError(f"cannot open {path} (shared by the bay workers): {err.strerror}") from err
 
 
+def batch_lock_path(state_dir: Path) -> Path:
+    """The one batch lock of a journal, whichever process takes it: the daemon and its bay workers,
+    ``ingest --once`` and ``retention apply`` (which seals its erasure entries at once) may all run on one
+    state directory, and a seal must never land between another's choice of batch and its journal row."""
+    return state_dir / "batch.lock"
+
+
 class ProcessLock:
     """A mutex across threads and processes: a thread lock, then ``flock`` on one descriptor per process.
 
