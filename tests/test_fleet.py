@@ -241,3 +241,31 @@ def test_forged_objects_are_fetched_once_and_cannot_hide_a_valid_register(tmp_pa
     assert sorted(documents) == sorted({*documents}), documents  # nothing fetched twice
     assert {fl.register_key(v) for v in range(2, 8)} <= set(documents)
     assert {r[0] for r in third.refused} >= {fl.register_name(v) for v in range(3, 8)} | {"DSA-X.revoked.json"}
+
+
+def test_a_camera_enrolled_by_the_fleet_register_takes_firmware_at_any_dock(tmp_path: Path) -> None:
+    """``firmware push`` authenticates against the fleet register's key when the dock has no enrolment."""
+    from bodycam.drivers.virtual.camera import sim_vendor_key
+
+    from .sims import serve, spec
+    from .test_firmware import build
+
+    controller = Ed25519PrivateKey.generate()
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with dock.config_path.open("a") as f:
+        f.write(f'[fleet]\ncontroller_keys = ["{public_key_line(controller.public_key())}"]\nrefresh_s = 0\n')
+    (dock.root / "vendor.pub").write_text(public_key_line(sim_vendor_key().public_key()) + "\n")
+    image = build(tmp_path, "1.5.0")
+    with serve("usbip", spec("CAM-FWF")) as sim:
+        push = ("firmware", "push", str(image), "--vendor-key", str(dock.root / "vendor.pub"), "--usbip", sim.address,
+                "--camera", "CAM-FWF")  # fmt: skip
+        refused = dock.cli(*push)
+        assert refused.returncode != 0 and "not enrolled" in refused.stderr, refused.stdout + refused.stderr
+        inner = open_bucket((tmp_path / "bucket").as_uri())
+        raw = fl.build_register(1, time.time(), [], [fl.RegisteredCamera("CAM-FWF", sim.enrolled_key, None)])
+        inner.put_object(fl.register_key(1) + ".sig", fl.sign_register(raw, controller).encode())
+        inner.put_object(fl.register_key(1), raw)
+        assert json.loads(dock.cli("fleet", "show", "--json").stdout)["register"]["cameras"] == ["CAM-FWF"]
+        pushed = dock.cli(*push)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        assert sim.camera.firmware.active_version == "1.5.0"

@@ -59,6 +59,7 @@ def firmware_push(
     """Install a signed firmware image; the image is verified before a byte is sent, rollback refused."""
     from bodycam.agent.pipeline import firmware as fw
     from bodycam.agent.pipeline.dockauth import load_credentials
+    from bodycam.agent.pipeline.fleet import enrolled_lookup as fleet_enrolled
 
     if bool(cameras) == all_cameras:
         raise ConfigError("name the cameras to update: --camera SN (repeatable) or --all")
@@ -84,6 +85,7 @@ def firmware_push(
             allow_downgrade=allow_downgrade,
             on_progress=progress,
             credentials=load_credentials(ctx.config),
+            enrolled=fleet_enrolled(ctx.config, journal),  # this dock's enrolment, else the fleet register's
         )
     if progress is not None:
         click.echo("", err=True)

@@ -654,14 +654,16 @@ def install(
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     credentials: DockCredentials | None = None,
+    enrolled: Callable[[str], bytes | None] | None = None,
 ) -> PushResult:
     """Authenticate an identified camera against its enrolled key, push, and record it in custody.
 
+    ``enrolled`` looks the key up (default: the journal's; the CLI adds the fleet register's).
     Every failure after identification is also a custody ``error`` entry; the error propagates.
     """
     ident = camera.identity
     try:
-        camera.authenticate(journal.enrolled_key(ident.serial))
+        camera.authenticate((enrolled or journal.enrolled_key)(ident.serial))
         secure_link(camera, credentials, custody.append, record_unprotected=False)
         result = push(camera, image, allow_downgrade=allow_downgrade, on_progress=on_progress, cancel=cancel)
     except BodycamError as err:
@@ -704,6 +706,7 @@ def push_cameras(
     on_progress: Callable[[str, int, int], None] | None = None,
     cancel: threading.Event | None = None,
     credentials: DockCredentials | None = None,
+    enrolled: Callable[[str], bytes | None] | None = None,
 ) -> PushReport:
     """Push a verified image to the named cameras, or with ``all_cameras`` to every reachable camera of
     a model the image lists (others are skipped), one after another."""
@@ -743,6 +746,7 @@ def push_cameras(
                         on_progress=progress,
                         cancel=cancel,
                         credentials=credentials,
+                        enrolled=enrolled,
                     )
                 )
             except BodycamError as err:
