@@ -202,6 +202,12 @@ def test_retention_on_the_local_bucket_erases_logs_and_verify_tells_erased_from_
     assert all(e["agreements"] == ["DSA-SHORT"] and e["batch"] == old_batch for e in doc["erasures"])
     assert f"ERASED {old[0]['key']}: under agreement DSA-SHORT at " in text
     assert "3 erased under their agreements' retention, no problems" in text
+    html = tmp_path / "audit.html"
+    reported = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
+                        "--report", str(html))  # fmt: skip
+    assert reported.returncode == 0, reported.stdout + reported.stderr
+    page = html.read_text()
+    assert "Erased under retention (3)" in page and old[0]["key"] in page and "DSA-SHORT" in page
 
     # each party checks its own share with stock tools (docs/auditing.md)
     p1 = _party_walkthrough(dock, root, "P1", archive.with_name("P1.agekey"))

@@ -99,6 +99,7 @@ def render(report: VerifyReport) -> str:
     parts += [
         _audit_section(report),
         _findings_section(report),
+        _erasures_section(report),
         _batches_section(report),
         _timeline_section(report),
         _recordings_section(report),
@@ -370,6 +371,29 @@ def _timeline_section(report: VerifyReport) -> str:
 
 def _stamp(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# -- erasures ---------------------------------------------------------------------------------------------
+def _erasures_section(report: VerifyReport) -> str:
+    """Objects gone from the bucket by a signed erasure entry after their retention (docs/formats.md §13):
+    what was erased, under which agreements, when; not findings, but an auditor must see them."""
+    erasures = report.erasures
+    if not erasures:
+        return ""
+    rows = "".join(
+        f"<tr><td><span class='key'>{_e(e.key, 1000)}</span></td><td>{_e(', '.join(e.agreements))}</td>"
+        f"<td>{_e(e.erased_at)}</td><td>{_e(e.retain_until)}</td>"
+        f"<td>{_e(e.custody_seq)} in <code>{_e(e.entry_batch)}</code></td></tr>"
+        for e in erasures[:MAX_REPORT_ROWS]
+    )
+    more = len(erasures) - MAX_REPORT_ROWS
+    note = f"<p class='note'>... and {more:,} more (see verify --json).</p>" if more > 0 else ""
+    return (
+        f"<h2>Erased under retention ({len(erasures)})</h2><p class='note'>Listed by a manifest, no longer in the "
+        "bucket, and erased by a signed custody entry at or after the retain-until date the manifest signs.</p>"
+        "<table><thead><tr><th>Object</th><th>Agreements</th><th>Erased (UTC)</th><th>Retained until</th>"
+        f"<th>Custody entry</th></tr></thead><tbody>{rows}</tbody></table>{note}"
+    )
 
 
 # -- findings --------------------------------------------------------------------------------------------
