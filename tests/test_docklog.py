@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent.formats import note, tlog
+from bodycam.agent.formats import commitment, note, tlog
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch
 from bodycam.agent.storage import docklog
@@ -53,7 +53,13 @@ def test_go_verifies_the_buckets_log_and_the_inclusion_of_each_manifest(tmp_path
     docs = manifests(bucket)
     assert len(docs) == 2
     entries = [
-        docklog.entry(DOCK_ID, str(doc["batch_id"]), int(str(doc["batch_seq"])), hashlib.sha256(raw).hexdigest())
+        docklog.entry(
+            DOCK_ID,
+            str(doc["batch_id"]),
+            int(str(doc["batch_seq"])),
+            hashlib.sha256(raw).hexdigest(),
+            commitment.log_fields(doc),
+        )
         for doc, raw in docs
     ]
     # our reading: the latest checkpoint, one per size, the entry bundle naming each manifest
@@ -191,7 +197,13 @@ def test_verify_checks_the_log_and_names_what_was_changed(tmp_path: Path) -> Non
 
 def entries_of(docs: list[tuple[dict[str, object], bytes]]) -> list[bytes]:
     return [
-        docklog.entry(DOCK_ID, str(doc["batch_id"]), int(str(doc["batch_seq"])), hashlib.sha256(raw).hexdigest())
+        docklog.entry(
+            DOCK_ID,
+            str(doc["batch_id"]),
+            int(str(doc["batch_seq"])),
+            hashlib.sha256(raw).hexdigest(),
+            commitment.log_fields(doc),
+        )
         for doc, raw in docs
     ]
 

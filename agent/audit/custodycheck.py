@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bodycam.agent.formats.commitment import RootBuilder
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.retention import EVENT as ERASURE_EVENT
 
@@ -53,6 +54,7 @@ class CustodyCheck:
         self.lines = 0
         self.too_many = False
         self._problems: list[Problem] = []
+        self.root = RootBuilder()  # the segment's Merkle root (manifest format 1.1), line by line
         self._partial = bytearray()
         self._overlong = False  # the line being read is over MAX_LINE_BYTES: skip to its end
         self._seen: dict[int, bytes] = {}  # seq -> its line's digest + the digest its prev names
@@ -93,6 +95,7 @@ class CustodyCheck:
         line, overlong = bytes(self._partial), self._overlong
         self._partial.clear()
         self._overlong = False
+        self.root.add(b"\xff" if overlong else line)  # an overlong line is not kept; no line is 0xFF
         if overlong:
             self._problems.append(
                 (None, "custody_entry", f"line {self.lines} is longer than {MAX_LINE_BYTES} bytes: not a custody entry")

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.agent.audit import witnesscheck
-from bodycam.agent.formats import note, tlog
+from bodycam.agent.formats import commitment, note, tlog
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 MAX_ENTRIES = 1_000_000  # 64 MiB of rebuilt hashes: a dock seals far fewer batches in its life
 MAX_CHECKPOINTS = 10_000  # kept checkpoints compared with the tree (the newest ones, by size)
 BUNDLE_MAX = tlog.TILE_WIDTH * (2 + 1024)  # the dock's entries are a few hundred bytes
-ENTRY_VALUES = 16
+ENTRY_VALUES = 32  # 20 in an entry of a 1.1 manifest (its commitments); 10 before
 MAX_STRAYS = 100  # named one by one; the rest are counted
 TAIL = 10_000  # the newest entries named one by one when not witnessed
 _SIZE = re.compile(r"[1-9][0-9]{0,18}")
@@ -51,6 +51,8 @@ class Manifest:
     batch_id: str
     seq: int | None
     sha256: str | None
+    #: a 1.1 manifest's roots and counts its entry must repeat (``commitment.log_fields``); empty before
+    commitments: Mapping[str, Any] = field(default_factory=dict)
 
 
 def check(
@@ -301,6 +303,15 @@ class _EntryCheck:
                 LogFinding(
                     "log_manifest_mismatch",
                     f"{where} logs batch {batch} with another manifest SHA-256: the manifest was replaced",
+                    batch=batch,
+                )
+            )
+        elif any(e.get(k) != m.commitments.get(k) for k in commitment.LOG_FIELDS):
+            self.found.append(
+                LogFinding(
+                    "log_entry_mismatch",
+                    f"{where} does not repeat the recordings and custody roots of batch {batch}'s manifest: proof "
+                    "bundles from this log would not match the bucket",
                     batch=batch,
                 )
             )

@@ -38,6 +38,7 @@ from bodycam.agent import __version__
 from bodycam.agent.audit import logcheck, witnesscheck
 from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.config import FLEET_PREFIX
+from bodycam.agent.formats import commitment
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats import witnesspolicy
 from bodycam.agent.formats.agecrypt import Decryptor
@@ -236,6 +237,7 @@ class BatchResult:
     sealed_at: dt.datetime | None = field(default=None, repr=False)
     personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
     handover: dict[str, str] | None = field(default=None, repr=False)  # its custody's dock_handover entry
+    commitments: dict[str, Any] = field(default_factory=dict, repr=False)  # what its log entry must repeat
 
 
 _UNREPORTED = frozenset(
@@ -494,7 +496,7 @@ class Verifier:
         }
         for when in {_second(r.sealed_at) for r in results if r.sealed_at is not None}:
             keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
-        manifests = [logcheck.Manifest(r.batch, r.seq, r.manifest_sha256) for r in results]
+        manifests = [logcheck.Manifest(r.batch, r.seq, r.manifest_sha256, r.commitments) for r in results]
         try:
             found = logcheck.check(
                 self.bucket,
@@ -682,7 +684,21 @@ class Verifier:
             ok = self._recording(rec, key, dock, batch)
             result.objects_ok += ok[0]
             result.plaintext_ok += ok[1]
+        self._commitments(doc, recordings, result, where)
         return result
+
+    def _commitments(self, doc: dict[str, Any], recordings: list[Any], result: BatchResult, where: Any) -> None:
+        """Format 1.1: ``recordings_root`` is the Merkle root of the recordings listed (proof bundles prove
+        one recording against it); the log entry must repeat it (logcheck)."""
+        if "recordings_root" not in doc:
+            return
+        if doc["recordings_root"] != commitment.recordings_root(recordings):
+            self._find(
+                "commitment_mismatch",
+                f"{where['key']}: recordings_root is not the Merkle root of the recordings it lists",
+                **where,
+            )
+        result.commitments = commitment.log_fields(doc)
 
     def _signature(self, raw: bytes, mkey: str, skey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
         """manifest.json.sig: an SSHSIG over the manifest bytes by a key allowed for the dock when sealed."""
@@ -785,9 +801,14 @@ class Verifier:
             return
         if check.sha256.hexdigest() != info.get("sha256"):
             self._find("custody_altered", f"{key} does not hash to the value its manifest signs", **where)
-        elif result.signature_ok:  # only a signed, unaltered segment's erasures account for missing objects
-            for entry in check.erasures:
-                self._note_erasure(entry, dock, batch)
+        else:
+            if "root" in info and check.root.root().hex() != info["root"]:  # bytes as signed, root not theirs
+                self._find(
+                    "commitment_mismatch", f"{key}: its lines do not give the custody root the manifest signs", **where
+                )
+            if result.signature_ok:  # only a signed, unaltered segment's erasures account for missing objects
+                for entry in check.erasures:
+                    self._note_erasure(entry, dock, batch)
         result.custody_entries = check.lines
         result.handover = check.handover
         for seq, problem, message in problems:

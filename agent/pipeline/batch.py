@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.agent import __version__
 from bodycam.agent.config import Recipient
+from bodycam.agent.formats import commitment
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.agecrypt import Encryptor
 from bodycam.agent.formats.custody import canonical
@@ -156,8 +157,11 @@ def seal(
         head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
         first = int(batch["custody_first"])
         custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
-        lines = db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
-        custody_bytes = b"".join(r[0].encode() + b"\n" for r in lines.fetchall())
+        lines = [
+            r[0].encode()
+            for r in db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
+        ]
+        custody_bytes = b"".join(line + b"\n" for line in lines)
         personal_doc: dict[str, Any] = {
             "batch_id": batch_id,
             "recordings": [],
@@ -224,6 +228,7 @@ def seal(
                 "prev": custody_prev[0] if custody_prev else "0" * 64,
                 "head": head.hash,
                 "sha256": mf.sha256_hex(custody_bytes),
+                "root": commitment.custody_root(lines),  # format 1.1: one line at a time can be proven
             },
             "personal": {
                 "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.PERSONAL}",
@@ -231,6 +236,7 @@ def seal(
             },
             "recipients": [{"name": r.name, "age": r.age} for r in recipients],
             "recordings": entries,
+            "recordings_root": commitment.recordings_root(entries),  # format 1.1: one recording can be proven
         }
         manifest_bytes = mf.encode(manifest)
         signature = sign(manifest_bytes, key, mf.NAMESPACE)
@@ -243,6 +249,7 @@ def seal(
             batch_seq=int(batch["seq"]),
             manifest_sha256=mf.sha256_hex(manifest_bytes),
             key=key,
+            commitments=commitment.log_fields(manifest),
         )
         db.execute(
             "UPDATE batches SET state='sealed', custody_last=?, manifest=?, signature=?, custody=?, personal=?, "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -59,8 +59,12 @@ def verifier_key(dock_id: str, key: Ed25519PrivateKey) -> str:
     return note.verifier_key(origin(dock_id), key.public_key())
 
 
-def entry(dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str) -> bytes:
-    """The leaf for a sealed manifest: canonical JSON naming it and its SHA-256 (nothing personal)."""
+def entry(
+    dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str, commitments: Mapping[str, Any] | None = None
+) -> bytes:
+    """The leaf for a sealed manifest: canonical JSON naming it and its SHA-256 (nothing personal), plus,
+    for a 1.1 manifest, its per-recording and per-custody-entry roots and counts
+    (``commitment.log_fields``), which proof bundles lean on."""
     return canonical(
         {
             "format": ENTRY_FORMAT,
@@ -68,6 +72,7 @@ def entry(dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str) -> 
             "batch_id": batch_id,
             "batch_seq": batch_seq,
             "manifest_sha256": manifest_sha256,
+            **(commitments or {}),
         }
     )
 
@@ -105,7 +110,14 @@ def _in(db: sqlite3.Connection) -> Query:
 
 
 def append_in(
-    db: sqlite3.Connection, *, dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str, key: Ed25519PrivateKey
+    db: sqlite3.Connection,
+    *,
+    dock_id: str,
+    batch_id: str,
+    batch_seq: int,
+    manifest_sha256: str,
+    key: Ed25519PrivateKey,
+    commitments: Mapping[str, Any] | None = None,
 ) -> int:
     """In the seal's transaction: the batch's leaf, the new hashes and the signed checkpoint of the
     grown tree, journaled together. Returns the leaf's index (idempotent for a batch already logged)."""
@@ -117,7 +129,7 @@ def append_in(
     name = origin(dock_id)
     size = int(db.execute("SELECT COUNT(*) FROM tlog_entries WHERE log=?", (name,)).fetchone()[0])
     tree = tlog.Tree(JournalHashStore(_in(db), name), size)
-    data = entry(dock_id, batch_id, batch_seq, manifest_sha256)
+    data = entry(dock_id, batch_id, batch_seq, manifest_sha256, commitments)
     index = tree.append(data)
     signed = note.sign_checkpoint(note.Checkpoint(name, tree.size, tree.root()), name, key)
     db.execute(
