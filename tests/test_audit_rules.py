@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bodycam.agent.formats import commitment
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import load_private_key, sign
 
@@ -110,8 +111,29 @@ def test_unknown_manifest_fields_are_accepted(
     _, doc = _manifest(local, 1)
     doc["x_extension"] = {"note": "added by a later agent"}
     doc["recordings"][0]["x_extension"] = 1
+    doc["recordings_root"] = commitment.recordings_root(doc["recordings"])  # as that agent would commit
     _reseal(local, dock, 1, doc)
     assert local.findings("--identity", str(local.identity)) == (0, [])
+
+
+def test_a_manifest_whose_commitments_are_not_its_own_is_named(
+    local: Bucket,
+    pristine: tuple[Dock, Path, list[str]],
+) -> None:
+    """Format 1.1: a validly signed manifest whose recordings_root or custody.root is not the root of
+    what it lists and signs is ``commitment_mismatch`` (a proof bundle from it would not match)."""
+    dock = pristine[0]
+    mkey, doc = _manifest(local, 1)
+    assert doc["recordings_root"] == commitment.recordings_root(doc["recordings"])
+    doc["recordings_root"] = "0" * 64
+    doc["custody"]["root"] = "1" * 64
+    _reseal(local, dock, 1, doc)
+    rc, findings = local.findings()
+    assert rc == 1
+    assert sorted((f["problem"], f["key"]) for f in findings) == [
+        ("commitment_mismatch", doc["custody"]["key"]),
+        ("commitment_mismatch", mkey),
+    ], findings
 
 
 def test_a_null_officer_id_goes_with_a_null_pseudonym(

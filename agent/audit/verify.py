@@ -38,9 +38,8 @@ from bodycam.agent import __version__
 from bodycam.agent.audit import logcheck, witnesscheck
 from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.config import FLEET_PREFIX
-from bodycam.agent.formats import commitment
+from bodycam.agent.formats import commitment, witnesspolicy
 from bodycam.agent.formats import manifest as mf
-from bodycam.agent.formats import witnesspolicy
 from bodycam.agent.formats.agecrypt import Decryptor
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR

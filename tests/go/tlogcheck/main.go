@@ -17,6 +17,12 @@
 // Tiles are read from "<dir>/tile/<L>/<N>[.p/<W>]" and "<dir>/tile/entries/<N>[.p/<W>]" (C2SP
 // tlog-tiles paths, which omit the height that Go's own tile paths carry). A record without "proof" is
 // proved by Go from the tiles (tlog.ProveRecord) before tlog.CheckRecord.
+//
+// With "bundle": "<file>" (and no "checkpoint"), the file is a proof bundle (C2SP tlog-proof with our
+// extra data, docs/formats.md): its checkpoint is opened with "vkey" (cosignatures are signatures by
+// keys Go does not know, which note.Open ignores), then tlog.CheckRecord checks the log entry at "index"
+// under the checkpoint, the recording under the entry's recordings_root and each custody line under
+// its custody_root: lines "bundle log", "bundle recording", "bundle custody <seq>".
 package main
 
 import (
@@ -24,6 +30,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +66,7 @@ type request struct {
 	Records    []record `json:"records"`
 	Trees      []tree   `json:"trees"`
 	Cosigners  []string `json:"cosigners"`
+	Bundle     string   `json:"bundle"`
 }
 
 // cosigner verifies C2SP cosignature/v1 signatures: 8-byte big-endian timestamp || Ed25519 signature
@@ -101,6 +109,27 @@ func newCosigner(vkey string) (cosigner, error) {
 		return cosigner{}, errors.New("cosigner key hash does not match its key")
 	}
 	return cosigner{parts[0], uint32(h), ed25519.PublicKey(raw[1:])}, nil
+}
+
+type leafProof struct {
+	Index *int64   `json:"index"`
+	Line  string   `json:"line"`
+	Proof []string `json:"proof"`
+}
+
+type extraData struct {
+	Format    string      `json:"format"`
+	Entry     string      `json:"entry"`
+	Recording leafProof   `json:"recording"`
+	Custody   []leafProof `json:"custody"`
+}
+
+type logEntry struct {
+	Recordings      int64  `json:"recordings"`
+	RecordingsRoot  string `json:"recordings_root"`
+	CustodyFirstSeq int64  `json:"custody_first_seq"`
+	CustodyLastSeq  int64  `json:"custody_last_seq"`
+	CustodyRoot     string `json:"custody_root"`
 }
 
 const height = 8
@@ -170,12 +199,8 @@ func hashes(list []string) ([]tlog.Hash, error) {
 }
 
 // openCheckpoint verifies the note with the one verifier key and parses the three checkpoint lines.
-func openCheckpoint(req request) (tlog.Tree, error) {
+func openCheckpoint(req request, msg []byte) (tlog.Tree, error) {
 	v, err := note.NewVerifier(req.Vkey)
-	if err != nil {
-		return tlog.Tree{}, err
-	}
-	msg, err := os.ReadFile(req.Checkpoint)
 	if err != nil {
 		return tlog.Tree{}, err
 	}
@@ -276,10 +301,25 @@ func main() {
 		os.Exit(2)
 	}
 	failed := false
-	t, err := openCheckpoint(req)
+	var msg []byte
+	var err error
+	var b proofBundle
+	if req.Bundle != "" {
+		b, err = readBundle(req.Bundle)
+		msg = b.checkpoint
+	} else {
+		msg, err = os.ReadFile(req.Checkpoint)
+	}
+	var t tlog.Tree
+	if err == nil {
+		t, err = openCheckpoint(req, msg)
+	}
 	report(&failed, "checkpoint", err)
 	if err != nil {
 		os.Exit(1)
+	}
+	if req.Bundle != "" {
+		checkBundle(&failed, t, b)
 	}
 	f := fileTiles{req.Tiles}
 	r := tlog.TileHashReader(t, f)
@@ -339,5 +379,95 @@ func main() {
 	}
 	if failed {
 		os.Exit(1)
+	}
+}
+
+type proofBundle struct {
+	index      int64
+	proof      []tlog.Hash
+	extra      extraData
+	checkpoint []byte
+}
+
+// readBundle splits a C2SP tlog-proof: header, extra, index, proof hashes, a blank line, the checkpoint.
+func readBundle(path string) (proofBundle, error) {
+	var b proofBundle
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return b, err
+	}
+	head, checkpoint, ok := strings.Cut(string(data), "\n\n")
+	if !ok {
+		return b, errors.New("no blank line before the checkpoint")
+	}
+	b.checkpoint = []byte(checkpoint)
+	lines := strings.Split(head, "\n")
+	if len(lines) < 3 || lines[0] != "c2sp.org/tlog-proof@v1" || !strings.HasPrefix(lines[1], "extra ") ||
+		!strings.HasPrefix(lines[2], "index ") {
+		return b, errors.New("not a c2sp.org/tlog-proof@v1 with extra data")
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(strings.TrimPrefix(lines[1], "extra "))
+	if err != nil {
+		return b, err
+	}
+	if err := json.Unmarshal(raw, &b.extra); err != nil {
+		return b, err
+	}
+	if b.index, err = strconv.ParseInt(strings.TrimPrefix(lines[2], "index "), 10, 64); err != nil {
+		return b, err
+	}
+	b.proof, err = hashes(lines[3:])
+	return b, err
+}
+
+func hexHash(s string) (tlog.Hash, error) {
+	var h tlog.Hash
+	raw, err := hex.DecodeString(s)
+	if err != nil || len(raw) != tlog.HashSize {
+		return h, errors.New("not a hex 32-byte hash")
+	}
+	copy(h[:], raw)
+	return h, nil
+}
+
+// checkBundle: the log entry under the checkpoint, the recording and each custody line under the roots
+// the entry commits to, all with tlog.CheckRecord (RFC 6962 trees, as the log's).
+func checkBundle(failed *bool, t tlog.Tree, b proofBundle) {
+	report(failed, "bundle log", tlog.CheckRecord(b.proof, t.N, t.Hash, b.index, tlog.RecordHash([]byte(b.extra.Entry))))
+	var e logEntry
+	err := json.Unmarshal([]byte(b.extra.Entry), &e)
+	var recRoot, custodyRoot tlog.Hash
+	if err == nil {
+		recRoot, err = hexHash(e.RecordingsRoot)
+	}
+	if err == nil {
+		custodyRoot, err = hexHash(e.CustodyRoot)
+	}
+	if err == nil && b.extra.Recording.Index == nil {
+		err = errors.New("the recording has no index")
+	}
+	var proof []tlog.Hash
+	if err == nil {
+		proof, err = hashes(b.extra.Recording.Proof)
+	}
+	if err == nil {
+		leaf := tlog.RecordHash([]byte(b.extra.Recording.Line))
+		err = tlog.CheckRecord(proof, e.Recordings, recRoot, *b.extra.Recording.Index, leaf)
+	}
+	report(failed, "bundle recording", err)
+	for _, c := range b.extra.Custody {
+		var entry struct {
+			Seq int64 `json:"seq"`
+		}
+		err := json.Unmarshal([]byte(c.Line), &entry)
+		var proof []tlog.Hash
+		if err == nil {
+			proof, err = hashes(c.Proof)
+		}
+		if err == nil {
+			size := e.CustodyLastSeq - e.CustodyFirstSeq + 1
+			err = tlog.CheckRecord(proof, size, custodyRoot, entry.Seq-e.CustodyFirstSeq, tlog.RecordHash([]byte(c.Line)))
+		}
+		report(failed, fmt.Sprintf("bundle custody %d", entry.Seq), err)
 	}
 }

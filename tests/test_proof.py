@@ -1,0 +1,337 @@
+"""Selective disclosure (issue 13 item 4): one recording's proof bundle, made from a real dock's bucket
+and log, verifies offline against a witness policy, reveals nothing of the batch's other recordings,
+fails once any byte of it changes, and Go's sumdb/tlog checks its inclusion proofs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bodycam.agent.audit import disclose, proofcheck
+from bodycam.agent.formats import commitment, cosignature, note, proofbundle, witnesspolicy
+from bodycam.agent.formats.sshsig import load_private_key
+from bodycam.agent.storage import docklog
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError
+
+from . import tlogcheck as gocheck
+from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .sims import SimProcess
+from .test_witness import WitnessProcess, _free_port
+
+ORIGIN = docklog.origin(DOCK_ID)
+
+
+@dataclass
+class Setup:
+    dock: Dock
+    bucket: Path
+    vkey: str
+    witnesses: dict[str, str]  # policy name -> cosigner verifier key
+    manifests: list[dict[str, object]]
+    truth: dict[str, list[dict[str, object]]]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """Two batches: CAM-P1 with three training recordings, then CAM-P2 with one, each checkpoint cosigned
+    by two witnesses, each a ``witness serve`` process of its own (C2SP tlog-witness)."""
+    tmp = tmp_path_factory.mktemp("proof")
+    bucket = tmp / "bucket"
+    dock = make_dock(tmp / "dock", bucket.as_uri())
+    vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    policy = tmp / "witness.policy"
+    policy.write_text(f"log {vkey}\n")  # what the witnesses read; completed below for the dock
+    ho = WitnessProcess(tmp / "wa", "witness.example/home-office", policy, _free_port())
+    auditor = WitnessProcess(tmp / "wb", "witness.example/auditor", policy, _free_port())
+    policy.write_text(
+        f"log {vkey}\nwitness ho {ho.vkey} {ho.url}\nwitness auditor {auditor.vkey} {auditor.url}\n"
+        "group both all ho auditor\nquorum both\n"
+    )
+    with dock.config_path.open("a") as f:
+        f.write(f'[witnesses]\npolicy = "{policy}"\ntimeout_s = 60\n')
+    win = window()
+    dock.enroll("CAM-P1", "CAM-P2")
+    dock.exercise("EX-P", win, "CAM-P1", "CAM-P2")
+    truth: dict[str, list[dict[str, object]]] = {}
+    ho.start()
+    auditor.start()
+    try:
+        for transport, serial, training in (("usbip", "CAM-P1", "3"), ("serial", "CAM-P2", "1")):
+            args = ("--recordings", "4", "--training", training, "--size", "20000", "--exercise", iso_window(win))
+            with SimProcess(transport, serial, *args, truth_dir=tmp) as cam:
+                rc, report = dock.ingest_json(cam.address)
+                assert rc == 0, report
+                truth[serial] = cam.truth
+        cosigned = witnesspolicy.load(policy)
+        data = (bucket / DOCK_ID / "log" / docklog.WITNESSED).read_bytes()
+        assert note.open_checkpoint(data, cosigned.log_verifiers(ORIGIN)).size == 2
+        assert cosigned.witnessed(data) == {"ho", "auditor"}
+        docs = sorted(
+            (json.loads(p.read_bytes()) for p in bucket.rglob("manifest.json")), key=lambda d: int(d["batch_seq"])
+        )
+        yield Setup(dock, bucket, vkey, {"ho": ho.vkey, "auditor": auditor.vkey}, docs, truth)
+    finally:
+        ho.stop()
+        auditor.stop()
+
+
+def policy_text(s: Setup, quorum: str = "both", extra: str = "") -> str:
+    lines = [f"log {s.vkey}", *(f"witness {name} {vkey}" for name, vkey in s.witnesses.items())]
+    lines += ["group both all ho auditor", extra, f"quorum {quorum}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_policy(s: Setup, path: Path, **kw: str) -> Path:
+    path.write_text(policy_text(s, **kw))
+    return path
+
+
+def first_batch_recordings(s: Setup) -> list[dict[str, object]]:
+    recs = s.manifests[0]["recordings"]
+    assert isinstance(recs, list) and len(recs) == 3
+    return recs
+
+
+def make_bundle(s: Setup, tmp_path: Path, which: int = 1) -> tuple[Path, dict[str, object]]:
+    rec = first_batch_recordings(s)[which]
+    out = tmp_path / "one.tlog-proof"
+    proc = s.dock.cli(
+        "proof", "--bucket", str(s.bucket), "--camera", str(rec["camera_serial"]),
+        "--recording", str(rec["recording_id"]), "--out", str(out), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["log_index"] == 0 and summary["tree_size"] == 2 and summary["custody_entries"] >= 3
+    return out, rec
+
+
+def test_a_bundle_for_one_recording_verifies_offline_and_reveals_no_other(setup: Setup, tmp_path: Path) -> None:
+    out, rec = make_bundle(setup, tmp_path)
+    # offline: the bundle and the policy, in a directory of their own, with no bucket anywhere near
+    court = tmp_path / "court"
+    court.mkdir()
+    bundle = court / out.name
+    shutil.copy(out, bundle)
+    policy = write_policy(setup, court / "policy")
+    proc = setup.dock.cli("verify-proof", str(bundle), "--policy", str(policy), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] and doc["recording"] == rec and doc["origin"] == ORIGIN
+    assert doc["manifest_sha256"] and doc["batch_id"] == setup.manifests[0]["batch_id"]
+    assert sorted(doc["witnesses"]) == ["auditor", "ho"] and doc["tree_size"] == 2
+    assert {c["event"] for c in doc["custody"]} >= {"pull_started", "pulled", "verified"}
+    assert all(c["recording"] == rec["recording_id"] for c in doc["custody"])
+    text = setup.dock.cli("verify-proof", str(bundle), "--policy", str(policy))
+    assert text.returncode == 0 and text.stdout.startswith("VERIFIED: recording"), text.stdout + text.stderr
+    # the bundle is C2SP tlog-proof: header, extra, index, hashes, blank line, the cosigned checkpoint
+    data = bundle.read_bytes()
+    lines = data.decode().split("\n")
+    assert lines[0] == "c2sp.org/tlog-proof@v1" and lines[1].startswith("extra ") and lines[2] == "index 0"
+    assert data.endswith((setup.bucket / DOCK_ID / "log" / docklog.WITNESSED).read_bytes())
+    # nothing of the other recordings: neither of the batch's two others nor the other batch's one
+    extra = base64.b64decode(lines[1][len("extra ") :])
+    others = [r for r in first_batch_recordings(setup) if r != rec] + list(setup.manifests[1]["recordings"])  # type: ignore[arg-type]
+    assert len(others) == 3
+    for other in others:
+        for name in ("plaintext_sha256", "ciphertext_sha256", "key"):
+            value = str(other[name]).encode()
+            assert value not in data and value not in extra, name
+        for piece in (f'"recording_id":{other["recording_id"]}', f'"recording":{other["recording_id"]},'):
+            if other["camera_serial"] == rec["camera_serial"]:
+                assert piece.encode() not in extra
+    assert b"CAM-P2" not in extra and b"CAM-P2" not in data
+    truth_hashes = [str(t["sha256"]).encode() for t in setup.truth["CAM-P1"] if t["id"] != rec["recording_id"]]
+    assert not any(h in extra for h in truth_hashes)
+    assert b"OFFICER" not in extra and b"Range 3" not in extra  # nor a clear officer id or site
+
+
+def _policy(s: Setup, **kw: str) -> witnesspolicy.Policy:
+    return witnesspolicy.parse(policy_text(s, **kw))
+
+
+def test_changing_any_byte_of_the_bundle_makes_it_fail(setup: Setup, tmp_path: Path) -> None:
+    out, _ = make_bundle(setup, tmp_path, which=0)
+    data = out.read_bytes()
+    policy = _policy(setup)
+    proofcheck.check(data, policy)
+    rng = random.Random(13)
+    passed = []
+    for i in range(len(data)):
+        for value in {data[i] ^ 0x01, data[i] ^ 0x20, rng.randrange(256)} - {data[i]}:
+            changed = data[:i] + bytes([value]) + data[i + 1 :]
+            try:
+                proofcheck.check(changed, policy)
+            except BodycamError:
+                continue
+            passed.append((i, value))
+    assert passed == [], f"{len(passed)} single-byte changes still verify, first {passed[:5]} of {len(data)} bytes"
+    # and through the command: exit 1, one line naming what failed
+    bad = tmp_path / "bad.tlog-proof"
+    bad.write_bytes(data.replace(b"index 0", b"index 1"))
+    proc = setup.dock.cli("verify-proof", str(bad), "--policy", str(write_policy(setup, tmp_path / "p")))
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "not proven" in proc.stderr, proc.stderr
+
+
+def test_the_policy_decides_whose_signatures_count(setup: Setup, tmp_path: Path) -> None:
+    out, _ = make_bundle(setup, tmp_path)
+    data = out.read_bytes()
+    assert proofcheck.check(data, _policy(setup, quorum="ho")).witnesses.keys() == {"ho", "auditor"}
+    assert proofcheck.check(data, _policy(setup, quorum="none"))
+    # a third witness the quorum needs has not cosigned
+    stranger = cosignature.verifier_key("third.example", Ed25519PrivateKey.generate().public_key())
+    text = policy_text(setup, quorum="three", extra=f"witness third {stranger}\ngroup three all ho auditor third")
+    with pytest.raises(IntegrityError, match="short of the policy's quorum three"):
+        proofcheck.check(data, witnesspolicy.parse(text))
+    # cosignatures by witnesses the policy does not name are refused, not ignored
+    only_log = witnesspolicy.parse(f"log {setup.vkey}\n")
+    with pytest.raises(IntegrityError, match="whose key the policy does not name"):
+        proofcheck.check(data, only_log)
+    # another dock's key: the bundle's log is not one the policy trusts
+    other = docklog.verifier_key("dock-other", Ed25519PrivateKey.generate())
+    with pytest.raises(IntegrityError, match="names no key for"):
+        proofcheck.check(data, witnesspolicy.parse(f"log {other}\n"))
+    # a policy naming the dock's origin with another key: the dock's signature is unknown there
+    impostor = note.verifier_key(ORIGIN, Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(IntegrityError):
+        proofcheck.check(data, witnesspolicy.parse(f"log {impostor}\n"))
+    # usage errors are exit 2
+    proc = setup.dock.cli("verify-proof", str(out), "--policy", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = setup.dock.cli(
+        "verify-proof", str(tmp_path / "missing"), "--policy", str(write_policy(setup, tmp_path / "p"))
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_hostile_bundles_are_refused_in_one_line_and_bounded(setup: Setup, tmp_path: Path) -> None:
+    out, _ = make_bundle(setup, tmp_path)
+    data = out.read_bytes()
+    policy = _policy(setup)
+    head, _, checkpoint = data.partition(b"\n\n")
+    lines = head.split(b"\n")
+    extra = json.loads(base64.b64decode(lines[1][6:]))
+
+    def with_extra(doc: object) -> bytes:
+        raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return b"\n".join([lines[0], b"extra " + base64.b64encode(raw), *lines[2:]]) + b"\n\n" + checkpoint
+
+    hostile = [
+        b"",
+        b"\n\n",
+        data[: len(data) // 2],
+        b"c2sp.org/tlog-proof@v1\nindex 0\n\n" + checkpoint,  # no extra
+        data + b"x" * proofbundle.MAX_BUNDLE,  # too large
+        data.replace(b"index 0", b"index " + b"9" * 40),
+        data.replace(b"index 0", b"index 00"),
+        head + b"\n" + base64.b64encode(bytes(32)) * 1 + b"\n" * 130 + b"\n\n" + checkpoint,
+        with_extra({**extra, "custody": [{"line": "{}", "proof": []}] * 10_000}),
+        with_extra({**extra, "recording": [[[[[[[[[[[]]]]]]]]]]]}),
+        with_extra({**extra, "entry": "[" * 100_000 + "]" * 100_000}),
+        with_extra({**extra, "unknown": 1}),
+        with_extra({**extra, "recording": {**extra["recording"], "proof": ["AAAA"] * 1000}}),
+        with_extra({**extra, "recording": {**extra["recording"], "index": True}}),
+        with_extra({**extra, "custody": list(reversed(extra["custody"]))}),
+        with_extra({**extra, "custody": extra["custody"] + extra["custody"][:1]}),
+        head + b"\n\n" + checkpoint.replace(b"\n\n", b"\n\n" + "\u2014 x AAAA\n".encode() * 200),
+    ]
+    for i, bad in enumerate(hostile):
+        with pytest.raises(IntegrityError) as err:
+            proofcheck.check(bad, policy)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 300, (i, str(err.value))
+    big = tmp_path / "big.tlog-proof"
+    big.write_bytes(data + b"\0" * (4 * proofbundle.MAX_BUNDLE))
+    proc = setup.dock.cli("verify-proof", str(big), "--policy", str(write_policy(setup, tmp_path / "p")))
+    assert proc.returncode == 1 and "larger than" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_go_checks_the_bundle_s_inclusion_proofs(setup: Setup, tmp_path: Path) -> None:
+    out, _ = make_bundle(setup, tmp_path, which=2)
+    lines = gocheck.run({"vkey": setup.vkey, "origin": ORIGIN, "bundle": str(out)})
+    assert lines[:3] == ["checkpoint OK", "bundle log OK", "bundle recording OK"], lines
+    assert len(lines) >= 6 and all(line.startswith("bundle custody ") and line.endswith(" OK") for line in lines[3:])
+    # Go refuses the same bundle once its recording's proof is changed
+    bundle = proofbundle.parse(out.read_bytes())
+    wrong = proofbundle.Bundle(
+        bundle.index, bundle.log_proof, bundle.checkpoint, bundle.entry, bundle.recording_index,
+        proofbundle.Leaf(bundle.recording.line, (bytes(32), *bundle.recording.proof[1:])), bundle.custody,
+    )  # fmt: skip
+    bad = tmp_path / "bad.tlog-proof"
+    bad.write_bytes(proofbundle.encode(wrong))
+    lines = gocheck.run({"vkey": setup.vkey, "origin": ORIGIN, "bundle": str(bad)})
+    assert lines[2].startswith("bundle recording FAIL"), lines
+
+
+def test_proof_names_what_it_cannot_prove(setup: Setup, tmp_path: Path) -> None:
+    rec = first_batch_recordings(setup)[0]
+    args = ["proof", "--bucket", str(setup.bucket), "--camera", str(rec["camera_serial"])]
+    proc = setup.dock.cli(*args, "--recording", "999999", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 1 and "holds no recording 999999" in proc.stderr and not (tmp_path / "x").exists()
+    out = tmp_path / "exists"
+    out.write_text("")
+    proc = setup.dock.cli(*args, "--recording", str(rec["recording_id"]), "--out", str(out))
+    assert proc.returncode == 2 and "already exists" in proc.stderr, proc.stderr
+    # a manifest sealed before format 1.1 commits to no recording: refused, with the reason
+    old = {k: v for k, v in setup.manifests[0].items() if k != "recordings_root"}
+    with pytest.raises(IntegrityError, match="before manifests committed"):
+        disclose._manifest(
+            json.dumps(old, sort_keys=True, separators=(",", ":")).encode(), DOCK_ID, str(old["batch_id"])
+        )
+    with pytest.raises(ConfigError):
+        disclose.build(None, "bad serial!", 1)
+
+
+def test_a_manifest_commits_to_each_recording_and_custody_line(setup: Setup) -> None:
+    """Format 1.1: the roots in the manifest are those of its recordings and custody lines, and the log
+    entry repeats them with the counts that fix each tree's size."""
+    doc = setup.manifests[0]
+    assert doc["recordings_root"] == commitment.recordings_root(doc["recordings"])  # type: ignore[arg-type]
+    custody = doc["custody"]
+    assert isinstance(custody, dict)
+    lines = (setup.bucket / str(custody["key"])).read_bytes().split(b"\n")[:-1]
+    assert custody["root"] == commitment.custody_root(lines)
+    entries = tlogcheck_entries(setup)
+    assert json.loads(entries[0])["recordings_root"] == doc["recordings_root"]
+    assert json.loads(entries[0])["custody_root"] == custody["root"]
+    assert commitment.root([]) == bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    for n in range(1, 20):
+        leaves = [bytes([i]) * i for i in range(n)]
+        tree = gocheck.build_tree(n, lambda i, leaves=leaves: leaves[i])  # type: ignore[misc]
+        assert commitment.root(leaves) == tree.root()
+
+
+def tlogcheck_entries(s: Setup) -> list[bytes]:
+    from bodycam.agent.formats import tlog
+
+    return tlog.parse_entry_bundle((s.bucket / DOCK_ID / "log" / "tile/entries/000.p/2").read_bytes())
+
+
+def test_the_log_entry_must_repeat_the_manifest_s_commitments() -> None:
+    """logcheck: an entry of a 1.1 manifest without its roots (or with others) is ``log_entry_mismatch``."""
+    from bodycam.agent.audit import logcheck
+
+    fields = {
+        "recordings": 2,
+        "recordings_root": "ab" * 32,
+        "custody_first_seq": 1,
+        "custody_last_seq": 9,
+        "custody_root": "cd" * 32,
+    }
+    manifest = logcheck.Manifest("B1", 1, "ef" * 32, fields)
+    base = {"index": 0, "dock_id": DOCK_ID, "batch_id": "B1", "batch_seq": 1, "manifest_sha256": "ef" * 32}
+    for entry, expected in (
+        ({**base, **fields}, []),
+        (base, ["log_entry_mismatch"]),
+        ({**base, **fields, "custody_last_seq": 10}, ["log_entry_mismatch"]),
+    ):
+        check = logcheck._EntryCheck(DOCK_ID, [manifest], "log")
+        check.check(entry)
+        assert [f.problem for f in check.found] == expected
