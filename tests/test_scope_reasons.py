@@ -16,8 +16,13 @@ from .test_daemon import Camera, status
 
 SIZE = 64 * 1024
 HOUR = 3600.0
-#: what a skipped_out_of_scope custody entry may carry: ids, a size, the reason and its code; never a window
-SKIPPED_FIELDS = {"seq", "ts", "dock", "event", "prev", "camera", "recording", "size", "reason", "code"}
+#: what a skipped_out_of_scope custody entry may carry: ids, a size, the reason and its code; never a window.
+#: Version 2 entries (issue 12 item 6) add v, the actor (the dock itself for a docking) and the s.62 operation.
+SKIPPED_FIELDS = {"seq", "ts", "dock", "event", "prev", "camera", "recording", "size", "reason", "code"} | {
+    "v",
+    "actor",
+    "operation",
+}
 
 
 def custody(dock: Dock, event: str) -> list[dict[str, Any]]:
@@ -72,6 +77,9 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
         assert len(skipped) == 9 and all(set(e) == SKIPPED_FIELDS for e in skipped), skipped
         assert {e["code"] for e in skipped} == {"operational", "no_exercise", "outside_window", "clock_unplaceable"}
         assert not any("EX-W" in json.dumps(e) for e in skipped)
+        assert {(e["v"], e["actor"], e["operation"]) for e in skipped} == {
+            (2, e["dock"], "consultation") for e in skipped
+        }
         # the text says the same on the dock's terminal
         text = dock.cli("ingest", "--once", "--usbip", inside.address)
         assert text.returncode == 0, text.stderr
