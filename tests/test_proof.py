@@ -279,6 +279,25 @@ def test_proof_names_what_it_cannot_prove(setup: Setup, tmp_path: Path) -> None:
     out.write_text("")
     proc = setup.dock.cli(*args, "--recording", str(rec["recording_id"]), "--out", str(out))
     assert proc.returncode == 2 and "already exists" in proc.stderr, proc.stderr
+    # a recording whose object was erased (retention) is still in its manifest and the log: provable
+    copy = tmp_path / "erased"
+    shutil.copytree(setup.bucket, copy)
+    (copy / str(rec["key"])).unlink()
+    erased = tmp_path / "erased.tlog-proof"
+    proc = setup.dock.cli(
+        "proof", "--bucket", str(copy), "--camera", str(rec["camera_serial"]),
+        "--recording", str(rec["recording_id"]), "--out", str(erased),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proofcheck.check(erased.read_bytes(), _policy(setup)).recording == rec
+    # an object no manifest lists (a stray) is not a recording the bucket can prove
+    stray = copy / str(rec["key"]).replace(f"/{rec['recording_id']}.age", "/777.age")
+    stray.write_bytes(b"x")
+    proc = setup.dock.cli(
+        "proof", "--bucket", str(copy), "--camera", str(rec["camera_serial"]), "--recording", "777",
+        "--out", str(tmp_path / "stray"),
+    )  # fmt: skip
+    assert proc.returncode == 1 and "does not list recording 777" in proc.stderr, proc.stderr
     # a manifest sealed before format 1.1 commits to no recording: refused, with the reason
     old = {k: v for k, v in setup.manifests[0].items() if k != "recordings_root"}
     with pytest.raises(IntegrityError, match="before manifests committed"):

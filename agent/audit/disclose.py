@@ -22,7 +22,7 @@ from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.storage import docklog
 from bodycam.drivers import strictjson
-from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError
+from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError, StorageError
 
 MAX_MANIFEST = 64 * 1024 * 1024  # what verify accepts at its largest --max-memory budget
 MAX_MANIFEST_VALUES = 2_000_000
@@ -74,10 +74,18 @@ def build(bucket: Any, serial: str, recording_id: int, batch_id: str | None = No
     doc = _manifest(raw, dock, batch)
     recordings: list[Any] = doc["recordings"]
     index = next(
-        i
-        for i, r in enumerate(recordings)
-        if isinstance(r, dict) and r.get("camera_serial") == serial and r.get("recording_id") == recording_id
+        (
+            i
+            for i, r in enumerate(recordings)
+            if isinstance(r, dict) and r.get("camera_serial") == serial and r.get("recording_id") == recording_id
+        ),
+        None,
     )
+    if index is None:
+        raise IntegrityError(
+            f"{dock}/{batch}/{mf.MANIFEST} does not list recording {recording_id} of camera {serial} (its object "
+            "is a stray): run verify on the bucket"
+        )
     if commitment.recordings_root(recordings) != doc["recordings_root"]:
         raise IntegrityError(f"{dock}/{batch}/{mf.MANIFEST}: recordings_root is not the root of its recordings")
     leaves = [commitment.recording_leaf(r) for r in recordings]
@@ -90,7 +98,8 @@ def build(bucket: Any, serial: str, recording_id: int, batch_id: str | None = No
 
 
 def _locate(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -> tuple[str, str]:
-    """(dock, batch) of the recording's object: its key names both (docs/formats.md §1)."""
+    """(dock, batch) of the recording: its object's key names both (docs/formats.md §1); an object erased
+    under retention (§13) is found in the manifests instead, which still list it."""
     tail = f"/recordings/{serial}/{recording_id}.age"
     found: list[tuple[str, str]] = []
     for info in bucket.iter_objects(""):
@@ -100,6 +109,8 @@ def _locate(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -
             if len(found) > 16:
                 break
     if not found:
+        found = _in_manifests(bucket, serial, recording_id, batch_id)
+    if not found:
         where = f" in batch {batch_id}" if batch_id else ""
         raise IntegrityError(f"the bucket holds no recording {recording_id} of camera {serial}{where}")
     if len(found) > 1:
@@ -108,6 +119,29 @@ def _locate(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -
             f"recording {recording_id} of camera {serial} is in several batches ({batches}): give --batch"
         )
     return found[0]
+
+
+def _in_manifests(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -> list[tuple[str, str]]:
+    """Batches whose manifest lists the recording, reading each manifest once (bounded, one at a time)."""
+    found: list[tuple[str, str]] = []
+    keys = (i.key for i in bucket.iter_objects("") if i.key.endswith(f"/{mf.MANIFEST}"))
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) != 3 or (batch_id is not None and parts[1] != batch_id):
+            continue
+        try:
+            doc = strictjson.parse_json(bucket.get_bytes(key, max_size=MAX_MANIFEST), key, MAX_MANIFEST_VALUES)
+        except (ProtocolError, IntegrityError, StorageError):
+            continue  # verify names a manifest that does not read; here it just cannot be the one
+        listed = doc.get("recordings") if isinstance(doc, dict) else None
+        if any(
+            isinstance(r, dict) and r.get("camera_serial") == serial and r.get("recording_id") == recording_id
+            for r in (listed if isinstance(listed, list) else [])
+        ):
+            found.append((parts[0], parts[1]))
+            if len(found) > 16:
+                break
+    return found
 
 
 def _manifest(raw: bytes, dock: str, batch: str) -> dict[str, Any]:
