@@ -33,6 +33,7 @@ from bodycam.drivers.errors import UploadError
 from .dock import Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS
 from .sims import SimProcess
+from .test_systemd_units import MAX_EXPOSURE, SYSTEMD, UNIT, analyze, exposure, local_cli, needs_analyze, unit_settings
 
 DAY = 86400
 
@@ -338,3 +339,22 @@ def test_a_seal_from_another_process_waits_while_an_upload_is_being_started(tmp_
     finally:
         daemon.close()
         cli.close()
+
+
+@needs_analyze
+def test_the_retention_timer_and_service_verify_and_score_exposure_at_most_2(tmp_path: Path) -> None:
+    """systemd/bodycam-retention.{service,timer}: retention applied daily, as the agent's user, on its state."""
+    service, timer = SYSTEMD / "bodycam-retention.service", SYSTEMD / "bodycam-retention.timer"
+    text = service.read_text(encoding="utf-8").replace("ExecStart=/usr/bin/bodycam-sync ", f"ExecStart={local_cli()} ")
+    (tmp_path / service.name).write_text(text, encoding="utf-8")
+    shutil.copy(timer, tmp_path / timer.name)
+    proc = analyze("verify", tmp_path / service.name, tmp_path / timer.name)
+    assert proc.returncode == 0 and (proc.stdout + proc.stderr).strip() == "", proc.stdout + proc.stderr
+    rc, level, out = exposure(service)
+    assert rc == 0 and level <= MAX_EXPOSURE, out
+    settings = unit_settings(text)
+    assert settings["ExecStart"] == [f"{local_cli()} retention apply"] and settings["Type"] == ["oneshot"]
+    agent = unit_settings(UNIT.read_text(encoding="utf-8"))
+    for key in ("User", "Group", "StateDirectory", "StateDirectoryMode", "Environment", "EnvironmentFile"):
+        assert settings[key] == agent[key], key  # the agent's journal, keys and credentials, as the agent has them
+    assert unit_settings(timer.read_text(encoding="utf-8"))["OnCalendar"] == ["daily"]
