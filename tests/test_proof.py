@@ -255,7 +255,9 @@ def test_hostile_bundles_are_refused_in_one_line_and_bounded(setup: Setup, tmp_p
 
 def test_go_checks_the_bundle_s_inclusion_proofs(setup: Setup, tmp_path: Path) -> None:
     out, _ = make_bundle(setup, tmp_path, which=2)
-    lines = gocheck.run({"vkey": setup.vkey, "origin": ORIGIN, "bundle": str(out)})
+    lines = gocheck.run(
+        {"vkey": setup.vkey, "origin": ORIGIN, "bundle": str(out), "cosigners": list(setup.witnesses.values())}
+    )  # Go opens the checkpoint with the dock's key and both witnesses' cosignature keys
     assert lines[:3] == ["checkpoint OK", "bundle log OK", "bundle recording OK"], lines
     assert len(lines) >= 6 and all(line.startswith("bundle custody ") and line.endswith(" OK") for line in lines[3:])
     # Go refuses the same bundle once its recording's proof is changed

@@ -19,8 +19,8 @@
 // proved by Go from the tiles (tlog.ProveRecord) before tlog.CheckRecord.
 //
 // With "bundle": "<file>" (and no "checkpoint"), the file is a proof bundle (C2SP tlog-proof with our
-// extra data, docs/formats.md): its checkpoint is opened with "vkey" (cosignatures are signatures by
-// keys Go does not know, which note.Open ignores), then tlog.CheckRecord checks the log entry at "index"
+// extra data, docs/formats.md §14): its checkpoint is opened as above, with "vkey" and any "cosigners"
+// (each of which must have cosigned it), then tlog.CheckRecord checks the log entry at "index"
 // under the checkpoint, the recording under the entry's recordings_root and each custody line under
 // its custody_root: lines "bundle log", "bundle recording", "bundle custody <seq>".
 package main
