@@ -23,6 +23,7 @@ from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError
 
 from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .s3server import SeaweedFS
 from .sims import SimProcess
 from .test_witness import WitnessProcess, _free_port
 
@@ -356,3 +357,31 @@ def test_the_log_entry_must_repeat_the_manifest_s_commitments() -> None:
         check = logcheck._EntryCheck(DOCK_ID, [manifest], "log")
         check.check(entry)
         assert [f.problem for f in check.found] == expected
+
+
+def test_a_bundle_from_an_s3_bucket_verifies_without_witnesses_when_the_policy_asks_none(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """proof reads an S3 bucket as verify does; without witnesses the bundle quotes the dock's latest
+    checkpoint, which a policy with ``quorum none`` accepts and one that asks for a witness refuses."""
+    dock = make_dock(tmp_path / "dock", f"s3://{s3_bucket}/training", seaweedfs.endpoint_url)
+    win = window()
+    dock.enroll("CAM-S3")
+    dock.exercise("EX-S", win, "CAM-S3")
+    args = ("--recordings", "3", "--training", "2", "--size", "10000", "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-S3", *args, truth_dir=tmp_path) as cam:
+        rc, report = dock.ingest_json(cam.address)
+        assert rc == 0, report
+        rec_id = min(cam.training())
+    out = tmp_path / "s3.tlog-proof"
+    proc = dock.cli(
+        "proof", "--bucket", f"s3://{s3_bucket}/training", "--endpoint-url", seaweedfs.endpoint_url,
+        "--camera", "CAM-S3", "--recording", str(rec_id), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    report_ = proofcheck.check(out.read_bytes(), witnesspolicy.parse(f"log {vkey}\n"))
+    assert report_.recording["recording_id"] == rec_id and report_.witnesses == {}
+    stranger = cosignature.verifier_key("w.example", Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(IntegrityError, match="short of the policy's quorum"):
+        proofcheck.check(out.read_bytes(), witnesspolicy.parse(f"log {vkey}\nwitness w {stranger}\nquorum w\n"))
