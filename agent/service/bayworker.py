@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.context
-import multiprocessing.forkserver
 import signal
 import threading
 import time
@@ -224,25 +223,39 @@ def worker_main(conn: Connection, job: WorkerJob) -> None:
 
 # -- the daemon's side ---------------------------------------------------------------------------
 _CONTEXT: multiprocessing.context.BaseContext | None = None
+#: imported lazily by the drivers (a missing optional library never breaks an import), so preloaded
+#: here by name: a worker would otherwise import (and, without .pyc files, compile) them each time
+_TRANSPORTS = (
+    "bodycam.drivers.transport.usb",
+    "bodycam.drivers.transport.usbip_backend",
+    "bodycam.drivers.transport.serial",
+)
 
 
 def context() -> multiprocessing.context.BaseContext:
     """forkserver, with this module (and so the pipeline, the drivers and boto3) imported once in the
     server: a worker starts in milliseconds and shares those pages with its siblings. Never plain fork:
-    the daemon has threads."""
+    the daemon has threads. ``__main__`` (the ``bodycam-sync`` script) is preloaded too: otherwise
+    each worker runs it again to rebuild the main module, importing the whole CLI (0.35 CPU s a worker)."""
     global _CONTEXT
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
+        ctx.set_forkserver_preload(["__main__", __name__, *_TRANSPORTS])
         _CONTEXT = ctx
     return _CONTEXT
 
 
 def start_server() -> None:
-    """Start the forkserver now (the daemon does before it says it is ready), so the first docking does
-    not wait for the pipeline's imports."""
-    context()
-    multiprocessing.forkserver.ensure_running()
+    """Start the forkserver and wait until it has imported what it preloads (the daemon does before it
+    says it is ready), so the first docking does not wait for the pipeline's imports: the server takes
+    requests only once its preload is done, so a first no-op worker returning says it is."""
+    proc = context().Process(target=_nothing, name="forkserver-ready", daemon=True)  # type: ignore[attr-defined]
+    proc.start()
+    proc.join(120)
+
+
+def _nothing() -> None:
+    """A worker that does nothing (start_server's probe)."""
 
 
 class BayWorker:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import random
 import struct
 import threading
 import time
@@ -30,7 +31,6 @@ from bodycam.drivers.errors import StorageError
 _RATE = struct.Struct("<dQ")
 BURST_S = 1.0  #: one second's worth of bytes may go at once, as the in-process TokenBucket allows
 MAX_AHEAD_S = 600.0  #: a rate file from another boot (monotonic time restarts) cannot make anyone wait longer
-SLOT_POLL_S = 0.005
 
 
 def _open(path: Path) -> int:
@@ -97,26 +97,38 @@ class SharedSlots:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[int]:
-        """Hold one slot for the block; yields its number. Polls (5 ms) while all are taken."""
-        while True:
-            start = self._next
-            self._next = (self._next + 1) % self.n
-            for i in range(self.n):
-                number = (start + i) % self.n
-                fd = _open(self.directory / f"slot-{number}")
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as err:
-                    os.close(fd)
-                    if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise StorageError(f"cannot lock upload slot {number} in {self.directory}: {err}") from err
-                    continue
-                try:
-                    yield number
-                finally:
-                    os.close(fd)  # closing drops the lock
-                return
-            time.sleep(SLOT_POLL_S)
+        """Hold one slot for the block; yields its number. A free slot is taken at once; when all are
+        taken, the caller sleeps in the kernel on one of them (chosen at random, so waiters spread over
+        the slots): polling cost 8 waiting workers a measurable share of a core."""
+        fd, number = self._try_each()
+        if fd is None:
+            number = random.randrange(self.n)  # spreading waiters, not a secret
+            fd = _open(self.directory / f"slot-{number}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+        try:
+            yield number
+        finally:
+            os.close(fd)  # closing drops the lock
+
+    def _try_each(self) -> tuple[int | None, int]:
+        start = self._next
+        self._next = (self._next + 1) % self.n
+        for i in range(self.n):
+            number = (start + i) % self.n
+            fd = _open(self.directory / f"slot-{number}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise StorageError(f"cannot lock upload slot {number} in {self.directory}: {err}") from err
+                continue
+            return fd, number
+        return None, -1
 
     def held(self) -> int:
         """How many slots are held now (for tests and status; a slot may change hands meanwhile)."""
