@@ -165,6 +165,17 @@ def test_two_docks_share_agreements_register_and_enrolments_through_the_bucket(
                        "--allowed-signers", str(two.allowed_signers), "--json")  # fmt: skip
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr
 
+    # Its custody says from which register it trusted the camera's key and under which documents it worked.
+    custody = b"".join(
+        s3.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read()
+        for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="training/dock-two/")["Contents"]
+        if o["Key"].endswith("/custody.jsonl")
+    ).decode()
+    events = [json.loads(line) for line in custody.splitlines()]
+    loaded = [(e["object"], e["name"]) for e in events if e["event"] == "fleet_loaded"]
+    assert loaded == [("register", "v0000000001.json"), ("agreement", "DSA-F.v1.json")], loaded
+    assert [e["event"] for e in events].index("fleet_loaded") < [e["event"] for e in events].index("authenticated")
+
     # P1 receives it from S3 as it would at home (the agreement from _fleet/, the docks' allowed_signers).
     received = two.cli(
         "receive", "--bucket", url, "--endpoint-url", seaweedfs.endpoint_url, "--allowed-signers",

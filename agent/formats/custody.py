@@ -48,6 +48,7 @@ EVENTS = frozenset(
         "exercise_removed",
         "disclosed",
         "bucket_erased",  # retention apply: an object past its agreements' retention (formats/retention.py)
+        "fleet_loaded",  # a fleet document from the bucket used for the first time (pipeline/fleet.py)
     }
 )
 

@@ -28,6 +28,7 @@ from bodycam.agent.config import Config
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import fleet as fl
 from bodycam.agent.storage.bucket import Bucket, ObjectExistsError
+from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError
 
@@ -325,6 +326,28 @@ def source_dir_cache(config: Config) -> ag.DirCache:
     """One ``DirCache`` per agreements directory in this process (signatures are checked once per change)."""
     assert config.agreements is not None and config.agreements.dir is not None
     return _LOCAL_DIRS.setdefault(config.agreements.dir, ag.DirCache())
+
+
+def note_fleet(journal: Journal, custody: CustodyLog, view: FleetView) -> None:
+    """A custody ``fleet_loaded`` entry for each fleet document the dock uses for the first time: the
+    register version, an agreement version, a revocation (object kind, name and SHA-256: no content).
+    The journal's meta table remembers what was noted (``fleet:<name>``)."""
+    docs: list[tuple[str, str, str]] = []
+    if view.register is not None:
+        docs.append(("register", fl.register_name(view.register.version), view.register.sha256))
+    docs += [("agreement", ag.file_name(a), a.sha256) for a in view.agreements.agreements]
+    docs += [("revocation", f"{i}{ag.REVOKED_SUFFIX}", "") for i in sorted(view.agreements.revoked)]
+    noted = {str(r[0]): str(r[1]) for r in journal.query("SELECT key, value FROM meta WHERE key LIKE 'fleet:%'")}
+    new = [d for d in docs if noted.get(f"fleet:{d[1]}") != d[2]]
+    if not new:
+        return
+    with journal.transaction() as db:
+        for kind, name, digest in new:
+            custody.append_in(db, "fleet_loaded", object=kind, name=name, sha256=digest or None)
+            db.execute(
+                "INSERT INTO meta VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (f"fleet:{name}", digest),
+            )
 
 
 def enrolled_lookup(config: Config, journal: Journal) -> Callable[[str], bytes | None]:

@@ -26,7 +26,7 @@ from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
 from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
-from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source
+from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source, note_fleet
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from bodycam.agent.pipeline.pull import PullResult, part_size_for, pull
 from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
@@ -237,8 +237,15 @@ class Agent:
         return current
 
     def fleet_view(self) -> FleetView | None:
+        """The fleet's documents as this dock now uses them; each one it uses for the first time is a
+        custody ``fleet_loaded`` entry (names and hashes), so an auditor sees from which register a
+        camera's key was trusted and from when a revocation was known."""
         source = self.fleet()
-        return source.view(self.bucket) if source is not None else None
+        if source is None:
+            return None
+        view = source.view(self.bucket)
+        note_fleet(self.journal, self.custody, view)
+        return view
 
     def exercises(self, view: FleetView | None = None) -> list[Exercise]:
         """The exercises this dock registered, then those of the fleet register it does not know (their
