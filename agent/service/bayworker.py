@@ -222,7 +222,7 @@ def worker_main(conn: Connection, job: WorkerJob) -> None:
 
 
 # -- the daemon's side ---------------------------------------------------------------------------
-_CONTEXT: multiprocessing.context.BaseContext | None = None
+_CONTEXT: multiprocessing.context.ForkServerContext | None = None
 #: imported lazily by the drivers (a missing optional library never breaks an import), so preloaded
 #: here by name: a worker would otherwise import (and, without .pyc files, compile) them each time
 _TRANSPORTS = (
@@ -232,7 +232,7 @@ _TRANSPORTS = (
 )
 
 
-def context() -> multiprocessing.context.BaseContext:
+def context() -> multiprocessing.context.ForkServerContext:
     """forkserver, with this module (and so the pipeline, the drivers and boto3) imported once in the
     server: a worker starts in milliseconds and shares those pages with its siblings. Never plain fork:
     the daemon has threads. ``__main__`` (the ``bodycam-sync`` script) is preloaded too: otherwise
@@ -249,7 +249,7 @@ def start_server() -> None:
     """Start the forkserver and wait until it has imported what it preloads (the daemon does before it
     says it is ready), so the first docking does not wait for the pipeline's imports: the server takes
     requests only once its preload is done, so a first no-op worker returning says it is."""
-    proc = context().Process(target=_nothing, name="forkserver-ready", daemon=True)  # type: ignore[attr-defined]
+    proc = context().Process(target=_nothing, name="forkserver-ready", daemon=True)
     proc.start()
     proc.join(120)
 
@@ -294,9 +294,7 @@ class BayWorker:
         """Start the worker and relay until it ends; its report, or ServiceError/TransportError."""
         ctx = context()
         ours, theirs = ctx.Pipe()
-        proc = ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main, args=(theirs, self.job), name=f"bay-{self.job.address}", daemon=True
-        )
+        proc = ctx.Process(target=worker_main, args=(theirs, self.job), name=f"bay-{self.job.address}", daemon=True)
         proc.start()
         theirs.close()
         self.pid, self._conn = proc.pid, ours

@@ -13,10 +13,10 @@ import math
 import time
 from array import array
 from collections.abc import Iterable
-from typing import Any
 
-import usb.core  # type: ignore[import-untyped,unused-ignore]  # no stubs; pyproject ignores them
-import usb.util  # type: ignore[import-untyped,unused-ignore]
+import usb.backend
+import usb.core
+import usb.util
 
 from bodycam.drivers.errors import DisconnectedError, LinkTimeoutError, TransportError
 from bodycam.drivers.transport.base import Transport
@@ -36,16 +36,17 @@ def _timeout_ms(timeout: float) -> int:
     return min(max(1, math.ceil(timeout * 1000)), _MAX_TIMEOUT_MS)
 
 
-def _is_usbip(device: Any) -> bool:
-    return isinstance(getattr(device, "backend", None), UsbipBackend)
+def _is_usbip(device: usb.core.Device) -> bool:
+    return isinstance(device.backend, UsbipBackend)
 
 
-def _find_bulk_interface(config: Any) -> tuple[Any, int, int]:
+def _find_bulk_interface(config: usb.core.Configuration) -> tuple[usb.core.Interface, int, int]:
     """The first vendor-class interface with exactly one bulk IN and one bulk OUT endpoint."""
     for intf in config:
         if intf.bInterfaceClass != VENDOR_CLASS:
             continue
-        ins, outs = [], []
+        ins: list[int] = []
+        outs: list[int] = []
         for ep in intf:
             if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_BULK:
                 continue
@@ -61,7 +62,7 @@ def _find_bulk_interface(config: Any) -> tuple[Any, int, int]:
 class UsbTransport(Transport):
     kind = "usb"
 
-    def __init__(self, device: Any, address: str) -> None:
+    def __init__(self, device: usb.core.Device, address: str) -> None:
         super().__init__(address)
         self._dev = device
         if _is_usbip(device):
@@ -159,11 +160,13 @@ class UsbTransport(Transport):
         return TransportError(f"{doing} {where} failed: {err}")
 
 
-def find_devices(vid_pids: Iterable[tuple[int, int]], backend: object | None = None) -> list[usb.core.Device]:
+def find_devices(
+    vid_pids: Iterable[tuple[int, int]], backend: usb.backend.IBackend | None = None
+) -> list[usb.core.Device]:
     """Every device with one of ``vid_pids`` (one enumeration pass; libusb when ``backend`` is None)."""
     wanted = {(int(vid), int(pid)) for vid, pid in vid_pids}
 
-    def match(dev: Any) -> bool:
+    def match(dev: usb.core.Device) -> bool:
         return (dev.idVendor, dev.idProduct) in wanted
 
     try:
@@ -174,6 +177,6 @@ def find_devices(vid_pids: Iterable[tuple[int, int]], backend: object | None = N
         raise TransportError(f"USB enumeration failed: {err}") from err
 
 
-def open_usb(device: Any, address: str) -> UsbTransport:
+def open_usb(device: usb.core.Device, address: str) -> UsbTransport:
     """Open ``device`` (a ``usb.core.Device``) as the camera at ``address`` (used in messages)."""
     return UsbTransport(device, address)

@@ -40,8 +40,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import usb.backend  # type: ignore[import-untyped,unused-ignore]  # no stubs; pyproject ignores them
-import usb.core  # type: ignore[import-untyped,unused-ignore]
+import usb.backend
+import usb.core
 
 from bodycam.drivers.errors import ConfigError, TransportError
 
@@ -543,7 +543,7 @@ class _Handle:
         self.closed = False
 
 
-class UsbipBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb ships no type information
+class UsbipBackend(usb.backend.IBackend):
     """pyusb backend for the USB/IP server at ``address`` (``HOST:PORT``).
 
     Keep one backend per server and reuse it: it keeps each imported device's connection, and a

@@ -34,10 +34,10 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
 
-import usbip  # type: ignore[import-untyped,unused-ignore]  # no stubs; pyproject ignores them
-from usbip import protocol as usbip_protocol  # type: ignore[import-untyped,unused-ignore]
+import usbip
+from usbip import protocol as usbip_protocol
+from usbip.core import Urb as _Urb
 
 from bodycam.drivers.errors import TransportError
 from bodycam.drivers.virtual.link import ByteLink, LinkClosed
@@ -53,17 +53,7 @@ _STALL = -32  # -EPIPE: the URB status of a STALLed transfer
 _USBIP_IN = 1
 
 
-class _Urb(Protocol):
-    seqnum: int
-    ep: int
-    direction: int
-    length: int
-    buffer: bytes
-    actual: int
-    status: int
-
-
-Respond = Callable[[Any], None]
+Respond = Callable[[_Urb], None]
 
 
 def _finish(urb: _Urb, data: bytes, status: int = 0) -> _Urb:
@@ -71,7 +61,7 @@ def _finish(urb: _Urb, data: bytes, status: int = 0) -> _Urb:
     return urb
 
 
-class _CameraInterface(usbip.Interface):  # type: ignore[misc]  # usbip ships no type information
+class _CameraInterface(usbip.Interface):
     bInterfaceClass = 0xFF  # noqa: N815 - the package's descriptor field names
     bInterfaceSubClass = 0x00  # noqa: N815
     bInterfaceProtocol = 0x00  # noqa: N815
@@ -81,17 +71,23 @@ class _CameraInterface(usbip.Interface):  # type: ignore[misc]  # usbip ships no
     def __init__(self, server: UsbipCameraServer) -> None:
         super().__init__()
         self._server = server
+        # Interface.__init__ shadowed the class-level spec with the endpoint it built from it
+        ep = vars(self)["ep_in"]
+        assert isinstance(ep, usbip.Endpoint)
+        self.in_endpoint: usbip.Endpoint = ep
 
-    def on_out(self, ep: Any, data: bytes) -> None:
+    def on_out(self, ep: usbip.Endpoint, data: bytes) -> None:
         self._server._on_out(data)
 
 
-class _CameraDevice(usbip.USBDevice):  # type: ignore[misc]  # usbip ships no type information
-    def __init__(self, server: UsbipCameraServer, vid: int, pid: int, **strings: str) -> None:
-        super().__init__(vid, pid, **strings)
+class _CameraDevice(usbip.USBDevice):
+    def __init__(
+        self, server: UsbipCameraServer, vid: int, pid: int, *, manufacturer: str, product: str, serial: str
+    ) -> None:
+        super().__init__(vid, pid, manufacturer=manufacturer, product=product, serial=serial)
         self._server = server
 
-    def handle_urb(self, urb: Any, respond: Respond | None = None) -> Any:
+    def handle_urb(self, urb: _Urb, respond: Respond | None = None) -> _Urb | None:
         if urb.ep == EP_IN & 0x0F and urb.direction == _USBIP_IN:
             return self._server._submit_in(urb, respond)
         done = super().handle_urb(urb, respond)
@@ -403,7 +399,7 @@ class UsbipCameraServer:
         return _finish(urb, self._take(min(max(urb.length, 0), MAX_IN_TRANSFER), 0.5))
 
     def _in_halted(self) -> bool:
-        return bool(self._interface.ep_in.halted)
+        return self._interface.in_endpoint.halted
 
     def _take(self, max_bytes: int, timeout: float) -> bytes:
         """One IN transfer's worth: left-over data first, else ``link.transmit``. May raise LinkClosed."""

@@ -1,0 +1,1 @@
+# pyusb: the subset bodycam.drivers uses (see typings/README.md)
