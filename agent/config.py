@@ -13,7 +13,6 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bodycam.drivers.errors import ConfigError
 
@@ -101,7 +100,7 @@ class Config:
     witnesses: WitnessesConfig | None = None
     fleet: FleetConfig | None = None
     source: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def journal_path(self) -> Path:
@@ -188,7 +187,7 @@ def load(path: Path | None) -> Config:
     return parse(raw, source=path)
 
 
-def parse(raw: dict[str, Any], *, source: Path | None = None) -> Config:
+def parse(raw: dict[str, object], *, source: Path | None = None) -> Config:
     where = f" in {source}" if source else ""
     known_top = {
         "dock_id",
@@ -328,7 +327,7 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _witnesses(raw: dict[str, Any], where: str) -> WitnessesConfig | None:
+def _witnesses(raw: dict[str, object], where: str) -> WitnessesConfig | None:
     if "witnesses" not in raw:
         return None
     table = _table(raw, "witnesses", where)
@@ -342,7 +341,7 @@ def _witnesses(raw: dict[str, Any], where: str) -> WitnessesConfig | None:
     )
 
 
-def _agreements(raw: dict[str, Any], where: str) -> AgreementsConfig | None:
+def _agreements(raw: dict[str, object], where: str) -> AgreementsConfig | None:
     if "agreements" not in raw:
         return None
     table = _table(raw, "agreements", where)
@@ -362,7 +361,7 @@ def _agreements(raw: dict[str, Any], where: str) -> AgreementsConfig | None:
     return AgreementsConfig(controller_keys=tuple(keys), dir=Path(directory) if directory else None, archive=archive)
 
 
-def _fleet(raw: dict[str, Any], where: str, agreements: AgreementsConfig | None) -> FleetConfig | None:
+def _fleet(raw: dict[str, object], where: str, agreements: AgreementsConfig | None) -> FleetConfig | None:
     if "fleet" not in raw:
         return None
     table = _table(raw, "fleet", where)
@@ -381,7 +380,7 @@ def _fleet(raw: dict[str, Any], where: str, agreements: AgreementsConfig | None)
     return FleetConfig(tuple(keys), refresh, Path(cache) if cache else None)
 
 
-def _seconds(table: dict[str, Any], key: str, default: float, where: str, prefix: str, *, minimum: float) -> float:
+def _seconds(table: dict[str, object], key: str, default: float, where: str, prefix: str, *, minimum: float) -> float:
     """A duration in seconds, bounded to [minimum, 30 days] (a config cannot make the agent wait forever)."""
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= 30 * 86400:
@@ -389,7 +388,7 @@ def _seconds(table: dict[str, Any], key: str, default: float, where: str, prefix
     return float(value)
 
 
-def _check_table_keys(raw: dict[str, Any], where: str) -> None:
+def _check_table_keys(raw: dict[str, object], where: str) -> None:
     for table, known in TABLE_KEYS.items():
         value = raw.get(table)
         items = value if isinstance(value, list) else [value]
@@ -403,7 +402,7 @@ def _check_table_keys(raw: dict[str, Any], where: str) -> None:
                     )
 
 
-def _dock_auth(raw: dict[str, Any], where: str) -> DockAuth | None:
+def _dock_auth(raw: dict[str, object], where: str) -> DockAuth | None:
     if "dock_auth" not in raw:
         return None
     table = _table(raw, "dock_auth", where)
@@ -414,27 +413,31 @@ def _dock_auth(raw: dict[str, Any], where: str) -> DockAuth | None:
     authority = _str(table, "authority", where, prefix="dock_auth.")
     if len(authority) != 64 or any(c not in "0123456789abcdefABCDEF" for c in authority):
         raise ConfigError(f"config key 'dock_auth.authority'{where} must be 64 hex digits ('authority init' prints it)")
-    key = table.get("key")
-    revocations = table.get("revocations")
-    for field_name, value in (("key", key), ("revocations", revocations)):
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"config key 'dock_auth.{field_name}'{where} must be a path string")
+    key = _optional_path(table, "key", where, "dock_auth.")
+    revocations = _optional_path(table, "revocations", where, "dock_auth.")
     return DockAuth(
         certificate=Path(_str(table, "certificate", where, prefix="dock_auth.")),
         authority=authority.lower(),
-        key=Path(key) if key else None,
-        revocations=Path(revocations) if revocations else None,
+        key=key,
+        revocations=revocations,
     )
 
 
-def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+def _optional_path(raw: dict[str, object], key: str, where: str, prefix: str) -> Path | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"config key '{prefix}{key}'{where} must be a path string")
+    return Path(value) if value else None
+
+
+def _table(raw: dict[str, object], key: str, where: str) -> dict[str, object]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
         raise ConfigError(f"config key '{key}'{where} must be a table ([{key}])")
     return value
 
 
-def _str(raw: dict[str, Any], key: str, where: str, *, prefix: str = "", default: str | None = None) -> str:
+def _str(raw: dict[str, object], key: str, where: str, *, prefix: str = "", default: str | None = None) -> str:
     value = raw.get(key, default)
     if value is None:
         raise ConfigError(f"config key '{prefix}{key}'{where} is required")
@@ -443,8 +446,8 @@ def _str(raw: dict[str, Any], key: str, where: str, *, prefix: str = "", default
     return value
 
 
-def _str_list(raw: dict[str, Any], key: str, where: str, prefix: str) -> list[str]:
+def _str_list(raw: dict[str, object], key: str, where: str, prefix: str) -> list[str]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config key '{prefix}{key}'{where} must be a list of strings")
-    return list(value)
+    return [str(v) for v in value]

@@ -7,13 +7,17 @@ bounded nesting and a bounded number of values, and every failure is a ProtocolE
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn, TypeAlias
 
 from bodycam.drivers.errors import ProtocolError
 
+#: what parsing JSON can yield: callers narrow it with isinstance (the checked accessors do) before use
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+JSONObject: TypeAlias = dict[str, JSONValue]
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+
+def _pairs(pairs: list[tuple[str, JSONValue]]) -> JSONObject:
+    out: JSONObject = {}
     for key, value in pairs:
         if key in out:
             raise ValueError(f"duplicate key {key[:40]!r}")
@@ -21,7 +25,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 

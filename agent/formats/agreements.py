@@ -24,7 +24,6 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -32,7 +31,7 @@ from bodycam.agent.formats.agecrypt import check_recipients
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import parse_public_key_line, sign, verify
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
-from bodycam.drivers.strictjson import parse_json
+from bodycam.drivers.strictjson import JSONObject, JSONValue, parse_json
 
 LOG = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class Agreement:
     def sha256(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
 
-    def ref(self) -> dict[str, Any]:
+    def ref(self) -> dict[str, object]:
         """How a manifest names it: id, version and the SHA-256 of the signed bytes."""
         return {"id": self.id, "version": self.version, "sha256": self.sha256}
 
@@ -133,7 +132,7 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _time(value: Any, where: str) -> float:
+def _time(value: JSONValue, where: str) -> float:
     if not isinstance(value, str) or len(value) > 40:
         raise ProtocolError(f"{where} must be an ISO 8601 time string")
     try:
@@ -145,14 +144,14 @@ def _time(value: Any, where: str) -> float:
     return parsed.timestamp()
 
 
-def _text(doc: dict[str, Any], key: str, where: str, limit: int) -> str:
+def _text(doc: JSONObject, key: str, where: str, limit: int) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ProtocolError(f"{where}{key} must be a non-empty string of at most {limit} characters")
     return value
 
 
-def _list(doc: dict[str, Any], key: str, where: str, limit: int, *, required: bool = False) -> list[Any]:
+def _list(doc: JSONObject, key: str, where: str, limit: int, *, required: bool = False) -> list[JSONValue]:
     value = doc.get(key, [])
     if not isinstance(value, list) or len(value) > limit or (required and not value):
         need = "1" if required else "0"
@@ -160,7 +159,13 @@ def _list(doc: dict[str, Any], key: str, where: str, limit: int, *, required: bo
     return value
 
 
-def _keys(doc: Any, where: str, required: set[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _strings(values: list[JSONValue]) -> tuple[str, ...] | None:
+    """The items, when every one is a string (None otherwise: the caller names the field)."""
+    out = tuple(v for v in values if isinstance(v, str))
+    return out if len(out) == len(values) else None
+
+
+def _keys(doc: JSONValue, where: str, required: set[str], optional: frozenset[str] = frozenset()) -> JSONObject:
     if not isinstance(doc, dict):
         raise ProtocolError(f"{where or 'agreement'} must be a JSON object")
     missing = sorted(required - set(doc))
@@ -172,11 +177,11 @@ def _keys(doc: Any, where: str, required: set[str], optional: frozenset[str] = f
     return doc
 
 
-def _party(item: Any, index: int) -> Party:
+def _party(item: JSONValue, index: int) -> Party:
     where = f"parties[{index}]."
     doc = _keys(item, where, {"name", "role", "lawful_basis", "recipients", "retention_days"})
-    recipients = _list(doc, "recipients", where, MAX_RECIPIENTS, required=True)
-    if not all(isinstance(r, str) and len(r) <= 2000 for r in recipients):
+    recipients = _strings(_list(doc, "recipients", where, MAX_RECIPIENTS, required=True))
+    if recipients is None or not all(len(r) <= 2000 for r in recipients):
         raise ProtocolError(f"{where}recipients must hold age recipient strings")
     retention = doc["retention_days"]
     if isinstance(retention, bool) or not isinstance(retention, int) or not 1 <= retention <= MAX_RETENTION_DAYS:
@@ -188,20 +193,20 @@ def _party(item: Any, index: int) -> Party:
         name=name,
         role=_text(doc, "role", where, MAX_NAME),
         lawful_basis=_text(doc, "lawful_basis", where, MAX_TEXT),
-        recipients=tuple(recipients),
+        recipients=recipients,
         retention_days=retention,
     )
 
 
-def _scope(item: Any) -> Scope:
+def _scope(item: JSONValue) -> Scope:
     where = "scope."
     doc = _keys(item, where, set(), frozenset({"exercises", "cameras", "sites", "window"}))
     lists = {}
     for key in ("exercises", "cameras", "sites"):
-        values = _list(doc, key, where, MAX_SCOPE_ITEMS)
-        if not all(isinstance(v, str) and 0 < len(v) <= MAX_NAME for v in values):
+        values = _strings(_list(doc, key, where, MAX_SCOPE_ITEMS))
+        if values is None or not all(0 < len(v) <= MAX_NAME for v in values):
             raise ProtocolError(f"{where}{key} must hold non-empty strings of at most {MAX_NAME} characters")
-        lists[key] = tuple(values)
+        lists[key] = values
     if not any(lists.values()):
         raise ProtocolError("scope must name at least one exercise, camera or site (an agreement never covers all)")
     window = _keys(doc.get("window", {}), "scope.window.", set(), frozenset({"not_before", "not_after"}))
@@ -241,8 +246,8 @@ def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
         check_recipients([r for p in parties for r in p.recipients], [p.name for p in parties for _ in p.recipients])
     except ConfigError as err:
         raise ProtocolError(f"parties: {err}") from None
-    items = _list(doc, "data_items", "", len(DATA_ITEMS), required=True)
-    if not all(isinstance(i, str) and i in DATA_ITEMS for i in items) or len(set(items)) != len(items):
+    items = _strings(_list(doc, "data_items", "", len(DATA_ITEMS), required=True))
+    if items is None or not all(i in DATA_ITEMS for i in items) or len(set(items)) != len(items):
         raise ProtocolError(f"data_items must be distinct items of: {', '.join(DATA_ITEMS)}")
     validity = _keys(doc["validity"], "validity.", {"not_before", "not_after"})
     not_before = _time(validity["not_before"], "validity.not_before")
@@ -260,7 +265,7 @@ def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
         controller=_text(controller, "name", "controller.", MAX_NAME),
         parties=parties,
         purpose=_text(doc, "purpose", "", MAX_TEXT),
-        data_items=tuple(items),
+        data_items=items,
         scope=_scope(doc["scope"]),
         not_before=not_before,
         not_after=not_after,
@@ -449,7 +454,7 @@ class DirCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._key: tuple[Any, ...] | None = None
+        self._key: tuple[str, tuple[str, ...], tuple[tuple[str, int, int, int], ...] | None] | None = None
         self._loaded = Loaded()
 
     def load(self, directory: Path, lines: Sequence[str]) -> Loaded:
@@ -536,7 +541,7 @@ class Disclosure:
         listed = ", ".join(f"{i}: {c}" for i, c in self.reasons[:8])
         return f"no valid data-sharing agreement covers it ({listed})"
 
-    def manifest_fields(self) -> dict[str, Any]:
+    def manifest_fields(self) -> dict[str, object]:
         return {"agreements": [a.ref() for a in self.agreements], "parties": list(self.parties)}
 
 

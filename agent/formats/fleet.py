@@ -22,7 +22,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -31,7 +30,7 @@ from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import sign, verify
 from bodycam.drivers.errors import IntegrityError, ProtocolError
-from bodycam.drivers.strictjson import parse_json
+from bodycam.drivers.strictjson import JSONObject, JSONValue, parse_json
 
 PREFIX = FLEET_PREFIX  # reserved: config refuses it as a dock_id, verify leaves it to 'fleet show'
 AGREEMENTS = f"{PREFIX}/agreements"
@@ -122,7 +121,7 @@ def build_register(
     return raw
 
 
-def _fields(doc: Any, where: str, names: set[str]) -> dict[str, Any]:
+def _fields(doc: JSONValue, where: str, names: set[str]) -> JSONObject:
     if not isinstance(doc, dict):
         raise ProtocolError(f"{where} must be a JSON object")
     missing, unknown = sorted(names - set(doc)), sorted(set(doc) - names)
@@ -133,13 +132,13 @@ def _fields(doc: Any, where: str, names: set[str]) -> dict[str, Any]:
     return doc
 
 
-def _match(pattern: re.Pattern[str], value: Any, where: str) -> str:
+def _match(pattern: re.Pattern[str], value: JSONValue, where: str) -> str:
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
         raise ProtocolError(f"{where} is not valid ({str(value)[:40]!r})")
     return value
 
 
-def _exercise(item: Any, i: int) -> RegisteredExercise:
+def _exercise(item: JSONValue, i: int) -> RegisteredExercise:
     where = f"exercises[{i}]"
     doc = _fields(item, where, {"id", "start", "end", "cameras"})
     cams = doc["cameras"]
@@ -152,7 +151,7 @@ def _exercise(item: Any, i: int) -> RegisteredExercise:
     return RegisteredExercise(_match(EXERCISE_ID, doc["id"], f"{where}.id"), start, end, serials)
 
 
-def _camera(item: Any, i: int) -> RegisteredCamera:
+def _camera(item: JSONValue, i: int) -> RegisteredCamera:
     where = f"cameras[{i}]"
     doc = _fields(item, where, {"serial", "device_key", "model"})
     key = doc["device_key"]
@@ -176,16 +175,22 @@ def parse_register(raw: bytes) -> Register:
     version = doc["version"]
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_REGISTER_VERSION:
         raise ProtocolError(f"register version must be an integer from 1 to {MAX_REGISTER_VERSION}")
-    ag._time(doc["issued"], "register.issued")
+    issued = doc["issued"]
+    if not isinstance(issued, str):
+        raise ProtocolError("register.issued must be an ISO 8601 time string")
+    ag._time(issued, "register.issued")
+    listed = {}
     for name, limit in (("exercises", MAX_EXERCISES), ("cameras", MAX_CAMERAS)):
-        if not isinstance(doc[name], list) or len(doc[name]) > limit:
+        items = doc[name]
+        if not isinstance(items, list) or len(items) > limit:
             raise ProtocolError(f"register.{name} must be a list of at most {limit} items")
-    exercises = tuple(_exercise(e, i) for i, e in enumerate(doc["exercises"]))
-    cameras = tuple(_camera(c, i) for i, c in enumerate(doc["cameras"]))
+        listed[name] = items
+    exercises = tuple(_exercise(e, i) for i, e in enumerate(listed["exercises"]))
+    cameras = tuple(_camera(c, i) for i, c in enumerate(listed["cameras"]))
     for what, ids in (("exercise", [e.id for e in exercises]), ("camera", [c.serial for c in cameras])):
         if len(set(ids)) != len(ids):
             raise ProtocolError(f"register lists a {what} twice")
-    register = Register(version, doc["issued"], exercises, cameras, canonical(doc))
+    register = Register(version, issued, exercises, cameras, canonical(doc))
     if register.raw != raw:
         raise ProtocolError("register is not in canonical form")
     return register
@@ -227,7 +232,7 @@ def _folded(text: str) -> str:
     return "".join(c for c in text.casefold() if c.isalnum())
 
 
-def _strings(value: Any) -> Iterable[str]:
+def _strings(value: JSONValue) -> Iterable[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -97,7 +97,7 @@ def parse_version(text: str) -> tuple[int, int, int, tuple[int | str, ...] | Non
     return int(match.group(1)), int(match.group(2)), int(match.group(3)), ids
 
 
-def _pre_key(ids: tuple[int | str, ...] | None) -> tuple[Any, ...]:
+def _pre_key(ids: tuple[int | str, ...] | None) -> tuple[int | tuple[int, int, str], ...]:
     # A release sorts after any of its pre-releases; numeric identifiers sort before alphanumeric ones.
     if ids is None:
         return (1,)
@@ -135,7 +135,7 @@ class FirmwareImage:
     file_id: tuple[int, int, int, int] = field(repr=False)  # (dev, inode, size, mtime_ns) when loaded
     verified_by: str | None = None  # fingerprint of the vendor key that verified it
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "path": str(self.path),
             "version": self.version,
@@ -165,7 +165,7 @@ def _file_id(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _check_text(value: Any, what: str) -> str:
+def _check_text(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string")
     if len(value.encode()) > m.MAX_SHORT_TEXT:
@@ -175,9 +175,10 @@ def _check_text(value: Any, what: str) -> str:
     return value
 
 
-def _check_metadata(version: Any, models: Any, size: Any) -> tuple[str, tuple[str, ...], int]:
+def _check_metadata(version: object, models: object, size: object) -> tuple[str, tuple[str, ...], int]:
     """The bounds every image obeys (shared by load_image and make_image); ValueError names the field."""
-    parse_version(_check_text(version, "version"))
+    text = _check_text(version, "version")
+    parse_version(text)
     if not isinstance(models, list | tuple) or not 1 <= len(models) <= MAX_MODELS:
         raise ValueError(f"models must list 1 to {MAX_MODELS} camera models")
     names = tuple(_check_text(name, "model") for name in models)
@@ -185,7 +186,7 @@ def _check_metadata(version: Any, models: Any, size: Any) -> tuple[str, tuple[st
         raise ValueError("models lists a model twice")
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= m.MAX_FIRMWARE_SIZE:
         raise ValueError(f"size must be 1 to {m.MAX_FIRMWARE_SIZE} bytes")
-    return version, names, size
+    return text, names, size
 
 
 def _signature_line(raw: bytes, what: str, path: Path) -> bytes:
@@ -422,7 +423,7 @@ class PushResult:
     resumed_from: int = 0  # bytes the camera already held at FW_BEGIN
     bytes_sent: int = 0  # image bytes the camera acknowledged during this push
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "serial": self.serial,
             "model": self.model,
@@ -619,7 +620,7 @@ class PushFailure:
     camera: str  # serial, or the link address when the camera never identified itself
     error: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"camera": self.camera, "error": self.error}
 
 
@@ -634,7 +635,7 @@ class PushReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "image": self.image.to_json(),

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -44,7 +43,7 @@ from bodycam.drivers.errors import (
 from bodycam.drivers.protocol import dockauth as da
 from bodycam.drivers.protocol import messages as m
 from bodycam.drivers.protocol.frames import Status
-from bodycam.drivers.strictjson import parse_json
+from bodycam.drivers.strictjson import JSONObject, JSONValue, parse_json
 
 LOG = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def index_message(serial: str, index: bytes) -> bytes:
     return INDEX_CONTEXT + serial.encode() + b"\x00" + index
 
 
-def _fields(obj: Any, keys: frozenset[str], what: str) -> dict[str, Any]:
+def _fields(obj: JSONValue, keys: frozenset[str], what: str) -> JSONObject:
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what} must be a JSON object")
     if set(obj) != keys:
@@ -100,7 +99,7 @@ def _fields(obj: Any, keys: frozenset[str], what: str) -> dict[str, Any]:
     return obj
 
 
-def _int(obj: dict[str, Any], key: str, what: str, low: int, high: int) -> int:
+def _int(obj: JSONObject, key: str, what: str, low: int, high: int) -> int:
     value = obj[key]
     if type(value) is not int:  # bool is an int subclass: refused too
         raise ProtocolError(f"{what}: '{key}' must be an integer")
@@ -109,7 +108,7 @@ def _int(obj: dict[str, Any], key: str, what: str, low: int, high: int) -> int:
     return value
 
 
-def _time(obj: dict[str, Any], key: str, what: str) -> int:
+def _time(obj: JSONObject, key: str, what: str) -> int:
     value = obj[key]
     if type(value) is not int:
         raise ProtocolError(f"{what}: '{key}' must be an integer (µs since the epoch)")
@@ -118,7 +117,7 @@ def _time(obj: dict[str, Any], key: str, what: str) -> int:
     return value
 
 
-def _text(obj: dict[str, Any], key: str, what: str, limit: int) -> str:
+def _text(obj: JSONObject, key: str, what: str, limit: int) -> str:
     """A string under exactly the wire protocol's text(N) rules (messages._Reader.text)."""
     value = obj[key]
     if not isinstance(value, str):
@@ -132,14 +131,14 @@ def _text(obj: dict[str, Any], key: str, what: str, limit: int) -> str:
     return m._Reader(bytes([len(raw)]) + raw, what).text(key, limit)
 
 
-def _hex(obj: dict[str, Any], key: str, what: str) -> bytes:
+def _hex(obj: JSONObject, key: str, what: str) -> bytes:
     value = obj[key]
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
         raise ProtocolError(f"{what}: '{key}' must be 64 lowercase hexadecimal digits")
     return bytes.fromhex(value)
 
 
-def _file_path(obj: dict[str, Any], what: str) -> tuple[str, ...]:
+def _file_path(obj: JSONObject, what: str) -> tuple[str, ...]:
     value = obj["file"]
     if not isinstance(value, str):
         raise ProtocolError(f"{what}: 'file' must be a string")

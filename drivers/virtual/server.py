@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bodycam.drivers.models import DEFAULT_MODEL, CameraModel
 from bodycam.drivers.virtual.camera import VirtualCamera, public_bytes, sim_device_key
 from bodycam.drivers.virtual.faults import Faults
 from bodycam.drivers.virtual.scenario import iso, make_recordings, parse_window
+
+if TYPE_CHECKING:
+    from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +34,7 @@ def build_camera(spec: SimSpec, now: float | None = None) -> VirtualCamera:
     return VirtualCamera(spec.serial, recs, model=spec.model, clock_offset_s=spec.clock_drift_s, faults=spec.faults)
 
 
-def truth(camera: VirtualCamera) -> list[dict[str, Any]]:
+def truth(camera: VirtualCamera) -> list[dict[str, object]]:
     """The ground truth of what the camera holds, whatever its metadata or faults claim."""
     return [
         {
@@ -47,7 +50,7 @@ def truth(camera: VirtualCamera) -> list[dict[str, Any]]:
     ]
 
 
-def usbip_server(camera: VirtualCamera, *, host: str = "127.0.0.1", port: int = 0) -> Any:
+def usbip_server(camera: VirtualCamera, *, host: str = "127.0.0.1", port: int = 0) -> UsbipCameraServer:
     """A USB/IP server presenting ``camera`` with its model's VID:PID and strings (not started)."""
     from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
 
