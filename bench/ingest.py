@@ -203,21 +203,21 @@ class CpuMeter:
 def upload_stage(server: SeaweedFS, bucket: str, total: int, part_size: int, in_flight: int) -> float:
     """Multipart upload of ``total`` bytes from memory with the agent's own S3Bucket, parts as the pipeline
     cuts them and as many in flight, checksums computed beforehand: the upload stage alone; seconds."""
-    from bodycam.agent.storage.bucket import S3Bucket, b64_sha256
+    from bodycam.agent.storage.bucket import S3Bucket, part_checksum
 
     s3 = S3Bucket(bucket, "upload-stage", endpoint_url=server.endpoint_url)
     key = f"bare-{time.monotonic_ns()}.bin"
     upload_id = s3.start_upload(key)
     full = os.urandom(part_size)
-    parts = [(full, b64_sha256(full))] * (total // part_size)
+    parts = [(full, part_checksum(full))] * (total // part_size)
     if total % part_size:
         tail = full[: total % part_size]
-        parts.append((tail, b64_sha256(tail)))
+        parts.append((tail, part_checksum(tail)))
     try:
         with ThreadPoolExecutor(max_workers=in_flight) as pool:
             started = time.perf_counter()
             sent = pool.map(
-                lambda n: s3.upload_part(key, upload_id, n + 1, parts[n][0], sha256_b64=parts[n][1]), range(len(parts))
+                lambda n: s3.upload_part(key, upload_id, n + 1, parts[n][0], checksum=parts[n][1]), range(len(parts))
             )
             assert sum(p.size for p in sent) == total
             return time.perf_counter() - started

@@ -7,6 +7,7 @@ Put it between a client and a server (SeaweedFS S3) and choose what the network 
         proxy.set(delay_ms=200)              # 200 ms before every forwarded chunk, both ways
         proxy.set(drop_responses=1)          # next response: server committed it, client gets a reset
         proxy.set(refuse=True)               # new connections are reset at once
+        proxy.set(flip_at=2 << 20, flips=1)  # flip one byte 2 MiB into a connection's upstream (once)
         proxy.set()                          # pass everything
 
 ``set()`` also resets the connections that are open, so the new mode applies to the very next request
@@ -32,6 +33,8 @@ class Mode:
     cut_after: int | None = None
     drop_responses: int = 0
     refuse: bool = False
+    flip_at: int | None = None
+    flips: int = 0
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Stats:
     refused: int = 0
     cuts: int = 0
     dropped_responses: int = 0
+    flipped: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     errors: list[str] = field(default_factory=list)
@@ -82,11 +86,18 @@ class FaultProxy:
         return f"http://{self.host}:{self.port}"
 
     def set(
-        self, *, delay_ms: int = 0, cut_after: int | None = None, drop_responses: int = 0, refuse: bool = False
+        self,
+        *,
+        delay_ms: int = 0,
+        cut_after: int | None = None,
+        drop_responses: int = 0,
+        refuse: bool = False,
+        flip_at: int | None = None,
+        flips: int = 0,
     ) -> None:
         """Switch mode (everything not named passes) and reset the connections now open."""
         with self._lock:
-            self.mode = Mode(delay_ms, cut_after, drop_responses, refuse)
+            self.mode = Mode(delay_ms, cut_after, drop_responses, refuse, flip_at, flips)
             victims = list(self._open)
             self._open.clear()
         for sock in victims:
@@ -165,6 +176,7 @@ class FaultProxy:
                         self.stats.bytes_up += mode.cut_after - sent
                         self.stats.cuts += 1
                     break
+                data = self._maybe_flip(data, sent)
                 upstream.sendall(data)
                 sent += len(data)
                 with self._lock:
@@ -172,6 +184,19 @@ class FaultProxy:
         except OSError:
             pass
         self._forget(pair)
+
+    def _maybe_flip(self, data: bytes, sent: int) -> bytes:
+        """``data`` with the byte at the connection's offset ``flip_at`` inverted, while flips are left
+        (counted across connections, like drop_responses: the corruption a TCP checksum can miss)."""
+        with self._lock:
+            at = self.mode.flip_at
+            if at is None or self.mode.flips <= 0 or not sent <= at < sent + len(data):
+                return data
+            self.mode.flips -= 1
+            self.stats.flipped += 1
+        out = bytearray(data)
+        out[at - sent] ^= 0xFF
+        return bytes(out)
 
     def _pump_down(self, pair: tuple[socket.socket, socket.socket], mode: Mode) -> None:
         client, upstream = pair

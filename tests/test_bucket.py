@@ -30,9 +30,12 @@ from bodycam.agent.storage.bucket import (
     Part,
     S3Bucket,
     UploadNotFoundError,
+    b64_crc32c,
     b64_sha256,
+    checksum_algorithm,
     composite_checksum,
     open_bucket,
+    part_checksum,
 )
 from bodycam.drivers.errors import ConfigError, IntegrityError, StorageError, UploadError
 
@@ -84,7 +87,7 @@ def test_multipart_resumes_from_list_parts_after_forgetting_everything(bucket: B
     chunks = [blob(MIN_PART_SIZE, 1), blob(MIN_PART_SIZE + 17, 2), blob(1234, 3)]
     upload_id = bucket.start_upload(KEY)
     first = bucket.upload_part(KEY, upload_id, 1, chunks[0])
-    assert first.sha256_b64 == b64_sha256(chunks[0]) and first.size == len(chunks[0])
+    assert first.checksum == b64_crc32c(chunks[0]) and first.size == len(chunks[0])  # parts: CRC-32C
     bucket.upload_part(KEY, upload_id, 2, chunks[1])
     del first  # the agent crashes: the upload id is all its journal kept
 
@@ -94,17 +97,17 @@ def test_multipart_resumes_from_list_parts_after_forgetting_everything(bucket: B
     assert [(p.number, p.size) for p in held] == [(1, len(chunks[0])), (2, len(chunks[1]))]
     parts: list[Part] = []
     for p in held:  # SeaweedFS's ListParts has no checksums: fill them from our own bytes
-        ours = b64_sha256(chunks[p.number - 1])
-        assert p.sha256_b64 in (None, ours)
+        ours = part_checksum(chunks[p.number - 1])
+        assert p.checksum in (None, ours)
         parts.append(Part(p.number, p.etag, ours, p.size))
     parts.append(again.upload_part(KEY, upload_id, 3, chunks[2]))
     info = again.complete_upload(KEY, upload_id, parts)
 
     total = b"".join(chunks)
     assert info.size == len(total)
-    assert info.checksum_sha256 == composite_checksum(parts) and info.checksum_sha256.endswith("-3")
+    assert info.checksum == composite_checksum(parts) and info.checksum.endswith("-3")
     head = again.head(KEY)
-    assert head is not None and head.size == len(total) and head.checksum_sha256 == info.checksum_sha256
+    assert head is not None and head.size == len(total) and head.checksum == info.checksum
     if isinstance(bucket, LocalBucket):  # like S3: the composite checksum, the parts not hashed again
         assert head.sha256_hex is None and head.etag == info.etag and head.etag.endswith('-3"')
         assert (bucket.root / KEY).read_bytes() == total
@@ -118,7 +121,7 @@ def test_multipart_resumes_from_list_parts_after_forgetting_everything(bucket: B
     assert biggest <= 256 * 1024
     assert again.open_uploads() == []
     # a retry of the same completion (its response was lost) is success, not a second object
-    assert again.complete_upload(KEY, upload_id, parts).checksum_sha256 == info.checksum_sha256
+    assert again.complete_upload(KEY, upload_id, parts).checksum == info.checksum
 
 
 def test_complete_refuses_bad_part_lists(bucket: Bucket) -> None:
@@ -129,10 +132,10 @@ def test_complete_refuses_bad_part_lists(bucket: Bucket) -> None:
         bucket.complete_upload(KEY, upload_id, [small, last])
     with pytest.raises(UploadError, match="ascending"):
         bucket.complete_upload(KEY, upload_id, [last, small])
-    with pytest.raises(UploadError, match="no SHA-256"):
+    with pytest.raises(UploadError, match="no checksum"):
         bucket.complete_upload(KEY, upload_id, [Part(1, small.etag, None, 100)])
     with pytest.raises(ChecksumMismatchError):  # a checksum that is not the stored part's
-        bucket.complete_upload(KEY, upload_id, [Part(1, small.etag, b64_sha256(b"z" * 100), 100)])
+        bucket.complete_upload(KEY, upload_id, [Part(1, small.etag, part_checksum(b"z" * 100), 100)])
     assert bucket.head(KEY) is None
     bucket.abort_upload(KEY, upload_id)
 
@@ -162,8 +165,8 @@ def test_create_only_put_refuses_a_second_write_but_not_a_retry(bucket: Bucket) 
     key = "dock-01/batch-0001/manifest.json"
     info = bucket.put_object(key, b'{"v":1}')
     assert info.size == 7 and info.sha256_hex == hashlib.sha256(b'{"v":1}').hexdigest()
-    assert info.checksum_sha256 == b64_sha256(b'{"v":1}')
-    assert bucket.put_object(key, b'{"v":1}').checksum_sha256 == info.checksum_sha256  # same bytes: retry
+    assert info.checksum == b64_sha256(b'{"v":1}')  # a whole object: SHA-256
+    assert bucket.put_object(key, b'{"v":1}').checksum == info.checksum  # same bytes: retry
     with pytest.raises(ObjectExistsError) as caught:
         bucket.put_object(key, b'{"v":2}')
     assert caught.value.existing is not None and caught.value.existing.size == 7
@@ -179,7 +182,7 @@ def test_head_get_bytes_and_missing_objects(bucket: Bucket) -> None:
         bucket.open_read("nothing/here")
     bucket.put_object("m.json", b"a" * 100)
     head = bucket.head("m.json")
-    assert head is not None and head.size == 100 and head.checksum_sha256 == b64_sha256(b"a" * 100)
+    assert head is not None and head.size == 100 and head.checksum == b64_sha256(b"a" * 100)
     assert bucket.get_bytes("m.json", 100) == b"a" * 100
     with pytest.raises(IntegrityError, match="over 99"):
         bucket.get_bytes("m.json", 99)
@@ -189,15 +192,50 @@ def test_head_get_bytes_and_missing_objects(bucket: Bucket) -> None:
 
 
 def test_wrong_checksum_is_refused(bucket: Bucket) -> None:
-    wrong = b64_sha256(b"not these bytes")
     with pytest.raises(ChecksumMismatchError):
-        bucket.put_object("x/manifest.json", b"these bytes", sha256_b64=wrong)
+        bucket.put_object("x/manifest.json", b"these bytes", sha256_b64=b64_sha256(b"not these bytes"))
     assert bucket.head("x/manifest.json") is None
     upload_id = bucket.start_upload(KEY)
     with pytest.raises(ChecksumMismatchError):
-        bucket.upload_part(KEY, upload_id, 1, b"part bytes", sha256_b64=wrong)
+        bucket.upload_part(KEY, upload_id, 1, b"part bytes", checksum=part_checksum(b"not these bytes"))
     assert bucket.list_parts(KEY, upload_id) == []
     bucket.abort_upload(KEY, upload_id)
+
+
+def test_a_part_corrupted_after_its_crc32c_is_refused_and_never_completes(bucket: Bucket) -> None:
+    """The part checksum is a CRC-32C computed where the ciphertext is produced (issue 14 item 2): one byte
+    changed on the way is refused by the bucket (SeaweedFS's BadDigest, the local bucket's own check), so
+    the upload cannot complete and the recording is never verified, hence never erased from the camera."""
+    data = bytearray(blob(MIN_PART_SIZE + 3, 7))
+    sent = b64_crc32c(data)
+    assert checksum_algorithm(sent) == "CRC32C"
+    data[MIN_PART_SIZE // 2] ^= 0x01
+    upload_id = bucket.start_upload(KEY)
+    with pytest.raises(ChecksumMismatchError):
+        bucket.upload_part(KEY, upload_id, 1, data, checksum=sent)
+    assert bucket.list_parts(KEY, upload_id) == []
+    with pytest.raises(UploadError):
+        bucket.complete_upload(KEY, upload_id, [Part(1, '"x"', sent, len(data))])
+    assert bucket.head(KEY) is None
+    bucket.abort_upload(KEY, upload_id)
+
+
+def test_an_older_agents_sha256_parts_still_complete(bucket: Bucket) -> None:
+    """Parts an agent journaled before CRC-32C (SHA-256) finish their upload with SHA-256 composites."""
+    chunks = [blob(MIN_PART_SIZE, 11), blob(99, 12)]
+    if isinstance(bucket, S3Bucket):  # as an older agent began it: S3 refuses a second algorithm in one upload
+        raw = bucket._client.create_multipart_upload(
+            Bucket=bucket.bucket, Key=f"{bucket.prefix}/{KEY}", ChecksumAlgorithm="SHA256"
+        )
+        upload_id = str(raw["UploadId"])
+    else:
+        upload_id = bucket.start_upload(KEY)
+    parts = [bucket.upload_part(KEY, upload_id, n, c, checksum=b64_sha256(c)) for n, c in enumerate(chunks, 1)]
+    assert [checksum_algorithm(p.checksum or "") for p in parts] == ["SHA256", "SHA256"]
+    info = bucket.complete_upload(KEY, upload_id, parts)
+    assert info.checksum == composite_checksum(parts) and info.size == sum(map(len, chunks))
+    with pytest.raises(UploadError, match="mix"):
+        composite_checksum([parts[0], Part(2, '"y"', b64_crc32c(chunks[1]), 99)])
 
 
 def test_iter_objects_pages_in_key_order(bucket: Bucket) -> None:
@@ -291,7 +329,7 @@ def test_both_buckets_share_one_layout(seaweedfs: SeaweedFS, s3_bucket: str, tmp
 
 # -- the S3 server itself ---------------------------------------------------------------------------------
 def test_server_checks_checksums_sent_around_the_api(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
-    """Prove the server, not our code, refuses a wrong ChecksumSHA256 (raw boto3 calls)."""
+    """Prove the server, not our code, refuses a wrong ChecksumSHA256 or ChecksumCRC32C (raw boto3 calls)."""
     s3 = seaweedfs.client()
     wrong = b64_sha256(b"something else")
     with pytest.raises(ClientError) as caught:
@@ -310,6 +348,23 @@ def test_server_checks_checksums_sent_around_the_api(seaweedfs: SeaweedFS, s3_bu
             Key="m",
             UploadId=upload,
             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": good["ETag"], "ChecksumSHA256": wrong}]},
+        )
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    # the same for the CRC-32C our parts carry: UploadPart and the completion's part list are checked
+    crc_wrong = b64_crc32c(b"something else")
+    upload = s3.create_multipart_upload(Bucket=s3_bucket, Key="c", ChecksumAlgorithm="CRC32C")["UploadId"]
+    with pytest.raises(ClientError) as caught:
+        s3.upload_part(Bucket=s3_bucket, Key="c", UploadId=upload, PartNumber=1, Body=b"p", ChecksumCRC32C=crc_wrong)
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    good = s3.upload_part(
+        Bucket=s3_bucket, Key="c", UploadId=upload, PartNumber=1, Body=b"p", ChecksumCRC32C=b64_crc32c(b"p")
+    )
+    with pytest.raises(ClientError) as caught:
+        s3.complete_multipart_upload(
+            Bucket=s3_bucket,
+            Key="c",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": good["ETag"], "ChecksumCRC32C": crc_wrong}]},
         )
     assert caught.value.response["Error"]["Code"] == "BadDigest"
 
@@ -382,7 +437,7 @@ def test_lost_responses_still_give_exactly_one_object(seaweedfs: SeaweedFS, s3_b
         proxy.set(drop_responses=1)
         done = bucket.complete_upload(KEY, upload_id, [part])
         assert proxy.stats.dropped_responses == 2
-        assert done.size == 9 and done.checksum_sha256 == composite_checksum([part])
+        assert done.size == 9 and done.checksum == composite_checksum([part])
     direct = s3_of(seaweedfs, s3_bucket)
     assert sorted(o.key for o in direct.iter_objects()) == [KEY, "dock/manifest.json"]
     assert direct.open_uploads() == []

@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from .dock import CLI, Dock, iso_window, make_dock, window
+from .faultproxy import FaultProxy
 from .s3server import SeaweedFS
 from .sims import SimProcess
 
@@ -287,3 +288,48 @@ def test_lying_cameras_are_refused_and_nothing_escapes(tmp_path: Path, fault: st
         assert all(str(p).startswith(str(tmp_path)) for p in written)
         after = set(os.listdir("/etc/cron.d")) if os.path.isdir("/etc/cron.d") else set()
         assert after == before
+
+
+def test_a_part_corrupted_in_transit_is_refused_and_the_camera_keeps_it(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """One byte of a part flipped between the agent and SeaweedFS (what a TCP checksum can miss): the part's
+    CRC-32C makes the server refuse it (issue 14 item 2), so nothing is verified and nothing erased; the next
+    docking uploads it intact, and the object's SHA-256 is the signed manifest's ciphertext_sha256."""
+    win = window()
+    with (
+        FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy,
+        SimProcess("usbip", "CAM-X1", "--recordings", "1", "--training", "1", "--size", str(12 * MiB),
+                   "--exercise", iso_window(win), truth_dir=tmp_path) as sim,
+    ):  # fmt: skip
+        dock = make_dock(tmp_path / "dock", f"s3://{s3_bucket}/training", proxy.url, erase=True)
+        dock.enroll("CAM-X1")
+        dock.exercise("EX-X", win, "CAM-X1")
+        proxy.set(flip_at=2 * MiB, flips=1)  # 2 MiB into the first connection that carries that much: a part
+        rc, report = dock.ingest_json(sim.address)
+        assert proxy.stats.flipped == 1
+        assert rc == 1, report
+        assert sum(c["verified"] for c in report["cameras"]) == 0
+        assert sum(c["erased"] for c in report["cameras"]) == 0
+        assert "checksum" in json.dumps(report).lower()
+        client = s3_client(seaweedfs)
+        assert recording_objects(client, s3_bucket, "training/") == {}
+        proxy.set()
+        rc, report = dock.ingest_json(sim.address)
+        assert rc == 0, report
+        assert sum(c["verified"] for c in report["cameras"]) == 1
+        assert sum(c["erased"] for c in report["cameras"]) == 1  # erased only once its bucket copy checked out
+        verified = verify_cli(dock, "--identity", str(dock.identity_path), "--json")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        (key,) = recording_objects(client, s3_bucket, "training/")[("CAM-X1", next(iter(sim.training())))]
+        body = client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+        manifests = [
+            o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="training/")["Contents"]
+            if o["Key"].endswith("/manifest.json")
+        ]  # fmt: skip
+        listed = [
+            r["ciphertext_sha256"]
+            for m in manifests
+            for r in json.loads(client.get_object(Bucket=s3_bucket, Key=m)["Body"].read())["recordings"]
+        ]
+        assert listed == [hashlib.sha256(body).hexdigest()]  # what sha256sum of the object gives

@@ -30,7 +30,7 @@ OTHER = RecordingKey("CAM-J1", 7, "cd" * 32)  # the same id rewritten by the cam
 class FakePart:
     number: int
     size: int
-    sha256_b64: str | None
+    checksum: str | None
     etag: str
 
 

@@ -102,14 +102,14 @@ class Gate(BucketWrapper):
         self._lock = threading.Lock()
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
         with self._lock:
             self.inside += 1
             self.most = max(self.most, self.inside)
         try:
             assert self.open.wait(60), "the gate was never opened"
-            return super().upload_part(key, upload_id, part_number, data, sha256_b64=sha256_b64)
+            return super().upload_part(key, upload_id, part_number, data, checksum=checksum)
         finally:
             with self._lock:
                 self.inside -= 1

@@ -673,7 +673,7 @@ class Agent:
         for j in self.journal.parts(key):
             b = in_bucket.get(j["part_number"])
             if b is not None and b.size == j["size"] and b.etag == j["etag"]:
-                out[b.number] = Part(b.number, b.etag, j["sha256_b64"], b.size)
+                out[b.number] = Part(b.number, b.etag, j["sha256_b64"], b.size)  # the column holds the part's checksum
         return out
 
     def _complete(self, key: RecordingKey) -> None:
@@ -691,8 +691,8 @@ class Agent:
         if info.size != row["ciphertext_size"]:
             raise IntegrityError(f"{object_key} in the bucket is {info.size} bytes, expected {row['ciphertext_size']}")
         expected = composite_checksum(parts)
-        if info.checksum_sha256 and info.checksum_sha256 not in (expected, expected.split("-")[0]):
-            raise IntegrityError(f"{object_key} in the bucket has checksum {info.checksum_sha256}, expected {expected}")
+        if info.checksum and info.checksum not in (expected, expected.split("-")[0]):
+            raise IntegrityError(f"{object_key} in the bucket has checksum {info.checksum}, expected {expected}")
         with self.journal.transaction() as db:
             self.journal.mark_verified(key, info.version_id)
             self.custody.append_in(

@@ -4,16 +4,18 @@ Three stages overlap so that only the slowest sets the pace (README, Performance
 
     reader thread      camera.read() chunks ------------------------> chunk queue (bounded)
     calling thread     SHA-256(plaintext) + age encrypt -> parts ---> part queue (bounded)
-    part thread        SHA-256(ciphertext), per-part SHA-256, upload (a few parts in flight)
+    part thread        SHA-256(ciphertext), per-part CRC-32C, upload (a few parts in flight)
+
+The ciphertext is SHA-256'd once, for the manifest (what ``sha256sum`` of the object gives); each part
+carries a CRC-32C the bucket checks (hardware, about a tenth of a SHA-256 pass: docs/decisions.md).
 
 Resume: the age file key and header are journaled before the first part, so re-reading a
 recording from byte 0 reproduces the very same ciphertext; parts the bucket already holds with the
-same SHA-256 are not uploaded again (docs/crash-safety.md).
+same checksum are not uploaded again (docs/crash-safety.md).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import queue
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bodycam.agent.formats.agecrypt import Encryptor
-from bodycam.agent.storage.bucket import Bucket, PartData
+from bodycam.agent.storage.bucket import PART_CHECKSUM, Bucket, PartData, checksum_algorithm, part_checksum
 from bodycam.drivers.errors import BodycamError, IntegrityError
 from bodycam.drivers.protocol.messages import RecordingInfo
 
@@ -162,6 +164,7 @@ def pull(
     produced), and whatever the camera or bucket raise (TransportError, UploadError...).
     """
     existing = existing_parts or {}
+    algorithm = _upload_algorithm(existing)
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
     parts_q: queue.Queue[tuple[int, bytearray | memoryview, bytearray] | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -200,11 +203,10 @@ def pull(
                         break
                     number, data, buf = item
                     ciphertext_hash.update(data)
-                    digest = hashlib.sha256(data).digest()
-                    checksum = base64.b64encode(digest).decode()
+                    checksum = part_checksum(data, algorithm)
                     known = existing.get(number)
-                    if known is not None and known.size == len(data) and known.sha256_b64:
-                        if known.sha256_b64 != checksum:
+                    if known is not None and known.size == len(data) and known.checksum:
+                        if known.checksum != checksum:
                             raise IntegrityError(
                                 f"part {number} of {key} in the bucket differs from what this pass produced; "
                                 "the camera's recording changed since the upload began"
@@ -229,7 +231,7 @@ def pull(
 
     def _send(number: int, data: bytearray | memoryview, buf: bytearray, checksum: str) -> Any:
         try:
-            part = bucket.upload_part(key, upload_id, number, data, sha256_b64=checksum)
+            part = bucket.upload_part(key, upload_id, number, data, checksum=checksum)
         finally:
             del data
             ring.release(buf)  # the upload (retries included) is over: the buffer takes the next part
@@ -292,6 +294,15 @@ def pull(
         total,
         [results[n] for n in sorted(results)],
     )
+
+
+def _upload_algorithm(existing: dict[int, Any]) -> str:
+    """The part checksum of an upload being resumed: SHA-256 when an older agent sent its parts so (one
+    multipart upload cannot mix algorithms), else CRC-32C."""
+    for part in existing.values():
+        if part.checksum and checksum_algorithm(part.checksum) != PART_CHECKSUM:
+            return str(checksum_algorithm(part.checksum))
+    return PART_CHECKSUM
 
 
 def _put(q: queue.Queue[Any], item: Any, errors: list[BaseException], *, force: bool = False) -> None:

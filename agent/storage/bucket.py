@@ -5,8 +5,10 @@ Both implementations share one layout (docs/formats.md) and one behaviour at the
 
 * keys are relative to the bucket URL's prefix and checked by :func:`check_key` (no ``..``, absolute
   paths, NUL, backslash or control characters) *before* any I/O, on S3 too;
-* every part and object carries a SHA-256 the server checks (``ChecksumSHA256``; a local bucket checks
-  it itself), and a mismatch is :class:`ChecksumMismatchError`;
+* every part carries a CRC-32C and every single-request object a SHA-256 the server checks
+  (``ChecksumCRC32C``/``ChecksumSHA256``; a local bucket checks them itself), and a mismatch is
+  :class:`ChecksumMismatchError`. Parts are CRC-32C, not SHA-256, so the ciphertext is SHA-256'd once, for
+  the manifest (docs/decisions.md, issue 14 item 2); parts an older agent journaled keep their SHA-256;
 * writes are create-only by default (``IfNoneMatch="*"`` on S3, ``link(2)`` locally): an existing key is
   :class:`ObjectExistsError`, except that re-sending the very same bytes (a retry after a lost response)
   succeeds, which is what exactly-once needs;
@@ -14,12 +16,13 @@ Both implementations share one layout (docs/formats.md) and one behaviour at the
   :class:`~bodycam.drivers.errors.UploadError` from both.
 
 SeaweedFS 4.48 (the test server) honours ``IfNoneMatch="*"`` on PutObject and CompleteMultipartUpload
-(412), checks ``ChecksumSHA256`` on PutObject, UploadPart and the part list of CompleteMultipartUpload
-(``BadDigest``), returns composite multipart checksums (``base64(sha256(part digests))-N``), and with
+(412), checks ``ChecksumSHA256`` and ``ChecksumCRC32C`` on PutObject, UploadPart and the part list of
+CompleteMultipartUpload (``BadDigest``), returns composite multipart checksums
+(``base64(crc32c(part CRCs))-N``, or with SHA-256 for an upload started so), and with
 Object Lock (a bucket created with ``ObjectLockEnabledForBucket``, versioning on) enforces COMPLIANCE
 retention: deleting a version or shortening retention is AccessDenied. Its quirks, handled here:
 ListParts omits the part checksums (AWS reports them), yet CompleteMultipartUpload requires them, so a
-resumed upload supplies them from its own bytes or journal (:func:`b64_sha256`) and the server checks
+resumed upload supplies them from its own bytes or journal (:func:`part_checksum`) and the server checks
 them; ListMultipartUploads sends no NextKeyMarker; listings come in directory-tree order (``a/b``
 before ``a-c``), not byte order, so callers must not rely on order across "directories".
 """
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import boto3
+import crc32c
 import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
@@ -68,7 +72,13 @@ UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reser
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _XATTR_SHA256: Final = "user.bodycam.sha256"  # whole-object SHA-256, hex
-_XATTR_CHECKSUM: Final = "user.bodycam.checksum"  # S3-style ChecksumSHA256 (composite "...-N" for multipart)
+_XATTR_CHECKSUM: Final = "user.bodycam.checksum"  # S3-style checksum: SHA-256, or composite CRC-32C "...-N"
+#: the checksum of every part of a multipart upload started now (docs/decisions.md, issue 14 item 2)
+PART_CHECKSUM: Final = "CRC32C"
+#: a checksum's algorithm, told by the length of its digest: base64 of 4 bytes is a CRC-32C, of 32 a SHA-256
+_ALGORITHM_BY_LENGTH: Final = {4: "CRC32C", 32: "SHA256"}
+#: a local upload's per-part checksum files: ours, then the name an older agent wrote (SHA-256)
+_PART_SIDECARS: Final = ("checksum", "sha256")
 _XATTR_RETAIN_UNTIL: Final = "user.bodycam.retain_until"  # ISO 8601 UTC, from the covering agreements
 
 #: the bytes of one part: a part buffer is sent as it is, without a copy (agent/pipeline/pull.py)
@@ -93,17 +103,18 @@ class UploadNotFoundError(UploadError):
 
 
 class ChecksumMismatchError(UploadError):
-    """The bucket refused bytes whose SHA-256 is not the one sent with them (S3 ``BadDigest``)."""
+    """The bucket refused bytes whose checksum is not the one sent with them (S3 ``BadDigest``)."""
 
 
 # -- results ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Part:
-    """One uploaded part. ``sha256_b64`` is None when the server does not report it (SeaweedFS ListParts)."""
+    """One uploaded part. ``checksum`` is its base64 CRC-32C (SHA-256 for a part an older agent sent: see
+    :func:`checksum_algorithm`), None when the server does not report it (SeaweedFS ListParts)."""
 
     number: int
     etag: str
-    sha256_b64: str | None
+    checksum: str | None
     size: int
 
 
@@ -111,16 +122,17 @@ class Part:
 class ObjectInfo:
     """What the bucket says about one object.
 
-    ``checksum_sha256`` is the server's ChecksumSHA256: base64 of the SHA-256 for a single PUT, but for a
-    multipart object the *composite* ``base64(sha256(part digests))-N``; ``sha256_hex`` is the whole-object
-    SHA-256 when it is known cheaply (returned by ``put_object``, and by a LocalBucket after completing).
+    ``checksum`` is the server's checksum: base64 of the SHA-256 for a single PUT, but for a multipart
+    object the *composite* ``base64(crc32c(part CRCs))-N`` (``sha256`` of the part SHA-256s for an upload an
+    older agent began); ``sha256_hex`` is the whole-object SHA-256 when it is known cheaply (returned by
+    ``put_object``). A multipart object's SHA-256 is the manifest's ``ciphertext_sha256``, not the bucket's.
     """
 
     key: str
     size: int
     etag: str
     version_id: str | None = None
-    checksum_sha256: str | None = None
+    checksum: str | None = None
     sha256_hex: str | None = None
     last_modified: datetime | None = None
     lock_mode: str | None = None
@@ -142,34 +154,73 @@ def b64_sha256(data: PartData) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
-def composite_checksum(parts: Sequence[Part]) -> str:
-    """S3's composite multipart checksum ``base64(sha256(digest1 || digest2 ...))-N``.
+def b64_crc32c(data: PartData) -> str:
+    """The ``ChecksumCRC32C`` of ``data``: base64 of its big-endian CRC-32C (hardware, GIL released)."""
+    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode("ascii")
 
-    Raises UploadError when a part has no SHA-256.
+
+def part_checksum(data: PartData, algorithm: str = PART_CHECKSUM) -> str:
+    """The checksum of one part with ``algorithm`` (``CRC32C``, or ``SHA256`` for an older agent's upload)."""
+    return b64_sha256(data) if algorithm == "SHA256" else b64_crc32c(data)
+
+
+def checksum_algorithm(value: str) -> str:
+    """``CRC32C`` or ``SHA256``: what a base64 checksum is, told by its length (ChecksumMismatchError else)."""
+    return _ALGORITHM_BY_LENGTH[len(_b64_digest(value))]
+
+
+class _Crc32c:
+    """CRC-32C with hashlib's ``update``/``digest`` (big-endian, as S3 encodes it)."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: PartData) -> None:
+        self._value = crc32c.crc32c(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+def _hasher(algorithm: str) -> _Crc32c | hashlib._Hash:
+    return hashlib.sha256() if algorithm == "SHA256" else _Crc32c()
+
+
+def composite_checksum(parts: Sequence[Part]) -> str:
+    """S3's composite multipart checksum: ``base64(crc32c(crc1 || crc2 ...))-N`` for CRC-32C parts,
+    ``base64(sha256(digest1 || digest2 ...))-N`` for SHA-256 parts.
+
+    Raises UploadError when a part has no checksum or the parts mix algorithms.
     """
-    outer = hashlib.sha256()
+    algorithms = {checksum_algorithm(_require_checksum(p)) for p in parts}
+    if len(algorithms) > 1:
+        raise UploadError(f"the parts mix checksum algorithms ({', '.join(sorted(algorithms))})")
+    outer = _hasher(algorithms.pop() if algorithms else PART_CHECKSUM)
     for part in parts:
-        outer.update(_b64_digest(_require_sha(part)))
+        outer.update(_b64_digest(_require_checksum(part)))
     return f"{base64.b64encode(outer.digest()).decode('ascii')}-{len(parts)}"
 
 
 def _b64_digest(value: str) -> bytes:
+    """The raw digest of a base64 CRC-32C (4 bytes) or SHA-256 (32 bytes); ChecksumMismatchError else."""
     try:
         raw = base64.b64decode(value, validate=True)
     except ValueError as err:
-        raise ChecksumMismatchError(f"{value!r} is not a base64 SHA-256 checksum") from err
-    if len(raw) != 32:
-        raise ChecksumMismatchError(f"{value!r} is not a base64 SHA-256 checksum (decodes to {len(raw)} bytes)")
+        raise ChecksumMismatchError(f"{value!r} is not a base64 CRC-32C or SHA-256 checksum") from err
+    if len(raw) not in _ALGORITHM_BY_LENGTH:
+        raise ChecksumMismatchError(
+            f"{value!r} is not a base64 CRC-32C or SHA-256 checksum (decodes to {len(raw)} bytes)"
+        )
     return raw
 
 
-def _require_sha(part: Part) -> str:
-    if part.sha256_b64 is None:
+def _require_checksum(part: Part) -> str:
+    if part.checksum is None:
         raise UploadError(
-            f"part {part.number} has no SHA-256; compute it from the part's bytes with sha256_b64() "
+            f"part {part.number} has no checksum; compute it from the part's bytes with part_checksum() "
             "(some servers' ListParts does not report part checksums)"
         )
-    return part.sha256_b64
+    return part.checksum
 
 
 def check_key(key: str) -> str:
@@ -228,12 +279,12 @@ def _check_parts(parts: Sequence[Part], min_part_size: int) -> None:
         if part.size < min_part_size:
             raise UploadError(f"part {part.number} is {part.size} bytes; every part but the last needs 5 MiB")
     for part in parts:
-        _require_sha(part)
+        _require_checksum(part)
 
 
 def _matches(existing: ObjectInfo, size: int, checksum: str) -> bool:
-    """True when ``existing`` holds the content we meant to write (same size and SHA-256 checksum)."""
-    return existing.size == size and existing.checksum_sha256 == checksum
+    """True when ``existing`` holds the content we meant to write (same size and checksum)."""
+    return existing.size == size and existing.checksum == checksum
 
 
 class ObjectReader(io.RawIOBase):
@@ -323,13 +374,13 @@ class Bucket(ABC):
 
     @abstractmethod
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
         """Upload one part (1..10000); re-uploading a number replaces it.
 
-        ``sha256_b64`` (default: computed here) is sent for the server to check, so a checksum computed
-        where the bytes were produced proves them end to end. Raises ChecksumMismatchError,
-        UploadNotFoundError, UploadError.
+        ``checksum`` (base64 CRC-32C, or SHA-256 to continue an older agent's upload; default: the CRC-32C
+        computed here) is sent for the server to check, so a checksum computed where the bytes were
+        produced proves them end to end. Raises ChecksumMismatchError, UploadNotFoundError, UploadError.
         """
 
     @abstractmethod
@@ -338,7 +389,7 @@ class Bucket(ABC):
 
     @abstractmethod
     def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
-        """Assemble ``parts`` (ascending, each with its SHA-256) into ``key``, create-only.
+        """Assemble ``parts`` (ascending, each with its checksum) into ``key``, create-only.
 
         Idempotent: when ``key`` already holds exactly these parts (an earlier attempt's response was lost)
         it returns that object. Raises ObjectExistsError (other content), ChecksumMismatchError,
@@ -537,7 +588,7 @@ class S3Bucket(Bucket):
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         text = f"{action} {self._where(key)} refused: {code or status} {error.get('Message', '')}".rstrip()
         if code in _CHECKSUM_CODES:
-            return ChecksumMismatchError(f"{text}; the bytes do not match their SHA-256 (corrupted in transit?)")
+            return ChecksumMismatchError(f"{text}; the bytes do not match their checksum (corrupted in transit?)")
         if code == "PreconditionFailed" or status == 412:
             return ObjectExistsError(f"{text}; the key already exists")
         if code == "NoSuchUpload":
@@ -604,7 +655,7 @@ class S3Bucket(Bucket):
             "size": int(r.get("ContentLength", 0)),
             "etag": str(r.get("ETag", "")),
             "version_id": r.get("VersionId") or None,
-            "checksum_sha256": r.get("ChecksumSHA256") or None,
+            "checksum": r.get("ChecksumCRC32C") or r.get("ChecksumSHA256") or None,
             "last_modified": r.get("LastModified"),
             "lock_mode": r.get("ObjectLockMode"),
             "retain_until": r.get("ObjectLockRetainUntilDate"),
@@ -642,7 +693,7 @@ class S3Bucket(Bucket):
             return existing
         raise ObjectExistsError(
             f"{action} {self._where(key)}: the key already holds other content "
-            f"({existing.size} bytes, checksum {existing.checksum_sha256})",
+            f"({existing.size} bytes, checksum {existing.checksum})",
             existing,
         ) from cause
 
@@ -651,23 +702,24 @@ class S3Bucket(Bucket):
         check_key(key)
         r = self._call(
             "start upload of", key, "create_multipart_upload",
-            Key=self._full(key), ChecksumAlgorithm="SHA256", **self._lock_kwargs(retain_until),
+            Key=self._full(key), ChecksumAlgorithm=PART_CHECKSUM, **self._lock_kwargs(retain_until),
         )  # fmt: skip
         return str(r["UploadId"])
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
         check_key(key)
         _check_part_number(part_number)
-        checksum = sha256_b64 if sha256_b64 is not None else b64_sha256(data)
+        checksum = checksum if checksum is not None else part_checksum(data)
+        algorithm = checksum_algorithm(checksum)
         r = self._call(
             f"upload part {part_number} of", key, "upload_part",
             Key=self._full(key), UploadId=upload_id, PartNumber=part_number,
             Body=data.tobytes() if isinstance(data, memoryview) else data,  # botocore takes no memoryview
-            ContentLength=len(data), ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+            ContentLength=len(data), ChecksumAlgorithm=algorithm, **{f"Checksum{algorithm}": checksum},
         )  # fmt: skip
-        returned = r.get("ChecksumSHA256")
+        returned = r.get(f"Checksum{algorithm}")
         if returned and returned != checksum:
             raise ChecksumMismatchError(
                 f"upload part {part_number} of {self._where(key)}: server stored checksum {returned}, sent {checksum}"
@@ -684,7 +736,8 @@ class S3Bucket(Bucket):
                 Key=self._full(key), UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000,
             )  # fmt: skip
             for p in r.get("Parts", []):
-                parts.append(Part(int(p["PartNumber"]), str(p["ETag"]), p.get("ChecksumSHA256"), int(p["Size"])))
+                reported = p.get("ChecksumCRC32C") or p.get("ChecksumSHA256")
+                parts.append(Part(int(p["PartNumber"]), str(p["ETag"]), reported, int(p["Size"])))
             nxt = int(r.get("NextPartNumberMarker") or (parts[-1].number if parts else 0))
             if not r.get("IsTruncated") or nxt <= marker:
                 return parts
@@ -695,7 +748,12 @@ class S3Bucket(Bucket):
         _check_parts(parts, self.min_part_size)
         size = sum(p.size for p in parts)
         checksum = composite_checksum(parts)
-        body = {"Parts": [{"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": _require_sha(p)} for p in parts]}
+        algorithm = checksum_algorithm(_require_checksum(parts[0]))
+        body = {
+            "Parts": [
+                {"PartNumber": p.number, "ETag": p.etag, f"Checksum{algorithm}": _require_checksum(p)} for p in parts
+            ]
+        }
 
         def write(conditional: bool) -> Any:
             extra = {"IfNoneMatch": "*"} if conditional else {}
@@ -714,7 +772,7 @@ class S3Bucket(Bucket):
         if isinstance(r, ObjectInfo):  # the same parts were already assembled there
             self.abort_upload(key, upload_id)
             return r
-        return self._info(key, r, size=size, checksum_sha256=r.get("ChecksumSHA256") or checksum)
+        return self._info(key, r, size=size, checksum=r.get(f"Checksum{algorithm}") or checksum)
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         check_key(key)
@@ -771,7 +829,7 @@ class S3Bucket(Bucket):
             size=len(data),
             etag=str(r.get("ETag", "")),
             version_id=r.get("VersionId") or None,
-            checksum_sha256=checksum,
+            checksum=checksum,
             sha256_hex=_b64_digest(checksum).hex(),
             lock_mode=lock.get("ObjectLockMode"),
             retain_until=lock.get("ObjectLockRetainUntilDate"),
@@ -867,7 +925,7 @@ class LocalBucket(Bucket):
     Objects appear whole or not at all: bytes go to a temporary file under ``.uploads/``, are fsynced,
     then hard-linked into place (create-only: ``link(2)`` refuses an existing name) or renamed
     (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``, ``NNNNN.part`` and its
-    ``NNNNN.sha256``) until ``complete_upload`` concatenates them. Checksums are kept in ``user.bodycam.*``
+    ``NNNNN.checksum``) until ``complete_upload`` concatenates them. Checksums are kept in ``user.bodycam.*``
     extended attributes where the filesystem has them, so ``head`` reports them like S3.
     Object Lock has no local equivalent: ``retention_days`` is not applied here, and an upload's
     ``retain_until`` is only recorded (``user.bodycam.retain_until``; ``head`` reports it), not enforced.
@@ -942,11 +1000,14 @@ class LocalBucket(Bucket):
             raise UploadNotFoundError(f"{self.url}: upload {upload_id} belongs to {stored!r}, not {key!r}")
         return path
 
-    def _write_temp(self, directory: Path, chunks: Iterator[PartData]) -> tuple[Path, int, str]:
-        """Write ``chunks`` to a new fsynced file in ``directory``; return (path, size, sha256 hex)."""
+    def _write_temp(
+        self, directory: Path, chunks: Iterator[PartData], algorithm: str = "SHA256"
+    ) -> tuple[Path, int, bytes]:
+        """Write ``chunks`` to a new fsynced file in ``directory``; return (path, size, digest with
+        ``algorithm``: the bytes are hashed as they are written, one pass)."""
         self._writable()
         tmp = directory / f"tmp-{secrets.token_hex(8)}"
-        digest = hashlib.sha256()
+        digest = _hasher(algorithm)
         size = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -963,7 +1024,7 @@ class LocalBucket(Bucket):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return tmp, size, digest.hexdigest()
+        return tmp, size, digest.digest()
 
     def _install(self, tmp: Path, key: str, create_only: bool) -> None:
         """Move a finished temp file to ``key`` atomically; FileExistsError if create-only and taken."""
@@ -998,7 +1059,7 @@ class LocalBucket(Bucket):
             key=key,
             size=st.st_size,
             etag=etag,
-            checksum_sha256=_getxattr(path, _XATTR_CHECKSUM),
+            checksum=_getxattr(path, _XATTR_CHECKSUM),
             sha256_hex=sha_hex,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
             retain_until=_parse_iso_z(_getxattr(path, _XATTR_RETAIN_UNTIL)),
@@ -1031,27 +1092,29 @@ class LocalBucket(Bucket):
         return upload_id
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
         _check_part_number(part_number)
         udir = self._upload_dir(key, upload_id)
         name = f"{part_number:05d}"
+        algorithm = PART_CHECKSUM if checksum is None else checksum_algorithm(checksum)
         try:
-            tmp, size, hexdigest = self._write_temp(udir, iter([data]))  # hashes while writing: one pass
-            actual = base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
-            if sha256_b64 is not None and sha256_b64 != actual:
+            tmp, size, digest = self._write_temp(udir, iter([data]), algorithm)  # checked while written: one pass
+            actual = base64.b64encode(digest).decode("ascii")
+            if checksum is not None and checksum != actual:
                 tmp.unlink()
                 raise ChecksumMismatchError(
-                    f"{self.url}: part {part_number} of {key!r}: SHA-256 {sha256_b64} sent, bytes are {actual}"
+                    f"{self.url}: part {part_number} of {key!r}: {algorithm} {checksum} sent, bytes are {actual}"
                 )
-            (udir / f"{name}.sha256").unlink(missing_ok=True)  # never leave a stale checksum beside new bytes
+            for old in _PART_SIDECARS:  # never leave a stale checksum beside new bytes
+                (udir / f"{name}.{old}").unlink(missing_ok=True)
             os.replace(tmp, udir / f"{name}.part")
             tmp, _, _ = self._write_temp(udir, iter([actual.encode("ascii")]))
-            os.replace(tmp, udir / f"{name}.sha256")
+            os.replace(tmp, udir / f"{name}.checksum")
             _fsync_dir(udir)
         except OSError as err:
             _fail(f"upload part {part_number} of", f"{self.url} {key!r}", err)
-        return Part(part_number, f'"{hexdigest}"', actual, size)
+        return Part(part_number, f'"{digest.hex()}"', actual, size)
 
     def list_parts(self, key: str, upload_id: str) -> list[Part]:
         udir = self._upload_dir(key, upload_id)
@@ -1064,14 +1127,18 @@ class LocalBucket(Bucket):
             _fail("list parts of", f"{self.url} {key!r}", err)
         return parts
 
-    def _stored_part(self, udir: Path, number: int) -> Part:
-        """The part as stored; its checksum from the sidecar, else by reading it."""
+    def _stored_part(self, udir: Path, number: int, algorithm: str | None = None) -> Part:
+        """The part as stored; its checksum from the sidecar (``NNNNN.checksum``, or an older agent's
+        ``NNNNN.sha256``), else, or when ``algorithm`` asks for another one, by reading it."""
         path = udir / f"{number:05d}.part"
         size = path.stat().st_size
-        try:
-            checksum = _read_small(udir / f"{number:05d}.sha256", 64).decode("ascii").strip()
-        except (OSError, UnicodeDecodeError):
-            digest = hashlib.sha256()
+        checksum = None
+        for sidecar in _PART_SIDECARS:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                checksum = _read_small(udir / f"{number:05d}.{sidecar}", 64).decode("ascii").strip()
+                break
+        if checksum is None or (algorithm is not None and checksum_algorithm(checksum) != algorithm):
+            digest = _hasher(algorithm or PART_CHECKSUM)
             with open(path, "rb") as f:
                 while chunk := f.read(CHUNK):
                     digest.update(chunk)
@@ -1093,13 +1160,13 @@ class LocalBucket(Bucket):
         try:
             for p in parts:
                 try:
-                    stored = self._stored_part(udir, p.number)
+                    stored = self._stored_part(udir, p.number, checksum_algorithm(_require_checksum(p)))
                 except FileNotFoundError as err:
                     raise UploadError(f"{self.url}: part {p.number} of {key!r} was never uploaded") from err
                 if (stored.etag, stored.size) != (p.etag, p.size):
                     raise UploadError(f"{self.url}: part {p.number} of {key!r} does not match the stored part")
-                if stored.sha256_b64 != p.sha256_b64:
-                    raise ChecksumMismatchError(f"{self.url}: part {p.number} of {key!r}: SHA-256 differs")
+                if stored.checksum != p.checksum:
+                    raise ChecksumMismatchError(f"{self.url}: part {p.number} of {key!r}: checksum differs")
             if self.head(key) is not None:
                 existing = self._exists_error(key, size, checksum)
                 shutil.rmtree(udir, ignore_errors=True)
@@ -1121,9 +1188,7 @@ class LocalBucket(Bucket):
         info = self.head(key)
         if info is None:
             raise StorageError(f"{self.url}: object {key!r} vanished right after completing")
-        return ObjectInfo(
-            key=key, size=info.size, etag=info.etag, checksum_sha256=checksum, last_modified=info.last_modified
-        )
+        return ObjectInfo(key=key, size=info.size, etag=info.etag, checksum=checksum, last_modified=info.last_modified)
 
     def _assemble(self, udir: Path, key: str, parts: Sequence[Part]) -> Path:
         """The parts joined into a new fsynced temp file by the kernel (``copy_file_range``: no pass through
@@ -1198,7 +1263,8 @@ class LocalBucket(Bucket):
         if create_only and self.head(key) is not None:
             return self._exists_error(key, len(data), checksum)
         try:
-            tmp, _, sha_hex = self._write_temp(self.root / UPLOADS_DIR, iter([data]))
+            tmp, _, digest = self._write_temp(self.root / UPLOADS_DIR, iter([data]))
+            sha_hex = digest.hex()
             _setxattr(tmp, _XATTR_SHA256, sha_hex)
             _setxattr(tmp, _XATTR_CHECKSUM, checksum)
             try:
@@ -1209,7 +1275,7 @@ class LocalBucket(Bucket):
         except OSError as err:
             _fail("put", f"{self.url} {key!r}", err)
         return ObjectInfo(
-            key=key, size=len(data), etag=f'"{sha_hex}"', checksum_sha256=checksum, sha256_hex=sha_hex,
+            key=key, size=len(data), etag=f'"{sha_hex}"', checksum=checksum, sha256_hex=sha_hex,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
         )  # fmt: skip
 

@@ -206,9 +206,9 @@ class PooledUploads(BucketWrapper):
         self._rate = rate
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
         with self._slots.slot():
             if self._rate is not None:
                 self._rate.take(len(data))
-            return self.inner.upload_part(key, upload_id, part_number, data, sha256_b64=sha256_b64)
+            return self.inner.upload_part(key, upload_id, part_number, data, checksum=checksum)

@@ -139,7 +139,11 @@ class RecordingKey:
 
 
 class JournaledPart(Protocol):
-    """What the journal keeps of an uploaded part (storage.bucket.Part is one)."""
+    """What the journal keeps of an uploaded part (storage.bucket.Part is one).
+
+    ``checksum`` goes in the column ``parts.sha256_b64``, which keeps its name: it holds the part's base64
+    CRC-32C since issue 14 item 2, and a SHA-256 in rows an older agent wrote (told apart by length).
+    """
 
     @property
     def number(self) -> int: ...
@@ -148,7 +152,7 @@ class JournaledPart(Protocol):
     def size(self) -> int: ...
 
     @property
-    def sha256_b64(self) -> str | None: ...
+    def checksum(self) -> str | None: ...
 
     @property
     def etag(self) -> str: ...
@@ -302,7 +306,7 @@ class Journal:
             db.execute(
                 "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM recordings "  # noqa: S608
                 f"WHERE {_KEY_WHERE} AND upload_id=?)",
-                (*key.params, part.number, part.size, part.sha256_b64, part.etag, *key.params, upload_id),
+                (*key.params, part.number, part.size, part.checksum, part.etag, *key.params, upload_id),
             )
 
     def replace_parts(self, key: RecordingKey, parts: Iterable[JournaledPart]) -> None:
@@ -310,7 +314,7 @@ class Journal:
         self.delete_parts(key)
         self._write_many(
             "INSERT INTO parts VALUES(?,?,?,?,?,?,?)",
-            [(*key.params, p.number, p.size, p.sha256_b64, p.etag) for p in parts],
+            [(*key.params, p.number, p.size, p.checksum, p.etag) for p in parts],
         )
 
     def delete_parts(self, key: RecordingKey) -> None:

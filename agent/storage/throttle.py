@@ -65,9 +65,9 @@ class SharedUploads(BucketWrapper):
         self._cap = cap if cap is not None else TokenBucket(bandwidth_mbps * 1e6 / 8) if bandwidth_mbps else None
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
         with self._slots:
             if self._cap is not None:
                 self._cap.take(len(data))
-            return self.inner.upload_part(key, upload_id, part_number, data, sha256_b64=sha256_b64)
+            return self.inner.upload_part(key, upload_id, part_number, data, checksum=checksum)

@@ -27,9 +27,9 @@ class BucketWrapper(Bucket):
         return self.inner.start_upload(key, retain_until=retain_until)
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, data: PartData, *, sha256_b64: str | None = None
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
-        return self.inner.upload_part(key, upload_id, part_number, data, sha256_b64=sha256_b64)
+        return self.inner.upload_part(key, upload_id, part_number, data, checksum=checksum)
 
     def list_parts(self, key: str, upload_id: str) -> list[Part]:
         return self.inner.list_parts(key, upload_id)
