@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -210,3 +211,32 @@ def entries_of(docs: list[tuple[dict[str, object], bytes]]) -> list[bytes]:
 
 def tree_root(entries: list[bytes]) -> bytes:
     return gocheck.build_tree(len(entries), lambda i: entries[i]).root()
+
+
+def _steps_of_one_seal(db: sqlite3.Connection, index: int, key: Ed25519PrivateKey) -> int:
+    """SQLite VM instructions one more seal's log append runs (counted, not timed: deterministic)."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    db.set_progress_handler(count, 1)
+    docklog.append_in(db, dock_id="d", batch_id=f"b{index}", batch_seq=index + 1, manifest_sha256="0" * 64, key=key)
+    db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_a_seals_log_append_costs_the_same_in_a_long_log() -> None:
+    """Each seal appends in O(log n): counting the log's entries and hashes with COUNT(*) walked every row,
+    so a dock's millionth seal read three million rows (bench/tlog.py)."""
+    key = Ed25519PrivateKey.generate()
+    db = sqlite3.connect(":memory:")
+    costs = {}
+    for i in range(4097):
+        if i in (256, 4096):
+            costs[i] = _steps_of_one_seal(db, i, key)
+        else:
+            docklog.append_in(db, dock_id="d", batch_id=f"b{i}", batch_seq=i + 1, manifest_sha256="0" * 64, key=key)
+    # 16 times the entries: a few more hash reads (log n), not 16 times the work
+    assert costs[4096] < 2 * costs[256], costs
