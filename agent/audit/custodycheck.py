@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bodycam.agent.formats.commitment import RootBuilder
@@ -47,8 +47,15 @@ class CustodyCheck:
     ``max_entries`` lines; the caller reports that and stops reading.
     """
 
-    def __init__(self, info: Mapping[str, Any], max_entries: int) -> None:
+    def __init__(
+        self,
+        info: Mapping[str, Any],
+        max_entries: int,
+        on_entry: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
         self.info = info
+        #: sees each parsed entry once (the disclosure check collects its ``disclosed`` entries)
+        self.on_entry = on_entry
         self.max_entries = max_entries
         self.sha256 = hashlib.sha256()
         self.lines = 0
@@ -123,6 +130,8 @@ class CustodyCheck:
                 (seq, "custody_order", f"custody entry {seq} comes after entry {self._highest}: entries were reordered")
             )
         self._highest = seq if self._highest is None else max(self._highest, seq)
+        if self.on_entry is not None:
+            self.on_entry(entry)
         if entry.get("event") == "dock_handover" and self.handover is None:
             self.handover = {
                 k: v

@@ -37,10 +37,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bodycam.agent import __version__
 from bodycam.agent.audit import logcheck, witnesscheck
 from bodycam.agent.audit.custodycheck import CustodyCheck
+from bodycam.agent.audit.disclosures import Collector, Disclosure
 from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import commitment, witnesspolicy
 from bodycam.agent.formats import manifest as mf
-from bodycam.agent.formats.agecrypt import Decryptor
+from bodycam.agent.formats.agecrypt import AgeNoMatchError, Decryptor
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
@@ -341,6 +342,10 @@ class Verifier:
         #: says), and the signed erasure entries seen (key -> entry): matched once the whole bucket is read
         self._gone: dict[str, dict[str, Any]] = {}
         self._erasures: dict[str, dict[str, Any]] = {}
+        #: sees each custody disclosure entry with its batch and the manifest's plaintext SHA-256 of the
+        #: object (``bodycam-sync disclosures``); ``check_objects=False`` skips hashing the objects
+        self.on_disclosure: DisclosureSink | None = None
+        self.check_objects = True
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -668,6 +673,7 @@ class Verifier:
                 self._personal(personal["key"], result, doc.get("recordings"))
         else:
             self._find("manifest_invalid", f"{mkey} names no personal sidecar", **where)
+        self._party_sidecars(doc, prefix, result, listed)
         recordings = doc.get("recordings")
         if not isinstance(recordings, list):
             self._find("manifest_invalid", f"{mkey} has no recordings list", **where)
@@ -780,7 +786,9 @@ class Verifier:
                 **where,
             )
             return
-        check = CustodyCheck(info, limits.custody_entries)
+        listed_objects = [x for k in ("recordings", "sidecars") if isinstance(x := doc.get(k), list) for _ in x]
+        collector = Collector(bound=len(listed_objects))
+        check = CustodyCheck(info, limits.custody_entries, on_entry=collector.entry)
         try:
             for chunk in _chunks(self.bucket, key):
                 check.feed(chunk)
@@ -812,6 +820,23 @@ class Verifier:
         result.handover = check.handover
         for seq, problem, message in problems:
             self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
+        self._disclosures(doc, collector, result, key)
+
+    def _disclosures(self, doc: dict[str, Any], collector: Collector, result: BatchResult, key: str) -> None:
+        """The segment's disclosure entries against the manifest, both ways (docs/formats.md §10.4)."""
+        for seq, problem, message in collector.match(doc):
+            self._find(problem, f"{key}: {message}", dock=result.dock, batch=result.batch, key=key, custody_seq=seq)
+        if self.on_disclosure is None:
+            return
+        recordings = doc.get("recordings")
+        plain = {
+            r["key"]: r.get("plaintext_sha256")
+            for r in (recordings if isinstance(recordings, list) else [])
+            if isinstance(r, dict) and isinstance(r.get("key"), str)
+        }
+        for found in collector.found:
+            sha = plain.get(found.key)
+            self.on_disclosure(result, found, sha if isinstance(sha, str) else None)
 
     def _personal(self, key: str, result: BatchResult, recordings: Any) -> None:
         """With an identity: the sidecar decrypts to a JSON object naming this batch, with an entry for
@@ -836,6 +861,51 @@ class Verifier:
             mismatch = _officer_mismatch(personal, recordings)
             if mismatch:
                 raise ValueError(mismatch)
+        except (BodycamError, ValueError) as err:
+            self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
+
+    def _party_sidecars(self, doc: dict[str, Any], prefix: str, result: BatchResult, listed: set[str]) -> None:
+        """The manifest's ``sidecars`` (docs/formats.md §5.3): each a numbered object of the batch with
+        the signed hash; with an identity that opens one, it must hold exactly the recordings its parties
+        were encrypted to, and an officer id only where the manifest has a pseudonym."""
+        sidecars = doc.get("sidecars")
+        if sidecars is None:
+            return
+        dock, batch = result.dock, result.batch
+        mkey = f"{prefix}/{mf.MANIFEST}"
+        if not isinstance(sidecars, list) or len(sidecars) > mf.MAX_PARTY_SIDECARS:
+            self._find("manifest_invalid", f"{mkey} has no valid sidecars list", dock=dock, batch=batch, key=mkey)
+            return
+        names = {f"{prefix}/{mf.party_sidecar_name(n)}" for n in range(1, len(sidecars) + 1)}
+        for item in sidecars:
+            key = item.get("key") if isinstance(item, dict) else None
+            if not isinstance(item, dict) or key not in names:
+                self._find("manifest_invalid", f"{mkey} names sidecar {_short(key)}, not one of its batch's "
+                           "numbered party sidecars", dock=dock, batch=batch, key=mkey)  # fmt: skip
+                continue
+            names.discard(key)
+            listed.add(key)
+            if self._object_hash(key, item.get("sha256"), None, dock, batch) is not None and self.identities:
+                self._party_sidecar(key, item.get("parties"), result, doc.get("recordings"))
+
+    def _party_sidecar(self, key: str, parties: Any, result: BatchResult, recordings: Any) -> None:
+        dock, batch = result.dock, result.batch
+        try:
+            decrypt = Decryptor(self.identities)
+            data = decrypt.update(self.bucket.get_bytes(key, max_size=self.limits.personal_bytes))
+            data += decrypt.finalize()
+        except AgeNoMatchError:
+            return  # another party's view: not ours to open
+        except BodycamError as err:
+            self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
+            return
+        try:
+            sidecar = strictjson.parse_json(data, key, self.limits.manifest_values)
+            if not isinstance(sidecar, dict) or sidecar.get("batch_id") != batch:
+                raise ValueError("it does not name this batch")
+            problem = _view_mismatch(sidecar, parties, recordings)
+            if problem:
+                raise ValueError(problem)
         except (BodycamError, ValueError) as err:
             self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
 
@@ -896,6 +966,8 @@ class Verifier:
                 "object_size", f"{key} is {size} bytes, the manifest says {_short(rec.get('ciphertext_size'))}", **where
             )
             return None
+        if not self.check_objects:
+            return ""  # listed with the right size; its bytes are verify's to hash
         digest = hashlib.sha256()
         decrypt = Decryptor(self.identities) if (self.identities and rec is not None) else None
         plain = hashlib.sha256()
@@ -1164,6 +1236,35 @@ def _officer_mismatch(personal: Personal, recordings: Any) -> str | None:
     return None
 
 
+def _view_mismatch(sidecar: dict[str, Any], parties: Any, recordings: Any) -> str | None:
+    """Why a party sidecar does not hold exactly the recordings its parties were encrypted to (with an
+    officer id only where the manifest has a pseudonym), or None."""
+    if not isinstance(parties, list) or not parties:
+        return "the manifest names no parties for it"
+    listed = [r for r in recordings if isinstance(r, dict)] if isinstance(recordings, list) else []
+    theirs = {
+        (str(r.get("camera_serial"))[:64], str(r.get("recording_id"))[:32]): r
+        for r in listed
+        if isinstance(r.get("parties"), list) and all(p in r["parties"] for p in parties)
+    }
+    entries = sidecar.get("recordings")
+    seen = set()
+    for item in entries if isinstance(entries, list) else []:
+        if not isinstance(item, dict):
+            return "a recording entry is not an object"
+        ident = (str(item.get("camera_serial"))[:64], str(item.get("recording_id"))[:32])
+        rec = theirs.get(ident)
+        if rec is None:
+            return f"it has an entry for recording {ident[0]} #{ident[1]}, which its parties were not encrypted to"
+        seen.add(ident)
+        if "officer_id" in item and (item["officer_id"] is None) != (rec.get("officer_pseudonym") is None):
+            return f"recording {ident[0]} #{ident[1]}: officer_id and the manifest's officer_pseudonym disagree"
+    missing = sorted(set(theirs) - seen)
+    if missing:
+        return f"it has no entry for recording {missing[0][0]} #{missing[0][1]}, which its parties received"
+    return None
+
+
 class _Invalid:
     """Stands for a manifest value that is not a scalar: equal to nothing, short when printed."""
 
@@ -1269,6 +1370,9 @@ def _chunks(bucket: Bucket, key: str) -> Iterator[bytes]:
         yield from reader.iter_chunks(CHUNK)
 
 
+#: ``on_disclosure(batch, entry, plaintext SHA-256 the manifest gives its object)``
+DisclosureSink = Callable[["BatchResult", Disclosure, "str | None"], None]
+
 #: ``on_progress(bytes_read, objects_listed)``: how far a verify run has got
 VerifyProgressFn = Callable[[int, int], None]
 
@@ -1321,8 +1425,12 @@ def run_verify(
     max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB,
     on_progress: VerifyProgressFn | None = None,
     policy_path: Any | None = None,
+    configure: Callable[[Verifier], None] | None = None,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
+
+    ``configure`` may set up the :class:`Verifier` before it runs (``bodycam-sync disclosures`` collects
+    the disclosure entries and skips hashing footage).
 
     ``bucket_url`` is ``s3://...``, ``file:///DIR`` or a plain directory path; a file bucket is opened
     read-only (verify never creates, tidies or writes anything in it, so a read-only copy verifies).
@@ -1371,7 +1479,10 @@ def run_verify(
         heads[dock] = digest
     if on_progress is not None:
         bucket = _CountedBucket(bucket, on_progress)
-    report = Verifier(bucket, signers, identities, heads, limits, policy).run()
+    verifier = Verifier(bucket, signers, identities, heads, limits, policy)
+    if configure is not None:
+        configure(verifier)
+    report = verifier.run()
     report.audit = AuditContext(
         bucket_url,
         str(allowed_signers),

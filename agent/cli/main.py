@@ -31,6 +31,7 @@ from bodycam.agent.cli import (
     witness,
 )
 from bodycam.agent.cli.common import Context
+from bodycam.agent.cli.disclosures import disclosures
 from bodycam.agent.cli.logsetup import error_line
 from bodycam.drivers.errors import BodycamError
 
@@ -88,6 +89,7 @@ for _command in COMMANDS:
 cli.add_command(witness.witness)
 agreements.agreement.add_command(fleet.agreement_publish)
 cli.add_command(retention.retention)
+cli.add_command(disclosures)
 
 
 def main(argv: list[str] | None = None) -> None:

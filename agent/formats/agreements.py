@@ -544,6 +544,22 @@ class Disclosure:
     def manifest_fields(self) -> dict[str, object]:
         return {"agreements": [a.ref() for a in self.agreements], "parties": list(self.parties)}
 
+    def shares(self) -> dict[str, dict[str, list[str]]]:
+        """Per party: the covering agreements that name it (ids), the data items they disclose to it
+        (their union, in DATA_ITEMS order) and its age recipients: what its own sidecar may hold and
+        whom it is encrypted to (docs/formats.md §5.3), and what the disclosure entry says it was under."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for agreement in self.agreements:
+            for party in agreement.parties:
+                share = out.setdefault(party.name, {"agreements": [], "data_items": [], "recipients": []})
+                share["agreements"].append(agreement.id)
+                items = set(share["data_items"]) | set(agreement.data_items)
+                share["data_items"] = [i for i in DATA_ITEMS if i in items]
+                share["recipients"] += [r for r in party.recipients if r not in share["recipients"]]
+        for share in out.values():
+            share["agreements"] = sorted(set(share["agreements"]))
+        return dict(sorted(out.items()))
+
 
 def disclosure(loaded: Loaded, facts: RecordingFacts, now: float, archive: str) -> Disclosure:
     """The covering agreements, their parties and the recipients (union, plus the archive), checked to

@@ -26,11 +26,17 @@ LOG_DIR = "log"
 PREV_SIGNATURE = "manifest.json.sig.prev"  # next to manifest.json.sig in a batch that changes key
 CUSTODY = "custody.jsonl"
 PERSONAL = "personal.json.age"
+MAX_PARTY_SIDECARS = 256  # a batch's party sidecars (one per distinct view; 16 parties per agreement)
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 def batch_prefix(dock_id: str, batch_id: str) -> str:
     return f"{dock_id}/{batch_id}"
+
+
+def party_sidecar_name(n: int) -> str:
+    """The file name of a batch's ``n``-th party sidecar (docs/formats.md §5.3): a number, never a name."""
+    return f"personal.{n}.json.age"
 
 
 def recording_key(dock_id: str, batch_id: str, serial: str, recording_id: int) -> str:

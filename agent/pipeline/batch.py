@@ -24,6 +24,7 @@ from bodycam.agent.formats.agecrypt import Encryptor
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import public_key_line, sign
 from bodycam.agent.pipeline import keys as dock_keys
+from bodycam.agent.pipeline import sidecars as sc
 from bodycam.agent.storage import docklog
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, RecordingKey, RecordingState, utc_now
@@ -45,6 +46,7 @@ class SealedBatch:
     personal: bytes
     recordings: int
     signature_prev: str | None = None  # by the previous key, in the first batch after a key rotation
+    sidecars: tuple[tuple[str, bytes], ...] = ()  # each party sidecar's file name and bytes (§5.3)
 
 
 def open_batch(journal: Journal) -> str:
@@ -154,24 +156,21 @@ def seal(
             (batch["seq"] - 1,),
         ).fetchone()
         cosigner = dock_keys.handover(db, custody, key, prev_row[1] if prev_row else None)
-        head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
-        first = int(batch["custody_first"])
-        custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
-        lines = [
-            r[0].encode()
-            for r in db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
-        ]
-        custody_bytes = b"".join(line + b"\n" for line in lines)
-        personal_doc: dict[str, Any] = {
-            "batch_id": batch_id,
-            "recordings": [],
-            "exercises": [],
-            "errors": custody.details(first, head.seq),  # the clear text of the segment's error entries
-        }
+        personal_doc: dict[str, Any] = {"batch_id": batch_id, "recordings": [], "exercises": []}
         entries = []
         exercises: set[str] = set()
+        shared: list[sc.Shared] = []
         for r in rows:
             officer = _officer_at(db, r["serial"], r["start_us"] / 1e6 - r["clock_offset_s"])
+            disclosed = _disclosure(journal, r)
+            shares = disclosed.pop("shares", None)
+            if disclosed:
+                shared.append(
+                    sc.Shared(
+                        r["serial"], r["recording_id"], officer, r["exercise_id"], tuple(disclosed["agreements"]),
+                        shares or {},
+                    )
+                )  # fmt: skip
             entries.append(
                 {
                     "camera_serial": r["serial"],
@@ -191,7 +190,7 @@ def seal(
                     "key": r["object_key"],
                     "version_id": r["version_id"],
                     "officer_pseudonym": mf.pseudonym(pseudonym_secret, officer) if officer else None,
-                    **_disclosure(journal, r),
+                    **disclosed,
                 }
             )
             personal_doc["recordings"].append(
@@ -210,6 +209,19 @@ def seal(
                 personal_doc["exercises"].append(
                     {"id": ex_id, "site": ex["site"], "start": _iso(ex["start_ts"]), "end": _iso(ex["end_ts"])}
                 )
+        sidecars = _party_sidecars(db, custody, dock_id, batch_id, shared, personal_doc["exercises"])
+        head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
+        first = int(batch["custody_first"])
+        custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
+        lines = [
+            r[0].encode()
+            for r in db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
+        ]
+        custody_bytes = b"".join(line + b"\n" for line in lines)
+        personal_doc["errors"] = custody.details(first, head.seq)  # the clear text of the segment's errors
+        operators = custody.operators(first, head.seq)
+        if operators:  # who ran the segment's CLI actions (custody names them by pseudonym only)
+            personal_doc["operators"] = operators
         personal = _encrypt([r.age for r in recipients], canonical(personal_doc))
         manifest = {
             "format": mf.FORMAT,
@@ -238,6 +250,12 @@ def seal(
             "recordings": entries,
             "recordings_root": commitment.recordings_root(entries),  # format 1.1: one recording can be proven
         }
+        if shared:  # a batch with recordings disclosed under agreements (§10): each party's own sidecar
+            manifest["sidecars"] = [
+                {"key": f"{mf.batch_prefix(dock_id, batch_id)}/{name}", "sha256": mf.sha256_hex(data),
+                 "parties": list(parties), "data_items": list(items)}
+                for name, data, parties, items in sidecars
+            ]  # fmt: skip
         manifest_bytes = mf.encode(manifest)
         signature = sign(manifest_bytes, key, mf.NAMESPACE)
         if cosigner is not None:
@@ -264,7 +282,7 @@ def publish(journal: Journal, bucket: Bucket, dock_id: str, batch_id: str) -> No
     after a crash."""
     sealed = _sealed_from_row(journal, batch_id)
     prefix = mf.batch_prefix(dock_id, batch_id)
-    artefacts = [(mf.CUSTODY, sealed.custody), (mf.PERSONAL, sealed.personal)]
+    artefacts = [(mf.CUSTODY, sealed.custody), (mf.PERSONAL, sealed.personal), *sealed.sidecars]
     if sealed.signature_prev is not None:
         artefacts.append((mf.PREV_SIGNATURE, sealed.signature_prev.encode()))
     artefacts += [(mf.SIGNATURE, sealed.signature.encode()), (mf.MANIFEST, sealed.manifest)]
@@ -307,6 +325,10 @@ def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
         r["personal"],
         count,
         dock_keys.prev_signature(journal, batch_id),
+        tuple(
+            (str(s[0]), bytes(s[1]))
+            for s in journal.query("SELECT name, data FROM batch_sidecars WHERE batch_id=? ORDER BY n", (batch_id,))
+        ),
     )
 
 
@@ -315,6 +337,37 @@ def _disclosure(journal: Journal, r: Any) -> dict[str, Any]:
     the dock runs under data-sharing agreements; nothing for a recording sent to ``[[recipients]]``."""
     found = journal.disclosure(RecordingKey(r["serial"], r["recording_id"], r["camera_sha256"]))
     return dict(json.loads(found)) if found is not None else {}
+
+
+def _party_sidecars(
+    db: Any,
+    custody: CustodyLog,
+    dock_id: str,
+    batch_id: str,
+    shared: list[sc.Shared],
+    exercises: list[dict[str, Any]],
+) -> list[tuple[str, bytes, tuple[str, ...], tuple[str, ...]]]:
+    """Encrypt and journal each party sidecar of the batch, and log its disclosure (custody ``disclosed``,
+    before ``batch_sealed``): (file name, bytes, parties, data items) in the manifest's order."""
+    out = []
+    views = sc.party_sidecars(batch_id, shared, {ex["id"]: ex for ex in exercises})
+    for n, view in enumerate(views, start=1):
+        name = mf.party_sidecar_name(n)
+        data = _encrypt(list(view.recipients), view.plaintext)
+        db.execute("INSERT INTO batch_sidecars(batch_id, n, name, data) VALUES(?,?,?,?)", (batch_id, n, name, data))
+        custody.append_in(
+            db,
+            "disclosed",
+            sidecar=True,
+            key=f"{mf.batch_prefix(dock_id, batch_id)}/{name}",
+            ciphertext_sha256=mf.sha256_hex(data),
+            parties=list(view.parties),
+            agreements=[dict(a) for a in view.agreements],
+            under=view.under,
+            data_items=list(view.data_items),
+        )
+        out.append((name, data, view.parties, view.data_items))
+    return out
 
 
 def _officer_at(db: Any, serial: str, when: float) -> str | None:

@@ -654,7 +654,7 @@ class Agent:
                 if shared is not None:
                     db.execute(
                         "INSERT OR REPLACE INTO recording_agreements VALUES(?,?,?,?)",
-                        (*job.key.params, mf.encode(_disclosed(shared, keep_until)).decode()),
+                        (*job.key.params, mf.encode(_journaled(shared, keep_until)).decode()),
                     )
                 self.custody.append_in(
                     db, "pull_started", camera=serial, recording=rec.id, key=key, restart=True if restart else None
@@ -724,6 +724,7 @@ class Agent:
             ciphertext_sha256=row["ciphertext_sha256"],
             parties=fields.get("parties"),
             agreements=fields.get("agreements"),
+            under={p: share["agreements"] for p, share in fields.get("shares", {}).items()} or None,
         )
 
     def _erase(self, camera: CameraDevice, rec: RecordingInfo, report: CameraReport) -> None:
@@ -905,3 +906,9 @@ def ingest_once(
         open_rows = agent.journal.query("SELECT batch_id FROM batches WHERE state='open' LIMIT 1")
         report.batch_id = open_rows[0][0] if open_rows else None
     return report
+
+
+def _journaled(shared: ag.Disclosure, keep_until: float | None) -> dict[str, Any]:
+    """What the journal keeps of a recording's disclosure: the manifest's fields and, under ``shares``,
+    each party's agreements, data items and recipients (for its sidecar and its disclosure entry)."""
+    return {**_disclosed(shared, keep_until), "shares": shared.shares()}
