@@ -12,7 +12,10 @@ import csv
 import hashlib
 import io
 import json
+import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +166,22 @@ def test_an_altered_disclosure_entry_is_a_named_verify_finding(shared: Shared, t
     assert rc == 1
     named = [f for f in findings if f["problem"] == "disclosure_mismatch"]
     assert len(named) == 1 and "parties" in named[0]["message"] and named[0]["custody_seq"], findings
+
+
+def test_a_party_checks_its_own_disclosures_with_stock_tools(shared: Shared) -> None:
+    """docs/auditing.md's party block, run as written: it lists exactly the party's disclosures."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "auditing.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"<!-- party-walkthrough -->\s*\n```sh\n(.*?)\n```", doc, re.S)
+    report = json.loads(_report(shared, "--json").stdout)
+    for party in (FULL, LIMITED):
+        env = {**os.environ, "BUCKET_DIR": str(shared.bucket), "ALLOWED_SIGNERS": str(shared.dock.allowed_signers),
+               "PARTY": party, "IDENTITY": str(shared.identities[party])}  # fmt: skip
+        proc = subprocess.run(["bash", "-c", block], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        listed = {tuple(line.split("\t")[1:]) for line in proc.stdout.splitlines()}
+        rows = next(p["disclosures"] for p in report["parties"] if p["party"] == party)
+        assert listed == {(r["key"], r["agreements"][0]["id"], r["ciphertext_sha256"]) for r in rows}
+    # the other party's key on this party's disclosures: the block names the file it could not open
+    env["IDENTITY"] = str(shared.identities[FULL])
+    proc = subprocess.run(["bash", "-c", block], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "CHECK FAILED" in proc.stderr and "does not open it" in proc.stderr
