@@ -171,7 +171,7 @@ def test_an_altered_disclosure_entry_is_a_named_verify_finding(shared: Shared, t
 def test_a_party_checks_its_own_disclosures_with_stock_tools(shared: Shared) -> None:
     """docs/auditing.md's party block, run as written: it lists exactly the party's disclosures."""
     doc = (Path(__file__).resolve().parent.parent / "docs" / "auditing.md").read_text(encoding="utf-8")
-    (block,) = re.findall(r"<!-- party-walkthrough -->\s*\n```sh\n(.*?)\n```", doc, re.S)
+    (block,) = re.findall(r"<!-- party-disclosures -->\s*\n```sh\n(.*?)\n```", doc, re.S)
     report = json.loads(_report(shared, "--json").stdout)
     for party in (FULL, LIMITED):
         env = {**os.environ, "BUCKET_DIR": str(shared.bucket), "ALLOWED_SIGNERS": str(shared.dock.allowed_signers),

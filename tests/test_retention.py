@@ -106,6 +106,13 @@ def _entries(manifests: dict[str, dict[str, Any]], serial: str) -> list[dict[str
     return [e for m in manifests.values() for e in m["recordings"] if e["camera_serial"] == serial]
 
 
+def _sidecar_keys(manifests: dict[str, dict[str, Any]], batch: str) -> list[str]:
+    """The batch's personal sidecars: the archive's, then each party's (docs/formats.md §5.3)."""
+    keys = [manifests[batch]["personal"]["key"], *(s["key"] for s in manifests[batch].get("sidecars", []))]
+    assert len(keys) == 2  # P1 alone received the old batch: one party sidecar
+    return keys
+
+
 def _custody(bucket: Any) -> list[dict[str, Any]]:
     lines = []
     for info in bucket.iter_objects(""):
@@ -182,12 +189,12 @@ def test_retention_on_the_local_bucket_erases_logs_and_verify_tells_erased_from_
     assert applied.returncode == 0, applied.stdout + applied.stderr
     report = json.loads(applied.stdout)
     assert report["ok"] and report["unpublished"] == 0 and report["batch_id"]
-    personal = f"dock-test/{old_batch}/personal.json.age"
-    assert sorted(d["key"] for d in report["erased"]) == sorted([e["key"] for e in old] + [personal])
-    assert all(bucket.head(k) is None for k in [e["key"] for e in old] + [personal])
+    personal = _sidecar_keys(manifests, old_batch)  # the archive's and P1's own (docs/formats.md §5.3)
+    assert sorted(d["key"] for d in report["erased"]) == sorted([e["key"] for e in old] + personal)
+    assert all(bucket.head(k) is None for k in [e["key"] for e in old] + personal)
     assert all(bucket.head(e["key"]) is not None for e in new)
     erasures = [c for c in _custody(bucket) if c["event"] == "bucket_erased"]
-    assert sorted(c["key"] for c in erasures) == sorted([e["key"] for e in old] + [personal])  # once each
+    assert sorted(c["key"] for c in erasures) == sorted([e["key"] for e in old] + personal)  # once each
     for c in erasures:
         assert c["operation"] == "erasure" and c["agreements"] == ["DSA-SHORT"] and len(c["sha256"]) == 64
         assert not {"officer_id", "original_name", "site", "name"} & set(c)
@@ -199,16 +206,16 @@ def test_retention_on_the_local_bucket_erases_logs_and_verify_tells_erased_from_
 
     rc, doc, text = _verify(dock, archive)
     assert rc == 0 and doc["findings"] == [], doc["findings"]
-    assert sorted(e["key"] for e in doc["erasures"]) == sorted([e["key"] for e in old] + [personal])
+    assert sorted(e["key"] for e in doc["erasures"]) == sorted([e["key"] for e in old] + personal)
     assert all(e["agreements"] == ["DSA-SHORT"] and e["batch"] == old_batch for e in doc["erasures"])
     assert f"ERASED {old[0]['key']}: under agreement DSA-SHORT at " in text
-    assert "3 erased under their agreements' retention, no problems" in text
+    assert "4 erased under their agreements' retention, no problems" in text
     html = tmp_path / "audit.html"
     reported = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
                         "--report", str(html))  # fmt: skip
     assert reported.returncode == 0, reported.stdout + reported.stderr
     page = html.read_text()
-    assert "Erased under retention (3)" in page and old[0]["key"] in page and "DSA-SHORT" in page
+    assert "Erased under retention (4)" in page and old[0]["key"] in page and "DSA-SHORT" in page
 
     # each party checks its own share with stock tools (docs/auditing.md)
     p1 = _party_walkthrough(dock, root, "P1", archive.with_name("P1.agekey"))
@@ -268,7 +275,7 @@ def test_retention_on_seaweedfs_with_object_lock(tmp_path: Path, seaweedfs: Seaw
         refused = retention.apply(agent, now=time.time() + 400 * DAY)
     finally:
         agent.close()
-    erased_old = {e["key"] for e in old} | {f"dock-test/{old[0]['key'].split('/')[1]}/personal.json.age"}
+    erased_old = {e["key"] for e in old} | set(_sidecar_keys(manifests, old[0]["key"].split("/")[1]))
     assert {d.key for d in refused.erased} == erased_old
     assert sorted(err.split(":")[0] for err in refused.errors) == sorted(e["key"] for e in new)
     assert all(bucket.head(e["key"]) is not None for e in new)
@@ -280,8 +287,8 @@ def test_retention_on_seaweedfs_with_object_lock(tmp_path: Path, seaweedfs: Seaw
         assert not versions.get("Versions") and not versions.get("DeleteMarkers"), versions
     rc, doc, text = _verify(dock, archive, env)
     assert rc == 0 and doc["findings"] == [], doc["findings"]
-    personal = f"dock-test/{old[0]['key'].split('/')[1]}/personal.json.age"
-    assert sorted(e["key"] for e in doc["erasures"]) == sorted([e["key"] for e in old] + [personal])
+    personal = _sidecar_keys(manifests, old[0]["key"].split("/")[1])
+    assert sorted(e["key"] for e in doc["erasures"]) == sorted([e["key"] for e in old] + personal)
     assert "ERASED" in text
 
 

@@ -885,7 +885,8 @@ class Verifier:
                 continue
             names.discard(key)
             listed.add(key)
-            if self._object_hash(key, item.get("sha256"), None, dock, batch) is not None and self.identities:
+            kept = _batch_retain_until(doc.get("recordings"))  # erased with the archive's sidecar (§13)
+            if self._object_hash(key, item.get("sha256"), None, dock, batch, kept) is not None and self.identities:
                 self._party_sidecar(key, item.get("parties"), result, doc.get("recordings"))
 
     def _party_sidecar(self, key: str, parties: Any, result: BatchResult, recordings: Any) -> None:

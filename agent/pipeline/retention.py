@@ -122,11 +122,14 @@ def _recordings(journal: Journal) -> list[Due]:
 
 def _sidecars(journal: Journal, dock_id: str) -> list[Due]:
     """Personal sidecars of published batches whose every recording's erasure is logged: the sidecar
-    holds officer ids and original names of those recordings, so it goes with the last of them."""
+    holds officer ids and original names of those recordings, so it goes with the last of them; so do
+    the batch's party sidecars (docs/formats.md §5.3), each its own erasure. A batch is listed until
+    every one of its sidecars has an erasure (so a crash between two of them loses none)."""
     rows = journal.query(
         "SELECT b.batch_id, b.personal, b.manifest FROM batches b WHERE b.state='published' "
         "AND EXISTS(SELECT 1 FROM erasures e WHERE e.batch_id=b.batch_id AND e.object=? AND e.state='logged') "
-        "AND NOT EXISTS(SELECT 1 FROM erasures e WHERE e.batch_id=b.batch_id AND e.object=?) LIMIT ?",
+        "AND (SELECT COUNT(*) FROM erasures e WHERE e.batch_id=b.batch_id AND e.object=?) "
+        "< 1 + (SELECT COUNT(*) FROM batch_sidecars s WHERE s.batch_id=b.batch_id) LIMIT ?",
         (rt.RECORDING, rt.PERSONAL, MAX_LIST),
     )
     out = []
@@ -139,16 +142,19 @@ def _sidecars(journal: Journal, dock_id: str) -> list[Due]:
         if {row["key"] for row in logged} != set(keys):
             continue
         agreements = sorted({a for row in logged for a in json.loads(row["agreements"])})
-        out.append(
-            Due(
-                rt.PERSONAL,
-                f"{mf.batch_prefix(dock_id, str(r['batch_id']))}/{mf.PERSONAL}",
-                str(r["batch_id"]),
-                mf.sha256_hex(bytes(r["personal"])),
-                max(float(row["retain_until"]) for row in logged),
-                tuple(agreements),
+        prefix = mf.batch_prefix(dock_id, str(r["batch_id"]))
+        sidecars = [(f"{prefix}/{mf.PERSONAL}", mf.sha256_hex(bytes(r["personal"])))]
+        sidecars += [(str(s["key"]), str(s["sha256"])) for s in json.loads(r["manifest"]).get("sidecars", [])]
+        done = {
+            str(e["key"])
+            for e in journal.query(
+                "SELECT key FROM erasures WHERE batch_id=? AND object=?", (r["batch_id"], rt.PERSONAL)
             )
-        )
+        }
+        until = max(float(row["retain_until"]) for row in logged)
+        for key, sha in sidecars:
+            if key not in done:
+                out.append(Due(rt.PERSONAL, key, str(r["batch_id"]), sha, until, tuple(agreements)))
     return out
 
 
