@@ -64,7 +64,7 @@ class ReceiveReport:
     def ok(self) -> bool:
         return not self.problems and not self.untold
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "agreement": self.agreement,

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bodycam.agent import config as config_mod
 from bodycam.drivers.errors import BodycamError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.journal import Journal
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _complete_from_journal(table: str) -> Any:
+def _complete_from_journal(table: str) -> Callable[[click.Context, click.Parameter, str], list[str]]:
     """A click ``shell_complete`` callback listing enrolled serials or exercise ids from the journal."""
 
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
@@ -51,7 +54,7 @@ complete_serial = _complete_from_journal("cameras")
 complete_exercise = _complete_from_journal("exercises")
 
 
-def emit_json(doc: Any) -> None:
+def emit_json(doc: object) -> None:
     """One JSON document on stdout, written as it is encoded (a large verify report is never one string)."""
     pending: list[str] = []
     size = 0
@@ -65,7 +68,7 @@ def emit_json(doc: Any) -> None:
 
 
 @contextlib.contextmanager
-def agent_journal(ctx: Context) -> Iterator[Any]:
+def agent_journal(ctx: Context) -> Iterator[Journal]:
     from bodycam.agent.pipeline.handover import check_identity
     from bodycam.agent.storage.journal import Journal
 
@@ -78,7 +81,7 @@ def agent_journal(ctx: Context) -> Iterator[Any]:
         journal.close()
 
 
-def enrolled_lookup(ctx: Context) -> Any:
+def enrolled_lookup(ctx: Context) -> Callable[[str], bytes | None] | None:
     try:
         from bodycam.agent.storage.journal import Journal
 

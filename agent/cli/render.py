@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from bodycam.agent.audit.verify import VerifyReport
 
 STAYED_WORDS = {
     "operational": "tagged operational",
@@ -15,12 +19,14 @@ STAYED_WORDS = {
 }
 
 
-def stayed_text(doc: dict[str, Any]) -> str | None:
+def stayed_text(doc: Mapping[str, object]) -> str | None:
     """``stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-1: 14 min outside,
     ends after it closes)`` from a camera's ``out_of_scope_reasons`` and ``nearest_window``; None if none stayed."""
     from bodycam.agent.pipeline.policy import Miss
 
-    reasons = doc.get("out_of_scope_reasons") or {}
+    reasons = doc.get("out_of_scope_reasons")
+    if not isinstance(reasons, dict):
+        reasons = {}
     parts = []
     for code, words in STAYED_WORDS.items():
         count = int(reasons.get(code, 0))
@@ -28,23 +34,30 @@ def stayed_text(doc: dict[str, Any]) -> str | None:
             continue
         text = f"{count} {words}"
         near = doc.get("nearest_window")
-        if code == "outside_window" and near:
+        if code == "outside_window" and isinstance(near, dict) and near:
             text += f" ({Miss(near['exercise'], float(near['off_by_s']), near['side']).describe()})"
         parts.append(text)
     parts += [f"{n} {code}" for code, n in sorted(reasons.items()) if code not in STAYED_WORDS and n]
     return "stayed on the dock: " + ", ".join(parts) if parts else None
 
 
-def bay_line(bay: dict[str, Any]) -> str:
+def _number(doc: Mapping[str, object], key: str) -> float:
+    """A count or a rate the daemon sent; 0 when it sent none (null)."""
+    value = doc.get(key)
+    return value if isinstance(value, int | float) else 0
+
+
+def bay_line(bay: Mapping[str, object]) -> str:
     from bodycam.agent.cli.progress import _fmt_bytes, _fmt_eta, bar
 
-    total = bay.get("bytes_total") or 0
-    done = bay.get("bytes_done") or 0
+    total = _number(bay, "bytes_total")
+    done = _number(bay, "bytes_done")
     line = f"{bay['camera']:<14} {bay['state']:<8} {bay['address']:<28}"
     if total:  # the daemon sends a total only for a transfer that runs or was cut short
         line += f" [{bar(done / total, 20)}] {_fmt_bytes(done)}/{_fmt_bytes(total)}"
-    if bay.get("rate_bytes_per_s"):  # and a speed only while it runs
-        line += f" {_fmt_bytes(bay['rate_bytes_per_s'])}/s ETA {_fmt_eta(bay.get('eta_s') or 0)}"
+    rate = _number(bay, "rate_bytes_per_s")
+    if rate:  # and a speed only while it runs
+        line += f" {_fmt_bytes(rate)}/s ETA {_fmt_eta(_number(bay, 'eta_s'))}"
     if bay.get("recording") is not None:
         line += f" rec #{bay['recording']}"
     if bay.get("note"):
@@ -54,7 +67,7 @@ def bay_line(bay: dict[str, Any]) -> str:
     return line
 
 
-def print_verify(report: Any) -> None:
+def print_verify(report: VerifyReport) -> None:
     header = ("DOCK", "BATCH", "SEQ", "RECORDINGS", "OBJECTS OK", "DECRYPTED OK", "CUSTODY", "SIGNATURE", "PROBLEMS")
     rows = [header] + [
         (
@@ -80,7 +93,7 @@ def print_verify(report: Any) -> None:
             if v is not None
         )
         click.echo(f"PROBLEM {f.problem}: {f.message}" + (f" [{where}]" if where else ""))
-    erasures = getattr(report, "erasures", [])
+    erasures = report.erasures
     for e in erasures:
         click.echo(
             f"ERASED {e.key}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained until "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import click
 
@@ -15,6 +14,7 @@ from bodycam.agent.cli.common import (
     pass_ctx,
 )
 from bodycam.agent.cli.render import bay_line, stayed_text
+from bodycam.drivers.strictjson import JSONObject, JSONValue
 
 
 @click.command()
@@ -29,10 +29,27 @@ def daemon(ctx: Context, rescan: float) -> None:
     sys.exit(Daemon(ctx.config_path, rescan_s=rescan).run())
 
 
-def _control(ctx: Context, doc: dict[str, Any]) -> dict[str, Any]:
+def _control(ctx: Context, doc: dict[str, object]) -> JSONObject:
     from bodycam.agent.service.control import request, socket_path
 
     return request(socket_path(ctx.config.state_dir), doc)
+
+
+def _object(value: JSONValue) -> JSONObject:
+    """A member of the daemon's reply that is a JSON object ({} when it is missing)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _bays(reply: JSONObject) -> list[JSONObject]:
+    """The bays of a status reply, as the daemon's ``Bay.to_json`` writes them."""
+    bays = reply.get("bays", [])
+    return [b for b in bays if isinstance(b, dict)] if isinstance(bays, list) else []
+
+
+def _sessions(bay: JSONObject | None) -> int:
+    """How many sessions a bay has run (0 for no bay)."""
+    value = bay.get("sessions", 0) if bay is not None else 0
+    return value if isinstance(value, int) else 0
 
 
 @click.command()
@@ -45,10 +62,12 @@ def status(ctx: Context, as_json: bool) -> None:
         emit_json(reply)
         return
     click.echo(f"dock {reply.get('dock_id')}: {reply.get('summary')}")
-    bucket = reply.get("bucket", {})
-    reachable = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[bucket.get("reachable")]
-    click.echo(f"bucket {bucket.get('url')}: {reachable}; uploads in progress: {reply['queue']['uploads_in_progress']}")
-    for bay in reply.get("bays", []):
+    bucket = _object(reply.get("bucket"))
+    tried = bucket.get("reachable")
+    reachable = "reachable" if tried is True else "UNREACHABLE" if tried is False else "not tried yet"
+    in_progress = _object(reply.get("queue"))["uploads_in_progress"]
+    click.echo(f"bucket {bucket.get('url')}: {reachable}; uploads in progress: {in_progress}")
+    for bay in _bays(reply):
         click.echo(bay_line(bay))
         stayed = stayed_text(bay)
         if stayed:
@@ -76,7 +95,7 @@ def sync(ctx: Context, serial: str, wait: bool, timeout: float, as_json: bool) -
     if not wait:
         click.echo(f"sync of {serial} requested")
         return
-    bay = _wait_for_sync(ctx, serial, int((before or {}).get("sessions", 0)), timeout)
+    bay = _wait_for_sync(ctx, serial, _sessions(before), timeout)
     if as_json:
         emit_json(bay)
     else:
@@ -86,12 +105,12 @@ def sync(ctx: Context, serial: str, wait: bool, timeout: float, as_json: bool) -
         sys.exit(1)
 
 
-def _bay_of(ctx: Context, serial: str) -> dict[str, Any] | None:
-    found = [b for b in _control(ctx, {"cmd": "status"}).get("bays", []) if b.get("camera") == serial]
+def _bay_of(ctx: Context, serial: str) -> JSONObject | None:
+    found = [b for b in _bays(_control(ctx, {"cmd": "status"})) if b.get("camera") == serial]
     return found[0] if found else None
 
 
-def _wait_for_sync(ctx: Context, serial: str, sessions_before: int, timeout: float) -> dict[str, Any]:
+def _wait_for_sync(ctx: Context, serial: str, sessions_before: int, timeout: float) -> JSONObject:
     """Poll the daemon until a session started after the request has ended on ``serial``'s bay."""
     import time
 
@@ -102,7 +121,7 @@ def _wait_for_sync(ctx: Context, serial: str, sessions_before: int, timeout: flo
         bay = _bay_of(ctx, serial)
         if bay is None:
             raise ServiceError(f"camera {serial} was undocked before its sync ended")
-        if int(bay.get("sessions", 0)) > sessions_before and bay.get("state") not in ("syncing", "ejecting"):
+        if _sessions(bay) > sessions_before and bay.get("state") not in ("syncing", "ejecting"):
             return bay
         time.sleep(0.2)
     raise ServiceError(f"the sync of {serial} did not end within {timeout:g} s; see 'bodycam-sync status'")
@@ -130,7 +149,7 @@ def watch(ctx: Context, interval: float, count: int) -> None:
     while True:
         reply = _control(ctx, {"cmd": "status"})
         lines = [f"dock {reply.get('dock_id')}: {reply.get('summary')}  ({time.strftime('%H:%M:%S')})"]
-        for bay in reply.get("bays", []):
+        for bay in _bays(reply):
             lines.append(bay_line(bay))
             stayed = stayed_text(bay)
             if stayed:

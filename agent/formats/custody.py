@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 GENESIS = "0" * 64
 MAX_DETAIL = 500  # characters of an error's clear text kept for the sidecar
@@ -97,13 +96,13 @@ def operator_pseudonym(secret: bytes, user: str) -> str:
     return OPERATOR_PREFIX + hmac.new(secret, f"operator:{user}".encode(), hashlib.sha256).hexdigest()
 
 
-def entry_version(entry: dict[str, Any]) -> int:
+def entry_version(entry: Mapping[str, object]) -> int:
     """1 for an entry written before ``v`` existed; the stated version otherwise (0 when unusable)."""
     v = entry.get("v", 1)
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else 0
 
 
-def canonical(obj: Any) -> bytes:
+def canonical(obj: object) -> bytes:
     """Canonical JSON: sorted keys, UTF-8, no insignificant whitespace (the bytes that get hashed/signed)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from bodycam.agent.config import Config
 from bodycam.agent.storage.bucket import open_bucket
@@ -92,7 +91,7 @@ class Handover:
     after: Identity
     batch_id: str | None  # the batch, sealed under the old identity, that carries the handover entry
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "from": dataclasses.asdict(self.before),
             "to": dataclasses.asdict(self.after),

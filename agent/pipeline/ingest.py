@@ -85,7 +85,7 @@ class CameraReport:
         if miss is not None and (self.nearest is None or miss.off_by_s < self.nearest.off_by_s):
             self.nearest = miss
 
-    def stayed_json(self) -> dict[str, Any]:
+    def stayed_json(self) -> dict[str, object]:
         """``out_of_scope_reasons`` and ``nearest_window`` as ingest, sync and status show them."""
         return {
             "out_of_scope_reasons": dict(self.stayed),
@@ -124,7 +124,7 @@ class IngestReport:
     def ok(self) -> bool:
         return not self.errors and all(c.complete for c in self.cameras)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "batch_id": self.batch_id,

@@ -6,7 +6,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from bodycam.drivers import transport as transports
 from bodycam.drivers.device.api import CameraDevice
@@ -35,7 +34,7 @@ class CameraSummary:
     #: (protocol revision 1: it cannot refuse anyone); "?" when the camera would not say
     pairing: str = "?"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -47,7 +46,7 @@ class Problem:
     error: str
     explicit: bool  # named by the operator (an error), or met by automatic discovery (a warning)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 

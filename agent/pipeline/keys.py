@@ -21,7 +21,6 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -70,7 +69,7 @@ class Rotation:
     def old_allowed_signers_line(self) -> str:
         return allowed_signers_line(self.dock_id, parse_public_key_line(self.old_public_key))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             **self.record(),
             "dock_id": self.dock_id,

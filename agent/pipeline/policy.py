@@ -12,7 +12,6 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bodycam.agent.pipeline.clocks import Placement
 from bodycam.agent.storage.custody_log import CustodyLog
@@ -53,7 +52,7 @@ class Miss:
     off_by_s: float  # seconds the recording reaches outside the window
     side: str  # "before" (starts before it opens) or "after" (ends after it closes)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"exercise": self.exercise_id, "off_by_s": round(self.off_by_s, 1), "side": self.side}
 
     def describe(self) -> str:

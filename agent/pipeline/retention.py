@@ -76,7 +76,7 @@ class ApplyReport:
     def ok(self) -> bool:
         return not self.errors and not self.unpublished
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "erased": [d.to_json() for d in self.erased],

@@ -16,14 +16,15 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bodycam.drivers.errors import BodycamError, ServiceError
+from bodycam.drivers.strictjson import JSONObject
 
 LOG = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
 MAX_RESPONSE = 16 * 1024 * 1024
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+#: a request (parsed from the socket: narrowed by the handler) -> the reply
+Handler = Callable[[JSONObject], dict[str, object]]
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -109,7 +110,7 @@ class ControlServer:
             self.path.unlink()
 
 
-def request(path: Path, doc: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+def request(path: Path, doc: dict[str, object], timeout: float = 10.0) -> JSONObject:
     """Send one request to the daemon; ServiceError (exit 1) when it is not running or refuses us."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -136,7 +137,7 @@ def request(path: Path, doc: dict[str, Any], timeout: float = 10.0) -> dict[str,
     return reply
 
 
-def _send(sock: socket.socket, doc: dict[str, Any]) -> None:
+def _send(sock: socket.socket, doc: dict[str, object]) -> None:
     sock.sendall(json.dumps(doc, default=str).encode() + b"\n")
 
 

@@ -10,7 +10,6 @@ import os
 import pwd
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from bodycam.agent.config import Config
 from bodycam.agent.formats.custody import (
@@ -65,11 +64,11 @@ class CustodyLog:
         user = unix_user()
         return cls(journal, config.dock_id, Operator(user, operator_pseudonym(secret, user)))
 
-    def append(self, event: str, **data: Any) -> Head:
+    def append(self, event: str, **data: object) -> Head:
         with self.journal.transaction() as db:
             return self.append_in(db, event, **data)
 
-    def append_in(self, db: sqlite3.Connection, event: str, **data: Any) -> Head:
+    def append_in(self, db: sqlite3.Connection, event: str, **data: object) -> Head:
         """Append inside the caller's transaction, so the entry commits with the change it records."""
         if event not in EVENTS:
             raise ValueError(f"unknown custody event {event!r}")
@@ -79,7 +78,7 @@ class CustodyLog:
         row = db.execute("SELECT seq, hash FROM custody ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
         actor = self.operator.actor if self.operator else self.dock_id
-        entry = {"seq": seq, "ts": utc_now(), "dock": self.dock_id, "event": event, "prev": prev}
+        entry: dict[str, object] = {"seq": seq, "ts": utc_now(), "dock": self.dock_id, "event": event, "prev": prev}
         entry.update({"v": ENTRY_VERSION, "actor": actor, "operation": operation})
         entry.update(data)
         entry = {k: v for k, v in entry.items() if v is not None}
@@ -90,11 +89,11 @@ class CustodyLog:
             db.execute("INSERT INTO custody_operator(seq, user) VALUES(?,?)", (seq, self.operator.user))
         return Head(seq, digest)
 
-    def error(self, err: BaseException, **ids: Any) -> Head:
+    def error(self, err: BaseException, **ids: object) -> Head:
         with self.journal.transaction() as db:
             return self.error_in(db, err, **ids)
 
-    def error_in(self, db: sqlite3.Connection, err: BaseException, **ids: Any) -> Head:
+    def error_in(self, db: sqlite3.Connection, err: BaseException, **ids: object) -> Head:
         """An ``error`` entry that carries only the error's kind and ids; its clear text stays apart.
 
         An error's message may quote what a camera wrote (a file name, an index's ``file`` value) or
@@ -108,14 +107,14 @@ class CustodyLog:
         db.execute("INSERT INTO custody_detail(seq, text) VALUES(?,?)", (head.seq, str(err)[:MAX_DETAIL]))
         return head
 
-    def details(self, first: int, last: int) -> list[dict[str, Any]]:
+    def details(self, first: int, last: int) -> list[dict[str, object]]:
         """The clear text of the error entries ``first..last``, for the encrypted sidecar."""
         rows = self.journal.query(
             "SELECT seq, text FROM custody_detail WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
         )
         return [{"seq": int(r[0]), "error": str(r[1])} for r in rows]
 
-    def operators(self, first: int, last: int) -> list[dict[str, Any]]:
+    def operators(self, first: int, last: int) -> list[dict[str, object]]:
         """Who (clear Unix user) caused the operator entries ``first..last``, for the archive's sidecar."""
         rows = self.journal.query(
             "SELECT seq, user FROM custody_operator WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -33,7 +33,7 @@ CHECKPOINTS = "checkpoints"
 WITNESSED = "checkpoint.witnessed"  # the largest cosigned checkpoint (docs/formats.md §11.3)
 WITNESSED_DIR = "witnessed"  # witnessed/<size>: each cosigned checkpoint with all its cosignatures
 
-Query = Callable[[str, Sequence[Any]], list[Any]]
+Query = Callable[[str, Sequence[object]], list[sqlite3.Row]]
 #: created by the first seal that logs, not when the journal opens: opening a journal must not need a
 #: write (a dock whose state disk is full still opens it and says so)
 TABLES = (
@@ -60,7 +60,7 @@ def verifier_key(dock_id: str, key: Ed25519PrivateKey) -> str:
 
 
 def entry(
-    dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str, commitments: Mapping[str, Any] | None = None
+    dock_id: str, batch_id: str, batch_seq: int, manifest_sha256: str, commitments: Mapping[str, object] | None = None
 ) -> bytes:
     """The leaf for a sealed manifest: canonical JSON naming it and its SHA-256 (nothing personal), plus,
     for a 1.1 manifest, its per-recording and per-custody-entry roots and counts
@@ -119,7 +119,7 @@ def append_in(
     batch_seq: int,
     manifest_sha256: str,
     key: Ed25519PrivateKey,
-    commitments: Mapping[str, Any] | None = None,
+    commitments: Mapping[str, object] | None = None,
 ) -> int:
     """In the seal's transaction: the batch's leaf, the new hashes and the signed checkpoint of the
     grown tree, journaled together. Returns the leaf's index (idempotent for a batch already logged)."""

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bodycam.drivers.errors import ConfigError, StorageError
 
@@ -211,7 +211,7 @@ class Journal:
                     self._db.execute("ROLLBACK")
                 raise _storage_error(err, self.path) from err
 
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return list(self._db.execute(sql, args).fetchall())
