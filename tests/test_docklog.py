@@ -164,6 +164,14 @@ def test_verify_checks_the_log_and_names_what_was_changed(tmp_path: Path) -> Non
     shutil.rmtree(b / DOCK_ID / newest)
     rc, found = verify_findings(dock, b)
     assert rc == 1 and ("log_manifest_missing", newest) in found, found
+    # the other way round: the log cut back to its first entry, the newest manifest (and its custody
+    # segment, which the manifest's custody root commits to) left in the bucket the log no longer holds
+    b = tampered("log-truncated")
+    for name in ("tile/0/000.p/2", "tile/entries/000.p/2", "checkpoints/2"):
+        (b / log / name).unlink()
+    (b / log / "checkpoint").write_bytes((b / log / "checkpoints" / "1").read_bytes())
+    rc, found = verify_findings(dock, b)
+    assert rc == 1 and found == [("manifest_not_in_log", newest)], found
     # a hash tile changed
     b = tampered("tile")
     tile = b / log / "tile/0/000.p/2"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -325,3 +327,30 @@ def test_a_view_reads_a_prefix_of_a_longer_store_and_never_truncates_it() -> Non
         view.append(b"x")
     with pytest.raises(StorageError):
         tlog.Tree.view(tree.store, 301)
+
+
+def test_ci_installs_go_and_fails_rather_than_skips_without_it(tmp_path: Path) -> None:
+    """The Go checks skip on a machine without Go but must fail under CI (a skip there passes silently):
+    .ci/run marks the run as CI itself, whatever the runner sets, and scripts/test.sh installs both
+    Debian packages; with CI set and no go on PATH the verifier's build fails the test."""
+    root = Path(__file__).resolve().parents[1]
+    ci = (root / ".ci" / "run").read_text()
+    assert "export CI=" in ci and ci.index("export CI=") < ci.index("scripts/test.sh"), ci
+    test_sh = (root / "scripts" / "test.sh").read_text()
+    assert "golang-go" in test_sh and "golang-golang-x-mod-dev" in test_sh
+    probe = "\n".join(
+        [
+            "import pytest",
+            "from tests import tlogcheck",
+            "try:",
+            "    tlogcheck.binary()",
+            "except pytest.fail.Exception:",
+            "    print('failed')",
+            "except pytest.skip.Exception:",
+            "    print('skipped')",
+        ]
+    )
+    for ci_env, said in (("1", "failed"), ("", "skipped")):
+        env = {"PATH": str(tmp_path), "CI": ci_env, "PYTHONPATH": str(root)}
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True)
+        assert proc.stdout.strip() == said, proc.stdout + proc.stderr
