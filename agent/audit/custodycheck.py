@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from bodycam.agent.formats.commitment import RootBuilder
 from bodycam.agent.formats.custody import canonical
@@ -31,7 +30,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 Problem = tuple[int | None, str, str]
 
 
-def _digest(value: Any, otherwise: bytes) -> bytes:
+def _digest(value: object, otherwise: bytes) -> bytes:
     """A 64-hex-digit hash as its 32 bytes; anything else as ``otherwise`` (which never equals a digest)."""
     return bytes.fromhex(value) if isinstance(value, str) and _HEX64.fullmatch(value) else otherwise
 
@@ -49,9 +48,9 @@ class CustodyCheck:
 
     def __init__(
         self,
-        info: Mapping[str, Any],
+        info: Mapping[str, object],
         max_entries: int,
-        on_entry: Callable[[Mapping[str, Any]], None] | None = None,
+        on_entry: Callable[[Mapping[str, object]], None] | None = None,
     ) -> None:
         self.info = info
         #: sees each parsed entry once (the disclosure check collects its ``disclosed`` entries)
@@ -71,7 +70,7 @@ class CustodyCheck:
         self.handover: dict[str, str] | None = None
         #: the segment's erasure entries (docs/formats.md "Retention"), as short strings only, at most
         #: MAX_ERASURES; verify matches them to the objects its manifests list and the bucket lacks
-        self.erasures: list[dict[str, Any]] = []
+        self.erasures: list[dict[str, object]] = []
 
     def feed(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
@@ -233,7 +232,7 @@ def _nth_missing(present: list[int], first: int, last: int, n: int) -> int:
     return last
 
 
-def _erasure(entry: dict[str, Any], seq: int) -> dict[str, Any]:
+def _erasure(entry: Mapping[str, object], seq: int) -> dict[str, object]:
     """What verify needs of an erasure entry: bounded strings (anything else reads as absent)."""
 
     def text(name: str, limit: int = 1024) -> str | None:
@@ -253,6 +252,6 @@ def _erasure(entry: dict[str, Any], seq: int) -> dict[str, Any]:
     }
 
 
-def _short(value: Any, limit: int = 40) -> str:
+def _short(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."

@@ -52,7 +52,7 @@ class Manifest:
     seq: int | None
     sha256: str | None
     #: a 1.1 manifest's roots and counts its entry must repeat (``commitment.log_fields``); empty before
-    commitments: Mapping[str, Any] = field(default_factory=dict)
+    commitments: Mapping[str, object] = field(default_factory=dict)
 
 
 def check(
@@ -145,7 +145,7 @@ def _rebuild(
     return tree
 
 
-def _entry(raw: bytes, index: int) -> dict[str, Any]:
+def _entry(raw: bytes, index: int) -> strictjson.JSONObject:
     try:
         doc = strictjson.parse_json(raw, f"log entry {index}", ENTRY_VALUES)
     except ProtocolError:
@@ -232,7 +232,7 @@ def _belongs(name: str, size: int) -> bool:
     return (int(digits) * tlog.TILE_WIDTH + width) << (tlog.HEIGHT * level) <= size
 
 
-def _strays(bucket: Any, prefix: str, size: int) -> list[LogFinding]:
+def _strays(bucket: Bucket, prefix: str, size: int) -> list[LogFinding]:
     """Objects under the log's directory that no size of this log has: the bucket holds nothing the log
     does not (a tile beyond the tree is what a truncation leaves; anything else was added)."""
     found: list[LogFinding] = []

@@ -20,10 +20,13 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bodycam.agent.audit.verify import MAX_REPORT_ROWS, BatchResult, Finding, VerifyReport
 from bodycam.drivers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MAX_TEXT = 200  # characters of any one value from the bucket shown in the page
 MAX_TIMELINE_ROWS = 200  # cameras drawn on the timeline (the tables list every recording regardless)
@@ -67,7 +70,7 @@ def write_html(report: VerifyReport, path: Path) -> None:
         raise ConfigError(f"cannot write --report {path}: {err.strerror or err}") from err
 
 
-def _e(value: Any, limit: int = MAX_TEXT) -> str:
+def _e(value: object, limit: int = MAX_TEXT) -> str:
     """Escape any value from the bucket for text or a quoted attribute, cut to ``limit`` characters."""
     text = "" if value is None else str(value)
     if len(text) > limit:
@@ -146,7 +149,7 @@ def _audit_section(report: VerifyReport) -> str:
     )
 
 
-def _fingerprint(key: Any) -> str:
+def _fingerprint(key: Ed25519PublicKey) -> str:
     from bodycam.agent.formats.sshsig import fingerprint
 
     return fingerprint(key)
@@ -244,7 +247,7 @@ class _Band:
     registered: bool  # the registered window (sidecar) rather than the extent of its recordings
 
 
-def _ts(value: Any) -> float | None:
+def _ts(value: object) -> float | None:
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:

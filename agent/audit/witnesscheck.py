@@ -18,12 +18,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bodycam.agent.formats import note, tlog
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog, witnessclient
 from bodycam.drivers.errors import BodycamError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.bucket import Bucket
 
 MAX_WITNESSED = 1000  # cosigned checkpoints read from the bucket (the newest, by size)
 FETCH_TIMEOUT = 10.0
@@ -51,7 +54,7 @@ def dock_of(origin: str) -> str | None:
 
 
 def gather(
-    bucket: Any, dock: str, policy: Policy, *, fetch: bool = True
+    bucket: Bucket, dock: str, policy: Policy, *, fetch: bool = True
 ) -> tuple[list[tuple[str, bytes]], list[Finding]]:
     """Cosigned checkpoints of ``dock``'s log: the bucket's, then each witness's (when ``fetch``)."""
     prefix = docklog.log_prefix(dock)

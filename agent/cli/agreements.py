@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,11 @@ from bodycam.agent.cli.common import (
 )
 from bodycam.agent.cli.render import iso
 from bodycam.drivers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from bodycam.agent.formats.agreements import Agreement
 
 
 @click.group()
@@ -71,7 +76,7 @@ def agreement() -> None:
     """Data-sharing agreements signed by the controller: who receives which footage, why, until when."""
 
 
-def _controller_keys(ctx: Context, extra: tuple[Path, ...]) -> list[Any]:
+def _controller_keys(ctx: Context, extra: tuple[Path, ...]) -> list[Ed25519PublicKey]:
     from bodycam.agent.formats.agreements import controller_keys
 
     lines = list(ctx.config.agreements.controller_keys) if ctx.config.agreements else []
@@ -85,7 +90,7 @@ def _controller_keys(ctx: Context, extra: tuple[Path, ...]) -> list[Any]:
     return controller_keys(lines)
 
 
-def _agreement_json(a: Any, now: float, revoked: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _agreement_json(a: Agreement, now: float, revoked: frozenset[str] = frozenset()) -> dict[str, Any]:
     from bodycam.agent.formats.agreements import EXPIRED, NOT_YET_VALID, REVOKED, file_name
 
     state = "in force"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +17,9 @@ from bodycam.agent.cli.common import (
 )
 from bodycam.agent.cli.render import iso, size_text
 from bodycam.drivers.errors import BodycamError, ConfigError
+
+if TYPE_CHECKING:
+    from bodycam.agent.pipeline.inventory import CameraSummary
 
 
 @click.command()
@@ -45,7 +48,7 @@ def devices(ctx: Context, as_json: bool, usbip: tuple[str, ...], serial_port: tu
         sys.exit(1)
 
 
-def _print_devices(rows: list[Any]) -> None:
+def _print_devices(rows: list[CameraSummary]) -> None:
     if not rows:
         click.echo("no cameras found")
         return

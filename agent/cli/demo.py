@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bodycam.agent.audit.verify import Verifier, VerifyReport
 from bodycam.agent.config import AgreementsConfig, Config, DockAuth
@@ -40,6 +40,9 @@ from bodycam.drivers.models import MODELS
 from bodycam.drivers.virtual.camera import VirtualCamera
 from bodycam.drivers.virtual.pty_device import PtyCameraServer
 from bodycam.drivers.virtual.server import SimSpec, build_camera, device_key_hex, truth, usbip_server
+
+if TYPE_CHECKING:
+    from bodycam.drivers.virtual.usbip_device import UsbipCameraServer
 
 DOCK_ID = "dock-demo"
 EXERCISE_A = "EX-DEMO-RANGE-A"
@@ -83,7 +86,7 @@ class Sim:
     """One running virtual camera and the address the dock reaches it at."""
 
     camera: VirtualCamera
-    server: Any
+    server: UsbipCameraServer | PtyCameraServer
     usbip: str | None = None
     serial: str | None = None
 
@@ -116,7 +119,7 @@ class DemoResult:
     ingest: IngestReport
     verify: VerifyReport
     expected_training: int
-    cameras: list[dict[str, Any]] = field(default_factory=list)
+    cameras: list[dict[str, object]] = field(default_factory=list)
     #: serials of the virtual cameras now paired with the demo force's dock authority
     paired: list[str] = field(default_factory=list)
     #: camera serial -> the exercise it was allocated to
@@ -130,7 +133,7 @@ class DemoResult:
         exact = bool(self.shares) and all(s.exact for s in self.shares)
         return self.ingest.ok and self.verify.ok and arrived == self.expected_training and everyone_paired and exact
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "ingest": self.ingest.to_json(),
@@ -239,7 +242,7 @@ def sign_agreements(workdir: Path, keys: DemoKeys, now: float) -> Path:
     return signed
 
 
-def _draft(party: DemoParty, recipient: str, now: float) -> dict[str, Any]:
+def _draft(party: DemoParty, recipient: str, now: float) -> dict[str, object]:
     return {
         "format": ag.FORMAT,
         "id": party.agreement,

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bodycam.agent.cli.common import Context, agent_journal, emit_json, pass_ctx
 from bodycam.drivers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bodycam.agent.pipeline.ingest import Agent
+    from bodycam.agent.pipeline.retention import Due
+    from bodycam.agent.storage.custody_log import CustodyLog
 
 
 @click.group()
@@ -18,7 +23,7 @@ def retention() -> None:
     """Retention under the data-sharing agreements: what is due for erasure from the bucket, and erasing it."""
 
 
-def _line(d: Any) -> str:
+def _line(d: Due) -> str:
     from bodycam.agent.formats.retention import iso
 
     what = f"recording {d.camera} #{d.recording}" if d.camera else f"personal sidecar of batch {d.batch}"
@@ -85,7 +90,7 @@ def retention_apply(ctx: Context, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _operator_log(agent: Any) -> Any:
+def _operator_log(agent: Agent) -> CustodyLog:
     """The custody log that names the operator (pseudonymised) as the actor of the erasures."""
     from bodycam.agent.storage.custody_log import CustodyLog
 

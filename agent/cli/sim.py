@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -66,7 +65,7 @@ def sim_serve(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    info: dict[str, Any] = {"transport": medium, "serial": serial_number}
+    info: dict[str, object] = {"transport": medium, "serial": serial_number}
     if medium == "usbip":
         usb_server = server.usbip_server(camera, port=port)
         host, bound = usb_server.start()

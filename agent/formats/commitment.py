@@ -15,7 +15,6 @@ Pure: bytes and JSON values in, hashes out. The same leaf and node hashes as the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from bodycam.agent.formats import tlog
 from bodycam.agent.formats.custody import canonical
@@ -65,12 +64,12 @@ def inclusion(leaves: Sequence[bytes], index: int) -> list[bytes]:
     return tree.inclusion_proof(index)
 
 
-def recording_leaf(recording: Mapping[str, Any]) -> bytes:
+def recording_leaf(recording: Mapping[str, object]) -> bytes:
     """A manifest recording's leaf: its canonical JSON, the very bytes it has inside the manifest."""
     return canonical(recording)
 
 
-def recordings_root(recordings: Sequence[Mapping[str, Any]]) -> str:
+def recordings_root(recordings: Sequence[Mapping[str, object]]) -> str:
     """Hex root over a manifest's ``recordings`` in their order (the manifest's ``recordings_root``)."""
     return root(recording_leaf(r) for r in recordings).hex()
 
@@ -80,7 +79,7 @@ def custody_root(lines: Iterable[bytes]) -> str:
     return root(lines).hex()
 
 
-def log_fields(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def log_fields(manifest: Mapping[str, object]) -> dict[str, object]:
     """What a manifest's log entry repeats of its commitments; empty for a manifest without them (1.0).
 
     The counts fix the size of each tree, which an inclusion proof alone does not (a path for leaf 0 of

@@ -19,7 +19,6 @@ import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bodycam.agent.formats import tlog
 from bodycam.agent.formats.custody import canonical
@@ -128,7 +127,7 @@ def parse(data: bytes) -> Bundle:
     )
 
 
-def _extra(raw: bytes) -> dict[str, Any]:
+def _extra(raw: bytes) -> strictjson.JSONObject:
     try:
         doc = strictjson.parse_json(raw, "proof bundle's extra data", MAX_VALUES)
     except ProtocolError as err:
@@ -141,32 +140,32 @@ def _extra(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def _object(value: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
+def _object(value: strictjson.JSONValue, keys: Sequence[str], what: str) -> strictjson.JSONObject:
     if not isinstance(value, dict) or sorted(value) != sorted(keys):
         raise IntegrityError(f"proof bundle: {what} must be an object with exactly {', '.join(sorted(keys))}")
     return value
 
 
-def _leaf(value: dict[str, Any], what: str) -> Leaf:
+def _leaf(value: strictjson.JSONObject, what: str) -> Leaf:
     proof = value["proof"]
     if not isinstance(proof, list) or len(proof) > tlog.MAX_PROOF:
         raise IntegrityError(f"proof bundle: the {what}'s proof must be a list of at most {tlog.MAX_PROOF} hashes")
     return Leaf(_text(value["line"], what), tuple(_hash(h, f"a {what} proof hash") for h in proof))
 
 
-def _text(value: Any, what: str) -> bytes:
+def _text(value: strictjson.JSONValue, what: str) -> bytes:
     if not isinstance(value, str) or len(value) > MAX_LINE:
         raise IntegrityError(f"proof bundle: the {what} must be a string of at most {MAX_LINE} characters")
     return value.encode()
 
 
-def _count(value: Any, what: str) -> int:
+def _count(value: strictjson.JSONValue, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise IntegrityError(f"proof bundle: the {what} must be a non-negative integer")
     return value
 
 
-def _hash(value: Any, what: str) -> bytes:
+def _hash(value: strictjson.JSONValue, what: str) -> bytes:
     if not isinstance(value, str):
         raise IntegrityError(f"proof bundle: {what} is not a base64 string")
     h = _unb64(value, what)

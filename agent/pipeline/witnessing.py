@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bodycam.agent.formats import cosignature, note, tlog
 from bodycam.agent.formats.witnesspolicy import Policy, Witness
@@ -26,6 +26,9 @@ from bodycam.agent.storage import docklog, witnessclient
 from bodycam.agent.storage.docklog import JournalHashStore, log_prefix, origin
 from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.errors import BodycamError, IntegrityError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.bucket import Bucket
 
 LOG = logging.getLogger(__name__)
 MAX_CONFLICTS = 3  # 409s followed in one attempt: a witness that keeps moving is tried again later
@@ -50,7 +53,7 @@ class Witnessing:
     """One dock's submissions to the witnesses of its policy (``[witnesses]`` in the config)."""
 
     def __init__(
-        self, journal: Journal, bucket: Any, dock_id: str, policy: Policy, *, timeout: float, retry_s: float
+        self, journal: Journal, bucket: Bucket, dock_id: str, policy: Policy, *, timeout: float, retry_s: float
     ) -> None:
         self.journal = journal
         self.bucket = bucket

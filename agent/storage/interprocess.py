@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from bodycam.agent.storage.bucket import Bucket, Part, PartData
 from bodycam.agent.storage.wrapper import BucketWrapper
@@ -175,7 +174,7 @@ class SharedRate:
             self._write(tat, granted + n)
         return max(0.0, tat - now - BURST_S)
 
-    def take(self, n: int, sleep: Callable[[float], Any] = time.sleep) -> None:
+    def take(self, n: int, sleep: Callable[[float], object] = time.sleep) -> None:
         wait = self.reserve(n)
         if wait > 0:
             sleep(wait)
