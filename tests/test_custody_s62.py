@@ -79,3 +79,23 @@ def test_version_1_entries_without_operation_or_actor_still_form_a_valid_chain()
     _head, last, problems = check_segment(lines, GENESIS, 1)
     assert (last, problems) == (3, [])
     assert [entry_version(json.loads(x)) for x in lines] == [1, 1, 2]
+
+
+def test_allocating_an_officer_and_showing_officer_ids_or_sites_are_logged(tmp_path: Path) -> None:
+    """s.62: an allocation is a collection of the officer's data, showing it (or a site) a consultation;
+    the shared log names the officer by pseudonym only and records what was consulted, not its content."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    assert dock.cli("enroll", "CAM-AL", "--key", device_key_hex("CAM-AL")).returncode == 0
+    assert dock.cli("allocate", "CAM-AL", "--officer", "PC-9876").returncode == 0
+    dock.exercise("EX-AL", window(), "CAM-AL", site="Range 9, Gravesend")
+    assert dock.cli("exercise", "list", "--json").returncode == 0
+    entries = custody(dock)
+    allocated = [e for e in entries if e["event"] == "allocated"]
+    consulted = [(e["register"], e.get("camera")) for e in entries if e["event"] == "consulted"]
+    assert len(allocated) == 1 and allocated[0]["operation"] == "collection"
+    assert allocated[0]["camera"] == "CAM-AL" and re.fullmatch(r"[0-9a-f]{64}", str(allocated[0]["officer_pseudonym"]))
+    assert str(allocated[0]["actor"]).startswith("operator:")
+    assert consulted == [("allocations", "CAM-AL"), ("exercises", None)]  # the history shown, then the sites
+    assert all(e["operation"] == "consultation" for e in entries if e["event"] == "consulted")
+    text = "".join(canonical(e).decode() for e in entries)
+    assert "PC-9876" not in text and "Gravesend" not in text

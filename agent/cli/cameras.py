@@ -129,8 +129,12 @@ def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None
     Without --officer, only shows the history."""
     import time
 
+    from bodycam.agent.formats.manifest import load_pseudonym_key
+    from bodycam.agent.pipeline.enrolment import allocate as allocate_camera
+    from bodycam.agent.pipeline.enrolment import consulted
     from bodycam.agent.pipeline.fleet import enrolled_lookup as fleet_enrolled
     from bodycam.agent.pipeline.policy import parse_time
+    from bodycam.agent.storage.custody_log import CustodyLog
 
     if officer is not None and (not officer.strip() or len(officer) > 64):
         raise ConfigError("--officer must be 1-64 characters")
@@ -144,10 +148,14 @@ def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None
                     f"camera {serial} is not enrolled on this dock; check the serial, or enrol it first "
                     f"('bodycam-sync enroll {serial} --key HEX' with the key from the vendor's enrolment sheet)"
                 )
-            journal.allocate(serial, officer.strip(), when)
+            custody = CustodyLog.for_operator(journal, ctx.config)
+            secret = load_pseudonym_key(ctx.config.pseudonym_key_path, create=True)
+            allocate_camera(journal, custody, serial, officer.strip(), when, secret)
         history = [
             {"serial": r["serial"], "officer": r["officer"], "at": iso(r["at"])} for r in journal.allocations(serial)
         ]
+        if history:  # officer ids shown: a s.62 consultation
+            consulted(CustodyLog.for_operator(journal, ctx.config), "allocations", serial)
     if as_json:
         emit_json({"allocations": history})
     elif not history:

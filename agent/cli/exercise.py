@@ -66,6 +66,11 @@ def exercise_list(ctx: Context, as_json: bool) -> None:
             }
             for e in list_exercises(journal)
         ]
+        if any(item["site"] for item in items):  # sites shown: a s.62 consultation
+            from bodycam.agent.pipeline.enrolment import consulted
+            from bodycam.agent.storage.custody_log import CustodyLog
+
+            consulted(CustodyLog.for_operator(journal, ctx.config), "exercises")
     if as_json:
         emit_json({"exercises": items})
         return

@@ -48,6 +48,8 @@ EVENTS = frozenset(
         "disclosed",
         "bucket_erased",  # retention apply: an object past its agreements' retention (formats/retention.py)
         "fleet_loaded",  # a fleet document from the bucket used for the first time (pipeline/fleet.py)
+        "allocated",  # an operator allocated a camera to an officer (pipeline/enrolment.py)
+        "consulted",  # an operator was shown officer ids or exercise sites on the dock
     }
 )
 
@@ -77,6 +79,8 @@ EVENT_OPERATIONS: dict[str, str] = {
     "verified": COLLECTION,
     "disclosed": DISCLOSURE,
     "batch_sealed": COMBINATION,  # footage joined to officer allocations and exercise sites (manifest, sidecars)
+    "allocated": COLLECTION,  # an officer's allocation to a camera, entered by an operator
+    "consulted": CONSULTATION,  # an operator shown officer ids or exercise sites on the dock
     "exercise_amended": ALTERATION,
     "exercise_removed": ALTERATION,
     "erased": ERASURE,

@@ -8,6 +8,7 @@ when the dock started trusting another key for the same camera.
 
 from __future__ import annotations
 
+from bodycam.agent.formats.manifest import pseudonym
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, utc_now
 from bodycam.drivers.device.camera import key_fingerprint
@@ -46,3 +47,24 @@ def enroll(
             replaces=previous.hex() if previous is not None else None,
         )
         return "replaced" if previous is not None else "enrolled"
+
+
+def allocate(journal: Journal, custody: CustodyLog, serial: str, officer: str, at: float, secret: bytes) -> None:
+    """Allocate ``serial`` to ``officer`` from ``at``, with its custody ``allocated`` entry in the same
+    transaction: a DPA 2018 s.62 collection of the officer's data, which the shared custody log names
+    by pseudonym only (docs/formats.md §4, §5.2)."""
+    with journal.transaction() as db:
+        journal.allocate_in(db, serial, officer, at)
+        custody.append_in(db, "allocated", camera=serial, officer_pseudonym=pseudonym(secret, officer), at=_iso(at))
+
+
+def consulted(custody: CustodyLog, register: str, camera: str | None = None) -> None:
+    """Log that an operator was shown personal data the dock holds (officer ids, exercise sites): a
+    s.62 consultation, named by register (``allocations``, ``exercises``), never by what was shown."""
+    custody.append("consulted", register=register, camera=camera)
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -238,10 +238,14 @@ class Journal:
 
     def allocate(self, serial: str, officer: str, at: float) -> None:
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO allocations(serial, officer, at, noted_at) VALUES(?,?,?,?)",
-                (serial, officer, at, utc_now()),
-            )
+            self.allocate_in(db, serial, officer, at)
+
+    def allocate_in(self, db: sqlite3.Connection, serial: str, officer: str, at: float) -> None:
+        """In the caller's transaction (with its custody entry, agent/pipeline/enrolment.py)."""
+        db.execute(
+            "INSERT INTO allocations(serial, officer, at, noted_at) VALUES(?,?,?,?)",
+            (serial, officer, at, utc_now()),
+        )
 
     def allocations(self, serial: str | None = None) -> list[sqlite3.Row]:
         if serial is None:
