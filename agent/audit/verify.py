@@ -27,8 +27,9 @@ import hashlib
 import logging
 import struct
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -63,6 +64,9 @@ MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest
 MAX_KEY_CHARS = 1024
 MAX_LOG_DOCKS = 1000  # transparency logs checked in one run (one per dock)
 BATCH_COST = 4096  # bytes a batch's summary is charged against the retained budget (measured ~1.5 KiB)
+#: objects read and hashed at once (issue 14 item 6): enough to keep an S3 endpoint's latency hidden and both
+#: cores hashing; each holds one CHUNK, so memory stays bounded whatever the bucket holds
+READ_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +320,13 @@ class Verifier:
         policy: Policy | None = None,
         *,
         ask_witnesses: bool = True,
+        workers: int = READ_WORKERS,
     ) -> None:
         self.bucket = bucket
+        #: recording objects read in parallel (1: one after another); findings are recorded in manifest
+        #: order either way, so the report does not depend on it
+        self.workers = max(1, workers)
+        self._pool: ThreadPoolExecutor | None = None
         #: --policy: the dock keys, witnesses and quorum that say which checkpoints count as witnessed
         self.policy = policy
         self.ask_witnesses = ask_witnesses
@@ -372,7 +381,16 @@ class Verifier:
         docks: dict[str, list[BatchResult]] = {}
         done: set[tuple[str, str]] = set()  # batches checked (charged with BATCH_COST)
         try:
-            self._groups(docks, done)
+            if self.workers > 1:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="verify-read") as pool:
+                    self._pool = pool
+                    try:
+                        self._groups(docks, done)
+                    finally:
+                        self._pool = None
+                        pool.shutdown(cancel_futures=True)
+            else:
+                self._groups(docks, done)
         except BodycamError as err:
             self._record(
                 "listing_failed", f"listing the bucket failed, so not all of it was checked: {err}", {}, always=True
@@ -679,16 +697,23 @@ class Verifier:
             self._find("manifest_invalid", f"{mkey} has no recordings list", **where)
             recordings = []
         result.recordings = len(recordings)
+        # Objects are read ahead by the pool, at most 2 x workers at once, and judged here in manifest
+        # order, so the findings and their order are those of a sequential run.
+        window: deque[tuple[dict[str, Any], str, Future[_Read] | None]] = deque()
         for rec in recordings:
             key = rec.get("key") if isinstance(rec, dict) else None
             if not isinstance(rec, dict) or not isinstance(key, str) or not key.startswith(f"{prefix}/recordings/"):
+                while window:
+                    self._judge(window.popleft(), result, dock, batch)
                 self._find("manifest_invalid", f"{mkey} lists a recording outside its batch: {_short(key)}", **where)
                 continue
             listed.add(key)
             self._keep_row(result, rec)
-            ok = self._recording(rec, key, dock, batch)
-            result.objects_ok += ok[0]
-            result.plaintext_ok += ok[1]
+            window.append((rec, key, self._read_ahead(rec, key)))
+            if len(window) > 2 * self.workers:
+                self._judge(window.popleft(), result, dock, batch)
+        while window:
+            self._judge(window.popleft(), result, dock, batch)
         self._commitments(doc, recordings, result, where)
         return result
 
@@ -704,6 +729,21 @@ class Verifier:
                 **where,
             )
         result.commitments = commitment.log_fields(doc)
+
+    def _read_ahead(self, rec: dict[str, Any], key: str) -> Future[_Read] | None:
+        """Start reading a recording object in the pool when it will be read at all (listed, of the size
+        the manifest says); None without a pool, and for those ``_object_hash`` judges without reading."""
+        if not self.check_objects or self._pool is None or self._sizes.get(key) != rec.get("ciphertext_size"):
+            return None
+        return self._pool.submit(_read_object, self.bucket, key, self.identities)
+
+    def _judge(
+        self, item: tuple[dict[str, Any], str, Future[_Read] | None], result: BatchResult, dock: str, batch: str
+    ) -> None:
+        rec, key, read = item
+        ok = self._recording(rec, key, dock, batch, read)
+        result.objects_ok += ok[0]
+        result.plaintext_ok += ok[1]
 
     def _signature(self, raw: bytes, mkey: str, skey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
         """manifest.json.sig: an SSHSIG over the manifest bytes by a key allowed for the dock when sealed."""
@@ -927,8 +967,10 @@ class Verifier:
         self._retained += 1024
         result.rows.append(RecordingRow.of(rec))
 
-    def _recording(self, rec: dict[str, Any], key: str, dock: str, batch: str) -> tuple[int, int]:
-        plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch, rec.get("retain_until"))
+    def _recording(
+        self, rec: dict[str, Any], key: str, dock: str, batch: str, read: Future[_Read] | None = None
+    ) -> tuple[int, int]:
+        plain = self._object_hash(key, rec.get("ciphertext_sha256"), rec, dock, batch, rec.get("retain_until"), read)
         if plain is None:
             return 0, 0
         if not self.identities:
@@ -952,10 +994,12 @@ class Verifier:
         dock: str,
         batch: str,
         retain_until: Any = None,
+        read: Future[_Read] | None = None,
     ) -> str | None:
-        """Stream one object: check size and ciphertext SHA-256; with identities (and a recording), return
-        the plaintext SHA-256 (``""`` without identities) or None when a problem was recorded (or, for a
-        missing object with a retain-until date, deferred until the erasure entries are all read)."""
+        """Stream one object (or take what ``read`` read of it ahead): check size and ciphertext SHA-256;
+        with identities (and a recording), return the plaintext SHA-256 (``""`` without identities) or None
+        when a problem was recorded (or, for a missing object with a retain-until date, deferred until the
+        erasure entries are all read)."""
         where = {"dock": dock, "batch": batch, "key": key}
         size = self._sizes.get(key)
         if size is None:
@@ -969,29 +1013,20 @@ class Verifier:
             return None
         if not self.check_objects:
             return ""  # listed with the right size; its bytes are verify's to hash
-        digest = hashlib.sha256()
-        decrypt = Decryptor(self.identities) if (self.identities and rec is not None) else None
-        plain = hashlib.sha256()
-        try:
-            for chunk in _chunks(self.bucket, key):
-                digest.update(chunk)
-                if decrypt is not None:
-                    plain.update(decrypt.update(chunk))
-            if decrypt is not None:
-                plain.update(decrypt.finalize())
-        except IntegrityError as err:
-            if digest.hexdigest() != expected:
+        done = read.result() if read is not None else _read_object(self.bucket, key, self.identities, rec is not None)
+        if isinstance(done.error, IntegrityError):
+            if done.sha256 != expected:
                 self._find("object_altered", f"{key} does not hash to its manifest value", **where)
             else:
-                self._find("decrypt_failed", f"{key}: {err}", **where)
+                self._find("decrypt_failed", f"{key}: {done.error}", **where)
             return None
-        except BodycamError as err:
-            self._find("object_unreadable", f"{key}: {err}", **where)
+        if done.error is not None:
+            self._find("object_unreadable", f"{key}: {done.error}", **where)
             return None
-        if digest.hexdigest() != expected:
+        if done.sha256 != expected:
             self._find("object_altered", f"{key} does not hash to its manifest value", **where)
             return None
-        return plain.hexdigest() if decrypt is not None else ""
+        return done.plaintext_sha256 if done.plaintext_sha256 is not None else ""
 
     # -- retention: erased objects ---------------------------------------------------------------
     def _defer_missing(self, key: str, retain_until: Any, sha256: Any, where: dict[str, Any]) -> bool:
@@ -1369,6 +1404,34 @@ def _second(sealed: dt.datetime | None) -> dt.datetime | None:
 def _chunks(bucket: Bucket, key: str) -> Iterator[bytes]:
     with bucket.open_read(key) as reader:
         yield from reader.iter_chunks(CHUNK)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One object as read: its SHA-256 (as far as it was read, when ``error`` stopped it), its plaintext's
+    SHA-256 when decrypted, and the error that stopped it (IntegrityError: decryption refused a byte)."""
+
+    sha256: str
+    plaintext_sha256: str | None = None
+    error: BodycamError | None = None
+
+
+def _read_object(bucket: Bucket, key: str, identities: list[str], decrypt: bool = True) -> _Read:
+    """Stream one object once, hashing it (and, with ``identities``, decrypting and hashing the plaintext);
+    no shared state, so the pool runs several. Holds one CHUNK at a time."""
+    digest = hashlib.sha256()
+    decryptor = Decryptor(identities) if (identities and decrypt) else None
+    plain = hashlib.sha256()
+    try:
+        for chunk in _chunks(bucket, key):
+            digest.update(chunk)
+            if decryptor is not None:
+                plain.update(decryptor.update(chunk))
+        if decryptor is not None:
+            plain.update(decryptor.finalize())
+    except BodycamError as err:
+        return _Read(digest.hexdigest(), None, err)
+    return _Read(digest.hexdigest(), plain.hexdigest() if decryptor is not None else None)
 
 
 #: ``on_disclosure(batch, entry, plaintext SHA-256 the manifest gives its object)``
