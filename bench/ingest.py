@@ -18,6 +18,9 @@ With --compare, also the older comparisons, all against the CLI's wall time into
   (b)       the slower of (a) and the raw USB/IP read rate (Camera.iter_read, discarding)
   (c)       stock tools one after another: copy-off, sha256sum, age -r, `aws s3 cp` (or boto3)
   (d)       `restic backup` of that plaintext file into a restic repository on the same SeaweedFS
+  peers     the same plaintext file into the same SeaweedFS by `rclone copyto`, by `rclone` through a
+            `crypt` remote, and by `aws s3 cp` (plaintext: no hashing, no encryption), each as wall time
+            and the tool's own CPU s/GiB (Debian `rclone`; `aws` from PyPI), skipped when not installed
   upload    the upload stage alone: S3Bucket.upload_part from memory, checksums precomputed
 
 --repeat N runs each measurement but RSS N times and keeps the least CPU (or the fastest).
@@ -297,6 +300,40 @@ def restic(
     return {"init_s": init_s, "backup_s": backup_s, "cpu_s": meter.read()}
 
 
+def peers(plain: Path, server: SeaweedFS, bucket: str) -> dict[str, dict[str, float]]:
+    """rclone copyto, rclone through a crypt remote, aws s3 cp: the plaintext file into the same SeaweedFS;
+    per tool its wall seconds and its own CPU seconds (this process's waited-for children)."""
+    out: dict[str, dict[str, float]] = {}
+    env = {**os.environ, **server.env()}
+    rclone, aws = shutil.which("rclone"), shutil.which("aws")
+    tag = time.monotonic_ns()
+    if rclone is not None:
+        password = subprocess.run([rclone, "obscure", "bodycam-bench"], capture_output=True, text=True, check=True)
+        env |= {
+            "RCLONE_CONFIG_SW_TYPE": "s3", "RCLONE_CONFIG_SW_PROVIDER": "Other",
+            "RCLONE_CONFIG_SW_ENDPOINT": server.endpoint_url, "RCLONE_CONFIG_SW_ACCESS_KEY_ID": server.access_key,
+            "RCLONE_CONFIG_SW_SECRET_ACCESS_KEY": server.secret_key, "RCLONE_CONFIG_SW_REGION": "us-east-1",
+            "RCLONE_CONFIG_SWC_TYPE": "crypt", "RCLONE_CONFIG_SWC_REMOTE": f"sw:{bucket}/peers-crypt-{tag}",
+            "RCLONE_CONFIG_SWC_PASSWORD": password.stdout.strip(),
+            "RCLONE_CONFIG": str(plain.with_name("no-rclone.conf")),
+        }  # fmt: skip
+        rclone_env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}  # plain http on loopback
+        for name, dest in (("rclone copyto", f"sw:{bucket}/peers/rclone-{tag}"), ("rclone crypt", "swc:rec")):
+            meter = CpuMeter({})
+            try:
+                wall = _run([rclone, "copyto", "-q", "--s3-no-check-bucket", str(plain), dest], rclone_env)
+            except RuntimeError as err:
+                print(f"note: {name} failed, left out: {err}", file=sys.stderr)
+                continue
+            out[name] = {"s": wall, "cpu_s": meter.read()["tools"]}
+    if aws is not None:
+        meter = CpuMeter({})
+        wall = _run([aws, "s3", "cp", "--only-show-errors", "--endpoint-url", server.endpoint_url, str(plain),
+                     f"s3://{bucket}/peers/aws-{tag}"], env)  # fmt: skip
+        out["aws s3 cp"] = {"s": wall, "cpu_s": meter.read()["tools"]}
+    return out
+
+
 # Starts the command, prints its pid, waits for it with wait4() and prints its exit code, ru_maxrss and
 # CPU seconds (user + system). Linux carries the ru_maxrss of the mm a process had before exec() over to
 # its child's: a child spawned straight from this bench would report the bench's own peak. This small
@@ -313,10 +350,20 @@ print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "ru_maxrss_kib": usag
 """
 
 
-def cli_ingest(dock: Dock, address: str, env: dict[str, str], work: Path) -> dict[str, Any]:
+def cli_ingest(
+    dock: Dock, address: str, env: dict[str, str], work: Path, profile: Path | None = None
+) -> dict[str, Any]:
     """`bodycam-sync ingest --once` as a subprocess: its own CPU seconds (wait4), wall time, peak RSS
-    (wait4's ru_maxrss, and VmHWM polled every 20 ms from /proc); the recording must verify."""
+    (wait4's ru_maxrss, and VmHWM polled every 20 ms from /proc); the recording must verify.
+
+    ``profile``: run it under ``py-spy record`` (native frames, every thread), writing a flame graph and
+    collapsed stacks there named after the dock; its CPU figures then include py-spy's sampling."""
     cmd = [CLI, "--config", str(dock.config_path), "ingest", "--once", "--json", "--usbip", address]
+    if profile is not None:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        profile.mkdir(parents=True, exist_ok=True)
+        out = profile / f"{dock.root.name}.txt"
+        cmd = [spy, "record", "--native", "--threads", "-r", "100", "-f", "raw", "-o", str(out), "--", *cmd]
     out_path, err_path = work / "cli-ingest.out", work / "cli-ingest.err"
     started = time.perf_counter()
     launcher = subprocess.Popen(
@@ -341,7 +388,7 @@ def cli_ingest(dock: Dock, address: str, env: dict[str, str], work: Path) -> dic
     out = out_path.read_text()
     if result["rc"] != 0:
         raise RuntimeError(f"{shlex.join(cmd)} exited {result['rc']}: {out[-2000:]} {err_path.read_text()[-2000:]}")
-    report = json.loads(out)
+    report = json.loads("\n".join(line for line in out.splitlines() if not line.startswith("py-spy> ")))
     verified = sum(c.get("verified", 0) for c in report.get("cameras", []))
     if verified != 1:
         raise RuntimeError(f"ingest did not verify the recording: {out[-2000:]}")
@@ -411,7 +458,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             cam = _sim(SERIAL, size, win, work)
             sims.append(cam)
             try:
-                return cli_ingest(dock, cam.address, env, work)
+                return cli_ingest(dock, cam.address, env, work, args.py_spy)
             finally:
                 cam.stop()
                 sims.remove(cam)
@@ -448,6 +495,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 ),
                 key=lambda r: r["backup_s"],
             )
+            results["peers"] = peers(plain, server, bucket)
             plain.unlink()
         sim.stop()
         sims.remove(sim)
@@ -497,6 +545,17 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
             "d_speedup": r["restic"]["backup_s"] / ingest_s,
             "upload_stage_MBps": size / r["upload_stage"]["s"] / MB,
             "cpu_s": {"stock": sum(r["stock"]["cpu_s"].values()), "restic": sum(r["restic"]["cpu_s"].values())},
+            "own_cpu_s_per_GiB": {
+                "agent (ingest --once)": r["s3"]["cpu_s"] / gib,
+                "stock chain": r["stock"]["cpu_s"]["tools"] / gib,
+                "restic backup": r["restic"]["cpu_s"]["tools"] / gib,
+                **{name: p["cpu_s"] / gib for name, p in r.get("peers", {}).items()},
+            },
+            "peer_time_ratio": {
+                "stock chain": r["stock"]["total_s"] / ingest_s,
+                "restic backup": r["restic"]["backup_s"] / ingest_s,
+                **{name: p["s"] / ingest_s for name, p in r.get("peers", {}).items()},
+            },
         }
         f["pass"] |= {
             "a": f["a_ratio"] >= TARGET_A,
@@ -564,7 +623,11 @@ def print_table(args: argparse.Namespace, r: dict[str, Any], f: dict[str, Any], 
             (f"    copy-off {st['copy_off_s']:.1f} + sha256sum {st['sha256sum_s']:.1f} + age {st['age_s']:.1f} + {st['uploader']} {st['upload_s']:.1f} s", "", "", "", ""),
             (f"    CPU s, SeaweedFS's included: stock tools {f['cpu_s']['stock']:.1f}, restic {f['cpu_s']['restic']:.1f}", "", "", "", ""),
             ("(d) restic backup / CLI ingest (time)", f"{f['d_speedup']:7.2f}x", f"{rs['backup_s']:6.1f} s", f">= {TARGET_D}x", mark(f["pass"]["d"])),
+            ("peers, same bytes and SeaweedFS: own CPU, time / CLI's", "", "", "", ""),
         ]  # fmt: skip
+        for name, cpu in f["own_cpu_s_per_GiB"].items():
+            ratio = f["peer_time_ratio"].get(name)
+            rows.append((f"    {name}", f"{cpu:6.2f} s/GiB", f"{ratio:5.2f}x" if ratio else "", "", ""))
     if "rss" in r:
         rss = r["rss"]
         rows += [
@@ -589,6 +652,7 @@ def main() -> None:
     parser.add_argument("--uploader", choices=("auto", "aws", "boto3"), default="auto", help="stock upload tool")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--py-spy", type=Path, default=None, help="profile each CLI run with py-spy into DIR")
     args = parser.parse_args()
     if args.repeat < 1 or args.size_mib < 1 or args.rss_size_mib < 1:
         parser.error("sizes and --repeat must be positive")

@@ -28,6 +28,17 @@ one and three 60 MiB manifests of ``{}`` entries, 100,000 stray objects (finding
 counted), and 5,000 batches at ``--max-memory 128`` (more than fit: ``bucket_too_large``).
 
     .venv/bin/python bench/verify.py --hostile [--runs 3] [--json]
+
+With ``--fleet 10,30,100`` it measures a force instead (issue 14 item 6): for each number of docks, a bucket
+in one SeaweedFS holding that many docks' sealed batches of ``--per-dock`` recordings of ``--fleet-size-kib``
+(built by tests/fleet.py through the library: each dock its own key, journal and custody), then
+`bodycam-sync verify --json` over it (objects read in parallel) under the launcher: wall time, objects/s,
+MB/s of recording bytes hashed, peak RSS; in the same run `sha256sum` over the very same recording bytes
+(kept as files: its wall and CPU time, objects/s, MB/s), and for the smallest fleet an in-process
+sequential run (``Verifier(workers=1)``) for the speed-up. Time per object across fleet sizes shows whether
+verify is linear. Generated fleets are cached under ``--cache`` (SeaweedFS data, keys, bytes) and reused.
+
+    .venv/bin/python bench/verify.py --fleet 10,30,100 [--per-dock 1000] [--fleet-size-kib 4] [--json]
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ holds the SeaweedFS runner and the test dock
 
+from bodycam.agent.audit.verify import READ_WORKERS  # noqa: E402
 from bodycam.agent.formats import manifest as mf  # noqa: E402
 from bodycam.agent.formats.agecrypt import Encryptor  # noqa: E402
 from bodycam.agent.formats.sshsig import load_private_key  # noqa: E402
@@ -224,6 +236,152 @@ def main_hostile(runs: int, as_json: bool) -> None:
     )
 
 
+def _launch(cmd: list[str], work: Path, name: str) -> dict[str, Any]:
+    """``cmd`` under the launcher: exit code, wall time, peak RSS (KiB) of the command alone."""
+    import subprocess
+
+    out, err = work / f"{name}.out", work / f"{name}.err"
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(out), str(err), *cmd], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(launched.stdout)
+    result["out"], result["err"] = out, err
+    return result
+
+
+def _cpu_children() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fleet_bucket(weed: SeaweedFS, cache: Path, docks: int, per_dock: int, size: int) -> dict[str, Any]:
+    """The bucket of ``docks`` docks, built once into the cache (SeaweedFS data is kept there)."""
+    from tests.fleet import build_fleet
+
+    name = f"fleet-{docks}x{per_dock}-{size}"
+    home = cache / name
+    done = home / "fleet.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()))
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "bytes").mkdir(parents=True)
+    weed.make_bucket(name)
+    bucket = open_bucket(f"s3://{name}/force", weed.endpoint_url)
+    started = time.perf_counter()
+
+    def progress(n: int) -> None:
+        if n % 10 == 0 or n == docks:
+            print(f"  {name}: {n}/{docks} docks built ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+
+    fleet = build_fleet(home / "docks", bucket, docks, per_dock, size, keep_ciphertext=home / "bytes",
+                        on_dock=progress)  # fmt: skip
+    bucket.close()
+    info = {"name": name, "url": f"s3://{name}/force", "allowed_signers": str(fleet.allowed_signers),
+            "identity": fleet.identity, "objects": fleet.objects, "recording_bytes": fleet.recording_bytes,
+            "build_s": fleet.build_s, "bytes_dir": str(home / "bytes")}  # fmt: skip
+    done.write_text(json.dumps(info))
+    return info
+
+
+def sha256sum_over(directory: Path, work: Path) -> dict[str, Any]:
+    """Stock ``sha256sum`` over every file of ``directory`` (the recording bytes), as an auditor would run it
+    on a local copy: wall and CPU time (page cache warmed by a first pass)."""
+    import subprocess
+
+    files = work / "files.list"
+    with open(files, "w") as f:
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            f.write(entry.path + "\n")
+    cmd = ["sh", "-c", f"xargs -d '\\n' sha256sum < {files} > /dev/null"]
+    subprocess.run(cmd, check=True)  # warm the page cache: the timed pass reads memory, as verify's server does
+    cpu0, started = _cpu_children(), time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": _cpu_children() - cpu0}
+
+
+def main_fleet(args: argparse.Namespace) -> None:
+    sizes = sorted({int(n) for n in args.fleet.split(",")})
+    size = args.fleet_size_kib * KiB
+    cache: Path = args.cache
+    cache.mkdir(parents=True, exist_ok=True)
+    weed = SeaweedFS(cache / "seaweedfs")
+    ports = cache / "seaweedfs-ports.json"
+    if ports.exists():  # a cached SeaweedFS comes back on its own ports and data
+        weed.ports = json.loads(ports.read_text())
+    weed.start()
+    ports.write_text(json.dumps(weed.ports))
+    rows: list[dict[str, Any]] = []
+    try:
+        os.environ.update(weed.env())
+        with tempfile.TemporaryDirectory(prefix="bodycam-bench-fleet-") as tmp:
+            work = Path(tmp)
+            for docks in sizes:
+                info = fleet_bucket(weed, cache, docks, args.per_dock, size)
+                cmd = [CLI, "verify", "--bucket", info["url"], "--endpoint-url", weed.endpoint_url,
+                       "--allowed-signers", info["allowed_signers"], "--json"]  # fmt: skip
+                cpu0 = _cpu_children()
+                run = _launch(cmd, work, f"fleet-{docks}")
+                verify_cpu = _cpu_children() - cpu0
+                report = json.loads(run["out"].read_text() or "{}")
+                if run["rc"] != 0 or not report.get("verified"):
+                    raise SystemExit(
+                        f"verify of {info['url']} failed (exit {run['rc']}): {run['err'].read_text()[-2000:]}"
+                    )
+                recordings = sum(b["recordings"] for b in report["batches"])
+                stock = sha256sum_over(Path(info["bytes_dir"]), work)
+                row = {
+                    "docks": docks, "recordings": recordings, "objects_listed": report["objects_seen"],
+                    "recording_bytes": info["recording_bytes"], "build_s": info["build_s"],
+                    "verify_s": run["wall_s"], "verify_cpu_s": verify_cpu, "peak_rss_MiB": run["ru_maxrss_kib"] / 1024,
+                    "objects_per_s": recordings / run["wall_s"],
+                    "MB_per_s": info["recording_bytes"] / run["wall_s"] / 1e6,
+                    "us_per_object": run["wall_s"] / recordings * 1e6,
+                    "sha256sum_s": stock["wall_s"], "sha256sum_cpu_s": stock["cpu_s"],
+                    "sha256sum_objects_per_s": recordings / stock["wall_s"],
+                    "sha256sum_MB_per_s": info["recording_bytes"] / stock["wall_s"] / 1e6,
+                }  # fmt: skip
+                if docks == sizes[0]:
+                    row["sequential_s"] = _sequential(info, weed.endpoint_url)
+                rows.append(row)
+    finally:
+        weed.stop()
+    summary = {
+        "rows": rows,
+        "per_object_ratio_largest_to_smallest": rows[-1]["us_per_object"] / rows[0]["us_per_object"],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"bodycam-sync verify of a force in SeaweedFS ({args.per_dock} recordings of {args.fleet_size_kib} KiB per "
+          f"dock, no decryption; recordings read {READ_WORKERS} at once); sha256sum over the same bytes, same run")  # fmt: skip
+    print(f"{'docks':>5} {'objects':>8} {'verify':>8} {'obj/s':>7} {'MB/s':>6} {'µs/obj':>7} {'peak RSS':>9} "
+          f"{'CPU':>7} | {'sha256sum':>9} {'obj/s':>7} {'MB/s':>6} {'CPU':>6}")  # fmt: skip
+    for r in rows:
+        print(f"{r['docks']:>5} {r['recordings']:>8} {r['verify_s']:>7.1f}s {r['objects_per_s']:>7.0f} "
+              f"{r['MB_per_s']:>6.1f} {r['us_per_object']:>7.0f} {r['peak_rss_MiB']:>5.1f} MiB {r['verify_cpu_s']:>6.1f}s | "
+              f"{r['sha256sum_s']:>8.1f}s {r['sha256sum_objects_per_s']:>7.0f} {r['sha256sum_MB_per_s']:>6.1f} "
+              f"{r['sha256sum_cpu_s']:>5.1f}s")  # fmt: skip
+    first = rows[0]
+    print(f"time per object, {rows[-1]['docks']} docks vs {first['docks']}: x{summary['per_object_ratio_largest_to_smallest']:.2f} "
+          f"(1.00 = linear); {first['docks']} docks read one object at a time (in-process): {first['sequential_s']:.1f} s "
+          f"vs {first['verify_s']:.1f} s")  # fmt: skip
+
+
+def _sequential(info: dict[str, Any], endpoint: str) -> float:
+    """The same verify in this process with one reader (``Verifier(workers=1)``): wall seconds."""
+    from bodycam.agent.audit.verify import Verifier
+    from bodycam.agent.formats.sshsig import parse_allowed_signers
+
+    signers = parse_allowed_signers(Path(info["allowed_signers"]).read_text())
+    bucket = open_bucket(info["url"], endpoint, read_only=True)
+    started = time.perf_counter()
+    report = Verifier(bucket, signers, workers=1).run()
+    assert report.ok, report.findings[:3]
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recordings", type=int, default=1000)
@@ -232,7 +390,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed verify runs per bucket (best reported)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--hostile", action="store_true", help="measure the hostile buckets instead")
+    parser.add_argument("--fleet", default=None, help="measure fleets of these numbers of docks, e.g. 10,30,100")
+    parser.add_argument("--per-dock", type=int, default=1000, help="recordings per dock in --fleet")
+    parser.add_argument("--fleet-size-kib", type=int, default=4, help="recording size in --fleet")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bodycam-bench-fleet",
+                        help="where --fleet keeps generated buckets between runs")  # fmt: skip
     args = parser.parse_args()
+    if args.fleet:
+        main_fleet(args)
+        return
     if args.hostile:
         main_hostile(args.runs, args.json)
         return

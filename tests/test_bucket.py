@@ -279,6 +279,52 @@ def test_keys_that_could_escape_are_refused(bucket: Bucket, bad: str, tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_local_uniform_parts_are_written_once_in_place(tmp_path: Path) -> None:
+    """Parts of part 1's size go straight to their place in the upload's data file, so completing copies
+    only the short last part and the object is that very file (issue 14): the same inode, no second copy.
+    Out of order, re-sent, resumed by a new instance: the bytes are still exactly the parts in order."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = [blob(MIN_PART_SIZE, 21), blob(MIN_PART_SIZE, 22), blob(MIN_PART_SIZE, 23), blob(777, 24)]
+    upload_id = bucket.start_upload(KEY)
+    udir = bucket.root / ".uploads" / upload_id
+    parts = {4: bucket.upload_part(KEY, upload_id, 4, chunks[3])}  # the last part first
+    parts[1] = bucket.upload_part(KEY, upload_id, 1, chunks[0])
+    parts[3] = bucket.upload_part(KEY, upload_id, 3, blob(MIN_PART_SIZE, 99))  # replaced below
+    parts[3] = bucket.upload_part(KEY, upload_id, 3, chunks[2])
+    again = LocalBucket(bucket.root)  # a restarted agent resumes
+    parts[2] = again.upload_part(KEY, upload_id, 2, chunks[1])
+    assert sorted(p.name for p in udir.iterdir() if p.suffix in (".part", ".placed")) == [
+        "00001.placed",
+        "00002.placed",
+        "00003.placed",
+        "00004.part",
+    ]
+    held = again.list_parts(KEY, upload_id)
+    assert [(p.number, p.size, p.checksum) for p in held] == [
+        (n, parts[n].size, parts[n].checksum) for n in sorted(parts)
+    ]
+    inode = (udir / "data").stat().st_ino
+    info = again.complete_upload(KEY, upload_id, [parts[n] for n in sorted(parts)])
+    assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
+    assert (bucket.root / KEY).stat().st_ino == inode and info.size == sum(map(len, chunks))
+    assert not udir.exists()
+
+
+def test_local_parts_out_of_place_are_copied_into_a_new_object(tmp_path: Path) -> None:
+    """Part numbers with a gap (1, 3): part 3 stands at 2 x stride in the data file but belongs right after
+    part 1, so the object is built by copying; a corrupted placed part is refused by its checksum."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = [blob(MIN_PART_SIZE, 31), blob(MIN_PART_SIZE, 32)]
+    upload_id = bucket.start_upload(KEY)
+    first = bucket.upload_part(KEY, upload_id, 1, chunks[0])
+    third = bucket.upload_part(KEY, upload_id, 3, chunks[1])
+    with pytest.raises(ChecksumMismatchError):
+        bucket.upload_part(KEY, upload_id, 2, blob(MIN_PART_SIZE, 33), checksum=b64_crc32c(b"other bytes"))
+    assert [p.number for p in bucket.list_parts(KEY, upload_id)] == [1, 3]
+    bucket.complete_upload(KEY, upload_id, [first, third])
+    assert (bucket.root / KEY).read_bytes() == chunks[0] + chunks[1]
+
+
 def test_local_bucket_does_not_follow_symlinks_out(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -892,27 +892,20 @@ def _error_code(err: BaseException | None) -> str | None:
 
 
 # -- local directory ----------------------------------------------------------------------------------
-def _copy_fd(src: int, dst: int, size: int) -> None:
-    """Append ``size`` bytes from ``src``'s position to ``dst``'s, in the kernel where it can."""
-    left = size
-    while left > 0:
+def _copy_range(src: int, src_at: int, dst: int, dst_at: int, size: int) -> None:
+    """Copy ``size`` bytes from ``src`` at ``src_at`` to ``dst`` at ``dst_at``, in the kernel where it can."""
+    done = 0
+    while done < size:
         try:
-            n = os.copy_file_range(src, dst, min(left, 1 << 30))
+            n = os.copy_file_range(src, dst, min(size - done, 1 << 30), src_at + done, dst_at + done)
         except OSError as err:
             if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                 raise
-            n = 0
-            while left > 0 and (chunk := os.read(src, min(left, CHUNK))):  # a filesystem without it
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view) :]
-                left -= len(chunk)
-            if left:
-                raise OSError(errno.EIO, f"part ended {left} bytes early") from err
-            return
+            chunk = os.pread(src, min(size - done, CHUNK), src_at + done)  # a filesystem without it
+            n = os.pwrite(dst, chunk, dst_at + done) if chunk else 0
         if n == 0:
-            raise OSError(errno.EIO, f"part ended {left} bytes early")
-        left -= n
+            raise OSError(errno.EIO, f"part ended {size - done} bytes early")
+        done += n
 
 
 def _fail(action: str, where: str, err: OSError) -> NoReturn:
@@ -924,8 +917,9 @@ class LocalBucket(Bucket):
 
     Objects appear whole or not at all: bytes go to a temporary file under ``.uploads/``, are fsynced,
     then hard-linked into place (create-only: ``link(2)`` refuses an existing name) or renamed
-    (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``, ``NNNNN.part`` and its
-    ``NNNNN.checksum``) until ``complete_upload`` concatenates them. Checksums are kept in ``user.bodycam.*``
+    (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``; parts of part 1's size
+    written at their place in ``data``, with ``NNNNN.placed``; others in ``NNNNN.part``; each with its
+    ``NNNNN.checksum``) until ``complete_upload`` joins them (:meth:`_assemble`). Checksums are kept in ``user.bodycam.*``
     extended attributes where the filesystem has them, so ``head`` reports them like S3.
     Object Lock has no local equivalent: ``retention_days`` is not applied here, and an upload's
     ``retain_until`` is only recorded (``user.bodycam.retain_until``; ``head`` reports it), not enforced.
@@ -1099,16 +1093,26 @@ class LocalBucket(Bucket):
         name = f"{part_number:05d}"
         algorithm = PART_CHECKSUM if checksum is None else checksum_algorithm(checksum)
         try:
-            tmp, size, digest = self._write_temp(udir, iter([data]), algorithm)  # checked while written: one pass
+            stride = self._stride(udir, part_number, len(data))
+            if stride is not None:  # into the object's own file, where complete_upload will find it in place
+                digest = self._place(udir, part_number, data, stride, algorithm, checksum, key)
+                size = len(data)
+            else:
+                tmp, size, digest = self._write_temp(udir, iter([data]), algorithm)  # checked while written
             actual = base64.b64encode(digest).decode("ascii")
             if checksum is not None and checksum != actual:
-                tmp.unlink()
+                if stride is None:
+                    tmp.unlink()
                 raise ChecksumMismatchError(
                     f"{self.url}: part {part_number} of {key!r}: {algorithm} {checksum} sent, bytes are {actual}"
                 )
-            for old in _PART_SIDECARS:  # never leave a stale checksum beside new bytes
-                (udir / f"{name}.{old}").unlink(missing_ok=True)
-            os.replace(tmp, udir / f"{name}.part")
+            if stride is None:
+                for old in (*_PART_SIDECARS, "placed"):  # never leave a stale checksum beside new bytes
+                    (udir / f"{name}.{old}").unlink(missing_ok=True)
+                os.replace(tmp, udir / f"{name}.part")
+            else:
+                tmp, _, _ = self._write_temp(udir, iter([str(size).encode("ascii")]))
+                os.replace(tmp, udir / f"{name}.placed")
             tmp, _, _ = self._write_temp(udir, iter([actual.encode("ascii")]))
             os.replace(tmp, udir / f"{name}.checksum")
             _fsync_dir(udir)
@@ -1116,13 +1120,60 @@ class LocalBucket(Bucket):
             _fail(f"upload part {part_number} of", f"{self.url} {key!r}", err)
         return Part(part_number, f'"{digest.hex()}"', actual, size)
 
+    def _stride(self, udir: Path, number: int, size: int) -> int | None:
+        """The part size with which parts are placed straight into the upload's ``data`` file at
+        ``(number - 1) * stride``, if this part is one of them; else None (its own ``NNNNN.part`` file).
+
+        Part 1, when at least the minimum part size, sets the stride (a ``stride`` file, created once);
+        parts of that size are placed, any other (the short last one, a stray size) gets a file of its
+        own. So the pipeline's uniform parts are written once and never copied again: joining part files
+        on tmpfs, which has no reflinks, was a second copy of every byte (issue 14).
+        """
+        path = udir / "stride"
+        if number == 1 and size >= self.min_part_size:
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                try:
+                    os.write(fd, str(size).encode("ascii"))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        try:
+            stride = int(_read_small(path, 20))
+        except (OSError, ValueError):
+            return None
+        return stride if stride == size else None
+
+    def _place(
+        self, udir: Path, number: int, data: PartData, stride: int, algorithm: str, expected: str | None, key: str
+    ) -> bytes:
+        """Checksum ``data`` and, if it matches ``expected``, write it at its place in ``data``; the digest."""
+        digest = _hasher(algorithm)
+        digest.update(data)
+        raw = digest.digest()
+        if expected is not None and base64.b64encode(raw).decode("ascii") != expected:
+            return raw  # the caller refuses it; nothing was written
+        name = f"{number:05d}"
+        for old in (*_PART_SIDECARS, "placed", "part"):  # the part's earlier bytes, wherever they were
+            (udir / f"{name}.{old}").unlink(missing_ok=True)
+        fd = os.open(udir / "data", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            with memoryview(data) as view:
+                offset, done = (number - 1) * stride, 0
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], offset + done)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return raw
+
     def list_parts(self, key: str, upload_id: str) -> list[Part]:
         udir = self._upload_dir(key, upload_id)
         parts: list[Part] = []
         try:
-            names = sorted(n for n in os.listdir(udir) if re.fullmatch(r"\d{5}\.part", n))
+            names = sorted({n[:5] for n in os.listdir(udir) if re.fullmatch(r"\d{5}\.(part|placed)", n)})
             for name in names:
-                parts.append(self._stored_part(udir, int(name[:5])))
+                parts.append(self._stored_part(udir, int(name)))
         except OSError as err:
             _fail("list parts of", f"{self.url} {key!r}", err)
         return parts
@@ -1130,8 +1181,7 @@ class LocalBucket(Bucket):
     def _stored_part(self, udir: Path, number: int, algorithm: str | None = None) -> Part:
         """The part as stored; its checksum from the sidecar (``NNNNN.checksum``, or an older agent's
         ``NNNNN.sha256``), else, or when ``algorithm`` asks for another one, by reading it."""
-        path = udir / f"{number:05d}.part"
-        size = path.stat().st_size
+        size, source, offset = self._part_source(udir, number)
         checksum = None
         for sidecar in _PART_SIDECARS:
             with contextlib.suppress(OSError, UnicodeDecodeError):
@@ -1139,11 +1189,25 @@ class LocalBucket(Bucket):
                 break
         if checksum is None or (algorithm is not None and checksum_algorithm(checksum) != algorithm):
             digest = _hasher(algorithm or PART_CHECKSUM)
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
+            with open(source, "rb") as f:
+                f.seek(offset)
+                left = size
+                while left > 0 and (chunk := f.read(min(CHUNK, left))):
                     digest.update(chunk)
+                    left -= len(chunk)
             checksum = base64.b64encode(digest.digest()).decode("ascii")
         return Part(number, f'"{_b64_digest(checksum).hex()}"', checksum, size)
+
+    def _part_source(self, udir: Path, number: int) -> tuple[int, Path, int]:
+        """(size, file, offset) of a stored part: its own file, or its place in ``data``.
+        FileNotFoundError when it was never uploaded."""
+        own = udir / f"{number:05d}.part"
+        try:
+            return own.stat().st_size, own, 0
+        except FileNotFoundError:
+            size = int(_read_small(udir / f"{number:05d}.placed", 20))
+            stride = int(_read_small(udir / "stride", 20))
+            return size, udir / "data", (number - 1) * stride
 
     def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
         check_key(key)
@@ -1191,27 +1255,50 @@ class LocalBucket(Bucket):
         return ObjectInfo(key=key, size=info.size, etag=info.etag, checksum=checksum, last_modified=info.last_modified)
 
     def _assemble(self, udir: Path, key: str, parts: Sequence[Part]) -> Path:
-        """The parts joined into a new fsynced temp file by the kernel (``copy_file_range``: no pass through
-        Python, no hashing; a reflink where the filesystem shares extents).
+        """The parts joined into a new fsynced temp file: no pass through Python, no hashing.
 
-        Each part was hashed once, as it was written, against the checksum its sender computed; hashing it
-        again here (and the whole object on top) made the local bucket read every byte back and hash it
-        twice more (issue 14). Like S3, a multipart object then has its composite checksum, not a
-        whole-object SHA-256; the manifest's ciphertext SHA-256 is what ``verify`` checks its bytes against.
+        Where the parts placed in ``data`` already stand where the object needs them (parts 1..n-1 of
+        one size: what the pipeline sends), only the parts with files of their own (the short last one)
+        are copied in and ``data`` itself becomes the object (a hard link, so a failed install leaves the
+        upload whole); otherwise every part is copied into a new file by the kernel (``copy_file_range``:
+        a reflink where the filesystem shares extents).
+
+        Each part was checksummed once, as it was written, against the checksum its sender computed;
+        hashing it again here (and the whole object on top) made the local bucket read every byte back
+        and hash it twice more (issue 14). Like S3, a multipart object then has its composite checksum,
+        not a whole-object SHA-256; the manifest's ciphertext SHA-256 is what ``verify`` checks it against.
         """
         self._writable()
+        sources = []
+        offset = 0
+        for p in parts:
+            size, source, at = self._part_source(udir, p.number)
+            if size != p.size:
+                raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} changed size")
+            sources.append((p, source, at, offset))
+            offset += p.size
+        in_place = all(src.name != "data" or at == dest for _, src, at, dest in sources)
         tmp = udir / f"tmp-{secrets.token_hex(8)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            if in_place and (udir / "data").exists():
+                fd = os.open(udir / "data", os.O_RDWR | os.O_CLOEXEC)
+            else:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                in_place = False
             try:
-                for p in parts:
-                    with open(udir / f"{p.number:05d}.part", "rb") as src:
-                        if os.fstat(src.fileno()).st_size != p.size:
+                for p, source, at, dest in sources:
+                    if in_place and source.name == "data":
+                        continue
+                    with open(source, "rb") as src:
+                        if source.name != "data" and os.fstat(src.fileno()).st_size != p.size:
                             raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} changed size")
-                        _copy_fd(src.fileno(), fd, p.size)
+                        _copy_range(src.fileno(), at, fd, dest, p.size)
+                os.ftruncate(fd, offset)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if in_place:
+                os.link(udir / "data", tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
