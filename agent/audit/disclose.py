@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bodycam.agent.audit import logcheck
 from bodycam.agent.formats import commitment, note, proofbundle, tlog
@@ -23,6 +23,9 @@ from bodycam.agent.formats.custody import canonical
 from bodycam.agent.storage import docklog
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError, StorageError
+
+if TYPE_CHECKING:
+    from bodycam.agent.storage.bucket import Bucket
 
 MAX_MANIFEST = 64 * 1024 * 1024  # what verify accepts at its largest --max-memory budget
 MAX_MANIFEST_VALUES = 2_000_000
@@ -42,7 +45,7 @@ class Disclosure:
     custody_entries: int
 
 
-def open_read_only(bucket_url: str, endpoint_url: str | None) -> Any:
+def open_read_only(bucket_url: str, endpoint_url: str | None) -> Bucket:
     """The bucket as verify opens it: read-only; a plain path is a directory. Raises ConfigError."""
     from pathlib import Path
     from urllib.parse import unquote, urlsplit
@@ -59,7 +62,7 @@ def open_read_only(bucket_url: str, endpoint_url: str | None) -> Any:
         raise ConfigError(f"--bucket {bucket_url}: {err}") from None
 
 
-def build(bucket: Any, serial: str, recording_id: int, batch_id: str | None = None) -> Disclosure:
+def build(bucket: Bucket, serial: str, recording_id: int, batch_id: str | None = None) -> Disclosure:
     """The proof bundle for recording ``recording_id`` of camera ``serial``.
 
     Raises ConfigError (exit 2) for a malformed serial or an ambiguous recording (give ``batch_id``),
@@ -97,7 +100,7 @@ def build(bucket: Any, serial: str, recording_id: int, batch_id: str | None = No
     return Disclosure(proofbundle.encode(bundle), dock, batch, log_index, size, len(custody))
 
 
-def _locate(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -> tuple[str, str]:
+def _locate(bucket: Bucket, serial: str, recording_id: int, batch_id: str | None) -> tuple[str, str]:
     """(dock, batch) of the recording: its object's key names both (docs/formats.md §1); an object erased
     under retention (§13) is found in the manifests instead, which still list it."""
     tail = f"/recordings/{serial}/{recording_id}.age"
@@ -121,7 +124,7 @@ def _locate(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -
     return found[0]
 
 
-def _in_manifests(bucket: Any, serial: str, recording_id: int, batch_id: str | None) -> list[tuple[str, str]]:
+def _in_manifests(bucket: Bucket, serial: str, recording_id: int, batch_id: str | None) -> list[tuple[str, str]]:
     """Batches whose manifest lists the recording, reading each manifest once (bounded, one at a time)."""
     found: list[tuple[str, str]] = []
     keys = (i.key for i in bucket.iter_objects("") if i.key.endswith(f"/{mf.MANIFEST}"))
@@ -162,7 +165,7 @@ def _manifest(raw: bytes, dock: str, batch: str) -> dict[str, Any]:
     return doc
 
 
-def _custody(bucket: Any, doc: dict[str, Any], serial: str, recording_id: int) -> tuple[proofbundle.Leaf, ...]:
+def _custody(bucket: Bucket, doc: dict[str, Any], serial: str, recording_id: int) -> tuple[proofbundle.Leaf, ...]:
     """The segment's lines naming the recording, each with its proof under ``custody.root``."""
     info = doc["custody"]
     data = bucket.get_bytes(str(info.get("key")), max_size=MAX_CUSTODY)
@@ -184,7 +187,7 @@ def _custody(bucket: Any, doc: dict[str, Any], serial: str, recording_id: int) -
     return tuple(picked)
 
 
-def _log(bucket: Any, dock: str, entry: bytes) -> tuple[bytes, int, int, list[bytes]]:
+def _log(bucket: Bucket, dock: str, entry: bytes) -> tuple[bytes, int, int, list[bytes]]:
     """The checkpoint to quote, the entry's index, that checkpoint's tree size and the entry's inclusion
     proof, from a tree rebuilt out of the entry bundles and checked against the checkpoints' roots.
 

@@ -19,13 +19,13 @@ import html
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from bodycam.agent.audit.disclosures import Disclosure
-from bodycam.agent.audit.verify import BatchResult, VerifyReport, run_verify
+from bodycam.agent.audit.verify import BatchResult, Verifier, VerifyReport, run_verify
 from bodycam.drivers.errors import ConfigError
 
 FORMAT = "bodycam-disclosures/1"
@@ -179,7 +179,7 @@ def run_report(
     Raises ConfigError as :func:`~bodycam.agent.audit.verify.run_verify` does."""
     spool = Spool(workdir, chosen)
 
-    def configure(verifier: Any) -> None:
+    def configure(verifier: Verifier) -> None:
         verifier.on_disclosure = spool.add
         verifier.check_objects = False
 
@@ -240,7 +240,7 @@ table.d tr.more td{border-top:1px dotted #ccc}table.d td.label{white-space:nowra
 """
 
 
-def _e(value: Any, limit: int = 300) -> str:
+def _e(value: object, limit: int = 300) -> str:
     text = "" if value is None else str(value)
     return html.escape(text[:limit] + ("..." if len(text) > limit else ""), quote=True)
 
@@ -285,7 +285,7 @@ def write_html(report: DisclosureReport, out: TextIO) -> None:
     w("</body></html>\n")
 
 
-def _html_row(w: Any, row: dict[str, Any]) -> None:
+def _html_row(w: Callable[[str], int], row: dict[str, Any]) -> None:
     """One disclosure as a block of label/value lines: hashes stay whole on one line, in print too."""
     if row["object"] == "sidecar":
         what = f"Personal data sidecar: {_e(', '.join(row['data_items'] or []) or 'no items')}"

@@ -53,15 +53,15 @@ class Disclosure:
         return self.agreements if ids is None else tuple(a for a in self.agreements if a[0] in ids)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value[:MAX_TEXT] if isinstance(value, str) else ""
 
 
-def _strings(value: Any) -> tuple[str, ...]:
+def _strings(value: object) -> tuple[str, ...]:
     return tuple(_text(v) for v in value[:MAX_LIST]) if isinstance(value, list) else ()
 
 
-def _refs(value: Any) -> tuple[tuple[str, int, str], ...]:
+def _refs(value: object) -> tuple[tuple[str, int, str], ...]:
     out = []
     for ref in value[:MAX_LIST] if isinstance(value, list) else []:
         if isinstance(ref, Mapping):
@@ -104,7 +104,7 @@ class Collector:
     verified_v2: set[str] = field(default_factory=set)
     overflow: int = 0
 
-    def entry(self, entry: Mapping[str, Any]) -> None:
+    def entry(self, entry: Mapping[str, object]) -> None:
         event = entry.get("event")
         if event == "disclosed":
             if len(self.found) >= self.bound:
@@ -116,7 +116,7 @@ class Collector:
             if isinstance(key, str) and len(key) <= 1024:
                 self.verified_v2.add(key)
 
-    def match(self, manifest: Mapping[str, Any]) -> list[Problem]:
+    def match(self, manifest: Mapping[str, object]) -> list[Problem]:
         """Every disclosure entry against the manifest's recordings and sidecars, and back."""
         recordings = _expected_recordings(manifest)
         sidecars = _expected_sidecars(manifest)
@@ -162,7 +162,7 @@ def _unlogged(key: str, facts: Mapping[str, Any]) -> str:
     )
 
 
-def _expected_recordings(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _expected_recordings(manifest: Mapping[str, object]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     recordings = manifest.get("recordings")
     for rec in recordings if isinstance(recordings, list) else []:
@@ -178,7 +178,7 @@ def _expected_recordings(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any
     return out
 
 
-def _expected_sidecars(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _expected_sidecars(manifest: Mapping[str, object]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     sidecars = manifest.get("sidecars")
     for item in sidecars if isinstance(sidecars, list) else []:

@@ -10,9 +10,8 @@ and publishes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bodycam.agent.formats.agreements import DATA_ITEMS
 from bodycam.agent.formats.custody import canonical
@@ -29,7 +28,7 @@ class Shared:
     recording_id: int
     officer: str | None
     exercise_id: str | None
-    agreements: tuple[Mapping[str, Any], ...]  # the manifest's refs: id, version, sha256
+    agreements: tuple[Mapping[str, object], ...]  # the manifest's refs: id, version, sha256
     shares: Mapping[str, Mapping[str, list[str]]]  # party -> agreements, data_items, recipients
 
 
@@ -40,13 +39,13 @@ class PartySidecar:
     parties: tuple[str, ...]
     recipients: tuple[str, ...]
     data_items: tuple[str, ...]
-    agreements: tuple[Mapping[str, Any], ...]  # refs, sorted by id
+    agreements: tuple[Mapping[str, object], ...]  # refs, sorted by id
     under: dict[str, list[str]]  # party -> ids of the agreements it receives this under
     plaintext: bytes  # canonical JSON
 
 
 def party_sidecars(
-    batch_id: str, recordings: Sequence[Shared], exercises: Mapping[str, Mapping[str, Any]]
+    batch_id: str, recordings: Sequence[Shared], exercises: Mapping[str, Mapping[str, object]]
 ) -> list[PartySidecar]:
     """The batch's party sidecars, sorted by their first party's name. ``exercises`` maps an exercise id
     to the archive's entry for it (``id``, ``site``, ``start``, ``end``)."""
@@ -77,16 +76,16 @@ def party_sidecars(
     return sorted(out, key=lambda s: s.parties)
 
 
-def _items(lists: Any) -> tuple[str, ...]:
+def _items(lists: Iterable[Iterable[str]]) -> tuple[str, ...]:
     found = {i for items in lists for i in items}
     return tuple(i for i in DATA_ITEMS if i in found)
 
 
 def _view(
-    batch_id: str, party: str, recordings: Sequence[Shared], exercises: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any]:
+    batch_id: str, party: str, recordings: Sequence[Shared], exercises: Mapping[str, Mapping[str, object]]
+) -> dict[str, object]:
     """What ``party`` may see of the batch's personal data: nothing its agreements do not disclose."""
-    entries: list[dict[str, Any]] = []
+    entries: list[dict[str, object]] = []
     sites: dict[str, bool] = {}  # exercise id -> whether the party may see its site
     items: set[str] = set()
     for r in recordings:
@@ -95,7 +94,7 @@ def _view(
             continue
         granted = set(share.get("data_items", []))
         items |= granted
-        entry: dict[str, Any] = {"camera_serial": r.camera_serial, "recording_id": r.recording_id}
+        entry: dict[str, object] = {"camera_serial": r.camera_serial, "recording_id": r.recording_id}
         if OFFICER_IDENTITY in granted:
             entry["officer_id"] = r.officer
         entries.append(entry)
