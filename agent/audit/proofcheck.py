@@ -14,7 +14,6 @@ verify and any change to any byte of the bundle is caught.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
@@ -39,11 +38,11 @@ class ProofReport:
     root: str
     log_signers: list[str]
     witnesses: dict[str, int]  # policy name -> cosignature timestamp
-    entry: dict[str, Any]
-    recording: dict[str, Any]
-    custody: list[dict[str, Any]] = field(default_factory=list)
+    entry: strictjson.JSONObject
+    recording: strictjson.JSONObject
+    custody: list[strictjson.JSONObject] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": True,
             "origin": self.origin,
@@ -65,7 +64,8 @@ def check(data: bytes, policy: witnesspolicy.Policy) -> ProofReport:
     """The report of a bundle that holds under ``policy``; IntegrityError naming the first thing that fails."""
     bundle = proofbundle.parse(data)
     entry = _entry(bundle.entry)
-    origin = docklog.origin(entry["dock_id"])
+    dock_id, batch_id = _text_field(entry, "dock_id"), _text_field(entry, "batch_id")
+    origin = docklog.origin(dock_id)
     text, signers, witnesses = _signatures(bundle.checkpoint, origin, policy)
     cp = note.parse_checkpoint(text, origin=origin)
     _included("the log entry", bundle.index, cp.size, bundle.entry, bundle.log_proof, cp.root)
@@ -73,42 +73,56 @@ def check(data: bytes, policy: witnesspolicy.Policy) -> ProofReport:
     serial, rec_id = recording.get("camera_serial"), recording.get("recording_id")
     if not isinstance(serial, str) or not isinstance(rec_id, int) or isinstance(rec_id, bool):
         raise IntegrityError("proof bundle: the recording names no camera_serial and recording_id")
-    prefix = f"{mf.batch_prefix(entry['dock_id'], entry['batch_id'])}/recordings/"
+    prefix = f"{mf.batch_prefix(dock_id, batch_id)}/recordings/"
     if recording.get("key") != f"{prefix}{serial}/{rec_id}.age":
-        raise IntegrityError(f"proof bundle: the recording's key is not under batch {entry['batch_id']}")
+        raise IntegrityError(f"proof bundle: the recording's key is not under batch {batch_id}")
     _included(
         "the recording",
         bundle.recording_index,
-        entry["recordings"],
+        _count_field(entry, "recordings"),
         bundle.recording.line,
         bundle.recording.proof,
-        bytes.fromhex(entry["recordings_root"]),
+        bytes.fromhex(_text_field(entry, "recordings_root")),
     )
     custody = _custody(bundle, entry, serial, rec_id)
     return ProofReport(origin, bundle.index, cp.size, cp.root.hex(), signers, witnesses, entry, recording, custody)
 
 
-def _entry(raw: bytes) -> dict[str, Any]:
+def _entry(raw: bytes) -> strictjson.JSONObject:
     """The log entry, which must be canonical and carry a 1.1 manifest's commitments."""
     doc = _line(raw, "the log entry", ENTRY_VALUES)
     if doc.get("format") != docklog.ENTRY_FORMAT:
         raise IntegrityError(f"proof bundle: the log entry is not {docklog.ENTRY_FORMAT}")
     for name in ("dock_id", "batch_id", "manifest_sha256", "recordings_root", "custody_root"):
-        if not isinstance(doc.get(name), str):
-            raise IntegrityError(f"proof bundle: the log entry has no {name} (a manifest sealed before format 1.1?)")
+        _text_field(doc, name)
     for name in ("batch_seq", "recordings", "custody_first_seq", "custody_last_seq"):
-        value = doc.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise IntegrityError(f"proof bundle: the log entry's {name} is not a count")
+        _count_field(doc, name)
     for name in ("recordings_root", "custody_root"):
-        if len(doc[name]) != 64 or doc[name].strip("0123456789abcdef"):
+        value = _text_field(doc, name)
+        if len(value) != 64 or value.strip("0123456789abcdef"):
             raise IntegrityError(f"proof bundle: the log entry's {name} is not 64 hex digits")
-    if not note.valid_name(docklog.origin(doc["dock_id"])):
+    if not note.valid_name(docklog.origin(_text_field(doc, "dock_id"))):
         raise IntegrityError("proof bundle: the log entry's dock_id cannot name a log")
     return doc
 
 
-def _line(raw: bytes, what: str, max_values: int = LINE_VALUES) -> dict[str, Any]:
+def _text_field(entry: strictjson.JSONObject, name: str) -> str:
+    """A string field of the log entry (``_entry`` checked each one it reads)."""
+    value = entry.get(name)
+    if not isinstance(value, str):
+        raise IntegrityError(f"proof bundle: the log entry has no {name} (a manifest sealed before format 1.1?)")
+    return value
+
+
+def _count_field(entry: strictjson.JSONObject, name: str) -> int:
+    """A count field of the log entry (``_entry`` checked each one it reads)."""
+    value = entry.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise IntegrityError(f"proof bundle: the log entry's {name} is not a count")
+    return value
+
+
+def _line(raw: bytes, what: str, max_values: int = LINE_VALUES) -> strictjson.JSONObject:
     try:
         doc = strictjson.parse_json(raw, f"proof bundle: {what}", max_values)
     except ProtocolError as err:
@@ -164,11 +178,13 @@ def _included(what: str, index: int, size: int, data: bytes, proof: tuple[bytes,
         raise IntegrityError(f"proof bundle: {what} is not proven: {err}") from None
 
 
-def _custody(bundle: proofbundle.Bundle, entry: dict[str, Any], serial: str, rec_id: int) -> list[dict[str, Any]]:
+def _custody(
+    bundle: proofbundle.Bundle, entry: strictjson.JSONObject, serial: str, rec_id: int
+) -> list[strictjson.JSONObject]:
     """Each custody line names this recording, comes in seq order, and is its seq's leaf of the segment."""
-    first, last = entry["custody_first_seq"], entry["custody_last_seq"]
-    root = bytes.fromhex(entry["custody_root"])
-    out: list[dict[str, Any]] = []
+    first, last = _count_field(entry, "custody_first_seq"), _count_field(entry, "custody_last_seq")
+    root = bytes.fromhex(_text_field(entry, "custody_root"))
+    out: list[strictjson.JSONObject] = []
     previous = first - 1
     for leaf in bundle.custody:
         doc = _line(leaf.line, "a custody entry")

@@ -262,7 +262,7 @@ class AuditContext:
     finished: str
     version: str  # of bodycam-sync
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "bucket": self.bucket_url,
             "allowed_signers": self.allowed_signers,
@@ -296,7 +296,7 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.findings
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "verified": self.ok,
             "objects_seen": self.objects_seen,
@@ -1379,7 +1379,7 @@ def _timestamp(value: Any) -> dt.datetime | None:
 
 
 def manifest_signer(
-    raw: bytes, signature: str, dock: str, sealed: Any, signers: Sequence[AllowedSigner]
+    raw: bytes, signature: str, dock: str, sealed: object, signers: Sequence[AllowedSigner]
 ) -> Ed25519PublicKey:
     """The key that signed a manifest, checked as ``verify`` checks it (docs/formats.md §6): a key
     allowed for ``dock`` in namespace ``bodycam-manifest`` at the manifest's ``sealed`` second.

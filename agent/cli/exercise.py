@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from bodycam.agent.cli.common import (
@@ -55,33 +53,36 @@ def exercise_list(ctx: Context, as_json: bool) -> None:
 
     with agent_journal(ctx) as journal:
         caught = caught_by_exercise(journal)
-        items: list[dict[str, Any]] = [
-            {
-                "id": e.id,
-                "site": e.site,
-                "start": iso(e.start),
-                "end": iso(e.end),
-                "cameras": sorted(e.cameras),
-                "caught": caught.get(e.id, Caught()).to_json(),
-            }
-            for e in list_exercises(journal)
-        ]
-        if any(item["site"] for item in items):  # sites shown: a s.62 consultation
+        exercises = [(e, caught.get(e.id, Caught())) for e in list_exercises(journal)]
+        if any(e.site for e, _got in exercises):  # sites shown: a s.62 consultation
             from bodycam.agent.pipeline.enrolment import consulted
             from bodycam.agent.storage.custody_log import CustodyLog
 
             consulted(CustodyLog.for_operator(journal, ctx.config), "exercises")
     if as_json:
-        emit_json({"exercises": items})
+        emit_json(
+            {
+                "exercises": [
+                    {
+                        "id": e.id,
+                        "site": e.site,
+                        "start": iso(e.start),
+                        "end": iso(e.end),
+                        "cameras": sorted(e.cameras),
+                        "caught": got.to_json(),
+                    }
+                    for e, got in exercises
+                ]
+            }
+        )
         return
-    if not items:
+    if not exercises:
         click.echo("no exercises registered")
-    for item in items:
-        got = item["caught"]
+    for e, got in exercises:
         click.echo(
-            f"{item['id']}  {item['start']} .. {item['end']}  cameras: {', '.join(item['cameras'])}  "
-            f"caught {got['recordings']} recordings ({size_text(got['bytes'])}): {got['verified']} verified, "
-            f"{got['in_progress']} in progress"
+            f"{e.id}  {iso(e.start)} .. {iso(e.end)}  cameras: {', '.join(sorted(e.cameras))}  "
+            f"caught {got.recordings} recordings ({size_text(got.bytes)}): {got.verified} verified, "
+            f"{got.in_progress} in progress"
         )
 
 

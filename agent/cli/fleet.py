@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -135,7 +135,8 @@ def fleet_show(obj: Context, as_json: bool) -> None:
     with _bucket(cfg) as bucket:
         view = source.view(bucket)
     register = view.register
-    doc: dict[str, Any] = {
+    refused = [*view.agreements.refused, *view.refused]
+    doc: dict[str, object] = {
         "bucket_error": view.bucket_error,
         "cache": str(source.cache),
         "register": None
@@ -152,7 +153,7 @@ def fleet_show(obj: Context, as_json: bool) -> None:
             for a in view.agreements.agreements
         ],
         "revoked": sorted(view.agreements.revoked),
-        "refused": [{"object": n, "reason": r} for n, r in (*view.agreements.refused, *view.refused)],
+        "refused": [{"object": n, "reason": r} for n, r in refused],
     }
     if as_json:
         emit_json(doc)
@@ -164,7 +165,8 @@ def fleet_show(obj: Context, as_json: bool) -> None:
     else:
         click.echo(f"register version {register.version}: {len(register.exercises)} exercise(s), "
                    f"{len(register.cameras)} camera(s), sha256 {register.sha256[:16]}")  # fmt: skip
-    for a in doc["agreements"]:
-        click.echo(f"agreement {a['id']} v{a['version']}{' (revoked)' if a['revoked'] else ''}  {a['sha256'][:16]}")
-    for r in doc["refused"]:
-        click.echo(f"refused {r['object']}: {r['reason']}")
+    for a in view.agreements.agreements:
+        revoked = " (revoked)" if a.id in view.agreements.revoked else ""
+        click.echo(f"agreement {a.id} v{a.version}{revoked}  {a.sha256[:16]}")
+    for name, reason in refused:
+        click.echo(f"refused {name}: {reason}")

@@ -69,9 +69,9 @@ def erasure_fields(
     version_id: str | None = None,
     camera: str | None = None,
     recording: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The custody fields of one erasure: ids, hashes and times only (no footage, no personal data)."""
-    fields: dict[str, Any] = {
+    fields: dict[str, object] = {
         "operation": OPERATION,
         "object": obj,
         "key": key,

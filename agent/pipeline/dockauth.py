@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -31,7 +31,14 @@ from bodycam.drivers.protocol import dockauth as da
 from bodycam.drivers.protocol.frames import Status
 
 LOG = logging.getLogger(__name__)
-CustodyFn = Callable[..., Any]
+
+
+class CustodyFn(Protocol):
+    """Records a custody event (``CustodyLog.append``): the event's name and its fields."""
+
+    def __call__(self, event: str, **fields: object) -> object: ...
+
+
 MAX_FILE = 64 * 1024  # a certificate or revocation list file; both are far smaller
 UNPROTECTED_MASS_STORAGE = "mass storage: anyone who mounts the camera can read and delete its footage"
 UNPROTECTED_V1 = "protocol revision 1: the camera cannot refuse rogue hosts"
@@ -137,7 +144,7 @@ def secure_link(
     if not record_unprotected:
         inner = custody
 
-        def custody(event: str, **fields: Any) -> Any:
+        def custody(event: str, **fields: object) -> object:
             return None if event == "camera_unprotected" else inner(event, **fields)
 
     if camera.protocol < 2:
