@@ -1,25 +1,34 @@
 """The one-pass pull into a real local bucket: parts cut in a ring of reused buffers, and its failures.
 
-The camera here is the plaintext in memory (the pull only needs ``iter_read``); the bucket, the age
-encryption and the stock ``age -d`` that reads the result back are the real ones.
+For the ring the camera is the plaintext in memory (the pull only needs ``iter_read``); for cancel, a
+failing part upload and a part that differs on resume it is a virtual camera served over USB/IP on
+loopback (tests/sims.py), read through the real driver. The bucket, the age encryption and the stock
+``age -d`` that reads the result back are the real ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bodycam.agent.formats.agecrypt import Encryptor, generate_identity
-from bodycam.agent.pipeline.pull import PullResult, pull
-from bodycam.agent.storage.bucket import LocalBucket, UploadNotFoundError
+from bodycam.agent.pipeline.pull import CancelledError, PullResult, pull
+from bodycam.agent.storage.bucket import LocalBucket, Part, UploadError, UploadNotFoundError
+from bodycam.drivers.device.camera import Camera
+from bodycam.drivers.errors import IntegrityError
 from bodycam.drivers.protocol.messages import Category, RecordingInfo
+
+from . import sims
 
 MiB = 1024 * 1024
 KEY = "dock-01/b1/recordings/CAM1/r1.age"
@@ -93,3 +102,142 @@ def test_a_failed_last_upload_ends_the_pull_with_its_error(tmp_path: Path) -> No
     bucket.abort_upload(KEY, upload_id)
     with pytest.raises(UploadNotFoundError):
         _pull(bucket, b"a short clip" * 1000, upload_id, recipient, 5 * MiB)
+
+
+# -- a virtual camera through the real driver ------------------------------------------------------------
+PULL_THREADS = ("camera-read", "part-hash", "part-upload")
+
+
+@contextmanager
+def docked(size: int) -> Iterator[tuple[Camera, RecordingInfo]]:
+    """One recording of ``size`` bytes on a virtual camera served over USB/IP, opened and authenticated."""
+    with sims.serve("usbip", sims.spec("CAM-PULL", recordings=1, training=1, size=size)) as served:
+        cam = served.connect(timeout=10)
+        cam.open()
+        cam.authenticate(served.enrolled_key)
+        try:
+            yield cam, cam.recordings()[0]
+        finally:
+            cam.close()
+
+
+def within_deadline(run: Callable[[], PullResult]) -> PullResult:
+    """``run`` in a thread with a generous deadline (a hang fails the test), then every pull thread gone."""
+    out: list[PullResult | BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(run())
+        except BaseException as err:
+            out.append(err)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the pull hung"
+    deadline = time.monotonic() + 60
+    while any(t.name.startswith(PULL_THREADS) for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(PULL_THREADS)], "a pull thread was left"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+def test_cancel_stops_the_pull_and_every_thread_it_started(tmp_path: Path) -> None:
+    """SIGTERM or an eject sets ``cancel``: the pull stops within its poll, says how far it got, and
+    leaves no reader or uploader behind (the upload stays open for the next run to resume)."""
+    _, recipient = generate_identity()
+    bucket = LocalBucket(tmp_path / "bucket")
+    upload_id = bucket.start_upload(KEY)
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def progress(done: int) -> None:
+        seen.append(done)
+        if done >= 2 * MiB:
+            cancel.set()
+
+    with docked(24 * MiB) as (cam, rec):
+        enc = Encryptor([recipient])
+        with pytest.raises(CancelledError, match=r"stopped at \d+ bytes; it resumes"):
+            within_deadline(
+                lambda: pull(
+                    cam, rec, enc, bucket, KEY, upload_id, part_size=5 * MiB, on_progress=progress, cancel=cancel
+                )
+            )
+    assert seen and max(seen) < rec.size
+    assert [u.upload_id for u in bucket.open_uploads("dock-01/")] == [upload_id]
+
+
+def test_a_failing_part_upload_ends_the_pull_with_its_error(tmp_path: Path) -> None:
+    """A part the bucket refuses mid-recording (here the upload is aborted under it once part 1 is in):
+    the pull raises the bucket's error instead of reading the rest of the camera, and ends its threads."""
+    _, recipient = generate_identity()
+    bucket = LocalBucket(tmp_path / "bucket")
+    upload_id = bucket.start_upload(KEY)
+    sent: list[int] = []
+
+    def abort_after_the_first(part: Part) -> None:
+        sent.append(part.number)
+        bucket.abort_upload(KEY, upload_id)
+
+    read: list[int] = []
+    with docked(24 * MiB) as (cam, rec):
+        enc = Encryptor([recipient])
+        with pytest.raises(UploadError):
+            within_deadline(
+                lambda: pull(
+                    cam,
+                    rec,
+                    enc,
+                    bucket,
+                    KEY,
+                    upload_id,
+                    part_size=5 * MiB,
+                    parts_in_flight=1,
+                    on_part=abort_after_the_first,
+                    on_progress=read.append,
+                )
+            )
+    assert sent == [1]
+    assert max(read) < rec.size  # stopped early: the rest of the recording was not read for nothing
+
+
+def test_a_resumed_part_that_differs_is_refused_and_an_equal_one_is_not_sent_again(tmp_path: Path) -> None:
+    """Resume compares each part the bucket holds with what this pass produced: the same file key and
+    header reproduce the ciphertext, so nothing is sent again; another encryption (the recording or the
+    journaled key changed) differs at part 1, an IntegrityError naming the part, never a silent mix."""
+    _, recipient = generate_identity()
+    bucket = LocalBucket(tmp_path / "bucket")
+    upload_id = bucket.start_upload(KEY)
+    with docked(12 * MiB) as (cam, rec):
+        file_key = os.urandom(16)  # journaled with the header before the first part, as the agent does
+        first_enc = Encryptor([recipient], file_key=file_key)
+        header = first_enc.header
+        first = within_deadline(lambda: pull(cam, rec, first_enc, bucket, KEY, upload_id, part_size=5 * MiB))
+        held = {p.number: p for p in bucket.list_parts(KEY, upload_id)}
+        assert sorted(held) == [1, 2, 3]
+        resent: list[int] = []
+        again = within_deadline(
+            lambda: pull(
+                cam,
+                rec,
+                Encryptor.resume(header, file_key),
+                bucket,
+                KEY,
+                upload_id,
+                part_size=5 * MiB,
+                existing_parts=held,
+                on_part=lambda p: resent.append(p.number),
+            )
+        )
+        assert resent == [] and again.ciphertext_sha256 == first.ciphertext_sha256
+        with pytest.raises(IntegrityError, match=f"part 1 of {KEY} in the bucket differs"):
+            within_deadline(
+                lambda: pull(
+                    cam, rec, Encryptor([recipient]), bucket, KEY, upload_id, part_size=5 * MiB, existing_parts=held
+                )
+            )
+    info = bucket.complete_upload(KEY, upload_id, first.parts)  # the upload itself was left as it was
+    assert info.size == first.ciphertext_size

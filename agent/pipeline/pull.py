@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bodycam.agent.formats.agecrypt import Encryptor
-from bodycam.agent.storage.bucket import PART_CHECKSUM, Bucket, PartData, checksum_algorithm, part_checksum
+from bodycam.agent.storage.bucket import PART_CHECKSUM, Bucket, Part, PartData, checksum_algorithm, part_checksum
 from bodycam.drivers.errors import BodycamError, IntegrityError
 from bodycam.drivers.protocol.messages import RecordingInfo
 
@@ -48,7 +48,7 @@ class PullResult:
     plaintext_sha256: str
     ciphertext_sha256: str
     ciphertext_size: int
-    parts: list[Any]  # the bucket's Part records, in order
+    parts: list[Part]  # the bucket's Part records, in order
 
 
 class _PartRing:
@@ -152,9 +152,9 @@ def pull(
     upload_id: str,
     *,
     part_size: int,
-    existing_parts: dict[int, Any] | None = None,
+    existing_parts: dict[int, Part] | None = None,
     parts_in_flight: int = 2,
-    on_part: Callable[[Any], None] | None = None,
+    on_part: Callable[[Part], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> PullResult:
@@ -163,140 +163,228 @@ def pull(
     Raises CancelledError, IntegrityError (a part in the bucket differs from what this pass
     produced), and whatever the camera or bucket raise (TransportError, UploadError...).
     """
-    existing = existing_parts or {}
-    algorithm = _upload_algorithm(existing)
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
-    parts_q: queue.Queue[tuple[int, bytearray | memoryview, bytearray] | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
-    results: dict[int, Any] = {}
-    ciphertext_hash = hashlib.sha256()
-    part_error: list[BaseException] = []
+    reader = _Reader(camera, recording, stop)
+    uploader = _Uploader(bucket, key, upload_id, existing_parts or {}, parts_in_flight, part_size, on_part, stop)
+    reader.start()
+    uploader.start()
+    try:
+        plaintext_sha256 = _encrypt(reader, uploader, encryptor, recording, key, on_progress, cancel)
+        uploader.finish()
+    finally:
+        stop.set()
+        uploader.close()
+        reader.join()
+    return uploader.result(plaintext_sha256)
 
-    def read_camera() -> None:
+
+def _encrypt(
+    reader: _Reader,
+    uploader: _Uploader,
+    encryptor: Encryptor,
+    recording: RecordingInfo,
+    key: str,
+    on_progress: Callable[[int], None] | None,
+    cancel: threading.Event | None,
+) -> str:
+    """The calling thread's stage: hash the plaintext and seal it into the uploader's part buffers, until
+    the camera's last byte; returns the plaintext SHA-256. Stops at ``cancel`` or the first error of
+    either other stage."""
+    ring = uploader.ring
+    plain_hash = hashlib.sha256()
+    done = 0
+    ring.write(encryptor.header)
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError(f"pull of {key} stopped at {done} bytes; it resumes on the next run")
+        uploader.raise_error()
+        item = reader.next(timeout=0.5)
+        if isinstance(item, _Waiting):
+            continue
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        plain_hash.update(item)
+        encryptor.update_into(item, ring)
+        done += len(item)
+        if on_progress is not None:
+            on_progress(done)
+    if done != recording.size:
+        raise IntegrityError(f"camera delivered {done} bytes of recording {recording.id}, it listed {recording.size}")
+    encryptor.finalize_into(ring)
+    ring.flush(final=True)
+    return plain_hash.hexdigest()
+
+
+class _Waiting:
+    """No chunk yet: the reader is still waiting for the camera."""
+
+
+_WAITING = _Waiting()
+Chunk = bytes | memoryview
+
+
+class _Reader:
+    """The reader stage: the camera's READ answers, in a thread of their own, into a small queue (4
+    frames), so the camera is read while the calling thread encrypts. ``None`` marks the end; an error
+    of the camera is handed on in the queue."""
+
+    def __init__(self, camera: ChunkSource, recording: RecordingInfo, stop: threading.Event) -> None:
+        self._camera, self._recording, self._stop = camera, recording, stop
+        self._chunks: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="camera-read", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def next(self, timeout: float) -> Chunk | BaseException | _Waiting | None:
+        """The next chunk, None at the end, an error, or ``_WAITING`` after ``timeout`` seconds."""
         try:
-            for data in camera.iter_read(recording, 0, READ_SPAN):
-                while not stop.is_set():
-                    try:
-                        chunks.put(data, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            chunks.put(None)
-        except BaseException as err:
-            chunks.put(err)
+            return self._chunks.get(timeout=timeout)
+        except queue.Empty:
+            return _WAITING
 
-    def upload_parts() -> None:
-        in_flight: list[Future[Any]] = []
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            for data in self._camera.iter_read(self._recording, 0, READ_SPAN):
+                if not self._offer(data):
+                    return
+            self._offer(None)
+        except BaseException as err:
+            self._offer(err)
+
+    def _offer(self, item: Chunk | BaseException | None) -> bool:
+        """Queue ``item`` unless the pull stopped meanwhile (False). The end marker and errors wait the
+        same way: a pull that failed after the camera's last chunk once left this thread blocked on a
+        full queue for good (tests/test_pull.py, the differing resumed part)."""
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class _Uploader:
+    """The uploader stage: takes each full part from the ring (a queue of one), hashes the ciphertext and
+    the part, and uploads it with at most ``parts_in_flight`` in flight; a part the bucket already holds
+    (resume) is compared instead of sent. The first error stops the pull."""
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        key: str,
+        upload_id: str,
+        existing: dict[int, Part],
+        parts_in_flight: int,
+        part_size: int,
+        on_part: Callable[[Part], None] | None,
+        stop: threading.Event,
+    ) -> None:
+        self._bucket, self._key, self._upload_id, self._existing = bucket, key, upload_id, existing
+        self._in_flight, self._on_part, self._stop = parts_in_flight, on_part, stop
+        self._algorithm = _upload_algorithm(existing)
+        self._parts: queue.Queue[tuple[int, bytearray | memoryview, bytearray] | None] = queue.Queue(maxsize=1)
+        self._errors: list[BaseException] = []
+        self._results: dict[int, Part] = {}
+        self._ciphertext = hashlib.sha256()
+        # one buffer being filled, one queued, parts_in_flight uploading, one being hashed
+        self.ring = _PartRing(part_size, parts_in_flight + 3, self._emit, self._errors)
+        self._thread = threading.Thread(target=self._run, name="part-hash", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def raise_error(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    def finish(self) -> None:
+        """After the last part: wait for every upload, raising the first error."""
+        _put(self._parts, None, self._errors)
+        self._thread.join()
+        self.raise_error()
+
+    def close(self) -> None:
+        """Unblock and end the thread whatever happened (it drains what is left)."""
+        if self._thread.is_alive():
+            _put(self._parts, None, [], force=True)
+            self._thread.join(timeout=60)
+
+    def result(self, plaintext_sha256: str) -> PullResult:
+        parts = [self._results[n] for n in sorted(self._results)]
+        return PullResult(plaintext_sha256, self._ciphertext.hexdigest(), sum(p.size for p in parts), parts)
+
+    def _emit(self, number: int, view: bytearray | memoryview, buf: bytearray) -> None:
+        _put(self._parts, (number, view, buf), self._errors)
+
+    def _run(self) -> None:
+        in_flight: list[Future[Part]] = []
         ended = False  # the end marker was taken: an error after it must not wait for another
-        with ThreadPoolExecutor(max_workers=parts_in_flight, thread_name_prefix="part-upload") as pool:
+        with ThreadPoolExecutor(max_workers=self._in_flight, thread_name_prefix="part-upload") as pool:
             try:
                 while True:
                     # wait for an upload slot *before* taking the next part: at most parts_in_flight
                     # parts are held here, whatever the pace of the producer (bounded memory)
-                    while len(in_flight) >= parts_in_flight:
+                    while len(in_flight) >= self._in_flight:
                         in_flight.pop(0).result()
-                    item = parts_q.get()
+                    item = self._parts.get()
                     if item is None:
                         ended = True
                         break
                     number, data, buf = item
-                    ciphertext_hash.update(data)
-                    checksum = part_checksum(data, algorithm)
-                    known = existing.get(number)
-                    if known is not None and known.size == len(data) and known.checksum:
-                        if known.checksum != checksum:
-                            raise IntegrityError(
-                                f"part {number} of {key} in the bucket differs from what this pass produced; "
-                                "the camera's recording changed since the upload began"
-                            )
-                        results[number] = known
-                        ring.release(buf)
-                        continue
-                    in_flight.append(pool.submit(_send, number, data, buf, checksum))
+                    self._ciphertext.update(data)
+                    checksum = part_checksum(data, self._algorithm)
+                    if not self._known(number, len(data), checksum):
+                        in_flight.append(pool.submit(self._send, number, data, buf, checksum))
+                    else:
+                        self.ring.release(buf)
                     del data, item, buf
                 for fut in in_flight:
                     fut.result()
             except BaseException as err:
-                part_error.append(err)
-                stop.set()
+                self._errors.append(err)
+                self._stop.set()
                 for fut in in_flight:
                     fut.cancel()
                 while not ended:  # drain so the producer never blocks forever
-                    left = parts_q.get()
+                    left = self._parts.get()
                     if left is None:
                         break
-                    ring.release(left[2])
+                    self.ring.release(left[2])
 
-    def _send(number: int, data: bytearray | memoryview, buf: bytearray, checksum: str) -> Any:
+    def _known(self, number: int, size: int, checksum: str) -> bool:
+        """True when the bucket already holds this part (a resumed upload); IntegrityError when it holds
+        other bytes under its number."""
+        known = self._existing.get(number)
+        if known is None or known.size != size or not known.checksum:
+            return False
+        if known.checksum != checksum:
+            raise IntegrityError(
+                f"part {number} of {self._key} in the bucket differs from what this pass produced; "
+                "the camera's recording changed since the upload began"
+            )
+        self._results[number] = known
+        return True
+
+    def _send(self, number: int, data: bytearray | memoryview, buf: bytearray, checksum: str) -> Part:
         try:
-            part = bucket.upload_part(key, upload_id, number, data, checksum=checksum)
+            part = self._bucket.upload_part(self._key, self._upload_id, number, data, checksum=checksum)
         finally:
             del data
-            ring.release(buf)  # the upload (retries included) is over: the buffer takes the next part
-        results[number] = part
-        if on_part is not None:
-            on_part(part)
+            self.ring.release(buf)  # the upload (retries included) is over: the buffer takes the next part
+        self._results[number] = part
+        if self._on_part is not None:
+            self._on_part(part)
         return part
 
-    def emit(number: int, view: bytearray | memoryview, buf: bytearray) -> None:
-        _put(parts_q, (number, view, buf), part_error)
 
-    # one buffer being filled, one queued, parts_in_flight uploading, one being hashed
-    ring = _PartRing(part_size, parts_in_flight + 3, emit, part_error)
-    reader = threading.Thread(target=read_camera, name="camera-read", daemon=True)
-    uploader = threading.Thread(target=upload_parts, name="part-hash", daemon=True)
-    reader.start()
-    uploader.start()
-    plain_hash = hashlib.sha256()
-    done = 0
-    try:
-        ring.write(encryptor.header)
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise CancelledError(f"pull of {key} stopped at {done} bytes; it resumes on the next run")
-            if part_error:
-                raise part_error[0]
-            try:
-                item = chunks.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            plain_hash.update(item)
-            encryptor.update_into(item, ring)
-            done += len(item)
-            if on_progress is not None:
-                on_progress(done)
-        if done != recording.size:
-            raise IntegrityError(
-                f"camera delivered {done} bytes of recording {recording.id}, it listed {recording.size}"
-            )
-        encryptor.finalize_into(ring)
-        ring.flush(final=True)
-        _put(parts_q, None, part_error)
-        uploader.join()
-        if part_error:
-            raise part_error[0]
-    finally:
-        stop.set()
-        if uploader.is_alive():
-            _put(parts_q, None, [], force=True)
-            uploader.join(timeout=60)
-        reader.join(timeout=10)
-    total = sum(p.size for p in results.values())
-    return PullResult(
-        plain_hash.hexdigest(),
-        ciphertext_hash.hexdigest(),
-        total,
-        [results[n] for n in sorted(results)],
-    )
-
-
-def _upload_algorithm(existing: dict[int, Any]) -> str:
+def _upload_algorithm(existing: dict[int, Part]) -> str:
     """The part checksum of an upload being resumed: SHA-256 when an older agent sent its parts so (one
     multipart upload cannot mix algorithms), else CRC-32C."""
     for part in existing.values():
