@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import boto3
@@ -61,8 +61,10 @@ from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, St
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+    from mypy_boto3_s3 import S3Client
 
 LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MIN_PART_SIZE: Final = 5 * 1024 * 1024  # S3: every part but the last
 MAX_PARTS: Final = 10_000
@@ -528,7 +530,7 @@ class S3Bucket(Bucket):
         read_timeout: float = 30.0,
         max_attempts: int = 3,
         conditional_writes: bool = True,
-        client: Any = None,
+        client: S3Client | None = None,
     ) -> None:
         if not _BUCKET_NAME.fullmatch(bucket or ""):
             raise ConfigError(f"bucket.url: {bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
@@ -557,7 +559,7 @@ class S3Bucket(Bucket):
             )
             region = session.region_name or ("us-east-1" if endpoint_url else None)
             client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
-        self._client: Any = client
+        self._client: S3Client = client
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _full(self, key: str) -> str:
@@ -567,9 +569,10 @@ class S3Bucket(Bucket):
         where = f"s3://{self.bucket}/{self._full(key)}" if key is not None else self.url
         return f"{where} (endpoint {self.endpoint_url or 'AWS'})"
 
-    def _call(self, action: str, key: str | None, method: str, /, **kwargs: Any) -> Any:
+    def _call(self, action: str, key: str | None, method: Callable[..., _T], /, **kwargs: Any) -> _T:
+        """``method`` of the boto3 client on this bucket, its errors turned into the BodycamError tree."""
         try:
-            return getattr(self._client, method)(Bucket=self.bucket, **kwargs)
+            return method(Bucket=self.bucket, **kwargs)
         except ClientError as err:
             raise self._client_error(action, key, err) from err
         except (NoCredentialsError, PartialCredentialsError) as err:
@@ -617,7 +620,9 @@ class S3Bucket(Bucket):
         with self._lock_guard:
             if self._lock_state is None:
                 try:
-                    conf = self._call("get Object Lock configuration of", None, "get_object_lock_configuration")
+                    conf = self._call(
+                        "get Object Lock configuration of", None, self._client.get_object_lock_configuration
+                    )
                     enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
                 except UploadError as err:
                     code = _error_code(err.__cause__)
@@ -701,7 +706,7 @@ class S3Bucket(Bucket):
     def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
         check_key(key)
         r = self._call(
-            "start upload of", key, "create_multipart_upload",
+            "start upload of", key, self._client.create_multipart_upload,
             Key=self._full(key), ChecksumAlgorithm=PART_CHECKSUM, **self._lock_kwargs(retain_until),
         )  # fmt: skip
         return str(r["UploadId"])
@@ -714,7 +719,7 @@ class S3Bucket(Bucket):
         checksum = checksum if checksum is not None else part_checksum(data)
         algorithm = checksum_algorithm(checksum)
         r = self._call(
-            f"upload part {part_number} of", key, "upload_part",
+            f"upload part {part_number} of", key, self._client.upload_part,
             Key=self._full(key), UploadId=upload_id, PartNumber=part_number,
             Body=data.tobytes() if isinstance(data, memoryview) else data,  # botocore takes no memoryview
             ContentLength=len(data), ChecksumAlgorithm=algorithm, **{f"Checksum{algorithm}": checksum},
@@ -732,7 +737,7 @@ class S3Bucket(Bucket):
         marker = 0
         while True:
             r = self._call(
-                "list parts of", key, "list_parts",
+                "list parts of", key, self._client.list_parts,
                 Key=self._full(key), UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000,
             )  # fmt: skip
             for p in r.get("Parts", []):
@@ -758,7 +763,7 @@ class S3Bucket(Bucket):
         def write(conditional: bool) -> Any:
             extra = {"IfNoneMatch": "*"} if conditional else {}
             return self._call(
-                "complete upload of", key, "complete_multipart_upload",
+                "complete upload of", key, self._client.complete_multipart_upload,
                 Key=self._full(key), UploadId=upload_id, MultipartUpload=body, **extra,
             )  # fmt: skip
 
@@ -777,7 +782,9 @@ class S3Bucket(Bucket):
     def abort_upload(self, key: str, upload_id: str) -> None:
         check_key(key)
         try:
-            self._call("abort upload of", key, "abort_multipart_upload", Key=self._full(key), UploadId=upload_id)
+            self._call(
+                "abort upload of", key, self._client.abort_multipart_upload, Key=self._full(key), UploadId=upload_id
+            )
         except UploadNotFoundError:
             pass
 
@@ -789,7 +796,7 @@ class S3Bucket(Bucket):
         key_marker, id_marker = "", ""
         while True:
             r = self._call(
-                "list uploads in", None, "list_multipart_uploads",
+                "list uploads in", None, self._client.list_multipart_uploads,
                 Prefix=full, KeyMarker=key_marker, UploadIdMarker=id_marker, MaxUploads=page_size,
             )  # fmt: skip
             uploads = r.get("Uploads", [])
@@ -816,7 +823,7 @@ class S3Bucket(Bucket):
         def write(conditional: bool) -> Any:
             extra: dict[str, Any] = {"IfNoneMatch": "*"} if create_only and conditional else {}
             return self._call(
-                "put", key, "put_object",
+                "put", key, self._client.put_object,
                 Key=self._full(key), Body=data, ContentLength=len(data),
                 ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum, **lock, **extra,
             )  # fmt: skip
@@ -839,7 +846,7 @@ class S3Bucket(Bucket):
         check_key(key)
         extra = {"VersionId": version_id} if version_id else {}
         try:
-            r = self._call("head", key, "head_object", Key=self._full(key), ChecksumMode="ENABLED", **extra)
+            r = self._call("head", key, self._client.head_object, Key=self._full(key), ChecksumMode="ENABLED", **extra)
         except ObjectNotFoundError:
             return None
         return self._info(key, r)
@@ -849,7 +856,7 @@ class S3Bucket(Bucket):
         strip = f"{self.prefix}/" if self.prefix else ""
         kwargs: dict[str, Any] = {"Prefix": strip + prefix, "MaxKeys": page_size}
         while True:
-            r = self._call("list objects in", None, "list_objects_v2", **kwargs)
+            r = self._call("list objects in", None, self._client.list_objects_v2, **kwargs)
             for o in r.get("Contents", []):
                 k = str(o["Key"])
                 yield ObjectInfo(
@@ -866,7 +873,7 @@ class S3Bucket(Bucket):
     def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
         check_key(key)
         extra = {"VersionId": version_id} if version_id else {}
-        r = self._call("read", key, "get_object", Key=self._full(key), **extra)
+        r = self._call("read", key, self._client.get_object, Key=self._full(key), **extra)
         body = r["Body"]
         where = self._where(key)
 
@@ -878,7 +885,7 @@ class S3Bucket(Bucket):
     def delete(self, key: str, *, version_id: str | None = None) -> None:
         check_key(key)
         extra = {"VersionId": version_id} if version_id else {}
-        self._call("delete", key, "delete_object", Key=self._full(key), **extra)
+        self._call("delete", key, self._client.delete_object, Key=self._full(key), **extra)
 
     def close(self) -> None:
         self._client.close()
