@@ -600,13 +600,7 @@ class Verifier:
         the batch as a whole is the finding, not each of its objects."""
         size = self._sizes.get(mkey, 0)
         if size > self.limits.manifest_bytes:
-            self._find(
-                "manifest_too_large",
-                f"{mkey} is {size} bytes, over the {self.limits.manifest_bytes} a manifest may have within "
-                f"--max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
-                **where,
-            )
-            listed.update(self._sizes)
+            self._too_large(f"{mkey} is {size} bytes, over the {self.limits.manifest_bytes}", where, listed)
             return None
         try:
             raw: bytes = self.bucket.get_bytes(mkey, max_size=self.limits.manifest_bytes)
@@ -615,15 +609,19 @@ class Verifier:
             return None
         values = strictjson.count_values(raw)
         if values > self.limits.manifest_values:
-            self._find(
-                "manifest_too_large",
-                f"{mkey} holds up to {values} JSON values, over the {self.limits.manifest_values} a manifest may "
-                f"have within --max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
-                **where,
-            )
-            listed.update(self._sizes)
+            what = f"{mkey} holds up to {values} JSON values, over the {self.limits.manifest_values}"
+            self._too_large(what, where, listed)
             return None
         return raw
+
+    def _too_large(self, what: str, where: dict[str, Any], listed: set[str]) -> None:
+        """``manifest_too_large``: the batch as a whole is the finding, its objects are not each named."""
+        self._find(
+            "manifest_too_large",
+            f"{what} a manifest may have within --max-memory {self.limits.max_memory_mib} MiB: its batch was not checked",
+            **where,
+        )
+        listed.update(self._sizes)
 
     def _batch(self, dock: str, batch: str, listed: set[str]) -> BatchResult:
         result = BatchResult(dock, batch)

@@ -415,6 +415,20 @@ def _dearmor(text: str) -> bytes:
         raise IntegrityError("SSH signature armor does not hold valid base64") from None
 
 
+def _ed25519_blob(blob: bytes, kind: str, what: str, length: int) -> bytes:
+    """The data of an SSH ``string type, string data`` blob (the signer's public key, or the signature
+    itself) that must be Ed25519 and ``length`` bytes: IntegrityError for another type, _Malformed else."""
+    reader = _Reader(blob)
+    found = reader.text()
+    if found != KEY_TYPE:
+        raise IntegrityError(f"SSH signature {kind} {found[:40]!r} is not supported (only {KEY_TYPE})")
+    data = reader.string()
+    reader.done()
+    if len(data) != length:
+        raise _Malformed(f"Ed25519 {what} is {len(data)} bytes")
+    return data
+
+
 def _parse_signature(text: str) -> _Signature:
     blob = _dearmor(text)
     if not blob.startswith(_MAGIC):
@@ -431,23 +445,8 @@ def _parse_signature(text: str) -> _Signature:
         sig_blob = reader.string()
         reader.done()
 
-        key_reader = _Reader(key_blob)
-        key_type = key_reader.text()
-        if key_type != KEY_TYPE:
-            raise IntegrityError(f"SSH signature key type {key_type[:40]!r} is not supported (only {KEY_TYPE})")
-        raw_key = key_reader.string()
-        key_reader.done()
-        if len(raw_key) != _ED25519_PUBLIC_LEN:
-            raise _Malformed(f"Ed25519 public key is {len(raw_key)} bytes")
-
-        sig_reader = _Reader(sig_blob)
-        sig_type = sig_reader.text()
-        if sig_type != KEY_TYPE:
-            raise IntegrityError(f"SSH signature algorithm {sig_type[:40]!r} is not supported (only {KEY_TYPE})")
-        signature = sig_reader.string()
-        sig_reader.done()
-        if len(signature) != _ED25519_SIG_LEN:
-            raise _Malformed(f"Ed25519 signature is {len(signature)} bytes")
+        raw_key = _ed25519_blob(key_blob, "key type", "public key", _ED25519_PUBLIC_LEN)
+        signature = _ed25519_blob(sig_blob, "algorithm", "signature", _ED25519_SIG_LEN)
         key = Ed25519PublicKey.from_public_bytes(raw_key)
     except _Malformed as err:
         raise IntegrityError(f"malformed SSH signature blob: {err}") from None
