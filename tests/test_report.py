@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bodycam.agent.formats import commitment
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import load_private_key, sign
 
@@ -144,6 +145,7 @@ def test_hostile_values_in_a_signed_manifest_are_inert(
     doc = json.loads(local.store.read(key))
     doc["recordings"][0]["exercise_id"] = hostile
     doc["recordings"][0]["camera_model"] = "</td></tr></table><h1>forged</h1>"
+    doc["recordings_root"] = commitment.recordings_root(doc["recordings"])  # format 1.1: signed with the rest
     raw = canonical(doc)
     local.store.write(key, raw)
     sig = sign(raw, load_private_key(pristine[0].config.key_path), "bodycam-manifest")
