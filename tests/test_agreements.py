@@ -300,6 +300,18 @@ def test_operators_read_why_footage_stayed_without_an_agreement() -> None:
     assert text == "stayed on the dock: 2 covered by no data-sharing agreement"
 
 
+def test_no_agreement_is_a_stay_reason_for_policy_cli_status_and_custody() -> None:
+    """One vocabulary: the code custody records, the policy's stay reasons, the words the CLI shows and
+    the zero counts every ingest, sync and status reply starts from all name ``no_agreement``."""
+    from bodycam.agent.cli.render import STAYED_WORDS
+    from bodycam.agent.pipeline import policy
+    from bodycam.agent.pipeline.ingest import CameraReport
+
+    assert policy.NO_AGREEMENT == ag.NO_AGREEMENT
+    assert set(policy.STAY_REASONS) == set(STAYED_WORDS)
+    assert CameraReport().stayed_json()["out_of_scope_reasons"] == dict.fromkeys(policy.STAY_REASONS, 0)
+
+
 def test_a_fifo_in_the_agreements_directory_is_refused_without_blocking(
     tmp_path: Path, controller: Ed25519PrivateKey
 ) -> None:

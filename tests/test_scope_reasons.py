@@ -57,17 +57,17 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
         assert code == 0, doc
         cams = {c["serial"]: c for c in doc["cameras"]}
         assert cams["CAM-W1"]["out_of_scope_reasons"] == {
-            "operational": 2, "no_exercise": 0, "outside_window": 1, "clock_unplaceable": 0
+            "operational": 2, "no_exercise": 0, "outside_window": 1, "clock_unplaceable": 0, "no_agreement": 0
         }  # fmt: skip
         nearest = cams["CAM-W1"]["nearest_window"]
         assert nearest["exercise"] == "EX-W" and nearest["side"] == "before"
         assert abs(nearest["off_by_s"] - 4 * HOUR) < 5, nearest  # recorded 4 h before the window opens
         assert cams["CAM-W2"]["out_of_scope_reasons"] == {
-            "operational": 1, "no_exercise": 2, "outside_window": 0, "clock_unplaceable": 0
+            "operational": 1, "no_exercise": 2, "outside_window": 0, "clock_unplaceable": 0, "no_agreement": 0
         }  # fmt: skip
         assert cams["CAM-W2"]["nearest_window"] is None
         assert cams["CAM-W3"]["out_of_scope_reasons"] == {
-            "operational": 1, "no_exercise": 0, "outside_window": 0, "clock_unplaceable": 2
+            "operational": 1, "no_exercise": 0, "outside_window": 0, "clock_unplaceable": 2, "no_agreement": 0
         }  # fmt: skip
         for cam in cams.values():  # the fields ingest --json always had are still there
             assert cam["out_of_scope"] == sum(cam["out_of_scope_reasons"].values())
@@ -140,7 +140,7 @@ def test_status_and_sync_wait_say_why_footage_stayed(tmp_path: Path) -> None:
                     break
             time.sleep(0.2)
         assert bays and bays[0]["state"] == "synced", log.read_text()[-3000:]
-        reasons = {"operational": 2, "no_exercise": 0, "outside_window": 1, "clock_unplaceable": 0}
+        reasons = {"operational": 2, "no_exercise": 0, "outside_window": 1, "clock_unplaceable": 0, "no_agreement": 0}
         assert bays[0]["out_of_scope_reasons"] == reasons, bays[0]
         assert bays[0]["nearest_window"]["exercise"] == "EX-WD"
         for view in ("status", "watch"):

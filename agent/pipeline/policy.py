@@ -39,7 +39,10 @@ OPERATIONAL = "operational"  # the camera tagged it operational
 NO_EXERCISE = "no_exercise"  # the camera is allocated to no registered exercise
 OUTSIDE_WINDOW = "outside_window"  # it is not wholly inside any window of the camera's exercises
 CLOCK_UNPLACEABLE = "clock_unplaceable"  # its camera time cannot be placed in true time
-STAY_REASONS = (OPERATIONAL, NO_EXERCISE, OUTSIDE_WINDOW, CLOCK_UNPLACEABLE)
+#: in scope, but no valid data-sharing agreement covers it (decided by ingest after ``decide``, with
+#: ``[agreements]``; the same text as ``formats.agreements.NO_AGREEMENT``, which custody records)
+NO_AGREEMENT = "no_agreement"
+STAY_REASONS = (OPERATIONAL, NO_EXERCISE, OUTSIDE_WINDOW, CLOCK_UNPLACEABLE, NO_AGREEMENT)
 IN_WINDOW = "in_window"
 
 
