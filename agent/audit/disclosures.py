@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from bodycam.agent.formats.custody import entry_version
 
@@ -28,6 +28,20 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 #: (custody seq or None, problem, message)
 Problem = tuple[int | None, str, str]
+Ref = tuple[str, int, str]  # (id, version, sha256) of an agreement
+
+
+class Facts(TypedDict, total=False):
+    """What the signed manifest says of one disclosed object, as short values: a recording's facts
+    (camera, recording, agreements) or a sidecar's (data_items, and the refs any recording carries)."""
+
+    ciphertext_sha256: str
+    parties: tuple[str, ...]
+    camera: str | None
+    recording: int | None
+    agreements: tuple[Ref, ...]
+    data_items: tuple[str, ...]
+    signed_refs: set[Ref]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +168,7 @@ class Collector:
         return out
 
 
-def _unlogged(key: str, facts: Mapping[str, Any]) -> str:
+def _unlogged(key: str, facts: Facts) -> str:
     parties = ", ".join(facts["parties"]) or "nobody"
     return (
         f"the manifest lists {key} as disclosed to {parties[:MAX_TEXT]} but no custody disclosure entry "
@@ -162,8 +176,8 @@ def _unlogged(key: str, facts: Mapping[str, Any]) -> str:
     )
 
 
-def _expected_recordings(manifest: Mapping[str, object]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _expected_recordings(manifest: Mapping[str, object]) -> dict[str, Facts]:
+    out: dict[str, Facts] = {}
     recordings = manifest.get("recordings")
     for rec in recordings if isinstance(recordings, list) else []:
         if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("parties"), list):
@@ -178,8 +192,8 @@ def _expected_recordings(manifest: Mapping[str, object]) -> dict[str, dict[str, 
     return out
 
 
-def _expected_sidecars(manifest: Mapping[str, object]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _expected_sidecars(manifest: Mapping[str, object]) -> dict[str, Facts]:
+    out: dict[str, Facts] = {}
     sidecars = manifest.get("sidecars")
     for item in sidecars if isinstance(sidecars, list) else []:
         if isinstance(item, dict) and isinstance(item.get("key"), str):
@@ -191,9 +205,9 @@ def _expected_sidecars(manifest: Mapping[str, object]) -> dict[str, dict[str, An
     return out
 
 
-def _differs(d: Disclosure, expected: Mapping[str, Any]) -> str | None:
+def _differs(d: Disclosure, expected: Facts) -> str | None:
     """The first fact of ``d`` its manifest contradicts, by name, or None."""
-    mine: dict[str, Any] = {"ciphertext_sha256": d.ciphertext_sha256, "parties": d.parties}
+    mine: dict[str, object] = {"ciphertext_sha256": d.ciphertext_sha256, "parties": d.parties}
     if d.sidecar:
         mine["data_items"] = d.data_items
         if any(a not in expected["signed_refs"] for a in d.agreements):
@@ -201,7 +215,7 @@ def _differs(d: Disclosure, expected: Mapping[str, Any]) -> str | None:
     else:
         mine.update(camera=d.camera, recording=d.recording, agreements=d.agreements)
     for name, value in mine.items():
-        if value != expected[name]:
+        if value != expected.get(name):  # each key of mine is one the manifest's facts have
             return name
     if d.under:
         if sorted(p for p, _ in d.under) != sorted(d.parties):

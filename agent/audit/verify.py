@@ -31,6 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -1481,12 +1482,12 @@ class _CountedBucket(BucketWrapper):
 def run_verify(
     bucket_url: str,
     endpoint_url: str | None,
-    allowed_signers: Any,
-    identity: Any | None = None,
+    allowed_signers: Path | str,
+    identity: Path | str | None = None,
     expect_heads: Sequence[str] = (),
     max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB,
     on_progress: VerifyProgressFn | None = None,
-    policy_path: Any | None = None,
+    policy_path: Path | str | None = None,
     configure: Callable[[Verifier], None] | None = None,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
@@ -1500,7 +1501,6 @@ def run_verify(
     malformed bucket URL, a file bucket whose directory does not exist, or a ``max_memory_mib`` below
     the minimum.
     """
-    from pathlib import Path
     from urllib.parse import unquote, urlsplit
 
     from bodycam.agent.formats.agecrypt import read_identities
