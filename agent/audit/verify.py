@@ -47,6 +47,7 @@ from bodycam.agent.formats.agecrypt import AgeNoMatchError, Decryptor
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
+from bodycam.agent.formats.times import iso_utc
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage.bucket import Bucket, ObjectInfo, ObjectReader
 from bodycam.agent.storage.wrapper import BucketWrapper
@@ -1081,7 +1082,7 @@ class Verifier:
                 )
             else:
                 self.report.erasures.append(
-                    Erasure(key, gone["dock"], gone["batch"], agreements, _iso(erased_at), gone["retain_until"],
+                    Erasure(key, gone["dock"], gone["batch"], agreements, iso_utc(erased_at, "microseconds"), gone["retain_until"],
                             int(seq) if isinstance(seq, int) else 0, str(entry["batch"]))
                 )  # fmt: skip
         self._gone.clear()
@@ -1551,12 +1552,8 @@ def run_verify(
         hashlib.sha256(signers_bytes).hexdigest(),
         tuple(signers),
         bool(identities),
-        _iso(started),
-        _iso(dt.datetime.now(dt.UTC)),
+        iso_utc(started, "microseconds"),
+        iso_utc(dt.datetime.now(dt.UTC), "microseconds"),
         __version__,
     )
     return report
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

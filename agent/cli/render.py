@@ -107,9 +107,9 @@ def print_verify(report: VerifyReport) -> None:
 
 
 def iso(ts: float) -> str:
-    import datetime as dt
+    from bodycam.agent.formats.times import iso_utc
 
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+    return iso_utc(ts)
 
 
 def size_text(n: int) -> str:

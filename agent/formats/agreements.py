@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bodycam.agent.formats.agecrypt import check_recipients
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import parse_public_key_line, sign, verify
+from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
 from bodycam.drivers.strictjson import JSONObject, JSONValue, parse_json
 
@@ -129,7 +130,8 @@ class RecordingFacts:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """An agreement's times, to the second (the demo and the tests write agreements with it)."""
+    return iso_utc(ts, "seconds")
 
 
 def _time(value: JSONValue, where: str) -> float:

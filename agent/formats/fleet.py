@@ -17,7 +17,6 @@ Pure: bytes in, bytes out (the dock's side, with the bucket and the cache, is ag
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -29,6 +28,7 @@ from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.sshsig import sign, verify
+from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.errors import IntegrityError, ProtocolError
 from bodycam.drivers.strictjson import JSONObject, JSONValue, parse_json
 
@@ -95,10 +95,6 @@ def register_name(version: int) -> str:
     return f"v{version:010d}.json"
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def build_register(
     version: int, issued: float, exercises: Iterable[RegisteredExercise], cameras: Iterable[RegisteredCamera]
 ) -> bytes:
@@ -106,9 +102,14 @@ def build_register(
     doc = {
         "format": REGISTER_FORMAT,
         "version": version,
-        "issued": _iso(issued),
+        "issued": iso_utc(issued, "seconds"),
         "exercises": [
-            {"id": e.id, "start": _iso(e.start), "end": _iso(e.end), "cameras": sorted(e.cameras)}
+            {
+                "id": e.id,
+                "start": iso_utc(e.start, "seconds"),
+                "end": iso_utc(e.end, "seconds"),
+                "cameras": sorted(e.cameras),
+            }
             for e in sorted(exercises, key=lambda e: e.id)
         ],
         "cameras": [

@@ -21,6 +21,7 @@ from typing import Any
 
 from bodycam.agent.formats.agreements import Agreement
 from bodycam.agent.formats.custody import ERASURE
+from bodycam.agent.formats.times import iso_utc
 
 EVENT = "bucket_erased"  # the custody event of an erasure from the bucket (the camera's own is "erased")
 OPERATION = ERASURE  # DPA 2018 s.62 operation (agent/formats/custody.py vocabulary)
@@ -30,7 +31,8 @@ DAY_S = 86400
 
 
 def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """``retain_until`` as the manifest writes it: to the second."""
+    return iso_utc(ts, "seconds")
 
 
 def parse_iso(text: Any) -> float | None:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.agent.config import Config
 from bodycam.agent.formats.sshsig import generate_key, load_private_key
+from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import AuthenticationError, ConfigError, DeviceError, ProtocolError
 from bodycam.drivers.protocol import dockauth as da
@@ -219,9 +220,7 @@ def _refused(camera: CameraDevice, creds: DockCredentials, step: Callable[[], No
 
 
 def _iso(time_us: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(time_us / 1e6, "seconds")
 
 
 # -- the force's dock authority --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bodycam.agent.formats.times import iso_utc
 from bodycam.agent.pipeline.clocks import Placement
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, RecordingState, utc_now
@@ -223,8 +224,8 @@ def amend_exercise(journal: Journal, custody: CustodyLog, amended: Exercise) -> 
             db,
             "exercise_amended",
             exercise=amended.id,
-            start=_iso(amended.start),
-            end=_iso(amended.end),
+            start=iso_utc(amended.start),
+            end=iso_utc(amended.end),
             cameras=sorted(amended.cameras),
         )
     return amended
@@ -282,7 +283,3 @@ def caught_by_exercise(journal: Journal) -> dict[str, Caught]:
     ):
         out[str(row[0])] = Caught(int(row[1]), int(row[2]), int(row[3] or 0), int(row[4] or 0))
     return out
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")

@@ -57,6 +57,7 @@ import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
+from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
 
 if TYPE_CHECKING:
@@ -1083,7 +1084,7 @@ class LocalBucket(Bucket):
             tmp, _, _ = self._write_temp(staging, iter([key.encode("utf-8")]))
             os.rename(tmp, staging / "key")
             if retain_until is not None:
-                tmp, _, _ = self._write_temp(staging, iter([_iso_z(retain_until).encode("ascii")]))
+                tmp, _, _ = self._write_temp(staging, iter([iso_utc(retain_until, "seconds").encode("ascii")]))
                 os.rename(tmp, staging / "retain_until")
             os.rename(staging, self.root / UPLOADS_DIR / upload_id)
             _fsync_dir(self.root / UPLOADS_DIR)
@@ -1478,10 +1479,6 @@ class LocalBucket(Bucket):
             except OSError:
                 break
             parent = parent.parent
-
-
-def _iso_z(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _parse_iso_z(text: str | None) -> datetime | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ MIGRATE_1_TO_2 = (
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso_utc(dt.datetime.now(dt.UTC), "microseconds")
 
 
 class RecordingState(enum.StrEnum):

@@ -1,0 +1,30 @@
+"""Times as the evidence formats write them: ISO 8601 in UTC with a ``Z`` (docs/formats.md §3).
+
+One home for the conversions the manifest, the journal, the policy, the agreements and the CLI each
+used to carry a copy of, so a time is written the same way wherever it is signed or shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+Timespec = Literal["auto", "seconds", "microseconds"]
+
+
+def iso_utc(when: float | dt.datetime, timespec: Timespec = "auto") -> str:
+    """``when`` (seconds since the epoch, or an aware datetime) as ISO 8601 UTC ending in ``Z``.
+
+    ``auto`` shows microseconds only when there are some (``2026-03-01T10:15:00Z``); the manifest and
+    the journal use ``microseconds`` so every time has the same width; agreements use ``seconds``.
+    """
+    moment = when.astimezone(dt.UTC) if isinstance(when, dt.datetime) else dt.datetime.fromtimestamp(when, dt.UTC)
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> dt.datetime:
+    """An ISO 8601 time with its zone (``Z`` or an offset); ValueError when it is not one."""
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(f"{text[:64]!r} has no time zone")
+    return when
