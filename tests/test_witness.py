@@ -434,6 +434,12 @@ def test_the_daemon_publishes_while_its_witness_is_down_and_catches_it_up_from_i
     bucket_log = tmp_path / "bucket" / DOCK_ID / "log"
     try:
         _wait_for(bucket_log / "checkpoints" / "1", 120, "the custody-only batch", log)  # sealed, witness down
+        # the daemon's submission runs in a thread of its own: on a busy machine it may not have tried yet, so
+        # wait until it has failed against the witness that is down (once per retry) before starting it
+        deadline = time.monotonic() + 120
+        while "witness w:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "witness w:" in log.read_text(), log.read_text()[-3000:]
         assert not (bucket_log / docklog.WITNESSED).exists()
         w.start()
         _wait_for(bucket_log / docklog.WITNESSED, 120, "the cosigned checkpoint", log)
@@ -442,7 +448,6 @@ def test_the_daemon_publishes_while_its_witness_is_down_and_catches_it_up_from_i
         daemon.wait(60)
         w.stop()
     assert witnessed(tmp_path / "bucket", policy) == (1, {"w"})
-    assert "witness w:" in log.read_text()  # the failure while it was down was logged, once per retry
 
 
 def test_a_client_that_never_sends_its_body_is_dropped_and_holds_no_one_else_up(tmp_path: Path) -> None:
