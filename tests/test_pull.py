@@ -50,23 +50,11 @@ def _recording(data: bytes) -> RecordingInfo:
 
 
 def _pull(bucket: LocalBucket, data: bytes, upload_id: str, recipient: str, part_size: int) -> PullResult:
-    """Run the pull in a thread with a generous deadline: a hang fails the test instead of blocking it."""
-    out: list[PullResult | BaseException] = []
-
-    def run() -> None:
-        try:
-            camera, rec, enc = MemoryCamera(data), _recording(data), Encryptor([recipient])
-            out.append(pull(camera, rec, enc, bucket, KEY, upload_id, part_size=part_size, parts_in_flight=2))
-        except BaseException as err:
-            out.append(err)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=120)
-    assert not worker.is_alive(), "the pull hung"
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
+    """The pull of ``data`` from memory, within a deadline (a hang fails the test instead of blocking it)."""
+    camera, rec, enc = MemoryCamera(data), _recording(data), Encryptor([recipient])
+    return within_deadline(
+        lambda: pull(camera, rec, enc, bucket, KEY, upload_id, part_size=part_size, parts_in_flight=2)
+    )
 
 
 @pytest.mark.parametrize("size", [0, 5 * MiB - 100, 17 * MiB + 12345])
