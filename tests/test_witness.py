@@ -4,12 +4,14 @@ verify --policy catches the newest batches deleted from the bucket without --exp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -473,3 +475,90 @@ def tlog_empty_root() -> bytes:
     from bodycam.agent.formats import tlog
 
     return tlog.EMPTY_ROOT
+
+
+class TricklingWitness:
+    """A hostile witness: answers one byte at a time, each well within the socket timeout, of its status
+    line (``where="status"``), its headers or its body, for as long as the client keeps reading."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.stop = threading.Event()
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        head = {"status": b"", "headers": b"HTTP/1.1 200 OK\r\n", "body": b"HTTP/1.1 200 OK\r\n\r\n"}[self.where]
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(head)
+            while not self.stop.is_set():
+                conn.sendall(b"H" if self.where == "status" else b"x")
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+
+
+@pytest.mark.parametrize("where", ["status", "headers", "body"])
+def test_a_witness_trickling_its_answer_costs_the_timeout_not_a_hang(where: str) -> None:
+    """The timeout bounds a whole exchange with a witness: a socket timeout alone let a witness sending a
+    byte every 0.2 s hold the dock (or verify --policy) for hours. One line, WitnessUnavailable."""
+    witness = TricklingWitness(where)
+    outcome: dict[str, BaseException] = {}
+
+    def ask(name: str, call: Any) -> None:
+        try:
+            call()
+        except BaseException as err:  # recorded for the assertion below
+            outcome[name] = err
+
+    calls = {
+        "latest": lambda: witnessclient.latest(witness.url, ORIGIN, timeout=1),
+        "add": lambda: witnessclient.add_checkpoint(witness.url, 0, [], b"x\n", timeout=1),
+    }
+    threads = [threading.Thread(target=ask, args=item, daemon=True) for item in calls.items()]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)  # generous on a busy machine; before the fix these ran for hours
+        assert not any(t.is_alive() for t in threads), f"a call to a trickling witness ({where}) did not return"
+    finally:
+        witness.close()
+    for name in calls:
+        err = outcome.get(name)
+        assert isinstance(err, witnessclient.WitnessUnavailable), (name, err)
+        assert "did not answer within 1 s" in str(err) and "\n" not in str(err), str(err)
+
+
+def test_a_witness_s_bad_status_line_is_one_line() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 99999999999 x\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        with pytest.raises(witnessclient.WitnessUnavailable) as err:
+            witnessclient.latest(f"http://127.0.0.1:{server.getsockname()[1]}", ORIGIN, timeout=30)
+    finally:
+        server.close()
+    assert "\n" not in str(err.value) and "99999999999 x" in str(err.value), repr(str(err.value))

@@ -2,12 +2,17 @@
 ``GET /checkpoint/<origin>``), over stdlib ``http.client``.
 
 Every call has a timeout and reads at most :data:`witnessapi.MAX_RESPONSE` bytes: a witness is another
-organisation's server, and a slow or hostile one must cost the dock a bounded wait, never a hang.
+organisation's server, and a slow or hostile one must cost the dock a bounded wait, never a hang. The
+timeout bounds the whole exchange, not each read: a socket timeout alone lets a witness that sends one
+byte every few seconds (of its status line, its headers or its body) hold the dock for hours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
+import threading
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,17 +56,43 @@ def _request(url: str, method: str, path: str, body: bytes | None, timeout: floa
         raise WitnessRefused(0, f"witness URL {url} is not http(s)://host[:port]/[prefix]")
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
+    expired = threading.Event()
+    # the connected socket, kept here: http.client drops conn.sock once a response is to be read until the
+    # connection closes, while the response still reads from it
+    opened: list[socket.socket] = []
+
+    def expire() -> None:
+        # shutting the socket down ends the read in progress (the caller's thread sees EOF or an error)
+        expired.set()
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    deadline = threading.Timer(timeout, expire)
+    deadline.daemon = True
+    deadline.start()
     try:
+        conn.connect()  # bounded by the socket timeout; a deadline that passed meanwhile is checked next
+        if conn.sock is not None:
+            opened.append(conn.sock)
+        if expired.is_set():
+            raise OSError("connecting took the whole timeout")
         headers = {"Content-Type": "text/plain"} if body is not None else {}
         conn.request(method, parts.path.rstrip("/") + path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read(witnessapi.MAX_RESPONSE + 1)
+        if expired.is_set():  # a body read until the connection closed ends quietly at the shutdown
+            raise OSError("answer cut short")
         if len(data) > witnessapi.MAX_RESPONSE:
             raise WitnessUnavailable(f"witness {url} answered more than {witnessapi.MAX_RESPONSE} bytes")
         return _Reply(response.status, response.getheader("Content-Type", ""), data)
     except (OSError, http.client.HTTPException) as err:
-        raise WitnessUnavailable(f"witness {url} is unreachable: {err}") from None
+        if expired.is_set():
+            raise WitnessUnavailable(f"witness {url} did not answer within {timeout:g} s") from None
+        reason = " ".join(str(err).split())[:200]  # one line: a bad status line carries its CRLF
+        raise WitnessUnavailable(f"witness {url} is unreachable: {reason or type(err).__name__}") from None
     finally:
+        deadline.cancel()
         conn.close()
 
 
