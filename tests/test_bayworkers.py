@@ -9,11 +9,13 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from bodycam.agent.service import control
+from bodycam.agent.service.bayworker import Share, _Link, share
 from bodycam.agent.storage.interprocess import SharedRate, SharedSlots
 from bodycam.drivers.errors import ServiceError
 
@@ -201,3 +203,32 @@ def test_the_bandwidth_cap_and_upload_slots_are_shared_across_processes(tmp_path
     assert slots.held() == 0
     with slots.slot() as number:
         assert number == 0
+
+
+def test_each_recording_takes_the_bays_share_of_the_docks_part_buffers() -> None:
+    """One part-buffer budget for the dock: a bay alone keeps pull's whole ring, bays that share the dock
+    get two buffers each (one filling, one uploading), one each once they outnumber the cores. The daemon sends the share with the ack to each
+    recording's start, so a worker started while its bay was alone takes the smaller share for the next
+    recording once other bays are busy; an ack without one (an older daemon) keeps what the worker had."""
+    assert share(1, cores=2) == share(0, cores=2) == share(1, cores=8) == Share(2, None)
+    assert share(2, cores=2) == share(8, cores=8) == Share(1, 2)
+    assert share(3, cores=2) == share(8, cores=2) == Share(1, 1, 1)
+    daemon_end, worker_end = multiprocessing.Pipe()
+    link = _Link(worker_end, threading.Event())
+    threading.Thread(target=link.read, daemon=True).start()
+    try:
+        for ack, expected in (
+            (("ack", 1, 1, 1), Share(1, 1, 1)),
+            (("ack",), Share(1, 1, 1)),
+            (("ack", 2, None, 4), Share(2, None)),
+        ):
+            done = threading.Thread(target=link.pulling, args=(("CAM", 1, "x"), True))
+            done.start()
+            assert daemon_end.poll(30)
+            assert daemon_end.recv() == ("pulling", ("CAM", 1, "x"), True)
+            daemon_end.send(ack)
+            done.join(30)
+            assert not done.is_alive() and link.share == expected
+    finally:
+        daemon_end.close()
+        worker_end.close()

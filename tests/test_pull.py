@@ -23,7 +23,8 @@ import pytest
 
 from bodycam.agent.formats.agecrypt import Encryptor, generate_identity
 from bodycam.agent.pipeline.pull import CancelledError, PullResult, pull
-from bodycam.agent.storage.bucket import LocalBucket, Part, UploadError, UploadNotFoundError
+from bodycam.agent.storage.bucket import LocalBucket, Part, PartData, UploadError, UploadNotFoundError
+from bodycam.agent.storage.wrapper import BucketWrapper
 from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.errors import IntegrityError
 from bodycam.drivers.protocol.messages import Category, RecordingInfo
@@ -229,3 +230,41 @@ def test_a_resumed_part_that_differs_is_refused_and_an_equal_one_is_not_sent_aga
             )
     info = bucket.complete_upload(KEY, upload_id, first.parts)  # the upload itself was left as it was
     assert info.size == first.ciphertext_size
+
+
+class _BufferCount(BucketWrapper):
+    """The real local bucket, noting which part buffers the pull hands it (a full part is its buffer itself)."""
+
+    def __init__(self, inner: LocalBucket) -> None:
+        super().__init__(inner)
+        self.buffers: set[int] = set()
+
+    def upload_part(
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
+    ) -> Part:
+        if isinstance(data, bytearray):
+            self.buffers.add(id(data))  # the ring keeps each buffer alive for the whole pull: ids are not reused
+        return self.inner.upload_part(key, upload_id, part_number, data, checksum=checksum)
+
+
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_a_bay_sharing_the_dock_pulls_through_a_ring_of_its_share(tmp_path: Path, buffers: int) -> None:
+    """The daemon's shares for a bay among several (one part in flight; two buffers, one filling while one
+    uploads, or one once the bays outnumber the cores): many parts still make the exact age file, cut
+    from only that many part buffers."""
+    identity, recipient = generate_identity()
+    data = random.Random(7).randbytes(23 * MiB + 777)
+    bucket = _BufferCount(LocalBucket(tmp_path / "bucket"))
+    upload_id = bucket.start_upload(KEY)
+    camera, rec, enc = MemoryCamera(data), _recording(data), Encryptor([recipient])
+    result = pull(camera, rec, enc, bucket, KEY, upload_id, part_size=5 * MiB, parts_in_flight=1, ring_buffers=buffers)
+    bucket.complete_upload(KEY, upload_id, result.parts)
+    stored = (tmp_path / "bucket" / KEY).read_bytes()
+    assert len(result.parts) == 5 and len(bucket.buffers) == buffers
+    assert result.ciphertext_sha256 == hashlib.sha256(stored).hexdigest()
+    age = shutil.which("age")
+    if age is not None:
+        keyfile = tmp_path / "party.key"
+        keyfile.write_text(identity + "\n")
+        plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
+        assert plain == data

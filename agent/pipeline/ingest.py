@@ -180,6 +180,11 @@ class Agent:
         #: parts one recording may have in flight; the daemon lowers it while several bays share the
         #: upload pool, so memory grows with the pool, not with the number of bays
         self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
+        #: part buffers one recording's pull may hold (None: pull's own parts_in_flight + 3); the daemon
+        #: gives each busy bay its share of the dock's budget (agent/service/bayworker.py ``share``)
+        self.ring_buffers: Callable[[], int | None] = lambda: None
+        #: camera frames (up to 1 MiB each) one pull may read ahead of its encryption
+        self.read_ahead: Callable[[], int] = lambda: 4
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[RecordingKey, float] = {}
@@ -536,6 +541,8 @@ class Agent:
             part_size=part_size_for(encrypted_size, self.config.part_size),
             existing_parts=existing,
             parts_in_flight=self.parts_in_flight(),
+            ring_buffers=self.ring_buffers(),
+            read_ahead=self.read_ahead(),
             on_part=part_done,
             on_progress=progress,
             cancel=job.cancel,

@@ -154,6 +154,8 @@ def pull(
     part_size: int,
     existing_parts: dict[int, Part] | None = None,
     parts_in_flight: int = 2,
+    ring_buffers: int | None = None,
+    read_ahead: int = 4,
     on_part: Callable[[Part], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
@@ -164,8 +166,10 @@ def pull(
     produced), and whatever the camera or bucket raise (TransportError, UploadError...).
     """
     stop = threading.Event()
-    reader = _Reader(camera, recording, stop)
-    uploader = _Uploader(bucket, key, upload_id, existing_parts or {}, parts_in_flight, part_size, on_part, stop)
+    reader = _Reader(camera, recording, stop, read_ahead)
+    uploader = _Uploader(
+        bucket, key, upload_id, existing_parts or {}, parts_in_flight, part_size, on_part, stop, ring_buffers
+    )
     reader.start()
     uploader.start()
     try:
@@ -230,9 +234,9 @@ class _Reader:
     frames), so the camera is read while the calling thread encrypts. ``None`` marks the end; an error
     of the camera is handed on in the queue."""
 
-    def __init__(self, camera: ChunkSource, recording: RecordingInfo, stop: threading.Event) -> None:
+    def __init__(self, camera: ChunkSource, recording: RecordingInfo, stop: threading.Event, depth: int = 4) -> None:
         self._camera, self._recording, self._stop = camera, recording, stop
-        self._chunks: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=4)
+        self._chunks: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=max(1, depth))
         self._thread = threading.Thread(target=self._run, name="camera-read", daemon=True)
 
     def start(self) -> None:
@@ -285,6 +289,7 @@ class _Uploader:
         part_size: int,
         on_part: Callable[[Part], None] | None,
         stop: threading.Event,
+        ring_buffers: int | None = None,
     ) -> None:
         self._bucket, self._key, self._upload_id, self._existing = bucket, key, upload_id, existing
         self._in_flight, self._on_part, self._stop = parts_in_flight, on_part, stop
@@ -293,8 +298,9 @@ class _Uploader:
         self._errors: list[BaseException] = []
         self._results: dict[int, Part] = {}
         self._ciphertext = hashlib.sha256()
-        # one buffer being filled, one queued, parts_in_flight uploading, one being hashed
-        self.ring = _PartRing(part_size, parts_in_flight + 3, self._emit, self._errors)
+        # one buffer being filled, one queued, parts_in_flight uploading, one being hashed; the daemon passes
+        # fewer (ring_buffers; 1: a part uploads before the next is cut) to share a dock's budget among its bays
+        self.ring = _PartRing(part_size, max(1, ring_buffers or parts_in_flight + 3), self._emit, self._errors)
         self._thread = threading.Thread(target=self._run, name="part-hash", daemon=True)
 
     def start(self) -> None:

@@ -18,14 +18,18 @@ The pipe between the daemon and a worker carries, from the worker: ``("progress"
 session's progress events; byte counts at most one per 50 ms), ``("pulling", ident, alive)``,
 ``("log", level, name, message)``, ``("report", CameraReport)`` at the end, or ``("error", text)`` when
 the camera could not be opened; from the daemon: ``("cancel",)``, ``("config", Config)`` after a reload,
-``("ack",)``. A worker whose pipe closes (the daemon died) stops as if cancelled.
+``("ack", parts_in_flight, ring_buffers, read_ahead)`` (the bay's share of the dock's part buffers for the recording
+it is about to pull). A worker whose pipe closes (the daemon died) stops as if cancelled.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.context
+import os
 import signal
 import threading
 import time
@@ -49,6 +53,37 @@ LOG = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.05  #: byte counts are coalesced: the daemon needs them for status and stall detection only
 ACK_TIMEOUT_S = 30.0
 Ident = tuple[str, int, str]
+M_ARENA_MAX = -8  #: glibc's mallopt parameter
+WORKER_ARENAS = 2  #: malloc arenas a worker may use (glibc's default is 8 per core)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A busy bay's share of the dock's memory for pulls: parts in flight, part buffers in its pull's ring,
+    camera frames read ahead."""
+
+    parts_in_flight: int
+    ring_buffers: int | None  #: None: pull's own (parts_in_flight + 3)
+    read_ahead: int = 4
+
+
+def share(busy_bays: int, cores: int | None = None) -> Share:
+    """One part-buffer budget for the dock (docs/decisions.md, "one part-buffer budget").
+
+    A bay alone keeps pull's whole pipeline: up to 2 parts in flight and their buffers + 3, so reading,
+    encrypting and uploading overlap when one camera has the cores. Bays that share the dock get 1 part in
+    flight (the pool lets only ``upload.workers`` parts go at once across the dock, however deep each
+    ring is) and 2 buffers each: one being filled while the other uploads. Once more bays are busy than
+    the dock has cores, each gets 1 buffer and 1 frame of read-ahead (instead of 4): a bay whose part
+    is uploading (or waiting for a slot) leaves its core to the others instead of encrypting or reading
+    ahead, and the cores, not the rings, set the dock's pace. The dock so holds at most 5 part buffers for one bay, 2 per bay up to its cores, 1 per bay
+    beyond (8 bays on 2 cores: 8, where each held 4 before).
+    """
+    if busy_bays <= 1:
+        return Share(2, None)
+    if busy_bays > (cores or os.cpu_count() or 1):
+        return Share(1, 1, 1)
+    return Share(1, 2)
 
 
 def open_camera(kind: str, address: str) -> CameraDevice:
@@ -111,6 +146,8 @@ class WorkerJob:
     limits: SharedLimits
     parts_in_flight: int
     log_level: int
+    ring_buffers: int | None = None  #: until the daemon's first ack says otherwise
+    read_ahead: int = 4
 
 
 # -- the worker's side ---------------------------------------------------------------------------
@@ -124,6 +161,7 @@ class _Link:
         self._send_lock = threading.Lock()
         self._ack = threading.Event()
         self._last_bytes = 0.0
+        self.share: Share | None = None  #: the latest from the daemon's acks (None: the job's)
 
     def send(self, *msg: Any) -> None:
         with self._send_lock:
@@ -143,6 +181,8 @@ class _Link:
             if msg[0] == "cancel":
                 self.cancel.set()
             elif msg[0] == "ack":
+                if len(msg) == 4:
+                    self.share = Share(int(msg[1]), None if msg[2] is None else int(msg[2]), int(msg[3]))
                 self._ack.set()
             elif msg[0] == "config" and self.agent is not None:
                 self.agent.config = msg[1]  # as in the daemon: the next upload and seal see it
@@ -180,8 +220,23 @@ class _PipeLog(logging.Handler):
             self.handleError(record)
 
 
+def _lean() -> None:
+    """Keep what the worker inherits from the forkserver shared, and its own heap small.
+
+    ``gc.freeze``: the forkserver's objects (the modules it preloaded) go to the permanent generation, so
+    the worker's collections never write to their headers, which would copy their pages into the worker
+    (copy-on-write). Fewer malloc arenas: the worker's threads (camera reader, uploader, daemon link)
+    would otherwise each grow an arena of their own, kept mostly empty by the GIL-serialised work."""
+    gc.freeze()
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, WORKER_ARENAS)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps its own arenas
+        pass
+
+
 def worker_main(conn: Connection, job: WorkerJob) -> None:
     """The worker process: one session on one camera, then exit."""
+    _lean()
     cancel = threading.Event()
     link = _Link(conn, cancel)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which cancels us
@@ -204,7 +259,10 @@ def worker_main(conn: Connection, job: WorkerJob) -> None:
             batch_lock=limits.batch_lock(),
         )
         link.agent = agent
-        agent.parts_in_flight = lambda: job.parts_in_flight
+        first = Share(job.parts_in_flight, job.ring_buffers, job.read_ahead)
+        agent.parts_in_flight = lambda: (link.share or first).parts_in_flight
+        agent.ring_buffers = lambda: (link.share or first).ring_buffers
+        agent.read_ahead = lambda: (link.share or first).read_ahead
         agent.on_pulling = link.pulling
         try:
             with open_camera(job.kind, job.address) as camera:
@@ -270,6 +328,7 @@ class BayWorker:
         on_pulling: Callable[[Ident, float | None], None],
         kill_after_s: Callable[[], float],
         on_started: Callable[[int | None], None] = lambda _pid: None,
+        share: Callable[[], Share] | None = None,
     ) -> None:
         self.job = job
         self.cancel = cancel
@@ -277,6 +336,9 @@ class BayWorker:
         self.on_pulling = on_pulling
         self.kill_after_s = kill_after_s
         self.on_started = on_started
+        #: the bay's share of the dock's part buffers now, sent with each ack (the worker applies it to the
+        #: recording it is about to pull: bays that docked after this one's worker started count)
+        self.share = share or (lambda: Share(job.parts_in_flight, job.ring_buffers, job.read_ahead))
         self.pid: int | None = None
         self._conn: Connection | None = None
         self._send_lock = threading.Lock()
@@ -355,7 +417,8 @@ class BayWorker:
             if msg[2]:
                 self._pulling = ident
                 self.on_pulling(ident, time.monotonic())
-                self.send("ack")
+                now = self.share()
+                self.send("ack", now.parts_in_flight, now.ring_buffers, now.read_ahead)
             else:
                 self._release()
         elif msg[0] == "log":

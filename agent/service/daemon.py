@@ -25,7 +25,7 @@ from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline.dockauth import load_credentials
 from bodycam.agent.pipeline.ingest import Agent, CameraReport
 from bodycam.agent.service import bayworker, sdnotify
-from bodycam.agent.service.bayworker import BayWorker, SharedLimits, WorkerJob, open_camera
+from bodycam.agent.service.bayworker import BayWorker, Share, SharedLimits, WorkerJob, open_camera, share
 from bodycam.agent.service.control import ControlServer, socket_path
 from bodycam.agent.storage.throttle import SharedUploads
 from bodycam.drivers.device.api import CameraDevice
@@ -117,7 +117,9 @@ class Daemon:
         self.workers: dict[str, BayWorker] = {}  #: bay address -> its running worker (under self.lock)
         self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
         self.agent.bucket = self.uploads
-        self.agent.parts_in_flight = lambda: 2 if len(self._active()) <= 1 else 1
+        self.agent.parts_in_flight = lambda: self._share().parts_in_flight
+        self.agent.ring_buffers = lambda: self._share().ring_buffers
+        self.agent.read_ahead = lambda: self._share().read_ahead
         self.rescan_s = rescan_s
         self.bays: dict[str, Bay] = {}
         self.lock = threading.RLock()
@@ -330,7 +332,14 @@ class Daemon:
         that has not stopped ``daemon.stall_timeout_s`` after a cancel (eject, give-up, SIGTERM) is
         killed: its journal is consistent at every step, and the bay is retried as after any failure."""
         job = WorkerJob(
-            bay.kind, bay.address, self.config, limits, self.agent.parts_in_flight(), logging.getLogger().level
+            bay.kind,
+            bay.address,
+            self.config,
+            limits,
+            self.agent.parts_in_flight(),
+            logging.getLogger().level,
+            self.agent.ring_buffers(),
+            self.agent.read_ahead(),
         )
         worker = BayWorker(
             job,
@@ -339,6 +348,7 @@ class Daemon:
             on_pulling=self.agent.note_pulling,
             kill_after_s=lambda: self.config.stall_timeout_s,
             on_started=lambda pid: setattr(bay, "worker_pid", pid),
+            share=self._share,
         )
         with self.lock:
             self.workers[bay.address] = worker
@@ -468,6 +478,10 @@ class Daemon:
             for bay in self.bays.values():
                 if bay.state == "ejecting" and (bay.thread is None or not bay.thread.is_alive()):
                     bay.state = "ejected"
+
+    def _share(self) -> Share:
+        """A busy bay's share of the dock's part buffers, from how many bays are busy now."""
+        return share(len(self._active()))
 
     def _active(self) -> list[Bay]:
         with self.lock:
