@@ -203,6 +203,11 @@ def test_retention_on_the_local_bucket_erases_logs_and_verify_tells_erased_from_
     again = dock.cli("retention", "apply")
     assert again.returncode == 0 and "nothing is past its retention" in again.stdout, again.stdout + again.stderr
     assert [c for c in _custody(bucket) if c["event"] == "bucket_erased"] == erasures  # idempotent
+    # nothing left in the bucket after the erasures (custody, manifests, remaining sidecars, agreements'
+    # party sidecars) names the site or an officer in clear, in its bytes or its name
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        for needle in (b"officer-cam", b"range 3"):
+            assert needle not in path.read_bytes().lower() and needle.decode() not in str(path).lower(), path
 
     rc, doc, text = _verify(dock, archive)
     assert rc == 0 and doc["findings"] == [], doc["findings"]
