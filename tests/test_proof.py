@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ from .dock import DOCK_ID, Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS
 from .sims import SimProcess
 from .test_witness import WitnessProcess, _free_port
+
+AUDITING = Path(__file__).resolve().parent.parent / "docs" / "auditing.md"
 
 ORIGIN = docklog.origin(DOCK_ID)
 
@@ -132,6 +136,22 @@ def test_a_bundle_for_one_recording_verifies_offline_and_reveals_no_other(setup:
     assert all(c["recording"] == rec["recording_id"] for c in doc["custody"])
     text = setup.dock.cli("verify-proof", str(bundle), "--policy", str(policy))
     assert text.returncode == 0 and text.stdout.startswith("VERIFIED: recording"), text.stdout + text.stderr
+    # the line docs/auditing.md shows, and its by-hand reading of the bundle, run as written there
+    shown = re.search(r"^VERIFIED: .*$", AUDITING.read_text(encoding="utf-8"), flags=re.M)
+    assert shown is not None
+    line = shown.group(0)
+    for example in ("1007", "CAM-0042", "9f2c...", "20260301T101500Z-000042", " 41 ", " 57 ", "dock-01", "; 3 "):
+        line = line.replace(example, example.replace(example.strip(" ;"), "\0"), 1)
+    shape = re.escape(line).replace("\0", r"\S+")
+    assert re.fullmatch(shape, text.stdout.strip()), (shape, text.stdout)
+    by_hand = re.search(
+        r"\(`(sed -n 2p F \| cut -c7- \|\s+base64 -d \| jq \.)`\)", AUDITING.read_text(encoding="utf-8")
+    )
+    assert by_hand is not None, "auditing.md's by-hand reading of a bundle moved"
+    command = " ".join(by_hand.group(1).split()).replace(" F ", f" {bundle} ")
+    read = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["entry"] is not None
     # the bundle is C2SP tlog-proof: header, extra, index, hashes, blank line, the cosigned checkpoint
     data = bundle.read_bytes()
     lines = data.decode().split("\n")
