@@ -153,6 +153,13 @@ def test_an_agreement_expiring_between_dockings_stops_new_disclosures_and_keeps_
     sidecar_items = {p: [r["data_items"] for r in rows if r["object"] == "sidecar"] for p, rows in by_party.items()}
     assert sidecar_items == {"HO": [["footage", "times"]], "PLATFORM": [doc["data_items"]]}
 
+    # ... and the Home Office still receives, under the expired agreement, what it was sent while it was in force.
+    out = tmp_path / "ho"
+    received = dock.cli("receive", *common, "--identity", str(ids["HO"]), "--agreement", "DSA-SHORT", "--out", str(out))
+    assert received.returncode == 0, received.stdout + received.stderr
+    got = {hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS"}
+    assert got == set(truth["CAM-X1"].values())
+
     # Nothing in the bucket names the site or an officer in clear: manifests, custody, party sidecars,
     # disclosures and the fleet's register and agreements included.
     assert any("_fleet/" in k for k in keys), keys
