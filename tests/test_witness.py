@@ -412,10 +412,11 @@ def test_concurrent_submissions_never_roll_the_witness_back(tmp_path: Path) -> N
     w.state.close()
 
 
-def _wait_for(path: Path, within: float, what: str, log: Path) -> None:
+def _wait_for(path: Path, within: float, what: str, log: Path, text: str | None = None) -> None:
+    """Poll until ``path`` exists (and, with ``text``, holds it)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if path.exists():
+        if path.exists() and (text is None or text in path.read_text()):
             return
         time.sleep(0.2)
     raise AssertionError(f"{what} never appeared: {log.read_text()[-3000:]}")
