@@ -64,9 +64,10 @@ from bodycam.agent.formats.sshsig import load_private_key  # noqa: E402
 from bodycam.agent.pipeline import batch as batches  # noqa: E402
 from bodycam.agent.storage.bucket import open_bucket  # noqa: E402
 from bodycam.agent.storage.custody_log import CustodyLog  # noqa: E402
-from bodycam.agent.storage.journal import Journal, utc_now  # noqa: E402
+from bodycam.agent.storage.journal import Journal  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests.dock import CLI, Dock, make_dock  # noqa: E402
+from tests.fleet import journal_as_verified  # noqa: E402
 from tests.s3server import SeaweedFS  # noqa: E402
 
 KiB, MiB = 1024, 1024 * 1024
@@ -114,22 +115,7 @@ def build(dock: Dock, recordings: int, size: int) -> dict[str, Any]:
 
     with ThreadPoolExecutor(8) as pool:
         uploaded = list(pool.map(upload, range(1000, 1000 + recordings)))
-    now_us = int(time.time() * 1e6)
-    with journal.transaction() as db:
-        for r in uploaded:  # as Agent journals a recording it pulled, uploaded and verified
-            start_us = now_us - (2000 + 1000 + recordings - r["id"]) * 1_000_000
-            db.execute(
-                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
-                "end_us, clock_offset_s, exercise_id, category, name, object_key, plaintext_sha256, "
-                "ciphertext_sha256, ciphertext_size, version_id, updated_at) "
-                "VALUES(?,?,?,'verified',?,?,?,?,?,?,NULL,'training',?,?,?,?,?,?,?)",
-                (SERIAL, r["id"], r["plain"], batch_id, "Bench", size, start_us, start_us + 500_000, 0.0,
-                 f"VID_{r['id']}.MP4", r["key"], r["plain"], r["cipher"], r["cipher_size"], r["version"], utc_now()),
-            )  # fmt: skip
-            custody.append_in(db, "pulled", camera=SERIAL, recording=r["id"], size=size,
-                              plaintext_sha256=r["plain"], ciphertext_sha256=r["cipher"])  # fmt: skip
-            custody.append_in(db, "verified", camera=SERIAL, recording=r["id"], key=r["key"], size=r["cipher_size"],
-                              ciphertext_sha256=r["cipher"], version_id=r["version"])  # fmt: skip
+    journal_as_verified(journal, custody, uploaded, batch_id, size, "Bench")
     custody.append("undocked", camera=SERIAL)
     batches.seal(
         journal,

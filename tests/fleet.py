@@ -107,22 +107,7 @@ def build_dock(
                 "cipher_size": len(blob), "version": info.version_id}  # fmt: skip
 
     uploaded = list(pool.map(upload, range(1000, 1000 + recordings)))
-    now_us = int(time.time() * 1e6)
-    with journal.transaction() as db:
-        for r in uploaded:  # as Agent journals a recording it pulled, uploaded and verified
-            start_us = now_us - (2000 + 1000 + recordings - r["id"]) * 1_000_000
-            db.execute(
-                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
-                "end_us, clock_offset_s, exercise_id, category, name, object_key, plaintext_sha256, "
-                "ciphertext_sha256, ciphertext_size, version_id, updated_at) "
-                "VALUES(?,?,?,'verified',?,?,?,?,?,?,NULL,'training',?,?,?,?,?,?,?)",
-                (SERIAL, r["id"], r["plain"], batch_id, "Fleet", size, start_us, start_us + 500_000, 0.0,
-                 f"VID_{r['id']}.MP4", r["key"], r["plain"], r["cipher"], r["cipher_size"], r["version"], utc_now()),
-            )  # fmt: skip
-            custody.append_in(db, "pulled", camera=SERIAL, recording=r["id"], size=size,
-                              plaintext_sha256=r["plain"], ciphertext_sha256=r["cipher"])  # fmt: skip
-            custody.append_in(db, "verified", camera=SERIAL, recording=r["id"], key=r["key"], size=r["cipher_size"],
-                              ciphertext_sha256=r["cipher"], version_id=r["version"])  # fmt: skip
+    journal_as_verified(journal, custody, uploaded, batch_id, size, "Fleet")
     custody.append("undocked", camera=SERIAL)
     batches.seal(
         journal,
@@ -139,3 +124,27 @@ def build_dock(
 
 
 __all__ = ["Fleet", "build_dock", "build_fleet"]
+
+
+def journal_as_verified(
+    journal: Journal, custody: CustodyLog, uploaded: list[dict[str, Any]], batch_id: str, size: int, model: str
+) -> None:
+    """Journal uploaded recordings as Agent journals one it pulled, uploaded and verified, with their
+    custody entries, so that a real seal signs them (shared by this fixture and bench/verify.py)."""
+    recordings = len(uploaded)
+    now_us = int(time.time() * 1e6)
+    with journal.transaction() as db:
+        for r in uploaded:  # as Agent journals a recording it pulled, uploaded and verified
+            start_us = now_us - (2000 + 1000 + recordings - r["id"]) * 1_000_000
+            db.execute(
+                "INSERT INTO recordings(serial, recording_id, camera_sha256, state, batch_id, model, size, start_us, "
+                "end_us, clock_offset_s, exercise_id, category, name, object_key, plaintext_sha256, "
+                "ciphertext_sha256, ciphertext_size, version_id, updated_at) "
+                "VALUES(?,?,?,'verified',?,?,?,?,?,?,NULL,'training',?,?,?,?,?,?,?)",
+                (SERIAL, r["id"], r["plain"], batch_id, model, size, start_us, start_us + 500_000, 0.0,
+                 f"VID_{r['id']}.MP4", r["key"], r["plain"], r["cipher"], r["cipher_size"], r["version"], utc_now()),
+            )  # fmt: skip
+            custody.append_in(db, "pulled", camera=SERIAL, recording=r["id"], size=size,
+                              plaintext_sha256=r["plain"], ciphertext_sha256=r["cipher"])  # fmt: skip
+            custody.append_in(db, "verified", camera=SERIAL, recording=r["id"], key=r["key"], size=r["cipher_size"],
+                              ciphertext_sha256=r["cipher"], version_id=r["version"])  # fmt: skip
