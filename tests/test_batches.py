@@ -8,13 +8,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bodycam.agent.formats.manifest import Manifest
+
 from .dock import Dock, iso_window, make_dock, window
 from .sims import SimProcess
 
 
 def manifests(bucket: Path) -> list[dict[str, Any]]:
-    docs = [json.loads(p.read_text()) for p in bucket.rglob("manifest.json")]
-    return sorted(docs, key=lambda d: int(d["batch_seq"]))
+    """The bucket's manifests, in order; each read back by the typed parser gives the very bytes the dock
+    sealed (one type for the writer and verify, tests/test_manifest.py)."""
+    raws = [p.read_bytes() for p in bucket.rglob("manifest.json")]
+    assert all(Manifest.parse(raw).to_bytes() == raw for raw in raws)
+    return sorted((json.loads(raw) for raw in raws), key=lambda d: int(d["batch_seq"]))
 
 
 def verify(dock: Dock) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,8 +23,9 @@ from bodycam.agent.config import Recipient
 from bodycam.agent.formats import commitment
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.agecrypt import Encryptor
-from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.custody import GENESIS, Head, canonical
 from bodycam.agent.formats.sshsig import public_key_line, sign
+from bodycam.agent.formats.times import iso_utc, parse_iso
 from bodycam.agent.pipeline import keys as dock_keys
 from bodycam.agent.pipeline import sidecars as sc
 from bodycam.agent.storage import docklog
@@ -156,125 +159,152 @@ def seal(
             (batch["seq"] - 1,),
         ).fetchone()
         cosigner = dock_keys.handover(db, custody, key, prev_row[1] if prev_row else None)
-        personal_doc: dict[str, Any] = {"batch_id": batch_id, "recordings": [], "exercises": []}
-        entries = []
-        exercises: set[str] = set()
-        shared: list[sc.Shared] = []
-        for r in rows:
-            officer = _officer_at(db, r["serial"], r["start_us"] / 1e6 - r["clock_offset_s"])
-            disclosed = _disclosure(journal, r)
-            shares = disclosed.pop("shares", None)
-            if disclosed:
-                shared.append(
-                    sc.Shared(
-                        r["serial"], r["recording_id"], officer, r["exercise_id"], tuple(disclosed["agreements"]),
-                        shares or {},
-                    )
-                )  # fmt: skip
-            entries.append(
-                {
-                    "camera_serial": r["serial"],
-                    "camera_model": r["model"],
-                    "recording_id": r["recording_id"],
-                    "start_camera": _iso(r["start_us"] / 1e6),
-                    "end_camera": _iso(r["end_us"] / 1e6),
-                    "clock_offset_s": round(r["clock_offset_s"], 6),
-                    "start": _iso(r["start_us"] / 1e6 - r["clock_offset_s"]),
-                    "end": _iso(r["end_us"] / 1e6 - r["clock_offset_s"]),
-                    "exercise_id": r["exercise_id"],
-                    "size": r["size"],
-                    "plaintext_sha256": r["plaintext_sha256"],
-                    "camera_sha256": r["camera_sha256"],
-                    "ciphertext_sha256": r["ciphertext_sha256"],
-                    "ciphertext_size": r["ciphertext_size"],
-                    "key": r["object_key"],
-                    "version_id": r["version_id"],
-                    "officer_pseudonym": mf.pseudonym(pseudonym_secret, officer) if officer else None,
-                    **disclosed,
-                }
+        officers = [_officer_at(db, r["serial"], r["start_us"] / 1e6 - r["clock_offset_s"]) for r in rows]
+        disclosures = [_disclosure(journal, r) for r in rows]
+        entries = tuple(
+            _recording(r, d, mf.pseudonym(pseudonym_secret, officer) if officer else None)
+            for r, officer, d in zip(rows, officers, disclosures, strict=True)
+        )
+        shared = [
+            sc.Shared(
+                r["serial"], r["recording_id"], officer, r["exercise_id"],
+                tuple(a.to_json() for a in d.agreements), d.shares,
             )
-            personal_doc["recordings"].append(
-                {
-                    "camera_serial": r["serial"],
-                    "recording_id": r["recording_id"],
-                    "original_name": r["name"],
-                    "officer_id": officer,
-                }
-            )
-            if r["exercise_id"]:
-                exercises.add(r["exercise_id"])
-        for ex_id in sorted(exercises):
-            ex = db.execute("SELECT * FROM exercises WHERE id=?", (ex_id,)).fetchone()
-            if ex is not None:
-                personal_doc["exercises"].append(
-                    {"id": ex_id, "site": ex["site"], "start": _iso(ex["start_ts"]), "end": _iso(ex["end_ts"])}
-                )
+            for r, officer, d in zip(rows, officers, disclosures, strict=True)
+            if d.agreements is not None
+        ]  # fmt: skip
+        personal_doc = _personal_doc(db, batch_id, rows, officers)
         sidecars = _party_sidecars(db, custody, dock_id, batch_id, shared, personal_doc["exercises"])
         head = custody.append_in(db, "batch_sealed", batch=batch_id, recordings=len(rows))
-        first = int(batch["custody_first"])
-        custody_prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
-        lines = [
-            r[0].encode()
-            for r in db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
-        ]
-        custody_bytes = b"".join(line + b"\n" for line in lines)
-        personal_doc["errors"] = custody.details(first, head.seq)  # the clear text of the segment's errors
-        operators = custody.operators(first, head.seq)
+        segment = _segment(db, mf.batch_prefix(dock_id, batch_id), int(batch["custody_first"]), head)
+        personal_doc["errors"] = custody.details(segment.ref.first_seq, head.seq)  # the segment's errors in clear
+        operators = custody.operators(segment.ref.first_seq, head.seq)
         if operators:  # who ran the segment's CLI actions (custody names them by pseudonym only)
             personal_doc["operators"] = operators
         personal = _encrypt([r.age for r in recipients], canonical(personal_doc))
-        manifest = {
-            "format": mf.FORMAT,
-            "dock_id": dock_id,
-            "agent_version": __version__,
-            "batch_id": batch_id,
-            "batch_seq": batch["seq"],
-            "opened": batch["opened_at"],
-            "sealed": utc_now(),
-            "previous_manifest_sha256": prev_row[0] if prev_row else None,
-            "signing_key": public_key_line(key.public_key()),
-            "custody": {
-                "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.CUSTODY}",
-                "first_seq": first,
-                "last_seq": head.seq,
-                "prev": custody_prev[0] if custody_prev else "0" * 64,
-                "head": head.hash,
-                "sha256": mf.sha256_hex(custody_bytes),
-                "root": commitment.custody_root(lines),  # format 1.1: one line at a time can be proven
-            },
-            "personal": {
-                "key": f"{mf.batch_prefix(dock_id, batch_id)}/{mf.PERSONAL}",
-                "sha256": mf.sha256_hex(personal),
-            },
-            "recipients": [{"name": r.name, "age": r.age} for r in recipients],
-            "recordings": entries,
-            "recordings_root": commitment.recordings_root(entries),  # format 1.1: one recording can be proven
-        }
-        if shared:  # a batch with recordings disclosed under agreements (§10): each party's own sidecar
-            manifest["sidecars"] = [
-                {"key": f"{mf.batch_prefix(dock_id, batch_id)}/{name}", "sha256": mf.sha256_hex(data),
-                 "parties": list(parties), "data_items": list(items)}
-                for name, data, parties, items in sidecars
-            ]  # fmt: skip
-        manifest_bytes = mf.encode(manifest)
-        signature = sign(manifest_bytes, key, mf.NAMESPACE)
-        if cosigner is not None:
-            dock_keys.store_prev_signature(db, batch_id, sign(manifest_bytes, cosigner, mf.NAMESPACE))
-        docklog.append_in(
-            db,
+        prefix = mf.batch_prefix(dock_id, batch_id)
+        manifest = mf.Manifest(
+            format=mf.FORMAT,
             dock_id=dock_id,
+            agent_version=__version__,
             batch_id=batch_id,
             batch_seq=int(batch["seq"]),
-            manifest_sha256=mf.sha256_hex(manifest_bytes),
-            key=key,
-            commitments=commitment.log_fields(manifest),
+            opened=batch["opened_at"],
+            sealed=utc_now(),
+            previous_manifest_sha256=prev_row[0] if prev_row else None,
+            signing_key=public_key_line(key.public_key()),
+            custody=segment.ref,
+            personal=mf.PersonalRef(f"{prefix}/{mf.PERSONAL}", mf.sha256_hex(personal)),
+            recipients=tuple(mf.ManifestRecipient(r.name, r.age) for r in recipients),
+            recordings=entries,
+            recordings_root=commitment.recordings_root([e.to_json() for e in entries]),  # 1.1: one can be proven
+            # a batch with recordings disclosed under agreements (§10): each party's own sidecar
+            sidecars=tuple(
+                mf.SidecarRef(f"{prefix}/{name}", mf.sha256_hex(data), parties, items)
+                for name, data, parties, items in sidecars
+            )
+            if shared
+            else None,
         )
+        manifest_bytes = manifest.to_bytes()
+        _sign_and_log(db, manifest, manifest_bytes, key, cosigner)
         db.execute(
             "UPDATE batches SET state='sealed', custody_last=?, manifest=?, signature=?, custody=?, personal=?, "
             "manifest_sha256=? WHERE batch_id=?",
-            (head.seq, manifest_bytes, signature, custody_bytes, personal, mf.sha256_hex(manifest_bytes), batch_id),
-        )
+            (head.seq, manifest_bytes, sign(manifest_bytes, key, mf.NAMESPACE), segment.data, personal,
+             mf.sha256_hex(manifest_bytes), batch_id),
+        )  # fmt: skip
     return _sealed_from_row(journal, batch_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    ref: mf.CustodyRef
+    data: bytes  # custody.jsonl
+
+
+def _segment(db: sqlite3.Connection, prefix: str, first: int, head: Head) -> _Segment:
+    """The batch's custody segment, ``first`` to the ``batch_sealed`` entry ``head``, and how the
+    manifest names it (linked to the previous batch's head, or to the genesis hash in batch 1)."""
+    prev = db.execute("SELECT hash FROM custody WHERE seq=?", (first - 1,)).fetchone()
+    rows = db.execute("SELECT line FROM custody WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, head.seq))
+    lines = [r[0].encode() for r in rows.fetchall()]
+    data = b"".join(line + b"\n" for line in lines)
+    ref = mf.CustodyRef(
+        f"{prefix}/{mf.CUSTODY}", first, head.seq, prev[0] if prev else GENESIS, head.hash, mf.sha256_hex(data),
+        root=commitment.custody_root(lines),  # format 1.1: one line at a time can be proven
+    )  # fmt: skip
+    return _Segment(ref, data)
+
+
+def _recording(r: sqlite3.Row, shared: _Disclosure, officer_pseudonym: str | None) -> mf.ManifestRecording:
+    """A verified recording's manifest entry: times by the camera's clock and corrected by the offset
+    in force when it was stamped (guarantee 5), and the agreements it was disclosed under (guarantee 7)."""
+    offset = r["clock_offset_s"]
+    return mf.ManifestRecording(
+        camera_serial=r["serial"],
+        camera_model=r["model"],
+        recording_id=r["recording_id"],
+        start_camera=iso_utc(r["start_us"] / 1e6, "microseconds"),
+        end_camera=iso_utc(r["end_us"] / 1e6, "microseconds"),
+        clock_offset_s=round(offset, 6),
+        start=iso_utc(r["start_us"] / 1e6 - offset, "microseconds"),
+        end=iso_utc(r["end_us"] / 1e6 - offset, "microseconds"),
+        exercise_id=r["exercise_id"],
+        size=r["size"],
+        plaintext_sha256=r["plaintext_sha256"],
+        camera_sha256=r["camera_sha256"],
+        ciphertext_sha256=r["ciphertext_sha256"],
+        ciphertext_size=r["ciphertext_size"],
+        key=r["object_key"],
+        version_id=r["version_id"],
+        officer_pseudonym=officer_pseudonym,
+        agreements=shared.agreements,
+        parties=shared.parties,
+        retain_until=shared.retain_until,
+    )
+
+
+def _personal_doc(
+    db: sqlite3.Connection,
+    batch_id: str,
+    rows: list[sqlite3.Row],
+    officers: list[str | None],
+) -> dict[str, Any]:
+    """The clear values the manifest must not carry (docs/formats.md §5.3): original names, officer ids,
+    the exercises' sites and windows (seal adds the segment's errors and operators once it is closed)."""
+    exercises = []
+    for ex_id in sorted({r["exercise_id"] for r in rows if r["exercise_id"]}):
+        ex = db.execute("SELECT * FROM exercises WHERE id=?", (ex_id,)).fetchone()
+        if ex is not None:
+            start, end = iso_utc(ex["start_ts"], "microseconds"), iso_utc(ex["end_ts"], "microseconds")
+            exercises.append({"id": ex_id, "site": ex["site"], "start": start, "end": end})
+    recordings = [
+        {"camera_serial": r["serial"], "recording_id": r["recording_id"], "original_name": r["name"], "officer_id": o}
+        for r, o in zip(rows, officers, strict=True)
+    ]
+    return {"batch_id": batch_id, "recordings": recordings, "exercises": exercises}
+
+
+def _sign_and_log(
+    db: sqlite3.Connection,
+    manifest: mf.Manifest,
+    manifest_bytes: bytes,
+    key: Ed25519PrivateKey,
+    cosigner: Ed25519PrivateKey | None,
+) -> None:
+    """The previous key's co-signature after a rotation, and the transparency log's leaf for the manifest."""
+    if cosigner is not None:
+        dock_keys.store_prev_signature(db, manifest.batch_id, sign(manifest_bytes, cosigner, mf.NAMESPACE))
+    docklog.append_in(
+        db,
+        dock_id=manifest.dock_id,
+        batch_id=manifest.batch_id,
+        batch_seq=manifest.batch_seq,
+        manifest_sha256=mf.sha256_hex(manifest_bytes),
+        key=key,
+        commitments=commitment.log_fields(manifest.to_json()),
+    )
 
 
 def publish(journal: Journal, bucket: Bucket, dock_id: str, batch_id: str) -> None:
@@ -315,7 +345,7 @@ def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
     if not rows or rows[0]["state"] == "open":
         raise StorageError(f"batch {batch_id} is not sealed")
     r = rows[0]
-    count = len(json.loads(r["manifest"])["recordings"])
+    count = len(mf.Manifest.parse(r["manifest"], f"the journal's manifest of batch {batch_id}").recordings)
     return SealedBatch(
         batch_id,
         r["seq"],
@@ -332,15 +362,29 @@ def _sealed_from_row(journal: Journal, batch_id: str) -> SealedBatch:
     )
 
 
-def _disclosure(journal: Journal, r: Any) -> dict[str, Any]:
-    """The covering agreements (id, version, sha256) and party names a recording was encrypted to, when
-    the dock runs under data-sharing agreements; nothing for a recording sent to ``[[recipients]]``."""
+def _disclosure(journal: Journal, r: sqlite3.Row) -> _Disclosure:
+    """The covering agreements (id, version, sha256), the party names a recording was encrypted to and its
+    retain-until date, when the dock runs under data-sharing agreements; none for ``[[recipients]]``."""
     found = journal.disclosure(RecordingKey(r["serial"], r["recording_id"], r["camera_sha256"]))
-    return dict(json.loads(found)) if found is not None else {}
+    if found is None:
+        return _Disclosure()
+    doc = json.loads(found)
+    return _Disclosure(
+        tuple(
+            mf.AgreementRef(a["id"], a["version"], a["sha256"], {k: v for k, v in a.items() if k not in _REF})
+            for a in doc["agreements"]
+        ),
+        tuple(doc["parties"]),
+        doc.get("retain_until"),
+        doc.get("shares") or {},
+    )
+
+
+_REF = ("id", "version", "sha256")
 
 
 def _party_sidecars(
-    db: Any,
+    db: sqlite3.Connection,
     custody: CustodyLog,
     dock_id: str,
     batch_id: str,
@@ -370,7 +414,18 @@ def _party_sidecars(
     return out
 
 
-def _officer_at(db: Any, serial: str, when: float) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _Disclosure:
+    """What the journal kept at upload start for the manifest (agent/pipeline/ingest.py)."""
+
+    agreements: tuple[mf.AgreementRef, ...] | None = None
+    parties: tuple[str, ...] | None = None
+    retain_until: str | None = None
+    #: party -> agreements, data_items, recipients: what the party sidecars need, never in the manifest
+    shares: Mapping[str, Mapping[str, list[str]]] = field(default_factory=dict)
+
+
+def _officer_at(db: sqlite3.Connection, serial: str, when: float) -> str | None:
     row = db.execute(
         "SELECT officer FROM allocations WHERE serial=? AND at<=? ORDER BY at DESC, id DESC LIMIT 1", (serial, when)
     ).fetchone()
@@ -378,11 +433,7 @@ def _officer_at(db: Any, serial: str, when: float) -> str | None:
 
 
 def _parse_utc(text: str) -> float:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return parse_iso(text).timestamp()
 
 
 def _encrypt(recipients: list[str], data: bytes) -> bytes:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bodycam.agent.formats.manifest import PREV_SIGNATURE
+from bodycam.agent.formats.manifest import PREV_SIGNATURE, Manifest, ManifestError
 from bodycam.agent.formats.sshsig import (
     allowed_signers_line,
     fingerprint,
@@ -147,11 +147,11 @@ def handover(
     if previous_manifest is None:
         return None
     try:
-        previous = json.loads(previous_manifest).get("signing_key")
-    except (ValueError, AttributeError):
+        previous: str | None = Manifest.parse(previous_manifest, "the previous batch's manifest").signing_key
+    except ManifestError:
         previous = None
     current = public_key_line(key.public_key())
-    if not isinstance(previous, str) or previous == current:
+    if previous is None or previous == current:
         return None
     old = _recorded_key(db, previous)
     try:
