@@ -125,12 +125,17 @@ def test_another_format_is_its_own_error() -> None:
         Manifest.parse(canonical(doc))
 
 
-def test_unknown_fields_are_ignored() -> None:
-    """docs/formats.md §3: unknown fields are accepted (they are signed like the rest) and ignored."""
+def test_unknown_fields_are_kept_and_re_encoded() -> None:
+    """docs/formats.md §3: unknown fields are accepted (they are signed like the rest) and mean nothing to
+    this reader; they are kept, so the manifest re-encodes whole and a recording's leaf (format 1.1's
+    recordings_root) is the element as it stands in the manifest."""
     doc = _doc()
     doc["future"] = {"anything": [1, 2]}
     doc["recordings"][0]["also_future"] = "x"
-    assert Manifest.parse(canonical(doc)).to_bytes() == (VECTORS / "plain.json").read_bytes()
+    doc["custody"]["later"] = 1
+    raw = canonical(doc)
+    manifest = Manifest.parse(raw)
+    assert manifest.to_bytes() == raw and manifest.recordings[0].extra == {"also_future": "x"}
 
 
 # -- verify on a bucket whose manifest is hostile and validly signed --------------------------------------------
