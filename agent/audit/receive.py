@@ -33,8 +33,8 @@ from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.agecrypt import Decryptor, recipient_of
 from bodycam.agent.formats.sshsig import AllowedSigner
+from bodycam.agent.formats.times import parse_iso
 from bodycam.agent.storage.bucket import Bucket, ObjectNotFoundError
-from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
 
 LOG = logging.getLogger(__name__)
@@ -149,33 +149,29 @@ class Receiver:
         mkey = f"{prefix}/{mf.MANIFEST}"
         try:
             raw = self.bucket.get_bytes(mkey, self.limits.manifest_bytes)
-            doc = strictjson.parse_json(raw, mkey, self.limits.manifest_values)
-            if not isinstance(doc, dict):
-                raise ProtocolError(f"{mkey} is not a JSON object")
+            manifest = mf.Manifest.parse(raw, mkey, self.limits.manifest_values)
             signature = self.bucket.get_bytes(f"{prefix}/{mf.SIGNATURE}", MAX_SIGNATURE_BYTES)
-            manifest_signer(raw, signature.decode("ascii", "replace"), dock, doc.get("sealed"), self.signers)
+            manifest_signer(raw, signature.decode("ascii", "replace"), dock, manifest.sealed, self.signers)
         except BodycamError as err:
             self._problem(f"{mkey}: {err}; its recordings were not received")
             return []
-        if doc.get("dock_id") != dock or doc.get("batch_id") != batch:
+        if manifest.dock_id != dock or manifest.batch_id != batch:
             self._problem(f"{mkey} describes another dock or batch (copied or replayed); not received")
             return []
-        recordings = doc.get("recordings")
         found = []
-        for rec in recordings if isinstance(recordings, list) else []:
-            if isinstance(rec, dict) and self._disclosed_to_me(rec, mkey):
+        for rec in manifest.recordings:
+            if self._disclosed_to_me(rec, mkey):
                 wanted = self._entry(rec, prefix, dock, batch)
                 if wanted is not None:
                     found.append(wanted)
         return found
 
-    def _disclosed_to_me(self, rec: dict[str, Any], mkey: str) -> bool:
-        refs = rec.get("agreements")
-        parties = rec.get("parties")
-        if not isinstance(refs, list) or not isinstance(parties, list):
+    def _disclosed_to_me(self, rec: mf.ManifestRecording, mkey: str) -> bool:
+        refs, parties = rec.agreements, rec.parties
+        if refs is None or parties is None:
             return False
         for ref in refs:
-            if not isinstance(ref, dict) or ref.get("id") != self.agreement_id:
+            if ref.id != self.agreement_id:
                 continue
             party = self._party(ref, mkey)
             if party is not None and party in parties:
@@ -184,13 +180,10 @@ class Receiver:
                 return True
         return False
 
-    def _party(self, ref: dict[str, Any], mkey: str) -> str | None:
+    def _party(self, ref: mf.AgreementRef, mkey: str) -> str | None:
         """The party of the agreement version ``ref`` names that holds this identity's recipient; the
         document is the one whose SHA-256 the signed manifest names (so no other key is needed)."""
-        digest = ref.get("sha256")
-        version = ref.get("version")
-        if not isinstance(digest, str) or _HEX.fullmatch(digest) is None or not isinstance(version, int):
-            return None
+        digest, version = ref.sha256, ref.version
         if digest not in self._parties:
             if len(self._parties) >= MAX_AGREEMENT_VERSIONS:
                 self._problem(f"{mkey} names more than {MAX_AGREEMENT_VERSIONS} versions of agreement "
@@ -224,26 +217,16 @@ class Receiver:
                 return party.name
         return None
 
-    def _entry(self, rec: dict[str, Any], prefix: str, dock: str, batch: str) -> Wanted | None:
-        serial, rid, key = rec.get("camera_serial"), rec.get("recording_id"), rec.get("key")
-        ints = [rec.get(k) for k in ("size", "ciphertext_size")]
-        hashes = [rec.get(k) for k in ("plaintext_sha256", "ciphertext_sha256")]
-        ok = (
-            isinstance(serial, str)
-            and _NAME.fullmatch(serial) is not None
-            and isinstance(rid, int)
-            and not isinstance(rid, bool)
-            and rid >= 0
-            and key == f"{prefix}/recordings/{serial}/{rid}.age"
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints)
-            and all(isinstance(h, str) and _HEX.fullmatch(h) for h in hashes)
-        )
-        if not ok:
-            self._problem(f"{prefix}/{mf.MANIFEST} has a malformed recording entry ({str(key)[:120]}); skipped")
+    def _entry(self, rec: mf.ManifestRecording, prefix: str, dock: str, batch: str) -> Wanted | None:
+        """Where a recording goes under ``--out``: only one whose serial is a plain name and whose key is
+        where the layout puts it (a key naming another path is refused, not followed)."""
+        serial, rid, key = rec.camera_serial, rec.recording_id, rec.key
+        if _NAME.fullmatch(serial) is None or key != f"{prefix}/recordings/{serial}/{rid}.age":
+            self._problem(f"{prefix}/{mf.MANIFEST} has a malformed recording entry ({key[:120]}); skipped")
             return None
         return Wanted(
-            str(key), f"{dock}/{batch}/{serial}/{rid}", int(rec["size"]), str(hashes[0]), str(hashes[1]),
-            int(rec["ciphertext_size"]), _timestamp(rec.get("retain_until")),
+            key, f"{dock}/{batch}/{serial}/{rid}", rec.size, rec.plaintext_sha256, rec.ciphertext_sha256,
+            rec.ciphertext_size, None if rec.retain_until is None else parse_iso(rec.retain_until),
         )  # fmt: skip
 
     # -- one recording ----------------------------------------------------------------------------
@@ -311,17 +294,6 @@ class Receiver:
             os.fsync(out.fileno())
         if plain.hexdigest() != w.plaintext_sha256:
             raise IntegrityError("the decrypted recording's SHA-256 differs from the signed manifest's")
-
-
-def _timestamp(value: Any) -> dt.datetime | None:
-    """An ISO 8601 time with a zone from a manifest, or None (absent or malformed: no retention claimed)."""
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
 
 
 def _complete(path: Path, w: Wanted) -> bool:

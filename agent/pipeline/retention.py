@@ -134,7 +134,8 @@ def _sidecars(journal: Journal, dock_id: str) -> list[Due]:
     )
     out = []
     for r in rows:
-        keys = [rec["key"] for rec in json.loads(r["manifest"])["recordings"]]
+        manifest = mf.Manifest.parse(bytes(r["manifest"]), f"the journal's manifest of batch {r['batch_id']}")
+        keys = [rec.key for rec in manifest.recordings]
         logged = journal.query(
             "SELECT key, retain_until, agreements FROM erasures WHERE batch_id=? AND object=? AND state='logged'",
             (r["batch_id"], rt.RECORDING),
@@ -144,7 +145,7 @@ def _sidecars(journal: Journal, dock_id: str) -> list[Due]:
         agreements = sorted({a for row in logged for a in json.loads(row["agreements"])})
         prefix = mf.batch_prefix(dock_id, str(r["batch_id"]))
         sidecars = [(f"{prefix}/{mf.PERSONAL}", mf.sha256_hex(bytes(r["personal"])))]
-        sidecars += [(str(s["key"]), str(s["sha256"])) for s in json.loads(r["manifest"]).get("sidecars", [])]
+        sidecars += [(s.key, s.sha256) for s in manifest.sidecars or ()]
         done = {
             str(e["key"])
             for e in journal.query(
