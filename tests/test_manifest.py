@@ -29,13 +29,18 @@ from .dock import CLI
 VECTORS = Path(__file__).parent / "vectors" / "manifests"
 
 
-@pytest.mark.parametrize("name", ["plain", "agreements"])
+@pytest.mark.parametrize("name", ["plain", "agreements", "sidecars"])
 def test_a_manifest_the_agent_sealed_round_trips_byte_for_byte(name: str) -> None:
     raw = (VECTORS / f"{name}.json").read_bytes()
     manifest = Manifest.parse(raw)
     assert manifest.to_bytes() == raw
     assert manifest.format == FORMAT and manifest.batch_seq >= 1 and manifest.recordings
-    under_agreements = name == "agreements"
+    under_agreements = name != "plain"
+    # sidecars.json: sealed by main's writer after party sidecars (a retention, two parties' sidecars)
+    assert (manifest.sidecars is not None) is (name == "sidecars")
+    # every field the writer produces is typed: nothing is left over in ``extra``
+    parts = [manifest, manifest.custody, manifest.personal, *manifest.recipients, *manifest.recordings]
+    assert not any(p.extra for p in [*parts, *(manifest.sidecars or ())])
     assert all((rec.agreements is not None) is under_agreements for rec in manifest.recordings)
     assert all((rec.parties is not None) is under_agreements for rec in manifest.recordings)
 
