@@ -210,7 +210,7 @@ def _recordings_section(report: VerifyReport) -> str:
                 clear = b.personal.officers.get((r.camera_serial, r.recording_id)) if b.personal is not None else None
                 values.append(("officer id (clear)", clear or "none"))
             what = (
-                f"<b>{_e(r.camera_serial)}</b> #{_e(r.recording_id)} ({_e(r.camera_model)})<br>"
+                f"<b>{_e(r.camera_serial)}</b> #{_e(r.recording_id)} ({_e(r.camera_model or 'model unknown')})<br>"
                 f"exercise {_e(r.exercise_id or 'none')}, {_e(r.size)} bytes<br>"
                 f"<span class='mono nowrap'>start {_e(r.start)}<br>end&nbsp;&nbsp; {_e(r.end)}</span>"
             )

@@ -194,7 +194,7 @@ class RecordingRow:
 
     camera_serial: str
     recording_id: str
-    camera_model: str
+    camera_model: str | None
     exercise_id: str | None
     start: str
     end: str
@@ -209,7 +209,7 @@ class RecordingRow:
             return None if value is None else value[:80]
 
         return cls(
-            rec.camera_serial[:64], str(rec.recording_id)[:32], rec.camera_model[:80], opt(rec.exercise_id),
+            rec.camera_serial[:64], str(rec.recording_id)[:32], opt(rec.camera_model), opt(rec.exercise_id),
             rec.start[:64], rec.end[:64], str(rec.size)[:32], rec.plaintext_sha256[:80],
             rec.ciphertext_sha256[:80], opt(rec.officer_pseudonym),
         )  # fmt: skip

@@ -156,7 +156,7 @@ class ManifestRecording:
     """One recording object of a batch (docs/formats.md §3, "Each element of recordings")."""
 
     camera_serial: str
-    camera_model: str
+    camera_model: str | None  # null when the camera was enrolled without a model and did not name one
     recording_id: int
     start_camera: str
     end_camera: str
@@ -212,7 +212,7 @@ class ManifestRecording:
     def from_json(cls, doc: _Doc) -> ManifestRecording:
         return cls(
             camera_serial=doc.text("camera_serial"),
-            camera_model=doc.text("camera_model"),
+            camera_model=doc.optional(doc.text, "camera_model"),
             recording_id=doc.integer("recording_id"),
             start_camera=doc.time("start_camera"),
             end_camera=doc.time("end_camera"),
