@@ -180,14 +180,7 @@ class FleetSource:
         try:
             raw = bucket.get_bytes(f"{fl.AGREEMENTS}/{name}", ag.MAX_FILE_BYTES)
             sig = bucket.get_bytes(f"{fl.AGREEMENTS}/{name}{ag.SIG_SUFFIX}", fl.MAX_SIGNATURE_BYTES)
-            signature = sig.decode("utf-8", "replace")
-            if name.endswith(ag.REVOKED_SUFFIX):
-                ag.check_revocation(raw, signature, name, trusted)
-            else:
-                agreement = ag.check_signed(raw, signature, name, trusted)
-                if name != ag.file_name(agreement):
-                    raise ProtocolError(f"agreement {name} must be named {ag.file_name(agreement)}")
-                fl.check_publishable(agreement)
+            _check_agreement_file(raw, sig, name, trusted)
         except (IntegrityError, ProtocolError) as err:
             self._refuse(name, str(err), stamp)
             return
@@ -381,6 +374,19 @@ def personal_references(journal: Journal | None) -> list[str]:
     return sites + officers
 
 
+def _check_agreement_file(raw: bytes, sig: bytes, name: str, trusted: Sequence[Ed25519PublicKey]) -> None:
+    """What a dock accepts and a publisher may put in _fleet/: a revocation or agreement signed by a
+    controller key, named after its id and version, with no site scope (IntegrityError, ProtocolError)."""
+    signature = sig.decode("utf-8", "replace")
+    if name.endswith(ag.REVOKED_SUFFIX):
+        ag.check_revocation(raw, signature, name, trusted)
+    else:
+        agreement = ag.check_signed(raw, signature, name, trusted)
+        if name != ag.file_name(agreement):
+            raise ProtocolError(f"agreement {name} must be named {ag.file_name(agreement)}")
+        fl.check_publishable(agreement)
+
+
 def publish_agreement(
     bucket: Bucket, path: Path, trusted: Sequence[Ed25519PublicKey], personal: Sequence[str]
 ) -> tuple[str, str]:
@@ -391,14 +397,7 @@ def publish_agreement(
         raise ConfigError(f"{path}: not a signed agreement or revocation file (ID.vN.json, ID.revoked.json)")
     raw = _read_file(path, ag.MAX_FILE_BYTES)
     sig = _read_file(path.with_name(name + ag.SIG_SUFFIX), fl.MAX_SIGNATURE_BYTES)
-    signature = sig.decode("utf-8", "replace")
-    if name.endswith(ag.REVOKED_SUFFIX):
-        ag.check_revocation(raw, signature, name, trusted)
-    else:
-        agreement = ag.check_signed(raw, signature, name, trusted)
-        if name != ag.file_name(agreement):
-            raise ProtocolError(f"agreement {name} must be named {ag.file_name(agreement)}")
-        fl.check_publishable(agreement)
+    _check_agreement_file(raw, sig, name, trusted)
     fl.check_private(raw, f"agreement {name}", personal)
     key = f"{fl.AGREEMENTS}/{name}"
     state = "already published" if bucket.head(key) is not None else "published"
