@@ -48,20 +48,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-import boto3
 import crc32c
-import urllib3.exceptions
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+    from botocore.exceptions import ClientError
+    from botocore.loaders import Loader
     from mypy_boto3_s3 import S3Client
 
 LOG = logging.getLogger(__name__)
@@ -302,12 +300,17 @@ class ObjectReader(io.RawIOBase):
         read: Callable[[int], bytes],
         close: Callable[[], None],
         wrap: Callable[[BaseException], BodycamError],
+        errors: tuple[type[BaseException], ...] = (OSError,),
     ) -> None:
         super().__init__()
         self.info = info
         self._read = read
         self._close = close
         self._wrap = wrap
+        #: what reading or closing may raise besides ValueError (an S3 body: botocore's and urllib3's
+        #: errors too, passed by S3Bucket so that a local bucket never imports them)
+        self._errors = errors
+        self._read_errors: tuple[type[BaseException], ...] = (*errors, ValueError)
 
     @property
     def size(self) -> int:
@@ -335,7 +338,7 @@ class ObjectReader(io.RawIOBase):
             return self._read(size)
         except BodycamError:
             raise
-        except (BotoCoreError, OSError, ValueError, urllib3.exceptions.HTTPError) as err:
+        except self._read_errors as err:
             raise self._wrap(err) from err
 
     def iter_chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -350,7 +353,7 @@ class ObjectReader(io.RawIOBase):
         if not self.closed:
             try:
                 self._close()
-            except (BotoCoreError, OSError, urllib3.exceptions.HTTPError) as err:
+            except self._errors as err:
                 LOG.debug("closing %s: %s", self.info.key, err)
         super().close()
 
@@ -502,6 +505,50 @@ def open_bucket(
 
 
 # -- S3 -----------------------------------------------------------------------------------------------
+#: the botocore data loader every S3Bucket of this process shares: it caches the parsed S3 service model and
+#: endpoint data (a gzipped JSON document, about 0.1 CPU s to load), so a second bucket's client costs ~0.02 s
+_LOADER: Loader | None = None
+_LOADER_GUARD = threading.Lock()
+
+
+def _s3_client(endpoint_url: str | None, connect_timeout: float, read_timeout: float, max_attempts: int) -> S3Client:
+    """A botocore S3 client from a session of its own (credentials and region from the standard chain, read
+    now), sharing the process's data loader.
+
+    botocore is imported here, when an S3 bucket is opened, not with this module: a command on a local
+    bucket never loads it (about 0.2 CPU s). boto3 is not needed for a client, and importing it would add
+    s3transfer, concurrent.futures and multiprocessing.managers that the agent never uses."""
+    global _LOADER
+    import botocore.session
+    from botocore.config import Config
+
+    with _LOADER_GUARD:  # a botocore session is not thread-safe while it creates a client
+        session = botocore.session.Session()
+        if _LOADER is None:
+            _LOADER = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _LOADER)
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            # The ChecksumSHA256 header is signed and the server checks the body against it, so
+            # botocore need not hash every part body again to sign it (it does over plain http).
+            s3={"addressing_style": "path" if endpoint_url else "auto", "payload_signing_enabled": False},
+        )
+        region = session.get_config_variable("region") or ("us-east-1" if endpoint_url else None)
+        client = session.create_client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+    return cast("S3Client", client)
+
+
+def _s3_errors() -> tuple[type[BaseException], ...]:
+    """What reading an S3 object's body may raise (imported only once an S3 bucket is open)."""
+    import urllib3.exceptions
+    from botocore.exceptions import BotoCoreError
+
+    return (BotoCoreError, OSError, urllib3.exceptions.HTTPError)
+
+
 _CHECKSUM_CODES: Final = frozenset(
     {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"}
 )
@@ -549,17 +596,7 @@ class S3Bucket(Bucket):
         self._lock_state: bool | None = None
         self._lock_guard = threading.Lock()
         if client is None:
-            session = boto3.session.Session()
-            config = Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"mode": "standard", "max_attempts": max_attempts},
-                # The ChecksumSHA256 header is signed and the server checks the body against it, so
-                # botocore need not hash every part body again to sign it (it does over plain http).
-                s3={"addressing_style": "path" if endpoint_url else "auto", "payload_signing_enabled": False},
-            )
-            region = session.region_name or ("us-east-1" if endpoint_url else None)
-            client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+            client = _s3_client(endpoint_url, connect_timeout, read_timeout, max_attempts)
         self._client: S3Client = client
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -572,6 +609,8 @@ class S3Bucket(Bucket):
 
     def _call(self, action: str, key: str | None, method: Callable[..., _T], /, **kwargs: Any) -> _T:
         """``method`` of the boto3 client on this bucket, its errors turned into the BodycamError tree."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
         try:
             return method(Bucket=self.bucket, **kwargs)
         except ClientError as err:
@@ -607,6 +646,8 @@ class S3Bucket(Bucket):
 
     @staticmethod
     def _is_not_implemented(err: BodycamError) -> bool:
+        from botocore.exceptions import ClientError
+
         cause = err.__cause__
         return isinstance(cause, ClientError) and (
             _error_code(cause) == "NotImplemented"
@@ -881,7 +922,7 @@ class S3Bucket(Bucket):
         def wrap(err: BaseException) -> BodycamError:
             return UploadError(f"reading {where} failed mid-stream: {err}; check that the endpoint is up")
 
-        return ObjectReader(self._info(key, r), body.read, body.close, wrap)
+        return ObjectReader(self._info(key, r), body.read, body.close, wrap, _s3_errors())
 
     def delete(self, key: str, *, version_id: str | None = None) -> None:
         check_key(key)
@@ -894,6 +935,8 @@ class S3Bucket(Bucket):
 
 def _error_code(err: BaseException | None) -> str | None:
     """The S3 error code of a ClientError, None for anything else (connection failures)."""
+    from botocore.exceptions import ClientError
+
     if not isinstance(err, ClientError):
         return None
     return str(err.response.get("Error", {}).get("Code", ""))

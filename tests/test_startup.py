@@ -1,0 +1,76 @@
+"""What a command costs before it does any work (issue 14): the modules it imports, pinned without timing.
+
+About 1 CPU s of every ``bodycam-sync`` run was interpreter start-up and imports (botocore's service model,
+every command module, ...). These tests run the CLI's ``main`` in a fresh interpreter, as the console
+script does, and look at ``sys.modules`` once it returns: a command loads what it uses and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .dock import iso_window, make_dock, window
+from .sims import SimProcess
+
+MiB = 1024 * 1024
+#: S3's client stack: loaded only once an S3 bucket is opened
+S3_STACK = ("boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil")
+
+# Runs bodycam-sync's main() in-process, then writes the names of the loaded modules to argv[1].
+_PROBE = """
+import json, sys
+out = sys.argv.pop(1)
+sys.argv[0] = "bodycam-sync"
+from bodycam.agent.cli import main
+try:
+    main()
+except SystemExit as done:
+    code = done.code
+else:
+    code = 0
+with open(out, "w") as f:
+    json.dump(sorted(sys.modules), f)
+sys.exit(code)
+"""
+
+
+def run_cli(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``bodycam-sync ARGS`` in a fresh interpreter: the finished process and the modules it had loaded."""
+    out = tmp_path / "modules.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def loaded(modules: list[str], *packages: str) -> list[str]:
+    return [m for m in modules if m.split(".")[0] in packages]
+
+
+def test_ingest_into_a_local_bucket_never_imports_the_s3_client(tmp_path: Path) -> None:
+    """``ingest --once`` of a real recording into a local bucket (the embedded default): no boto3, botocore
+    or urllib3, which cost about 0.2 CPU s a run and serve only S3 buckets."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    win = window()
+    dock.enroll("CAM-LAZY")
+    dock.exercise("EX-LAZY", win, "CAM-LAZY")
+    args = ("--recordings", "1", "--training", "1", "--size", str(MiB), "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-LAZY", *args, truth_dir=tmp_path) as cam:
+        proc, modules = run_cli(
+            tmp_path, "--config", str(dock.config_path), "ingest", "--once", "--json", "--usbip", cam.address
+        )
+    assert proc.returncode == 0, proc.stderr
+    report: dict[str, Any] = json.loads(proc.stdout)
+    assert [c["verified"] for c in report["cameras"]] == [1], report
+    assert "bodycam.agent.storage.bucket" in modules  # the bucket was opened, and written
+    assert loaded(modules, *S3_STACK) == []
