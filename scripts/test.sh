@@ -9,4 +9,4 @@ npm install --prefix tests/interop --no-package-lock --no-audit --no-fund --logl
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/typecheck.sh
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=25 "$@"
