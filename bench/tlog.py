@@ -57,19 +57,20 @@ def manifest_sha256(i: int) -> str:
     return hashlib.sha256(i.to_bytes(8, "big")).hexdigest()
 
 
-def commitments(i: int, recordings: int) -> dict[str, Any]:
-    """The log fields of the i-th batch's 1.1 manifest, through the function the seal calls
-    (``commitment.log_fields``). The two roots are made-up 32-byte hashes: computing real ones over
-    made-up recordings would time the bench's own fiction, and a root's value does not change what the
+def commitments(i: int, recordings: int) -> dict[str, object]:
+    """The log fields of the i-th batch's 1.1 manifest, built by ``commitment.entry_fields`` as the seal's
+    ``commitment.log_fields`` builds them. The two roots are made-up 32-byte hashes: computing real ones
+    over made-up recordings would time the bench's own fiction, and a root's value does not change what the
     log stores or costs; the counts and custody sequence numbers grow as a dock's do."""
     per_batch = recordings * CUSTODY_PER_RECORDING + 2
     first = i * per_batch + 1
-    manifest = {
-        "custody": {"first_seq": first, "last_seq": first + per_batch - 1, "root": manifest_sha256(~i & 0xFFFFFFFF)},
-        "recordings": [None] * recordings,
-        "recordings_root": manifest_sha256(i + (1 << 40)),
-    }
-    return commitment.log_fields(manifest)
+    return commitment.entry_fields(
+        recordings=recordings,
+        recordings_root=manifest_sha256(i + (1 << 40)),
+        custody_first_seq=first,
+        custody_last_seq=first + per_batch - 1,
+        custody_root=manifest_sha256(~i & 0xFFFFFFFF),
+    )
 
 
 def seal(db: sqlite3.Connection, i: int, recordings: int, key: Ed25519PrivateKey) -> int:

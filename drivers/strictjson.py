@@ -7,7 +7,7 @@ bounded nesting and a bounded number of values, and every failure is a ProtocolE
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn, TypeAlias
+from typing import NoReturn, TypeAlias
 
 from bodycam.drivers.errors import ProtocolError
 
@@ -38,19 +38,21 @@ def count_values(raw: bytes) -> int:
     return raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
 
 
-def parse_json(raw: bytes, what: str, max_values: int) -> Any:
+def parse_json(raw: bytes, what: str, max_values: int) -> JSONValue:
     """Strict JSON (UTF-8, no duplicate keys, no NaN/Infinity); any failure is a ProtocolError.
 
     ``max_values`` bounds the objects the parse may build (Python objects cost tens of times their
     JSON bytes): every value but the first follows a ',', ':', '[' or '{', so their count bounds it.
+    The value is a :data:`JSONValue`, so a caller narrows it (``isinstance``) before indexing it.
     """
     if count_values(raw) > max_values:
         raise ProtocolError(f"{what} holds more than the {max_values} values it may")
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_no_constant)
+        value: JSONValue = json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise ProtocolError(f"{what} is not valid UTF-8") from None
     except RecursionError:
         raise ProtocolError(f"{what} nests too deeply") from None
     except ValueError as err:
         raise ProtocolError(f"{what} is not valid JSON: {str(err)[:200]}") from None
+    return value

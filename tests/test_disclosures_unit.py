@@ -3,18 +3,25 @@ version rule for logs written before disclosures were logged, and the bound on w
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from bodycam.agent.audit.disclosures import Collector
+from bodycam.agent.formats.manifest import AgreementRef, Manifest
 
 KEY = "dock-01/B/recordings/CAM-1/1.age"
-REF = {"id": "DSA-A", "version": 1, "sha256": "a" * 64}
+REF = {"id": "DSA-A", "version": 1, "sha256": "a" * 64}  # as the entry names the manifest's AgreementRef
+VECTOR = Path(__file__).parent / "vectors" / "manifests" / "plain.json"
 
 
-def _manifest() -> dict[str, Any]:
-    rec = {"key": KEY, "camera_serial": "CAM-1", "recording_id": 1, "ciphertext_sha256": "c" * 64,
-           "parties": ["P1", "P2"], "agreements": [REF]}  # fmt: skip
-    return {"recordings": [rec, {**rec, "key": KEY.replace("1.age", "2.age"), "parties": None}]}
+def _manifest() -> Manifest:
+    """A sealed manifest's two recordings: the first disclosed to P1 and P2 under DSA-A, the second to
+    nobody (no parties)."""
+    sealed = Manifest.parse(VECTOR.read_bytes())
+    rec = replace(sealed.recordings[0], key=KEY, camera_serial="CAM-1", recording_id=1, ciphertext_sha256="c" * 64,
+                  parties=("P1", "P2"), agreements=(AgreementRef("DSA-A", 1, "a" * 64),))  # fmt: skip
+    return replace(sealed, recordings=(rec, replace(rec, key=KEY.replace("1.age", "2.age"), parties=None)))
 
 
 def _disclosed(seq: int, **change: Any) -> dict[str, Any]:

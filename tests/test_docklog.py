@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.agent.formats import commitment, note, tlog
+from bodycam.agent.formats.manifest import Manifest
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch
 from bodycam.agent.storage import docklog
@@ -39,9 +40,9 @@ def ingest_twice(tmp_path: Path, dock: Dock | None = None) -> tuple[Dock, Path]:
     return dock, bucket
 
 
-def manifests(bucket: Path) -> list[tuple[dict[str, object], bytes]]:
+def manifests(bucket: Path) -> list[tuple[Manifest, bytes]]:
     raw = [p.read_bytes() for p in bucket.rglob("manifest.json")]
-    return sorted(((json.loads(r), r) for r in raw), key=lambda d: int(str(d[0]["batch_seq"])))
+    return sorted(((Manifest.parse(r), r) for r in raw), key=lambda d: d[0].batch_seq)
 
 
 def test_go_verifies_the_buckets_log_and_the_inclusion_of_each_manifest(tmp_path: Path) -> None:
@@ -53,16 +54,7 @@ def test_go_verifies_the_buckets_log_and_the_inclusion_of_each_manifest(tmp_path
     assert shown.returncode == 0 and json.loads(shown.stdout)["log_verifier_key"] == vkey, shown.stderr
     docs = manifests(bucket)
     assert len(docs) == 2
-    entries = [
-        docklog.entry(
-            DOCK_ID,
-            str(doc["batch_id"]),
-            int(str(doc["batch_seq"])),
-            hashlib.sha256(raw).hexdigest(),
-            commitment.log_fields(doc),
-        )
-        for doc, raw in docs
-    ]
+    entries = entries_of(docs)
     # our reading: the latest checkpoint, one per size, the entry bundle naming each manifest
     verifier = note.parse_verifier_key(vkey)
     cp = note.open_checkpoint((log / "checkpoint").read_bytes(), [verifier], origin=f"bodycam-sync/{DOCK_ID}")
@@ -152,7 +144,7 @@ def test_verify_checks_the_log_and_names_what_was_changed(tmp_path: Path) -> Non
     log = f"{DOCK_ID}/log"
     key = load_private_key(dock.root / "keys" / "dock_ed25519")
     docs = manifests(bucket)
-    newest = str(docs[-1][0]["batch_id"])
+    newest = docs[-1][0].batch_id
 
     def tampered(name: str) -> Path:
         copy = tmp_path / name
@@ -204,16 +196,11 @@ def test_verify_checks_the_log_and_names_what_was_changed(tmp_path: Path) -> Non
     assert rc == 1 and ("log_checkpoint_invalid", f"{log}/checkpoint") in found, found
 
 
-def entries_of(docs: list[tuple[dict[str, object], bytes]]) -> list[bytes]:
+def entries_of(docs: list[tuple[Manifest, bytes]]) -> list[bytes]:
+    """Each manifest's log entry, rebuilt from the manifest as the seal builds it."""
     return [
-        docklog.entry(
-            DOCK_ID,
-            str(doc["batch_id"]),
-            int(str(doc["batch_seq"])),
-            hashlib.sha256(raw).hexdigest(),
-            commitment.log_fields(doc),
-        )
-        for doc, raw in docs
+        docklog.entry(DOCK_ID, m.batch_id, m.batch_seq, hashlib.sha256(raw).hexdigest(), commitment.log_fields(m))
+        for m, raw in docs
     ]
 
 

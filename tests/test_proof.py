@@ -331,6 +331,17 @@ def test_proof_names_what_it_cannot_prove(setup: Setup, tmp_path: Path) -> None:
         disclose.build(None, "bad serial!", 1)
 
 
+def test_a_manifest_with_a_malformed_field_is_named_not_a_traceback(setup: Setup) -> None:
+    """``proof`` reads its manifest through the typed Manifest: a canonical manifest whose custody range
+    is not two integers is one error naming the field (it once reached ``last_seq - first_seq`` as a
+    string and a TypeError)."""
+    doc = json.loads(json.dumps(setup.manifests[0]))
+    doc["custody"]["last_seq"] = str(doc["custody"]["last_seq"])
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(IntegrityError, match=r"custody\.last_seq must be an integer"):
+        disclose._manifest(raw, DOCK_ID, str(doc["batch_id"]))
+
+
 def test_a_manifest_commits_to_each_recording_and_custody_line(setup: Setup) -> None:
     """Format 1.1: the roots in the manifest are those of its recordings and custody lines, and the log
     entry repeats them with the counts that fix each tree's size."""

@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bodycam.agent.audit import logcheck
 from bodycam.agent.formats import commitment, note, proofbundle, tlog
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.storage import docklog
-from bodycam.drivers import strictjson
-from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError, StorageError
+from bodycam.drivers.errors import ConfigError, IntegrityError, StorageError
 
 if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
@@ -74,27 +73,19 @@ def build(bucket: Bucket, serial: str, recording_id: int, batch_id: str | None =
         )
     dock, batch = _locate(bucket, serial, recording_id, batch_id)
     raw = bucket.get_bytes(f"{mf.batch_prefix(dock, batch)}/{mf.MANIFEST}", max_size=MAX_MANIFEST)
-    doc = _manifest(raw, dock, batch)
-    recordings: list[Any] = doc["recordings"]
-    index = next(
-        (
-            i
-            for i, r in enumerate(recordings)
-            if isinstance(r, dict) and r.get("camera_serial") == serial and r.get("recording_id") == recording_id
-        ),
-        None,
-    )
+    manifest = _manifest(raw, dock, batch)
+    index = next((i for i, r in enumerate(manifest.recordings) if _names(r, serial, recording_id)), None)
     if index is None:
         raise IntegrityError(
             f"{dock}/{batch}/{mf.MANIFEST} does not list recording {recording_id} of camera {serial} (its object "
             "is a stray): run verify on the bucket"
         )
-    if commitment.recordings_root(recordings) != doc["recordings_root"]:
+    leaves = commitment.recording_leaves(manifest)
+    if commitment.root(leaves).hex() != manifest.recordings_root:
         raise IntegrityError(f"{dock}/{batch}/{mf.MANIFEST}: recordings_root is not the root of its recordings")
-    leaves = [commitment.recording_leaf(r) for r in recordings]
     recording = proofbundle.Leaf(leaves[index], tuple(commitment.inclusion(leaves, index)))
-    custody = _custody(bucket, doc, serial, recording_id)
-    entry = docklog.entry(dock, batch, doc["batch_seq"], mf.sha256_hex(raw), commitment.log_fields(doc))
+    custody = _custody(bucket, manifest.custody, serial, recording_id)
+    entry = docklog.entry(dock, batch, manifest.batch_seq, mf.sha256_hex(raw), commitment.log_fields(manifest))
     checkpoint, log_index, size, log_proof = _log(bucket, dock, entry)
     bundle = proofbundle.Bundle(log_index, tuple(log_proof), checkpoint, entry, index, recording, custody)
     return Disclosure(proofbundle.encode(bundle), dock, batch, log_index, size, len(custody))
@@ -133,53 +124,51 @@ def _in_manifests(bucket: Bucket, serial: str, recording_id: int, batch_id: str 
         if len(parts) != 3 or (batch_id is not None and parts[1] != batch_id):
             continue
         try:
-            doc = strictjson.parse_json(bucket.get_bytes(key, max_size=MAX_MANIFEST), key, MAX_MANIFEST_VALUES)
-        except (ProtocolError, IntegrityError, StorageError):
+            manifest = mf.Manifest.parse(bucket.get_bytes(key, max_size=MAX_MANIFEST), key, MAX_MANIFEST_VALUES)
+        except (IntegrityError, StorageError):  # a ManifestError is an IntegrityError
             continue  # verify names a manifest that does not read; here it just cannot be the one
-        listed = doc.get("recordings") if isinstance(doc, dict) else None
-        if any(
-            isinstance(r, dict) and r.get("camera_serial") == serial and r.get("recording_id") == recording_id
-            for r in (listed if isinstance(listed, list) else [])
-        ):
+        if any(_names(r, serial, recording_id) for r in manifest.recordings):
             found.append((parts[0], parts[1]))
             if len(found) > 16:
                 break
     return found
 
 
-def _manifest(raw: bytes, dock: str, batch: str) -> dict[str, Any]:
+def _names(recording: mf.ManifestRecording, serial: str, recording_id: int) -> bool:
+    return recording.camera_serial == serial and recording.recording_id == recording_id
+
+
+def _manifest(raw: bytes, dock: str, batch: str) -> mf.Manifest:
+    """The batch's manifest, canonical and well formed (a ManifestError names the field that is not)."""
     where = f"{dock}/{batch}/{mf.MANIFEST}"
-    try:
-        doc = strictjson.parse_json(raw, where, MAX_MANIFEST_VALUES)
-    except ProtocolError as err:
-        raise IntegrityError(str(err)) from None
+    doc = mf.parse_document(raw, where, MAX_MANIFEST_VALUES)
     if not isinstance(doc, dict) or canonical(doc) != raw or doc.get("format") != mf.FORMAT:
         raise IntegrityError(f"{where} is not a canonical {mf.FORMAT} manifest: run verify on the bucket")
-    if doc.get("dock_id") != dock or doc.get("batch_id") != batch or not isinstance(doc.get("batch_seq"), int):
+    manifest = mf.Manifest.from_json(doc, where)
+    if manifest.dock_id != dock or manifest.batch_id != batch:
         raise IntegrityError(f"{where} does not describe its own batch: run verify on the bucket")
-    if not commitment.log_fields(doc):
+    if not commitment.log_fields(manifest):
         raise IntegrityError(
             f"{where} was sealed before manifests committed to each recording (format 1.1): its recordings can "
             "only be disclosed with the whole batch"
         )
-    return doc
+    return manifest
 
 
-def _custody(bucket: Bucket, doc: dict[str, Any], serial: str, recording_id: int) -> tuple[proofbundle.Leaf, ...]:
+def _custody(bucket: Bucket, info: mf.CustodyRef, serial: str, recording_id: int) -> tuple[proofbundle.Leaf, ...]:
     """The segment's lines naming the recording, each with its proof under ``custody.root``."""
-    info = doc["custody"]
-    data = bucket.get_bytes(str(info.get("key")), max_size=MAX_CUSTODY)
+    data = bucket.get_bytes(info.key, max_size=MAX_CUSTODY)
     if not data.endswith(b"\n") and data:
-        raise IntegrityError(f"{info.get('key')} does not end with a newline: run verify on the bucket")
+        raise IntegrityError(f"{info.key} does not end with a newline: run verify on the bucket")
     lines = data.split(b"\n")[:-1] if data else []
-    if commitment.custody_root(lines) != info["root"] or len(lines) != info["last_seq"] - info["first_seq"] + 1:
-        raise IntegrityError(f"{info.get('key')} does not give the custody root its manifest signs: run verify")
+    if commitment.custody_root(lines) != info.root or len(lines) != info.last_seq - info.first_seq + 1:
+        raise IntegrityError(f"{info.key} does not give the custody root its manifest signs: run verify")
     picked: list[proofbundle.Leaf] = []
     for i, line in enumerate(lines):
         try:
             entry = json.loads(line)
         except ValueError:
-            raise IntegrityError(f"{info.get('key')} line {i + 1} is not JSON: run verify on the bucket") from None
+            raise IntegrityError(f"{info.key} line {i + 1} is not JSON: run verify on the bucket") from None
         if isinstance(entry, dict) and entry.get("camera") == serial and entry.get("recording") == recording_id:
             picked.append(proofbundle.Leaf(line, tuple(commitment.inclusion(lines, i))))
     if len(picked) > proofbundle.MAX_CUSTODY:

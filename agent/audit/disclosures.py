@@ -16,11 +16,12 @@ lengths. Entries past that bound cannot match anything and are counted as one fi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from bodycam.agent.formats.custody import entry_version
+from bodycam.agent.formats.manifest import AgreementRef, Manifest
 
 MAX_TEXT = 256  # characters kept of any one value of an entry
 MAX_LIST = 64  # parties, agreements or data items kept per entry
@@ -75,6 +76,11 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(_text(v) for v in value[:MAX_LIST]) if isinstance(value, list) else ()
 
 
+def _cut(values: Sequence[str]) -> tuple[str, ...]:
+    """A typed manifest's strings cut as an entry's are, so the two compare as short values."""
+    return tuple(v[:MAX_TEXT] for v in values[:MAX_LIST])
+
+
 def _refs(value: object) -> tuple[tuple[str, int, str], ...]:
     out = []
     for ref in value[:MAX_LIST] if isinstance(value, list) else []:
@@ -85,12 +91,13 @@ def _refs(value: object) -> tuple[tuple[str, int, str], ...]:
     return tuple(out)
 
 
-def parse(entry: Mapping[str, Any]) -> Disclosure:
+def parse(entry: Mapping[str, object]) -> Disclosure:
     """The entry's facts, cut to bounded lengths (a malformed value becomes one that matches nothing)."""
     under = entry.get("under")
     recording = entry.get("recording")
+    seq = entry["seq"]
     return Disclosure(
-        seq=entry["seq"],
+        seq=seq if isinstance(seq, int) else -1,  # CustodyCheck hands on only entries with an integer seq
         ts=_text(entry.get("ts")),
         actor=_text(entry.get("actor")),
         key=_text(entry.get("key")),
@@ -130,7 +137,7 @@ class Collector:
             if isinstance(key, str) and len(key) <= 1024:
                 self.verified_v2.add(key)
 
-    def match(self, manifest: Mapping[str, object]) -> list[Problem]:
+    def match(self, manifest: Manifest) -> list[Problem]:
         """Every disclosure entry against the manifest's recordings and sidecars, and back."""
         recordings = _expected_recordings(manifest)
         sidecars = _expected_sidecars(manifest)
@@ -176,33 +183,35 @@ def _unlogged(key: str, facts: Facts) -> str:
     )
 
 
-def _expected_recordings(manifest: Mapping[str, object]) -> dict[str, Facts]:
-    out: dict[str, Facts] = {}
-    recordings = manifest.get("recordings")
-    for rec in recordings if isinstance(recordings, list) else []:
-        if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("parties"), list):
-            recording = rec.get("recording_id")
-            out[_text(rec["key"])] = {
-                "camera": _text(rec.get("camera_serial")) or None,
-                "recording": recording if isinstance(recording, int) and not isinstance(recording, bool) else None,
-                "ciphertext_sha256": _text(rec.get("ciphertext_sha256")),
-                "parties": _strings(rec.get("parties")),
-                "agreements": _refs(rec.get("agreements")),
-            }
-    return out
+def _expected_recordings(manifest: Manifest) -> dict[str, Facts]:
+    """The recordings the manifest signs as disclosed (those naming parties), by key."""
+    return {
+        rec.key[:MAX_TEXT]: {
+            "camera": rec.camera_serial[:MAX_TEXT] or None,
+            "recording": rec.recording_id,
+            "ciphertext_sha256": rec.ciphertext_sha256[:MAX_TEXT],
+            "parties": _cut(rec.parties),
+            "agreements": _agreement_refs(rec.agreements or ()),
+        }
+        for rec in manifest.recordings
+        if rec.parties is not None
+    }
 
 
-def _expected_sidecars(manifest: Mapping[str, object]) -> dict[str, Facts]:
-    out: dict[str, Facts] = {}
-    sidecars = manifest.get("sidecars")
-    for item in sidecars if isinstance(sidecars, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("key"), str):
-            out[_text(item["key"])] = {
-                "ciphertext_sha256": _text(item.get("sha256")),
-                "parties": _strings(item.get("parties")),
-                "data_items": _strings(item.get("data_items")),
-            }
-    return out
+def _agreement_refs(refs: Sequence[AgreementRef]) -> tuple[Ref, ...]:
+    return tuple((a.id[:MAX_TEXT], a.version, a.sha256[:MAX_TEXT]) for a in refs[:MAX_LIST])
+
+
+def _expected_sidecars(manifest: Manifest) -> dict[str, Facts]:
+    """The party sidecars the manifest signs, by key."""
+    return {
+        item.key[:MAX_TEXT]: {
+            "ciphertext_sha256": item.sha256[:MAX_TEXT],
+            "parties": _cut(item.parties),
+            "data_items": _cut(item.data_items),
+        }
+        for item in manifest.sidecars or ()
+    }
 
 
 def _differs(d: Disclosure, expected: Facts) -> str | None:

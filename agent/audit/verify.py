@@ -690,14 +690,13 @@ class Verifier:
         one recording against it); the log entry must repeat it (logcheck)."""
         if manifest.recordings_root is None:
             return
-        doc = manifest.to_json()  # each recording as its canonical JSON, unknown fields kept: the leaves
-        if manifest.recordings_root != commitment.recordings_root(doc["recordings"]):
+        if manifest.recordings_root != commitment.recordings_root([r.to_json() for r in manifest.recordings]):
             self._find(
                 "commitment_mismatch",
                 f"{where['key']}: recordings_root is not the Merkle root of the recordings it lists",
                 **where,
             )
-        result.commitments = commitment.log_fields(doc)
+        result.commitments = commitment.log_fields(manifest)
 
     def _read_ahead(self, rec: mf.ManifestRecording) -> Future[_Read] | None:
         """Start reading a recording object in the pool when it will be read at all (listed, of the size
@@ -871,7 +870,7 @@ class Verifier:
 
     def _disclosures(self, manifest: mf.Manifest, collector: Collector, result: BatchResult, key: str) -> None:
         """The segment's disclosure entries against the manifest, both ways (docs/formats.md §10.4)."""
-        for seq, problem, message in collector.match(manifest.to_json()):
+        for seq, problem, message in collector.match(manifest):
             self._find(problem, f"{key}: {message}", dock=result.dock, batch=result.batch, key=key, custody_seq=seq)
         if self.on_disclosure is None:
             return
@@ -1268,7 +1267,7 @@ def _officer_mismatch(personal: Personal, recordings: Sequence[mf.ManifestRecord
 
 
 def _view_mismatch(
-    sidecar: dict[str, object], parties: tuple[str, ...], recordings: Sequence[mf.ManifestRecording]
+    sidecar: strictjson.JSONObject, parties: tuple[str, ...], recordings: Sequence[mf.ManifestRecording]
 ) -> str | None:
     """Why a party sidecar does not hold exactly the recordings its parties were encrypted to (with an
     officer id only where the manifest has a pseudonym), or None."""

@@ -24,6 +24,7 @@ from bodycam.agent.audit.verify import Verifier, VerifyReport
 from bodycam.agent.config import AgreementsConfig, Config, DockAuth
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats.agecrypt import Decryptor, generate_identity
+from bodycam.agent.formats.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, ManifestRecording
 from bodycam.agent.formats.sshsig import (
     allowed_signers_line,
     generate_key,
@@ -351,10 +352,10 @@ def verify(bucket: Bucket, keys: DemoKeys) -> VerifyReport:
     return Verifier(bucket, signers, [keys.archive_identity.read_text().strip().splitlines()[-1]]).run()
 
 
-def _manifest_entries(bucket: Bucket) -> Iterator[dict[str, Any]]:
+def _manifest_entries(bucket: Bucket) -> Iterator[ManifestRecording]:
     for info in bucket.iter_objects(f"{DOCK_ID}/"):
-        if info.key.endswith("/manifest.json"):
-            yield from json.loads(bucket.get_bytes(info.key, max_size=64 * 1024 * 1024))["recordings"]
+        if info.key.endswith(f"/{MANIFEST}"):
+            yield from Manifest.parse(bucket.get_bytes(info.key, max_size=MAX_MANIFEST_BYTES), info.key).recordings
 
 
 def _opens(bucket: Bucket, key: str, identity: str) -> bool:
@@ -378,11 +379,11 @@ def shares(bucket: Bucket, keys: DemoKeys) -> list[PartyShare]:
         identity = path.read_text().strip().splitlines()[-1]
         share = PartyShare(party, path)
         for e in entries:
-            label = f"{e['camera_serial']}/{e['recording_id']}"
-            opened = _opens(bucket, e["key"], identity)
-            if party.name in (e.get("parties") or []):
+            label = f"{e.camera_serial}/{e.recording_id}"
+            opened = _opens(bucket, e.key, identity)
+            if party.name in (e.parties or ()):
                 share.recordings.append(label)
-                share.keys.append(e["key"])
+                share.keys.append(e.key)
                 share.opened += opened
             else:
                 share.others += 1

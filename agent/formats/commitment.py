@@ -9,7 +9,7 @@ One recording and its custody entries are then proven by short inclusion proofs,
 they carry are hashes of other entries, each holding a SHA-256 of footage or of a line, so they reveal
 nothing a reader could reverse.
 
-Pure: bytes and JSON values in, hashes out. The same leaf and node hashes as the log (tlog.py).
+Pure: bytes, JSON values and typed manifests in, hashes out. The same leaf and node hashes as the log (tlog.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from bodycam.agent.formats import tlog
 from bodycam.agent.formats.custody import canonical
+from bodycam.agent.formats.manifest import Manifest
 
 #: the log entry fields a 1.1 manifest's leaf adds (docs/formats.md §9.4)
 LOG_FIELDS = ("recordings", "recordings_root", "custody_first_seq", "custody_last_seq", "custody_root")
@@ -79,24 +80,38 @@ def custody_root(lines: Iterable[bytes]) -> str:
     return root(lines).hex()
 
 
-def log_fields(manifest: Mapping[str, object]) -> dict[str, object]:
+def recording_leaves(manifest: Manifest) -> list[bytes]:
+    """The leaves of a manifest's recordings tree, in order: each recording as it stands in the manifest
+    (its unknown fields kept, so a parsed manifest gives the very bytes that were signed)."""
+    return [recording_leaf(r.to_json()) for r in manifest.recordings]
+
+
+def log_fields(manifest: Manifest) -> dict[str, object]:
     """What a manifest's log entry repeats of its commitments; empty for a manifest without them (1.0).
 
     The counts fix the size of each tree, which an inclusion proof alone does not (a path for leaf 0 of
     3 leaves also fits a tree of 4)."""
-    custody = manifest.get("custody")
-    recordings = manifest.get("recordings")
-    if (
-        not isinstance(custody, Mapping)
-        or "root" not in custody
-        or "recordings_root" not in manifest
-        or not isinstance(recordings, list)
-    ):
+    custody = manifest.custody
+    if manifest.recordings_root is None or custody.root is None:
         return {}
+    return entry_fields(
+        recordings=len(manifest.recordings),
+        recordings_root=manifest.recordings_root,
+        custody_first_seq=custody.first_seq,
+        custody_last_seq=custody.last_seq,
+        custody_root=custody.root,
+    )
+
+
+def entry_fields(
+    *, recordings: int, recordings_root: str, custody_first_seq: int, custody_last_seq: int, custody_root: str
+) -> dict[str, object]:
+    """The log entry's roots and counts for a 1.1 manifest (what ``log_fields`` gives; the log bench calls
+    it with made-up roots rather than building whole manifests)."""
     return {
-        "recordings": len(recordings),
-        "recordings_root": manifest["recordings_root"],
-        "custody_first_seq": custody.get("first_seq"),
-        "custody_last_seq": custody.get("last_seq"),
-        "custody_root": custody["root"],
+        "recordings": recordings,
+        "recordings_root": recordings_root,
+        "custody_first_seq": custody_first_seq,
+        "custody_last_seq": custody_last_seq,
+        "custody_root": custody_root,
     }

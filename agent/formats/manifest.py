@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.times import parse_iso
@@ -61,7 +61,7 @@ class CustodyRef:
     root: str | None = None  # format 1.1 (docs/formats.md §3.1): Merkle root over the segment's lines
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         out = {
             **self.extra,
             "key": self.key,
@@ -91,7 +91,7 @@ class PersonalRef:
     sha256: str
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {**self.extra, "key": self.key, "sha256": self.sha256}
 
     @classmethod
@@ -105,7 +105,7 @@ class ManifestRecipient:
     age: str
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {**self.extra, "name": self.name, "age": self.age}
 
     @classmethod
@@ -122,7 +122,7 @@ class AgreementRef:
     sha256: str
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {**self.extra, "id": self.id, "version": self.version, "sha256": self.sha256}
 
     @classmethod
@@ -140,7 +140,7 @@ class SidecarRef:
     data_items: tuple[str, ...]
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             **self.extra, "key": self.key, "sha256": self.sha256,
             "parties": list(self.parties), "data_items": list(self.data_items),
@@ -179,8 +179,8 @@ class ManifestRecording:
     retain_until: str | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
             **self.extra,
             "camera_serial": self.camera_serial,
             "camera_model": self.camera_model,
@@ -269,7 +269,7 @@ class Manifest:
         """When it was sealed: signatures are judged at this time (docs/formats.md §6)."""
         return parse_iso(self.sealed)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         out = {
             **self.extra,
             "format": self.format,
@@ -467,7 +467,7 @@ def recording_key(dock_id: str, batch_id: str, serial: str, recording_id: int) -
     return f"{dock_id}/{batch_id}/recordings/{serial}/{recording_id}.age"
 
 
-def encode(fields: dict[str, Any]) -> bytes:
+def encode(fields: dict[str, object]) -> bytes:
     """Canonical JSON of a manifest fragment kept until sealing (a recording's disclosure fields)."""
     return canonical(fields)
 

@@ -303,7 +303,7 @@ def _sign_and_log(
         batch_seq=manifest.batch_seq,
         manifest_sha256=mf.sha256_hex(manifest_bytes),
         key=key,
-        commitments=commitment.log_fields(manifest.to_json()),
+        commitments=commitment.log_fields(manifest),
     )
 
 
