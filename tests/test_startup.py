@@ -14,12 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
 from .dock import iso_window, make_dock, window
 from .sims import SimProcess
 
 MiB = 1024 * 1024
 #: S3's client stack: loaded only once an S3 bucket is opened
 S3_STACK = ("boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil")
+#: what every command loads of bodycam.agent.cli: the group, the shared context and the error line
+CLI_CORE = {"bodycam.agent.cli", "bodycam.agent.cli.main", "bodycam.agent.cli.common", "bodycam.agent.cli.logsetup"}
 
 # Runs bodycam-sync's main() in-process, then writes the names of the loaded modules to argv[1].
 _PROBE = """
@@ -57,6 +61,39 @@ def loaded(modules: list[str], *packages: str) -> list[str]:
     return [m for m in modules if m.split(".")[0] in packages]
 
 
+def cli_modules(modules: list[str]) -> set[str]:
+    """The command modules (bodycam.agent.cli.*) loaded, not counting what every command needs nor the
+    shared rendering helpers."""
+    helpers = {"bodycam.agent.cli.render", "bodycam.agent.cli.progress"}
+    return {m for m in modules if m.startswith("bodycam.agent.cli")} - CLI_CORE - helpers
+
+
+def test_version_imports_no_command_module(tmp_path: Path) -> None:
+    """``--version`` (and any one command) no longer imports every command group's module up front."""
+    proc, modules = run_cli(tmp_path, "--version")
+    assert proc.returncode == 0 and "0.1.0" in proc.stdout, proc
+    assert cli_modules(modules) == set()
+    assert loaded(modules, *S3_STACK, "cryptography") == []
+
+
+def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
+    proc, modules = run_cli(tmp_path, "keys", "--help")
+    assert proc.returncode == 0 and "dock-auth" in proc.stdout, proc
+    assert cli_modules(modules) == {"bodycam.agent.cli.keys"}
+
+
+def test_every_lazy_command_resolves_to_the_command_of_its_name() -> None:
+    """The COMMANDS table names each command and where it lives; a wrong entry fails here, not in the
+    field (--help and the man pages, tests/test_manpages.py, also list every command)."""
+    from bodycam.agent.cli.main import COMMANDS, cli
+
+    assert list(cli.commands) == [name for name, _ in COMMANDS]
+    for name, command in cli.commands.items():
+        assert command.name == name
+    agreement = cli.commands["agreement"]
+    assert isinstance(agreement, click.Group) and "publish" in agreement.commands
+
+
 def test_ingest_into_a_local_bucket_never_imports_the_s3_client(tmp_path: Path) -> None:
     """``ingest --once`` of a real recording into a local bucket (the embedded default): no boto3, botocore
     or urllib3, which cost about 0.2 CPU s a run and serve only S3 buckets."""
@@ -74,3 +111,4 @@ def test_ingest_into_a_local_bucket_never_imports_the_s3_client(tmp_path: Path) 
     assert [c["verified"] for c in report["cameras"]] == [1], report
     assert "bodycam.agent.storage.bucket" in modules  # the bucket was opened, and written
     assert loaded(modules, *S3_STACK) == []
+    assert cli_modules(modules) == {"bodycam.agent.cli.ingest"}

@@ -6,39 +6,105 @@ docs/cli.md (1 work failed or found problems, 2 usage or configuration), Ctrl-C 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 import click
 
 from bodycam.agent import __version__
-from bodycam.agent.cli import (
-    agreements,
-    cameras,
-    exercise,
-    firmware,
-    fleet,
-    ingest,
-    keys,
-    proof,
-    receive,
-    retention,
-    service,
-    sim,
-    verify,
-    witness,
-)
 from bodycam.agent.cli.common import Context
-from bodycam.agent.cli.disclosures import disclosures
 from bodycam.agent.cli.logsetup import error_line
 from bodycam.drivers.errors import BodycamError
 
 LOG = logging.getLogger("bodycam")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's subcommands by name, each imported from its module the first time it is looked up.
+
+    click's LazyGroup pattern, made a mapping: ``bodycam-sync ingest`` imports ``cli/ingest.py`` only,
+    while ``--help``, shell completion and click-man (which walks ``group.commands`` itself) look every
+    command up and so see exactly what they saw when every module was imported up front, in the same
+    order. A spec is ``"module:attribute"`` under ``bodycam.agent.cli``, or a function returning the command.
+    """
+
+    def __init__(self, specs: tuple[tuple[str, str | Callable[[], click.Command]], ...]) -> None:
+        self._entries: dict[str, click.Command | str | Callable[[], click.Command]] = dict(specs)
+
+    def __getitem__(self, name: str) -> click.Command:
+        entry = self._entries[name]
+        if isinstance(entry, click.Command):
+            return entry
+        if isinstance(entry, str):
+            module, _, attribute = entry.partition(":")
+            command = getattr(importlib.import_module(f"bodycam.agent.cli.{module}"), attribute)
+        else:
+            command = entry()
+        if not isinstance(command, click.Command) or command.name != name:
+            raise TypeError(f"COMMANDS entry {name!r} -> {entry!r} is not the command {name!r}")
+        self._entries[name] = command  # replaces the value in place: the order stays the registration order
+        return command
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._entries[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _agreement() -> click.Command:
+    """``agreement``, with ``agreement publish`` from the fleet module (it writes to the fleet's prefix)."""
+    from bodycam.agent.cli import agreements, fleet
+
+    agreements.agreement.add_command(fleet.agreement_publish)
+    return agreements.agreement
+
+
+#: one module per command group (docs/ARCHITECTURE.md); each command is a thin shim over the library.
+#: (name, "module:attribute" under bodycam.agent.cli): a module is imported only when its command runs
+#: (or --help, completion or the man pages list it); tests/test_startup.py checks every entry.
+COMMANDS: tuple[tuple[str, str | Callable[[], click.Command]], ...] = (
+    ("sim", "sim:sim"),
+    ("devices", "cameras:devices"),
+    ("keys", "keys:keys"),
+    ("authority", "keys:authority"),
+    ("dock", "keys:dock"),
+    ("enroll", "cameras:enroll"),
+    ("allocate", "cameras:allocate"),
+    ("firmware", "firmware:firmware"),
+    ("exercise", "exercise:exercise"),
+    ("recipients", "agreements:recipients"),
+    ("agreement", _agreement),
+    ("fleet", "fleet:fleet"),
+    ("ingest", "ingest:ingest"),
+    ("verify", "verify:verify_cmd"),
+    ("receive", "receive:receive"),
+    ("proof", "proof:proof_cmd"),
+    ("verify-proof", "proof:verify_proof_cmd"),
+    ("demo", "ingest:demo"),
+    ("daemon", "service:daemon"),
+    ("status", "service:status"),
+    ("sync", "service:sync"),
+    ("eject", "service:eject"),
+    ("watch", "service:watch"),
+    ("clock", "cameras:clock"),
+    ("witness", "witness:witness"),
+    ("retention", "retention:retention"),
+    ("disclosures", "disclosures:disclosures"),
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, commands=LazyCommands(COMMANDS))
 @click.option(
     "--config",
     "config_path",
@@ -55,41 +121,6 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 
     configure(max(logging.WARNING - 10 * verbose, logging.DEBUG))
     ctx.obj = Context(config_path)
-
-
-#: one module per command group (docs/ARCHITECTURE.md); each command is a thin shim over the library
-COMMANDS: tuple[click.Command, ...] = (
-    sim.sim,
-    cameras.devices,
-    keys.keys,
-    keys.authority,
-    keys.dock,
-    cameras.enroll,
-    cameras.allocate,
-    firmware.firmware,
-    exercise.exercise,
-    agreements.recipients,
-    agreements.agreement,
-    fleet.fleet,
-    ingest.ingest,
-    verify.verify_cmd,
-    receive.receive,
-    proof.proof_cmd,
-    proof.verify_proof_cmd,
-    ingest.demo,
-    service.daemon,
-    service.status,
-    service.sync,
-    service.eject,
-    service.watch,
-    cameras.clock,
-)
-for _command in COMMANDS:
-    cli.add_command(_command)
-cli.add_command(witness.witness)
-agreements.agreement.add_command(fleet.agreement_publish)
-cli.add_command(retention.retention)
-cli.add_command(disclosures)
 
 
 def main(argv: list[str] | None = None) -> None:
