@@ -112,3 +112,14 @@ def test_ingest_into_a_local_bucket_never_imports_the_s3_client(tmp_path: Path) 
     assert "bodycam.agent.storage.bucket" in modules  # the bucket was opened, and written
     assert loaded(modules, *S3_STACK) == []
     assert cli_modules(modules) == {"bodycam.agent.cli.ingest"}
+    # crc32c's __init__ asks importlib.metadata for its version; the witness client's HTTP is for witnesses
+    assert [m for m in ("importlib.metadata", "http.client", "ssl") if m in modules] == []
+
+
+def test_the_crc32c_extension_loaded_alone_is_the_packages_crc32c() -> None:
+    import crc32c as package
+
+    from bodycam.drivers.crc import crc32c
+
+    assert crc32c.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert crc32c.crc32c(b"6789", crc32c.crc32c(b"12345")) == package.crc32c(b"123456789")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from bodycam.agent.formats import cosignature, note, tlog
 from bodycam.agent.formats.witnesspolicy import Policy, Witness
-from bodycam.agent.storage import docklog, witnessclient
+from bodycam.agent.storage import docklog
 from bodycam.agent.storage.docklog import JournalHashStore, log_prefix, origin
 from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.errors import BodycamError, IntegrityError
@@ -128,6 +128,9 @@ class Witnessing:
         return outcomes
 
     def _submit(self, w: Witness, size: int, signed: bytes) -> Outcome:
+        # imported here: its http.client and ssl cost every run ~40 ms, and most docks have no witnesses
+        from bodycam.agent.storage import witnessclient
+
         if w.url is None:
             return Outcome(w.name, error="has no URL in the witness policy")
         old = self._view(w)

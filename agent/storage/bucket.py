@@ -51,9 +51,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-import crc32c
-
 from bodycam.agent.formats.times import iso_utc
+from bodycam.drivers.crc import crc32c
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
 
 if TYPE_CHECKING:

@@ -24,8 +24,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-import crc32c
-
+from bodycam.drivers.crc import crc32c
 from bodycam.drivers.errors import ProtocolError
 
 MAGIC = b"BC"
