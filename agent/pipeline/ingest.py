@@ -31,7 +31,15 @@ from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDec
 from bodycam.agent.pipeline.pull import PullResult, part_size_for, pull
 from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
 from bodycam.agent.pipeline.witnessing import Witnessing
-from bodycam.agent.storage.bucket import Bucket, Part, UploadNotFoundError, composite_checksum, open_bucket
+from bodycam.agent.storage.bucket import (
+    PART_CHECKSUM,
+    Bucket,
+    Part,
+    UploadNotFoundError,
+    checksum_algorithm,
+    composite_checksum,
+    open_bucket,
+)
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.interprocess import ProcessLock, batch_lock_path
 from bodycam.agent.storage.journal import (
@@ -495,7 +503,10 @@ class Agent:
             return RecordingState.VERIFIED
         if row is None or row["state"] in RESTART_STATES:
             row = self._start_upload(job)
-        row, encryptor, existing = self._resumable_upload(job, row)
+            encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
+            existing: dict[int, Part] = {}
+        else:
+            row, encryptor, existing = self._resumable_upload(job, row)
         result = self._pull(job, row, encryptor, existing)
         self._journal_pulled(job, row, result)
         self._complete(job.key)
@@ -506,11 +517,17 @@ class Agent:
     def _resumable_upload(self, job: _Job, row: sqlite3.Row) -> tuple[sqlite3.Row, Encryptor, dict[int, Part]]:
         """The upload to pull into, its encryptor (the journaled age header and file key, so a resumed
         pass produces the same ciphertext) and the parts it already holds; when the bucket lost it
-        (lifecycle rule, manual abort), a new upload in the same batch, from its first part."""
+        (lifecycle rule, manual abort), or it is not known to take our part checksum (an older agent began
+        it with SHA-256 parts, and S3 refuses CRC-32C parts into such an upload), a new upload in the same
+        batch, from its first part, the old one aborted: no recording is held by an upload it cannot finish."""
         encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
         existing = self._existing_parts(job.key, row["object_key"], row["upload_id"])
-        if existing is not None:
+        if existing is not None and self._takes_our_checksum(job.key):
             return row, encryptor, existing
+        if existing is not None:
+            LOG.info("restarting the upload of %s: no journaled part shows it takes %s parts", row["object_key"],
+                     PART_CHECKSUM)  # fmt: skip
+            self.bucket.abort_upload(row["object_key"], row["upload_id"])
         row = self._start_upload(job, batch_id=str(row["batch_id"]))
         return row, Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"])), {}
 
@@ -658,6 +675,7 @@ class Agent:
                         utc_now(),
                     ),
                 )
+                self.journal.delete_parts(job.key)  # a new upload holds none: no part of an older one stays
                 if shared is not None:
                     db.execute(
                         "INSERT OR REPLACE INTO recording_agreements VALUES(?,?,?,?)",
@@ -669,6 +687,17 @@ class Agent:
         row = self.journal.recording(job.key)
         assert row is not None  # just written
         return row
+
+    def _takes_our_checksum(self, key: RecordingKey) -> bool:
+        """True when the recording's journaled parts (written only once the bucket took them under its
+        upload) are all ``PART_CHECKSUM``: the proof an upload takes our parts. The journal row names no
+        algorithm and SeaweedFS's ListParts reports none, so an upload with no journaled part is not
+        trusted; restarting it keeps nothing and so loses nothing (docs/decisions.md)."""
+        parts = self.journal.parts(key)
+        try:
+            return bool(parts) and all(checksum_algorithm(p["sha256_b64"]) == PART_CHECKSUM for p in parts)
+        except UploadError:  # not a checksum of either kind
+            return False
 
     def _existing_parts(self, key: RecordingKey, object_key: str, upload_id: str) -> dict[int, Part] | None:
         """Parts both the bucket and the journal know (same number, size and ETag); None if the upload is gone."""
