@@ -8,17 +8,13 @@ ingest into a local bucket, stock age for the parties' keys.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bodycam.agent.formats import agreements as ag
-from bodycam.agent.formats.agecrypt import generate_identity
-from bodycam.agent.formats.sshsig import generate_key
 
+from .agreement_setup import draft, make_force, share_under_agreements
 from .dock import Dock, iso_window, make_dock, window
 from .sims import SimProcess
 
@@ -36,63 +32,25 @@ class Shared:
     truth: dict[str, dict[int, str]]  # camera -> recording id -> plaintext SHA-256
 
 
-def _draft(path: Path, ident: str, exercises: list[str], party: str, recipient: str, items: list[str]) -> Path:
-    doc: dict[str, Any] = {
-        "format": ag.FORMAT,
-        "id": ident,
-        "version": 1,
-        "controller": {"name": "Example Constabulary"},
-        "parties": [
-            {
-                "name": party,
-                "role": "processor",
-                "lawful_basis": "DPA 2018 s.35(2)(b)",
-                "recipients": [recipient],
-                "retention_days": 31,
-            }
-        ],
-        "purpose": "firearms-training review",
-        "data_items": items,
-        "scope": {"exercises": exercises},
-        "validity": {"not_before": ag._iso(time.time() - 86400), "not_after": ag._iso(time.time() + 86400)},
-        "review_date": "2030-01-01",
-        "dpia": "DPIA-7",
-    }
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def age_decrypt(identity: Path, obj: Path) -> bytes | None:
-    proc = subprocess.run(["age", "-d", "-i", str(identity), str(obj)], capture_output=True, timeout=60)
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def build(root: Path) -> Shared:
     bucket = root / "bucket"
     dock = make_dock(root / "dock", bucket.as_uri())
-    keys = root / "force"
-    keys.mkdir()
-    controller_pub = generate_key(keys / "controller", "force")
-    identities: dict[str, Path] = {}
-    recipients: dict[str, str] = {}
-    for name in (FULL, LIMITED, "archive"):
-        secret, recipients[name] = generate_identity()
-        identities[name] = keys / f"{name}.agekey"
-        identities[name].write_text(secret + "\n")
+    force = make_force(root, (FULL, LIMITED, "archive"))
     agreements = root / "agreements"
-    with dock.config_path.open("a") as f:
-        f.write(
-            f'[agreements]\ncontroller_keys = ["{controller_pub.strip()}"]\n'
-            f'dir = "{agreements}"\narchive = "{recipients["archive"]}"\n'
-        )
+    share_under_agreements(dock, force, agreements)
     drafts = root / "drafts"
     drafts.mkdir()
     for ident, exercises, party, items in (
         ("DSA-FULL", ["EX-1"], FULL, list(ag.DATA_ITEMS)),
         ("DSA-LIM", ["EX-1", "EX-2"], LIMITED, ["footage", "times"]),
     ):
-        draft = _draft(drafts / f"{ident}.json", ident, exercises, party, recipients[party], items)
-        signed = dock.cli("agreement", "sign", str(draft), "--key", str(keys / "controller"), "--out", str(agreements))
+        path = draft(
+            drafts / f"{ident}.json", ident, exercises, {party: force.recipients[party]}, time.time() + 86400,
+            items=items, retention_days=31, lawful_basis="DPA 2018 s.35(2)(b)",
+        )  # fmt: skip
+        signed = dock.cli(
+            "agreement", "sign", str(path), "--key", str(force.keys / "controller"), "--out", str(agreements)
+        )
         assert signed.returncode == 0, signed.stderr
     win = window()
     dock.enroll(*CAMERAS)  # allocates OFFICER-<serial> to each camera
@@ -107,4 +65,4 @@ def build(root: Path) -> Shared:
         for s in sims:
             s.stop()
     assert rc == 0, report
-    return Shared(dock, bucket, identities, agreements, truth)
+    return Shared(dock, bucket, force.identities, agreements, truth)

@@ -24,11 +24,11 @@ from typing import Any
 from bodycam.agent.formats.agecrypt import generate_hybrid_identity
 from bodycam.agent.formats.sshsig import generate_key
 
+from .agreement_setup import draft as _draft
 from .dock import iso_window, make_dock, window
 from .s3server import SeaweedFS
 from .sims import SimProcess
 from .test_age_interop import INTEROP, node, node_age  # noqa: F401  (node_age: the module's fixture)
-from .test_agreements_e2e import _draft
 
 SITE = "Hendon Firing Range 3"
 MARGIN = 3.0  # DSA-SHORT lives this many times what the same steps took under DSA-FULL, measured in the test

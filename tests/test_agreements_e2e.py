@@ -10,64 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from bodycam.agent.formats import agreements as ag
-from bodycam.agent.formats.agecrypt import generate_identity
 from bodycam.agent.formats.sshsig import generate_key
 
+from .agreement_setup import age_decrypt, make_force, share_under_agreements
+from .agreement_setup import draft as make_draft
 from .dock import iso_window, make_dock, window
 from .sims import SimProcess
-
-
-def _draft(path: Path, ident: str, exercise: str, parties: dict[str, str], not_after: float) -> Path:
-    doc: dict[str, Any] = {
-        "format": ag.FORMAT,
-        "id": ident,
-        "version": 1,
-        "controller": {"name": "Example Constabulary"},
-        "parties": [
-            {"name": n, "role": "processor", "lawful_basis": "DPA 2018 s.35", "recipients": [r], "retention_days": 90}
-            for n, r in parties.items()
-        ],
-        "purpose": "firearms-training review",
-        "data_items": ["footage", "times"],
-        "scope": {"exercises": [exercise]},
-        "validity": {"not_before": ag._iso(time.time() - 86400), "not_after": ag._iso(not_after)},
-        "review_date": "2030-01-01",
-        "dpia": "DPIA-7",
-    }
-    path.write_text(json.dumps(doc, indent=2))
-    return path
-
-
-def _age_decrypts(identity: Path, obj: Path) -> bytes | None:
-    proc = subprocess.run(["age", "-d", "-i", str(identity), str(obj)], capture_output=True, timeout=60)
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -> None:
     bucket = tmp_path / "bucket"
     dock = make_dock(tmp_path / "dock", bucket.as_uri())
-    keys = tmp_path / "force"
-    keys.mkdir()
-    controller_pub = generate_key(keys / "controller", "force")
+    force = make_force(tmp_path, ("P1", "P2", "P3", "archive"))
+    keys, ids, rcpt = force.keys, force.identities, force.recipients
     generate_key(keys / "impostor", "impostor")
-    ids: dict[str, Path] = {}
-    rcpt: dict[str, str] = {}
-    for name in ("P1", "P2", "P3", "archive"):
-        secret, rcpt[name] = generate_identity()
-        ids[name] = keys / f"{name}.agekey"
-        ids[name].write_text(secret + "\n")
     agreements = tmp_path / "agreements"
-    with dock.config_path.open("a") as f:
-        f.write(
-            f'[agreements]\ncontroller_keys = ["{controller_pub.strip()}"]\n'
-            f'dir = "{agreements}"\narchive = "{rcpt["archive"]}"\n'
-        )
+    share_under_agreements(dock, force, agreements)
     future, past = time.time() + 86400, time.time() - 3600
     drafts = tmp_path / "drafts"
     drafts.mkdir()
@@ -79,7 +41,7 @@ def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -
         ("UNSIGNED", "EX-1", {"P3": rcpt["P3"]}, future, "controller"),
     ]
     for ident, exercise, parties, not_after, key in signing:
-        draft = _draft(drafts / f"{ident}.json", ident, exercise, parties, not_after)
+        draft = make_draft(drafts / f"{ident}.json", ident, exercise, parties, not_after)
         if ident == "DSA-C":  # validity must end after it begins: start it two days back
             doc = json.loads(draft.read_text())
             doc["validity"]["not_before"] = ag._iso(past - 2 * 86400)
@@ -128,7 +90,7 @@ def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -
     readers = {"P1": {"CAM-A1"}, "P2": {"CAM-A1"}, "P3": {"CAM-B2"}, "archive": {"CAM-A1", "CAM-B2"}, "party-a": set()}
     for party, cameras in readers.items():
         for obj in objects:
-            plain = _age_decrypts(ids[party], obj)
+            plain = age_decrypt(ids[party], obj)
             if obj.parent.name in cameras:
                 assert plain is not None, (party, obj)
                 assert hashlib.sha256(plain).hexdigest() in expected[obj.parent.name].values()
@@ -167,7 +129,7 @@ def test_each_party_decrypts_exactly_what_its_agreement_covers(tmp_path: Path) -
     assert rc == 0, report
     assert report["cameras"][0]["out_of_scope_reasons"]["no_agreement"] == 2
     assert not list(bucket.rglob("CAM-A4"))
-    assert all(_age_decrypts(ids["P1"], obj) is not None for obj in objects if obj.parent.name == "CAM-A1")
+    assert all(age_decrypt(ids["P1"], obj) is not None for obj in objects if obj.parent.name == "CAM-A1")
     journal = dock.journal()
     try:
         reasons = {r[0] for r in journal.query("SELECT error FROM recordings WHERE serial='CAM-A4'")}

@@ -159,8 +159,8 @@ def test_what_the_force_publishes_for_the_fleet_names_no_site_or_officer(tmp_pat
     from bodycam.agent.formats.agecrypt import recipient_of
     from bodycam.agent.formats.sshsig import generate_key
 
+    from .agreement_setup import draft as _draft
     from .dock import make_dock, window
-    from .test_agreements_e2e import _draft
 
     bucket = tmp_path / "bucket"
     dock = make_dock(tmp_path / "dock", bucket.as_uri())

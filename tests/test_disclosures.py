@@ -23,7 +23,8 @@ import pytest
 
 from bodycam.agent.formats.custody import canonical
 
-from .disclosure_setup import FULL, LIMITED, Shared, age_decrypt, build
+from .agreement_setup import age_decrypt
+from .disclosure_setup import FULL, LIMITED, Shared, build
 from .test_report import print_to_pdf
 
 

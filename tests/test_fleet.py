@@ -36,10 +36,10 @@ from bodycam.agent.pipeline.fleet import FleetSource
 from bodycam.agent.storage.bucket import Bucket, open_bucket
 from bodycam.agent.storage.wrapper import BucketWrapper
 
+from .agreement_setup import draft as _draft
 from .dock import Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS
 from .sims import SimProcess
-from .test_agreements_e2e import _draft
 
 
 def _second_dock(root: Path, url: str, endpoint: str) -> Dock:

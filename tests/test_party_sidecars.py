@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from .disclosure_setup import FULL, LIMITED, SITES, Shared, age_decrypt, build
+from .agreement_setup import age_decrypt
+from .disclosure_setup import FULL, LIMITED, SITES, Shared, build
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS
 from .sims import SimProcess
-from .test_witness import WitnessProcess, _free_port
+from .test_witness import witnessed_dock
 
 AUDITING = Path(__file__).resolve().parent.parent / "docs" / "auditing.md"
 
@@ -50,18 +50,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     by two witnesses, each a ``witness serve`` process of its own (C2SP tlog-witness)."""
     tmp = tmp_path_factory.mktemp("proof")
     bucket = tmp / "bucket"
-    dock = make_dock(tmp / "dock", bucket.as_uri())
-    vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
-    policy = tmp / "witness.policy"
-    policy.write_text(f"log {vkey}\n")  # what the witnesses read; completed below for the dock
-    ho = WitnessProcess(tmp / "wa", "witness.example/home-office", policy, _free_port())
-    auditor = WitnessProcess(tmp / "wb", "witness.example/auditor", policy, _free_port())
-    policy.write_text(
-        f"log {vkey}\nwitness ho {ho.vkey} {ho.url}\nwitness auditor {auditor.vkey} {auditor.url}\n"
-        "group both all ho auditor\nquorum both\n"
-    )
-    with dock.config_path.open("a") as f:
-        f.write(f'[witnesses]\npolicy = "{policy}"\ntimeout_s = 60\n')
+    dock, vkey, ho, auditor, policy = witnessed_dock(tmp, timeout_s=60)
     win = window()
     dock.enroll("CAM-P1", "CAM-P2")
     dock.exercise("EX-P", win, "CAM-P1", "CAM-P2")

@@ -16,9 +16,10 @@ from pathlib import Path
 from bodycam.agent.formats.agecrypt import generate_hybrid_identity, generate_identity
 from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, parse_public_key_line
 
+from .agreement_setup import draft as _draft
+from .agreement_setup import make_force
 from .dock import Dock, iso_window, make_dock, window
 from .sims import SimProcess
-from .test_agreements_e2e import _draft
 
 
 def _receive(
@@ -43,15 +44,9 @@ def _files(out: Path) -> dict[str, str]:
 def test_each_party_receives_exactly_its_share_checked_and_resumable(tmp_path: Path) -> None:
     bucket = tmp_path / "bucket"
     dock = make_dock(tmp_path / "dock", bucket.as_uri())
-    force = tmp_path / "force"
-    force.mkdir()
-    controller = generate_key(force / "controller", "force").strip()
-    ids: dict[str, Path] = {}
-    rcpt: dict[str, str] = {}
-    for name in ("P1", "P2", "P3", "archive"):
-        secret, rcpt[name] = generate_identity()
-        ids[name] = force / f"{name}.agekey"
-        ids[name].write_text(secret + "\n")
+    made = make_force(tmp_path, ("P1", "P2", "P3", "archive"))
+    force, controller = made.keys, made.controller_pub.strip()
+    ids, rcpt = made.identities, made.recipients
     signed = tmp_path / "signed"
     with dock.config_path.open("a") as f:
         f.write(f'[agreements]\ncontroller_keys = ["{controller}"]\narchive = "{rcpt["archive"]}"\n')

@@ -90,21 +90,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def two_witnesses(tmp_path: Path) -> Any:
-    """A dock with [witnesses] and two witness processes; the policy needs both (quorum all)."""
-    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+def witnessed_dock(
+    root: Path, *, timeout_s: int, config: str = ""
+) -> tuple[Dock, str, WitnessProcess, WitnessProcess, Path]:
+    """A dock (bucket ``root/bucket``) whose [witnesses] policy names two witness processes, ``ho`` and
+    ``auditor``, and needs both (group ``both``); the witnesses are not started yet. Returns the dock,
+    its log's verifier key, the two witnesses and the policy file. ``config`` goes before [witnesses]."""
+    dock = make_dock(root / "dock", (root / "bucket").as_uri())
     dock_vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
-    policy = tmp_path / "witness.policy"
+    policy = root / "witness.policy"
     policy.write_text(f"log {dock_vkey}\n")  # what the witnesses read; completed below for the dock
-    a = WitnessProcess(tmp_path / "wa", "witness.example/home-office", policy, _free_port())
-    b = WitnessProcess(tmp_path / "wb", "witness.example/auditor", policy, _free_port())
+    a = WitnessProcess(root / "wa", "witness.example/home-office", policy, _free_port())
+    b = WitnessProcess(root / "wb", "witness.example/auditor", policy, _free_port())
     policy.write_text(
         f"log {dock_vkey}\nwitness ho {a.vkey} {a.url}\nwitness auditor {b.vkey} {b.url}\n"
         "group both all ho auditor\nquorum both\n"
     )
     with dock.config_path.open("a") as f:
-        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 5\n')
+        f.write(f'{config}[witnesses]\npolicy = "{policy}"\ntimeout_s = {timeout_s}\n')
+    return dock, dock_vkey, a, b, policy
+
+
+@pytest.fixture
+def two_witnesses(tmp_path: Path) -> Any:
+    """A dock with [witnesses] and two witness processes; the policy needs both (quorum all)."""
+    dock, _, a, b, policy = witnessed_dock(tmp_path, timeout_s=5, config="[batch]\ncustody_only_interval_s = 0\n")
     a.start()
     b.start()
     try:

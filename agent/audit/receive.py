@@ -36,6 +36,7 @@ from bodycam.agent.formats.sshsig import AllowedSigner
 from bodycam.agent.formats.times import parse_iso
 from bodycam.agent.storage.bucket import Bucket, ObjectNotFoundError
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
+from bodycam.drivers.files import read_bounded
 
 LOG = logging.getLogger(__name__)
 
@@ -311,14 +312,11 @@ def _complete(path: Path, w: Wanted) -> bool:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(ag.MAX_FILE_BYTES + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read --agreement-file {path}: {err.strerror or err}") from None
-    if len(data) > ag.MAX_FILE_BYTES:
-        raise ConfigError(f"--agreement-file {path} is over the {ag.MAX_FILE_BYTES}-byte limit")
-    return data
+    return read_bounded(
+        path, ag.MAX_FILE_BYTES,
+        unreadable=lambda err: ConfigError(f"cannot read --agreement-file {path}: {err.strerror or err}"),
+        too_large=lambda: ConfigError(f"--agreement-file {path} is over the {ag.MAX_FILE_BYTES}-byte limit"),
+    )  # fmt: skip
 
 
 def _read_sums(path: Path) -> dict[str, str]:

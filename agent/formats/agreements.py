@@ -347,21 +347,32 @@ def sign_draft(draft: Path, key: Ed25519PrivateKey, out_dir: Path) -> tuple[Agre
 def load_signed(path: Path, trusted: Sequence[Ed25519PublicKey]) -> Agreement:
     """A signed agreement file, checked against the controller keys; IntegrityError when unsigned,
     signed by another key, or altered; ProtocolError when malformed."""
+    return check_signed(*_read_signed(path, "agreement"), path.name, trusted)
+
+
+def _read_signed(path: Path, what: str) -> tuple[bytes, str]:
+    """A file and its detached signature (``<file>.sig``); IntegrityError when there is none."""
     raw = _read_bounded(path)
     sig_path = path.with_name(path.name + SIG_SUFFIX)
     if not sig_path.exists():
-        raise IntegrityError(f"agreement {path.name} is not signed (no {sig_path.name}); refused")
-    return check_signed(raw, _read_bounded(sig_path).decode("utf-8", "replace"), path.name, trusted)
+        raise IntegrityError(f"{what} {path.name} is not signed (no {sig_path.name}); refused")
+    return raw, _read_bounded(sig_path).decode("utf-8", "replace")
+
+
+def check_signature(raw: bytes, signature: str, namespace: str, trusted: Sequence[Ed25519PublicKey], what: str) -> None:
+    """IntegrityError naming ``what`` (``agreement DSA-A.v1.json``) unless one of ``trusted`` signed
+    ``raw`` in ``namespace``: agreements, revocations and the fleet's register are checked alike."""
+    try:
+        verify(raw, signature, namespace, trusted)
+    except IntegrityError as err:
+        raise IntegrityError(f"{what} refused: {err}") from None
 
 
 def check_signed(raw: bytes, signature: str, name: str, trusted: Sequence[Ed25519PublicKey]) -> Agreement:
     """``load_signed`` on bytes already read (a file, or an object of the fleet's prefix in the bucket)."""
     if len(raw) > MAX_FILE_BYTES:
         raise ProtocolError(f"agreement {name} is over the {MAX_FILE_BYTES}-byte limit")
-    try:
-        verify(raw, signature, NAMESPACE, trusted)
-    except IntegrityError as err:
-        raise IntegrityError(f"agreement {name} refused: {err}") from None
+    check_signature(raw, signature, NAMESPACE, trusted, f"agreement {name}")
     try:
         return parse(raw)
     except ProtocolError as err:
@@ -382,19 +393,12 @@ def revoke(agreement_id: str, key: Ed25519PrivateKey, out_dir: Path, *, now: flo
 
 def load_revocation(path: Path, trusted: Sequence[Ed25519PublicKey]) -> str:
     """The id a signed revocation revokes."""
-    raw = _read_bounded(path)
-    sig_path = path.with_name(path.name + SIG_SUFFIX)
-    if not sig_path.exists():
-        raise IntegrityError(f"revocation {path.name} is not signed (no {sig_path.name}); refused")
-    return check_revocation(raw, _read_bounded(sig_path).decode("utf-8", "replace"), path.name, trusted)
+    return check_revocation(*_read_signed(path, "revocation"), path.name, trusted)
 
 
 def check_revocation(raw: bytes, signature: str, name: str, trusted: Sequence[Ed25519PublicKey]) -> str:
     """``load_revocation`` on bytes already read: the id the revocation revokes."""
-    try:
-        verify(raw, signature, REVOCATION_NAMESPACE, trusted)
-    except IntegrityError as err:
-        raise IntegrityError(f"revocation {name} refused: {err}") from None
+    check_signature(raw, signature, REVOCATION_NAMESPACE, trusted, f"revocation {name}")
     doc = _keys(parse_json(raw, "revocation", 100), "revocation.", {"format", "id", "revoked"})
     if doc["format"] != REVOCATION_FORMAT or not isinstance(doc["id"], str) or ID.fullmatch(doc["id"]) is None:
         raise ProtocolError(f"revocation {name} is not a {REVOCATION_FORMAT} document")

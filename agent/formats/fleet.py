@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats.custody import canonical
-from bodycam.agent.formats.sshsig import sign, verify
+from bodycam.agent.formats.sshsig import sign
 from bodycam.agent.formats.times import iso_utc
-from bodycam.drivers.errors import IntegrityError, ProtocolError
+from bodycam.drivers.errors import ProtocolError
 from bodycam.drivers.strictjson import JSONObject, JSONValue, parse_json
 
 PREFIX = FLEET_PREFIX  # reserved: config refuses it as a dock_id, verify leaves it to 'fleet show'
@@ -206,10 +206,7 @@ def check_register(raw: bytes, signature: str, name: str, trusted: Sequence[Ed25
     version (so an old signed register cannot be replayed as a newer one)."""
     if len(raw) > MAX_REGISTER_BYTES:
         raise ProtocolError(f"register {name} is over the {MAX_REGISTER_BYTES}-byte limit")
-    try:
-        verify(raw, signature, REGISTER_NAMESPACE, trusted)
-    except IntegrityError as err:
-        raise IntegrityError(f"register {name} refused: {err}") from None
+    ag.check_signature(raw, signature, REGISTER_NAMESPACE, trusted, f"register {name}")
     try:
         register = parse_register(raw)
     except ProtocolError as err:

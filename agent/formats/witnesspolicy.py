@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from bodycam.agent.formats import cosignature, note
 from bodycam.drivers.errors import BodycamError, ConfigError
+from bodycam.drivers.files import read_bounded
 
 MAX_POLICY = 64 * 1024
 MAX_LINE = 1024
@@ -206,13 +207,11 @@ def parse(text: str, source: str = "<policy>") -> Policy:
 
 def load(path: Path) -> Policy:
     """Read and parse a policy file (at most :data:`MAX_POLICY` bytes). Raises ConfigError."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_POLICY + 1)
-    except OSError as err:
-        raise ConfigError(f"witness policy {path}: {err.strerror or err}") from None
-    if len(data) > MAX_POLICY:
-        raise ConfigError(f"witness policy {path} is larger than {MAX_POLICY} bytes")
+    data = read_bounded(
+        path, MAX_POLICY,
+        unreadable=lambda err: ConfigError(f"witness policy {path}: {err.strerror or err}"),
+        too_large=lambda: ConfigError(f"witness policy {path} is larger than {MAX_POLICY} bytes"),
+    )  # fmt: skip
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

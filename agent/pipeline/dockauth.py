@@ -28,6 +28,7 @@ from bodycam.agent.formats.sshsig import generate_key, load_private_key
 from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import AuthenticationError, ConfigError, DeviceError, ProtocolError
+from bodycam.drivers.files import read_bounded
 from bodycam.drivers.protocol import dockauth as da
 from bodycam.drivers.protocol.frames import Status
 
@@ -52,14 +53,13 @@ def _now_us() -> int:
 
 
 def _read_small(path: Path, what: str, key: str) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read the {what} {path} (config key '{key}'): {err.strerror or err}") from err
-    if len(data) > MAX_FILE:
-        raise ConfigError(f"the {what} {path} is larger than {MAX_FILE} bytes; not a {what}")
-    return data
+    return read_bounded(
+        path, MAX_FILE,
+        unreadable=lambda err: ConfigError(
+            f"cannot read the {what} {path} (config key '{key}'): {err.strerror or err}"
+        ),
+        too_large=lambda: ConfigError(f"the {what} {path} is larger than {MAX_FILE} bytes; not a {what}"),
+    )  # fmt: skip
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -56,6 +56,7 @@ from bodycam.drivers.errors import (
     StorageError,
     TransportError,
 )
+from bodycam.drivers.files import read_bounded
 from bodycam.drivers.models import by_usb_id
 from bodycam.drivers.protocol import messages as m
 from bodycam.drivers.protocol.frames import Command, Status
@@ -263,18 +264,11 @@ def load_image(path: Path) -> FirmwareImage:
 def load_vendor_keys(path: Path) -> list[Ed25519PublicKey]:
     """The vendor's firmware public key(s): one per line, ``ssh-ed25519 AAAA... [comment]`` or 64 hex
     digits; blank lines and ``#`` comments are skipped. ConfigError if none is usable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_VENDOR_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"vendor firmware key {path} does not exist; pass --vendor-key FILE "
-            "(the vendor's ssh-ed25519 public key line, or 64 hex digits)"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read vendor firmware key {path}: {err.strerror}") from None
-    if len(data) > MAX_VENDOR_KEY_FILE:
-        raise ConfigError(f"vendor firmware key file {path} is larger than {MAX_VENDOR_KEY_FILE} bytes")
+    data = read_bounded(
+        path, MAX_VENDOR_KEY_FILE,
+        unreadable=lambda err: _unreadable_vendor_key(path, err),
+        too_large=lambda: ConfigError(f"vendor firmware key file {path} is larger than {MAX_VENDOR_KEY_FILE} bytes"),
+    )  # fmt: skip
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -294,6 +288,15 @@ def load_vendor_keys(path: Path) -> list[Ed25519PublicKey]:
     if not keys:
         raise ConfigError(f"vendor firmware key file {path} holds no key")
     return keys
+
+
+def _unreadable_vendor_key(path: Path, err: OSError) -> ConfigError:
+    if isinstance(err, FileNotFoundError):
+        return ConfigError(
+            f"vendor firmware key {path} does not exist; pass --vendor-key FILE "
+            "(the vendor's ssh-ed25519 public key line, or 64 hex digits)"
+        )
+    return ConfigError(f"cannot read vendor firmware key {path}: {err.strerror}")
 
 
 def _verifies(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:

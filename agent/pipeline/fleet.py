@@ -31,6 +31,7 @@ from bodycam.agent.storage.bucket import Bucket, ObjectExistsError
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError
+from bodycam.drivers.files import read_bounded
 
 LOG = logging.getLogger(__name__)
 
@@ -274,14 +275,11 @@ class FleetSource:
 
 
 def _read(path: Path, limit: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise StorageError(f"cannot read {path}: {err.strerror or err}") from None
-    if len(data) > limit:
-        raise ProtocolError(f"{path.name} is over the {limit}-byte limit")
-    return data
+    return read_bounded(
+        path, limit,
+        unreadable=lambda err: StorageError(f"cannot read {path}: {err.strerror or err}"),
+        too_large=lambda: ProtocolError(f"{path.name} is over the {limit}-byte limit"),
+    )  # fmt: skip
 
 
 def merge(*sets: ag.Loaded) -> ag.Loaded:
