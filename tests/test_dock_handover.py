@@ -8,6 +8,8 @@ custody, and ``verify`` then follows the chain across the rename and into the ne
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 from pathlib import Path
 
@@ -70,6 +72,19 @@ def test_a_renamed_dock_is_refused_until_handed_over_and_verify_follows_the_chai
     assert max(s for d, s in by_dock if d == DOCK_ID) + 1 == min(s for d, s in by_dock if d == "dock-renamed")
     custody = b"".join(p.read_bytes() for p in (tmp_path / "bucket" / DOCK_ID).rglob("custody.jsonl"))
     assert b'"event":"dock_handover"' in custody and b'"to_dock":"dock-renamed"' in custody
+    # an operator ran it: the entry names them by keyed pseudonym, as every operator command does, never
+    # the dock and never the Unix user in clear; the clear user stays in the journal for the archive
+    (entry,) = [e for e in map(json.loads, custody.splitlines()) if e["event"] == "dock_handover"]
+    assert re.fullmatch(r"operator:[0-9a-f]{64}", entry["actor"]), entry
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert f'"{user}"'.encode() not in custody
+    journal = dock.journal()
+    try:
+        assert journal.query("SELECT user FROM custody_operator WHERE seq=?", (entry["seq"],))[0][0] == user
+    finally:
+        journal.close()
+    shown = dock.cli("disclosures", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert shown.returncode == 0, shown.stdout + shown.stderr  # the disclosure report reads the chain too
 
     # the handover batch is evidence too: without it the renamed dock's chain has nothing to continue
     (handover_batch,) = [

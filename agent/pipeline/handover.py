@@ -134,7 +134,9 @@ def handover(config: Config, *, dock_id: str | None, bucket_url: str | None) -> 
         # recorded, then the handover entry alone (seal_and_publish seals custody that is "due")
         due = time.time() + config.custody_only_interval_s + 1
         old.seal_and_publish(now=due)
-        CustodyLog(old.journal, before.dock_id).append(
+        # an operator runs the handover: the entry names them (keyed pseudonym of the Unix user), as every
+        # operator command's does, under the old dock id whose chain it closes
+        CustodyLog.for_operator(old.journal, old.config).append(
             "dock_handover",
             to_dock=after.dock_id if after.dock_id != before.dock_id else None,
             from_bucket=before.bucket_url if after.bucket_url != before.bucket_url else None,
