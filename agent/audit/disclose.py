@@ -44,23 +44,6 @@ class Disclosure:
     custody_entries: int
 
 
-def open_read_only(bucket_url: str, endpoint_url: str | None) -> Bucket:
-    """The bucket as verify opens it: read-only; a plain path is a directory. Raises ConfigError."""
-    from pathlib import Path
-    from urllib.parse import unquote, urlsplit
-
-    from bodycam.agent.storage.bucket import open_bucket
-
-    url = bucket_url if "://" in bucket_url else Path(bucket_url).absolute().as_uri()
-    parts = urlsplit(url)
-    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
-        raise ConfigError(f"--bucket {bucket_url}: no such directory")
-    try:
-        return open_bucket(url, endpoint_url, read_only=True)
-    except ConfigError as err:
-        raise ConfigError(f"--bucket {bucket_url}: {err}") from None
-
-
 def build(bucket: Bucket, serial: str, recording_id: int, batch_id: str | None = None) -> Disclosure:
     """The proof bundle for recording ``recording_id`` of camera ``serial``.
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bodycam.agent.audit import inputs
 from bodycam.agent.audit.verify import MAX_SIGNATURE_BYTES, Limits, manifest_signer
 from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import agreements as ag
@@ -354,33 +355,9 @@ def run_receive(
 
     Raises ConfigError (exit 2) for an unreadable or malformed allowed_signers or identity file, a bad
     agreement id or bucket URL; problems with what the bucket holds are in the report (exit 1)."""
-    from urllib.parse import unquote, urlsplit
-
-    from bodycam.agent.formats.agecrypt import read_identities
-    from bodycam.agent.formats.sshsig import parse_allowed_signers
-    from bodycam.agent.storage.bucket import open_bucket
-
     if ag.ID.fullmatch(agreement_id) is None:
         raise ConfigError("--agreement must be an agreement id: 1-64 letters, digits, '.', '_' or '-'")
-    try:
-        signers = parse_allowed_signers(allowed_signers.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read --allowed-signers {allowed_signers}: {err}") from err
-    except ConfigError as err:
-        raise ConfigError(f"--allowed-signers {allowed_signers}: {err}") from None
-    try:
-        identities = read_identities(identity.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read --identity {identity}: {err}") from err
-    except ConfigError as err:
-        raise ConfigError(f"--identity {identity}: {err}") from None
-    url = bucket_url if "://" in bucket_url else Path(bucket_url).absolute().as_uri()
-    parts = urlsplit(url)
-    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
-        raise ConfigError(f"--bucket {bucket_url}: no such directory")
-    try:
-        bucket = open_bucket(url, endpoint_url, read_only=True)
-    except ConfigError as err:
-        raise ConfigError(f"--bucket {bucket_url}: {err}") from None
-    with bucket:
+    _, signers = inputs.allowed_signers(allowed_signers)
+    identities = inputs.identities(identity)
+    with inputs.open_read_only(bucket_url, endpoint_url) as bucket:
         return Receiver(bucket, signers, identities, agreement_id, out, agreement_files=agreement_files).run()

@@ -37,7 +37,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.agent import __version__
-from bodycam.agent.audit import logcheck, witnesscheck
+from bodycam.agent.audit import inputs, logcheck, witnesscheck
 from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.audit.disclosures import Collector, Disclosure
 from bodycam.agent.config import FLEET_PREFIX
@@ -1463,38 +1463,12 @@ def run_verify(
     malformed bucket URL, a file bucket whose directory does not exist, or a ``max_memory_mib`` below
     the minimum.
     """
-    from urllib.parse import unquote, urlsplit
-
-    from bodycam.agent.formats.agecrypt import read_identities
-    from bodycam.agent.formats.sshsig import parse_allowed_signers
-    from bodycam.agent.storage.bucket import open_bucket
-
     started = dt.datetime.now(dt.UTC)
-    try:
-        signers_bytes = Path(allowed_signers).read_bytes()
-        signers = parse_allowed_signers(signers_bytes.decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read --allowed-signers {allowed_signers}: {err}") from err
-    except ConfigError as err:
-        raise ConfigError(f"--allowed-signers {allowed_signers}: {err}") from None
-    identities: list[str] = []
-    if identity is not None:
-        try:
-            identities = read_identities(Path(identity).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read --identity {identity}: {err}") from err
-        except ConfigError as err:
-            raise ConfigError(f"--identity {identity}: {err}") from None
+    signers_bytes, signers = inputs.allowed_signers(allowed_signers)
+    identities = inputs.identities(identity) if identity is not None else []
     limits = limits_for(max_memory_mib)
     policy = witnesspolicy.load(Path(policy_path)) if policy_path is not None else None
-    url = bucket_url if "://" in bucket_url else Path(bucket_url).absolute().as_uri()  # a plain path
-    parts = urlsplit(url)
-    if parts.scheme == "file" and parts.path.startswith("/") and not Path(unquote(parts.path)).is_dir():
-        raise ConfigError(f"--bucket {bucket_url}: no such directory")
-    try:
-        bucket = open_bucket(url, endpoint_url, read_only=True, max_dir_entries=limits.listing_entries)
-    except ConfigError as err:
-        raise ConfigError(f"--bucket {bucket_url}: {err}") from None
+    bucket = inputs.open_read_only(bucket_url, endpoint_url, max_dir_entries=limits.listing_entries)
     heads: dict[str, str] = {}
     for item in expect_heads:
         dock, sep, digest = item.partition("=")

@@ -31,7 +31,8 @@ def proof_cmd(
     """Write one recording's proof bundle (C2SP tlog-proof): its manifest entry, its custody entries,
     inclusion proofs and the dock's latest checkpoint with its cosignatures, and nothing about other
     recordings. Reads the bucket only; exit 0 written, 1 the bucket cannot prove it, 2 usage."""
-    from bodycam.agent.audit.disclose import build, open_read_only
+    from bodycam.agent.audit.disclose import build
+    from bodycam.agent.audit.inputs import open_read_only
 
     if out.exists():
         raise ConfigError(f"--out {out} already exists; a proof bundle is never overwritten")
