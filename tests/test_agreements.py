@@ -297,7 +297,7 @@ def test_operators_read_why_footage_stayed_without_an_agreement() -> None:
     from bodycam.agent.cli.render import stayed_text
 
     text = stayed_text({"out_of_scope_reasons": {"no_agreement": 2, "operational": 0}})
-    assert text == "stayed on the dock: 2 covered by no data-sharing agreement"
+    assert text == "stayed on the camera: 2 covered by no data-sharing agreement"
 
 
 def test_no_agreement_is_a_stay_reason_for_policy_cli_status_and_custody() -> None:

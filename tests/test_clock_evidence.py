@@ -3,7 +3,7 @@ USB/IP and a pty, the real CLI, a local bucket, and the bucket's signed manifest
 
 A camera may dock, and have its clock set, several times before its footage leaves; each recording
 must be corrected with the clock offset in force when it was stamped, and a recording whose clock
-cannot be placed (an epoch this dock never measured, an RTC reset) stays on the dock with the
+cannot be placed (an epoch this dock never measured, an RTC reset) stays on the camera with the
 reason in custody.
 """
 
@@ -159,7 +159,7 @@ def test_an_epoch_this_dock_never_measured_is_not_placed(tmp_path: Path) -> None
 def test_a_camera_whose_rtc_was_reset_is_docked_repaired_and_its_footage_kept(tmp_path: Path, v1: bool) -> None:
     """Issue 8 item 2: a camera reporting 1970 was refused at CLOCK_GET and never sent CLOCK_SET, so it
     could never be docked again. Now the invalid clock is recorded in custody, the clock is set, and
-    the footage stamped under it stays on the dock (default deny) with the reason."""
+    the footage stamped under it stays on the camera (default deny) with the reason."""
     dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
     win = window()
     faults = ["--fault", "rtc-reset"] + (["--fault", "v1-only"] if v1 else [])

@@ -1,4 +1,4 @@
-"""The legal core on its own: ``policy.decide`` is pure, so each reason footage stays on the dock (or
+"""The legal core on its own: ``policy.decide`` is pure, so each reason footage stays on the camera (or
 leaves it) is tested here in microseconds, without a camera, a journal or a bucket. The end-to-end
 tests (test_scope_reasons.py, test_clock_evidence.py) check the same rules through real dockings."""
 

@@ -83,7 +83,7 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
         # the text says the same on the dock's terminal
         text = dock.cli("ingest", "--once", "--usbip", inside.address)
         assert text.returncode == 0, text.stderr
-        assert "stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-W: 4.0 h outside" in (
+        assert "stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-W: 4.0 h outside" in (
             text.stdout
         ), text.stdout
         # exercise list shows what each exercise caught
@@ -145,13 +145,13 @@ def test_status_and_sync_wait_say_why_footage_stayed(tmp_path: Path) -> None:
         assert bays[0]["nearest_window"]["exercise"] == "EX-WD"
         for view in ("status", "watch"):
             text = dock.cli(view, *(["--count", "1"] if view == "watch" else []))
-            assert "stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-WD" in text.stdout
+            assert "stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-WD" in text.stdout
         waited = dock.cli("sync", "--camera", cam.serial, "--wait", "--json", timeout=120)
         assert waited.returncode == 0, waited.stderr
         bay = json.loads(waited.stdout)
         assert bay["state"] == "synced" and bay["sessions"] == 2 and bay["out_of_scope_reasons"] == reasons, bay
         shown = dock.cli("sync", "--camera", cam.serial, "--wait", timeout=120)
-        assert shown.returncode == 0 and "stayed on the dock: 2 tagged operational" in shown.stdout, shown.stdout
+        assert shown.returncode == 0 and "stayed on the camera: 2 tagged operational" in shown.stdout, shown.stdout
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)

@@ -438,7 +438,7 @@ def summary_lines(result: DemoResult) -> list[str]:
             f"of {result.exercise_of.get(cam.serial, '?')} uploaded and verified"
         )
         if cam.out_of_scope:
-            why = (stayed_text(cam.stayed_json()) or "").removeprefix("stayed on the dock: ")
+            why = (stayed_text(cam.stayed_json()) or "").removeprefix("stayed on the camera: ")
             lines.append(f"      {cam.out_of_scope} stayed on the camera, never read or uploaded: {why}")
         lines += [f"    error: {err}" for err in cam.errors]
     lines.append(

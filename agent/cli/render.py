@@ -1,4 +1,4 @@
-"""How results read on a terminal: the verify table, the bays' lines, why footage stayed on the dock."""
+"""How results read on a terminal: the verify table, the bays' lines, why footage stayed on the camera."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ STAYED_WORDS = {
 
 
 def stayed_text(doc: Mapping[str, object]) -> str | None:
-    """``stayed on the dock: 2 tagged operational, 1 outside every window (nearest EX-1: 14 min outside,
+    """``stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-1: 14 min outside,
     ends after it closes)`` from a camera's ``out_of_scope_reasons`` and ``nearest_window``; None if none stayed."""
     from bodycam.agent.pipeline.policy import Miss
 
@@ -38,7 +38,7 @@ def stayed_text(doc: Mapping[str, object]) -> str | None:
             text += f" ({Miss(near['exercise'], float(near['off_by_s']), near['side']).describe()})"
         parts.append(text)
     parts += [f"{n} {code}" for code, n in sorted(reasons.items()) if code not in STAYED_WORDS and n]
-    return "stayed on the dock: " + ", ".join(parts) if parts else None
+    return "stayed on the camera: " + ", ".join(parts) if parts else None
 
 
 def _number(doc: Mapping[str, object], key: str) -> float:

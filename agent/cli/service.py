@@ -87,7 +87,7 @@ def sync(ctx: Context, serial: str, wait: bool, timeout: float, as_json: bool) -
     """Ask the daemon to sync a docked camera now.
 
     With --wait, wait until that sync ends, then show the bay and how many recordings stayed on the
-    dock for each reason; exit 1 if the sync failed."""
+    camera for each reason; exit 1 if the sync failed."""
     if as_json and not wait:
         raise click.UsageError("--json needs --wait (without it, sync only asks the daemon)")
     before = _bay_of(ctx, serial) if wait else None
@@ -100,7 +100,7 @@ def sync(ctx: Context, serial: str, wait: bool, timeout: float, as_json: bool) -
         emit_json(bay)
     else:
         click.echo(bay_line(bay))
-        click.echo(f"  {stayed_text(bay) or 'stayed on the dock: nothing'}")
+        click.echo(f"  {stayed_text(bay) or 'stayed on the camera: nothing'}")
     if bay.get("state") == "error":
         sys.exit(1)
 

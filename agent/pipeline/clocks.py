@@ -91,7 +91,7 @@ def record_reading(journal: Journal, custody: CustodyLog, serial: str, before: C
                 camera_time_s=round(before.camera_time, 6),
                 epoch=before.epoch,
                 reason="camera clock not set since its RTC lost power (or outside 2000..2100); the dock sets "
-                "it, footage stamped under it stays on the dock",
+                "it, footage stamped under it stays on the camera",
             )
         _insert_reading(db, serial, before, set_by_dock=False)
 

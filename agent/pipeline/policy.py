@@ -35,7 +35,7 @@ class Exercise:
     cameras: frozenset[str]
 
 
-#: why footage stayed on the dock, as a code that may stand in custody (no name, site or time in it)
+#: why footage stayed on the camera, as a code that may stand in custody (no name, site or time in it)
 OPERATIONAL = "operational"  # the camera tagged it operational
 NO_EXERCISE = "no_exercise"  # the camera is allocated to no registered exercise
 OUTSIDE_WINDOW = "outside_window"  # it is not wholly inside any window of the camera's exercises
