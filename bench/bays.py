@@ -117,7 +117,22 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def run(cameras: int, size: int, training: int, workdir: Path, *, processes: bool) -> dict[str, Any]:
+def _py_spy(pid: int, directory: Path | None, name: str) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the daemon and every process under it (its bay workers), collapsed stacks
+    written to DIR/NAME.txt when the run ends; py-spy is not in the daemon's tree, so not in its CPU."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    out = directory / f"{name}.txt"
+    return subprocess.Popen([spy, "record", "--subprocesses", "--threads", "--native", "--format", "raw",
+                             "--rate", "200", "-o", str(out), "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def run(
+    cameras: int, size: int, training: int, workdir: Path, *, processes: bool, py_spy: Path | None = None
+) -> dict[str, Any]:
     win = window()
     sims = [
         SimProcess("usbip", f"BAY-{i:02d}", "--recordings", str(training), "--training", str(training),
@@ -138,6 +153,7 @@ def run(cameras: int, size: int, training: int, workdir: Path, *, processes: boo
             sock = dock.config.state_dir / "run" / "control.sock"
             while not sock.exists():  # the clock starts when the daemon is ready, not at interpreter start
                 time.sleep(0.02)
+            spy = _py_spy(daemon.pid, py_spy, f"{'processes' if processes else 'threads'}-{cameras}")
             started = time.perf_counter()
             cpu_before = tree_cpu_s(daemon.pid)
             sims_before = sum(cpu_s(s.proc.pid) for s in sims)
@@ -166,6 +182,9 @@ def run(cameras: int, size: int, training: int, workdir: Path, *, processes: boo
             cpu = tree_cpu_s(daemon.pid) - cpu_before
             sims_cpu = sum(cpu_s(s.proc.pid) for s in sims) - sims_before
             peak = max(peak, peak_rss_kib(daemon.pid))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                spy.wait(60)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
@@ -193,6 +212,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
     args = parser.parse_args()  # fmt: skip
     size = args.size_mib * 1024 * 1024
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
@@ -203,7 +223,9 @@ def main() -> None:
             results = {}
             for n in (1, args.cameras):
                 with tempfile.TemporaryDirectory(prefix="bodycam-bays-") as tmp:
-                    results[n] = run(n, size, args.recordings, Path(tmp), processes=mode == "processes")
+                    results[n] = run(
+                        n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy
+                    )
             one, many = results[1], results[args.cameras]
             for r in (one, many):
                 r["daemon_cpu_x_floor"] = round(r["daemon_cpu_s_per_GiB"] / floor, 2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -308,6 +310,48 @@ def test_local_uniform_parts_are_written_once_in_place(tmp_path: Path) -> None:
     assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
     assert (bucket.root / KEY).stat().st_ino == inode and info.size == sum(map(len, chunks))
     assert not udir.exists()
+
+
+def _cached_bytes(path: Path) -> int:
+    """How many bytes of the file the page cache holds (util-linux fincore)."""
+    fincore = shutil.which("fincore")
+    assert fincore is not None
+    out = subprocess.run([fincore, "--bytes", "--noheadings", "--raw", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return int(out.split()[0])
+
+
+def _direct_io(directory: Path) -> bool:
+    try:
+        fd = os.open(directory / "direct-probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def test_local_parts_cut_in_the_buckets_own_buffers_bypass_the_page_cache(tmp_path: Path) -> None:
+    """Parts the pipeline cuts in the local bucket's own (page-aligned) buffers are written with O_DIRECT:
+    copying each byte into the page cache cost the daemon's bay workers more CPU than encrypting it
+    (issue 14). The page cache holds none of them, where a part sent as bytes (written through the cache,
+    as before) stays there; both complete into the same exact object."""
+    if shutil.which("fincore") is None or not _direct_io(tmp_path):
+        pytest.skip("needs util-linux fincore and a filesystem with O_DIRECT")
+    chunks = [blob(MIN_PART_SIZE, 41), blob(MIN_PART_SIZE, 42), blob(999, 43)]
+    bucket = LocalBucket(tmp_path / "bucket")
+    direct_id, cached_id = bucket.start_upload(KEY), bucket.start_upload(KEY + ".cached")
+    direct, cached = [], []
+    for number, chunk in enumerate(chunks, 1):
+        buf = bucket.part_buffer(MIN_PART_SIZE)
+        buf[: len(chunk)] = chunk
+        direct.append(bucket.upload_part(KEY, direct_id, number, memoryview(buf)[: len(chunk)]))
+        cached.append(bucket.upload_part(KEY + ".cached", cached_id, number, chunk))
+    uploads = bucket.root / ".uploads"
+    assert _cached_bytes(uploads / direct_id / "data") == 0
+    assert _cached_bytes(uploads / cached_id / "data") >= 2 * MIN_PART_SIZE
+    bucket.complete_upload(KEY, direct_id, direct)
+    bucket.complete_upload(KEY + ".cached", cached_id, cached)
+    assert (bucket.root / KEY).read_bytes() == (bucket.root / (KEY + ".cached")).read_bytes() == b"".join(chunks)
 
 
 def test_local_parts_out_of_place_are_copied_into_a_new_object(tmp_path: Path) -> None:

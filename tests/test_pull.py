@@ -233,7 +233,7 @@ def test_a_resumed_part_that_differs_is_refused_and_an_equal_one_is_not_sent_aga
 
 
 class _BufferCount(BucketWrapper):
-    """The real local bucket, noting which part buffers the pull hands it (a full part is its buffer itself)."""
+    """The real local bucket, noting which part buffers the pull hands it (a part is its buffer, or a view of it)."""
 
     def __init__(self, inner: LocalBucket) -> None:
         super().__init__(inner)
@@ -242,8 +242,8 @@ class _BufferCount(BucketWrapper):
     def upload_part(
         self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
-        if isinstance(data, bytearray):
-            self.buffers.add(id(data))  # the ring keeps each buffer alive for the whole pull: ids are not reused
+        buffer = data.obj if isinstance(data, memoryview) else data
+        self.buffers.add(id(buffer))  # the ring keeps each buffer alive for the whole pull: ids are not reused
         return self.inner.upload_part(key, upload_id, part_number, data, checksum=checksum)
 
 

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bodycam.agent.formats.agecrypt import Encryptor
-from bodycam.agent.storage.bucket import PART_CHECKSUM, Bucket, Part, PartData, checksum_algorithm, part_checksum
+from bodycam.agent.storage.bucket import (
+    PART_CHECKSUM,
+    Bucket,
+    Part,
+    PartBuffer,
+    PartData,
+    checksum_algorithm,
+    part_checksum,
+)
 from bodycam.drivers.errors import BodycamError, IntegrityError
 from bodycam.drivers.protocol.messages import RecordingInfo
 
@@ -64,31 +72,33 @@ class _PartRing:
         self,
         part_size: int,
         buffers: int,
-        emit: Callable[[int, bytearray | memoryview, bytearray], None],
+        emit: Callable[[int, PartData, PartBuffer], None],
         errors: list[BaseException],
+        allocate: Callable[[int], PartBuffer] = bytearray,
     ) -> None:
         self.part_size = part_size
         self._errors = errors
-        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._allocate = allocate
+        self._free: queue.Queue[PartBuffer] = queue.Queue()
         self._spare = buffers  # allocated on first use: a small recording never needs them all
         self._emit = emit
-        self._buf: bytearray | None = None
+        self._buf: PartBuffer | None = None
         self._fill = 0
         self.number = 0
 
-    def _current(self) -> bytearray:
+    def _current(self) -> PartBuffer:
         if self._buf is not None and self._fill == self.part_size:
             self.flush()
         if self._buf is None:
             if self._spare > 0 and self._free.empty():
                 self._spare -= 1
-                self._buf = bytearray(self.part_size)
+                self._buf = self._allocate(self.part_size)
             else:
                 self._buf = self._take()
             self._fill = 0
         return self._buf
 
-    def _take(self) -> bytearray:
+    def _take(self) -> PartBuffer:
         """A buffer the uploader has finished with; gives up once the uploader has reported an error
         (parts it cancelled never come back)."""
         while True:
@@ -127,10 +137,11 @@ class _PartRing:
         buf, fill = self._buf, self._fill
         self._buf, self._fill = None, 0
         self.number += 1
-        # a full buffer goes as it is (botocore sends a bytearray without a copy); a short last part as a view
-        self._emit(self.number, buf if fill == len(buf) else memoryview(buf)[:fill], buf)
+        # a full bytearray goes as it is (botocore sends it without a copy); anything else as a view
+        data: PartData = buf if isinstance(buf, bytearray) and fill == len(buf) else memoryview(buf)[:fill]
+        self._emit(self.number, data, buf)
 
-    def release(self, buf: bytearray) -> None:
+    def release(self, buf: PartBuffer) -> None:
         if len(buf) == self.part_size:
             self._free.put(buf)
 
@@ -294,13 +305,15 @@ class _Uploader:
         self._bucket, self._key, self._upload_id, self._existing = bucket, key, upload_id, existing
         self._in_flight, self._on_part, self._stop = parts_in_flight, on_part, stop
         self._algorithm = _upload_algorithm(existing)
-        self._parts: queue.Queue[tuple[int, bytearray | memoryview, bytearray] | None] = queue.Queue(maxsize=1)
+        self._parts: queue.Queue[tuple[int, PartData, PartBuffer] | None] = queue.Queue(maxsize=1)
         self._errors: list[BaseException] = []
         self._results: dict[int, Part] = {}
         self._ciphertext = hashlib.sha256()
         # one buffer being filled, one queued, parts_in_flight uploading, one being hashed; the daemon passes
         # fewer (ring_buffers; 1: a part uploads before the next is cut) to share a dock's budget among its bays
-        self.ring = _PartRing(part_size, max(1, ring_buffers or parts_in_flight + 3), self._emit, self._errors)
+        self.ring = _PartRing(
+            part_size, max(1, ring_buffers or parts_in_flight + 3), self._emit, self._errors, bucket.part_buffer
+        )
         self._thread = threading.Thread(target=self._run, name="part-hash", daemon=True)
 
     def start(self) -> None:
@@ -326,7 +339,7 @@ class _Uploader:
         parts = [self._results[n] for n in sorted(self._results)]
         return PullResult(plaintext_sha256, self._ciphertext.hexdigest(), sum(p.size for p in parts), parts)
 
-    def _emit(self, number: int, view: bytearray | memoryview, buf: bytearray) -> None:
+    def _emit(self, number: int, view: PartData, buf: PartBuffer) -> None:
         _put(self._parts, (number, view, buf), self._errors)
 
     def _run(self) -> None:
@@ -378,7 +391,7 @@ class _Uploader:
         self._results[number] = known
         return True
 
-    def _send(self, number: int, data: bytearray | memoryview, buf: bytearray, checksum: str) -> Part:
+    def _send(self, number: int, data: PartData, buf: PartBuffer, checksum: str) -> Part:
         try:
             part = self._bucket.upload_part(self._key, self._upload_id, number, data, checksum=checksum)
         finally:

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from bodycam.agent.storage.bucket import Bucket, ObjectInfo, ObjectReader, Part, PartData, PendingUpload
+from bodycam.agent.storage.bucket import (
+    Bucket,
+    ObjectInfo,
+    ObjectReader,
+    Part,
+    PartBuffer,
+    PartData,
+    PendingUpload,
+)
 
 
 class BucketWrapper(Bucket):
@@ -62,6 +70,9 @@ class BucketWrapper(Bucket):
 
     def get_bytes(self, key: str, max_size: int) -> bytes:
         return self.inner.get_bytes(key, max_size)
+
+    def part_buffer(self, size: int) -> PartBuffer:
+        return self.inner.part_buffer(size)
 
     def close(self) -> None:
         self.inner.close()
