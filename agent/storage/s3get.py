@@ -1,0 +1,135 @@
+"""Object GETs for S3Bucket.open_read without botocore's per-request machinery (issue 14 item 6).
+
+Reading a recording through ``client.get_object`` costs about 2 ms of CPU in botocore per object, whatever
+its size: parameter validation, a dozen event hooks, the SigV4 request signer, response parsing, and a
+second SHA-256 over every body (``response_checksum_validation`` re-hashes the object against the
+checksum it was stored with). For ``verify`` of a force (100,000 small recordings) that was most of its
+time; every reader of an object here (verify, receive) hashes the bytes itself and compares them with the
+signed manifest, so the second SHA-256 bought nothing.
+
+A :class:`SignedGet` sends the same GET: the URL the client would use (learned once from
+``generate_presigned_url``, which does no I/O, so addressing style and endpoint stay botocore's), signed
+with botocore's own ``S3SigV4Auth`` over the client's own credentials and region, through the client's
+own HTTP session (its connection pool, timeouts, TLS and proxy settings). Only a 200 with a
+Content-Length is taken; anything else (an error status, a redirect, a connection failure) returns None
+and the caller makes the request again through ``get_object``, which retries and turns errors into the
+BodycamError tree exactly as before. A body that ends before its Content-Length is an urllib3
+``IncompleteRead`` (botocore's session does not enforce the length; its StreamingBody did), which
+:class:`~bodycam.agent.storage.bucket.ObjectReader` wraps like any other mid-stream failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import BotoCoreError
+from urllib3.exceptions import IncompleteRead
+
+LOG = logging.getLogger(__name__)
+
+_PROBE: Final = "bodycam-probe-key"
+#: ask for the stored checksum headers, as ``get_object`` does under botocore's default validation mode
+_HEADERS: Final = {"x-amz-checksum-mode": "ENABLED"}
+
+
+class SignedGet:
+    """GET one object's bytes: ``open(full_key, version_id)`` gives ``(headers, body)`` or None."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        """Raises ValueError when this client cannot be read around (no credentials, no HTTP session, a
+        URL shape this module does not know): the caller then keeps to ``get_object``."""
+        signer: Any = getattr(client, "_request_signer", None)
+        credentials = getattr(signer, "_credentials", None)
+        session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        if credentials is None or session is None or not hasattr(session, "send"):
+            raise ValueError("no credentials or HTTP session to sign and send GETs with")
+        version = getattr(signer, "signature_version", None)
+        if version not in ("s3v4", "v4"):
+            raise ValueError(f"signature version {version!r}")
+        url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": _PROBE}, ExpiresIn=60)
+        base = str(url).split("?", 1)[0]
+        if not base.endswith("/" + _PROBE):
+            raise ValueError(f"unexpected presigned URL shape {base!r}")
+        self._base = base[: -len(_PROBE)]
+        self._credentials = credentials
+        self._region = str(client.meta.region_name)
+        self._session = session
+
+    def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | None:
+        """Headers (lower-case names) and the body of a 200 answer; None for anything else."""
+        url = self._base + quote(full_key, safe="/~")
+        if version_id:
+            url += "?versionId=" + quote(version_id, safe="")
+        request = AWSRequest("GET", url, headers=dict(_HEADERS), stream_output=True)
+        try:
+            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+            response = self._session.send(request.prepare())
+        except (BotoCoreError, OSError, ValueError) as err:
+            LOG.debug("signed GET of %s: %s; through get_object instead", full_key, err)
+            return None
+        raw = response.raw
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        if response.status_code != 200 or "content-length" not in headers:
+            LOG.debug("signed GET of %s: HTTP %s; through get_object instead", full_key, response.status_code)
+            raw.close()
+            return None
+        return headers, Body(raw, int(headers["content-length"]))
+
+
+class Body:
+    """The urllib3 body of one answer, read in pieces; a body that ends short of ``expected`` bytes is
+    IncompleteRead, not the end of the object."""
+
+    __slots__ = ("_expected", "_got", "_raw")
+
+    def __init__(self, raw: Any, expected: int) -> None:
+        self._raw = raw
+        self._expected = expected
+        self._got = 0
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._raw.read(size)
+        self._got += len(data)
+        if not data and size > 0 and self._got < self._expected:
+            raise IncompleteRead(self._got, self._expected - self._got)
+        return data
+
+    def close(self) -> None:
+        """Read to the end, the connection went back to the pool; otherwise it is closed, not reused."""
+        self._raw.close()
+
+
+def info_fields(headers: dict[str, str]) -> dict[str, Any]:
+    """What ``get_object`` would have parsed from these headers, as ObjectInfo fields."""
+    return {
+        "size": int(headers["content-length"]),
+        "etag": headers.get("etag", ""),
+        "version_id": headers.get("x-amz-version-id") or None,
+        "checksum": headers.get("x-amz-checksum-crc32c") or headers.get("x-amz-checksum-sha256") or None,
+        "last_modified": _http_date(headers.get("last-modified")),
+        "lock_mode": headers.get("x-amz-object-lock-mode"),
+        "retain_until": _iso_date(headers.get("x-amz-object-lock-retain-until-date")),
+    }
+
+
+def _http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _iso_date(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+__all__ = ["Body", "SignedGet", "info_fields"]

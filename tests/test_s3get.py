@@ -1,0 +1,98 @@
+"""S3Bucket.open_read reads an object's bytes with one signed GET through the client's HTTP session instead
+of botocore's get_object (agent/storage/s3get.py, issue 14 item 6: a third of the CPU per object), and
+gives the same bytes, the same ObjectInfo and the same errors as get_object did, on a real SeaweedFS."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bodycam.agent.storage.bucket import ObjectNotFoundError, S3Bucket, open_bucket
+from bodycam.drivers.errors import UploadError
+
+from .faultproxy import FaultProxy
+from .s3server import SeaweedFS
+
+KEY = "dock-01/batch-0001/recordings/CAM123/rec 0001+(a)~.age"
+
+
+def _s3(server: SeaweedFS, name: str, endpoint: str | None = None) -> S3Bucket:
+    bucket = open_bucket(f"s3://{name}/evidence", endpoint or server.endpoint_url, connect_timeout=2, read_timeout=10)
+    assert isinstance(bucket, S3Bucket)
+    return bucket
+
+
+def _get_object_calls(bucket: S3Bucket) -> list[str]:
+    """Every GetObject botocore is asked to make for ``bucket`` from now on."""
+    calls: list[str] = []
+
+    def note(params: Any, **_: Any) -> None:
+        calls.append(str(params.get("Key")))
+
+    bucket._client.meta.events.register("before-call.s3.GetObject", note)
+    return calls
+
+
+def _through_get_object(server: SeaweedFS, name: str) -> S3Bucket:
+    """The same bucket read the way it was before: every read a boto3 get_object (an injected client)."""
+    return S3Bucket(name, "evidence", endpoint_url=server.endpoint_url, client=server.client())
+
+
+def test_open_read_is_one_signed_get_not_get_object(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    bucket = _s3(seaweedfs, s3_bucket)
+    data = random.Random(7).randbytes(3 * 1024 * 1024 + 17)
+    bucket.put_object(KEY, data)
+    calls = _get_object_calls(bucket)
+    with bucket.open_read(KEY) as reader:
+        assert reader.size == len(data)
+        read = b"".join(reader.iter_chunks(256 * 1024))
+    assert hashlib.sha256(read).digest() == hashlib.sha256(data).digest()
+    assert bucket.get_bytes(KEY, len(data)) == data
+    assert calls == []  # before: one get_object per read
+
+
+def test_the_signed_get_gives_what_get_object_gives(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """Size, ETag, version, checksum, Last-Modified and Object Lock retention, and an older version by id."""
+    name = seaweedfs.make_bucket(f"{s3_bucket}-lock", object_lock=True)
+    locked = open_bucket(f"s3://{name}/evidence", seaweedfs.endpoint_url, retention_days=1)
+    assert isinstance(locked, S3Bucket)
+    first = locked.put_object(KEY, b"first version", create_only=False)
+    locked.put_object(KEY, b"second version", create_only=False)
+    old = _through_get_object(seaweedfs, name)
+    calls = _get_object_calls(locked)
+    for version in (None, first.version_id):
+        with locked.open_read(KEY, version_id=version) as fast, old.open_read(KEY, version_id=version) as slow:
+            assert fast.info == slow.info
+            assert fast.info.lock_mode == "COMPLIANCE" and fast.info.retain_until is not None
+            assert fast.read(100) == slow.read(100)
+    assert locked.get_bytes(KEY, 100) == b"second version"
+    assert calls == []
+
+
+def test_errors_are_those_of_get_object(
+    seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything but a 200 is asked again through get_object: its retries, its errors, its messages."""
+    bucket = _s3(seaweedfs, s3_bucket)
+    old = _through_get_object(seaweedfs, s3_bucket)
+    with pytest.raises(ObjectNotFoundError) as fast:
+        bucket.open_read("nothing/here")
+    with pytest.raises(ObjectNotFoundError) as slow:
+        old.open_read("nothing/here")
+    assert str(fast.value) == str(slow.value)
+    bucket.put_object("m.json", b"{}")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(UploadError, match="check the S3 credentials"):
+        _s3(seaweedfs, s3_bucket).open_read("m.json")
+    with FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy:
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+        proxied = _s3(seaweedfs, s3_bucket, endpoint=proxy.url)
+        proxy.set(refuse=True)
+        with pytest.raises(UploadError, match="check that the endpoint is reachable"):
+            proxied.open_read("m.json")
+        proxy.set()
+        assert proxied.get_bytes("m.json", 10) == b"{}"
