@@ -53,6 +53,16 @@ class Dock:
     def journal(self) -> Journal:
         return Journal(self.config.journal_path)
 
+    def custody(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The dock's whole custody log, in order (a docking with nothing to sign keeps its entries for a
+        later batch), or only its ``event`` entries."""
+        journal = self.journal()
+        try:
+            entries = [json.loads(row[0]) for row in journal.query("SELECT line FROM custody ORDER BY seq")]
+        finally:
+            journal.close()
+        return entries if event is None else [e for e in entries if e["event"] == event]
+
     def enroll(self, *serials: str) -> None:
         j = self.journal()
         try:

@@ -70,18 +70,9 @@ def manifest_recordings(dock: Dock) -> dict[int, dict[str, Any]]:
     return out
 
 
-def custody(dock: Dock) -> list[dict[str, Any]]:
-    """The dock's whole custody log (a docking with nothing to sign keeps its entries for a later batch)."""
-    journal = dock.journal()
-    try:
-        return [json.loads(row["line"]) for row in journal.query("SELECT line FROM custody ORDER BY seq")]
-    finally:
-        journal.close()
-
-
 def skipped_reasons(dock: Dock) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
-    for e in custody(dock):
+    for e in dock.custody():
         if e["event"] == "skipped_out_of_scope":
             out.setdefault(e["recording"], []).append(e["reason"])
     return out
@@ -179,7 +170,7 @@ def test_a_camera_whose_rtc_was_reset_is_docked_repaired_and_its_footage_kept(tm
         ids = {int(str(r["id"])) for r in sim.truth}
         training = set(sim.training())
     assert not [p for p in (tmp_path / "bucket").rglob("*.age") if "recordings" in p.parts]
-    log = custody(dock)
+    log = dock.custody()
     invalid = [e for e in log if e["event"] == "clock_invalid"]
     assert len(invalid) == 1 and invalid[0]["camera"] == SERIAL and invalid[0]["camera_time_s"] < 86400 * 365
     sets = [e for e in log if e["event"] == "clock_set"]
@@ -213,7 +204,7 @@ def test_an_epoch_counter_that_restarts_makes_its_old_numbers_ambiguous(tmp_path
         assert (
             reasons[rid][-1] == "clock not placeable: clock epoch 1 is ambiguous (the camera's epoch counter restarted)"
         )
-    (reset,) = [e for e in custody(dock) if e["event"] == "clock_epoch_reset"]
+    (reset,) = [e for e in dock.custody() if e["event"] == "clock_epoch_reset"]
     assert (reset["epoch"], reset["highest_seen"]) == (1, 2)
 
 

@@ -26,14 +26,6 @@ from bodycam.drivers.virtual.server import device_key_hex
 from .dock import make_dock, window
 
 
-def custody(dock: object) -> list[dict[str, object]]:
-    journal = dock.journal()  # type: ignore[attr-defined]
-    try:
-        return [json.loads(r[0]) for r in journal.query("SELECT line FROM custody ORDER BY seq")]
-    finally:
-        journal.close()
-
-
 def test_the_vocabulary_is_the_six_operations_of_s62_and_every_mapped_event_exists() -> None:
     assert OPERATIONS == ("collection", "alteration", "consultation", "disclosure", "combination", "erasure")
     assert set(EVENT_OPERATIONS) <= EVENTS
@@ -48,7 +40,7 @@ def test_a_cli_action_names_the_operator_by_pseudonym_and_keeps_the_user_for_the
     dock.exercise("EX-OP", window(), "CAM-OP")
     amended = dock.cli("exercise", "amend", "EX-OP", "--camera", "CAM-OP", "--camera", "CAM-OQ")
     assert amended.returncode == 0, amended.stderr
-    entries = {e["event"]: e for e in custody(dock)}
+    entries = {e["event"]: e for e in dock.custody()}
     enrolled, amend = entries["enrolled"], entries["exercise_amended"]
     for entry in (enrolled, amend):
         assert entry["v"] == 2
@@ -89,7 +81,7 @@ def test_allocating_an_officer_and_showing_officer_ids_or_sites_are_logged(tmp_p
     assert dock.cli("allocate", "CAM-AL", "--officer", "PC-9876").returncode == 0
     dock.exercise("EX-AL", window(), "CAM-AL", site="Range 9, Gravesend")
     assert dock.cli("exercise", "list", "--json").returncode == 0
-    entries = custody(dock)
+    entries = dock.custody()
     allocated = [e for e in entries if e["event"] == "allocated"]
     consulted = [(e["register"], e.get("camera")) for e in entries if e["event"] == "consulted"]
     assert len(allocated) == 1 and allocated[0]["operation"] == "collection"

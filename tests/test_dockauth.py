@@ -24,7 +24,7 @@ from bodycam.drivers.virtual.camera import sim_vendor_key
 from bodycam.drivers.virtual.faults import Faults
 from bodycam.drivers.virtual.loopback import LoopbackTransport
 
-from .dock import Dock, iso_window, make_dock, window
+from .dock import iso_window, make_dock, window
 from .sims import MEDIA, ServedCamera, SimProcess, serve, spec
 
 VECTORS = Path(__file__).parent / "vectors" / "dock_auth.json"
@@ -326,12 +326,6 @@ def test_vectors_match_the_code_and_the_camera_accepts_them() -> None:
 
 
 # -- the real CLI and pipeline -----------------------------------------------------------------------------
-def custody(dock_: Dock) -> list[dict[str, Any]]:
-    j = dock_.journal()
-    try:
-        return [json.loads(row[0]) for row in j.query("SELECT line FROM custody ORDER BY seq")]
-    finally:
-        j.close()
 
 
 def test_authority_cli_certifies_a_dock_that_pairs_and_ingests_and_a_dock_without_one_is_refused(
@@ -375,7 +369,7 @@ def test_authority_cli_certifies_a_dock_that_pairs_and_ingests_and_a_dock_withou
         assert {c["serial"]: c["pairing"] for c in json.loads(listed.stdout)["cameras"]} == {
             "CAM-P1": "paired", "CAM-P2": "paired",
         }, listed.stderr  # fmt: skip
-        events = custody(d)
+        events = d.custody()
         for sn in ("CAM-P1", "CAM-P2"):
             mine = [e["event"] for e in events if e.get("camera") == sn]
             assert mine.count("paired") == 1 and mine.count("dock_proven") == 2 and "camera_unprotected" not in mine
@@ -424,7 +418,7 @@ def test_a_new_revocation_list_reaches_the_next_camera_without_a_restart(tmp_pat
         finally:
             agent.close()
     assert sim.camera.pairing.revocations is not None and sim.camera.pairing.revocations.revoked == ("dock-stolen",)
-    assert [e["event"] for e in custody(d) if e["event"] in ("paired", "revocations_sent", "dock_proven")] == [
+    assert [e["event"] for e in d.custody() if e["event"] in ("paired", "revocations_sent", "dock_proven")] == [
         "paired", "dock_proven", "revocations_sent", "dock_proven",
     ]  # fmt: skip
 

@@ -26,14 +26,6 @@ def ssh_keygen_fingerprint(key_hex: str, tmp_path: Path) -> str:
     return out.split()[1]
 
 
-def custody(dock: object) -> list[dict[str, object]]:
-    journal = dock.journal()  # type: ignore[attr-defined]
-    try:
-        return [json.loads(r[0]) for r in journal.query("SELECT line FROM custody ORDER BY seq")]
-    finally:
-        journal.close()
-
-
 def test_the_not_enrolled_error_points_to_the_vendor_sheet_not_the_presented_key(tmp_path: Path) -> None:
     dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
     with SimProcess("usbip", "CAM-NEW", truth_dir=tmp_path) as sim:
@@ -81,5 +73,5 @@ def test_re_enrolling_with_another_key_needs_replace_and_leaves_a_custody_entry(
         journal.close()
     replaced = dock.cli("enroll", "CAM-R1", "--key", second, "--replace")
     assert replaced.returncode == 0, replaced.stderr
-    entries = [e for e in custody(dock) if e["event"] == "enrolled"]
+    entries = [e for e in dock.custody() if e["event"] == "enrolled"]
     assert [(e["device_key"], e.get("replaces")) for e in entries] == [(first, None), (second, first)], entries

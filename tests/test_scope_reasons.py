@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .dock import CLI, Dock, iso_window, make_dock, window
+from .dock import CLI, iso_window, make_dock, window
 from .sims import SimProcess
 from .test_daemon import Camera, status
 
@@ -23,15 +23,6 @@ SKIPPED_FIELDS = {"seq", "ts", "dock", "event", "prev", "camera", "recording", "
     "actor",
     "operation",
 }
-
-
-def custody(dock: Dock, event: str) -> list[dict[str, Any]]:
-    journal = dock.journal()
-    try:
-        entries = [json.loads(row[0]) for row in journal.query("SELECT line FROM custody ORDER BY seq")]
-    finally:
-        journal.close()
-    return [e for e in entries if e["event"] == event]
 
 
 def sim(medium: str, serial: str, tmp: Path, win: tuple[float, float], n: int, training: int, *extra: str) -> Any:
@@ -73,7 +64,7 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
             assert cam["out_of_scope"] == sum(cam["out_of_scope_reasons"].values())
             assert cam["in_scope"] + cam["out_of_scope"] == cam["recordings"]
         # custody says why with a code and ids only: the nearest window stays on the dock
-        skipped = custody(dock, "skipped_out_of_scope")
+        skipped = dock.custody("skipped_out_of_scope")
         assert len(skipped) == 9 and all(set(e) == SKIPPED_FIELDS for e in skipped), skipped
         assert {e["code"] for e in skipped} == {"operational", "no_exercise", "outside_window", "clock_unplaceable"}
         assert not any("EX-W" in json.dumps(e) for e in skipped)
@@ -94,11 +85,11 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
         # footage left under EX-W: it cannot be removed, only amended
         refused = dock.cli("exercise", "remove", "EX-W")
         assert refused.returncode == 2 and "2 recording(s) already left the dock" in refused.stderr, refused.stderr
-        assert custody(dock, "exercise_removed") == []
+        assert dock.custody("exercise_removed") == []
         earlier = iso_window((win[0] - 5 * HOUR, win[1])).split("/")[0]
         amended = dock.cli("exercise", "amend", "EX-W", "--start", earlier)
         assert amended.returncode == 0, amended.stderr
-        entry = custody(dock, "exercise_amended")[-1]
+        entry = dock.custody("exercise_amended")[-1]
         assert entry["exercise"] == "EX-W" and entry["cameras"] == ["CAM-W1", "CAM-W3"] and "site" not in entry
         # the next docking places the recording the old window missed
         code, doc = dock.ingest_json(inside.address)
@@ -110,7 +101,7 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
                     "--end", iso_window(win).split("/")[1], "--camera", "CAM-W2").returncode == 0  # fmt: skip
     removed = dock.cli("exercise", "remove", "EX-SPARE")
     assert removed.returncode == 0, removed.stderr
-    assert [e["exercise"] for e in custody(dock, "exercise_removed")] == ["EX-SPARE"]
+    assert [e["exercise"] for e in dock.custody("exercise_removed")] == ["EX-SPARE"]
     assert "EX-SPARE" not in dock.cli("exercise", "list").stdout
     missing = dock.cli("exercise", "amend", "EX-NONE", "--end", iso_window(win).split("/")[1])
     assert missing.returncode == 2 and "no exercise 'EX-NONE'" in missing.stderr
