@@ -7,14 +7,18 @@ ChaCha20-Poly1305 in 64 KiB chunks + SHA-256, one thread: bench/ingest.py's floo
 for the virtual cameras, to show they are not what limits the run.
 
 Each virtual camera runs in its own process over USB/IP (as real cameras are their own devices);
-the daemon (`bodycam-sync daemon`, as systemd runs it) ingests into a local-directory bucket, with its
-bays in worker processes (`daemon.bay_processes = true`, the default), in threads, or one run of each.
+the daemon (`bodycam-sync daemon`, as systemd runs it) ingests into a local-directory bucket (``--bucket
+local``, the default), into SeaweedFS (``--bucket s3``: started by the bench as tests/s3server.py runs it,
+its own process and not the daemon's, so never in the daemon's CPU; its CPU per GiB is shown beside), or
+one run of each, with its bays in worker processes (`daemon.bay_processes = true`, the default), in
+threads, or one run of each.
 The bench polls the control socket itself (a `bodycam-sync status` per poll would cost a third of a
 core). The clock stops when the control socket reports every bay synced with no upload in flight.
 Peak memory: the daemon's own VmHWM, and the sum over its processes of VmRSS and of PSS (shared pages
 counted once), sampled every 0.1 s.
 
-    .venv/bin/python bench/bays.py [--cameras 8] [--size-mib 64] [--mode both] [--runs 1] [--json]
+    .venv/bin/python bench/bays.py [--cameras 8] [--size-mib 64] [--mode both] [--bucket local|s3|both]
+                                   [--runs 1] [--json] [--py-spy DIR]
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import floor_cpu  # noqa: E402
+from bench.ingest import floor_cpu, upload_stage  # noqa: E402
 from bodycam.agent.service import control  # noqa: E402
 from bodycam.drivers.errors import BodycamError  # noqa: E402
 from tests.dock import CLI, iso_window, make_dock, window  # noqa: E402
+from tests.s3server import SeaweedFS  # noqa: E402
 from tests.sims import SimProcess  # noqa: E402
 
 
@@ -130,8 +135,45 @@ def _py_spy(pid: int, directory: Path | None, name: str) -> subprocess.Popen[byt
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
+class S3:
+    """SeaweedFS for the daemons of ``--bucket s3``: one server and one bucket for the whole bench, each
+    run under a prefix of its own."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.server = SeaweedFS(workdir / "seaweedfs")
+        self.server.start()
+        os.environ.update(self.server.env())  # boto3's standard chain, as in production (this bench's own uploads)
+        os.environ.pop("AWS_PROFILE", None)
+        self.bucket = self.server.make_bucket("bench-bays")
+        self.runs = 0
+        # SeaweedFS creates a bucket's first volumes on its first write: not something to count in any run
+        upload_stage(self.server, self.bucket, 4 * 5 * 2**20, 5 * 2**20, 2)
+
+    def next_url(self) -> str:
+        self.runs += 1
+        return f"s3://{self.bucket}/bays-{self.runs}"
+
+    def env(self) -> dict[str, str]:
+        """The daemon's environment: boto3's standard chain pointed at this server only."""
+        return {**{k: v for k, v in os.environ.items() if k != "AWS_PROFILE"}, **self.server.env()}
+
+    def cpu_s(self) -> float:
+        assert self.server.process is not None
+        return tree_cpu_s(self.server.process.pid)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def run(
-    cameras: int, size: int, training: int, workdir: Path, *, processes: bool, py_spy: Path | None = None
+    cameras: int,
+    size: int,
+    training: int,
+    workdir: Path,
+    *,
+    processes: bool,
+    py_spy: Path | None = None,
+    s3: S3 | None = None,
 ) -> dict[str, Any]:
     win = window()
     sims = [
@@ -140,14 +182,18 @@ def run(
         for i in range(cameras)
     ]  # fmt: skip
     try:
-        dock = make_dock(workdir / "dock", (workdir / "bucket").as_uri())
+        if s3 is None:
+            dock = make_dock(workdir / "dock", (workdir / "bucket").as_uri())
+        else:
+            dock = make_dock(workdir / "dock", s3.next_url(), s3.server.endpoint_url)
         with dock.config_path.open("a") as f:
             f.write("[cameras]\nusbip = [" + ", ".join(f'"{s.address}"' for s in sims) + "]\n")
             f.write(f"[daemon]\nbay_processes = {'true' if processes else 'false'}\n")
         dock.enroll(*(s.serial for s in sims))
         dock.exercise("EX-BENCH", win, *(s.serial for s in sims))
         daemon = subprocess.Popen([CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.2"],
-                                  stderr=(workdir / "daemon.log").open("w"))  # fmt: skip
+                                  stderr=(workdir / "daemon.log").open("w"),
+                                  env=s3.env() if s3 is not None else None)  # fmt: skip
         peak = peak_pss = peak_tree = 0
         try:
             sock = dock.config.state_dir / "run" / "control.sock"
@@ -157,6 +203,7 @@ def run(
             started = time.perf_counter()
             cpu_before = tree_cpu_s(daemon.pid)
             sims_before = sum(cpu_s(s.proc.pid) for s in sims)
+            store_before = s3.cpu_s() if s3 is not None else 0.0
             while True:
                 peak = max(peak, peak_rss_kib(daemon.pid))
                 peak_pss = max(peak_pss, tree_pss_kib(daemon.pid))
@@ -181,6 +228,7 @@ def run(
             elapsed = time.perf_counter() - started
             cpu = tree_cpu_s(daemon.pid) - cpu_before
             sims_cpu = sum(cpu_s(s.proc.pid) for s in sims) - sims_before
+            store_cpu = s3.cpu_s() - store_before if s3 is not None else 0.0
             peak = max(peak, peak_rss_kib(daemon.pid))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
@@ -189,11 +237,12 @@ def run(
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
         total = cameras * training * size
-        return {"cameras": cameras, "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
+        return {"cameras": cameras, "bucket": "local" if s3 is None else "s3", "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
                 "daemon_peak_rss_MiB": round(peak / 1024, 1),
                 "tree_peak_rss_MiB": round(peak_tree / 1024, 1), "tree_peak_pss_MiB": round(peak_pss / 1024, 1), "daemon_cpu_s": round(cpu, 2),
                 "daemon_cpu_s_per_GiB": round(cpu / (total / 2**30), 2),
-                "cameras_cpu_s_per_GiB": round(sims_cpu / (total / 2**30), 2)}  # fmt: skip
+                "cameras_cpu_s_per_GiB": round(sims_cpu / (total / 2**30), 2),
+                "seaweedfs_cpu_s_per_GiB": round(store_cpu / (total / 2**30), 2) if s3 is not None else None}  # fmt: skip
     finally:
         for s in sims:
             s.stop()
@@ -210,6 +259,12 @@ def main() -> None:
         default="both",
         help="daemon.bay_processes true, false, or one run of each (alternating)",
     )
+    parser.add_argument(
+        "--bucket",
+        choices=("local", "s3", "both"),
+        default="local",
+        help="the daemon into a local bucket, into SeaweedFS, or one run of each (alternating)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
@@ -217,24 +272,21 @@ def main() -> None:
     size = args.size_mib * 1024 * 1024
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
     floor = min(floor_cpu(256 * 1024 * 1024), floor_cpu(256 * 1024 * 1024)) * 4  # s/GiB
+    buckets = ["local", "s3"] if args.bucket == "both" else [args.bucket]
     rows = []
-    for run_no in range(args.runs):
-        for mode in modes:
-            results = {}
-            for n in (1, args.cameras):
-                with tempfile.TemporaryDirectory(prefix="bodycam-bays-") as tmp:
-                    results[n] = run(
-                        n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy
-                    )
-            one, many = results[1], results[args.cameras]
-            for r in (one, many):
-                r["daemon_cpu_x_floor"] = round(r["daemon_cpu_s_per_GiB"] / floor, 2)
-            row = {"run": run_no + 1, "mode": mode, "one": one, "many": many,
-                   "aggregate_ratio": round(many["MBps"] / one["MBps"], 2),
-                   "cpu_ratio": round(many["daemon_cpu_s_per_GiB"] / one["daemon_cpu_s_per_GiB"], 2)}  # fmt: skip
-            rows.append(row)
-            if not args.json:
-                report(row, args)
+    with tempfile.TemporaryDirectory(prefix="bodycam-bays-s3-") as store:
+        s3 = S3(Path(store)) if "s3" in buckets else None
+        try:
+            for run_no in range(args.runs):
+                for mode in modes:
+                    for where in buckets:
+                        row = compare(args, size, run_no, mode, s3 if where == "s3" else None, floor)
+                        rows.append(row)
+                        if not args.json:
+                            report(row, args)
+        finally:
+            if s3 is not None:
+                s3.stop()
     if args.json:
         print(json.dumps({"floor_cpu_s_per_GiB": round(floor, 2), "runs": rows}, indent=2))
     else:
@@ -243,14 +295,33 @@ def main() -> None:
     shutil.rmtree(ROOT / "build" / "bays", ignore_errors=True)
 
 
+def compare(args: argparse.Namespace, size: int, run_no: int, mode: str, s3: S3 | None, floor: float) -> dict[str, Any]:
+    """One camera, then ``args.cameras``, into the same kind of bucket: the row's two runs and their ratios."""
+    results = {}
+    for n in (1, args.cameras):
+        with tempfile.TemporaryDirectory(prefix="bodycam-bays-") as tmp:
+            results[n] = run(
+                n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3
+            )
+    one, many = results[1], results[args.cameras]
+    for r in (one, many):
+        r["daemon_cpu_x_floor"] = round(r["daemon_cpu_s_per_GiB"] / floor, 2)
+    return {"run": run_no + 1, "mode": mode, "bucket": one["bucket"], "one": one, "many": many,
+            "aggregate_ratio": round(many["MBps"] / one["MBps"], 2),
+            "cpu_ratio": round(many["daemon_cpu_s_per_GiB"] / one["daemon_cpu_s_per_GiB"], 2)}  # fmt: skip
+
+
 def report(row: dict[str, Any], args: argparse.Namespace) -> None:
+    where = "local bucket" if row["bucket"] == "local" else "SeaweedFS (its CPU not the daemon's)"
     print(f"run {row['run']}, bays in {row['mode']}: {args.cameras} cameras x {args.recordings} training recordings "
-          f"x {args.size_mib} MiB, daemon -> local bucket")  # fmt: skip
+          f"x {args.size_mib} MiB, daemon -> {where}")  # fmt: skip
     for label, r in (("1 camera ", row["one"]), (f"{args.cameras} cameras", row["many"])):
+        store = r["seaweedfs_cpu_s_per_GiB"]
         print(
             f"  {label}: {r['MBps']:7.1f} MB/s in {r['seconds']:6.2f} s; daemon CPU {r['daemon_cpu_s_per_GiB']:.2f} s/GiB "
             f"= {r['daemon_cpu_x_floor']:.2f}x the floor; cameras {r['cameras_cpu_s_per_GiB']:.2f} s/GiB; "
-            f"peak RSS daemon {r['daemon_peak_rss_MiB']} MiB, all its processes {r['tree_peak_rss_MiB']} MiB "
+            + (f"SeaweedFS {store:.2f} s/GiB; " if store is not None else "")
+            + f"peak RSS daemon {r['daemon_peak_rss_MiB']} MiB, all its processes {r['tree_peak_rss_MiB']} MiB "
             f"(PSS {r['tree_peak_pss_MiB']} MiB)"
         )
     print(f"  {args.cameras} cameras / 1: throughput {row['aggregate_ratio']:.2f}x, CPU per GiB {row['cpu_ratio']:.2f}x",
