@@ -76,6 +76,16 @@ def test_version_imports_no_command_module(tmp_path: Path) -> None:
     assert loaded(modules, *S3_STACK, "cryptography") == []
 
 
+def test_status_imports_neither_the_pipeline_nor_cryptography(tmp_path: Path) -> None:
+    """``status`` (scripts and benches poll it) asks the daemon's control socket: nothing more to load."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    proc, modules = run_cli(tmp_path, "--config", str(dock.config_path), "status")
+    assert proc.returncode == 1 and "bodycam-sync: error:" in proc.stderr, proc  # no daemon is running
+    assert cli_modules(modules) == {"bodycam.agent.cli.service"}
+    assert [m for m in modules if m.startswith("bodycam.agent.pipeline")] == []
+    assert loaded(modules, *S3_STACK, "cryptography", "usb") == []
+
+
 def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
     proc, modules = run_cli(tmp_path, "keys", "--help")
     assert proc.returncode == 0 and "dock-auth" in proc.stdout, proc
