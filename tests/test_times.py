@@ -8,7 +8,8 @@ import datetime as dt
 
 import pytest
 
-from bodycam.agent.formats.times import iso_utc, parse_iso
+from bodycam.agent.formats import retention as rt
+from bodycam.agent.formats.times import iso_utc, parse_iso, parse_or_none
 
 T = 1_772_360_100.25  # 2026-03-01T10:15:00.25Z
 
@@ -28,3 +29,14 @@ def test_parse_needs_a_zone() -> None:
         parse_iso("2026-03-01T10:15:00")
     with pytest.raises(ValueError):
         parse_iso("yesterday")
+
+
+def test_a_time_from_an_untrusted_document_is_a_datetime_or_none() -> None:
+    """verify, the report, retention and the disclosure report read times out of signed documents this
+    one way: anything but a bounded string holding a zoned time is None, never an error."""
+    assert parse_or_none("2026-03-01T10:15:00.250000Z") == parse_iso("2026-03-01T10:15:00.250000Z")
+    for value in (None, 1772360100, "2026-03-01T10:15:00", "yesterday", ["2026-03-01T10:15:00Z"]):
+        assert parse_or_none(value) is None
+    long = "2026-03-01T10:15:00." + "0" * 60 + "Z"  # parses, but is longer than a time needs
+    assert parse_iso(long) is not None and parse_or_none(long) is None and parse_or_none(long, 100) is not None
+    assert rt.parse_iso("2026-03-01T10:15:00.250000Z") == T and rt.parse_iso("x" * 41) is None

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bodycam.agent.audit.disclosures import Disclosure
+from bodycam.agent.audit.disclosures import MAX_TEXT, Disclosure
 from bodycam.agent.audit.verify import BatchResult, Verifier, VerifyReport, run_verify
+from bodycam.agent.formats.times import parse_or_none
 from bodycam.drivers.errors import ConfigError
 
 FORMAT = "bodycam-disclosures/1"
@@ -84,11 +85,7 @@ def _iso(when: dt.datetime | None) -> str | None:
 
 
 def _when(ts: str) -> dt.datetime | None:
-    try:
-        when = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else None
+    return parse_or_none(ts, MAX_TEXT)  # an entry's values are already cut to MAX_TEXT
 
 
 class Spool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bodycam.agent.audit.verify import MAX_REPORT_ROWS, BatchResult, Finding, VerifyReport
+from bodycam.agent.formats.times import parse_or_none
 from bodycam.drivers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -248,13 +249,8 @@ class _Band:
 
 
 def _ts(value: object) -> float | None:
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when.timestamp() if when.tzinfo is not None else None
+    when = parse_or_none(value)
+    return None if when is None else when.timestamp()
 
 
 _STEPS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,

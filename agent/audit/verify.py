@@ -47,7 +47,7 @@ from bodycam.agent.formats.agecrypt import AgeNoMatchError, Decryptor
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
-from bodycam.agent.formats.times import iso_utc, parse_iso
+from bodycam.agent.formats.times import iso_utc, parse_or_none
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage.bucket import Bucket, ObjectInfo, ObjectReader
 from bodycam.agent.storage.wrapper import BucketWrapper
@@ -1032,7 +1032,7 @@ class Verifier:
     def _defer_missing(self, key: str, retain_until: str | None, sha256: str, where: dict[str, Any]) -> bool:
         """Keep a missing object that carries a retain-until date for matching with an erasure entry
         (a later batch's custody holds it); False when it cannot be (no date, or over the budget)."""
-        if not isinstance(retain_until, str) or _timestamp(retain_until) is None or key in self._gone:
+        if not isinstance(retain_until, str) or parse_or_none(retain_until) is None or key in self._gone:
             return False
         cost = 512 + len(key)
         if self._retained + cost > self.limits.retained_bytes:
@@ -1063,7 +1063,7 @@ class Verifier:
                 continue
             seq, in_batch = entry.get("seq"), f"{entry['dock']}/{entry['batch']}"
             agreements = tuple(entry.get("agreements") or ())
-            erased_at, until = _timestamp(entry.get("ts")), _timestamp(gone["retain_until"])
+            erased_at, until = parse_or_none(entry.get("ts")), parse_or_none(gone["retain_until"])
             if entry.get("sha256") != gone["sha256"]:
                 self._find(
                     "erasure_mismatch",
@@ -1326,17 +1326,7 @@ def _batch_retain_until(recordings: Sequence[mf.ManifestRecording]) -> str | Non
     dates = [r.retain_until for r in recordings]
     if not dates or any(d is None for d in dates):
         return None
-    return max((d for d in dates if d is not None), key=lambda d: _timestamp(d) or _EPOCH)
-
-
-def _timestamp(value: Any) -> dt.datetime | None:
-    """An ISO 8601 time with a zone from an untrusted document, or None."""
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        return parse_iso(value)
-    except ValueError:
-        return None
+    return max((d for d in dates if d is not None), key=lambda d: parse_or_none(d) or _EPOCH)
 
 
 def manifest_signer(
@@ -1346,7 +1336,7 @@ def manifest_signer(
     allowed for ``dock`` in namespace ``bodycam-manifest`` at the manifest's ``sealed`` second.
 
     For another reader of the bucket (``receive``); raises IntegrityError naming what failed."""
-    when = _timestamp(sealed)
+    when = parse_or_none(sealed)
     if when is None:
         raise IntegrityError("the manifest has no valid 'sealed' time")
     return verify(raw, signature, mf.NAMESPACE, keys_for(signers, dock, mf.NAMESPACE, at=_second(when)))

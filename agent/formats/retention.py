@@ -15,13 +15,11 @@ times: DPA 2018 s.62 says an erasure log must not hold the erased data.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from bodycam.agent.formats.agreements import Agreement
 from bodycam.agent.formats.custody import ERASURE
-from bodycam.agent.formats.times import iso_utc
+from bodycam.agent.formats.times import iso_utc, parse_or_none
 
 EVENT = "bucket_erased"  # the custody event of an erasure from the bucket (the camera's own is "erased")
 OPERATION = ERASURE  # DPA 2018 s.62 operation (agent/formats/custody.py vocabulary)
@@ -35,15 +33,10 @@ def iso(ts: float) -> str:
     return iso_utc(ts, "seconds")
 
 
-def parse_iso(text: Any) -> float | None:
+def parse_iso(text: object) -> float | None:
     """Seconds since the epoch of an ISO 8601 UTC time, None when it is not one (bounded input)."""
-    if not isinstance(text, str) or len(text) > 40:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when.timestamp() if when.tzinfo is not None else None
+    when = parse_or_none(text, 40)
+    return None if when is None else when.timestamp()
 
 
 def retention_days(covering: Sequence[Agreement], parties: Iterable[str]) -> int:

@@ -28,3 +28,15 @@ def parse_iso(text: str) -> dt.datetime:
     if when.tzinfo is None:
         raise ValueError(f"{text[:64]!r} has no time zone")
     return when
+
+
+def parse_or_none(value: object, limit: int = 64) -> dt.datetime | None:
+    """``parse_iso`` for a value read from an untrusted document (a manifest, a custody entry): None
+    unless it is a string of at most ``limit`` characters holding an ISO 8601 time with its zone, since
+    there a malformed time is a finding, not an error."""
+    if not isinstance(value, str) or len(value) > limit:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None
