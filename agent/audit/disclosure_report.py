@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, TypedDict
 
 from bodycam.agent.audit.disclosures import MAX_TEXT, Disclosure
 from bodycam.agent.audit.verify import BatchResult, Verifier, VerifyReport, run_verify
@@ -30,6 +30,7 @@ from bodycam.agent.formats.times import parse_or_none
 from bodycam.drivers.errors import ConfigError
 
 FORMAT = "bodycam-disclosures/1"
+
 CSV_COLUMNS = (
     "party",
     "time",
@@ -50,6 +51,46 @@ CSV_COLUMNS = (
     "manifest_sha256",
     "manifest_signature",
 )
+
+
+class Header(TypedDict):
+    """What the report says of itself and of the check it ran, before its rows."""
+
+    format: str
+    generated: str
+    bucket: str | None
+    allowed_signers_sha256: str | None
+    agent_version: str | None
+    filter: dict[str, str | None]
+    checked: bool
+    batches: int
+    findings: list[dict[str, object]]
+
+
+class AgreementJSON(TypedDict):
+    id: str
+    version: int
+    sha256: str
+
+
+class Row(TypedDict):
+    """One disclosure to one party, as the report writes it (JSON, CSV, HTML) and the CLI summarises it."""
+
+    time: str
+    object: str  # "recording" or "sidecar"
+    camera_serial: str | None
+    recording_id: int | None
+    data_items: list[str] | None  # a sidecar's
+    key: str
+    ciphertext_sha256: str
+    plaintext_sha256: str | None
+    agreements: list[AgreementJSON]
+    actor: str
+    dock: str
+    batch: str
+    custody_seq: int
+    manifest_sha256: str | None
+    manifest_signature: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +144,7 @@ class Spool:
         for party in d.parties:
             if not self.filter.admits(party, when):
                 continue
-            row = {
+            row: Row = {
                 "time": d.ts,
                 "object": "sidecar" if d.sidecar else "recording",
                 "camera_serial": d.camera,
@@ -129,9 +170,10 @@ class Spool:
     def parties(self) -> Iterator[tuple[str, int]]:
         yield from self.db.execute("SELECT party, COUNT(*) FROM rows GROUP BY party ORDER BY party")
 
-    def rows(self, party: str) -> Iterator[dict[str, Any]]:
+    def rows(self, party: str) -> Iterator[Row]:
         for (text,) in self.db.execute("SELECT row FROM rows WHERE party=? ORDER BY ts, dock, seq", (party,)):
-            yield dict(json.loads(text))
+            row: Row = json.loads(text)  # written by add() above
+            yield row
 
     def close(self) -> None:
         self.db.close()
@@ -148,7 +190,7 @@ class DisclosureReport:
     def ok(self) -> bool:
         return self.verify.ok
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> Header:
         audit = self.verify.audit
         return {
             "format": FORMAT,
@@ -208,14 +250,15 @@ def write_csv(report: DisclosureReport, out: TextIO) -> None:
     writer.writerow(CSV_COLUMNS)
     for party, _count in report.spool.parties():
         for row in report.spool.rows(party):
-            for ref in row["agreements"] or [{"id": "", "version": "", "sha256": ""}]:
+            refs: list[AgreementJSON | None] = [*row["agreements"]] or [None]  # a row without one: blank
+            for ref in refs:
                 values = {
                     **row,
                     "party": party,
                     "data_items": " ".join(row["data_items"] or []),
-                    "agreement_id": ref["id"],
-                    "agreement_version": ref["version"],
-                    "agreement_sha256": ref["sha256"],
+                    "agreement_id": "" if ref is None else ref["id"],
+                    "agreement_version": "" if ref is None else ref["version"],
+                    "agreement_sha256": "" if ref is None else ref["sha256"],
                 }
                 writer.writerow(["" if values.get(c) is None else values[c] for c in CSV_COLUMNS])
 
@@ -282,7 +325,7 @@ def write_html(report: DisclosureReport, out: TextIO) -> None:
     w("</body></html>\n")
 
 
-def _html_row(w: Callable[[str], int], row: dict[str, Any]) -> None:
+def _html_row(w: Callable[[str], int], row: Row) -> None:
     """One disclosure as a block of label/value lines: hashes stay whole on one line, in print too."""
     if row["object"] == "sidecar":
         what = f"Personal data sidecar: {_e(', '.join(row['data_items'] or []) or 'no items')}"
