@@ -18,6 +18,7 @@ from bodycam.drivers.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
 FLEET_PREFIX = "_fleet"  # the bucket's directory of fleet documents (agent/formats/fleet.py): not a dock id
+MAX_BAY_WORKERS = 64  # bay worker processes a dock may run at once (daemon.bay_workers)
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}|age1pq1[02-9ac-hj-np-z]{1952}")
 """The shape of an age recipient (Bech32 alphabet, exact length); the key itself is checked where it is
 used (agecrypt.check_recipients, before a camera is touched), a layer this one may not import."""
@@ -95,6 +96,8 @@ class Config:
     stall_timeout_s: float = 300.0
     #: the daemon runs each bay's session in a worker process of its own (False: a thread of the daemon)
     bay_processes: bool = True
+    #: with bay_processes, at most this many worker processes run the busy bays' sessions (0: the dock's cores)
+    bay_workers: int = 0
     dock_auth: DockAuth | None = None
     agreements: AgreementsConfig | None = None
     witnesses: WitnessesConfig | None = None
@@ -273,6 +276,11 @@ def parse(raw: dict[str, object], *, source: Path | None = None) -> Config:
     bay_processes = daemon.get("bay_processes", True)
     if not isinstance(bay_processes, bool):
         raise ConfigError(f"config key 'daemon.bay_processes'{where} must be true or false")
+    bay_workers = daemon.get("bay_workers", 0)
+    if not isinstance(bay_workers, int) or isinstance(bay_workers, bool) or not 0 <= bay_workers <= MAX_BAY_WORKERS:
+        raise ConfigError(
+            f"config key 'daemon.bay_workers'{where} must be an integer between 0 (one per core) and {MAX_BAY_WORKERS}"
+        )
     dock_auth = _dock_auth(raw, where)
     agreements = _agreements(raw, where)
     witnesses = _witnesses(raw, where)
@@ -301,6 +309,7 @@ def parse(raw: dict[str, object], *, source: Path | None = None) -> Config:
         custody_only_interval_s=custody_only,
         stall_timeout_s=stall,
         bay_processes=bay_processes,
+        bay_workers=bay_workers,
         dock_auth=dock_auth,
         agreements=agreements,
         witnesses=witnesses,
@@ -319,7 +328,7 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "upload": frozenset({"part_size", "workers", "bandwidth_limit_mbps"}),
     "privacy": frozenset({"pseudonym_key"}),
     "batch": frozenset({"max_age_s", "custody_only_interval_s"}),
-    "daemon": frozenset({"stall_timeout_s", "bay_processes"}),
+    "daemon": frozenset({"stall_timeout_s", "bay_processes", "bay_workers"}),
     "dock_auth": frozenset({"certificate", "authority", "key", "revocations"}),
     "agreements": frozenset({"controller_keys", "dir", "archive"}),
     "witnesses": frozenset({"policy", "timeout_s", "retry_s"}),

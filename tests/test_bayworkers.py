@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.agent.service import control
-from bodycam.agent.service.bayworker import Share, _Link, share
+from bodycam.agent.service.bayworker import Share, _Link, _Session, share
 from bodycam.agent.storage.interprocess import SharedRate, SharedSlots
 from bodycam.drivers.errors import ServiceError
 
@@ -67,10 +67,43 @@ def _verify(dock: Dock) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_eight_bays_in_worker_processes_all_complete_verify_and_share_one_cap(tmp_path: Path) -> None:
-    """Eight cameras at once: each session runs in a process other than the daemon, every training
-    recording arrives exactly once and verifies, and every byte uploaded went through the one shared
-    bandwidth cap (its count equals the ciphertext in the bucket)."""
+def _worker_processes(daemon_pid: int) -> set[int]:
+    """The daemon's bay worker processes alive now: the forkserver's children that are not zombies."""
+    found: set[int] = set()
+    for server in _children(daemon_pid):
+        try:
+            if b"forkserver" not in Path(f"/proc/{server}/cmdline").read_bytes():
+                continue
+        except OSError:
+            continue
+        for pid in _children(server):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                found.add(pid)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def test_eight_bays_on_a_two_worker_budget_run_in_two_processes_complete_verify_and_share_one_cap(
+    tmp_path: Path,
+) -> None:
+    """Eight cameras at once on a dock of two worker processes (``daemon.bay_workers = 2``, as a 2-core dock
+    gets by default): the sessions run in processes other than the daemon, never more than two of them at
+    any time although more than two bays are busy at once (several sessions share a worker), every
+    training recording arrives exactly once and verifies, and every byte uploaded went through the one
+    shared bandwidth cap (its count equals the ciphertext in the bucket)."""
     win = window()
     sims = [
         SimProcess("usbip", f"BAY-{i}", "--recordings", "3", "--training", "2", "--size", str(2 * MiB),
@@ -84,20 +117,27 @@ def test_eight_bays_in_worker_processes_all_complete_verify_and_share_one_cap(tm
         with dock.config_path.open("a") as f:  # still in [upload]: a cap high enough not to slow the test
             f.write("workers = 3\nbandwidth_limit_mbps = 100000\n")
             f.write("[cameras]\nusbip = [" + ", ".join(f'"{s.address}"' for s in sims) + "]\n")
+            f.write("[daemon]\nbay_workers = 2\n")
         dock.enroll(*(s.serial for s in sims))
         dock.exercise("EX-BAYS", win, *(s.serial for s in sims))
         daemon = _start(dock, log)
         workers: set[int] = set()
+        most_busy = 0
         try:
             deadline = time.monotonic() + 240
             status = _status(dock)
             while not _all_synced(status, 8) and time.monotonic() < deadline:
-                workers |= {b["worker_pid"] for b in status["bays"] if b.get("worker_pid")}
+                now = {b["worker_pid"] for b in status["bays"] if b.get("worker_pid")}
+                alive = _worker_processes(daemon.pid)
+                assert len(now) <= 2 and len(alive) <= 2, (now, alive, status)
+                most_busy = max(most_busy, sum(1 for b in status["bays"] if b.get("worker_pid")))
+                workers |= now
                 assert not any(b["state"] == "error" for b in status["bays"]), status
                 time.sleep(0.2)
                 status = _status(dock)
             assert _all_synced(status, 8), f"{status}\n{log.read_text()[-3000:]}"
             assert workers and daemon.pid not in workers, workers  # sessions ran in processes of their own
+            assert most_busy > 2, most_busy  # so the two processes did run several sessions each
             assert all(b["worker_pid"] is None for b in status["bays"])  # and ended with them
             run_dir = control.socket_path(dock.config.state_dir).parent / "bays"
             granted = SharedRate(run_dir / "upload.rate", 1.0).granted()
@@ -214,21 +254,93 @@ def test_each_recording_takes_the_bays_share_of_the_docks_part_buffers() -> None
     assert share(2, cores=2) == share(8, cores=8) == Share(1, 2)
     assert share(3, cores=2) == share(8, cores=2) == Share(1, 1, 1)
     daemon_end, worker_end = multiprocessing.Pipe()
-    link = _Link(worker_end, threading.Event())
-    threading.Thread(target=link.read, daemon=True).start()
+    link = _Link(worker_end)
+    link.sessions[7] = _Session()
+    threading.Thread(target=link.serve, daemon=True).start()
     try:
         for ack, expected in (
-            (("ack", 1, 1, 1), Share(1, 1, 1)),
-            (("ack",), Share(1, 1, 1)),
-            (("ack", 2, None, 4), Share(2, None)),
+            (("ack", 7, 1, 1, 1), Share(1, 1, 1)),
+            (("ack", 7), Share(1, 1, 1)),
+            (("ack", 7, 2, None, 4), Share(2, None)),
         ):
-            done = threading.Thread(target=link.pulling, args=(("CAM", 1, "x"), True))
+
+            def pull() -> None:
+                link.bind(7)
+                link.pulling(("CAM", 1, "x"), True)
+
+            done = threading.Thread(target=pull)
             done.start()
             assert daemon_end.poll(30)
-            assert daemon_end.recv() == ("pulling", ("CAM", 1, "x"), True)
+            assert daemon_end.recv() == ("pulling", 7, ("CAM", 1, "x"), True)
             daemon_end.send(ack)
             done.join(30)
             assert not done.is_alive() and link.share == expected
     finally:
         daemon_end.close()
         worker_end.close()
+
+
+def _signed(bucket: Path, serial: str) -> set[int]:
+    """The camera's recordings listed in a manifest in the bucket."""
+    return {
+        r["recording_id"]
+        for path in bucket.rglob("manifest.json")
+        for r in json.loads(path.read_text())["recordings"]
+        if r["camera_serial"] == serial
+    }
+
+
+def test_a_wedged_bay_s_worker_is_killed_and_the_bay_sharing_it_resumes(tmp_path: Path) -> None:
+    """One worker process for the dock (``daemon.bay_workers = 1``): a good camera and one that hangs
+    mid-read share it. The hanging session is given up after ``daemon.stall_timeout_s`` and, as it does
+    not stop when asked (its read is still inside the link's own 3 x 5 s), its worker is killed; the good
+    bay it shared is requeued at once (never an error), resumes from the journal, and its footage is signed
+    on schedule and verifies, each recording once; the hanging bay is retried in a worker of its own."""
+    win = window()
+    good = SimProcess("usbip", "CAM-SHARE", "--recordings", "2", "--training", "2", "--size", str(64 * MiB),
+                      "--exercise", iso_window(win), "--fault", "stall-ms=400", truth_dir=tmp_path)  # fmt: skip
+    bad = SimProcess("usbip", "CAM-WEDGE", "--recordings", "1", "--training", "1", "--size", str(8 * MiB),
+                     "--exercise", iso_window(win), "--fault", f"hang-read-at={MiB}", truth_dir=tmp_path)  # fmt: skip
+    bucket = tmp_path / "bucket"
+    log = tmp_path / "daemon.log"
+    try:
+        dock = make_dock(tmp_path / "dock", bucket.as_uri())
+        with dock.config_path.open("a") as f:
+            f.write(f'[cameras]\nusbip = ["{bad.address}", "{good.address}"]\n')
+            f.write("[daemon]\nbay_workers = 1\nstall_timeout_s = 4\n")  # below the link's own 3 x 5 s
+            f.write("[batch]\nmax_age_s = 1\n")  # the batch is sealed on schedule without the hanging upload
+        dock.enroll(good.serial, bad.serial)
+        dock.exercise("EX-WEDGE", win, good.serial, bad.serial)
+        daemon = _start(dock, log)
+        try:
+            deadline = time.monotonic() + 240
+            shared = False
+            mine: dict[str, Any] | None = None
+            status = _status(dock)
+            while time.monotonic() < deadline:
+                bays = {b["camera"]: b for b in status["bays"]}
+                mine = bays.get(good.serial)
+                if mine is not None:
+                    assert mine["state"] != "error", f"{mine}\n{log.read_text()[-3000:]}"
+                    other = bays.get(bad.serial)
+                    shared |= bool(other and mine["worker_pid"] and mine["worker_pid"] == other["worker_pid"])
+                    if mine["state"] == "synced" and _signed(bucket, good.serial) == set(good.training()):
+                        break
+                time.sleep(0.1)
+                status = _status(dock)
+            text = log.read_text()
+            assert mine is not None and mine["state"] == "synced", f"{status}\n{text[-3000:]}"
+            assert shared, text[-3000:]  # the two sessions did run in one worker
+            assert "killing its worker" in text and "requeueing the 1 other bay" in text, text[-3000:]
+            assert "killed to give up bay" in text, text[-3000:]
+            assert mine["sessions"] >= 2, mine
+        finally:
+            _stop(daemon, log)
+    finally:
+        good.stop()
+        bad.stop()
+    stored = _stored(bucket)
+    assert {k: n for k, n in stored.items() if k[0] == good.serial} == {(good.serial, r): 1 for r in good.training()}
+    rows = dock.journal().query("SELECT COUNT(*) FROM recordings WHERE state='verified' AND serial=?", (good.serial,))
+    assert rows[0][0] == 2
+    _verify(dock)

@@ -1,10 +1,15 @@
-"""Bay workers: the daemon runs each docking session in a process of its own (``daemon.bay_processes``).
+"""Bay workers: the daemon runs the docking sessions in a pool of worker processes (``daemon.bay_processes``).
 
 Why (docs/decisions.md): in one interpreter the bays take turns on one GIL for everything that is
 Python (the camera link's framing, the age chunking, the upload's bookkeeping), so eight bays on a
-dock with eight cores moved barely more than one. A worker per session uses a core of its own, and a
-worker that wedges where no deadline reaches can be killed and its bay retried, where a thread could
-only be left behind.
+dock with eight cores moved barely more than one. A pool sized to the cores (``daemon.bay_workers``,
+0: one per core) uses every core, at most ``min(busy bays, cores)`` processes, each running its
+sessions in threads as the threaded daemon does (one Agent, one journal connection, one bucket client
+per worker): a process per session bought nothing on a dock with fewer cores than busy bays but its
+memory (about 33 MiB PSS each). A session that wedges where no deadline reaches is still given up: its
+worker is killed, and the other bays it ran are requeued at once (their journal is consistent at every
+step; they resume where they were), while the wedged bay's next session runs alone in a worker of its
+own, so a camera that wedges again costs no other bay its work.
 
 What stays shared although the workers are separate processes:
 - the journal: SQLite in WAL mode, each step one ``BEGIN IMMEDIATE`` transaction, whichever process;
@@ -14,18 +19,21 @@ What stays shared although the workers are separate processes:
 - which recordings are being pulled: the worker tells the daemon before it reads a recording's row
   and waits for the answer, so the daemon's scheduled seal never moves a live pull out of its batch.
 
-The pipe between the daemon and a worker carries, from the worker: ``("progress", kind, data)`` (the
-session's progress events; byte counts at most one per 50 ms), ``("pulling", ident, alive)``,
-``("log", level, name, message)``, ``("report", CameraReport)`` at the end, or ``("error", text)`` when
-the camera could not be opened; from the daemon: ``("cancel",)``, ``("config", Config)`` after a reload,
-``("ack", parts_in_flight, ring_buffers, read_ahead)`` (the bay's share of the dock's part buffers for the recording
-it is about to pull). A worker whose pipe closes (the daemon died) stops as if cancelled.
+The pipe between the daemon and a worker carries, from the worker: ``("progress", sid, kind, data)``
+(a session's progress events; byte counts at most one per 50 ms per session), ``("pulling", sid, ident,
+alive)``, ``("log", level, name, message)``, ``("report", sid, CameraReport)`` at a session's end, or
+``("error", sid, text)`` when its camera could not be opened; from the daemon: ``("start", sid,
+SessionJob)``, ``("cancel", sid)``, ``("config", Config)`` after a reload, ``("ack", sid, parts_in_flight,
+ring_buffers, read_ahead)`` (the bay's share of the dock's part buffers for the recording it is about to
+pull) and ``("exit",)`` once the worker has no session left. A worker whose pipe closes (the daemon
+died) stops its sessions as if cancelled.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -34,7 +42,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -67,6 +75,15 @@ class Share:
     read_ahead: int = 4
 
 
+def dock_cores() -> int:
+    """The cores this daemon may run on (its CPU affinity, which a container or systemd's CPUAffinity= may
+    narrow), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def share(busy_bays: int, cores: int | None = None) -> Share:
     """One part-buffer budget for the dock (docs/decisions.md, "one part-buffer budget").
 
@@ -81,7 +98,7 @@ def share(busy_bays: int, cores: int | None = None) -> Share:
     """
     if busy_bays <= 1:
         return Share(2, None)
-    if busy_bays > (cores or os.cpu_count() or 1):
+    if busy_bays > (cores or dock_cores()):
         return Share(1, 1, 1)
     return Share(1, 2)
 
@@ -138,71 +155,159 @@ class SharedLimits:
 
 @dataclass(frozen=True, slots=True)
 class WorkerJob:
-    """One session for a worker: what to open, with which config and shared limits."""
+    """What a worker process starts with: the running config, the shared limits, the daemon's log level."""
+
+    config: Config
+    limits: SharedLimits
+    log_level: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionJob:
+    """One session for a worker: the camera to open, and the bay's share until the daemon's first ack."""
 
     kind: str
     address: str
-    config: Config
-    limits: SharedLimits
-    parts_in_flight: int
-    log_level: int
-    ring_buffers: int | None = None  #: until the daemon's first ack says otherwise
-    read_ahead: int = 4
+    share: Share
 
 
 # -- the worker's side ---------------------------------------------------------------------------
-class _Link:
-    """The worker's end of the pipe: sends from any thread; a reader thread applies what the daemon sends."""
+@dataclass(eq=False)
+class _Session:
+    """A session running in a worker: the daemon's cancel and ack reach it through these events."""
 
-    def __init__(self, conn: Connection, cancel: threading.Event) -> None:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    ack: threading.Event = field(default_factory=threading.Event)
+    last_bytes: float = 0.0
+    thread: threading.Thread | None = None
+
+
+class _Link:
+    """The worker's end of the pipe: ``serve`` applies what the daemon sends and starts each session in a
+    thread of its own; any thread sends. The sessions share the worker's one Agent, as the threaded
+    daemon's bays share its Agent (one journal connection, one bucket client, one batch lock)."""
+
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.cancel = cancel
         self.agent: Agent | None = None
+        self.failure: str | None = None  #: why the worker could not build its Agent (each session is told)
+        self.sessions: dict[int, _Session] = {}
+        #: the latest share from the daemon: the dock's budget divided by its busy bays, one for every bay
+        self.share: Share | None = None
+        self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._ack = threading.Event()
-        self._last_bytes = 0.0
-        self.share: Share | None = None  #: the latest from the daemon's acks (None: the job's)
+        self._local = threading.local()  #: the session the calling thread runs (``bind``)
 
     def send(self, *msg: Any) -> None:
         with self._send_lock:
             try:
                 self.conn.send(msg)
             except (OSError, ValueError):
-                self.cancel.set()  # the daemon is gone: stop at the next checkpoint
+                self.stop_all()  # the daemon is gone: every session stops at its next checkpoint
 
-    def read(self) -> None:
+    def stop_all(self) -> None:
+        """Cancel every session (the daemon went away, or SIGTERM); takes no lock: a signal handler calls it."""
+        for session in list(self.sessions.values()):
+            session.cancel.set()
+            session.ack.set()
+
+    def current(self) -> Share:
+        return self.share or Share(2, None)
+
+    def serve(self) -> None:
+        """Apply the daemon's messages until it says exit (it has no session left here) or goes away."""
         while True:
             try:
                 msg = self.conn.recv()
             except (EOFError, OSError):
-                self.cancel.set()
-                self._ack.set()
-                return
-            if msg[0] == "cancel":
-                self.cancel.set()
-            elif msg[0] == "ack":
-                if len(msg) == 4:
-                    self.share = Share(int(msg[1]), None if msg[2] is None else int(msg[2]), int(msg[3]))
-                self._ack.set()
+                break
+            if msg[0] == "exit":
+                break
+            if msg[0] == "start":
+                self.start(int(msg[1]), msg[2])
             elif msg[0] == "config" and self.agent is not None:
-                self.agent.config = msg[1]  # as in the daemon: the next upload and seal see it
+                self.agent.config = msg[1]  # as in the daemon: the next upload and seal of every session see it
+            elif msg[0] == "ack":
+                if len(msg) == 5:
+                    self.share = Share(int(msg[2]), None if msg[3] is None else int(msg[3]), int(msg[4]))
+                self._event(int(msg[1]), "ack")
+            elif msg[0] == "cancel":
+                self._event(int(msg[1]), "cancel")
+        self.stop_all()
 
-    def progress(self, kind: str, data: dict[str, Any]) -> None:
+    def _event(self, sid: int, which: str) -> None:
+        with self._lock:
+            session = self.sessions.get(sid)
+        if session is not None:
+            (session.ack if which == "ack" else session.cancel).set()
+
+    def start(self, sid: int, job: SessionJob) -> None:
+        session = _Session()
+        with self._lock:
+            self.sessions[sid] = session
+        self.share = job.share  # the daemon's share as of now (bays docked since this worker started count)
+        session.thread = threading.Thread(
+            target=self._run, args=(sid, job, session), name=f"bay-{job.address}", daemon=True
+        )
+        session.thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the sessions to end (each was cancelled), at most ``timeout_s`` in all."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = [s.thread for s in self.sessions.values() if s.thread is not None]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def bind(self, sid: int) -> None:
+        """The calling thread runs session ``sid`` (the agent's ``on_pulling`` hook names no session)."""
+        self._local.sid = sid
+
+    def _run(self, sid: int, job: SessionJob, session: _Session) -> None:
+        self.bind(sid)
+        try:
+            self.send(*self._session(sid, job, session))
+        finally:
+            with self._lock:
+                self.sessions.pop(sid, None)
+
+    def _session(self, sid: int, job: SessionJob, session: _Session) -> tuple[Any, ...]:
+        """One session on one camera: ``("report", sid, report)`` or ``("error", sid, text)``."""
+        if self.agent is None:
+            return ("error", sid, self.failure or "the bay worker has no agent")
+        try:
+            with open_camera(job.kind, job.address) as camera:
+                report = self.agent.session(
+                    camera, progress=lambda kind, data: self.progress(sid, session, kind, data), cancel=session.cancel
+                )
+            return ("report", sid, report)
+        except BodycamError as err:
+            return ("error", sid, str(err))
+        except Exception as err:
+            LOG.exception("bay %s:%s crashed", job.kind, job.address)
+            return ("error", sid, f"internal error: {type(err).__name__}: {err}")
+
+    def progress(self, sid: int, session: _Session, kind: str, data: dict[str, Any]) -> None:
         if kind == "recording_bytes" and data.get("done") != data.get("size"):
             now = time.monotonic()
-            if now - self._last_bytes < PROGRESS_EVERY_S:
+            if now - session.last_bytes < PROGRESS_EVERY_S:
                 return
-            self._last_bytes = now
-        self.send("progress", kind, data)
+            session.last_bytes = now
+        self.send("progress", sid, kind, data)
 
     def pulling(self, ident: Ident, alive: bool) -> None:
         """Tell the daemon; a start waits for its answer (then its scheduled seal knows of the pull)."""
+        sid = int(getattr(self._local, "sid", 0))
         if not alive:
-            self.send("pulling", ident, False)
+            self.send("pulling", sid, ident, False)
             return
-        self._ack.clear()
-        self.send("pulling", ident, True)
-        if not self._ack.wait(ACK_TIMEOUT_S):
+        with self._lock:
+            session = self.sessions.get(sid)
+        if session is None:
+            return
+        session.ack.clear()
+        self.send("pulling", sid, ident, True)
+        if not session.ack.wait(ACK_TIMEOUT_S):
             LOG.warning("the daemon did not answer within %.0f s; pulling anyway", ACK_TIMEOUT_S)
 
 
@@ -225,8 +330,8 @@ def _lean() -> None:
 
     ``gc.freeze``: the forkserver's objects (the modules it preloaded) go to the permanent generation, so
     the worker's collections never write to their headers, which would copy their pages into the worker
-    (copy-on-write). Fewer malloc arenas: the worker's threads (camera reader, uploader, daemon link)
-    would otherwise each grow an arena of their own, kept mostly empty by the GIL-serialised work."""
+    (copy-on-write). Fewer malloc arenas: the worker's threads (its sessions, their camera readers and
+    uploaders, the daemon link) would otherwise each grow an arena of their own."""
     gc.freeze()
     try:
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, WORKER_ARENAS)
@@ -234,48 +339,50 @@ def _lean() -> None:
         pass
 
 
+def _worker_agent(job: WorkerJob, link: _Link) -> Agent:
+    """The worker's one Agent, its uploads through the dock's shared pool and cap, its pulls sized by the
+    daemon's latest share."""
+    limits = job.limits
+    bucket = open_bucket(
+        job.config.bucket_url, job.config.bucket_endpoint_url, retention_days=job.config.retention_days
+    )
+    agent = Agent(
+        job.config,
+        bucket=PooledUploads(bucket, limits.slots(), limits.rate()),
+        check=False,  # the daemon checked the dock's identity at start
+        batch_lock=limits.batch_lock(),
+    )
+    agent.parts_in_flight = lambda: link.current().parts_in_flight
+    agent.ring_buffers = lambda: link.current().ring_buffers
+    agent.read_ahead = lambda: link.current().read_ahead
+    agent.on_pulling = link.pulling
+    return agent
+
+
 def worker_main(conn: Connection, job: WorkerJob) -> None:
-    """The worker process: one session on one camera, then exit."""
+    """The worker process: the sessions the daemon gives it, each in a thread, until it says exit."""
     _lean()
-    cancel = threading.Event()
-    link = _Link(conn, cancel)
+    link = _Link(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which cancels us
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())  # a stop checkpoints, as in the daemon
+    signal.signal(signal.SIGTERM, lambda *_: link.stop_all())  # a stop checkpoints, as in the daemon
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_PipeLog(link))
     root.setLevel(job.log_level)
-    threading.Thread(target=link.read, name="daemon-link", daemon=True).start()
     try:
-        limits = job.limits
-        bucket = open_bucket(
-            job.config.bucket_url, job.config.bucket_endpoint_url, retention_days=job.config.retention_days
-        )
-        agent = Agent(
-            job.config,
-            bucket=PooledUploads(bucket, limits.slots(), limits.rate()),
-            check=False,  # the daemon checked the dock's identity at start
-            batch_lock=limits.batch_lock(),
-        )
-        link.agent = agent
-        first = Share(job.parts_in_flight, job.ring_buffers, job.read_ahead)
-        agent.parts_in_flight = lambda: (link.share or first).parts_in_flight
-        agent.ring_buffers = lambda: (link.share or first).ring_buffers
-        agent.read_ahead = lambda: (link.share or first).read_ahead
-        agent.on_pulling = link.pulling
-        try:
-            with open_camera(job.kind, job.address) as camera:
-                report = agent.session(camera, progress=link.progress, cancel=cancel)
-        finally:
-            agent.close()
-        link.send("report", report)
+        link.agent = _worker_agent(job, link)
     except BodycamError as err:
-        link.send("error", str(err))
+        link.failure = str(err)
     except Exception as err:
-        LOG.exception("bay %s:%s crashed", job.kind, job.address)
-        link.send("error", f"internal error: {type(err).__name__}: {err}")
+        LOG.exception("a bay worker could not start")
+        link.failure = f"internal error: {type(err).__name__}: {err}"
+    try:
+        link.serve()
+        link.join(ACK_TIMEOUT_S)  # the daemon went away: give the cancelled sessions time to checkpoint
     finally:
+        if link.agent is not None:
+            link.agent.close()
         conn.close()
 
 
@@ -316,118 +423,273 @@ def _nothing() -> None:
     """A worker that does nothing (start_server's probe)."""
 
 
+class WorkerEnded(ServiceError):
+    """A session's worker process ended without its report (killed, crashed)."""
+
+
+class Requeued(ServiceError):
+    """The session's worker was killed to free another bay, whose session did not stop when asked: not
+    this bay's fault; it resumes at once from its journal."""
+
+
+class _Process:
+    """One worker process as the daemon sees it: its pipe and the sessions it runs."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, *, alone: bool) -> None:
+        self.process = process
+        self.conn = conn
+        self.alone = alone  #: runs one bay only (one whose last session wedged or took its worker down)
+        self.sessions: dict[int, BayWorker] = {}
+        self.exiting = False  #: told to exit (no session left) or gone: takes no new session
+        self.killed_for: str | None = None  #: the bay whose session it was killed to give up
+        self._send_lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def send(self, *msg: Any) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send(msg)
+            except (OSError, ValueError):
+                pass  # the worker is gone: its reader tells the sessions
+
+
+class BayPool:
+    """The daemon's bay workers: at most ``daemon.bay_workers`` processes (0: one per core) shared by the
+    busy bays, each session going to a new process while there are fewer than that, else to the one
+    running fewest; plus one process for each bay that must run alone. A worker left with no session
+    exits, so an idle dock holds none and a dock with fewer busy bays than cores a process per bay."""
+
+    def __init__(self, config: Config, limits: SharedLimits) -> None:
+        self.config = config
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._processes: list[_Process] = []
+        self._sids = itertools.count(1)
+
+    def capacity(self) -> int:
+        return self.config.bay_workers or dock_cores()
+
+    def pids(self) -> list[int]:
+        """The worker processes running sessions now."""
+        with self._lock:
+            return [p.pid for p in self._processes if p.pid is not None]
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: every worker's next upload and seal see it, and workers started from now start with it."""
+        with self._lock:
+            self.config = config
+            processes = list(self._processes)
+        for process in processes:
+            process.send("config", config)
+
+    def attach(self, worker: BayWorker, *, alone: bool = False) -> _Process:
+        """Start ``worker``'s session in a worker process (a new one, or the least busy at capacity)."""
+        with self._lock:
+            shared = [p for p in self._processes if not p.alone]
+            if alone or len(shared) < self.capacity():
+                process = self._spawn(alone=alone)
+            else:
+                process = min(shared, key=lambda p: len(p.sessions))
+            sid = next(self._sids)
+            process.sessions[sid] = worker
+            worker.bind(process, sid)  # before "start": its first message may come back at once
+        process.send("start", sid, worker.job)
+        return process
+
+    def detach(self, process: _Process, sid: int) -> None:
+        """The session ended; a worker left with none is told to exit."""
+        with self._lock:
+            process.sessions.pop(sid, None)
+            idle = not process.sessions and not process.exiting
+            if idle:
+                process.exiting = True
+                self._processes.remove(process)
+        if idle:
+            process.send("exit")
+
+    def kill(self, process: _Process, address: str) -> None:
+        """Give up the session of bay ``address`` by killing its worker; the worker's other bays are requeued."""
+        with self._lock:
+            if process.killed_for is None:
+                process.killed_for = address
+            others = len(process.sessions) - 1
+        LOG.error(
+            "bay %s: its session did not stop when asked; killing its worker (pid %s)%s",
+            address,
+            process.pid,
+            f" and requeueing the {others} other bay(s) it ran" if others > 0 else "",
+        )
+        process.process.kill()
+
+    def close(self) -> None:
+        """The daemon stops: every worker exits (their sessions have ended or been given up)."""
+        with self._lock:
+            processes, self._processes = self._processes, []
+            for process in processes:
+                process.exiting = True
+        for process in processes:
+            process.send("exit")
+
+    def _spawn(self, *, alone: bool) -> _Process:
+        ctx = context()
+        ours, theirs = ctx.Pipe()
+        job = WorkerJob(self.config, self.limits, logging.getLogger().level)
+        proc = ctx.Process(target=worker_main, args=(theirs, job), name="bay-worker", daemon=True)
+        try:
+            proc.start()
+        except OSError as err:
+            ours.close()
+            raise ServiceError(f"cannot start a bay worker process: {err}") from err
+        finally:
+            theirs.close()
+        process = _Process(proc, ours, alone=alone)
+        self._processes.append(process)
+        threading.Thread(target=self._read, args=(process,), name=f"bay-worker-{proc.pid}", daemon=True).start()
+        return process
+
+    def _read(self, process: _Process) -> None:
+        """Relay a worker's messages to its sessions until it ends; then tell the ones left how it ended."""
+        while True:
+            try:
+                msg = process.conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == "log":
+                logging.getLogger(str(msg[2])).log(int(msg[1]), "%s", msg[3])
+                continue
+            with self._lock:
+                worker = process.sessions.get(int(msg[1]))
+            if worker is not None:
+                worker.deliver(msg)
+        process.process.join(10)
+        if process.process.is_alive():
+            process.process.kill()
+            process.process.join(5)
+        with self._lock:
+            process.exiting = True
+            if process in self._processes:
+                self._processes.remove(process)
+            orphans = list(process.sessions.values())
+        how = _ended(process.process.exitcode)
+        for worker in orphans:
+            worker.ended(how, process.killed_for)
+        process.conn.close()
+
+
 class BayWorker:
-    """One worker process running one session, seen from the daemon's bay thread."""
+    """One bay's session in a pool worker, seen from the daemon's bay thread."""
 
     def __init__(
         self,
-        job: WorkerJob,
+        job: SessionJob,
         *,
+        pool: BayPool,
         cancel: threading.Event,
         on_progress: Callable[[str, dict[str, Any]], None],
         on_pulling: Callable[[Ident, float | None], None],
         kill_after_s: Callable[[], float],
         on_started: Callable[[int | None], None] = lambda _pid: None,
         share: Callable[[], Share] | None = None,
+        alone: bool = False,
     ) -> None:
         self.job = job
+        self.pool = pool
         self.cancel = cancel
         self.on_progress = on_progress
         self.on_pulling = on_pulling
         self.kill_after_s = kill_after_s
         self.on_started = on_started
         #: the bay's share of the dock's part buffers now, sent with each ack (the worker applies it to the
-        #: recording it is about to pull: bays that docked after this one's worker started count)
-        self.share = share or (lambda: Share(job.parts_in_flight, job.ring_buffers, job.read_ahead))
+        #: recording it is about to pull: bays that docked after this session started count)
+        self.share = share or (lambda: job.share)
+        self.alone = alone
         self.pid: int | None = None
-        self._conn: Connection | None = None
-        self._send_lock = threading.Lock()
+        self._process: _Process | None = None
+        self._sid = 0
+        self._lock = threading.RLock()  #: the reader's relaying and the bay thread's release never interleave
         self._pulling: Ident | None = None
+        self._outcome: tuple[Any, ...] | None = None
+        self._done = threading.Event()
 
-    def send(self, *msg: Any) -> None:
-        with self._send_lock:
-            if self._conn is not None:
-                try:
-                    self._conn.send(msg)
-                except (OSError, ValueError):
-                    pass  # the worker is gone; run() sees its end
+    def bind(self, process: _Process, sid: int) -> None:
+        self._process, self._sid, self.pid = process, sid, process.pid
 
     def run(self) -> CameraReport:
-        """Start the worker and relay until it ends; its report, or ServiceError/TransportError."""
-        ctx = context()
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=worker_main, args=(theirs, self.job), name=f"bay-{self.job.address}", daemon=True)
-        proc.start()
-        theirs.close()
-        self.pid, self._conn = proc.pid, ours
-        self.on_started(proc.pid)
-        outcome: tuple[Any, ...] | None = None
+        """Run the session in the pool and relay until it ends; its report, or ServiceError/TransportError
+        (Requeued when its worker was killed for another bay's sake)."""
+        process = self.pool.attach(self, alone=self.alone)
+        self.on_started(process.pid)
         cancelled_at: float | None = None
+        killed = False
         try:
-            while True:
+            while not self._done.wait(0.2):
                 if self.cancel.is_set() and cancelled_at is None:
                     cancelled_at = time.monotonic()
-                    self.send("cancel")
-                if (
-                    cancelled_at is not None
-                    and proc.is_alive()
-                    and time.monotonic() - cancelled_at > self.kill_after_s()
-                ):
-                    LOG.error(
-                        "bay %s: its worker (pid %s) did not stop when asked; killing it", self.job.address, proc.pid
-                    )
-                    proc.kill()
-                try:
-                    if not ours.poll(0.2):
-                        if not proc.is_alive() and not ours.poll(0.5):
-                            break
-                        continue
-                    msg = ours.recv()
-                except (EOFError, OSError):
-                    break
-                if msg[0] in ("report", "error"):
-                    outcome = msg
-                else:
-                    self._relay(msg)
+                    process.send("cancel", self._sid)
+                if not killed and cancelled_at is not None and time.monotonic() - cancelled_at > self.kill_after_s():
+                    self.pool.kill(process, self.job.address)
+                    killed = True
         finally:
+            with self._lock:
+                self._finish(("gone",))  # nothing more is relayed
             self._release()
-            with self._send_lock:
-                self._conn = None
-            ours.close()
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+            self.pool.detach(process, self._sid)
             self.on_started(None)
-        if outcome is not None and outcome[0] == "report":
-            return cast(CameraReport, outcome[1])
-        if outcome is not None:
-            raise ServiceError(str(outcome[1]))
-        raise ServiceError(
-            f"the worker process of bay {self.job.address} ended without a report ({_ended(proc.exitcode)})"
-        )
+        return self._result()
 
-    def _relay(self, msg: tuple[Any, ...]) -> None:
-        if msg[0] == "progress":
-            if msg[1] == "recording_bytes" and self._pulling is not None:
-                self.on_pulling(self._pulling, time.monotonic())
-            self.on_progress(msg[1], msg[2])
-        elif msg[0] == "pulling":
-            ident = cast(Ident, tuple(msg[1]))
-            if msg[2]:
-                self._pulling = ident
-                self.on_pulling(ident, time.monotonic())
-                now = self.share()
-                self.send("ack", now.parts_in_flight, now.ring_buffers, now.read_ahead)
-            else:
-                self._release()
-        elif msg[0] == "log":
-            logging.getLogger(str(msg[2])).log(int(msg[1]), "%s", msg[3])
+    def _result(self) -> CameraReport:
+        outcome = self._outcome or ("gone",)
+        if outcome[0] == "report":
+            return cast(CameraReport, outcome[1])
+        if outcome[0] == "error":
+            raise ServiceError(str(outcome[1]))
+        how, killed_for = (outcome[1], outcome[2]) if outcome[0] == "ended" else ("still running", None)
+        if killed_for is not None and killed_for != self.job.address:
+            raise Requeued(f"its worker process was killed to give up bay {killed_for}, which did not stop when asked")
+        raise WorkerEnded(f"the worker process of bay {self.job.address} ended without a report ({how})")
+
+    def deliver(self, msg: tuple[Any, ...]) -> None:
+        """A message of this session from its worker (the pool's reader thread calls)."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            if msg[0] in ("report", "error"):
+                self._finish((msg[0], msg[2]))
+            elif msg[0] == "progress":
+                if msg[2] == "recording_bytes" and self._pulling is not None:
+                    self.on_pulling(self._pulling, time.monotonic())
+                self.on_progress(msg[2], msg[3])
+            elif msg[0] == "pulling":
+                self._pull(cast(Ident, tuple(msg[2])), bool(msg[3]))
+
+    def _pull(self, ident: Ident, alive: bool) -> None:
+        if not alive:
+            self._release()
+            return
+        self._pulling = ident
+        self.on_pulling(ident, time.monotonic())
+        now = self.share()
+        if self._process is not None:
+            self._process.send("ack", self._sid, now.parts_in_flight, now.ring_buffers, now.read_ahead)
+
+    def ended(self, how: str, killed_for: str | None) -> None:
+        """Its worker ended before the session did."""
+        with self._lock:
+            self._finish(("ended", how, killed_for))
+
+    def _finish(self, outcome: tuple[Any, ...]) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+        self._done.set()
 
     def _release(self) -> None:
-        if self._pulling is not None:
-            self.on_pulling(self._pulling, None)
-            self._pulling = None
+        with self._lock:
+            if self._pulling is not None:
+                self.on_pulling(self._pulling, None)
+                self._pulling = None
 
 
 def _ended(code: int | None) -> str:

@@ -25,7 +25,17 @@ from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline.dockauth import load_credentials
 from bodycam.agent.pipeline.ingest import Agent, CameraReport
 from bodycam.agent.service import bayworker, sdnotify
-from bodycam.agent.service.bayworker import BayWorker, Share, SharedLimits, WorkerJob, open_camera, share
+from bodycam.agent.service.bayworker import (
+    BayPool,
+    BayWorker,
+    Requeued,
+    SessionJob,
+    Share,
+    SharedLimits,
+    WorkerEnded,
+    open_camera,
+    share,
+)
 from bodycam.agent.service.control import ControlServer, socket_path
 from bodycam.agent.storage.throttle import SharedUploads
 from bodycam.drivers.device.api import CameraDevice
@@ -69,6 +79,9 @@ class Bay:
     last_progress: float = field(default_factory=time.monotonic)  #: when the session last moved forward
     given_up_at: float | None = None  #: when the daemon cancelled it for making no progress
     worker_pid: int | None = None  #: the process running its session (daemon.bay_processes), while it runs
+    #: its next session runs in a worker process of its own: its last one was given up or took its worker
+    #: down, and must not cost the bays sharing a worker their work again (cleared once it syncs)
+    alone: bool = False
 
     def rate(self, now: float) -> float:
         """Bytes per second this session moved; 0 until it moves a fresh byte and whenever it is not syncing."""
@@ -106,15 +119,17 @@ class Daemon:
     def __init__(self, config_path: Path | None, *, rescan_s: float = 2.0) -> None:
         self.config_path = config_path
         config = config_mod.load(config_path)
-        #: with daemon.bay_processes, each session runs in a worker process (agent/service/bayworker.py);
-        #: the batch lock, upload pool and cap they share live under the runtime directory
+        #: with daemon.bay_processes, the sessions run in a pool of worker processes sized to the cores
+        #: (agent/service/bayworker.py); the batch lock, upload pool and cap they share live under the
+        #: runtime directory
         self.limits: SharedLimits | None = None
+        self.pool: BayPool | None = None
         if config.bay_processes:
             self.limits = SharedLimits.of(socket_path(config.state_dir).parent / "bays", config)
+            self.pool = BayPool(config, self.limits)
         self.agent = Agent(config, batch_lock=self.limits.batch_lock() if self.limits else None)
         if self.limits is not None:
             self.limits.prepare()
-        self.workers: dict[str, BayWorker] = {}  #: bay address -> its running worker (under self.lock)
         self.uploads = SharedUploads(self.agent.bucket, self.config.upload_workers, self.config.bandwidth_limit_mbps)
         self.agent.bucket = self.uploads
         self.agent.parts_in_flight = lambda: self._share().parts_in_flight
@@ -186,6 +201,8 @@ class Daemon:
                 if bay.thread is not None:
                     bay.thread.join(timeout=60)
             self._publish()
+            if self.pool is not None:
+                self.pool.close()
             watchdog.stop()
             self.control.stop()
             if self._observer is not None:
@@ -219,9 +236,8 @@ class Daemon:
             witnessing = self.agent.make_witnessing(fresh)  # a bad witness policy is refused here
             self.agent.config = fresh
             self.agent.witnessing = witnessing
-            with self.lock:
-                for worker in self.workers.values():
-                    worker.send("config", fresh)  # its next upload and seal see it, as a thread's would
+            if self.pool is not None:
+                self.pool.reconfigure(fresh)  # each worker's next upload and seal see it, as a thread's would
             LOG.info("configuration reloaded from %s", self.config_path or "the default")
         except BodycamError as err:
             LOG.error("reload refused, keeping the running configuration: %s", err)
@@ -306,8 +322,8 @@ class Daemon:
 
     def _session(self, bay: Bay) -> None:
         try:
-            if self.limits is not None:
-                report = self._in_worker(bay, self.limits)
+            if self.pool is not None:
+                report = self._in_worker(bay, self.pool)
             else:
                 camera: CameraDevice
                 with open_camera(bay.kind, bay.address) as camera:
@@ -315,10 +331,16 @@ class Daemon:
                         camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel
                     )
             self._finish(bay, report)
+        except Requeued as err:
+            if bay.cancel.is_set() and bay.given_up_at is None:
+                self._stopped(bay, str(err))
+            else:
+                self._requeue(bay, str(err))
         except BodycamError as err:
             if bay.cancel.is_set() and bay.given_up_at is None:
                 self._stopped(bay, str(err))
             else:
+                bay.alone = bay.alone or bay.given_up_at is not None or isinstance(err, WorkerEnded)
                 self._fail(bay, str(err))
         except Exception as err:
             LOG.exception("bay %s crashed", bay.address)
@@ -327,37 +349,24 @@ class Daemon:
             self._publish()
             self.wake.set()
 
-    def _in_worker(self, bay: Bay, limits: SharedLimits) -> CameraReport:
-        """The session in a worker process; this thread relays its progress and answers it. A worker
-        that has not stopped ``daemon.stall_timeout_s`` after a cancel (eject, give-up, SIGTERM) is
-        killed: its journal is consistent at every step, and the bay is retried as after any failure."""
-        job = WorkerJob(
-            bay.kind,
-            bay.address,
-            self.config,
-            limits,
-            self.agent.parts_in_flight(),
-            logging.getLogger().level,
-            self.agent.ring_buffers(),
-            self.agent.read_ahead(),
-        )
+    def _in_worker(self, bay: Bay, pool: BayPool) -> CameraReport:
+        """The session in one of the pool's worker processes; this thread waits for its end while the
+        pool relays its progress. A session that has not stopped ``daemon.stall_timeout_s`` after a
+        cancel (eject, give-up, SIGTERM) has its worker killed: every journal is consistent at every step,
+        the bay is retried as after any failure (in a worker of its own) and the other bays that worker
+        ran are requeued at once (``Requeued``)."""
         worker = BayWorker(
-            job,
+            SessionJob(bay.kind, bay.address, self._share()),
+            pool=pool,
             cancel=bay.cancel,
             on_progress=lambda k, d: self._progress(bay, k, d),
             on_pulling=self.agent.note_pulling,
             kill_after_s=lambda: self.config.stall_timeout_s,
             on_started=lambda pid: setattr(bay, "worker_pid", pid),
             share=self._share,
+            alone=bay.alone,
         )
-        with self.lock:
-            self.workers[bay.address] = worker
-        try:
-            return worker.run()
-        finally:
-            with self.lock:
-                if self.workers.get(bay.address) is worker:
-                    del self.workers[bay.address]
+        return worker.run()
 
     def _finish(self, bay: Bay, report: CameraReport) -> None:
         with self.lock:
@@ -376,6 +385,7 @@ class Daemon:
                 bay.state = "synced"
                 bay.last_error = None
                 bay.failures = 0
+                bay.alone = False
                 LOG.info(
                     "camera %s synced: %d verified, %d already done",
                     report.serial,
@@ -394,6 +404,14 @@ class Daemon:
             delay = min(MAX_RETRY_S, RETRY_AFTER_S * 2 ** (bay.failures - 1))
             bay.retry_at = time.monotonic() + delay
         LOG.error("bay %s (camera %s): %s; retrying in %.0f s", bay.address, bay.serial, message, delay)
+
+    def _requeue(self, bay: Bay, message: str) -> None:
+        """A session ended for another bay's sake (its worker was killed to give that one up): no fault
+        and no back-off; it starts again at the next scan and resumes from the journal."""
+        with self.lock:
+            bay.state = "docked"
+            bay.retry_at = 0.0
+        LOG.warning("bay %s (camera %s): %s; resuming", bay.address, bay.serial, message)
 
     def _stopped(self, bay: Bay, message: str) -> None:
         """A session an operator stopped (eject, SIGTERM, Ctrl-C): not an error; it resumes at the next sync."""
