@@ -32,9 +32,13 @@ What is implemented and what is not:
   plus an ML-KEM decapsulation for a hybrid one) per identity before the header MAC can be checked;
   hostile input therefore cannot exhaust memory or CPU. Key strings longer than :data:`MAX_KEY_LENGTH` are
   refused before decoding.
-* Not implemented: ASCII armor (``-----BEGIN AGE ENCRYPTED FILE-----``), scrypt passphrase stanzas (an
-  scrypt-only file ends in :class:`AgeNoMatchError`), the tagged (``p256tag``) types, SSH keys, plugins and
-  seeking.
+* Passphrase (``age -p``) files, decrypt only: ``Decryptor(passphrase=...)`` opens the ``scrypt`` stanza
+  (salt of 16 bytes, decimal work factor log2 N, r=8, p=1, salt label ``age-encryption.org/v1/scrypt``),
+  which must be the header's only stanza. The work factor is capped at :data:`MAX_SCRYPT_WORK_FACTOR`
+  (18, what ``age -p`` writes: 256 MiB), checked before any scrypt work. A wrong passphrase is
+  :class:`AgeNoMatchError`. The agent never encrypts with a passphrase.
+* Not implemented: ASCII armor (``-----BEGIN AGE ENCRYPTED FILE-----``), the tagged (``p256tag``) types,
+  SSH keys, plugins and seeking.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bodycam.drivers.errors import ConfigError, IntegrityError
 
@@ -62,6 +67,7 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_HEADER_SIZE",
     "MAX_KEY_LENGTH",
+    "MAX_SCRYPT_WORK_FACTOR",
     "MAX_STANZAS",
     "PQ_RECIPIENT_SIZE",
     "AgeHeaderError",
@@ -101,6 +107,10 @@ PQ_RECIPIENT_SIZE: Final = 1184 + 32
 """Bytes in an ``age1pq1`` recipient: ML-KEM-768 encapsulation key, then the X25519 point."""
 MAX_KEY_LENGTH: Final = 2048
 """Longest key string parsed (an ``age1pq1`` recipient is 1959 characters); longer input is refused unread."""
+MAX_SCRYPT_WORK_FACTOR: Final = 18
+"""Largest scrypt work factor (log2 N) a passphrase file may ask for: scrypt with r=8 needs 2^(log2 N + 10)
+bytes, 256 MiB at 18, which is what stock ``age -p`` writes. age itself stops at 22 (4 GiB), too much for a
+dock that also runs eight bays; a higher factor is an :class:`AgeHeaderError` naming this cap."""
 
 _V1_LINE: Final = b"age-encryption.org/v1\n"
 _VERSION_PREFIX: Final = b"age-encryption.org/"
@@ -115,6 +125,10 @@ _PQ_LABEL: Final = b"age-encryption.org/mlkem768x25519"
 _MLKEM_PUBLIC_SIZE: Final = 1184
 _MLKEM_CIPHERTEXT_SIZE: Final = 1088
 _PQ_ENC_SIZE: Final = _MLKEM_CIPHERTEXT_SIZE + 32
+_SCRYPT_LABEL: Final = b"age-encryption.org/v1/scrypt"
+_SCRYPT_SALT_SIZE: Final = 16
+_WORK_FACTOR: Final = re.compile(rb"0|[1-9][0-9]*")
+"""A work factor is decimal without sign or leading zeros (``010``, ``+10``, ``0xa`` are refused)."""
 _XWING_LABEL: Final = b"\\.//^\\"
 """The MLKEM768-X25519 (X-Wing) combiner label, the six ASCII bytes backslash . / / ^ backslash."""
 _HPKE_SUITE: Final = b"HPKE" + bytes.fromhex("647a00010003")
@@ -814,9 +828,58 @@ def _try_hybrid(stanza: _Stanza, enc: bytes, ident: _Identity) -> bytes | None:
         return None
 
 
-def _unwrap(stanzas: list[_Stanza], identities: list[_Identity]) -> bytes:
-    if len(stanzas) > 1 and any(s.args[0] == b"scrypt" for s in stanzas):
-        raise AgeHeaderError("an scrypt stanza must be the only stanza in an age header")
+def _scrypt_params(stanza: _Stanza) -> tuple[bytes, int]:
+    """Validate an scrypt stanza's shape and work factor (no crypto); returns (salt, log2 N).
+
+    The work factor is checked against :data:`MAX_SCRYPT_WORK_FACTOR` before any scrypt work, so a
+    hostile header cannot make the reader allocate gigabytes.
+    """
+    if len(stanza.args) != 3:
+        raise AgeHeaderError(f"scrypt stanza has {len(stanza.args) - 1} arguments, expected 2 (salt, work factor)")
+    salt = _b64decode(stanza.args[1])
+    if salt is None or len(salt) != _SCRYPT_SALT_SIZE:
+        raise AgeHeaderError(f"scrypt stanza salt is not canonical base64 of {_SCRYPT_SALT_SIZE} bytes")
+    text = stanza.args[2]
+    shown = text[:24].decode("ascii", "backslashreplace")
+    if _WORK_FACTOR.fullmatch(text) is None:
+        raise AgeHeaderError(f"scrypt work factor {shown!r} is not a decimal number without sign or leading zeros")
+    if len(text) > 2 or int(text) > MAX_SCRYPT_WORK_FACTOR:
+        raise AgeHeaderError(
+            f"scrypt work factor {shown} is above this reader's cap of {MAX_SCRYPT_WORK_FACTOR} (2^"
+            f"{MAX_SCRYPT_WORK_FACTOR} needs {1 << (MAX_SCRYPT_WORK_FACTOR - 10)} MiB, what 'age -p' writes); "
+            "re-encrypt the file with stock 'age -p'"
+        )
+    if text == b"0":
+        raise AgeHeaderError("scrypt work factor is 0 (it must be at least 1)")
+    if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:  # checked before decrypting: partitioning oracles
+        raise AgeHeaderError(f"scrypt stanza body is {len(stanza.body)} bytes, expected 32")
+    return salt, int(text)
+
+
+def _try_scrypt(stanza: _Stanza, salt: bytes, log_n: int, passphrase: bytes) -> bytes | None:
+    """The file key, or ``None`` if the passphrase (or the stanza's work factor) is not the one used."""
+    kdf = Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=1 << log_n, r=8, p=1)
+    try:
+        return ChaCha20Poly1305(kdf.derive(passphrase)).decrypt(_ZERO_NONCE, stanza.body, None)
+    except InvalidTag:
+        return None
+
+
+def _unwrap_scrypt(stanza: _Stanza, passphrase: bytes | None) -> bytes:
+    salt, log_n = _scrypt_params(stanza)
+    if passphrase is None:
+        raise AgeNoMatchError("age file is passphrase (scrypt) encrypted and no passphrase was given, only identities")
+    found = _try_scrypt(stanza, salt, log_n, passphrase)
+    if found is None:
+        raise AgeNoMatchError("the passphrase does not open this age file (wrong passphrase?)")
+    return found
+
+
+def _unwrap(stanzas: list[_Stanza], identities: list[_Identity], passphrase: bytes | None = None) -> bytes:
+    if any(s.args[0] == b"scrypt" for s in stanzas):
+        if len(stanzas) > 1:
+            raise AgeHeaderError("an scrypt stanza must be the only stanza in an age header")
+        return _unwrap_scrypt(stanzas[0], passphrase)
     # Every stanza of a type we know is checked for shape before any public-key work.
     candidates = [(s, _x25519_share(s), False) for s in stanzas if s.args[0] == b"X25519"]
     candidates += [(s, _hybrid_enc(s), True) for s in stanzas if s.args[0] == _PQ_STANZA]
@@ -827,12 +890,28 @@ def _unwrap(stanzas: list[_Stanza], identities: list[_Identity]) -> bytes:
             found = _try_hybrid(stanza, argument, ident) if hybrid else _try_x25519(stanza, argument, ident)
             if found is not None:
                 return found
-    if stanzas[0].args[0] == b"scrypt":
-        raise AgeNoMatchError("age file is passphrase (scrypt) encrypted; only X25519 and ML-KEM hybrid identities")
+    if not identities:
+        raise AgeNoMatchError(
+            f"age file is not passphrase encrypted (its {len(stanzas)} stanza(s) are for identities) and only a "
+            "passphrase was given"
+        )
     raise AgeNoMatchError(
         f"none of the {len(identities)} identities matches the {len(candidates)} X25519 or mlkem768x25519 "
         f"stanza(s) of this age file ({len(stanzas)} stanza(s) in all)"
     )
+
+
+def _passphrase_bytes(passphrase: str | bytes | None) -> bytes | None:
+    """The passphrase as scrypt takes it (UTF-8, as age does); an empty one is refused, as age does."""
+    if passphrase is None:
+        return None
+    if isinstance(passphrase, str):
+        passphrase = passphrase.encode("utf-8")
+    if not isinstance(passphrase, bytes):
+        raise ConfigError(f"age passphrase must be str or bytes, not {type(passphrase).__name__}")
+    if not passphrase:
+        raise ConfigError("age passphrase is empty")
+    return passphrase
 
 
 class Decryptor:
@@ -844,12 +923,17 @@ class Decryptor:
     an :class:`IntegrityError` subclass, and the object refuses further use after one.
     """
 
-    def __init__(self, identities: Sequence[str]) -> None:
+    def __init__(self, identities: Sequence[str] = (), *, passphrase: str | bytes | None = None) -> None:
+        """``identities`` open X25519 and hybrid files, ``passphrase`` opens an ``age -p`` (scrypt) file.
+
+        Raises :class:`ConfigError` if neither is given or one is malformed.
+        """
         if isinstance(identities, str):
             raise ConfigError("identities must be a list of 'AGE-SECRET-KEY-...' strings, not one string")
-        if not identities:
-            raise ConfigError("age decryption needs at least one identity")
+        if not identities and passphrase is None:
+            raise ConfigError("age decryption needs at least one identity or a passphrase")
         self._identities = [_Identity(text) for text in identities]
+        self._passphrase = _passphrase_bytes(passphrase)
         self._buf = bytearray()
         self._scanned = 0  # bytes of the header buffer already searched
         self._mark = -1  # offset of the LF that precedes the '---' MAC line, once seen
@@ -880,7 +964,8 @@ class Decryptor:
                 return
             header = bytes(buf[: end + 1])
             stanzas, mac = _parse_header(header)
-            file_key = _unwrap(stanzas, self._identities)
+            file_key = _unwrap(stanzas, self._identities, self._passphrase)
+            self._passphrase = None
             if len(file_key) != FILE_KEY_SIZE:  # cannot happen: the body length was checked
                 raise AgeHeaderError("unwrapped age file key has the wrong length")
             expected = hmac.new(_hkdf(file_key, b"", b"header"), header[: mark + 4], hashlib.sha256).digest()
@@ -991,9 +1076,11 @@ class Decryptor:
             raise
 
 
-def decrypt_stream(src: BinaryIO, dst: BinaryIO, identities: Sequence[str]) -> None:
+def decrypt_stream(
+    src: BinaryIO, dst: BinaryIO, identities: Sequence[str] = (), *, passphrase: str | bytes | None = None
+) -> None:
     """Decrypt ``src`` into ``dst``; on error ``dst`` holds a partial, untrustworthy prefix: discard it."""
-    dec = Decryptor(identities)
+    dec = Decryptor(identities, passphrase=passphrase)
     while block := src.read(_BUFSIZE):
         for plain in dec._chunks(block):
             dst.write(plain)
