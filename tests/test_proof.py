@@ -376,7 +376,7 @@ def test_the_log_entry_must_repeat_the_manifest_s_commitments() -> None:
     ):
         check = logcheck._EntryCheck(DOCK_ID, [manifest], "log")
         check.check(entry)
-        assert [f.problem for f in check.found] == expected
+        assert [f.problem for f in check.found.named] == expected
 
 
 def test_a_bundle_from_an_s3_bucket_verifies_without_witnesses_when_the_policy_asks_none(

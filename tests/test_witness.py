@@ -343,24 +343,30 @@ def test_a_hanging_witness_holds_nothing_back(tmp_path: Path) -> None:
     assert rc == 1 and {p for p, _ in findings} == {"manifest_not_witnessed", "witness_unreachable"}, findings
 
 
-def test_the_rebuilt_log_tree_counts_against_max_memory(tmp_path: Path) -> None:
-    """A checkpoint claiming more entries than --max-memory can rebuild is refused before any is read."""
+def test_a_long_log_is_read_whatever_max_memory_and_only_an_absurd_size_is_refused(tmp_path: Path) -> None:
+    """The log is checked in one pass in O(log n) memory (issue 14 item 6), so --max-memory no longer
+    caps the entries a checkpoint may claim: 300,000 at the minimum 128 MiB are read and found wanting
+    (before, 128 MiB refused them as ``log_too_large``); only a size over logcheck.MAX_ENTRIES is refused
+    before anything is read."""
+    from bodycam.agent.audit import logcheck
+
     dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
     with dock.config_path.open("a") as f:
         f.write("[batch]\ncustody_only_interval_s = 0\n")
     add_batch(dock, "CAM-M1")
     key = load_private_key(dock.root / "keys" / "dock_ed25519")
-    big = note.sign_checkpoint(note.Checkpoint(ORIGIN, 300_000, bytes(32)), ORIGIN, key)
-    (tmp_path / "bucket" / DOCK_ID / "log" / "checkpoint").write_bytes(big)
+    checkpoint = tmp_path / "bucket" / DOCK_ID / "log" / "checkpoint"
 
-    def problems(*extra: str) -> set[str]:
+    def problems(size: int, *extra: str) -> set[str]:
+        checkpoint.write_bytes(note.sign_checkpoint(note.Checkpoint(ORIGIN, size, bytes(32)), ORIGIN, key))
         proc = dock.cli(
             "verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers), "--json", *extra
         )
         return {f["problem"] for f in json.loads(proc.stdout)["findings"]}
 
-    assert "log_too_large" in problems("--max-memory", "128")  # 262,144 entries fit
-    assert "log_too_large" not in problems("--max-memory", "256")  # 786,432 fit: read, and found wanting
+    found = problems(300_000, "--max-memory", "128")
+    assert "log_entries_unreadable" in found and "log_too_large" not in found, found
+    assert "log_too_large" in problems(logcheck.MAX_ENTRIES + 1)
 
 
 def test_witnesses_config_is_checked_and_a_bad_policy_stops_the_dock_in_one_line(tmp_path: Path) -> None:

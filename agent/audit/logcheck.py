@@ -5,14 +5,16 @@ exactly the tree the checkpoint signs (so the log was not rewritten or truncated
 reader of that tree would fetch holds the right hashes; every checkpoint kept under ``checkpoints/`` is a
 prefix of the same tree (so the log only grew: consistency, checked directly on the rebuilt tree); each
 entry names a manifest that is in the bucket with that SHA-256; and each manifest sealed since the log
-began is in it. Memory: 64 bytes per entry for the rebuilt tree, entries capped at :data:`MAX_ENTRIES`.
+began is in it. Memory does not grow with the log: one pass in log order rebuilds the tree as a
+:class:`tlog.Frontier` (O(log n) hashes), compares each tile as it completes, and merges the entries with
+the manifests as both come in batch_seq order; findings about entries are named up to :data:`MAX_NAMED`.
 """
 
 from __future__ import annotations
 
 import re
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +31,14 @@ from bodycam.drivers.errors import BodycamError, ProtocolError
 if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
 
-MAX_ENTRIES = 1_000_000  # 64 MiB of rebuilt hashes: a dock seals far fewer batches in its life
+#: entries a checkpoint may claim: a batch a minute for 190 years. Memory no longer grows with the log (the
+#: tree is rebuilt as a :class:`tlog.Frontier`); reading stops at the first bundle the bucket lacks
+MAX_ENTRIES = 100_000_000
 MAX_CHECKPOINTS = 10_000  # kept checkpoints compared with the tree (the newest ones, by size)
 BUNDLE_MAX = tlog.TILE_WIDTH * (2 + 1024)  # the dock's entries are a few hundred bytes
 ENTRY_VALUES = 32  # 20 in an entry of a 1.1 manifest (its commitments); 10 before
 MAX_STRAYS = 100  # named one by one; the rest are counted
+MAX_NAMED = 10_000  # findings about entries named one by one (of each kind); the rest are counted
 TAIL = 10_000  # the newest entries named one by one when not witnessed
 _SIZE = re.compile(r"[1-9][0-9]{0,18}")
 
@@ -59,16 +64,21 @@ def check(
     bucket: Bucket,
     dock: str,
     keys: Sequence[Ed25519PublicKey],
-    manifests: Sequence[Manifest],
+    manifests: Iterable[Manifest],
     *,
     max_entries: int = MAX_ENTRIES,
     policy: Policy | None = None,
     fetch: bool = True,
 ) -> list[LogFinding]:
     """Findings about ``dock``'s log (empty when it holds). ``keys``: those allowed to sign for the dock;
-    ``manifests``: the batches verify found for it (id, batch_seq, SHA-256 of manifest.json);
-    ``max_entries``: the rebuilt tree's share of --max-memory (64 bytes an entry); ``policy``: check the
-    witnesses' cosigned checkpoints too (agent/audit/witnesscheck.py), asking the witnesses when ``fetch``."""
+    ``manifests``: the batches verify found for it (id, batch_seq, SHA-256 of manifest.json), in batch_seq
+    order, consumed one at a time as the entries reach them (those without a batch_seq are skipped);
+    ``max_entries``: the most entries a checkpoint may claim; ``policy``: check the witnesses' cosigned
+    checkpoints too (agent/audit/witnesscheck.py), asking the witnesses when ``fetch``.
+
+    One pass in log order: each entry bundle is read, its entries hashed into a :class:`tlog.Frontier`
+    and compared with the next manifests, each hash tile compared as it completes, and the root kept at
+    each size a kept or cosigned checkpoint names (read first); memory does not grow with the log."""
     prefix = docklog.log_prefix(dock)
     ckey = f"{prefix}/{docklog.CHECKPOINT}"
     verifiers = [note.parse_verifier_key(note.verifier_key(docklog.origin(dock), k)) for k in keys]
@@ -78,71 +88,115 @@ def check(
         )
     except BodycamError as err:
         return [LogFinding("log_checkpoint_invalid", f"{ckey}: {err}", ckey)]
-    if cp.size > min(max_entries, MAX_ENTRIES):
+    limit = min(max_entries, MAX_ENTRIES)
+    if cp.size > limit:
         return [
-            LogFinding(
-                "log_too_large",
-                f"{ckey} claims {cp.size} entries, over the {min(max_entries, MAX_ENTRIES)} whose tree fits the "
-                "memory verify may use (raise --max-memory)",
-                ckey,
-            )
+            LogFinding("log_too_large", f"{ckey} claims {cp.size} entries, more than the {limit} verify reads", ckey)
         ]
-    findings: list[LogFinding] = []
+    kept, kept_found = _kept_checkpoints(bucket, prefix, verifiers, dock)
+    witness = _Witness.gather(bucket, dock, policy, fetch=fetch)
+    wanted = [size for size, _, _ in kept] + (witness.sizes() if witness is not None else [])
     entries = _EntryCheck(dock, manifests, prefix)
-    tree = _rebuild(bucket, prefix, cp.size, findings, entries)
-    if tree is None:
-        return findings
-    if tree.root() != cp.root:
+    rebuilt = _rebuild(bucket, prefix, cp.size, entries, wanted)
+    if isinstance(rebuilt, LogFinding):
+        return [rebuilt]
+    roots, tile_found = rebuilt
+    if roots.root(cp.size) != cp.root:
         return [
-            *findings,
             LogFinding(
                 "log_root_mismatch",
                 f"the entries under {prefix}/tile/entries do not rebuild the tree {ckey} signs: the log was "
                 "rewritten, truncated or damaged",
                 ckey,
-            ),
+            )
         ]
-    findings += _tiles(bucket, prefix, tree)
-    findings += _checkpoints(bucket, prefix, tree, verifiers, dock)
-    findings += entries.found + entries.unlogged()
-    findings += _strays(bucket, prefix, tree.size)
-    if policy is not None and policy.log_verifiers(docklog.origin(dock)):  # docks the policy names
-        findings += witnessed(bucket, dock, policy, tree, entries.tail, fetch=fetch)
+    findings = tile_found + kept_found + _forks(kept, roots)
+    findings += entries.found.named + entries.unlogged() + entries.found.summary()
+    findings += _strays(bucket, prefix, roots.size)
+    if witness is not None:
+        findings += witness.check(roots, entries.tail)
     return findings
 
 
 def witnessed(
-    bucket: Bucket, dock: str, policy: Policy, tree: tlog.Tree | None, tail: Sequence[tuple[int, str]], *, fetch: bool
-) -> list[LogFinding]:
+    bucket: Bucket, dock: str, policy: Policy, tree: witnesscheck.SignedTree | None, tail: Sequence[tuple[int, str]],
+    *, fetch: bool
+) -> list[LogFinding]:  # fmt: skip
     """The witness checks of ``dock`` (``tree`` None: the bucket holds no log for it)."""
     sources, found = witnesscheck.gather(bucket, dock, policy, fetch=fetch)
     found += witnesscheck.check(dock, policy, tree, sources, tail)
     return [LogFinding(f.problem, f.message, f.key, f.batch) for f in found]
 
 
+@dataclass
+class _Witness:
+    """The cosigned checkpoints of a dock the policy names, gathered before the rebuild so that the root
+    at each of their sizes is kept as the rebuild passes it."""
+
+    dock: str
+    policy: Policy
+    sources: list[tuple[str, bytes]]
+    found: list[witnesscheck.Finding]
+
+    @classmethod
+    def gather(cls, bucket: Bucket, dock: str, policy: Policy | None, *, fetch: bool) -> _Witness | None:
+        if policy is None or not policy.log_verifiers(docklog.origin(dock)):  # docks the policy names
+            return None
+        sources, found = witnesscheck.gather(bucket, dock, policy, fetch=fetch)
+        return cls(dock, policy, sources, found)
+
+    def sizes(self) -> list[int]:
+        return witnesscheck.sizes(self.dock, self.policy, self.sources)
+
+    def check(self, tree: witnesscheck.SignedTree, tail: Sequence[tuple[int, str]]) -> list[LogFinding]:
+        found = self.found + witnesscheck.check(self.dock, self.policy, tree, self.sources, tail)
+        return [LogFinding(f.problem, f.message, f.key, f.batch) for f in found]
+
+
+class _Roots:
+    """The rebuilt tree as the later checks see it: its size and its root at each size asked for."""
+
+    def __init__(self, size: int, roots: dict[int, bytes]) -> None:
+        self.size, self._roots = size, roots
+
+    def root(self, size: int) -> bytes:
+        if size == 0:
+            return tlog.EMPTY_ROOT
+        return self._roots[size]
+
+
 def _rebuild(
-    bucket: Bucket, prefix: str, size: int, findings: list[LogFinding], entries: _EntryCheck
-) -> tlog.Tree | None:
-    """The tree rebuilt from the entry bundles, each entry checked as it passes (not kept)."""
-    tree = tlog.Tree(tlog.MemoryHashStore())
-    for tile in tlog.tiles_for(size):
-        if tile.level != 0:
-            continue
+    bucket: Bucket, prefix: str, size: int, entries: _EntryCheck, wanted: Iterable[int]
+) -> tuple[_Roots, list[LogFinding]] | LogFinding:
+    """One pass over the entry bundles: each entry hashed into the tree and checked against its manifest
+    as it passes (not kept), each hash tile compared once complete, the root kept at each ``wanted`` size
+    (and at ``size``). A bundle that cannot be read ends the pass: that finding is returned alone."""
+    frontier = tlog.Frontier()
+    want = iter(sorted({n for n in wanted if 0 < n < size} | {size}))
+    next_size = next(want, None)
+    roots: dict[int, bytes] = {}
+    found: list[LogFinding] = []
+    full, rest = divmod(size, tlog.TILE_WIDTH)
+    for n in range(full + (1 if rest else 0)):
+        tile = tlog.Tile(0, n, tlog.TILE_WIDTH if n < full else rest)
         key = f"{prefix}/{tile.entries_path}"
         try:
             bundle = tlog.parse_entry_bundle(bucket.get_bytes(key, max_size=BUNDLE_MAX))
         except BodycamError as err:
-            findings.append(LogFinding("log_entries_unreadable", f"{key}: {err}", key))
-            return None
+            return LogFinding("log_entries_unreadable", f"{key}: {err}", key)
         if len(bundle) != tile.width:
-            findings.append(
-                LogFinding("log_entries_unreadable", f"{key} holds {len(bundle)} entries, not {tile.width}", key)
-            )
-            return None
+            return LogFinding("log_entries_unreadable", f"{key} holds {len(bundle)} entries, not {tile.width}", key)
         for raw in bundle:
-            tree.append(raw)
-            entries.check(_entry(raw, tree.size - 1))
-    return tree
+            for done, data in frontier.append(raw):
+                found += _tile(bucket, prefix, done, data)
+            entries.check(_entry(raw, frontier.size - 1))
+            if frontier.size == next_size:
+                roots[next_size] = frontier.root()
+                next_size = next(want, None)
+    for done, data in frontier.partial_tiles():
+        found += _tile(bucket, prefix, done, data)
+    entries.finish()
+    return _Roots(size, roots), found
 
 
 def _entry(raw: bytes, index: int) -> strictjson.JSONObject:
@@ -155,26 +209,24 @@ def _entry(raw: bytes, index: int) -> strictjson.JSONObject:
     return {"index": index, **doc}
 
 
-def _tiles(bucket: Bucket, prefix: str, tree: tlog.Tree) -> list[LogFinding]:
-    """The hash tiles a reader of this tree fetches must hold the tree's hashes (the entries alone were
-    enough to rebuild it; a party proving inclusion from tiles relies on these)."""
-    found: list[LogFinding] = []
-    for tile in tlog.tiles_for(tree.size):
-        key = f"{prefix}/{tile.path}"
-        try:
-            data = bucket.get_bytes(key, max_size=tlog.TILE_WIDTH * tlog.HASH_SIZE)
-        except BodycamError as err:
-            found.append(LogFinding("log_tile_mismatch", f"{key}: {err}", key))
-            continue
-        if data != tree.tile(tile):
-            found.append(LogFinding("log_tile_mismatch", f"{key} does not hold the hashes of the signed tree", key))
-    return found
+def _tile(bucket: Bucket, prefix: str, tile: tlog.Tile, hashes: bytes) -> list[LogFinding]:
+    """The published hash tile must hold the rebuilt tree's hashes (the entries alone were enough to
+    rebuild it; a party proving inclusion from tiles relies on these)."""
+    key = f"{prefix}/{tile.path}"
+    try:
+        data = bucket.get_bytes(key, max_size=tlog.TILE_WIDTH * tlog.HASH_SIZE)
+    except BodycamError as err:
+        return [LogFinding("log_tile_mismatch", f"{key}: {err}", key)]
+    if data != hashes:
+        return [LogFinding("log_tile_mismatch", f"{key} does not hold the hashes of the signed tree", key)]
+    return []
 
 
-def _checkpoints(
-    bucket: Bucket, prefix: str, tree: tlog.Tree, verifiers: list[note.Verifier], dock: str
-) -> list[LogFinding]:
-    """Every kept checkpoint must sign a prefix of this tree: a different root at some size is a fork."""
+def _kept_checkpoints(
+    bucket: Bucket, prefix: str, verifiers: list[note.Verifier], dock: str
+) -> tuple[list[tuple[int, str, bytes]], list[LogFinding]]:
+    """The (size, key, root) of the checkpoints kept under ``checkpoints/`` (the newest
+    :data:`MAX_CHECKPOINTS` by size) that open, and findings for those that do not."""
     found: list[LogFinding] = []
     sizes: list[tuple[int, str]] = []
     for info in bucket.iter_objects(f"{prefix}/{docklog.CHECKPOINTS}/"):
@@ -185,6 +237,7 @@ def _checkpoints(
         sizes.append((int(name), info.key))
         if len(sizes) > 2 * MAX_CHECKPOINTS:
             sizes = sorted(sizes)[-MAX_CHECKPOINTS:]
+    kept: list[tuple[int, str, bytes]] = []
     for size, key in sorted(sizes)[-MAX_CHECKPOINTS:]:
         try:
             cp = note.open_checkpoint(
@@ -195,13 +248,22 @@ def _checkpoints(
             continue
         if cp.size != size:
             found.append(LogFinding("log_checkpoint_invalid", f"{key} signs tree size {cp.size}", key))
-        elif size > tree.size:
+        else:
+            kept.append((size, key, cp.root))
+    return kept, found
+
+
+def _forks(kept: Sequence[tuple[int, str, bytes]], tree: _Roots) -> list[LogFinding]:
+    """Every kept checkpoint must sign a prefix of this tree: a different root at some size is a fork."""
+    found: list[LogFinding] = []
+    for size, key, root in kept:
+        if size > tree.size:
             found.append(
                 LogFinding(
                     "log_fork", f"{key} signs {size} entries, more than the latest checkpoint's {tree.size}", key
                 )
             )
-        elif tree.root(size) != cp.root:
+        elif tree.root(size) != root:
             found.append(LogFinding("log_fork", f"{key} signs a different tree of {size} entries: the log forked", key))
     return found
 
@@ -254,20 +316,65 @@ def _strays(bucket: Bucket, prefix: str, size: int) -> list[LogFinding]:
     return found
 
 
-class _EntryCheck:
-    """Each entry against the bucket's manifests, one at a time; keeps only the ids it found logged."""
+class _Found:
+    """Findings about entries, named one by one up to :data:`MAX_NAMED` and counted by problem after
+    that: a hostile log of a million bad entries must not become a million findings in memory."""
 
-    def __init__(self, dock: str, manifests: Sequence[Manifest], prefix: str) -> None:
+    def __init__(self) -> None:
+        self.named: list[LogFinding] = []
+        self.more: Counter[str] = Counter()
+
+    def append(self, finding: LogFinding) -> None:
+        if len(self.named) < MAX_NAMED:
+            self.named.append(finding)
+        else:
+            self.more[finding.problem] += 1
+
+    def summary(self) -> list[LogFinding]:
+        return [
+            LogFinding(problem, f"{n} more {problem} findings of this log, not named one by one")
+            for problem, n in sorted(self.more.items())
+        ]
+
+
+class _EntryCheck:
+    """Each entry against the bucket's manifests as both come in batch_seq order: a merge, so only the
+    manifests of the entry's own batch_seq are held (the log's entries must follow batch_seq)."""
+
+    def __init__(self, dock: str, manifests: Iterable[Manifest], prefix: str) -> None:
         self.dock, self.prefix = dock, prefix
-        self.by_id = {m.batch_id: m for m in manifests}
+        self._manifests = (m for m in manifests if m.seq is not None)
+        self._head: Manifest | None = next(self._manifests, None)
         #: batches before the bucket's first were audited in the bucket the dock moved from (formats.md §8)
-        self.lowest = min((m.seq for m in manifests if m.seq is not None), default=None)
-        self.logged: set[str] = set()
+        self.lowest = None if self._head is None else self._head.seq
         self.first: int | None = None
         self.last_seq = 0
-        self.found: list[LogFinding] = []
+        self.found = _Found()
+        self._unlogged = _Found()
         #: the newest entries' (index, batch id), to name those not yet witnessed (bounded)
         self.tail: deque[tuple[int, str]] = deque(maxlen=TAIL)
+
+    def _next(self) -> Manifest | None:
+        """The next manifest, None when they are all read; verify hands them in batch_seq order."""
+        head = self._head
+        if head is not None:
+            self._head = next(self._manifests, None)
+            if self._head is not None and (self._head.seq or 0) < (head.seq or 0):
+                raise ValueError("logcheck: manifests must come in batch_seq order")
+        return head
+
+    def _upto(self, seq: int) -> list[Manifest]:
+        """Manifests before ``seq`` (none of them logged: the entries passed their seq) are judged
+        unlogged; those of ``seq`` itself are returned."""
+        same: list[Manifest] = []
+        while self._head is not None and (self._head.seq or 0) <= seq:
+            m = self._next()
+            assert m is not None
+            if m.seq == seq:
+                same.append(m)
+            else:
+                self._not_logged(m)
+        return same
 
     def check(self, e: dict[str, Any]) -> None:
         where = f"{self.prefix} entry {e['index']}"
@@ -283,51 +390,64 @@ class _EntryCheck:
                     "log_entry_invalid", f"{where}: batch_seq {seq} does not follow {self.last_seq}", batch=batch
                 )
             )
-        self.last_seq = max(self.last_seq, seq)
-        self.first = seq if self.first is None else min(self.first, seq)
-        m = self.by_id.get(batch)
-        if m is None and self.lowest is not None and seq < self.lowest:
             return
+        self.last_seq = seq
+        self.first = seq if self.first is None else self.first
+        same = self._upto(seq)
+        m = next((m for m in same if m.batch_id == batch), None)
+        for other in same:
+            if other is not m:
+                self._not_logged(other)
         if m is None:
-            self.found.append(
-                LogFinding(
-                    "log_manifest_missing",
-                    f"{where} logs batch {batch}, whose manifest is not in the bucket",
-                    batch=batch,
+            if self.lowest is None or seq >= self.lowest:
+                self.found.append(
+                    LogFinding(
+                        "log_manifest_missing",
+                        f"{where} logs batch {batch} (batch_seq {seq}), whose manifest is not in the bucket",
+                        batch=batch,
+                    )
                 )
-            )
             return
-        self.logged.add(batch)
+        self._compare(where, e, m)
+
+    def _compare(self, where: str, e: dict[str, Any], m: Manifest) -> None:
         if m.sha256 != e.get("manifest_sha256"):
             self.found.append(
                 LogFinding(
                     "log_manifest_mismatch",
-                    f"{where} logs batch {batch} with another manifest SHA-256: the manifest was replaced",
-                    batch=batch,
+                    f"{where} logs batch {m.batch_id} with another manifest SHA-256: the manifest was replaced",
+                    batch=m.batch_id,
                 )
             )
         elif any(e.get(k) != m.commitments.get(k) for k in commitment.LOG_FIELDS):
             self.found.append(
                 LogFinding(
                     "log_entry_mismatch",
-                    f"{where} does not repeat the recordings and custody roots of batch {batch}'s manifest: proof "
-                    "bundles from this log would not match the bucket",
-                    batch=batch,
+                    f"{where} does not repeat the recordings and custody roots of batch {m.batch_id}'s manifest: "
+                    "proof bundles from this log would not match the bucket",
+                    batch=m.batch_id,
                 )
             )
 
+    def _not_logged(self, m: Manifest) -> None:
+        """A manifest no entry names: a finding when sealed since the log began (at or after its first entry)."""
+        if self.first is not None and m.seq is not None and m.seq >= self.first:
+            self._unlogged.append(
+                LogFinding(
+                    "manifest_not_in_log",
+                    f"batch {m.batch_id} is not in the dock's latest checkpoint (sealed after the log began; a dock "
+                    "still publishing it adds it shortly)",
+                    batch=m.batch_id,
+                )
+            )
+
+    def finish(self) -> None:
+        """After the last entry: the manifests after it."""
+        while self._head is not None:
+            m = self._next()
+            assert m is not None
+            self._not_logged(m)
+
     def unlogged(self) -> list[LogFinding]:
         """Manifests sealed since the log began (batch_seq at or after its first entry) that it lacks."""
-        if self.first is None:
-            return []
-        first = self.first
-        return [
-            LogFinding(
-                "manifest_not_in_log",
-                f"batch {m.batch_id} is not in the dock's latest checkpoint (sealed after the log began; a dock "
-                "still publishing it adds it shortly)",
-                batch=m.batch_id,
-            )
-            for m in self.by_id.values()
-            if m.seq is not None and m.seq >= first and m.batch_id not in self.logged
-        ]
+        return self._unlogged.named + self._unlogged.summary()

@@ -120,11 +120,6 @@ class Limits:
     def retained_bytes(self) -> int:
         return self._quarter
 
-    @property
-    def log_entries(self) -> int:
-        """Entries of one dock's log rebuilt in memory (64 bytes each): 786,432 at the default."""
-        return self._quarter // 64
-
 
 def limits_for(max_memory_mib: int) -> Limits:
     """Limits for ``--max-memory``; ConfigError (exit 2) below the minimum the interpreter itself needs."""
@@ -528,14 +523,15 @@ class Verifier:
         }
         for when in {_second(r.sealed_at) for r in results if r.sealed_at is not None}:
             keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
-        manifests = [logcheck.Manifest(r.batch, r.seq, r.manifest_sha256, r.commitments) for r in results]
+        # in batch_seq order, made one at a time as the log check's merge with the entries reaches them
+        ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
+        manifests = (logcheck.Manifest(r.batch, r.seq, r.manifest_sha256, r.commitments) for r in ordered)
         try:
             found = logcheck.check(
                 self.bucket,
                 dock,
                 list(keys.values()),
                 manifests,
-                max_entries=self.limits.log_entries,
                 policy=self.policy,
                 fetch=self.ask_witnesses,
             )

@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from bodycam.agent.formats import note, tlog
+from bodycam.agent.formats import note
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog, witnessclient
 from bodycam.drivers.errors import BodycamError
@@ -40,6 +40,17 @@ class Finding:
     message: str
     key: str | None = None
     batch: str | None = None
+
+
+class SignedTree(Protocol):
+    """The log the bucket's entries rebuilt, as these checks need it: its size and its root at each size
+    a cosigned checkpoint names (:func:`sizes`). ``tlog.Tree`` is one; verify's one-pass rebuild keeps
+    only those roots (agent/audit/logcheck.py)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def root(self, size: int) -> bytes: ...
 
 
 @dataclass
@@ -97,10 +108,23 @@ def gather(
     return sources, findings
 
 
+def sizes(dock: str, policy: Policy, sources: Sequence[tuple[str, bytes]]) -> list[int]:
+    """The tree sizes of the cosigned checkpoints :func:`check` will compare with the rebuilt tree."""
+    origin = docklog.origin(dock)
+    verifiers = policy.log_verifiers(origin)
+    found: list[int] = []
+    for _, data in sources:
+        try:
+            found.append(note.open_checkpoint(data, verifiers, origin=origin).size)
+        except BodycamError:
+            continue
+    return found
+
+
 def check(
     dock: str,
     policy: Policy,
-    tree: tlog.Tree | None,
+    tree: SignedTree | None,
     sources: Sequence[tuple[str, bytes]],
     tail: Sequence[tuple[int, str]],
 ) -> list[Finding]:

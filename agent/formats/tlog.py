@@ -339,6 +339,67 @@ class Tree:
             raise ValueError(f"tree size {size} is beyond the log's {self._size}")
 
 
+class Frontier:
+    """An RFC 6962 tree rebuilt leaf by leaf in O(log n) memory, for an auditor reading a whole log once.
+
+    Why not :class:`Tree`: an auditor rebuilding a dock's log from its entry bundles needs each root and
+    each tile once, in log order, never a random node again; keeping every hash would cost 64 bytes a
+    leaf (64 MiB a million). Kept: the hashes of the complete subtrees the leaves so far split into (at
+    most one per bit of the size) and, per tile level, the hashes of the tile being filled (at most 256
+    of 32 bytes). :meth:`append` hands back each full tile as it completes, so it can be compared with the
+    published one and forgotten; :meth:`partial_tiles` gives the last tile of each level.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._peaks: list[bytes] = []  # complete subtrees, largest (leftmost) first
+        self._filling: list[list[bytes]] = [[]]  # per tile level: hashes of the tile not yet full
+
+    def append(self, data: bytes) -> list[tuple[Tile, bytes]]:
+        """Add one entry; returns the (tile, bytes) of each full tile it completes (usually none)."""
+        return self.append_leaf_hash(leaf_hash(data))
+
+    def append_leaf_hash(self, h: bytes) -> list[tuple[Tile, bytes]]:
+        n = self.size
+        self.size = n + 1
+        done: list[tuple[Tile, bytes]] = []
+        self._fill(0, h, done)
+        height = 0
+        while (n >> height) & 1:
+            h = node_hash(self._peaks.pop(), h)
+            height += 1
+            if height % HEIGHT == 0:
+                self._fill(height // HEIGHT, h, done)
+        self._peaks.append(h)
+        return done
+
+    def _fill(self, level: int, h: bytes, done: list[tuple[Tile, bytes]]) -> None:
+        if len(self._filling) <= level:
+            self._filling.append([])
+        tile = self._filling[level]
+        tile.append(h)
+        if len(tile) == TILE_WIDTH:
+            done.append((Tile(level, (self.size >> (HEIGHT * (level + 1))) - 1), b"".join(tile)))
+            tile.clear()
+
+    def root(self) -> bytes:
+        """MTH of the leaves so far: the complete subtrees folded from the right (RFC 6962's split)."""
+        if not self._peaks:
+            return EMPTY_ROOT
+        h = self._peaks[-1]
+        for left in reversed(self._peaks[:-1]):
+            h = node_hash(left, h)
+        return h
+
+    def partial_tiles(self) -> list[tuple[Tile, bytes]]:
+        """The partial tile of each level for the current size, as :func:`tiles_for` names them."""
+        return [
+            (Tile(level, self.size >> (HEIGHT * (level + 1)), len(hashes)), b"".join(hashes))
+            for level, hashes in enumerate(self._filling)
+            if hashes
+        ]
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 section 2.1.3.2: ``leaf`` (a leaf hash) is entry ``index`` of the tree ``root`` of
     ``size`` leaves. Raises IntegrityError naming what failed."""
