@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -344,3 +345,42 @@ def test_a_wedged_bay_s_worker_is_killed_and_the_bay_sharing_it_resumes(tmp_path
     rows = dock.journal().query("SELECT COUNT(*) FROM recordings WHERE state='verified' AND serial=?", (good.serial,))
     assert rows[0][0] == 2
     _verify(dock)
+
+
+_PRELOAD_PROBE = """
+import json
+import sys
+
+from bodycam.agent.service import bayworker
+
+
+def probe(conn):
+    from bodycam.agent.storage import bucket
+
+    conn.send([bucket._LOADER is not None, "botocore.client" in sys.modules])
+
+
+if __name__ == "__main__":
+    bayworker.start_server(s3=sys.argv[1] == "s3")
+    ctx = bayworker.context()
+    ours, theirs = ctx.Pipe()
+    worker = ctx.Process(target=probe, args=(theirs,))
+    worker.start()
+    print(json.dumps(ours.recv()))
+    worker.join(60)
+"""
+
+
+def test_workers_of_a_daemon_on_s3_start_with_botocore_and_its_models_loaded(tmp_path: Path) -> None:
+    """A daemon on an S3 bucket has its forkserver load botocore and S3's models once, so a bay worker
+    only builds its client (each worker imported and parsed them at every docking: 0.27-0.48 CPU s, a
+    second per GiB of a 256 MiB docking; issue 14); on a local bucket neither is loaded at all."""
+    script = tmp_path / "probe.py"
+    script.write_text(_PRELOAD_PROBE)
+    seen = {}
+    for bucket in ("s3", "local"):
+        out = subprocess.run(
+            [sys.executable, str(script), bucket], capture_output=True, text=True, timeout=180, check=True
+        )
+        seen[bucket] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"s3": [True, True], "local": [False, False]}

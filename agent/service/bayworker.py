@@ -397,24 +397,29 @@ _TRANSPORTS = (
 )
 
 
-def context() -> multiprocessing.context.ForkServerContext:
+_S3_PRELOAD = "bodycam.agent.storage.s3preload"
+
+
+def context(*, s3: bool = False) -> multiprocessing.context.ForkServerContext:
     """forkserver, with this module (and so the pipeline, the drivers and boto3) imported once in the
     server: a worker starts in milliseconds and shares those pages with its siblings. Never plain fork:
     the daemon has threads. ``__main__`` (the ``bodycam-sync`` script) is preloaded too: otherwise
-    each worker runs it again to rebuild the main module, importing the whole CLI (0.35 CPU s a worker)."""
+    each worker runs it again to rebuild the main module, importing the whole CLI (0.35 CPU s a worker).
+    ``s3`` (the first call decides): botocore and S3's models too (agent/storage/s3preload.py), which
+    each worker on an S3 bucket otherwise imported and parsed at every docking."""
     global _CONTEXT
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__, *_TRANSPORTS])
+        ctx.set_forkserver_preload(["__main__", __name__, *_TRANSPORTS, *([_S3_PRELOAD] if s3 else [])])
         _CONTEXT = ctx
     return _CONTEXT
 
 
-def start_server() -> None:
+def start_server(*, s3: bool = False) -> None:
     """Start the forkserver and wait until it has imported what it preloads (the daemon does before it
     says it is ready), so the first docking does not wait for the pipeline's imports: the server takes
     requests only once its preload is done, so a first no-op worker returning says it is."""
-    proc = context().Process(target=_nothing, name="forkserver-ready", daemon=True)
+    proc = context(s3=s3).Process(target=_nothing, name="forkserver-ready", daemon=True)
     proc.start()
     proc.join(120)
 

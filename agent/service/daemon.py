@@ -166,7 +166,7 @@ class Daemon:
         for p in problems:
             LOG.warning("recovery: %s", p)
         if self.limits is not None:
-            bayworker.start_server()
+            bayworker.start_server(s3=self.config.bucket_url.startswith("s3://"))
         self.control.start()
         self._watch_devices()
         watchdog = sdnotify.Watchdog(healthy=self.healthy)

@@ -554,6 +554,27 @@ def _s3_client(endpoint_url: str | None, connect_timeout: float, read_timeout: f
     return cast("S3Client", client)
 
 
+def preload_s3() -> None:
+    """Import botocore and load S3's models into the process's data loader, without credentials or a request.
+
+    For the forkserver of a daemon whose bucket is S3 (agent/storage/s3preload.py): each bay worker forked
+    from it then finds botocore imported and the models parsed, and only builds its client (~0.05 CPU s)
+    where it imported and parsed them afresh (0.27-0.48 CPU s a docking, issue 14). The client made here
+    only fills the cache; it is dropped, and its placeholder keys stop the credential chain being asked."""
+    global _LOADER
+    import botocore.session
+
+    with _LOADER_GUARD:
+        session = botocore.session.Session()
+        if _LOADER is None:
+            _LOADER = _s3_loader(session.get_config_variable("data_path"))
+        session.register_component("data_loader", _LOADER)
+        placeholder = "preload"  # never sent: the client makes no request
+        session.create_client(
+            "s3", region_name="us-east-1", aws_access_key_id=placeholder, aws_secret_access_key=placeholder
+        )
+
+
 def _s3_loader(data_path: str | None) -> Loader:
     """botocore's data loader (the same search path as a session's own), for S3 alone: botocore's
     ``list_available_services`` walks the directory of every AWS service (about 400, once for the model and
