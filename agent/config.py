@@ -94,7 +94,7 @@ class Config:
     custody_only_interval_s: float = 86400.0
     #: a bay whose session reports no progress for this long is given up (and its camera retried later)
     stall_timeout_s: float = 300.0
-    #: the daemon runs each bay's session in a worker process of its own (False: a thread of the daemon)
+    #: the daemon runs the bays' sessions in worker processes, at most bay_workers (False: a thread each)
     bay_processes: bool = True
     #: with bay_processes, at most this many worker processes run the busy bays' sessions (0: the dock's cores)
     bay_workers: int = 0

@@ -1,6 +1,8 @@
-"""Bays in worker processes (daemon.bay_processes, the default): every bay completes and verifies, a
-worker killed mid-pull resumes cleanly, and the upload pool and bandwidth cap are shared across the
-workers (checked on the accounting, never on timing)."""
+"""Bays in a pool of worker processes (daemon.bay_processes, the default; at most daemon.bay_workers
+processes, one per core by default): every bay completes and verifies in no more processes than the
+budget, a worker killed mid-pull resumes cleanly, a wedged session's worker is killed and the bays it
+shared resume, and the upload pool and bandwidth cap are shared across the workers (checked on the
+accounting and on the processes alive, never on timing)."""
 
 from __future__ import annotations
 
