@@ -4,8 +4,9 @@ Each test starts from a verified bucket holding two batches of one dock (camera 
 then camera B), tampers with it in one way, and expects exit 1 with a ``--json`` finding that names
 the culprit (object key, batch, custody entry); then it puts the original bytes back and expects
 exit 0 again. The file bucket is built once per module by the real agent with virtual cameras and
-copied for each test; the S3 cases build theirs in SeaweedFS. Also: exit 2 for usage errors, the HTML
-report, and signing-key rotation (``keys rotate``, ``manifest.json.sig.prev``).
+copied for each test; the S3 cases share one the agent built in SeaweedFS, each putting back what it
+changed. Also: exit 2 for usage errors, the HTML report, and signing-key rotation (``keys rotate``,
+``manifest.json.sig.prev``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,37 @@ def s3_built(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> Bucket:
     return bucket
 
 
+@pytest.fixture(scope="module")
+def s3_pristine(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Bucket:
+    """One verified two-batch bucket in SeaweedFS, built by the real agent once for the S3 cases (two
+    dockings each cost 10-15 s on a busy machine): each case puts back what it changed (``s3``)."""
+    with pytest.MonkeyPatch.context() as env:  # the agent finds its S3 credentials as in production
+        for name, value in seaweedfs.env().items():
+            env.setenv(name, value)
+        env.delenv("AWS_PROFILE", raising=False)
+        if not seaweedfs.running:
+            seaweedfs.start()
+        name = seaweedfs.make_bucket(f"t-{uuid.uuid4().hex[:20]}")
+        return s3_built(tmp_path_factory.mktemp("s3-pristine"), seaweedfs, name)
+
+
+@pytest.fixture
+def s3(s3_pristine: Bucket, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
+    """The shared S3 bucket, verified untouched before the case; what the case changed is put back after
+    it, pass or fail, so no case sees another's tampering."""
+    if not seaweedfs.running:  # an earlier test left it stopped: bring it back
+        seaweedfs.start()
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    rc, findings = s3_pristine.findings()
+    assert rc == 0 and findings == [], findings
+    try:
+        yield s3_pristine
+    finally:
+        s3_pristine.store.restore()
+
+
 # -- the ways to tamper ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Culprit:
@@ -384,8 +417,8 @@ def test_tampering_is_found_and_named_then_restored(local: Bucket, how: str) -> 
 
 
 @pytest.mark.parametrize("how", ["byte-flipped-in-recording", "recording-deleted", "unlisted-object-added"])
-def test_tampering_in_s3_is_found_and_named(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, how: str) -> None:
-    tamper_detect_restore(s3_built(tmp_path, seaweedfs, s3_bucket), how)
+def test_tampering_in_s3_is_found_and_named(s3: Bucket, how: str) -> None:
+    tamper_detect_restore(s3, how)
 
 
 def test_decryption_checks_plaintext_and_sidecar(local: Bucket) -> None:
