@@ -131,7 +131,7 @@ def _drive_age(args: list[str], answers: list[tuple[bytes, bytes]], timeout: flo
 
 
 @pytest.mark.skipif(AGE is None or SETSID is None, reason="stock age or util-linux setsid not installed")
-@pytest.mark.parametrize("armor", [False])
+@pytest.mark.parametrize("armor", [False, True])
 def test_stock_age_passphrase_file_opens(tmp_path: Path, armor: bool) -> None:
     """What ``age -p`` writes by default (work factor 18, the cap) opens with the same passphrase."""
     plain = os.urandom(2 * CHUNK_SIZE + 7)

@@ -37,8 +37,10 @@ What is implemented and what is not:
   which must be the header's only stanza. The work factor is capped at :data:`MAX_SCRYPT_WORK_FACTOR`
   (18, what ``age -p`` writes: 256 MiB), checked before any scrypt work. A wrong passphrase is
   :class:`AgeNoMatchError`. The agent never encrypts with a passphrase.
-* Not implemented: ASCII armor (``-----BEGIN AGE ENCRYPTED FILE-----``), the tagged (``p256tag``) types,
-  SSH keys, plugins and seeking.
+* ASCII armor (``age -a``, ``-----BEGIN AGE ENCRYPTED FILE-----``), decrypt only, by the streaming strict
+  decoder of :mod:`~bodycam.agent.formats.agearmor` (:class:`AgeArmorError`). :class:`Decryptor` tells
+  armor from the first bytes (or is told); a binary file's updates never pass through it.
+* Not implemented: the tagged (``p256tag``) types, SSH keys, plugins and seeking.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from bodycam.agent.formats.agearmor import MAX_WHITESPACE, WHITESPACE, AgeArmorError, ArmorDecoder, is_whitespace
 from bodycam.drivers.errors import ConfigError, IntegrityError
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "MAX_SCRYPT_WORK_FACTOR",
     "MAX_STANZAS",
     "PQ_RECIPIENT_SIZE",
+    "AgeArmorError",
     "AgeHeaderError",
     "AgeHmacError",
     "AgeNoMatchError",
@@ -766,7 +770,7 @@ def _bad_version(line: bytes) -> str:
     if line.startswith(_VERSION_PREFIX):
         shown = line[len(_VERSION_PREFIX) :][:32].decode("ascii", "backslashreplace")
         return f"unsupported age version {shown!r} (only v1)"
-    return "not an age file (missing 'age-encryption.org/v1' line)"
+    return "not an age file (missing 'age-encryption.org/v1' line, and not '-----BEGIN AGE' armor either)"
 
 
 class _Identity:
@@ -923,10 +927,15 @@ class Decryptor:
     an :class:`IntegrityError` subclass, and the object refuses further use after one.
     """
 
-    def __init__(self, identities: Sequence[str] = (), *, passphrase: str | bytes | None = None) -> None:
+    def __init__(
+        self, identities: Sequence[str] = (), *, passphrase: str | bytes | None = None, armor: bool | None = None
+    ) -> None:
         """``identities`` open X25519 and hybrid files, ``passphrase`` opens an ``age -p`` (scrypt) file.
 
-        Raises :class:`ConfigError` if neither is given or one is malformed.
+        ``armor``: ``None`` (the default) tells an ASCII-armored file (``age -a``) from a binary one by its
+        first bytes, as ``age -d`` does (after at most 1 KiB of whitespace, a ``-`` starts armor; a binary
+        file starts with ``age-encryption.org/``); ``True`` requires armor, ``False`` refuses it.
+        Raises :class:`ConfigError` if neither identities nor a passphrase is given or one is malformed.
         """
         if isinstance(identities, str):
             raise ConfigError("identities must be a list of 'AGE-SECRET-KEY-...' strings, not one string")
@@ -934,6 +943,12 @@ class Decryptor:
             raise ConfigError("age decryption needs at least one identity or a passphrase")
         self._identities = [_Identity(text) for text in identities]
         self._passphrase = _passphrase_bytes(passphrase)
+        if armor not in (None, True, False):
+            raise ConfigError(f"armor must be None, True or False, not {armor!r}")
+        self._armor = ArmorDecoder() if armor else None
+        self._sniffing = armor is None  # first bytes not seen yet: armored or binary is still open
+        self._sniffed = bytearray()  # whitespace held while sniffing (at most MAX_WHITESPACE bytes)
+        self._direct = False  # binary file with a verified header: update() goes straight to the chunks
         self._buf = bytearray()
         self._scanned = 0  # bytes of the header buffer already searched
         self._mark = -1  # offset of the LF that precedes the '---' MAC line, once seen
@@ -1033,32 +1048,76 @@ class Decryptor:
             raise ConfigError("Decryptor.update called after finalize")
         try:
             with _as_bytes_view(data) as view:
-                if self._aead is None:
-                    self._buf += view
-                    self._feed_header()
-                    if self._aead is None:
-                        return
-                    carried, self._buf = self._buf, bytearray()
-                    with memoryview(carried) as rest:
-                        yield from self._payload(rest)
-                else:
+                if self._direct:  # the hot path: binary payload, no armor or header work per call
                     yield from self._payload(view)
+                else:
+                    yield from self._before_direct(view)
         except IntegrityError as err:
             self._failure = err
             raise
+
+    def _before_direct(self, view: memoryview) -> Iterator[bytes]:
+        """The first bytes (armor or not), the header, and every call of an armored file."""
+        if self._sniffing:
+            first = self._sniff(view)
+            if first is None:
+                return
+            view = memoryview(first)
+        if self._armor is not None:
+            view = memoryview(self._armor.update(view))
+        yield from self._binary(view)
+
+    def _sniff(self, view: memoryview) -> bytes | memoryview | None:
+        """Decide armored or binary from the first non-whitespace byte; ``None`` while only whitespace came."""
+        first: bytes | memoryview
+        if not self._sniffed and view and not is_whitespace(view[0]):
+            first, start = view, view[0]  # the usual case: decided on the first byte, nothing copied
+        else:
+            self._sniffed += view
+            rest = self._sniffed.lstrip(WHITESPACE)
+            if not rest and len(self._sniffed) <= MAX_WHITESPACE:
+                return None
+            first, start, self._sniffed = bytes(self._sniffed), rest[0] if rest else -1, bytearray()
+        self._sniffing = False
+        if start == ord("-"):  # a binary age file starts with 'a'; armor (or what claims to be) with '-'
+            self._armor = ArmorDecoder()
+        return first
+
+    def _binary(self, view: memoryview | bytes) -> Iterator[bytes]:
+        """The binary age file (decoded from the armor, if any): header, then payload chunks."""
+        if self._aead is not None:
+            yield from self._payload(memoryview(view))
+            return
+        self._buf += view
+        self._feed_header()
+        if self._aead is None:
+            return
+        carried, self._buf = self._buf, bytearray()
+        with memoryview(carried) as rest:
+            yield from self._payload(rest)
+        self._direct = self._armor is None
 
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """Feed ciphertext; returns plaintext of the chunks verified so far (provisional until finalize)."""
         return b"".join(self._chunks(data))
 
     def finalize(self) -> bytes:
-        """Verify the final chunk and return its plaintext; raises if the file is truncated or extended."""
+        """Verify the final chunk and return its plaintext; raises if the file is truncated or extended.
+
+        An armored file must also end with its END line (and only whitespace after it).
+        """
         if self._failure is not None:
             raise self._failure
         if self._finished:
             raise ConfigError("Decryptor.finalize called twice")
         self._finished = True
         try:
+            head = b""
+            if self._sniffing:  # empty or whitespace-only input: a binary reader says why it is no age file
+                self._sniffing = False
+                head = b"".join(self._binary(bytes(self._sniffed)))
+            if self._armor is not None:
+                head = b"".join(self._binary(self._armor.finalize()))
             if self._aead is None:
                 if self._header_end:
                     raise AgeHeaderError("age file ends inside the 16-byte payload nonce")
@@ -1070,17 +1129,23 @@ class Decryptor:
                 raise AgePayloadError(f"age payload chunk {self._counter} is shorter than its 16-byte tag")
             plain = self._open(self._buf, True)
             self._buf = bytearray()
-            return plain
+            return head + plain
         except IntegrityError as err:
             self._failure = err
             raise
 
 
 def decrypt_stream(
-    src: BinaryIO, dst: BinaryIO, identities: Sequence[str] = (), *, passphrase: str | bytes | None = None
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[str] = (),
+    *,
+    passphrase: str | bytes | None = None,
+    armor: bool | None = None,
 ) -> None:
-    """Decrypt ``src`` into ``dst``; on error ``dst`` holds a partial, untrustworthy prefix: discard it."""
-    dec = Decryptor(identities, passphrase=passphrase)
+    """Decrypt ``src`` (binary or armored) into ``dst``; on error ``dst`` holds a partial, untrustworthy
+    prefix: discard it."""
+    dec = Decryptor(identities, passphrase=passphrase, armor=armor)
     while block := src.read(_BUFSIZE):
         for plain in dec._chunks(block):
             dst.write(plain)
