@@ -124,6 +124,7 @@ def test_ingest_into_a_local_bucket_never_imports_the_s3_client(tmp_path: Path) 
     assert cli_modules(modules) == {"bodycam.agent.cli.ingest"}
     # crc32c's __init__ asks importlib.metadata for its version; the witness client's HTTP is for witnesses
     assert [m for m in ("importlib.metadata", "http.client", "ssl") if m in modules] == []
+    assert [m for m in modules if "witness" in m] == []  # this dock has no [witnesses]
 
 
 def test_the_crc32c_extension_loaded_alone_is_the_packages_crc32c() -> None:

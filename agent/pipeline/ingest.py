@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bodycam.agent.config import Config, Recipient
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import manifest as mf
-from bodycam.agent.formats import retention, witnesspolicy
+from bodycam.agent.formats import retention
 from bodycam.agent.formats.agecrypt import Encryptor, check_recipients
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
@@ -29,8 +29,6 @@ from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, s
 from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source, note_fleet
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from bodycam.agent.pipeline.pull import PullResult, part_size_for, pull
-from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
-from bodycam.agent.pipeline.witnessing import Witnessing
 from bodycam.agent.storage.bucket import (
     PART_CHECKSUM,
     Bucket,
@@ -54,6 +52,10 @@ from bodycam.agent.storage.journal import (
 from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
 from bodycam.drivers.protocol.messages import RecordingInfo
+
+if TYPE_CHECKING:  # imported by make_witnessing: most docks have no witnesses (issue 14, start-up)
+    from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
+    from bodycam.agent.pipeline.witnessing import Witnessing
 
 LOG = logging.getLogger(__name__)
 
@@ -855,6 +857,9 @@ class Agent:
         """The dock's witnesses (``[witnesses]``), their policy read now: a bad file is a ConfigError at start."""
         if config.witnesses is None:
             return None
+        from bodycam.agent.formats import witnesspolicy
+        from bodycam.agent.pipeline.witnessing import Witnessing
+
         policy = witnesspolicy.load(config.witnesses.policy)
         return Witnessing(
             self.journal,
