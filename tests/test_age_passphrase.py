@@ -104,13 +104,12 @@ def _drive_age(args: list[str], answers: list[tuple[bytes, bytes]], timeout: flo
     """Run stock ``age`` with a pty as its controlling terminal, answering each prompt as it appears."""
     assert SETSID is not None
     master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [SETSID, "--ctty", *args], stdin=slave, stdout=subprocess.DEVNULL, stderr=slave, close_fds=True
+    )
+    os.close(slave)
+    seen = b""
     try:
-        proc = subprocess.Popen(
-            [SETSID, "--ctty", *args], stdin=slave, stdout=subprocess.DEVNULL, stderr=slave, close_fds=True
-        )
-        os.close(slave)
-        slave = -1
-        seen = b""
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             ready, _, _ = select.select([master], [], [], 0.5)
@@ -125,9 +124,10 @@ def _drive_age(args: list[str], answers: list[tuple[bytes, bytes]], timeout: flo
         assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, seen.decode(errors="replace")
         assert not answers, f"age did not ask for everything: {seen!r}"
     finally:
+        if proc.poll() is None:  # never left behind, whatever failed
+            proc.kill()
+            proc.wait(timeout=30)
         os.close(master)
-        if slave >= 0:
-            os.close(slave)
 
 
 @pytest.mark.skipif(AGE is None or SETSID is None, reason="stock age or util-linux setsid not installed")

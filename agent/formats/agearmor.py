@@ -114,14 +114,13 @@ class ArmorDecoder:
         return b"".join(out)
 
     def _skip_leading(self, buf: bytes, pos: int) -> int:
-        start = pos
-        while pos < len(buf) and buf[pos] in WHITESPACE:
-            pos += 1
-        self._line += buf.count(b"\n", start, pos)
-        self._space += pos - start
+        window = buf[pos : pos + MAX_WHITESPACE + 1 - self._space]  # never scans more than the bound
+        skipped = len(window) - len(window.lstrip(WHITESPACE))
+        self._line += window.count(b"\n", 0, skipped)
+        self._space += skipped
         if self._space > MAX_WHITESPACE:
             raise AgeArmorError(f"more than {MAX_WHITESPACE} bytes of whitespace before the armor")
-        return pos
+        return pos + skipped
 
     def _full_lines(self, buf: bytes, pos: int, out: list[bytes]) -> int:
         """Decode the run of full 64-column lines at ``pos`` at C speed; returns where it stops.
