@@ -1070,8 +1070,9 @@ class Decryptor:
     def _sniff(self, view: memoryview) -> bytes | memoryview | None:
         """Decide armored or binary from the first non-whitespace byte; ``None`` while only whitespace came."""
         first: bytes | memoryview
-        if not self._sniffed and view and not is_whitespace(view[0]):
-            first, start = view, view[0]  # the usual case: decided on the first byte, nothing copied
+        start = view[:1].tobytes()[0] if view else -1  # an int whatever the view's format ('c' gives bytes)
+        if not self._sniffed and start >= 0 and not is_whitespace(start):
+            first = view  # the usual case: decided on the first byte, nothing copied
         else:
             self._sniffed += view
             rest = self._sniffed.lstrip(WHITESPACE)
