@@ -110,3 +110,26 @@ def test_a_directory_too_large_to_list_is_a_finding(tmp_path: Path) -> None:
     failed = [f for f in doc["findings"] if f["problem"] == "listing_failed"]
     assert len(failed) == 1 and "holds more than 65536 entries" in failed[0]["message"], doc["findings"][:3]
     assert run.peak_rss_mib < 128, run.peak_rss_mib
+
+
+@pytest.mark.parametrize("option", ["--allowed-signers", "--identity"])
+def test_an_endless_allowed_signers_or_identity_file_is_one_line_not_a_memory_error(
+    tmp_path: Path, option: str
+) -> None:
+    """verify, disclosures and receive read ``--allowed-signers`` and ``--identity`` through
+    agent/audit/inputs.py: a file that never ends (``/dev/zero``, a FIFO fed forever, a path mistyped
+    onto a huge file) is refused once past its bound, exit 2 in one line naming the option, instead of
+    being read whole (before: MemoryError under the launcher's cap, an internal error)."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("")
+    given = {"--allowed-signers": str(signers), "--identity": None, option: "/dev/zero"}
+    cmd = [CLI, "verify", "--bucket", str(bucket)]
+    for name, value in given.items():
+        cmd += [name, value] if value is not None else []
+    run = hostile.measure(cmd, tmp_path, address_limit=hostile.address_limit(1024))
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.rc == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert f"{option} /dev/zero is larger than" in lines[0], lines
+    assert run.peak_rss_mib < 128, run.peak_rss_mib

@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bodycam.drivers.errors import ConfigError
+from bodycam.drivers.files import read_bounded
 
 if TYPE_CHECKING:
     from bodycam.agent.formats.sshsig import AllowedSigner
     from bodycam.agent.storage.bucket import Bucket
+
+#: bytes of ``--allowed-signers`` read at most: sshsig.MAX_ALLOWED_SIGNERS characters (1 Mi) of up to 4 UTF-8
+#: bytes each, so every file the parser accepts is read, and one that never ends (``/dev/zero``, a FIFO)
+#: costs no more than this
+MAX_ALLOWED_SIGNERS_FILE = 4 * 1024 * 1024
+#: bytes of ``--identity`` read at most: hundreds of ``age-keygen`` outputs, post-quantum ones included
+MAX_IDENTITY_FILE = 1024 * 1024
 
 
 def allowed_signers(path: Path | str) -> tuple[bytes, list[AllowedSigner]]:
@@ -23,10 +31,16 @@ def allowed_signers(path: Path | str) -> tuple[bytes, list[AllowedSigner]]:
     report names their SHA-256, so an audit says which trust anchors it used)."""
     from bodycam.agent.formats.sshsig import parse_allowed_signers
 
+    raw = read_bounded(
+        Path(path), MAX_ALLOWED_SIGNERS_FILE,
+        unreadable=lambda err: ConfigError(f"cannot read --allowed-signers {path}: {err}"),
+        too_large=lambda: ConfigError(
+            f"--allowed-signers {path} is larger than {MAX_ALLOWED_SIGNERS_FILE} bytes; not an allowed_signers file"
+        ),
+    )  # fmt: skip
     try:
-        raw = Path(path).read_bytes()
         return raw, parse_allowed_signers(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read --allowed-signers {path}: {err}") from err
     except ConfigError as err:
         raise ConfigError(f"--allowed-signers {path}: {err}") from None
@@ -36,9 +50,16 @@ def identities(path: Path | str) -> list[str]:
     """The age identities in ``--identity`` (X25519 or post-quantum)."""
     from bodycam.agent.formats.agecrypt import read_identities
 
+    raw = read_bounded(
+        Path(path), MAX_IDENTITY_FILE,
+        unreadable=lambda err: ConfigError(f"cannot read --identity {path}: {err}"),
+        too_large=lambda: ConfigError(
+            f"--identity {path} is larger than {MAX_IDENTITY_FILE} bytes; not an age identity file"
+        ),
+    )  # fmt: skip
     try:
-        return read_identities(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
+        return read_identities(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read --identity {path}: {err}") from err
     except ConfigError as err:
         raise ConfigError(f"--identity {path}: {err}") from None
