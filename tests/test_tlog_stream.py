@@ -178,3 +178,24 @@ def test_kept_checkpoints_and_tiles_are_still_each_compared(log: Log, tmp_path: 
         ("log_fork", f"{docklog.log_prefix(DOCK)}/{docklog.CHECKPOINTS}/1000"),
         ("log_tile_mismatch", f"{docklog.log_prefix(DOCK)}/{tlog.Tile(0, 5).path}"),
     ], found
+
+
+def test_past_the_bound_of_one_kind_a_finding_of_another_kind_is_still_named(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound is per kind (docs/decisions.md, auditing.md): a log whose first entries all carry one
+    finding must not leave a later finding of another kind (here the manifest deleted from the bucket)
+    counted in a summary without its batch; before, 100 replaced manifests used up the names of all kinds."""
+    monkeypatch.setattr(logcheck, "MAX_NAMED", 100)
+
+    def changed() -> Iterator[logcheck.Manifest]:
+        for m in manifests():
+            if m.seq == 2000:
+                continue  # deleted from the bucket
+            yield logcheck.Manifest(m.batch_id, m.seq, sha(0)) if m.seq <= 150 else m
+
+    found = logcheck.check(LocalBucket(log.root, read_only=True), DOCK, [log.key.public_key()], changed())
+    assert ("log_manifest_missing", batch_id(1999)) in {(f.problem, f.batch) for f in found}, found[-3:]
+    assert [f.message for f in found if f.batch is None] == [
+        "49 more log_manifest_mismatch findings of this log, not named one by one"
+    ]

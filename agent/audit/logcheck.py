@@ -317,15 +317,18 @@ def _strays(bucket: Bucket, prefix: str, size: int) -> list[LogFinding]:
 
 
 class _Found:
-    """Findings about entries, named one by one up to :data:`MAX_NAMED` and counted by problem after
-    that: a hostile log of a million bad entries must not become a million findings in memory."""
+    """Findings about entries, named one by one up to :data:`MAX_NAMED` of each problem and counted after
+    that: a hostile log of a million bad entries must not become a million findings in memory, nor
+    leave a finding of another kind (a deleted or replaced manifest) unnamed behind them."""
 
     def __init__(self) -> None:
         self.named: list[LogFinding] = []
+        self.kept: Counter[str] = Counter()
         self.more: Counter[str] = Counter()
 
     def append(self, finding: LogFinding) -> None:
-        if len(self.named) < MAX_NAMED:
+        if self.kept[finding.problem] < MAX_NAMED:
+            self.kept[finding.problem] += 1
             self.named.append(finding)
         else:
             self.more[finding.problem] += 1
