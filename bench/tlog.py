@@ -88,7 +88,10 @@ def seal(db: sqlite3.Connection, i: int, recordings: int, key: Ed25519PrivateKey
 
 def publish(db: sqlite3.Connection, old: int, size: int, out: Path, written: dict[str, int]) -> None:
     """Tiles, bundles and the checkpoint of a tree grown from ``old`` to ``size``, as docklog.publish
-    writes them (from the same journal tables)."""
+    writes them (from the same journal tables), and the partial tiles of each tile now full deleted, as
+    docklog.publish deletes them (``docklog.drop_partials``)."""
+    from bodycam.agent.storage.bucket import LocalBucket
+
     name = docklog.origin(DOCK)
 
     def query(sql: str, params: Any) -> list[Any]:
@@ -110,6 +113,8 @@ def publish(db: sqlite3.Connection, old: int, size: int, out: Path, written: dic
     (prefix / docklog.CHECKPOINTS / str(size)).write_bytes(signed)
     (prefix / docklog.CHECKPOINT).write_bytes(signed)
     written["checkpoints"] += 2 * len(signed)
+    if old:
+        docklog.drop_partials(LocalBucket(out), docklog.log_prefix(DOCK), old, size)
 
 
 def final_tile_bytes(size: int, out: Path) -> int:
@@ -121,6 +126,11 @@ def final_tile_bytes(size: int, out: Path) -> int:
         if t.level == 0:
             total += (prefix / t.entries_path).stat().st_size
     return total
+
+
+def kept_tile_bytes(out: Path) -> int:
+    """Bytes of every tile and bundle left in the bucket (partials of tiles now full are deleted)."""
+    return sum(p.stat().st_size for p in (out / docklog.log_prefix(DOCK) / "tile").rglob("*") if p.is_file())
 
 
 def manifests(leaves: int, recordings: int) -> Iterator[logcheck.Manifest]:
@@ -204,6 +214,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "tile_bytes_per_leaf_final": round(tiles / args.leaves, 1),
         "tile_bytes_per_recording_final": round(tiles / args.leaves / max(args.recordings, 1), 1),
         "tile_bytes_per_leaf_written": round((written["full"] + written["partial"]) / args.leaves, 1),
+        "tile_bytes_per_leaf_kept": round(kept_tile_bytes(bucket) / args.leaves, 1),
         "checkpoint_bytes_per_leaf": round(written["checkpoints"] / max(args.leaves // args.checkpoint_every, 1), 1),
     }
     if args.go:

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bodycam.agent.formats import commitment, note, tlog
@@ -127,8 +128,73 @@ def test_the_latest_checkpoint_is_replaced_in_an_object_locked_s3_bucket(
     latest = client.get_object(Bucket=locked, Key=key)["Body"].read()
     signer = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
     assert note.open_checkpoint(latest, [note.parse_verifier_key(signer)]).size == 2
-    head = client.head_object(Bucket=locked, Key=f"training/{DOCK_ID}/log/tile/0/000.p/2")
+    head = client.head_object(Bucket=locked, Key=f"training/{DOCK_ID}/log/checkpoints/2")
     assert head["ObjectLockMode"] == "COMPLIANCE"
+    # a partial tile is written without retention, so that it can be deleted once its full tile exists
+    head = client.head_object(Bucket=locked, Key=f"training/{DOCK_ID}/log/tile/0/000.p/2")
+    assert "ObjectLockMode" not in head, head
+
+
+def test_a_full_tile_deletes_the_partial_tiles_it_replaces_in_an_object_locked_bucket(
+    seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """Every version of each partial tile and bundle goes once the full tile is written; the full tile
+    and what else is locked stay (COMPLIANCE refuses even the owner)."""
+    from bodycam.agent.storage.bucket import open_bucket
+    from bodycam.drivers.errors import UploadError
+
+    locked = seaweedfs.make_bucket(f"{s3_bucket}-partials", object_lock=True)
+    bucket = open_bucket(f"s3://{locked}/training", seaweedfs.endpoint_url, retention_days=1)
+    prefix = docklog.log_prefix(DOCK_ID)
+    partials = [f"{prefix}/tile/{kind}/000.p/{w}" for kind in ("0", "entries") for w in (1, 2, 255)]
+    for key in partials:
+        bucket.put_object(key, b"partial", retain=False)
+    bucket.put_object(f"{prefix}/tile/1/000.p/1", b"level 1 partial", retain=False)  # no full level-1 tile yet
+    full = bucket.put_object(f"{prefix}/tile/0/000", b"full")
+    assert full.lock_mode == "COMPLIANCE"
+    docklog.drop_partials(bucket, prefix, 255, 256)
+    client = seaweedfs.client()
+    left = client.list_object_versions(Bucket=locked, Prefix=f"training/{prefix}/")
+    keys = sorted(v["Key"] for v in left.get("Versions", []) + left.get("DeleteMarkers", []))
+    assert keys == [f"training/{prefix}/tile/0/000", f"training/{prefix}/tile/1/000.p/1"], keys
+    with pytest.raises(UploadError):
+        bucket.delete(f"{prefix}/tile/0/000", version_id=full.version_id)
+
+
+def test_publishing_past_a_full_tile_leaves_only_the_final_tiles_and_verify_finds_nothing(tmp_path: Path) -> None:
+    """The dock publishes after each batch: 58.6 KB of partial tiles a batch used to stay behind for good;
+    now each full tile's partials are deleted as it is written, and the log still checks (logcheck)."""
+    from bodycam.agent.audit import logcheck
+
+    key = Ed25519PrivateKey.generate()
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    root = tmp_path / "bucket"
+    leaves = tlog.TILE_WIDTH + 2
+    try:
+        with LocalBucket(root) as bucket:
+            for i in range(leaves):
+                with journal.transaction() as db:
+                    docklog.append_in(
+                        db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
+                    )
+                docklog.publish(
+                    journal,
+                    lambda k, data, retain: batch._put_once(bucket, k, data, retain=retain),
+                    bucket,
+                    DOCK_ID,
+                    f"B{i:04d}",
+                )
+            manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(leaves))
+            assert logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests) == []
+    finally:
+        journal.close()
+    log = root / docklog.log_prefix(DOCK_ID)
+    tiles = sorted(str(p.relative_to(log)) for p in (log / "tile").rglob("*") if p.is_file())
+    # the partials of the tile still filling stay until it is full: readers of those sizes need them
+    assert tiles == [
+        "tile/0/000", "tile/0/001.p/1", "tile/0/001.p/2", "tile/1/000.p/1",
+        "tile/entries/000", "tile/entries/001.p/1", "tile/entries/001.p/2",
+    ]  # fmt: skip
 
 
 def verify_findings(dock: Dock, bucket: Path) -> tuple[int, list[tuple[str, str]]]:

@@ -318,7 +318,9 @@ def publish(journal: Journal, bucket: Bucket, dock_id: str, batch_id: str) -> No
     artefacts += [(mf.SIGNATURE, sealed.signature.encode()), (mf.MANIFEST, sealed.manifest)]
     for name, data in artefacts:
         _put_once(bucket, f"{prefix}/{name}", data)
-    docklog.publish(journal, lambda key, data: _put_once(bucket, key, data), bucket, dock_id, batch_id)
+    docklog.publish(
+        journal, lambda key, data, retain: _put_once(bucket, key, data, retain=retain), bucket, dock_id, batch_id
+    )
     with journal.transaction() as db:
         db.execute("UPDATE batches SET state='published', published_at=? WHERE batch_id=?", (utc_now(), batch_id))
 
@@ -327,11 +329,11 @@ def pending_publication(journal: Journal) -> list[str]:
     return [r[0] for r in journal.query("SELECT batch_id FROM batches WHERE state='sealed' ORDER BY seq")]
 
 
-def _put_once(bucket: Bucket, key: str, data: bytes) -> None:
+def _put_once(bucket: Bucket, key: str, data: bytes, *, retain: bool = True) -> None:
     from bodycam.agent.storage.bucket import ObjectExistsError
 
     try:
-        bucket.put_object(key, data, create_only=True)
+        bucket.put_object(key, data, create_only=True, retain=retain)
     except ObjectExistsError:
         existing = bucket.get_bytes(key, max_size=len(data) + 1)
         if existing != data:

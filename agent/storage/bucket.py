@@ -420,9 +420,10 @@ class Bucket(ABC):
     # whole objects
     @abstractmethod
     def put_object(
-        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None, retain: bool = True
     ) -> ObjectInfo:
-        """Store a small object in one request. Raises ObjectExistsError, ChecksumMismatchError, UploadError."""
+        """Store a small object in one request. Raises ObjectExistsError, ChecksumMismatchError, UploadError.
+        ``retain=False``: no Object Lock retention (a partial log tile, deleted once its full tile exists)."""
 
     @abstractmethod
     def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
@@ -907,11 +908,11 @@ class S3Bucket(Bucket):
 
     # -- objects ----------------------------------------------------------------------------------
     def put_object(
-        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None, retain: bool = True
     ) -> ObjectInfo:
         check_key(key)
         checksum = sha256_b64 if sha256_b64 is not None else b64_sha256(data)
-        lock = self._lock_kwargs()
+        lock = self._lock_kwargs() if retain else {}
 
         def write(conditional: bool) -> Any:
             extra: dict[str, Any] = {"IfNoneMatch": "*"} if create_only and conditional else {}
@@ -1485,7 +1486,7 @@ class LocalBucket(Bucket):
 
     # -- objects ----------------------------------------------------------------------------------
     def put_object(
-        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None, retain: bool = True
     ) -> ObjectInfo:
         check_key(key)
         digest = hashlib.sha256(data).digest()

@@ -21,7 +21,7 @@ from bodycam.agent.formats import note, tlog
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.storage.journal import Journal
-from bodycam.drivers.errors import StorageError
+from bodycam.drivers.errors import BodycamError, StorageError
 
 if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
@@ -32,6 +32,7 @@ CHECKPOINT = "checkpoint"
 CHECKPOINTS = "checkpoints"
 WITNESSED = "checkpoint.witnessed"  # the largest cosigned checkpoint (docs/formats.md §11.3)
 WITNESSED_DIR = "witnessed"  # witnessed/<size>: each cosigned checkpoint with all its cosignatures
+MAX_VERSIONS = 8  # versions of one partial tile deleted at most (create-only writes leave one)
 
 Query = Callable[[str, Sequence[object]], list[sqlite3.Row]]
 #: created by the first seal that logs, not when the journal opens: opening a journal must not need a
@@ -141,11 +142,15 @@ def append_in(
     return index
 
 
-def publish(
-    journal: Journal, put_once: Callable[[str, bytes], None], bucket: Bucket, dock_id: str, batch_id: str
-) -> None:
+#: ``put_once(key, data, retain)``: write create-only (the same bytes already there are fine); ``retain``
+#: False for a partial tile or bundle, which gets no Object Lock retention so that it can be deleted
+PutOnce = Callable[[str, bytes, bool], None]
+
+
+def publish(journal: Journal, put_once: PutOnce, bucket: Bucket, dock_id: str, batch_id: str) -> None:
     """Write the tiles and entry bundles the batch's leaf completed, then its checkpoint: create-only at
     ``log/checkpoints/<size>`` and as the latest ``log/checkpoint`` (the one mutable object of the log).
+    Once a full tile is written, the partial tiles it replaces are deleted (:func:`drop_partials`).
 
     Publishing batches in ``batch_seq`` order (as the dock does) publishes every tile of every size; into
     a bucket that has no checkpoint yet, every tile of the tree is written.
@@ -165,10 +170,39 @@ def publish(
     # a bucket without the log yet (the first publication, or a dock moved to a new bucket) gets every tile
     old = size - 1 if bucket.head(f"{prefix}/{CHECKPOINT}") is not None else 0
     for path, data in tlog.tile_objects(tree, old, size, lambda lo, hi: _entries(journal, name, lo, hi)):
-        put_once(f"{prefix}/{path}", data)
-    put_once(f"{prefix}/{CHECKPOINTS}/{size}", signed)
+        put_once(f"{prefix}/{path}", data, ".p/" not in path)
+    put_once(f"{prefix}/{CHECKPOINTS}/{size}", signed, True)
     bucket.put_object(f"{prefix}/{CHECKPOINT}", signed, create_only=False)
     LOG.info("log %s: checkpoint %d published", origin(dock_id), size)
+    if old:  # a first publication writes no partial of a full tile
+        drop_partials(bucket, prefix, old, size)
+
+
+def drop_partials(bucket: Bucket, prefix: str, old: int, size: int) -> None:
+    """Delete every version of the partial tiles and bundles of each tile that became full between
+    ``old`` and ``size`` (C2SP tlog-tiles allows it once the full tile exists; docs/decisions.md). Best
+    effort: one that cannot be deleted (written locked by an older agent, an outage) is only left behind."""
+    for tile in tlog.new_tiles(old, size):
+        if tile.width != tlog.TILE_WIDTH:
+            continue
+        for path in (tile.path, tile.entries_path) if tile.level == 0 else (tile.path,):
+            try:
+                for info in list(bucket.iter_objects(f"{prefix}/{path}.p/")):
+                    _erase(bucket, info.key)
+            except BodycamError as err:
+                LOG.warning("log: partial tiles of %s/%s left in the bucket: %s", prefix, path, err)
+
+
+def _erase(bucket: Bucket, key: str) -> None:
+    """Every version of ``key`` (a versioned bucket keeps a deleted object behind a delete marker)."""
+    for _ in range(MAX_VERSIONS):
+        info = bucket.head(key)
+        if info is None:
+            return
+        version = info.version_id if info.version_id not in (None, "null") else None
+        bucket.delete(key, version_id=version)
+        if version is None:
+            return
 
 
 def _entries(journal: Journal, log: str, lo: int, hi: int) -> list[bytes]:

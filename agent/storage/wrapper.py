@@ -52,9 +52,9 @@ class BucketWrapper(Bucket):
         return self.inner.open_uploads(prefix, page_size=page_size)
 
     def put_object(
-        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None
+        self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None, retain: bool = True
     ) -> ObjectInfo:
-        return self.inner.put_object(key, data, create_only=create_only, sha256_b64=sha256_b64)
+        return self.inner.put_object(key, data, create_only=create_only, sha256_b64=sha256_b64, retain=retain)
 
     def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
         return self.inner.head(key, version_id=version_id)
