@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from bodycam.agent.formats.agecrypt import Encryptor, generate_identity
-from bodycam.agent.pipeline.pull import CancelledError, PullResult, pull
-from bodycam.agent.storage.bucket import LocalBucket, Part, PartData, UploadError, UploadNotFoundError
+from bodycam.agent.pipeline.pull import CancelledError, PartBuffers, PullResult, pull
+from bodycam.agent.storage.bucket import LocalBucket, Part, PartBuffer, PartData, UploadError, UploadNotFoundError
 from bodycam.agent.storage.wrapper import BucketWrapper
 from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.errors import IntegrityError
@@ -268,3 +268,29 @@ def test_a_bay_sharing_the_dock_pulls_through_a_ring_of_its_share(tmp_path: Path
         keyfile.write_text(identity + "\n")
         plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
         assert plain == data
+
+
+def test_a_sessions_recordings_reuse_its_part_buffers_within_the_bays_share(tmp_path: Path) -> None:
+    """A docking session keeps its part buffers from one recording to the next (a fresh buffer page-faults
+    in as it is filled: issue 14, the daemon's CPU): three recordings cut from the first one's buffers,
+    and when the bay's share shrinks (2 buffers, then 1) only that many stay; every object is exact."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    made: list[int] = []
+
+    def allocate(size: int) -> PartBuffer:
+        made.append(size)
+        return bucket.part_buffer(size)
+
+    buffers = PartBuffers(allocate)
+    _identity, recipient = generate_identity()
+    for number, share in enumerate([2, 2, 1], 1):
+        data = random.Random(number).randbytes(12 * MiB + number)
+        key = f"dock-01/b1/recordings/CAM1/r{number}.age"
+        upload_id = bucket.start_upload(key)
+        enc = Encryptor([recipient])
+        result = pull(MemoryCamera(data), _recording(data), enc, bucket, key, upload_id, part_size=5 * MiB,
+                      parts_in_flight=1, ring_buffers=share, buffers=buffers)  # fmt: skip
+        bucket.complete_upload(key, upload_id, result.parts)
+        assert result.ciphertext_sha256 == hashlib.sha256((bucket.root / key).read_bytes()).hexdigest()
+        assert len(buffers) <= share
+    assert made == [5 * MiB, 5 * MiB]  # the first recording's two buffers, and none since

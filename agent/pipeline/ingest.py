@@ -28,7 +28,7 @@ from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
 from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source, note_fleet
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
-from bodycam.agent.pipeline.pull import PullResult, part_size_for, pull
+from bodycam.agent.pipeline.pull import PartBuffers, PullResult, part_size_for, pull
 from bodycam.agent.storage.bucket import (
     PART_CHECKSUM,
     Bucket,
@@ -114,6 +114,7 @@ class _Job:
     report: CameraReport
     emit: ProgressFn
     cancel: threading.Event | None
+    buffers: PartBuffers | None = None  #: the session's part buffers, kept from one recording to the next
 
     @property
     def serial(self) -> str:
@@ -395,12 +396,13 @@ class Agent:
             if self.journal.state(RecordingKey.of(ident.serial, r)) not in DONE_STATES
         ]
         emit("camera_listed", {"serial": ident.serial, "recordings": pending})  # what is left to move, not all
+        buffers = PartBuffers(self.bucket.part_buffer)  # freed with the session
         for rec, decision, offset in todo:
             if cancel is not None and cancel.is_set():
                 report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
                 break
             try:
-                state = self._ingest_recording(_Job(camera, rec, decision, offset, report, emit, cancel))
+                state = self._ingest_recording(_Job(camera, rec, decision, offset, report, emit, cancel, buffers))
             except (IntegrityError, UploadError, ProtocolError) as err:
                 report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
                 LOG.debug("camera %s recording %d: %s", ident.serial, rec.id, err)
@@ -565,6 +567,7 @@ class Agent:
             on_part=part_done,
             on_progress=progress,
             cancel=job.cancel,
+            buffers=job.buffers,
         )
         job.report.bytes_read += rec.size
         if result.plaintext_sha256 != key.camera_sha256:

@@ -59,6 +59,42 @@ class PullResult:
     parts: list[Part]  # the bucket's Part records, in order
 
 
+class PartBuffers:
+    """Part buffers a docking session keeps from one recording's pull to the next (Agent._session).
+
+    A fresh part buffer costs a page fault every 4 KiB as it is first filled (and a bytearray a memset
+    on top): a ring's worth per recording was 0.1-0.2 CPU s for every 128 MiB recording of the bays bench
+    (issue 14, the daemon's CPU). A pull takes its ring's buffers here and gives back those the uploader
+    has finished with; each pull first trims what is kept to its own ring's count, so a bay whose share of
+    the dock's buffers shrank since its last recording never holds more than its new share.
+    """
+
+    def __init__(self, allocate: Callable[[int], PartBuffer]) -> None:
+        self._allocate = allocate
+        self._kept: list[PartBuffer] = []
+        self._lock = threading.Lock()
+
+    def trim(self, count: int) -> None:
+        with self._lock:
+            del self._kept[max(0, count) :]
+
+    def take(self, size: int) -> PartBuffer:
+        """A kept buffer of ``size`` bytes, else a new one (kept ones of another size are dropped)."""
+        with self._lock:
+            while self._kept:
+                buf = self._kept.pop()
+                if len(buf) == size:
+                    return buf
+        return self._allocate(size)
+
+    def give(self, buffers: list[PartBuffer]) -> None:
+        with self._lock:
+            self._kept.extend(buffers)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 class _PartRing:
     """Cuts the ciphertext into parts inside a small ring of preallocated part buffers.
 
@@ -145,6 +181,16 @@ class _PartRing:
         if len(buf) == self.part_size:
             self._free.put(buf)
 
+    def finished_buffers(self) -> list[PartBuffer]:
+        """The buffers the uploader has given back (and one never handed on): free for another pull."""
+        done = [] if self._buf is None else [self._buf]
+        self._buf = None
+        while True:
+            try:
+                done.append(self._free.get_nowait())
+            except queue.Empty:
+                return done
+
 
 def part_size_for(ciphertext_size: int, minimum: int) -> int:
     """The configured part size, grown (in MiB steps) so a huge recording fits in S3's 10,000 parts."""
@@ -170,8 +216,10 @@ def pull(
     on_part: Callable[[Part], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    buffers: PartBuffers | None = None,
 ) -> PullResult:
-    """Stream one recording into the multipart upload ``upload_id`` of ``key``.
+    """Stream one recording into the multipart upload ``upload_id`` of ``key``; its part buffers come from
+    ``buffers`` (and go back there) when given, else from the bucket.
 
     Raises CancelledError, IntegrityError (a part in the bucket differs from what this pass
     produced), and whatever the camera or bucket raise (TransportError, UploadError...).
@@ -179,7 +227,7 @@ def pull(
     stop = threading.Event()
     reader = _Reader(camera, recording, stop, read_ahead)
     uploader = _Uploader(
-        bucket, key, upload_id, existing_parts or {}, parts_in_flight, part_size, on_part, stop, ring_buffers
+        bucket, key, upload_id, existing_parts or {}, parts_in_flight, part_size, on_part, stop, ring_buffers, buffers
     )
     reader.start()
     uploader.start()
@@ -190,6 +238,8 @@ def pull(
         stop.set()
         uploader.close()
         reader.join()
+        if buffers is not None:
+            buffers.give(uploader.ring.finished_buffers())
     return uploader.result(plaintext_sha256)
 
 
@@ -301,6 +351,7 @@ class _Uploader:
         on_part: Callable[[Part], None] | None,
         stop: threading.Event,
         ring_buffers: int | None = None,
+        buffers: PartBuffers | None = None,
     ) -> None:
         self._bucket, self._key, self._upload_id, self._existing = bucket, key, upload_id, existing
         self._in_flight, self._on_part, self._stop = parts_in_flight, on_part, stop
@@ -311,9 +362,11 @@ class _Uploader:
         self._ciphertext = hashlib.sha256()
         # one buffer being filled, one queued, parts_in_flight uploading, one being hashed; the daemon passes
         # fewer (ring_buffers; 1: a part uploads before the next is cut) to share a dock's budget among its bays
-        self.ring = _PartRing(
-            part_size, max(1, ring_buffers or parts_in_flight + 3), self._emit, self._errors, bucket.part_buffer
-        )
+        count = max(1, ring_buffers or parts_in_flight + 3)
+        if buffers is not None:
+            buffers.trim(count)
+        allocate = buffers.take if buffers is not None else bucket.part_buffer
+        self.ring = _PartRing(part_size, count, self._emit, self._errors, allocate)
         self._thread = threading.Thread(target=self._run, name="part-hash", daemon=True)
 
     def start(self) -> None:
