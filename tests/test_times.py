@@ -40,3 +40,14 @@ def test_a_time_from_an_untrusted_document_is_a_datetime_or_none() -> None:
     long = "2026-03-01T10:15:00." + "0" * 60 + "Z"  # parses, but is longer than a time needs
     assert parse_iso(long) is not None and parse_or_none(long) is None and parse_or_none(long, 100) is not None
     assert rt.parse_iso("2026-03-01T10:15:00.250000Z") == T and rt.parse_iso("x" * 41) is None
+
+
+@pytest.mark.parametrize("edge", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_time_with_no_utc_equivalent_is_none_not_an_overflow_later(edge: str) -> None:
+    """datetime parses these, but their UTC time is outside years 1-9999: verify wrote an erasure's time
+    from a signed custody entry with iso_utc and stopped with OverflowError (an internal error, not a
+    finding). Read from an untrusted document, such a time is no time (verify: ``erased_early``)."""
+    assert parse_iso(edge) is not None  # a time for datetime
+    assert parse_or_none(edge) is None
+    when = parse_or_none("9999-12-31T22:59:59-01:00")  # the last second there is, west of UTC
+    assert when is not None and iso_utc(when) == "9999-12-31T23:59:59Z"

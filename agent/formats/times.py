@@ -33,10 +33,12 @@ def parse_iso(text: str) -> dt.datetime:
 def parse_or_none(value: object, limit: int = 64) -> dt.datetime | None:
     """``parse_iso`` for a value read from an untrusted document (a manifest, a custody entry): None
     unless it is a string of at most ``limit`` characters holding an ISO 8601 time with its zone, since
-    there a malformed time is a finding, not an error."""
+    there a malformed time is a finding, not an error. The time comes back in UTC, and one whose UTC time
+    falls outside years 1-9999 (``9999-12-31T23:59:59-01:00``) is None too: writing it (``iso_utc``) or
+    moving it would raise OverflowError wherever it went next."""
     if not isinstance(value, str) or len(value) > limit:
         return None
     try:
-        return parse_iso(value)
-    except ValueError:
+        return parse_iso(value).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
