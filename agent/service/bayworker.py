@@ -60,6 +60,7 @@ from bodycam.drivers.errors import BodycamError, ServiceError, TransportError
 LOG = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.05  #: byte counts are coalesced: the daemon needs them for status and stall detection only
 ACK_TIMEOUT_S = 30.0
+KILLED_GRACE_S = 30.0  #: a killed worker's reader reports its end within this, or the bay thread stops waiting
 Ident = tuple[str, int, str]
 M_ARENA_MAX = -8  #: glibc's mallopt parameter
 WORKER_ARENAS = 2  #: malloc arenas a worker may use (glibc's default is 8 per core)
@@ -567,8 +568,12 @@ class BayPool:
                 continue
             with self._lock:
                 worker = process.sessions.get(int(msg[1]))
-            if worker is not None:
+            if worker is None:
+                continue
+            try:
                 worker.deliver(msg)
+            except Exception:  # one bad message must not leave every session of this worker unread
+                LOG.exception("bay %s: relaying its worker's %r failed", worker.job.address, msg[0])
         process.process.join(10)
         if process.process.is_alive():
             process.process.kill()
@@ -628,15 +633,18 @@ class BayWorker:
         process = self.pool.attach(self, alone=self.alone)
         self.on_started(process.pid)
         cancelled_at: float | None = None
-        killed = False
+        killed_at: float | None = None
         try:
             while not self._done.wait(0.2):
                 if self.cancel.is_set() and cancelled_at is None:
                     cancelled_at = time.monotonic()
                     process.send("cancel", self._sid)
-                if not killed and cancelled_at is not None and time.monotonic() - cancelled_at > self.kill_after_s():
+                now = time.monotonic()
+                if killed_at is None and cancelled_at is not None and now - cancelled_at > self.kill_after_s():
                     self.pool.kill(process, self.job.address)
-                    killed = True
+                    killed_at = now
+                elif killed_at is not None and now - killed_at > KILLED_GRACE_S and not process.process.is_alive():
+                    self.ended(_ended(process.process.exitcode), process.killed_for)  # its reader never said so
         finally:
             with self._lock:
                 self._finish(("gone",))  # nothing more is relayed
