@@ -29,21 +29,26 @@ counted), and 5,000 batches at ``--max-memory 128`` (more than fit: ``bucket_too
 
     .venv/bin/python bench/verify.py --hostile [--runs 3] [--json]
 
-With ``--fleet 10,30,100`` it measures a force instead (issue 14 item 6): for each number of docks, a bucket
+With ``--fleet 10,100`` it measures a force instead (issue 14 item 6): for each number of docks, a bucket
 in one SeaweedFS holding that many docks' sealed batches of ``--per-dock`` recordings of ``--fleet-size-kib``
-(built by tests/fleet.py through the library: each dock its own key, journal and custody), then
-`bodycam-sync verify --json` over it (objects read in parallel) under the launcher: wall time, objects/s,
-MB/s of recording bytes hashed, peak RSS; in the same run `sha256sum` over the very same recording bytes
-(kept as files: its wall and CPU time, objects/s, MB/s), and for the smallest fleet an in-process
-sequential run (``Verifier(workers=1)``) for the speed-up. Time per object across fleet sizes shows whether
-verify is linear. Generated fleets are cached under ``--cache`` (SeaweedFS data, keys, bytes) and reused.
+(built by tests/fleet.py through the library: each dock its own key, journal and custody, real seal and
+publish; the recording objects written to files and put by ``rclone copy`` while the next docks are built),
+then `bodycam-sync verify --json` over it as users run it, under the launcher: wall time, objects/s, MB/s of
+recording bytes hashed, its CPU per object, SeaweedFS's CPU per object meanwhile, peak RSS. In the same run,
+over the same bytes: stock ``sha256sum`` of the local files (wall and CPU), and a peer paying the same GETs,
+``rclone hashsum sha256 --download`` (wall, CPU, SeaweedFS's CPU). ``--large 10x20x32`` adds a fleet of
+10 docks of 20 recordings of 32 MiB, where hashing, not requests, sets the pace; ``--sequential`` also reads
+the smallest fleet one object at a time in-process. CPU per object across fleet sizes shows whether verify
+is linear. Fleets are cached under ``--cache`` (SeaweedFS data, keys, objects) and reused; the last run's
+rows are kept there as last-run.json. Needs Debian ``rclone``.
 
-    .venv/bin/python bench/verify.py --fleet 10,30,100 [--per-dock 1000] [--fleet-size-kib 4] [--json]
+    .venv/bin/python bench/verify.py --fleet 10,100 --large 10x20x32 [--per-dock 1000] [--fleet-size-kib 4] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -242,33 +247,104 @@ def _cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds a process (SeaweedFS) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rclone_env(weed: SeaweedFS) -> dict[str, str] | None:
+    """An ``sw:`` rclone remote on this SeaweedFS (Debian ``rclone``), None when rclone is not installed."""
+    if shutil.which("rclone") is None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}  # plain http on loopback
+    return env | {
+        "RCLONE_CONFIG": str(weed.workdir / "no-rclone.conf"), "RCLONE_CONFIG_SW_TYPE": "s3",
+        "RCLONE_CONFIG_SW_PROVIDER": "Other", "RCLONE_CONFIG_SW_ENDPOINT": weed.endpoint_url,
+        "RCLONE_CONFIG_SW_ACCESS_KEY_ID": weed.access_key, "RCLONE_CONFIG_SW_SECRET_ACCESS_KEY": weed.secret_key,
+        "RCLONE_CONFIG_SW_REGION": "us-east-1",
+    }  # fmt: skip
+
+
+class _Uploader:
+    """Puts each built dock's staged recording objects with ``rclone copy`` while the next docks are built
+    (a Go client: about 1 ms of CPU per small PUT, against about 3 ms for a boto3 put_object)."""
+
+    def __init__(self, env: dict[str, str], stage: Path, dest: str) -> None:
+        import queue
+        import threading
+
+        self.env, self.stage, self.dest = env, stage, dest
+        self.todo: queue.Queue[str | None] = queue.Queue()
+        self.failed: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import subprocess
+
+        while (dock := self.todo.get()) is not None:
+            cmd = ["rclone", "copy", "-q", "--s3-no-check-bucket", "--no-check-dest", "--transfers", "16",
+                   "--checkers", "16", str(self.stage / dock), f"{self.dest}/{dock}"]  # fmt: skip
+            proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                self.failed.append(f"{dock}: {proc.stderr.strip()[-500:]}")
+
+    def finish(self) -> None:
+        self.todo.put(None)
+        self.thread.join()
+        if self.failed:
+            raise SystemExit("rclone copy failed: " + "; ".join(self.failed[:3]))
+
+
 def fleet_bucket(weed: SeaweedFS, cache: Path, docks: int, per_dock: int, size: int) -> dict[str, Any]:
-    """The bucket of ``docks`` docks, built once into the cache (SeaweedFS data is kept there)."""
+    """The bucket of ``docks`` docks, built once into the cache (SeaweedFS data is kept there).
+
+    Each dock is built by tests/fleet.py through the library (its own key, journal, custody; real seal and
+    publish of the manifest, signature, custody, sidecar and log), its recording objects written to
+    ``objects/<key>`` and put by ``rclone copy`` (:class:`_Uploader`): the same bytes under the same keys.
+    The local files are what ``sha256sum`` hashes."""
     from tests.fleet import build_fleet
 
-    name = f"fleet-{docks}x{per_dock}-{size}"
+    name = f"force-{docks}x{per_dock}-{size}"  # ("fleet-...": objects put one by one, kept flat)
     home = cache / name
     done = home / "fleet.json"
     if done.exists():
         return dict(json.loads(done.read_text()))
+    env = _rclone_env(weed)
+    if env is None:
+        raise SystemExit("--fleet needs rclone (Debian package 'rclone') to put the objects")
     shutil.rmtree(home, ignore_errors=True)
-    (home / "bytes").mkdir(parents=True)
-    weed.make_bucket(name)
+    stage = home / "objects"
+    stage.mkdir(parents=True)
+    with contextlib.suppress(Exception):  # a bucket left by a build that was cut short
+        weed.make_bucket(name)
     bucket = open_bucket(f"s3://{name}/force", weed.endpoint_url)
+    uploader = _Uploader(env, stage, f"sw:{name}/force")
     started = time.perf_counter()
 
     def progress(n: int) -> None:
+        uploader.todo.put(f"dock-{n - 1:03d}")
         if n % 10 == 0 or n == docks:
             print(f"  {name}: {n}/{docks} docks built ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
-    fleet = build_fleet(home / "docks", bucket, docks, per_dock, size, keep_ciphertext=home / "bytes",
-                        on_dock=progress)  # fmt: skip
+    fleet = build_fleet(home / "docks", bucket, docks, per_dock, size, stage=stage, on_dock=progress)
+    uploader.finish()
     bucket.close()
     info = {"name": name, "url": f"s3://{name}/force", "allowed_signers": str(fleet.allowed_signers),
             "identity": fleet.identity, "objects": fleet.objects, "recording_bytes": fleet.recording_bytes,
-            "build_s": fleet.build_s, "bytes_dir": str(home / "bytes")}  # fmt: skip
+            "object_size": size, "build_s": time.perf_counter() - started, "bytes_dir": str(stage)}  # fmt: skip
+    print(f"  {name}: built and put in {info['build_s']:.0f} s", file=sys.stderr)
     done.write_text(json.dumps(info))
     return info
+
+
+def _file_list(directory: Path, work: Path) -> Path:
+    """Every recording object's file under ``directory``, one path a line (sorted, as a listing is)."""
+    files = work / "files.list"
+    paths = sorted(str(Path(root) / f) for root, _, names in os.walk(directory) for f in names)
+    files.write_text("".join(p + "\n" for p in paths))
+    return files
 
 
 def sha256sum_over(directory: Path, work: Path) -> dict[str, Any]:
@@ -276,20 +352,76 @@ def sha256sum_over(directory: Path, work: Path) -> dict[str, Any]:
     on a local copy: wall and CPU time (page cache warmed by a first pass)."""
     import subprocess
 
-    files = work / "files.list"
-    with open(files, "w") as f:
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            f.write(entry.path + "\n")
-    cmd = ["sh", "-c", f"xargs -d '\\n' sha256sum < {files} > /dev/null"]
+    cmd = ["sh", "-c", f"xargs -d '\\n' sha256sum < {_file_list(directory, work)} > /dev/null"]
     subprocess.run(cmd, check=True)  # warm the page cache: the timed pass reads memory, as verify's server does
     cpu0, started = _cpu_children(), time.perf_counter()
     subprocess.run(cmd, check=True)
     return {"wall_s": time.perf_counter() - started, "cpu_s": _cpu_children() - cpu0}
 
 
+def rclone_hashsum(weed: SeaweedFS, info: dict[str, Any], work: Path) -> dict[str, Any] | None:
+    """A peer doing the same GETs and SHA-256s from the same SeaweedFS: ``rclone hashsum sha256 --download``
+    over the recording objects (16 at once); its wall and CPU time, SeaweedFS's CPU meanwhile, and whether
+    it found the hashes the manifests sign (its output, against the SHA-256 of the local files)."""
+    import subprocess
+
+    env = _rclone_env(weed)
+    if env is None:
+        return None
+    assert weed.process is not None
+    cmd = ["rclone", "hashsum", "sha256", "--download", "--transfers", "16", "--checkers", "16",
+           "--include", "*/recordings/**", f"sw:{info['name']}/force"]  # fmt: skip
+    cpu0, server0, started = _cpu_children(), _cpu_of(weed.process.pid), time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        print(f"note: rclone hashsum failed, left out: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return {"wall_s": wall, "cpu_s": _cpu_children() - cpu0, "server_cpu_s": _cpu_of(weed.process.pid) - server0,
+            "objects": len(proc.stdout.splitlines())}  # fmt: skip
+
+
+def measure_fleet(weed: SeaweedFS, info: dict[str, Any], work: Path, label: str) -> dict[str, Any]:
+    """verify (as users run it, under the launcher), then sha256sum and rclone over the same bytes."""
+    assert weed.process is not None
+    cmd = [CLI, "verify", "--bucket", info["url"], "--endpoint-url", weed.endpoint_url,
+           "--allowed-signers", info["allowed_signers"], "--json"]  # fmt: skip
+    cpu0, server0 = _cpu_children(), _cpu_of(weed.process.pid)
+    run = _launch(cmd, work, label.replace(" ", "-"))
+    verify_cpu, server_cpu = _cpu_children() - cpu0, _cpu_of(weed.process.pid) - server0
+    report = json.loads(run["out"].read_text() or "{}")
+    if run["rc"] != 0 or not report.get("verified"):
+        raise SystemExit(f"verify of {info['url']} failed (exit {run['rc']}): {run['err'].read_text()[-2000:]}")
+    n = sum(b["recordings"] for b in report["batches"])
+    size = info["recording_bytes"]
+    stock = sha256sum_over(Path(info["bytes_dir"]), work)
+    peer = rclone_hashsum(weed, info, work)
+    row = {
+        "case": label, "docks": len({b["dock"] for b in report["batches"]}), "recordings": n,
+        "object_bytes": info.get("object_size"), "objects_listed": report["objects_seen"], "recording_bytes": size,
+        "build_s": info["build_s"], "verify_s": run["wall_s"], "verify_cpu_s": verify_cpu,
+        "verify_cpu_ms_per_object": verify_cpu / n * 1e3, "server_cpu_ms_per_object": server_cpu / n * 1e3,
+        "peak_rss_MiB": run["ru_maxrss_kib"] / 1024, "objects_per_s": n / run["wall_s"],
+        "MB_per_s": size / run["wall_s"] / 1e6, "us_per_object": run["wall_s"] / n * 1e6,
+        "sha256sum_s": stock["wall_s"], "sha256sum_cpu_s": stock["cpu_s"],
+        "sha256sum_objects_per_s": n / stock["wall_s"], "sha256sum_MB_per_s": size / stock["wall_s"] / 1e6,
+    }  # fmt: skip
+    if peer is not None:
+        row |= {
+            "rclone_s": peer["wall_s"], "rclone_cpu_s": peer["cpu_s"], "rclone_objects": peer["objects"],
+            "rclone_cpu_ms_per_object": peer["cpu_s"] / n * 1e3,
+            "rclone_server_cpu_ms_per_object": peer["server_cpu_s"] / n * 1e3,
+            "rclone_objects_per_s": n / peer["wall_s"], "rclone_MB_per_s": size / peer["wall_s"] / 1e6,
+        }  # fmt: skip
+    return row
+
+
 def main_fleet(args: argparse.Namespace) -> None:
     sizes = sorted({int(n) for n in args.fleet.split(",")})
-    size = args.fleet_size_kib * KiB
+    cases = [(f"{d} docks", d, args.per_dock, args.fleet_size_kib * KiB) for d in sizes]
+    if args.large:
+        docks, per, mib = (int(x) for x in args.large.lower().split("x"))
+        cases.append((f"{docks} docks x {per} of {mib} MiB", docks, per, mib * MiB))
     cache: Path = args.cache
     cache.mkdir(parents=True, exist_ok=True)
     weed = SeaweedFS(cache / "seaweedfs")
@@ -299,60 +431,59 @@ def main_fleet(args: argparse.Namespace) -> None:
     weed.start()
     ports.write_text(json.dumps(weed.ports))
     rows: list[dict[str, Any]] = []
+    load = os.getloadavg()
     try:
         os.environ.update(weed.env())
         with tempfile.TemporaryDirectory(prefix="bodycam-bench-fleet-") as tmp:
             work = Path(tmp)
-            for docks in sizes:
-                info = fleet_bucket(weed, cache, docks, args.per_dock, size)
-                cmd = [CLI, "verify", "--bucket", info["url"], "--endpoint-url", weed.endpoint_url,
-                       "--allowed-signers", info["allowed_signers"], "--json"]  # fmt: skip
-                cpu0 = _cpu_children()
-                run = _launch(cmd, work, f"fleet-{docks}")
-                verify_cpu = _cpu_children() - cpu0
-                report = json.loads(run["out"].read_text() or "{}")
-                if run["rc"] != 0 or not report.get("verified"):
-                    raise SystemExit(
-                        f"verify of {info['url']} failed (exit {run['rc']}): {run['err'].read_text()[-2000:]}"
-                    )
-                recordings = sum(b["recordings"] for b in report["batches"])
-                stock = sha256sum_over(Path(info["bytes_dir"]), work)
-                row = {
-                    "docks": docks, "recordings": recordings, "objects_listed": report["objects_seen"],
-                    "recording_bytes": info["recording_bytes"], "build_s": info["build_s"],
-                    "verify_s": run["wall_s"], "verify_cpu_s": verify_cpu, "peak_rss_MiB": run["ru_maxrss_kib"] / 1024,
-                    "objects_per_s": recordings / run["wall_s"],
-                    "MB_per_s": info["recording_bytes"] / run["wall_s"] / 1e6,
-                    "us_per_object": run["wall_s"] / recordings * 1e6,
-                    "sha256sum_s": stock["wall_s"], "sha256sum_cpu_s": stock["cpu_s"],
-                    "sha256sum_objects_per_s": recordings / stock["wall_s"],
-                    "sha256sum_MB_per_s": info["recording_bytes"] / stock["wall_s"] / 1e6,
-                }  # fmt: skip
-                if docks == sizes[0]:
+            for label, docks, per_dock, size in cases:
+                info = fleet_bucket(weed, cache, docks, per_dock, size)
+                row = measure_fleet(weed, info, work, label)
+                if args.sequential and docks == sizes[0] and size == args.fleet_size_kib * KiB:
                     row["sequential_s"] = _sequential(info, weed.endpoint_url)
                 rows.append(row)
     finally:
         weed.stop()
+    small = [r for r in rows if r["object_bytes"] == args.fleet_size_kib * KiB]
     summary = {
         "rows": rows,
-        "per_object_ratio_largest_to_smallest": rows[-1]["us_per_object"] / rows[0]["us_per_object"],
+        "load_before": load,
+        "load_after": os.getloadavg(),
+        "cpu_per_object_ratio_largest_to_smallest": small[-1]["verify_cpu_ms_per_object"]
+        / small[0]["verify_cpu_ms_per_object"],
     }
+    (cache / "last-run.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    print(f"bodycam-sync verify of a force in SeaweedFS ({args.per_dock} recordings of {args.fleet_size_kib} KiB per "
-          f"dock, no decryption; recordings read {READ_WORKERS} at once); sha256sum over the same bytes, same run")  # fmt: skip
-    print(f"{'docks':>5} {'objects':>8} {'verify':>8} {'obj/s':>7} {'MB/s':>6} {'µs/obj':>7} {'peak RSS':>9} "
-          f"{'CPU':>7} | {'sha256sum':>9} {'obj/s':>7} {'MB/s':>6} {'CPU':>6}")  # fmt: skip
+    print(f"bodycam-sync verify of a force in SeaweedFS (no decryption; recordings read {READ_WORKERS} at once); "
+          f"sha256sum over the same bytes as local files and rclone hashsum --download of the same objects, same run; "
+          f"load {load[0]:.1f} before, {summary['load_after'][0]:.1f} after")  # fmt: skip
+    print(f"{'case':<28} {'objects':>7} {'verify':>7} {'obj/s':>6} {'MB/s':>6} {'CPU':>6} {'ms/obj':>6} "
+          f"{'weed':>5} {'RSS':>7} | {'sha256sum':>9} {'obj/s':>6} {'MB/s':>6} {'CPU':>6} | {'rclone':>7} {'obj/s':>6} "
+          f"{'MB/s':>6} {'ms/obj':>6} {'weed':>5}")  # fmt: skip
     for r in rows:
-        print(f"{r['docks']:>5} {r['recordings']:>8} {r['verify_s']:>7.1f}s {r['objects_per_s']:>7.0f} "
-              f"{r['MB_per_s']:>6.1f} {r['us_per_object']:>7.0f} {r['peak_rss_MiB']:>5.1f} MiB {r['verify_cpu_s']:>6.1f}s | "
-              f"{r['sha256sum_s']:>8.1f}s {r['sha256sum_objects_per_s']:>7.0f} {r['sha256sum_MB_per_s']:>6.1f} "
-              f"{r['sha256sum_cpu_s']:>5.1f}s")  # fmt: skip
-    first = rows[0]
-    print(f"time per object, {rows[-1]['docks']} docks vs {first['docks']}: x{summary['per_object_ratio_largest_to_smallest']:.2f} "
-          f"(1.00 = linear); {first['docks']} docks read one object at a time (in-process): {first['sequential_s']:.1f} s "
-          f"vs {first['verify_s']:.1f} s")  # fmt: skip
+        peer = (f"{r['rclone_s']:>6.1f}s {r['rclone_objects_per_s']:>6.0f} {r['rclone_MB_per_s']:>6.1f} "
+                f"{r['rclone_cpu_ms_per_object']:>6.2f} {r['rclone_server_cpu_ms_per_object']:>5.2f}"
+                if "rclone_s" in r else "(no rclone)")  # fmt: skip
+        print(f"{r['case']:<28} {r['recordings']:>7} {r['verify_s']:>6.1f}s {r['objects_per_s']:>6.0f} "
+              f"{r['MB_per_s']:>6.1f} {r['verify_cpu_s']:>5.1f}s {r['verify_cpu_ms_per_object']:>6.2f} "
+              f"{r['server_cpu_ms_per_object']:>5.2f} {r['peak_rss_MiB']:>3.0f} MiB | {r['sha256sum_s']:>8.1f}s "
+              f"{r['sha256sum_objects_per_s']:>6.0f} {r['sha256sum_MB_per_s']:>6.1f} {r['sha256sum_cpu_s']:>5.1f}s | "
+              f"{peer}")  # fmt: skip
+    print(
+        "ms/obj: CPU per recording of verify (its own process) or rclone; weed: SeaweedFS's CPU per recording meanwhile"
+    )
+    print(
+        f"verify CPU per object, {small[-1]['docks']} docks vs {small[0]['docks']}: "
+        f"x{summary['cpu_per_object_ratio_largest_to_smallest']:.2f} (1.00 = linear)"
+    )
+    for r in rows:
+        print(f"{r['case']}: verify hashes at {r['objects_per_s'] / r['sha256sum_objects_per_s']:.2f}x "
+              f"sha256sum's rate over the same bytes (wall); its CPU is {r['verify_cpu_s'] / r['sha256sum_cpu_s']:.1f}x "
+              f"sha256sum's, {(r['verify_cpu_s'] + r['server_cpu_ms_per_object'] * r['recordings'] / 1e3) / r['sha256sum_cpu_s']:.1f}x "
+              "with SeaweedFS's" + (f"; {r['sequential_s']:.1f} s one object at a time (in-process)"
+              if "sequential_s" in r else ""))  # fmt: skip
 
 
 def _sequential(info: dict[str, Any], endpoint: str) -> float:
@@ -379,7 +510,9 @@ def main() -> None:
     parser.add_argument("--fleet", default=None, help="measure fleets of these numbers of docks, e.g. 10,30,100")
     parser.add_argument("--per-dock", type=int, default=1000, help="recordings per dock in --fleet")
     parser.add_argument("--fleet-size-kib", type=int, default=4, help="recording size in --fleet")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bodycam-bench-fleet",
+    parser.add_argument("--large", default=None, help="also a fleet of large objects, DOCKSxRECORDINGSxMiB (10x20x32)")
+    parser.add_argument("--sequential", action="store_true", help="also the smallest fleet read one at a time")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bodycam-bench-force",
                         help="where --fleet keeps generated buckets between runs")  # fmt: skip
     args = parser.parse_args()
     if args.fleet:

@@ -69,3 +69,18 @@ def test_parallel_verify_finds_what_sequential_finds_in_seaweedfs(
     sequential = _findings(bucket, fleet.allowed_signers, None, workers=1)
     assert _problems(sequential).count("object_altered") == 3
     assert _findings(bucket, fleet.allowed_signers, None, workers=8) == sequential
+
+
+def test_a_fleet_whose_objects_are_staged_and_put_afterwards_verifies_clean(tmp_path: Path) -> None:
+    """bench/verify.py --fleet writes the recording objects to files and puts them in bulk (rclone) after
+    the real seal: the bucket is then exactly one whose objects were put one by one, and verifies clean."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    stage = tmp_path / "stage"
+    fleet = build_fleet(tmp_path / "docks", bucket, docks=2, per_dock=12, size=1500, stage=stage)
+    staged = sorted(p for p in stage.rglob("*") if p.is_file())
+    assert len(staged) == 24 and _recordings(bucket) == []
+    for path in staged:
+        bucket.put_object(str(path.relative_to(stage)), path.read_bytes())
+    report = _findings(bucket, fleet.allowed_signers, fleet.identity, workers=8)
+    assert report["findings"] == [] and report["verified"]
+    assert sum(b["recordings"] for b in report["batches"]) == 24
