@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bodycam.agent.config import parse, restart_only_changes
 from bodycam.agent.service import control
 from bodycam.agent.service.bayworker import Share, _Link, _Session, share
 from bodycam.agent.storage.interprocess import SharedRate, SharedSlots
-from bodycam.drivers.errors import ServiceError
+from bodycam.drivers.errors import ConfigError, ServiceError
 
 from .dock import CLI, Dock, iso_window, make_dock, window
 from .sims import SimProcess
@@ -386,3 +389,15 @@ def test_workers_of_a_daemon_on_s3_start_with_botocore_and_its_models_loaded(tmp
         )
         seen[bucket] = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"s3": [True, True], "local": [False, False]}
+
+
+def test_the_worker_budget_is_one_per_core_by_default_bounded_and_reloadable() -> None:
+    """``daemon.bay_workers``: 0 (one worker per core) unless set; a negative, boolean or too large value is
+    one line naming the key; a reload may change it (it applies to the sessions that start after)."""
+    base = {"dock_id": "dock-1", "state_dir": "/tmp/x"}
+    assert parse(base).bay_workers == 0
+    assert parse({**base, "daemon": {"bay_workers": 2}}).bay_workers == 2
+    for bad in (-1, 65, True, "2"):
+        with pytest.raises(ConfigError, match=r"daemon\.bay_workers.*between 0 \(one per core\) and 64"):
+            parse({**base, "daemon": {"bay_workers": bad}})
+    assert restart_only_changes(parse(base), parse({**base, "daemon": {"bay_workers": 3}})) == []
