@@ -174,6 +174,7 @@ def run(
     processes: bool,
     py_spy: Path | None = None,
     s3: S3 | None = None,
+    bay_workers: int | None = None,
 ) -> dict[str, Any]:
     win = window()
     sims = [
@@ -189,6 +190,8 @@ def run(
         with dock.config_path.open("a") as f:
             f.write("[cameras]\nusbip = [" + ", ".join(f'"{s.address}"' for s in sims) + "]\n")
             f.write(f"[daemon]\nbay_processes = {'true' if processes else 'false'}\n")
+            if bay_workers is not None:
+                f.write(f"bay_workers = {bay_workers}\n")
         dock.enroll(*(s.serial for s in sims))
         dock.exercise("EX-BENCH", win, *(s.serial for s in sims))
         daemon = subprocess.Popen([CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.2"],
@@ -265,6 +268,8 @@ def main() -> None:
         default="local",
         help="the daemon into a local bucket, into SeaweedFS, or one run of each (alternating)",
     )
+    parser.add_argument("--bay-workers", type=int, default=None,
+                        help="daemon.bay_workers (default: the daemon's, one worker process per core)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
@@ -301,8 +306,9 @@ def compare(args: argparse.Namespace, size: int, run_no: int, mode: str, s3: S3 
     for n in (1, args.cameras):
         with tempfile.TemporaryDirectory(prefix="bodycam-bays-") as tmp:
             results[n] = run(
-                n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3
-            )
+                n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3,
+                bay_workers=args.bay_workers,
+            )  # fmt: skip
     one, many = results[1], results[args.cameras]
     for r in (one, many):
         r["daemon_cpu_x_floor"] = round(r["daemon_cpu_s_per_GiB"] / floor, 2)
