@@ -9,4 +9,6 @@ npm install --prefix tests/interop --no-package-lock --no-audit --no-fund --logl
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/typecheck.sh
-.venv/bin/python -m pytest -q --durations=25 "$@"
+# Two worker processes, a test file each at a time (module fixtures built once): the suite mostly waits
+# (cameras, timeouts, polling), so two overlap on 2 cores; pass -n 0 to run in this one process.
+.venv/bin/python -m pytest -q --durations=25 -n 2 --dist loadfile "$@"
