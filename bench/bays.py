@@ -12,13 +12,21 @@ local``, the default), into SeaweedFS (``--bucket s3``: started by the bench as 
 its own process and not the daemon's, so never in the daemon's CPU; its CPU per GiB is shown beside), or
 one run of each, with its bays in worker processes (`daemon.bay_processes = true`, the default), in
 threads, or one run of each.
-The bench polls the control socket itself (a `bodycam-sync status` per poll would cost a third of a
-core). The clock stops when the control socket reports every bay synced with no upload in flight.
+The daemon runs as bodycam-agent.service runs it (``--polling shipped``): ``bodycam-sync daemon`` with
+its shipped defaults (no ``--rescan``: a scan every 2 s), ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC`` (30 s)
+as ``Type=notify`` and ``WatchdogSec=`` give them; the bench is its systemd: the clock starts at
+``READY=1``, and it asks the control socket for status once on each ``STATUS=`` change (the bay summary)
+and otherwise once a second, as an operator's ``watch -n 1 bodycam-sync status`` would (the bench sends
+the request itself: a fresh interpreter per poll would cost the machine 0.15 CPU s, none of it the
+daemon's). ``--polling busy`` is the earlier bench: ``--rescan 0.2`` and a status request every 0.1 s,
+whose work scales with wall time, not with bytes; ``both`` (the default) runs each, one after the other,
+so the report shows what that polling costs the daemon. The clock stops when the control socket reports
+every bay synced with no upload in flight.
 Peak memory: the daemon's own VmHWM, and the sum over its processes of VmRSS and of PSS (shared pages
 counted once), sampled every 0.1 s.
 
     .venv/bin/python bench/bays.py [--cameras 8] [--size-mib 64] [--mode both] [--bucket local|s3|both]
-                                   [--runs 1] [--json] [--py-spy DIR]
+                                   [--polling shipped|busy|both] [--runs 1] [--json] [--py-spy DIR]
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -165,6 +175,59 @@ class S3:
         self.server.stop()
 
 
+#: the earlier bench's pace: a scan every 0.2 s and a status request every 0.1 s
+BUSY_RESCAN_S = 0.2
+SAMPLE_S = 0.1
+#: shipped polling: a status request on each STATUS= change and otherwise once a second
+SHIPPED_POLL_S = 1.0
+#: bodycam-agent.service's WatchdogSec=30s, as systemd passes it
+WATCHDOG_USEC = 30_000_000
+
+
+class Notify:
+    """The bench as the daemon's systemd (``Type=notify``): a datagram socket for ``$NOTIFY_SOCKET``, so
+    the daemon sends READY=1, STATUS= and its WATCHDOG=1 pings as it does in service, and the bench
+    learns of a bay's state change without asking."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.ready = False
+
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+
+    def _drain(self) -> bool:
+        """Read every pending datagram; whether one carried STATUS=."""
+        changed = False
+        while True:
+            try:
+                message = self.sock.recv(4096).decode(errors="replace")
+            except BlockingIOError:
+                return changed
+            fields = message.splitlines()
+            self.ready = self.ready or "READY=1" in fields
+            changed = changed or any(f.startswith("STATUS=") for f in fields)
+
+    def status_changed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a notification; whether a STATUS= came."""
+        select.select([self.sock], [], [], timeout)
+        return self._drain()
+
+    def wait_ready(self, daemon: subprocess.Popen[bytes], deadline_s: float = 120.0) -> None:
+        end = time.monotonic() + deadline_s
+        while not self.ready:
+            if daemon.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"the daemon did not send READY=1 (exit {daemon.returncode})")
+            self.status_changed(0.02)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
 def run(
     cameras: int,
     size: int,
@@ -175,6 +238,7 @@ def run(
     py_spy: Path | None = None,
     s3: S3 | None = None,
     bay_workers: int | None = None,
+    polling: str = "shipped",
 ) -> dict[str, Any]:
     win = window()
     sims = [
@@ -194,40 +258,46 @@ def run(
                 f.write(f"bay_workers = {bay_workers}\n")
         dock.enroll(*(s.serial for s in sims))
         dock.exercise("EX-BENCH", win, *(s.serial for s in sims))
-        daemon = subprocess.Popen([CLI, "--config", str(dock.config_path), "daemon", "--rescan", "0.2"],
-                                  stderr=(workdir / "daemon.log").open("w"),
-                                  env=s3.env() if s3 is not None else None)  # fmt: skip
-        peak = peak_pss = peak_tree = 0
+        notify = Notify(workdir / "notify")
+        rescan = ["--rescan", str(BUSY_RESCAN_S)] if polling == "busy" else []  # shipped: the unit's ExecStart
+        env = {**(s3.env() if s3 is not None else os.environ), **notify.env()}
+        daemon = subprocess.Popen([CLI, "--config", str(dock.config_path), "daemon", *rescan],
+                                  stderr=(workdir / "daemon.log").open("w"), env=env)  # fmt: skip
+        peak = peak_pss = peak_tree = polls = 0
         try:
             sock = dock.config.state_dir / "run" / "control.sock"
-            while not sock.exists():  # the clock starts when the daemon is ready, not at interpreter start
-                time.sleep(0.02)
+            notify.wait_ready(daemon)  # the clock starts when the daemon is ready, not at interpreter start
             spy = _py_spy(daemon.pid, py_spy, f"{'processes' if processes else 'threads'}-{cameras}")
             started = time.perf_counter()
             cpu_before = tree_cpu_s(daemon.pid)
             sims_before = sum(cpu_s(s.proc.pid) for s in sims)
             store_before = s3.cpu_s() if s3 is not None else 0.0
+            last_poll = started
             while True:
-                peak = max(peak, peak_rss_kib(daemon.pid))
+                peak = max(peak, peak_rss_kib(daemon.pid))  # /proc reads: the bench's CPU, not the daemon's
                 peak_pss = max(peak_pss, tree_pss_kib(daemon.pid))
                 peak_tree = max(peak_tree, tree_rss_kib(daemon.pid))
-                if sock.exists():
-                    # the control socket itself, not 'bodycam-sync status' (a fresh interpreter per poll
-                    # cost 0.15 CPU s, a third of a core at this pace, taken from the daemon's two cores)
-                    try:
-                        status = control.request(sock, {"cmd": "status"})
-                    except BodycamError:
-                        status = {}
-                    bays = status.get("bays", [])
-                    if (
-                        len(bays) == cameras
-                        and all(b["state"] == "synced" for b in bays)
-                        and not status["queue"]["uploads_in_progress"]
-                    ):
-                        break
-                    if any(b["state"] == "error" for b in bays):
-                        raise RuntimeError(f"a bay failed: {bays}")
-                time.sleep(0.1)
+                changed = notify.status_changed(SAMPLE_S)  # also the 0.1 s memory-sampling pace
+                due = polling == "busy" or changed or time.perf_counter() - last_poll >= SHIPPED_POLL_S
+                if not due:
+                    continue
+                last_poll = time.perf_counter()
+                polls += 1
+                # the control socket itself, not 'bodycam-sync status' (a fresh interpreter per poll
+                # costs 0.15 CPU s, none of it the daemon's but all of it taken from the same two cores)
+                try:
+                    status = control.request(sock, {"cmd": "status"})
+                except BodycamError:
+                    status = {}
+                bays = status.get("bays", [])
+                if (
+                    len(bays) == cameras
+                    and all(b["state"] == "synced" for b in bays)
+                    and not status["queue"]["uploads_in_progress"]
+                ):
+                    break
+                if any(b["state"] == "error" for b in bays):
+                    raise RuntimeError(f"a bay failed: {bays}")
             elapsed = time.perf_counter() - started
             cpu = tree_cpu_s(daemon.pid) - cpu_before
             sims_cpu = sum(cpu_s(s.proc.pid) for s in sims) - sims_before
@@ -239,8 +309,10 @@ def run(
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
+            notify.close()
         total = cameras * training * size
-        return {"cameras": cameras, "bucket": "local" if s3 is None else "s3", "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
+        return {"cameras": cameras, "bucket": "local" if s3 is None else "s3", "polling": polling, "polls": polls,
+                "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
                 "daemon_peak_rss_MiB": round(peak / 1024, 1),
                 "tree_peak_rss_MiB": round(peak_tree / 1024, 1), "tree_peak_pss_MiB": round(peak_pss / 1024, 1), "daemon_cpu_s": round(cpu, 2),
                 "daemon_cpu_s_per_GiB": round(cpu / (total / 2**30), 2),
@@ -270,12 +342,20 @@ def main() -> None:
     )
     parser.add_argument("--bay-workers", type=int, default=None,
                         help="daemon.bay_workers (default: the daemon's, one worker process per core)")  # fmt: skip
+    parser.add_argument(
+        "--polling",
+        choices=("shipped", "busy", "both"),
+        default="both",
+        help="the daemon's shipped defaults with a status poll a second (and on each STATUS= change), "
+        "the earlier --rescan 0.2 with 10 status polls a second, or one run of each (alternating)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
     args = parser.parse_args()  # fmt: skip
     size = args.size_mib * 1024 * 1024
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
+    pollings = ["shipped", "busy"] if args.polling == "both" else [args.polling]
     floor = min(floor_cpu(256 * 1024 * 1024), floor_cpu(256 * 1024 * 1024)) * 4  # s/GiB
     buckets = ["local", "s3"] if args.bucket == "both" else [args.bucket]
     rows = []
@@ -285,10 +365,15 @@ def main() -> None:
             for run_no in range(args.runs):
                 for mode in modes:
                     for where in buckets:
-                        row = compare(args, size, run_no, mode, s3 if where == "s3" else None, floor)
-                        rows.append(row)
-                        if not args.json:
-                            report(row, args)
+                        pair = []
+                        for polling in pollings:
+                            row = compare(args, size, run_no, mode, s3 if where == "s3" else None, floor, polling)
+                            rows.append(row)
+                            pair.append(row)
+                            if not args.json:
+                                report(row, args)
+                        if len(pair) == 2 and not args.json:
+                            polling_cost(*pair, args)
         finally:
             if s3 is not None:
                 s3.stop()
@@ -300,36 +385,59 @@ def main() -> None:
     shutil.rmtree(ROOT / "build" / "bays", ignore_errors=True)
 
 
-def compare(args: argparse.Namespace, size: int, run_no: int, mode: str, s3: S3 | None, floor: float) -> dict[str, Any]:
-    """One camera, then ``args.cameras``, into the same kind of bucket: the row's two runs and their ratios."""
+def compare(
+    args: argparse.Namespace, size: int, run_no: int, mode: str, s3: S3 | None, floor: float, polling: str
+) -> dict[str, Any]:
+    """One camera, then ``args.cameras``, into the same kind of bucket: the row's two runs and their ratios
+    (one run when ``--cameras 1``)."""
     results = {}
-    for n in (1, args.cameras):
+    for n in sorted({1, args.cameras}):
         with tempfile.TemporaryDirectory(prefix="bodycam-bays-") as tmp:
             results[n] = run(
                 n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3,
                 bay_workers=args.bay_workers,
+                polling=polling,
             )  # fmt: skip
     one, many = results[1], results[args.cameras]
     for r in (one, many):
         r["daemon_cpu_x_floor"] = round(r["daemon_cpu_s_per_GiB"] / floor, 2)
-    return {"run": run_no + 1, "mode": mode, "bucket": one["bucket"], "one": one, "many": many,
+    return {"run": run_no + 1, "mode": mode, "bucket": one["bucket"], "polling": polling, "one": one, "many": many,
             "aggregate_ratio": round(many["MBps"] / one["MBps"], 2),
             "cpu_ratio": round(many["daemon_cpu_s_per_GiB"] / one["daemon_cpu_s_per_GiB"], 2)}  # fmt: skip
+
+
+POLLING = {
+    "shipped": "shipped defaults (a scan every 2 s), status on each STATUS= change and at most 1/s",
+    "busy": "--rescan 0.2 and 10 status polls a second (the earlier bench)",
+}
+
+
+def polling_cost(shipped: dict[str, Any], busy: dict[str, Any], args: argparse.Namespace) -> None:
+    """What the earlier bench's scans and polls cost the daemon, from the two runs just made."""
+    for label, key in (("1 camera ", "one"), (f"{args.cameras} cameras", "many")):
+        s, b = shipped[key]["daemon_cpu_s_per_GiB"], busy[key]["daemon_cpu_s_per_GiB"]
+        print(f"  10 polls/s + --rescan 0.2, {label}: {b:.2f} vs {s:.2f} s/GiB shipped: {b - s:+.2f} s/GiB "
+              f"({b / s:.2f}x), over {busy[key]['seconds']:.1f} vs {shipped[key]['seconds']:.1f} s", flush=True)  # fmt: skip
+        if args.cameras == 1:
+            return
 
 
 def report(row: dict[str, Any], args: argparse.Namespace) -> None:
     where = "local bucket" if row["bucket"] == "local" else "SeaweedFS (its CPU not the daemon's)"
     print(f"run {row['run']}, bays in {row['mode']}: {args.cameras} cameras x {args.recordings} training recordings "
-          f"x {args.size_mib} MiB, daemon -> {where}")  # fmt: skip
-    for label, r in (("1 camera ", row["one"]), (f"{args.cameras} cameras", row["many"])):
+          f"x {args.size_mib} MiB, daemon -> {where}; {POLLING[row['polling']]}")  # fmt: skip
+    pairs = [("1 camera ", row["one"])] + ([(f"{args.cameras} cameras", row["many"])] if args.cameras != 1 else [])
+    for label, r in pairs:
         store = r["seaweedfs_cpu_s_per_GiB"]
         print(
             f"  {label}: {r['MBps']:7.1f} MB/s in {r['seconds']:6.2f} s; daemon CPU {r['daemon_cpu_s_per_GiB']:.2f} s/GiB "
             f"= {r['daemon_cpu_x_floor']:.2f}x the floor; cameras {r['cameras_cpu_s_per_GiB']:.2f} s/GiB; "
             + (f"SeaweedFS {store:.2f} s/GiB; " if store is not None else "")
             + f"peak RSS daemon {r['daemon_peak_rss_MiB']} MiB, all its processes {r['tree_peak_rss_MiB']} MiB "
-            f"(PSS {r['tree_peak_pss_MiB']} MiB)"
+            f"(PSS {r['tree_peak_pss_MiB']} MiB); {r['polls']} status polls"
         )
+    if args.cameras == 1:
+        return
     print(f"  {args.cameras} cameras / 1: throughput {row['aggregate_ratio']:.2f}x, CPU per GiB {row['cpu_ratio']:.2f}x",
           flush=True)  # fmt: skip
 
