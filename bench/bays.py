@@ -21,7 +21,8 @@ the request itself: a fresh interpreter per poll would cost the machine 0.15 CPU
 daemon's). ``--polling busy`` is the earlier bench: ``--rescan 0.2`` and a status request every 0.1 s,
 whose work scales with wall time, not with bytes; ``both`` (the default) runs each, one after the other,
 so the report shows what that polling costs the daemon. The clock stops when the control socket reports
-every bay synced with no upload in flight.
+every bay synced with no upload in flight; the bench then keeps polling as before for ``--idle-s`` (10 s)
+and reports the daemon's CPU per wall second then (cores): the part of its cost that scales with time.
 Peak memory: the daemon's own VmHWM, and the sum over its processes of VmRSS and of PSS (shared pages
 counted once), sampled every 0.1 s.
 
@@ -228,6 +229,25 @@ class Notify:
         self.path.unlink(missing_ok=True)
 
 
+def idle(pid: int, sock: Path, notify: Notify, polling: str, seconds: float) -> float | None:
+    """The daemon's CPU per wall second (cores) once every bay is synced, polled as during the run: the
+    work that scales with time (scans, status requests, watchdog pings), not with bytes."""
+    if seconds <= 0:
+        return None
+    started = time.perf_counter()
+    before = tree_cpu_s(pid)
+    last_poll = started
+    while time.perf_counter() - started < seconds:
+        changed = notify.status_changed(SAMPLE_S)
+        if polling == "busy" or changed or time.perf_counter() - last_poll >= SHIPPED_POLL_S:
+            last_poll = time.perf_counter()
+            try:
+                control.request(sock, {"cmd": "status"})
+            except BodycamError:
+                pass
+    return round((tree_cpu_s(pid) - before) / (time.perf_counter() - started), 4)
+
+
 def run(
     cameras: int,
     size: int,
@@ -239,6 +259,7 @@ def run(
     s3: S3 | None = None,
     bay_workers: int | None = None,
     polling: str = "shipped",
+    idle_s: float = 0.0,
 ) -> dict[str, Any]:
     win = window()
     sims = [
@@ -306,12 +327,14 @@ def run(
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                 spy.wait(60)
+            idle_cores = idle(daemon.pid, sock, notify, polling, idle_s)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
             notify.close()
         total = cameras * training * size
         return {"cameras": cameras, "bucket": "local" if s3 is None else "s3", "polling": polling, "polls": polls,
+                "idle_cores": idle_cores,
                 "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
                 "daemon_peak_rss_MiB": round(peak / 1024, 1),
                 "tree_peak_rss_MiB": round(peak_tree / 1024, 1), "tree_peak_pss_MiB": round(peak_pss / 1024, 1), "daemon_cpu_s": round(cpu, 2),
@@ -349,6 +372,8 @@ def main() -> None:
         help="the daemon's shipped defaults with a status poll a second (and on each STATUS= change), "
         "the earlier --rescan 0.2 with 10 status polls a second, or one run of each (alternating)",
     )
+    parser.add_argument("--idle-s", type=float, default=10.0,
+                        help="then keep polling the synced daemon this long: its CPU per wall second (cores)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
@@ -396,7 +421,7 @@ def compare(
             results[n] = run(
                 n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3,
                 bay_workers=args.bay_workers,
-                polling=polling,
+                polling=polling, idle_s=args.idle_s,
             )  # fmt: skip
     one, many = results[1], results[args.cameras]
     for r in (one, many):
@@ -418,6 +443,10 @@ def polling_cost(shipped: dict[str, Any], busy: dict[str, Any], args: argparse.N
         s, b = shipped[key]["daemon_cpu_s_per_GiB"], busy[key]["daemon_cpu_s_per_GiB"]
         print(f"  10 polls/s + --rescan 0.2, {label}: {b:.2f} vs {s:.2f} s/GiB shipped: {b - s:+.2f} s/GiB "
               f"({b / s:.2f}x), over {busy[key]['seconds']:.1f} vs {shipped[key]['seconds']:.1f} s", flush=True)  # fmt: skip
+        si, bi = shipped[key]["idle_cores"], busy[key]["idle_cores"]
+        if si is not None and bi is not None:
+            print(f"    idle, every bay synced: {bi:.4f} vs {si:.4f} cores shipped: {bi - si:+.4f} cores, "
+                  f"{(bi - si) / 0.28:+.3f} s/GiB at 8 USB 2.0 bays' 0.28 GiB/s", flush=True)  # fmt: skip
         if args.cameras == 1:
             return
 
@@ -435,6 +464,7 @@ def report(row: dict[str, Any], args: argparse.Namespace) -> None:
             + (f"SeaweedFS {store:.2f} s/GiB; " if store is not None else "")
             + f"peak RSS daemon {r['daemon_peak_rss_MiB']} MiB, all its processes {r['tree_peak_rss_MiB']} MiB "
             f"(PSS {r['tree_peak_pss_MiB']} MiB); {r['polls']} status polls"
+            + (f"; idle {r['idle_cores']:.4f} cores" if r["idle_cores"] is not None else "")
         )
     if args.cameras == 1:
         return
