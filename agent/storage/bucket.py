@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from bodycam.agent.storage.s3get import SignedGet
+    from bodycam.agent.storage.s3put import SignedPut
 
 LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -601,6 +602,8 @@ def _s3_errors() -> tuple[type[BaseException], ...]:
 _CHECKSUM_CODES: Final = frozenset(
     {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"}
 )
+#: refusals botocore retries as transient: a signed PUT refused so says nothing unusual about the endpoint
+_TRANSIENT_CODES: Final = frozenset({"RequestTimeout", "SlowDown", "RequestTimeoutException", "Throttling"})
 _AUTH_CODES: Final = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 )
@@ -647,8 +650,10 @@ class S3Bucket(Bucket):
         if client is None:
             client = _s3_client(endpoint_url, connect_timeout, read_timeout, max_attempts)
             self._signed_get = _signed_get(client, bucket)
-        else:
-            self._signed_get = None  # an injected client (tests) is used as it is, for every call
+            self._signed_put = _signed_put(client, bucket)
+        else:  # an injected client (tests) is used as it is, for every call
+            self._signed_get = None
+            self._signed_put = None
         self._client: S3Client = client
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -812,18 +817,61 @@ class S3Bucket(Bucket):
         _check_part_number(part_number)
         checksum = checksum if checksum is not None else part_checksum(data)
         algorithm = checksum_algorithm(checksum)
+        sent = self._put_part(key, upload_id, part_number, data, algorithm, checksum)
+        if isinstance(sent, tuple):
+            etag, returned = sent
+            self._check_returned(key, part_number, checksum, returned)
+            return Part(part_number, etag, checksum, len(data))
         r = self._call(
             f"upload part {part_number} of", key, self._client.upload_part,
             Key=self._full(key), UploadId=upload_id, PartNumber=part_number,
             Body=data.tobytes() if isinstance(data, memoryview) else data,  # botocore takes no memoryview
             ContentLength=len(data), ChecksumAlgorithm=algorithm, **{f"Checksum{algorithm}": checksum},
         )  # fmt: skip
-        returned = r.get(f"Checksum{algorithm}")
-        if returned and returned != checksum:
-            raise ChecksumMismatchError(
-                f"upload part {part_number} of {self._where(key)}: server stored checksum {returned}, sent {checksum}"
-            )
+        if sent is True:
+            # the endpoint took from botocore what it refused as a signed PUT (a redirect, a signature it
+            # does not take): every part would be sent twice, so this bucket's parts keep to botocore
+            LOG.debug("%s: signed part PUTs refused but upload_part worked; parts go through botocore", self.url)
+            self._signed_put = None
+        self._check_returned(key, part_number, checksum, cast("str | None", r.get(f"Checksum{algorithm}")))
         return Part(part_number, str(r["ETag"]), checksum, len(data))
+
+    def _put_part(
+        self, key: str, upload_id: str, number: int, data: PartData, algorithm: str, checksum: str
+    ) -> tuple[str, str | None] | bool | None:
+        """The ETag and returned checksum of the part sent as one signed PUT (agent/storage/s3put.py: no
+        botocore request machinery, no copy of the part). Otherwise ``upload_part`` sends the part again
+        through botocore, whose retries, error mapping and messages are the only ones a caller sees: True
+        when the answer was a refusal that is not transient (so the endpoint is unusual if botocore's
+        request then succeeds), False or None otherwise. A checksum refusal (the bytes were corrupted on
+        the way) is raised at once, as botocore's ChecksumMismatchError, which botocore does not retry."""
+        if self._signed_put is None:
+            return None
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if not view.c_contiguous:
+            return None
+        answer = self._signed_put.put_part(self._full(key), upload_id, number, view.cast("B"), algorithm, checksum)
+        if answer is None:
+            return None
+        status, headers, body = answer
+        etag = headers.get("etag")
+        if status == 200 and etag:
+            return etag, headers.get(f"x-amz-checksum-{algorithm.lower()}")
+        code, message = _s3put().error_of(body)
+        if code in _CHECKSUM_CODES:
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+            err = ClientError(cast("Any", error), "UploadPart")
+            raise self._client_error(f"upload part {number} of", key, err) from err
+        LOG.debug("signed PUT of part %d of %s: HTTP %d %s; through upload_part instead", number, key, status, code)
+        return 300 <= status < 500 and status not in (408, 429) and code not in _TRANSIENT_CODES
+
+    def _check_returned(self, key: str, number: int, sent: str, returned: str | None) -> None:
+        if returned and returned != sent:
+            raise ChecksumMismatchError(
+                f"upload part {number} of {self._where(key)}: server stored checksum {returned}, sent {sent}"
+            )
 
     def list_parts(self, key: str, upload_id: str) -> list[Part]:
         check_key(key)
@@ -1023,6 +1071,25 @@ def _signed_get(client: S3Client, bucket: str) -> SignedGet | None:
         return signed
     except (ValueError, BotoCoreError) as err:
         LOG.debug("reads of s3://%s go through get_object: %s", bucket, err)
+        return None
+
+
+def _s3put() -> ModuleType:
+    """agent/storage/s3put.py, imported with botocore once an S3 bucket is opened."""
+    from bodycam.agent.storage import s3put
+
+    return s3put
+
+
+def _signed_put(client: S3Client, bucket: str) -> SignedPut | None:
+    """The fast part PUT for this client, or None (then every part goes through ``upload_part``)."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        signed: SignedPut = _s3put().SignedPut(client, bucket)
+        return signed
+    except (ValueError, BotoCoreError) as err:
+        LOG.debug("parts of s3://%s go through upload_part: %s", bucket, err)
         return None
 
 

@@ -44,22 +44,7 @@ class SignedGet:
     def __init__(self, client: Any, bucket: str) -> None:
         """Raises ValueError when this client cannot be read around (no credentials, no HTTP session, a
         URL shape this module does not know): the caller then keeps to ``get_object``."""
-        signer: Any = getattr(client, "_request_signer", None)
-        credentials = getattr(signer, "_credentials", None)
-        session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-        if credentials is None or session is None or not hasattr(session, "send"):
-            raise ValueError("no credentials or HTTP session to sign and send GETs with")
-        version = getattr(signer, "signature_version", None)
-        if version not in ("s3v4", "v4"):
-            raise ValueError(f"signature version {version!r}")
-        url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": _PROBE}, ExpiresIn=60)
-        base = str(url).split("?", 1)[0]
-        if not base.endswith("/" + _PROBE):
-            raise ValueError(f"unexpected presigned URL shape {base!r}")
-        self._base = base[: -len(_PROBE)]
-        self._credentials = credentials
-        self._region = str(client.meta.region_name)
-        self._session = session
+        self._base, self._credentials, self._region, self._session = signing_target(client, bucket)
 
     def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | None:
         """Headers (lower-case names) and the body of a 200 answer; None for anything else."""
@@ -80,6 +65,28 @@ class SignedGet:
             raw.close()
             return None
         return headers, Body(raw, int(headers["content-length"]))
+
+
+def signing_target(client: Any, bucket: str) -> tuple[str, Any, str, Any]:
+    """What a request signed outside botocore needs from ``client``: the URL of the bucket's keys (as
+    ``generate_presigned_url`` builds it, so addressing style and endpoint are the client's), its
+    credentials object (refreshed by ``get_frozen_credentials``), its region and its HTTP session.
+
+    Raises ValueError when the client is unusual (no credentials or session, not SigV4, a URL shape not
+    known here): the caller then keeps every request on botocore."""
+    signer: Any = getattr(client, "_request_signer", None)
+    credentials = getattr(signer, "_credentials", None)
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    if credentials is None or session is None or not hasattr(session, "send"):
+        raise ValueError("no credentials or HTTP session to sign and send requests with")
+    version = getattr(signer, "signature_version", None)
+    if version not in ("s3v4", "v4"):
+        raise ValueError(f"signature version {version!r}")
+    url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": _PROBE}, ExpiresIn=60)
+    base = str(url).split("?", 1)[0]
+    if not base.endswith("/" + _PROBE) or not base.startswith(("http://", "https://")):
+        raise ValueError(f"unexpected presigned URL shape {base!r}")
+    return base[: -len(_PROBE)], credentials, str(client.meta.region_name), session
 
 
 class Body:
@@ -132,4 +139,4 @@ def _iso_date(value: str | None) -> datetime | None:
         return None
 
 
-__all__ = ["Body", "SignedGet", "info_fields"]
+__all__ = ["Body", "SignedGet", "info_fields", "signing_target"]
