@@ -490,7 +490,12 @@ def test_multi_chunk_truncation_flips_and_splices() -> None:
 
 
 @pytest.mark.parametrize("size", [5, CHUNK_SIZE, 2 * CHUNK_SIZE])
-@pytest.mark.parametrize("extra", [b"\x00", bytes(16), os.urandom(17), os.urandom(ENC_CHUNK)])
+# Fixed bytes (seeded), not os.urandom at collection: pytest-xdist workers must collect the same ids.
+@pytest.mark.parametrize(
+    "extra",
+    [b"\x00", bytes(16), random.Random(17).randbytes(17), random.Random(ENC_CHUNK).randbytes(ENC_CHUNK)],
+    ids=["one-zero-byte", "16-zero-bytes", "17-random-bytes", "a-whole-chunk"],
+)
 def test_trailing_garbage_is_detected(size: int, extra: bytes) -> None:
     ct = _encrypt(os.urandom(size))
     with pytest.raises(AgePayloadError):
