@@ -29,7 +29,7 @@ from bodycam.agent.pipeline.ingest import Agent
 from bodycam.agent.storage.bucket import Bucket
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, utc_now
-from bodycam.drivers.errors import BodycamError, StorageError
+from bodycam.drivers.errors import BodycamError
 
 LOG = logging.getLogger(__name__)
 MAX_VERSIONS = 64  # versions of one key erased at most (create-only writes leave one)
@@ -189,18 +189,9 @@ def due(journal: Journal, dock_id: str, now: float | None = None) -> list[Due]:
 
 
 def erase_object(bucket: Bucket, key: str) -> None:
-    """Delete every version of ``key`` (a versioned, Object Lock bucket would otherwise keep the data
-    behind a delete marker); nothing to do when it is already gone. Raises what the bucket raises
-    (an unexpired COMPLIANCE lock: UploadError, AccessDenied)."""
-    for _ in range(MAX_VERSIONS):
-        info = bucket.head(key)
-        if info is None:
-            return
-        version = info.version_id if info.version_id not in (None, "null") else None
-        bucket.delete(key, version_id=version)
-        if version is None and bucket.head(key) is not None:
-            raise StorageError(f"{key} is still in the bucket after deleting it")
-    raise StorageError(f"{key} still has versions after {MAX_VERSIONS} deletions; erase it by hand and rerun")
+    """Delete every version of ``key`` (:meth:`Bucket.erase_every_version`). Raises what the bucket
+    raises (an unexpired COMPLIANCE lock: UploadError, AccessDenied)."""
+    bucket.erase_every_version(key, max_versions=MAX_VERSIONS)
 
 
 def _intend(journal: Journal, d: Due) -> None:

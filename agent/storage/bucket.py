@@ -72,6 +72,7 @@ _T = TypeVar("_T")
 MIN_PART_SIZE: Final = 5 * 1024 * 1024  # S3: every part but the last
 MAX_PARTS: Final = 10_000
 MAX_KEY_BYTES: Final = 1024
+MAX_VERSIONS: Final = 64  #: versions of one key erased at most (create-only writes leave one)
 CHUNK: Final = 1024 * 1024
 UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reserved first key component
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -444,6 +445,21 @@ class Bucket(ABC):
     @abstractmethod
     def delete(self, key: str, *, version_id: str | None = None) -> None:
         """Remove an object (tests and tamper simulation); a missing key is not an error."""
+
+    def erase_every_version(self, key: str, *, max_versions: int = MAX_VERSIONS) -> None:
+        """Delete every version of ``key``: a versioned (Object Lock) bucket keeps a deleted object's data
+        behind a delete marker. Nothing to do when it is already gone. Raises what ``delete`` raises (an
+        unexpired COMPLIANCE lock: UploadError), StorageError if versions remain after ``max_versions``."""
+        for _ in range(max_versions):
+            info = self.head(key)
+            if info is None:
+                return
+            version = info.version_id if info.version_id not in (None, "null") else None
+            self.delete(key, version_id=version)
+            if version is None and self.head(key) is not None:
+                raise StorageError(f"{key} is still in the bucket after deleting it")
+        if self.head(key) is not None:
+            raise StorageError(f"{key} still has versions after {max_versions} deletions; erase it by hand and rerun")
 
     def get_bytes(self, key: str, max_size: int) -> bytes:
         """The whole of a small object (a manifest); IntegrityError if it is larger than ``max_size``."""

@@ -188,21 +188,9 @@ def drop_partials(bucket: Bucket, prefix: str, old: int, size: int) -> None:
         for path in (tile.path, tile.entries_path) if tile.level == 0 else (tile.path,):
             try:
                 for info in list(bucket.iter_objects(f"{prefix}/{path}.p/")):
-                    _erase(bucket, info.key)
+                    bucket.erase_every_version(info.key, max_versions=MAX_VERSIONS)
             except BodycamError as err:
                 LOG.warning("log: partial tiles of %s/%s left in the bucket: %s", prefix, path, err)
-
-
-def _erase(bucket: Bucket, key: str) -> None:
-    """Every version of ``key`` (a versioned bucket keeps a deleted object behind a delete marker)."""
-    for _ in range(MAX_VERSIONS):
-        info = bucket.head(key)
-        if info is None:
-            return
-        version = info.version_id if info.version_id not in (None, "null") else None
-        bucket.delete(key, version_id=version)
-        if version is None:
-            return
 
 
 def _entries(journal: Journal, log: str, lo: int, hi: int) -> list[bytes]:
