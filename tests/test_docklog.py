@@ -197,6 +197,47 @@ def test_publishing_past_a_full_tile_leaves_only_the_final_tiles_and_verify_find
     ]  # fmt: skip
 
 
+def test_verify_reads_the_full_tile_when_a_partial_it_needs_was_deleted_under_it(tmp_path: Path) -> None:
+    """verify reading a live bucket while the dock fills a tile: the checkpoint it read names a size whose
+    partial tile and bundle the dock then deletes (drop_partials). The full tile's first W hashes and
+    entries are read instead (C2SP: clients SHOULD); with neither there it is still a named finding. Seen
+    here as the bucket at that moment: the older checkpoint read, the log grown past a full tile since."""
+    from bodycam.agent.audit import logcheck
+
+    key = Ed25519PrivateKey.generate()
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    root = tmp_path / "bucket"
+    leaves, seen = tlog.TILE_WIDTH + 2, 200
+    log = root / docklog.log_prefix(DOCK_ID)
+    try:
+        with LocalBucket(root) as bucket:
+            for i in range(leaves):
+                with journal.transaction() as db:
+                    docklog.append_in(
+                        db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
+                    )
+                docklog.publish(
+                    journal, lambda k, data, retain: batch._put_once(bucket, k, data, retain=retain), bucket,
+                    DOCK_ID, f"B{i:04d}",
+                )  # fmt: skip
+            assert not (log / f"tile/entries/000.p/{seen}").exists()  # deleted once tile 000 was full
+            (log / "checkpoint").write_bytes((log / "checkpoints" / str(seen)).read_bytes())
+
+            def check() -> list[tuple[str, str | None]]:
+                manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(seen))
+                found = logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests)
+                # what the log grew to after that checkpoint was read is beyond it (strays, newer kept ones)
+                return [(f.problem, f.key) for f in found if f.problem not in ("log_unlisted_object", "log_fork")]
+
+            assert check() == []
+            (log / "tile/entries/000").unlink()
+            (log / "tile/0/000").unlink()
+            prefix = docklog.log_prefix(DOCK_ID)
+            assert check() == [("log_entries_unreadable", f"{prefix}/tile/entries/000.p/{seen}")]
+    finally:
+        journal.close()
+
+
 def verify_findings(dock: Dock, bucket: Path) -> tuple[int, list[tuple[str, str]]]:
     proc = dock.cli("verify", "--bucket", bucket.as_uri(), "--allowed-signers", str(dock.allowed_signers), "--json")
     assert "Traceback" not in proc.stderr, proc.stderr

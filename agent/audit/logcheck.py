@@ -25,6 +25,7 @@ from bodycam.agent.formats import commitment, note, tlog
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog
+from bodycam.agent.storage.bucket import ObjectNotFoundError
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import BodycamError, ProtocolError
 
@@ -181,7 +182,7 @@ def _rebuild(
         tile = tlog.Tile(0, n, tlog.TILE_WIDTH if n < full else rest)
         key = f"{prefix}/{tile.entries_path}"
         try:
-            bundle = tlog.parse_entry_bundle(bucket.get_bytes(key, max_size=BUNDLE_MAX))
+            bundle = _bundle(bucket, prefix, tile)
         except BodycamError as err:
             return LogFinding("log_entries_unreadable", f"{key}: {err}", key)
         if len(bundle) != tile.width:
@@ -209,14 +210,42 @@ def _entry(raw: bytes, index: int) -> strictjson.JSONObject:
     return {"index": index, **doc}
 
 
+def _bundle(bucket: Bucket, prefix: str, tile: tlog.Tile) -> list[bytes]:
+    """The entries of a level-0 tile. A partial bundle the bucket no longer has is read from the full
+    bundle at the same index (its first ``width`` entries; C2SP tlog-tiles: clients SHOULD): a dock that
+    fills the tile while verify reads a live bucket deletes the partial (docklog.drop_partials). The
+    entries still have to rebuild the signed tree, so a full bundle that disagrees is a root mismatch."""
+    full = f"{prefix}/{tlog.Tile(0, tile.n).entries_path}"
+    data, from_full = _get_or_full(bucket, f"{prefix}/{tile.entries_path}", full, BUNDLE_MAX)
+    entries = tlog.parse_entry_bundle(data)
+    return entries[: tile.width] if from_full else entries
+
+
+def _get_or_full(bucket: Bucket, key: str, full: str, max_size: int) -> tuple[bytes, bool]:
+    """The object at ``key``, or, when it is a partial tile or bundle the bucket lacks, the full one at
+    ``full`` (then True: the caller takes its first ``width``); an error naming both when neither is there."""
+    try:
+        return bucket.get_bytes(key, max_size=max_size), False
+    except ObjectNotFoundError:
+        if full == key:
+            raise
+        try:
+            return bucket.get_bytes(full, max_size=max_size), True
+        except ObjectNotFoundError as err:
+            raise ObjectNotFoundError(f"{key} and its full tile {full} are both missing") from err
+
+
 def _tile(bucket: Bucket, prefix: str, tile: tlog.Tile, hashes: bytes) -> list[LogFinding]:
     """The published hash tile must hold the rebuilt tree's hashes (the entries alone were enough to
-    rebuild it; a party proving inclusion from tiles relies on these)."""
+    rebuild it; a party proving inclusion from tiles relies on these). A partial tile the bucket no
+    longer has is compared as the first ``width`` hashes of the full tile at its index (see :func:`_bundle`)."""
     key = f"{prefix}/{tile.path}"
+    full = f"{prefix}/{tlog.Tile(tile.level, tile.n).path}"
     try:
-        data = bucket.get_bytes(key, max_size=tlog.TILE_WIDTH * tlog.HASH_SIZE)
+        data, from_full = _get_or_full(bucket, key, full, tlog.TILE_WIDTH * tlog.HASH_SIZE)
     except BodycamError as err:
         return [LogFinding("log_tile_mismatch", f"{key}: {err}", key)]
+    data = data[: tile.width * tlog.HASH_SIZE] if from_full else data
     if data != hashes:
         return [LogFinding("log_tile_mismatch", f"{key} does not hold the hashes of the signed tree", key)]
     return []
