@@ -4,8 +4,11 @@ gives the same bytes, the same ObjectInfo and the same errors as get_object did,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +99,66 @@ def test_errors_are_those_of_get_object(
             proxied.open_read("m.json")
         proxy.set()
         assert proxied.get_bytes("m.json", 10) == b"{}"
+
+
+class _BadLengthServer:
+    """An endpoint that answers every request 200 with the Content-Length it is given (raw socket: an
+    HTTP library would refuse to send a bad one)."""
+
+    def __init__(self, length: bytes) -> None:
+        self._length = length
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(10)
+                with contextlib.suppress(OSError):
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: " + self._length + b"\r\nConnection: close\r\n\r\n{}"
+                    )
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"1e3", b"99999999999999999999999"])
+@pytest.mark.parametrize("signed", [True, False], ids=["signed-get", "get_object"])
+def test_a_bad_content_length_is_one_line_naming_the_object(
+    monkeypatch: pytest.MonkeyPatch, length: bytes, signed: bool
+) -> None:
+    """A Content-Length that is not a non-negative integer was a bare ValueError from open_read (an
+    internal error, a traceback) or a negative size; it is the bucket's one-line error naming the object
+    key, through the signed GET and through get_object (a client handed in) alike."""
+    import boto3
+    from botocore.config import Config
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    server = _BadLengthServer(length)
+    try:
+        if signed:
+            bucket = open_bucket("s3://bad-length/evidence", server.url, connect_timeout=2, read_timeout=5)
+        else:
+            config = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)
+            client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", config=config)
+            bucket = S3Bucket("bad-length", "evidence", endpoint_url=server.url, client=client)
+        with pytest.raises(UploadError) as err:
+            bucket.open_read("dock-01/m.json")
+        message = str(err.value)
+        assert "\n" not in message and "s3://bad-length/evidence/dock-01/m.json" in message, message
+        assert "Content-Length" in message and length.decode() not in message, message
+    finally:
+        server.close()

@@ -1038,14 +1038,28 @@ class S3Bucket(Bucket):
         def wrap(err: BaseException) -> BodycamError:
             return UploadError(f"reading {where} failed mid-stream: {err}; check that the endpoint is up")
 
-        opened = self._signed_get.open(self._full(key), version_id) if self._signed_get is not None else None
+        bad_length = UploadError(
+            f"reading {where} failed: the endpoint answered with an invalid Content-Length; check that the "
+            "endpoint is an S3 service"
+        )
+        try:
+            opened = self._signed_get.open(self._full(key), version_id) if self._signed_get is not None else None
+        except _s3get().BadContentLength:
+            raise bad_length from None
         if opened is not None:
             headers, signed = opened
             info = ObjectInfo(key=key, **_s3get().info_fields(headers))
             return ObjectReader(info, signed.read, signed.close, wrap, _s3_errors())
         extra = {"VersionId": version_id} if version_id else {}
-        r = self._call("read", key, self._client.get_object, Key=self._full(key), **extra)
+        try:  # botocore's parser raises a bare ValueError on a Content-Length that is not a number
+            r = self._call("read", key, self._client.get_object, Key=self._full(key), **extra)
+        except ValueError:
+            raise bad_length from None
         body = r["Body"]
+        size = r.get("ContentLength", 0)
+        if not isinstance(size, int) or not 0 <= size <= _s3get().MAX_OBJECT:
+            body.close()
+            raise bad_length
         return ObjectReader(self._info(key, r), body.read, body.close, wrap, _s3_errors())
 
     def delete(self, key: str, *, version_id: str | None = None) -> None:

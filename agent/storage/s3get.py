@@ -21,6 +21,7 @@ BodycamError tree exactly as before. A body that ends before its Content-Length 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -36,6 +37,8 @@ LOG = logging.getLogger(__name__)
 _PROBE: Final = "bodycam-probe-key"
 #: ask for the stored checksum headers, as ``get_object`` does under botocore's default validation mode
 _HEADERS: Final = {"x-amz-checksum-mode": "ENABLED"}
+MAX_OBJECT: Final = 5 << 40  # S3's largest object, 5 TiB
+_DIGITS: Final = re.compile(r"[0-9]{1,16}")
 
 
 class SignedGet:
@@ -64,7 +67,26 @@ class SignedGet:
             LOG.debug("signed GET of %s: HTTP %s; through get_object instead", full_key, response.status_code)
             raw.close()
             return None
-        return headers, Body(raw, int(headers["content-length"]))
+        size = content_length(headers)
+        if size is None:
+            raw.close()
+            raise BadContentLength(full_key)
+        return headers, Body(raw, size)
+
+
+class BadContentLength(ValueError):
+    """A 200 whose Content-Length is not a whole number of bytes an object can have: the bucket turns it
+    into its one-line error naming the object (the value itself, the endpoint's, is not repeated)."""
+
+
+def content_length(headers: dict[str, str]) -> int | None:
+    """The Content-Length as a size, None unless it is plain digits (no sign, no exponent, no spaces) and
+    at most :data:`MAX_OBJECT` (S3's largest object): ``int()`` alone took ``+2`` and ``-5``, and raised a
+    bare ValueError on ``abc``."""
+    value = headers.get("content-length", "")
+    if not _DIGITS.fullmatch(value) or int(value) > MAX_OBJECT:
+        return None
+    return int(value)
 
 
 def signing_target(client: Any, bucket: str) -> tuple[str, Any, str, Any]:
@@ -115,7 +137,7 @@ class Body:
 def info_fields(headers: dict[str, str]) -> dict[str, Any]:
     """What ``get_object`` would have parsed from these headers, as ObjectInfo fields."""
     return {
-        "size": int(headers["content-length"]),
+        "size": content_length(headers) or 0,
         "etag": headers.get("etag", ""),
         "version_id": headers.get("x-amz-version-id") or None,
         "checksum": headers.get("x-amz-checksum-crc32c") or headers.get("x-amz-checksum-sha256") or None,
@@ -139,4 +161,4 @@ def _iso_date(value: str | None) -> datetime | None:
         return None
 
 
-__all__ = ["Body", "SignedGet", "info_fields", "signing_target"]
+__all__ = ["BadContentLength", "Body", "SignedGet", "content_length", "info_fields", "signing_target"]
