@@ -320,7 +320,7 @@ def test_a_wedged_bay_s_worker_is_killed_and_the_bay_sharing_it_resumes(tmp_path
         daemon = _start(dock, log)
         try:
             deadline = time.monotonic() + 240
-            shared = False
+            shared = alone = False
             mine: dict[str, Any] | None = None
             status = _status(dock)
             while time.monotonic() < deadline:
@@ -330,6 +330,12 @@ def test_a_wedged_bay_s_worker_is_killed_and_the_bay_sharing_it_resumes(tmp_path
                     assert mine["state"] != "error", f"{mine}\n{log.read_text()[-3000:]}"
                     other = bays.get(bad.serial)
                     shared |= bool(other and mine["worker_pid"] and mine["worker_pid"] == other["worker_pid"])
+                    # retried after the kill, the hanging bay runs in a second process while the good one's
+                    # runs: beyond the budget of one, which only a bay that must run alone gets
+                    alone |= bool(
+                        other and other["sessions"] >= 2 and other["worker_pid"] and mine["worker_pid"]
+                        and other["worker_pid"] != mine["worker_pid"]
+                    )  # fmt: skip
                     if mine["state"] == "synced" and _signed(bucket, good.serial) == set(good.training()):
                         break
                 time.sleep(0.1)
@@ -337,6 +343,7 @@ def test_a_wedged_bay_s_worker_is_killed_and_the_bay_sharing_it_resumes(tmp_path
             text = log.read_text()
             assert mine is not None and mine["state"] == "synced", f"{status}\n{text[-3000:]}"
             assert shared, text[-3000:]  # the two sessions did run in one worker
+            assert alone, text[-3000:]  # the hanging bay's retry did not share the good bay's worker
             assert "killing its worker" in text and "requeueing the 1 other bay" in text, text[-3000:]
             assert "killed to give up bay" in text, text[-3000:]
             assert mine["sessions"] >= 2, mine
