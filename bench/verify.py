@@ -25,7 +25,7 @@ signed, built to exhaust the verifier; issue 8 item 4), each under the same laun
 default ``--max-memory`` of 256 MiB unless the case says otherwise: custody segments of 10,000 and
 100,000 entries (time must grow linearly: the ratio is printed), a custody range claiming 10^15 entries,
 one and three 60 MiB manifests of ``{}`` entries, 100,000 stray objects (findings past the budget are
-counted), and 5,000 batches at ``--max-memory 128`` (more than fit: ``bucket_too_large``).
+counted), and 15,000 batches at ``--max-memory 128`` (more than the 13,107 that fit: ``bucket_too_large``).
 
     .venv/bin/python bench/verify.py --hostile [--runs 3] [--json]
 
@@ -165,7 +165,7 @@ HOSTILE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("one 60 MiB manifest of {}", {"empty_recordings": 20 * MiB}, []),
     ("three 60 MiB manifests of {}", {"empty_recordings": 20 * MiB, "batches": 3}, []),
     ("100,000 stray objects", {"stray_objects": 100_000}, []),
-    ("5,000 batches, --max-memory 128", {"batches": 5_000}, ["--max-memory", "128"]),
+    ("15,000 batches, --max-memory 128", {"batches": 15_000}, ["--max-memory", "128"]),
 ]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bodycam.agent.formats import commitment
 from bodycam.agent.formats.custody import GENESIS, canonical, line_hash
 from bodycam.agent.formats.sshsig import allowed_signers_line, public_key_line, sign
 
@@ -111,12 +112,15 @@ def build(
     empty_recordings: int = 0,
     batches: int = 1,
     stray_objects: int = 0,
+    commitments: bool = False,
 ) -> Hostile:
     """A dock's chain of ``batches`` signed batches in a file bucket at ``root``; returns the first's keys.
 
     Each batch holds ``custody_entries`` valid entries continuing the chain; the first batch's manifest
     claims ``last_seq`` (default: the true last one). ``empty_recordings`` fills every manifest's
     ``recordings`` with that many ``{}``. ``stray_objects`` small objects lie outside any batch.
+    ``commitments``: format 1.1 manifests (``recordings_root`` and the custody ``root``), which verify
+    keeps for the log check.
     """
     key = Ed25519PrivateKey.generate()
     head, last, previous = GENESIS, 0, None
@@ -125,7 +129,7 @@ def build(
         batch = f"20260101T000000Z-{number:06d}"
         mkey, ckey, head, last, previous = _batch(
             root, key, batch, number, custody_entries, head, last, previous,
-            last_seq if number == 1 else None, empty_recordings,
+            last_seq if number == 1 else None, empty_recordings, commitments,
         )  # fmt: skip
         first = first or (mkey, ckey)
     if stray_objects:
@@ -150,14 +154,18 @@ def _batch(
     previous: str | None,
     claimed_last: int | None,
     empty_recordings: int,
+    commitments: bool = False,
 ) -> tuple[str, str, str, int, str]:
     """Write one batch; returns (manifest key, custody key, custody head, last seq, manifest SHA-256)."""
     batch_dir = root / DOCK / batch
     batch_dir.mkdir(parents=True)
     custody = hashlib.sha256()
     head, last = prev_head, prev_last
+    lines: list[bytes] = []
     with open(batch_dir / "custody.jsonl", "wb") as f:
         for line in custody_lines(entries, prev_last + 1, prev_head):
+            if commitments:
+                lines.append(line)
             data = line + b"\n"
             f.write(data)
             custody.update(data)
@@ -188,6 +196,9 @@ def _batch(
         "recipients": [],
         "recordings": [],
     }
+    if commitments:
+        doc["recordings_root"] = commitment.recordings_root([])
+        doc["custody"]["root"] = commitment.custody_root(lines)
     manifest = canonical(doc)
     if empty_recordings:  # spliced in as bytes: building 10^7 dicts here would cost what verify must not
         head_part, tail = manifest.split(b'"recordings":[]', 1)

@@ -133,3 +133,15 @@ def test_an_endless_allowed_signers_or_identity_file_is_one_line_not_a_memory_er
     assert run.rc == 2 and len(lines) == 1, run.stderr[-2000:]
     assert f"{option} /dev/zero is larger than" in lines[0], lines
     assert run.peak_rss_mib < 128, run.peak_rss_mib
+
+
+def test_five_thousand_batches_fit_the_minimum_max_memory(tmp_path: Path) -> None:
+    """A force's year is tens of thousands of batches. Each batch's summary was charged 4 KiB (it kept
+    ~2 KiB), so --max-memory 128 stopped after 4,096 batches with ``bucket_too_large``; now what a batch
+    keeps is cut (no report rows without --report, shared keys, fingerprints and links) and charged at
+    its measured size (BATCH_COST), and all 5,000 are checked."""
+    h = hostile.build(tmp_path / "bucket", batches=5_000, commitments=True)
+    run, doc = verify(h, tmp_path, "--max-memory", "128")
+    assert run.rc == 0 and doc["findings"] == [], doc["findings"][:3]
+    assert len(doc["batches"]) == 5_000
+    assert all(b["signature_ok"] and b["custody_entries"] == 3 for b in doc["batches"])

@@ -65,7 +65,12 @@ MAX_MESSAGE_CHARS = 1000
 MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest are checked and counted)
 MAX_KEY_CHARS = 1024
 MAX_LOG_DOCKS = 1000  # transparency logs checked in one run (one per dock)
-BATCH_COST = 4096  # bytes a batch's summary is charged against the retained budget (measured ~1.5 KiB)
+#: bytes a checked batch's summary (BatchResult and what it keeps for the checks across batches) is charged
+#: against the retained budget: measured 1,052 bytes a batch with tracemalloc when the listing is done, over
+#: verify runs on buckets of 1,000 and 4,000 one-dock batches with format 1.1 commitments (tests/hostile.py,
+#: no --report; docs/decisions.md), plus ~22 %: 39,321 batches at the default --max-memory, 13,107 at 128.
+#: Report rows, personal data, deferred erasures and findings are charged apart
+BATCH_COST = 1280
 #: objects read and hashed at once (issue 14 item 6): enough to keep an S3 endpoint's latency hidden and both
 #: cores hashing; each holds one CHUNK, so memory stays bounded whatever the bucket holds
 READ_WORKERS = 8
@@ -210,7 +215,18 @@ class RecordingRow:
         )  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """What the chain check needs of a manifest's custody reference (not its key, hash or root): kept
+    per batch for the whole run, so the rest of :class:`~bodycam.agent.formats.manifest.CustodyRef` is not."""
+
+    first_seq: int
+    last_seq: int
+    prev: str
+    head: str
+
+
+@dataclass(slots=True)
 class BatchResult:
     dock: str
     batch: str
@@ -226,17 +242,21 @@ class BatchResult:
     manifest_sha256: str | None = None
     # for the checks across batches and the report; not reported. ``previous_manifest_sha256`` and
     # ``custody``: the manifest's link to the batch before (kept once the rest of the manifest is
-    # dropped); ``rows``: what the HTML report shows of each recording
+    # dropped); ``rows``: what the HTML report shows of each recording (only when a report is asked for).
+    # Kept for every batch of the run, so shared where batches repeat it (docs/decisions.md, BATCH_COST):
+    # the dock id, the signer's fingerprint and key, and a link equal to the batch before's hash or head
     previous_manifest_sha256: str | None = field(default=None, repr=False)
-    custody: mf.CustodyRef | None = field(default=None, repr=False)
-    rows: list[RecordingRow] = field(default_factory=list, repr=False)
+    custody: ChainLink | None = field(default=None, repr=False)
+    rows: Sequence[RecordingRow] = field(default=(), repr=False)  # a list once the first row is kept
     signer_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosigner_key: Ed25519PublicKey | None = field(default=None, repr=False)
     cosign_error: str | None = field(default=None, repr=False)
     sealed_at: dt.datetime | None = field(default=None, repr=False)
     personal: Personal | None = field(default=None, repr=False)  # with --identity, for the report
     handover: dict[str, str] | None = field(default=None, repr=False)  # its custody's dock_handover entry
-    commitments: dict[str, Any] = field(default_factory=dict, repr=False)  # what its log entry must repeat
+    #: what its log entry must repeat (``commitment.LOG_FIELDS``' values, in order; () for a 1.0 manifest);
+    #: dropped once the log check has compared them
+    commitments: tuple[object, ...] = field(default=(), repr=False)
 
 
 _UNREPORTED = frozenset(
@@ -250,6 +270,7 @@ _UNREPORTED = frozenset(
         "sealed_at",
         "personal",
         "handover",
+        "commitments",
     }
 )
 
@@ -360,6 +381,15 @@ class Verifier:
         #: object (``bodycam-sync disclosures``); ``check_objects=False`` skips hashing the objects
         self.on_disclosure: DisclosureSink | None = None
         self.check_objects = True
+        #: keep each recording's row for the HTML report (``verify --report``); off, nothing is kept per
+        #: recording and the report, if written anyway, lists none
+        self.keep_rows = True
+        #: one object per value many batches repeat (dock ids, signer fingerprints): kept for every batch
+        self._shared: dict[str, str] = {}
+
+    def _share(self, value: str) -> str:
+        """The one copy of ``value`` kept for the run (a dock id or fingerprint each batch repeats)."""
+        return self._shared.setdefault(value, value)
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
         """Record a finding; past the memory budget only count it (reported as ``findings_truncated``)."""
@@ -384,7 +414,7 @@ class Verifier:
     def run(self) -> VerifyReport:
         """Stream the listing once, checking each batch as its keys end; then each dock's chain."""
         docks: dict[str, list[BatchResult]] = {}
-        done: set[tuple[str, str]] = set()  # batches checked (charged with BATCH_COST)
+        done: dict[str, set[str]] = {}  # dock -> its batches checked (charged with BATCH_COST)
         try:
             if self.workers > 1:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="verify-read") as pool:
@@ -403,7 +433,7 @@ class Verifier:
         self._finish(docks)
         return self.report
 
-    def _groups(self, docks: dict[str, list[BatchResult]], done: set[tuple[str, str]]) -> None:
+    def _groups(self, docks: dict[str, list[BatchResult]], done: dict[str, set[str]]) -> None:
         """Check each run of the listing: a batch, or keys outside any."""
         for group, sizes, overflow in self._batches():
             if group is None:  # keys outside any dock/batch directory
@@ -411,7 +441,7 @@ class Verifier:
                     self._unlisted(key)
                 continue
             dock, batch = group
-            if group in done:
+            if batch in done.get(dock, ()):
                 self._find(
                     "listing_unordered",
                     f"the bucket listed keys of {dock}/{batch}/ apart from one another: not in key order, so this "
@@ -444,10 +474,12 @@ class Verifier:
                 )
                 return
             self._retained += BATCH_COST
-            done.add(group)
+            dock = self._share(dock)
+            done.setdefault(dock, set()).add(batch)
             self._sizes = sizes
             listed: set[str] = set()
-            docks.setdefault(dock, []).append(self._batch(dock, batch, listed))
+            results = docks.setdefault(dock, [])
+            results.append(self._batch(dock, batch, listed, results[-1] if results else None))
             for key in sizes:
                 if key not in listed:
                     self._unlisted(key)
@@ -525,7 +557,7 @@ class Verifier:
             keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
         # in batch_seq order, made one at a time as the log check's merge with the entries reaches them
         ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
-        manifests = (logcheck.Manifest(r.batch, r.seq, r.manifest_sha256, r.commitments) for r in ordered)
+        manifests = _for_log(ordered)
         try:
             found = logcheck.check(
                 self.bucket,
@@ -629,7 +661,9 @@ class Verifier:
         )
         listed.update(self._sizes)
 
-    def _batch(self, dock: str, batch: str, listed: set[str]) -> BatchResult:
+    def _batch(self, dock: str, batch: str, listed: set[str], before: BatchResult | None = None) -> BatchResult:
+        """Check one batch; ``before`` is the dock's batch listed before it, whose manifest hash and custody
+        head this one's links share when equal (one string kept, not two)."""
         result = BatchResult(dock, batch)
         prefix = mf.batch_prefix(dock, batch)
         mkey, skey, pkey = f"{prefix}/{mf.MANIFEST}", f"{prefix}/{mf.SIGNATURE}", f"{prefix}/{mf.PREV_SIGNATURE}"
@@ -648,8 +682,11 @@ class Verifier:
             listed.add(pkey)
             self._cosignature(raw, pkey, result, result.sealed_at)
         self._claims(manifest, result, where)
-        result.seq, result.previous_manifest_sha256 = manifest.batch_seq, manifest.previous_manifest_sha256
-        result.custody = manifest.custody
+        result.seq = manifest.batch_seq
+        result.previous_manifest_sha256 = manifest.previous_manifest_sha256
+        result.custody = _link(manifest.custody)
+        if before is not None:
+            result.previous_manifest_sha256, result.custody = _shared_links(before, result)
         self._custody(manifest, prefix, result, listed)
         self._sidecar(manifest, prefix, result, listed, where)
         result.recordings = len(manifest.recordings)
@@ -692,7 +729,9 @@ class Verifier:
                 f"{where['key']}: recordings_root is not the Merkle root of the recordings it lists",
                 **where,
             )
-        result.commitments = commitment.log_fields(manifest)
+        fields_ = commitment.log_fields(manifest)
+        if fields_:
+            result.commitments = tuple(fields_[k] for k in commitment.LOG_FIELDS)
 
     def _read_ahead(self, rec: mf.ManifestRecording) -> Future[_Read] | None:
         """Start reading a recording object in the pool when it will be read at all (listed, of the size
@@ -795,7 +834,7 @@ class Verifier:
             )
             return
         result.signature_ok = True
-        result.signer = fingerprint(result.signer_key)
+        result.signer = self._share(fingerprint(result.signer_key))
 
     def _cosignature(self, raw: bytes, pkey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
         """manifest.json.sig.prev: checked here against every allowed key; _chain decides whose it must be."""
@@ -804,7 +843,7 @@ class Verifier:
             result.cosigner_key = verify(
                 raw, text, mf.NAMESPACE, keys_for(self.signers, result.dock, mf.NAMESPACE, at=_second(sealed))
             )
-            result.cosigner = fingerprint(result.cosigner_key)
+            result.cosigner = self._share(fingerprint(result.cosigner_key))
         except BodycamError as err:
             result.cosign_error = f"{pkey} does not verify: {err}"
 
@@ -954,11 +993,14 @@ class Verifier:
 
     def _keep_row(self, result: BatchResult, rec: mf.ManifestRecording) -> None:
         """Keep what the HTML report shows of one recording, while the report's budget lasts."""
-        if self._report_rows >= MAX_REPORT_ROWS:
+        if not self.keep_rows or self._report_rows >= MAX_REPORT_ROWS:
             return
         self._report_rows += 1
         self._retained += 1024
-        result.rows.append(RecordingRow.of(rec))
+        if isinstance(result.rows, list):
+            result.rows.append(RecordingRow.of(rec))
+        else:
+            result.rows = [RecordingRow.of(rec)]
 
     def _recording(
         self, rec: mf.ManifestRecording, dock: str, batch: str, read: Future[_Read] | None = None
@@ -1292,6 +1334,30 @@ def _view_mismatch(
     return None
 
 
+def _for_log(ordered: list[BatchResult]) -> Iterator[logcheck.Manifest]:
+    """Each batch as the log check takes it, made when its merge reaches it; its commitments are then
+    dropped (nothing after the log check reads them)."""
+    for r in ordered:
+        commitments = dict(zip(commitment.LOG_FIELDS, r.commitments, strict=True)) if r.commitments else {}
+        yield logcheck.Manifest(r.batch, r.seq, r.manifest_sha256, commitments)
+        r.commitments = ()
+
+
+def _link(custody: mf.CustodyRef) -> ChainLink:
+    return ChainLink(custody.first_seq, custody.last_seq, custody.prev, custody.head)
+
+
+def _shared_links(before: BatchResult, r: BatchResult) -> tuple[str | None, ChainLink | None]:
+    """``r``'s link to the manifest before and its custody link, using ``before``'s strings where equal."""
+    previous = r.previous_manifest_sha256
+    if previous is not None and previous == before.manifest_sha256:
+        previous = before.manifest_sha256
+    link = r.custody
+    if link is not None and before.custody is not None and link.prev == before.custody.head:
+        link = ChainLink(link.first_seq, link.last_seq, before.custody.head, link.head)
+    return previous, link
+
+
 def _handovers(docks: dict[str, list[BatchResult]]) -> dict[str, BatchResult]:
     """New dock id -> the validly signed batch whose custody hands its dock over to it."""
     out: dict[str, BatchResult] = {}
@@ -1437,11 +1503,13 @@ def run_verify(
     on_progress: VerifyProgressFn | None = None,
     policy_path: Path | str | None = None,
     configure: Callable[[Verifier], None] | None = None,
+    report_rows: bool = True,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
 
     ``configure`` may set up the :class:`Verifier` before it runs (``bodycam-sync disclosures`` collects
-    the disclosure entries and skips hashing footage).
+    the disclosure entries and skips hashing footage). ``report_rows``: keep what the HTML report lists of
+    each recording (``verify --report``); without, each batch keeps less and more batches fit ``--max-memory``.
 
     ``bucket_url`` is ``s3://...``, ``file:///DIR`` or a plain directory path; a file bucket is opened
     read-only (verify never creates, tidies or writes anything in it, so a read-only copy verifies).
@@ -1464,6 +1532,7 @@ def run_verify(
     if on_progress is not None:
         bucket = _CountedBucket(bucket, on_progress)
     verifier = Verifier(bucket, signers, identities, heads, limits, policy)
+    verifier.keep_rows = report_rows
     if configure is not None:
         configure(verifier)
     report = verifier.run()

@@ -71,6 +71,7 @@ def verify_cmd(
             max_memory,
             on_progress=view if view.enabled else None,  # off a terminal the bucket is read as ever
             policy_path=policy_path,
+            report_rows=report_path is not None,  # rows only for the HTML report that lists them
         )
     finally:
         view.close()
