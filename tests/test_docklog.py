@@ -161,6 +161,19 @@ def test_a_full_tile_deletes_the_partial_tiles_it_replaces_in_an_object_locked_b
         bucket.delete(f"{prefix}/tile/0/000", version_id=full.version_id)
 
 
+def _publish_leaves(journal: Journal, bucket: LocalBucket, key: Ed25519PrivateKey, leaves: int) -> None:
+    """``leaves`` batches B0000.. logged and published one after the other, as the dock seals and publishes."""
+    for i in range(leaves):
+        with journal.transaction() as db:
+            docklog.append_in(
+                db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
+            )
+        docklog.publish(
+            journal, lambda k, data, retain: batch._put_once(bucket, k, data, retain=retain), bucket,
+            DOCK_ID, f"B{i:04d}",
+        )  # fmt: skip
+
+
 def test_publishing_past_a_full_tile_leaves_only_the_final_tiles_and_verify_finds_nothing(tmp_path: Path) -> None:
     """The dock publishes after each batch: 58.6 KB of partial tiles a batch used to stay behind for good;
     now each full tile's partials are deleted as it is written, and the log still checks (logcheck)."""
@@ -172,18 +185,7 @@ def test_publishing_past_a_full_tile_leaves_only_the_final_tiles_and_verify_find
     leaves = tlog.TILE_WIDTH + 2
     try:
         with LocalBucket(root) as bucket:
-            for i in range(leaves):
-                with journal.transaction() as db:
-                    docklog.append_in(
-                        db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
-                    )
-                docklog.publish(
-                    journal,
-                    lambda k, data, retain: batch._put_once(bucket, k, data, retain=retain),
-                    bucket,
-                    DOCK_ID,
-                    f"B{i:04d}",
-                )
+            _publish_leaves(journal, bucket, key, leaves)
             manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(leaves))
             assert logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests) == []
     finally:
@@ -211,15 +213,7 @@ def test_verify_reads_the_full_tile_when_a_partial_it_needs_was_deleted_under_it
     log = root / docklog.log_prefix(DOCK_ID)
     try:
         with LocalBucket(root) as bucket:
-            for i in range(leaves):
-                with journal.transaction() as db:
-                    docklog.append_in(
-                        db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
-                    )
-                docklog.publish(
-                    journal, lambda k, data, retain: batch._put_once(bucket, k, data, retain=retain), bucket,
-                    DOCK_ID, f"B{i:04d}",
-                )  # fmt: skip
+            _publish_leaves(journal, bucket, key, leaves)
             assert not (log / f"tile/entries/000.p/{seen}").exists()  # deleted once tile 000 was full
             (log / "checkpoint").write_bytes((log / "checkpoints" / str(seen)).read_bytes())
 

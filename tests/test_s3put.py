@@ -18,20 +18,12 @@ from bodycam.agent.storage.bucket import (
     S3Bucket,
     UploadNotFoundError,
     b64_crc32c,
-    open_bucket,
 )
 from bodycam.drivers.errors import UploadError
 
 from .faultproxy import FaultProxy
 from .s3server import SeaweedFS
-
-KEY = "dock-01/batch-0001/recordings/CAM123/rec 0001+(a)~.age"
-
-
-def _s3(server: SeaweedFS, name: str, endpoint: str | None = None) -> S3Bucket:
-    bucket = open_bucket(f"s3://{name}/evidence", endpoint or server.endpoint_url, connect_timeout=2, read_timeout=10)
-    assert isinstance(bucket, S3Bucket)
-    return bucket
+from .test_s3get import KEY, _s3  # the same key (spaces and +()~) and the same bucket the signed GET is tested on
 
 
 def _upload_part_calls(bucket: S3Bucket) -> list[int]:
