@@ -260,11 +260,14 @@ def run(
     bay_workers: int | None = None,
     polling: str = "shipped",
     idle_s: float = 0.0,
+    camera_mbps: float | None = None,
 ) -> dict[str, Any]:
     win = window()
+    # a camera at USB 2.0 line rate: the virtual camera's trickle-bps fault paces its READ answers
+    pace = ["--fault", f"trickle-bps={int(camera_mbps * 1e6)}"] if camera_mbps else []
     sims = [
         SimProcess("usbip", f"BAY-{i:02d}", "--recordings", str(training), "--training", str(training),
-                   "--size", str(size), "--exercise", iso_window(win), truth_dir=workdir)
+                   "--size", str(size), "--exercise", iso_window(win), *pace, truth_dir=workdir)
         for i in range(cameras)
     ]  # fmt: skip
     try:
@@ -374,6 +377,8 @@ def main() -> None:
     )
     parser.add_argument("--idle-s", type=float, default=10.0,
                         help="then keep polling the synced daemon this long: its CPU per wall second (cores)")  # fmt: skip
+    parser.add_argument("--camera-mbps", type=float, default=None,
+                        help="each virtual camera serves READ answers at about N MB/s (its trickle-bps fault)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
@@ -421,7 +426,7 @@ def compare(
             results[n] = run(
                 n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3,
                 bay_workers=args.bay_workers,
-                polling=polling, idle_s=args.idle_s,
+                polling=polling, idle_s=args.idle_s, camera_mbps=args.camera_mbps,
             )  # fmt: skip
     one, many = results[1], results[args.cameras]
     for r in (one, many):
