@@ -339,6 +339,9 @@ def run(
         return {"cameras": cameras, "bucket": "local" if s3 is None else "s3", "polling": polling, "polls": polls,
                 "idle_cores": idle_cores,
                 "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
+                "MBps_per_camera": round(total / cameras / elapsed / 1e6, 1),
+                # cores measured, not derived from s/GiB x a rate: the daemon tree's CPU s per wall s of the run
+                "busy_cores": round(cpu / elapsed, 3),
                 "daemon_peak_rss_MiB": round(peak / 1024, 1),
                 "tree_peak_rss_MiB": round(peak_tree / 1024, 1), "tree_peak_pss_MiB": round(peak_pss / 1024, 1), "daemon_cpu_s": round(cpu, 2),
                 "daemon_cpu_s_per_GiB": round(cpu / (total / 2**30), 2),
@@ -464,7 +467,8 @@ def report(row: dict[str, Any], args: argparse.Namespace) -> None:
     for label, r in pairs:
         store = r["seaweedfs_cpu_s_per_GiB"]
         print(
-            f"  {label}: {r['MBps']:7.1f} MB/s in {r['seconds']:6.2f} s; daemon CPU {r['daemon_cpu_s_per_GiB']:.2f} s/GiB "
+            f"  {label}: {r['MBps']:7.1f} MB/s ({r['MBps_per_camera']:.1f} per camera) in {r['seconds']:6.2f} s; "
+            f"daemon busy {r['busy_cores']:.3f} cores; daemon CPU {r['daemon_cpu_s_per_GiB']:.2f} s/GiB "
             f"= {r['daemon_cpu_x_floor']:.2f}x the floor; cameras {r['cameras_cpu_s_per_GiB']:.2f} s/GiB; "
             + (f"SeaweedFS {store:.2f} s/GiB; " if store is not None else "")
             + f"peak RSS daemon {r['daemon_peak_rss_MiB']} MiB, all its processes {r['tree_peak_rss_MiB']} MiB "

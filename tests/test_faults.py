@@ -8,6 +8,8 @@ from dataclasses import Field, fields
 import pytest
 
 from bodycam.drivers.errors import ConfigError
+from bodycam.drivers.protocol.frames import MAX_READ
+from bodycam.drivers.virtual.camera import trickle_hold_s
 from bodycam.drivers.virtual.faults import Faults, parse_faults
 
 EXAMPLE = {"bool": None, "float": "0.25", "int": "7", "int | None": "1048576"}
@@ -42,3 +44,12 @@ def test_a_bad_fault_spec_is_one_config_error_naming_it(spec: str, message: str)
 
 def test_no_fault_is_the_default() -> None:
     assert parse_faults([]) == Faults() and Faults().names == []
+
+
+def test_a_trickle_frame_is_held_for_its_length_at_the_trickle_rate() -> None:
+    """A fixed 0.1 s hold capped a camera at 10 frames x 1 MiB = ~10 MB/s, below USB 2.0 line rate
+    (issue 14); the hold now follows the frame, and slow trickles keep their 0.1 s frames."""
+    assert trickle_hold_s(1048576, 40_000_000) == pytest.approx(1048576 / 40e6)
+    assert trickle_hold_s(10, 100) == pytest.approx(0.1)
+    assert MAX_READ / trickle_hold_s(MAX_READ, 40_000_000) == pytest.approx(40e6)
+    assert trickle_hold_s(40_000_000 // 10, 40_000_000) == pytest.approx(0.1)

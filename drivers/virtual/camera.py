@@ -75,6 +75,16 @@ class _Job:
         self.frames = frames
 
 
+def trickle_hold_s(frame_len: int, trickle_bps: int) -> float:
+    """Seconds a trickle-paced READ frame is held back, so the camera serves about ``trickle_bps`` B/s.
+
+    The hold follows the frame's length rather than a fixed 0.1 s: frames are at most MAX_READ, so a
+    fixed 0.1 s capped a camera at ~10 MB/s, below USB 2.0 line rate. Up to ~10 MB/s a frame is
+    ``trickle_bps // 10`` bytes and the hold stays ~0.1 s, which the hostage tests' per-frame deadlines use.
+    """
+    return frame_len / trickle_bps
+
+
 @dataclass
 class FirmwareSlots:
     active_version: str = "1.4.0"
@@ -270,7 +280,7 @@ class VirtualCamera:
             if self.faults.stall_ms:  # the answer is held back, as a camera busy with its flash would
                 self._hold_until = time.monotonic() + self.faults.stall_ms / 1000
             if self.faults.trickle_bps:  # every frame in time for a per-frame deadline, the whole answer not
-                self._hold_until = time.monotonic() + 0.1
+                self._hold_until = time.monotonic() + trickle_hold_s(len(data), self.faults.trickle_bps)
             hang = self.faults.hang_read_at
             if hang is not None and self._read_bytes + len(data) > hang:
                 self._hung = True  # firmware wedged mid-answer: the link stays up, nothing more comes
