@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from .dock import CLI, Dock, iso_window, make_dock, window
@@ -28,7 +27,10 @@ needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason
 
 
 def s3_client(seaweedfs: SeaweedFS) -> Any:
-    return boto3.client("s3", endpoint_url=seaweedfs.endpoint_url, region_name="us-east-1")
+    """A raw client with the server's own credentials: boto3's default session caches the first credentials
+    it resolves in a process, which another test's environment may have set (pytest-xdist runs files
+    one after the other in a worker)."""
+    return seaweedfs.client()
 
 
 def recording_objects(client: Any, bucket: str, prefix: str) -> dict[tuple[str, int], list[str]]:

@@ -153,7 +153,11 @@ def test_a_bad_content_length_is_one_line_naming_the_object(
             bucket = open_bucket("s3://bad-length/evidence", server.url, connect_timeout=2, read_timeout=5)
         else:
             config = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)
-            client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", config=config)
+            # a session of its own: boto3.client would leave this test's credentials cached in the process's
+            # default session for every later test in this pytest-xdist worker
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=server.url, region_name="us-east-1", config=config
+            )
             bucket = S3Bucket("bad-length", "evidence", endpoint_url=server.url, client=client)
         with pytest.raises(UploadError) as err:
             bucket.open_read("dock-01/m.json")

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from bodycam.agent.formats.agecrypt import Encryptor
@@ -111,7 +110,7 @@ def test_an_upload_an_older_agent_began_with_sha256_parts_is_restarted_and_the_r
         dock.exercise("EX-V", win, SERIAL)
         rc, report = dock.ingest_json(sim.address)  # unplugged 2 MiB in: its upload journaled, no part yet
         assert rc == 1, report
-        client = boto3.client("s3", endpoint_url=seaweedfs.endpoint_url, region_name="us-east-1")
+        client = seaweedfs.client()  # its own session and credentials (boto3's default session caches them per process)
         plaintext = _plaintext(win)
         (truth,) = sim.truth
         assert hashlib.sha256(plaintext).hexdigest() == truth["sha256"]
