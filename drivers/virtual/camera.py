@@ -75,14 +75,18 @@ class _Job:
         self.frames = frames
 
 
-def trickle_hold_s(frame_len: int, trickle_bps: int) -> float:
-    """Seconds a trickle-paced READ frame is held back, so the camera serves about ``trickle_bps`` B/s.
+def trickle_due(start: float, served: int, trickle_bps: int) -> float:
+    """When a trickle-paced READ frame may go: the answer's start plus the bytes served so far, this
+    frame's included, at ``trickle_bps`` (a schedule, as a USB link clocks its bytes).
 
-    The hold follows the frame's length rather than a fixed 0.1 s: frames are at most MAX_READ, so a
-    fixed 0.1 s capped a camera at ~10 MB/s, below USB 2.0 line rate. Up to ~10 MB/s a frame is
-    ``trickle_bps // 10`` bytes and the hold stays ~0.1 s, which the hostage tests' per-frame deadlines use.
+    The camera sleeps only what remains until then, so the time the frame then takes to reach the dock
+    counts against the next frame's slot instead of adding to it: holding each frame its length at the
+    rate on top of its send time paced a camera asked for 40 MB/s at ~32 (issue 14). The first frame is
+    still held its length at the rate, and an answer never runs ahead of the rate on average; up to
+    ~10 MB/s a frame is ``trickle_bps // 10`` bytes, a 0.1 s slot, which the hostage tests' per-frame
+    deadlines use.
     """
-    return frame_len / trickle_bps
+    return start + served / trickle_bps
 
 
 @dataclass
@@ -273,6 +277,7 @@ class VirtualCamera:
             piece = max(1, min(piece, self.faults.trickle_bps // 10))
         end = min(req.offset + req.length, rec.size)
         offset = req.offset
+        started = time.monotonic()  # the answer's schedule starts when its first frame is made
         while True:
             data = self.content.read(rec, offset, min(piece, end - offset))
             offset += len(data)
@@ -280,7 +285,7 @@ class VirtualCamera:
             if self.faults.stall_ms:  # the answer is held back, as a camera busy with its flash would
                 self._hold_until = time.monotonic() + self.faults.stall_ms / 1000
             if self.faults.trickle_bps:  # every frame in time for a per-frame deadline, the whole answer not
-                self._hold_until = time.monotonic() + trickle_hold_s(len(data), self.faults.trickle_bps)
+                self._hold_until = trickle_due(started, offset - req.offset, self.faults.trickle_bps)
             hang = self.faults.hang_read_at
             if hang is not None and self._read_bytes + len(data) > hang:
                 self._hung = True  # firmware wedged mid-answer: the link stays up, nothing more comes

@@ -24,7 +24,7 @@ class Faults:
     accept_any_host: bool = False  # pairs, but never refuses a host that has not proven it is a dock of its force
     unplug_fw_at: int | None = None  # drop the link once, after storing the FW_CHUNK that reaches this many bytes
     empty_more_follows: bool = False  # READ answers are an endless stream of zero-length MORE_FOLLOWS frames
-    trickle_bps: int = 0  # READ answers dribble out at about this many bytes per second (10 frames/s up to ~10 MB/s)
+    trickle_bps: int = 0  # READ answers paced at this many bytes per second, on a schedule (10 frames/s up to ~10 MB/s)
     hang_read_at: int | None = None  # once this many READ bytes have been served, answer nothing more (link stays up)
 
     @property
