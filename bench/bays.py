@@ -23,6 +23,11 @@ whose work scales with wall time, not with bytes; ``both`` (the default) runs ea
 so the report shows what that polling costs the daemon. The clock stops when the control socket reports
 every bay synced with no upload in flight; the bench then keeps polling as before for ``--idle-s`` (10 s)
 and reports the daemon's CPU per wall second then (cores): the part of its cost that scales with time.
+Beside that whole-run figure (``busy_cores``: the daemon tree's CPU s / wall s from READY=1 to every bay
+synced, the scan, docking and seal included), the cores while every bay moves bytes at once
+(``moving_cores``, from the first to the last status poll that finds every bay syncing with bytes moved
+and bytes left, with each camera's MB/s over the same window): with ``--camera-mbps 40`` the daemon's
+cost at USB 2.0 line rate, measured rather than derived from CPU s/GiB x a rate.
 Peak memory: the daemon's own VmHWM, and the sum over its processes of VmRSS and of PSS (shared pages
 counted once), sampled every 0.1 s.
 
@@ -248,6 +253,27 @@ def idle(pid: int, sock: Path, notify: Notify, polling: str, seconds: float) -> 
     return round((tree_cpu_s(pid) - before) / (time.perf_counter() - started), 4)
 
 
+def moving(bays: list[dict[str, Any]], cameras: int) -> bool:
+    """Whether every bay is mid-transfer: all syncing, each with bytes moved and bytes still to move."""
+    return len(bays) == cameras and all(
+        b["state"] == "syncing" and 0 < b["bytes_done"] < b["bytes_total"] for b in bays
+    )
+
+
+def moving_figures(window: list[tuple[float, float, int]], cameras: int) -> dict[str, Any]:
+    """The daemon's cores and each camera's MB/s while every bay moves bytes at once: from the first to the
+    last status poll that found them all mid-transfer, so the scan that finds the cameras, their docking
+    and the seal (a fixed cost per docking, in ``busy_cores``) are left out. None when fewer than two
+    polls fell in that window."""
+    if len(window) < 2 or window[-1][0] - window[0][0] <= 0:
+        return {"moving_s": None, "moving_cores": None, "moving_MBps_per_camera": None, "moving_cpu_s_per_GiB": None}
+    (t0, c0, b0), (t1, c1, b1) = window[0], window[-1]
+    seconds, cpu, moved = t1 - t0, c1 - c0, b1 - b0
+    return {"moving_s": round(seconds, 2), "moving_cores": round(cpu / seconds, 3),
+            "moving_MBps_per_camera": round(moved / cameras / seconds / 1e6, 1),
+            "moving_cpu_s_per_GiB": round(cpu / (moved / 2**30), 2) if moved > 0 else None}  # fmt: skip
+
+
 def run(
     cameras: int,
     size: int,
@@ -297,6 +323,8 @@ def run(
             sims_before = sum(cpu_s(s.proc.pid) for s in sims)
             store_before = s3.cpu_s() if s3 is not None else 0.0
             last_poll = started
+            #: (time, daemon tree CPU s, bytes done) at each poll that finds every bay mid-transfer
+            moved: list[tuple[float, float, int]] = []
             while True:
                 peak = max(peak, peak_rss_kib(daemon.pid))  # /proc reads: the bench's CPU, not the daemon's
                 peak_pss = max(peak_pss, tree_pss_kib(daemon.pid))
@@ -314,6 +342,8 @@ def run(
                 except BodycamError:
                     status = {}
                 bays = status.get("bays", [])
+                if moving(bays, cameras):
+                    moved.append((time.perf_counter(), tree_cpu_s(daemon.pid), sum(b["bytes_done"] for b in bays)))
                 if (
                     len(bays) == cameras
                     and all(b["state"] == "synced" for b in bays)
@@ -346,7 +376,8 @@ def run(
                 "tree_peak_rss_MiB": round(peak_tree / 1024, 1), "tree_peak_pss_MiB": round(peak_pss / 1024, 1), "daemon_cpu_s": round(cpu, 2),
                 "daemon_cpu_s_per_GiB": round(cpu / (total / 2**30), 2),
                 "cameras_cpu_s_per_GiB": round(sims_cpu / (total / 2**30), 2),
-                "seaweedfs_cpu_s_per_GiB": round(store_cpu / (total / 2**30), 2) if s3 is not None else None}  # fmt: skip
+                "seaweedfs_cpu_s_per_GiB": round(store_cpu / (total / 2**30), 2) if s3 is not None else None,
+                **moving_figures(moved, cameras)}  # fmt: skip
     finally:
         for s in sims:
             s.stop()
@@ -475,6 +506,9 @@ def report(row: dict[str, Any], args: argparse.Namespace) -> None:
             f"(PSS {r['tree_peak_pss_MiB']} MiB); {r['polls']} status polls"
             + (f"; idle {r['idle_cores']:.4f} cores" if r["idle_cores"] is not None else "")
         )
+        if r["moving_cores"] is not None:
+            print(f"    while every bay moved ({r['moving_s']:.1f} s): daemon busy {r['moving_cores']:.3f} cores at "
+                  f"{r['moving_MBps_per_camera']:.1f} MB/s per camera, {r['moving_cpu_s_per_GiB']:.2f} CPU s/GiB")  # fmt: skip
     if args.cameras == 1:
         return
     print(f"  {args.cameras} cameras / 1: throughput {row['aggregate_ratio']:.2f}x, CPU per GiB {row['cpu_ratio']:.2f}x",
