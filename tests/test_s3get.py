@@ -10,7 +10,6 @@ import random
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from bodycam.agent.storage.bucket import ObjectNotFoundError, S3Bucket, open_buc
 from bodycam.drivers.errors import UploadError
 
 from .faultproxy import FaultProxy
+from .s3calls import botocore_calls, through_botocore
 from .s3server import SeaweedFS
 
 KEY = "dock-01/batch-0001/recordings/CAM123/rec 0001+(a)~.age"
@@ -29,27 +29,11 @@ def _s3(server: SeaweedFS, name: str, endpoint: str | None = None) -> S3Bucket:
     return bucket
 
 
-def _get_object_calls(bucket: S3Bucket) -> list[str]:
-    """Every GetObject botocore is asked to make for ``bucket`` from now on."""
-    calls: list[str] = []
-
-    def note(params: Any, **_: Any) -> None:
-        calls.append(str(params.get("Key")))
-
-    bucket._client.meta.events.register("before-call.s3.GetObject", note)
-    return calls
-
-
-def _through_get_object(server: SeaweedFS, name: str) -> S3Bucket:
-    """The same bucket read the way it was before: every read a boto3 get_object (an injected client)."""
-    return S3Bucket(name, "evidence", endpoint_url=server.endpoint_url, client=server.client())
-
-
 def test_open_read_is_one_signed_get_not_get_object(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
     bucket = _s3(seaweedfs, s3_bucket)
     data = random.Random(7).randbytes(3 * 1024 * 1024 + 17)
     bucket.put_object(KEY, data)
-    calls = _get_object_calls(bucket)
+    calls = botocore_calls(bucket, "GetObject", "Key")
     with bucket.open_read(KEY) as reader:
         assert reader.size == len(data)
         read = b"".join(reader.iter_chunks(256 * 1024))
@@ -65,8 +49,8 @@ def test_the_signed_get_gives_what_get_object_gives(seaweedfs: SeaweedFS, s3_buc
     assert isinstance(locked, S3Bucket)
     first = locked.put_object(KEY, b"first version", create_only=False)
     locked.put_object(KEY, b"second version", create_only=False)
-    old = _through_get_object(seaweedfs, name)
-    calls = _get_object_calls(locked)
+    old = through_botocore(seaweedfs, name)
+    calls = botocore_calls(locked, "GetObject", "Key")
     for version in (None, first.version_id):
         with locked.open_read(KEY, version_id=version) as fast, old.open_read(KEY, version_id=version) as slow:
             assert fast.info == slow.info
@@ -81,7 +65,7 @@ def test_errors_are_those_of_get_object(
 ) -> None:
     """Anything but a 200 is asked again through get_object: its retries, its errors, its messages."""
     bucket = _s3(seaweedfs, s3_bucket)
-    old = _through_get_object(seaweedfs, s3_bucket)
+    old = through_botocore(seaweedfs, s3_bucket)
     with pytest.raises(ObjectNotFoundError) as fast:
         bucket.open_read("nothing/here")
     with pytest.raises(ObjectNotFoundError) as slow:

@@ -7,46 +7,30 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bodycam.agent.storage.bucket import (
     MIN_PART_SIZE,
     ChecksumMismatchError,
-    S3Bucket,
     UploadNotFoundError,
     b64_crc32c,
 )
 from bodycam.drivers.errors import UploadError
 
 from .faultproxy import FaultProxy
+from .s3calls import botocore_calls, through_botocore
 from .s3server import SeaweedFS
 from .test_s3get import KEY, _s3  # the same key (spaces and +()~) and the same bucket the signed GET is tested on
-
-
-def _upload_part_calls(bucket: S3Bucket) -> list[int]:
-    """Every UploadPart botocore is asked to make for ``bucket`` from now on (a hook on its own client)."""
-    calls: list[int] = []
-
-    def note(params: Any, **_: Any) -> None:
-        calls.append(int(params.get("PartNumber", 0)))
-
-    bucket._client.meta.events.register("before-parameter-build.s3.UploadPart", note)
-    return calls
-
-
-def _through_upload_part(server: SeaweedFS, name: str) -> S3Bucket:
-    """The same bucket as it was before: every part a botocore upload_part (an injected client)."""
-    return S3Bucket(name, "evidence", endpoint_url=server.endpoint_url, client=server.client())
 
 
 def test_parts_are_signed_puts_not_upload_part(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
     bucket = _s3(seaweedfs, s3_bucket)
     rng = random.Random(5)
     chunks = [bytearray(rng.randbytes(MIN_PART_SIZE)), rng.randbytes(3 * 1024 + 7)]
-    calls = _upload_part_calls(bucket)
+    calls = botocore_calls(bucket, "UploadPart", "PartNumber")
     upload_id = bucket.start_upload(KEY)
     parts = [
         bucket.upload_part(KEY, upload_id, 1, memoryview(chunks[0])),  # a view, as the pipeline sends them
@@ -65,11 +49,11 @@ def test_a_corrupted_part_is_still_refused_by_its_crc32c(seaweedfs: SeaweedFS, s
     """SeaweedFS's BadDigest is raised at once, with upload_part's message, and not sent again: botocore
     does not retry it either (tests/test_ingest.py's part flipped in transit relies on that)."""
     bucket = _s3(seaweedfs, s3_bucket)
-    old = _through_upload_part(seaweedfs, s3_bucket)
+    old = through_botocore(seaweedfs, s3_bucket)
     data = bytearray(random.Random(6).randbytes(MIN_PART_SIZE + 3))
     sent = b64_crc32c(data)
     data[12345] ^= 0x01
-    calls = _upload_part_calls(bucket)
+    calls = botocore_calls(bucket, "UploadPart", "PartNumber")
     upload_id = bucket.start_upload(KEY)
     with pytest.raises(ChecksumMismatchError, match="part 1") as fast:
         bucket.upload_part(KEY, upload_id, 1, memoryview(data), checksum=sent)
@@ -87,7 +71,7 @@ def test_errors_are_those_of_upload_part(
 ) -> None:
     """Anything but a 200 is sent again through upload_part: its retries, its errors, its messages."""
     bucket = _s3(seaweedfs, s3_bucket)
-    old = _through_upload_part(seaweedfs, s3_bucket)
+    old = through_botocore(seaweedfs, s3_bucket)
     with pytest.raises(UploadNotFoundError) as fast:
         bucket.upload_part(KEY, "no-such-upload", 1, b"bytes")
     with pytest.raises(UploadNotFoundError) as slow:
@@ -114,8 +98,10 @@ def test_an_endpoint_that_refuses_the_signed_put_keeps_to_upload_part(seaweedfs:
     bucket = _s3(seaweedfs, s3_bucket)
     signed = bucket._signed_put
     assert signed is not None
-    signed._base = signed._base.replace(f"/{s3_bucket}/", f"/{s3_bucket}-elsewhere/")
-    calls = _upload_part_calls(bucket)
+    signed._target = replace(
+        signed._target, base=signed._target.base.replace(f"/{s3_bucket}/", f"/{s3_bucket}-elsewhere/")
+    )
+    calls = botocore_calls(bucket, "UploadPart", "PartNumber")
     upload_id = bucket.start_upload(KEY)
     part = bucket.upload_part(KEY, upload_id, 1, b"only part")
     assert calls == [1] and bucket._signed_put is None

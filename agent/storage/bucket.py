@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from botocore.loaders import Loader
     from mypy_boto3_s3 import S3Client
 
-    from bodycam.agent.storage.s3get import SignedGet
+    from bodycam.agent.storage.s3get import BadContentLength, SignedGet
     from bodycam.agent.storage.s3put import SignedPut
 
 LOG = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ _T = TypeVar("_T")
 MIN_PART_SIZE: Final = 5 * 1024 * 1024  # S3: every part but the last
 MAX_PARTS: Final = 10_000
 MAX_KEY_BYTES: Final = 1024
+MAX_OBJECT: Final = 5 << 40  #: S3's largest object, 5 TiB
 MAX_VERSIONS: Final = 64  #: versions of one key erased at most (create-only writes leave one)
 CHUNK: Final = 1024 * 1024
 UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reserved first key component
@@ -665,8 +666,7 @@ class S3Bucket(Bucket):
         self._lock_guard = threading.Lock()
         if client is None:
             client = _s3_client(endpoint_url, connect_timeout, read_timeout, max_attempts)
-            self._signed_get = _signed_get(client, bucket)
-            self._signed_put = _signed_put(client, bucket)
+            self._signed_get, self._signed_put = _signed_requests(client, bucket)
         else:  # an injected client (tests) is used as it is, for every call
             self._signed_get = None
             self._signed_put = None
@@ -873,7 +873,7 @@ class S3Bucket(Bucket):
         etag = headers.get("etag")
         if status == 200 and etag:
             return etag, headers.get(f"x-amz-checksum-{algorithm.lower()}")
-        code, message = _s3put().error_of(body)
+        code, message = _error_of()(body)
         if code in _CHECKSUM_CODES:
             from botocore.exceptions import ClientError
 
@@ -1044,11 +1044,11 @@ class S3Bucket(Bucket):
         )
         try:
             opened = self._signed_get.open(self._full(key), version_id) if self._signed_get is not None else None
-        except _s3get().BadContentLength:
+        except _bad_content_length():
             raise bad_length from None
         if opened is not None:
             headers, signed = opened
-            info = ObjectInfo(key=key, **_s3get().info_fields(headers))
+            info = ObjectInfo(key=key, **_info_fields()(headers))
             return ObjectReader(info, signed.read, signed.close, wrap, _s3_errors())
         extra = {"VersionId": version_id} if version_id else {}
         try:  # botocore's parser raises a bare ValueError on a Content-Length that is not a number
@@ -1057,7 +1057,7 @@ class S3Bucket(Bucket):
             raise bad_length from None
         body = r["Body"]
         size = r.get("ContentLength", 0)
-        if not isinstance(size, int) or not 0 <= size <= _s3get().MAX_OBJECT:
+        if not isinstance(size, int) or not 0 <= size <= MAX_OBJECT:
             body.close()
             raise bad_length
         return ObjectReader(self._info(key, r), body.read, body.close, wrap, _s3_errors())
@@ -1085,42 +1085,45 @@ def _parse_timestamp(value: Any) -> datetime:
     return result
 
 
-def _s3get() -> ModuleType:
-    """agent/storage/s3get.py, imported with botocore once an S3 bucket is opened."""
-    from bodycam.agent.storage import s3get
-
-    return s3get
-
-
-def _signed_get(client: S3Client, bucket: str) -> SignedGet | None:
-    """The fast GET for this client, or None (then every read goes through ``get_object``)."""
+def _signed_requests(client: S3Client, bucket: str) -> tuple[SignedGet | None, SignedPut | None]:
+    """The fast GET and part PUT for this client, built on one signing target learned from it (None for
+    either: every read goes through ``get_object``, every part through ``upload_part``)."""
     from botocore.exceptions import BotoCoreError
 
-    try:
-        signed: SignedGet = _s3get().SignedGet(client, bucket)
-        return signed
-    except (ValueError, BotoCoreError) as err:
-        LOG.debug("reads of s3://%s go through get_object: %s", bucket, err)
-        return None
-
-
-def _s3put() -> ModuleType:
-    """agent/storage/s3put.py, imported with botocore once an S3 bucket is opened."""
-    from bodycam.agent.storage import s3put
-
-    return s3put
-
-
-def _signed_put(client: S3Client, bucket: str) -> SignedPut | None:
-    """The fast part PUT for this client, or None (then every part goes through ``upload_part``)."""
-    from botocore.exceptions import BotoCoreError
+    from bodycam.agent.storage.s3get import SignedGet, signing_target
+    from bodycam.agent.storage.s3put import SignedPut
 
     try:
-        signed: SignedPut = _s3put().SignedPut(client, bucket)
-        return signed
+        target = signing_target(client, bucket)
     except (ValueError, BotoCoreError) as err:
+        LOG.debug("reads and parts of s3://%s go through botocore: %s", bucket, err)
+        return None, None
+    try:
+        put: SignedPut | None = SignedPut(target)
+    except ValueError as err:
         LOG.debug("parts of s3://%s go through upload_part: %s", bucket, err)
-        return None
+        put = None
+    return SignedGet(target), put
+
+
+# Typed lazy accessors: agent/storage/s3get.py and s3put.py import botocore, so they are imported only once
+# an S3 bucket is in use, and each accessor returns the very class or function mypy then checks calls to.
+def _bad_content_length() -> type[BadContentLength]:
+    from bodycam.agent.storage.s3get import BadContentLength
+
+    return BadContentLength
+
+
+def _info_fields() -> Callable[[dict[str, str]], dict[str, Any]]:
+    from bodycam.agent.storage.s3get import info_fields
+
+    return info_fields
+
+
+def _error_of() -> Callable[[bytes], tuple[str, str]]:
+    from bodycam.agent.storage.s3put import error_of
+
+    return error_of
 
 
 def _error_code(err: BaseException | None) -> str | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -32,32 +33,32 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError
 from urllib3.exceptions import IncompleteRead
 
+from bodycam.agent.storage.bucket import MAX_OBJECT
+
 LOG = logging.getLogger(__name__)
 
 _PROBE: Final = "bodycam-probe-key"
 #: ask for the stored checksum headers, as ``get_object`` does under botocore's default validation mode
 _HEADERS: Final = {"x-amz-checksum-mode": "ENABLED"}
-MAX_OBJECT: Final = 5 << 40  # S3's largest object, 5 TiB
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 
 
 class SignedGet:
     """GET one object's bytes: ``open(full_key, version_id)`` gives ``(headers, body)`` or None."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
-        """Raises ValueError when this client cannot be read around (no credentials, no HTTP session, a
-        URL shape this module does not know): the caller then keeps to ``get_object``."""
-        self._base, self._credentials, self._region, self._session = signing_target(client, bucket)
+    def __init__(self, target: SigningTarget) -> None:
+        self._target = target
 
     def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | None:
         """Headers (lower-case names) and the body of a 200 answer; None for anything else."""
-        url = self._base + quote(full_key, safe="/~")
+        target = self._target
+        url = target.base + quote(full_key, safe="/~")
         if version_id:
             url += "?versionId=" + quote(version_id, safe="")
         request = AWSRequest("GET", url, headers=dict(_HEADERS), stream_output=True)
         try:
-            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
-            response = self._session.send(request.prepare())
+            S3SigV4Auth(target.credentials.get_frozen_credentials(), "s3", target.region).add_auth(request)
+            response = target.session.send(request.prepare())
         except (BotoCoreError, OSError, ValueError) as err:
             LOG.debug("signed GET of %s: %s; through get_object instead", full_key, err)
             return None
@@ -89,10 +90,22 @@ def content_length(headers: dict[str, str]) -> int | None:
     return int(value)
 
 
-def signing_target(client: Any, bucket: str) -> tuple[str, Any, str, Any]:
-    """What a request signed outside botocore needs from ``client``: the URL of the bucket's keys (as
-    ``generate_presigned_url`` builds it, so addressing style and endpoint are the client's), its
-    credentials object (refreshed by ``get_frozen_credentials``), its region and its HTTP session.
+@dataclass(frozen=True)
+class SigningTarget:
+    """What a request signed outside botocore needs from a client, learned once per bucket and shared by
+    its signed GET and its signed part PUT: the URL of the bucket's keys (as ``generate_presigned_url``
+    builds it, so addressing style and endpoint are the client's), its credentials object (refreshed by
+    ``get_frozen_credentials``), its region, its HTTP session and its config."""
+
+    base: str
+    credentials: Any
+    region: str
+    session: Any
+    config: Any
+
+
+def signing_target(client: Any, bucket: str) -> SigningTarget:
+    """The :class:`SigningTarget` of ``client`` for ``bucket``.
 
     Raises ValueError when the client is unusual (no credentials or session, not SigV4, a URL shape not
     known here): the caller then keeps every request on botocore."""
@@ -108,7 +121,7 @@ def signing_target(client: Any, bucket: str) -> tuple[str, Any, str, Any]:
     base = str(url).split("?", 1)[0]
     if not base.endswith("/" + _PROBE) or not base.startswith(("http://", "https://")):
         raise ValueError(f"unexpected presigned URL shape {base!r}")
-    return base[: -len(_PROBE)], credentials, str(client.meta.region_name), session
+    return SigningTarget(base[: -len(_PROBE)], credentials, str(client.meta.region_name), session, client.meta.config)
 
 
 class Body:
@@ -161,4 +174,12 @@ def _iso_date(value: str | None) -> datetime | None:
         return None
 
 
-__all__ = ["BadContentLength", "Body", "SignedGet", "content_length", "info_fields", "signing_target"]
+__all__ = [
+    "BadContentLength",
+    "Body",
+    "SignedGet",
+    "SigningTarget",
+    "content_length",
+    "info_fields",
+    "signing_target",
+]

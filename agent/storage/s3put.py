@@ -5,7 +5,7 @@
 memoryview, so every 8 MiB part was copied into a fresh ``bytes`` first: about 0.3 CPU s per GiB, which
 was the gap between ``ingest --once`` into S3 and twice the cryptographic floor.
 
-A :class:`SignedPut` sends the same PUT: to the URL the client would use (:func:`s3get.signing_target`,
+A :class:`SignedPut` sends the same PUT: to the URL the client would use (its :class:`s3get.SigningTarget`,
 so addressing style, endpoint and region stay the client's), signed with botocore's own ``S3SigV4Auth``
 over the client's own credentials (refreshed when they expire), through the client's own HTTP session
 (its urllib3 connection pool, timeouts, TLS and proxy settings), from the caller's memoryview without a
@@ -25,7 +25,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote
 
 from botocore.auth import S3SigV4Auth
@@ -33,7 +33,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError
 from urllib3.exceptions import HTTPError
 
-from bodycam.agent.storage.s3get import signing_target
+from bodycam.agent.storage.s3get import SigningTarget
 
 LOG = logging.getLogger(__name__)
 
@@ -45,11 +45,10 @@ MAX_BODY: Final = 64 * 1024
 class SignedPut:
     """PUT one part of a multipart upload: ``put_part(...)`` gives ``(status, headers)`` or None."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
-        """Raises ValueError when this client cannot be sent around (see :func:`s3get.signing_target`)."""
-        self._base, self._credentials, self._region, self._session = signing_target(client, bucket)
-        self._config = client.meta.config
-        if (getattr(self._config, "s3", None) or {}).get("payload_signing_enabled") is not False:
+    def __init__(self, target: SigningTarget) -> None:
+        """Raises ValueError when the client signs payloads (it would hash every part again)."""
+        self._target = target
+        if (getattr(target.config, "s3", None) or {}).get("payload_signing_enabled") is not False:
             raise ValueError("the client signs payloads: its parts would be hashed once more to be signed")
 
     def put_part(
@@ -57,17 +56,18 @@ class SignedPut:
     ) -> tuple[int, dict[str, str], bytes] | None:
         """Send ``data`` (a contiguous byte view, not copied) as part ``number``; the status, headers
         (lower-case names) and body (at most :data:`MAX_BODY` bytes) of the answer, or None when none came."""
-        url = f"{self._base}{quote(full_key, safe='/~')}?partNumber={number}&uploadId={quote(upload_id, safe='')}"
+        target = self._target
+        url = f"{target.base}{quote(full_key, safe='/~')}?partNumber={number}&uploadId={quote(upload_id, safe='')}"
         headers = {
             "Content-Length": str(data.nbytes),
             "x-amz-sdk-checksum-algorithm": algorithm,
             f"x-amz-checksum-{algorithm.lower()}": checksum,
         }
         request = AWSRequest("PUT", url, headers=headers, data=data, stream_output=True)
-        request.context["client_config"] = self._config  # payload_signing_enabled=False: not hashed again
+        request.context["client_config"] = target.config  # payload_signing_enabled=False: not hashed again
         try:
-            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
-            response = self._session.send(request.prepare())
+            S3SigV4Auth(target.credentials.get_frozen_credentials(), "s3", target.region).add_auth(request)
+            response = target.session.send(request.prepare())
         except (BotoCoreError, OSError, ValueError, HTTPError) as err:
             LOG.debug("signed PUT of part %d of %s: %s; through upload_part instead", number, full_key, err)
             return None
