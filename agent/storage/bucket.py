@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from bodycam.agent.formats.times import iso_utc
+from bodycam.agent.storage import partindex
 from bodycam.drivers.crc import crc32c
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
 
@@ -84,8 +85,9 @@ _XATTR_CHECKSUM: Final = "user.bodycam.checksum"  # S3-style checksum: SHA-256, 
 PART_CHECKSUM: Final = "CRC32C"
 #: a checksum's algorithm, told by the length of its digest: base64 of 4 bytes is a CRC-32C, of 32 a SHA-256
 _ALGORITHM_BY_LENGTH: Final = {4: "CRC32C", 32: "SHA256"}
-#: a local upload's per-part checksum files: ours, then the name an older agent wrote (SHA-256)
-_PART_SIDECARS: Final = ("checksum", "sha256")
+#: a local upload's part bytes and its part index (agent/storage/partindex.py), in ``.uploads/<upload_id>/``
+_UPLOAD_DATA: Final = "data"
+_UPLOAD_INDEX: Final = "parts"
 _XATTR_RETAIN_UNTIL: Final = "user.bodycam.retain_until"  # ISO 8601 UTC, from the covering agreements
 
 #: the bytes of one part: a part buffer is sent as it is, without a copy (agent/pipeline/pull.py)
@@ -1161,9 +1163,10 @@ class LocalBucket(Bucket):
 
     Objects appear whole or not at all: bytes go to a temporary file under ``.uploads/``, are fsynced,
     then hard-linked into place (create-only: ``link(2)`` refuses an existing name) or renamed
-    (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``; parts of part 1's size
-    written at their place in ``data``, with ``NNNNN.placed``; others in ``NNNNN.part``; each with its
-    ``NNNNN.checksum``) until ``complete_upload`` joins them (:meth:`_assemble`). Checksums are kept in ``user.bodycam.*``
+    (overwrite). Multipart uploads live in ``.uploads/<upload_id>/`` (``key``, ``retain_until``; parts no
+    longer than the stride, the first full part's size, written at their place in ``data``; others in
+    ``NNNNN.part``; every stored part a checked line in the index ``parts``, agent/storage/partindex.py)
+    until ``complete_upload`` joins them (:meth:`_assemble`). Checksums are kept in ``user.bodycam.*``
     extended attributes where the filesystem has them, so ``head`` reports them like S3.
     Object Lock has no local equivalent: ``retention_days`` is not applied here, and an upload's
     ``retain_until`` is only recorded (``user.bodycam.retain_until``; ``head`` reports it), not enforced.
@@ -1193,6 +1196,8 @@ class LocalBucket(Bucket):
             except OSError as err:
                 raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
         self._real_root = os.path.realpath(self.root)
+        #: upload id -> (inode of its part index, the index parsed): reused while the file is unchanged
+        self._indexes: dict[str, tuple[int, partindex.IndexState]] = {}
         if not read_only:
             self._sweep()
 
@@ -1311,10 +1316,12 @@ class LocalBucket(Bucket):
 
     # -- multipart --------------------------------------------------------------------------------
     def part_buffer(self, size: int) -> PartBuffer:
-        """Anonymous memory, page-aligned, so :meth:`_place` can write a part with ``O_DIRECT``."""
+        """Anonymous memory, page-aligned, so :meth:`_store` can write a part with ``O_DIRECT``."""
         return mmap.mmap(-1, max(size, 1))
 
     def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
+        """A new upload directory with its ``key``, an empty ``data`` file and an empty part index, made
+        whole in a staging directory and renamed into place: no part ever creates a file or a name."""
         self._writable()
         check_key(key)
         upload_id = secrets.token_hex(16)
@@ -1326,6 +1333,9 @@ class LocalBucket(Bucket):
             if retain_until is not None:
                 tmp, _, _ = self._write_temp(staging, iter([iso_utc(retain_until, "seconds").encode("ascii")]))
                 os.rename(tmp, staging / "retain_until")
+            for name in (_UPLOAD_DATA, _UPLOAD_INDEX):
+                os.close(os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+            _fsync_dir(staging)
             os.rename(staging, self.root / UPLOADS_DIR / upload_id)
             _fsync_dir(self.root / UPLOADS_DIR)
         except OSError as err:
@@ -1336,124 +1346,199 @@ class LocalBucket(Bucket):
     def upload_part(
         self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
     ) -> Part:
+        """Check the part against ``checksum`` (one pass over its bytes, before any is written), write it
+        once where the object needs it, then record it: one data write and fdatasync, one index line and
+        fdatasync (:mod:`bodycam.agent.storage.partindex`)."""
         _check_part_number(part_number)
         udir = self._upload_dir(key, upload_id)
-        name = f"{part_number:05d}"
         algorithm = PART_CHECKSUM if checksum is None else checksum_algorithm(checksum)
-        try:
-            stride = self._stride(udir, part_number, len(data))
-            if stride is not None:  # into the object's own file, where complete_upload will find it in place
-                digest = self._place(udir, part_number, data, stride, algorithm, checksum, key)
-                size = len(data)
-            else:
-                tmp, size, digest = self._write_temp(udir, iter([data]), algorithm)  # checked while written
-            actual = base64.b64encode(digest).decode("ascii")
-            if checksum is not None and checksum != actual:
-                if stride is None:
-                    tmp.unlink()
-                raise ChecksumMismatchError(
-                    f"{self.url}: part {part_number} of {key!r}: {algorithm} {checksum} sent, bytes are {actual}"
-                )
-            if stride is None:
-                for old in (*_PART_SIDECARS, "placed"):  # never leave a stale checksum beside new bytes
-                    (udir / f"{name}.{old}").unlink(missing_ok=True)
-                os.replace(tmp, udir / f"{name}.part")
-            else:
-                tmp, _, _ = self._write_temp(udir, iter([str(size).encode("ascii")]))
-                os.replace(tmp, udir / f"{name}.placed")
-            tmp, _, _ = self._write_temp(udir, iter([actual.encode("ascii")]))
-            os.replace(tmp, udir / f"{name}.checksum")
-            _fsync_dir(udir)
-        except OSError as err:
-            _fail(f"upload part {part_number} of", f"{self.url} {key!r}", err)
-        return Part(part_number, f'"{digest.hex()}"', actual, size)
-
-    def _stride(self, udir: Path, number: int, size: int) -> int | None:
-        """The part size with which parts are placed straight into the upload's ``data`` file at
-        ``(number - 1) * stride``, if this part is one of them; else None (its own ``NNNNN.part`` file).
-
-        Part 1, when at least the minimum part size, sets the stride (a ``stride`` file, created once);
-        parts of that size are placed, any other (the short last one, a stray size) gets a file of its
-        own. So the pipeline's uniform parts are written once and never copied again: joining part files
-        on tmpfs, which has no reflinks, was a second copy of every byte (issue 14).
-        """
-        path = udir / "stride"
-        if number == 1 and size >= self.min_part_size:
-            with contextlib.suppress(FileExistsError):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd, str(size).encode("ascii"))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        try:
-            stride = int(_read_small(path, 20))
-        except (OSError, ValueError):
-            return None
-        return stride if stride == size else None
-
-    def _place(
-        self, udir: Path, number: int, data: PartData, stride: int, algorithm: str, expected: str | None, key: str
-    ) -> bytes:
-        """Checksum ``data`` and, if it matches ``expected``, write it at its place in ``data``; the digest."""
         digest = _hasher(algorithm)
         digest.update(data)
         raw = digest.digest()
-        if expected is not None and base64.b64encode(raw).decode("ascii") != expected:
-            return raw  # the caller refuses it; nothing was written
-        name = f"{number:05d}"
-        for old in (*_PART_SIDECARS, "placed", "part"):  # the part's earlier bytes, wherever they were
-            (udir / f"{name}.{old}").unlink(missing_ok=True)
-        fd = os.open(udir / "data", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        actual = base64.b64encode(raw).decode("ascii")
+        if checksum is not None and checksum != actual:
+            raise ChecksumMismatchError(
+                f"{self.url}: part {part_number} of {key!r}: {algorithm} {checksum} sent, bytes are {actual}"
+            )
         try:
-            with memoryview(data) as view:
-                _write_at(fd, view, (number - 1) * stride)
-            os.fsync(fd)
+            with self._index(udir, key, exclusive=True) as (fd, state):
+                self._store(udir, fd, state, part_number, data, actual)
+        except OSError as err:
+            _fail(f"upload part {part_number} of", f"{self.url} {key!r}", err)
+        return Part(part_number, f'"{raw.hex()}"', actual, len(data))
+
+    def _store(
+        self, udir: Path, fd: int, state: partindex.IndexState, number: int, data: PartData, checksum: str
+    ) -> None:
+        """Write a checked part and append its record, under the index's lock.
+
+        The first part of at least the minimum part size sets the stride (recorded with it); a part no
+        longer than the stride goes to ``(number - 1) x stride`` in ``data`` (the short last part too), any
+        other to a file of its own. Bytes a valid record describes are never changed under it: a part sent
+        again to the same place with other bytes is first dropped from the index (a record of its own,
+        fdatasynced), so a crash in the middle of the rewrite leaves it unlisted, to be sent again, not
+        listed with bytes that are half another's; the same bytes sent again (a retry, a resumed pass) are
+        rewritten under their record, which stays true throughout. Bytes are durable before the record
+        that describes them is appended.
+        """
+        size, stride, records = len(data), state.stride, b""
+        if stride is None and size >= self.min_part_size:
+            stride = size
+            records += partindex.stride_record(size)
+        offset = None if stride is None or size > stride else (number - 1) * stride
+        old = state.parts.get(number)
+        record = partindex.PartRecord(number, size, offset, checksum)
+        if old is not None and old != record and (old.offset is None) == (offset is None):
+            self._append(fd, state, partindex.drop_record(number))
+        name = f"{number:05d}.part"
+        if offset is None:
+            tmp = udir / f"tmp-{secrets.token_hex(8)}"
+            try:
+                _write_file(tmp, data)
+                os.replace(tmp, udir / name)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(udir)  # the only part that makes a name: a short part 1 (no stride), an odd size
+        else:
+            out = os.open(udir / _UPLOAD_DATA, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                with memoryview(data) as view:
+                    _write_at(out, view, offset)
+                os.fdatasync(out)
+            finally:
+                os.close(out)
+        if old != record:  # the same bytes sent again to the same place: the record stands as it was
+            self._append(fd, state, records + partindex.part_record(record))
+        if old is not None and old.offset is None and offset is not None:
+            (udir / name).unlink(missing_ok=True)  # its own file, superseded by the record just made durable
+
+    @staticmethod
+    def _append(fd: int, state: partindex.IndexState, records: bytes) -> None:
+        """Append ``records`` to the index in one write (``O_APPEND``), make them durable, then apply them."""
+        done = 0
+        while done < len(records):
+            done += os.write(fd, records[done:])
+        os.fdatasync(fd)
+        state.apply(records)
+
+    @contextlib.contextmanager
+    def _index(self, udir: Path, key: str, *, exclusive: bool) -> Iterator[tuple[int, partindex.IndexState]]:
+        """The upload's part index, open for appending and locked (``flock``: every thread and process
+        writing a part of this upload takes its turn; readers share), and what it says.
+
+        A writer cuts off what does not check (a torn last record, a damaged tail) before it appends, so
+        its records follow whole ones. An upload an older agent began (side files per part, no index) is
+        converted first (:meth:`_migrate`). The parsed state is kept per upload id and reused while the
+        file is the one it was parsed from, at the same length: one ``fstat`` per part, not a parse.
+        """
+        path = udir / _UPLOAD_INDEX
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                self._migrate(udir, key)
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError as err:
+            raise UploadNotFoundError(
+                f"{self.url}: upload {udir.name} of {key!r} does not exist (aborted or completed): start again"
+            ) from err
+        except OSError as err:
+            _fail("open the part index of", f"{self.url} {key!r}", err)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield fd, self._load(udir, fd, key, repair=exclusive)
         finally:
             os.close(fd)
-        return raw
+
+    def _load(self, udir: Path, fd: int, key: str, *, repair: bool) -> partindex.IndexState:
+        st = os.fstat(fd)
+        cached = self._indexes.get(udir.name)
+        if cached is not None and cached[0] == st.st_ino and cached[1].valid_end == st.st_size:
+            return cached[1]
+        if st.st_size > partindex.MAX_INDEX_BYTES:
+            raise StorageError(
+                f"{self.url}: the part index of the upload of {key!r} ({udir / _UPLOAD_INDEX}) is larger than "
+                f"{partindex.MAX_INDEX_BYTES} bytes; abort the upload (it will start again)"
+            )
+        raw = bytearray()
+        while len(raw) < st.st_size and (chunk := os.pread(fd, st.st_size - len(raw), len(raw))):
+            raw += chunk
+        state = partindex.parse(bytes(raw))
+        if state.damaged:
+            LOG.warning("%s: the part index of %s ends in %d bytes that do not check (a crash while appending, "
+                        "or damage): the parts recorded there will be sent again", self.url, key, state.damaged)  # fmt: skip
+            if not repair:
+                return state
+            os.ftruncate(fd, state.valid_end)
+            os.fdatasync(fd)
+            state.damaged = 0
+        if len(self._indexes) >= 256:  # bounded: one entry per upload in flight, but never more
+            self._indexes.clear()
+        self._indexes[udir.name] = (st.st_ino, state)
+        return state
+
+    def _migrate(self, udir: Path, key: str) -> None:
+        """Convert an upload an older agent began into an indexed one, once: its ``stride`` file and each
+        part's ``NNNNN.placed`` (or own ``NNNNN.part``) and ``NNNNN.checksum`` (or ``.sha256``) side files
+        become records, a part without a checksum file is hashed from its bytes, one that cannot be read is
+        left out (sent again). The index appears whole (a temp file, fsynced, linked into place), then the
+        side files go: nothing reads them again. FileNotFoundError when the upload itself is gone."""
+        self._writable()
+        if not (udir / "key").exists():
+            raise FileNotFoundError(errno.ENOENT, "no such upload", str(udir))
+        stride: int | None = None
+        records = b""
+        with contextlib.suppress(OSError, ValueError):
+            stride = int(_read_small(udir / "stride", 20))
+            records += partindex.stride_record(stride)
+        names = sorted({n[:5] for n in os.listdir(udir) if re.fullmatch(r"\d{5}\.(part|placed)", n)})
+        for name in names:
+            try:
+                records += partindex.part_record(self._legacy_part(udir, int(name), stride))
+            except (OSError, ValueError) as err:
+                LOG.warning("%s: part %s of %s in an older agent's layout is unreadable (%s): it will be sent "
+                            "again", self.url, int(name), key, err)  # fmt: skip
+        data = udir / _UPLOAD_DATA
+        if not data.exists():
+            os.close(os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        tmp = udir / f"tmp-{secrets.token_hex(8)}"
+        try:
+            _write_file(tmp, records)
+            with contextlib.suppress(FileExistsError):  # another writer converted it first: theirs stands
+                os.link(tmp, udir / _UPLOAD_INDEX)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(udir)
+        LOG.info("%s: converted the upload of %s begun by an older agent (%d parts)", self.url, key, len(names))
+        for entry in os.listdir(udir):
+            if entry == "stride" or re.fullmatch(r"\d{5}\.(placed|checksum|sha256)", entry):
+                (udir / entry).unlink(missing_ok=True)
+
+    def _legacy_part(self, udir: Path, number: int, stride: int | None) -> partindex.PartRecord:
+        """A part as an older agent stored it (its own file, or a place in ``data`` named by ``.placed``)."""
+        own = udir / f"{number:05d}.part"
+        if own.exists():
+            size, offset, source, at = own.stat().st_size, None, own, 0
+        elif stride is None:
+            raise ValueError("placed, but no stride")
+        else:
+            size = int(_read_small(udir / f"{number:05d}.placed", 20))
+            offset = (number - 1) * stride
+            source, at = udir / _UPLOAD_DATA, offset
+        for sidecar in ("checksum", "sha256"):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                checksum = _read_small(udir / f"{number:05d}.{sidecar}", 64).decode("ascii").strip()
+                return partindex.PartRecord(number, size, offset, checksum)
+        return partindex.PartRecord(number, size, offset, _hash_range(source, at, size, PART_CHECKSUM))
 
     def list_parts(self, key: str, upload_id: str) -> list[Part]:
         udir = self._upload_dir(key, upload_id)
-        parts: list[Part] = []
         try:
-            names = sorted({n[:5] for n in os.listdir(udir) if re.fullmatch(r"\d{5}\.(part|placed)", n)})
-            for name in names:
-                parts.append(self._stored_part(udir, int(name)))
+            with self._index(udir, key, exclusive=False) as (_, state):
+                records = sorted(state.parts.values(), key=lambda r: r.number)
         except OSError as err:
             _fail("list parts of", f"{self.url} {key!r}", err)
-        return parts
-
-    def _stored_part(self, udir: Path, number: int, algorithm: str | None = None) -> Part:
-        """The part as stored; its checksum from the sidecar (``NNNNN.checksum``, or an older agent's
-        ``NNNNN.sha256``), else, or when ``algorithm`` asks for another one, by reading it."""
-        size, source, offset = self._part_source(udir, number)
-        checksum = None
-        for sidecar in _PART_SIDECARS:
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                checksum = _read_small(udir / f"{number:05d}.{sidecar}", 64).decode("ascii").strip()
-                break
-        if checksum is None or (algorithm is not None and checksum_algorithm(checksum) != algorithm):
-            digest = _hasher(algorithm or PART_CHECKSUM)
-            with open(source, "rb") as f:
-                f.seek(offset)
-                left = size
-                while left > 0 and (chunk := f.read(min(CHUNK, left))):
-                    digest.update(chunk)
-                    left -= len(chunk)
-            checksum = base64.b64encode(digest.digest()).decode("ascii")
-        return Part(number, f'"{_b64_digest(checksum).hex()}"', checksum, size)
-
-    def _part_source(self, udir: Path, number: int) -> tuple[int, Path, int]:
-        """(size, file, offset) of a stored part: its own file, or its place in ``data``.
-        FileNotFoundError when it was never uploaded."""
-        own = udir / f"{number:05d}.part"
-        try:
-            return own.stat().st_size, own, 0
-        except FileNotFoundError:
-            size = int(_read_small(udir / f"{number:05d}.placed", 20))
-            stride = int(_read_small(udir / "stride", 20))
-            return size, udir / "data", (number - 1) * stride
+        return [Part(r.number, f'"{_b64_digest(r.checksum).hex()}"', r.checksum, r.size) for r in records]
 
     def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
         check_key(key)
@@ -1468,30 +1553,24 @@ class LocalBucket(Bucket):
                 return existing
             raise
         try:
-            for p in parts:
+            with self._index(udir, key, exclusive=True) as (_, state):  # no part changes while it is joined
+                self._check_stored(udir, key, parts, state)
+                if self.head(key) is not None:
+                    existing = self._exists_error(key, size, checksum)
+                    shutil.rmtree(udir, ignore_errors=True)
+                    return existing
+                tmp = self._assemble(udir, key, parts, state)
+                _setxattr(tmp, _XATTR_CHECKSUM, checksum)
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    _setxattr(tmp, _XATTR_RETAIN_UNTIL, _read_small(udir / "retain_until", 40).decode("ascii"))
                 try:
-                    stored = self._stored_part(udir, p.number, checksum_algorithm(_require_checksum(p)))
-                except FileNotFoundError as err:
-                    raise UploadError(f"{self.url}: part {p.number} of {key!r} was never uploaded") from err
-                if (stored.etag, stored.size) != (p.etag, p.size):
-                    raise UploadError(f"{self.url}: part {p.number} of {key!r} does not match the stored part")
-                if stored.checksum != p.checksum:
-                    raise ChecksumMismatchError(f"{self.url}: part {p.number} of {key!r}: checksum differs")
-            if self.head(key) is not None:
-                existing = self._exists_error(key, size, checksum)
+                    self._install(tmp, key, create_only=True)
+                except FileExistsError:
+                    existing = self._exists_error(key, size, checksum)
+                    shutil.rmtree(udir, ignore_errors=True)
+                    return existing
                 shutil.rmtree(udir, ignore_errors=True)
-                return existing
-            tmp = self._assemble(udir, key, parts)
-            _setxattr(tmp, _XATTR_CHECKSUM, checksum)
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                _setxattr(tmp, _XATTR_RETAIN_UNTIL, _read_small(udir / "retain_until", 40).decode("ascii"))
-            try:
-                self._install(tmp, key, create_only=True)
-            except FileExistsError:
-                existing = self._exists_error(key, size, checksum)
-                shutil.rmtree(udir, ignore_errors=True)
-                return existing
-            shutil.rmtree(udir, ignore_errors=True)
+                self._indexes.pop(upload_id, None)
             _fsync_dir(self.root / UPLOADS_DIR)
         except OSError as err:
             _fail("complete upload of", f"{self.url} {key!r}", err)
@@ -1500,14 +1579,41 @@ class LocalBucket(Bucket):
             raise StorageError(f"{self.url}: object {key!r} vanished right after completing")
         return ObjectInfo(key=key, size=info.size, etag=info.etag, checksum=checksum, last_modified=info.last_modified)
 
-    def _assemble(self, udir: Path, key: str, parts: Sequence[Part]) -> Path:
+    def _check_stored(self, udir: Path, key: str, parts: Sequence[Part], state: partindex.IndexState) -> None:
+        """Each listed part is stored, with its size, ETag and checksum (S3's InvalidPart / BadDigest).
+
+        The checksum is the record's, the one the part was checked against as it was written; only a part
+        list in another algorithm than the stored part's (not something the pipeline sends) is hashed again."""
+        for p in parts:
+            record = state.parts.get(p.number)
+            if record is None:
+                raise UploadError(f"{self.url}: part {p.number} of {key!r} was never uploaded")
+            stored = record.checksum
+            wanted = checksum_algorithm(_require_checksum(p))
+            if checksum_algorithm(stored) != wanted:
+                source, at = self._part_source(udir, record)
+                stored = _hash_range(source, at, record.size, wanted)
+            if (f'"{_b64_digest(stored).hex()}"', record.size) != (p.etag, p.size):
+                raise UploadError(f"{self.url}: part {p.number} of {key!r} does not match the stored part")
+            if stored != p.checksum:
+                raise ChecksumMismatchError(f"{self.url}: part {p.number} of {key!r}: checksum differs")
+
+    @staticmethod
+    def _part_source(udir: Path, record: partindex.PartRecord) -> tuple[Path, int]:
+        """(file, offset) of a stored part's bytes: its place in ``data``, or its own file."""
+        if record.offset is None:
+            return udir / f"{record.number:05d}.part", 0
+        return udir / _UPLOAD_DATA, record.offset
+
+    def _assemble(self, udir: Path, key: str, parts: Sequence[Part], state: partindex.IndexState) -> Path:
         """The parts joined into a new fsynced temp file: no pass through Python, no hashing.
 
-        Where the parts placed in ``data`` already stand where the object needs them (parts 1..n-1 of
-        one size: what the pipeline sends), only the parts with files of their own (the short last one)
-        are copied in and ``data`` itself becomes the object (a hard link, so a failed install leaves the
-        upload whole); otherwise every part is copied into a new file by the kernel (``copy_file_range``:
-        a reflink where the filesystem shares extents).
+        Where the parts in ``data`` already stand where the object needs them (parts 1..n-1 of the stride,
+        the last one no longer: what the pipeline sends), ``data`` itself becomes the object (a hard link,
+        so a failed install leaves the upload whole), after any part with a file of its own is copied into
+        its place and the file cut to the object's size; otherwise every part is copied into a new file by
+        the kernel (``copy_file_range``: a reflink where the filesystem shares extents). ``data`` is changed
+        in place only when every part it holds is in the list, so no record still describes bytes changed.
 
         Each part was checksummed once, as it was written, against the checksum its sender computed;
         hashing it again here (and the whole object on top) made the local bucket read every byte back
@@ -1518,33 +1624,37 @@ class LocalBucket(Bucket):
         sources = []
         offset = 0
         for p in parts:
-            size, source, at = self._part_source(udir, p.number)
-            if size != p.size:
+            record = state.parts[p.number]
+            if record.size != p.size:
                 raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} changed size")
-            sources.append((p, source, at, offset))
+            source, at = self._part_source(udir, record)
+            sources.append((p, record, source, at, offset))
             offset += p.size
-        in_place = all(src.name != "data" or at == dest for _, src, at, dest in sources)
+        listed = {p.number for p in parts}
+        in_place = all(r.offset is None or r.offset == dest for _, r, _, _, dest in sources) and all(
+            r.offset is None or r.number in listed for r in state.parts.values()
+        )
         tmp = udir / f"tmp-{secrets.token_hex(8)}"
         try:
-            if in_place and (udir / "data").exists():
-                fd = os.open(udir / "data", os.O_RDWR | os.O_CLOEXEC)
+            if in_place:
+                fd = os.open(udir / _UPLOAD_DATA, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
             else:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                in_place = False
             try:
-                for p, source, at, dest in sources:
-                    if in_place and source.name == "data":
+                for p, record, source, at, dest in sources:
+                    if in_place and record.offset is not None:
                         continue
                     with open(source, "rb") as src:
-                        if source.name != "data" and os.fstat(src.fileno()).st_size != p.size:
+                        if record.offset is None and os.fstat(src.fileno()).st_size != p.size:
                             raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} changed size")
                         _copy_range(src.fileno(), at, fd, dest, p.size)
-                os.ftruncate(fd, offset)
+                if os.fstat(fd).st_size != offset:
+                    os.ftruncate(fd, offset)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             if in_place:
-                os.link(udir / "data", tmp)
+                os.link(udir / _UPLOAD_DATA, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -1736,6 +1846,34 @@ def _read_small(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(f"{path} is larger than {limit} bytes")
     return data
+
+
+def _write_file(path: Path, data: PartData) -> None:
+    """A new file holding ``data``, fsynced (O_EXCL: never one that exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash_range(path: Path, offset: int, size: int, algorithm: str) -> str:
+    """The base64 ``algorithm`` digest of ``size`` bytes of ``path`` from ``offset`` (a part read back:
+    only for an older agent's part without its checksum file, or a part list in another algorithm)."""
+    digest = _hasher(algorithm)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = size
+        while left > 0 and (chunk := f.read(min(CHUNK, left))):
+            digest.update(chunk)
+            left -= len(chunk)
+    if left:
+        raise OSError(errno.EIO, f"{path}: part ends {left} bytes early")
+    return base64.b64encode(digest.digest()).decode("ascii")
 
 
 def _write_at(fd: int, view: memoryview, offset: int) -> None:
