@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from bodycam.agent.formats.manifest import Manifest
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch
 from bodycam.agent.storage import docklog
-from bodycam.agent.storage.bucket import LocalBucket
+from bodycam.agent.storage.bucket import Bucket, LocalBucket, ObjectInfo, open_bucket
 from bodycam.agent.storage.journal import Journal
+from bodycam.agent.storage.wrapper import BucketWrapper
 
 from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window
@@ -161,9 +163,9 @@ def test_a_full_tile_deletes_the_partial_tiles_it_replaces_in_an_object_locked_b
         bucket.delete(f"{prefix}/tile/0/000", version_id=full.version_id)
 
 
-def _publish_leaves(journal: Journal, bucket: LocalBucket, key: Ed25519PrivateKey, leaves: int) -> None:
-    """``leaves`` batches B0000.. logged and published one after the other, as the dock seals and publishes."""
-    for i in range(leaves):
+def _publish_leaves(journal: Journal, bucket: Bucket, key: Ed25519PrivateKey, leaves: int, start: int = 0) -> None:
+    """Batches B<start>..B<leaves - 1> logged and published one after the other, as the dock seals and publishes."""
+    for i in range(start, leaves):
         with journal.transaction() as db:
             docklog.append_in(
                 db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
@@ -336,3 +338,72 @@ def test_a_seals_log_append_costs_the_same_in_a_long_log() -> None:
             docklog.append_in(db, dock_id="d", batch_id=f"b{i}", batch_seq=i + 1, manifest_sha256="0" * 64, key=key)
     # 16 times the entries: a few more hash reads (log n), not 16 times the work
     assert costs[4096] < 2 * costs[256], costs
+
+
+class _PublishedWhileListed(BucketWrapper):
+    """The bucket as verify reads it while a dock publishes: the first listing of ``prefix`` runs
+    ``publish`` (a real dock's publication into the same bucket) before it lists."""
+
+    def __init__(self, inner: Bucket, prefix: str, publish: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.prefix, self.publish = prefix, [publish]
+
+    def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        if prefix == self.prefix and self.publish:
+            self.publish.pop()()
+        return self.inner.iter_objects(prefix, page_size=page_size)
+
+
+def test_verify_of_a_live_bucket_reads_the_checkpoint_again_before_calling_an_object_unlisted(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """verify against SeaweedFS while a dock publishes: the dock publishes two more batches right after
+    verify read the checkpoint (when it lists the kept checkpoints), so the kept ``checkpoints/4``, ``/5``
+    and the new tiles are beyond the checkpoint it read. They were false ``log_fork`` and
+    ``log_unlisted_object`` findings; now verify reads the checkpoint again, proves from the tiles that it
+    extends the first (consistency), and judges them against it. A checkpoint read again that does not
+    extend the first (another history, or one that went back) is the fork it is."""
+    from bodycam.agent.audit import logcheck
+
+    key = Ed25519PrivateKey.generate()
+    prefix = docklog.log_prefix(DOCK_ID)
+    first, grown = 3, 5
+    manifests = [logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(first)]  # as verify listed them
+
+    def verify(name: str, after: Callable[[Bucket], None] | None = None) -> list[tuple[str, str | None]]:
+        journal = Journal(tmp_path / name / "journal.sqlite3")
+        bucket = open_bucket(f"s3://{s3_bucket}/{name}", seaweedfs.endpoint_url)
+        try:
+            _publish_leaves(journal, bucket, key, first)
+
+            def publish() -> None:
+                _publish_leaves(journal, bucket, key, grown, start=first)
+                if after is not None:
+                    after(bucket)
+
+            live = _PublishedWhileListed(bucket, f"{prefix}/{docklog.CHECKPOINTS}/", publish)
+            found = logcheck.check(live, DOCK_ID, [key.public_key()], iter(manifests))
+            assert not live.publish, "verify did not list the kept checkpoints"
+            return [(f.problem, f.key) for f in found]
+        finally:
+            bucket.close()
+            journal.close()
+
+    assert verify("live") == []
+    ckey = f"{prefix}/{docklog.CHECKPOINT}"
+
+    def forged(bucket: Bucket) -> None:  # the dock's key signs a checkpoint of 5 over another history
+        other = gocheck.build_tree(grown, lambda i: b"another history %d" % i)
+        signed = note.sign_checkpoint(
+            note.Checkpoint(docklog.origin(DOCK_ID), grown, other.root()), docklog.origin(DOCK_ID), key
+        )
+        bucket.put_object(ckey, signed, create_only=False)
+
+    found = verify("forked", forged)
+    assert ("log_fork", ckey) in found, found
+
+    def went_back(bucket: Bucket) -> None:
+        bucket.put_object(ckey, bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINTS}/2", max_size=4096), create_only=False)
+
+    found = verify("back", went_back)
+    assert ("log_fork", ckey) in found, found

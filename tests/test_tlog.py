@@ -329,6 +329,36 @@ def test_a_view_reads_a_prefix_of_a_longer_store_and_never_truncates_it() -> Non
         tlog.Tree.view(tree.store, 301)
 
 
+def test_stored_hash_indexes_split_back_into_level_and_subtree() -> None:
+    """Go's SplitStoredHashIndex: the inverse of stored_hash_index, over every hash of a 5,000-leaf tree."""
+    for index in range(tlog.stored_hash_count(5000)):
+        assert tlog.stored_hash_index(*tlog.split_stored_hash_index(index)) == index
+
+
+@pytest.mark.parametrize("size", [1, 2, 255, 256, 257, 513, 65536, 70001])
+def test_proofs_built_from_the_tiles_are_those_of_the_whole_tree(size: int) -> None:
+    """A TileHashStore serves a tree from its published tiles (each read as the tree of ``size`` serves it)
+    with a few tiles held: every inclusion and consistency proof it builds is the one the stored tree
+    builds (proof and verify's re-read checkpoint rely on it)."""
+    tree = gocheck.build_tree(size)
+    read: list[tlog.Tile] = []
+    served = set(tlog.tiles_for(size))
+
+    def tile(t: tlog.Tile) -> bytes:
+        assert t in served, t  # only tiles the tree of `size` is published as
+        read.append(t)
+        return tree.tile(t)
+
+    tiles = tlog.Tree.view(tlog.TileHashStore(size, tile), size)
+    assert tiles.root() == tree.root()
+    for index in sorted({0, size // 3, size // 2, size - 1}):
+        for at in sorted({index + 1, (index + size + 1) // 2, size}):
+            assert tiles.inclusion_proof(index, at) == tree.inclusion_proof(index, at)
+            assert tiles.consistency_proof(at) == tree.consistency_proof(at)
+    with pytest.raises(ValueError):
+        tiles.append(b"x")
+
+
 def test_ci_installs_go_and_fails_rather_than_skips_without_it(tmp_path: Path) -> None:
     """The Go checks skip on a machine without Go but must fail under CI (a skip there passes silently):
     .ci/run marks the run as CI itself, whatever the runner sets, and scripts/test.sh installs both

@@ -6,7 +6,9 @@ bytes and checked against the log's checkpoint, so a damaged bucket gives an err
 would later find broken. What it reveals and proves is in docs/formats.md §14.
 
 Bounded like verify: the manifest, the custody segment and the log's entry bundles are read with size
-caps, and the log is rebuilt in memory at 64 bytes per entry up to :data:`logcheck.MAX_ENTRIES`.
+caps, one bundle at a time, and the log's proofs are built from its hash tiles (a few tiles in memory,
+:class:`tlog.TileHashStore`), not from the whole tree rebuilt at 64 bytes an entry; partial tiles and
+bundles the dock deleted once their full tile existed are read as verify reads them (logcheck).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from bodycam.agent.formats import commitment, note, proofbundle, tlog
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.storage import docklog
-from bodycam.drivers.errors import ConfigError, IntegrityError, StorageError
+from bodycam.drivers import strictjson
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError
 
 if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
@@ -161,46 +164,107 @@ def _custody(bucket: Bucket, info: mf.CustodyRef, serial: str, recording_id: int
 
 def _log(bucket: Bucket, dock: str, entry: bytes) -> tuple[bytes, int, int, list[bytes]]:
     """The checkpoint to quote, the entry's index, that checkpoint's tree size and the entry's inclusion
-    proof, from a tree rebuilt out of the entry bundles and checked against the checkpoints' roots.
+    proof, built from the log's hash tiles and checked against the checkpoints' roots.
 
     The checkpoint is the largest one the witnesses cosigned (``log/checkpoint.witnessed``, with all its
     cosignatures) when it holds the entry, else the dock's latest (``log/checkpoint``, signed by the dock
     only: a policy that asks for witnesses will refuse it, and the bundle can be made again once they
-    have cosigned)."""
+    have cosigned). The cosigned one must be a prefix of the latest (a consistency proof from the same
+    tiles). Memory: one entry bundle and a few tiles at a time, however long the log (C2SP tlog-tiles'
+    reader); that the whole log rebuilds its checkpoint is verify's check, not repeated here."""
     prefix = docklog.log_prefix(dock)
     latest_signed = bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINT}", max_size=note.MAX_NOTE)
     latest = _checkpoint(latest_signed, dock)
     if latest.size > logcheck.MAX_ENTRIES:
         raise IntegrityError(f"{prefix}/checkpoint claims {latest.size} entries, more than {logcheck.MAX_ENTRIES}")
-    tree = tlog.Tree(tlog.MemoryHashStore())
-    index = None
-    for tile in tlog.tiles_for(latest.size):
-        if tile.level != 0:
-            continue
-        key = f"{prefix}/{tile.entries_path}"
-        entries = tlog.parse_entry_bundle(bucket.get_bytes(key, max_size=logcheck.BUNDLE_MAX))
-        if len(entries) != tile.width:
-            raise IntegrityError(f"{key} holds {len(entries)} entries, not {tile.width}: run verify on the bucket")
-        for e in entries:
-            if e == entry:
-                index = tree.size
-            tree.append(e)
-    if tree.root() != latest.root:
-        raise IntegrityError(f"{prefix}: the entry bundles do not rebuild the tree its checkpoint signs: run verify")
+    index = _find(bucket, prefix, latest.size, entry)
     if index is None:
         raise IntegrityError(
             f"the log {prefix} does not hold this batch's entry (not yet published, or sealed before the log "
             "began): run verify on the bucket"
         )
-    signed, cp = latest_signed, latest
+    tree = logcheck.tile_tree(bucket, prefix, latest.size)
+    leaf = tlog.leaf_hash(entry)
+    try:
+        proof = tree.inclusion_proof(index, latest.size)
+        tlog.verify_inclusion(index, latest.size, leaf, proof, latest.root)
+    except BodycamError as err:
+        raise IntegrityError(
+            f"{prefix}: the hash tiles do not prove entry {index} in the tree its checkpoint signs ({err}): run verify"
+        ) from None
+    signed, size = latest_signed, latest.size
     if bucket.head(f"{prefix}/{docklog.WITNESSED}") is not None:
         witnessed_signed = bucket.get_bytes(f"{prefix}/{docklog.WITNESSED}", max_size=note.MAX_NOTE)
         witnessed = _checkpoint(witnessed_signed, dock)
-        if index < witnessed.size <= tree.size:
-            if tree.root(witnessed.size) != witnessed.root:
-                raise IntegrityError(f"{prefix}/{docklog.WITNESSED} signs another tree than the log's: run verify")
-            signed, cp = witnessed_signed, witnessed
-    return signed, index, cp.size, tree.inclusion_proof(index, cp.size)
+        if index < witnessed.size <= latest.size:
+            try:
+                grown = tree.consistency_proof(witnessed.size, latest.size)
+                tlog.verify_consistency(witnessed.size, latest.size, witnessed.root, latest.root, grown)
+                cosigned = tree.inclusion_proof(index, witnessed.size)
+                tlog.verify_inclusion(index, witnessed.size, leaf, cosigned, witnessed.root)
+            except BodycamError:
+                raise IntegrityError(
+                    f"{prefix}/{docklog.WITNESSED} signs another tree than the log's: run verify"
+                ) from None
+            signed, size, proof = witnessed_signed, witnessed.size, cosigned
+    return signed, index, size, proof
+
+
+def _find(bucket: Bucket, prefix: str, size: int, entry: bytes) -> int | None:
+    """The index of ``entry`` in the first ``size`` leaves, reading one entry bundle at a time: a binary
+    search by batch_seq, which the log's entries follow (verify's ``log_entry_invalid`` when they do not),
+    so O(log n) bundles. A bundle whose entries do not read as ascending batch_seqs ends the search: then
+    the log is read bundle by bundle (still one at a time) before the entry is called missing."""
+    seq = _seq(entry)
+    count = -(-size // tlog.TILE_WIDTH)
+    lo, hi = 0, count
+    while lo < hi and seq is not None:
+        mid = (lo + hi) // 2
+        entries = _bundle(bucket, prefix, size, mid)
+        first, last = _seq(entries[0]), _seq(entries[-1])
+        if first is None or last is None or first > last:
+            break
+        if seq < first:
+            hi = mid
+        elif seq > last:
+            lo = mid + 1
+        else:
+            return _index_in(entries, entry, mid)
+    else:
+        return None
+    for n in range(count):
+        found = _index_in(_bundle(bucket, prefix, size, n), entry, n)
+        if found is not None:
+            return found
+    return None
+
+
+def _bundle(bucket: Bucket, prefix: str, size: int, n: int) -> list[bytes]:
+    """Entry bundle ``n`` of a tree of ``size`` leaves, as wide as that tree has it (logcheck's reader)."""
+    tile = tlog.Tile(0, n, min(tlog.TILE_WIDTH, size - n * tlog.TILE_WIDTH))
+    entries = logcheck.read_entries(bucket, prefix, tile)
+    if len(entries) != tile.width:
+        raise IntegrityError(
+            f"{prefix}/{tile.entries_path} holds {len(entries)} entries, not {tile.width}: run verify on the bucket"
+        )
+    return entries
+
+
+def _seq(raw: bytes) -> int | None:
+    """An entry's batch_seq, None when it has none (bounded parse: a log entry is untrusted input)."""
+    try:
+        doc = strictjson.parse_json(raw, "log entry", logcheck.ENTRY_VALUES)
+    except ProtocolError:
+        return None
+    seq = doc.get("batch_seq") if isinstance(doc, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _index_in(entries: list[bytes], entry: bytes, n: int) -> int | None:
+    for i, e in enumerate(entries):
+        if e == entry:
+            return n * tlog.TILE_WIDTH + i
+    return None
 
 
 def _checkpoint(signed: bytes, dock: str) -> note.Checkpoint:

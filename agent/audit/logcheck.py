@@ -8,11 +8,15 @@ entry names a manifest that is in the bucket with that SHA-256; and each manifes
 began is in it. Memory does not grow with the log: one pass in log order rebuilds the tree as a
 :class:`tlog.Frontier` (O(log n) hashes), compares each tile as it completes, and merges the entries with
 the manifests as both come in batch_seq order; findings about entries are named up to :data:`MAX_NAMED`.
+A live bucket, where a dock publishes while verify reads: objects listed beyond the checkpoint read
+first are judged against the checkpoint read again, once a consistency proof from the tiles shows that it
+extends the first (:func:`_grown`); partial tiles deleted meanwhile are read from their full tile.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +31,7 @@ from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog
 from bodycam.agent.storage.bucket import ObjectNotFoundError
 from bodycam.drivers import strictjson
-from bodycam.drivers.errors import BodycamError, ProtocolError
+from bodycam.drivers.errors import BodycamError, IntegrityError, ProtocolError
 
 if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
@@ -39,6 +43,9 @@ MAX_CHECKPOINTS = 10_000  # kept checkpoints compared with the tree (the newest 
 BUNDLE_MAX = tlog.TILE_WIDTH * (2 + 1024)  # the dock's entries are a few hundred bytes
 ENTRY_VALUES = 32  # 20 in an entry of a 1.1 manifest (its commitments); 10 before
 MAX_STRAYS = 100  # named one by one; the rest are counted
+MAX_UNLISTED = 10 * MAX_STRAYS  # objects beyond the checkpoint kept from the listing, to judge again
+REREADS = 3  # reads of the latest checkpoint again before objects listed beyond it are called unlisted
+REREAD_WAIT_S = 1.0  # between them: a dock writes a publication's tiles before its checkpoint
 MAX_NAMED = 10_000  # findings about entries named one by one (of each kind); the rest are counted
 TAIL = 10_000  # the newest entries named one by one when not witnessed
 _SIZE = re.compile(r"[1-9][0-9]{0,18}")
@@ -111,9 +118,12 @@ def check(
                 ckey,
             )
         ]
-    findings = tile_found + kept_found + _forks(kept, roots)
+    findings = tile_found + kept_found + _forks([k for k in kept if k[0] <= cp.size], roots)
     findings += entries.found.named + entries.unlogged() + entries.found.summary()
-    findings += _strays(bucket, prefix, roots.size)
+    # listed after the checkpoint was read: a dock publishing meanwhile adds objects beyond it
+    unlisted = _unlisted(bucket, prefix, cp.size)
+    size, grown_found = _grown(bucket, ckey, verifiers, dock, cp, [k for k in kept if k[0] > cp.size], unlisted)
+    findings += grown_found + _strays(prefix, size, unlisted)
     if witness is not None:
         findings += witness.check(roots, entries.tail)
     return findings
@@ -182,7 +192,7 @@ def _rebuild(
         tile = tlog.Tile(0, n, tlog.TILE_WIDTH if n < full else rest)
         key = f"{prefix}/{tile.entries_path}"
         try:
-            bundle = _bundle(bucket, prefix, tile)
+            bundle = read_entries(bucket, prefix, tile)
         except BodycamError as err:
             return LogFinding("log_entries_unreadable", f"{key}: {err}", key)
         if len(bundle) != tile.width:
@@ -210,15 +220,31 @@ def _entry(raw: bytes, index: int) -> strictjson.JSONObject:
     return {"index": index, **doc}
 
 
-def _bundle(bucket: Bucket, prefix: str, tile: tlog.Tile) -> list[bytes]:
-    """The entries of a level-0 tile. A partial bundle the bucket no longer has is read from the full
-    bundle at the same index (its first ``width`` entries; C2SP tlog-tiles: clients SHOULD): a dock that
-    fills the tile while verify reads a live bucket deletes the partial (docklog.drop_partials). The
-    entries still have to rebuild the signed tree, so a full bundle that disagrees is a root mismatch."""
+def read_entries(bucket: Bucket, prefix: str, tile: tlog.Tile) -> list[bytes]:
+    """The entries of a level-0 tile of the log under ``prefix``. A partial bundle the bucket no longer
+    has is read from the full bundle at the same index (its first ``width`` entries; C2SP tlog-tiles:
+    clients SHOULD): a dock that fills the tile while verify or proof reads a live bucket deletes the
+    partial (docklog.drop_partials). The entries still have to rebuild or prove the signed tree, so a full
+    bundle that disagrees is a root mismatch (verify) or a proof that fails (proof)."""
     full = f"{prefix}/{tlog.Tile(0, tile.n).entries_path}"
     data, from_full = _get_or_full(bucket, f"{prefix}/{tile.entries_path}", full, BUNDLE_MAX)
     entries = tlog.parse_entry_bundle(data)
     return entries[: tile.width] if from_full else entries
+
+
+def read_tile(bucket: Bucket, prefix: str, tile: tlog.Tile) -> bytes:
+    """The hashes of a hash tile of the log under ``prefix``; a partial tile the bucket no longer has
+    is the first ``width`` hashes of the full tile at its index (see :func:`read_entries`)."""
+    full = f"{prefix}/{tlog.Tile(tile.level, tile.n).path}"
+    data, from_full = _get_or_full(bucket, f"{prefix}/{tile.path}", full, tlog.TILE_WIDTH * tlog.HASH_SIZE)
+    return data[: tile.width * tlog.HASH_SIZE] if from_full else data
+
+
+def tile_tree(bucket: Bucket, prefix: str, size: int) -> tlog.Tree:
+    """The log's tree of ``size`` leaves as its hash tiles serve it (:func:`read_tile`), to build
+    inclusion and consistency proofs in bounded memory; what is built from it must still be checked
+    against a signed root (the tiles are not authenticated on their own)."""
+    return tlog.Tree.view(tlog.TileHashStore(size, lambda tile: read_tile(bucket, prefix, tile)), size)
 
 
 def _get_or_full(bucket: Bucket, key: str, full: str, max_size: int) -> tuple[bytes, bool]:
@@ -237,15 +263,12 @@ def _get_or_full(bucket: Bucket, key: str, full: str, max_size: int) -> tuple[by
 
 def _tile(bucket: Bucket, prefix: str, tile: tlog.Tile, hashes: bytes) -> list[LogFinding]:
     """The published hash tile must hold the rebuilt tree's hashes (the entries alone were enough to
-    rebuild it; a party proving inclusion from tiles relies on these). A partial tile the bucket no
-    longer has is compared as the first ``width`` hashes of the full tile at its index (see :func:`_bundle`)."""
+    rebuild it; a party proving inclusion from tiles relies on these), read by :func:`read_tile`."""
     key = f"{prefix}/{tile.path}"
-    full = f"{prefix}/{tlog.Tile(tile.level, tile.n).path}"
     try:
-        data, from_full = _get_or_full(bucket, key, full, tlog.TILE_WIDTH * tlog.HASH_SIZE)
+        data = read_tile(bucket, prefix, tile)
     except BodycamError as err:
         return [LogFinding("log_tile_mismatch", f"{key}: {err}", key)]
-    data = data[: tile.width * tlog.HASH_SIZE] if from_full else data
     if data != hashes:
         return [LogFinding("log_tile_mismatch", f"{key} does not hold the hashes of the signed tree", key)]
     return []
@@ -301,48 +324,145 @@ _TILE = re.compile(r"tile/(entries|[0-5]?[0-9]|6[0-3])/((?:x[0-9]{3}/)*[0-9]{3})
 _OWN = re.compile(rf"({docklog.CHECKPOINTS}|{docklog.WITNESSED_DIR})/([1-9][0-9]{{0,18}})")
 
 
-def _belongs(name: str, size: int) -> bool:
-    """Whether ``name`` (relative to the log's directory) is an object the log of ``size`` entries, or
-    of any size it grew through, has: a checkpoint, a cosigned checkpoint, a tile or an entry bundle."""
+def _needs(name: str) -> int | None:
+    """The smallest size of a log that has the object ``name`` (relative to the log's directory): a
+    checkpoint, a cosigned checkpoint, a tile or an entry bundle; None for an object no log has."""
     if name in (docklog.CHECKPOINT, docklog.WITNESSED):
-        return True
+        return 0
     own = _OWN.fullmatch(name)
     if own is not None:
-        return int(own.group(2)) <= size
+        return int(own.group(2))
     tile = _TILE.fullmatch(name)
     if tile is None:
-        return False
+        return None
     level = 0 if tile.group(1) == "entries" else int(tile.group(1))
     digits = tile.group(2).replace("x", "").replace("/", "")
     if tlog.encode_index(int(digits)) != tile.group(2):
-        return False  # a non-canonical spelling of an index (x000/001)
+        return None  # a non-canonical spelling of an index (x000/001)
     width = int(tile.group(3)) if tile.group(3) else tlog.TILE_WIDTH
     if width >= tlog.TILE_WIDTH and tile.group(3):
-        return False
+        return None
     # the tile exists once level 8*L has n*256 + width hashes, each covering 256**L leaves
-    return (int(digits) * tlog.TILE_WIDTH + width) << (tlog.HEIGHT * level) <= size
+    return (int(digits) * tlog.TILE_WIDTH + width) << (tlog.HEIGHT * level)
 
 
-def _strays(bucket: Bucket, prefix: str, size: int) -> list[LogFinding]:
-    """Objects under the log's directory that no size of this log has: the bucket holds nothing the log
-    does not (a tile beyond the tree is what a truncation leaves; anything else was added)."""
-    found: list[LogFinding] = []
-    stray = 0
+@dataclass(frozen=True, slots=True)
+class _Unlisted:
+    """Objects under the log's directory that the log of the checkpoint read first does not have, as
+    listed: (key, the smallest log that has it or None), the first :data:`MAX_UNLISTED`; the rest counted."""
+
+    objects: list[tuple[str, int | None]]
+    more: int
+
+    def beyond(self, size: int) -> bool:
+        """Whether one of them is an object a log larger than ``size`` has (what a publication adds)."""
+        return any(need is not None and need > size for _, need in self.objects)
+
+
+def _unlisted(bucket: Bucket, prefix: str, size: int) -> _Unlisted:
+    """One listing of the log's directory, keeping what the log of ``size`` entries does not have."""
+    objects: list[tuple[str, int | None]] = []
+    more = 0
     for info in bucket.iter_objects(f"{prefix}/"):
-        if _belongs(info.key[len(prefix) + 1 :], size):
+        need = _needs(info.key[len(prefix) + 1 :])
+        if need is not None and need <= size:
             continue
-        stray += 1
-        if stray <= MAX_STRAYS:
+        if len(objects) < MAX_UNLISTED:
+            objects.append((info.key, need))
+        else:
+            more += 1
+    return _Unlisted(objects, more)
+
+
+def _strays(prefix: str, size: int, listed: _Unlisted) -> list[LogFinding]:
+    """Objects under the log's directory that no size of the log of ``size`` entries has: the bucket
+    holds nothing the log does not (a tile beyond the tree is what a truncation leaves; anything else was
+    added). Those past :data:`MAX_UNLISTED` in the listing are counted, not judged again."""
+    keys = [key for key, need in listed.objects if need is None or need > size]
+    found = [
+        LogFinding(
+            "log_unlisted_object",
+            f"{key} is not an object of the log of {size} entries (added, or left by a truncation)",
+            key,
+        )
+        for key in keys[:MAX_STRAYS]
+    ]
+    more = max(0, len(keys) - MAX_STRAYS) + listed.more
+    if more:
+        found.append(LogFinding("log_unlisted_object", f"{more} more such objects under {prefix}/"))
+    return found
+
+
+def _grown(
+    bucket: Bucket,
+    ckey: str,
+    verifiers: list[note.Verifier],
+    dock: str,
+    first: note.Checkpoint,
+    later: Sequence[tuple[int, str, bytes]],
+    listed: _Unlisted,
+) -> tuple[int, list[LogFinding]]:
+    """The log size against which the objects and kept checkpoints listed beyond ``first`` are judged,
+    and findings about them. verify reads a live bucket: a dock publishing after the checkpoint was read
+    adds tiles, bundles and ``checkpoints/<size>`` beyond it, which are no stray and no fork. So when
+    something beyond it was listed, the latest checkpoint is read again (up to :data:`REREADS` times,
+    :data:`REREAD_WAIT_S` apart: a dock writes a publication's tiles before its checkpoint), and must
+    extend the first (a consistency proof from the log's tiles; otherwise that is the fork found);
+    then each kept checkpoint beyond the first must be a prefix of the one read again."""
+    prefix = ckey.rsplit("/", 1)[0]
+    newest = first
+    for attempt in range(REREADS):
+        if not (listed.beyond(newest.size) or any(size > newest.size for size, _, _ in later)):
+            break
+        if attempt:
+            time.sleep(REREAD_WAIT_S)
+        try:
+            again = note.open_checkpoint(
+                bucket.get_bytes(ckey, max_size=note.MAX_NOTE), verifiers, origin=docklog.origin(dock)
+            )
+        except BodycamError as err:
+            return first.size, [LogFinding("log_checkpoint_invalid", f"{ckey}, read again: {err}", ckey)]
+        broken = _extends(bucket, prefix, ckey, first, again)
+        if broken is not None:
+            return first.size, [broken]
+        newest = again
+    found: list[LogFinding] = []
+    tree = tile_tree(bucket, prefix, newest.size)
+    for size, key, root in later:
+        if size > newest.size:
             found.append(
                 LogFinding(
-                    "log_unlisted_object",
-                    f"{info.key} is not an object of the log of {size} entries (added, or left by a truncation)",
-                    info.key,
+                    "log_fork", f"{key} signs {size} entries, more than the latest checkpoint's {newest.size}", key
                 )
             )
-    if stray > MAX_STRAYS:
-        found.append(LogFinding("log_unlisted_object", f"{stray - MAX_STRAYS} more such objects under {prefix}/"))
-    return found
+            continue
+        try:
+            tlog.verify_consistency(size, newest.size, root, newest.root, tree.consistency_proof(size))
+        except BodycamError:
+            found.append(LogFinding("log_fork", f"{key} signs a different tree of {size} entries: the log forked", key))
+    return newest.size, found
+
+
+def _extends(
+    bucket: Bucket, prefix: str, ckey: str, first: note.Checkpoint, again: note.Checkpoint
+) -> LogFinding | None:
+    """None when ``again`` (the latest checkpoint, read again) signs a tree that extends the one ``first``
+    signed (a consistency proof built from its tiles), else the finding: a log whose latest checkpoint
+    went back, or signs another history, forked; one whose tiles do not read cannot be shown to extend."""
+    what = f"{ckey} read again signs {again.size} entries"
+    if again.size < first.size:
+        return LogFinding("log_fork", f"{what}, fewer than the {first.size} it signed before: the log went back", ckey)
+    try:
+        proof = tile_tree(bucket, prefix, again.size).consistency_proof(first.size)
+    except BodycamError as err:
+        return LogFinding("log_tile_mismatch", f"{what}, whose tiles do not read ({err})", ckey)
+    try:
+        tlog.verify_consistency(first.size, again.size, first.root, again.root, proof)
+    except IntegrityError:
+        return LogFinding(
+            "log_fork", f"{what}, which do not extend the {first.size} it signed before: the log forked", ckey
+        )
+    return None
 
 
 class _Found:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,23 @@ def stored_hash_index(level: int, n: int) -> int:
         i += n
         n >>= 1
     return i + level
+
+
+def split_stored_hash_index(index: int) -> tuple[int, int]:
+    """The (level, n) whose hash sits at ``index`` in the store: the inverse of :func:`stored_hash_index`
+    (Go's ``SplitStoredHashIndex``). Leaf n's hashes start at ``stored_hash_index(0, n)``, below 2n."""
+    if index < 0:
+        raise ValueError("stored hash index must be non-negative")
+    n = index // 2
+    at = stored_hash_index(0, n)
+    while True:
+        # leaf n + 1 adds its leaf hash plus one per subtree it completes (its trailing zero bits)
+        after = at + 1 + ((n + 1) & -(n + 1)).bit_length() - 1
+        if after > index:
+            break
+        n, at = n + 1, after
+    level = index - at
+    return level, n >> level
 
 
 def stored_hash_count(size: int) -> int:
@@ -151,6 +169,73 @@ class FileHashStore:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+#: ``read(tile)``: the ``tile.width`` hashes of a published hash tile (a reader of a bucket falls back to
+#: the first ``width`` hashes of the full tile when the partial one is gone: C2SP tlog-tiles)
+TileReader = Callable[["Tile"], bytes]
+TILE_CACHE = 8  # tiles a TileHashStore keeps (8 KiB each): a proof reads one or two per tile level
+
+
+class TileHashStore:
+    """The stored hashes of a published tree of ``size`` leaves, read from its hash tiles: what a party
+    proving inclusion or consistency from a bucket reads (Go's ``TileHashReader``), in memory that does
+    not grow with the log (:data:`TILE_CACHE` tiles), where rebuilding the tree would cost 64 bytes a leaf.
+
+    A hash of a level that is not a multiple of 8 is folded from the 2**k hashes of the tile below it.
+    The tiles are not authenticated here (Go's reader checks each against the signed tree as it reads):
+    a caller checks what it builds against a signed root (:func:`verify_inclusion`,
+    :func:`verify_consistency`), which a wrong tile cannot pass. Read-only: use it through :meth:`Tree.view`.
+    """
+
+    def __init__(self, size: int, read: TileReader, cache: int = TILE_CACHE) -> None:
+        self.size = size
+        self._read = read
+        self._cache: OrderedDict[Tile, bytes] = OrderedDict()
+        self._cache_max = max(1, cache)
+
+    def count(self) -> int:
+        return stored_hash_count(self.size)
+
+    def read(self, index: int) -> bytes:
+        if not 0 <= index < self.count():
+            raise StorageError(f"tlog: stored hash {index} is not in a tree of {self.size}")
+        return self.hash(*split_stored_hash_index(index))
+
+    def hash(self, level: int, n: int) -> bytes:
+        """The hash of complete subtree ``n`` of height ``level``, from the tile at level ``level // 8``."""
+        tile_level, height = divmod(level, HEIGHT)
+        below = self.size >> (HEIGHT * tile_level)  # hashes at level 8 * tile_level
+        first, end = n << height, (n + 1) << height
+        if end > below:
+            raise StorageError(f"tlog: subtree {n} at height {level} is not complete in a tree of {self.size}")
+        tile_n = first >> HEIGHT
+        tile = Tile(tile_level, tile_n, min(TILE_WIDTH, below - tile_n * TILE_WIDTH))
+        data = self._tile(tile)
+        start = first - tile_n * TILE_WIDTH
+        hashes = [data[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(start, start + (1 << height))]
+        while len(hashes) > 1:
+            hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+        return hashes[0]
+
+    def _tile(self, tile: Tile) -> bytes:
+        data = self._cache.get(tile)
+        if data is not None:
+            self._cache.move_to_end(tile)
+            return data
+        data = self._read(tile)
+        if len(data) != tile.width * HASH_SIZE:
+            raise IntegrityError(f"{tile.path} is {len(data)} bytes, not {tile.width} hashes of {HASH_SIZE}")
+        self._cache[tile] = data
+        if len(self._cache) > self._cache_max:
+            self._cache.popitem(last=False)
+        return data
+
+    def append(self, hashes: Sequence[bytes]) -> None:
+        raise ValueError("a tree read from its tiles cannot be appended to")
+
+    def truncate(self, count: int) -> None:
+        raise ValueError("a tree read from its tiles cannot be truncated")
 
 
 @dataclass(frozen=True, slots=True)
