@@ -360,29 +360,50 @@ def test_verify_of_a_live_bucket_reads_the_checkpoint_again_before_calling_an_ob
     """verify against SeaweedFS while a dock publishes: the dock publishes two more batches right after
     verify read the checkpoint (when it lists the kept checkpoints), so the kept ``checkpoints/4``, ``/5``
     and the new tiles are beyond the checkpoint it read. They were false ``log_fork`` and
-    ``log_unlisted_object`` findings; now verify reads the checkpoint again, proves from the tiles that it
-    extends the first (consistency), and judges them against it. A checkpoint read again that does not
-    extend the first (another history, or one that went back) is the fork it is."""
+    ``log_unlisted_object`` findings, and with a witness policy the witness's cosigned checkpoint of 5 a
+    false ``log_truncated``; now verify reads the checkpoint again, proves from the tiles that it extends
+    the first (consistency), and judges them against it. A checkpoint read again that does not extend the
+    first (another history, or one that went back) is the fork it is."""
     from bodycam.agent.audit import logcheck
+    from bodycam.agent.formats import cosignature, witnesspolicy
 
-    key = Ed25519PrivateKey.generate()
+    key, wkey = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     prefix = docklog.log_prefix(DOCK_ID)
+    policy = witnesspolicy.parse(
+        f"log {docklog.verifier_key(DOCK_ID, key)}\n"
+        f"witness w {cosignature.verifier_key('w.example', wkey.public_key())}\nquorum w\n"
+    )
     first, grown = 3, 5
     manifests = [logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(first)]  # as verify listed them
 
-    def verify(name: str, after: Callable[[Bucket], None] | None = None) -> list[tuple[str, str | None]]:
+    def cosign(bucket: Bucket, size: int) -> None:  # as the dock keeps what its witness cosigned
+        signed = bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINTS}/{size}", max_size=note.MAX_NOTE)
+        text = note.split_note(signed)[0]
+        cosigned = cosignature.add_lines(signed, [cosignature.cosign(text, "w.example", wkey, 1_700_000_000 + size)])
+        bucket.put_object(f"{prefix}/{docklog.WITNESSED_DIR}/{size}", cosigned)
+        bucket.put_object(f"{prefix}/{docklog.WITNESSED}", cosigned, create_only=False)
+
+    def verify(
+        name: str, after: Callable[[Bucket], None] | None = None, witnessed: bool = False
+    ) -> list[tuple[str, str | None]]:
         journal = Journal(tmp_path / name / "journal.sqlite3")
         bucket = open_bucket(f"s3://{s3_bucket}/{name}", seaweedfs.endpoint_url)
         try:
             _publish_leaves(journal, bucket, key, first)
+            if witnessed:
+                cosign(bucket, first)
 
             def publish() -> None:
                 _publish_leaves(journal, bucket, key, grown, start=first)
+                if witnessed:
+                    cosign(bucket, grown)
                 if after is not None:
                     after(bucket)
 
             live = _PublishedWhileListed(bucket, f"{prefix}/{docklog.CHECKPOINTS}/", publish)
-            found = logcheck.check(live, DOCK_ID, [key.public_key()], iter(manifests))
+            found = logcheck.check(
+                live, DOCK_ID, [key.public_key()], iter(manifests), policy=policy if witnessed else None, fetch=False
+            )
             assert not live.publish, "verify did not list the kept checkpoints"
             return [(f.problem, f.key) for f in found]
         finally:
@@ -390,20 +411,25 @@ def test_verify_of_a_live_bucket_reads_the_checkpoint_again_before_calling_an_ob
             journal.close()
 
     assert verify("live") == []
+    assert verify("witnessed", witnessed=True) == []
     ckey = f"{prefix}/{docklog.CHECKPOINT}"
 
     def forged(bucket: Bucket) -> None:  # the dock's key signs a checkpoint of 5 over another history
         other = gocheck.build_tree(grown, lambda i: b"another history %d" % i)
-        signed = note.sign_checkpoint(
-            note.Checkpoint(docklog.origin(DOCK_ID), grown, other.root()), docklog.origin(DOCK_ID), key
+        origin = docklog.origin(DOCK_ID)
+        bucket.put_object(
+            ckey, note.sign_checkpoint(note.Checkpoint(origin, grown, other.root()), origin, key), create_only=False
         )
-        bucket.put_object(ckey, signed, create_only=False)
 
     found = verify("forked", forged)
     assert ("log_fork", ckey) in found, found
 
     def went_back(bucket: Bucket) -> None:
-        bucket.put_object(ckey, bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINTS}/2", max_size=4096), create_only=False)
+        older = bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINTS}/2", max_size=note.MAX_NOTE)
+        bucket.put_object(ckey, older, create_only=False)
 
     found = verify("back", went_back)
     assert ("log_fork", ckey) in found, found
+    # a cosigned checkpoint beyond a checkpoint that went back is still the truncation it shows
+    found = verify("back-witnessed", went_back, witnessed=True)
+    assert ("log_fork", ckey) in found and ("log_truncated", f"{prefix}/{docklog.WITNESSED}") in found, found

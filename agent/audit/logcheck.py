@@ -103,7 +103,8 @@ def check(
         ]
     kept, kept_found = _kept_checkpoints(bucket, prefix, verifiers, dock)
     witness = _Witness.gather(bucket, dock, policy, fetch=fetch)
-    wanted = [size for size, _, _ in kept] + (witness.sizes() if witness is not None else [])
+    cosigned = witness.sizes() if witness is not None else []
+    wanted = [size for size, _, _ in kept] + cosigned
     entries = _EntryCheck(dock, manifests, prefix)
     rebuilt = _rebuild(bucket, prefix, cp.size, entries, wanted)
     if isinstance(rebuilt, LogFinding):
@@ -122,10 +123,13 @@ def check(
     findings += entries.found.named + entries.unlogged() + entries.found.summary()
     # listed after the checkpoint was read: a dock publishing meanwhile adds objects beyond it
     unlisted = _unlisted(bucket, prefix, cp.size)
-    size, grown_found = _grown(bucket, ckey, verifiers, dock, cp, [k for k in kept if k[0] > cp.size], unlisted)
-    findings += grown_found + _strays(prefix, size, unlisted)
+    later = [k for k in kept if k[0] > cp.size]
+    newest, grown_found = _grown(bucket, ckey, verifiers, dock, cp, later, unlisted, cosigned)
+    findings += grown_found + _strays(prefix, newest.size, unlisted)
     if witness is not None:
-        findings += witness.check(roots, entries.tail)
+        findings += witness.check(
+            roots if newest.size == cp.size else _Grown(roots, newest, bucket, prefix), entries.tail
+        )
     return findings
 
 
@@ -174,6 +178,30 @@ class _Roots:
         if size == 0:
             return tlog.EMPTY_ROOT
         return self._roots[size]
+
+
+class _Grown:
+    """The log as the witness checks see it once the checkpoint read again (``newest``) extends the one
+    rebuilt: its size, the rebuilt roots up to the first checkpoint, and beyond it the root at a size
+    from the tiles of ``newest``'s tree, kept only if a consistency proof from the same tiles ties it
+    to ``newest``'s signed root (else no root: the cosigned checkpoint of that size is then a fork)."""
+
+    def __init__(self, rebuilt: _Roots, newest: note.Checkpoint, bucket: Bucket, prefix: str) -> None:
+        self.size = newest.size
+        self._rebuilt, self._newest = rebuilt, newest
+        self._tree = tile_tree(bucket, prefix, newest.size)
+
+    def root(self, size: int) -> bytes:
+        if size <= self._rebuilt.size:
+            return self._rebuilt.root(size)
+        if size == self.size:
+            return self._newest.root
+        try:
+            root = self._tree.root(size)
+            tlog.verify_consistency(size, self.size, root, self._newest.root, self._tree.consistency_proof(size))
+        except BodycamError:
+            return b""
+        return root
 
 
 def _rebuild(
@@ -401,18 +429,21 @@ def _grown(
     first: note.Checkpoint,
     later: Sequence[tuple[int, str, bytes]],
     listed: _Unlisted,
-) -> tuple[int, list[LogFinding]]:
-    """The log size against which the objects and kept checkpoints listed beyond ``first`` are judged,
-    and findings about them. verify reads a live bucket: a dock publishing after the checkpoint was read
-    adds tiles, bundles and ``checkpoints/<size>`` beyond it, which are no stray and no fork. So when
-    something beyond it was listed, the latest checkpoint is read again (up to :data:`REREADS` times,
-    :data:`REREAD_WAIT_S` apart: a dock writes a publication's tiles before its checkpoint), and must
-    extend the first (a consistency proof from the log's tiles; otherwise that is the fork found);
-    then each kept checkpoint beyond the first must be a prefix of the one read again."""
+    cosigned: Sequence[int] = (),
+) -> tuple[note.Checkpoint, list[LogFinding]]:
+    """The checkpoint against which the objects, kept and ``cosigned`` checkpoints listed beyond ``first``
+    are judged, and findings about them. verify reads a live bucket: a dock publishing after the
+    checkpoint was read adds tiles, bundles, ``checkpoints/<size>`` and, once witnesses cosign, cosigned
+    checkpoints beyond it, which are no stray, no fork and no truncation. So when something beyond it was
+    listed, the latest checkpoint is read again (up to :data:`REREADS` times, :data:`REREAD_WAIT_S` apart:
+    a dock writes a publication's tiles before its checkpoint), and must extend the first (a consistency
+    proof from the log's tiles; otherwise that is the fork found); then each kept checkpoint beyond the
+    first must be a prefix of the one read again."""
     prefix = ckey.rsplit("/", 1)[0]
     newest = first
     for attempt in range(REREADS):
-        if not (listed.beyond(newest.size) or any(size > newest.size for size, _, _ in later)):
+        sizes = [size for size, _, _ in later] + list(cosigned)
+        if not (listed.beyond(newest.size) or any(size > newest.size for size in sizes)):
             break
         if attempt:
             time.sleep(REREAD_WAIT_S)
@@ -421,10 +452,10 @@ def _grown(
                 bucket.get_bytes(ckey, max_size=note.MAX_NOTE), verifiers, origin=docklog.origin(dock)
             )
         except BodycamError as err:
-            return first.size, [LogFinding("log_checkpoint_invalid", f"{ckey}, read again: {err}", ckey)]
+            return first, [LogFinding("log_checkpoint_invalid", f"{ckey}, read again: {err}", ckey)]
         broken = _extends(bucket, prefix, ckey, first, again)
         if broken is not None:
-            return first.size, [broken]
+            return first, [broken]
         newest = again
     found: list[LogFinding] = []
     tree = tile_tree(bucket, prefix, newest.size)
@@ -440,7 +471,7 @@ def _grown(
             tlog.verify_consistency(size, newest.size, root, newest.root, tree.consistency_proof(size))
         except BodycamError:
             found.append(LogFinding("log_fork", f"{key} signs a different tree of {size} entries: the log forked", key))
-    return newest.size, found
+    return newest, found
 
 
 def _extends(
