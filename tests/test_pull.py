@@ -294,3 +294,67 @@ def test_a_sessions_recordings_reuse_its_part_buffers_within_the_bays_share(tmp_
         assert result.ciphertext_sha256 == hashlib.sha256((bucket.root / key).read_bytes()).hexdigest()
         assert len(buffers) <= share
     assert made == [5 * MiB, 5 * MiB]  # the first recording's two buffers, and none since
+
+
+class _InFlight(BucketWrapper):
+    """The real local bucket, noting how many part uploads run at once and which buffers they come from.
+
+    Each upload waits (up to ``hold_s``, once) until ``want`` uploads run together, so the count does not
+    depend on how fast this machine is: once ``want`` were seen together, or the one wait ran out, no upload
+    waits again."""
+
+    def __init__(self, inner: LocalBucket, want: int, hold_s: float = 30.0) -> None:
+        super().__init__(inner)
+        self.want, self.hold_s = want, hold_s
+        self.active = self.most = 0
+        self.buffers: set[int] = set()
+        self._done_holding = False
+        self._cond = threading.Condition()
+
+    def upload_part(
+        self, key: str, upload_id: str, part_number: int, data: PartData, *, checksum: str | None = None
+    ) -> Part:
+        with self._cond:
+            self.buffers.add(id(data.obj if isinstance(data, memoryview) else data))
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self._cond.notify_all()
+            if not self._done_holding:
+                self._cond.wait_for(lambda: self.active >= self.want or self._done_holding, self.hold_s)
+                self._done_holding = True  # reached or gave up: the rest of the pull runs unheld
+                self._cond.notify_all()
+        try:
+            return self.inner.upload_part(key, upload_id, part_number, data, checksum=checksum)
+        finally:
+            with self._cond:
+                self.active -= 1
+
+
+def test_ingest_once_keeps_four_parts_in_flight_from_five_buffers(tmp_path: Path) -> None:
+    """`ingest --once` (the Agent outside the daemon) keeps up to 4 parts uploading at once (issue 14's
+    peers: SeaweedFS, on the same 2 cores, hashes each part within its request, so 2 requests left a
+    core idle between parts) from the 5 part buffers 2 in flight held: its memory is unchanged. Before,
+    2 in flight; the recording (a mass-storage camera, 9 parts of 5 MiB) still verifies."""
+    from bodycam.agent.pipeline.ingest import Agent
+    from bodycam.drivers.device.massstorage import MassStorageCamera
+    from bodycam.drivers.virtual.massstorage_writer import write_volume
+    from bodycam.drivers.virtual.scenario import make_recordings
+
+    from .dock import make_dock, window
+
+    win = window()
+    dock = make_dock(tmp_path / "dock", f"file://{tmp_path / 'bucket'}")  # upload.part_size 5 MiB, 4 workers
+    dock.enroll("CAM-P4")
+    dock.exercise("EX-P4", win, "CAM-P4")
+    recs = make_recordings(1, 1, 44 * MiB + 4321, win, serial="CAM-P4")
+    write_volume(tmp_path / "mnt" / "CAM-P4", "CAM-P4", recs)
+    bucket = _InFlight(LocalBucket(tmp_path / "bucket"), want=4)
+    agent = Agent(dock.config, bucket=bucket)
+    try:
+        report = agent.session(MassStorageCamera(tmp_path / "mnt" / "CAM-P4"))
+        agent.seal_and_publish()
+    finally:
+        agent.close()
+    assert report.errors == [] and report.verified == 1, report
+    assert bucket.most == 4, f"at most {bucket.most} parts uploaded at once"
+    assert len(bucket.buffers) <= 5, f"{len(bucket.buffers)} part buffers"

@@ -58,6 +58,12 @@ if TYPE_CHECKING:  # imported by make_witnessing: most docks have no witnesses (
     from bodycam.agent.pipeline.witnessing import Witnessing
 
 LOG = logging.getLogger(__name__)
+#: parts one recording may have in flight outside the daemon (``ingest --once``), at most upload.workers:
+#: an S3 server that hashes each part in its own request (SeaweedFS: three MD5 passes) keeps both cores of
+#: a small box busy only with more than two requests open (docs/decisions.md, "four parts in flight")
+PARTS_IN_FLIGHT = 4
+#: ... from no more part buffers than two in flight held (2 + 3): the memory of ``ingest --once`` is unchanged
+RING_BUFFERS = 5
 
 
 class DeferredError(BodycamError):
@@ -190,10 +196,10 @@ class Agent:
         self._batch_lock: AbstractContextManager[Any] = batch_lock or ProcessLock(batch_lock_path(config.state_dir))
         #: parts one recording may have in flight; the daemon lowers it while several bays share the
         #: upload pool, so memory grows with the pool, not with the number of bays
-        self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, 2)
+        self.parts_in_flight: Callable[[], int] = lambda: min(self.config.upload_workers, PARTS_IN_FLIGHT)
         #: part buffers one recording's pull may hold (None: pull's own parts_in_flight + 3); the daemon
         #: gives each busy bay its share of the dock's budget (agent/service/bayworker.py ``share``)
-        self.ring_buffers: Callable[[], int | None] = lambda: None
+        self.ring_buffers: Callable[[], int | None] = lambda: min(self.parts_in_flight() + 3, RING_BUFFERS)
         #: camera frames (up to 1 MiB each) one pull may read ahead of its encryption
         self.read_ahead: Callable[[], int] = lambda: 4
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
