@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ from bodycam.agent.storage.bucket import (
     UploadNotFoundError,
     b64_crc32c,
 )
+from bodycam.agent.storage.s3http import Credentials, S3Http
+from bodycam.agent.storage.s3put import SignedPut
 from bodycam.drivers.errors import UploadError
 
 from .faultproxy import FaultProxy
@@ -96,11 +97,11 @@ def test_an_endpoint_that_refuses_the_signed_put_keeps_to_upload_part(seaweedfs:
     """Refused as a signed PUT, taken from botocore (here: the signed PUT aimed at a bucket that is not
     there): the part is stored once and later parts skip the signed PUT instead of being sent twice."""
     bucket = _s3(seaweedfs, s3_bucket)
-    signed = bucket._signed_put
-    assert signed is not None
-    signed._target = replace(
-        signed._target, base=signed._target.base.replace(f"/{s3_bucket}/", f"/{s3_bucket}-elsewhere/")
-    )
+    http = bucket._http
+    assert http is not None and bucket._signed_put is not None
+    elsewhere = http.base.replace(f"/{s3_bucket}/", f"/{s3_bucket}-elsewhere/")
+    credentials = Credentials(seaweedfs.access_key, seaweedfs.secret_key)
+    bucket._signed_put = SignedPut(S3Http(elsewhere, credentials, http.region, 2, 10))
     calls = botocore_calls(bucket, "UploadPart", "PartNumber")
     upload_id = bucket.start_upload(KEY)
     part = bucket.upload_part(KEY, upload_id, 1, b"only part")

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from .dock import iso_window, make_dock, window
+from .s3server import SeaweedFS
 from .sims import SimProcess
 
 MiB = 1024 * 1024
@@ -134,3 +135,25 @@ def test_the_crc32c_extension_loaded_alone_is_the_packages_crc32c() -> None:
 
     assert crc32c.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
     assert crc32c.crc32c(b"6789", crc32c.crc32c(b"12345")) == package.crc32c(b"123456789")
+
+
+def test_ingest_into_s3_never_imports_botocore(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """``ingest --once`` of a real recording into SeaweedFS with the credentials operators set (environment,
+    as /etc/bodycam/environment gives them): every request the ingest makes (list uploads, start, parts,
+    complete, head, the batch's puts) is signed and sent by agent/storage/s3http.py, so botocore, its S3
+    model and urllib3 (about 0.3 CPU s a run) are never loaded; they still are for anything else."""
+    dock = make_dock(tmp_path / "dock", f"s3://{s3_bucket}/lazy", seaweedfs.endpoint_url)
+    win = window()
+    dock.enroll("CAM-S3LAZY")
+    dock.exercise("EX-S3LAZY", win, "CAM-S3LAZY")
+    args = ("--recordings", "1", "--training", "1", "--size", str(6 * MiB), "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-S3LAZY", *args, truth_dir=tmp_path) as cam:
+        proc, modules = run_cli(
+            tmp_path, "--config", str(dock.config_path), "ingest", "--once", "--json", "--usbip", cam.address
+        )
+    assert proc.returncode == 0, proc.stderr
+    report: dict[str, Any] = json.loads(proc.stdout)
+    assert [c["verified"] for c in report["cameras"]] == [1], report
+    assert "bodycam.agent.storage.s3http" in modules  # the bucket was S3, and written
+    assert loaded(modules, *S3_STACK) == []
+    assert cli_modules(modules) == {"bodycam.agent.cli.ingest"}

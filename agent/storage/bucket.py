@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from bodycam.agent.storage.s3get import BadContentLength, SignedGet
+    from bodycam.agent.storage.s3http import Answer, S3Http
     from bodycam.agent.storage.s3put import SignedPut
 
 LOG = logging.getLogger(__name__)
@@ -618,6 +619,26 @@ def _s3_errors() -> tuple[type[BaseException], ...]:
     return (BotoCoreError, OSError, urllib3.exceptions.HTTPError)
 
 
+_S3_XMLNS: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
+_UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
+
+
+def _lock_headers(lock: dict[str, Any]) -> dict[str, str]:
+    """The Object Lock headers of :meth:`S3Bucket._lock_kwargs`, serialised as botocore does (ISO 8601,
+    microseconds when there are any)."""
+    if not lock:
+        return {}
+    until: datetime = lock["ObjectLockRetainUntilDate"]
+    text = until.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if until.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    return {"x-amz-object-lock-mode": str(lock["ObjectLockMode"]), "x-amz-object-lock-retain-until-date": text}
+
+
+def _valid_length(headers: dict[str, str]) -> bool:
+    from bodycam.agent.storage.s3get import content_length
+
+    return content_length(headers) is not None
+
+
 _CHECKSUM_CODES: Final = frozenset(
     {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"}
 )
@@ -666,17 +687,51 @@ class S3Bucket(Bucket):
         self._conditional = conditional_writes
         self._lock_state: bool | None = None
         self._lock_guard = threading.Lock()
+        self._client_guard = threading.Lock()
+        self._client_args = (endpoint_url, connect_timeout, read_timeout, max_attempts)
+        self._botocore: S3Client | None = client
+        #: the bucket's own signed requests (agent/storage/s3http.py), None where botocore alone knows how
+        self._http: S3Http | None = None
+        self._signed_get: SignedGet | None = None
+        self._signed_put: SignedPut | None = None
+        if client is None:  # an injected client (tests) is used as it is, for every call
+            self._http = _s3_http(bucket, endpoint_url, connect_timeout, read_timeout)
+            if self._http is not None:
+                if not self._http.static:  # a role, SSO, an instance role: botocore's chain resolves them
+                    self._http.credentials_from(self._client)
+                self._signed_get, self._signed_put = _signed_requests(self._http)
+
+    @property
+    def _client(self) -> S3Client:
+        """The botocore client, created on first use: an ingest whose requests all go through
+        :attr:`_http` never imports botocore (about 0.3 CPU s a run); errors, retries and anything
+        :attr:`_http` does not do still go through it."""
+        client = self._botocore
         if client is None:
-            client = _s3_client(endpoint_url, connect_timeout, read_timeout, max_attempts)
-            self._signed_get, self._signed_put = _signed_requests(client, bucket)
-        else:  # an injected client (tests) is used as it is, for every call
-            self._signed_get = None
-            self._signed_put = None
-        self._client: S3Client = client
+            with self._client_guard:
+                if self._botocore is None:
+                    self._botocore = _s3_client(*self._client_args)
+                client = self._botocore
+        return client
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _send(
+        self,
+        method: str,
+        key: str | None,
+        query: Sequence[tuple[str, str]] = (),
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        payload: str | None = None,
+    ) -> Answer | None:
+        """One request on the bucket's own signed connections (agent/storage/s3http.py); None when it has
+        none or no answer came. Any answer the caller does not take is asked again through botocore."""
+        if self._http is None:
+            return None
+        return self._http.send(method, self._full(key) if key is not None else None, query, headers, body, payload)
 
     def _where(self, key: str | None) -> str:
         where = f"s3://{self.bucket}/{self._full(key)}" if key is not None else self.url
@@ -736,20 +791,9 @@ class S3Bucket(Bucket):
         """
         with self._lock_guard:
             if self._lock_state is None:
-                try:
-                    conf = self._call(
-                        "get Object Lock configuration of", None, self._client.get_object_lock_configuration
-                    )
-                    enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-                except UploadError as err:
-                    code = _error_code(err.__cause__)
-                    if code is None or code == "NoSuchBucket":
-                        raise
-                    if code != "ObjectLockConfigurationNotFoundError":
-                        LOG.warning("%s: cannot read Object Lock configuration, assuming none: %s", self.url, err)
-                    enabled = False
-                except ObjectNotFoundError:  # ObjectLockConfigurationNotFoundError (404): no lock
-                    enabled = False
+                enabled = self._lock_state_answered()
+                if enabled is None:
+                    enabled = self._lock_state_of_botocore()
                 self._lock_state = enabled
                 if not enabled:  # one line, once: retention then stands in the signed manifests only
                     LOG.warning(
@@ -759,6 +803,31 @@ class S3Bucket(Bucket):
                         " (bucket.retention_days is set)" if self.retention_days else "",
                     )
             return self._lock_state
+
+    def _lock_state_of_botocore(self) -> bool:
+        try:
+            conf = self._call("get Object Lock configuration of", None, self._client.get_object_lock_configuration)
+            return conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except UploadError as err:
+            code = _error_code(err.__cause__)
+            if code is None or code == "NoSuchBucket":
+                raise
+            if code != "ObjectLockConfigurationNotFoundError":
+                LOG.warning("%s: cannot read Object Lock configuration, assuming none: %s", self.url, err)
+            return False
+        except ObjectNotFoundError:  # ObjectLockConfigurationNotFoundError (404): no lock
+            return False
+
+    def _lock_state_answered(self) -> bool | None:
+        """Object Lock enabled or not, as the bucket's own GET ?object-lock answers it; None otherwise."""
+        answer = self._send("GET", None, [("object-lock", "")])
+        if answer is None:
+            return None
+        if answer.status == 200 and b"<ObjectLockConfiguration" in answer.body:
+            return _xml_text()(answer.body, "ObjectLockEnabled") == "Enabled"
+        if answer.status == 404 and _error_of()(answer.body)[0] == "ObjectLockConfigurationNotFoundError":
+            return False
+        return None
 
     def _lock_kwargs(self, retain_until: float | None = None) -> dict[str, Any]:
         """COMPLIANCE Object Lock headers: until the later of ``retention_days`` from now and
@@ -822,9 +891,16 @@ class S3Bucket(Bucket):
     # -- multipart --------------------------------------------------------------------------------
     def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
         check_key(key)
+        lock = self._lock_kwargs(retain_until)
+        headers = {"x-amz-checksum-algorithm": PART_CHECKSUM, **_lock_headers(lock)}
+        answer = self._send("POST", key, [("uploads", "")], headers, b"")
+        if answer is not None and answer.status == 200:
+            upload_id = _xml_text()(answer.body, "UploadId")
+            if upload_id:
+                return upload_id
         r = self._call(
             "start upload of", key, self._client.create_multipart_upload,
-            Key=self._full(key), ChecksumAlgorithm=PART_CHECKSUM, **self._lock_kwargs(retain_until),
+            Key=self._full(key), ChecksumAlgorithm=PART_CHECKSUM, **lock,
         )  # fmt: skip
         return str(r["UploadId"])
 
@@ -921,6 +997,9 @@ class S3Bucket(Bucket):
         }
 
         def write(conditional: bool) -> Any:
+            answered = self._complete_answered(key, upload_id, parts, algorithm, conditional)
+            if answered is not None:
+                return answered
             extra = {"IfNoneMatch": "*"} if conditional else {}
             return self._call(
                 "complete upload of", key, self._client.complete_multipart_upload,
@@ -939,6 +1018,33 @@ class S3Bucket(Bucket):
             return r
         return self._info(key, r, size=size, checksum=r.get(f"Checksum{algorithm}") or checksum)
 
+    def _complete_answered(
+        self, key: str, upload_id: str, parts: Sequence[Part], algorithm: str, conditional: bool
+    ) -> dict[str, Any] | None:
+        """CompleteMultipartUpload as the bucket's own POST: what botocore would have parsed of a success
+        (ETag, version, checksum), None for anything else (S3 may also answer 200 with an error in it)."""
+        if self._http is None:
+            return None
+        from bodycam.agent.storage.s3http import xml_escape
+
+        tag = f"Checksum{algorithm}"
+        listed = "".join(
+            f"<Part><ETag>{xml_escape(p.etag)}</ETag><{tag}>{xml_escape(_require_checksum(p))}</{tag}>"
+            f"<PartNumber>{p.number}</PartNumber></Part>"
+            for p in parts
+        )
+        body = f'<CompleteMultipartUpload xmlns="{_S3_XMLNS}">{listed}</CompleteMultipartUpload>'.encode()
+        headers = {"if-none-match": "*"} if conditional else {}
+        answer = self._send("POST", key, [("uploadId", upload_id)], headers, body)
+        if answer is None or answer.status != 200 or b"<CompleteMultipartUploadResult" not in answer.body:
+            return None
+        text = _xml_text()
+        return {
+            "ETag": text(answer.body, "ETag") or "",
+            "VersionId": answer.headers.get("x-amz-version-id"),
+            tag: text(answer.body, tag),
+        }
+
     def abort_upload(self, key: str, upload_id: str) -> None:
         check_key(key)
         try:
@@ -955,7 +1061,7 @@ class S3Bucket(Bucket):
         out: list[PendingUpload] = []
         key_marker, id_marker = "", ""
         while True:
-            r = self._call(
+            r = self._uploads_answered(full, key_marker, id_marker, page_size) or self._call(
                 "list uploads in", None, self._client.list_multipart_uploads,
                 Prefix=full, KeyMarker=key_marker, UploadIdMarker=id_marker, MaxUploads=page_size,
             )  # fmt: skip
@@ -972,6 +1078,32 @@ class S3Bucket(Bucket):
                 return out
             key_marker, id_marker = nxt
 
+    def _uploads_answered(self, prefix: str, key_marker: str, id_marker: str, page_size: int) -> dict[str, Any] | None:
+        """One page of ListMultipartUploads as the bucket's own GET, in botocore's shape; None otherwise."""
+        query = [("uploads", ""), ("prefix", prefix), ("max-uploads", str(page_size))]
+        query += [("key-marker", key_marker)] if key_marker else []
+        query += [("upload-id-marker", id_marker)] if id_marker else []
+        answer = self._send("GET", None, query)
+        if answer is None or answer.status != 200 or b"<ListMultipartUploadsResult" not in answer.body:
+            return None
+        from bodycam.agent.storage.s3http import xml_blocks
+
+        text = _xml_text()
+        uploads = []
+        for block in xml_blocks(answer.body, "Upload"):
+            key, upload_id, initiated = text(block, "Key"), text(block, "UploadId"), text(block, "Initiated")
+            if not key or not upload_id:
+                return None
+            when = _parse_timestamp(initiated) if initiated else None
+            uploads.append({"Key": key, "UploadId": upload_id, "Initiated": when})
+        head = answer.body.split(b"<Upload>", 1)[0]  # the listing's own fields come before its uploads
+        return {
+            "Uploads": uploads,
+            "IsTruncated": text(head, "IsTruncated") == "true",
+            "NextKeyMarker": text(head, "NextKeyMarker"),
+            "NextUploadIdMarker": text(head, "NextUploadIdMarker"),
+        }
+
     # -- objects ----------------------------------------------------------------------------------
     def put_object(
         self, key: str, data: bytes, *, create_only: bool = True, sha256_b64: str | None = None, retain: bool = True
@@ -981,6 +1113,14 @@ class S3Bucket(Bucket):
         lock = self._lock_kwargs() if retain else {}
 
         def write(conditional: bool) -> Any:
+            headers = {"x-amz-sdk-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": checksum}
+            headers |= _lock_headers(lock)
+            if create_only and conditional:
+                headers["if-none-match"] = "*"
+            # the body is covered by its signed SHA-256 checksum header, as botocore sends it
+            answer = self._send("PUT", key, (), headers, data, payload=_UNSIGNED_PAYLOAD)
+            if answer is not None and answer.status == 200:
+                return {"ETag": answer.headers.get("etag", ""), "VersionId": answer.headers.get("x-amz-version-id")}
             extra: dict[str, Any] = {"IfNoneMatch": "*"} if create_only and conditional else {}
             return self._call(
                 "put", key, self._client.put_object,
@@ -1004,6 +1144,12 @@ class S3Bucket(Bucket):
 
     def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
         check_key(key)
+        query = [("versionId", version_id)] if version_id else []
+        answer = self._send("HEAD", key, query, {"x-amz-checksum-mode": "ENABLED"})
+        if answer is not None and answer.status == 404:  # what botocore's 404 becomes below
+            return None
+        if answer is not None and answer.status == 200 and _valid_length(answer.headers):
+            return ObjectInfo(key=key, **_info_fields()(answer.headers))
         extra = {"VersionId": version_id} if version_id else {}
         try:
             r = self._call("head", key, self._client.head_object, Key=self._full(key), ChecksumMode="ENABLED", **extra)
@@ -1051,7 +1197,7 @@ class S3Bucket(Bucket):
         if opened is not None:
             headers, signed = opened
             info = ObjectInfo(key=key, **_info_fields()(headers))
-            return ObjectReader(info, signed.read, signed.close, wrap, _s3_errors())
+            return ObjectReader(info, signed.read, signed.close, wrap, _read_errors())
         extra = {"VersionId": version_id} if version_id else {}
         try:  # botocore's parser raises a bare ValueError on a Content-Length that is not a number
             r = self._call("read", key, self._client.get_object, Key=self._full(key), **extra)
@@ -1070,7 +1216,10 @@ class S3Bucket(Bucket):
         self._call("delete", key, self._client.delete_object, Key=self._full(key), **extra)
 
     def close(self) -> None:
-        self._client.close()
+        if self._botocore is not None:
+            self._botocore.close()
+        if self._http is not None:
+            self._http.close()
 
 
 def _parse_timestamp(value: Any) -> datetime:
@@ -1087,25 +1236,22 @@ def _parse_timestamp(value: Any) -> datetime:
     return result
 
 
-def _signed_requests(client: S3Client, bucket: str) -> tuple[SignedGet | None, SignedPut | None]:
-    """The fast GET and part PUT for this client, built on one signing target learned from it (None for
-    either: every read goes through ``get_object``, every part through ``upload_part``)."""
-    from botocore.exceptions import BotoCoreError
+def _s3_http(bucket: str, endpoint_url: str | None, connect_timeout: float, read_timeout: float) -> S3Http | None:
+    """The bucket's own signed requests (agent/storage/s3http.py), None where botocore alone knows how."""
+    from bodycam.agent.storage.s3http import S3Http
 
-    from bodycam.agent.storage.s3get import SignedGet, signing_target
+    http = S3Http.for_bucket(bucket, endpoint_url, connect_timeout, read_timeout)
+    if http is None:
+        LOG.debug("requests to s3://%s go through botocore (its endpoint or credentials are botocore's)", bucket)
+    return http
+
+
+def _signed_requests(http: S3Http) -> tuple[SignedGet, SignedPut]:
+    """The fast GET and part PUT, both on the bucket's one :class:`S3Http` (its signing target and pool)."""
+    from bodycam.agent.storage.s3get import SignedGet
     from bodycam.agent.storage.s3put import SignedPut
 
-    try:
-        target = signing_target(client, bucket)
-    except (ValueError, BotoCoreError) as err:
-        LOG.debug("reads and parts of s3://%s go through botocore: %s", bucket, err)
-        return None, None
-    try:
-        put: SignedPut | None = SignedPut(target)
-    except ValueError as err:
-        LOG.debug("parts of s3://%s go through upload_part: %s", bucket, err)
-        put = None
-    return SignedGet(target), put
+    return SignedGet(http), SignedPut(http)
 
 
 # Typed lazy accessors: agent/storage/s3get.py and s3put.py import botocore, so they are imported only once
@@ -1123,9 +1269,21 @@ def _info_fields() -> Callable[[dict[str, str]], dict[str, Any]]:
 
 
 def _error_of() -> Callable[[bytes], tuple[str, str]]:
-    from bodycam.agent.storage.s3put import error_of
+    from bodycam.agent.storage.s3http import error_of
 
     return error_of
+
+
+def _xml_text() -> Callable[[bytes, str], str | None]:
+    from bodycam.agent.storage.s3http import xml_text
+
+    return xml_text
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    from bodycam.agent.storage.s3get import READ_ERRORS
+
+    return READ_ERRORS
 
 
 def _error_code(err: BaseException | None) -> str | None:
