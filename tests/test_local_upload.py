@@ -24,7 +24,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bodycam.agent.storage import partindex
-from bodycam.agent.storage.bucket import MIN_PART_SIZE, LocalBucket, Part, b64_crc32c, b64_sha256
+from bodycam.agent.storage.bucket import (
+    MIN_PART_SIZE,
+    ChecksumMismatchError,
+    LocalBucket,
+    Part,
+    b64_crc32c,
+    b64_sha256,
+)
 
 KEY = "dock-01/batch-0001/recordings/CAM123/rec-0001.age"
 
@@ -154,6 +161,19 @@ def test_a_missing_index_lists_no_part_and_the_upload_still_completes(tmp_path: 
     assert [send(again, upload_id, n, c) for n, c in enumerate(chunks, 1)] == parts
     again.complete_upload(KEY, upload_id, parts)
     assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
+
+
+def test_parts_whose_bytes_were_cut_from_the_data_file_do_not_complete(tmp_path: Path) -> None:
+    """The index says where each part stands; a ``data`` file cut short under it (a disk that lost its
+    tail, a hand) makes the completion refuse, not publish an object with a hole of zeros."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = chunks_of(2, 100, seed=70)
+    upload_id = bucket.start_upload(KEY)
+    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
+    os.truncate(upload_dir(bucket, upload_id) / "data", 2 * MIN_PART_SIZE)
+    with pytest.raises(ChecksumMismatchError, match="100 bytes short"):
+        bucket.complete_upload(KEY, upload_id, parts)
+    assert bucket.head(KEY) is None
 
 
 def _old_layout(udir: Path, key: str, placed: dict[int, bytes], own: dict[int, bytes], sidecar: str) -> None:

@@ -1806,7 +1806,12 @@ class LocalBucket(Bucket):
                         if record.offset is None and os.fstat(src.fileno()).st_size != p.size:
                             raise ChecksumMismatchError(f"{self.url}: stored part {p.number} of {key!r} changed size")
                         _copy_range(src.fileno(), at, fd, dest, p.size)
-                if os.fstat(fd).st_size != offset:
+                held = os.fstat(fd).st_size
+                if in_place and held < offset:  # the parts' bytes are not all there (the file was cut)
+                    raise ChecksumMismatchError(
+                        f"{self.url}: the stored parts of {key!r} are {offset - held} bytes short"
+                    )
+                if held != offset:
                     os.ftruncate(fd, offset)
                 os.fsync(fd)
             finally:
@@ -1824,6 +1829,7 @@ class LocalBucket(Bucket):
             udir = self._upload_dir(key, upload_id)
         except UploadNotFoundError:
             return
+        self._indexes.pop(upload_id, None)
         try:
             shutil.rmtree(udir)
         except FileNotFoundError:
