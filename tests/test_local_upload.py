@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,11 @@ from bodycam.agent.storage.bucket import (
     b64_sha256,
 )
 
+from .dock import iso_window, make_dock, window
+from .sims import SimProcess
+
 KEY = "dock-01/batch-0001/recordings/CAM123/rec-0001.age"
+MiB = 1024 * 1024
 
 
 def blob(size: int, seed: int) -> bytes:
@@ -348,3 +353,55 @@ def _stored(bucket: LocalBucket, upload_id: str, number: int) -> bytes:
     with open(udir / "data", "rb") as f:
         f.seek(record.offset)
         return f.read(record.size)
+
+
+# -- across the upgrade, end to end -------------------------------------------------------------------------
+def test_a_dock_upgraded_mid_upload_resumes_the_upload_an_older_agent_began(tmp_path: Path) -> None:
+    """The camera is unplugged mid-recording; the upload it left is put back in the layout the agent before
+    the part index wrote (``stride``, ``NNNNN.placed``, ``NNNNN.checksum``), as an upgraded dock finds it. The
+    next docking resumes that very upload (same upload id: the journaled parts are not sent again), completes
+    it, and verify passes with the party's key."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    win = window()
+    with SimProcess("usbip", "CAM-UP1", "--recordings", "1", "--training", "1", "--size", str(24 * MiB),
+                    "--exercise", iso_window(win), "--fault", f"unplug-at={17 * MiB}", truth_dir=tmp_path) as sim:  # fmt: skip
+        dock.enroll("CAM-UP1")
+        dock.exercise("EX-UP", win, "CAM-UP1")
+        rc, report = dock.ingest_json(sim.address)
+        assert rc == 1, report
+        journal = dock.journal()
+        try:
+            (row,) = journal.query("SELECT upload_id, object_key FROM recordings WHERE state='uploading'")
+            journaled = [
+                tuple(r) for r in journal.query("SELECT part_number, size, etag FROM parts ORDER BY part_number")
+            ]
+        finally:
+            journal.close()
+        upload_id, object_key = str(row[0]), str(row[1])
+        assert len(journaled) >= 2
+        udir = tmp_path / "bucket" / ".uploads" / upload_id
+        index = partindex.parse((udir / "parts").read_bytes())
+        assert index.stride is not None and all(r.offset is not None for r in index.parts.values())
+        (udir / "stride").write_text(str(index.stride))  # back to the older agent's layout
+        for n, record in index.parts.items():
+            (udir / f"{n:05d}.placed").write_text(str(record.size))
+            (udir / f"{n:05d}.checksum").write_text(record.checksum)
+        (udir / "parts").unlink()
+        # what the upgraded agent will list, on a copy (so that the agent itself converts the original):
+        # every journaled part, with the size and ETag journaled, so none is sent again
+        shutil.copytree(tmp_path / "bucket", tmp_path / "copy")
+        listed = LocalBucket(tmp_path / "copy").list_parts(object_key, upload_id)
+        assert [(p.number, p.size, p.etag) for p in listed] == journaled
+        time.sleep(1.0)  # the camera re-appears
+        rc, report = dock.ingest_json(sim.address)
+        assert rc == 0, report
+    journal = dock.journal()
+    try:
+        assert [str(r[0]) for r in journal.query("SELECT upload_id FROM recordings")] == [upload_id]
+        assert [str(r[0]) for r in journal.query("SELECT state FROM recordings")] == ["verified"]
+    finally:
+        journal.close()
+    assert list((tmp_path / "bucket" / ".uploads").iterdir()) == []
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
+                        "--identity", str(dock.identity_path))  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
