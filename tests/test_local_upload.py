@@ -33,6 +33,8 @@ from bodycam.agent.storage.bucket import (
     b64_crc32c,
     b64_sha256,
 )
+from bodycam.drivers.crc import crc32c
+from bodycam.drivers.errors import UploadError
 
 from .dock import iso_window, make_dock, window
 from .sims import SimProcess
@@ -227,28 +229,50 @@ def test_an_upload_an_older_agent_began_resumes_from_its_side_files(tmp_path: Pa
     assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
 
 
+def test_a_cut_data_file_is_refused_even_when_a_part_copied_in_after_it_would_cover_its_length(tmp_path: Path) -> None:
+    """An older agent's upload keeps its short last part in a file of its own; completing copies it into
+    ``data`` after the placed parts, which lengthens a ``data`` cut short over a hole of zeros, so a
+    check of the length after the copies passes (before: the object was made with part 2's bytes zeros)."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = chunks_of(2, 1234, seed=100)
+    upload_id = "fedcba9876543210fedcba9876543210"
+    udir = bucket.root / ".uploads" / upload_id
+    _old_layout(udir, KEY, {1: chunks[0], 2: chunks[1]}, {3: chunks[2]}, "checksum")
+    parts = bucket.list_parts(KEY, upload_id)  # converted and parsed by the bucket that completes it
+    parts[1] = Part(2, parts[1].etag, b64_crc32c(chunks[1]), len(chunks[1]))
+    os.truncate(udir / "data", MIN_PART_SIZE + 10)
+    with pytest.raises(ChecksumMismatchError, match=r"stored part 2 of .* is 5242870 bytes short"):
+        bucket.complete_upload(KEY, upload_id, parts)
+    assert bucket.head(KEY) is None
+
+
 def partindex_hex(checksum: str) -> str:
     import base64
 
     return base64.b64decode(checksum).hex()
 
 
-_RECORDS = st.lists(
-    st.one_of(
-        st.integers(MIN_PART_SIZE, 5 * 1024**3).map(partindex.stride_record),
-        st.integers(1, 10_000).map(partindex.drop_record),
-        st.builds(
-            lambda n, size, offset, seed: partindex.part_record(
-                partindex.PartRecord(n, size, offset, b64_crc32c(seed))
-            ),
-            st.integers(1, 10_000),
-            st.integers(0, 5 * 1024**3),
-            st.none() | st.integers(0, 2**40),
-            st.binary(max_size=8),
-        ),
-    ),
-    max_size=20,
-)
+@st.composite
+def _records(draw: st.DrawFn) -> list[bytes]:
+    """Records as writers append them: at most one stride, before any placed part; a placed part at
+    ``(number - 1) x stride`` and no longer than it, any other in its own file; drops of any number."""
+    stride = draw(st.none() | st.integers(MIN_PART_SIZE, 5 * 1024**3))
+    out = [] if stride is None else [partindex.stride_record(stride)]
+    for _ in range(draw(st.integers(0, 20))):
+        n = draw(st.integers(1, 10_000))
+        if draw(st.booleans()):
+            out.append(partindex.drop_record(n))
+            continue
+        placed = stride is not None and draw(st.booleans())
+        size = draw(st.integers(0, stride if placed and stride is not None else 5 * 1024**3))
+        offset = (n - 1) * stride if placed and stride is not None else None
+        out.append(
+            partindex.part_record(partindex.PartRecord(n, size, offset, b64_crc32c(draw(st.binary(max_size=8)))))
+        )
+    return out
+
+
+_RECORDS = _records()
 
 
 @given(_RECORDS, st.binary(max_size=64))
@@ -405,3 +429,70 @@ def test_a_dock_upgraded_mid_upload_resumes_the_upload_an_older_agent_began(tmp_
     verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers),
                         "--identity", str(dock.identity_path))  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_part_whose_bytes_were_cut_is_never_completed_as_zeros_and_is_sent_again(tmp_path: Path) -> None:
+    """``data`` cut after its parts were recorded (no crash does it: bytes are durable before their
+    record; a damaged or tampered disk does): completing must not lengthen it with zeros and install an
+    object missing parts under the records' composite checksum (before: it did, and ``_complete``'s size
+    and checksum checks passed). The bucket that wrote the parts refuses to complete; a restarted one no
+    longer lists the parts whose bytes are gone, so they are sent again and the object is exact."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = chunks_of(2, 999, seed=80)
+    upload_id = bucket.start_upload(KEY)
+    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
+    os.truncate(upload_dir(bucket, upload_id) / "data", MIN_PART_SIZE + 10)  # part 2 cut, part 3 gone
+    with pytest.raises(ChecksumMismatchError, match=r"stored part 2 of .* is 5242870 bytes short"):
+        bucket.complete_upload(KEY, upload_id, parts)
+    assert not (bucket.root / KEY).exists()
+    again = LocalBucket(bucket.root)
+    assert again.list_parts(KEY, upload_id) == parts[:1]
+    with pytest.raises(UploadError, match="never uploaded"):
+        again.complete_upload(KEY, upload_id, parts)
+    assert [send(again, upload_id, n, chunks[n - 1]) for n in (2, 3)] == parts[1:]
+    again.complete_upload(KEY, upload_id, parts)
+    assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
+
+
+def _sealed(body: str) -> bytes:
+    """A record with a CRC that checks, whatever it says: what a forged index holds."""
+    raw = body.encode("ascii") + b" "
+    return raw + f"{crc32c.crc32c(raw):08x}\n".encode("ascii")
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "S 9999999999999999",  # a stride beyond any part: parts 2.. would be written terabytes out
+        "S 0",
+        f"S {MIN_PART_SIZE}|S {2 * MIN_PART_SIZE}",  # the stride changed under placed parts
+        f"S {MIN_PART_SIZE}|P 00000 5 - AAAAAA==",  # a part number S3 never takes
+        f"S {MIN_PART_SIZE}|P 99999 5 - AAAAAA==",
+        f"S {MIN_PART_SIZE}|P 00002 9999999999999999 - AAAAAA==",  # larger than any part
+        f"S {MIN_PART_SIZE}|P 00002 5 0 AAAAAA==",  # placed over part 1's bytes
+        f"S {MIN_PART_SIZE}|P 00002 {MIN_PART_SIZE + 1} {MIN_PART_SIZE} AAAAAA==",  # longer than its place
+        "P 00001 5 0 AAAAAA==",  # placed with no stride
+        "D 00000",
+    ],
+)
+def test_a_forged_index_names_no_part_out_of_range_and_every_part_is_still_taken(tmp_path: Path, forged: str) -> None:
+    """An index whose records check (CRCs recomputed) but say what no writer records ends at the first
+    such record, like a damaged one: nothing out of range or overlapping is listed, and parts sent after
+    it are stored and complete exactly (before: such records were listed as they were, and a forged stride
+    made ``upload_part`` fail with EFBIG on ext4 or raise a bare ValueError on tmpfs after writing a part
+    at 2 x 10^16 bytes)."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = chunks_of(2, 999, seed=90)
+    upload_id = bucket.start_upload(KEY)
+    index = upload_dir(bucket, upload_id) / "parts"
+    index.write_bytes(b"".join(_sealed(body) for body in forged.split("|")))
+    again = LocalBucket(bucket.root)
+    listed = again.list_parts(KEY, upload_id)
+    assert all(1 <= p.number <= 10_000 and p.size <= MIN_PART_SIZE for p in listed), listed
+    assert all(p.number != 2 for p in listed)
+    parts = [send(again, upload_id, n, chunks[n - 1]) for n in (3, 1, 2)]  # the stride set by part 3
+    parts.sort(key=lambda p: p.number)
+    assert again.list_parts(KEY, upload_id) == parts
+    assert os.stat(upload_dir(bucket, upload_id) / "data").st_size <= 3 * MIN_PART_SIZE
+    again.complete_upload(KEY, upload_id, parts)
+    assert (bucket.root / KEY).read_bytes() == b"".join(chunks)

@@ -1622,6 +1622,7 @@ class LocalBucket(Bucket):
         while len(raw) < st.st_size and (chunk := os.pread(fd, st.st_size - len(raw), len(raw))):
             raw += chunk
         state = partindex.parse(bytes(raw))
+        self._unlist_missing(udir, key, state)
         if state.damaged:
             LOG.warning("%s: the part index of %s ends in %d bytes that do not check (a crash while appending, "
                         "or damage): the parts recorded there will be sent again", self.url, key, state.damaged)  # fmt: skip
@@ -1634,6 +1635,29 @@ class LocalBucket(Bucket):
             self._indexes.clear()
         self._indexes[udir.name] = (st.st_ino, state)
         return state
+
+    def _unlist_missing(self, udir: Path, key: str, state: partindex.IndexState) -> None:
+        """Leave out of ``state`` a part whose record checks but whose bytes are not all there (``data``
+        shorter than its place and size, its own file missing or of another size): the file was cut or
+        lost after the record was written, which no crash does (bytes are durable first). Listed, it would
+        not be sent again, and completing would fail, or (before) fill its place with zeros. One ``stat``
+        when the index is parsed, not per part: the pipeline then sends the part again."""
+        try:
+            held = os.stat(udir / _UPLOAD_DATA).st_size
+        except OSError:
+            held = 0
+        for record in list(state.parts.values()):
+            if record.offset is not None:
+                there = record.offset + record.size <= held
+            else:
+                try:
+                    there = os.stat(self._part_source(udir, record)[0]).st_size == record.size
+                except OSError:
+                    there = False
+            if not there:
+                LOG.warning("%s: part %d of %s is recorded but its bytes are not all there: it will be sent again",
+                            self.url, record.number, key)  # fmt: skip
+                del state.parts[record.number]
 
     def _migrate(self, udir: Path, key: str) -> None:
         """Convert an upload an older agent began into an indexed one, once: its ``stride`` file and each
@@ -1681,6 +1705,8 @@ class LocalBucket(Bucket):
             raise ValueError("placed, but no stride")
         else:
             size = int(_read_small(udir / f"{number:05d}.placed", 20))
+            if not 0 <= size <= stride:
+                raise ValueError(f"placed with {size} bytes, beyond the stride of {stride}")
             offset = (number - 1) * stride
             source, at = udir / _UPLOAD_DATA, offset
         for sidecar in ("checksum", "sha256"):
@@ -1799,6 +1825,8 @@ class LocalBucket(Bucket):
             else:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
+                if in_place:
+                    self._check_held(fd, key, [r for _, r, _, _, _ in sources])
                 for p, record, source, at, dest in sources:
                     if in_place and record.offset is not None:
                         continue
@@ -1822,6 +1850,19 @@ class LocalBucket(Bucket):
             tmp.unlink(missing_ok=True)
             raise
         return tmp
+
+    def _check_held(self, fd: int, key: str, records: Sequence[partindex.PartRecord]) -> None:
+        """``data`` (open as ``fd``) holds every placed part's bytes: else the cut below to the object's
+        size would lengthen it with zeros, and an object missing a part would be installed, its composite
+        checksum (from the records) none the wiser. Checked before a part in a file of its own is copied
+        in after them (an older agent's short last part), which would lengthen ``data`` over the hole."""
+        held = os.fstat(fd).st_size
+        for r in records:
+            if r.offset is not None and r.offset + r.size > held:
+                raise ChecksumMismatchError(
+                    f"{self.url}: stored part {r.number} of {key!r} is {r.offset + r.size - held} bytes short "
+                    "(its file was cut after it was written); the object was not made"
+                )
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         self._writable()

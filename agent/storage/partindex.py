@@ -75,20 +75,37 @@ class IndexState:
             body = _BODY.fullmatch(line["body"].decode("ascii")) if line else None
             if line is None or body is None or int(line["crc"], 16) != crc32c.crc32c(line["body"] + b" "):
                 break
-            self._apply(body)
+            if not self._apply(body):
+                break
             at = line.end()
         self.valid_end += at
         self.damaged = len(data) - at
 
-    def _apply(self, body: re.Match[str]) -> None:
+    def _apply(self, body: re.Match[str]) -> bool:
+        """Apply one record that checks; False (it ends the index, like a damaged line) when what it says
+        is beyond what a writer records: a number, size or stride out of range, a second stride, or a part
+        placed anywhere but ``(number - 1) x stride`` or longer than the stride. So a forged index (its CRCs
+        recomputed) can name neither a part the bucket never takes nor bytes that overlap another part's."""
         if body["stride"] is not None:
-            self.stride = int(body["stride"])
+            stride = int(body["stride"])
+            if not 0 < stride <= _MAX_SIZE or self.stride not in (None, stride):
+                return False
+            self.stride = stride
         elif body["number"] is not None:
+            number, size = int(body["number"]), int(body["size"])
             offset = None if body["offset"] == "-" else int(body["offset"])
-            number = int(body["number"])
-            self.parts[number] = PartRecord(number, int(body["size"]), offset, body["checksum"])
-        else:
+            if not 1 <= number <= _MAX_NUMBER or size > _MAX_SIZE:
+                return False
+            if offset is not None and (
+                self.stride is None or offset != (number - 1) * self.stride or size > self.stride
+            ):
+                return False
+            self.parts[number] = PartRecord(number, size, offset, body["checksum"])
+        elif 1 <= int(body["dropped"]) <= _MAX_NUMBER:
             self.parts.pop(int(body["dropped"]), None)
+        else:
+            return False
+        return True
 
 
 def parse(data: bytes) -> IndexState:
