@@ -7,7 +7,11 @@ tracemalloc. A snapshot is taken when the listing is done, before the checks acr
 kept then is what grows with the bucket); pathlib's interned path parts are left out (a file bucket's
 memory, not verify's). The figure is the difference between the two runs over the difference in batches.
 
-    .venv/bin/python bench/verify_memory.py [--batches 1000,4000] [--rows] [--json]
+By default every summary stays in memory (the figure ``BATCH_COST`` is charged from); ``--spill`` makes
+verify spill them to its temporary database from the first batch (agent/audit/batchstore.py), as it does
+past ``Limits.batch_bytes``: what it then holds a batch is what stays bounded whatever the bucket holds.
+
+    .venv/bin/python bench/verify_memory.py [--batches 1000,4000] [--rows] [--spill] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ holds the hostile bucket builder
 
 from bodycam.agent.audit import verify as v  # noqa: E402
+from bodycam.agent.audit.batchstore import BatchStore  # noqa: E402
 from bodycam.agent.formats.sshsig import parse_allowed_signers  # noqa: E402
 from bodycam.agent.storage.bucket import open_bucket  # noqa: E402
 from tests import hostile  # noqa: E402
@@ -36,13 +41,13 @@ class _Measured(v.Verifier):
 
     kept = 0
 
-    def _finish(self, docks: dict[str, list[v.BatchResult]]) -> None:
+    def _finish(self, store: BatchStore[v.BatchResult]) -> None:
         snap = tracemalloc.take_snapshot().filter_traces(EXCLUDE)
         self.kept = sum(stat.size for stat in snap.statistics("filename"))
-        super()._finish(docks)
+        super()._finish(store)
 
 
-def kept_bytes(batches: int, rows: bool) -> int:
+def kept_bytes(batches: int, rows: bool, spill: bool = False) -> int:
     """Traced bytes verify holds at the end of the listing of a bucket of ``batches`` batches."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bucket"
@@ -51,13 +56,16 @@ def kept_bytes(batches: int, rows: bool) -> int:
         gc.collect()
         tracemalloc.start()
         try:
-            verifier = _Measured(open_bucket(root.as_uri()), signers, limits=v.Limits(4096), workers=1)
+            verifier = _Measured(
+                open_bucket(root.as_uri()), signers, limits=v.Limits(4096), workers=1, batch_budget=0 if spill else None
+            )
             verifier.keep_rows = rows
             report = verifier.run()
         finally:
             tracemalloc.stop()
-        if report.findings or len(report.batches) != batches:
-            raise SystemExit(f"the check run found {report.findings[:3]}: nothing measured")
+        with report:
+            if report.findings or len(report.batches) != batches or report.batches.spilled is not spill:
+                raise SystemExit(f"the check run found {report.findings[:3]}: nothing measured")
         return verifier.kept
 
 
@@ -65,11 +73,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1000,4000", help="two numbers of batches (default 1000,4000)")
     parser.add_argument("--rows", action="store_true", help="keep report rows (as verify --report does)")
+    parser.add_argument("--spill", action="store_true", help="spill the summaries from the first batch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     low, high = (int(n) for n in args.batches.split(","))
-    a, b = kept_bytes(low, args.rows), kept_bytes(high, args.rows)
+    a, b = kept_bytes(low, args.rows, args.spill), kept_bytes(high, args.rows, args.spill)
     result = {
+        "spilled": args.spill,
         "batches": [low, high],
         "kept_bytes": [a, b],
         "bytes_per_batch": round((b - a) / (high - low)),
@@ -79,7 +89,8 @@ def main() -> None:
         print(json.dumps(result))
     else:
         print(
-            f"{low} batches: {a} B kept; {high}: {b} B; {result['bytes_per_batch']} B a batch (BATCH_COST {v.BATCH_COST})"
+            f"{low} batches: {a} B kept; {high}: {b} B; {result['bytes_per_batch']} B a batch"
+            f"{' (spilled)' if args.spill else ''} (BATCH_COST {v.BATCH_COST})"
         )
 
 

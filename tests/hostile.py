@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import resource
 import subprocess
 import sys
@@ -61,14 +62,16 @@ class Measured:
     stderr: str
 
 
-def measure(cmd: list[str], work: Path, *, address_limit: int = 0) -> Measured:
-    """Run ``cmd`` under the launcher; its exit code, wall time, peak RSS and output."""
+def measure(cmd: list[str], work: Path, *, address_limit: int = 0, env: dict[str, str] | None = None) -> Measured:
+    """Run ``cmd`` under the launcher (``env``: variables set for it); its exit code, wall time, peak RSS
+    and output."""
     out, err = work / "measured.out", work / "measured.err"
     launched = subprocess.run(
         [sys.executable, "-c", LAUNCHER, str(address_limit), str(out), str(err), *cmd],
         capture_output=True,
         text=True,
         check=True,
+        env=None if env is None else {**os.environ, **env},
     )
     import json
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,9 +64,12 @@ svg.tl text.exl{fill:#850;font-size:10px}
 
 
 def write_html(report: VerifyReport, path: Path) -> None:
-    """Write the report. Raises ConfigError (exit 2, one line) if the file cannot be written."""
+    """Write the report as it is made (the batch table of a run of many batches is never one string).
+    Raises ConfigError (exit 2, one line) if the file cannot be written."""
     try:
-        path.write_text(render(report), encoding="utf-8")
+        with path.open("w", encoding="utf-8") as out:
+            for piece in pieces(report):
+                out.write(piece)
     except OSError as err:
         raise ConfigError(f"cannot write --report {path}: {err.strerror or err}") from err
 
@@ -81,6 +84,11 @@ def _e(value: object, limit: int = MAX_TEXT) -> str:
 
 def render(report: VerifyReport) -> str:
     """The whole page as a string."""
+    return "".join(pieces(report))
+
+
+def pieces(report: VerifyReport) -> Iterator[str]:
+    """The page in pieces, in order: the batch table row by row, read from the batch store."""
     audit = report.audit
     personal = audit is not None and audit.decrypted
     title = "bodycam evidence audit" + (" (PERSONAL DATA)" if personal else "")
@@ -100,16 +108,14 @@ def render(report: VerifyReport) -> str:
         if report.ok
         else f"<p class='verdict bad'>FAILED: {len(report.findings)} problems found</p>"
     )
-    parts += [
-        _audit_section(report),
-        _findings_section(report),
-        _erasures_section(report),
-        _batches_section(report),
-        _timeline_section(report),
-        _recordings_section(report),
-        "</body></html>\n",
-    ]
-    return "".join(parts)
+    yield from parts
+    yield _audit_section(report)
+    yield _findings_section(report)
+    yield _erasures_section(report)
+    yield from _batches_section(report)
+    yield _timeline_section(report)
+    yield from _recordings_section(report)
+    yield "</body></html>\n"
 
 
 # -- the audit's inputs ------------------------------------------------------------------------------
@@ -170,8 +176,13 @@ def _key_name(report: VerifyReport, fingerprint: str | None) -> str:
     return f"K{number} <span class='mono'>{short}</span>" if number else f"<span class='mono'>{short}</span>"
 
 
-def _batches_section(report: VerifyReport) -> str:
-    rows = "".join(
+def _batches_section(report: VerifyReport) -> Iterator[str]:
+    yield (
+        "<h2>Batches</h2><table><thead><tr><th>Dock</th><th>Batch, sealed (UTC)</th><th>Seq</th><th>Recordings</th>"
+        "<th>Objects OK</th><th>Decrypted OK</th><th>Custody entries</th><th>Signature (key)</th><th>Problems</th>"
+        "</tr></thead>"
+    )
+    rows = (
         f"<tr><td class='nowrap'>{_e(b.dock)}</td><td class='mono nowrap'>{_e(b.batch)}<br>{_e(_sealed(b))}"
         f"</td><td class='num'>{b.seq}</td><td class='num'>{b.recordings}</td><td class='num'>{b.objects_ok}</td>"
         f"<td class='num'>{b.plaintext_ok}</td><td class='num'>{b.custody_entries}</td>"
@@ -181,11 +192,11 @@ def _batches_section(report: VerifyReport) -> str:
         + f"</td><td class='num'>{b.problems}</td></tr>"
         for b in report.batches
     )
-    return (
-        "<h2>Batches</h2><table><thead><tr><th>Dock</th><th>Batch, sealed (UTC)</th><th>Seq</th><th>Recordings</th>"
-        "<th>Objects OK</th><th>Decrypted OK</th><th>Custody entries</th><th>Signature (key)</th><th>Problems</th>"
-        f"</tr></thead>{rows or '<tr><td colspan=9>no batch found</td></tr>'}</table>"
-    )
+    empty = True
+    for row in rows:
+        empty = False
+        yield row
+    yield "<tr><td colspan=9>no batch found</td></tr></table>" if empty else "</table>"
 
 
 # -- recordings ----------------------------------------------------------------------------------------
@@ -193,10 +204,11 @@ def _sealed(b: BatchResult) -> str:
     return "" if b.sealed_at is None else b.sealed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _recordings_section(report: VerifyReport) -> str:
-    out = ["<h2>Recordings</h2>"]
+def _recordings_section(report: VerifyReport) -> Iterator[str]:
+    yield "<h2>Recordings</h2>"
+    listed = False
     personal = report.audit is not None and report.audit.decrypted
-    for b in report.batches:
+    for b in report.batches.with_extra():
         recs = b.rows
         if not recs:
             continue
@@ -222,21 +234,21 @@ def _recordings_section(report: VerifyReport) -> str:
                 for i, (label, value) in enumerate(values)
             )
             rows.append("<tbody>" + "".join(cells) + "</tbody>")  # one recording: kept on one page
-        out.append(
+        listed = True
+        yield (
             f"<h3>Batch <code>{_e(b.batch)}</code> (dock {_e(b.dock)}, seq {b.seq}"
             f"{'' if b.signature_ok else ', signature NOT verified: values as the manifest claims'})</h3>"
             "<table class='recs'><thead><tr><th>Recording: camera, id, model, exercise, size, true start and end "
             "(UTC)</th><th colspan=2>SHA-256 (hex)</th></tr></thead>" + "".join(rows) + "</table>"
         )
-    if len(out) == 1:
-        out.append("<p>No recordings.</p>")
+    if not listed:
+        yield "<p>No recordings.</p>"
     unlisted = sum(max(b.recordings - len(b.rows), 0) for b in report.batches)
     if unlisted:
-        out.append(
+        yield (
             f"<p class='note'>{unlisted} more recordings were checked but are not listed here: the report lists "
             f"at most {MAX_REPORT_ROWS:,} (see the batch table for every batch's counts, and the findings for any problem).</p>"
         )
-    return "".join(out)
 
 
 # -- timeline --------------------------------------------------------------------------------------------
@@ -272,8 +284,10 @@ def _tick_label(t: float, step: int) -> str:
 
 def _bands(report: VerifyReport, spans: Iterable[tuple[str, float, float, str]]) -> list[_Band]:
     registered: dict[str, _Band] = {}
-    for b in report.batches:
+    for b in report.batches.with_extra():
         for ex_id, start, end, site in b.personal.exercises if b.personal is not None else ():
+            if len(registered) >= MAX_REPORT_ROWS:
+                break  # windows of the recordings the report lists, bounded like them
             s, e = _ts(start), _ts(end)
             if s is not None and e is not None and ex_id not in registered:
                 label = ex_id + (f" ({site})" if site and site != "None" else "")
@@ -289,7 +303,7 @@ def _bands(report: VerifyReport, spans: Iterable[tuple[str, float, float, str]])
 def _timeline_section(report: VerifyReport) -> str:
     spans: list[tuple[str, float, float, str]] = []  # camera, start, end, exercise id
     undrawn = 0
-    for b in report.batches:
+    for b in report.batches.with_extra():
         for r in b.rows:
             s, e = _ts(r.start), _ts(r.end)
             if s is None or e is None:
@@ -402,7 +416,8 @@ def _findings_section(report: VerifyReport) -> str:
     groups: dict[tuple[str, str], list[Finding]] = {}
     for f in report.findings:
         groups.setdefault((f.dock or "", f.batch or ""), []).append(f)
-    order = {(b.dock, b.batch): i for i, b in enumerate(report.batches)}
+    # the batch table's order, kept only for the batches findings name (not for every batch of the run)
+    order = {(b.dock, b.batch): i for i, b in enumerate(report.batches) if (b.dock, b.batch) in groups}
     out = [f"<h2>Findings ({len(report.findings)})</h2>"]
     for (dock, batch), items in sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
         title = f"Batch <code>{_e(batch)}</code> (dock {_e(dock)})" if batch else (

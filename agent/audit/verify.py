@@ -24,7 +24,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import logging
+import sqlite3
 import struct
 import threading
 from collections import Counter, deque
@@ -38,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.agent import __version__
 from bodycam.agent.audit import inputs, logcheck, witnesscheck
+from bodycam.agent.audit.batchstore import BatchStore
 from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.audit.disclosures import Collector, Disclosure
 from bodycam.agent.config import FLEET_PREFIX
@@ -66,11 +69,15 @@ MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest
 MAX_KEY_CHARS = 1024
 MAX_LOG_DOCKS = 1000  # transparency logs checked in one run (one per dock)
 #: bytes a checked batch's summary (BatchResult and what it keeps for the checks across batches) is charged
-#: against the retained budget: measured 1,052 bytes a batch with tracemalloc when the listing is done, over
-#: verify runs on buckets of 1,000 and 4,000 one-dock batches with format 1.1 commitments (tests/hostile.py,
-#: no --report; docs/decisions.md), plus ~22 %: 39,321 batches at the default --max-memory, 13,107 at 128.
-#: Report rows, personal data, deferred erasures and findings are charged apart
+#: against the batch store's memory budget (``Limits.batch_bytes``) before the store spills to its temporary
+#: database: measured 1,052 bytes a batch with tracemalloc when the listing is done, over verify runs on
+#: buckets of 1,000 and 4,000 one-dock batches with format 1.1 commitments (tests/hostile.py, no --report;
+#: docs/decisions.md), plus ~22 %: 9,830 batches in memory at the default --max-memory, 3,276 at 128, any
+#: number past that. A report row (1,024) and personal data are charged to its batch too; findings apart
 BATCH_COST = 1280
+ROW_COST = 1024
+#: one copy kept of each dock id and fingerprint batches repeat, up to this many (then each keeps its own)
+MAX_SHARED = 4096
 #: objects read and hashed at once (issue 14 item 6): enough to keep an S3 endpoint's latency hidden and both
 #: cores hashing; each holds one CHUNK, so memory stays bounded whatever the bucket holds
 READ_WORKERS = 8
@@ -83,8 +90,9 @@ class Limits:
     The memory above a baseline for the interpreter is split four ways: one manifest being parsed (its
     bytes, its text, and the objects of at most ``manifest_values`` JSON values at ~128 bytes each),
     one custody segment's entries (~256 bytes each), one batch's listing (key plus ~256 bytes each), and
-    what is kept for the whole run (a summary per batch, the findings). Each is checked before the
-    memory is spent; exceeding one is a named finding.
+    what is kept for the whole run: the batch summaries held in memory (a quarter of it; past that they
+    spill to a temporary database, agent/audit/batchstore.py) and the findings (the rest). Each is checked
+    before the memory is spent; exceeding one is a named finding.
     """
 
     max_memory_mib: int = DEFAULT_MAX_MEMORY_MIB
@@ -122,8 +130,12 @@ class Limits:
         return self._quarter // 256  # one directory of a file bucket, sorted in memory: 196,608 at the default
 
     @property
+    def batch_bytes(self) -> int:
+        return self._quarter // 4  # 12 MiB at the default: 9,830 summaries at BATCH_COST before spilling
+
+    @property
     def retained_bytes(self) -> int:
-        return self._quarter
+        return self._quarter - self.batch_bytes
 
 
 def limits_for(max_memory_mib: int) -> Limits:
@@ -275,6 +287,100 @@ _UNREPORTED = frozenset(
 )
 
 
+def _encode_batch(r: BatchResult) -> tuple[bytes, bytes | None]:
+    """A summary as the batch store keeps it once spilled: JSON (ASCII, so a lone surrogate from a key
+    survives), what the report alone reads (rows, personal data) apart. Decoded by :func:`_decode_batch`
+    to an equal summary: the findings and reports do not depend on where it was kept."""
+    link = r.custody
+    main = [
+        r.dock, r.batch, r.seq, r.recordings, r.objects_ok, r.plaintext_ok, r.custody_entries, r.signature_ok,
+        r.signer, r.cosigner, r.manifest_sha256, r.previous_manifest_sha256,
+        None if link is None else [link.first_seq, link.last_seq, link.prev, link.head],
+        None if r.signer_key is None else r.signer_key.public_bytes_raw().hex(),
+        None if r.cosigner_key is None else r.cosigner_key.public_bytes_raw().hex(),
+        r.cosign_error, None if r.sealed_at is None else r.sealed_at.isoformat(), r.handover, list(r.commitments),
+    ]  # fmt: skip
+    extra = None
+    if r.rows or r.personal is not None:
+        personal = r.personal
+        extra = [
+            [[getattr(row, f.name) for f in fields(RecordingRow)] for row in r.rows],
+            None
+            if personal is None
+            else [[[c, i, o] for (c, i), o in personal.officers.items()], [list(x) for x in personal.exercises]],
+        ]
+    return _json(main), None if extra is None else _json(extra)
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def _decode_batch(data: bytes, extra: bytes | None) -> BatchResult:
+    (dock, batch, seq, recordings, objects_ok, plaintext_ok, custody_entries, signature_ok, signer, cosigner,
+     manifest_sha256, previous, link, signer_key, cosigner_key, cosign_error, sealed_at, handover,
+     commitments) = json.loads(data)  # fmt: skip
+    r = BatchResult(
+        dock, batch, seq, recordings, objects_ok, plaintext_ok, custody_entries, signature_ok, 0, signer, cosigner,
+        manifest_sha256, previous, None if link is None else ChainLink(*link), (),
+        None if signer_key is None else Ed25519PublicKey.from_public_bytes(bytes.fromhex(signer_key)),
+        None if cosigner_key is None else Ed25519PublicKey.from_public_bytes(bytes.fromhex(cosigner_key)),
+        cosign_error, None if sealed_at is None else dt.datetime.fromisoformat(sealed_at), None, handover,
+        tuple(commitments),
+    )  # fmt: skip
+    if extra is not None:
+        rows, personal = json.loads(extra)
+        r.rows = [RecordingRow(*row) for row in rows]
+        if personal is not None:
+            officers, exercises = personal
+            r.personal = Personal({(c, i): o for c, i, o in officers}, tuple(tuple(x) for x in exercises))
+    return r
+
+
+def _hands_over_to(r: BatchResult) -> str | None:
+    """The dock id a validly signed batch's custody hands its dock over to (docs/formats.md "Dock handover")."""
+    to_dock = (r.handover or {}).get("to_dock")
+    return to_dock if to_dock is not None and r.signature_ok and to_dock != r.dock else None
+
+
+def batch_store(budget: int, work_dir: Path | None = None) -> BatchStore[BatchResult]:
+    """Where a run keeps its batch summaries: in memory up to ``budget`` bytes, then spilled to a private
+    temporary database under ``work_dir`` (None: ``$TMPDIR``)."""
+    return BatchStore(_encode_batch, _decode_batch, _hands_over_to, budget, work_dir)
+
+
+def _unbounded() -> BatchStore[BatchResult]:
+    return batch_store(1 << 62)
+
+
+class _Streamed(list[dict[str, object]]):
+    """The report's batches as ``json`` encodes them, one at a time from the batch store: a list to the
+    encoder (``emit_json``'s ``iterencode``), never all in memory at once."""
+
+    def __init__(self, store: BatchStore[BatchResult]) -> None:
+        super().__init__()
+        self._store = store
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        for b in self._store:
+            yield {f.name: getattr(b, f.name) for f in fields(b) if f.name not in _UNREPORTED}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __bool__(self) -> bool:
+        return bool(self._store)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, list)
+            and len(other) == len(self)
+            and all(a == b for a, b in zip(self, other, strict=False))
+        )
+
+    __hash__ = None
+
+
 @dataclass(frozen=True)
 class AuditContext:
     """What the audit was run against and when: the report's header (an audit document names its inputs)."""
@@ -312,7 +418,10 @@ class AuditContext:
 
 @dataclass
 class VerifyReport:
-    batches: list[BatchResult] = field(default_factory=list)
+    """What a run found. ``batches`` may lie in a temporary database (a run of many batches): read it
+    before :meth:`close` (or the end of a ``with`` block), which removes it."""
+
+    batches: BatchStore[BatchResult] = field(default_factory=_unbounded)
     findings: list[Finding] = field(default_factory=list)
     objects_seen: int = 0
     audit: AuditContext | None = None
@@ -322,13 +431,21 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.findings
 
+    def close(self) -> None:
+        self.batches.close()
+
+    def __enter__(self) -> VerifyReport:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def to_json(self) -> dict[str, object]:
+        """The report as one JSON document; its batches are read from the store as it is encoded."""
         return {
             "verified": self.ok,
             "objects_seen": self.objects_seen,
-            "batches": [
-                {f.name: getattr(b, f.name) for f in fields(b) if f.name not in _UNREPORTED} for b in self.batches
-            ],
+            "batches": _Streamed(self.batches),
             "findings": [asdict(f) for f in self.findings],
             "erasures": [asdict(e) for e in self.erasures],
             **({"audit": self.audit.to_json()} if self.audit is not None else {}),
@@ -347,6 +464,8 @@ class Verifier:
         *,
         ask_witnesses: bool = True,
         workers: int = READ_WORKERS,
+        work_dir: Path | None = None,
+        batch_budget: int | None = None,
     ) -> None:
         self.bucket = bucket
         #: recording objects read in parallel (1: one after another); findings are recorded in manifest
@@ -362,12 +481,14 @@ class Verifier:
         #: deleting the newest batches (which no later batch links to) is caught too
         self.expected_heads = expected_heads or {}
         self.limits = limits or Limits()
-        self.report = VerifyReport()
+        #: the batch summaries: in memory up to ``batch_budget`` bytes (default ``Limits.batch_bytes``), then
+        #: spilled to a private temporary database under ``work_dir`` (None: $TMPDIR)
+        budget = self.limits.batch_bytes if batch_budget is None else batch_budget
+        self.report = VerifyReport(batch_store(budget, work_dir))
         self._sizes: dict[str, int] = {}  # the listing of the batch being checked: key -> size
         self._retained = 0  # bytes (estimated) of what is kept for the whole run: batch summaries, findings
         self._untold: Counter[str] = Counter()  # findings past the retained budget, by problem
         self._report_rows = 0
-        self._handed_over: dict[str, BatchResult] = {}  # new dock id -> the batch that handed over to it
         #: where manifests stand: at <dock>/<batch>/ (this bucket's layout) or one level deeper (the
         #: auditor pointed verify one level above the prefix); the latter names the prefix to use
         self._manifests_here = 0
@@ -389,6 +510,8 @@ class Verifier:
 
     def _share(self, value: str) -> str:
         """The one copy of ``value`` kept for the run (a dock id or fingerprint each batch repeats)."""
+        if len(self._shared) >= MAX_SHARED:
+            return self._shared.get(value, value)
         return self._shared.setdefault(value, value)
 
     def _find(self, problem: str, message: str, **where: Any) -> None:
@@ -412,28 +535,37 @@ class Verifier:
         LOG.info("finding: %s", finding)
 
     def run(self) -> VerifyReport:
-        """Stream the listing once, checking each batch as its keys end; then each dock's chain."""
-        docks: dict[str, list[BatchResult]] = {}
-        done: dict[str, set[str]] = {}  # dock -> its batches checked (charged with BATCH_COST)
+        """Stream the listing once, checking each batch as its keys end; then each dock's chain.
+
+        The report's batches may have spilled to a temporary database: the caller closes the report
+        (``with verifier.run() as report:``) once it is written; on any error or Ctrl-C here it is
+        removed before the exception goes on."""
+        try:
+            self._listing()
+            self._finish(self.report.batches)
+        except BaseException:
+            self.report.close()
+            raise
+        return self.report
+
+    def _listing(self) -> None:
         try:
             if self.workers > 1:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="verify-read") as pool:
                     self._pool = pool
                     try:
-                        self._groups(docks, done)
+                        self._groups(self.report.batches)
                     finally:
                         self._pool = None
                         pool.shutdown(cancel_futures=True)
             else:
-                self._groups(docks, done)
+                self._groups(self.report.batches)
         except BodycamError as err:
             self._record(
                 "listing_failed", f"listing the bucket failed, so not all of it was checked: {err}", {}, always=True
             )
-        self._finish(docks)
-        return self.report
 
-    def _groups(self, docks: dict[str, list[BatchResult]], done: dict[str, set[str]]) -> None:
+    def _groups(self, store: BatchStore[BatchResult]) -> None:
         """Check each run of the listing: a batch, or keys outside any."""
         for group, sizes, overflow in self._batches():
             if group is None:  # keys outside any dock/batch directory
@@ -441,7 +573,7 @@ class Verifier:
                     self._unlisted(key)
                 continue
             dock, batch = group
-            if batch in done.get(dock, ()):
+            if store.has(dock, batch):
                 self._find(
                     "listing_unordered",
                     f"the bucket listed keys of {dock}/{batch}/ apart from one another: not in key order, so this "
@@ -463,23 +595,23 @@ class Verifier:
                 for key in sizes:
                     self._unlisted(key)
                 continue
-            if self._retained + BATCH_COST > self.limits.retained_bytes:
+            dock = self._share(dock)
+            self._sizes = sizes
+            listed: set[str] = set()
+            result = self._batch(dock, batch, listed, store.last(dock))
+            try:
+                store.add(result, _cost(result))
+            except (OSError, sqlite3.Error) as err:
+                store.drop_pending()
                 self._record(
                     "bucket_too_large",
-                    f"the bucket holds more batches than verify can keep within --max-memory "
-                    f"{self.limits.max_memory_mib} MiB: {dock}/{batch}/ and the batches after it were not checked "
-                    "(raise --max-memory)",
+                    f"verify could not keep its batch summaries in its temporary database under {store.directory}: "
+                    f"{err}: {dock}/{batch}/ and the batches after it were not checked (free space there, or set "
+                    "TMPDIR to a directory with room)",
                     {"dock": dock, "batch": batch},
                     always=True,
                 )
                 return
-            self._retained += BATCH_COST
-            dock = self._share(dock)
-            done.setdefault(dock, set()).add(batch)
-            self._sizes = sizes
-            listed: set[str] = set()
-            results = docks.setdefault(dock, [])
-            results.append(self._batch(dock, batch, listed, results[-1] if results else None))
             for key in sizes:
                 if key not in listed:
                     self._unlisted(key)
@@ -511,23 +643,23 @@ class Verifier:
         )
         return True
 
-    def _finish(self, docks: dict[str, list[BatchResult]]) -> None:
-        """After the listing: the chain of each dock, the expected heads, and the findings' totals."""
+    def _finish(self, store: BatchStore[BatchResult]) -> None:
+        """After the listing: the chain of each dock, the expected heads, and the findings' totals. Each
+        dock's summaries are read back from the store in chain order, one dock at a time."""
         if self._wrong_prefix():
             return
         if not self.report.objects_seen:
             url = self.bucket.url
             self._find("nothing_to_verify", f"{url} holds no objects: nothing was verified (wrong bucket or prefix?)")
-        self._handed_over = _handovers(docks)
-        for dock, results in sorted(docks.items()):
-            self._chain(dock, results)
-            self.report.batches.extend(sorted(results, key=lambda r: (r.seq or 0, r.batch)))
+        heads_seen: set[str] = set()  # docks whose --expect-head is one of their manifests
+        for dock in store.docks():
+            self._chain(dock, store, heads_seen)
         for dock in sorted(self._log_docks):
-            self._log(dock, docks.get(dock, []))
+            self._log(dock, store)
         self._witnessed_without_log()
         self._resolve_erasures()
         for dock, head in sorted(self.expected_heads.items()):
-            if not any(b.manifest_sha256 == head for b in docks.get(dock, [])):
+            if dock not in heads_seen:
                 self._find(
                     "expected_head_missing",
                     f"dock {dock}: the manifest recorded earlier (SHA-256 {head[:16]}...) is not in the bucket: "
@@ -543,21 +675,22 @@ class Verifier:
                     f"more findings than fit within --max-memory {self.limits.max_memory_mib} MiB; not listed: {counts}",
                 )
             )
-        per_batch = Counter((f.dock, f.batch) for f in self.report.findings)
-        for b in self.report.batches:
-            b.problems = per_batch[(b.dock, b.batch)]
+        store.problems = Counter((f.dock, f.batch) for f in self.report.findings)
 
-    def _log(self, dock: str, results: list[BatchResult]) -> None:
+    def _log(self, dock: str, store: BatchStore[BatchResult]) -> None:
         """The dock's transparency log (agent/audit/logcheck.py): each checkpoint signed by a key allowed for the
         dock now or when one of its batches was sealed (a kept checkpoint by a key retired since)."""
         keys: dict[bytes, Ed25519PublicKey] = {
             k.public_bytes_raw(): k for k in keys_for(self.signers, dock, mf.NAMESPACE)
         }
-        for when in {_second(r.sealed_at) for r in results if r.sealed_at is not None}:
-            keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
+        last: dt.datetime | None = None
+        for r in store.ordered(dock):
+            when = _second(r.sealed_at)
+            if when is not None and when != last:
+                keys.update((k.public_bytes_raw(), k) for k in keys_for(self.signers, dock, mf.NAMESPACE, at=when))
+            last = when
         # in batch_seq order, made one at a time as the log check's merge with the entries reaches them
-        ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
-        manifests = _for_log(ordered)
+        manifests = _for_log(r for r in store.ordered(dock) if r.seq is not None)
         try:
             found = logcheck.check(
                 self.bucket,
@@ -932,7 +1065,7 @@ class Verifier:
                 named = doc.get("batch_id") if isinstance(doc, dict) else None
                 raise ValueError(f"it names batch {_short(named)}")
             personal = Personal.of(doc)
-            self._keep_personal(result, personal)
+            result.personal = personal  # for the report; charged to its batch's summary (``_cost``)
             mismatch = _officer_mismatch(personal, recordings)
             if mismatch:
                 raise ValueError(mismatch)
@@ -982,21 +1115,11 @@ class Verifier:
         except (BodycamError, ValueError) as err:
             self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
 
-    def _keep_personal(self, result: BatchResult, personal: Personal) -> None:
-        """Keep a sidecar's report data while the retained budget lasts (else the report shows less)."""
-        cost = 512 + 384 * (len(personal.officers) + len(personal.exercises))
-        if self._retained + cost > self.limits.retained_bytes:
-            LOG.warning("%s/%s: personal data not kept for the report (--max-memory)", result.dock, result.batch)
-            return
-        self._retained += cost
-        result.personal = personal
-
     def _keep_row(self, result: BatchResult, rec: mf.ManifestRecording) -> None:
-        """Keep what the HTML report shows of one recording, while the report's budget lasts."""
+        """Keep what the HTML report shows of one recording, up to the report's ``MAX_REPORT_ROWS``."""
         if not self.keep_rows or self._report_rows >= MAX_REPORT_ROWS:
             return
         self._report_rows += 1
-        self._retained += 1024
         if isinstance(result.rows, list):
             result.rows.append(RecordingRow.of(rec))
         else:
@@ -1126,12 +1249,17 @@ class Verifier:
         self._gone.clear()
 
     # -- across batches -------------------------------------------------------------------------
-    def _chain(self, dock: str, results: list[BatchResult]) -> None:
-        """The dock's batches in sequence: no gap, no fork, each linking to the one before."""
-        ordered = sorted((r for r in results if r.seq is not None), key=lambda r: (r.seq or 0, r.batch))
+    def _chain(self, dock: str, store: BatchStore[BatchResult], heads_seen: set[str]) -> None:
+        """The dock's batches in sequence: no gap, no fork, each linking to the one before. Notes the dock
+        in ``heads_seen`` when one of its manifests is the ``--expect-head`` given for it."""
+        head = self.expected_heads.get(dock)
         # a dock renamed by 'dock handover' continues the chain of the batch that recorded the handover
-        previous: BatchResult | None = self._handed_over.get(dock)
-        for r in ordered:
+        previous: BatchResult | None = store.handover_to(dock)
+        for r in store.ordered(dock):
+            if head is not None and r.manifest_sha256 == head:
+                heads_seen.add(dock)
+            if r.seq is None:
+                continue
             mkey = f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}"
             where: dict[str, Any] = {"dock": dock, "batch": r.batch, "key": mkey}
             if previous is not None and r.seq == previous.seq:
@@ -1334,7 +1462,7 @@ def _view_mismatch(
     return None
 
 
-def _for_log(ordered: list[BatchResult]) -> Iterator[logcheck.Manifest]:
+def _for_log(ordered: Iterator[BatchResult]) -> Iterator[logcheck.Manifest]:
     """Each batch as the log check takes it, made when its merge reaches it; its commitments are then
     dropped (nothing after the log check reads them)."""
     for r in ordered:
@@ -1358,15 +1486,10 @@ def _shared_links(before: BatchResult, r: BatchResult) -> tuple[str | None, Chai
     return previous, link
 
 
-def _handovers(docks: dict[str, list[BatchResult]]) -> dict[str, BatchResult]:
-    """New dock id -> the validly signed batch whose custody hands its dock over to it."""
-    out: dict[str, BatchResult] = {}
-    for results in docks.values():
-        for b in results:
-            to_dock = (b.handover or {}).get("to_dock")
-            if to_dock is not None and b.signature_ok and to_dock != b.dock:
-                out[to_dock] = b
-    return out
+def _cost(r: BatchResult) -> int:
+    """What a summary holds in memory: ``BATCH_COST``, its report rows and its personal data."""
+    personal = 0 if r.personal is None else 512 + 384 * (len(r.personal.officers) + len(r.personal.exercises))
+    return BATCH_COST + ROW_COST * len(r.rows) + personal
 
 
 def _opens_bucket(r: BatchResult) -> bool:

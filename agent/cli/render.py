@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import click
@@ -69,22 +69,27 @@ def bay_line(bay: Mapping[str, object]) -> str:
 
 def print_verify(report: VerifyReport) -> None:
     header = ("DOCK", "BATCH", "SEQ", "RECORDINGS", "OBJECTS OK", "DECRYPTED OK", "CUSTODY", "SIGNATURE", "PROBLEMS")
-    rows = [header] + [
-        (
-            b.dock,
-            b.batch,
-            str(b.seq),
-            str(b.recordings),
-            str(b.objects_ok),
-            str(b.plaintext_ok),
-            str(b.custody_entries),
-            "ok" if b.signature_ok else "BAD",
-            str(b.problems),
-        )
-        for b in report.batches
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
+
+    def rows() -> Iterator[tuple[str, ...]]:
+        yield header
+        for b in report.batches:
+            yield (
+                b.dock,
+                b.batch,
+                str(b.seq),
+                str(b.recordings),
+                str(b.objects_ok),
+                str(b.plaintext_ok),
+                str(b.custody_entries),
+                "ok" if b.signature_ok else "BAD",
+                str(b.problems),
+            )
+
+    # two passes over the batches (they may be in verify's temporary database): the widths, then the lines
+    widths = [0] * len(header)
+    for r in rows():
+        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+    for r in rows():
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     for f in report.findings:
         where = ", ".join(

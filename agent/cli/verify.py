@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,7 +36,8 @@ from bodycam.drivers.errors import ConfigError
     default=256,
     show_default=True,
     metavar="MiB",
-    help="Memory verify may use; what does not fit is a named finding (docs/auditing.md, Limits).",
+    help="Memory verify may use; what does not fit is a named finding (docs/auditing.md, Limits). Past a share "
+    "of it, the batch summaries go to a private temporary database under $TMPDIR (else /tmp), removed on exit.",
 )
 @click.option(
     "--policy",
@@ -60,28 +63,47 @@ def verify_cmd(
         raise ConfigError(f"--report {report_path}: no such directory {report_path.parent}")
     from bodycam.agent.cli.progress import VerifyProgress
 
-    view = VerifyProgress()  # stderr, only on a terminal
+    previous = _on_sigterm(_terminated)  # unwinds, so the temporary database is removed
     try:
-        report = run_verify(
-            bucket_url,
-            endpoint_url,
-            allowed_signers,
-            identity,
-            expect_head,
-            max_memory,
-            on_progress=view if view.enabled else None,  # off a terminal the bucket is read as ever
-            policy_path=policy_path,
-            report_rows=report_path is not None,  # rows only for the HTML report that lists them
-        )
-    finally:
-        view.close()
-    if report_path is not None:
-        from bodycam.agent.audit.report import write_html
+        view = VerifyProgress()  # stderr, only on a terminal
+        try:
+            report = run_verify(
+                bucket_url,
+                endpoint_url,
+                allowed_signers,
+                identity,
+                expect_head,
+                max_memory,
+                on_progress=view if view.enabled else None,  # off a terminal the bucket is read as ever
+                policy_path=policy_path,
+                report_rows=report_path is not None,  # rows only for the HTML report that lists them
+            )
+        finally:
+            view.close()
+        with report:  # the batches may be in a temporary database: written out, then removed
+            if report_path is not None:
+                from bodycam.agent.audit.report import write_html
 
-        write_html(report, report_path)
-    if as_json:
-        emit_json(report.to_json())
-    else:
-        print_verify(report)
+                write_html(report, report_path)
+            if as_json:
+                emit_json(report.to_json())
+            else:
+                print_verify(report)
+    finally:
+        _on_sigterm(previous)
     if not report.ok:
         sys.exit(1)
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Set SIGTERM's handler, returning the one before (unchanged off the main thread, where Python
+    cannot set one)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return handler
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM ends verify as Ctrl-C does (exit 143), through the ``finally`` clauses that clean up."""
+    raise SystemExit(128 + signum)
