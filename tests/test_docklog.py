@@ -394,6 +394,8 @@ def test_verify_of_a_live_bucket_reads_the_checkpoint_again_before_calling_an_ob
                 cosign(bucket, first)
 
             def publish() -> None:
+                for i in range(first, grown):  # a dock stores a batch's manifest before it logs the batch
+                    bucket.put_object(f"{DOCK_ID}/B{i:04d}/manifest.json", b"{}")
                 _publish_leaves(journal, bucket, key, grown, start=first)
                 if witnessed:
                     cosign(bucket, grown)
@@ -433,3 +435,59 @@ def test_verify_of_a_live_bucket_reads_the_checkpoint_again_before_calling_an_ob
     # a cosigned checkpoint beyond a checkpoint that went back is still the truncation it shows
     found = verify("back-witnessed", went_back, witnessed=True)
     assert ("log_fork", ckey) in found and ("log_truncated", f"{prefix}/{docklog.WITNESSED}") in found, found
+
+
+class _CheckpointThatChanges(BucketWrapper):
+    """A hostile bucket (or one an attacker writes between verify's reads): ``log/checkpoint`` answers
+    with ``reads[0]`` first, then each of the others in turn (the last one kept)."""
+
+    def __init__(self, inner: Bucket, ckey: str, reads: list[bytes]) -> None:
+        super().__init__(inner)
+        self.ckey, self.reads = ckey, reads
+
+    def get_bytes(self, key: str, max_size: int) -> bytes:
+        if key == self.ckey:
+            return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+        return self.inner.get_bytes(key, max_size=max_size)
+
+
+def test_a_checkpoint_read_again_does_not_hide_deleted_batches(tmp_path: Path) -> None:
+    """verify reads ``log/checkpoint`` again when it lists objects beyond it (5be6e6f, ff837ad). A bucket
+    whose newest batches were deleted (their manifests gone) can answer the first read with the dock's
+    older genuine checkpoint of 3 and the next with its genuine latest of 5: the kept ``checkpoints/4``,
+    ``/5`` and the cosigned 5 then looked like a live dock's growth, and nothing was reported (before the
+    re-read: log_fork for each kept checkpoint beyond 3). Now the entries between the two reads must
+    rebuild the latest's root and name manifests the bucket holds."""
+    from bodycam.agent.audit import logcheck
+    from bodycam.agent.formats import manifest as mf
+
+    key = Ed25519PrivateKey.generate()
+    prefix = docklog.log_prefix(DOCK_ID)
+    ckey = f"{prefix}/{docklog.CHECKPOINT}"
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        with LocalBucket(tmp_path / "bucket") as bucket:
+            for i in range(5):
+                bucket.put_object(f"{mf.batch_prefix(DOCK_ID, f'B{i:04d}')}/{mf.MANIFEST}", b"{}")
+            _publish_leaves(journal, bucket, key, 5)
+
+            def kept(size: int) -> bytes:
+                return bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINTS}/{size}", max_size=note.MAX_NOTE)
+
+            def check(reads: list[bytes], listed: int) -> list[tuple[str, str | None, str | None]]:
+                manifests = [logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(listed)]
+                hostile = _CheckpointThatChanges(bucket, ckey, reads)
+                found = logcheck.check(hostile, DOCK_ID, [key.public_key()], iter(manifests))
+                return [(f.problem, f.key, f.batch) for f in found]
+
+            assert check([kept(3), kept(5)], 3) == []  # a live dock's growth, its manifests there
+            for i in (3, 4):  # the newest two batches deleted
+                bucket.delete(f"{mf.batch_prefix(DOCK_ID, f'B{i:04d}')}/{mf.MANIFEST}")
+            found = check([kept(3), kept(5)], 3)
+            assert [(p, b) for p, _, b in found] == [
+                ("log_manifest_missing", "B0003"),
+                ("log_manifest_missing", "B0004"),
+            ]
+
+    finally:
+        journal.close()

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.agent.audit import witnesscheck
 from bodycam.agent.formats import commitment, note, tlog
+from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.witnesspolicy import Policy
 from bodycam.agent.storage import docklog
@@ -124,7 +125,9 @@ def check(
     # listed after the checkpoint was read: a dock publishing meanwhile adds objects beyond it
     unlisted = _unlisted(bucket, prefix, cp.size)
     later = [k for k in kept if k[0] > cp.size]
-    newest, grown_found = _grown(bucket, ckey, verifiers, dock, cp, later, unlisted, cosigned)
+    newest, grown_found = _grown(bucket, ckey, verifiers, dock, cp, later, unlisted, cosigned, limit)
+    if newest.size > cp.size and not grown_found:
+        grown_found = _grown_entries(bucket, prefix, dock, roots.frontier, newest)
     findings += grown_found + _strays(prefix, newest.size, unlisted)
     if witness is not None:
         findings += witness.check(
@@ -171,8 +174,10 @@ class _Witness:
 class _Roots:
     """The rebuilt tree as the later checks see it: its size and its root at each size asked for."""
 
-    def __init__(self, size: int, roots: dict[int, bytes]) -> None:
+    def __init__(self, size: int, roots: dict[int, bytes], frontier: tlog.Frontier | None = None) -> None:
         self.size, self._roots = size, roots
+        #: the tree rebuilt from the entries, at ``size``: the entries a checkpoint read again adds extend it
+        self.frontier = frontier if frontier is not None else tlog.Frontier()
 
     def root(self, size: int) -> bytes:
         if size == 0:
@@ -235,7 +240,7 @@ def _rebuild(
     for done, data in frontier.partial_tiles():
         found += _tile(bucket, prefix, done, data)
     entries.finish()
-    return _Roots(size, roots), found
+    return _Roots(size, roots, frontier), found
 
 
 def _entry(raw: bytes, index: int) -> strictjson.JSONObject:
@@ -430,6 +435,7 @@ def _grown(
     later: Sequence[tuple[int, str, bytes]],
     listed: _Unlisted,
     cosigned: Sequence[int] = (),
+    limit: int = MAX_ENTRIES,
 ) -> tuple[note.Checkpoint, list[LogFinding]]:
     """The checkpoint against which the objects, kept and ``cosigned`` checkpoints listed beyond ``first``
     are judged, and findings about them. verify reads a live bucket: a dock publishing after the
@@ -438,7 +444,8 @@ def _grown(
     listed, the latest checkpoint is read again (up to :data:`REREADS` times, :data:`REREAD_WAIT_S` apart:
     a dock writes a publication's tiles before its checkpoint), and must extend the first (a consistency
     proof from the log's tiles; otherwise that is the fork found); then each kept checkpoint beyond the
-    first must be a prefix of the one read again."""
+    first must be a prefix of the one read again. A read again is held to the same ``limit`` of entries
+    as the first: the caller then reads the entries it adds (:func:`_grown_entries`)."""
     prefix = ckey.rsplit("/", 1)[0]
     newest = first
     for attempt in range(REREADS):
@@ -453,6 +460,10 @@ def _grown(
             )
         except BodycamError as err:
             return first, [LogFinding("log_checkpoint_invalid", f"{ckey}, read again: {err}", ckey)]
+        if again.size > limit:
+            return first, [
+                LogFinding("log_too_large", f"{ckey} read again claims {again.size} entries, more than {limit}", ckey)
+            ]
         broken = _extends(bucket, prefix, ckey, first, again)
         if broken is not None:
             return first, [broken]
@@ -472,6 +483,65 @@ def _grown(
         except BodycamError:
             found.append(LogFinding("log_fork", f"{key} signs a different tree of {size} entries: the log forked", key))
     return newest, found
+
+
+def _grown_entries(
+    bucket: Bucket, prefix: str, dock: str, frontier: tlog.Frontier, newest: note.Checkpoint
+) -> list[LogFinding]:
+    """The entries a checkpoint read again adds to the tree rebuilt up to the first one: they must
+    rebuild ``newest``'s signed root (continuing ``frontier``, O(log n) hashes), and each must name a
+    manifest the bucket holds (one HEAD each; what was sealed while verify ran is not otherwise checked).
+
+    Why: verify reads the checkpoint again only to tell a live dock's growth from a fork, but a bucket
+    whose newest batches were deleted can answer the first read with an older genuine checkpoint and the
+    next with the genuine latest: the kept and cosigned checkpoints beyond the first then pass as growth,
+    and the deleted batches (their manifests gone) went unreported. A dock writes a batch's manifest
+    before it logs it, so a live dock's growth passes this check. ``frontier`` is extended in place."""
+    found = _Found()
+    while frontier.size < newest.size:
+        n = frontier.size // tlog.TILE_WIDTH
+        tile = tlog.Tile(0, n, min(tlog.TILE_WIDTH, newest.size - n * tlog.TILE_WIDTH))
+        key = f"{prefix}/{tile.entries_path}"
+        try:
+            bundle = read_entries(bucket, prefix, tile)
+        except BodycamError as err:
+            return [LogFinding("log_entries_unreadable", f"{key}: {err}", key)]
+        if len(bundle) != tile.width:
+            return [LogFinding("log_entries_unreadable", f"{key} holds {len(bundle)} entries, not {tile.width}", key)]
+        for raw in bundle[frontier.size - n * tlog.TILE_WIDTH :]:
+            frontier.append(raw)
+            finding = _grown_manifest(bucket, dock, prefix, _entry(raw, frontier.size - 1))
+            if finding is not None:
+                found.append(finding)
+    if frontier.root() != newest.root:
+        return [
+            LogFinding(
+                "log_root_mismatch",
+                f"the entries under {prefix}/tile/entries do not rebuild the tree of {newest.size} entries that "
+                f"{prefix}/{docklog.CHECKPOINT} signed when read again",
+                f"{prefix}/{docklog.CHECKPOINT}",
+            )
+        ]
+    return found.named + found.summary()
+
+
+def _grown_manifest(bucket: Bucket, dock: str, prefix: str, e: dict[str, Any]) -> LogFinding | None:
+    """The finding about one entry a checkpoint read again added (None when its manifest is there)."""
+    where = f"{prefix} entry {e['index']}"
+    batch = e.get("batch_id")
+    if e.get("invalid") or e.get("dock_id") != dock or not isinstance(batch, str):
+        return LogFinding("log_entry_invalid", f"{where} is not a log entry of dock {dock}")
+    try:
+        there = bucket.head(f"{mf.batch_prefix(dock, batch)}/{mf.MANIFEST}") is not None
+    except BodycamError:  # not a key the bucket takes: no manifest of ours
+        there = False
+    if there:
+        return None
+    return LogFinding(
+        "log_manifest_missing",
+        f"{where} logs batch {batch[:64]} (read after verify began), whose manifest is not in the bucket",
+        batch=batch[:64],
+    )
 
 
 def _extends(
