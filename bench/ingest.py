@@ -355,19 +355,24 @@ print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "ru_maxrss_kib": usag
 
 
 def cli_ingest(
-    dock: Dock, address: str, env: dict[str, str], work: Path, profile: Path | None = None
+    dock: Dock, address: str, env: dict[str, str], work: Path, profile: Path | None = None, perf: Path | None = None
 ) -> dict[str, Any]:
     """`bodycam-sync ingest --once` as a subprocess: its own CPU seconds (wait4), wall time, peak RSS
     (wait4's ru_maxrss, and VmHWM polled every 20 ms from /proc); the recording must verify.
 
     ``profile``: run it under ``py-spy record`` (native frames, every thread), writing a flame graph and
-    collapsed stacks there named after the dock; its CPU figures then include py-spy's sampling."""
+    collapsed stacks there named after the dock; its CPU figures then include py-spy's sampling.
+    ``perf``: run it under ``perf record -g`` (native call graphs, kernel included: where the CPU goes,
+    page faults and copies, which py-spy's wall-clock samples hide), writing DIR/<dock>.data."""
     cmd = [CLI, "--config", str(dock.config_path), "ingest", "--once", "--json", "--usbip", address]
     if profile is not None:
         spy = str(Path(sys.executable).with_name("py-spy"))
         profile.mkdir(parents=True, exist_ok=True)
         out = profile / f"{dock.root.name}.txt"
         cmd = [spy, "record", "--native", "--threads", "-r", "100", "-f", "raw", "-o", str(out), "--", *cmd]
+    if perf is not None:
+        perf.mkdir(parents=True, exist_ok=True)
+        cmd = ["perf", "record", "-q", "-F", "999", "-g", "-o", str(perf / f"{dock.root.name}.data"), "--", *cmd]
     out_path, err_path = work / "cli-ingest.out", work / "cli-ingest.err"
     started = time.perf_counter()
     launcher = subprocess.Popen(
@@ -474,7 +479,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             cam = _sim(SERIAL, size, win, work)
             sims.append(cam)
             try:
-                return cli_ingest(dock, cam.address, env, work, args.py_spy)
+                return cli_ingest(dock, cam.address, env, work, args.py_spy, args.perf)
             finally:
                 cam.stop()
                 sims.remove(cam)
@@ -671,6 +676,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile each CLI run with py-spy into DIR")
+    parser.add_argument("--perf", type=Path, default=None, help="profile each CLI run with perf record -g into DIR")
     parser.add_argument("--no-compile", action="store_true", help="do not byte-compile the agent first")
     args = parser.parse_args()
     if args.repeat < 1 or args.size_mib < 1 or args.rss_size_mib < 1:

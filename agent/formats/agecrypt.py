@@ -501,6 +501,9 @@ def _b64decode(text: bytes) -> bytes | None:
     return data if _b64encode(data) == text else None
 
 
+_AEAD_NONCE_SIZE: Final = 12  # ChaCha20-Poly1305's nonce: age's 11-byte chunk counter and last-chunk flag
+
+
 def _chunk_nonce(counter: int, last: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
@@ -549,6 +552,12 @@ class SealSink(Protocol):
     def reserve(self, size: int) -> memoryview | None:
         """A writable view of exactly ``size`` bytes at the current position, or None if they would not
         fit in one buffer (the sealer then calls :meth:`write`)."""
+        ...
+
+    def reserve_run(self, unit: int, count: int) -> memoryview | None:
+        """A writable view of ``k * unit`` bytes at the current position for the largest ``k <= count`` that
+        fits in the current buffer, or None if not even one ``unit`` fits (the sealer then straddles the
+        boundary through :meth:`write`). Lets a run of chunks be sealed with one reservation (issue 14)."""
         ...
 
     def write(self, data: bytes) -> None:
@@ -673,9 +682,52 @@ class Encryptor:
 
     def update_into(self, data: bytes | bytearray | memoryview, sink: SealSink) -> None:
         """As :meth:`update`, but each sealed chunk goes into ``sink``'s preallocated buffers
-        (``ChaCha20Poly1305.encrypt_into``): no per-call bytes object, no join (issue 14)."""
-        for chunk in self._plain_chunks(data):
-            self._seal_to(chunk, False, sink)
+        (``ChaCha20Poly1305.encrypt_into``): no per-call bytes object, no join (issue 14).
+
+        The whole chunks of ``data`` are sealed in runs, one reservation per run straight from the
+        caller's buffer (:meth:`_seal_run`); only the held-back tail is copied."""
+        if self._finished:
+            raise ConfigError("Encryptor.update called after finalize")
+        with _as_bytes_view(data) as view:
+            size = len(view)
+            pending = self._pending
+            if len(pending) + size <= CHUNK_SIZE:
+                pending += view
+                return
+            pos = 0
+            if pending:  # top up the held-back chunk; more data follows it, so it is not the last
+                pos = CHUNK_SIZE - len(pending)
+                pending += view[:pos]
+                self._seal_to(pending, False, sink)
+                pending.clear()
+            whole = (size - pos - 1) // CHUNK_SIZE  # chunks followed by at least one more byte
+            if whole:
+                self._seal_run(view, pos, whole, sink)
+                pos += whole * CHUNK_SIZE
+            pending += view[pos:]  # 1..CHUNK_SIZE bytes: may turn out to be the final chunk
+
+    def _seal_run(self, view: memoryview, pos: int, count: int, sink: SealSink) -> None:
+        """Seal ``count`` whole chunks of ``view`` from ``pos`` (none of them the last), as many at a time
+        as fit in the sink's current buffer: per chunk only the two slices and the nonce are made,
+        about 30 ms of CPU per GiB less than a reservation each (16,384 chunks a GiB; docs/decisions.md)."""
+        seal = self._aead.encrypt_into
+        while count:
+            out = sink.reserve_run(ENC_CHUNK_SIZE, count)
+            if out is None:  # the next chunk straddles two buffers
+                self._seal_to(view[pos : pos + CHUNK_SIZE], False, sink)
+                pos += CHUNK_SIZE
+                count -= 1
+                continue
+            counter = self._counter
+            run = len(out) // ENC_CHUNK_SIZE
+            for at in range(0, run * ENC_CHUNK_SIZE, ENC_CHUNK_SIZE):
+                # age's nonce (_chunk_nonce): the 11-byte big-endian counter, then 0x00 (not the last chunk)
+                nonce = (counter << 8).to_bytes(_AEAD_NONCE_SIZE, "big")
+                seal(nonce, view[pos : pos + CHUNK_SIZE], None, out[at : at + ENC_CHUNK_SIZE])
+                counter += 1
+                pos += CHUNK_SIZE
+            self._counter = counter
+            count -= run
 
     def finalize(self) -> bytes:
         """Seal the held-back bytes as the final chunk (empty only when the whole plaintext is empty)."""

@@ -153,6 +153,15 @@ class _PartRing:
         self._fill += size
         return view
 
+    def reserve_run(self, unit: int, count: int) -> memoryview | None:
+        buf = self._current()
+        fits = min(count, (self.part_size - self._fill) // unit)
+        if fits <= 0:
+            return None
+        start = self._fill
+        self._fill += fits * unit
+        return memoryview(buf)[start : self._fill]
+
     def write(self, data: PartData) -> None:
         with memoryview(data) as view:
             pos = 0
