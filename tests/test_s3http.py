@@ -25,6 +25,7 @@ from bodycam.agent.storage.s3http import (
     uri_encode,
 )
 
+from .faultproxy import FaultProxy
 from .s3server import SeaweedFS
 
 # The AWS SigV4 test suite (aws-sig-v4-test-suite): its example credentials, time, region and service.
@@ -217,3 +218,22 @@ def test_requests_go_on_one_kept_alive_connection(seaweedfs: SeaweedFS, s3_bucke
     assert bucket.get_bytes("m.json", 10) == b"{}" and http._idle[0].sock.getsockname() == local  # type: ignore[union-attr]
     assert bucket._botocore is None  # and botocore was never needed
     assert urlsplit(http.base).path == f"/{s3_bucket}/"
+
+
+def test_a_kept_connection_closed_under_it_is_replaced_without_botocore(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """A server (or a middlebox) closes a kept-alive connection while it is idle: the next request fails
+    before any answer on it, and is sent once more on a new connection, not handed to botocore (which would
+    be loaded for it) nor reported."""
+    with FaultProxy(("127.0.0.1", seaweedfs.ports["s3"])) as proxy:
+        bucket = open_bucket(f"s3://{s3_bucket}/evidence", proxy.url, connect_timeout=2, read_timeout=10)
+        assert isinstance(bucket, S3Bucket) and bucket._http is not None
+        bucket.put_object("m.json", b"{}")
+        assert len(bucket._http._idle) == 1
+        proxy.set()  # resets the connection kept idle
+        upload_id = bucket.start_upload("k/three")
+        part = bucket.upload_part("k/three", upload_id, 1, memoryview(b"after the reset"))
+        bucket.complete_upload("k/three", upload_id, [part])
+        assert bucket.get_bytes("k/three", 100) == b"after the reset"
+        proxy.set()
+        assert bucket.head("m.json") is not None
+        assert bucket._botocore is None
