@@ -369,7 +369,7 @@ from bodycam.agent.service import bayworker
 def probe(conn):
     from bodycam.agent.storage import bucket
 
-    conn.send([bucket._LOADER is not None, "botocore.client" in sys.modules])
+    conn.send([bucket._LOADER is not None, "botocore.client" in sys.modules, "bodycam.agent.storage.s3put" in sys.modules])
 
 
 if __name__ == "__main__":
@@ -389,13 +389,18 @@ def test_workers_of_a_daemon_on_s3_start_with_botocore_and_its_models_loaded(tmp
     second per GiB of a 256 MiB docking; issue 14); on a local bucket neither is loaded at all."""
     script = tmp_path / "probe.py"
     script.write_text(_PRELOAD_PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    static = {**env, "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"}
     seen = {}
-    for bucket in ("s3", "local"):
+    for bucket, environ in (("s3", env), ("local", env), ("s3-static", static)):
         out = subprocess.run(
-            [sys.executable, str(script), bucket], capture_output=True, text=True, timeout=180, check=True
-        )
+            [sys.executable, str(script), bucket.split("-")[0]],
+            capture_output=True, text=True, timeout=180, check=True, env=environ,
+        )  # fmt: skip
         seen[bucket] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"s3": [True, True], "local": [False, False]}
+    # with static keys in its environment (as /etc/bodycam/environment gives them) a docking's S3 requests are
+    # the agent's own (agent/storage/s3http.py): its modules are preloaded, botocore is not
+    assert seen == {"s3": [True, True, True], "local": [False, False, False], "s3-static": [False, False, True]}
 
 
 def test_the_worker_budget_is_one_per_core_by_default_bounded_and_reloadable() -> None:

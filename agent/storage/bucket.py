@@ -582,8 +582,17 @@ def preload_s3() -> None:
     For the forkserver of a daemon whose bucket is S3 (agent/storage/s3preload.py): each bay worker forked
     from it then finds botocore imported and the models parsed, and only builds its client (~0.05 CPU s)
     where it imported and parsed them afresh (0.27-0.48 CPU s a docking, issue 14). The client made here
-    only fills the cache; it is dropped, and its placeholder keys stop the credential chain being asked."""
+    only fills the cache; it is dropped, and its placeholder keys stop the credential chain being asked.
+
+    Under static keys (the environment systemd gives the daemon from /etc/bodycam/environment) a docking's
+    requests are the agent's own (agent/storage/s3http.py) and botocore is not needed: then only those
+    modules are loaded, and botocore (some 30 MB in the forkserver, in every worker's PSS) not at all."""
     global _LOADER
+    from bodycam.agent.storage import s3get, s3put  # noqa: F401 - what each worker's S3 requests use
+    from bodycam.agent.storage.s3http import botocore_free
+
+    if botocore_free(os.environ):
+        return
     import botocore.session
 
     with _LOADER_GUARD:

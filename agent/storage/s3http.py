@@ -241,6 +241,14 @@ def bucket_base(bucket: str, endpoint_url: str | None, region: str | None, env: 
     return f"https://{bucket}.s3.{region}.amazonaws.com/"
 
 
+def botocore_free(env: Mapping[str, str]) -> bool:
+    """Whether a bucket opened under ``env`` would sign its requests itself, as far as the environment
+    says (static keys, nothing that routes S3 through botocore; the bucket's endpoint is the config's):
+    the daemon's forkserver then does not preload botocore (agent/storage/bucket.py ``preload_s3``)."""
+    routed = any(env.get(v) for v in _BOTOCORE_ONLY_ENV if not v.startswith("AWS_ENDPOINT_URL"))
+    return static_credentials(env) is not None and not routed
+
+
 # -- requests -----------------------------------------------------------------------------------------
 @dataclass
 class Answer:
@@ -488,6 +496,7 @@ __all__ = [
     "Credentials",
     "S3Http",
     "authorization",
+    "botocore_free",
     "bucket_base",
     "canonical_query",
     "error_of",
