@@ -170,6 +170,23 @@ def test_a_missing_index_lists_no_part_and_the_upload_still_completes(tmp_path: 
     assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
 
 
+def test_two_bucket_instances_on_one_upload_each_see_the_others_records(tmp_path: Path) -> None:
+    """Each instance keeps the index it parsed, and takes it again once the file is not the one it last saw
+    (another writer appended): interleaved writers, one replacing the other's part, list and complete the
+    same exact object."""
+    chunks = chunks_of(2, 10, seed=80)
+    a = LocalBucket(tmp_path / "bucket")
+    upload_id = a.start_upload(KEY)
+    b = LocalBucket(a.root)
+    send(a, upload_id, 1, blob(MIN_PART_SIZE, 81))  # replaced by b below
+    parts = [send(b, upload_id, 2, chunks[1]), send(b, upload_id, 1, chunks[0])]
+    parts.append(send(a, upload_id, 3, chunks[2]))
+    parts.sort(key=lambda p: p.number)
+    assert a.list_parts(KEY, upload_id) == b.list_parts(KEY, upload_id) == parts
+    a.complete_upload(KEY, upload_id, parts)
+    assert (a.root / KEY).read_bytes() == b"".join(chunks)
+
+
 def test_parts_whose_bytes_were_cut_from_the_data_file_do_not_complete(tmp_path: Path) -> None:
     """The index says where each part stands; a ``data`` file cut short under it (a disk that lost its
     tail, a hand) makes the completion refuse, not publish an object with a hole of zeros."""

@@ -1364,7 +1364,7 @@ class LocalBucket(Bucket):
                 raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
         self._real_root = os.path.realpath(self.root)
         #: upload id -> (inode of its part index, the index parsed): reused while the file is unchanged
-        self._indexes: dict[str, tuple[int, partindex.IndexState]] = {}
+        self._indexes: dict[str, tuple[tuple[int, int, int], partindex.IndexState]] = {}
         if not read_only:
             self._sweep()
 
@@ -1596,7 +1596,8 @@ class LocalBucket(Bucket):
         A writer cuts off what does not check (a torn last record, a damaged tail) before it appends, so
         its records follow whole ones. An upload an older agent began (side files per part, no index) is
         converted first (:meth:`_migrate`). The parsed state is kept per upload id and reused while the
-        file is the one it was parsed from, at the same length: one ``fstat`` per part, not a parse.
+        file is the one it was parsed from or last appended to (inode, length, mtime): one ``fstat`` per
+        part, not a parse.
         """
         path = udir / _UPLOAD_INDEX
         try:
@@ -1613,14 +1614,17 @@ class LocalBucket(Bucket):
             _fail("open the part index of", f"{self.url} {key!r}", err)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield fd, self._load(udir, fd, key, repair=exclusive)
+            state = self._load(udir, fd, key, repair=exclusive)
+            yield fd, state
+            if exclusive and not state.damaged:  # the records this writer appended: the cache follows
+                self._remember(udir.name, os.fstat(fd), state)
         finally:
             os.close(fd)
 
     def _load(self, udir: Path, fd: int, key: str, *, repair: bool) -> partindex.IndexState:
         st = os.fstat(fd)
         cached = self._indexes.get(udir.name)
-        if cached is not None and cached[0] == st.st_ino and cached[1].valid_end == st.st_size:
+        if cached is not None and cached[0] == (st.st_ino, st.st_size, st.st_mtime_ns):
             return cached[1]
         if st.st_size > partindex.MAX_INDEX_BYTES:
             raise StorageError(
@@ -1640,10 +1644,18 @@ class LocalBucket(Bucket):
             os.ftruncate(fd, state.valid_end)
             os.fdatasync(fd)
             state.damaged = 0
+            st = os.fstat(fd)
+        self._remember(udir.name, st, state)
+        return state
+
+    def _remember(self, upload_id: str, st: os.stat_result, state: partindex.IndexState) -> None:
+        """Keep ``state`` as what the index file ``st`` describes (only when it describes all of it)."""
+        if st.st_size != state.valid_end:
+            self._indexes.pop(upload_id, None)
+            return
         if len(self._indexes) >= 256:  # bounded: one entry per upload in flight, but never more
             self._indexes.clear()
-        self._indexes[udir.name] = (st.st_ino, state)
-        return state
+        self._indexes[upload_id] = ((st.st_ino, st.st_size, st.st_mtime_ns), state)
 
     def _unlist_missing(self, udir: Path, key: str, state: partindex.IndexState) -> None:
         """Leave out of ``state`` a part whose record checks but whose bytes are not all there (``data``
