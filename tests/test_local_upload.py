@@ -513,3 +513,21 @@ def test_a_forged_index_names_no_part_out_of_range_and_every_part_is_still_taken
     assert os.stat(upload_dir(bucket, upload_id) / "data").st_size <= 3 * MIN_PART_SIZE
     again.complete_upload(KEY, upload_id, parts)
     assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
+
+
+@pytest.mark.parametrize("chunks", [chunks_of(2, 999, seed=110), chunks_of(0, 777, seed=111)], ids=["placed", "own"])
+def test_a_lost_data_file_is_made_again_and_its_parts_sent_again(tmp_path: Path, chunks: list[bytes]) -> None:
+    """``data`` removed under an upload whose parts were recorded (damage, a hand; no crash does it): a
+    restarted bucket lists none of the parts it held, takes them again and completes the exact object
+    (before: every part failed for good with 'No such file or directory', and an upload of one short part,
+    which never used ``data``, could not complete)."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    upload_id = bucket.start_upload(KEY)
+    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
+    (upload_dir(bucket, upload_id) / "data").unlink()
+    again = LocalBucket(bucket.root)
+    held = {p.number for p in again.list_parts(KEY, upload_id)}
+    assert held == ({1} if len(chunks) == 1 else set())  # a short part 1 alone lives in a file of its own
+    assert [p if p.number in held else send(again, upload_id, p.number, chunks[p.number - 1]) for p in parts] == parts
+    again.complete_upload(KEY, upload_id, parts)
+    assert (bucket.root / KEY).read_bytes() == b"".join(chunks)

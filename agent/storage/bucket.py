@@ -1567,7 +1567,7 @@ class LocalBucket(Bucket):
                 tmp.unlink(missing_ok=True)
             _fsync_dir(udir)  # the only part that makes a name: a short part 1 (no stride), an odd size
         else:
-            out = os.open(udir / _UPLOAD_DATA, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            out = _open_data(udir, os.O_WRONLY)
             try:
                 with memoryview(data) as view:
                     _write_at(out, view, offset)
@@ -1842,7 +1842,7 @@ class LocalBucket(Bucket):
         tmp = udir / f"tmp-{secrets.token_hex(8)}"
         try:
             if in_place:
-                fd = os.open(udir / _UPLOAD_DATA, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = _open_data(udir, os.O_RDWR)
             else:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
@@ -2072,6 +2072,22 @@ def _read_small(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(f"{path} is larger than {limit} bytes")
     return data
+
+
+def _open_data(udir: Path, mode: int) -> int:
+    """The upload's ``data`` file, made again (empty, its name made durable) when it was lost: damage, as
+    no crash removes it. Its parts were then left out when the index was read (``_unlist_missing``) and
+    are sent again; without this every part of the upload failed for good (ENOENT), none ever resent."""
+    try:
+        return os.open(udir / _UPLOAD_DATA, mode | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = os.open(udir / _UPLOAD_DATA, mode | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            _fsync_dir(udir)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
 
 def _write_file(path: Path, data: PartData) -> None:
