@@ -486,14 +486,34 @@ def test_reads_match_the_signed_hashes_and_offsets_resume(opened: tuple[MassStor
     assert before == after and abs(before.offset_s + 120.0) < 30
 
 
+def test_lent_chunks_are_views_of_a_ring_that_keeps_the_last_n_intact(opened: tuple[MassStorageCamera, Volume]) -> None:
+    """``iter_read(lend=N)`` reads into N + 1 reused buffers (no 1 MiB bytes a read), the last N intact."""
+    camera, _vol = opened
+    rec = max(camera.recordings(), key=lambda r: r.size)
+    assert rec.size > 3 * ms.READ_CHUNK
+    digest, held, buffers = hashlib.sha256(), [], []
+    for chunk in camera.iter_read(rec, lend=2):
+        assert isinstance(chunk, memoryview) and chunk.readonly
+        for view, snapshot in held[-2:]:
+            assert bytes(view) == snapshot
+        held.append((chunk, bytes(chunk)))
+        if not any(chunk.obj is b for b in buffers):
+            buffers.append(chunk.obj)
+        digest.update(chunk)
+    assert digest.digest() == rec.sha256 and len(buffers) == 3
+    with pytest.raises(ValueError, match="lend must be"):
+        next(camera.iter_read(rec, lend=-1))
+
+
+@pytest.mark.parametrize("lend", [0, 2])
 @pytest.mark.parametrize("change", ["grow", "shrink"])
 def test_a_file_that_changes_size_mid_read_is_an_integrity_error(
-    opened: tuple[MassStorageCamera, Volume], change: str
+    opened: tuple[MassStorageCamera, Volume], change: str, lend: int
 ) -> None:
     camera, vol = opened
     rec = camera.recordings()[0]
     path = vol.path_of(vol.recordings[0])
-    reader = camera.iter_read(rec)
+    reader = camera.iter_read(rec, lend=lend)
     next(reader)
     with path.open("r+b") as f:
         if change == "grow":

@@ -41,7 +41,7 @@ class MemoryCamera:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def iter_read(self, recording: RecordingInfo, start: int = 0, span: int = 0) -> Iterator[bytes]:
+    def iter_read(self, recording: RecordingInfo, start: int = 0, span: int = 0, *, lend: int = 0) -> Iterator[bytes]:
         for pos in range(start, len(self.data), MiB):
             yield self.data[pos : pos + MiB]
 

@@ -48,7 +48,10 @@ class CancelledError(BodycamError):
 
 
 class ChunkSource(Protocol):
-    def iter_read(self, recording: RecordingInfo, start: int = 0, span: int = READ_SPAN) -> Any: ...
+    def iter_read(self, recording: RecordingInfo, start: int = 0, span: int = READ_SPAN, *, lend: int = 0) -> Any:
+        """The recording's chunks; with ``lend=N`` a chunk may be a view of the camera's reused receive
+        buffers, intact only while the next N are yielded (drivers/device/camera.py, ``Camera.iter_read``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +305,14 @@ Chunk = bytes | memoryview
 class _Reader:
     """The reader stage: the camera's READ answers, in a thread of their own, into a small queue (4
     frames), so the camera is read while the calling thread encrypts. ``None`` marks the end; an error
-    of the camera is handed on in the queue."""
+    of the camera is handed on in the queue.
+
+    The chunks are *lent* by the camera (``iter_read(..., lend=depth + 1)``): views of its receive
+    buffers, not copies, each intact only while the camera yields its next ``depth + 1`` chunks. That is
+    what this stage holds at most: ``depth`` in the queue and the one the calling thread is hashing and
+    sealing (``Encryptor.update_into`` copies any tail it keeps). A chunk must not be kept past that, so
+    nothing downstream may hold on to one (issue 14: no 1 MiB allocation and copy per frame).
+    """
 
     def __init__(self, camera: ChunkSource, recording: RecordingInfo, stop: threading.Event, depth: int = 4) -> None:
         self._camera, self._recording, self._stop = camera, recording, stop
@@ -324,7 +334,8 @@ class _Reader:
 
     def _run(self) -> None:
         try:
-            for data in self._camera.iter_read(self._recording, 0, READ_SPAN):
+            lend = self._chunks.maxsize + 1  # the queue and the chunk being encrypted
+            for data in self._camera.iter_read(self._recording, 0, READ_SPAN, lend=lend):
                 if not self._offer(data):
                     return
             self._offer(None)

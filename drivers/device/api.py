@@ -96,8 +96,16 @@ class CameraDevice(Protocol):
 
     def recordings(self) -> list[m.RecordingInfo]: ...
 
-    def iter_read(self, recording: m.RecordingInfo, start: int = ..., span: int = ...) -> Iterator[bytes | memoryview]:
-        """The recording from ``start`` to its end, in chunks of bounded size."""
+    def iter_read(
+        self, recording: m.RecordingInfo, start: int = ..., span: int = ..., *, lend: int = ...
+    ) -> Iterator[bytes | memoryview]:
+        """The recording from ``start`` to its end, in chunks of bounded size.
+
+        ``lend=0`` (the default): every chunk is the caller's to keep. ``lend=N``: a chunk may be a view
+        of the device's reused receive buffers, intact only while the generator yields its next N
+        chunks (the caller holds at most N at once; :meth:`Camera.iter_read`); a device without
+        reused buffers yields chunks of their own either way.
+        """
         ...
 
     def erase(self, recording_id: int, sha256: bytes) -> None:

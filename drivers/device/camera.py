@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from bodycam.drivers.protocol.frames import (
     FrameDecoder,
     Status,
     TruncatedFrame,
-    decode_frame,
+    decode_frame_at,
     encode_frame,
     status_text,
 )
@@ -63,6 +64,107 @@ MIN_READ_RATE = 512 * 1024
 def read_deadline(timeout: float, length: int, min_rate: float = MIN_READ_RATE) -> float:
     """Seconds a whole READ answer of ``length`` bytes may take: ``timeout + length / min_rate``."""
     return timeout + length / min_rate
+
+
+#: the most chunks a caller of :meth:`Camera.iter_read` may hold at once (``lend``): N + 1 transfer
+#: buffers of ~1 MiB each are kept while such a read runs
+MAX_LEND = 16
+_NEVER = -(1 << 62)  # "lent no chunk yet"
+
+
+class _Receiver:
+    """The dock's receive side: transfers read into a small ring of reused buffers, frames decoded in place.
+
+    Each read fills one buffer (``array('B')`` of ``transport.read_size``: pyusb fills only arrays) from
+    its start, one USB transfer; whole frames in it are decoded where they landed and their payloads are
+    views of it, so a 1 MiB frame costs no allocation and no copy (issue 14). A frame that a transfer
+    holds only part of (a pty delivers a few KiB a read; a camera may split a frame) goes to the copying
+    :class:`FrameDecoder` with everything after it until that decoder is empty again: its payloads are
+    ``bytes`` of their own, and its resynchronisation and limits apply to all of them.
+
+    Lending (:meth:`Camera.iter_read` with ``lend=N``): while ``hold`` is N, a buffer is read into again
+    only once N chunks have been lent after the last one lent from it; the ring is N + 1 buffers, so in
+    the steady state (a frame a transfer) none is waited for or allocated. If a buffer is still protected
+    when its turn comes (many frames in one transfer, garbage, stale frames), a fresh one takes its place
+    in the ring and the old one lives on in the caller's hands until it drops the views: a lent chunk is
+    never overwritten, whatever the camera sends. When lending ends the lent buffers are all let go.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self.decoder = FrameDecoder()
+        self._slots: list[array[int]] = []
+        self._last: list[int] = []  # per buffer: the lend count when a chunk of it was last lent
+        self._cur = -1
+        self._view = memoryview(b"")  # the received bytes of the current buffer
+        self._pos = 0  # the first of them not yet decoded
+        self.hold = 0  # chunks a caller may hold (0: none lent; every chunk is copied before the next read)
+        self.lent = 0
+
+    def next_frame(self) -> Frame | None:
+        """The next frame from bytes already received, or None (more must be read)."""
+        if self._pos < len(self._view):
+            if self.decoder.buffered == 0:
+                try:
+                    frame, self._pos = decode_frame_at(self._view, self._pos)
+                    return frame
+                except (TruncatedFrame, ProtocolError):
+                    pass  # a partial frame or garbage: the decoder resynchronises over a copy
+            self.decoder.feed(self._view[self._pos :])
+            self._pos = len(self._view)
+        return self.decoder.next_frame()
+
+    def read(self, timeout: float) -> None:
+        """One read from the transport into the next buffer (LinkTimeoutError if nothing came)."""
+        buf = self._next_buffer()
+        self._view = memoryview(b"")
+        self._pos = 0
+        n = self._transport.read_into(buf, timeout)
+        self._view = memoryview(buf)[:n].toreadonly()
+
+    def lend(self) -> None:
+        """A view of the current buffer was handed to the caller, who may keep it for ``hold`` more chunks."""
+        self.lent += 1
+        if 0 <= self._cur < len(self._last):
+            self._last[self._cur] = self.lent
+
+    def start_lending(self, hold: int) -> None:
+        self._let_go()
+        self.hold = hold
+
+    def stop_lending(self) -> None:
+        """Lent buffers may still be in the caller's hands: none of them is read into again."""
+        self._let_go()
+        self.hold = 0
+
+    def discard(self) -> None:
+        """Drop what was received and not yet decoded (after a damaged or late answer)."""
+        self._pos = len(self._view)
+        self.decoder.reset()
+        self._transport.discard_pending()
+
+    def _let_go(self) -> None:
+        if self._pos < len(self._view):
+            self.decoder.feed(self._view[self._pos :])  # undecoded bytes are kept, in the decoder's copy
+        self._view = memoryview(b"")
+        self._pos = 0
+        self._slots, self._last, self._cur = [], [], -1
+
+    def _next_buffer(self) -> array[int]:
+        ring = self.hold + 1
+        i = (self._cur + 1) % ring
+        fresh = i >= len(self._slots)
+        if not fresh and self.hold and self.lent - self._last[i] < self.hold:
+            fresh = True  # the caller may still hold a chunk of it: replace it, never overwrite it
+        if fresh:
+            buf = array("B", bytes(self._transport.read_size))
+            if i >= len(self._slots):
+                self._slots.append(buf)
+                self._last.append(_NEVER)
+            else:
+                self._slots[i], self._last[i] = buf, _NEVER
+        self._cur = i
+        return self._slots[i]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +223,7 @@ class Camera:
         self._clock = clock  # monotonic seconds; deadlines are measured on it (a test may pass a fake one)
         self.min_rate = min_rate
         self._seq = int.from_bytes(os.urandom(2), "little")
-        self._decoder = FrameDecoder()
+        self._rx = _Receiver(transport)
         self._abandoned: list[int] = []
         self._identity: m.Identity | None = None
         self.authenticated = False
@@ -155,8 +257,7 @@ class Camera:
                         raise LinkTimeoutError(f"{err} (tried {attempts} times)") from err
                     raise
                 LOG.warning("%s: %s failed (%s); retrying", self.name, command, err)
-                self._decoder.reset()
-                self.transport.discard_pending()
+                self._rx.discard()
         raise AssertionError("unreachable")
 
     def _call_once(self, command: Command, payload: bytes, timeout: float, limit: int = MAX_READ_SPAN) -> bytes:
@@ -165,12 +266,12 @@ class Camera:
         data, more = self._receive(seq, command, self._due(timeout))
         if not more:
             return bytes(data)
-        pieces: list[bytes | memoryview] = [data]
+        pieces = [bytes(data)]  # a copy each: the receive buffer is read into again for the next piece
         total = len(data)
         whole = started + read_deadline(timeout, limit, self.min_rate)  # the answer as a whole, not per frame
         while more:
             data, more = self._receive(seq, command, self._due(timeout, whole), whole=whole)
-            pieces.append(data)
+            pieces.append(bytes(data))
             total += len(data)
             if total > limit:  # a camera that never stops answering is refused, not buffered
                 self._abandon([seq])
@@ -248,7 +349,7 @@ class Camera:
 
     def _read_frame(self, deadline: Deadline, command: Command) -> Frame:
         while True:
-            frame = self._decoder.next_frame()
+            frame = self._rx.next_frame()
             if frame is not None:
                 return frame
             remaining = deadline.at - self._clock()
@@ -258,20 +359,9 @@ class Camera:
                     "re-dock it if this persists"
                 )
             try:
-                chunk = self.transport.read_some(remaining)
+                self._rx.read(remaining)
             except LinkTimeoutError:
                 continue  # a read that came back empty early does not shorten the deadline; checked above
-            if self._decoder.buffered == 0:
-                # Fast path: a transfer that holds exactly one whole frame is decoded without buffering.
-                try:
-                    frame, rest = decode_frame(chunk)
-                except (TruncatedFrame, ProtocolError):
-                    self._decoder.feed(chunk)
-                    continue
-                if rest:
-                    self._decoder.feed(rest)
-                return frame
-            self._decoder.feed(chunk)
 
     # -- operations ---------------------------------------------------------------------------
     def open(self) -> m.Identity:
@@ -379,7 +469,13 @@ class Camera:
             )
 
     def iter_read(
-        self, recording: m.RecordingInfo, start: int = 0, span: int = 8 * 1024 * 1024, *, window: int = 2
+        self,
+        recording: m.RecordingInfo,
+        start: int = 0,
+        span: int = 8 * 1024 * 1024,
+        *,
+        window: int = 2,
+        lend: int = 0,
     ) -> Iterator[bytes | memoryview]:
         """Yield a recording from ``start`` to its end, frame by frame, with bounded memory.
 
@@ -388,7 +484,29 @@ class Camera:
         consumes this one. A damaged or late frame drops the pipeline and the read resumes at the
         first byte not yet yielded (answers to abandoned requests are skipped as stale), up to
         ``retries`` times in a row.
+
+        ``lend`` is how long a chunk stays the caller's (the seam's buffer contract, issue 14):
+
+        * 0 (the default): each chunk is the caller's to keep for as long as it likes (a copy out of
+          the receive buffer; ``b"".join(iter_read(...))`` is safe).
+        * N (1..MAX_LEND): each frame's chunk is a read-only view of the camera's receive buffers,
+          *lent*: the last N chunks yielded stay intact while the generator runs on, an older one may
+          be overwritten by a later transfer. A caller that holds at most N (the pull: its read-ahead
+          queue and the chunk it is encrypting) pays no allocation and no copy per frame. The camera
+          keeps N + 1 transfer buffers for the read and lets them all go when it ends; a chunk the
+          copying decoder produced (a frame split across reads) is ``bytes`` either way.
         """
+        if not 0 <= lend <= MAX_LEND:
+            raise ValueError(f"lend must be 0..{MAX_LEND} chunks, got {lend}")
+        self._rx.start_lending(lend)
+        try:
+            yield from self._iter_read(recording, start, span, window, lend)
+        finally:
+            self._rx.stop_lending()
+
+    def _iter_read(
+        self, recording: m.RecordingInfo, start: int, span: int, window: int, lend: int
+    ) -> Iterator[bytes | memoryview]:
         span = max(1, min(span, MAX_READ_SPAN))
         offset = next_request = start
         in_flight: deque[tuple[int, int, int]] = deque()
@@ -418,8 +536,7 @@ class Camera:
                 self._abandon([s for s, _at, _len in in_flight])
                 in_flight.clear()
                 budget = None
-                self._decoder.reset()
-                self.transport.discard_pending()
+                self._rx.discard()
                 next_request = offset
                 continue
             end = offset + len(data)
@@ -432,6 +549,11 @@ class Camera:
                 budget = None
                 failures = 0  # only a whole answer ends a run of failures: a trickle must not reset it
             if data:
+                if isinstance(data, memoryview):  # a view of the receive buffer
+                    if not lend:
+                        data = bytes(data)
+                    else:
+                        self._rx.lend()
                 yield data
 
     def erase(self, recording_id: int, sha256: bytes) -> None:

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bodycam.drivers.device.api import CameraDevice, ClockReading
-from bodycam.drivers.device.camera import check_enrolment
+from bodycam.drivers.device.camera import MAX_LEND, check_enrolment
 from bodycam.drivers.errors import (
     AuthenticationError,
     BodycamError,
@@ -546,9 +546,13 @@ class MassStorageCamera:
         return entry
 
     def iter_read(
-        self, recording: m.RecordingInfo, start: int = 0, span: int = 4 * 1024 * 1024
+        self, recording: m.RecordingInfo, start: int = 0, span: int = 4 * 1024 * 1024, *, lend: int = 0
     ) -> Iterator[bytes | memoryview]:
         """Yield a recording's file from ``start`` to its end in chunks of at most 1 MiB.
+
+        ``lend`` as :meth:`Camera.iter_read` says: 0, each chunk a ``bytes`` of its own; N, each a read-only
+        view of a ring of N + 1 buffers of READ_CHUNK, read into with ``preadv`` (a chunk a read, so the
+        ring alone keeps the last N yielded intact), instead of a fresh 1 MiB ``bytes`` per read.
 
         The file must be exactly the size the signed index says, before, during and after the read:
         a file that differs, grows or shrinks is an IntegrityError.
@@ -561,16 +565,27 @@ class MassStorageCamera:
             raise ValueError(f"offset {start} outside recording {recording.id} of {recording.size} bytes")
         what = f"{self.name}: {DATA_DIR}/{entry.file} (recording {recording.id})"
         fd, st = self._open_file((DATA_DIR, *entry.path), what, IntegrityError)
+        if not 0 <= lend <= MAX_LEND:
+            raise ValueError(f"lend must be 0..{MAX_LEND} chunks, got {lend}")
         chunk = max(1, min(span, READ_CHUNK))
+        ring = [bytearray(chunk) for _ in range(lend + 1)] if lend else []
         try:
             self._check_size(st.st_size, recording, what)
             offset = start
+            turn = 0
             while offset < recording.size:
                 want = min(chunk, recording.size - offset)
-                data = os.pread(fd, want, offset)
-                if len(data) != want:
+                data: bytes | memoryview
+                if ring:
+                    turn = (turn + 1) % len(ring)
+                    data = memoryview(ring[turn])[:want].toreadonly()
+                    got = os.preadv(fd, [memoryview(ring[turn])[:want]], offset)
+                else:
+                    data = os.pread(fd, want, offset)
+                    got = len(data)
+                if got != want:
                     # regular files read short only at their end: the file shrank under us
-                    raise IntegrityError(f"{what} ended at byte {offset + len(data)} while being read")
+                    raise IntegrityError(f"{what} ended at byte {offset + got} while being read")
                 self._check_size(os.fstat(fd).st_size, recording, what)
                 offset += want
                 yield data

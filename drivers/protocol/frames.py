@@ -165,16 +165,18 @@ def encode_frame(
     return b"".join((head, TRAILER.pack(crc32c.crc32c(head)), payload, TRAILER.pack(crc32c.crc32c(payload))))
 
 
-def parse_header(buf: bytes | bytearray | memoryview) -> tuple[int, int, int, int, bool]:
-    """Check a 16-byte header; return (command, seq, status, length, response).
+def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int, int, int, bool]:
+    """Check the 16-byte header at ``buf[pos:]``; return (command, seq, status, length, response).
 
-    Raises ProtocolError for a bad magic, version, CRC or length.
+    Raises ProtocolError for a bad magic, version, CRC or length. The CRC is taken over a view of
+    ``buf``, not a copy of the header.
     """
-    magic, version, cmd, seq, status, length, crc = HEADER.unpack_from(buf, 0)
+    magic, version, cmd, seq, status, length, crc = HEADER.unpack_from(buf, pos)
     if magic != MAGIC:
         raise ProtocolError(f"bad frame magic {bytes(magic).hex()}")
-    if crc32c.crc32c(bytes(buf[:12])) != crc:
-        raise ProtocolError("frame header CRC mismatch")
+    with memoryview(buf) as view:
+        if crc32c.crc32c(view[pos : pos + 12]) != crc:
+            raise ProtocolError("frame header CRC mismatch")
     if version != VERSION:
         raise ProtocolError(f"frame version {version} not supported (this dock speaks {VERSION})")
     if length > MAX_PAYLOAD:
@@ -187,20 +189,34 @@ def decode_frame(buf: bytes | bytearray | memoryview) -> tuple[Frame, bytes]:
 
     Raises TruncatedFrame when ``buf`` holds only part of a frame, ProtocolError when it is invalid.
     """
-    if len(buf) < HEADER_SIZE:
-        raise TruncatedFrame(HEADER_SIZE - len(buf))
-    command, seq, status, length, response = parse_header(buf)
-    end = HEADER_SIZE + length + TRAILER.size
-    if len(buf) < end:
-        raise TruncatedFrame(end - len(buf))
     view = memoryview(buf)
-    payload = view[HEADER_SIZE : HEADER_SIZE + length]
-    (crc,) = TRAILER.unpack_from(view, HEADER_SIZE + length)
+    frame, end = decode_frame_at(view, 0)
+    # Zero-copy when ``buf`` is immutable (a whole transfer): the payload is a view into it.
+    if not isinstance(buf, bytes):
+        frame = Frame(frame.command, frame.seq, bytes(frame.payload), frame.status, frame.response)
+    return frame, bytes(view[end:])
+
+
+def decode_frame_at(view: memoryview, pos: int) -> tuple[Frame, int]:
+    """Decode one frame at ``view[pos:]`` in place; return it and the position just after it.
+
+    The payload is a view into ``view`` (no copy): the caller decides how long that buffer stays
+    intact (the dock's receive buffers: drivers/device/camera.py). The announced length is checked
+    against MAX_PAYLOAD by the header's own CRC-protected parse before anything is indexed with it.
+    Raises TruncatedFrame when ``view`` holds only part of a frame, ProtocolError when it is invalid.
+    """
+    have = len(view) - pos
+    if have < HEADER_SIZE:
+        raise TruncatedFrame(HEADER_SIZE - have)
+    command, seq, status, length, response = parse_header(view, pos)
+    end = pos + HEADER_SIZE + length + TRAILER.size
+    if len(view) < end:
+        raise TruncatedFrame(end - len(view))
+    payload = view[pos + HEADER_SIZE : pos + HEADER_SIZE + length]
+    (crc,) = TRAILER.unpack_from(view, pos + HEADER_SIZE + length)
     if crc32c.crc32c(payload) != crc:
         raise ProtocolError(f"payload CRC mismatch in {command_text(command)} frame seq {seq}")
-    # Zero-copy when ``buf`` is immutable (a whole transfer): the payload is a view into it.
-    body: bytes | memoryview = payload if isinstance(buf, bytes) else bytes(payload)
-    return Frame(command, seq, body, status, response), bytes(view[end:])
+    return Frame(command, seq, payload, status, response), end
 
 
 class FrameDecoder:
@@ -233,7 +249,7 @@ class FrameDecoder:
                 self._drop(drop)
                 continue
             try:
-                length = parse_header(buf)[3]
+                command, seq, status, length, response = parse_header(buf)
             except ProtocolError:
                 self._drop(1)
                 continue
@@ -241,13 +257,16 @@ class FrameDecoder:
             if len(buf) < end:
                 self.needed = end - len(buf)
                 return None
-            command, seq, status, _length, response = parse_header(buf)
-            payload = bytes(buf[HEADER_SIZE : HEADER_SIZE + length])
-            (crc,) = TRAILER.unpack_from(buf, HEADER_SIZE + length)
+            with memoryview(buf) as view:
+                intact = (
+                    crc32c.crc32c(view[HEADER_SIZE : HEADER_SIZE + length])
+                    == TRAILER.unpack_from(view, HEADER_SIZE + length)[0]
+                )
+                payload = bytes(view[HEADER_SIZE : HEADER_SIZE + length]) if intact else b""
             del buf[:end]
             self.skipped = 0
             self.needed = HEADER_SIZE
-            if crc32c.crc32c(payload) != crc:
+            if not intact:
                 raise ProtocolError(f"payload CRC mismatch in {command_text(command)} frame seq {seq}")
             return Frame(command, seq, payload, status, response)
 

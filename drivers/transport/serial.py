@@ -2,7 +2,9 @@
 
 pyserial opens and configures the port (raw mode, exclusive lock); the data path then uses the
 file descriptor directly with ``select`` so one read returns everything the kernel holds, which is
-what keeps a pty or a 12 Mbit/s ACM link busy.
+what keeps a pty or a 12 Mbit/s ACM link busy. The camera's data path reads with ``readinto`` semantics
+(``os.readv`` into the caller's reused buffer): ``os.read(fd, 1 MiB)`` allocated a 1 MiB ``bytes`` for
+every read, a fresh mapping each time, and shrank it to the few KiB a pty delivers (issue 14).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import errno
 import os
 import select
 import time
+from array import array
 
 from bodycam.drivers.errors import DisconnectedError, LinkTimeoutError, TransportError
 from bodycam.drivers.transport.base import Transport
@@ -35,19 +38,39 @@ class SerialTransport(Transport):
 
     def _read_some(self, timeout: float) -> bytes:
         try:
-            ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
-            if not ready:
+            if not self._ready(timeout):
                 return b""
             data = os.read(self._fd, READ_SIZE)
         except BlockingIOError:
             return b""
         except OSError as err:
-            if err.errno in _GONE:
-                raise DisconnectedError(f"camera on serial port {self.address} went away ({err.strerror})") from err
-            raise TransportError(f"reading serial port {self.address} failed: {err}") from err
+            raise self._error(err) from err
         if not data:
             raise DisconnectedError(f"camera on serial port {self.address} hung up")
         return data
+
+    def _read_into(self, buf: array[int], timeout: float) -> int:
+        """What the kernel holds, up to ``len(buf)`` bytes, read into ``buf`` in place; 0 on a timeout."""
+        try:
+            if not self._ready(timeout):
+                return 0
+            n = os.readv(self._fd, [buf])
+        except BlockingIOError:
+            return 0
+        except OSError as err:
+            raise self._error(err) from err
+        if not n:
+            raise DisconnectedError(f"camera on serial port {self.address} hung up")
+        return n
+
+    def _ready(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
+        return bool(ready)
+
+    def _error(self, err: OSError) -> TransportError:
+        if err.errno in _GONE:
+            return DisconnectedError(f"camera on serial port {self.address} went away ({err.strerror})")
+        return TransportError(f"reading serial port {self.address} failed: {err}")
 
     def _write_all(self, data: bytes, timeout: float) -> None:
         view = memoryview(data)

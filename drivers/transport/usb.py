@@ -2,8 +2,11 @@
 
 The device comes from libusb on a real dock or from :class:`~.usbip_backend.UsbipBackend` for a
 camera exported over USB/IP; the code path is the same. Each read is one bulk IN transfer of
-``READ_TRANSFER_SIZE`` into a buffer allocated once, so a 1 MiB frame plus its header arrives in a
-single transfer.
+``READ_TRANSFER_SIZE``, so a 1 MiB frame plus its header arrives in a single transfer. The camera's
+data path reads with :meth:`UsbTransport.read_into`: pyusb's ``read(endpoint, array, timeout)`` fills the
+caller's ``array('B')`` in place (libusb through its address, USB/IP with ``recv_into``) and returns the
+count, so a transfer costs no new buffer; ``read_some`` keeps a scratch buffer of its own, allocated on
+first use.
 """
 
 from __future__ import annotations
@@ -61,13 +64,14 @@ def _find_bulk_interface(config: usb.core.Configuration) -> tuple[usb.core.Inter
 
 class UsbTransport(Transport):
     kind = "usb"
+    read_size = READ_TRANSFER_SIZE
 
     def __init__(self, device: usb.core.Device, address: str) -> None:
         super().__init__(address)
         self._dev = device
         if _is_usbip(device):
             self.kind = "usbip"
-        self._buf = array("B", bytes(READ_TRANSFER_SIZE))
+        self._buf: array[int] | None = None  # read_some's scratch; the data path reads into the caller's buffers
         self._claimed: int | None = None
         try:
             self._open()
@@ -101,13 +105,19 @@ class UsbTransport(Transport):
 
     # -- the backend contract ---------------------------------------------------------------------
     def _read_some(self, timeout: float) -> bytes:
+        if self._buf is None:
+            self._buf = array("B", bytes(READ_TRANSFER_SIZE))
+        n = self._read_into(self._buf, timeout)
+        return bytes(memoryview(self._buf)[:n])
+
+    def _read_into(self, buf: array[int], timeout: float) -> int:
+        """One bulk IN transfer of ``len(buf)`` bytes straight into ``buf``; 0 on a timeout."""
         try:
-            n = self._dev.read(self._ep_in, self._buf, _timeout_ms(timeout))
+            return int(self._dev.read(self._ep_in, buf, _timeout_ms(timeout)))
         except usb.core.USBTimeoutError:
-            return b""
+            return 0
         except usb.core.USBError as err:
             raise self._error(err, "reading from") from err
-        return bytes(memoryview(self._buf)[:n])
 
     def _write_all(self, data: bytes, timeout: float) -> None:
         pending = array("B", data)  # pyusb's native buffer type: converted once, not per attempt
