@@ -4,15 +4,18 @@ For each medium, in one run and on the same machine:
   protocol  Camera.iter_read() of a 256 MiB recording (frames of --chunk-kib, CRC-32C, sequence numbers)
   raw       the same transport moving the same number of bytes with no protocol at all
 and the ratio protocol/raw (target >= 0.9). The camera side runs in its own process, as it would
-on real hardware.
+on real hardware. The protocol run reads as the pull does, ``iter_read(..., lend=--lend)`` (views of
+the camera's reused receive buffers, the pull's read-ahead + 1); ``--lend 0`` takes a copy of each
+chunk instead (older code without ``lend`` reads the only way it can).
 
-    .venv/bin/python bench/link.py [--size-mib 256] [--chunk-kib 1024] [--repeat 3] [--json]
+    .venv/bin/python bench/link.py [--size-mib 256] [--chunk-kib 1024] [--repeat 3] [--lend 5] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import multiprocessing as mp
 import sys
@@ -90,7 +93,7 @@ def serve(medium: str, kind: str, size: int, chunk: int, conn: Any) -> None:
     server.stop()
 
 
-def measure(medium: str, kind: str, size: int, chunk: int) -> tuple[float, float]:
+def measure(medium: str, kind: str, size: int, chunk: int, lend: int = 5) -> tuple[float, float]:
     """(MB/s, the dock process's CPU seconds per GiB) for one read of ``size`` bytes."""
     from bodycam.drivers import transport as transports
     from bodycam.drivers.device.camera import Camera
@@ -107,10 +110,11 @@ def measure(medium: str, kind: str, size: int, chunk: int) -> tuple[float, float
             cam.open()
             cam.authenticate(public_bytes(sim_device_key("BENCH-01")))
             rec = cam.recordings()[0]
+            lends = {"lend": lend} if "lend" in inspect.signature(cam.iter_read).parameters else {}
             started = time.perf_counter()
             cpu = time.process_time()
             got = 0
-            for data in cam.iter_read(rec):
+            for data in cam.iter_read(rec, **lends):
                 got += len(data)
             elapsed = time.perf_counter() - started
             cpu = time.process_time() - cpu
@@ -137,6 +141,7 @@ def main() -> None:
     parser.add_argument("--chunk-kib", type=int, default=1024, help="bytes per frame / per raw transfer")
     parser.add_argument("--media", default="usbip,serial")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
+    parser.add_argument("--lend", type=int, default=5, help="chunks lent by iter_read (the pull's: read-ahead + 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     size, chunk = args.size_mib * MiB, args.chunk_kib * 1024
@@ -145,7 +150,7 @@ def main() -> None:
         raws, protos = [], []
         for _ in range(args.repeat):  # alternate, and keep the best of each: the machine may be shared
             raws.append(measure(medium, "raw", size, chunk))
-            protos.append(measure(medium, "protocol", size, chunk))
+            protos.append(measure(medium, "protocol", size, chunk, args.lend))
         (raw, raw_cpu), (proto, proto_cpu) = max(raws), max(protos)
         results[medium] = {
             "protocol_MBps": round(proto, 1),
