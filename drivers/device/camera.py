@@ -157,7 +157,7 @@ class _Receiver:
         if not fresh and self.hold and self.lent - self._last[i] < self.hold:
             fresh = True  # the caller may still hold a chunk of it: replace it, never overwrite it
         if fresh:
-            buf = array("B", bytes(self._transport.read_size))
+            buf = array("B", [0]) * self._transport.read_size
             if i >= len(self._slots):
                 self._slots.append(buf)
                 self._last.append(_NEVER)

@@ -106,7 +106,7 @@ class UsbTransport(Transport):
     # -- the backend contract ---------------------------------------------------------------------
     def _read_some(self, timeout: float) -> bytes:
         if self._buf is None:
-            self._buf = array("B", bytes(READ_TRANSFER_SIZE))
+            self._buf = array("B", [0]) * READ_TRANSFER_SIZE
         n = self._read_into(self._buf, timeout)
         return bytes(memoryview(self._buf)[:n])
 
