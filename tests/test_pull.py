@@ -82,6 +82,53 @@ def test_parts_from_reused_buffers_make_the_exact_age_file(tmp_path: Path, size:
         assert plain == data
 
 
+class LendingCamera:
+    """Lends its chunks as the wire camera does (``iter_read(..., lend=N)``): views of a ring of exactly
+    N + 1 buffers, each refilled (first scribbled over) as soon as the contract allows."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.asked: list[int] = []
+
+    def iter_read(
+        self, recording: RecordingInfo, start: int = 0, span: int = 0, *, lend: int = 0
+    ) -> Iterator[bytes | memoryview]:
+        self.asked.append(lend)
+        ring = [bytearray(MiB) for _ in range(lend + 1)]
+        for turn, pos in enumerate(range(start, len(self.data), MiB)):
+            buf = ring[turn % len(ring)]
+            buf[:] = b"\xff" * MiB  # the oldest chunk's bytes are gone before the new ones arrive
+            piece = self.data[pos : pos + MiB]
+            buf[: len(piece)] = piece
+            yield memoryview(buf)[: len(piece)].toreadonly()
+
+
+@pytest.mark.parametrize("read_ahead", [1, 4])
+def test_the_pull_holds_no_lent_chunk_longer_than_it_asked(tmp_path: Path, read_ahead: int) -> None:
+    """The pull asks the camera to lend its chunks (no copy per frame) and keeps within what it asked:
+    every chunk is hashed and sealed before the camera reuses its buffer."""
+    identity, recipient = generate_identity()
+    data = random.Random(7).randbytes(23 * MiB + 321)
+    camera = LendingCamera(data)
+    bucket = LocalBucket(tmp_path / "bucket")
+    upload_id = bucket.start_upload(KEY)
+    rec, enc = _recording(data), Encryptor([recipient])
+    result = within_deadline(
+        lambda: pull(camera, rec, enc, bucket, KEY, upload_id, part_size=5 * MiB, read_ahead=read_ahead)
+    )
+    assert camera.asked and all(lend >= 1 for lend in camera.asked)
+    assert result.plaintext_sha256 == hashlib.sha256(data).hexdigest()
+    bucket.complete_upload(KEY, upload_id, result.parts)
+    stored = (tmp_path / "bucket" / KEY).read_bytes()
+    assert result.ciphertext_sha256 == hashlib.sha256(stored).hexdigest()
+    age = shutil.which("age")
+    if age is not None:
+        keyfile = tmp_path / "party.key"
+        keyfile.write_text(identity + "\n")
+        plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
+        assert plain == data
+
+
 def test_a_failed_last_upload_ends_the_pull_with_its_error(tmp_path: Path) -> None:
     """The upload fails after the end of the recording was queued (here: the upload was aborted under
     it): the pull raises that error. It used to wait forever for a second end marker."""
