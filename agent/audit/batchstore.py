@@ -86,7 +86,7 @@ class BatchStore(Generic[T]):
     ) -> None:
         self._encode, self._decode, self._handover = encode, decode, handover
         self.budget = budget
-        self.work_dir = work_dir  # None: $TMPDIR, else the system's temporary directory
+        self.work_dir = work_dir  # None: $TMPDIR (else /tmp: ``tempfile.gettempdir()``)
         self._cost = 0
         self._count = 0
         #: rows in the database: the next one's number, in the order the summaries were added (those kept
@@ -96,7 +96,8 @@ class BatchStore(Generic[T]):
         self._ids: dict[str, set[str]] = {}  # dock -> its batch ids (a set per dock, not a tuple per batch)
         self._handovers: dict[str, T] | None = None  # new dock id -> the summary handing over to it, once asked
         self._last: T | None = None
-        self._pending: list[T] = []
+        self._pending: list[T] = []  # added since the last write to the database
+        self._pending_ids: set[tuple[str, str]] = set()
         self._db: sqlite3.Connection | None = None
         self.directory: Path | None = None  # the database's directory, once spilled
         self._cleanup: Callable[[], object] | None = None
@@ -112,6 +113,7 @@ class BatchStore(Generic[T]):
             self._spill()
         if self._db is not None:
             self._pending.append(item)
+            self._pending_ids.add((item.dock, item.batch))
             if len(self._pending) >= FLUSH_EVERY:
                 self._flush()
             return
@@ -124,18 +126,23 @@ class BatchStore(Generic[T]):
         """Open the database and move every summary kept so far into it, in the order they were added."""
         self._db = self._open()
         self._pending = [item for items in self._by_dock.values() for item in items]
+        self._pending_ids = {(item.dock, item.batch) for item in self._pending}
         self._by_dock, self._ids, self._handovers, self._cost = {}, {}, None, 0
         self._flush()
 
     def _open(self) -> sqlite3.Connection:
         base = self.work_dir if self.work_dir is not None else Path(tempfile.gettempdir())
         directory = Path(tempfile.mkdtemp(prefix="bodycam-verify-", dir=base))
-        os.chmod(directory, 0o700)  # mkdtemp's 0700 is cut by the umask; an owner must still read it
-        path = directory / "batches.sqlite"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)
-        os.close(fd)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            os.chmod(directory, 0o700)  # mkdtemp's 0700 is cut by the umask; an owner must still read it
+            path = directory / "batches.sqlite"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         self.directory = directory
         self._cleanup = weakref.finalize(self, _remove, db, directory)
         db.execute("PRAGMA journal_mode=OFF")  # scratch: no journal file beside it, nothing to recover
@@ -155,25 +162,25 @@ class BatchStore(Generic[T]):
     def _flush(self) -> None:
         if self._db is None or not self._pending:
             return
-        rows = []
+        rows: list[tuple[bytes, int, bytes, bytes, bytes | None, bytes, bytes | None]] = []
         for item in self._pending:
             data, extra = self._encode(item)
             to = self._handover(item)
             rows.append(
                 (
-                    order_key(item.dock, item.seq, item.batch), self._written, _text(item.dock), _text(item.batch),
-                    None if to is None else _text(to), data, extra,
+                    order_key(item.dock, item.seq, item.batch), self._written + len(rows), _text(item.dock),
+                    _text(item.batch), None if to is None else _text(to), data, extra,
                 )
             )  # fmt: skip
-            self._written += 1
-        self._pending = []
         with _transaction(self._db):
             self._db.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._written += len(rows)
+        self._pending, self._pending_ids = [], set()
 
     def drop_pending(self) -> None:
         """Forget the summaries not yet written (the database refused them: its disk is full)."""
         self._count -= len(self._pending)
-        self._pending = []
+        self._pending, self._pending_ids = [], set()
 
     # -- reading ------------------------------------------------------------------------------------
     @property
@@ -190,7 +197,8 @@ class BatchStore(Generic[T]):
         """Whether a summary of ``dock/batch`` was added (the listing came back to a batch it had left)."""
         if self._db is None:
             return batch in self._ids.get(dock, ())
-        self._flush()
+        if (dock, batch) in self._pending_ids:
+            return True
         row = self._db.execute("SELECT 1 FROM batch WHERE dock = ? AND id = ?", (_text(dock), _text(batch)))
         return row.fetchone() is not None
 
@@ -277,8 +285,8 @@ class BatchStore(Generic[T]):
         if self._cleanup is not None:
             self._cleanup()
         self._db = None
-        self._by_dock, self._ids, self._handovers, self._pending = {}, {}, None, []
-        self._last, self._count = None, 0
+        self._by_dock, self._ids, self._handovers, self._pending, self._pending_ids = {}, {}, None, [], set()
+        self._last = None  # the count stays: what a caller that read nothing may still report
 
     def __enter__(self) -> BatchStore[T]:
         return self

@@ -224,8 +224,17 @@ def run_report(
 
     generated = _iso(dt.datetime.now(dt.UTC)) or ""
     report = run_verify(
-        bucket_url, endpoint_url, allowed_signers, None, (), max_memory_mib, configure=configure, report_rows=False
+        bucket_url,
+        endpoint_url,
+        allowed_signers,
+        None,
+        (),
+        max_memory_mib,
+        configure=configure,
+        report_rows=False,
+        work_dir=workdir,
     )  # its report lists disclosures, not recordings
+    report.close()  # of the batch summaries (spilled, past a budget, into workdir) only their number is reported
     return DisclosureReport(spool, report, chosen, generated)
 
 

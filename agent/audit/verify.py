@@ -1627,12 +1627,15 @@ def run_verify(
     policy_path: Path | str | None = None,
     configure: Callable[[Verifier], None] | None = None,
     report_rows: bool = True,
+    work_dir: Path | None = None,
 ) -> VerifyReport:
     """Open the bucket and the trust anchors named on the command line, and verify everything.
 
     ``configure`` may set up the :class:`Verifier` before it runs (``bodycam-sync disclosures`` collects
     the disclosure entries and skips hashing footage). ``report_rows``: keep what the HTML report lists of
-    each recording (``verify --report``); without, each batch keeps less and more batches fit ``--max-memory``.
+    each recording (``verify --report``); without, each batch keeps less and more of them fit in memory
+    before they spill to a temporary database under ``work_dir`` (None: ``$TMPDIR``). Close the report
+    (``with``) once it is written.
 
     ``bucket_url`` is ``s3://...``, ``file:///DIR`` or a plain directory path; a file bucket is opened
     read-only (verify never creates, tidies or writes anything in it, so a read-only copy verifies).
@@ -1654,7 +1657,9 @@ def run_verify(
         heads[dock] = digest
     if on_progress is not None:
         bucket = _CountedBucket(bucket, on_progress)
-    verifier = Verifier(bucket, signers, identities, heads, limits, policy)
+    verifier = Verifier(
+        bucket, signers, identities, heads, limits, policy, work_dir=None if work_dir is None else Path(work_dir)
+    )
     verifier.keep_rows = report_rows
     if configure is not None:
         configure(verifier)
