@@ -273,27 +273,30 @@ def test_many_batches_verify_in_bounded_memory_past_the_old_limit(tmp_path: Path
     assert per_batch < v.BATCH_COST / 10, (kept, per_batch)
 
 
-def test_ctrl_c_during_a_spilled_cli_run_removes_its_database(tmp_path: Path) -> None:
+def test_ctrl_c_or_sigterm_during_a_spilled_cli_run_removes_its_database(tmp_path: Path) -> None:
     """``bodycam-sync verify`` at ``--max-memory 128`` over 4,000 batches spills after 3,276; interrupted
-    (SIGINT) once its database exists, it exits 130 and leaves nothing in ``$TMPDIR``. (A whole spilled
-    run: test_verify_hostile.py::test_five_thousand_batches_fit_the_minimum_max_memory.)"""
+    once its database exists, by SIGINT (Ctrl-C: exit 130) or SIGTERM (exit 143, through the same
+    clean-up), it leaves nothing in ``$TMPDIR``. (A whole spilled run:
+    test_verify_hostile.py::test_five_thousand_batches_fit_the_minimum_max_memory.)"""
     h = hostile.build(tmp_path / "bucket", batches=4_000)
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp)}
     cmd = [CLI, "verify", "--bucket", h.url, "--allowed-signers", str(h.allowed_signers), "--max-memory", "128"]
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        seen = _wait_for_database(tmp, child)
-        if seen:
-            child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=600)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert seen, "the run ended before its database was seen"
-    assert child.returncode == 130 and "interrupted" in err, err[-2000:]
-    assert not list(tmp.iterdir())
+    for signum, rc in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        tmp = tmp_path / f"tmp-{signum}"
+        tmp.mkdir()
+        env = {**os.environ, "TMPDIR": str(tmp)}
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            seen = _wait_for_database(tmp, child)
+            if seen:
+                child.send_signal(signum)
+            _, err = child.communicate(timeout=600)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert seen, "the run ended before its database was seen"
+        assert child.returncode == rc, (signum, child.returncode, err[-2000:])
+        assert "Traceback" not in err and ("interrupted" in err or signum == signal.SIGTERM), err[-2000:]
+        assert not list(tmp.iterdir()), signum
 
 
 def _wait_for_database(tmp: Path, child: subprocess.Popen[str]) -> bool:
