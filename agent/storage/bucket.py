@@ -1758,8 +1758,8 @@ class LocalBucket(Bucket):
                 return existing
             raise
         try:
-            with self._index(udir, key, exclusive=True) as (_, state):  # no part changes while it is joined
-                self._check_stored(udir, key, parts, state)
+            with self._index(udir, key, exclusive=True) as (fd, state):  # no part changes while it is joined
+                self._check_stored(udir, fd, key, parts, state)
                 if self.head(key) is not None:
                     existing = self._exists_error(key, size, checksum)
                     shutil.rmtree(udir, ignore_errors=True)
@@ -1784,13 +1784,16 @@ class LocalBucket(Bucket):
             raise StorageError(f"{self.url}: object {key!r} vanished right after completing")
         return ObjectInfo(key=key, size=info.size, etag=info.etag, checksum=checksum, last_modified=info.last_modified)
 
-    def _check_stored(self, udir: Path, key: str, parts: Sequence[Part], state: partindex.IndexState) -> None:
+    def _check_stored(self, udir: Path, fd: int, key: str, parts: Sequence[Part], state: partindex.IndexState) -> None:
         """Each listed part is stored, with its size, ETag and checksum (S3's InvalidPart / BadDigest).
 
         The checksum is the record's, the one the part was checked against as it was written; only a part
-        list in another algorithm than the stored part's (not something the pipeline sends) is hashed again."""
+        list in another algorithm than the stored part's (not something the pipeline sends) is hashed again.
+        A listed part without a record (its line lost to a damaged index) is looked for where it would
+        stand and taken, recorded again, if its bytes there have the checksum listed (:meth:`_found`)."""
+        first = parts[0].size if parts and parts[0].size >= self.min_part_size else None
         for p in parts:
-            record = state.parts.get(p.number)
+            record = state.parts.get(p.number) or self._found(udir, fd, state, p, state.stride or first)
             if record is None:
                 raise UploadError(f"{self.url}: part {p.number} of {key!r} was never uploaded")
             stored = record.checksum
@@ -1802,6 +1805,39 @@ class LocalBucket(Bucket):
                 raise UploadError(f"{self.url}: part {p.number} of {key!r} does not match the stored part")
             if stored != p.checksum:
                 raise ChecksumMismatchError(f"{self.url}: part {p.number} of {key!r}: checksum differs")
+
+    def _found(
+        self, udir: Path, fd: int, state: partindex.IndexState, part: Part, stride: int | None
+    ) -> partindex.PartRecord | None:
+        """The record of a part the completion lists but the index does not, if its bytes are where the
+        part would stand (its place in ``data`` by the stride, the first listed part's size when the
+        index lost that too, or its own file) and have the listed checksum; the record is appended again.
+        A part listed is one the journal holds, so the bucket acknowledged it: only a damaged index loses
+        its line, and this lets a recording in ``completing`` finish without its camera, as the old layout
+        did by hashing a part whose checksum file was lost."""
+        if not part.checksum:
+            return None
+        places: list[tuple[Path, int, int | None]] = [(udir / f"{part.number:05d}.part", 0, None)]
+        if stride is not None and part.size <= stride:
+            at = (part.number - 1) * stride
+            places.insert(0, (udir / _UPLOAD_DATA, at, at))
+        for path, at, offset in places:
+            try:
+                if path.name != _UPLOAD_DATA and path.stat().st_size != part.size:
+                    continue
+                if _hash_range(path, at, part.size, checksum_algorithm(part.checksum)) != part.checksum:
+                    continue
+            except OSError:
+                continue
+            record = partindex.PartRecord(part.number, part.size, offset, part.checksum)
+            lost = offset is not None and stride is not None and state.stride is None  # the stride's line too
+            self._append(
+                fd, state, (partindex.stride_record(stride) if lost and stride else b"") + partindex.part_record(record)
+            )
+            LOG.warning("%s: part %d of %s was missing from its index; found by its checksum", self.url,
+                        part.number, udir.name)  # fmt: skip
+            return record
+        return None
 
     @staticmethod
     def _part_source(udir: Path, record: partindex.PartRecord) -> tuple[Path, int]:
