@@ -363,7 +363,8 @@ def cli_ingest(
     ``profile``: run it under ``py-spy record`` (native frames, every thread), writing a flame graph and
     collapsed stacks there named after the dock; its CPU figures then include py-spy's sampling.
     ``perf``: run it under ``perf record -g`` (native call graphs, kernel included: where the CPU goes,
-    page faults and copies, which py-spy's wall-clock samples hide), writing DIR/<dock>.data."""
+    page faults and copies, which py-spy's wall-clock samples hide), writing DIR/<dock>.data, and split its
+    CPU by thread and kind of work (:func:`perf_threads`); its CPU figures then include perf's own."""
     cmd = [CLI, "--config", str(dock.config_path), "ingest", "--once", "--json", "--usbip", address]
     if profile is not None:
         spy = str(Path(sys.executable).with_name("py-spy"))
@@ -401,7 +402,9 @@ def cli_ingest(
     verified = sum(c.get("verified", 0) for c in report.get("cameras", []))
     if verified != 1:
         raise RuntimeError(f"ingest did not verify the recording: {out[-2000:]}")
+    threads = perf_threads(perf / f"{dock.root.name}.data") if perf is not None else None
     return {
+        **({"perf_threads": threads} if threads is not None else {}),
         "total_s": elapsed,
         "cpu_s": result["user_s"] + result["sys_s"],
         "user_s": result["user_s"],
@@ -410,6 +413,57 @@ def cli_ingest(
         "ru_maxrss_mib": result["ru_maxrss_kib"] / 1024,
         "vmhwm_mib": hwm_kib / 1024,
     }
+
+
+#: where a perf sample's leaf function lives -> what the bench calls that work
+_PERF_KINDS = (
+    ("libcrypto", "SHA-256"),  # hashlib's OpenSSL (the part checksums are not SHA-256: crc32c below)
+    ("_rust.abi3", "ChaCha20-Poly1305"),  # cryptography's bundled OpenSSL, encrypt_into
+    ("crc32c", "CRC-32C"),
+    ("libpython", "interpreter"),
+    ("kernel", "kernel"),
+    ("libc.so", "libc (copies)"),
+)
+
+
+def perf_threads(data: Path) -> list[dict[str, Any]] | None:
+    """The CLI's CPU per thread from a ``perf record`` file, each thread's samples sorted by what their
+    leaf function is (``_PERF_KINDS``): shares of all samples, so times the run's CPU s/GiB they are its
+    split. Python 3.11 gives its threads no OS names: the kinds tell them apart (the encrypting thread is
+    SHA-256 + ChaCha20-Poly1305, the part thread SHA-256 + CRC-32C, the camera reader kernel receive and
+    the interpreter, the uploads kernel send). None when ``perf script`` cannot read it."""
+    try:
+        out = subprocess.run(
+            ["perf", "script", "-i", str(data), "-F", "tid,ip,dso"], capture_output=True, text=True, timeout=600
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    tid, leaf_seen = None, True
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith("\t"):  # a sample: its thread id; its call chain follows, leaf first
+            tid, leaf_seen = line.split()[0], False
+            continue
+        if tid is None or leaf_seen:
+            continue
+        leaf_seen = True
+        kind = next((name for key, name in _PERF_KINDS if key in line), "other")
+        per = counts.setdefault(tid, {})
+        per[kind] = per.get(kind, 0) + 1
+    total = sum(sum(per.values()) for per in counts.values())
+    if not total:
+        return None
+    threads = [
+        {
+            "tid": t,
+            "share": sum(per.values()) / total,
+            "kinds": {k: n / total for k, n in sorted(per.items(), key=lambda kv: -kv[1])},
+        }
+        for t, per in counts.items()
+    ]
+    return sorted(threads, key=lambda th: -th["share"])
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -610,10 +664,15 @@ def print_table(args: argparse.Namespace, r: dict[str, Any], f: dict[str, Any], 
         return "ok" if ok else "MISSED"
 
     def detail(run: dict[str, Any]) -> str:
-        return (
+        line = (
             f"    user {run['user_s']:.2f} + sys {run['sys_s']:.2f} s, {run['minflt']:,} minor faults, "
             f"peak RSS {max(run['ru_maxrss_mib'], run['vmhwm_mib']):.0f} MiB"
         )
+        per_gib = run["cpu_s"] * GiB / r["size_bytes"]
+        for th in run.get("perf_threads", [])[:8]:  # --perf: the CPU s/GiB split by thread and kind of work
+            kinds = ", ".join(f"{k} {v * per_gib:.2f}" for k, v in th["kinds"].items() if v * per_gib >= 0.01)
+            line += f"\n      thread {th['tid']}: {th['share'] * per_gib:.2f} s/GiB ({kinds})"
+        return line
 
     print(
         f"`bodycam-sync ingest --once` of one {args.size_mib} MiB training recording as a subprocess: camera = "
