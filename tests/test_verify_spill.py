@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,6 +242,7 @@ def _kept_bytes(h: hostile.Hostile, limits: v.Limits, budget: int | None) -> tup
     class Measured(v.Verifier):
         def _finish(self, store: BatchStore[v.BatchResult]) -> None:
             nonlocal kept
+            gc.collect()  # also empties CPython's free lists (of tuples, ...), which hold what was freed
             snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, "*pathlib.py")])
             kept = sum(stat.size for stat in snap.statistics("filename"))
             super()._finish(store)
@@ -273,12 +275,20 @@ def test_many_batches_verify_in_bounded_memory_past_the_old_limit(tmp_path: Path
     assert per_batch < v.BATCH_COST / 10, (kept, per_batch)
 
 
-def test_ctrl_c_or_sigterm_during_a_spilled_cli_run_removes_its_database(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def spilling(tmp_path_factory: pytest.TempPathFactory) -> hostile.Hostile:
+    """One dock's 4,000 signed batches: at ``--max-memory 128`` verify spills after 3,276."""
+    return hostile.build(tmp_path_factory.mktemp("spilling") / "bucket", batches=4_000)
+
+
+def test_ctrl_c_or_sigterm_during_a_spilled_cli_run_removes_its_database(
+    tmp_path: Path, spilling: hostile.Hostile
+) -> None:
     """``bodycam-sync verify`` at ``--max-memory 128`` over 4,000 batches spills after 3,276; interrupted
     once its database exists, by SIGINT (Ctrl-C: exit 130) or SIGTERM (exit 143, through the same
     clean-up), it leaves nothing in ``$TMPDIR``. (A whole spilled run:
     test_verify_hostile.py::test_five_thousand_batches_fit_the_minimum_max_memory.)"""
-    h = hostile.build(tmp_path / "bucket", batches=4_000)
+    h = spilling
     cmd = [CLI, "verify", "--bucket", h.url, "--allowed-signers", str(h.allowed_signers), "--max-memory", "128"]
     for signum, rc in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         tmp = tmp_path / f"tmp-{signum}"
@@ -297,6 +307,25 @@ def test_ctrl_c_or_sigterm_during_a_spilled_cli_run_removes_its_database(tmp_pat
         assert child.returncode == rc, (signum, child.returncode, err[-2000:])
         assert "Traceback" not in err and ("interrupted" in err or signum == signal.SIGTERM), err[-2000:]
         assert not list(tmp.iterdir()), signum
+
+
+def test_no_room_for_the_database_is_a_finding_not_a_crash(tmp_path: Path, spilling: hostile.Hostile) -> None:
+    """Files verify writes limited to 256 KiB (RLIMIT_FSIZE: a full disk under ``$TMPDIR``), the spill of
+    3,276 summaries (~3 MB) fails: ``bucket_too_large`` naming the batch where it stopped, the 3,276
+    batches kept in memory still reported, exit 1, no traceback, and nothing left in ``$TMPDIR``."""
+    h = spilling
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    limit = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (262144, 262144)); os.execv(sys.argv[1], sys.argv[1:])"
+    cmd = [sys.executable, "-c", limit, CLI, "verify", "--bucket", h.url, "--allowed-signers", str(h.allowed_signers),
+           "--max-memory", "128", "--json"]  # fmt: skip
+    done = subprocess.run(cmd, env={**os.environ, "TMPDIR": str(tmp)}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert [(f["problem"], f["batch"]) for f in doc["findings"]] == [("bucket_too_large", "20260101T000000Z-003277")]
+    assert "could not write its batch summaries" in doc["findings"][0]["message"]
+    assert len(doc["batches"]) == 3_276
+    assert not list(tmp.iterdir())
 
 
 def _wait_for_database(tmp: Path, child: subprocess.Popen[str]) -> bool:

@@ -107,10 +107,10 @@ class BatchStore(Generic[T]):
     # -- writing ------------------------------------------------------------------------------------
     def add(self, item: T, cost: int) -> None:
         """Keep one checked batch; ``cost``: the bytes it holds in memory (measured: ``BATCH_COST``)."""
+        if self._db is None and self._cost + cost > self.budget:
+            self._spill()  # on an error, nothing changed: the summaries so far stay in memory
         self._count += 1
         self._last = item
-        if self._db is None and self._cost + cost > self.budget:
-            self._spill()
         if self._db is not None:
             self._pending.append(item)
             self._pending_ids.add((item.dock, item.batch))
@@ -123,12 +123,19 @@ class BatchStore(Generic[T]):
         self._handovers = None
 
     def _spill(self) -> None:
-        """Open the database and move every summary kept so far into it, in the order they were added."""
+        """Open the database and move every summary kept so far into it, in the order they were added;
+        if that fails (no room), the database is removed and they stay in memory."""
         self._db = self._open()
         self._pending = [item for items in self._by_dock.values() for item in items]
-        self._pending_ids = {(item.dock, item.batch) for item in self._pending}
+        try:
+            self._flush()
+        except BaseException:
+            self._pending, self._written = [], 0
+            self._db = None
+            if self._cleanup is not None:
+                self._cleanup()
+            raise
         self._by_dock, self._ids, self._handovers, self._cost = {}, {}, None, 0
-        self._flush()
 
     def _open(self) -> sqlite3.Connection:
         base = self.work_dir if self.work_dir is not None else Path(tempfile.gettempdir())
@@ -145,7 +152,7 @@ class BatchStore(Generic[T]):
             raise
         self.directory = directory
         self._cleanup = weakref.finalize(self, _remove, db, directory)
-        db.execute("PRAGMA journal_mode=OFF")  # scratch: no journal file beside it, nothing to recover
+        db.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside it; a failed write still rolls back
         db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA temp_store=FILE")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -177,10 +184,21 @@ class BatchStore(Generic[T]):
         self._written += len(rows)
         self._pending, self._pending_ids = [], set()
 
-    def drop_pending(self) -> None:
-        """Forget the summaries not yet written (the database refused them: its disk is full)."""
-        self._count -= len(self._pending)
+    @property
+    def where(self) -> str:
+        """The directory the database is (or would be) made under."""
+        return str(self.work_dir if self.work_dir is not None else tempfile.gettempdir())
+
+    def flush(self) -> None:
+        """Write the summaries added since the last write (the listing is done)."""
+        self._flush()
+
+    def drop_pending(self) -> int:
+        """Forget the summaries not yet written (the database refused them: its disk is full); how many."""
+        lost = len(self._pending)
+        self._count -= lost
         self._pending, self._pending_ids = [], set()
+        return lost
 
     # -- reading ------------------------------------------------------------------------------------
     @property
@@ -312,6 +330,7 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # an I/O error may have rolled it back already
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")

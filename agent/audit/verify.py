@@ -560,10 +560,32 @@ class Verifier:
                         pool.shutdown(cancel_futures=True)
             else:
                 self._groups(self.report.batches)
+            self.report.batches.flush()
+        except (OSError, sqlite3.Error) as err:
+            self._unkept(self.report.batches, err)
         except BodycamError as err:
             self._record(
                 "listing_failed", f"listing the bucket failed, so not all of it was checked: {err}", {}, always=True
             )
+
+    def _unkept(
+        self, store: BatchStore[BatchResult], err: Exception, dock: str | None = None, batch: str | None = None
+    ) -> None:
+        """``bucket_too_large``: the temporary database refused a write (no room). The summaries not yet
+        written are left out of the report and, when a batch is named, the listing stops there."""
+        lost = store.drop_pending()
+        if dock is not None:
+            before = f" and the {lost - 1} checked before it are" if lost > 1 else " is"
+            which = f"{dock}/{batch}/{before} not reported, and the batches after it were not checked"
+        else:
+            which = f"the last {lost} batches checked are not reported"
+        self._record(
+            "bucket_too_large",
+            f"verify could not write its batch summaries to its temporary database under {store.where} ({err}): "
+            f"{which} (free space there, or set TMPDIR to a directory with room)",
+            {"dock": dock, "batch": batch},
+            always=True,
+        )
 
     def _groups(self, store: BatchStore[BatchResult]) -> None:
         """Check each run of the listing: a batch, or keys outside any."""
@@ -602,15 +624,7 @@ class Verifier:
             try:
                 store.add(result, _cost(result))
             except (OSError, sqlite3.Error) as err:
-                store.drop_pending()
-                self._record(
-                    "bucket_too_large",
-                    f"verify could not keep its batch summaries in its temporary database under {store.directory}: "
-                    f"{err}: {dock}/{batch}/ and the batches after it were not checked (free space there, or set "
-                    "TMPDIR to a directory with room)",
-                    {"dock": dock, "batch": batch},
-                    always=True,
-                )
+                self._unkept(store, err, dock, batch)
                 return
             for key in sizes:
                 if key not in listed:
