@@ -286,6 +286,35 @@ def test_each_recording_takes_the_bays_share_of_the_docks_part_buffers() -> None
         worker_end.close()
 
 
+def test_a_pulls_byte_counts_reach_the_daemon_at_most_twice_a_second() -> None:
+    """Each message to the daemon costs the worker and the daemon CPU (pickle, pipe, wake-up, relay), so a
+    session's byte counts are coalesced to one per ``PROGRESS_EVERY_S`` (0.5 s): a 256 MiB recording read
+    in 1 MiB frames at 40 MB/s (USB 2.0) sends 15 messages, its last count always among them, where at one
+    per 50 ms it sent 135. Other events (a recording's start and end) always go. The link's clock is
+    driven by the test: it counts messages, never times them."""
+    daemon_end, worker_end = multiprocessing.Pipe()
+    now = [1000.0]
+    link = _Link(worker_end, clock=lambda: now[0])
+    session = _Session()
+    size, frame, rate = 256 * 2**20, 2**20, 40e6
+    try:
+        link.progress(7, session, "recording_start", {"recording": 1, "size": size})
+        for done in range(frame, size + 1, frame):
+            now[0] += frame / rate
+            link.progress(7, session, "recording_bytes", {"recording": 1, "done": done, "size": size})
+        link.progress(7, session, "recording_done", {"recording": 1})
+        sent = []
+        while daemon_end.poll(0):
+            sent.append(daemon_end.recv())
+    finally:
+        daemon_end.close()
+        worker_end.close()
+    counts = [m[3]["done"] for m in sent if m[2] == "recording_bytes"]
+    assert [m[2] for m in sent[:2]] == ["recording_start", "recording_bytes"] and sent[-1][2] == "recording_done"
+    assert counts[0] == frame and counts[-1] == size and counts == sorted(counts)
+    assert len(counts) <= size / rate / 0.5 + 2  # 15 here; 135 at 20 a second
+
+
 def _signed(bucket: Path, serial: str) -> set[int]:
     """The camera's recordings listed in a manifest in the bucket."""
     return {

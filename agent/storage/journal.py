@@ -1,4 +1,5 @@
-"""The journal: SQLite (WAL, synchronous=FULL) holding every piece of state that must survive a crash.
+"""The journal: SQLite (WAL, synchronous=FULL) holding every piece of state that must survive a crash
+(part rows commit without their own fsync: ``Journal.add_part`` says why).
 
 It records each recording's progress as a state machine, the uploaded parts of each multipart
 upload, the custody chain, batches and their sealed artefacts, and the registers an armourer keeps
@@ -308,13 +309,31 @@ class Journal:
 
     def add_part(self, key: RecordingKey, upload_id: str, part: JournaledPart) -> None:
         """Journal one uploaded part (its own transaction), unless the recording no longer owns
-        ``upload_id`` (it was moved out of its batch meanwhile)."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM recordings "  # noqa: S608
-                f"WHERE {_KEY_WHERE} AND upload_id=?)",
-                (*key.params, part.number, part.size, part.checksum, part.etag, *key.params, upload_id),
-            )
+        ``upload_id`` (it was moved out of its batch meanwhile).
+
+        The one write that commits without its own fsync (``synchronous=NORMAL`` for this transaction):
+        the row is in the WAL file as soon as it commits, so a kill -9 keeps it; a power cut may lose the
+        rows since the last ``FULL`` commit, whose fsync of the WAL made every earlier row durable too. A
+        lost row is a part the bucket has and the journal does not, which is sent again (crash-safety.md);
+        every state change still syncs before it counts, ``completing`` with its exact part list. So a
+        part no longer costs an fdatasync of the journal, 0.3 ms of CPU and 3 ms of its uploader's time."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as err:
+                raise _storage_error(err, self.path) from err
+            try:
+                with self.transaction() as db:
+                    db.execute(
+                        "INSERT OR REPLACE INTO parts SELECT ?,?,?,?,?,?,? WHERE EXISTS(SELECT 1 FROM "  # noqa: S608
+                        f"recordings WHERE {_KEY_WHERE} AND upload_id=?)",
+                        (*key.params, part.number, part.size, part.checksum, part.etag, *key.params, upload_id),
+                    )
+            finally:
+                try:
+                    self._db.execute("PRAGMA synchronous=FULL")  # every other write syncs before it counts
+                except sqlite3.Error as err:
+                    raise _storage_error(err, self.path) from err
 
     def replace_parts(self, key: RecordingKey, parts: Iterable[JournaledPart]) -> None:
         """In a transaction: exactly ``parts`` (those of one whole pass), none of an earlier pass."""
