@@ -32,7 +32,14 @@ Peak memory: the daemon's own VmHWM, and the sum over its processes of VmRSS and
 counted once), sampled every 0.1 s.
 
     .venv/bin/python bench/bays.py [--cameras 8] [--size-mib 64] [--mode both] [--bucket local|s3|both]
-                                   [--polling shipped|busy|both] [--runs 1] [--json] [--py-spy DIR]
+                                   [--polling shipped|busy|both] [--runs 1] [--json] [--py-spy DIR] [--perf DIR]
+
+``--perf DIR`` records each run's daemon tree with ``perf record -g`` (the daemon and its forkserver,
+attached at READY=1; the bay workers the forkserver forks are recorded with it) and splits its CPU s/GiB by
+process, by thread (from what each thread's samples are: the encrypting threads SHA-256 + ChaCha20-Poly1305,
+the part threads SHA-256 + CRC-32C, the readers and uploaders kernel and interpreter) and by kind of work
+(bench/ingest.py's ``_PERF_KINDS``): where the daemon's CPU goes, so the accounting of issue 14 can be
+repeated. perf's own sampling adds a little to the figures of those runs.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import floor_cpu, upload_stage  # noqa: E402
+from bench.ingest import _PERF_KINDS, floor_cpu, upload_stage  # noqa: E402
 from bodycam.agent.service import control  # noqa: E402
 from bodycam.drivers.errors import BodycamError  # noqa: E402
 from tests.dock import CLI, iso_window, make_dock, window  # noqa: E402
@@ -149,6 +156,74 @@ def _py_spy(pid: int, directory: Path | None, name: str) -> subprocess.Popen[byt
     return subprocess.Popen([spy, "record", "--subprocesses", "--threads", "--native", "--format", "raw",
                              "--rate", "200", "-o", str(out), "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def _perf(pid: int, directory: Path | None, name: str) -> tuple[subprocess.Popen[bytes], Path] | None:
+    """``perf record -g`` of the daemon from its start, so the forkserver it starts and every bay worker
+    that forks are recorded with it (perf follows the children of what it records, not those a process
+    had before perf came). Timestamps on CLOCK_MONOTONIC: ``perf_split`` keeps the samples of the measured
+    window only (from READY=1). perf is not in the daemon's tree."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / f"{name}.data"
+    cmd = ["perf", "record", "-q", "-F", "499", "-g", "-k", "CLOCK_MONOTONIC", "-o", str(data), "-p", str(pid)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), data
+
+
+def _thread_role(pid: str, tid: str, daemon: str, kinds: dict[str, int]) -> str:
+    """What a thread of the daemon's tree is, from its process and what its samples are."""
+    n = sum(kinds.values())
+    if pid == daemon:
+        return "daemon process"
+    if pid == tid:
+        return "workers' main threads (the daemon link)"
+    if kinds.get("ChaCha20-Poly1305", 0) > 0.1 * n:
+        return "encrypting (bay) threads"
+    if kinds.get("SHA-256", 0) > 0.3 * n:
+        return "part threads (ciphertext SHA-256, CRC-32C)"
+    return "camera readers, uploaders, other"
+
+
+def perf_split(
+    data: Path, daemon_pid: int, cpu_s_per_gib: float, window: tuple[float, float]
+) -> dict[str, dict[str, float]] | None:
+    """The run's CPU s/GiB split by thread role and kind of work, from perf's samples within ``window``
+    (CLOCK_MONOTONIC seconds: the run's measured window), each by its leaf function; None when ``perf
+    script`` cannot read the file or it holds no sample of the window."""
+    try:
+        out = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,tid,time,ip,dso"],
+                             capture_output=True, text=True, timeout=600).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    threads: dict[tuple[str, str], dict[str, int]] = {}
+    current: tuple[str, str] | None = None
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():  # a sample: pid/tid and time; its call chain follows, leaf first
+            fields = line.split()
+            at = float(fields[1].rstrip(":"))
+            current = tuple(fields[0].split("/", 1)) if window[0] <= at <= window[1] else None  # type: ignore[assignment]
+            continue
+        if current is None:
+            continue
+        kind = next((name for key, name in _PERF_KINDS if key in line), "other")
+        per = threads.setdefault(current, {})
+        per[kind] = per.get(kind, 0) + 1
+        current = None  # the leaf only
+    total = sum(sum(k.values()) for k in threads.values())
+    if not total:
+        return None
+    roles: dict[str, dict[str, float]] = {}
+    for (pid, tid), kinds in threads.items():
+        role = roles.setdefault(_thread_role(pid, tid, str(daemon_pid), kinds), {})
+        for kind, n in kinds.items():
+            role[kind] = role.get(kind, 0.0) + n / total * cpu_s_per_gib
+    return {
+        role: {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+        for role, kinds in sorted(roles.items(), key=lambda kv: -sum(kv[1].values()))
+    }
 
 
 class S3:
@@ -282,6 +357,7 @@ def run(
     *,
     processes: bool,
     py_spy: Path | None = None,
+    perf: Path | None = None,
     s3: S3 | None = None,
     bay_workers: int | None = None,
     polling: str = "shipped",
@@ -313,12 +389,14 @@ def run(
         env = {**(s3.env() if s3 is not None else os.environ), **notify.env()}
         daemon = subprocess.Popen([CLI, "--config", str(dock.config_path), "daemon", *rescan],
                                   stderr=(workdir / "daemon.log").open("w"), env=env)  # fmt: skip
+        recorder = _perf(daemon.pid, perf, f"{'processes' if processes else 'threads'}-{cameras}-{workdir.name}")
         peak = peak_pss = peak_tree = polls = 0
         try:
             sock = dock.config.state_dir / "run" / "control.sock"
             notify.wait_ready(daemon)  # the clock starts when the daemon is ready, not at interpreter start
             spy = _py_spy(daemon.pid, py_spy, f"{'processes' if processes else 'threads'}-{cameras}")
             started = time.perf_counter()
+            ready_at = time.monotonic()
             cpu_before = tree_cpu_s(daemon.pid)
             sims_before = sum(cpu_s(s.proc.pid) for s in sims)
             store_before = s3.cpu_s() if s3 is not None else 0.0
@@ -354,19 +432,28 @@ def run(
                     raise RuntimeError(f"a bay failed: {bays}")
             elapsed = time.perf_counter() - started
             cpu = tree_cpu_s(daemon.pid) - cpu_before
+            synced_at = time.monotonic()
             sims_cpu = sum(cpu_s(s.proc.pid) for s in sims) - sims_before
             store_cpu = s3.cpu_s() - store_before if s3 is not None else 0.0
             peak = max(peak, peak_rss_kib(daemon.pid))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                 spy.wait(60)
+            if recorder is not None:
+                recorder[0].send_signal(signal.SIGINT)  # perf writes its file on SIGINT
+                recorder[0].wait(120)
             idle_cores = idle(daemon.pid, sock, notify, polling, idle_s)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
             notify.close()
         total = cameras * training * size
-        return {"cameras": cameras, "bucket": "local" if s3 is None else "s3", "polling": polling, "polls": polls,
+        split = (
+            None
+            if recorder is None
+            else perf_split(recorder[1], daemon.pid, cpu / (total / 2**30), (ready_at, synced_at))
+        )
+        return {"perf_split": split,"cameras": cameras, "bucket": "local" if s3 is None else "s3", "polling": polling, "polls": polls,
                 "idle_cores": idle_cores,
                 "bytes": total, "seconds": round(elapsed, 2), "MBps": round(total / elapsed / 1e6, 1),
                 "MBps_per_camera": round(total / cameras / elapsed / 1e6, 1),
@@ -416,6 +503,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat (the machine is shared: quote CPU s/GiB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile the daemon's tree with py-spy into DIR")
+    parser.add_argument("--perf", type=Path, default=None,
+                        help="record the daemon's tree with perf record -g into DIR; split its CPU s/GiB by thread and kind")  # fmt: skip
     args = parser.parse_args()  # fmt: skip
     size = args.size_mib * 1024 * 1024
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
@@ -458,7 +547,8 @@ def compare(
     for n in sorted({1, args.cameras}):
         with tempfile.TemporaryDirectory(prefix="bodycam-bays-") as tmp:
             results[n] = run(
-                n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy, s3=s3,
+                n, size, args.recordings, Path(tmp), processes=mode == "processes", py_spy=args.py_spy,
+                perf=args.perf, s3=s3,
                 bay_workers=args.bay_workers,
                 polling=polling, idle_s=args.idle_s, camera_mbps=args.camera_mbps,
             )  # fmt: skip
@@ -506,6 +596,9 @@ def report(row: dict[str, Any], args: argparse.Namespace) -> None:
             f"(PSS {r['tree_peak_pss_MiB']} MiB); {r['polls']} status polls"
             + (f"; idle {r['idle_cores']:.4f} cores" if r["idle_cores"] is not None else "")
         )
+        for role, kinds in (r["perf_split"] or {}).items():  # --perf
+            print(f"    {role}: {sum(kinds.values()):.2f} s/GiB = "
+                  + ", ".join(f"{kind} {v:.2f}" for kind, v in kinds.items()))  # fmt: skip
         if r["moving_cores"] is not None:
             print(f"    while every bay moved ({r['moving_s']:.1f} s): daemon busy {r['moving_cores']:.3f} cores at "
                   f"{r['moving_MBps_per_camera']:.1f} MB/s per camera, {r['moving_cpu_s_per_GiB']:.2f} CPU s/GiB")  # fmt: skip
