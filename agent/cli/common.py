@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bodycam.agent import config as config_mod
+from bodycam.agent.cli.startup import started
 from bodycam.drivers.errors import BodycamError
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class Context:
     def config(self) -> config_mod.Config:
         if self._config is None:
             self._config = config_mod.load(self.config_path)
+            started()  # a command asks for its config once it has imported what it runs
         return self._config
 
 

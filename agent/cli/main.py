@@ -18,6 +18,7 @@ import click
 from bodycam.agent import __version__
 from bodycam.agent.cli.common import Context
 from bodycam.agent.cli.logsetup import error_line
+from bodycam.agent.cli.startup import started
 from bodycam.drivers.errors import BodycamError
 
 LOG = logging.getLogger("bodycam")
@@ -149,4 +150,6 @@ def main(argv: list[str] | None = None) -> None:
         LOG.debug("internal error", exc_info=True)
         click.echo(f"bodycam-sync: internal error: {type(err).__name__}: {err} (rerun with -vv for details)", err=True)
         sys.exit(1)
+    finally:
+        started()
     sys.exit(0)

@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bodycam.agent.config import Config, Recipient
-from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import manifest as mf
-from bodycam.agent.formats import retention
 from bodycam.agent.formats.agecrypt import Encryptor, check_recipients
 from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
 from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
-from bodycam.agent.pipeline.fleet import FleetSource, FleetView, dock_agreements, fleet_source, note_fleet
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from bodycam.agent.pipeline.pull import PartBuffers, PullResult, part_size_for, pull
 from bodycam.agent.storage.bucket import (
@@ -53,7 +50,9 @@ from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError, UploadError
 from bodycam.drivers.protocol.messages import RecordingInfo
 
-if TYPE_CHECKING:  # imported by make_witnessing: most docks have no witnesses (issue 14, start-up)
+if TYPE_CHECKING:  # imported where used: most docks have no [agreements], [fleet] or [witnesses] (issue 14, start-up)
+    from bodycam.agent.formats import agreements as ag
+    from bodycam.agent.pipeline.fleet import FleetSource, FleetView
     from bodycam.agent.pipeline.witnessing import Outcome as WitnessOutcome
     from bodycam.agent.pipeline.witnessing import Witnessing
 
@@ -205,7 +204,7 @@ class Agent:
         #: recordings being pulled now -> monotonic time of their last progress; a scheduled seal
         #: moves an upload out of its batch only when it is absent here or stalled (changed under _batch_lock)
         self._pulling: dict[RecordingKey, float] = {}
-        self._fleet: FleetSource | None = fleet_source(config)
+        self._fleet: FleetSource | None = None if config.fleet is None else _fleet_source(config)
         self.witnessing = self.make_witnessing(config)
         #: told when a recording starts (True) and stops (False) being pulled here, after it is registered
         #: in ``_pulling``: a bay worker passes it to the daemon, whose scheduled seal must see it
@@ -222,6 +221,8 @@ class Agent:
         """
         cfg = config or self.config
         if cfg.agreements is not None:
+            from bodycam.agent.formats import agreements as ag
+
             ag.controller_keys(cfg.agreements.controller_keys)
             check_recipients([cfg.agreements.archive], [ag.ARCHIVE_NAME])
             return [Recipient(ag.ARCHIVE_NAME, cfg.agreements.archive)]
@@ -242,6 +243,10 @@ class Agent:
         bucket (agent/pipeline/fleet.py), read afresh for each docking (a new agreement or revocation
         applies at the next docking); None without ``[agreements]`` (every in-scope recording goes to
         ``[[recipients]]``, as before agreements existed)."""
+        if self.config.agreements is None:
+            return None
+        from bodycam.agent.pipeline.fleet import dock_agreements
+
         return dock_agreements(self.config, self.fleet(), self.bucket)
 
     def fleet(self) -> FleetSource | None:
@@ -255,7 +260,7 @@ class Agent:
             cfg.controller_keys,
             cfg.refresh_s,
         ):
-            self._fleet = current = fleet_source(self.config)
+            self._fleet = current = _fleet_source(self.config)
         return current
 
     def fleet_view(self) -> FleetView | None:
@@ -265,6 +270,8 @@ class Agent:
         source = self.fleet()
         if source is None:
             return None
+        from bodycam.agent.pipeline.fleet import note_fleet
+
         view = source.view(self.bucket)
         note_fleet(self.journal, self.custody, view)
         return view
@@ -292,6 +299,8 @@ class Agent:
         self, loaded: ag.Loaded, serial: str, decision: ScopeDecision, exercises: list[Exercise], now: float
     ) -> ag.Disclosure:
         """Who may receive one in-scope recording now, under which agreements (agent/formats/agreements.py)."""
+        from bodycam.agent.formats import agreements as ag
+
         assert self.config.agreements is not None
         site = next((e.site for e in exercises if e.id == decision.exercise_id), None)
         facts = ag.RecordingFacts(serial, decision.exercise_id, site, decision.start, decision.end)
@@ -428,6 +437,8 @@ class Agent:
     ) -> ScopeDecision:
         """An in-scope recording leaves only under a covering agreement; one whose upload already
         started finishes under the disclosure journaled then (it is encrypted to those parties)."""
+        from bodycam.agent.formats import agreements as ag
+
         if self.journal.state(RecordingKey.of(serial, rec)) in IN_FLIGHT_STATES | DONE_STATES:
             return decision
         try:
@@ -645,9 +656,7 @@ class Agent:
             if not shared.covered:  # an agreement expired or was revoked since the listing
                 raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
             encryptor = Encryptor(list(shared.recipients), file_key=file_key)
-        keep_until = (
-            None if shared is None else retention.retain_until(shared.agreements, shared.parties, job.decision.end)
-        )
+        keep_until = None if shared is None else _retain_until(shared, job.decision.end)
         with self._batch_lock:
             if batch_id is not None and batch_id != batches.open_id(self.journal):
                 batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
@@ -890,9 +899,26 @@ class Agent:
         self.journal.close()
 
 
+def _fleet_source(config: Config) -> FleetSource | None:
+    """The dock's link to the fleet's documents (agent/pipeline/fleet.py), imported only for a dock with
+    ``[fleet]`` (issue 14, start-up: the fleet and agreement formats and their some 10 dataclasses)."""
+    from bodycam.agent.pipeline.fleet import fleet_source
+
+    return fleet_source(config)
+
+
+def _retain_until(shared: ag.Disclosure, end: float) -> float | None:
+    """How long the bucket must keep a recording its agreements disclose (agent/formats/retention.py)."""
+    from bodycam.agent.formats import retention
+
+    return retention.retain_until(shared.agreements, shared.parties, end)
+
+
 def _disclosed(shared: ag.Disclosure, keep_until: float | None) -> dict[str, Any]:
     """The manifest's disclosure fields of one recording: its agreements, parties and, when they set a
     retention, ``retain_until`` (agent/formats/retention.py)."""
+    from bodycam.agent.formats import retention
+
     fields = shared.manifest_fields()
     if keep_until is not None:
         fields["retain_until"] = retention.iso(keep_until)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bodycam.agent.formats.agreements import DATA_ITEMS
 from bodycam.agent.formats.custody import canonical
 
 OFFICER_IDENTITY = "officer_identity"
@@ -77,6 +76,8 @@ def party_sidecars(
 
 
 def _items(lists: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    from bodycam.agent.formats.agreements import DATA_ITEMS  # a dock without [agreements] never gets here
+
     found = {i for items in lists for i in items}
     return tuple(i for i in DATA_ITEMS if i in found)
 
@@ -85,6 +86,8 @@ def _view(
     batch_id: str, party: str, recordings: Sequence[Shared], exercises: Mapping[str, Mapping[str, object]]
 ) -> dict[str, object]:
     """What ``party`` may see of the batch's personal data: nothing its agreements do not disclose."""
+    from bodycam.agent.formats.agreements import DATA_ITEMS
+
     entries: list[dict[str, object]] = []
     sites: dict[str, bool] = {}  # exercise id -> whether the party may see its site
     items: set[str] = set()
