@@ -166,6 +166,9 @@ def test_ingest_into_s3_never_imports_botocore(tmp_path: Path, seaweedfs: Seawee
     assert "bodycam.agent.storage.s3http" in modules  # the bucket was S3, and written
     assert loaded(modules, *S3_STACK) == []
     assert cli_modules(modules) == {"bodycam.agent.cli.ingest"}
+    assert (
+        "configparser" not in modules
+    )  # it reads a profile's files: this dock has none, its keys are the environment's
 
 
 # Runs the console script's main() in a fresh interpreter and prints what the collector did meanwhile.

@@ -27,7 +27,6 @@ sees:
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import hmac
 import html
@@ -165,6 +164,10 @@ def _section(path: str, name: str) -> dict[str, str] | None:
         text = file.read_text(encoding="utf-8") if file.is_file() else ""
     except (OSError, UnicodeDecodeError):
         return None
+    if not text:
+        return {}  # no file (a dock with its keys in the environment): nothing to parse
+    import configparser  # only for a profile's files
+
     parser = configparser.RawConfigParser()
     try:
         parser.read_string(text)
