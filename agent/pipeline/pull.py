@@ -1,6 +1,6 @@
 """The one-pass pull: camera -> SHA-256 -> age encryption -> S3 multipart parts, in bounded memory.
 
-Three stages overlap so that only the slowest sets the pace (README, Performance):
+Three stages overlap so that only the slowest sets the pace (docs/performance.md):
 
     reader thread      camera.read() chunks ------------------------> chunk queue (bounded)
     calling thread     SHA-256(plaintext) + age encrypt -> parts ---> part queue (bounded)
