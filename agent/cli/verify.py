@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TypeAlias
 
 import click
 
@@ -95,7 +97,10 @@ def verify_cmd(
         sys.exit(1)
 
 
-def _on_sigterm(handler: Any) -> Any:
+_Handler: TypeAlias = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+def _on_sigterm(handler: _Handler) -> _Handler:
     """Set SIGTERM's handler, returning the one before (unchanged off the main thread, where Python
     cannot set one)."""
     try:

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,7 +48,9 @@ class CancelledError(BodycamError):
 
 
 class ChunkSource(Protocol):
-    def iter_read(self, recording: RecordingInfo, start: int = 0, span: int = READ_SPAN, *, lend: int = 0) -> Any:
+    def iter_read(
+        self, recording: RecordingInfo, start: int = 0, span: int = READ_SPAN, *, lend: int = 0
+    ) -> Iterator[bytes | memoryview]:
         """The recording's chunks; with ``lend=N`` a chunk may be a view of the camera's reused receive
         buffers, intact only while the next N are yielded (drivers/device/camera.py, ``Camera.iter_read``)."""
         ...
