@@ -294,7 +294,14 @@ def test_ctrl_c_or_sigterm_during_a_spilled_cli_run_removes_its_database(
         tmp = tmp_path / f"tmp-{signum}"
         tmp.mkdir()
         env = {**os.environ, "TMPDIR": str(tmp)}
-        child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_ctrl_c_as_at_a_terminal,
+        )
         try:
             seen = _wait_for_database(tmp, child)
             if seen:
@@ -326,6 +333,13 @@ def test_no_room_for_the_database_is_a_finding_not_a_crash(tmp_path: Path, spill
     assert "could not write its batch summaries" in doc["findings"][0]["message"]
     assert len(doc["batches"]) == 3_276
     assert not list(tmp.iterdir())
+
+
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT back to its default in the child, as a terminal's foreground job has it: a suite started in
+    the background by a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so the child would ignore Ctrl-C, as Unix means background jobs to."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_database(tmp: Path, child: subprocess.Popen[str]) -> bool:
