@@ -52,7 +52,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -565,6 +565,26 @@ class SealSink(Protocol):
         ...
 
 
+class _WriteSink:
+    """A :class:`SealSink` without buffers of its own: each sealed chunk is handed to ``write`` as bytes
+    (:meth:`Encryptor.update`'s join, :func:`encrypt_stream`'s file), so both share ``update_into``'s
+    chunking."""
+
+    __slots__ = ("_write",)
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+
+    def reserve(self, size: int) -> memoryview | None:
+        return None
+
+    def reserve_run(self, unit: int, count: int) -> memoryview | None:
+        return None
+
+    def write(self, data: bytes) -> None:
+        self._write(data)
+
+
 class Encryptor:
     """Push-style encryption of one file to one or more recipients, all X25519 or all ML-KEM hybrid.
 
@@ -651,34 +671,11 @@ class Encryptor:
         self._aead.encrypt_into(_chunk_nonce(self._counter, last), chunk, None, out)
         self._counter += 1
 
-    def _plain_chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | bytearray | memoryview]:
-        """The full 64 KiB plaintext chunks ``data`` completes, each known not to be the last one."""
-        if self._finished:
-            raise ConfigError("Encryptor.update called after finalize")
-        with _as_bytes_view(data) as view:
-            size = len(view)
-            pending = self._pending
-            if len(pending) + size <= CHUNK_SIZE:
-                pending += view
-                return
-            pos = 0
-            if pending:  # top up the held-back chunk; more data follows it, so it is not the last
-                pos = CHUNK_SIZE - len(pending)
-                pending += view[:pos]
-                yield pending
-                pending.clear()
-            while size - pos > CHUNK_SIZE:  # sealed straight from the caller's buffer, no copy
-                yield view[pos : pos + CHUNK_SIZE]
-                pos += CHUNK_SIZE
-            pending += view[pos:]  # 1..CHUNK_SIZE bytes: may turn out to be the final chunk
-
-    def _chunks(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
-        for chunk in self._plain_chunks(data):
-            yield self._seal(chunk, False)
-
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """Encrypt more plaintext; returns every chunk that is now known not to be the last one."""
-        return b"".join(self._chunks(data))
+        sealed: list[bytes] = []
+        self.update_into(data, _WriteSink(sealed.append))
+        return b"".join(sealed)
 
     def update_into(self, data: bytes | bytearray | memoryview, sink: SealSink) -> None:
         """As :meth:`update`, but each sealed chunk goes into ``sink``'s preallocated buffers
@@ -751,9 +748,9 @@ def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Sequence[str]) -> N
     """Encrypt everything readable from ``src`` into ``dst`` with bounded memory."""
     enc = Encryptor(recipients)
     dst.write(enc.header)
+    sink = _WriteSink(dst.write)
     while block := src.read(_BUFSIZE):
-        for sealed in enc._chunks(block):
-            dst.write(sealed)
+        enc.update_into(block, sink)
     dst.write(enc.finalize())
 
 
