@@ -74,12 +74,7 @@ def test_parts_from_reused_buffers_make_the_exact_age_file(tmp_path: Path, size:
     assert [p.size for p in result.parts[:-1]] == [5 * MiB] * (len(result.parts) - 1)
     assert result.ciphertext_sha256 == hashlib.sha256(stored).hexdigest()
     assert result.plaintext_sha256 == hashlib.sha256(data).hexdigest()
-    age = shutil.which("age")
-    if age is not None:
-        keyfile = tmp_path / "party.key"
-        keyfile.write_text(identity + "\n")
-        plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
-        assert plain == data
+    _assert_stock_age_opens(tmp_path, identity, stored, data)
 
 
 class LendingCamera:
@@ -121,12 +116,7 @@ def test_the_pull_holds_no_lent_chunk_longer_than_it_asked(tmp_path: Path, read_
     bucket.complete_upload(KEY, upload_id, result.parts)
     stored = (tmp_path / "bucket" / KEY).read_bytes()
     assert result.ciphertext_sha256 == hashlib.sha256(stored).hexdigest()
-    age = shutil.which("age")
-    if age is not None:
-        keyfile = tmp_path / "party.key"
-        keyfile.write_text(identity + "\n")
-        plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
-        assert plain == data
+    _assert_stock_age_opens(tmp_path, identity, stored, data)
 
 
 def test_a_failed_last_upload_ends_the_pull_with_its_error(tmp_path: Path) -> None:
@@ -309,12 +299,7 @@ def test_a_bay_sharing_the_dock_pulls_through_a_ring_of_its_share(tmp_path: Path
     stored = (tmp_path / "bucket" / KEY).read_bytes()
     assert len(result.parts) == 5 and len(bucket.buffers) == buffers
     assert result.ciphertext_sha256 == hashlib.sha256(stored).hexdigest()
-    age = shutil.which("age")
-    if age is not None:
-        keyfile = tmp_path / "party.key"
-        keyfile.write_text(identity + "\n")
-        plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
-        assert plain == data
+    _assert_stock_age_opens(tmp_path, identity, stored, data)
 
 
 def test_a_sessions_recordings_reuse_its_part_buffers_within_the_bays_share(tmp_path: Path) -> None:
@@ -405,3 +390,13 @@ def test_ingest_once_keeps_four_parts_in_flight_from_five_buffers(tmp_path: Path
     assert report.errors == [] and report.verified == 1, report
     assert bucket.most == 4, f"at most {bucket.most} parts uploaded at once"
     assert len(bucket.buffers) <= 5, f"{len(bucket.buffers)} part buffers"
+
+
+def _assert_stock_age_opens(tmp_path: Path, identity: str, stored: bytes, data: bytes) -> None:
+    """Stock ``age -d`` with the party's identity gives back exactly the plaintext pulled."""
+    age = shutil.which("age")
+    if age is not None:
+        keyfile = tmp_path / "party.key"
+        keyfile.write_text(identity + "\n")
+        plain = subprocess.run([age, "-d", "-i", str(keyfile)], input=stored, capture_output=True, check=True).stdout
+        assert plain == data
