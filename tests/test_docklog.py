@@ -25,6 +25,7 @@ from bodycam.agent.storage.wrapper import BucketWrapper
 
 from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .log_setup import grown_past_a_full_tile, publish_leaves
 from .s3server import SeaweedFS
 from .sims import SimProcess
 
@@ -163,19 +164,6 @@ def test_a_full_tile_deletes_the_partial_tiles_it_replaces_in_an_object_locked_b
         bucket.delete(f"{prefix}/tile/0/000", version_id=full.version_id)
 
 
-def _publish_leaves(journal: Journal, bucket: Bucket, key: Ed25519PrivateKey, leaves: int, start: int = 0) -> None:
-    """Batches B<start>..B<leaves - 1> logged and published one after the other, as the dock seals and publishes."""
-    for i in range(start, leaves):
-        with journal.transaction() as db:
-            docklog.append_in(
-                db, dock_id=DOCK_ID, batch_id=f"B{i:04d}", batch_seq=i + 1, manifest_sha256=f"{i:064x}", key=key
-            )
-        docklog.publish(
-            journal, lambda k, data, retain: batch._put_once(bucket, k, data, retain=retain), bucket,
-            DOCK_ID, f"B{i:04d}",
-        )  # fmt: skip
-
-
 def test_publishing_past_a_full_tile_leaves_only_the_final_tiles_and_verify_finds_nothing(tmp_path: Path) -> None:
     """The dock publishes after each batch: 58.6 KB of partial tiles a batch used to stay behind for good;
     now each full tile's partials are deleted as it is written, and the log still checks (logcheck)."""
@@ -187,7 +175,7 @@ def test_publishing_past_a_full_tile_leaves_only_the_final_tiles_and_verify_find
     leaves = tlog.TILE_WIDTH + 2
     try:
         with LocalBucket(root) as bucket:
-            _publish_leaves(journal, bucket, key, leaves)
+            publish_leaves(journal, bucket, key, leaves)
             manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(leaves))
             assert logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests) == []
     finally:
@@ -208,30 +196,20 @@ def test_verify_reads_the_full_tile_when_a_partial_it_needs_was_deleted_under_it
     here as the bucket at that moment: the older checkpoint read, the log grown past a full tile since."""
     from bodycam.agent.audit import logcheck
 
-    key = Ed25519PrivateKey.generate()
-    journal = Journal(tmp_path / "state" / "journal.sqlite3")
-    root = tmp_path / "bucket"
-    leaves, seen = tlog.TILE_WIDTH + 2, 200
-    log = root / docklog.log_prefix(DOCK_ID)
-    try:
-        with LocalBucket(root) as bucket:
-            _publish_leaves(journal, bucket, key, leaves)
-            assert not (log / f"tile/entries/000.p/{seen}").exists()  # deleted once tile 000 was full
-            (log / "checkpoint").write_bytes((log / "checkpoints" / str(seen)).read_bytes())
+    with grown_past_a_full_tile(tmp_path) as grown:
+        log, seen = grown.log, grown.seen
 
-            def check() -> list[tuple[str, str | None]]:
-                manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(seen))
-                found = logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests)
-                # what the log grew to after that checkpoint was read is beyond it (strays, newer kept ones)
-                return [(f.problem, f.key) for f in found if f.problem not in ("log_unlisted_object", "log_fork")]
+        def check() -> list[tuple[str, str | None]]:
+            manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(seen))
+            found = logcheck.check(grown.bucket, DOCK_ID, [grown.key.public_key()], manifests)
+            # what the log grew to after that checkpoint was read is beyond it (strays, newer kept ones)
+            return [(f.problem, f.key) for f in found if f.problem not in ("log_unlisted_object", "log_fork")]
 
-            assert check() == []
-            (log / "tile/entries/000").unlink()
-            (log / "tile/0/000").unlink()
-            prefix = docklog.log_prefix(DOCK_ID)
-            assert check() == [("log_entries_unreadable", f"{prefix}/tile/entries/000.p/{seen}")]
-    finally:
-        journal.close()
+        assert check() == []
+        (log / "tile/entries/000").unlink()
+        (log / "tile/0/000").unlink()
+        prefix = docklog.log_prefix(DOCK_ID)
+        assert check() == [("log_entries_unreadable", f"{prefix}/tile/entries/000.p/{seen}")]
 
 
 def verify_findings(dock: Dock, bucket: Path) -> tuple[int, list[tuple[str, str]]]:
@@ -389,14 +367,14 @@ def test_verify_of_a_live_bucket_reads_the_checkpoint_again_before_calling_an_ob
         journal = Journal(tmp_path / name / "journal.sqlite3")
         bucket = open_bucket(f"s3://{s3_bucket}/{name}", seaweedfs.endpoint_url)
         try:
-            _publish_leaves(journal, bucket, key, first)
+            publish_leaves(journal, bucket, key, first)
             if witnessed:
                 cosign(bucket, first)
 
             def publish() -> None:
                 for i in range(first, grown):  # a dock stores a batch's manifest before it logs the batch
                     bucket.put_object(f"{DOCK_ID}/B{i:04d}/manifest.json", b"{}")
-                _publish_leaves(journal, bucket, key, grown, start=first)
+                publish_leaves(journal, bucket, key, grown, start=first)
                 if witnessed:
                     cosign(bucket, grown)
                 if after is not None:
@@ -469,7 +447,7 @@ def test_a_checkpoint_read_again_does_not_hide_deleted_batches(tmp_path: Path) -
         with LocalBucket(tmp_path / "bucket") as bucket:
             for i in range(5):
                 bucket.put_object(f"{mf.batch_prefix(DOCK_ID, f'B{i:04d}')}/{mf.MANIFEST}", b"{}")
-            _publish_leaves(journal, bucket, key, 5)
+            publish_leaves(journal, bucket, key, 5)
 
             def kept(size: int) -> bytes:
                 return bucket.get_bytes(f"{prefix}/{docklog.CHECKPOINTS}/{size}", max_size=note.MAX_NOTE)

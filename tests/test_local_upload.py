@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,35 @@ def send(bucket: LocalBucket, upload_id: str, number: int, chunk: bytes) -> Part
 
 def upload_dir(bucket: LocalBucket, upload_id: str) -> Path:
     return bucket.root / ".uploads" / upload_id
+
+
+@dataclass
+class Sent:
+    """An upload every chunk of which was sent, as a crashed agent leaves it for the next one to resume."""
+
+    bucket: LocalBucket
+    chunks: list[bytes]
+    upload_id: str
+    parts: list[Part]
+
+    @property
+    def index(self) -> Path:
+        return upload_dir(self.bucket, self.upload_id) / "parts"
+
+    def damaged(self, at: int, mask: int) -> LocalBucket:
+        """Byte ``at`` of the part index flipped by ``mask``, then the bucket as a restarted agent opens it."""
+        raw = bytearray(self.index.read_bytes())
+        raw[at] ^= mask
+        self.index.write_bytes(bytes(raw))
+        return LocalBucket(self.bucket.root)
+
+
+def sent(tmp_path: Path, count: int, last: int, seed: int) -> Sent:
+    """``chunks_of(count, last, seed)`` sent as parts 1.. of one upload into a fresh bucket."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    chunks = chunks_of(count, last, seed=seed)
+    upload_id = bucket.start_upload(KEY)
+    return Sent(bucket, chunks, upload_id, [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)])
 
 
 @pytest.fixture
@@ -139,16 +169,10 @@ def test_a_damaged_record_unlists_it_and_every_later_one_until_they_are_sent_aga
     """One flipped byte in the middle of the index: the parts from that line on are not trusted (none is
     listed with bytes it may not describe), so they are sent again, and the object is exact; a part that
     does not have the listed bytes where it would stand does not complete."""
-    bucket = LocalBucket(tmp_path / "bucket")
-    chunks = chunks_of(3, 5, seed=20)
-    upload_id = bucket.start_upload(KEY)
-    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
-    index = upload_dir(bucket, upload_id) / "parts"
-    raw = bytearray(index.read_bytes())
-    second = raw.index(b"\nP 00002 ") + 1
-    raw[second + 10] ^= 0x04  # a digit of part 2's size
-    index.write_bytes(bytes(raw))
-    again = LocalBucket(bucket.root)
+    up = sent(tmp_path, 3, 5, seed=20)
+    bucket, chunks, upload_id, parts = up.bucket, up.chunks, up.upload_id, up.parts
+    second = up.index.read_bytes().index(b"\nP 00002 ") + 1
+    again = up.damaged(second + 10, 0x04)  # a digit of part 2's size
     assert [p.number for p in again.list_parts(KEY, upload_id)] == [1]
     wrong = Part(2, parts[1].etag, b64_crc32c(b"other bytes"), parts[1].size)
     with pytest.raises(UploadError, match="never uploaded"):
@@ -163,26 +187,17 @@ def test_a_completion_finds_the_parts_a_damaged_index_lost_by_their_checksums(tm
     """A recording in ``completing`` needs no camera: its journal lists every part. If the index lost their
     lines (damage), each is looked for where it would stand and taken when its bytes there have the
     journaled checksum, so the upload completes, byte-exact, without anything sent again."""
-    bucket = LocalBucket(tmp_path / "bucket")
-    chunks = chunks_of(3, 4000, seed=25)
-    upload_id = bucket.start_upload(KEY)
-    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
-    index = upload_dir(bucket, upload_id) / "parts"
-    raw = bytearray(index.read_bytes())
-    raw[3] ^= 0x01  # the stride's line: nothing is listed any more
-    index.write_bytes(bytes(raw))
-    again = LocalBucket(bucket.root)
-    assert again.list_parts(KEY, upload_id) == []
-    again.complete_upload(KEY, upload_id, parts)
-    assert (bucket.root / KEY).read_bytes() == b"".join(chunks)
+    up = sent(tmp_path, 3, 4000, seed=25)
+    again = up.damaged(3, 0x01)  # the stride's line: nothing is listed any more
+    assert again.list_parts(KEY, up.upload_id) == []
+    again.complete_upload(KEY, up.upload_id, up.parts)
+    assert (up.bucket.root / KEY).read_bytes() == b"".join(up.chunks)
 
 
 def test_a_missing_index_lists_no_part_and_the_upload_still_completes(tmp_path: Path) -> None:
-    bucket = LocalBucket(tmp_path / "bucket")
-    chunks = chunks_of(1, 77, seed=30)
-    upload_id = bucket.start_upload(KEY)
-    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
-    (upload_dir(bucket, upload_id) / "parts").unlink()
+    up = sent(tmp_path, 1, 77, seed=30)
+    bucket, chunks, upload_id, parts = up.bucket, up.chunks, up.upload_id, up.parts
+    up.index.unlink()
     again = LocalBucket(bucket.root)
     assert again.list_parts(KEY, upload_id) == []
     assert [send(again, upload_id, n, c) for n, c in enumerate(chunks, 1)] == parts
@@ -210,14 +225,11 @@ def test_two_bucket_instances_on_one_upload_each_see_the_others_records(tmp_path
 def test_parts_whose_bytes_were_cut_from_the_data_file_do_not_complete(tmp_path: Path) -> None:
     """The index says where each part stands; a ``data`` file cut short under it (a disk that lost its
     tail, a hand) makes the completion refuse, not publish an object with a hole of zeros."""
-    bucket = LocalBucket(tmp_path / "bucket")
-    chunks = chunks_of(2, 100, seed=70)
-    upload_id = bucket.start_upload(KEY)
-    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
-    os.truncate(upload_dir(bucket, upload_id) / "data", 2 * MIN_PART_SIZE)
+    up = sent(tmp_path, 2, 100, seed=70)
+    os.truncate(upload_dir(up.bucket, up.upload_id) / "data", 2 * MIN_PART_SIZE)
     with pytest.raises(ChecksumMismatchError, match="100 bytes short"):
-        bucket.complete_upload(KEY, upload_id, parts)
-    assert bucket.head(KEY) is None
+        up.bucket.complete_upload(KEY, up.upload_id, up.parts)
+    assert up.bucket.head(KEY) is None
 
 
 def _old_layout(udir: Path, key: str, placed: dict[int, bytes], own: dict[int, bytes], sidecar: str) -> None:
@@ -474,10 +486,8 @@ def test_a_part_whose_bytes_were_cut_is_never_completed_as_zeros_and_is_sent_aga
     object missing parts under the records' composite checksum (before: it did, and ``_complete``'s size
     and checksum checks passed). The bucket that wrote the parts refuses to complete; a restarted one no
     longer lists the parts whose bytes are gone, so they are sent again and the object is exact."""
-    bucket = LocalBucket(tmp_path / "bucket")
-    chunks = chunks_of(2, 999, seed=80)
-    upload_id = bucket.start_upload(KEY)
-    parts = [send(bucket, upload_id, n, c) for n, c in enumerate(chunks, 1)]
+    up = sent(tmp_path, 2, 999, seed=80)
+    bucket, chunks, upload_id, parts = up.bucket, up.chunks, up.upload_id, up.parts
     os.truncate(upload_dir(bucket, upload_id) / "data", MIN_PART_SIZE + 10)  # part 2 cut, part 3 gone
     with pytest.raises(ChecksumMismatchError, match=r"stored part 2 of .* is 5242870 bytes short"):
         bucket.complete_upload(KEY, upload_id, parts)

@@ -25,6 +25,7 @@ from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError
 
 from . import tlogcheck as gocheck
 from .dock import DOCK_ID, Dock, iso_window, make_dock, window
+from .log_setup import grown_past_a_full_tile
 from .s3server import SeaweedFS
 from .sims import SimProcess
 from .test_witness import witnessed_dock
@@ -408,7 +409,7 @@ def test_a_bundle_from_an_s3_bucket_verifies_without_witnesses_when_the_policy_a
 
 
 def _logged(i: int) -> bytes:
-    """Leaf ``i`` of a dock's log as test_docklog's _publish_leaves logs it (batch B<i>, batch_seq i + 1)."""
+    """Leaf ``i`` of a dock's log as tests/log_setup.py's publish_leaves logs it (batch B<i>, batch_seq i + 1)."""
     return docklog.entry(DOCK_ID, f"B{i:04d}", i + 1, f"{i:064x}")
 
 
@@ -419,42 +420,27 @@ def test_proof_reads_the_full_tile_when_the_partial_of_its_checkpoint_was_delete
     read_tile; C2SP tlog-tiles: clients SHOULD); before, it read only the partial and failed. Tiles that
     do not prove the entry under the signed root are refused, not quoted."""
     from bodycam.agent.formats import tlog
-    from bodycam.agent.storage.bucket import LocalBucket
-    from bodycam.agent.storage.journal import Journal
 
-    from .test_docklog import _publish_leaves
-
-    key = Ed25519PrivateKey.generate()
-    journal = Journal(tmp_path / "state" / "journal.sqlite3")
-    root = tmp_path / "bucket"
-    leaves, seen = tlog.TILE_WIDTH + 2, 200
-    log = root / docklog.log_prefix(DOCK_ID)
-    try:
-        with LocalBucket(root) as bucket:
-            _publish_leaves(journal, bucket, key, leaves)
-            assert not (log / f"tile/entries/000.p/{seen}").exists() and not (log / f"tile/0/000.p/{seen}").exists()
-            # the bucket as proof saw it: the checkpoint of `seen` read, the log grown past tile 000 since
-            (log / "checkpoint").write_bytes((log / "checkpoints" / str(seen)).read_bytes())
-            signed, index, size, proof = disclose._log(bucket, DOCK_ID, _logged(150))
-            assert (index, size) == (150, seen) and signed == (log / "checkpoint").read_bytes()
-            cp = note.parse_checkpoint(note.split_note(signed)[0])
-            tlog.verify_inclusion(index, size, tlog.leaf_hash(_logged(150)), proof, cp.root)
-            lines = gocheck.run(
-                {
-                    "vkey": docklog.verifier_key(DOCK_ID, key),
-                    "checkpoint": str(log / "checkpoint"),
-                    "origin": ORIGIN,
-                    "records": [{"index": 150, "entry": gocheck.b64(_logged(150)), "proof": gocheck.proof_list(proof)}],
-                }
-            )
-            assert lines == ["checkpoint OK", "record 150 OK"], lines
-            tile, at = log / "tile/0/000", 151 * tlog.HASH_SIZE  # the leaf hash beside entry 150's
-            data = tile.read_bytes()
-            tile.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
-            with pytest.raises(IntegrityError, match="the hash tiles do not prove entry 150"):
-                disclose._log(bucket, DOCK_ID, _logged(150))
-    finally:
-        journal.close()
+    with grown_past_a_full_tile(tmp_path) as grown:
+        bucket, key, log, seen = grown.bucket, grown.key, grown.log, grown.seen
+        signed, index, size, proof = disclose._log(bucket, DOCK_ID, _logged(150))
+        assert (index, size) == (150, seen) and signed == (log / "checkpoint").read_bytes()
+        cp = note.parse_checkpoint(note.split_note(signed)[0])
+        tlog.verify_inclusion(index, size, tlog.leaf_hash(_logged(150)), proof, cp.root)
+        lines = gocheck.run(
+            {
+                "vkey": docklog.verifier_key(DOCK_ID, key),
+                "checkpoint": str(log / "checkpoint"),
+                "origin": ORIGIN,
+                "records": [{"index": 150, "entry": gocheck.b64(_logged(150)), "proof": gocheck.proof_list(proof)}],
+            }
+        )
+        assert lines == ["checkpoint OK", "record 150 OK"], lines
+        tile, at = log / "tile/0/000", 151 * tlog.HASH_SIZE  # the leaf hash beside entry 150's
+        data = tile.read_bytes()
+        tile.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
+        with pytest.raises(IntegrityError, match="the hash tiles do not prove entry 150"):
+            disclose._log(bucket, DOCK_ID, _logged(150))
 
 
 def _write_log(root: Path, key: Ed25519PrivateKey, size: int, witnessed: int) -> None:
