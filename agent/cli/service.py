@@ -30,9 +30,17 @@ def daemon(ctx: Context, rescan: float) -> None:
 
 
 def _control(ctx: Context, doc: dict[str, object]) -> JSONObject:
-    from bodycam.agent.service.control import request, socket_path
+    from bodycam.agent.service.control import client_socket_paths, find_socket, request
+    from bodycam.drivers.errors import ServiceError
 
-    return request(socket_path(ctx.config.state_dir), doc)
+    candidates = client_socket_paths(ctx.config.state_dir)
+    path = find_socket(candidates)
+    if path is None:
+        where = " or ".join(str(p) for p in candidates)
+        raise ServiceError(
+            f"the daemon is not running (no control socket at {where}); start it with 'systemctl start bodycam-agent'"
+        )
+    return request(path, doc)
 
 
 def _object(value: JSONValue) -> JSONObject:

@@ -27,10 +27,42 @@ MAX_RESPONSE = 16 * 1024 * 1024
 Handler = Callable[[JSONObject], dict[str, object]]
 
 
+#: the shipped unit's ``RuntimeDirectory=bodycam``: where a daemon run by systemd listens. systemd sets
+#: ``RUNTIME_DIRECTORY`` for the daemon only, never in an operator's shell, so ``status`` looks here too.
+SYSTEMD_RUNTIME = Path("/run/bodycam")
+
+
 def socket_path(state_dir: Path) -> Path:
     runtime = os.environ.get("RUNTIME_DIRECTORY")
     base = Path(runtime.split(":")[0]) if runtime else state_dir / "run"
     return base / "control.sock"
+
+
+def client_socket_paths(state_dir: Path, system_runtime: Path = SYSTEMD_RUNTIME) -> list[Path]:
+    """Where ``status``/``sync``/``eject``/``watch`` look for the daemon, in order.
+
+    The daemon's own path first (``$RUNTIME_DIRECTORY`` when the caller has it, else ``STATE_DIR/run``);
+    without ``$RUNTIME_DIRECTORY``, also the systemd unit's runtime directory: an armourer's shell on a
+    deployed dock has no such variable, and without this fallback ``status`` said "not running" while
+    the service ran."""
+    own = socket_path(state_dir)
+    system = system_runtime / "control.sock"
+    if os.environ.get("RUNTIME_DIRECTORY") or system == own:
+        return [own]
+    return [own, system]
+
+
+def find_socket(candidates: list[Path]) -> Path | None:
+    """The first candidate that exists (or that we may not even look at: then the error says why)."""
+    for path in candidates:
+        try:
+            path.stat()
+        except PermissionError:
+            return path  # the group's directory: request() then says to join the daemon's group
+        except OSError:
+            continue
+        return path
+    return None
 
 
 def peer_allowed(uid: int, gid: int, pid: int) -> bool:
