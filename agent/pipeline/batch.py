@@ -114,15 +114,22 @@ def defer(
         for rk in journal.keys_in(RecordingState.UPLOADING, batch_id=batch_id):
             if rk in keep:
                 continue
-            row = journal.recording(rk)
-            assert row is not None  # listed in this transaction
-            journal.mark_pending(rk, f"moved out of batch {batch_id}, sealed on schedule")
-            custody.append_in(
-                db, "pull_deferred", camera=rk.serial, recording=rk.recording_id, batch=batch_id, key=row["object_key"]
-            )
-            if row["upload_id"]:
-                moved.append((str(row["object_key"]), str(row["upload_id"])))
+            moved += move_out(journal, db, custody, batch_id, rk, "sealed on schedule")
     return moved
+
+
+def move_out(
+    journal: Journal, db: sqlite3.Connection, custody: CustodyLog, batch_id: str, rk: RecordingKey, why: str
+) -> list[tuple[str, str]]:
+    """In a transaction: one ``uploading`` recording of ``batch_id`` back to ``pending`` (custody
+    ``pull_deferred``); the (key, upload id) its caller aborts after the commit, if it had an upload."""
+    row = journal.recording(rk)
+    assert row is not None  # listed in this transaction
+    journal.mark_pending(rk, f"moved out of batch {batch_id}, {why}")
+    custody.append_in(
+        db, "pull_deferred", camera=rk.serial, recording=rk.recording_id, batch=batch_id, key=row["object_key"]
+    )
+    return [(str(row["object_key"]), str(row["upload_id"]))] if row["upload_id"] else []
 
 
 def busy(journal: Journal, batch_id: str) -> int:

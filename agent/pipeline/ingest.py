@@ -69,6 +69,12 @@ class DeferredError(BodycamError):
     """A stalled upload was moved out of its batch (a scheduled seal) while its pull was still running."""
 
 
+class IdTakenError(IntegrityError):
+    """The camera lists other footage under the id of a recording already in the open batch (an id reused
+    after an erase, a re-encoded clip): both would need the one object key that names the id, so this one
+    waits on the camera for the next batch."""
+
+
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -661,6 +667,7 @@ class Agent:
             if batch_id is not None and batch_id != batches.open_id(self.journal):
                 batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
             batch_id = batch_id or batches.open_batch(self.journal)
+            self._claim_id(job, batch_id)
             key = mf.recording_key(self.config.dock_id, batch_id, serial, rec.id)
             # No journal transaction is open across this network call (an outage would hold the
             # journal's write lock for every bay); a crash right after it leaves an orphaned upload,
@@ -707,6 +714,34 @@ class Agent:
         row = self.journal.recording(job.key)
         assert row is not None  # just written
         return row
+
+    def _claim_id(self, job: _Job, batch_id: str) -> None:
+        """Under _batch_lock: make sure no other recording of ``batch_id`` holds this one's object key, which
+        names only the camera and the recording id. A camera may list other footage under an id (reused
+        after an erase, a clip re-encoded): the create-only completion of a second object at that key
+        would be refused at every run, its row left ``completing`` and the batch never sealed. An upload
+        the camera no longer lists under the id, and that nobody is pulling, is moved out of the batch
+        (as a scheduled seal moves a stalled one); one completed or completing keeps the key, and this
+        recording waits on the camera for the next batch (IdTakenError)."""
+        held = self.journal.query(
+            "SELECT camera_sha256, state FROM recordings WHERE serial=? AND recording_id=? AND batch_id=? "
+            "AND camera_sha256<>? AND state IN ('uploading','completing','verified','erased')",
+            (job.serial, job.rec.id, batch_id, job.key.camera_sha256),
+        )
+        for row in held:
+            other = RecordingKey(job.serial, job.rec.id, str(row["camera_sha256"]))
+            if row["state"] != RecordingState.UPLOADING or other in self._pulling:
+                raise IdTakenError(
+                    f"the camera lists other footage under recording id {job.rec.id} than the recording of that id "
+                    f"already in batch {batch_id}; it stays on the camera and leaves in the next batch"
+                )
+            with self.journal.transaction() as db:
+                moved = batches.move_out(self.journal, db, self.custody, batch_id, other, "its id was reused")
+            for object_key, upload_id in moved:
+                try:
+                    self.bucket.abort_upload(object_key, upload_id)
+                except BodycamError as err:
+                    LOG.warning("could not abort the upload of %s (recover() retries): %s", object_key, err)
 
     def _takes_our_checksum(self, key: RecordingKey) -> bool:
         """True when the recording's journaled parts (written only once the bucket took them under its

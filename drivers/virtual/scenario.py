@@ -36,7 +36,8 @@ class ContentSource:
         block = hashlib.shake_256(b"bodycam-sim-content\x00" + serial.encode()).digest(SEGMENT)
         self._double = block + block
         self._view = memoryview(self._double)
-        self._hashes: dict[int, bytes] = {}
+        #: by the recording itself, not its id: a camera may reuse an id for other footage after an erase
+        self._hashes: dict[SyntheticRecording, bytes] = {}
 
     def read(self, rec: SyntheticRecording, offset: int, length: int) -> bytes | memoryview:
         """The bytes at ``offset``; a zero-copy view when they lie in one segment."""
@@ -54,12 +55,12 @@ class ContentSource:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def sha256(self, rec: SyntheticRecording) -> bytes:
-        digest = self._hashes.get(rec.id)
+        digest = self._hashes.get(rec)
         if digest is None:
             h = hashlib.sha256()
             for offset in range(0, rec.size, SEGMENT):
                 h.update(self.read(rec, offset, SEGMENT))
-            digest = self._hashes[rec.id] = h.digest()
+            digest = self._hashes[rec] = h.digest()
         return digest
 
 

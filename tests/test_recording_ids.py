@@ -1,0 +1,73 @@
+"""A camera that gives a recording id to other footage (review of the camera side): after an erase, a
+counter that restarts, or firmware that re-encodes a clip. The journal keys a recording by serial, id
+and SHA-256, but its object key names only the serial and the id: two recordings under one id in one
+batch must never meet at one key. Real parts: a virtual camera over USB/IP, the CLI, a local bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bodycam.drivers.protocol.messages import Category
+from bodycam.drivers.virtual.camera import VirtualCamera
+from bodycam.drivers.virtual.faults import Faults
+from bodycam.drivers.virtual.scenario import SyntheticRecording
+
+from .dock import Dock, make_dock
+from .sims import serve
+
+SERIAL = "CAM-IDS1"
+MiB = 1024 * 1024
+
+
+def _rec(rid: int, start: float, size: int, rotation: int) -> SyntheticRecording:
+    return SyntheticRecording(rid, f"VID_{rid}.mp4", size, start, start + 60, Category.TRAINING, Category.TRAINING,
+                              rotation)  # fmt: skip
+
+
+def _manifest_shas(dock: Dock) -> list[tuple[int, str]]:
+    """(recording id, plaintext SHA-256) of every recording of every signed manifest in the bucket."""
+    out = []
+    for path in sorted((dock.root.parent / "bucket").rglob("manifest.json")):
+        manifest: dict[str, Any] = json.loads(path.read_bytes())
+        out += [(int(r["recording_id"]), str(r["plaintext_sha256"])) for r in manifest["recordings"]]
+    return sorted(out)
+
+
+def test_an_id_reused_for_new_footage_while_its_batch_is_open_never_holds_the_batch(tmp_path: Path) -> None:
+    """Recording 1 is verified and erased, recording 2 is cut by an unplug (its batch stays open), and
+    the camera gives id 1 to a new recording. Before the fix the new one was uploaded under the very key
+    of the verified one in the same batch: the create-only completion was refused at every run, the row
+    stayed 'completing' and the batch (with recordings 1 and 2, verified) was never sealed, and the new
+    footage never reached the bucket. Now it waits for the next batch: the open one is sealed, and the
+    next docking takes it."""
+    now = time.time()
+    first, second = _rec(1, now - 1800, 64 * 1024 + 17, 11), _rec(2, now - 1500, 8 * MiB, 22)
+    camera = VirtualCamera(SERIAL, [first, second], faults=Faults(unplug_at=3 * MiB))
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri(), erase=True)
+    dock.enroll(SERIAL)
+    dock.exercise("EX-IDS", (now - 3600, now + 3600), SERIAL)
+    first_sha = camera.content.sha256(first).hex()
+    with serve("usbip", camera=camera) as served:
+        rc, report = dock.ingest_json(served.address)
+        assert rc == 1 and report["cameras"][0]["erased"] == 1, report  # 1 verified and erased, 2 cut
+        assert camera.erased == [1]
+        reused = _rec(1, now - 600, 64 * 1024 + 99, 33)  # a new recording under the freed id
+        camera.record(reused)
+        reused_sha = camera.content.sha256(reused).hex()
+        assert reused_sha != first_sha
+        codes = []
+        for _ in range(3):
+            time.sleep(0.5)  # the camera re-appears after the unplug
+            rc, report = dock.ingest_json(served.address)
+            codes.append(rc)
+            if rc == 0:
+                break
+    assert codes[-1] == 0, json.dumps([codes, report])[:3000]
+    assert camera.recordings == {}, "every verified recording erased"
+    assert _manifest_shas(dock) == sorted([(1, first_sha), (1, reused_sha), (2, camera.content.sha256(second).hex())])
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
