@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bodycam.agent.cli.common import (
+    NO_CAMERAS,
     Context,
     agent_journal,
     complete_serial,
@@ -50,7 +51,7 @@ def devices(ctx: Context, as_json: bool, usbip: tuple[str, ...], serial_port: tu
 
 def _print_devices(rows: list[CameraSummary]) -> None:
     if not rows:
-        click.echo("no cameras found")
+        click.echo(NO_CAMERAS)
         return
     header = (
         "SERIAL", "MODEL", "FIRMWARE", "LINK", "BATTERY", "STORAGE USED", "CLOCK OFFSET", "RECS", "ENROLLED", "PAIRED",
@@ -212,6 +213,8 @@ def clock_sync(
         raise BodycamError(f"camera {serial} is not reachable")
     if as_json:
         emit_json({"cameras": results})
+    elif not results:
+        click.echo(NO_CAMERAS)
     else:
         for r in results:
             click.echo(f"{r['camera']}: drift {r['drift_s']:+.3f} s, now {r['after_s']:+.3f} s")

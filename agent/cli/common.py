@@ -35,6 +35,12 @@ class Context:
 
 pass_ctx = click.make_pass_decorator(Context)
 
+#: what ``devices``, ``ingest --once`` and ``clock sync`` say when they reach no camera: what to do next
+NO_CAMERAS = (
+    "no cameras found: dock one (USB or serial), or name it with --usbip HOST:PORT or --serial-port PATH "
+    "(or cameras.usbip / cameras.serial in the config); 'bodycam-sync devices' lists what the dock reaches"
+)
+
 
 def _complete_from_journal(table: str) -> Callable[[click.Context, click.Parameter, str], list[str]]:
     """A click ``shell_complete`` callback listing enrolled serials or exercise ids from the journal."""

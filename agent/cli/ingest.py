@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from bodycam.agent.cli.common import (
+    NO_CAMERAS,
     Context,
     emit_json,
     pass_ctx,
@@ -45,6 +46,8 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
     if as_json:
         emit_json(report.to_json())
     else:
+        if not report.cameras and not report.errors:
+            click.echo(NO_CAMERAS)
         for cam in report.cameras:
             click.echo(
                 f"{cam.serial}: {cam.recordings} recordings, {cam.in_scope} in scope, "
