@@ -5,6 +5,8 @@ stays on the cameras."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -63,3 +65,25 @@ def test_demo_says_which_party_received_what_and_what_stayed_on_the_camera(tmp_p
     assert out.count("2 stayed on the camera, never read or uploaded") == 2
     assert "4 out-of-scope recordings stayed on the cameras: no party received any of them" in out
     assert out.rstrip().endswith("DEMO OK")
+
+
+def test_the_stock_tool_lines_the_demo_prints_run_as_printed_from_a_fresh_shell(tmp_path: Path) -> None:
+    """After `bash scripts/demo.sh` the CLI is .venv/bin/bodycam-sync, not on PATH: the verify line the demo
+    prints ran `bodycam-sync` bare and a newcomer pasting it got 'command not found'."""
+    env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                                 if Path(p, "bodycam-sync") != Path(CLI))}  # fmt: skip
+    assert shutil.which("bodycam-sync", path=env["PATH"]) is None, "another bodycam-sync on PATH"
+    proc = subprocess.run(
+        [CLI, "demo", "--workdir", str(tmp_path / "run"), "--cameras", "1", "--recordings", "2", "--training", "1",
+         "--size", "4096"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.split("Check it with stock tools:\n", 1)[1].splitlines()
+    commands = [line.strip() for line in lines if line.startswith("  ")]
+    assert len(commands) == 4 and commands[-1].startswith(f"{CLI} verify "), commands
+    for command in commands:
+        ran = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert ran.returncode == 0, (command, ran.stdout[-2000:], ran.stderr[-2000:])

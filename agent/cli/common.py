@@ -62,6 +62,24 @@ complete_serial = _complete_from_journal("cameras")
 complete_exercise = _complete_from_journal("exercises")
 
 
+def command_name() -> str:
+    """How to run this CLI again from the user's shell, for the commands an output tells them to run.
+
+    ``bodycam-sync`` when that name on ``PATH`` is this program; else this program's absolute path:
+    after the README's ``bash scripts/demo.sh`` the CLI is ``.venv/bin/bodycam-sync``, not on ``PATH``."""
+    import os
+    import shutil
+    import sys
+
+    me = Path(sys.argv[0])
+    if me.name != "bodycam-sync" or not me.exists():
+        return "bodycam-sync"  # run some other way (python -m, a test harness): the documented name
+    found = shutil.which("bodycam-sync")
+    if found is not None and os.path.samefile(found, me):
+        return "bodycam-sync"
+    return str(me.absolute())
+
+
 def emit_json(doc: object) -> None:
     """One JSON document on stdout, written as it is encoded (a large verify report is never one string)."""
     pending: list[str] = []

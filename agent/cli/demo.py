@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bodycam.agent.audit.verify import Verifier, VerifyReport
+from bodycam.agent.cli.common import command_name
 from bodycam.agent.config import AgreementsConfig, Config, DockAuth
 from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats.agecrypt import Decryptor, generate_identity
@@ -479,7 +480,7 @@ def check_lines(result: DemoResult) -> list[str]:
         if party.keys:
             lines.append(f"  age -d -i {party.identity} {result.bucket_dir}/{party.keys[0]} | sha256sum")
     lines.append(
-        f"  bodycam-sync verify --bucket {result.bucket_dir.resolve().as_uri()} "
+        f"  {command_name()} verify --bucket {result.bucket_dir.resolve().as_uri()} "
         f"--allowed-signers {result.allowed_signers} --identity {result.identity_path}"
     )
     return lines
