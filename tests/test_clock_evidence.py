@@ -29,6 +29,10 @@ SERIAL = "CAM-CLK1"
 SIZE = 64 * 1024 + 17
 TRAINING = (1000, 1001, 1002)
 OPERATIONAL, UNKNOWN, LATER = 1003, 1004, 1005
+AMBIGUOUS_1 = (
+    "clock not placeable: clock epoch 1 is ambiguous (the camera's epoch counter restarted, or did not advance when "
+    "its clock was set)"
+)
 
 
 def _iso(ts: float) -> str:
@@ -201,9 +205,7 @@ def test_an_epoch_counter_that_restarts_makes_its_old_numbers_ambiguous(tmp_path
     assert manifest_recordings(dock) == {}
     reasons = skipped_reasons(dock)
     for rid in (*TRAINING, LATER):
-        assert (
-            reasons[rid][-1] == "clock not placeable: clock epoch 1 is ambiguous (the camera's epoch counter restarted)"
-        )
+        assert reasons[rid][-1] == AMBIGUOUS_1
     (reset,) = [e for e in dock.custody() if e["event"] == "clock_epoch_reset"]
     assert (reset["epoch"], reset["highest_seen"]) == (1, 2)
 
@@ -227,3 +229,29 @@ def test_clock_sync_keeps_the_history_a_later_ingest_needs(tmp_path: Path, v1: b
     assert set(placed) == set(TRAINING)
     for entry in placed.values():
         assert entry["clock_offset_s"] == pytest.approx(900.0, abs=1.0), entry
+
+
+def test_a_camera_whose_epoch_stands_still_at_a_clock_set_has_that_epoch_placed_nowhere(tmp_path: Path) -> None:
+    """A firmware that sets its clock but keeps its epoch (fault epoch-stuck) names two clocks with one
+    number: the one 900 s fast its footage was stamped under, and the right one the dock set. Before the
+    fix the next docking placed that footage by the reading nearest its stamp, the one taken just after
+    the set (offset 0): the training recordings were signed 900 s off and the UNKNOWN one, made 10
+    minutes before the exercise, was carried into its window and left the dock. Now the epoch's
+    readings are retired at the set (custody clock_epoch_reset) and its footage stays (default deny)."""
+    recs, win = exercise_scenario(900.0)
+    camera = VirtualCamera(SERIAL, recs, clock_offset_s=900.0, faults=Faults(epoch_stuck=True))
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll(SERIAL)
+    with serve("usbip", camera=camera) as served:
+        rc, report = dock.ingest_json(served.address)  # nothing registered yet: it only sets the clock
+        assert rc == 0 and report["cameras"][0]["in_scope"] == 0, report
+        assert camera.clock_epoch == 1 and camera.clock_offset_s == pytest.approx(0.0, abs=1.0)
+        dock.exercise("EX-STUCK", win, SERIAL)
+        rc, report = dock.ingest_json(served.address)
+    assert rc == 0, report
+    assert manifest_recordings(dock) == {}
+    reasons = skipped_reasons(dock)
+    for rid in (*TRAINING, UNKNOWN):
+        assert reasons[rid][-1] == AMBIGUOUS_1
+    resets = [e for e in dock.custody() if e["event"] == "clock_epoch_reset"]
+    assert [(e["epoch"], e["highest_seen"]) for e in resets] == [(1, 1), (1, 1)]  # one per clock set

@@ -65,6 +65,7 @@ def read_list_and_set(journal: Journal, custody: CustodyLog, serial: str, camera
     _, after = camera.set_clock()
     with journal.transaction() as db:
         _insert_reading(db, serial, after, set_by_dock=True)
+        _check_epoch_advanced(db, custody, serial, before, after)
         custody.append_in(
             db,
             "clock_set",
@@ -106,6 +107,24 @@ def _check_epoch_order(db: sqlite3.Connection, custody: CustodyLog, serial: str,
     if top is not None and before.epoch < top:
         db.execute("UPDATE clock_readings SET superseded=1 WHERE serial=?", (serial,))
         custody.append_in(db, "clock_epoch_reset", camera=serial, epoch=before.epoch, highest_seen=int(top))
+
+
+def _check_epoch_advanced(
+    db: sqlite3.Connection, custody: CustodyLog, serial: str, before: ClockReading, after: ClockReading
+) -> None:
+    """A CLOCK_SET must advance the epoch (docs/protocol.md "Clock epochs"). A camera whose epoch stayed
+    (or went back) across the set now names two clocks with one number: the one its older footage was
+    stamped under and the one just set. Placing by the reading nearest a stamp would then correct that
+    footage with the new clock's offset, and a drift could carry footage made outside an exercise into
+    its window; so those numbers' readings are retired (custody ``clock_epoch_reset``) and footage
+    stamped under them stays on the camera (default deny)."""
+    if before.epoch is None or after.epoch is None or after.epoch > before.epoch:
+        return
+    db.execute(
+        "UPDATE clock_readings SET superseded=1 WHERE serial=? AND epoch BETWEEN ? AND ?",
+        (serial, after.epoch, before.epoch),
+    )
+    custody.append_in(db, "clock_epoch_reset", camera=serial, epoch=after.epoch, highest_seen=before.epoch)
 
 
 def _insert_reading(db: sqlite3.Connection, serial: str, reading: ClockReading, set_by_dock: bool) -> None:
@@ -157,7 +176,9 @@ def _place_by_epoch(db: sqlite3.Connection, serial: str, rec: RecordingInfo, epo
     ).fetchall()
     if any(r["superseded"] for r in rows):  # the number names two clocks: footage of either cannot be told apart
         return Placement(
-            None, f"clock not placeable: clock epoch {epoch} is ambiguous (the camera's epoch counter restarted)"
+            None,
+            f"clock not placeable: clock epoch {epoch} is ambiguous (the camera's epoch counter restarted, or "
+            "did not advance when its clock was set)",
         )
     readings = rows
     if not readings:

@@ -335,7 +335,8 @@ class VirtualCamera:
         if command == Command.CLOCK_SET:
             target = m.ClockValue.from_bytes(payload).time_us / 1e6
             self.clock_offset_s = target - time.time()
-            self.clock_epoch += 1
+            if not self.faults.epoch_stuck:
+                self.clock_epoch += 1
             self.rtc_valid = True
             return Status.OK, self._clock_state()
         if command == Command.STATUS:

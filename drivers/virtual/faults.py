@@ -26,6 +26,7 @@ class Faults:
     empty_more_follows: bool = False  # READ answers are an endless stream of zero-length MORE_FOLLOWS frames
     trickle_bps: int = 0  # READ answers paced at this many bytes per second, on a schedule (10 frames/s up to ~10 MB/s)
     hang_read_at: int | None = None  # once this many READ bytes have been served, answer nothing more (link stays up)
+    epoch_stuck: bool = False  # CLOCK_SET sets the clock but leaves the clock epoch as it was (breaks a MUST)
 
     @property
     def names(self) -> list[str]:
