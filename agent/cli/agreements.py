@@ -53,7 +53,7 @@ def recipients_add(ctx: Context, name: str, age_pubkey: str) -> None:
 
 
 @recipients.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def recipients_list(ctx: Context, as_json: bool) -> None:
     """Recipients from the config and the journal."""
@@ -117,7 +117,7 @@ def _agreement_json(a: Agreement, now: float, revoked: frozenset[str] = frozense
               help="The controller's OpenSSH Ed25519 private key.")  # fmt: skip
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for ID.vVERSION.json and its .sig (a dock's agreements.dir).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def agreement_sign(draft: Path, key_path: Path, out_dir: Path, as_json: bool) -> None:
     """Check a draft agreement and sign it (SSHSIG, namespace bodycam-agreement) in canonical form."""
     from bodycam.agent.formats.agreements import sign_draft
@@ -134,7 +134,7 @@ def agreement_sign(draft: Path, key_path: Path, out_dir: Path, as_json: bool) ->
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--controller-key", "extra", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A controller public key file (.pub) to trust besides [agreements] controller_keys.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def agreement_show(ctx: Context, file: Path, extra: tuple[Path, ...], as_json: bool) -> None:
     """Verify a signed agreement against the controller keys and show it (exit 1 if it is refused)."""
@@ -160,7 +160,7 @@ def agreement_show(ctx: Context, file: Path, extra: tuple[Path, ...], as_json: b
 
 
 @agreement.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def agreement_list(ctx: Context, as_json: bool) -> None:
     """The agreements in this dock's agreements.dir: in force, expired, revoked, or refused and why."""

@@ -86,7 +86,7 @@ def _print_devices(rows: list[CameraSummary]) -> None:
     required=True,
     help="The camera's Ed25519 device public key (64 hex digits) from the vendor's enrolment sheet.",
 )
-@click.option("--model", default=None)
+@click.option("--model", default=None, help="The camera's model, as on the enrolment sheet (kept on the dock).")
 @click.option("--replace", is_flag=True, help="Trust this key instead of the one the serial is enrolled with.")
 @pass_ctx
 def enroll(ctx: Context, serial: str, device_key: str, model: str | None, replace: bool) -> None:
@@ -122,7 +122,7 @@ def enroll(ctx: Context, serial: str, device_key: str, model: str | None, replac
     "--officer", default=None, help="Officer id (kept on the dock; the bucket sees a pseudonym). Omit to show history."
 )
 @click.option("--at", "at_text", default=None, help="Allocation time, ISO 8601 (default: now).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None, as_json: bool) -> None:
     """Allocate an enrolled camera to an officer, and show the camera's allocation history.
@@ -173,9 +173,9 @@ def clock() -> None:
 
 @clock.command("sync")
 @click.option("--camera", "serial", default=None, help="Only this camera.", shell_complete=complete_serial)
-@click.option("--usbip", multiple=True, metavar="HOST:PORT")
-@click.option("--serial-port", multiple=True, metavar="PATH")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--usbip", multiple=True, metavar="HOST:PORT", help="A USB/IP server exporting cameras.")
+@click.option("--serial-port", multiple=True, metavar="PATH", help="A serial port with a camera.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def clock_sync(
     ctx: Context, serial: str | None, usbip: tuple[str, ...], serial_port: tuple[str, ...], as_json: bool

@@ -45,7 +45,7 @@ def exercise_add(ctx: Context, exercise_id: str, start: str, end: str, cameras: 
 
 
 @exercise.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def exercise_list(ctx: Context, as_json: bool) -> None:
     """Registered exercises."""

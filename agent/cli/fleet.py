@@ -45,7 +45,7 @@ def _journal(config: Config) -> Journal | None:
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--dir", "directory", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Publish every signed agreement and revocation in this directory.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
 def agreement_publish(obj: Context, files: tuple[Path, ...], directory: Path | None, as_json: bool) -> None:
     """Put signed agreements and revocations (FILE and FILE.sig) in the shared bucket under _fleet/agreements/,
@@ -85,7 +85,7 @@ def fleet() -> None:
 @fleet.command("publish")
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The controller's OpenSSH Ed25519 private key.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
 def fleet_publish(obj: Context, key_path: Path, as_json: bool) -> None:
     """Sign this machine's exercises (ids, windows, cameras: no site) and enrolled cameras as the next
@@ -120,7 +120,7 @@ def fleet_publish(obj: Context, key_path: Path, as_json: bool) -> None:
 
 
 @fleet.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
 def fleet_show(obj: Context, as_json: bool) -> None:
     """Refresh this dock's cache from the bucket (when reachable) and show what the dock will use: the

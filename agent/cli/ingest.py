@@ -20,8 +20,15 @@ from bodycam.drivers.errors import ConfigError
 @click.command()
 @click.option("--once", is_flag=True, required=True, help="Ingest every reachable camera, then exit.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary on stdout.")
-@click.option("--usbip", multiple=True, metavar="HOST:PORT")
-@click.option("--serial-port", multiple=True, metavar="PATH")
+@click.option(
+    "--usbip",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A USB/IP server exporting cameras (instead of the config's and discovery).",
+)
+@click.option(
+    "--serial-port", multiple=True, metavar="PATH", help="A serial port with a camera (instead of the config's)."
+)
 @pass_ctx
 def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], serial_port: tuple[str, ...]) -> None:
     """Pull in-scope footage from every reachable camera into the bucket; exit 0 only when all of it is verified."""
@@ -72,11 +79,25 @@ def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], seri
 # -- demo ----------------------------------------------------------------------------------------
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Default: ./bodycam-demo/run-TIME")
-@click.option("--cameras", type=click.IntRange(1, 8), default=3, show_default=True)
-@click.option("--recordings", type=click.IntRange(1, 100), default=6, show_default=True)
-@click.option("--training", type=click.IntRange(0, 100), default=3, show_default=True)
-@click.option("--size", type=click.IntRange(0, 4 * 1024**3), default=8 * 1024 * 1024, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--cameras", type=click.IntRange(1, 8), default=3, show_default=True, help="Virtual cameras.")
+@click.option(
+    "--recordings", type=click.IntRange(1, 100), default=6, show_default=True, help="Recordings on each camera."
+)
+@click.option(
+    "--training",
+    type=click.IntRange(0, 100),
+    default=3,
+    show_default=True,
+    help="Of those, training footage inside its exercise's window.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(0, 4 * 1024**3),
+    default=8 * 1024 * 1024,
+    show_default=True,
+    help="Bytes of each recording.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def demo(workdir: Path | None, cameras: int, recordings: int, training: int, size: int, as_json: bool) -> None:
     """The main job on the embedded default: virtual cameras, two exercises, two parties under different
     signed agreements, ingest, who received what, verify, a summary."""

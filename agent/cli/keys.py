@@ -51,7 +51,7 @@ def keys_init(ctx: Context, out: Path | None) -> None:
 
 
 @keys.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def keys_show(ctx: Context, as_json: bool) -> None:
     """Print the dock key's allowed_signers line again (for an auditor's allowed_signers file)."""
@@ -78,7 +78,7 @@ def keys_show(ctx: Context, as_json: bool) -> None:
 
 @keys.command("rotate")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Path of the new key.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def keys_rotate(ctx: Context, out: Path, as_json: bool) -> None:
     """Write a new dock key; the next manifest is signed by the new and the old key (docs/formats.md).
@@ -127,12 +127,24 @@ def authority_init(out: Path) -> None:
 
 
 @authority.command("issue")
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The force's authority key ('authority init --out').",
+)
 @click.option("--dock-id", required=True, help="The dock's dock_id.")
 @click.option("--dock-key", required=True, help="The dock's proof key, 64 hex digits ('keys dock-auth' prints it).")
-@click.option("--days", type=click.FloatRange(0, 3660, min_open=True), default=365, show_default=True)
+@click.option(
+    "--days",
+    type=click.FloatRange(0, 3660, min_open=True),
+    default=365,
+    show_default=True,
+    help="How long the certificate is valid, from now.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Certificate path.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def authority_issue(key_path: Path, dock_id: str, dock_key: str, days: float, out: Path, as_json: bool) -> None:
     """Certify a dock's proof key for DAYS; the dock names the file in dock_auth.certificate."""
     from bodycam.agent.pipeline.dockauth import issue
@@ -153,9 +165,21 @@ def authority_issue(key_path: Path, dock_id: str, dock_key: str, days: float, ou
 
 @authority.command("revoke")
 @click.argument("dock_ids", nargs=-1, required=True)
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--list", "list_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The force's authority key ('authority init --out').",
+)
+@click.option(
+    "--list",
+    "list_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The signed revocation list: read if it exists, written back with these docks added.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def authority_revoke(dock_ids: tuple[str, ...], key_path: Path, list_path: Path, as_json: bool) -> None:
     """Revoke docks (a stolen dock): signs the list anew; copy it to every dock's dock_auth.revocations."""
     from bodycam.agent.pipeline.dockauth import revoke
@@ -175,7 +199,7 @@ def dock() -> None:
 @dock.command("handover")
 @click.option("--dock-id", "dock_id", default=None, help="The new dock_id (already set in the config).")
 @click.option("--bucket", "bucket_url", default=None, help="The new bucket.url (already set in the config).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def dock_handover(ctx: Context, dock_id: str | None, bucket_url: str | None, as_json: bool) -> None:
     """Continue this journal's custody chain under the config's new dock_id and/or bucket.url.

@@ -18,7 +18,7 @@ from bodycam.drivers.errors import BodycamError, ConfigError
 @click.option("--recording", "recording_id", required=True, type=click.IntRange(0, (1 << 63) - 1), help="Its id.")
 @click.option("--batch", "batch_id", default=None, help="The batch, when the recording is in several.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle to write.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def proof_cmd(
     bucket_url: str,
     endpoint_url: str | None,
@@ -74,7 +74,7 @@ def proof_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Witness policy: the dock's log key, witnesses and quorum (docs/formats.md).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def verify_proof_cmd(bundle_path: Path, policy_path: Path, as_json: bool) -> None:
     """Check a proof bundle offline against a witness policy: signatures and quorum, the inclusion of
     the log entry, of the recording and of each custody entry. Exit 0 verified, 1 it does not hold, 2 usage."""

@@ -22,7 +22,7 @@ from bodycam.agent.cli.common import emit_json
               help="Directory for the recordings and SHA256SUMS.")  # fmt: skip
 @click.option("--agreement-file", "agreement_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The signed agreement file, when it is not published in the bucket's _fleet/agreements/.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def receive(
     bucket_url: str,
     endpoint_url: str | None,

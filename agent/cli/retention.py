@@ -33,7 +33,7 @@ def _line(d: Due) -> str:
 
 @retention.command("list")
 @click.option("--at", "at_text", default=None, help="Judge at this time (ISO 8601, to preview), not now.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def retention_list(ctx: Context, at_text: str | None, as_json: bool) -> None:
     """What this dock uploaded that is past every covering agreement's retention (ids, dates, agreement ids)."""
@@ -58,7 +58,7 @@ def retention_list(ctx: Context, at_text: str | None, as_json: bool) -> None:
 
 
 @retention.command("apply")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def retention_apply(ctx: Context, as_json: bool) -> None:
     """Erase what is past its retention (ciphertext, every version, and sidecars), log each erasure in

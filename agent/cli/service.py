@@ -61,7 +61,7 @@ def _sessions(bay: JSONObject | None) -> int:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
     """What each bay of the running daemon is doing."""
@@ -86,7 +86,7 @@ def status(ctx: Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--camera", "serial", required=True, shell_complete=complete_serial)
+@click.option("--camera", "serial", required=True, help="The camera's serial.", shell_complete=complete_serial)
 @click.option("--wait", is_flag=True, help="Wait for the sync to end; show what moved and why footage stayed.")
 @click.option("--timeout", type=click.FloatRange(1, 86400), default=3600, show_default=True, help="With --wait, s.")
 @click.option("--json", "as_json", is_flag=True, help="With --wait: the bay as JSON (as 'status --json' has it).")
@@ -136,7 +136,7 @@ def _wait_for_sync(ctx: Context, serial: str, sessions_before: int, timeout: flo
 
 
 @click.command()
-@click.option("--camera", "serial", required=True, shell_complete=complete_serial)
+@click.option("--camera", "serial", required=True, help="The camera's serial.", shell_complete=complete_serial)
 @pass_ctx
 def eject(ctx: Context, serial: str) -> None:
     """Ask the daemon to stop a camera's session safely (it resumes at the next docking)."""
@@ -145,7 +145,9 @@ def eject(ctx: Context, serial: str) -> None:
 
 
 @click.command()
-@click.option("--interval", type=click.FloatRange(0.1, 10), default=0.5, show_default=True)
+@click.option(
+    "--interval", type=click.FloatRange(0.1, 10), default=0.5, show_default=True, help="Seconds between refreshes."
+)
 @click.option("--count", type=click.IntRange(0), default=0, help="Stop after N refreshes (0: until Ctrl-C).")
 @pass_ctx
 def watch(ctx: Context, interval: float, count: int) -> None:

@@ -19,12 +19,32 @@ def sim() -> None:
 
 
 @sim.command("serve")
-@click.option("--transport", "medium", type=click.Choice(["usbip", "serial"]), required=True)
+@click.option(
+    "--transport",
+    "medium",
+    type=click.Choice(["usbip", "serial"]),
+    required=True,
+    help="Export the camera over USB/IP (a TCP port) or a serial pty.",
+)
 @click.option("--serial", "serial_number", required=True, help="Camera serial number.")
 @click.option("--model", default=None, help="Camera model name from the registry.")
-@click.option("--recordings", type=click.IntRange(0, 10_000), default=5, show_default=True)
-@click.option("--training", type=click.IntRange(0, 10_000), default=3, show_default=True)
-@click.option("--size", type=click.IntRange(0, 64 * 1024**3), default=4 * 1024 * 1024, show_default=True)
+@click.option(
+    "--recordings", type=click.IntRange(0, 10_000), default=5, show_default=True, help="Recordings on the camera."
+)
+@click.option(
+    "--training",
+    type=click.IntRange(0, 10_000),
+    default=3,
+    show_default=True,
+    help="Of those, training footage inside --exercise; the rest operational or outside it.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(0, 64 * 1024**3),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Bytes of each recording.",
+)
 @click.option("--exercise", default=None, help="Exercise window START/END (ISO 8601); default the last two hours.")
 @click.option("--clock-drift", type=float, default=0.0, show_default=True, help="Camera clock minus true time, s.")
 @click.option("--fault", "faults", multiple=True, help="Inject a fault (see docs/protocol.md), repeatable.")

@@ -21,9 +21,18 @@ from bodycam.drivers.errors import ConfigError
 @click.command("verify")
 @click.option("--bucket", "bucket_url", required=True, help="s3://bucket/prefix, file:///dir or a directory path")
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
-@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path))  # checked by run_verify:
-@click.option("--identity", type=click.Path(path_type=Path), help="age identity file.")  # one line, exit 2
-@click.option("--json", "as_json", is_flag=True)
+@click.option(  # checked by run_verify: one line, exit 2
+    "--allowed-signers",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The docks' keys, OpenSSH allowed_signers ('keys init' and 'keys show' print each dock's line).",
+)
+@click.option(
+    "--identity",
+    type=click.Path(path_type=Path),
+    help="An age identity file of a recipient: also decrypt and check each recording's plaintext.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report.")
 @click.option(
     "--expect-head",

@@ -42,10 +42,28 @@ def witness_init(out: Path, name: str) -> None:
 
 @witness.command("serve")
 @click.option("--listen", "listen", required=True, help="HOST:PORT to listen on (PORT 0: any free port).")
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The witness's private key ('witness init --out').",
+)
 @click.option("--name", required=True, help="The witness's name, as given to 'witness init'.")
-@click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for what the witness remembers (created 0700; back it up).",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy file: one 'log' line per dock it cosigns for (docs/formats.md §11.2).",
+)
 def witness_serve(listen: str, key_path: Path, name: str, state_dir: Path, policy_path: Path) -> None:
     """Serve POST /add-checkpoint (C2SP tlog-witness) and GET /checkpoint/<origin> until SIGTERM/SIGINT.
 
