@@ -317,6 +317,38 @@ def test_trailing_bytes_in_blob_are_rejected(dock_key: tuple[Path, Ed25519Privat
         verify(DATA, text, NS, [key.public_key()])
 
 
+def _recoded(sig: str, how: str) -> str:
+    """The same blob under base64 that is not canonical: stray padding, or non-zero low bits in the
+    last character before the padding (only where the blob's length leaves some)."""
+    lines = sig.strip().split("\n")
+    body = lines[-2]
+    if how == "padding":
+        body += "===="
+    else:
+        stem = body.rstrip("=")
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        body = stem[:-1] + alphabet[alphabet.index(stem[-1]) | 1] + body[len(stem) :]
+    return "\n".join([*lines[:-2], body, lines[-1]]) + "\n"
+
+
+@needs_ssh_keygen
+@pytest.mark.parametrize(("namespace", "how"), [(NS, "padding"), ("bodycam-agreement", "low-bits")])
+def test_armor_that_is_not_canonical_base64_is_refused_as_ssh_keygen_refuses_it(
+    tmp_path: Path, dock_key: tuple[Path, Ed25519PrivateKey], namespace: str, how: str
+) -> None:
+    """One signature, one text: an altered manifest.json.sig that stock ssh-keygen refuses must not pass."""
+    _, key = dock_key
+    sig = sign(DATA, key, namespace)
+    allowed = allowed_signers_line("dock-01", key.public_key()) + "\n"
+    assert stock_verify(tmp_path, DATA, sig, allowed, namespace) == 0
+    altered = _recoded(sig, how)
+    assert altered != sig
+    assert base64.b64decode("".join(altered.split("\n")[1:-2])) == base64.b64decode("".join(sig.split("\n")[1:-2]))
+    assert stock_verify(tmp_path, DATA, altered, allowed, namespace) != 0
+    with pytest.raises(IntegrityError, match="canonical"):
+        verify(DATA, altered, namespace, [key.public_key()])
+
+
 def test_crlf_armor_is_accepted(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
     _, key = dock_key
     sig = sign(DATA, key, NS).replace("\n", "\r\n")

@@ -324,6 +324,16 @@ def delete_signature(s: Store, lay: Layout) -> Culprit:
     return culprit("signature_missing", key, lay.batches[0])
 
 
+def pad_signature_base64(s: Store, lay: Layout) -> Culprit:
+    """The same signature bytes under base64 that is not canonical (four more '=' on its last line):
+    ``ssh-keygen -Y verify`` refuses such armor, so verify must not call the altered file good."""
+    key = lay.key(0, "manifest.json.sig")
+    lines = s.read(key).decode().splitlines()
+    lines[-2] += "===="
+    s.write(key, ("\n".join(lines) + "\n").encode())
+    return culprit("signature_invalid", key, lay.batches[0])
+
+
 def _custody_lines(s: Store, lay: Layout, index: int) -> tuple[str, list[bytes]]:
     key = lay.key(index, "custody.jsonl")
     return key, s.read(key).splitlines()
@@ -390,6 +400,7 @@ TAMPERS: dict[str, Callable[[Store, Layout], Culprit]] = {
     "manifest-field-changed": change_manifest_field,
     "signature-by-unknown-key": sign_with_unknown_key,
     "signature-deleted": delete_signature,
+    "signature-base64-padded": pad_signature_base64,
     "custody-entry-edited": edit_custody_entry,
     "custody-last-entry-edited": edit_last_custody_entry,
     "custody-entry-removed": remove_custody_entry,

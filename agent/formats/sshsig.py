@@ -409,10 +409,15 @@ def _dearmor(text: str) -> bytes:
     lines = [line.strip() for line in text.strip().splitlines()]
     if len(lines) < 3 or lines[0] != _SIG_BEGIN or lines[-1] != _SIG_END:
         raise IntegrityError(f"not an armored SSH signature (expected {_SIG_BEGIN} ... {_SIG_END})")
+    body = "".join(lines[1:-1])
     try:
-        return base64.b64decode("".join(lines[1:-1]), validate=True)
+        blob = base64.b64decode(body, validate=True)
     except ValueError:
         raise IntegrityError("SSH signature armor does not hold valid base64") from None
+    # Python also takes stray padding and non-zero low bits, which ssh-keygen refuses: one blob, one text
+    if base64.b64encode(blob).decode("ascii") != body:
+        raise IntegrityError("SSH signature armor is not canonical base64 (ssh-keygen refuses it)")
+    return blob
 
 
 def _ed25519_blob(blob: bytes, kind: str, what: str, length: int) -> bytes:
