@@ -491,6 +491,22 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+@pytest.mark.parametrize("key", ["0/manifest.json.sig", "log/checkpoint"])
+def test_a_fifo_in_a_file_bucket_is_a_finding_not_a_hang(local: Bucket, key: str) -> None:
+    """A hostile copy of a bucket may hold a named pipe where an object should be: opening it for reading
+    blocks until a writer comes, which none does. verify must name the object, not wait (guarantee 4).
+    These two are read whether or not the listing (which leaves out all but regular files) has them."""
+    root = Path(local.url.removeprefix("file://"))
+    first, name = key.split("/", 1)
+    key = local.layout.key(0, name) if first == "0" else f"{local.layout.dock}/{key}"
+    assert (root / key).is_file()
+    (root / key).unlink(missing_ok=True)
+    os.mkfifo(root / key)
+    rc, findings = local.findings()
+    assert rc == 1
+    assert any(f["key"] == key for f in findings), findings
+
+
 def test_a_read_only_copy_verifies_and_is_left_untouched(local: Bucket) -> None:
     """An auditor's copy (``aws s3 sync`` makes no ``.uploads/``), write-protected: verify only reads it.
 

@@ -2052,7 +2052,8 @@ class LocalBucket(Bucket):
             raise ObjectNotFoundError(f"{self.url}: {key!r} version {version_id}: a local bucket keeps no versions")
         try:
             self._inside(path.parent)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a named pipe planted in the bucket would block this open until a writer came
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError) as err:
             raise ObjectNotFoundError(f"{self.url}: object {key!r} does not exist") from err
         except OSError as err:
@@ -2062,6 +2063,7 @@ class LocalBucket(Bucket):
         if not stat.S_ISREG(st.st_mode):
             f.close()
             raise ObjectNotFoundError(f"{self.url}: {key!r} is not an object")
+        os.set_blocking(fd, True)
         where = f"{self.url} {key!r}"
 
         def read(size: int) -> bytes:
