@@ -61,3 +61,32 @@ def test_a_state_directory_others_can_read_is_refused_with_the_fix(tmp_path: Pat
         assert f"chmod 700 {state}" in lines[0] and "0755" in lines[0], lines[0]
     state.chmod(0o700)
     assert cli_with_umask(config, "exercise", "list").returncode == 0
+
+
+def test_a_pseudonym_key_others_can_read_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """The force's HMAC secret turns officer ids (short, guessable) into the pseudonyms the shared bucket
+    carries: whoever reads it can reverse every pseudonym. Before the fix a configured key that group or
+    others could read was used as it was (docs/ARCHITECTURE.md listed it as unchecked), and a path that
+    names no regular file (``/dev/zero``) was read without end. Now both are one line and exit 2, as the
+    signing key's mode is."""
+    from .dock import make_dock
+
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    key = tmp_path / "force" / "pseudonym.key"
+    key.parent.mkdir()
+    key.write_text("cd" * 32 + "\n")
+    key.chmod(0o644)
+    assert cli_with_umask(dock.config_path, "enroll", "CAM-1", "--key", KEY).returncode == 0
+    with dock.config_path.open("a") as f:
+        f.write(f'[privacy]\npseudonym_key = "{key}"\n')
+    for args in (("ingest", "--once"), ("allocate", "CAM-1", "--officer", "PC-4711")):
+        proc = cli_with_umask(dock.config_path, *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"chmod 600 {key}" in lines[0] and "0644" in lines[0], lines[0]
+    key.chmod(0o600)
+    assert cli_with_umask(dock.config_path, "allocate", "CAM-1", "--officer", "PC-4711").returncode == 0
+    dock.config_path.write_text(dock.config_path.read_text().replace(str(key), "/dev/zero"))
+    proc = cli_with_umask(dock.config_path, "ingest", "--once")
+    assert proc.returncode == 2 and "/dev/zero is not a regular file" in proc.stderr, proc.stderr

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,10 +477,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: bytes a pseudonym key file may hold: 32 to a few hundred bytes of hex and a newline are all it needs
+MAX_PSEUDONYM_KEY_FILE = 4096
+
+
 def load_pseudonym_key(path: Path, *, create: bool) -> bytes:
-    """The force-held secret for officer pseudonyms; created (0600) on first use when ``create``."""
+    """The force-held secret for officer pseudonyms; created (0600) on first use when ``create``.
+
+    Whoever reads it can reverse every pseudonym in the shared bucket (officer ids are short and
+    guessable), so a key group or others can read is refused, as the signing key is; so is a path that
+    names no regular file, and the read is bounded (``/dev/zero`` is not a key)."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         if not create:
             raise ConfigError(
@@ -496,12 +505,39 @@ def load_pseudonym_key(path: Path, *, create: bool) -> bytes:
     except OSError as err:
         raise ConfigError(f"cannot read pseudonym key {path}: {err}") from err
     try:
+        data = _read_private(fd, path)
+    except OSError as err:
+        raise ConfigError(f"cannot read pseudonym key {path}: {err}") from err
+    finally:
+        os.close(fd)
+    try:
         secret = bytes.fromhex(data.decode().strip())
     except (UnicodeDecodeError, ValueError) as err:
         raise ConfigError(f"pseudonym key {path} must hold hex (at least 32 bytes)") from err
     if len(secret) < 32:
         raise ConfigError(f"pseudonym key {path} must hold at least 32 bytes")
     return secret
+
+
+def _read_private(fd: int, path: Path) -> bytes:
+    """The bytes of the key file open at ``fd`` (checked, not the path): a regular file only group and
+    others cannot reach, of at most MAX_PSEUDONYM_KEY_FILE bytes (ConfigError otherwise)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"pseudonym key {path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"pseudonym key {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}) and "
+            f"would let them reverse every officer pseudonym; run: chmod 600 {path}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := os.read(fd, MAX_PSEUDONYM_KEY_FILE + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_PSEUDONYM_KEY_FILE:
+            raise ConfigError(f"pseudonym key {path} is larger than {MAX_PSEUDONYM_KEY_FILE} bytes; not a key file")
+    return b"".join(chunks)
 
 
 def pseudonym(secret: bytes, officer_id: str) -> str:
