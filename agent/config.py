@@ -113,6 +113,9 @@ class Config:
     def key_path(self) -> Path:
         return self.signing_key or self.state_dir / "keys" / "dock_ed25519"
 
+    #: what a missing dock signing key tells the operator to do (``keys init`` writes ``key_path``)
+    KEY_MISSING = "create it with 'bodycam-sync keys init' (it prints the dock's allowed_signers line for auditors)"
+
     @property
     def pseudonym_key_path(self) -> Path:
         return self.pseudonym_key or self.state_dir / "keys" / "pseudonym.key"

@@ -59,7 +59,7 @@ def keys_show(ctx: Context, as_json: bool) -> None:
     from bodycam.agent.storage.docklog import verifier_key
 
     cfg = ctx.config
-    private = load_private_key(cfg.key_path)
+    private = load_private_key(cfg.key_path, cfg.KEY_MISSING)
     public = private.public_key()
     line = allowed_signers_line(cfg.dock_id, public)
     if as_json:

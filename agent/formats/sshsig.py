@@ -281,12 +281,13 @@ def write_key(path: Path, key: Ed25519PrivateKey, comment: str) -> str:
     return line
 
 
-def _read_key_file(path: Path) -> bytes:
+def _read_key_file(path: Path, missing: str | None = None) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
-            f"signing key {path} does not exist; create one with `ssh-keygen -t ed25519 -N '' -f {path}`"
+            f"signing key {path} does not exist; "
+            + (missing or f"create one with `ssh-keygen -t ed25519 -N '' -f {path}`")
         ) from None
     except PermissionError:
         raise ConfigError(
@@ -324,9 +325,12 @@ _KEY_KINDS: Final = (
 )
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load the dock's unencrypted Ed25519 OpenSSH key, refusing one that others could read (as ssh does)."""
-    data = _read_key_file(path)
+def load_private_key(path: Path, missing: str | None = None) -> Ed25519PrivateKey:
+    """Load the dock's unencrypted Ed25519 OpenSSH key, refusing one that others could read (as ssh does).
+
+    ``missing``: what to do when there is no such file, for a key a command of ours creates (the dock's:
+    ``keys init``, which also prints the auditors' line); else the stock ``ssh-keygen`` command."""
+    data = _read_key_file(path, missing)
     try:
         key = serialization.load_ssh_private_key(data, password=None)
     except TypeError:

@@ -320,7 +320,7 @@ class Agent:
     def check_ready(self) -> None:
         """Fail before touching a camera if keys or recipients are missing (ConfigError)."""
         self.recipients()
-        load_private_key(self.config.key_path)
+        load_private_key(self.config.key_path, self.config.KEY_MISSING)
         mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True)
         load_credentials(self.config)
 
@@ -868,7 +868,7 @@ class Agent:
                         self.custody,
                         sealed_id,
                         dock_id=cfg.dock_id,
-                        key=load_private_key(cfg.key_path),
+                        key=load_private_key(cfg.key_path, cfg.KEY_MISSING),
                         recipients=self.recipients(),
                         pseudonym_secret=mf.load_pseudonym_key(cfg.pseudonym_key_path, create=True),
                     )

@@ -103,7 +103,7 @@ def rotate(journal: Journal, dock_id: str, current_key: Path, out: Path) -> Rota
     the current key or already exists, or the journal cannot record the rotation (the new key is then
     removed again).
     """
-    old = load_private_key(current_key)
+    old = load_private_key(current_key, "nothing to rotate: create the dock's first key with 'bodycam-sync keys init'")
     out = out.absolute()
     if out.exists() and current_key.exists() and out.resolve() == current_key.resolve():
         raise ConfigError(f"--out {out} is the current signing key; give the new key its own path")

@@ -229,7 +229,7 @@ class Daemon:
             blocked = config_mod.restart_only_changes(self.config, fresh)
             if blocked:
                 raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
-            load_private_key(fresh.key_path)  # a key that cannot sign must not replace one that can
+            load_private_key(fresh.key_path, fresh.KEY_MISSING)  # a key that cannot sign must not replace one that can
             load_credentials(fresh)  # a broken [dock_auth] is refused here, not at the next docking
             if fresh.recipients or fresh.agreements:  # a bad or mixed agreement is refused here, not later
                 self.agent.recipients(fresh)
