@@ -242,6 +242,27 @@ def test_the_docs_name_the_credentials_file_the_unit_reads() -> None:
         assert "credentials.env" not in text, page
 
 
+def test_the_deployment_config_shares_the_units_state_directory() -> None:
+    """The hand install's agent.toml sets state_dir to the unit's StateDirectory and parses: without it an
+    operator's `sudo -u bodycam bodycam-sync enroll ...` used ~/.local/share/bodycam, another journal."""
+    import tomllib
+
+    from bodycam.agent import config as config_mod
+
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    found = re.search(r"cat > agent.toml <<'TOML'\n(.*?)\nTOML\n", text, re.S)
+    assert found, "docs/deployment.md gives no agent.toml"
+    cfg = config_mod.parse(tomllib.loads(found.group(1).replace("age1...", AGE_EXAMPLE)))
+    (state,) = unit_settings(UNIT.read_text())["StateDirectory"]
+    assert cfg.state_dir == Path("/var/lib") / state
+    assert cfg.signing_key is None  # under the state directory, which only the service's user writes
+    assert "sudo -u bodycam /opt/bodycam/venv/bin/bodycam-sync keys init" in text
+
+
+#: a well-formed X25519 age recipient, for the docs' "age1..." placeholder
+AGE_EXAMPLE = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
 WITNESS_UNIT = SYSTEMD / "bodycam-witness.service"
 
 
