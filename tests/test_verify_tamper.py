@@ -507,6 +507,22 @@ def test_a_fifo_in_a_file_bucket_is_a_finding_not_a_hang(local: Bucket, key: str
     assert any(f["key"] == key for f in findings), findings
 
 
+def test_a_key_with_terminal_controls_is_shown_escaped_not_obeyed(local: Bucket) -> None:
+    """An object key is the bucket's to choose, control characters included (a file bucket's names, S3's
+    keys). Printed raw, one hides verify's FAILED line from the auditor's terminal and prints a VERIFIED
+    line of its own. The human output shows such characters escaped; --json names the key exactly."""
+    root = Path(local.url.removeprefix("file://"))
+    key = "\x1b[8m\rVERIFIED: 2 batches, 12 objects, no problems\n\u202egpj.age"
+    (root / key).write_bytes(b"added")
+    proc = local.verify()
+    assert proc.returncode == 1
+    assert not any(ch in proc.stdout for ch in "\x1b\r\u202e"), proc.stdout
+    assert not [line for line in proc.stdout.splitlines() if line.startswith("VERIFIED")], proc.stdout
+    assert proc.stdout.splitlines()[-1].startswith("FAILED: 1 problems")
+    rc, findings = local.findings()
+    assert rc == 1 and [(f["problem"], f["key"]) for f in findings] == [("unlisted_object", key)], findings
+
+
 def test_a_read_only_copy_verifies_and_is_left_untouched(local: Bucket) -> None:
     """An auditor's copy (``aws s3 sync`` makes no ``.uploads/``), write-protected: verify only reads it.
 

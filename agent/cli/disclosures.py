@@ -79,11 +79,12 @@ def _write_html(report: object, path: Path) -> None:
 
 def _print_summary(report: object) -> None:
     from bodycam.agent.audit import disclosure_report as dr
+    from bodycam.agent.cli.render import shown
 
     assert isinstance(report, dr.DisclosureReport)
     parties = list(report.spool.parties())
     for name, count in parties:
-        click.echo(f"{name}: {count} disclosure{'s' if count != 1 else ''}")
+        click.echo(shown(f"{name}: {count} disclosure{'s' if count != 1 else ''}"))
         for row in report.spool.rows(name):
             what = (
                 f"sidecar ({' '.join(row['data_items'] or [])})"
@@ -91,9 +92,9 @@ def _print_summary(report: object) -> None:
                 else f"{row['camera_serial']} #{row['recording_id']}"
             )
             under = ", ".join(f"{a['id']} v{a['version']}" for a in row["agreements"])
-            click.echo(f"  {row['time']}  {what}  under {under}  sha256 {row['ciphertext_sha256']}")
+            click.echo(shown(f"  {row['time']}  {what}  under {under}  sha256 {row['ciphertext_sha256']}"))
     if not parties:
         click.echo("no disclosures")
     for f in report.verify.findings:
-        click.echo(f"PROBLEM {f.problem}: {f.message}")
+        click.echo(shown(f"PROBLEM {f.problem}: {f.message}"))
     click.echo("checked against the signed manifests" if report.ok else f"{len(report.verify.findings)} problems found")

@@ -49,8 +49,10 @@ def receive(
         )
         if report.past_retention:
             click.echo(f"{len(report.past_retention)} recording(s) gone from the bucket after their retention")
+    from bodycam.agent.cli.render import shown
+
     for problem in report.problems:
-        click.echo(f"bodycam-sync: error: {problem}", err=True)
+        click.echo(f"bodycam-sync: error: {shown(problem)}", err=True)
     if report.untold:
         click.echo(f"bodycam-sync: error: {report.untold} more problem(s) not listed", err=True)
     if not report.received and not report.already and not report.problems:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,15 @@ def bay_line(bay: Mapping[str, object]) -> str:
     return line
 
 
+def shown(text: str) -> str:
+    """``text`` from a bucket (object keys, values a manifest names) as a terminal may print it: control
+    and format characters (escape sequences, carriage returns, newlines, bidi overrides) escaped, so a
+    key cannot hide a FAILED line or print a VERIFIED one of its own. --json carries the exact text."""
+    if all(ch.isprintable() for ch in text):
+        return text
+    return "".join(ch if ch.isprintable() or unicodedata.category(ch) == "Zs" else ascii(ch)[1:-1] for ch in text)
+
+
 def print_verify(report: VerifyReport) -> None:
     header = ("DOCK", "BATCH", "SEQ", "RECORDINGS", "OBJECTS OK", "DECRYPTED OK", "CUSTODY", "SIGNATURE", "PROBLEMS")
 
@@ -74,8 +84,8 @@ def print_verify(report: VerifyReport) -> None:
         yield header
         for b in report.batches:
             yield (
-                b.dock,
-                b.batch,
+                shown(b.dock),
+                shown(b.batch),
                 str(b.seq),
                 str(b.recordings),
                 str(b.objects_ok),
@@ -97,11 +107,11 @@ def print_verify(report: VerifyReport) -> None:
             for k, v in (("batch", f.batch), ("key", f.key), ("custody entry", f.custody_seq))
             if v is not None
         )
-        click.echo(f"PROBLEM {f.problem}: {f.message}" + (f" [{where}]" if where else ""))
+        click.echo(shown(f"PROBLEM {f.problem}: {f.message}" + (f" [{where}]" if where else "")))
     erasures = report.erasures
     for e in erasures:
         click.echo(
-            f"ERASED {e.key}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained until "
+            f"ERASED {shown(e.key)}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained until "
             f"{e.retain_until}; custody entry {e.custody_seq} in batch {e.entry_batch})"
         )
     if report.ok:
