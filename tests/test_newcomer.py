@@ -102,3 +102,39 @@ def test_a_dock_without_its_signing_key_is_told_to_run_keys_init(tmp_path: Path)
     assert daemon.returncode == 2 and "'bodycam-sync keys init'" in daemon.stderr, daemon.stderr
     made = run("--config", config, "keys", "init")
     assert made.returncode == 0 and made.stdout.startswith(dock.config.dock_id + " ssh-ed25519 "), made
+
+
+def test_a_party_is_told_the_check_to_run_only_when_there_is_something_to_check(tmp_path: Path) -> None:
+    """receive said 'checksums in OUT/SHA256SUMS' after a run that received nothing, and `sha256sum -c` then
+    failed on the empty file; a mistyped --allowed-signers or --identity path printed Python's '[Errno 2] ...'."""
+    run_dir = tmp_path / "run"
+    demo = run("demo", "--workdir", str(run_dir), "--cameras", "1", "--recordings", "2", "--training", "1",
+               "--size", "4096", cwd=tmp_path)  # fmt: skip
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    keys, bucket = run_dir / "keys", run_dir / "bucket"
+    base = ["receive", "--bucket", str(bucket), "--allowed-signers", str(keys / "allowed_signers"),
+            "--identity", str(keys / "home-office.agekey"), "--agreement", "DSA-DEMO-HOME-OFFICE"]  # fmt: skip
+
+    unpublished = run(*base, "--out", str(tmp_path / "none"))  # the agreement is not in the bucket's _fleet/
+    assert unpublished.returncode == 1 and "--agreement-file" in unpublished.stderr
+    assert "sha256sum" not in unpublished.stdout and "0 recording(s) received" in unpublished.stdout
+
+    out = tmp_path / "got"
+    agreement = run_dir / "agreements" / "DSA-DEMO-HOME-OFFICE.v1.json"
+    got = run(*base, "--out", str(out), "--agreement-file", str(agreement))
+    assert got.returncode == 0, got.stderr
+    check = got.stdout.split("check them: ", 1)[1].strip()
+    assert check == f"cd {out} && sha256sum -c SHA256SUMS"
+    ran = subprocess.run(["bash", "-c", check], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stdout.count(": OK") == 1, ran
+
+    for flag in ("--allowed-signers", "--identity"):
+        args = ["verify", "--bucket", str(bucket), "--allowed-signers", str(keys / "allowed_signers"),
+                "--identity", str(keys / "force-archive.agekey")]  # fmt: skip
+        args[args.index(flag) + 1] = str(tmp_path / "typo")
+        proc = run(*args)
+        assert proc.returncode == 2
+        assert (
+            proc.stderr.strip()
+            == f"bodycam-sync: error: cannot read {flag} {tmp_path / 'typo'}: No such file or directory"
+        )

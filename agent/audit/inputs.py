@@ -33,7 +33,7 @@ def allowed_signers(path: Path | str) -> tuple[bytes, list[AllowedSigner]]:
 
     raw = read_bounded(
         Path(path), MAX_ALLOWED_SIGNERS_FILE,
-        unreadable=lambda err: ConfigError(f"cannot read --allowed-signers {path}: {err}"),
+        unreadable=lambda err: ConfigError(f"cannot read --allowed-signers {path}: {err.strerror or err}"),
         too_large=lambda: ConfigError(
             f"--allowed-signers {path} is larger than {MAX_ALLOWED_SIGNERS_FILE} bytes; not an allowed_signers file"
         ),
@@ -52,7 +52,7 @@ def identities(path: Path | str) -> list[str]:
 
     raw = read_bounded(
         Path(path), MAX_IDENTITY_FILE,
-        unreadable=lambda err: ConfigError(f"cannot read --identity {path}: {err}"),
+        unreadable=lambda err: ConfigError(f"cannot read --identity {path}: {err.strerror or err}"),
         too_large=lambda: ConfigError(
             f"--identity {path} is larger than {MAX_IDENTITY_FILE} bytes; not an age identity file"
         ),

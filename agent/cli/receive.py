@@ -43,9 +43,11 @@ def receive(
         emit_json(report.to_json())
     else:
         who = f"party {report.party}" if report.party else "this identity"
+        # the check a party runs next, only when SHA256SUMS lists a file (an empty one fails sha256sum -c)
+        check = f"; check them: cd {out} && sha256sum -c {SUMS}" if report.received or report.already else ""
         click.echo(
             f"agreement {agreement_id}, {who}: {len(report.received)} recording(s) received, "
-            f"{len(report.already)} already here, {len(report.problems)} problem(s); checksums in {out / SUMS}"
+            f"{len(report.already)} already here, {len(report.problems)} problem(s){check}"
         )
         if report.past_retention:
             click.echo(f"{len(report.past_retention)} recording(s) gone from the bucket after their retention")
