@@ -138,3 +138,14 @@ def test_a_party_is_told_the_check_to_run_only_when_there_is_something_to_check(
             proc.stderr.strip()
             == f"bodycam-sync: error: cannot read {flag} {tmp_path / 'typo'}: No such file or directory"
         )
+
+
+def test_a_command_group_run_bare_shows_its_help_not_an_error() -> None:
+    """`bodycam-sync` or `bodycam-sync keys` alone printed 'bodycam-sync: error: Usage: ...' and the whole help
+    inside one 'error' line ending in "(see 'bodycam-sync --help')"."""
+    for args, heading in (([], "Usage: bodycam-sync [OPTIONS] COMMAND"), (["keys"], "Usage: bodycam-sync keys")):
+        proc = run(*args)
+        assert proc.returncode == 2  # usage (docs/cli.md), as click itself exits
+        assert proc.stderr.startswith(heading), proc.stderr[:200]
+        assert "error" not in proc.stderr.splitlines()[0] and "(see '" not in proc.stderr
+        assert "Commands:" in proc.stderr

@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("bodycam-sync: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as err:  # `bodycam-sync`, `bodycam-sync keys`: the help, not an error
+        click.echo(err.format_message(), err=True)
+        sys.exit(2)
     except click.UsageError as err:
         command = err.ctx.command_path if err.ctx is not None else "bodycam-sync"
         click.echo(f"bodycam-sync: error: {err.format_message()} (see '{command} --help')", err=True)
