@@ -379,6 +379,14 @@ def delete_whole_batch(s: Store, lay: Layout) -> Culprit:
     return culprit("batch_missing", lay.key(1, "manifest.json"), lay.batches[1], 1)
 
 
+def add_object_under_fleet(s: Store, lay: Layout) -> Culprit:
+    """``_fleet/`` holds the force's agreements and registers under names formats.md §12 gives; a copy of
+    a recording put there (or anything else) is an object no one accounts for, as anywhere else."""
+    key = "_fleet/agreements/copy.age"
+    s.write(key, s.read(lay.recordings[lay.batches[0]][0]))
+    return culprit("unlisted_object", key, None)
+
+
 def replay_old_manifest(s: Store, lay: Layout) -> Culprit:
     for name in ("manifest.json", "manifest.json.sig"):
         s.write(lay.key(1, name), s.read(lay.key(0, name)))
@@ -407,6 +415,7 @@ TAMPERS: dict[str, Callable[[Store, Layout], Culprit]] = {
     "custody-entries-reordered": reorder_custody_entries,
     "whole-batch-deleted": delete_whole_batch,
     "old-manifest-replayed": replay_old_manifest,
+    "object-added-under-fleet": add_object_under_fleet,
     "personal-sidecar-flipped": flip_personal_sidecar,
 }
 

@@ -45,8 +45,10 @@ from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.audit.disclosures import Collector, Disclosure
 from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import commitment, witnesspolicy
+from bodycam.agent.formats import fleet as fl
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.agecrypt import AgeNoMatchError, Decryptor
+from bodycam.agent.formats.agreements import SIG_SUFFIX
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
 from bodycam.agent.formats.sshsig import AllowedSigner, fingerprint, keys_for, public_key_line, verify
@@ -747,6 +749,8 @@ class Verifier:
             self._note_manifest_depth(info.key)
             parts = info.key.split("/", 2)
             if parts[0] == FLEET_PREFIX and len(parts) > 1:
+                if not _fleet_document(parts):  # §12 names every object the force puts there; others are added
+                    yield None, {info.key: info.size}, 0
                 continue  # the force's signed agreements and register (docs/formats.md §12): no dock's batch
             if len(parts) == 3 and parts[1] == LOG_DIR:
                 if len(self._log_docks) < MAX_LOG_DOCKS:
@@ -771,9 +775,14 @@ class Verifier:
 
     def _unlisted(self, key: str) -> None:
         parts = key.split("/")
+        why = (
+            "is under _fleet/ but is none of the force's agreements, revocations or registers (docs/formats.md §12)"
+            if parts[0] == FLEET_PREFIX
+            else "is in the bucket but no manifest lists it (added, or left from a batch whose manifest is gone)"
+        )
         self._find(
             "unlisted_object",
-            f"{key} is in the bucket but no manifest lists it (added, or left from a batch whose manifest is gone)",
+            f"{key} {why}",
             dock=parts[0] if len(parts) > 1 else None,
             batch=parts[1] if len(parts) > 2 else None,
             key=key,
@@ -1401,6 +1410,18 @@ class Verifier:
                 "nothing in the bucket shows the old key handing over to the new one",
                 **where,
             )
+
+
+def _fleet_document(parts: Sequence[str]) -> bool:
+    """Whether ``_fleet/<dir>/<name>`` (a key split in three) is where docs/formats.md §12 puts the force's
+    documents: an agreement or revocation under ``agreements/``, a register under ``register/``, or the
+    ``.sig`` of one. verify does not check their signatures (``fleet show`` does, with the controller's keys)."""
+    if len(parts) != 3:
+        return False
+    name = parts[2].removesuffix(SIG_SUFFIX)
+    if parts[1] == fl.AGREEMENTS.rsplit("/", 1)[-1]:
+        return fl.AGREEMENT_NAME.fullmatch(name) is not None
+    return parts[1] == fl.REGISTER.rsplit("/", 1)[-1] and fl.REGISTER_NAME.fullmatch(name) is not None
 
 
 def _signature_key(text: str) -> Ed25519PublicKey | None:
