@@ -74,8 +74,9 @@ def test_ingest_says_why_footage_stayed_and_exercises_are_amended_and_removed_wi
         # the text says the same on the dock's terminal
         text = dock.cli("ingest", "--once", "--usbip", inside.address)
         assert text.returncode == 0, text.stderr
-        assert "stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-W: 4.0 h outside" in (
-            text.stdout
+        assert (
+            "stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-W: starts 4.0 h before it opens)"
+            in text.stdout
         ), text.stdout
         # exercise list shows what each exercise caught
         listed = dock.cli("exercise", "list", "--json")

@@ -60,8 +60,11 @@ class Miss:
         return {"exercise": self.exercise_id, "off_by_s": round(self.off_by_s, 1), "side": self.side}
 
     def describe(self) -> str:
-        edge = "starts before it opens" if self.side == "before" else "ends after it closes"
-        return f"nearest {self.exercise_id}: {_duration(self.off_by_s)} outside ({edge})"
+        # "starts 4.0 h before it opens": the side and the distance in one phrase (it read "4.0 h outside
+        # (starts before it opens)", two parentheses deep inside the stayed-on-the-camera line)
+        if self.side == "before":
+            return f"nearest {self.exercise_id}: starts {_duration(self.off_by_s)} before it opens"
+        return f"nearest {self.exercise_id}: ends {_duration(self.off_by_s)} after it closes"
 
 
 @dataclass(frozen=True, slots=True)
