@@ -71,3 +71,30 @@ def test_an_id_reused_for_new_footage_while_its_batch_is_open_never_holds_the_ba
     assert _manifest_shas(dock) == sorted([(1, first_sha), (1, reused_sha), (2, camera.content.sha256(second).hex())])
     verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_completion_that_fails_while_the_bucket_lists_uploads_keeps_its_upload(tmp_path: Path) -> None:
+    """recover() aborted every open upload no ``uploading`` row owned, right after trying to complete the
+    ``completing`` ones: an upload whose completion had just failed (here a file where the dock's prefix
+    should be a directory; on S3, a CompleteMultipartUpload slower than the read timeout) while the
+    listing worked was aborted under its own row. The row stayed ``completing`` with no upload: every
+    later run failed on it, the recording never left the camera and its batch was never sealed. Now an
+    upload a ``completing`` row holds is never an orphan."""
+    now = time.time()
+    rec = _rec(1, now - 1800, 64 * 1024 + 17, 11)
+    camera = VirtualCamera(SERIAL, [rec])
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll(SERIAL)
+    dock.exercise("EX-IDS", (now - 3600, now + 3600), SERIAL)
+    blocker = tmp_path / "bucket" / "dock-test"
+    with serve("usbip", camera=camera) as served:
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a directory\n")
+        for _ in range(2):  # the pull, then a run whose recover() meets the failing completion
+            rc, report = dock.ingest_json(served.address)
+            assert rc == 1, report
+        blocker.unlink()
+        rc, report = dock.ingest_json(served.address)
+    assert rc == 0, json.dumps(report)[:3000]
+    assert report["cameras"][0]["already_done"] == 1, report  # completed by recover(), without the camera
+    assert _manifest_shas(dock) == [(1, camera.content.sha256(rec).hex())]

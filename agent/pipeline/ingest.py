@@ -335,16 +335,7 @@ class Agent:
             except BodycamError as err:
                 problems.append(str(err))
         try:
-            owned = {
-                r["upload_id"]
-                for r in self.journal.query(
-                    "SELECT upload_id FROM recordings WHERE state=?", (RecordingState.UPLOADING,)
-                )
-            }
-            for pending in self.bucket.open_uploads(prefix=f"{self.config.dock_id}/"):
-                if pending.upload_id not in owned:
-                    LOG.info("aborting orphaned multipart upload of %s", pending.key)
-                    self.bucket.abort_upload(pending.key, pending.upload_id)
+            self._abort_orphans()
         except BodycamError as err:
             problems.append(str(err))
         for batch_id in batches.pending_publication(self.journal):
@@ -353,6 +344,26 @@ class Agent:
             except BodycamError as err:
                 problems.append(str(err))
         return problems
+
+    def _abort_orphans(self) -> None:
+        """Abort the multipart uploads under the dock's prefix that no journal row holds (a crash between
+        CreateMultipartUpload and its journal commit). A ``completing`` row holds its upload as much as an
+        ``uploading`` one: its completion may just have failed (an S3 completion slower than the read
+        timeout) while the listing works, and aborting it left the row with no upload to complete, for
+        good. Under the batch lock, which is held from creating an upload to journaling it, so an upload
+        another process (the daemon beside an ``ingest --once``) is starting is never taken for an orphan."""
+        with self._batch_lock:
+            owned = {
+                r["upload_id"]
+                for r in self.journal.query(
+                    "SELECT upload_id FROM recordings WHERE state IN (?,?)",
+                    (RecordingState.UPLOADING, RecordingState.COMPLETING),
+                )
+            }
+            for pending in self.bucket.open_uploads(prefix=f"{self.config.dock_id}/"):
+                if pending.upload_id not in owned:
+                    LOG.info("aborting orphaned multipart upload of %s", pending.key)
+                    self.bucket.abort_upload(pending.key, pending.upload_id)
 
     # -- one camera -----------------------------------------------------------------------------
     def session(
