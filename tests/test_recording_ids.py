@@ -98,3 +98,37 @@ def test_a_completion_that_fails_while_the_bucket_lists_uploads_keeps_its_upload
     assert rc == 0, json.dumps(report)[:3000]
     assert report["cameras"][0]["already_done"] == 1, report  # completed by recover(), without the camera
     assert _manifest_shas(dock) == [(1, camera.content.sha256(rec).hex())]
+
+
+def test_a_completing_upload_the_bucket_lost_is_read_from_the_camera_again(tmp_path: Path) -> None:
+    """The bucket loses the multipart upload of a recording whose bytes were all sent (a lifecycle rule,
+    an abort by hand) before it is completed. Before the fix its row stayed ``completing`` for good: each
+    run failed on it ("does not exist ... start again", and nothing started again), the camera kept the
+    recording and its batch was never sealed. Now the row leaves its batch and the recording is read
+    again at the next docking (custody pull_deferred), verified and signed."""
+    from bodycam.agent.storage.bucket import open_bucket
+
+    now = time.time()
+    rec = _rec(1, now - 1800, 64 * 1024 + 17, 11)
+    camera = VirtualCamera(SERIAL, [rec])
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll(SERIAL)
+    dock.exercise("EX-IDS", (now - 3600, now + 3600), SERIAL)
+    blocker = tmp_path / "bucket" / "dock-test"
+    with serve("usbip", camera=camera) as served:
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a directory\n")
+        rc, report = dock.ingest_json(served.address)  # pulled, its completion fails: 'completing'
+        assert rc == 1, report
+        bucket = open_bucket(dock.bucket_url)
+        (lost,) = bucket.open_uploads(prefix="dock-test/")
+        bucket.abort_upload(lost.key, lost.upload_id)  # as a lifecycle rule would
+        blocker.unlink()
+        rc, report = dock.ingest_json(served.address)
+    assert rc == 0, json.dumps(report)[:3000]
+    assert report["cameras"][0]["verified"] == 1, report
+    assert _manifest_shas(dock) == [(1, camera.content.sha256(rec).hex())]
+    (moved,) = dock.custody("pull_deferred")
+    assert moved["recording"] == 1 and moved["key"] == lost.key
+    verified = dock.cli("verify", "--bucket", dock.bucket_url, "--allowed-signers", str(dock.allowed_signers))
+    assert verified.returncode == 0, verified.stdout + verified.stderr

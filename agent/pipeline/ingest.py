@@ -69,6 +69,12 @@ class DeferredError(BodycamError):
     """A stalled upload was moved out of its batch (a scheduled seal) while its pull was still running."""
 
 
+class UploadLostError(UploadError):
+    """A recording's bytes were all sent, but the bucket lost its multipart upload before it was completed
+    (a lifecycle rule, an abort by hand) and holds no object in its place: the recording left its batch
+    (``pending``) and is read from the camera again, which still holds it (it was never verified)."""
+
+
 class IdTakenError(IntegrityError):
     """The camera lists other footage under the id of a recording already in the open batch (an id reused
     after an erase, a re-encoded clip): both would need the one object key that names the id, so this one
@@ -332,6 +338,8 @@ class Agent:
         for key in self.journal.keys_in(RecordingState.COMPLETING):
             try:
                 self._complete(key)
+            except UploadLostError as err:  # nothing to do without the camera; its next docking pulls it
+                LOG.warning("camera %s recording %d: %s", key.serial, key.recording_id, err)
             except BodycamError as err:
                 problems.append(str(err))
         try:
@@ -536,9 +544,13 @@ class Agent:
             job.report.already_done += 1
             return RecordingState(row["state"])
         if row is not None and row["state"] == RecordingState.COMPLETING:
-            self._complete(job.key)
-            job.report.verified += 1
-            return RecordingState.VERIFIED
+            try:
+                self._complete(job.key)
+                job.report.verified += 1
+                return RecordingState.VERIFIED
+            except UploadLostError as err:  # the camera is here: read it again now
+                LOG.warning("camera %s recording %d: %s", job.serial, job.rec.id, err)
+                row = self.journal.recording(job.key)
         if row is None or row["state"] in RESTART_STATES:
             row = self._start_upload(job)
             encryptor = Encryptor.resume(bytes(row["age_header"]), bytes(row["file_key"]))
@@ -784,7 +796,14 @@ class Agent:
         assert row is not None  # only journaled recordings are completed
         object_key = row["object_key"]
         parts = [Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"]) for p in self.journal.parts(key)]
-        self.bucket.complete_upload(object_key, row["upload_id"], parts)
+        try:
+            self.bucket.complete_upload(object_key, row["upload_id"], parts)
+        except UploadNotFoundError as err:  # gone, and no object holds these parts (complete_upload looked)
+            self._lost_before_completion(key, row)
+            raise UploadLostError(
+                f"the bucket lost the upload of {object_key} before it was completed (no object holds it); "
+                "the recording leaves its batch and is read from the camera again"
+            ) from err
         info = self.bucket.head(object_key)
         if info is None:
             raise UploadError(
@@ -808,6 +827,16 @@ class Agent:
                 version_id=info.version_id,
             )
             self._disclosed_in(db, key, row)
+
+    def _lost_before_completion(self, key: RecordingKey, row: sqlite3.Row) -> None:
+        """The row of an upload the bucket lost while ``completing`` goes back to ``pending`` (custody
+        ``pull_deferred``): left ``completing``, every run failed on it, the recording never left the camera
+        and its batch, busy with it, was never sealed (docs/crash-safety.md)."""
+        with self.journal.transaction() as db:
+            now = self.journal.recording(key)
+            if now is None or now["state"] != RecordingState.COMPLETING or now["upload_id"] != row["upload_id"]:
+                return  # another process got there first
+            batches.move_out(self.journal, db, self.custody, str(row["batch_id"]), key, "its upload was lost")
 
     def _disclosed_in(self, db: sqlite3.Connection, key: RecordingKey, row: sqlite3.Row) -> None:
         """The s.62 disclosure entry of a recording now in the bucket, encrypted to its covering agreements'
