@@ -58,3 +58,20 @@ def test_every_doc_is_listed_and_no_link_leaves_the_repository() -> None:
     assert missing == [], f"README's documentation list misses {missing}"
     for path in [README, *(README.parent / "docs").glob("*.md")]:
         assert "../shared" not in path.read_text(), f"{path.name} points outside the repository"
+
+
+#: commands README blocks may use that a fresh Debian 12 with the project's .venv does not have, and their package
+DEBIAN_TOOLS = {"age-keygen": "age", "age": "age", "jq": "jq", "ssh-keygen": "openssh-client"}
+
+
+def test_the_tools_a_block_needs_beyond_the_venv_are_named_before_it() -> None:
+    """The by-hand docking used age-keygen and jq, which only test.sh installs: after `bash scripts/demo.sh`
+    on a fresh machine the block failed with 'command not found' and the README did not say why."""
+    text = README.read_text()
+    for block in command_blocks():
+        before = text[: text.index(block)]
+        used = {tool for tool in DEBIAN_TOOLS if re.search(rf"(^|[\s($|]){re.escape(tool)}\s", block, re.M)}
+        unnamed = sorted(DEBIAN_TOOLS[t] for t in used if f"`{DEBIAN_TOOLS[t]}`" not in before.split("## Commands")[-1])
+        assert unnamed == [], (
+            f"block {block.splitlines()[0]!r} needs Debian packages the README names nowhere before it"
+        )
