@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .dock import iso_window, make_dock, window
+from .dock import Dock, iso_window, make_dock, window
 from .s3server import SeaweedFS
 from .sims import SimProcess
 
@@ -146,11 +146,9 @@ def test_the_crc32c_extension_loaded_alone_is_the_packages_crc32c() -> None:
     assert crc32c.crc32c(b"6789", crc32c.crc32c(b"12345")) == package.crc32c(b"123456789")
 
 
-def test_ingest_into_s3_never_imports_botocore(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> None:
-    """``ingest --once`` of a real recording into SeaweedFS with the credentials operators set (environment,
-    as /etc/bodycam/environment gives them): every request the ingest makes (list uploads, start, parts,
-    complete, head, the batch's puts) is signed and sent by agent/storage/s3http.py, so botocore, its S3
-    model and urllib3 (about 0.3 CPU s a run) are never loaded; they still are for anything else."""
+def _ingest_into_s3(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> tuple[Dock, list[str]]:
+    """``ingest --once`` of one real recording into SeaweedFS, with the credentials operators set
+    (environment, as /etc/bodycam/environment gives them): the dock and the modules the run loaded."""
     dock = make_dock(tmp_path / "dock", f"s3://{s3_bucket}/lazy", seaweedfs.endpoint_url)
     win = window()
     dock.enroll("CAM-S3LAZY")
@@ -163,12 +161,36 @@ def test_ingest_into_s3_never_imports_botocore(tmp_path: Path, seaweedfs: Seawee
     assert proc.returncode == 0, proc.stderr
     report: dict[str, Any] = json.loads(proc.stdout)
     assert [c["verified"] for c in report["cameras"]] == [1], report
+    return dock, modules
+
+
+def test_ingest_into_s3_never_imports_botocore(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """Every request an ingest into S3 makes (list uploads, start, parts, complete, head, the batch's puts)
+    is signed and sent by agent/storage/s3http.py, so botocore, its S3 model and urllib3 (about 0.3 CPU s
+    a run) are never loaded; they still are for anything else."""
+    _, modules = _ingest_into_s3(tmp_path, seaweedfs, s3_bucket)
     assert "bodycam.agent.storage.s3http" in modules  # the bucket was S3, and written
     assert loaded(modules, *S3_STACK) == []
     assert cli_modules(modules) == {"bodycam.agent.cli.ingest"}
     assert (
         "configparser" not in modules
     )  # it reads a profile's files: this dock has none, its keys are the environment's
+
+
+def test_verify_of_s3_never_imports_botocore(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """``verify`` of an S3 bucket with static credentials: the listings (ListObjectsV2, page after page),
+    the reads and the heads are the bucket's own requests (agent/storage/s3xml.py reads the listings), so
+    auditing a force no longer loads botocore (0.3-0.5 CPU s) nor pays its machinery per request."""
+    dock, _ = _ingest_into_s3(tmp_path, seaweedfs, s3_bucket)
+    proc, modules = run_cli(
+        tmp_path, "verify", "--bucket", f"s3://{s3_bucket}/lazy", "--endpoint-url", seaweedfs.endpoint_url,
+        "--allowed-signers", str(dock.allowed_signers), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["findings"] == []
+    assert "bodycam.agent.storage.s3xml" in modules  # the bucket was listed
+    assert loaded(modules, *S3_STACK) == []
+    assert cli_modules(modules) == {"bodycam.agent.cli.verify"}
 
 
 # Runs the console script's main() in a fresh interpreter and prints what the collector did meanwhile.

@@ -38,10 +38,12 @@ import io
 import logging
 import mmap
 import os
+import random
 import re
 import secrets
 import shutil
 import stat
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -65,8 +67,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from bodycam.agent.storage.s3get import BadContentLength, SignedGet
-    from bodycam.agent.storage.s3http import Answer, S3Http
+    from bodycam.agent.storage.s3http import Answer, Request, S3Http
     from bodycam.agent.storage.s3put import SignedPut
+    from bodycam.agent.storage.s3xml import ObjectVersion, Page
 
 LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -76,6 +79,8 @@ MAX_PARTS: Final = 10_000
 MAX_KEY_BYTES: Final = 1024
 MAX_OBJECT: Final = 5 << 40  #: S3's largest object, 5 TiB
 MAX_VERSIONS: Final = 64  #: versions of one key erased at most (create-only writes leave one)
+#: empty pages in a row a listing may give before it counts as not moving on (S3 may give a few)
+MAX_EMPTY_PAGES: Final = 16
 CHUNK: Final = 1024 * 1024
 UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reserved first key component
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -740,7 +745,49 @@ class S3Bucket(Bucket):
         none or no answer came. Any answer the caller does not take is asked again through botocore."""
         if self._http is None:
             return None
-        return self._http.send(method, self._full(key) if key is not None else None, query, headers, body, payload)
+        answer = self._http.send(
+            _request(method, self._full(key) if key is not None else None, query, headers, body, payload)
+        )
+        return answer if answer is not None and answer.whole else None
+
+    def _exchange(self, action: str, key: str | None, request: Request, limit: int | None = None) -> Answer | None:
+        """``request`` on the bucket's own signed connections, as botocore's ``standard`` mode would make
+        it: sent again after no answer, a 5xx, 408, 429 or throttling (at most ``max_attempts`` in all,
+        jittered exponential back-off); a refusal raised as the BodycamError botocore's ClientError
+        becomes (:meth:`_refused`, the same message), so an error answer never loads botocore. The 2xx
+        answer, or None where botocore must make the request (no signed connections; a redirect)."""
+        if self._http is None:
+            return None
+        from bodycam.agent.storage.s3http import MAX_BODY, error_of
+
+        limit = MAX_BODY if limit is None else limit
+        attempts = max(1, self._client_args[3])
+        answer: Answer | None = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(min(random.random() * (2**attempt), 20.0))
+            answer = self._http.send(request, limit)
+            if answer is not None and not answer.whole:
+                raise UploadError(
+                    f"{action} {self._where(key)} failed: the answer is over {limit} bytes; "
+                    "check that the endpoint is an S3 service"
+                )
+            if answer is None:
+                continue
+            if 200 <= answer.status < 300:
+                return answer
+            if 300 <= answer.status < 400:
+                return None  # a redirect (another region...): botocore follows it
+            code, message = error_of(answer.body)
+            if not _transient(answer.status, code):
+                raise self._refused(action, key, code, answer.status, message) from _Refused(code, answer.status)
+        if answer is None:
+            raise UploadError(
+                f"{action} {self._where(key)} failed: no answer after {attempts} attempts; "
+                "check that the endpoint is reachable and up"
+            )
+        code, message = error_of(answer.body)
+        raise self._refused(action, key, code, answer.status, message) from _Refused(code, answer.status)
 
     def _where(self, key: str | None) -> str:
         where = f"s3://{self.bucket}/{self._full(key)}" if key is not None else self.url
@@ -766,9 +813,16 @@ class S3Bucket(Bucket):
 
     def _client_error(self, action: str, key: str | None, err: ClientError) -> BodycamError:
         error = err.response.get("Error", {})
-        code = str(error.get("Code", ""))
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        text = f"{action} {self._where(key)} refused: {code or status} {error.get('Message', '')}".rstrip()
+        return self._refused(action, key, str(error.get("Code", "")), status, str(error.get("Message", "")))
+
+    def _refused(self, action: str, key: str | None, code: str, status: int, message: str) -> BodycamError:
+        """An S3 refusal (botocore's ClientError or the bucket's own answer) as one line of the BodycamError
+        tree: the action, the bucket and key the agent named, the code, and the endpoint's message made
+        one bounded line (it is the endpoint's text)."""
+        from bodycam.agent.storage.s3http import one_line
+
+        text = f"{action} {self._where(key)} refused: {code or status} {one_line(message)}".rstrip()
         if code in _CHECKSUM_CODES:
             return ChecksumMismatchError(f"{text}; the bytes do not match their checksum (corrupted in transit?)")
         if code == "PreconditionFailed" or status == 412:
@@ -785,9 +839,13 @@ class S3Bucket(Bucket):
 
     @staticmethod
     def _is_not_implemented(err: BodycamError) -> bool:
+        cause = err.__cause__
+        if isinstance(cause, _Refused):
+            return cause.code == "NotImplemented" or cause.status == 501
+        if "botocore.exceptions" not in sys.modules:
+            return False  # no botocore request was made
         from botocore.exceptions import ClientError
 
-        cause = err.__cause__
         return isinstance(cause, ClientError) and (
             _error_code(cause) == "NotImplemented"
             or cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
@@ -981,17 +1039,54 @@ class S3Bucket(Bucket):
         parts: list[Part] = []
         marker = 0
         while True:
-            r = self._call(
-                "list parts of", key, self._client.list_parts,
-                Key=self._full(key), UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000,
-            )  # fmt: skip
-            for p in r.get("Parts", []):
-                reported = p.get("ChecksumCRC32C") or p.get("ChecksumSHA256")
-                parts.append(Part(int(p["PartNumber"]), str(p["ETag"]), reported, int(p["Size"])))
-            nxt = int(r.get("NextPartNumberMarker") or (parts[-1].number if parts else 0))
-            if not r.get("IsTruncated") or nxt <= marker:
+            query = [("uploadId", upload_id), ("max-parts", "1000"), ("part-number-marker", str(marker))]
+            page = self._page("list parts of", key, _request("GET", self._full(key), query), _parts_page)
+            if page is None:
+                page = self._parts_of_botocore(key, upload_id, marker)
+            parts.extend(cast("list[Part]", page.items))
+            nxt = int(page.next[0]) if page.next else (parts[-1].number if parts else 0)
+            if not page.truncated or nxt <= marker:
                 return parts
             marker = nxt
+
+    def _parts_of_botocore(self, key: str, upload_id: str, marker: int) -> Page:
+        from bodycam.agent.storage.s3xml import Page
+
+        r = self._call(
+            "list parts of",
+            key,
+            self._client.list_parts,
+            Key=self._full(key),
+            UploadId=upload_id,
+            PartNumberMarker=marker,
+            MaxParts=1000,
+        )
+        parts = [
+            Part(
+                int(p["PartNumber"]), str(p["ETag"]), p.get("ChecksumCRC32C") or p.get("ChecksumSHA256"), int(p["Size"])
+            )
+            for p in r.get("Parts", [])
+        ]
+        nxt = r.get("NextPartNumberMarker")
+        return Page(parts, bool(r.get("IsTruncated")), (str(nxt),) if nxt else ())
+
+    def _page(
+        self, action: str, key: str | None, request: Request, read: Callable[[bytes], Page], limit: int | None = None
+    ) -> Page | None:
+        """One page of a listing as the bucket's own request (:meth:`_exchange`), read by ``read``
+        (agent/storage/s3xml.py); None where botocore must ask. A page that is not taken (malformed,
+        hostile, past a bound) is an UploadError naming the bucket and the reason, never a key listed."""
+        answer = self._exchange(action, key, request, limit)
+        if answer is None:
+            return None
+        from bodycam.agent.storage.s3xml import BadAnswer
+
+        try:
+            return read(answer.body)
+        except BadAnswer as err:
+            raise UploadError(
+                f"{action} {self._where(key)} failed: {err}; check that the endpoint is an S3 service"
+            ) from None
 
     def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
         check_key(key)
@@ -1056,10 +1151,12 @@ class S3Bucket(Bucket):
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         check_key(key)
+        request = _request("DELETE", self._full(key), [("uploadId", upload_id)])
         try:
-            self._call(
-                "abort upload of", key, self._client.abort_multipart_upload, Key=self._full(key), UploadId=upload_id
-            )
+            if self._exchange("abort upload of", key, request) is None:
+                self._call(
+                    "abort upload of", key, self._client.abort_multipart_upload, Key=self._full(key), UploadId=upload_id
+                )
         except UploadNotFoundError:
             pass
 
@@ -1167,23 +1264,89 @@ class S3Bucket(Bucket):
         return self._info(key, r)
 
     def iter_objects(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        """ListObjectsV2, page after page, as the bucket's own GETs (agent/storage/s3xml.py reads each
+        page with bounds); through botocore only where the bucket has no signed connections."""
         _check_prefix(prefix)
+        for page in self._pages("list objects in", "list-type", prefix, page_size):
+            yield from cast("list[ObjectInfo]", page.items)
+
+    def iter_versions(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectVersion]:
+        """Every version and delete marker under ``prefix`` (ListObjectVersions), key by key, newest first."""
+        _check_prefix(prefix)
+        for page in self._pages("list versions in", "versions", prefix, page_size):
+            yield from cast("list[ObjectVersion]", page.items)
+
+    def _pages(self, action: str, kind: str, prefix: str, page_size: int) -> Iterator[Page]:
+        """The pages of a listing of objects (``kind`` list-type) or versions (``versions``). A listing
+        that does not move on (a token or marker given again, or :data:`MAX_EMPTY_PAGES` empty pages in a
+        row) is an UploadError: a hostile endpoint cannot keep a reader listing nothing for ever."""
+        from bodycam.agent.storage import s3xml
+
         strip = f"{self.prefix}/" if self.prefix else ""
-        kwargs: dict[str, Any] = {"Prefix": strip + prefix, "MaxKeys": page_size}
+        full = strip + prefix
+        base = [(kind, "2" if kind == "list-type" else ""), ("prefix", full), ("encoding-type", "url")]
+        base.append(("max-keys", str(page_size)))
+        reader = s3xml.objects_page if kind == "list-type" else s3xml.versions_page
+        names = ("continuation-token",) if kind == "list-type" else ("key-marker", "version-id-marker")
+        seen: set[tuple[str, ...]] = set()
+        at: tuple[str, ...] = ()
+        empty = 0
         while True:
+            query = base + [(n, v) for n, v in zip(names, at, strict=False) if v]
+            request = _request("GET", None, query)
+            page = self._page(action, None, request, lambda body: reader(body, full, strip, max(page_size, 1000)))
+            if page is None:
+                page = self._listing_of_botocore(kind, full, strip, page_size, at)
+            yield page
+            if not page.truncated or not page.next:
+                return
+            empty = 0 if page.items else empty + 1
+            if page.next in seen or empty >= MAX_EMPTY_PAGES:
+                raise UploadError(
+                    f"{action} {self._where(None)} failed: the listing does not move on; "
+                    "check that the endpoint is an S3 service"
+                )
+            seen.add(page.next)
+            at = page.next
+
+    def _listing_of_botocore(self, kind: str, full: str, strip: str, page_size: int, at: tuple[str, ...]) -> Page:
+        """One page of a listing through botocore (credentials or routing only botocore knows, a redirect)."""
+        from bodycam.agent.storage.s3xml import ObjectVersion, Page
+
+        if kind == "list-type":
+            kwargs: dict[str, Any] = {"Prefix": full, "MaxKeys": page_size}
+            kwargs |= {"ContinuationToken": at[0]} if at else {}
             r = self._call("list objects in", None, self._client.list_objects_v2, **kwargs)
-            for o in r.get("Contents", []):
-                k = str(o["Key"])
-                yield ObjectInfo(
-                    key=k[len(strip) :],
+            objects = [
+                ObjectInfo(
+                    key=str(o["Key"])[len(strip) :],
                     size=int(o.get("Size", 0)),
                     etag=str(o.get("ETag", "")),
                     last_modified=o.get("LastModified"),
                 )
+                for o in r.get("Contents", [])
+            ]
             token = r.get("NextContinuationToken")
-            if not r.get("IsTruncated") or not token:
-                return
-            kwargs["ContinuationToken"] = token
+            return Page(objects, bool(r.get("IsTruncated")), (str(token),) if token else ())
+        markers = {"KeyMarker": at[0], "VersionIdMarker": at[1]} if at else {}
+        v = self._call(
+            "list versions in", None, self._client.list_object_versions,
+            Prefix=full, MaxKeys=page_size, **{k: m for k, m in markers.items() if m},
+        )  # fmt: skip
+        versions = [
+            ObjectVersion(
+                str(e["Key"])[len(strip) :],
+                str(e["VersionId"]),
+                bool(e.get("IsLatest")),
+                tag == "DeleteMarkers",
+                int(e.get("Size", 0)),
+                e.get("LastModified"),
+            )
+            for tag in ("Versions", "DeleteMarkers")
+            for e in cast("list[dict[str, Any]]", v.get(tag, []))
+        ]
+        nxt = (str(v.get("NextKeyMarker") or ""), str(v.get("NextVersionIdMarker") or ""))
+        return Page(versions, bool(v.get("IsTruncated")), nxt if nxt[0] else ())
 
     def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
         """A signed GET straight through the client's HTTP session (agent/storage/s3get.py: a third of the
@@ -1221,8 +1384,34 @@ class S3Bucket(Bucket):
 
     def delete(self, key: str, *, version_id: str | None = None) -> None:
         check_key(key)
+        query = [("versionId", version_id)] if version_id else []
+        if self._exchange("delete", key, _request("DELETE", self._full(key), query)) is not None:
+            return
         extra = {"VersionId": version_id} if version_id else {}
         self._call("delete", key, self._client.delete_object, Key=self._full(key), **extra)
+
+    def erase_every_version(self, key: str, *, max_versions: int = MAX_VERSIONS) -> None:
+        """Delete every version and delete marker of ``key``, as ListObjectVersions lists them. Asking
+        HEAD for the newest version, as :meth:`Bucket.erase_every_version` does, stops at a delete marker
+        (a plain delete, or an erasure cut short, leaves one), while the versions behind it keep their data."""
+        check_key(key)
+        versions = self._versions_of(key, max_versions + 1)
+        if len(versions) > max_versions:
+            raise StorageError(f"{key} has more than {max_versions} versions; erase it by hand and rerun")
+        for version_id in versions:
+            self.delete(key, version_id=version_id)  # "null" too: S3 deletes the null version so, not marks it
+        if self._versions_of(key, 1):
+            raise StorageError(f"{key} is still in the bucket after deleting it")
+
+    def _versions_of(self, key: str, most: int) -> list[str]:
+        """The version ids (delete markers too) of ``key`` itself, at most ``most`` of them."""
+        found: list[str] = []
+        for version in self.iter_versions(key, page_size=min(max(most, 100), 1000)):
+            if version.key == key:
+                found.append(version.version_id)
+                if len(found) >= most:
+                    break
+        return found
 
     def close(self) -> None:
         if self._botocore is not None:
@@ -1265,6 +1454,12 @@ def _signed_requests(http: S3Http) -> tuple[SignedGet, SignedPut]:
 
 # Typed lazy accessors: agent/storage/s3get.py and s3put.py import botocore, so they are imported only once
 # an S3 bucket is in use, and each accessor returns the very class or function mypy then checks calls to.
+def _parts_page(body: bytes) -> Page:
+    from bodycam.agent.storage.s3xml import parts_page
+
+    return parts_page(body)
+
+
 def _bad_content_length() -> type[BadContentLength]:
     from bodycam.agent.storage.s3get import BadContentLength
 
@@ -1295,8 +1490,40 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     return READ_ERRORS
 
 
+class _Refused(Exception):
+    """The cause of a refusal the bucket's own request was answered with (its code and HTTP status), as a
+    ClientError is the cause of one botocore was answered with."""
+
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(f"{code or status}")
+        self.code, self.status = code, status
+
+
+def _transient(status: int, code: str) -> bool:
+    """An answer botocore's ``standard`` retry mode sends the request again after."""
+    return status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+
+
+def _request(
+    method: str,
+    full_key: str | None,
+    query: Sequence[tuple[str, str]] = (),
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    payload: str | None = None,
+) -> Request:
+    from bodycam.agent.storage.s3http import Request
+
+    return Request(method, full_key, query, headers, body, payload)
+
+
 def _error_code(err: BaseException | None) -> str | None:
-    """The S3 error code of a ClientError, None for anything else (connection failures)."""
+    """The S3 error code of a ClientError or of the bucket's own refusal, None for anything else
+    (connection failures)."""
+    if isinstance(err, _Refused):
+        return err.code
+    if "botocore.exceptions" not in sys.modules:
+        return None
     from botocore.exceptions import ClientError
 
     if not isinstance(err, ClientError):

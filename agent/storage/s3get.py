@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 from bodycam.agent.storage.bucket import MAX_OBJECT
-from bodycam.agent.storage.s3http import S3Http
+from bodycam.agent.storage.s3http import Request, S3Http
 
 LOG = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class SignedGet:
     def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | None:
         """Headers (lower-case names) and the body of a 200 answer; None for anything else."""
         query = [("versionId", version_id)] if version_id else []
-        opened = self._http.open("GET", full_key, query, _HEADERS)
+        opened = self._http.open(Request("GET", full_key, query, _HEADERS))
         if opened is None:
             LOG.debug("signed GET of %s: no answer; through get_object instead", full_key)
             return None

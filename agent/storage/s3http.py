@@ -3,14 +3,16 @@ connection pool over http.client (issue 14: ``ingest --once`` into S3 within 2x 
 
 botocore cost every ``ingest --once`` about 0.3 CPU s before its first request (importing it, loading the
 S3 model, building a client) and each 8 MiB part about 2.3 ms of CPU in its request machinery, urllib3
-and http.client. The calls an ingest makes (list uploads, start, the parts, complete, head, put) are a
-handful of plain requests, so :class:`S3Http` makes them itself: each is signed here (:func:`authorization`,
-checked against AWS's published SigV4 test vectors, tests/test_s3http.py), sent on a connection kept
-alive between requests, a part body written with one ``sendall`` of the caller's memoryview.
+and http.client. The calls an ingest makes (list uploads, start, the parts, complete, head, put) and those
+of verify, receive, proof and retention (listings of objects, versions and parts, reads, aborts, deletes)
+are a handful of plain requests, so :class:`S3Http` makes them itself: each is signed here
+(:func:`authorization`, checked against AWS's published SigV4 test vectors, tests/test_s3http.py), sent on
+a connection kept alive between requests, a part body written with one ``sendall`` of the caller's
+memoryview. Listings are read with bounds by agent/storage/s3xml.py; the bucket turns refusals into its
+errors and retries what botocore's ``standard`` mode retries (agent/storage/bucket.py ``S3Bucket._exchange``).
 
 It takes only what it can do exactly as botocore would, and answers None otherwise, so the caller keeps
-that bucket (or that request) on botocore, whose retries, errors and messages stay the only ones a user
-sees:
+that bucket (or that request) on botocore:
 
 * credentials (:func:`static_credentials`): ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (and a session
   token) from the environment, which is where ``/etc/bodycam/environment`` puts them under systemd, or the
@@ -21,8 +23,8 @@ sees:
   AWS's virtual-hosted ``https://BUCKET.s3.REGION.amazonaws.com/`` (TLS checked against ``AWS_CA_BUNDLE``
   when set, else the system's CAs); an endpoint set by environment or profile, FIPS or dual-stack
   endpoints, a proxy, a profile's CA bundle: None;
-* an answer it does not expect (an error status, a redirect, a connection failure on a fresh connection):
-  the caller sends that request again through botocore.
+* a redirect: the caller sends that request again through botocore (for an ingest's own requests, any
+  answer it does not expect, as before).
 """
 
 from __future__ import annotations
@@ -253,13 +255,29 @@ def botocore_free(env: Mapping[str, str]) -> bool:
 
 
 # -- requests -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    """One S3 request: the method, the key (None: the bucket itself), the query, the headers to sign and
+    send, the body, and ``payload``, the body's SHA-256 (hex) to sign: by default that of a ``bytes`` body,
+    and ``UNSIGNED-PAYLOAD`` for a memoryview (a part, covered by its signed checksum header)."""
+
+    method: str
+    full_key: str | None
+    query: Sequence[tuple[str, str]] = ()
+    headers: Mapping[str, str] | None = None
+    body: bytes | memoryview | None = None
+    payload: str | None = None
+
+
 @dataclass
 class Answer:
-    """An S3 answer: status, headers (lower-case names) and body (at most ``limit`` bytes read)."""
+    """An S3 answer: status, headers (lower-case names) and body (at most ``limit`` bytes read; ``whole``
+    False when there was more, and then the body is dropped)."""
 
     status: int
     headers: dict[str, str]
     body: bytes
+    whole: bool = True
 
 
 class S3Http:
@@ -380,32 +398,24 @@ class S3Http:
                 return
         conn.close()
 
-    def open(
-        self,
-        method: str,
-        full_key: str | None,
-        query: Sequence[tuple[str, str]] = (),
-        headers: Mapping[str, str] | None = None,
-        body: bytes | memoryview | None = None,
-        payload: str | None = None,
-    ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection] | None:
+    def open(self, request: Request) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection] | None:
         """Send one signed request and read its status and headers: the answer (its body unread) and the
         connection it came on, to :meth:`release` once the body is read whole; None when none came.
 
-        ``payload``: the body's SHA-256 (hex) to sign; by default that of a ``bytes`` body, and
-        ``UNSIGNED-PAYLOAD`` for a memoryview (a part, covered by its signed checksum header). A request on
-        a connection kept from before that fails before any answer (the server closed it while idle) is
-        sent once more on a new one; any other failure is None."""
-        path = self.path(full_key)
+        A request on a connection kept from before that fails before any answer (the server closed it while
+        idle) is sent once more on a new one; any other failure is None."""
+        method, body, query = request.method, request.body, request.query
+        path = self.path(request.full_key)
         target = path
         if query:
             target += "?" + "&".join(f"{uri_encode(k)}={uri_encode(v)}" if v else uri_encode(k) for k, v in query)
+        payload = request.payload
         if payload is None and isinstance(body, bytes):
             payload = hashlib.sha256(body).hexdigest()
         elif payload is None:
             payload = UNSIGNED_PAYLOAD if body is not None else EMPTY_SHA256
         for attempt in range(2):
-            sent = {k.lower(): v for k, v in (headers or {}).items()}
+            sent = {k.lower(): v for k, v in (request.headers or {}).items()}
             if body is not None:
                 sent["content-length"] = str(len(body) if isinstance(body, bytes) else body.nbytes)
             try:
@@ -426,19 +436,11 @@ class S3Http:
                     return None
         return None
 
-    def send(
-        self,
-        method: str,
-        full_key: str | None,
-        query: Sequence[tuple[str, str]] = (),
-        headers: Mapping[str, str] | None = None,
-        body: bytes | memoryview | None = None,
-        payload: str | None = None,
-        limit: int = MAX_BODY,
-    ) -> Answer | None:
-        """:meth:`open`, then the answer's body read whole (at most ``limit`` bytes: past it, or when the
-        body cannot be read, None and the connection is dropped)."""
-        opened = self.open(method, full_key, query, headers, body, payload)
+    def send(self, request: Request, limit: int = MAX_BODY) -> Answer | None:
+        """:meth:`open`, then the answer's body read whole (at most ``limit`` bytes: past it, the answer
+        with ``whole`` False and no body; when the body cannot be read, None). A connection whose answer
+        was not read whole is dropped, not reused."""
+        opened = self.open(request)
         if opened is None:
             return None
         response, conn = opened
@@ -447,14 +449,15 @@ class S3Http:
         except (OSError, http.client.HTTPException):
             conn.close()
             return None
+        headers = {k.lower(): v for k, v in response.getheaders()}
         if len(data) > limit or not response.isclosed():
             conn.close()  # not drained: dropped, not reused
-            return None
+            return Answer(response.status, headers, b"", whole=False)
         if response.will_close:
             conn.close()
         else:
             self.release(conn)
-        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+        return Answer(response.status, headers, data)
 
     def close(self) -> None:
         """Close the idle connections (one in use is closed by its reader)."""
@@ -469,7 +472,14 @@ def error_of(body: bytes) -> tuple[str, str]:
     text = body.decode("utf-8", "replace")
     code = _CODE.search(text)
     message = _MESSAGE.search(text)
-    return (code.group(1) if code else ""), (html.unescape(message.group(1)) if message else "")
+    return (code.group(1) if code else ""), (one_line(html.unescape(message.group(1))) if message else "")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """An endpoint's text as part of one line of ours: control characters and runs of spaces made one
+    space, at most ``limit`` characters (an answer's Message is the endpoint's to write, not ours)."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def xml_text(body: bytes, tag: str) -> str | None:
@@ -497,12 +507,14 @@ __all__ = [
     "UNSIGNED_PAYLOAD",
     "Answer",
     "Credentials",
+    "Request",
     "S3Http",
     "authorization",
     "botocore_free",
     "bucket_base",
     "canonical_query",
     "error_of",
+    "one_line",
     "region_of",
     "signing_key",
     "static_credentials",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from bodycam.agent.storage.s3http import S3Http, error_of
+from bodycam.agent.storage.s3http import Request, S3Http, error_of
 
 LOG = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class SignedPut:
         (lower-case names) and body (at most :data:`MAX_BODY` bytes) of the answer, or None when none came."""
         headers = {"x-amz-sdk-checksum-algorithm": algorithm, f"x-amz-checksum-{algorithm.lower()}": checksum}
         query = [("partNumber", str(number)), ("uploadId", upload_id)]
-        answer = self._http.send("PUT", full_key, query, headers, data, limit=MAX_BODY)
-        if answer is None:
+        answer = self._http.send(Request("PUT", full_key, query, headers, data), limit=MAX_BODY)
+        if answer is None or not answer.whole:
             LOG.debug("signed PUT of part %d of %s: no answer; through upload_part instead", number, full_key)
             return None
         return answer.status, answer.headers, answer.body

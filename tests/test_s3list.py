@@ -1,0 +1,306 @@
+"""Listings, versions, aborts and deletes as the bucket's own signed requests (agent/storage/s3xml.py,
+issue 14 item 6): the same answers botocore gives on a real SeaweedFS, page after page, without loading
+botocore; and a hostile endpoint's answers (oversized, malformed, entity-laden, endless) refused in one
+line that quotes nothing of the answer, since a key in it may name anyone."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bodycam.agent.storage.bucket import S3Bucket, open_bucket
+from bodycam.drivers.errors import StorageError, UploadError
+
+from .s3server import SeaweedFS
+
+MiB = 1024 * 1024
+#: a key a hostile answer lists: no message may quote it
+NAMED = "PC-1234-Jane-Doe"
+
+
+def s3(url: str, endpoint: str, **kwargs: float) -> S3Bucket:
+    bucket = open_bucket(url, endpoint, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(bucket, S3Bucket) and bucket._http is not None and bucket._http.static
+    return bucket
+
+
+def test_listings_page_through_the_buckets_own_requests_as_botocore_lists_them(
+    seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """Seven keys (a space, a plus, a non-ASCII letter: url-encoded in the answer) listed three at a time:
+    the keys, sizes and ETags botocore's list_objects_v2 gives, over three pages, with no botocore client
+    made; list_parts, abort (twice: an unknown upload is not an error) and delete likewise."""
+    bucket = s3(f"s3://{s3_bucket}/pre", seaweedfs.endpoint_url)
+    keys = ["a/1", "a b/2", "a+b/3", "é/4", "a-c", "a/b/5", "z"]
+    for key in keys:
+        bucket.put_object(key, key.encode())
+    pages: list[int] = []
+    send = bucket._http.send  # type: ignore[union-attr]
+    bucket._http.send = lambda *a, **k: (pages.append(1), send(*a, **k))[1]  # type: ignore[union-attr,method-assign]
+    ours = [(o.key, o.size, o.etag) for o in bucket.iter_objects(page_size=3)]
+    assert len(pages) == 3
+    listed = seaweedfs.client().list_objects_v2(Bucket=s3_bucket, Prefix="pre/")["Contents"]
+    assert ours == [(o["Key"].removeprefix("pre/"), o["Size"], o["ETag"]) for o in listed]
+    assert sorted(k for k, _, _ in ours) == sorted(keys)
+    assert [o.key for o in bucket.iter_objects("a/")] == ["a/1", "a/b/5"]
+    upload_id = bucket.start_upload("u/1")
+    sent = [
+        bucket.upload_part("u/1", upload_id, 1, memoryview(bytes(5 * MiB))),
+        bucket.upload_part("u/1", upload_id, 2, b"x"),
+    ]
+    assert [(p.number, p.etag, p.size) for p in bucket.list_parts("u/1", upload_id)] == [
+        (p.number, p.etag, p.size) for p in sent
+    ]
+    bucket.abort_upload("u/1", upload_id)
+    bucket.abort_upload("u/1", upload_id)
+    assert bucket.open_uploads() == []
+    bucket.delete("z")
+    bucket.delete("z")
+    assert bucket.head("z") is None
+    assert bucket._botocore is None
+
+
+def test_versions_page_through_and_erasing_takes_the_versions_behind_a_delete_marker(
+    seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """Three versions of a key and a plain delete's marker over it, listed two at a time, newest first;
+    erase_every_version then leaves nothing (before: it asked HEAD, which a delete marker answers 404, and
+    returned with the three versions' data still in the bucket)."""
+    locked = seaweedfs.make_bucket(f"{s3_bucket}-v", object_lock=True)
+    bucket = s3(f"s3://{locked}/pre", seaweedfs.endpoint_url)
+    written = [bucket.put_object("v/k", b"v%d" % i, create_only=False, retain=False) for i in range(3)]
+    bucket.put_object("v/other", b"o", retain=False)
+    bucket.delete("v/k")
+    versions = [v for v in bucket.iter_versions("v/", page_size=2) if v.key == "v/k"]
+    assert [v.delete_marker for v in versions] == [True, False, False, False]
+    assert versions[0].latest and not any(v.latest for v in versions[1:])
+    assert {v.version_id for v in versions[1:]} == {w.version_id for w in written}
+    listed = seaweedfs.client().list_object_versions(Bucket=locked, Prefix="pre/v/k")
+    assert len(listed["Versions"]) + len(listed["DeleteMarkers"]) == 4
+    bucket.erase_every_version("v/k")
+    assert [v.key for v in bucket.iter_versions("v/")] == ["v/other"]
+    assert bucket._botocore is None
+
+
+# -- a hostile endpoint -----------------------------------------------------------------------------------
+class Hostile:
+    """A tiny S3 stand-in on loopback: each request gets the next (status, body) of ``answers`` (the last
+    one again once they run out); ``requests`` counts what came."""
+
+    def __init__(self, answers: list[tuple[int, bytes]]) -> None:
+        self.answers = answers
+        self.requests: list[str] = []
+        hostile = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                hostile.requests.append(f"{self.command} {self.path}")
+                status, body = hostile.answers[min(len(hostile.requests), len(hostile.answers)) - 1]
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_DELETE = do_PUT = do_POST = do_HEAD = _answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Hostile:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def static_keys(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Static keys in the environment, as /etc/bodycam/environment gives them; nothing else of AWS."""
+    tmp = tmp_path_factory.mktemp("aws")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIDHOSTILE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def _listing(contents: str, fields: str = "<IsTruncated>false</IsTruncated>") -> bytes:
+    return f'<?xml version="1.0"?><ListBucketResult xmlns="x">{fields}{contents}</ListBucketResult>'.encode()
+
+
+def _entry(key: str, size: str = "5") -> str:
+    return f"<Contents><Key>{key}</Key><Size>{size}</Size><ETag>e</ETag></Contents>"
+
+
+LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "' + b"x" * 100 + b'"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+    b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><ListBucketResult><Contents><Key>pre/&c;</Key></Contents>'
+    b"</ListBucketResult>"
+)
+EXTERNAL = (
+    b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+    b"<ListBucketResult><Contents><Key>pre/&e;</Key></Contents></ListBucketResult>"
+)
+
+HOSTILE = {
+    "oversized": ([(200, _listing(_entry(f"pre/{NAMED}") * 80_000))], "over 4194304 bytes"),
+    "billion laughs": ([(200, LAUGHS)], "declares a DOCTYPE or entities"),
+    "external entity": ([(200, EXTERNAL)], "declares a DOCTYPE or entities"),
+    "undeclared entity": ([(200, _listing(_entry(f"pre/{NAMED}&x;")))], "not well-formed XML"),
+    "malformed": ([(200, _listing(_entry(f"pre/{NAMED}"))[:-20])], "not well-formed XML"),
+    "not a listing": ([(200, b"<Html><Key>pre/" + NAMED.encode() + b"</Key></Html>")], "not a ListBucketResult"),
+    "too many entries": ([(200, _listing(_entry(f"pre/{NAMED}") * 1001))], "more than the 1000 entries"),
+    "key too long": ([(200, _listing(_entry(f"pre/{NAMED}" + "k" * 1100)))], "longer than 1024 bytes"),
+    "field too long": ([(200, _listing(_entry(f"pre/{NAMED}" + "k" * 5000)))], "longer than 4096 characters"),
+    "key outside the prefix": ([(200, _listing(_entry(f"other/{NAMED}")))], "outside the prefix"),
+    "a key twice in one entry": (
+        [(200, _listing(f"<Contents><Key>pre/a</Key><Key>pre/{NAMED}</Key></Contents>"))],
+        "gives Key twice",
+    ),
+    "nested deep": ([(200, _listing("<a><b><c><d><e><f><g>x</g></f></e></d></c></b></a>"))], "nests or repeats"),
+    "negative size": ([(200, _listing(_entry(f"pre/{NAMED}", "-5")))], "not a whole number"),
+    "truncated neither true nor false": (
+        [(200, _listing(_entry(f"pre/{NAMED}"), "<IsTruncated>yes</IsTruncated>"))],
+        "neither true nor false",
+    ),
+    "token too long": (
+        [
+            (
+                200,
+                _listing(
+                    "",
+                    "<IsTruncated>true</IsTruncated><NextContinuationToken>" + "t" * 3000 + "</NextContinuationToken>",
+                ),
+            )
+        ],
+        "not 1-2048 characters",
+    ),
+    "the same token again": (
+        [
+            (
+                200,
+                _listing(
+                    _entry(f"pre/{NAMED}"),
+                    "<IsTruncated>true</IsTruncated><NextContinuationToken>t1</NextContinuationToken>",
+                ),
+            )
+        ],
+        "does not move on",
+    ),
+    "endless empty pages": (
+        [
+            (200, _listing("", f"<IsTruncated>true</IsTruncated><NextContinuationToken>t{i}</NextContinuationToken>"))
+            for i in range(40)
+        ],
+        "does not move on",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_listing_is_refused_in_one_line_that_names_no_key(static_keys: None, case: str) -> None:
+    """Each answer a hostile (or broken) endpoint could give a listing is an UploadError naming the bucket
+    and what was wrong, in one line, quoting no key of the answer; nothing is expanded, nothing grows past
+    the bounds, botocore is not asked to try again."""
+    answers, reason = HOSTILE[case]
+    with Hostile(answers) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        with pytest.raises(UploadError) as caught:
+            for _ in bucket.iter_objects():
+                pass
+    message = str(caught.value)
+    assert reason in message and "s3://evidence/pre" in message, message
+    assert "\n" not in message and NAMED not in message and "passwd" not in message, message
+    assert len(hostile.requests) <= 1 + 16 and bucket._botocore is None
+
+
+def test_a_hostile_versions_and_parts_listing_is_refused_too(static_keys: None) -> None:
+    bad_version = b"<ListVersionsResult><Version><Key>pre/" + NAMED.encode() + b"</Key></Version></ListVersionsResult>"
+    with Hostile([(200, bad_version)]) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        with pytest.raises(UploadError, match="an entry of the answer has no VersionId") as caught:
+            list(bucket.iter_versions())
+        assert NAMED not in str(caught.value)
+        part = b"<ListPartsResult><Part><PartNumber>10001</PartNumber><ETag>e</ETag><Size>1</Size></Part></ListPartsResult>"
+        hostile.answers = [(200, part)]
+        with pytest.raises(UploadError, match="a part number S3 does not have"):
+            bucket.list_parts("k/1", "upload")
+        assert bucket._botocore is None
+
+
+def _error(code: str, message: str) -> bytes:
+    return f"<Error><Code>{code}</Code><Message>{message}</Message><Key>pre/{NAMED}</Key></Error>".encode()
+
+
+@pytest.mark.parametrize(
+    ("answers", "call", "error", "expected", "requests"),
+    [
+        (
+            [(403, _error("AccessDenied", "Access\r\nDenied"))],
+            lambda b: list(b.iter_objects()),
+            UploadError,
+            "list objects in s3://evidence/pre (endpoint {url}) refused: AccessDenied Access Denied; check the S3 "
+            "credentials",
+            1,
+        ),
+        ([(404, _error("NoSuchBucket", "gone"))], lambda b: list(b.iter_versions()), UploadError, "create bucket", 1),
+        ([(404, _error("NoSuchUpload", "gone"))], lambda b: b.abort_upload("k/1", "u"), None, "", 1),
+        ([(404, _error("NoSuchUpload", "gone"))], lambda b: b.list_parts("k/1", "u"), UploadError, "start again", 1),
+        (
+            [(403, _error("AccessDenied", "locked"))],
+            lambda b: b.delete("k/1", version_id="v1"),
+            UploadError,
+            "locked",
+            1,
+        ),
+        ([(503, _error("SlowDown", "slow"))], lambda b: b.delete("k/1"), UploadError, "refused: SlowDown slow", 2),
+        ([(500, b"oops"), (204, b"")], lambda b: b.delete("k/1"), None, "", 2),
+    ],
+    ids=["denied", "no bucket", "abort unknown", "parts unknown", "delete locked", "slow down", "retried"],
+)
+def test_error_answers_become_one_line_errors_without_botocore(
+    static_keys: None,
+    answers: list[tuple[int, bytes]],
+    call: Callable[[S3Bucket], object],
+    error: type[StorageError] | None,
+    expected: str,
+    requests: int,
+) -> None:
+    """A refusal is the BodycamError and message botocore's ClientError became (the endpoint's message made
+    one line), a transient answer is asked again up to max_attempts (2 here), and an unknown upload's abort
+    is no error: botocore is not loaded for any of them (a daemon's bay worker paid 0.3-0.5 CPU s for it)."""
+    with Hostile(answers) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10, max_attempts=2)
+        if error is None:
+            call(bucket)
+        else:
+            with pytest.raises(error) as caught:
+                call(bucket)
+            message = str(caught.value)
+            assert expected.format(url=hostile.url) in message and "\n" not in message, message
+            assert NAMED not in message
+        assert len(hostile.requests) == requests and bucket._botocore is None
