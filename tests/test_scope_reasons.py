@@ -138,12 +138,15 @@ def test_status_and_sync_wait_say_why_footage_stayed(tmp_path: Path) -> None:
         for view in ("status", "watch"):
             text = dock.cli(view, *(["--count", "1"] if view == "watch" else []))
             assert "stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-WD" in text.stdout
+            # and what moved: the bay's line said nothing of the 2 recordings that left
+            assert "2 recordings verified in the bucket since docked" in text.stdout, text.stdout
         waited = dock.cli("sync", "--camera", cam.serial, "--wait", "--json", timeout=120)
         assert waited.returncode == 0, waited.stderr
         bay = json.loads(waited.stdout)
         assert bay["state"] == "synced" and bay["sessions"] == 2 and bay["out_of_scope_reasons"] == reasons, bay
         shown = dock.cli("sync", "--camera", cam.serial, "--wait", timeout=120)
         assert shown.returncode == 0 and "stayed on the camera: 2 tagged operational" in shown.stdout, shown.stdout
+        assert "2 recordings verified in the bucket since docked" in shown.stdout, shown.stdout
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)

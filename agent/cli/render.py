@@ -61,6 +61,9 @@ def bay_line(bay: Mapping[str, object]) -> str:
         line += f" {_fmt_bytes(rate)}/s ETA {_fmt_eta(_number(bay, 'eta_s'))}"
     if bay.get("recording") is not None:
         line += f" rec #{bay['recording']}"
+    verified = int(_number(bay, "verified"))
+    if verified:  # what moved: a synced bay's line said nothing of it, only what stayed
+        line += f"  {verified} recording{'' if verified == 1 else 's'} verified in the bucket since docked"
     if bay.get("note"):
         line += f"  ({bay['note']})"
     if bay.get("last_error"):
