@@ -132,3 +132,29 @@ def test_a_journal_from_before_the_pin_takes_the_dock_of_its_custody(tmp_path: P
     assert proc.returncode == 2 and f"differs from {DOCK_ID!r}" in proc.stderr, proc.stderr
     set_config(dock, "dock_id", DOCK_ID)
     assert dock.cli("exercise", "list").returncode == 0
+
+
+def test_deleting_a_moved_dock_s_batches_from_its_old_bucket_is_caught(tmp_path: Path) -> None:
+    """The handover batch of a move is published to both buckets: in the new one it opens the chain, in
+    the old one it closes it. Taken for an opening in the old bucket too, it let every batch before it
+    (and the dock's log) be deleted there with verify still passing."""
+    import shutil
+
+    win = window()
+    old_url, new_url = (tmp_path / "bucket-a").as_uri(), (tmp_path / "bucket-b").as_uri()
+    dock = make_dock(tmp_path / "dock", old_url)
+    ingest_one(dock, "CAM-M1", tmp_path, win)
+    set_config(dock, "url", new_url)
+    assert dock.cli("dock", "handover", "--bucket", new_url).returncode == 0
+    verify(dock, old_url)
+    verify(dock, new_url)  # the handover batch opens the chain there
+
+    old_root = tmp_path / "bucket-a" / DOCK_ID
+    (handover_batch,) = [p.parent for p in old_root.rglob("custody.jsonl") if b"dock_handover" in p.read_bytes()]
+    for path in old_root.iterdir():
+        if path != handover_batch:
+            shutil.rmtree(path)
+    proc = dock.cli("verify", "--bucket", old_url, "--allowed-signers", str(dock.allowed_signers), "--json")
+    findings = json.loads(proc.stdout)["findings"]
+    assert proc.returncode == 1, findings
+    assert [f["batch"] for f in findings if f["problem"] == "batch_missing"] == [handover_batch.name], findings

@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import struct
 import threading
@@ -35,6 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -1293,7 +1295,7 @@ class Verifier:
                 )
                 continue
             expected = (previous.seq or 0) + 1 if previous is not None else 1
-            if r.seq != expected and not (previous is None and _opens_bucket(r)):
+            if r.seq != expected and not (previous is None and _opens_bucket(r, self.bucket.url)):
                 self._missing(dock, previous, r, expected)
             elif r.seq != expected:
                 pass  # the chain moved here from another bucket: its earlier batches are audited there
@@ -1334,6 +1336,9 @@ class Verifier:
         known = first_lost is not None and last_lost is not None and last_lost >= first_lost
         lost = f"; custody entries {first_lost}..{last_lost} are gone with it" if known else ""
         link = str(r.previous_manifest_sha256)[:16]
+        moved = (r.handover or {}).get("to_bucket") if previous is None else None
+        if moved is not None:  # a copy of the bucket the dock moved to, read under another URL, comes here too
+            lost += f" ({r.batch} moved the dock to {_short(moved)}: the chain starts there only when verify reads that URL)"
         self._find(
             "batch_missing",
             f"dock {dock}: batch {seqs} is missing {after}: {r.batch} (seq {r.seq}) links to manifest "
@@ -1527,9 +1532,21 @@ def _cost(r: BatchResult) -> int:
     return BATCH_COST + ROW_COST * len(r.rows) + personal
 
 
-def _opens_bucket(r: BatchResult) -> bool:
-    """A batch that moved the dock to this bucket (a copy of it is here): the chain starts there."""
-    return r.signature_ok and "to_bucket" in (r.handover or {})
+def _opens_bucket(r: BatchResult, here: str) -> bool:
+    """A batch that moved the dock to this bucket (a copy of it is here): the chain starts there. The
+    same batch is published to the bucket the dock left, where it closes the chain: there it opens
+    nothing (else every batch before it could be deleted unnoticed)."""
+    return r.signature_ok and _same_bucket((r.handover or {}).get("to_bucket"), here)
+
+
+def _same_bucket(named: str | None, here: str) -> bool:
+    """Whether a bucket URL from custody names the bucket verify reads (file URLs by their real path)."""
+    if named is None:
+        return False
+    a, b = urlsplit(named), urlsplit(here)
+    if a.scheme == b.scheme == "file":
+        return os.path.realpath(unquote(a.path)) == os.path.realpath(unquote(b.path))
+    return (a.scheme, a.netloc, a.path.strip("/")) == (b.scheme, b.netloc, b.path.strip("/"))
 
 
 def _short(value: Any, limit: int = 80) -> str:
