@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -405,6 +406,79 @@ def test_load_reports_missing_and_garbage_keys(tmp_path: Path) -> None:
     rsa_like.chmod(0o600)
     with pytest.raises(ConfigError, match="type ECDSA; dock signing keys must be Ed25519"):
         load_private_key(rsa_like)
+
+
+def _key_file_blob(path: Path) -> bytes:
+    lines = path.read_text().splitlines()
+    return base64.b64decode("".join(lines[1:-1]))
+
+
+def _write_key_blob(path: Path, blob: bytes) -> None:
+    text = base64.b64encode(blob).decode()
+    body = "\n".join(text[i : i + 70] for i in range(0, len(text), 70))
+    path.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n")
+    path.chmod(0o600)
+
+
+def _cryptography_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+@needs_ssh_keygen
+def test_plain_ed25519_keys_load_without_cryptographys_serialization(tmp_path: Path) -> None:
+    """The dock's key (ours or ssh-keygen's, unencrypted Ed25519) is read by sshsig itself: the same seed as
+    cryptography's loader gives, without importing ``serialization`` and every key type's module behind it
+    (about 20 ms of each run's start-up, issue 14)."""
+    ours = tmp_path / "ours"
+    generate_key(ours, "dock-01@station-7")
+    stock = stock_key(tmp_path)
+    for path in (ours, stock):
+        assert sshsig._plain_ed25519(path.read_bytes()) is not None, path
+        assert load_private_key(path).private_bytes_raw() == _cryptography_key(path).private_bytes_raw()
+    probe = (
+        "import sys; from pathlib import Path; from bodycam.agent.formats.sshsig import load_private_key; "
+        f"load_private_key(Path({str(ours)!r})); "
+        "print('cryptography.hazmat.primitives.serialization' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False", done
+
+
+def test_a_key_file_the_hand_parser_does_not_take_is_cryptographys_to_refuse(tmp_path: Path) -> None:
+    """Broken checkints, padding, a public key that is not the seed's: not taken by the hand parser, so
+    cryptography's loader reads the file and refuses it as before (not a usable OpenSSH private key)."""
+    good = tmp_path / "good"
+    generate_key(good, "dock")
+    blob = _key_file_blob(good)
+    magic = b"openssh-key-v1\0"
+    reader = sshsig._Reader(blob[len(magic) :])
+    head = [reader.string(), reader.string(), reader.string(), reader.u32()]
+    public_blob, section = reader.string(), reader.string()
+    inner = sshsig._Reader(section)
+    check = inner.u32()
+    inner.u32()
+    key_type, public, secret, comment = inner.string(), inner.string(), inner.string(), inner.string()
+    padding = inner.rest()
+
+    def rebuilt(*, checks: tuple[int, int] = (check, check), pad: bytes = padding, seed: bytes = secret) -> bytes:
+        body = struct.pack(">II", *checks) + b"".join(ssh_string(f) for f in (key_type, public, seed, comment))
+        prefix = b"".join(ssh_string(f) for f in head[:3]) + struct.pack(">I", head[3])
+        return magic + prefix + ssh_string(public_blob) + ssh_string(body + pad)
+
+    other = Ed25519PrivateKey.generate().private_bytes_raw()
+    assert rebuilt() == blob  # the test's own rebuild is faithful
+    for name, blob_changed in (
+        ("checkints", rebuilt(checks=(check, check ^ 1))),
+        ("padding", rebuilt(pad=bytes(len(padding)))),
+        ("seed", rebuilt(seed=other + public)),
+    ):
+        path = tmp_path / name
+        _write_key_blob(path, blob_changed)
+        assert sshsig._plain_ed25519(path.read_bytes()) is None, name
+        with pytest.raises(ConfigError, match="not a usable OpenSSH private key"):
+            load_private_key(path)
 
 
 def test_public_key_lines_round_trip() -> None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bodycam.agent.formats import note
 from bodycam.drivers.errors import IntegrityError
@@ -33,7 +32,9 @@ _SIG = struct.Struct(">4sQ64s")  # key id, timestamp, Ed25519 signature
 
 
 def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    """The key's 32 bytes (``public_bytes_raw``: ``serialization``'s encodings would import every key type's
+    module at start-up, issue 14)."""
+    return key.public_bytes_raw()
 
 
 def key_id(name: str, key: Ed25519PublicKey) -> bytes:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bodycam.drivers.errors import IntegrityError
 
@@ -33,7 +32,9 @@ MAX_TREE_SIZE = (1 << 63) - 1
 
 
 def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    """The key's 32 bytes (``public_bytes_raw``: ``serialization``'s encodings would import every key type's
+    module at start-up, issue 14)."""
+    return key.public_bytes_raw()
 
 
 def valid_name(name: str) -> bool:

@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bodycam.drivers.errors import ConfigError, IntegrityError
@@ -120,6 +118,12 @@ class _Reader:
     def done(self) -> None:
         if self._pos != len(self._data):
             raise _Malformed(f"{len(self._data) - self._pos} unexpected trailing byte(s)")
+
+    def rest(self) -> bytes:
+        """What is left unread (consumed)."""
+        value = self._data[self._pos :]
+        self._pos = len(self._data)
+        return value
 
 
 def _armor(begin: str, end: str, blob: bytes) -> str:
@@ -318,19 +322,70 @@ def _read_key_file(path: Path, missing: str | None = None) -> bytes:
         os.close(fd)
 
 
-_KEY_KINDS: Final = (
-    (rsa.RSAPrivateKey, "RSA"),
-    (ec.EllipticCurvePrivateKey, "ECDSA"),
-    (ed448.Ed448PrivateKey, "Ed448"),
-)
-
-
 def load_private_key(path: Path, missing: str | None = None) -> Ed25519PrivateKey:
     """Load the dock's unencrypted Ed25519 OpenSSH key, refusing one that others could read (as ssh does).
 
     ``missing``: what to do when there is no such file, for a key a command of ours creates (the dock's:
     ``keys init``, which also prints the auditors' line); else the stock ``ssh-keygen`` command."""
     data = _read_key_file(path, missing)
+    key = _plain_ed25519(data)
+    return key if key is not None else _load_with_cryptography(path, data)
+
+
+def _plain_ed25519(data: bytes) -> Ed25519PrivateKey | None:
+    """The key of an unencrypted ``openssh-key-v1`` file holding one Ed25519 key, exactly as ``generate_key``
+    and ``ssh-keygen -t ed25519 -N ''`` write it (checkints equal, the public key twice and matching the
+    seed, padding 1, 2, 3, ...); None for anything else, which cryptography's loader then reads or refuses.
+
+    Why by hand: every run loads this key, and ``cryptography.hazmat.primitives.serialization`` imports a
+    module for every key type it can read (RSA, DSA, ECDSA, Ed448, bcrypt's KDF), about 20 ms of CPU of
+    each ``ingest --once`` (issue 14, start-up) to read 32 bytes. Whatever this parser does not take goes
+    to cryptography, so what is refused, and why, is as before."""
+    try:
+        lines = data.decode("ascii").removesuffix("\n").split("\n")
+    except UnicodeDecodeError:
+        return None
+    if len(lines) < 3 or lines[0] != _KEY_BEGIN or lines[-1] != _KEY_END:
+        return None
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except ValueError:
+        return None
+    if not blob.startswith(_KEY_MAGIC):
+        return None
+    try:
+        outer = _Reader(blob[len(_KEY_MAGIC) :])
+        if (outer.string(), outer.string(), outer.string(), outer.u32()) != (b"none", b"none", b"", 1):
+            return None
+        public_blob, section = outer.string(), outer.string()
+        outer.done()
+        public = _Reader(public_blob)
+        if public.string() != KEY_TYPE.encode():
+            return None
+        raw = public.string()
+        public.done()
+        inner = _Reader(section)
+        if inner.u32() != inner.u32() or inner.string() != KEY_TYPE.encode() or inner.string() != raw:
+            return None
+        secret = inner.string()
+        inner.string()  # the comment
+        padding = inner.rest()
+    except _Malformed:
+        return None
+    if len(section) % 8 or padding != bytes(range(1, len(padding) + 1)):
+        return None
+    if len(raw) != _ED25519_PUBLIC_LEN or len(secret) != 2 * _ED25519_PUBLIC_LEN or secret[32:] != raw:
+        return None
+    key = Ed25519PrivateKey.from_private_bytes(secret[:32])
+    return key if key.public_key().public_bytes_raw() == raw else None
+
+
+def _load_with_cryptography(path: Path, data: bytes) -> Ed25519PrivateKey:
+    """Any other key file, through cryptography's loader: a passphrase, another key type and a corrupt
+    file each refused with a ConfigError that says so."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
+
     try:
         key = serialization.load_ssh_private_key(data, password=None)
     except TypeError:
@@ -342,7 +397,8 @@ def load_private_key(path: Path, missing: str | None = None) -> Ed25519PrivateKe
         raise ConfigError(f"signing key {path} is not a usable OpenSSH private key: {err}") from None
     if not isinstance(key, Ed25519PrivateKey):
         # DSA is named by its class name: importing cryptography's dsa module warns since cryptography 47
-        kind = next((name for cls, name in _KEY_KINDS if isinstance(key, cls)), type(key).__name__.removeprefix("_"))
+        kinds = ((rsa.RSAPrivateKey, "RSA"), (ec.EllipticCurvePrivateKey, "ECDSA"), (ed448.Ed448PrivateKey, "Ed448"))
+        kind = next((name for cls, name in kinds if isinstance(key, cls)), type(key).__name__.removeprefix("_"))
         raise ConfigError(
             f"signing key {path} holds a key of type {kind}; dock signing keys must be Ed25519 (ssh-keygen -t ed25519)"
         )
