@@ -5,7 +5,9 @@ addressing botocore would use, and a bucket on a real SeaweedFS whose credential
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from bodycam.agent.storage.s3http import (
     region_of,
     static_credentials,
     uri_encode,
+    xml_text,
 )
 
 from .faultproxy import FaultProxy
@@ -40,6 +43,26 @@ S3_DATE = "20130524T000000Z"
 
 def _signature(header: str) -> str:
     return header.rsplit("Signature=", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["d41d8cd98f00b204e9800998ecf8427e-3", "&quot;a1b2&quot;", "&amp;lt;", "&lt;&gt;&apos;&amp;&quot;", "&amp",
+     "a & b", "&#34;x&#x22;", "&#34;e-2&#34;&#39;", "&#0034;", "&copy;", "&quot", "&QUOT;", "&amp;amp;", "caf\u00e9 &eacute;"],
+)  # fmt: skip
+def test_answers_are_unescaped_as_html_unescape_does_without_importing_html(text: str) -> None:
+    """S3 escapes XML's five entities, quotes as ``&quot;`` or ``&#34;`` (Go): those are replaced here and
+    ``html`` (its 2,000-entity table, ~2 ms of each ingest's start-up) is imported for anything else; the
+    text is what ``html.unescape`` gives either way."""
+    body = f"<R><ETag>{text}</ETag></R>".encode()
+    assert xml_text(body, "ETag") == html.unescape(text)
+
+
+def test_s3s_own_escapes_do_not_import_html() -> None:
+    probe = "import sys; from bodycam.agent.storage.s3http import xml_text as t; "
+    probe += "t(b'<E>&quot;1&#34;&amp;&lt;&gt;&apos;&#39;</E>', 'E'); print('html' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False", done
 
 
 @pytest.mark.parametrize(

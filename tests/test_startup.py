@@ -135,6 +135,9 @@ def test_ingest_into_a_local_bucket_never_imports_the_s3_client(tmp_path: Path) 
     assert [m for m in modules if "witness" in m] == []  # this dock has no [witnesses]
     # nor [agreements] nor [fleet]: their formats (some 10 dataclasses, ~0.02 s) and retention stay unloaded
     assert [m for m in modules if m.split(".")[-1] in ("agreements", "fleet", "retention")] == []
+    # the dock's Ed25519 key is read by sshsig itself: cryptography's serialization imports every key type's
+    # module (~20 ms)
+    assert "cryptography.hazmat.primitives.serialization" not in modules
 
 
 def test_the_crc32c_extension_loaded_alone_is_the_packages_crc32c() -> None:
@@ -175,6 +178,17 @@ def test_ingest_into_s3_never_imports_botocore(tmp_path: Path, seaweedfs: Seawee
     assert (
         "configparser" not in modules
     )  # it reads a profile's files: this dock has none, its keys are the environment's
+    # what only a local bucket (shutil and its compressors, the part index), HTML entities other than XML's
+    # five (html) or a key file other than the dock's plain Ed25519 (serialization) need: ~10 ms of start-up
+    unused = (
+        "shutil",
+        "bz2",
+        "lzma",
+        "bodycam.agent.storage.partindex",
+        "html",
+        "cryptography.hazmat.primitives.serialization",
+    )
+    assert [m for m in unused if m in modules] == []
 
 
 def test_verify_of_s3_never_imports_botocore(tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str) -> None:

@@ -41,7 +41,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import stat
 import sys
 import threading
@@ -56,7 +55,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from bodycam.agent.formats.times import iso_utc
-from bodycam.agent.storage import partindex
 from bodycam.drivers.crc import crc32c
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
 
@@ -66,6 +64,7 @@ if TYPE_CHECKING:
     from botocore.loaders import Loader
     from mypy_boto3_s3 import S3Client
 
+    from bodycam.agent.storage import partindex  # a local bucket's: imported where used (issue 14, start-up)
     from bodycam.agent.storage.s3get import BadContentLength, SignedGet
     from bodycam.agent.storage.s3http import Answer, Request, S3Http
     from bodycam.agent.storage.s3put import SignedPut
@@ -1597,6 +1596,8 @@ class LocalBucket(Bucket):
 
     def _sweep(self, older_than: float = 3600.0) -> None:
         """Remove temp files and half-started uploads a crash left in ``.uploads/`` (an hour old or more)."""
+        import shutil
+
         cutoff = time.time() - older_than
         try:
             with os.scandir(self.root / UPLOADS_DIR) as it:
@@ -1716,6 +1717,8 @@ class LocalBucket(Bucket):
     def start_upload(self, key: str, *, retain_until: float | None = None) -> str:
         """A new upload directory with its ``key``, an empty ``data`` file and an empty part index, made
         whole in a staging directory and renamed into place: no part ever creates a file or a name."""
+        import shutil
+
         self._writable()
         check_key(key)
         upload_id = secrets.token_hex(16)
@@ -1775,6 +1778,8 @@ class LocalBucket(Bucket):
         rewritten under their record, which stays true throughout. Bytes are durable before the record
         that describes them is appended.
         """
+        from bodycam.agent.storage import partindex
+
         size, stride, records = len(data), state.stride, b""
         if stride is None and size >= self.min_part_size:
             stride = size
@@ -1849,6 +1854,8 @@ class LocalBucket(Bucket):
             os.close(fd)
 
     def _load(self, udir: Path, fd: int, key: str, *, repair: bool) -> partindex.IndexState:
+        from bodycam.agent.storage import partindex
+
         st = os.fstat(fd)
         cached = self._indexes.get(udir.name)
         if cached is not None and cached[0] == (st.st_ino, st.st_size, st.st_mtime_ns):
@@ -1913,6 +1920,8 @@ class LocalBucket(Bucket):
         become records, a part without a checksum file is hashed from its bytes, one that cannot be read is
         left out (sent again). The index appears whole (a temp file, fsynced, linked into place), then the
         side files go: nothing reads them again. FileNotFoundError when the upload itself is gone."""
+        from bodycam.agent.storage import partindex
+
         self._writable()
         if not (udir / "key").exists():
             raise FileNotFoundError(errno.ENOENT, "no such upload", str(udir))
@@ -1946,6 +1955,8 @@ class LocalBucket(Bucket):
 
     def _legacy_part(self, udir: Path, number: int, stride: int | None) -> partindex.PartRecord:
         """A part as an older agent stored it (its own file, or a place in ``data`` named by ``.placed``)."""
+        from bodycam.agent.storage import partindex
+
         own = udir / f"{number:05d}.part"
         if own.exists():
             size, offset, source, at = own.stat().st_size, None, own, 0
@@ -1973,6 +1984,8 @@ class LocalBucket(Bucket):
         return [Part(r.number, f'"{_b64_digest(r.checksum).hex()}"', r.checksum, r.size) for r in records]
 
     def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> ObjectInfo:
+        import shutil
+
         check_key(key)
         _check_parts(parts, self.min_part_size)
         size = sum(p.size for p in parts)
@@ -2042,6 +2055,8 @@ class LocalBucket(Bucket):
         A part listed is one the journal holds, so the bucket acknowledged it: only a damaged index loses
         its line, and this lets a recording in ``completing`` finish without its camera, as the old layout
         did by hashing a part whose checksum file was lost."""
+        from bodycam.agent.storage import partindex
+
         if not part.checksum:
             return None
         places: list[tuple[Path, int, int | None]] = [(udir / f"{part.number:05d}.part", 0, None)]
@@ -2149,6 +2164,8 @@ class LocalBucket(Bucket):
                 )
 
     def abort_upload(self, key: str, upload_id: str) -> None:
+        import shutil
+
         self._writable()
         try:
             udir = self._upload_dir(key, upload_id)
