@@ -149,3 +149,54 @@ def test_a_command_group_run_bare_shows_its_help_not_an_error() -> None:
         assert proc.stderr.startswith(heading), proc.stderr[:200]
         assert "error" not in proc.stderr.splitlines()[0] and "(see '" not in proc.stderr
         assert "Commands:" in proc.stderr
+
+
+def _resolve(words: list[str]) -> tuple[click.Command | None, list[str]]:
+    """The command ``words`` name (as far as they name one) and the path used; None for an unknown name."""
+    cmd: click.Command = cli
+    path: list[str] = []
+    ctx = click.Context(cli, info_name="bodycam-sync")
+    for word in words:
+        if not isinstance(cmd, click.Group):
+            break
+        sub = cmd.get_command(ctx, word)
+        if sub is None:
+            return None, [*path, word]
+        cmd, path = sub, [*path, word]
+        ctx = click.Context(cmd, info_name=word, parent=ctx)
+    return cmd, path
+
+
+def _named_commands(text: str) -> list[str]:
+    """Every `code span` and code-block line of a page that starts with a command (with or without the
+    bodycam-sync in front): what a reader would type."""
+    from bodycam.agent.cli.main import COMMANDS
+
+    top = {name for name, _ in COMMANDS}
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M)
+    found = []
+    for line in re.findall(r"`([^`\n]+)`", text) + [line for b in blocks for line in b.splitlines()]:
+        line = re.sub(r"^\s*(sudo -u bodycam )?(/opt/bodycam/venv/bin/|\.venv/bin/)?", "", line)
+        line = re.sub(r"^bodycam-sync( +--config +\S+| +-v+)*\s+", "", line).split("#")[0]
+        words = line.split()
+        if len(words) >= 2 and words[0] in top and words[1] != "=" and "+" not in line:  # not TOML, not a policy
+            found.append(line)
+    return found
+
+
+def test_every_command_and_option_the_docs_name_exists() -> None:
+    """formats.md named a 'clock set' command (it is 'clock sync'): a reader typing what a page shows must
+    reach a command, and every --option shown must be one that command takes."""
+    problems = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in _named_commands(page.read_text()):
+            names = [w for w in line.split() if re.fullmatch(r"[a-z][a-z-]*", w)][:3]
+            cmd, path = _resolve(names)
+            if cmd is None:
+                problems.append(f"{page.name}: no command 'bodycam-sync {' '.join(path)}' ({line.strip()[:60]})")
+            elif not isinstance(cmd, click.Group):
+                known = {o for p in cmd.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]} | {"--help"}
+                for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line):
+                    if option not in known:
+                        problems.append(f"{page.name}: 'bodycam-sync {' '.join(path)}' has no {option}")
+    assert problems == []

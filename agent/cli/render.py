@@ -21,8 +21,8 @@ STAYED_WORDS = {
 
 
 def stayed_text(doc: Mapping[str, object]) -> str | None:
-    """``stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-1: 14 min outside,
-    ends after it closes)`` from a camera's ``out_of_scope_reasons`` and ``nearest_window``; None if none stayed."""
+    """``stayed on the camera: 2 tagged operational, 1 outside every window (nearest EX-1: ends 14 min after it
+    closes)`` from a camera's ``out_of_scope_reasons`` and ``nearest_window``; None if none stayed."""
     from bodycam.agent.pipeline.policy import Miss
 
     reasons = doc.get("out_of_scope_reasons")
