@@ -66,6 +66,18 @@ def read_deadline(timeout: float, length: int, min_rate: float = MIN_READ_RATE) 
     return timeout + length / min_rate
 
 
+#: the most bytes one listing entry may take on the wire (a revision-2 entry with a name of 255 bytes)
+MAX_LIST_ENTRY = m.RecordingInfo._S.size + 4 + 1 + 255
+
+
+def list_deadline(timeout: float, total: int, min_rate: float = MIN_READ_RATE) -> float:
+    """Seconds a whole listing of ``total`` recordings may take: two deadlines, then READ's least rate over
+    the most bytes its entries may take. Each page has its own deadline and may hold fewer entries than
+    asked, so without a bound on the whole a camera answering one entry a page, each just in time, held
+    its bay (and an ``ingest --once`` run, with the seal of every other camera's footage) for days."""
+    return 2 * timeout + total * MAX_LIST_ENTRY / min_rate
+
+
 #: the most chunks a caller of :meth:`Camera.iter_read` may hold at once (``lend``): N + 1 transfer
 #: buffers of ~1 MiB each are kept while such a read runs
 MAX_LEND = 16
@@ -433,12 +445,20 @@ class Camera:
         out: list[m.RecordingInfo] = []
         seen: set[int] = set()
         total: int | None = None
+        started = self._clock()
+        due = float("inf")
         while total is None or len(out) < total:
+            if self._clock() > due:
+                raise LinkTimeoutError(
+                    f"{self.name} listed {len(out)} of {total} recordings in {self._clock() - started:.0f} s, more "
+                    f"than the {due - started:.0f} s a listing may take; re-dock it if this persists"
+                )
             page = m.ListResponse.from_bytes(
                 self.call(Command.LIST, m.ListRequest(len(out), m.MAX_LIST_PAGE).to_bytes()), self.protocol
             )
             if total is None:
                 total = page.total
+                due = started + list_deadline(self.timeout, total, self.min_rate)
             elif page.total != total:
                 raise ProtocolError(f"{self.name} changed its recording count mid-listing ({total} -> {page.total})")
             if not page.entries and len(out) < total:

@@ -386,6 +386,9 @@ class VirtualCamera:
     def _list(self, req: m.ListRequest) -> bytes:
         entries = self.listing()
         page = tuple(entries[req.start : req.start + min(req.max_count, m.MAX_LIST_PAGE)])
+        if self.faults.list_trickle_ms:  # legal pages (one entry, promptly enough), an endless-seeming listing
+            page = page[:1]
+            self._hold_until = time.monotonic() + self.faults.list_trickle_ms / 1000
         total = len(entries)
         if self.faults.endless_list:
             self._list_calls += 1

@@ -26,6 +26,7 @@ class Faults:
     empty_more_follows: bool = False  # READ answers are an endless stream of zero-length MORE_FOLLOWS frames
     trickle_bps: int = 0  # READ answers paced at this many bytes per second, on a schedule (10 frames/s up to ~10 MB/s)
     hang_read_at: int | None = None  # once this many READ bytes have been served, answer nothing more (link stays up)
+    list_trickle_ms: int = 0  # LIST answers carry one entry each, held this long: each page in time, the listing not
     epoch_stuck: bool = False  # CLOCK_SET sets the clock but leaves the clock epoch as it was (breaks a MUST)
 
     @property
