@@ -10,7 +10,9 @@ import pytest
 
 from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.errors import ConfigError
-from bodycam.drivers.protocol.frames import MAX_READ
+from bodycam.drivers.protocol.frames import MAX_READ, Command, Frame
+from bodycam.drivers.protocol.messages import ReadRequest
+from bodycam.drivers.virtual import camera as virtual_camera
 from bodycam.drivers.virtual.camera import VirtualCamera, public_bytes, sim_device_key, trickle_due
 from bodycam.drivers.virtual.faults import Faults, parse_faults
 from bodycam.drivers.virtual.loopback import LoopbackTransport
@@ -93,3 +95,37 @@ def test_a_paced_camera_moves_about_the_rate_asked_over_many_frames() -> None:
     assert got == rec.size
     assert got / elapsed <= RATE * 1.01, (got, elapsed)
     assert got / elapsed >= RATE * 0.8, (got, elapsed)
+
+
+def _read(recording_id: int, offset: int, length: int, seq: int) -> Frame:
+    return Frame(Command.READ, seq, ReadRequest(recording_id, offset, length).to_bytes())
+
+
+def test_a_paced_camera_keeps_its_schedule_across_the_answers_of_one_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frames' due times (``_hold_until``) on a clock the test sets: the second READ of a transfer,
+    started when the last frame of the first went out a little late, is due one slot after the first
+    answer's last frame, not one slot after it was sent (before: the schedule restarted with each answer,
+    ~3 % of the rate lost at 4 MiB answers, issue 14). A READ after a pause, of another offset or
+    after a re-plug starts a schedule of its own (no burst to catch up)."""
+    now = [100.0]
+    monkeypatch.setattr(virtual_camera.time, "monotonic", lambda: now[0])
+    serial = "SIM-SCHEDULE"
+    camera = build_camera(SimSpec(serial, recordings=1, training=1, size=4 * RATE, faults=Faults(trickle_bps=RATE)))
+    rec = next(iter(camera.recordings.values()))
+    piece = RATE // 10  # a 0.1 s slot each
+
+    def answer(offset: int, length: int, seq: int) -> list[float]:
+        dues = []
+        for _frame in camera._read_frames(_read(rec.id, offset, length, seq)):
+            dues.append(camera._hold_until)
+            now[0] = camera._hold_until + 0.01  # each frame leaves 10 ms after it was due
+        return dues
+
+    first = answer(0, 2 * piece, 1)
+    assert first == pytest.approx([100.1, 100.2])
+    assert answer(2 * piece, 2 * piece, 2) == pytest.approx([100.3, 100.4])  # before: 100.31, 100.41
+    now[0] = 105.0  # the dock stopped asking for a while: no burst to catch up
+    assert answer(4 * piece, piece, 3) == pytest.approx([105.1])
+    assert answer(0, piece, 4) == pytest.approx([105.11 + 0.1])  # another offset: a new schedule
+    camera.reset()  # a re-plug: the next answer starts afresh even where the last one ended
+    assert answer(piece, piece, 5) == pytest.approx([105.22 + 0.1])
