@@ -282,6 +282,27 @@ def test_keys_that_could_escape_are_refused(bucket: Bucket, bad: str, tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_local_bucket_directories_take_no_write_bits_from_a_permissive_umask(tmp_path: Path) -> None:
+    """The embedded bucket is the dock's evidence store: under umask 000 its directories came out 0777, so
+    any local user could rename an upload's ``data`` away and put other bytes of the same length in its
+    place (a local completion trusts the part index, not a re-read) or remove a verified object. Files
+    were already created 0644; the directories, the nested ones of each key included, are now 0755."""
+    old = os.umask(0)
+    try:
+        bucket = LocalBucket(tmp_path / "srv" / "bucket")
+        upload_id = bucket.start_upload(KEY)
+        part = bucket.upload_part(KEY, upload_id, 1, blob(777, 5))
+        bucket.complete_upload(KEY, upload_id, [part])
+        bucket.put_object("dock-01/b-1/log/tile/0/000.p/1", b"tile")
+        bucket.upload_part(KEY + ".2", bucket.start_upload(KEY + ".2"), 1, blob(777, 6))
+    finally:
+        os.umask(old)
+    dirs = [p for p in (tmp_path / "srv").rglob("*") if p.is_dir()]
+    assert len(dirs) >= 9
+    loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in dirs if p.stat().st_mode & 0o022}
+    assert loose == {}
+
+
 def test_local_uniform_parts_are_written_once_in_place(tmp_path: Path) -> None:
     """Parts of part 1's size go straight to their place in the upload's data file, so completing copies
     only the short last part and the object is that very file (issue 14): the same inode, no second copy.

@@ -1584,8 +1584,8 @@ class LocalBucket(Bucket):
                 raise ConfigError(f"bucket.url {self.url}: no such directory")
         else:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                (self.root / UPLOADS_DIR).mkdir(exist_ok=True)
+                _make_dirs(self.root)
+                _make_dirs(self.root / UPLOADS_DIR)
             except OSError as err:
                 raise ConfigError(f"bucket.url {self.url}: cannot create the bucket directory: {err}") from err
         self._real_root = os.path.realpath(self.root)
@@ -1670,7 +1670,7 @@ class LocalBucket(Bucket):
         try:
             self._inside(dest.parent)  # before mkdir, which would follow a symlink out of the bucket
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                _make_dirs(dest.parent)
             except (FileExistsError, NotADirectoryError) as err:
                 raise StorageError(f"{self.url}: cannot store {key!r}: a leading part of it is an object") from err
             self._inside(dest.parent)
@@ -1724,7 +1724,7 @@ class LocalBucket(Bucket):
         upload_id = secrets.token_hex(16)
         staging = self.root / UPLOADS_DIR / f"new-{upload_id}"
         try:
-            staging.mkdir()
+            staging.mkdir(DIR_MODE)
             tmp, _, _ = self._write_temp(staging, iter([key.encode("utf-8")]))
             os.rename(tmp, staging / "key")
             if retain_until is not None:
@@ -2345,6 +2345,26 @@ def _parse_iso_z(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else None
+
+
+#: the local bucket's directories: narrowed by the umask, never widened (umask 000 made them 0777, so any
+#: local user could rename an upload's data or a verified object away and put other bytes in its place)
+DIR_MODE = 0o755
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` with each directory made DIR_MODE (``Path.mkdir(parents=True)`` gives the parents the
+    umask's mode). FileExistsError or NotADirectoryError when a leading part is a file."""
+    missing: list[Path] = []
+    while not path.is_dir() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(DIR_MODE)
+        except FileExistsError:
+            if not directory.is_dir():  # another writer made it meanwhile: fine; a file: the caller's error
+                raise
 
 
 def _read_small(path: Path, limit: int) -> bytes:
