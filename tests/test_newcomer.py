@@ -179,8 +179,9 @@ def _named_commands(text: str) -> list[str]:
         line = re.sub(r"^\s*(sudo -u bodycam )?(/opt/bodycam/venv/bin/|\.venv/bin/)?", "", line)
         line = re.sub(r"^bodycam-sync( +--config +\S+| +-v+)*\s+", "", line).split("#")[0]
         words = line.split()
-        if len(words) >= 2 and words[0] in top and words[1] != "=" and "+" not in line:  # not TOML, not a policy
-            found.append(line)
+        prose = len(words) >= 3 and all(re.fullmatch(r"[a-z]+", w) for w in words)  # `clock not placeable`
+        if len(words) >= 2 and words[0] in top and words[1] != "=" and "+" not in line and not prose:
+            found.append(line)  # not TOML, not a witness policy line, not an output phrase
     return found
 
 

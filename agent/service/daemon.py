@@ -3,7 +3,8 @@
 control socket. SIGTERM checkpoints and exits; SIGHUP reloads the config.
 
 Discovery never disturbs a camera in session: USB/IP servers are asked for their device list (no
-import), serial ports are checked by path, local USB by enumeration. udev (via ``/dev/bodycam``
+import), serial ports are checked by path. Local USB and /dev/serial/by-id are not enumerated here yet
+(``devices`` and ``ingest --once`` do; docs/deployment.md says so and how to name such cameras). udev (via ``/dev/bodycam``
 and ``/dev/serial/by-id``) and the mass-storage mount directory are watched with ``watchdog`` so
 a docked camera triggers a rescan at once; a slow periodic rescan catches anything missed.
 """
