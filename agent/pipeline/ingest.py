@@ -865,6 +865,12 @@ class Agent:
         if row is None or row["state"] != RecordingState.VERIFIED or row["plaintext_sha256"] != key.camera_sha256:
             return
         try:
+            self._check_still_held(key, row)
+        except BodycamError as err:
+            report.errors.append(f"camera {serial} recording {rec.id}: {err}")
+            self.custody.error(err, camera=serial, recording=rec.id)
+            return
+        try:
             camera.erase(rec.id, bytes.fromhex(row["plaintext_sha256"]))
         except BodycamError as err:
             report.errors.append(f"camera {serial} refused to erase recording {rec.id}: {err}")
@@ -874,6 +880,27 @@ class Agent:
             self.journal.mark_erased(key)
             self.custody.append_in(db, "erased", camera=serial, recording=rec.id, sha256=row["plaintext_sha256"])
         report.erased += 1
+
+    def _check_still_held(self, key: RecordingKey, row: sqlite3.Row) -> None:
+        """The bucket holds the verified object now, as it was verified (size and checksum): the erase may
+        come dockings after the verification (erase_after_upload turned on, a refusal before), and an object
+        deleted meanwhile (by hand, a lifecycle rule; not by 'retention apply') must not be erased from the
+        camera as well. IntegrityError otherwise (the recording stays on the camera); UploadError when the bucket cannot say."""
+        object_key = str(row["object_key"])
+        if self.journal.query("SELECT 1 FROM erasures WHERE key=?", (object_key,)):
+            return  # 'retention apply' erased it from the bucket on purpose: its time is up everywhere
+        info = self.bucket.head(object_key, version_id=row["version_id"] or None)
+        parts = [Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"]) for p in self.journal.parts(key)]
+        expected = composite_checksum(parts) if parts else None
+        if (
+            info is None
+            or info.size != row["ciphertext_size"]
+            or (info.checksum and expected is not None and info.checksum not in (expected, expected.split("-")[0]))
+        ):
+            raise IntegrityError(
+                f"{object_key} is no longer in the bucket as it was verified; recording {key.recording_id} is not "
+                "erased from the camera"
+            )
 
     # -- batches --------------------------------------------------------------------------------
     def seal_and_publish(self, *, now: float | None = None, flush_custody: bool = False) -> str | None:
