@@ -47,7 +47,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -1703,11 +1703,39 @@ class LocalBucket(Bucket):
             retain_until=_parse_iso_z(_getxattr(path, _XATTR_RETAIN_UNTIL)),
         )
 
-    def _exists_error(self, key: str, size: int, checksum: str) -> ObjectInfo:
-        existing = self.head(key)
-        if existing is not None and _matches(existing, size, checksum):
+    def _exists_error(self, key: str, size: int, checksum: str, parts: Sequence[Part] = ()) -> ObjectInfo:
+        existing = self._holding(key, size, checksum, parts)
+        if existing is not None:
             return existing
-        raise ObjectExistsError(f"{self.url}: object {key!r} already exists with other content", existing)
+        raise ObjectExistsError(f"{self.url}: object {key!r} already exists with other content", self.head(key))
+
+    def _holding(self, key: str, size: int, checksum: str, parts: Sequence[Part] = ()) -> ObjectInfo | None:
+        """The object at ``key`` when it holds what was meant: that size and checksum (a multipart one's
+        composite of ``parts``). Where the filesystem keeps no xattrs the checksum was not stored, so it is
+        computed from the object's bytes: a write or a completion repeated after a crash finds its own
+        object instead of refusing it for good, or taking the upload for lost and storing it twice."""
+        existing = self.head(key)
+        if existing is None or existing.size != size:
+            return None
+        if existing.checksum is None:
+            try:
+                existing = replace(existing, checksum=self._checksum_of(key, checksum, parts))
+            except (OSError, UploadError):
+                return None
+        return existing if _matches(existing, size, checksum) else None
+
+    def _checksum_of(self, key: str, like: str, parts: Sequence[Part]) -> str:
+        """The checksum of the object's bytes in the form of ``like``: a composite over ``parts``' sizes, or
+        the whole object's SHA-256."""
+        path = self._path(key)
+        if "-" not in like or not parts:
+            return _hash_range(path, 0, path.stat().st_size, "SHA256")
+        algorithm = checksum_algorithm(_require_checksum(parts[0]))
+        held, offset = [], 0
+        for p in parts:
+            held.append(Part(p.number, p.etag, _hash_range(path, offset, p.size, algorithm), p.size))
+            offset += p.size
+        return composite_checksum(held)
 
     # -- multipart --------------------------------------------------------------------------------
     def part_buffer(self, size: int) -> PartBuffer:
@@ -1993,15 +2021,15 @@ class LocalBucket(Bucket):
         try:
             udir = self._upload_dir(key, upload_id)
         except UploadNotFoundError:
-            existing = self.head(key)  # completed by an earlier attempt?
-            if existing is not None and _matches(existing, size, checksum):
+            existing = self._holding(key, size, checksum, parts)  # completed by an earlier attempt?
+            if existing is not None:
                 return existing
             raise
         try:
             with self._index(udir, key, exclusive=True) as (fd, state):  # no part changes while it is joined
                 self._check_stored(udir, fd, key, parts, state)
                 if self.head(key) is not None:
-                    existing = self._exists_error(key, size, checksum)
+                    existing = self._exists_error(key, size, checksum, parts)
                     shutil.rmtree(udir, ignore_errors=True)
                     return existing
                 tmp = self._assemble(udir, key, parts, state)
@@ -2011,7 +2039,7 @@ class LocalBucket(Bucket):
                 try:
                     self._install(tmp, key, create_only=True)
                 except FileExistsError:
-                    existing = self._exists_error(key, size, checksum)
+                    existing = self._exists_error(key, size, checksum, parts)
                     shutil.rmtree(udir, ignore_errors=True)
                     return existing
                 shutil.rmtree(udir, ignore_errors=True)
