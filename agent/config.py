@@ -26,6 +26,8 @@ used (agecrypt.check_recipients, before a camera is touched), a layer this one m
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
+    """A party footage is encrypted to: its name (for the manifest) and its age recipient."""
+
     name: str
     age: str  # age1... X25519 or age1pq1... ML-KEM hybrid recipient
 
@@ -72,6 +74,8 @@ class FleetConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The dock's configuration, parsed and checked once (``load``): every command and the daemon read it here."""
+
     dock_id: str
     state_dir: Path
     bucket_url: str

@@ -17,6 +17,8 @@ VENDOR_ID = 0x1209
 
 @dataclass(frozen=True, slots=True)
 class CameraModel:
+    """A camera model the dock knows: its USB ids, largest READ and capabilities."""
+
     name: str
     vid: int
     pid: int

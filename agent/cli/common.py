@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """What every command shares: the ``--config`` path and the config, loaded the first time a command asks."""
+
     config_path: Path | None
     _config: config_mod.Config | None = None
 

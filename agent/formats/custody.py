@@ -117,12 +117,16 @@ def line_hash(line: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Head:
+    """The last entry of a custody chain: its sequence number and hash, what the next entry links to."""
+
     seq: int
     hash: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChainProblem:
+    """One break in a custody segment, named for the auditor: the line, its seq if readable, what is wrong."""
+
     line: int  # 1-based line number in the segment
     seq: int | None
     message: str

@@ -102,6 +102,8 @@ class PersonalRef:
 
 @dataclass(frozen=True, slots=True)
 class ManifestRecipient:
+    """A party of the batch as its manifest names it (fields a newer writer added kept in ``extra``)."""
+
     name: str
     age: str
     extra: Mapping[str, object] = field(default_factory=dict)

@@ -56,6 +56,8 @@ def verifier_key(name: str, key: Ed25519PublicKey) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Verifier:
+    """A signed note's verifier key: its name and key id (what a signature line names) and the key itself."""
+
     name: str
     key_id: bytes
     key: Ed25519PublicKey = field(compare=False)

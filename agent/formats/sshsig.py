@@ -455,6 +455,8 @@ def sign(data: bytes | BinaryIO, key: Ed25519PrivateKey, namespace: str) -> str:
 
 @dataclass(frozen=True)
 class _Signature:
+    """An SSHSIG blob's fields once parsed and checked: the signer's key, namespace, hash and signature."""
+
     key: Ed25519PublicKey
     namespace: str
     algorithm: str
@@ -652,6 +654,8 @@ def _dequote(text: str, pos: int, option: str) -> tuple[str, int]:
 
 @dataclass
 class _Options:
+    """The options of one allowed_signers line that verification honours."""
+
     cert_authority: bool = False
     namespaces: tuple[str, ...] | None = None
     valid_after: datetime | None = None

@@ -41,6 +41,8 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SealedBatch:
+    """A batch as sealed: the signed manifest, custody segment and encrypted sidecar that publishing writes."""
+
     batch_id: str
     seq: int
     manifest: bytes
@@ -226,6 +228,8 @@ def seal(
 
 @dataclass(frozen=True, slots=True)
 class _Segment:
+    """One custody segment of a batch: the manifest's reference to it and its bytes."""
+
     ref: mf.CustodyRef
     data: bytes  # custody.jsonl
 

@@ -26,6 +26,8 @@ META_KEY = "identity"
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """What names a dock's chain: its dock_id and bucket (pinned in the journal), and the endpoint used."""
+
     dock_id: str
     bucket_url: str
     endpoint_url: str | None  # not pinned (a bucket may move behind a new endpoint); used to reach it
@@ -87,6 +89,8 @@ def check_identity(journal: Journal, config: Config) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Handover:
+    """A change of identity, from ``before`` to ``after``, and the batch that carries its custody entry."""
+
     before: Identity
     after: Identity
     batch_id: str | None  # the batch, sealed under the old identity, that carries the handover entry

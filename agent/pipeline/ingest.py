@@ -86,6 +86,8 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 
 @dataclass
 class CameraReport:
+    """What one docking did, as ``ingest`` and the daemon report it."""
+
     serial: str = "?"
     address: str = ""
     recordings: int = 0
@@ -144,6 +146,8 @@ class _Job:
 
 @dataclass
 class IngestReport:
+    """What ``ingest --once`` did: the batch, each camera's report and the errors outside any camera."""
+
     batch_id: str | None = None
     cameras: list[CameraReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)

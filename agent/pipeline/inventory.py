@@ -18,6 +18,8 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CameraSummary:
+    """One camera as ``devices``/``status`` show it."""
+
     serial: str
     model: str
     firmware: str
@@ -159,6 +161,8 @@ def _pairing(camera: CameraDevice) -> str:
 
 @dataclass
 class Survey:
+    """The cameras found at the addresses looked at, and the problems met on the way."""
+
     cameras: list[CameraSummary]
     problems: list[Problem]
 

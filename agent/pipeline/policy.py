@@ -28,6 +28,8 @@ MIN_MATCH = 3  # shortest site or officer id looked for inside an exercise id
 
 @dataclass(frozen=True, slots=True)
 class Exercise:
+    """A training exercise: its window (dock clock) and the cameras whose footage in it may leave."""
+
     id: str
     site: str  # free text: personal-ish data, kept on the dock and in the encrypted sidecar only
     start: float
@@ -69,6 +71,8 @@ class Miss:
 
 @dataclass(frozen=True, slots=True)
 class ScopeDecision:
+    """Whether one recording may leave the camera, and why (a STAY_REASONS code when it stays)."""
+
     in_scope: bool
     reason: str
     exercise_id: str | None

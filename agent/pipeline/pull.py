@@ -58,6 +58,8 @@ class ChunkSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PullResult:
+    """What one pull proved: both SHA-256s, the ciphertext's size and the parts the bucket holds."""
+
     plaintext_sha256: str
     ciphertext_sha256: str
     ciphertext_size: int

@@ -128,6 +128,8 @@ def command_text(code: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
+    """One protocol frame, decoded (docs/protocol.md, framing)."""
+
     command: int  # without the response bit
     seq: int
     payload: bytes | memoryview  # a view into the received transfer on the dock's fast path

@@ -147,6 +147,8 @@ MAX_PROTOCOL = 2
 
 @dataclass(frozen=True, slots=True)
 class HelloRequest:
+    """HELLO: the protocol versions and frame size the dock speaks."""
+
     min_version: int
     max_version: int
     max_frame: int
@@ -162,6 +164,8 @@ class HelloRequest:
 
 @dataclass(frozen=True, slots=True)
 class HelloResponse:
+    """HELLO's answer: the version and frame size the camera chose."""
+
     version: int
     max_frame: int
     _S: ClassVar[struct.Struct] = struct.Struct("<BI")
@@ -177,6 +181,8 @@ class HelloResponse:
 # -- IDENTIFY ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """IDENTIFY's answer: who the camera says it is, with its device key (checked by AUTH)."""
+
     protocol_version: int
     vid: int
     pid: int
@@ -218,6 +224,8 @@ def auth_message(serial: str, nonce: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
+    """AUTH: the dock's fresh nonce, which the camera signs with its device key."""
+
     nonce: bytes
 
     def to_bytes(self) -> bytes:
@@ -232,6 +240,8 @@ class AuthRequest:
 
 @dataclass(frozen=True, slots=True)
 class AuthResponse:
+    """AUTH's answer: the camera's signature over ``auth_message(serial, nonce)``."""
+
     signature: bytes
 
     def to_bytes(self) -> bytes:
@@ -303,6 +313,8 @@ class ClockState:
 # -- STATUS -----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CameraStatus:
+    """STATUS's answer: battery, storage, temperature and how many recordings the camera holds."""
+
     battery_percent: int
     charging: bool
     storage_used_bytes: int
@@ -332,6 +344,8 @@ class CameraStatus:
 # -- LIST -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ListRequest:
+    """LIST: one page of recordings from ``start``."""
+
     start: int
     max_count: int
     _S: ClassVar[struct.Struct] = struct.Struct("<IH")
@@ -346,6 +360,8 @@ class ListRequest:
 
 @dataclass(frozen=True, slots=True)
 class RecordingInfo:
+    """One recording as the camera lists it: id, size, camera-clock times, category, SHA-256, name."""
+
     id: int
     size: int
     start_us: int  # camera clock
@@ -387,6 +403,8 @@ class RecordingInfo:
 
 @dataclass(frozen=True, slots=True)
 class ListResponse:
+    """LIST's answer: how many recordings there are and one page of them."""
+
     total: int
     entries: tuple[RecordingInfo, ...]
 
@@ -410,6 +428,8 @@ class ListResponse:
 # -- READ -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
+    """READ: a span of a recording's bytes."""
+
     recording_id: int
     offset: int
     length: int
@@ -429,6 +449,8 @@ class ReadRequest:
 # -- ERASE ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class EraseRequest:
+    """ERASE: a recording, named with the SHA-256 the dock verified, so the camera erases only those bytes."""
+
     recording_id: int
     sha256: bytes
 
@@ -451,6 +473,8 @@ def firmware_message(version: str, size: int, sha256: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class FirmwareBegin:
+    """FW_BEGIN: the image's size, SHA-256 and version, with the vendor's signature over them."""
+
     size: int
     sha256: bytes
     version: str
@@ -498,6 +522,8 @@ class Offset:
 
 @dataclass(frozen=True, slots=True)
 class FirmwareChunk:
+    """FW_CHUNK: bytes of the image at an offset."""
+
     offset: int
     data: bytes
 
@@ -514,6 +540,8 @@ class FirmwareChunk:
 
 @dataclass(frozen=True, slots=True)
 class FirmwareCommitted:
+    """FW_COMMIT's answer: the version now active and the slot it is in."""
+
     version: str
     slot: int
 

@@ -118,6 +118,8 @@ def format_address(host: str, port: int) -> str:
 # -- descriptors as pyusb wants them -----------------------------------------------------------
 @dataclass(slots=True)
 class DeviceDescriptor:
+    """A USB device descriptor (USB 2.0, 9.6.1), with pyusb's field names."""
+
     bLength: int
     bDescriptorType: int
     bcdUSB: int
@@ -148,6 +150,8 @@ class DeviceDescriptor:
 
 @dataclass(slots=True)
 class EndpointDescriptor:
+    """A USB endpoint descriptor (USB 2.0, 9.6.6), with pyusb's field names."""
+
     bLength: int
     bDescriptorType: int
     bEndpointAddress: int
@@ -161,6 +165,8 @@ class EndpointDescriptor:
 
 @dataclass(slots=True)
 class InterfaceDescriptor:
+    """A USB interface descriptor (USB 2.0, 9.6.5), with pyusb's field names."""
+
     bLength: int
     bDescriptorType: int
     bInterfaceNumber: int
@@ -176,6 +182,8 @@ class InterfaceDescriptor:
 
 @dataclass(slots=True)
 class ConfigurationDescriptor:
+    """A USB configuration descriptor (USB 2.0, 9.6.3), with pyusb's field names."""
+
     bLength: int
     bDescriptorType: int
     wTotalLength: int
