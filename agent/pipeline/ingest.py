@@ -327,12 +327,14 @@ class Agent:
         the dock reaches the next camera without a restart or reload."""
         return load_credentials(self.config)
 
-    def check_ready(self) -> None:
-        """Fail before touching a camera if keys or recipients are missing (ConfigError)."""
-        self.recipients()
-        load_private_key(self.config.key_path, self.config.KEY_MISSING)
-        mf.load_pseudonym_key(self.config.pseudonym_key_path, create=True)
-        load_credentials(self.config)
+    def check_ready(self, config: Config | None = None) -> None:
+        """Fail before touching a camera if keys or recipients are missing (ConfigError). ``config``
+        defaults to the running one; the daemon's reload passes the fresh one, which it refuses alike."""
+        cfg = config or self.config
+        self.recipients(cfg)
+        load_private_key(cfg.key_path, cfg.KEY_MISSING)
+        mf.load_pseudonym_key(cfg.pseudonym_key_path, create=True)
+        load_credentials(cfg)
 
     # -- recovery of work a previous run left ---------------------------------------------------
     def recover(self) -> list[str]:

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.agent import config as config_mod
-from bodycam.agent.formats.sshsig import load_private_key
-from bodycam.agent.pipeline.dockauth import load_credentials
 from bodycam.agent.pipeline.ingest import Agent, CameraReport
 from bodycam.agent.service import bayworker, sdnotify
 from bodycam.agent.service.bayworker import (
@@ -230,10 +228,9 @@ class Daemon:
             blocked = config_mod.restart_only_changes(self.config, fresh)
             if blocked:
                 raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
-            load_private_key(fresh.key_path, fresh.KEY_MISSING)  # a key that cannot sign must not replace one that can
-            load_credentials(fresh)  # a broken [dock_auth] is refused here, not at the next docking
-            if fresh.recipients or fresh.agreements:  # a bad or mixed agreement is refused here, not later
-                self.agent.recipients(fresh)
+            # what a fresh start would refuse, refused here, not at the next upload or seal: recipients (none
+            # left, bad or mixed agreements), a key that cannot sign, a pseudonym key others can read, [dock_auth]
+            self.agent.check_ready(fresh)
             witnessing = self.agent.make_witnessing(fresh)  # a bad witness policy is refused here
             self.agent.config = fresh
             self.agent.witnessing = witnessing
