@@ -896,6 +896,8 @@ class Agent:
         if self.journal.query("SELECT 1 FROM erasures WHERE key=?", (object_key,)):
             return  # 'retention apply' erased it from the bucket on purpose: its time is up everywhere
         info = self.bucket.head(object_key, version_id=row["version_id"] or None)
+        if info is None and self._moved_bucket_since(str(row["updated_at"])):
+            return  # verified in the bucket this dock used before a handover, which keeps it
         parts = [Part(p["part_number"], p["etag"], p["sha256_b64"], p["size"]) for p in self.journal.parts(key)]
         expected = composite_checksum(parts) if parts else None
         if (
@@ -907,6 +909,18 @@ class Agent:
                 f"{object_key} is no longer in the bucket as it was verified; recording {key.recording_id} is not "
                 "erased from the camera"
             )
+
+    def _moved_bucket_since(self, verified_at: str) -> bool:
+        """Whether a ``dock handover`` to another bucket came after ``verified_at`` (the journal's UTC text,
+        as custody's ``ts``): objects verified before it are in the old bucket, not the one this dock uses.
+        Read only when an object is missing, so its scan of the custody log costs nothing on the way."""
+        for (line,) in self.journal.query(
+            "SELECT line FROM custody WHERE line LIKE ? ORDER BY seq DESC", ('%"event":"dock_handover"%',)
+        ):
+            entry = json.loads(line)
+            if entry.get("event") == "dock_handover" and entry.get("from_bucket") and str(entry["ts"]) > verified_at:
+                return True
+        return False
 
     # -- batches --------------------------------------------------------------------------------
     def seal_and_publish(self, *, now: float | None = None, flush_custody: bool = False) -> str | None:
