@@ -8,6 +8,7 @@ Put it between a client and a server (SeaweedFS S3) and choose what the network 
         proxy.set(drop_responses=1)          # next response: server committed it, client gets a reset
         proxy.set(refuse=True)               # new connections are reset at once
         proxy.set(flip_at=2 << 20, flips=1)  # flip one byte 2 MiB into a connection's upstream (once)
+        proxy.set(trickle_ms=500)            # answers reach the client a byte at a time, 500 ms apart
         proxy.set()                          # pass everything
 
 ``set()`` also resets the connections that are open, so the new mode applies to the very next request
@@ -35,6 +36,7 @@ class Mode:
     refuse: bool = False
     flip_at: int | None = None
     flips: int = 0
+    trickle_ms: int = 0
 
 
 @dataclass
@@ -94,10 +96,11 @@ class FaultProxy:
         refuse: bool = False,
         flip_at: int | None = None,
         flips: int = 0,
+        trickle_ms: int = 0,
     ) -> None:
         """Switch mode (everything not named passes) and reset the connections now open."""
         with self._lock:
-            self.mode = Mode(delay_ms, cut_after, drop_responses, refuse, flip_at, flips)
+            self.mode = Mode(delay_ms, cut_after, drop_responses, refuse, flip_at, flips, trickle_ms)
             victims = list(self._open)
             self._open.clear()
         for sock in victims:
@@ -211,7 +214,12 @@ class FaultProxy:
                     break
                 if mode.delay_ms:
                     time.sleep(mode.delay_ms / 1000)
-                client.sendall(data)
+                if mode.trickle_ms:  # a peer that answers, a byte at a time, each in time for a per-read timeout
+                    for i in range(len(data)):
+                        time.sleep(mode.trickle_ms / 1000)
+                        client.sendall(data[i : i + 1])
+                else:
+                    client.sendall(data)
                 with self._lock:
                     self.stats.bytes_down += len(data)
         except OSError:

@@ -584,12 +584,18 @@ class UsbipBackend(usb.backend.IBackend):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         return sock
 
-    def _recv_exact(self, sock: socket.socket, size: int, what: str) -> bytes:
+    def _recv_exact(self, sock: socket.socket, size: int, what: str, until: float) -> bytes:
+        """``size`` bytes of a reply, all of them by ``until`` (monotonic): a per-read timeout alone let a
+        server that sends a byte a second, each in time, hold discovery for as long as its reply lasts."""
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
         try:
             while got < size:
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
                 n = sock.recv_into(view[got:])
                 if n == 0:
                     raise TransportError(f"USB/IP server at {self.address} closed the connection during {what}")
@@ -600,36 +606,40 @@ class UsbipBackend(usb.backend.IBackend):
             raise TransportError(f"USB/IP {what} with {self.address} failed: {err}") from err
         return bytes(buf)
 
-    def _op_request(self, sock: socket.socket, code: int, reply_code: int, payload: bytes, what: str) -> None:
+    def _op_request(self, sock: socket.socket, code: int, reply_code: int, payload: bytes, what: str) -> float:
+        """Send an OP request and read its reply header (within ``connect_timeout``); returns by when the
+        rest of the reply must have arrived (``_GRACE_S`` on, as for a URB reply once it has started)."""
         try:
             sock.sendall(_OP_HEADER.pack(USBIP_VERSION, code, 0) + payload)
         except OSError as err:
             raise TransportError(f"USB/IP {what} with {self.address} failed: {err}") from err
-        _version, rcode, status = _OP_HEADER.unpack(self._recv_exact(sock, _OP_HEADER.size, what))
+        header = self._recv_exact(sock, _OP_HEADER.size, what, time.monotonic() + self.connect_timeout)
+        _version, rcode, status = _OP_HEADER.unpack(header)
         if rcode != reply_code:
             raise TransportError(f"USB/IP server at {self.address} answered {what} with op code {rcode:#06x}")
         if status != 0:
             raise TransportError(f"USB/IP server at {self.address} refused {what} (status {status})")
+        return time.monotonic() + _GRACE_S
 
     def list_exported(self) -> list[ExportedDevice]:
         """The server's device list (OP_REQ_DEVLIST). Raises TransportError when it cannot be read."""
         sock = self._connect()
         try:
-            self._op_request(sock, OP_REQ_DEVLIST, OP_REP_DEVLIST, b"", "the device list request")
-            (count,) = struct.unpack(">I", self._recv_exact(sock, 4, "the device list"))
+            until = self._op_request(sock, OP_REQ_DEVLIST, OP_REP_DEVLIST, b"", "the device list request")
+            (count,) = struct.unpack(">I", self._recv_exact(sock, 4, "the device list", until))
             if count > MAX_EXPORTED_DEVICES:
                 raise TransportError(
                     f"USB/IP server at {self.address} claims {count} devices (limit {MAX_EXPORTED_DEVICES})"
                 )
             devices = []
             for _ in range(count):
-                info = _parse_usb_device(self._recv_exact(sock, _USB_DEVICE.size, "the device list"))
+                info = _parse_usb_device(self._recv_exact(sock, _USB_DEVICE.size, "the device list", until))
                 if info.num_interfaces > MAX_INTERFACES:
                     raise TransportError(
                         f"USB/IP server at {self.address} claims {info.num_interfaces} interfaces on "
                         f"{info.busid} (limit {MAX_INTERFACES})"
                     )
-                raw = self._recv_exact(sock, 4 * info.num_interfaces, "the device list")
+                raw = self._recv_exact(sock, 4 * info.num_interfaces, "the device list", until)
                 triples = tuple((raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 4))
                 devices.append(dataclasses.replace(info, interfaces=triples))
             return devices
@@ -640,10 +650,10 @@ class UsbipBackend(usb.backend.IBackend):
         """OP_REQ_IMPORT ``busid`` and read its descriptors over the new connection."""
         sock = self._connect()
         try:
-            self._op_request(
+            until = self._op_request(
                 sock, OP_REQ_IMPORT, OP_REP_IMPORT, busid.encode("ascii").ljust(32, b"\0")[:32], f"import of {busid}"
             )
-            info = _parse_usb_device(self._recv_exact(sock, _USB_DEVICE.size, f"import of {busid}"))
+            info = _parse_usb_device(self._recv_exact(sock, _USB_DEVICE.size, f"import of {busid}", until))
             if info.busid != busid:
                 raise TransportError(
                     f"USB/IP server at {self.address} imported {info.busid!r} when asked for {busid!r}"
