@@ -3,6 +3,7 @@ output says what to do next, and what the README and the help promise is what th
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -201,3 +202,41 @@ def test_every_command_and_option_the_docs_name_exists() -> None:
                     if option not in known:
                         problems.append(f"{page.name}: 'bodycam-sync {' '.join(path)}' has no {option}")
     assert problems == []
+
+
+def test_a_party_verifying_with_its_own_key_is_not_told_its_bucket_was_tampered_with(tmp_path: Path) -> None:
+    """docs/auditing.md has a party run `verify --identity party.agekey`. Under agreements its key opens
+    only its share, and verify reported every other recording as object_altered ('does not hash to its
+    manifest value': it stopped reading at the header it could not open) and the archive's sidecar as
+    personal_invalid: FAILED, on a bucket nobody had touched."""
+    run_dir = tmp_path / "run"
+    demo = run("demo", "--workdir", str(run_dir), "--cameras", "2", "--recordings", "2", "--training", "1",
+               "--size", "4096", cwd=tmp_path)  # fmt: skip
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    keys, bucket = run_dir / "keys", run_dir / "bucket"
+    base = ["verify", "--bucket", str(bucket), "--allowed-signers", str(keys / "allowed_signers")]
+    opened = {}
+    for holder in ("training-platform", "home-office", "force-archive"):
+        proc = run(*base, "--identity", str(keys / f"{holder}.agekey"), "--json")
+        assert proc.returncode == 0, (holder, proc.stdout[-3000:])
+        doc = json.loads(proc.stdout)
+        assert doc["verified"] and doc["findings"] == []
+        opened[holder] = sum(b["plaintext_ok"] for b in doc["batches"])
+        assert sum(b["objects_ok"] for b in doc["batches"]) == 2  # every ciphertext hashed, whoever holds the key
+    assert opened == {"training-platform": 1, "home-office": 2, "force-archive": 2}
+    text = run(*base, "--identity", str(keys / "training-platform.agekey"))
+    assert text.returncode == 0 and "the identity opened 1 of 2 recordings" in text.stdout, text.stdout
+    # keys that open nothing at all are the wrong file, not a party's: that stays a finding
+    stranger = tmp_path / "stranger.agekey"
+    subprocess.run(["age-keygen", "-o", str(stranger)], capture_output=True, check=True, timeout=60)
+    wrong = run(*base, "--identity", str(stranger), "--json")
+    assert wrong.returncode == 1
+    assert [(f["problem"], f["batch"]) for f in json.loads(wrong.stdout)["findings"]] == [("decrypt_failed", None)]
+    # a byte flipped in a recording is still found, and named for what it is, whoever holds the key
+    victim = next(p for p in sorted(bucket.rglob("*.age")) if "recordings" in p.parts)
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    for holder in ("training-platform", "force-archive"):
+        found = json.loads(run(*base, "--identity", str(keys / f"{holder}.agekey"), "--json").stdout)["findings"]
+        assert [f["problem"] for f in found] == ["object_altered"], (holder, found)

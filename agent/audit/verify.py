@@ -49,7 +49,7 @@ from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import commitment, witnesspolicy
 from bodycam.agent.formats import fleet as fl
 from bodycam.agent.formats import manifest as mf
-from bodycam.agent.formats.agecrypt import AgeNoMatchError, Decryptor
+from bodycam.agent.formats.agecrypt import AgeNoMatchError, Decryptor, recipient_of
 from bodycam.agent.formats.agreements import SIG_SUFFIX
 from bodycam.agent.formats.custody import GENESIS, canonical
 from bodycam.agent.formats.manifest import LOG_DIR
@@ -481,6 +481,13 @@ class Verifier:
         self.ask_witnesses = ask_witnesses
         self.signers = signers
         self.identities = identities or []
+        #: the age recipients the identities belong to: an identity of a manifest's ``recipients`` (the
+        #: archive, or every party without agreements) must open all of its batch; another party's only
+        #: its share, and what it cannot open is not a finding (the ciphertext is still hashed)
+        self._own_recipients = _recipients_of(self.identities)
+        self._opens_all = True  #: for the batch being judged: the identities hold one of its manifest's recipients
+        #: recordings judged with identities; of them, those opened and the intact ones they could not open
+        self._judged = self._opened = self._not_ours = 0
         #: dock -> SHA-256 of a manifest the auditor recorded earlier: it must still be in the chain, so
         #: deleting the newest batches (which no later batch links to) is caught too
         self.expected_heads = expected_heads or {}
@@ -676,6 +683,7 @@ class Verifier:
             self._log(dock, store)
         self._witnessed_without_log()
         self._resolve_erasures()
+        self._identity_opened_nothing()
         for dock, head in sorted(self.expected_heads.items()):
             if dock not in heads_seen:
                 self._find(
@@ -840,6 +848,7 @@ class Verifier:
             listed.add(pkey)
             self._cosignature(raw, pkey, result, result.sealed_at)
         self._claims(manifest, result, where)
+        self._opens_all = any(r.age in self._own_recipients for r in manifest.recipients)
         result.seq = manifest.batch_seq
         result.previous_manifest_sha256 = manifest.previous_manifest_sha256
         result.custody = _link(manifest.custody)
@@ -1084,7 +1093,12 @@ class Verifier:
         limit = self.limits.personal_bytes
         try:
             decrypt = Decryptor(self.identities)
-            data = decrypt.update(self.bucket.get_bytes(key, max_size=limit)) + decrypt.finalize()
+            try:
+                data = decrypt.update(self.bucket.get_bytes(key, max_size=limit)) + decrypt.finalize()
+            except AgeNoMatchError:
+                if not self._opens_all:
+                    return  # the archive's sidecar, and these identities are a party's: not theirs to open
+                raise
             doc = strictjson.parse_json(data, key, self.limits.manifest_values)
             if not isinstance(doc, dict) or doc.get("batch_id") != batch:
                 named = doc.get("batch_id") if isinstance(doc, dict) else None
@@ -1154,11 +1168,17 @@ class Verifier:
         self, rec: mf.ManifestRecording, dock: str, batch: str, read: Future[_Read] | None = None
     ) -> tuple[int, int]:
         key = rec.key
+        self._judged += 1
         plain = self._object_hash(key, rec.ciphertext_sha256, rec.ciphertext_size, dock, batch, rec.retain_until, read)
         if plain is None:
             return 0, 0
         if not self.identities:
             return 1, 0
+        if plain is NOT_OURS:  # intact ciphertext no identity given could open
+            if self._opens_all:
+                self._find("decrypt_failed", f"{key}: {NOT_OURS_TEXT}", dock=dock, batch=batch, key=key)
+            self._not_ours += 1
+            return 1, 0  # another party's share: checked as ciphertext only
         if plain != rec.plaintext_sha256 or plain != rec.camera_sha256:
             self._find(
                 "plaintext_mismatch",
@@ -1168,7 +1188,18 @@ class Verifier:
                 key=key,
             )
             return 1, 0
+        self._opened += 1
         return 1, 1
+
+    def _identity_opened_nothing(self) -> None:
+        """A party's key opens only its share, so what it cannot open is no finding by itself; but keys
+        that open no recording at all are the wrong keys (a typo'd file, another force's), not a party's."""
+        if self.identities and self._not_ours and self._not_ours == self._judged:
+            self._find(
+                "decrypt_failed",
+                f"none of the --identity keys opens any of the {self._not_ours} recordings checked: "
+                "they are no key of this bucket's archive or of any party",
+            )
 
     def _object_hash(
         self,
@@ -1200,6 +1231,11 @@ class Verifier:
             if read is not None
             else _read_object(self.bucket, key, self.identities, size_signed is not None)
         )
+        if done.not_ours:
+            if done.sha256 != expected:
+                self._find("object_altered", f"{key} does not hash to its manifest value", **where)
+                return None
+            return NOT_OURS
         if isinstance(done.error, IntegrityError):
             if done.sha256 != expected:
                 self._find("object_altered", f"{key} does not hash to its manifest value", **where)
@@ -1602,6 +1638,27 @@ class _Read:
     sha256: str
     plaintext_sha256: str | None = None
     error: BodycamError | None = None
+    #: no identity matched a stanza of its header: read to the end as ciphertext only (another party's)
+    not_ours: bool = False
+
+
+#: what ``_object_hash`` returns for an intact object the identities cannot open (compared by identity)
+NOT_OURS = "not-ours"
+NOT_OURS_TEXT = (
+    "none of the identities opens it, though they hold a recipient every object of the batch is encrypted to"
+)
+
+
+def _recipients_of(identities: Sequence[str]) -> frozenset[str]:
+    """The ``age1``/``age1pq1`` recipients of the identities (an identity that does not parse has none here;
+    the decryptor reports it)."""
+    found = set()
+    for identity in identities:
+        try:
+            found.add(recipient_of(identity))
+        except BodycamError:
+            continue
+    return frozenset(found)
 
 
 def _read_object(bucket: Bucket, key: str, identities: list[str], decrypt: bool = True) -> _Read:
@@ -1610,15 +1667,21 @@ def _read_object(bucket: Bucket, key: str, identities: list[str], decrypt: bool 
     digest = hashlib.sha256()
     decryptor = Decryptor(identities) if (identities and decrypt) else None
     plain = hashlib.sha256()
+    not_ours = False
     try:
         for chunk in _chunks(bucket, key):
             digest.update(chunk)
             if decryptor is not None:
-                plain.update(decryptor.update(chunk))
+                try:
+                    plain.update(decryptor.update(chunk))
+                except AgeNoMatchError:  # not encrypted to these identities: still hash every byte
+                    decryptor, not_ours = None, True
         if decryptor is not None:
             plain.update(decryptor.finalize())
     except BodycamError as err:
         return _Read(digest.hexdigest(), None, err)
+    if not_ours:
+        return _Read(digest.hexdigest(), not_ours=True)
     return _Read(digest.hexdigest(), plain.hexdigest() if decryptor is not None else None)
 
 

@@ -117,6 +117,14 @@ def print_verify(report: VerifyReport) -> None:
             f"ERASED {shown(e.key)}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained until "
             f"{e.retain_until}; custody entry {e.custody_seq} in batch {e.entry_batch})"
         )
+    if report.ok and report.audit is not None and report.audit.decrypted:
+        listed = sum(b.recordings for b in report.batches) - len(erasures)
+        opened = sum(b.plaintext_ok for b in report.batches)
+        if opened < listed:  # not a problem by itself: with agreements, a party's key opens only its share
+            click.echo(
+                f"the identity opened {opened} of {listed} recordings: the others are not encrypted to it "
+                "(another party's share, or not a key of this bucket); their ciphertext was checked"
+            )
     if report.ok:
         erased = f", {len(erasures)} erased under their agreements' retention" if erasures else ""
         click.echo(f"VERIFIED: {len(report.batches)} batches, {report.objects_seen} objects{erased}, no problems")
