@@ -64,8 +64,10 @@ def kept_bytes(batches: int, rows: bool, spill: bool = False) -> int:
         finally:
             tracemalloc.stop()
         with report:
-            if report.findings or len(report.batches) != batches or report.batches.spilled is not spill:
-                raise SystemExit(f"the check run found {report.findings[:3]}: nothing measured")
+            # the synthetic dock has format 1.1 manifests but no transparency log: that one finding only
+            unexpected = [f for f in report.findings if f.problem != "log_missing"]
+            if unexpected or len(report.batches) != batches or report.batches.spilled is not spill:
+                raise SystemExit(f"the check run found {unexpected[:3]}: nothing measured")
         return verifier.kept
 
 

@@ -156,7 +156,10 @@ def test_hostile_values_in_a_signed_manifest_are_inert(
         local.store.delete(log_key)
     out = tmp_path / "hostile.html"
     proc = local.verify("--report", str(out))
-    assert proc.returncode == 0, proc.stdout  # signed by the dock: verify has nothing to say
+    # signed by the dock: verify's one word is that the log was taken out
+    assert proc.returncode == 1 and [
+        line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("PROBLEM")
+    ] == ["PROBLEM log_missing"], proc.stdout
     page = out.read_text(encoding="utf-8")
     assert "<script" not in page.lower() and "<img" not in page.lower() and "<h1>forged" not in page
     assert "&lt;script&gt;" in page

@@ -268,7 +268,8 @@ def test_many_batches_verify_in_bounded_memory_past_the_old_limit(tmp_path: Path
         size, report = _kept_bytes(h, limits, None)
         with report:
             assert report.batches.spilled
-            assert report.findings == [] and len(report.batches) == batches
+            # a dock of format 1.1 manifests keeps a transparency log, which this synthetic one lacks
+            assert [f.problem for f in report.findings] == ["log_missing"] and len(report.batches) == batches
             assert all(b.signature_ok and b.custody_entries == 3 for b in report.batches)
         kept.append(size)
     per_batch = (kept[1] - kept[0]) / 800

@@ -1316,9 +1316,12 @@ class Verifier:
         head = self.expected_heads.get(dock)
         # a dock renamed by 'dock handover' continues the chain of the batch that recorded the handover
         previous: BatchResult | None = store.handover_to(dock)
+        logged: str | None = None  # the first signed 1.1 manifest: a dock sealing those publishes a log
         for r in store.ordered(dock):
             if head is not None and r.manifest_sha256 == head:
                 heads_seen.add(dock)
+            if logged is None and r.commitments and r.signature_ok:
+                logged = r.batch
             if r.seq is None:
                 continue
             mkey = f"{mf.batch_prefix(dock, r.batch)}/{mf.MANIFEST}"
@@ -1348,6 +1351,14 @@ class Verifier:
                     **where,
                 )
             previous = r
+        if logged is not None and dock not in self._log_docks and len(self._log_docks) < MAX_LOG_DOCKS:
+            self._find(
+                "log_missing",
+                f"dock {dock}: its batches from {logged} on are sealed with an entry in the dock's transparency "
+                f"log each (manifest format 1.1), but nothing is under {dock}/{LOG_DIR}/: the log was deleted",
+                dock=dock,
+                batch=logged,
+            )
 
     def _first(self, r: BatchResult, where: dict[str, Any]) -> None:
         """The dock's first batch links to no manifest, and its custody starts the chain."""
