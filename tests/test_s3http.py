@@ -25,8 +25,8 @@ from bodycam.agent.storage.s3http import (
     region_of,
     static_credentials,
     uri_encode,
-    xml_text,
 )
+from bodycam.agent.storage.s3xml import BadAnswer, parse
 
 from .faultproxy import FaultProxy
 from .s3server import SeaweedFS
@@ -45,22 +45,34 @@ def _signature(header: str) -> str:
     return header.rsplit("Signature=", 1)[1]
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["d41d8cd98f00b204e9800998ecf8427e-3", "&quot;a1b2&quot;", "&amp;lt;", "&lt;&gt;&apos;&amp;&quot;", "&amp",
-     "a & b", "&#34;x&#x22;", "&#34;e-2&#34;&#39;", "&#0034;", "&copy;", "&quot", "&QUOT;", "&amp;amp;", "caf\u00e9 &eacute;"],
-)  # fmt: skip
+#: what S3 (and Go's encoding/xml: SeaweedFS, MinIO) escapes, as html.unescape reads it
+XML_ESCAPES = ["d41d8cd98f00b204e9800998ecf8427e-3", "&quot;a1b2&quot;", "&amp;lt;", "&lt;&gt;&apos;&amp;&quot;",
+               "&#34;x&#x22;", "&#34;e-2&#34;&#39;", "&#0034;", "&amp;amp;", "caf\u00e9"]  # fmt: skip
+#: what no XML answer holds (HTML's entities, a bare or unterminated ampersand): refused, not guessed at
+NOT_XML = ["&amp", "a & b", "&copy;", "&quot", "&QUOT;", "caf\u00e9 &eacute;"]
+
+
+@pytest.mark.parametrize("text", XML_ESCAPES + NOT_XML)
 def test_answers_are_unescaped_as_html_unescape_does_without_importing_html(text: str) -> None:
-    """S3 escapes XML's five entities, quotes as ``&quot;`` or ``&#34;`` (Go): those are replaced here and
-    ``html`` (its 2,000-entity table, ~2 ms of each ingest's start-up) is imported for anything else; the
-    text is what ``html.unescape`` gives either way."""
+    """S3 escapes XML's five entities, quotes as ``&quot;`` or ``&#34;`` (Go): an answer's fields read by
+    agent/storage/s3xml.py (expat) are what ``html.unescape`` gives; anything that is not XML is refused,
+    and ``html`` (its 2,000-entity table, ~2 ms of each ingest's start-up) is never imported."""
     body = f"<R><ETag>{text}</ETag></R>".encode()
-    assert xml_text(body, "ETag") == html.unescape(text)
+    if text in NOT_XML:
+        with pytest.raises(BadAnswer):
+            parse(body, "R")
+    else:
+        assert parse(body, "R").fields["ETag"] == html.unescape(text)
 
 
 def test_s3s_own_escapes_do_not_import_html() -> None:
-    probe = "import sys; from bodycam.agent.storage.s3http import xml_text as t; "
-    probe += "t(b'<E>&quot;1&#34;&amp;&lt;&gt;&apos;&#39;</E>', 'E'); print('html' in sys.modules)"
+    probe = (
+        "import sys; from bodycam.agent.storage.s3xml import parse; from bodycam.agent.storage.s3http import error_of; "
+    )
+    probe += "parse(b'<E><A>&quot;1&#34;&amp;&lt;&gt;&apos;&#39;</A></E>', 'E'); "
+    probe += (
+        "error_of(b'<Error><Code>X</Code><Message>&quot;1&#34;&amp;</Message></Error>'); print('html' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "False", done
 

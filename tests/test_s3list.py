@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bodycam.agent.storage.bucket import S3Bucket, open_bucket
+from bodycam.agent.storage.bucket import ObjectExistsError, ObjectNotFoundError, Part, S3Bucket, open_bucket
 from bodycam.drivers.errors import StorageError, UploadError
 
 from .s3server import SeaweedFS
@@ -279,8 +279,52 @@ def _error(code: str, message: str) -> bytes:
         ),
         ([(503, _error("SlowDown", "slow"))], lambda b: b.delete("k/1"), UploadError, "refused: SlowDown slow", 2),
         ([(500, b"oops"), (204, b"")], lambda b: b.delete("k/1"), None, "", 2),
+        (
+            [(412, _error("PreconditionFailed", "exists")), (404, b"")],
+            lambda b: b.put_object("k/1", b"x"),
+            ObjectExistsError,
+            "put s3://evidence/pre/k/1 (endpoint {url}) refused: PreconditionFailed exists; the key already exists",
+            2,
+        ),
+        ([(403, b"")], lambda b: b.head("k/1"), UploadError, "refused: 403; check the S3 credentials", 1),
+        ([(403, _error("AccessDenied", "no"))], lambda b: b.start_upload("k/1"), UploadError, "start upload of", 1),
+        (
+            [(400, _error("InvalidPart", "no such part"))],
+            lambda b: b.complete_upload("k/1", "u", [Part(1, '"e"', "AAAAAA==", 5)]),
+            UploadError,
+            "complete upload of s3://evidence/pre/k/1 (endpoint {url}) refused: InvalidPart no such part",
+            1,
+        ),
+        (
+            [(200, b"<ListMultipartUploadsResult><Upload><Key>other/x</Key>")],
+            lambda b: b.open_uploads(),
+            UploadError,
+            "list uploads in s3://evidence/pre (endpoint {url}) failed: the answer is not well-formed XML",
+            1,
+        ),
+        (
+            [(404, _error("NoSuchKey", "gone"))],
+            lambda b: b.open_read("k/1"),
+            ObjectNotFoundError,
+            "read s3://evidence/pre/k/1 (endpoint {url}) refused: NoSuchKey gone; no such object",
+            1,
+        ),
     ],
-    ids=["denied", "no bucket", "abort unknown", "parts unknown", "delete locked", "slow down", "retried"],
+    ids=[
+        "denied",
+        "no bucket",
+        "abort unknown",
+        "parts unknown",
+        "delete locked",
+        "slow down",
+        "retried",
+        "put exists",
+        "head denied",
+        "start denied",
+        "complete refused",
+        "uploads malformed",
+        "read missing",
+    ],
 )
 def test_error_answers_become_one_line_errors_without_botocore(
     static_keys: None,

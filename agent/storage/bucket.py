@@ -754,8 +754,9 @@ class S3Bucket(Bucket):
         it: sent again after no answer, a 5xx, 408, 429 or throttling (at most ``max_attempts`` in all,
         jittered exponential back-off); a refusal raised as the BodycamError botocore's ClientError
         becomes (:meth:`_refused`, the same message), so an error answer never loads botocore. The 2xx
-        answer, or None where botocore must make the request (no signed connections; a redirect)."""
-        if self._http is None:
+        answer, or None where botocore must make the request (no signed connections or no credentials
+        to sign with: botocore names the problem; a redirect)."""
+        if self._http is None or not self._http.can_sign():
             return None
         from bodycam.agent.storage.s3http import MAX_BODY, error_of
 
@@ -889,8 +890,9 @@ class S3Bucket(Bucket):
         answer = self._send("GET", None, [("object-lock", "")])
         if answer is None:
             return None
-        if answer.status == 200 and b"<ObjectLockConfiguration" in answer.body:
-            return _xml_text()(answer.body, "ObjectLockEnabled") == "Enabled"
+        if answer.status == 200:
+            fields = _fields(answer.body, "ObjectLockConfiguration")
+            return None if fields is None else fields.get("ObjectLockEnabled") == "Enabled"
         if answer.status == 404 and _error_of()(answer.body)[0] == "ObjectLockConfigurationNotFoundError":
             return False
         return None
@@ -959,9 +961,10 @@ class S3Bucket(Bucket):
         check_key(key)
         lock = self._lock_kwargs(retain_until)
         headers = {"x-amz-checksum-algorithm": PART_CHECKSUM, **_lock_headers(lock)}
-        answer = self._send("POST", key, [("uploads", "")], headers, b"")
-        if answer is not None and answer.status == 200:
-            upload_id = _xml_text()(answer.body, "UploadId")
+        request = _request("POST", self._full(key), [("uploads", "")], headers, b"")
+        answer = self._exchange("start upload of", key, request)
+        if answer is not None:
+            upload_id = (_fields(answer.body, "InitiateMultipartUploadResult") or {}).get("UploadId")
             if upload_id:
                 return upload_id
         r = self._call(
@@ -1125,7 +1128,8 @@ class S3Bucket(Bucket):
         self, key: str, upload_id: str, parts: Sequence[Part], algorithm: str, conditional: bool
     ) -> dict[str, Any] | None:
         """CompleteMultipartUpload as the bucket's own POST: what botocore would have parsed of a success
-        (ETag, version, checksum), None for anything else (S3 may also answer 200 with an error in it)."""
+        (ETag, version, checksum); a refusal raised as botocore's would be (:meth:`_exchange`); None for
+        anything else (S3 may also answer 200 with an error in it)."""
         if self._http is None:
             return None
         from bodycam.agent.storage.s3http import xml_escape
@@ -1138,14 +1142,15 @@ class S3Bucket(Bucket):
         )
         body = f'<CompleteMultipartUpload xmlns="{_S3_XMLNS}">{listed}</CompleteMultipartUpload>'.encode()
         headers = {"if-none-match": "*"} if conditional else {}
-        answer = self._send("POST", key, [("uploadId", upload_id)], headers, body)
-        if answer is None or answer.status != 200 or b"<CompleteMultipartUploadResult" not in answer.body:
-            return None
-        text = _xml_text()
+        request = _request("POST", self._full(key), [("uploadId", upload_id)], headers, body)
+        answer = self._exchange("complete upload of", key, request)
+        fields = _fields(answer.body, "CompleteMultipartUploadResult") if answer is not None else None
+        if answer is None or fields is None:
+            return None  # a redirect, or S3's 200 with an error in it: botocore asks again
         return {
-            "ETag": text(answer.body, "ETag") or "",
+            "ETag": fields.get("ETag", ""),
             "VersionId": answer.headers.get("x-amz-version-id"),
-            tag: text(answer.body, tag),
+            tag: fields.get(tag),
         }
 
     def abort_upload(self, key: str, upload_id: str) -> None:
@@ -1184,29 +1189,28 @@ class S3Bucket(Bucket):
             key_marker, id_marker = nxt
 
     def _uploads_answered(self, prefix: str, key_marker: str, id_marker: str, page_size: int) -> dict[str, Any] | None:
-        """One page of ListMultipartUploads as the bucket's own GET, in botocore's shape; None otherwise."""
+        """One page of ListMultipartUploads as the bucket's own GET (agent/storage/s3xml.py reads it with
+        bounds), in botocore's shape; None where botocore must ask."""
         query = [("uploads", ""), ("prefix", prefix), ("max-uploads", str(page_size))]
         query += [("key-marker", key_marker)] if key_marker else []
         query += [("upload-id-marker", id_marker)] if id_marker else []
-        answer = self._send("GET", None, query)
-        if answer is None or answer.status != 200 or b"<ListMultipartUploadsResult" not in answer.body:
-            return None
-        from bodycam.agent.storage.s3http import xml_blocks
+        from bodycam.agent.storage.s3xml import uploads_page
 
-        text = _xml_text()
-        uploads = []
-        for block in xml_blocks(answer.body, "Upload"):
-            key, upload_id, initiated = text(block, "Key"), text(block, "UploadId"), text(block, "Initiated")
-            if not key or not upload_id:
-                return None
-            when = _parse_timestamp(initiated) if initiated else None
-            uploads.append({"Key": key, "UploadId": upload_id, "Initiated": when})
-        head = answer.body.split(b"<Upload>", 1)[0]  # the listing's own fields come before its uploads
+        page = self._page(
+            "list uploads in", None, _request("GET", None, query), lambda b: uploads_page(b, prefix, page_size)
+        )
+        if page is None:
+            return None
+        uploads = [
+            {"Key": k, "UploadId": u, "Initiated": when}
+            for k, u, when in cast("list[tuple[str, str, Any]]", page.items)
+        ]
+        nxt = page.next or ("", "")
         return {
             "Uploads": uploads,
-            "IsTruncated": text(head, "IsTruncated") == "true",
-            "NextKeyMarker": text(head, "NextKeyMarker"),
-            "NextUploadIdMarker": text(head, "NextUploadIdMarker"),
+            "IsTruncated": page.truncated,
+            "NextKeyMarker": nxt[0],
+            "NextUploadIdMarker": nxt[1],
         }
 
     # -- objects ----------------------------------------------------------------------------------
@@ -1223,8 +1227,9 @@ class S3Bucket(Bucket):
             if create_only and conditional:
                 headers["if-none-match"] = "*"
             # the body is covered by its signed SHA-256 checksum header, as botocore sends it
-            answer = self._send("PUT", key, (), headers, data, payload=_UNSIGNED_PAYLOAD)
-            if answer is not None and answer.status == 200:
+            request = _request("PUT", self._full(key), (), headers, data, payload=_UNSIGNED_PAYLOAD)
+            answer = self._exchange("put", key, request)
+            if answer is not None:
                 return {"ETag": answer.headers.get("etag", ""), "VersionId": answer.headers.get("x-amz-version-id")}
             extra: dict[str, Any] = {"IfNoneMatch": "*"} if create_only and conditional else {}
             return self._call(
@@ -1250,8 +1255,10 @@ class S3Bucket(Bucket):
     def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
         check_key(key)
         query = [("versionId", version_id)] if version_id else []
-        answer = self._send("HEAD", key, query, {"x-amz-checksum-mode": "ENABLED"})
-        if answer is not None and answer.status == 404:  # what botocore's 404 becomes below
+        request = _request("HEAD", self._full(key), query, {"x-amz-checksum-mode": "ENABLED"})
+        try:
+            answer = self._exchange("head", key, request)
+        except ObjectNotFoundError:
             return None
         if answer is not None and answer.status == 200 and _valid_length(answer.headers):
             return ObjectInfo(key=key, **_info_fields()(answer.headers))
@@ -1349,8 +1356,8 @@ class S3Bucket(Bucket):
 
     def open_read(self, key: str, *, version_id: str | None = None) -> ObjectReader:
         """A signed GET straight through the client's HTTP session (agent/storage/s3get.py: a third of the
-        CPU of ``get_object``); any answer but a 200 is asked again through ``get_object``, so errors,
-        retries and messages are botocore's as before."""
+        CPU of ``get_object``); a refusal is the error ``get_object``'s would have been (:meth:`_refused`),
+        anything else but a 200 is asked again through ``get_object``, whose retries it keeps."""
         check_key(key)
         where = self._where(key)
 
@@ -1365,6 +1372,11 @@ class S3Bucket(Bucket):
             opened = self._signed_get.open(self._full(key), version_id) if self._signed_get is not None else None
         except _bad_content_length():
             raise bad_length from None
+        if opened is not None and not isinstance(opened, tuple):
+            code, message = _error_of()(opened.body)
+            if not _transient(opened.status, code):
+                raise self._refused("read", key, code, opened.status, message) from _Refused(code, opened.status)
+            opened = None  # botocore's retries
         if opened is not None:
             headers, signed = opened
             info = ObjectInfo(key=key, **_info_fields()(headers))
@@ -1477,10 +1489,15 @@ def _error_of() -> Callable[[bytes], tuple[str, str]]:
     return error_of
 
 
-def _xml_text() -> Callable[[bytes, str], str | None]:
-    from bodycam.agent.storage.s3http import xml_text
+def _fields(body: bytes, root: str) -> dict[str, str] | None:
+    """The fields of a small S3 answer whose root is ``root`` (agent/storage/s3xml.py), None when it is
+    not one (an error inside a 200, a malformed answer): the caller asks botocore, as before."""
+    from bodycam.agent.storage.s3xml import BadAnswer, parse
 
-    return xml_text
+    try:
+        return parse(body, root).fields
+    except BadAnswer:
+        return None
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:

@@ -9,9 +9,11 @@ signed manifest, so the second SHA-256 bought nothing.
 
 A :class:`SignedGet` sends the same GET through the bucket's :class:`~bodycam.agent.storage.s3http.S3Http`
 (the URL botocore would use, signed with SigV4 over the same credentials, on a kept-alive connection).
-Only a 200 with a Content-Length is taken; anything else (an error status, a redirect, a connection
-failure) returns None and the caller makes the request again through ``get_object``, which retries and
-turns errors into the BodycamError tree exactly as before. A body that ends before its Content-Length is
+Only a 200 with a Content-Length is taken. An error status gives its :class:`Refusal` (status and error
+document), which the bucket turns into the BodycamError ``get_object``'s would have become (a missing
+object is ObjectNotFoundError without loading botocore) or, when transient, asks again through
+``get_object``; anything else (a redirect, a connection failure) returns None and the caller makes the
+request again through ``get_object``, which retries as before. A body that ends before its Content-Length is
 :class:`ShortBody`, which :class:`~bodycam.agent.storage.bucket.ObjectReader` wraps like any other
 mid-stream failure.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -35,6 +38,8 @@ _HEADERS: Final = {"x-amz-checksum-mode": "ENABLED"}
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 #: what reading a signed GET's body may raise (ObjectReader turns it into a one-line UploadError)
 READ_ERRORS: Final = (OSError, http.client.HTTPException)
+#: the most of an error answer's document read (S3's are a few hundred bytes)
+MAX_ERROR: Final = 64 * 1024
 
 
 class SignedGet:
@@ -43,8 +48,10 @@ class SignedGet:
     def __init__(self, http: S3Http) -> None:
         self._http = http
 
-    def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | None:
-        """Headers (lower-case names) and the body of a 200 answer; None for anything else."""
+    def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | Refusal | None:
+        """Headers (lower-case names) and the body of a 200 answer; the status and error document (at most
+        :data:`MAX_ERROR` bytes) of a 4xx or 5xx, for the bucket to turn into its error or ask again; None
+        for anything else (no answer, a redirect, a 200 without a length)."""
         query = [("versionId", version_id)] if version_id else []
         opened = self._http.open(Request("GET", full_key, query, _HEADERS))
         if opened is None:
@@ -52,6 +59,8 @@ class SignedGet:
             return None
         response, conn = opened
         headers = {k.lower(): v for k, v in response.getheaders()}
+        if response.status >= 400:
+            return Refusal(response.status, _error_body(self._http, response, conn))
         if response.status != 200 or "content-length" not in headers:
             LOG.debug("signed GET of %s: HTTP %s; through get_object instead", full_key, response.status)
             conn.close()
@@ -61,6 +70,29 @@ class SignedGet:
             conn.close()
             raise BadContentLength(full_key)
         return headers, Body(self._http, response, conn, size)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A GET answered with an error status: the status and the start of its error document."""
+
+    status: int
+    body: bytes
+
+
+def _error_body(http: S3Http, response: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> bytes:
+    """An error answer's document, at most :data:`MAX_ERROR` bytes; the connection back to the pool when
+    it was read whole, else closed."""
+    try:
+        data = response.read(MAX_ERROR + 1)
+    except READ_ERRORS:
+        conn.close()
+        return b""
+    if len(data) > MAX_ERROR or not response.isclosed() or response.will_close:
+        conn.close()
+    else:
+        http.release(conn)
+    return data[:MAX_ERROR]
 
 
 class BadContentLength(ValueError):
@@ -139,4 +171,14 @@ def _iso_date(value: str | None) -> datetime | None:
         return None
 
 
-__all__ = ["READ_ERRORS", "BadContentLength", "Body", "ShortBody", "SignedGet", "content_length", "info_fields"]
+__all__ = [
+    "MAX_ERROR",
+    "READ_ERRORS",
+    "BadContentLength",
+    "Body",
+    "Refusal",
+    "ShortBody",
+    "SignedGet",
+    "content_length",
+    "info_fields",
+]

@@ -23,8 +23,8 @@ that bucket (or that request) on botocore:
   AWS's virtual-hosted ``https://BUCKET.s3.REGION.amazonaws.com/`` (TLS checked against ``AWS_CA_BUNDLE``
   when set, else the system's CAs); an endpoint set by environment or profile, FIPS or dual-stack
   endpoints, a proxy, a profile's CA bundle: None;
-* a redirect: the caller sends that request again through botocore (for an ingest's own requests, any
-  answer it does not expect, as before).
+* a redirect: the caller sends that request again through botocore; so does a part PUT or an object GET
+  answered with anything but a 200 (agent/storage/s3put.py, s3get.py).
 """
 
 from __future__ import annotations
@@ -356,6 +356,17 @@ class S3Http:
         """The URI-encoded path of a key (or of the bucket, None), as sent and as signed."""
         return self._path + uri_encode(full_key, safe="/") if full_key is not None else self._path
 
+    def can_sign(self) -> bool:
+        """Whether there are credentials to sign with now (static keys, or a botocore chain that resolved
+        some): without, the caller leaves the request to botocore, which names the problem."""
+        if self._credentials is None:
+            return False
+        try:
+            self._credentials()
+        except (ValueError, AttributeError, TypeError, LookupError):
+            return False
+        return True
+
     def _sign(
         self, method: str, path: str, query: Sequence[tuple[str, str]], headers: dict[str, str], payload: str
     ) -> None:
@@ -481,13 +492,6 @@ def one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def xml_text(body: bytes, tag: str) -> str | None:
-    """The text of the first ``<tag>`` element of an S3 answer, unescaped (S3's answers are flat enough
-    for this: no element of interest nests one of the same name)."""
-    found = re.search(rf"<{tag}>([^<]*)</{tag}>".encode(), body)
-    return _unescape(found.group(1).decode("utf-8", "replace")) if found else None
-
-
 def _unescape(text: str) -> str:
     """``html.unescape(text)``, without importing ``html`` for S3's own escapes: an answer escapes XML's five
     predefined entities, quotes as ``&quot;`` (AWS) or ``&#34;`` (Go's encoding/xml: SeaweedFS, MinIO), as
@@ -498,11 +502,6 @@ def _unescape(text: str) -> str:
 
         return html.unescape(text)
     return _XML_ENTITY.sub(lambda m: _XML_CHARS[m.group(1)], text)
-
-
-def xml_blocks(body: bytes, tag: str) -> list[bytes]:
-    """The contents of every ``<tag>...</tag>`` element of an S3 answer."""
-    return re.findall(rf"<{tag}>(.*?)</{tag}>".encode(), body, re.DOTALL)
 
 
 def xml_escape(text: str) -> str:
@@ -532,7 +531,5 @@ __all__ = [
     "signing_key",
     "static_credentials",
     "uri_encode",
-    "xml_blocks",
     "xml_escape",
-    "xml_text",
 ]

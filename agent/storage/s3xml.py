@@ -128,6 +128,7 @@ _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 _OBJECTS: Final = frozenset({"Contents"})
 _VERSIONS: Final = frozenset({"Version", "DeleteMarker"})
 _PARTS: Final = frozenset({"Part"})
+_UPLOADS: Final = frozenset({"Upload"})
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Page:
     """One page of a listing: what it lists, whether more follows, and where the next page starts
     (a continuation token; a key and version-id marker; a part number marker)."""
 
-    items: list[ObjectInfo] | list[ObjectVersion] | list[Part]
+    items: list[ObjectInfo] | list[ObjectVersion] | list[Part] | list[tuple[str, str, datetime | None]]
     truncated: bool
     next: tuple[str, ...] = ()
 
@@ -198,6 +199,22 @@ def parts_page(body: bytes) -> Page:
     truncated = _flag(parsed.fields, "IsTruncated")
     marker = parsed.fields.get("NextPartNumberMarker")
     return Page(items, truncated, (str(_size(marker)),) if truncated and marker else ())
+
+
+def uploads_page(body: bytes, prefix: str, max_entries: int) -> Page:
+    """A ListMultipartUploads page: (key, upload id, initiated) of each upload under ``prefix``; the next
+    key and upload-id markers (SeaweedFS gives no NextKeyMarker: the caller goes on from the last key)."""
+    parsed = parse(body, "ListMultipartUploadsResult", _UPLOADS, max(max_entries, 1000))
+    items: list[tuple[str, str, datetime | None]] = []
+    for _, entry in parsed.entries:
+        key = _key(_required(entry, "Key"), prefix)
+        items.append((key, _token(_required(entry, "UploadId")), _date(entry.get("Initiated"))))
+    truncated = _flag(parsed.fields, "IsTruncated")
+    markers = (parsed.fields.get("NextKeyMarker") or "", parsed.fields.get("NextUploadIdMarker") or "")
+    for marker in markers:
+        if marker:
+            _token(marker)
+    return Page(items, truncated, markers if truncated and any(markers) else ())
 
 
 def _required(entry: dict[str, str], name: str) -> str:
@@ -265,5 +282,6 @@ __all__ = [
     "objects_page",
     "parse",
     "parts_page",
+    "uploads_page",
     "versions_page",
 ]
