@@ -240,3 +240,13 @@ def test_a_party_verifying_with_its_own_key_is_not_told_its_bucket_was_tampered_
     for holder in ("training-platform", "force-archive"):
         found = json.loads(run(*base, "--identity", str(keys / f"{holder}.agekey"), "--json").stdout)["findings"]
         assert [f["problem"] for f in found] == ["object_altered"], (holder, found)
+
+
+def test_the_help_gives_the_exit_codes_scripts_rely_on() -> None:
+    """docs/cli.md: 0 success, 1 the work failed or found problems, 2 usage or configuration. The top --help
+    said none of it, and verify --help (what an auditor reads) only 0 and 1."""
+    top = run("--help").stdout
+    assert "0 success, 1 the work failed or found problems, 2 usage or configuration error" in " ".join(top.split())
+    for command in ("verify", "disclosures", "ingest"):
+        shown = " ".join(run(command, "--help").stdout.split())
+        assert "exit 0" in shown and "2 usage or configuration error" in shown, (command, shown)

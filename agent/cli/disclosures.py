@@ -36,7 +36,8 @@ def disclosures(
     """Per party: what was disclosed, under which agreement, when, with hashes (DPA 2018 s.62).
 
     Reads the bucket like verify (signatures, custody chains, every disclosure entry against its
-    signed manifest) without hashing footage; exit 0 checked, 1 problems found (the report lists them)."""
+    signed manifest) without hashing footage; exit 0 checked, 1 problems found (the report lists them),
+    2 usage or configuration error."""
     from bodycam.agent.audit import disclosure_report as dr
 
     if sum((as_json, as_csv, html_path is not None)) > 1:

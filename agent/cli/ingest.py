@@ -31,7 +31,8 @@ from bodycam.drivers.errors import ConfigError
 )
 @pass_ctx
 def ingest(ctx: Context, once: bool, as_json: bool, usbip: tuple[str, ...], serial_port: tuple[str, ...]) -> None:
-    """Pull in-scope footage from every reachable camera into the bucket; exit 0 only when all of it is verified."""
+    """Pull in-scope footage from every reachable camera into the bucket; exit 0 only when all of it is verified,
+    1 when something is left to do (run it again: it resumes), 2 usage or configuration error."""
     from bodycam.agent.cli.progress import ProgressView
     from bodycam.agent.pipeline.ingest import Agent, ingest_once
 

@@ -117,7 +117,10 @@ COMMANDS: tuple[tuple[str, str | Callable[[], click.Command]], ...] = (
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     """Docking-station agent for police body-worn cameras: training footage to encrypted,
-    signed, verifiable evidence in a shared bucket."""
+    signed, verifiable evidence in a shared bucket.
+
+    Exit status: 0 success, 1 the work failed or found problems, 2 usage or configuration error; an
+    error is one line on stderr. COMMAND --help (or man bodycam-sync-COMMAND) for each command."""
     from bodycam.agent.cli.logsetup import configure
 
     configure(max(logging.WARNING - 10 * verbose, logging.DEBUG))

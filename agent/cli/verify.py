@@ -67,7 +67,8 @@ def verify_cmd(
     max_memory: int,
     policy_path: Path | None,
 ) -> None:
-    """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found."""
+    """Prove what the bucket holds: signatures, custody chain, objects; exit 0 verified, 1 problems found,
+    2 usage or configuration error (docs/auditing.md)."""
     from bodycam.agent.audit.verify import run_verify
 
     if report_path is not None and not report_path.parent.is_dir():  # say so before a long verify, not after
