@@ -9,6 +9,7 @@ Put it between a client and a server (SeaweedFS S3) and choose what the network 
         proxy.set(refuse=True)               # new connections are reset at once
         proxy.set(flip_at=2 << 20, flips=1)  # flip one byte 2 MiB into a connection's upstream (once)
         proxy.set(trickle_ms=500)            # answers reach the client a byte at a time, 500 ms apart
+        proxy.set(trickle_ms=500, trickle_after=4096)  # ... once 4 KiB of a connection's answers went through
         proxy.set()                          # pass everything
 
 ``set()`` also resets the connections that are open, so the new mode applies to the very next request
@@ -37,6 +38,7 @@ class Mode:
     flip_at: int | None = None
     flips: int = 0
     trickle_ms: int = 0
+    trickle_after: int = 0
 
 
 @dataclass
@@ -97,10 +99,11 @@ class FaultProxy:
         flip_at: int | None = None,
         flips: int = 0,
         trickle_ms: int = 0,
+        trickle_after: int = 0,
     ) -> None:
         """Switch mode (everything not named passes) and reset the connections now open."""
         with self._lock:
-            self.mode = Mode(delay_ms, cut_after, drop_responses, refuse, flip_at, flips, trickle_ms)
+            self.mode = Mode(delay_ms, cut_after, drop_responses, refuse, flip_at, flips, trickle_ms, trickle_after)
             victims = list(self._open)
             self._open.clear()
         for sock in victims:
@@ -203,6 +206,7 @@ class FaultProxy:
 
     def _pump_down(self, pair: tuple[socket.socket, socket.socket], mode: Mode) -> None:
         client, upstream = pair
+        down = 0
         try:
             while data := upstream.recv(_CHUNK):
                 with self._lock:
@@ -214,12 +218,12 @@ class FaultProxy:
                     break
                 if mode.delay_ms:
                     time.sleep(mode.delay_ms / 1000)
-                if mode.trickle_ms:  # a peer that answers, a byte at a time, each in time for a per-read timeout
-                    for i in range(len(data)):
-                        time.sleep(mode.trickle_ms / 1000)
-                        client.sendall(data[i : i + 1])
-                else:
-                    client.sendall(data)
+                prompt = max(0, min(len(data), mode.trickle_after - down)) if mode.trickle_ms else len(data)
+                client.sendall(data[:prompt])
+                for i in range(prompt, len(data)):  # a peer that answers a byte at a time, each in time
+                    time.sleep(mode.trickle_ms / 1000)
+                    client.sendall(data[i : i + 1])
+                down += len(data)
                 with self._lock:
                     self.stats.bytes_down += len(data)
         except OSError:

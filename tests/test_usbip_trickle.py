@@ -33,3 +33,23 @@ def test_a_device_list_sent_a_byte_a_second_is_refused_in_bounded_time(tmp_path:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "did not answer" in lines[0] and "in time" in lines[0], lines[0]
+
+
+def test_a_camera_reply_sent_a_byte_a_second_after_the_import_is_refused_in_bounded_time(tmp_path: Path) -> None:
+    """Once imported, each URB reply (its 48-byte header, then its payload) was read with a 5 s timeout a
+    read: a server trickling a byte a second made one IDENTIFY answer last a minute and a half and a
+    1 MiB READ frame twelve days, under every deadline the camera layer sets. A reply now has 5 s as a
+    whole once its first byte came: the link is dropped and the camera is said to be gone."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    with serve("usbip", spec("SIM-TRKL", recordings=1, training=0, size=1024)) as sim:
+        host, port = sim.address.rsplit(":", 1)
+        with FaultProxy((host, int(port))) as proxy:
+            proxy.set(trickle_ms=1000, trickle_after=700)  # the device list and the import go through whole
+            started = time.monotonic()
+            proc = dock.cli("devices", "--json", "--usbip", f"{proxy.host}:{proxy.port}", timeout=BOUND_S + 30)
+            took = time.monotonic() - started
+    assert took < BOUND_S, f"devices took {took:.0f} s"
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "stopped" in lines[0] or "lost" in lines[0], lines[0]

@@ -321,6 +321,8 @@ class _Session:
         self.lost: str | None = None
         self._seqnum = 0
         self._header = bytearray(_HEADER_SIZE)
+        #: by when the reply being read must be whole: its first bytes' arrival plus _GRACE_S
+        self._reply_until = 0.0
         # seqnum -> (direction, length) of URBs we unlinked without seeing their completion
         self._unlinked: OrderedDict[int, tuple[int, int]] = OrderedDict()
 
@@ -465,6 +467,8 @@ class _Session:
             self.sock.settimeout(_remaining(deadline))
             while got < _HEADER_SIZE:
                 try:
+                    if got:  # a reply has started: the rest of it, payload included, within _GRACE_S
+                        self.sock.settimeout(self._reply_left())
                     n = self.sock.recv_into(view[got:])
                 except TimeoutError:
                     if got == 0 and not timeout_is_loss:
@@ -472,8 +476,8 @@ class _Session:
                     raise self._lost("the server stopped answering") from None
                 if n == 0:
                     raise self._lost("the server closed the connection")
-                if got == 0 and n < _HEADER_SIZE:
-                    self.sock.settimeout(_GRACE_S)  # a reply has started: the rest follows promptly
+                if got == 0:
+                    self._reply_until = time.monotonic() + _GRACE_S
                 got += n
         except OSError as err:
             if isinstance(err, usb.core.USBError):
@@ -490,11 +494,19 @@ class _Session:
         self._recv_exact(data[:actual])
         return actual
 
+    def _reply_left(self) -> float:
+        """Seconds left for the reply being read (TimeoutError once none): a per-read timeout alone let a
+        server that sends a byte every few seconds, each in time, stretch one reply over days."""
+        left = self._reply_until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
     def _recv_exact(self, view: memoryview) -> None:
         got = 0
         try:
-            self.sock.settimeout(_GRACE_S)
             while got < len(view):
+                self.sock.settimeout(self._reply_left())
                 n = self.sock.recv_into(view[got:])
                 if n == 0:
                     raise self._lost("the server closed the connection mid-transfer")
