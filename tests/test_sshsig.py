@@ -350,10 +350,30 @@ def test_armor_that_is_not_canonical_base64_is_refused_as_ssh_keygen_refuses_it(
         verify(DATA, altered, namespace, [key.public_key()])
 
 
-def test_crlf_armor_is_accepted(dock_key: tuple[Path, Ed25519PrivateKey]) -> None:
+@needs_ssh_keygen
+@pytest.mark.parametrize("how", ["crlf", "leading-newline", "leading-space", "space-after-begin"])
+def test_armor_that_does_not_start_with_the_begin_line_is_refused_as_ssh_keygen_refuses_it(
+    tmp_path: Path, dock_key: tuple[Path, Ed25519PrivateKey], how: str
+) -> None:
+    """ssh-keygen reads a signature file only when it starts with ``-----BEGIN SSH SIGNATURE-----`` and a
+    LF: CRLF line ends, a blank line or a space before it, or one after it on its line, are each refused.
+    verify accepted all four, so a manifest.json.sig changed so passed verify and failed the auditor's
+    stock check. (Whitespace within the base64 lines and text after the END line ssh-keygen accepts.)"""
     _, key = dock_key
-    sig = sign(DATA, key, NS).replace("\n", "\r\n")
-    assert verify(DATA, sig, NS, [key.public_key()]) is not None
+    sig = sign(DATA, key, NS)
+    altered = {
+        "crlf": sig.replace("\n", "\r\n"),
+        "leading-newline": "\n" + sig,
+        "leading-space": " " + sig,
+        "space-after-begin": sig.replace("\n", " \n", 1),
+    }[how]
+    allowed = allowed_signers_line("dock-01", key.public_key()) + "\n"
+    assert stock_verify(tmp_path, DATA, altered, allowed) != 0
+    with pytest.raises(IntegrityError, match="BEGIN SSH SIGNATURE"):
+        verify(DATA, altered, NS, [key.public_key()])
+    spaced = sig.replace("\n", "\n ", 2).replace("\n -----END", "\n-----END")  # a base64 line indented
+    assert stock_verify(tmp_path, DATA, spaced, allowed) == 0
+    assert verify(DATA, spaced, NS, [key.public_key()]) is not None
 
 
 def test_generate_key_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:

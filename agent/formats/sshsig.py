@@ -471,6 +471,11 @@ def _dearmor(text: str) -> bytes:
     lines = [line.strip() for line in text.strip().splitlines()]
     if len(lines) < 3 or lines[0] != _SIG_BEGIN or lines[-1] != _SIG_END:
         raise IntegrityError(f"not an armored SSH signature (expected {_SIG_BEGIN} ... {_SIG_END})")
+    if not text.startswith(_SIG_BEGIN + "\n"):  # as ssh-keygen reads it: nothing before, LF right after
+        raise IntegrityError(
+            f"SSH signature does not start with the line {_SIG_BEGIN} and a LF (a CRLF, a blank line or a space "
+            "around it): ssh-keygen refuses it"
+        )
     body = "".join(lines[1:-1])
     try:
         blob = base64.b64decode(body, validate=True)
