@@ -280,3 +280,24 @@ def test_a_camera_enrolled_by_the_fleet_register_takes_firmware_at_any_dock(tmp_
         pushed = dock.cli(*push)
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert sim.camera.firmware.active_version == "1.5.0"
+
+
+def test_fleet_show_prints_a_hostile_object_name_escaped(tmp_path: Path) -> None:
+    """``fleet show`` names each refused object of ``_fleet/`` as the bucket spells it: a name holding
+    terminal controls (ESC sequences, CR, a newline) reached the armourer's terminal raw and could print
+    lines of its own. The text output shows them escaped; --json keeps the exact name."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    force = tmp_path / "force"
+    force.mkdir()
+    _, archive = generate_identity()
+    _fleet_config(dock, generate_key(force / "controller", "force"), archive)
+    name = "X\x1b[2J\rregister version 9: all cameras\n.v1.json"
+    hostile = tmp_path / "bucket" / "_fleet" / "agreements" / name
+    hostile.parent.mkdir(parents=True)
+    hostile.write_bytes(b"{}")
+    shown = dock.cli("fleet", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert not any(ch in shown.stdout for ch in "\x1b\r"), shown.stdout
+    assert not any(line.startswith("register version") for line in shown.stdout.splitlines()), shown.stdout
+    refused = json.loads(dock.cli("fleet", "show", "--json").stdout)["refused"]
+    assert [r["object"] for r in refused] == [f"_fleet/agreements/{name}"], refused

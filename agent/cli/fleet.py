@@ -168,5 +168,7 @@ def fleet_show(obj: Context, as_json: bool) -> None:
     for a in view.agreements.agreements:
         revoked = " (revoked)" if a.id in view.agreements.revoked else ""
         click.echo(f"agreement {a.id} v{a.version}{revoked}  {a.sha256[:16]}")
+    from bodycam.agent.cli.render import shown  # names are the bucket's: escaped, never obeyed
+
     for name, reason in refused:
-        click.echo(f"refused {name}: {reason}")
+        click.echo(shown(f"refused {name}: {reason}"))
