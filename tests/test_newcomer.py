@@ -129,6 +129,13 @@ def test_a_party_is_told_the_check_to_run_only_when_there_is_something_to_check(
     ran = subprocess.run(["bash", "-c", check], capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0 and ran.stdout.count(": OK") == 1, ran
 
+    bundle = tmp_path / "one.tlog-proof"
+    proof = run(
+        "proof", "--bucket", str(bucket), "--camera", "BWC-DEMO-01", "--recording", "1000", "--out", str(bundle)
+    )
+    assert proof.returncode == 0 and "next: hand it over with the recording object" in proof.stderr, proof.stderr
+    assert f"bodycam-sync verify-proof {bundle} --policy POLICY" in proof.stderr
+
     for flag in ("--allowed-signers", "--identity"):
         args = ["verify", "--bucket", str(bucket), "--allowed-signers", str(keys / "allowed_signers"),
                 "--identity", str(keys / "force-archive.agekey")]  # fmt: skip
@@ -250,3 +257,45 @@ def test_the_help_gives_the_exit_codes_scripts_rely_on() -> None:
     for command in ("verify", "disclosures", "ingest"):
         shown = " ".join(run(command, "--help").stdout.split())
         assert "exit 0" in shown and "2 usage or configuration error" in shown, (command, shown)
+
+
+def test_the_key_and_certificate_commands_say_what_to_do_with_what_they_wrote(tmp_path: Path) -> None:
+    """keys init, keys dock-auth, authority init/issue/revoke and proof wrote a file and printed a line,
+    and left the newcomer to find in the docs who that line is for: each now says it on stderr (stdout is
+    unchanged: scripts and the README read it)."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    config = ["--config", str(dock.config_path)]
+    dock_key = run(*config, "keys", "dock-auth")
+    assert dock_key.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", dock_key.stdout), dock_key
+    authority = tmp_path / "authority"
+    steps = {
+        "dock-auth": (dock_key, "authority issue"),
+        "authority init": (run("authority", "init", "--out", str(authority)), "[dock_auth]"),
+        "authority issue": (
+            run(
+                "authority",
+                "issue",
+                "--key",
+                str(authority),
+                "--dock-id",
+                dock.config.dock_id,
+                "--dock-key",
+                dock_key.stdout.strip(),
+                "--out",
+                str(tmp_path / "dock.cert"),
+            ),
+            "dock_auth.certificate",
+        ),
+        "authority revoke": (
+            run("authority", "revoke", "dock-stolen", "--key", str(authority), "--list", str(tmp_path / "revoked")),
+            "dock_auth.revocations",
+        ),
+    }
+    fresh = tmp_path / "fresh.toml"
+    fresh.write_text(f'state_dir = "{tmp_path / "state2"}"\n')
+    steps["keys init"] = (run("--config", str(fresh), "keys", "init"), "allowed_signers")
+    for name, (proc, where) in steps.items():
+        assert proc.returncode == 0, (name, proc.stderr)
+        nexts = [line for line in proc.stderr.splitlines() if line.startswith("next: ")]
+        assert len(nexts) == 1 and where in nexts[0], (name, proc.stderr)
+    assert len(steps["keys init"][0].stdout.splitlines()) == 1

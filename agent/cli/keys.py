@@ -48,6 +48,7 @@ def keys_init(ctx: Context, out: Path | None) -> None:
     line = generate_key(path, cfg.dock_id)
     click.echo(allowed_signers_line(cfg.dock_id, parse_public_key_line(line)))
     click.echo(f"wrote {path} (private, 0600) and {path}.pub", err=True)
+    click.echo("next: give the line on stdout to the auditors, for their allowed_signers file", err=True)
 
 
 @keys.command("show")
@@ -109,6 +110,11 @@ def keys_dock_auth(ctx: Context, out: Path | None) -> None:
         private_dir(cfg.state_dir)  # else mkdir(parents=True) would create it with the umask's mode
     click.echo(init_dock_key(path, cfg.dock_id))
     click.echo(f"wrote {path} (private, 0600) and {path}.pub", err=True)
+    click.echo(
+        f"next: the force's dock authority certifies it: bodycam-sync authority issue --dock-id {cfg.dock_id} "
+        "--dock-key HEX (the line on stdout) ...; then set dock_auth.certificate on this dock",
+        err=True,
+    )
 
 
 # -- the force's dock authority (run where the force keeps its authority key, never on a dock) -----
@@ -124,6 +130,7 @@ def authority_init(out: Path) -> None:
     from bodycam.agent.pipeline.dockauth import init_authority
 
     click.echo(f'authority = "{init_authority(out)}"')
+    click.echo(f"next: put that line in every dock's [dock_auth]; keep {out} off the docks", err=True)
 
 
 @authority.command("issue")
@@ -161,6 +168,7 @@ def authority_issue(key_path: Path, dock_id: str, dock_key: str, days: float, ou
         emit_json(doc)
     else:
         click.echo(f"{out}: dock {cert.dock_id}, serial {doc['serial_number']}, valid to {doc['not_after']}")
+        click.echo(f"next: copy {out} to dock {cert.dock_id} and name it in its dock_auth.certificate", err=True)
 
 
 @authority.command("revoke")
@@ -189,6 +197,7 @@ def authority_revoke(dock_ids: tuple[str, ...], key_path: Path, list_path: Path,
         emit_json({"list": str(list_path), "sequence": signed.sequence, "revoked": list(signed.revoked)})
     else:
         click.echo(f"{list_path}: sequence {signed.sequence}, revoked: {', '.join(signed.revoked)}")
+        click.echo(f"next: copy {list_path} to every dock, as its dock_auth.revocations", err=True)
 
 
 @click.group()

@@ -63,6 +63,11 @@ def proof_cmd(
             f"{out}: recording {recording_id} of camera {serial} in {made.dock_id}/{made.batch_id}, log entry "
             f"{made.log_index} of {made.tree_size}, {made.custody_entries} custody entries ({len(made.bundle)} bytes)"
         )
+        click.echo(
+            f"next: hand it over with the recording object; it is checked offline with "
+            f"bodycam-sync verify-proof {out} --policy POLICY (docs/auditing.md)",
+            err=True,
+        )
 
 
 @click.command("verify-proof")
