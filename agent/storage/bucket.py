@@ -1300,7 +1300,7 @@ class S3Bucket(Bucket):
         while True:
             query = base + [(n, v) for n, v in zip(names, at, strict=False) if v]
             request = _request("GET", None, query)
-            page = self._page(action, None, request, lambda body: reader(body, full, strip, max(page_size, 1000)))
+            page = self._page(action, None, request, lambda body: reader(body, full, strip, page_size))
             if page is None:
                 page = self._listing_of_botocore(kind, full, strip, page_size, at)
             yield page

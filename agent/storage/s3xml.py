@@ -204,7 +204,7 @@ def parts_page(body: bytes) -> Page:
 def uploads_page(body: bytes, prefix: str, max_entries: int) -> Page:
     """A ListMultipartUploads page: (key, upload id, initiated) of each upload under ``prefix``; the next
     key and upload-id markers (SeaweedFS gives no NextKeyMarker: the caller goes on from the last key)."""
-    parsed = parse(body, "ListMultipartUploadsResult", _UPLOADS, max(max_entries, 1000))
+    parsed = parse(body, "ListMultipartUploadsResult", _UPLOADS, max_entries)
     items: list[tuple[str, str, datetime | None]] = []
     for _, entry in parsed.entries:
         key = _key(_required(entry, "Key"), prefix)

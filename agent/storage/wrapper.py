@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from bodycam.agent.storage.bucket import (
+    MAX_VERSIONS,
     Bucket,
     ObjectInfo,
     ObjectReader,
@@ -67,6 +68,9 @@ class BucketWrapper(Bucket):
 
     def delete(self, key: str, *, version_id: str | None = None) -> None:
         self.inner.delete(key, version_id=version_id)
+
+    def erase_every_version(self, key: str, *, max_versions: int = MAX_VERSIONS) -> None:
+        self.inner.erase_every_version(key, max_versions=max_versions)  # S3 lists the versions: its own
 
     def get_bytes(self, key: str, max_size: int) -> bytes:
         return self.inner.get_bytes(key, max_size)
