@@ -299,3 +299,17 @@ def test_the_key_and_certificate_commands_say_what_to_do_with_what_they_wrote(tm
         nexts = [line for line in proc.stderr.splitlines() if line.startswith("next: ")]
         assert len(nexts) == 1 and where in nexts[0], (name, proc.stderr)
     assert len(steps["keys init"][0].stdout.splitlines()) == 1
+
+
+def test_allocate_says_what_it_did_before_the_history(tmp_path: Path) -> None:
+    """The README's `allocate CAM-01 --officer PC-4711` printed one bare '2026-...Z  CAM-01  PC-4711' line."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll("CAM-7")  # the test dock enrols and allocates to OFFICER-CAM-7
+    done = run("--config", str(dock.config_path), "allocate", "CAM-7", "--officer", "PC-2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "allocated CAM-7 to PC-2 (kept on this dock; the bucket sees a pseudonym)"
+    assert lines[1] == "allocation history of CAM-7 (from, camera, officer):"
+    assert [line.split()[1:] for line in lines[2:]] == [["CAM-7", "OFFICER-CAM-7"], ["CAM-7", "PC-2"]]
+    shown = run("--config", str(dock.config_path), "allocate", "CAM-7").stdout.splitlines()
+    assert shown[0].startswith("allocation history of CAM-7") and len(shown) == 3

@@ -162,8 +162,11 @@ def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None
     elif not history:
         click.echo(f"camera {serial} has never been allocated")
     else:
+        if officer is not None:  # say what was done before the bare rows of the history
+            click.echo(f"allocated {serial} to {officer.strip()} (kept on this dock; the bucket sees a pseudonym)")
+        click.echo(f"allocation history of {serial} (from, camera, officer):")
         for item in history:
-            click.echo(f"{item['at']}  {item['serial']}  {item['officer']}")
+            click.echo(f"  {item['at']}  {item['serial']}  {item['officer']}")
 
 
 @click.group()
