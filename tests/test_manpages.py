@@ -19,7 +19,9 @@ def test_man_pages_are_current_with_the_commands(tmp_path: Path) -> None:
 
     from bodycam.agent import __version__
     from bodycam.agent.cli.main import cli
+    from bodycam.agent.cli.manpages import name_commands
 
+    name_commands(cli)  # as scripts/manpages.sh does
     write_man_pages("bodycam-sync", cli, version=__version__, target_dir=str(tmp_path), date="2026-12-01")
     fresh = {p.name: p.read_text() for p in tmp_path.glob("*.1")}
     shipped = {p.name: p.read_text() for p in (ROOT / "docs" / "man").glob("*.1")}
@@ -47,3 +49,13 @@ def test_man_renders_the_page() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "--once" in proc.stdout
+
+
+def test_a_page_is_named_by_its_command_s_first_clause_not_cut_at_45_characters() -> None:
+    """`man -k bodycam` listed 'Pull in-scope footage from every reachable...', each page's NAME cut by click."""
+    names = {}
+    for page in (ROOT / "docs" / "man").glob("*.1"):
+        text = page.read_text()
+        names[page.name] = text.split(".SH NAME\n", 1)[1].split("\n", 1)[0]
+    assert not [n for n in names.values() if n.endswith("...")], names
+    assert names["bodycam-sync-ingest.1"].endswith("Pull in-scope footage from every reachable camera into the bucket")
