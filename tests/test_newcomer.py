@@ -313,3 +313,17 @@ def test_allocate_says_what_it_did_before_the_history(tmp_path: Path) -> None:
     assert [line.split()[1:] for line in lines[2:]] == [["CAM-7", "OFFICER-CAM-7"], ["CAM-7", "PC-2"]]
     shown = run("--config", str(dock.config_path), "allocate", "CAM-7").stdout.splitlines()
     assert shown[0].startswith("allocation history of CAM-7") and len(shown) == 3
+
+
+def test_a_command_for_a_table_the_config_lacks_says_how_to_add_it(tmp_path: Path) -> None:
+    """agreement list and fleet show on a dock without [agreements] / [fleet] said only that it was missing."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    for args, table in ((["agreement", "list"], "[agreements]"), (["fleet", "show"], "[fleet]")):
+        proc = run("--config", str(dock.config_path), *args)
+        assert proc.returncode == 2  # configuration (docs/cli.md)
+        lines = proc.stderr.strip().splitlines()
+        assert (
+            len(lines) == 1
+            and f"add {table}" in lines[0].replace("add a ", "add ")
+            and "docs/configuration.md" in lines[0]
+        )

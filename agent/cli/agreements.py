@@ -170,7 +170,10 @@ def agreement_list(ctx: Context, as_json: bool) -> None:
 
     cfg = ctx.config.agreements
     if cfg is None:
-        raise ConfigError("no [agreements] in the config: every in-scope recording goes to [[recipients]]")
+        raise ConfigError(
+            "no [agreements] in the config: every in-scope recording goes to [[recipients]]; to disclose under "
+            "signed agreements, add [agreements] with controller_keys, dir and archive (docs/configuration.md)"
+        )
     loaded = load_dir(cfg.dir, _controller_keys(ctx, ())) if cfg.dir else Loaded()
     if ctx.config.fleet is not None:  # and those cached from the bucket ('fleet show' refreshes them)
         from bodycam.agent.pipeline.fleet import fleet_source, merge

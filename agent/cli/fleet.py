@@ -130,7 +130,10 @@ def fleet_show(obj: Context, as_json: bool) -> None:
     cfg = obj.config
     source = fleet_source(cfg)
     if source is None:
-        raise ConfigError("no [fleet] in the config: this dock reads no documents from the bucket")
+        raise ConfigError(
+            "no [fleet] in the config: this dock reads no documents from the bucket; add a [fleet] table "
+            "(with controller_keys, or [agreements]' ones) to use the force's register (docs/configuration.md)"
+        )
     source.refresh_s = 0.0
     with _bucket(cfg) as bucket:
         view = source.view(bucket)
