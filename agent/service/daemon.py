@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from bodycam.drivers.errors import BodycamError, ConfigError
 
 LOG = logging.getLogger(__name__)
 MAX_BAYS = 8
+#: USB/IP addresses asked for their device list at once by a scan
+MAX_PROBES = 16
 RETRY_AFTER_S = 3.0
 MAX_RETRY_S = 300.0
 
@@ -112,6 +115,18 @@ class Bay:
             "out_of_scope_reasons": self.stayed.get("out_of_scope_reasons", {}),
             "nearest_window": self.stayed.get("nearest_window"),
         }
+
+
+def _usbip_exports(address: str) -> bool:
+    """Whether the USB/IP server at ``address`` exports a device now (no import: a camera in session is
+    not disturbed); False when it cannot be asked."""
+    from bodycam.drivers.transport.usbip_backend import UsbipBackend
+
+    try:
+        return bool(UsbipBackend(address).list_exported())
+    except BodycamError as err:
+        LOG.debug("USB/IP %s not reachable: %s", address, err)
+        return False
 
 
 class Daemon:
@@ -269,14 +284,15 @@ class Daemon:
     def _present(self) -> dict[str, str]:
         """address -> kind of every camera that appears to be docked now, without opening any."""
         found: dict[str, str] = {}
-        for address in self.config.usbip:
-            try:
-                from bodycam.drivers.transport.usbip_backend import UsbipBackend
-
-                if UsbipBackend(address).list_exported():
-                    found[address] = "usbip"
-            except BodycamError as err:
-                LOG.debug("USB/IP %s not reachable: %s", address, err)
+        addresses = list(self.config.usbip)
+        if len(addresses) > 1:  # side by side: each silent host costs its whole timeout, in the watchdog's loop
+            with ThreadPoolExecutor(min(len(addresses), MAX_PROBES), thread_name_prefix="usbip-probe") as pool:
+                exported = list(pool.map(_usbip_exports, addresses))
+        else:
+            exported = [_usbip_exports(a) for a in addresses]
+        for address, yes in zip(addresses, exported, strict=True):
+            if yes:
+                found[address] = "usbip"
         for path in self.config.serial:
             if os.path.exists(path):
                 found[path] = "serial"
