@@ -731,22 +731,13 @@ class S3Bucket(Bucket):
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _send(
-        self,
-        method: str,
-        key: str | None,
-        query: Sequence[tuple[str, str]] = (),
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-        payload: str | None = None,
-    ) -> Answer | None:
+    def _send(self, request: Request) -> Answer | None:
         """One request on the bucket's own signed connections (agent/storage/s3http.py); None when it has
-        none or no answer came. Any answer the caller does not take is asked again through botocore."""
+        none, no answer came or it was over the limit. Any answer the caller does not take is asked again
+        through botocore."""
         if self._http is None:
             return None
-        answer = self._http.send(
-            _request(method, self._full(key) if key is not None else None, query, headers, body, payload)
-        )
+        answer = self._http.send(request)
         return answer if answer is not None and answer.whole else None
 
     def _exchange(self, action: str, key: str | None, request: Request, limit: int | None = None) -> Answer | None:
@@ -887,7 +878,7 @@ class S3Bucket(Bucket):
 
     def _lock_state_answered(self) -> bool | None:
         """Object Lock enabled or not, as the bucket's own GET ?object-lock answers it; None otherwise."""
-        answer = self._send("GET", None, [("object-lock", "")])
+        answer = self._send(_request("GET", None, [("object-lock", "")]))
         if answer is None:
             return None
         if answer.status == 200:

@@ -155,14 +155,11 @@ class Page:
 
 def objects_page(body: bytes, prefix: str, strip: str, max_entries: int) -> Page:
     """A ListObjectsV2 page (asked with ``encoding-type=url``) of keys under ``prefix``, each less ``strip``."""
-    parsed = parse(body, "ListBucketResult", _OBJECTS, max_entries)
-    decode = _decoder(parsed)
-    items = []
-    for _, entry in parsed.entries:
-        key = _key(decode(_required(entry, "Key")), prefix)
-        size = _size(entry.get("Size", "0"))
-        when = _date(entry.get("LastModified"))
-        items.append(ObjectInfo(key=key[len(strip) :], size=size, etag=entry.get("ETag", ""), last_modified=when))
+    parsed, listed = _listed(body, "ListBucketResult", _OBJECTS, prefix, max_entries)
+    items = [
+        ObjectInfo(key=key[len(strip) :], size=size, etag=entry.get("ETag", ""), last_modified=when)
+        for _, entry, key, size, when in listed
+    ]
     truncated = _flag(parsed.fields, "IsTruncated")
     token = parsed.fields.get("NextContinuationToken")
     return Page(items, truncated, (_token(token),) if truncated and token else ())
@@ -170,20 +167,38 @@ def objects_page(body: bytes, prefix: str, strip: str, max_entries: int) -> Page
 
 def versions_page(body: bytes, prefix: str, strip: str, max_entries: int) -> Page:
     """A ListObjectVersions page (asked with ``encoding-type=url``): versions and delete markers, in order."""
-    parsed = parse(body, "ListVersionsResult", _VERSIONS, max_entries)
-    decode = _decoder(parsed)
-    items = []
-    for tag, entry in parsed.entries:
-        key = _key(decode(_required(entry, "Key")), prefix)
-        version = _token(_required(entry, "VersionId"))
-        size = _size(entry.get("Size", "0"))
-        latest, marker = _flag(entry, "IsLatest"), tag == "DeleteMarker"
-        items.append(ObjectVersion(key[len(strip) :], version, latest, marker, size, _date(entry.get("LastModified"))))
+    parsed, listed = _listed(body, "ListVersionsResult", _VERSIONS, prefix, max_entries)
+    items = [
+        ObjectVersion(
+            key[len(strip) :],
+            _token(_required(e, "VersionId")),
+            _flag(e, "IsLatest"),
+            tag == "DeleteMarker",
+            size,
+            when,
+        )
+        for tag, e, key, size, when in listed
+    ]
     truncated = _flag(parsed.fields, "IsTruncated")
     nxt = (parsed.fields.get("NextKeyMarker"), parsed.fields.get("NextVersionIdMarker"))
     if not truncated or not nxt[0]:
         return Page(items, truncated)
-    return Page(items, truncated, (_key(decode(nxt[0]), prefix), _token(nxt[1]) if nxt[1] else ""))
+    return Page(items, truncated, (_key(_decoder(parsed)(nxt[0]), prefix), _token(nxt[1]) if nxt[1] else ""))
+
+
+def _listed(
+    body: bytes, root: str, tags: frozenset[str], prefix: str, max_entries: int
+) -> tuple[Parsed, list[tuple[str, dict[str, str], str, int, datetime | None]]]:
+    """A listing's entries with what every listing of keys gives: the entry's element name, its fields,
+    its key (decoded, checked under ``prefix``), size and LastModified."""
+    parsed = parse(body, root, tags, max_entries)
+    decode = _decoder(parsed)
+    listed = [
+        (tag, entry, _key(decode(_required(entry, "Key")), prefix), _size(entry.get("Size", "0")),
+         _date(entry.get("LastModified")))
+        for tag, entry in parsed.entries
+    ]  # fmt: skip
+    return parsed, listed
 
 
 def parts_page(body: bytes) -> Page:
