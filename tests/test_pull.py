@@ -328,6 +328,48 @@ def test_a_sessions_recordings_reuse_its_part_buffers_within_the_bays_share(tmp_
     assert made == [5 * MiB, 5 * MiB]  # the first recording's two buffers, and none since
 
 
+def test_a_one_buffer_bay_hashes_and_uploads_its_parts_in_its_own_thread(tmp_path: Path) -> None:
+    """A bay with a ring of one part buffer (the daemon's share once the bays outnumber the cores) cannot
+    overlap a part's upload with anything: each part is hashed, uploaded and journaled (``on_part``) in the
+    thread that cut it, with no part or upload thread started (before: a part thread and an upload pool
+    thread a bay, two handoffs a part; issue 14). The object is exact; a resumed pass compares its parts
+    without sending them, and a part that differs is refused in that same thread; the buffer stays the
+    session's throughout."""
+    identity, recipient = generate_identity()
+    data = random.Random(11).randbytes(17 * MiB + 5)
+    bucket = LocalBucket(tmp_path / "bucket")
+    upload_id = bucket.start_upload(KEY)
+    here = threading.current_thread().name
+    seen: list[tuple[str, list[str]]] = []
+
+    def on_part(part: Part) -> None:
+        seen.append((threading.current_thread().name, [t.name for t in threading.enumerate()]))
+
+    buffers = PartBuffers(bucket.part_buffer)
+    camera, rec = MemoryCamera(data), _recording(data)
+    file_key = os.urandom(16)
+    enc = Encryptor([recipient], file_key=file_key)
+    result = pull(camera, rec, enc, bucket, KEY, upload_id, part_size=5 * MiB, parts_in_flight=1, ring_buffers=1,
+                  on_part=on_part, buffers=buffers)  # fmt: skip
+    assert len(result.parts) == 4 and [name for name, _ in seen] == [here] * 4
+    assert not [n for _, names in seen for n in names if n.startswith(("part-hash", "part-upload"))]
+    assert len(buffers) == 1
+    held = {p.number: p for p in bucket.list_parts(KEY, upload_id)}
+    resent: list[int] = []
+    again = pull(camera, rec, Encryptor.resume(enc.header, file_key), bucket, KEY, upload_id, part_size=5 * MiB,
+                 parts_in_flight=1, ring_buffers=1, existing_parts=held, on_part=lambda p: resent.append(p.number),
+                 buffers=buffers)  # fmt: skip
+    assert resent == [] and again.ciphertext_sha256 == result.ciphertext_sha256
+    with pytest.raises(IntegrityError, match=f"part 1 of {KEY} in the bucket differs"):
+        pull(camera, rec, Encryptor([recipient]), bucket, KEY, upload_id, part_size=5 * MiB, parts_in_flight=1,
+             ring_buffers=1, existing_parts=held, buffers=buffers)  # fmt: skip
+    assert len(buffers) == 1  # the refused part's buffer came back too
+    bucket.complete_upload(KEY, upload_id, result.parts)
+    stored = (tmp_path / "bucket" / KEY).read_bytes()
+    assert result.ciphertext_sha256 == hashlib.sha256(stored).hexdigest()
+    _assert_stock_age_opens(tmp_path, identity, stored, data)
+
+
 class _InFlight(BucketWrapper):
     """The real local bucket, noting how many part uploads run at once and which buffers they come from.
 

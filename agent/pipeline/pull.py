@@ -362,7 +362,14 @@ class _Reader:
 class _Uploader:
     """The uploader stage: takes each full part from the ring (a queue of one), hashes the ciphertext and
     the part, and uploads it with at most ``parts_in_flight`` in flight; a part the bucket already holds
-    (resume) is compared instead of sent. The first error stops the pull."""
+    (resume) is compared instead of sent. The first error stops the pull.
+
+    With a ring of one buffer (the daemon's share once the bays outnumber the cores) nothing can overlap:
+    the encrypting thread waits for that buffer to come back before it seals another byte. The part is
+    then hashed and uploaded *inline*, in the thread that cut it, with no part thread and no upload
+    thread: the same work in the same order, without two thread handoffs a part and two threads a bay
+    taking turns on the worker's interpreter (issue 14: eight bays on two cores).
+    """
 
     def __init__(
         self,
@@ -387,6 +394,7 @@ class _Uploader:
         # one buffer being filled, one queued, parts_in_flight uploading, one being hashed; the daemon passes
         # fewer (ring_buffers; 1: a part uploads before the next is cut) to share a dock's budget among its bays
         count = max(1, ring_buffers or parts_in_flight + 3)
+        self._inline = count == 1
         if buffers is not None:
             buffers.trim(count)
         allocate = buffers.take if buffers is not None else bucket.part_buffer
@@ -394,7 +402,8 @@ class _Uploader:
         self._thread = threading.Thread(target=self._run, name="part-hash", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if not self._inline:
+            self._thread.start()
 
     def raise_error(self) -> None:
         if self._errors:
@@ -402,6 +411,9 @@ class _Uploader:
 
     def finish(self) -> None:
         """After the last part: wait for every upload, raising the first error."""
+        if self._inline:  # every part was uploaded as it was cut
+            self.raise_error()
+            return
         _put(self._parts, None, self._errors)
         self._thread.join()
         self.raise_error()
@@ -417,7 +429,29 @@ class _Uploader:
         return PullResult(plaintext_sha256, self._ciphertext.hexdigest(), sum(p.size for p in parts), parts)
 
     def _emit(self, number: int, view: PartData, buf: PartBuffer) -> None:
+        if self._inline:
+            self._part_here(number, view, buf)
+            return
         _put(self._parts, (number, view, buf), self._errors)
+
+    def _part_here(self, number: int, data: PartData, buf: PartBuffer) -> None:
+        """A part of a one-buffer ring, in the thread that cut it: hashed, then compared or uploaded; its
+        buffer goes back to the ring whatever happens (the next part, or the session's next pull, takes it)."""
+        sending = False
+        try:
+            self._ciphertext.update(data)
+            checksum = part_checksum(data, self._algorithm)
+            if self._known(number, len(data), checksum):
+                self.ring.release(buf)
+            else:
+                sending = True
+                self._send(number, data, buf, checksum)  # gives the buffer back itself
+        except BaseException as err:
+            if not sending:
+                self.ring.release(buf)
+            self._errors.append(err)
+            self._stop.set()
+            raise
 
     def _run(self) -> None:
         in_flight: list[Future[Part]] = []
