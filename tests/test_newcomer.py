@@ -327,3 +327,39 @@ def test_a_command_for_a_table_the_config_lacks_says_how_to_add_it(tmp_path: Pat
             and f"add {table}" in lines[0].replace("add a ", "add ")
             and "docs/configuration.md" in lines[0]
         )
+
+
+def test_the_daemon_finds_a_camera_by_the_serial_link_udev_makes(tmp_path: Path) -> None:
+    """deployment.md says udev wakes the service when a camera is docked; the service then scanned only the
+    addresses in its config, so a docked Sentinel (USB with a serial interface) was never ingested. It now
+    also takes the rules' /dev/bodycam/<serial>-tty links: one bay per camera, none for a dangling link, a
+    USB device link, or a tty the config already names."""
+
+    from bodycam.agent.service.bayworker import open_camera
+    from bodycam.agent.service.daemon import Daemon, udev_serial_links
+
+    from .sims import SimProcess
+
+    links = tmp_path / "dev-bodycam"  # stands for /dev/bodycam
+    links.mkdir()
+    with (
+        SimProcess("serial", "CAM-S1", truth_dir=tmp_path) as cam,
+        SimProcess("serial", "CAM-S2", truth_dir=tmp_path) as other,
+    ):
+        (links / "CAM-S1-tty").symlink_to(cam.info["device"])
+        (links / "CAM-S2-tty").symlink_to(other.info["device"])  # the config names this tty already
+        (links / "CAM-S3-tty").symlink_to(tmp_path / "gone")  # undocked: udev had not removed it yet
+        (links / "CAM-S1").symlink_to(cam.info["device"])  # a USB device's link: not a serial interface
+        assert udev_serial_links(links, [other.info["device"]]) == [str(links / "CAM-S1-tty")]
+
+        dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+        with dock.config_path.open("a") as f:
+            f.write(f'[cameras]\nserial = ["{other.info["device"]}"]\n[daemon]\nbay_processes = false\n')
+        daemon = Daemon(dock.config_path)
+        try:
+            daemon.udev_links = links
+            assert daemon._present() == {other.info["device"]: "serial", str(links / "CAM-S1-tty"): "serial"}
+        finally:
+            daemon.agent.close()
+        with open_camera("serial", str(links / "CAM-S1-tty")) as camera:
+            assert camera.open().serial == "CAM-S1"

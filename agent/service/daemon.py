@@ -3,8 +3,9 @@
 control socket. SIGTERM checkpoints and exits; SIGHUP reloads the config.
 
 Discovery never disturbs a camera in session: USB/IP servers are asked for their device list (no
-import), serial ports are checked by path. Local USB and /dev/serial/by-id are not enumerated here yet
-(``devices`` and ``ingest --once`` do; docs/deployment.md says so and how to name such cameras). udev (via ``/dev/bodycam``
+import), serial ports are checked by path, and so are the serial interfaces udev links as
+``/dev/bodycam/<serial>-tty`` (udev/70-bodycam.rules). Local USB devices are not enumerated here yet
+(``devices`` and ``ingest --once`` do; docs/deployment.md says so). udev (via ``/dev/bodycam``
 and ``/dev/serial/by-id``) and the mass-storage mount directory are watched with ``watchdog`` so
 a docked camera triggers a rescan at once; a slow periodic rescan catches anything missed.
 """
@@ -17,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,10 @@ LOG = logging.getLogger(__name__)
 MAX_BAYS = 8
 #: USB/IP addresses asked for their device list at once by a scan
 MAX_PROBES = 16
+#: where udev/70-bodycam.rules links each docked camera's serial interface, as ``<serial>-tty``
+UDEV_LINKS = Path("/dev/bodycam")
+#: links read from it at most (a directory that never ends must not stall discovery)
+MAX_UDEV_LINKS = 64
 RETRY_AFTER_S = 3.0
 MAX_RETRY_S = 300.0
 
@@ -129,6 +135,24 @@ def _usbip_exports(address: str) -> bool:
         return False
 
 
+def udev_serial_links(root: Path, configured: Sequence[str] = ()) -> list[str]:
+    """The docked cameras' serial interfaces udev linked under ``root`` (``<serial>-tty``, made by the shipped
+    rules for the registry's models only), skipping a dangling link and one that names a tty the config
+    lists already under another name (one camera, one bay)."""
+    try:
+        with os.scandir(root) as entries:
+            names = sorted(e.name for _, e in zip(range(MAX_UDEV_LINKS), entries, strict=False))
+    except OSError:
+        return []
+    taken = {os.path.realpath(p) for p in configured}
+    found = []
+    for name in names:
+        link = root / name
+        if name.endswith("-tty") and link.exists() and os.path.realpath(link) not in taken:
+            found.append(str(link))
+    return found
+
+
 class Daemon:
     def __init__(self, config_path: Path | None, *, rescan_s: float = 2.0) -> None:
         self.config_path = config_path
@@ -157,6 +181,7 @@ class Daemon:
         self.heartbeat = time.monotonic()
         self.bucket_ok: bool | None = None
         self.control = ControlServer(socket_path(self.config.state_dir), self.handle)
+        self.udev_links = UDEV_LINKS  #: the rules' /dev/bodycam (a test points it elsewhere)
         self._observer: Any = None
         self._reload_requested = threading.Event()
         self._sealer: threading.Thread | None = None
@@ -296,6 +321,8 @@ class Daemon:
         for path in self.config.serial:
             if os.path.exists(path):
                 found[path] = "serial"
+        for path in udev_serial_links(self.udev_links, self.config.serial):
+            found.setdefault(path, "serial")
         if self.config.mass_storage_dir is not None:
             for mount in find_mass_storage(self.config.mass_storage_dir):
                 found[str(mount)] = "mass-storage"
