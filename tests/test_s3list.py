@@ -94,21 +94,23 @@ def test_versions_page_through_and_erasing_takes_the_versions_behind_a_delete_ma
 # -- a hostile endpoint -----------------------------------------------------------------------------------
 class Hostile:
     """A tiny S3 stand-in on loopback: each request gets the next (status, body) of ``answers`` (the last
-    one again once they run out); ``requests`` counts what came."""
+    one again once they run out), or what ``answers`` makes of the request's number when it is a function;
+    ``requests`` counts what came (each request line's first 100 characters)."""
 
-    def __init__(self, answers: list[tuple[int, bytes]]) -> None:
+    def __init__(self, answers: list[tuple[int, bytes]] | Callable[[int], tuple[int, bytes]]) -> None:
         self.answers = answers
         self.requests: list[str] = []
         hostile = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # an answer's head and body in one write: no delayed-ACK wait between them
 
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)
-                hostile.requests.append(f"{self.command} {self.path}")
-                status, body = hostile.answers[min(len(hostile.requests), len(hostile.answers)) - 1]
+                hostile.requests.append(f"{self.command} {self.path[:100]}")  # small: tests measure memory
+                status, body = hostile.answer(len(hostile.requests))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body)))
@@ -122,6 +124,11 @@ class Hostile:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer(self, number: int) -> tuple[int, bytes]:
+        if callable(self.answers):
+            return self.answers(number)
+        return self.answers[min(number, len(self.answers)) - 1]
 
     @property
     def url(self) -> str:
@@ -242,6 +249,43 @@ def test_a_hostile_listing_is_refused_in_one_line_that_names_no_key(static_keys:
     assert reason in message and "s3://evidence/pre" in message, message
     assert "\n" not in message and NAMED not in message and "passwd" not in message, message
     assert len(hostile.requests) <= 1 + 16 and bucket._botocore is None
+
+
+def test_endless_distinct_tokens_end_the_listing_in_bounded_memory(
+    static_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that answers every page with one entry and a new 2,000-character token for ever: the
+    listing used to remember every token it had seen (a set, to tell one given again), so it grew without
+    end and never ended. It now remembers the last TOKEN_WINDOW and ends at the page bound of
+    MAX_LISTED_OBJECTS (made 1,500 here), in one line that names no key."""
+    import tracemalloc
+
+    from bodycam.agent.storage import bucket as bucket_module
+
+    monkeypatch.setattr(bucket_module, "MAX_LISTED_OBJECTS", 1500, raising=False)
+
+    def endless(number: int) -> tuple[int, bytes]:
+        token = f"<IsTruncated>true</IsTruncated><NextContinuationToken>{number:02000d}</NextContinuationToken>"
+        return 200, _listing(_entry(f"pre/{NAMED}-{number}"), token)
+
+    listed = 0
+    with Hostile(endless) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        tracemalloc.start()
+        try:
+            with pytest.raises(UploadError) as caught:
+                for _ in bucket.iter_objects(page_size=1):
+                    listed += 1
+                    if listed >= 3000:  # the test's own guard: before, the listing never ended
+                        break
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    message = str(caught.value)
+    assert "goes on past 1516 pages" in message and "s3://evidence/pre" in message, message
+    assert "\n" not in message and NAMED not in message, message
+    assert listed == 1516 and len(hostile.requests) == 1516
+    assert peak < 1024 * 1024, peak  # 1,500 tokens of 2,000 characters kept would be over 3 MiB
 
 
 def test_a_hostile_versions_and_parts_listing_is_refused_too(static_keys: None) -> None:

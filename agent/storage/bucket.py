@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,12 @@ MAX_OBJECT: Final = 5 << 40  #: S3's largest object, 5 TiB
 MAX_VERSIONS: Final = 64  #: versions of one key erased at most (create-only writes leave one)
 #: empty pages in a row a listing may give before it counts as not moving on (S3 may give a few)
 MAX_EMPTY_PAGES: Final = 16
+#: objects one listing may give: 1,000 times the 100,000 recordings a force's verify is sized for (issue 14);
+#: with the page size it bounds the pages of a listing, which a hostile endpoint could otherwise make endless
+MAX_LISTED_OBJECTS: Final = 100_000_000
+#: the most recent continuation tokens (or markers) a listing remembers, to tell one that goes round in a
+#: small circle; a longer circle is ended by the page bound, and memory stays bounded either way
+TOKEN_WINDOW: Final = 64
 CHUNK: Final = 1024 * 1024
 UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reserved first key component
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -1275,8 +1282,9 @@ class S3Bucket(Bucket):
 
     def _pages(self, action: str, kind: str, prefix: str, page_size: int) -> Iterator[Page]:
         """The pages of a listing of objects (``kind`` list-type) or versions (``versions``). A listing
-        that does not move on (a token or marker given again, or :data:`MAX_EMPTY_PAGES` empty pages in a
-        row) is an UploadError: a hostile endpoint cannot keep a reader listing nothing for ever."""
+        that does not move on (one of the last :data:`TOKEN_WINDOW` tokens or markers given again, or
+        :data:`MAX_EMPTY_PAGES` empty pages in a row) or goes on past :func:`_most_pages` is an UploadError:
+        a hostile endpoint cannot keep a reader listing for ever, nor grow what it remembers of the tokens."""
         from bodycam.agent.storage import s3xml
 
         strip = f"{self.prefix}/" if self.prefix else ""
@@ -1285,10 +1293,10 @@ class S3Bucket(Bucket):
         base.append(("max-keys", str(page_size)))
         reader = s3xml.objects_page if kind == "list-type" else s3xml.versions_page
         names = ("continuation-token",) if kind == "list-type" else ("key-marker", "version-id-marker")
-        seen: set[tuple[str, ...]] = set()
+        recent: deque[tuple[str, ...]] = deque(maxlen=TOKEN_WINDOW)
         at: tuple[str, ...] = ()
         empty = 0
-        while True:
+        for _ in range(_most_pages(page_size)):
             query = base + [(n, v) for n, v in zip(names, at, strict=False) if v]
             request = _request("GET", None, query)
             page = self._page(action, None, request, lambda body: reader(body, full, strip, page_size))
@@ -1298,13 +1306,17 @@ class S3Bucket(Bucket):
             if not page.truncated or not page.next:
                 return
             empty = 0 if page.items else empty + 1
-            if page.next in seen or empty >= MAX_EMPTY_PAGES:
+            if page.next in recent or empty >= MAX_EMPTY_PAGES:
                 raise UploadError(
                     f"{action} {self._where(None)} failed: the listing does not move on; "
                     "check that the endpoint is an S3 service"
                 )
-            seen.add(page.next)
+            recent.append(page.next)
             at = page.next
+        raise UploadError(
+            f"{action} {self._where(None)} failed: the listing goes on past {_most_pages(page_size)} pages "
+            f"({MAX_LISTED_OBJECTS} objects); check that the endpoint is an S3 service"
+        )
 
     def _listing_of_botocore(self, kind: str, full: str, strip: str, page_size: int, at: tuple[str, ...]) -> Page:
         """One page of a listing through botocore (credentials or routing only botocore knows, a redirect)."""
@@ -1509,6 +1521,12 @@ class _Refused(Exception):
 def _transient(status: int, code: str) -> bool:
     """An answer botocore's ``standard`` retry mode sends the request again after."""
     return status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+
+
+def _most_pages(page_size: int) -> int:
+    """The pages one listing of ``page_size`` entries a page may take: enough for
+    :data:`MAX_LISTED_OBJECTS` objects and :data:`MAX_EMPTY_PAGES` empty pages."""
+    return -(-MAX_LISTED_OBJECTS // max(page_size, 1)) + MAX_EMPTY_PAGES
 
 
 def _request(
