@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -440,6 +442,37 @@ def _write_key_blob(path: Path, blob: bytes) -> None:
     path.chmod(0o600)
 
 
+class _KeyRebuilder:
+    """An unencrypted key file's blob taken apart (the test's own reader), to be put back together with one
+    field changed: the checkints, the padding or the secret."""
+
+    MAGIC = b"openssh-key-v1\0"
+
+    def __init__(self, blob: bytes) -> None:
+        reader = sshsig._Reader(blob[len(self.MAGIC) :])
+        self.head = [reader.string(), reader.string(), reader.string(), reader.u32()]
+        self.public_blob, section = reader.string(), reader.string()
+        inner = sshsig._Reader(section)
+        self.check = section[:4]
+        inner.u32()
+        inner.u32()
+        self.key_type, self.public, self.secret, self.comment = (inner.string() for _ in range(4))
+        self.padding = inner.rest()
+
+    def __call__(
+        self, *, checks: tuple[int, int] | None = None, pad: bytes | None = None, seed: bytes | None = None
+    ) -> bytes:
+        check = struct.unpack(">I", self.check)[0]
+        fields = (self.key_type, self.public, self.secret if seed is None else seed, self.comment)
+        body = struct.pack(">II", *(checks or (check, check))) + b"".join(ssh_string(f) for f in fields)
+        prefix = b"".join(ssh_string(f) for f in self.head[:3]) + struct.pack(">I", self.head[3])  # type: ignore[arg-type]
+        section = body + (self.padding if pad is None else pad)
+        return self.MAGIC + prefix + ssh_string(self.public_blob) + ssh_string(section)
+
+    def body_length(self) -> int:
+        return 8 + sum(4 + len(f) for f in (self.key_type, self.public, self.secret, self.comment))
+
+
 def _cryptography_key(path: Path) -> Ed25519PrivateKey:
     key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     assert isinstance(key, Ed25519PrivateKey)
@@ -472,33 +505,68 @@ def test_a_key_file_the_hand_parser_does_not_take_is_cryptographys_to_refuse(tmp
     good = tmp_path / "good"
     generate_key(good, "dock")
     blob = _key_file_blob(good)
-    magic = b"openssh-key-v1\0"
-    reader = sshsig._Reader(blob[len(magic) :])
-    head = [reader.string(), reader.string(), reader.string(), reader.u32()]
-    public_blob, section = reader.string(), reader.string()
-    inner = sshsig._Reader(section)
-    check = inner.u32()
-    inner.u32()
-    key_type, public, secret, comment = inner.string(), inner.string(), inner.string(), inner.string()
-    padding = inner.rest()
-
-    def rebuilt(*, checks: tuple[int, int] = (check, check), pad: bytes = padding, seed: bytes = secret) -> bytes:
-        body = struct.pack(">II", *checks) + b"".join(ssh_string(f) for f in (key_type, public, seed, comment))
-        prefix = b"".join(ssh_string(f) for f in head[:3]) + struct.pack(">I", head[3])
-        return magic + prefix + ssh_string(public_blob) + ssh_string(body + pad)
-
+    rebuilt = _KeyRebuilder(blob)
+    check = struct.unpack(">I", rebuilt.check)[0]
     other = Ed25519PrivateKey.generate().private_bytes_raw()
     assert rebuilt() == blob  # the test's own rebuild is faithful
     for name, blob_changed in (
         ("checkints", rebuilt(checks=(check, check ^ 1))),
-        ("padding", rebuilt(pad=bytes(len(padding)))),
-        ("seed", rebuilt(seed=other + public)),
+        ("padding", rebuilt(pad=bytes(len(rebuilt.padding)))),
+        ("seed", rebuilt(seed=other + rebuilt.public)),
     ):
         path = tmp_path / name
         _write_key_blob(path, blob_changed)
         assert sshsig._plain_ed25519(path.read_bytes()) is None, name
         with pytest.raises(ConfigError, match="not a usable OpenSSH private key"):
             load_private_key(path)
+
+
+def _either_loader(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """The seed sshsig's own reader takes from a key file (None when it leaves the file to cryptography),
+    and the seed cryptography's loader takes (None when it refuses it)."""
+    ours = sshsig._plain_ed25519(data)
+    try:
+        theirs = serialization.load_ssh_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        theirs = None
+    seed = theirs.private_bytes_raw() if isinstance(theirs, Ed25519PrivateKey) else None
+    return (ours.private_bytes_raw() if ours is not None else None), seed
+
+
+def test_the_hand_parser_takes_no_key_file_cryptography_refuses(tmp_path: Path) -> None:
+    """sshsig's own Ed25519 reader (e7e3ed4) is a shortcut for the files cryptography's loader reads, never
+    a wider door: padding of 17 to 255 bytes (1, 2, 3, ... as ssh writes it, but longer than a cipher
+    block) was taken though cryptography refuses it, and 256 bytes or more raised a bare ValueError out of
+    load_private_key (a traceback, not a line). Every padding length, then 20,000 single-byte changes of a
+    key file (seeded, the same each run): what the hand parser takes, cryptography takes with the same
+    seed; it never raises."""
+    good = tmp_path / "good"
+    generate_key(good, "dock")
+    text = good.read_bytes()
+    rebuilt = _KeyRebuilder(_key_file_blob(good))
+    path = tmp_path / "padded"
+    for length in range(0, 300):
+        if (rebuilt.body_length() + length) % 8:
+            continue
+        _write_key_blob(path, rebuilt(pad=bytes(i & 0xFF for i in range(1, length + 1))))
+        ours, theirs = _either_loader(path.read_bytes())
+        assert ours is None or ours == theirs, length
+        if theirs is None:
+            with pytest.raises(ConfigError, match="not a usable OpenSSH private key"):
+                load_private_key(path)
+    rng = random.Random(14)
+    for _ in range(20_000):
+        changed = bytearray(text)
+        at = rng.randrange(len(changed))
+        edit = rng.randrange(3)
+        if edit == 0:
+            changed[at] = rng.randrange(256)
+        elif edit == 1:
+            changed.insert(at, rng.choice(b" \r\n\t=A/+-"))
+        else:
+            del changed[at]
+        ours, theirs = _either_loader(bytes(changed))
+        assert ours is None or ours == theirs, bytes(changed)
 
 
 def test_public_key_lines_round_trip() -> None:

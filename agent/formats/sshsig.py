@@ -335,7 +335,8 @@ def load_private_key(path: Path, missing: str | None = None) -> Ed25519PrivateKe
 def _plain_ed25519(data: bytes) -> Ed25519PrivateKey | None:
     """The key of an unencrypted ``openssh-key-v1`` file holding one Ed25519 key, exactly as ``generate_key``
     and ``ssh-keygen -t ed25519 -N ''`` write it (checkints equal, the public key twice and matching the
-    seed, padding 1, 2, 3, ...); None for anything else, which cryptography's loader then reads or refuses.
+    seed, padding 1, 2, 3, ... of up to 7 bytes); None for anything else, which cryptography's loader then
+    reads or refuses.
 
     Why by hand: every run loads this key, and ``cryptography.hazmat.primitives.serialization`` imports a
     module for every key type it can read (RSA, DSA, ECDSA, Ed448, bcrypt's KDF), about 20 ms of CPU of
@@ -372,8 +373,8 @@ def _plain_ed25519(data: bytes) -> Ed25519PrivateKey | None:
         padding = inner.rest()
     except _Malformed:
         return None
-    if len(section) % 8 or padding != bytes(range(1, len(padding) + 1)):
-        return None
+    if len(section) % 8 or len(padding) >= 8 or padding != bytes(range(1, len(padding) + 1)):
+        return None  # ssh pads to the 8-byte block: 0-7 bytes (longer is cryptography's to judge)
     if len(raw) != _ED25519_PUBLIC_LEN or len(secret) != 2 * _ED25519_PUBLIC_LEN or secret[32:] != raw:
         return None
     key = Ed25519PrivateKey.from_private_bytes(secret[:32])
