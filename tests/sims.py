@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bodycam.drivers import transport as transports
 from bodycam.drivers.device.camera import Camera
@@ -122,3 +124,27 @@ class SimProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: how long ``bounded`` waits: far above what the fixed dock takes on a loaded machine; the unfixed one never returns
+BOUND_S = 90.0
+
+
+def bounded(fn: Callable[[], Any], what: str = "the read") -> BaseException | None:
+    """Run ``fn`` in a thread; the exception it ended with (None if it returned). Fails, saying ``what``
+    was still running, if it hangs (a camera holding its bay hostage)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as err:
+            outcome.append(err)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(BOUND_S)
+    assert outcome, f"{what} was still running after {BOUND_S:.0f} s: a camera held its bay hostage"
+    return outcome[0]

@@ -7,10 +7,7 @@ that never ends runs in a thread with a generous bound: before the fixes these r
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,30 +16,10 @@ from bodycam.drivers.errors import LinkTimeoutError, ProtocolError
 from bodycam.drivers.virtual.faults import Faults, parse_faults
 
 from .dock import iso_window, make_dock, window
-from .sims import MEDIA, SimProcess, serve, spec
+from .sims import MEDIA, SimProcess, bounded, serve, spec
 
 KiB = 1024
 MiB = 1024 * KiB
-BOUND_S = 90.0  # far above what the fixed dock takes on a loaded machine; the unfixed one never returns
-
-
-def bounded(fn: Callable[[], Any]) -> BaseException | None:
-    """Run ``fn`` in a thread; the exception it ended with (None if it returned). Fails if it hangs."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as err:
-            outcome.append(err)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(BOUND_S)
-    assert outcome, f"the read was still running after {BOUND_S:.0f} s: a camera held its bay hostage"
-    return outcome[0]
 
 
 def test_new_faults_parse() -> None:

@@ -7,38 +7,14 @@ READ rule's kind (docs/protocol.md, LIST). Real parts: the virtual camera over U
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from bodycam.drivers.errors import LinkTimeoutError
 from bodycam.drivers.virtual.faults import Faults
 
-from .sims import MEDIA, serve, spec
+from .sims import MEDIA, bounded, serve, spec
 
 KiB = 1024
-BOUND_S = 90.0  # far above what the fixed dock takes on a loaded machine
-
-
-def bounded(fn: Callable[[], Any]) -> BaseException | None:
-    """Run ``fn`` in a thread; the exception it ended with (None if it returned). Fails if it hangs."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as err:
-            outcome.append(err)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(BOUND_S)
-    assert outcome, f"the listing was still running after {BOUND_S:.0f} s"
-    return outcome[0]
 
 
 @pytest.mark.parametrize("medium", MEDIA)
@@ -51,7 +27,7 @@ def test_a_listing_of_one_entry_pages_each_in_time_is_refused_in_bounded_time(me
         with sim.connect(timeout=1.0) as cam:
             cam.open()
             cam.authenticate(sim.enrolled_key)
-            err = bounded(cam.recordings)
+            err = bounded(cam.recordings, "the listing")
     assert isinstance(err, LinkTimeoutError), err
     assert "listed" in str(err) and "of 200 recordings" in str(err), err
 
