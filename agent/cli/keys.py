@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import click
 
@@ -133,14 +134,18 @@ def authority_init(out: Path) -> None:
     click.echo(f"next: put that line in every dock's [dock_auth]; keep {out} off the docks", err=True)
 
 
-@authority.command("issue")
-@click.option(
+#: the --key option of the commands that sign with the force's authority key
+_AUTHORITY_KEY: Final = click.option(
     "--key",
     "key_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The force's authority key ('authority init --out').",
 )
+
+
+@authority.command("issue")
+@_AUTHORITY_KEY
 @click.option("--dock-id", required=True, help="The dock's dock_id.")
 @click.option("--dock-key", required=True, help="The dock's proof key, 64 hex digits ('keys dock-auth' prints it).")
 @click.option(
@@ -173,13 +178,7 @@ def authority_issue(key_path: Path, dock_id: str, dock_key: str, days: float, ou
 
 @authority.command("revoke")
 @click.argument("dock_ids", nargs=-1, required=True)
-@click.option(
-    "--key",
-    "key_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The force's authority key ('authority init --out').",
-)
+@_AUTHORITY_KEY
 @click.option(
     "--list",
     "list_path",
