@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from bodycam.agent.config import Config
 from bodycam.agent.pipeline.ingest import Agent, CameraReport
@@ -56,6 +56,9 @@ from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.device.camera import Camera
 from bodycam.drivers.device.massstorage import MassStorageCamera
 from bodycam.drivers.errors import BodycamError, ServiceError, TransportError
+
+if TYPE_CHECKING:
+    import usb.backend
 
 LOG = logging.getLogger(__name__)
 #: byte counts are coalesced to one message per this many seconds a session (its last always goes): the daemon
@@ -108,8 +111,9 @@ def share(busy_bays: int, cores: int | None = None) -> Share:
     return Share(1, 2)
 
 
-def open_camera(kind: str, address: str) -> CameraDevice:
-    """The camera docked at ``kind:address`` (the caller closes it); TransportError if none is there."""
+def open_camera(kind: str, address: str, *, usb_backend: usb.backend.IBackend | None = None) -> CameraDevice:
+    """The camera docked at ``kind:address`` (the caller closes it); TransportError if none is there. A ``usb``
+    address is the camera's USB serial number, found on the buses ``usb_backend`` sees (libusb when None)."""
     if kind == "mass-storage":
         return MassStorageCamera(Path(address))
     if kind == "usbip":
@@ -119,6 +123,8 @@ def open_camera(kind: str, address: str) -> CameraDevice:
         for extra in opened[1:]:
             extra.close()
         return Camera(opened[0])
+    if kind == "usb":
+        return Camera(transports.open_usb_camera(address, usb_backend=usb_backend))
     return Camera(transports.open_serial(address))
 
 

@@ -4,8 +4,9 @@ control socket. SIGTERM checkpoints and exits; SIGHUP reloads the config.
 
 Discovery never disturbs a camera in session: USB/IP servers are asked for their device list (no
 import), serial ports are checked by path, and so are the serial interfaces udev links as
-``/dev/bodycam/<serial>-tty`` (udev/70-bodycam.rules). Local USB devices are not enumerated here yet
-(``devices`` and ``ingest --once`` do; docs/deployment.md says so). udev (via ``/dev/bodycam``
+``/dev/bodycam/<serial>-tty`` (udev/70-bodycam.rules), and the registry's USB devices on the dock's own
+ports are enumerated through pyusb (``usb.core.find``, as ``devices`` and ``ingest --once`` do; only their
+serial number descriptor is read), one bay per camera serial. udev (via ``/dev/bodycam``
 and ``/dev/serial/by-id``) and the mass-storage mount directory are watched with ``watchdog`` so
 a docked camera triggers a rescan at once; a slow periodic rescan catches anything missed.
 """
@@ -135,6 +136,16 @@ def _usbip_exports(address: str) -> bool:
         return False
 
 
+def tty_usb_serial(path: str, sysfs: Path = Path("/sys/class/tty")) -> str | None:
+    """The USB serial number of the device a tty belongs to (a CDC-ACM ``ttyACM``: its interface's parent in
+    sysfs holds the device's ``serial``), without opening either; None for a pty or anything else."""
+    try:
+        device = (sysfs / os.path.basename(os.path.realpath(path)) / "device").resolve(strict=True)
+        return (device.parent / "serial").read_text(encoding="ascii", errors="replace").strip()[:64] or None
+    except (OSError, ValueError):
+        return None
+
+
 def udev_serial_links(root: Path, configured: Sequence[str] = ()) -> list[str]:
     """The docked cameras' serial interfaces udev linked under ``root`` (``<serial>-tty``, made by the shipped
     rules for the registry's models only), skipping a dangling link and one that names a tty the config
@@ -182,6 +193,12 @@ class Daemon:
         self.bucket_ok: bool | None = None
         self.control = ControlServer(socket_path(self.config.state_dir), self.handle)
         self.udev_links = UDEV_LINKS  #: the rules' /dev/bodycam (a test points it elsewhere)
+        #: pyusb's backend for the dock's own USB ports: libusb when None; a test gives a ``UsbipBackend`` so the
+        #: scan finds a virtual camera through the same ``usb.core.find`` (its bays then run in threads: a
+        #: worker process enumerates with libusb)
+        self.usb_backend: Any = None
+        self._usb_serials: dict[tuple[str, int, int], str] = {}  #: serial numbers read, by bus location
+        self._usb_said: dict[str, str] = {}  #: USB problems already logged (one line each, not one a scan)
         self._observer: Any = None
         self._reload_requested = threading.Event()
         self._sealer: threading.Thread | None = None
@@ -321,12 +338,48 @@ class Daemon:
         for path in self.config.serial:
             if os.path.exists(path):
                 found[path] = "serial"
-        for path in udev_serial_links(self.udev_links, self.config.serial):
+        # one bay per camera serial (docs/decisions.md): a tty the config names is the operator's choice; a
+        # link already in a bay keeps it; otherwise a camera on USB is taken over USB, not by its tty link
+        with self.lock:
+            in_bay = set(self.bays)
+        configured = {s for s in map(tty_usb_serial, self.config.serial) if s is not None}
+        links = {Path(p).name.removesuffix("-tty"): p for p in udev_serial_links(self.udev_links, self.config.serial)}
+        for serial in self._local_usb():
+            if serial in configured or (serial in links and links[serial] in in_bay):
+                continue
+            links.pop(serial, None)
+            found.setdefault(serial, "usb")
+        for path in links.values():
             found.setdefault(path, "serial")
         if self.config.mass_storage_dir is not None:
             for mount in find_mass_storage(self.config.mass_storage_dir):
                 found[str(mount)] = "mass-storage"
         return found
+
+    def _local_usb(self) -> list[str]:
+        """Serial numbers of the registry's cameras on the dock's own USB ports (bounded in count and time:
+        ``find_cameras``). Whatever fails (no libusb, no permission, a device gone mid-scan) is one log line
+        per distinct problem, never an exception into the scan loop the watchdog depends on."""
+        problems: list[tuple[str, str]] = []
+        serials: list[str] = []
+        try:
+            from bodycam.drivers.models import MODELS
+            from bodycam.drivers.transport.usb import find_cameras
+
+            cams = find_cameras(
+                [(m.vid, m.pid) for m in MODELS], self.usb_backend, problems=problems, known=self._usb_serials
+            )
+            serials = [c.serial for c in cams if c.serial is not None]
+        except Exception as err:  # TransportError (libusb missing), ImportError (pyusb), anything pyusb raises
+            problems.append(("usb", f"USB scan unavailable: {err}"))
+        said = dict(problems)
+        for where, what in said.items():
+            if self._usb_said.get(where) != what:
+                LOG.warning("%s", what)
+            else:
+                LOG.debug("%s", what)
+        self._usb_said = said
+        return list(dict.fromkeys(serials))
 
     def _scan(self) -> None:
         present = self._present()
@@ -341,7 +394,8 @@ class Daemon:
                 if found is None:
                     if len(self.bays) >= MAX_BAYS:
                         continue
-                    found = self.bays[address] = Bay(address, kind)
+                    # a USB bay is keyed by the camera's serial: status, sync and eject name it before its session
+                    found = self.bays[address] = Bay(address, kind, serial=address if kind == "usb" else "?")
                     LOG.info("camera docked at %s:%s", kind, address)
                 bay = found
                 busy = bay.thread is not None and bay.thread.is_alive()
@@ -367,7 +421,7 @@ class Daemon:
                 report = self._in_worker(bay, self.pool)
             else:
                 camera: CameraDevice
-                with open_camera(bay.kind, bay.address) as camera:
+                with open_camera(bay.kind, bay.address, usb_backend=self.usb_backend) as camera:
                     report = self.agent.session(
                         camera, progress=lambda k, d: self._progress(bay, k, d), cancel=bay.cancel
                     )

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 import time
 from array import array
 from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
 
 import usb.backend
 import usb.core
@@ -190,3 +193,104 @@ def find_devices(
 def open_usb(device: usb.core.Device, address: str) -> UsbTransport:
     """Open ``device`` (a ``usb.core.Device``) as the camera at ``address`` (used in messages)."""
     return UsbTransport(device, address)
+
+
+#: USB devices one scan looks at, at most (a dock whose hubs hold many devices: libusb lists them all,
+#: we read no more than this many of its entries)
+MAX_USB_DEVICES = 256
+#: registry cameras one scan returns, at most (twice the daemon's eight bays)
+MAX_USB_CAMERAS = 16
+#: each control transfer reading a camera's serial number (pyusb's default is a second)
+SERIAL_TIMEOUT_MS = 500
+#: what one scan may spend reading serial numbers in all; cameras past it wait for the next scan
+SERIAL_BUDGET_S = 3.0
+#: the camera protocol's serial alphabet (protocol/messages.SERIAL_PATTERN, a layer above this one); a USB
+#: serial descriptor is camera-controlled, and it names a bay, a log line and ``/dev/bodycam/<serial>``
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class UsbCamera:
+    """A registry camera on a USB bus, found without claiming it."""
+
+    device: usb.core.Device
+    location: str  #: ``bus-address`` as libusb (or the USB/IP server) numbers it
+    serial: str | None  #: its USB serial descriptor; None when it could not be read (why: in ``problems``)
+
+
+def _location(dev: usb.core.Device) -> str:
+    return f"{getattr(dev, 'bus', '?')}-{getattr(dev, 'address', '?')}"
+
+
+def read_serial(dev: usb.core.Device) -> str:
+    """The serial number descriptor of ``dev`` (two control transfers on endpoint 0, each within
+    ``SERIAL_TIMEOUT_MS``; an interface another session claimed is not touched). TransportError with the
+    reason (no permission, gone, no or unsafe serial)."""
+    where = f"USB device {_location(dev)} ({dev.idVendor:04x}:{dev.idProduct:04x})"
+    dev.default_timeout = SERIAL_TIMEOUT_MS
+    try:
+        serial = usb.util.get_string(dev, dev.iSerialNumber)
+    except usb.core.USBError as err:
+        hint = "; is this user in the 'bodycam' group?" if err.errno in (errno.EACCES, errno.EPERM) else ""
+        raise TransportError(f"{where}: reading its serial number failed: {err}{hint}") from err
+    except (ValueError, UnicodeDecodeError) as err:  # no langid (permission, a device mid-reset), a bad string
+        raise TransportError(f"{where}: reading its serial number failed: {err}") from err
+    finally:
+        try:
+            usb.util.dispose_resources(dev)  # no handle left open between scans
+        except (usb.core.USBError, ValueError):
+            pass
+    if serial is None or not _SERIAL.fullmatch(serial):
+        raise TransportError(f"{where} gives no serial number in the protocol's alphabet ({serial!r}); skipped")
+    return serial
+
+
+def find_cameras(
+    vid_pids: Iterable[tuple[int, int]],
+    backend: usb.backend.IBackend | None = None,
+    *,
+    problems: list[tuple[str, str]] | None = None,
+    known: dict[tuple[str, int, int], str] | None = None,
+    budget_s: float = SERIAL_BUDGET_S,
+) -> list[UsbCamera]:
+    """The registry cameras on the USB buses ``backend`` sees (libusb when None; a ``UsbipBackend`` serves a
+    virtual camera through the same ``usb.core.find``), each with its serial number, bounded in count
+    (``MAX_USB_DEVICES`` looked at, ``MAX_USB_CAMERAS`` returned) and in time (``SERIAL_BUDGET_S`` of serial
+    reads; ``known`` caches serials by location so a camera already read costs no transfer, and one in
+    session is never asked again). A serial that cannot be read goes to ``problems`` as (address, reason);
+    TransportError when the bus cannot be enumerated at all (no libusb, enumeration failed)."""
+    wanted = {(int(vid), int(pid)) for vid, pid in vid_pids}
+    failed = problems if problems is not None else []
+    deadline = time.monotonic() + budget_s
+    found: list[UsbCamera] = []
+    seen: set[tuple[str, int, int]] = set()
+    try:
+        for dev in islice(usb.core.find(find_all=True, backend=backend), MAX_USB_DEVICES):
+            if (dev.idVendor, dev.idProduct) not in wanted:
+                continue
+            location = _location(dev)
+            key = (location, dev.idVendor, dev.idProduct)
+            seen.add(key)
+            serial = known.get(key) if known is not None else None
+            if serial is None:
+                if time.monotonic() > deadline:
+                    failed.append((f"usb:{location}", f"USB device {location}: serial not read in this scan's time"))
+                    continue
+                try:
+                    serial = read_serial(dev)
+                except TransportError as err:
+                    failed.append((f"usb:{location}", str(err)))
+                if serial is not None and known is not None:
+                    known[key] = serial
+            found.append(UsbCamera(dev, location, serial))
+            if len(found) >= MAX_USB_CAMERAS:
+                break
+    except usb.core.NoBackendError as err:
+        raise TransportError("no USB backend available; install libusb-1.0 (apt install libusb-1.0-0)") from err
+    except usb.core.USBError as err:  # mid-enumeration (a device gone as it was listed): keep what was found
+        failed.append(("usb", f"USB enumeration stopped: {err}"))
+        return found
+    if known is not None:  # a location freed and reused by another camera must not keep the old serial
+        for stale in set(known) - seen:
+            del known[stale]
+    return found

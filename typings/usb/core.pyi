@@ -35,6 +35,8 @@ class Device:
     idProduct: int
     bus: int | None
     address: int | None
+    iSerialNumber: int
+    default_timeout: int
     def get_active_configuration(self) -> Configuration: ...
     def set_configuration(self, configuration: int | Configuration | None = None) -> None: ...
     def set_interface_altsetting(
