@@ -168,23 +168,28 @@ def test_a_camera_on_usb_and_on_its_tty_link_is_docked_once_over_usb(tmp_path: P
 def test_ingest_once_discovery_opens_a_camera_on_usb_and_tty_once(tmp_path: Path) -> None:
     """ingest --once's discovery opened a Sentinel twice, by its USB interface and by its tty
     (/dev/serial/by-id/usb-..._<serial>-if00), and pulled it in two sessions. The tty of a camera already
-    opened over USB (same USB serial number) is now left alone."""
+    opened over USB (same USB serial number) is now left alone; another camera's tty is still opened."""
     win = window()
     by_id = tmp_path / "by-id"
     by_id.mkdir()
-    with twin("CAM-DUO", win, by_id) as cam:
+    (tmp_path / "unused").mkdir()
+    with twin("CAM-DUO", win, by_id) as cam, twin("CAM-SOLO", win, tmp_path / "unused") as solo:
         (by_id / "usb-Bodycam_CAM-DUO-if00").symlink_to(cam.link.readlink())  # udev's by-id name for its tty
         cam.link.unlink()  # by-id holds only udev's name
+        (by_id / "usb-Bodycam_CAM-SOLO-if00").symlink_to(solo.link.readlink())  # a tty-only camera
         backend = UsbipBackend(cam.usbip_address)
         problems: list[tuple[str, str]] = []
         found = discover_local(problems, by_id=str(by_id), usb_backend=backend)
         try:
-            assert [t.kind for t in found] == ["usbip"], [(t.kind, t.address) for t in found]
+            opened = [(t.kind, Path(t.address).name) for t in found]
+            assert [kind for kind, _ in opened] == ["usbip", "serial"], opened
+            assert opened[1][1] == "usb-Bodycam_CAM-SOLO-if00", opened
             assert problems == []
         finally:
             for t in found:
                 t.close()
             backend.close()
+    assert cam.tty._read_bytes == 0
 
 
 def test_a_usb_scan_failure_is_one_log_line_and_the_scan_goes_on(
