@@ -288,6 +288,40 @@ def test_endless_distinct_tokens_end_the_listing_in_bounded_memory(
     assert peak < 1024 * 1024, peak  # 1,500 tokens of 2,000 characters kept would be over 3 MiB
 
 
+def _uploads(number: int, truncated: bool, key_marker: str) -> bytes:
+    upload = f"<Upload><Key>pre/dock/{NAMED}-{number}</Key><UploadId>u{number}</UploadId></Upload>"
+    fields = f"<IsTruncated>{str(truncated).lower()}</IsTruncated><NextKeyMarker>{key_marker}</NextKeyMarker>"
+    return f"<ListMultipartUploadsResult>{fields}{upload}</ListMultipartUploadsResult>".encode()
+
+
+def test_parts_and_uploads_listings_that_do_not_end_are_refused(static_keys: None) -> None:
+    """list_parts kept every page's parts while the part-number marker rose (a hostile endpoint could list
+    1,000 parts a page up to a marker of 5 TiB), and open_uploads every page's uploads while two markers
+    took turns (it ended only on the same marker twice running): here each endpoint stops on its own after
+    60 pages, and the agent took 60,000 parts (S3 has 10,000 at most) and 60 uploads before. Now more than
+    MAX_PARTS parts, or a marker given again, is one line naming no key."""
+
+    def parts(number: int) -> tuple[int, bytes]:
+        listed = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>e</ETag><Size>1</Size></Part>" for n in range(1, 1001)
+        )
+        fields = f"<IsTruncated>{'true' if number < 60 else 'false'}</IsTruncated>"
+        fields += f"<NextPartNumberMarker>{number}</NextPartNumberMarker>"
+        return 200, f"<ListPartsResult>{fields}{listed}</ListPartsResult>".encode()
+
+    with Hostile(parts) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        with pytest.raises(UploadError, match="lists more than the 10000 parts") as caught:
+            bucket.list_parts("dock/k", "upload")
+        assert "\n" not in str(caught.value) and len(hostile.requests) == 11
+    with Hostile(lambda n: (200, _uploads(n, n < 60, "pre/dock/a" if n % 2 else "pre/dock/b"))) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        with pytest.raises(UploadError, match="the listing does not move on") as caught:
+            bucket.open_uploads("dock/")
+        assert "\n" not in str(caught.value) and NAMED not in str(caught.value)
+        assert len(hostile.requests) == 3 and bucket._botocore is None
+
+
 def test_a_hostile_versions_and_parts_listing_is_refused_too(static_keys: None) -> None:
     bad_version = b"<ListVersionsResult><Version><Key>pre/" + NAMED.encode() + b"</Key></Version></ListVersionsResult>"
     with Hostile([(200, bad_version)]) as hostile:

@@ -87,6 +87,8 @@ MAX_LISTED_OBJECTS: Final = 100_000_000
 #: the most recent continuation tokens (or markers) a listing remembers, to tell one that goes round in a
 #: small circle; a longer circle is ended by the page bound, and memory stays bounded either way
 TOKEN_WINDOW: Final = 64
+#: multipart uploads one listing of a dock's open uploads may give (each is kept until the listing ends)
+MAX_OPEN_UPLOADS: Final = 100_000
 CHUNK: Final = 1024 * 1024
 UPLOADS_DIR: Final = ".uploads"  # hidden staging area of a LocalBucket; a reserved first key component
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -1044,8 +1046,13 @@ class S3Bucket(Bucket):
             if page is None:
                 page = self._parts_of_botocore(key, upload_id, marker)
             parts.extend(cast("list[Part]", page.items))
+            if len(parts) > MAX_PARTS:  # a hostile endpoint's pages would otherwise be kept without end
+                raise UploadError(
+                    f"list parts of {self._where(key)} failed: the bucket lists more than the {MAX_PARTS} "
+                    "parts an upload can have; check that the endpoint is an S3 service"
+                )
             nxt = int(page.next[0]) if page.next else (parts[-1].number if parts else 0)
-            if not page.truncated or nxt <= marker:
+            if not page.truncated or nxt <= marker or nxt >= MAX_PARTS:
                 return parts
             marker = nxt
 
@@ -1168,6 +1175,7 @@ class S3Bucket(Bucket):
         strip = f"{self.prefix}/" if self.prefix else ""
         out: list[PendingUpload] = []
         key_marker, id_marker = "", ""
+        progress = _Progress(f"list uploads in {self._where(None)} failed", page_size)
         while True:
             r = self._uploads_answered(full, key_marker, id_marker, page_size) or self._call(
                 "list uploads in", None, self._client.list_multipart_uploads,
@@ -1184,6 +1192,9 @@ class S3Bucket(Bucket):
             nxt = (str(r.get("NextKeyMarker") or uploads[-1]["Key"]), str(r.get("NextUploadIdMarker") or ""))
             if nxt == (key_marker, id_marker):
                 return out
+            if len(out) > MAX_OPEN_UPLOADS:
+                raise UploadError(f"{progress.failed}: the bucket lists more than {MAX_OPEN_UPLOADS} open uploads")
+            progress.moved_on(nxt, len(uploads))
             key_marker, id_marker = nxt
 
     def _uploads_answered(self, prefix: str, key_marker: str, id_marker: str, page_size: int) -> dict[str, Any] | None:
@@ -1281,10 +1292,8 @@ class S3Bucket(Bucket):
             yield from cast("list[ObjectVersion]", page.items)
 
     def _pages(self, action: str, kind: str, prefix: str, page_size: int) -> Iterator[Page]:
-        """The pages of a listing of objects (``kind`` list-type) or versions (``versions``). A listing
-        that does not move on (one of the last :data:`TOKEN_WINDOW` tokens or markers given again, or
-        :data:`MAX_EMPTY_PAGES` empty pages in a row) or goes on past :func:`_most_pages` is an UploadError:
-        a hostile endpoint cannot keep a reader listing for ever, nor grow what it remembers of the tokens."""
+        """The pages of a listing of objects (``kind`` list-type) or versions (``versions``); one that does
+        not move on or goes on without end is an UploadError (:class:`_Progress`)."""
         from bodycam.agent.storage import s3xml
 
         strip = f"{self.prefix}/" if self.prefix else ""
@@ -1293,10 +1302,9 @@ class S3Bucket(Bucket):
         base.append(("max-keys", str(page_size)))
         reader = s3xml.objects_page if kind == "list-type" else s3xml.versions_page
         names = ("continuation-token",) if kind == "list-type" else ("key-marker", "version-id-marker")
-        recent: deque[tuple[str, ...]] = deque(maxlen=TOKEN_WINDOW)
+        progress = _Progress(f"{action} {self._where(None)} failed", page_size)
         at: tuple[str, ...] = ()
-        empty = 0
-        for _ in range(_most_pages(page_size)):
+        while True:
             query = base + [(n, v) for n, v in zip(names, at, strict=False) if v]
             request = _request("GET", None, query)
             page = self._page(action, None, request, lambda body: reader(body, full, strip, page_size))
@@ -1305,18 +1313,8 @@ class S3Bucket(Bucket):
             yield page
             if not page.truncated or not page.next:
                 return
-            empty = 0 if page.items else empty + 1
-            if page.next in recent or empty >= MAX_EMPTY_PAGES:
-                raise UploadError(
-                    f"{action} {self._where(None)} failed: the listing does not move on; "
-                    "check that the endpoint is an S3 service"
-                )
-            recent.append(page.next)
+            progress.moved_on(page.next, len(page.items))
             at = page.next
-        raise UploadError(
-            f"{action} {self._where(None)} failed: the listing goes on past {_most_pages(page_size)} pages "
-            f"({MAX_LISTED_OBJECTS} objects); check that the endpoint is an S3 service"
-        )
 
     def _listing_of_botocore(self, kind: str, full: str, strip: str, page_size: int, at: tuple[str, ...]) -> Page:
         """One page of a listing through botocore (credentials or routing only botocore knows, a redirect)."""
@@ -1527,6 +1525,32 @@ def _most_pages(page_size: int) -> int:
     """The pages one listing of ``page_size`` entries a page may take: enough for
     :data:`MAX_LISTED_OBJECTS` objects and :data:`MAX_EMPTY_PAGES` empty pages."""
     return -(-MAX_LISTED_OBJECTS // max(page_size, 1)) + MAX_EMPTY_PAGES
+
+
+class _Progress:
+    """How far a listing went: the last :data:`TOKEN_WINDOW` tokens or markers it was given and its pages,
+    so that a hostile endpoint can neither keep a reader listing for ever nor grow what it remembers. A
+    token given again or :data:`MAX_EMPTY_PAGES` empty pages in a row: the listing does not move on; more
+    pages than :func:`_most_pages`: it goes on without end. Either is an UploadError naming no key."""
+
+    def __init__(self, failed: str, page_size: int) -> None:
+        self.failed = failed  # "<action> <where> failed"
+        self.most = _most_pages(page_size)
+        self.recent: deque[tuple[str, ...]] = deque(maxlen=TOKEN_WINDOW)
+        self.pages = self.empty = 0
+
+    def moved_on(self, token: tuple[str, ...], listed: int) -> None:
+        """A page of ``listed`` entries that says the listing goes on at ``token``."""
+        self.pages += 1
+        self.empty = 0 if listed else self.empty + 1
+        if token in self.recent or self.empty >= MAX_EMPTY_PAGES:
+            raise UploadError(f"{self.failed}: the listing does not move on; check that the endpoint is an S3 service")
+        if self.pages >= self.most:
+            raise UploadError(
+                f"{self.failed}: the listing goes on past {self.most} pages ({MAX_LISTED_OBJECTS} objects); "
+                "check that the endpoint is an S3 service"
+            )
+        self.recent.append(token)
 
 
 def _request(
