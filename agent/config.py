@@ -19,6 +19,9 @@ from bodycam.drivers.errors import ConfigError
 DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
 FLEET_PREFIX = "_fleet"  # the bucket's directory of fleet documents (agent/formats/fleet.py): not a dock id
 MAX_BAY_WORKERS = 64  # bay worker processes a dock may run at once (daemon.bay_workers)
+#: entries of cameras.usbip (and cameras.serial) a dock takes: the daemon asks the USB/IP addresses for
+#: their devices 16 at a time in the loop that feeds the watchdog (30 s), so at most two rounds of probes
+MAX_CAMERA_ADDRESSES = 32
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}|age1pq1[02-9ac-hj-np-z]{1952}")
 """The shape of an age recipient (Bech32 alphabet, exact length); the key itself is checked where it is
 used (agecrypt.check_recipients, before a camera is touched), a layer this one may not import."""
@@ -256,8 +259,8 @@ def parse(raw: dict[str, object], *, source: Path | None = None) -> Config:
             )
         recipients.append(Recipient(name, age))
     cameras = _table(raw, "cameras", where)
-    usbip = _str_list(cameras, "usbip", where, "cameras.")
-    serial = _str_list(cameras, "serial", where, "cameras.")
+    usbip = _str_list(cameras, "usbip", where, "cameras.", most=MAX_CAMERA_ADDRESSES)
+    serial = _str_list(cameras, "serial", where, "cameras.", most=MAX_CAMERA_ADDRESSES)
     mass = cameras.get("mass_storage_dir")
     policy = _table(raw, "policy", where)
     erase = policy.get("erase_after_upload", False)
@@ -462,8 +465,10 @@ def _str(raw: dict[str, object], key: str, where: str, *, prefix: str = "", defa
     return value
 
 
-def _str_list(raw: dict[str, object], key: str, where: str, prefix: str) -> list[str]:
+def _str_list(raw: dict[str, object], key: str, where: str, prefix: str, *, most: int | None = None) -> list[str]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config key '{prefix}{key}'{where} must be a list of strings")
+    if most is not None and len(value) > most:
+        raise ConfigError(f"config key '{prefix}{key}'{where} lists {len(value)} entries; a dock takes at most {most}")
     return [str(v) for v in value]

@@ -15,6 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from bodycam.agent.config import parse
+from bodycam.drivers.errors import ConfigError
+
 from .dock import CLI, iso_window, make_dock, window
 from .sims import SimProcess
 
@@ -58,3 +63,15 @@ def test_twenty_silent_usbip_hosts_do_not_hold_the_scan(tmp_path: Path) -> None:
     finally:
         for s in silent:
             s.close()
+
+
+def test_a_config_with_more_camera_addresses_than_a_scan_probes_in_two_rounds_is_refused() -> None:
+    """The probes run 16 at a time, but cameras.usbip had no bound: a config listing hundreds of silent
+    hosts held each scan for a round of timeouts per 16, past the watchdog again. Now more than 32
+    addresses (or serial ports) is one line naming the key; 32 are taken."""
+    base = {"dock_id": "dock-1", "state_dir": "/tmp/x"}
+    many = [f"127.0.0.1:{3240 + i}" for i in range(33)]
+    assert len(parse({**base, "cameras": {"usbip": many[:32]}}).usbip) == 32
+    for key, value in (("usbip", many), ("serial", [f"/dev/ttyACM{i}" for i in range(33)])):
+        with pytest.raises(ConfigError, match=rf"'cameras\.{key}'.* lists 33 entries; a dock takes at most 32"):
+            parse({**base, "cameras": {key: value}})
