@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -178,11 +179,40 @@ def _thread_role(pid: str, tid: str, daemon: str, kinds: dict[str, int]) -> str:
         return "daemon process"
     if pid == tid:
         return "workers' main threads (the daemon link)"
-    if kinds.get("ChaCha20-Poly1305", 0) > 0.1 * n:
+    if kinds.get("ChaCha20-Poly1305", 0) > 0.1 * n:  # with a one-buffer ring also the part's hashes and upload
         return "encrypting (bay) threads"
     if kinds.get("SHA-256", 0) > 0.3 * n:
         return "part threads (ciphertext SHA-256, CRC-32C)"
     return "camera readers, uploaders, other"
+
+
+#: a sample's first line in ``perf script -F pid,tid,time,ip,dso``: pid/tid (right-aligned: a pid shorter
+#: than its column starts with spaces) and time; its call chain follows, one frame a line, leaf first
+_SAMPLE = re.compile(r"^\s*(\d+)/(\d+)\s+(\d+\.\d+):")
+
+
+def perf_samples(out: str, window: tuple[float, float]) -> dict[tuple[str, str], dict[str, int]]:
+    """``perf script`` output -> each (pid, tid)'s samples within ``window``, counted by the kind of their
+    leaf function (``_PERF_KINDS``). A sample is told from a frame by its pid/tid and time, not by where
+    the line starts: ``perf`` pads a short pid with spaces, and a line starting with one was once taken for
+    a frame, so every sample of a daemon with 4-digit pids was lost and the split silently not printed."""
+    threads: dict[tuple[str, str], dict[str, int]] = {}
+    current: tuple[str, str] | None = None
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        sample = _SAMPLE.match(line)
+        if sample is not None:
+            pid, tid, at = sample.group(1), sample.group(2), float(sample.group(3))
+            current = (pid, tid) if window[0] <= at <= window[1] else None
+            continue
+        if current is None:
+            continue
+        kind = next((name for key, name in _PERF_KINDS if key in line), "other")
+        per = threads.setdefault(current, {})
+        per[kind] = per.get(kind, 0) + 1
+        current = None  # the leaf only
+    return threads
 
 
 def perf_split(
@@ -196,22 +226,7 @@ def perf_split(
                              capture_output=True, text=True, timeout=600).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    threads: dict[tuple[str, str], dict[str, int]] = {}
-    current: tuple[str, str] | None = None
-    for line in out.splitlines():
-        if not line.strip():
-            continue
-        if not line[0].isspace():  # a sample: pid/tid and time; its call chain follows, leaf first
-            fields = line.split()
-            at = float(fields[1].rstrip(":"))
-            current = tuple(fields[0].split("/", 1)) if window[0] <= at <= window[1] else None  # type: ignore[assignment]
-            continue
-        if current is None:
-            continue
-        kind = next((name for key, name in _PERF_KINDS if key in line), "other")
-        per = threads.setdefault(current, {})
-        per[kind] = per.get(kind, 0) + 1
-        current = None  # the leaf only
+    threads = perf_samples(out, window)
     total = sum(sum(k.values()) for k in threads.values())
     if not total:
         return None
