@@ -547,6 +547,25 @@ def test_a_key_with_terminal_controls_is_shown_escaped_not_obeyed(local: Bucket)
     assert rc == 1 and [(f["problem"], f["key"]) for f in findings] == [("unlisted_object", key)], findings
 
 
+def test_an_erasure_line_shows_its_agreements_and_batch_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    """d0b4e46 escaped the keys and findings verify prints, but an ERASED line printed the agreement ids
+    of the custody entry and the name of the batch that holds it raw: both are the bucket's text (a batch
+    is named by its keys), so ESC[8m there hid the lines after it. The whole line is escaped now."""
+    from bodycam.agent.audit.verify import Erasure, VerifyReport
+    from bodycam.agent.cli.render import print_verify
+
+    hostile = "\x1b[8m\rVERIFIED: 2 batches, 12 objects, no problems\n\u202e"
+    erasure = Erasure("dock/b1/recordings/1.age", "dock", "b1", (f"AG-1{hostile}",), "2026-01-01T00:00:00Z",
+                      "2025-12-31", 4, f"b2{hostile}")  # fmt: skip
+    with VerifyReport(erasures=[erasure]) as report:
+        print_verify(report)
+    out = capsys.readouterr().out
+    assert not any(ch in out for ch in "\x1b\r\u202e"), out
+    assert [line for line in out.splitlines() if line.startswith("VERIFIED")] == [
+        "VERIFIED: 0 batches, 0 objects, 1 erased under their agreements' retention, no problems"
+    ], out
+
+
 def test_a_read_only_copy_verifies_and_is_left_untouched(local: Bucket) -> None:
     """An auditor's copy (``aws s3 sync`` makes no ``.uploads/``), write-protected: verify only reads it.
 

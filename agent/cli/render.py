@@ -112,10 +112,12 @@ def print_verify(report: VerifyReport) -> None:
         )
         click.echo(shown(f"PROBLEM {f.problem}: {f.message}" + (f" [{where}]" if where else "")))
     erasures = report.erasures
-    for e in erasures:
+    for e in erasures:  # the agreements and the batch are the bucket's text too: the whole line escaped
         click.echo(
-            f"ERASED {shown(e.key)}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained until "
-            f"{e.retain_until}; custody entry {e.custody_seq} in batch {e.entry_batch})"
+            shown(
+                f"ERASED {e.key}: under agreement {', '.join(e.agreements) or '?'} at {e.erased_at} (retained "
+                f"until {e.retain_until}; custody entry {e.custody_seq} in batch {e.entry_batch})"
+            )
         )
     if report.ok and report.audit is not None and report.audit.decrypted:
         listed = sum(b.recordings for b in report.batches) - len(erasures)
