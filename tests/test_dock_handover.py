@@ -158,3 +158,15 @@ def test_deleting_a_moved_dock_s_batches_from_its_old_bucket_is_caught(tmp_path:
     findings = json.loads(proc.stdout)["findings"]
     assert proc.returncode == 1, findings
     assert [f["batch"] for f in findings if f["problem"] == "batch_missing"] == [handover_batch.name], findings
+
+
+def test_a_handover_naming_a_url_urlsplit_refuses_opens_nothing_and_raises_nothing() -> None:
+    """verify compares a signed dock_handover entry's to_bucket with the URL it reads (71c850a): a
+    to_bucket urlsplit or realpath refuses ('[' as in an IPv6 host, a NUL in a file path) raised a bare
+    ValueError out of verify, a traceback for every auditor of the bucket. It names no bucket now."""
+    from bodycam.agent.audit.verify import _same_bucket
+
+    for named in ("s3://[evidence/pre", "http://[::1", "file:///srv/bucket\x00x"):
+        for here in ("s3://evidence/pre", "file:///srv/bucket"):
+            assert _same_bucket(named, here) is False
+    assert _same_bucket("file:///srv//bucket/", "file:///srv/bucket") and _same_bucket("s3://b/p/", "s3://b/p")

@@ -1590,9 +1590,12 @@ def _same_bucket(named: str | None, here: str) -> bool:
     """Whether a bucket URL from custody names the bucket verify reads (file URLs by their real path)."""
     if named is None:
         return False
-    a, b = urlsplit(named), urlsplit(here)
-    if a.scheme == b.scheme == "file":
-        return os.path.realpath(unquote(a.path)) == os.path.realpath(unquote(b.path))
+    try:  # a signed entry's text all the same: one urlsplit or realpath refuses (a NUL, '[') names no bucket
+        a, b = urlsplit(named), urlsplit(here)
+        if a.scheme == b.scheme == "file":
+            return os.path.realpath(unquote(a.path)) == os.path.realpath(unquote(b.path))
+    except ValueError:
+        return False
     return (a.scheme, a.netloc, a.path.strip("/")) == (b.scheme, b.netloc, b.path.strip("/"))
 
 
