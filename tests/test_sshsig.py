@@ -378,6 +378,30 @@ def test_armor_that_does_not_start_with_the_begin_line_is_refused_as_ssh_keygen_
     assert verify(DATA, spaced, NS, [key.public_key()]) is not None
 
 
+@needs_ssh_keygen
+@pytest.mark.parametrize("separator", ["\x1c", "\x1d", "\x1e"])
+def test_armor_split_by_a_separator_ssh_keygen_does_not_skip_is_refused(
+    tmp_path: Path, dock_key: tuple[Path, Ed25519PrivateKey], separator: str
+) -> None:
+    """verify split the armor with Python's splitlines, which also breaks lines at the ASCII file, group
+    and record separators (and U+0085, U+2028): one put inside a base64 line still verified, though
+    ssh-keygen -Y verify refuses the file, so a manifest.json.sig changed so passed (guarantee 3). Lines
+    now end at LF and the base64 loses C's whitespace only, wherever it stands, as ssh-keygen skips it."""
+    _, key = dock_key
+    sig = sign(DATA, key, NS)
+    allowed = allowed_signers_line("dock-01", key.public_key()) + "\n"
+    begin, first, *rest = sig.split("\n")
+    for ch in (separator, "\x85", "\u2028"):
+        altered = "\n".join([begin, first[:10] + ch + first[10:], *rest])
+        if ch.isascii():
+            assert stock_verify(tmp_path, DATA, altered, allowed) != 0
+        with pytest.raises(IntegrityError, match="base64"):
+            verify(DATA, altered, NS, [key.public_key()])
+    skipped = "\n".join([begin, first[:10] + "\x0b\t " + first[10:] + "\x0c", *rest])
+    assert stock_verify(tmp_path, DATA, skipped, allowed) == 0
+    assert verify(DATA, skipped, NS, [key.public_key()]) is not None
+
+
 def test_generate_key_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "dock_key"
     line = generate_key(path, "dock-01")

@@ -464,12 +464,19 @@ class _Signature:
     signature: bytes
 
 
+#: the characters C's isspace() takes (OpenSSH's base64 decoder skips these, and only these)
+_C_SPACE: Final = " \t\n\v\f\r"
+_NO_C_SPACE: Final = str.maketrans("", "", _C_SPACE)
+
+
 def _dearmor(text: str) -> bytes:
     if not isinstance(text, str):
         raise IntegrityError("SSH signature must be text")
     if len(text) > MAX_SIGNATURE_TEXT:
         raise IntegrityError(f"SSH signature is {len(text)} characters, over the {MAX_SIGNATURE_TEXT} limit")
-    lines = [line.strip() for line in text.strip().splitlines()]
+    # lines end at LF only and the base64 loses only C's whitespace, wherever, as ssh-keygen reads it:
+    # Python's splitlines and strip also take \x1c-\x1e, \x85 and U+2028, which ssh-keygen refuses
+    lines = [line.strip(_C_SPACE) for line in text.strip(_C_SPACE).split("\n")]
     if len(lines) < 3 or lines[0] != _SIG_BEGIN or lines[-1] != _SIG_END:
         raise IntegrityError(f"not an armored SSH signature (expected {_SIG_BEGIN} ... {_SIG_END})")
     if not text.startswith(_SIG_BEGIN + "\n"):  # as ssh-keygen reads it: nothing before, LF right after
@@ -477,7 +484,7 @@ def _dearmor(text: str) -> bytes:
             f"SSH signature does not start with the line {_SIG_BEGIN} and a LF (a CRLF, a blank line or a space "
             "around it): ssh-keygen refuses it"
         )
-    body = "".join(lines[1:-1])
+    body = "".join(lines[1:-1]).translate(_NO_C_SPACE)
     try:
         blob = base64.b64decode(body, validate=True)
     except ValueError:
