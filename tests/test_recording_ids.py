@@ -73,6 +73,17 @@ def test_an_id_reused_for_new_footage_while_its_batch_is_open_never_holds_the_ba
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def _completions_blocked(tmp_path: Path) -> tuple[SyntheticRecording, VirtualCamera, Dock, Path]:
+    """One training recording on a camera and a dock enrolled for it; the file that, put where the dock's
+    prefix should be a directory of the file bucket, makes each completion fail while listings work."""
+    now = time.time()
+    rec = _rec(1, now - 1800, 64 * 1024 + 17, 11)
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock.enroll(SERIAL)
+    dock.exercise("EX-IDS", (now - 3600, now + 3600), SERIAL)
+    return rec, VirtualCamera(SERIAL, [rec]), dock, tmp_path / "bucket" / "dock-test"
+
+
 def test_a_completion_that_fails_while_the_bucket_lists_uploads_keeps_its_upload(tmp_path: Path) -> None:
     """recover() aborted every open upload no ``uploading`` row owned, right after trying to complete the
     ``completing`` ones: an upload whose completion had just failed (here a file where the dock's prefix
@@ -80,13 +91,7 @@ def test_a_completion_that_fails_while_the_bucket_lists_uploads_keeps_its_upload
     listing worked was aborted under its own row. The row stayed ``completing`` with no upload: every
     later run failed on it, the recording never left the camera and its batch was never sealed. Now an
     upload a ``completing`` row holds is never an orphan."""
-    now = time.time()
-    rec = _rec(1, now - 1800, 64 * 1024 + 17, 11)
-    camera = VirtualCamera(SERIAL, [rec])
-    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
-    dock.enroll(SERIAL)
-    dock.exercise("EX-IDS", (now - 3600, now + 3600), SERIAL)
-    blocker = tmp_path / "bucket" / "dock-test"
+    rec, camera, dock, blocker = _completions_blocked(tmp_path)
     with serve("usbip", camera=camera) as served:
         blocker.parent.mkdir(parents=True, exist_ok=True)
         blocker.write_text("not a directory\n")
@@ -108,13 +113,7 @@ def test_a_completing_upload_the_bucket_lost_is_read_from_the_camera_again(tmp_p
     again at the next docking (custody pull_deferred), verified and signed."""
     from bodycam.agent.storage.bucket import open_bucket
 
-    now = time.time()
-    rec = _rec(1, now - 1800, 64 * 1024 + 17, 11)
-    camera = VirtualCamera(SERIAL, [rec])
-    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
-    dock.enroll(SERIAL)
-    dock.exercise("EX-IDS", (now - 3600, now + 3600), SERIAL)
-    blocker = tmp_path / "bucket" / "dock-test"
+    rec, camera, dock, blocker = _completions_blocked(tmp_path)
     with serve("usbip", camera=camera) as served:
         blocker.parent.mkdir(parents=True, exist_ok=True)
         blocker.write_text("not a directory\n")
