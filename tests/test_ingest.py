@@ -133,11 +133,14 @@ def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
 ) -> None:
     win = window()
     rng = random.Random(1234)
+    # Paced at 12 MB/s (a USB 2.0 link is ~40), the work takes ~8 s of reading whatever the machine: on a
+    # quiet box an unpaced ingest finished inside the first 0.3-1.5 s and the later runs had nothing to kill.
+    pace = ("--fault", f"trickle-bps={12_000_000}")
     with (
         SimProcess("usbip", "CAM-K1", "--recordings", "5", "--training", "3", "--size", str(32 * MiB),
-                   "--exercise", iso_window(win), truth_dir=tmp_path) as u,
+                   "--exercise", iso_window(win), *pace, truth_dir=tmp_path) as u,
         SimProcess("serial", "CAM-K2", "--recordings", "3", "--training", "2", "--size", str(12 * MiB),
-                   "--exercise", iso_window(win), truth_dir=tmp_path) as s,
+                   "--exercise", iso_window(win), *pace, truth_dir=tmp_path) as s,
     ):  # fmt: skip
         s3_dock.enroll("CAM-K1", "CAM-K2")
         s3_dock.exercise("EX-K", win, "CAM-K1", "CAM-K2")
