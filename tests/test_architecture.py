@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: pipeline and audit share a rank but never import each other: the checker stands apart from the writer.
 AGENT_RANK = {"config": 0, "formats": 1, "storage": 2, "pipeline": 3, "audit": 3, "service": 4, "cli": 5}
 #: drivers/ layers, bottom up; errors, files, strictjson and models (data) sit under everything.
-DRIVERS_RANK = {"errors": -1, "files": -1, "strictjson": 0, "models": 0, "transport": 1, "protocol": 2, "device": 3}
+DRIVERS_RANK = {"errors": -1, "files": 0, "strictjson": 0, "models": 0, "transport": 1, "protocol": 2, "device": 3}
 
 
 def module_name(path: Path) -> str:

@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.times import parse_iso
 from bodycam.drivers import strictjson
 from bodycam.drivers.errors import ConfigError, IntegrityError, ProtocolError
+from bodycam.drivers.files import PRIVATE_OPEN_FLAGS, read_private
 
 FORMAT = "bodycam-manifest/1"
 NAMESPACE = "bodycam-manifest"
@@ -481,6 +481,8 @@ def sha256_hex(data: bytes) -> str:
 
 #: bytes a pseudonym key file may hold: 32 to a few hundred bytes of hex and a newline are all it needs
 MAX_PSEUDONYM_KEY_FILE = 4096
+#: what the chmod line of a pseudonym key group or others can read says they could do with it
+PSEUDONYM_KEY_EXPOSED = " and would let them reverse every officer pseudonym"
 
 
 def load_pseudonym_key(path: Path, *, create: bool) -> bytes:
@@ -490,7 +492,7 @@ def load_pseudonym_key(path: Path, *, create: bool) -> bytes:
     guessable), so a key group or others can read is refused, as the signing key is; so is a path that
     names no regular file, and the read is bounded (``/dev/zero`` is not a key)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, PRIVATE_OPEN_FLAGS)
     except FileNotFoundError:
         if not create:
             raise ConfigError(
@@ -507,7 +509,7 @@ def load_pseudonym_key(path: Path, *, create: bool) -> bytes:
     except OSError as err:
         raise ConfigError(f"cannot read pseudonym key {path}: {err}") from err
     try:
-        data = _read_private(fd, path)
+        data = read_private(fd, path, "pseudonym key", MAX_PSEUDONYM_KEY_FILE, PSEUDONYM_KEY_EXPOSED)
     except OSError as err:
         raise ConfigError(f"cannot read pseudonym key {path}: {err}") from err
     finally:
@@ -519,27 +521,6 @@ def load_pseudonym_key(path: Path, *, create: bool) -> bytes:
     if len(secret) < 32:
         raise ConfigError(f"pseudonym key {path} must hold at least 32 bytes")
     return secret
-
-
-def _read_private(fd: int, path: Path) -> bytes:
-    """The bytes of the key file open at ``fd`` (checked, not the path): a regular file only group and
-    others cannot reach, of at most MAX_PSEUDONYM_KEY_FILE bytes (ConfigError otherwise)."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"pseudonym key {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise ConfigError(
-            f"pseudonym key {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}) and "
-            f"would let them reverse every officer pseudonym; run: chmod 600 {path}"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := os.read(fd, MAX_PSEUDONYM_KEY_FILE + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_PSEUDONYM_KEY_FILE:
-            raise ConfigError(f"pseudonym key {path} is larger than {MAX_PSEUDONYM_KEY_FILE} bytes; not a key file")
-    return b"".join(chunks)
 
 
 def pseudonym(secret: bytes, officer_id: str) -> str:

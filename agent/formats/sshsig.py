@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import secrets
-import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bodycam.drivers.errors import ConfigError, IntegrityError
+from bodycam.drivers.files import PRIVATE_OPEN_FLAGS, read_private
 
 __all__ = [
     "HASH_ALGORITHM",
@@ -287,7 +287,7 @@ def write_key(path: Path, key: Ed25519PrivateKey, comment: str) -> str:
 
 def _read_key_file(path: Path, missing: str | None = None) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, PRIVATE_OPEN_FLAGS)
     except FileNotFoundError:
         raise ConfigError(
             f"signing key {path} does not exist; "
@@ -300,22 +300,7 @@ def _read_key_file(path: Path, missing: str | None = None) -> bytes:
     except OSError as err:
         raise ConfigError(f"cannot open signing key {path}: {err.strerror}") from err
     try:
-        st = os.fstat(fd)  # check the file we opened, not whatever the path names a moment later
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"signing key {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                f"signing key {path} is accessible by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_KEY_FILE:
-                raise ConfigError(f"signing key {path} is larger than {MAX_KEY_FILE} bytes; not a key file")
-        return b"".join(chunks)
+        return read_private(fd, path, "signing key", MAX_KEY_FILE)
     except OSError as err:
         raise ConfigError(f"cannot read signing key {path}: {err.strerror}") from err
     finally:
