@@ -288,6 +288,21 @@ def test_endless_distinct_tokens_end_the_listing_in_bounded_memory(
     assert peak < 1024 * 1024, peak  # 1,500 tokens of 2,000 characters kept would be over 3 MiB
 
 
+def test_a_redirect_from_an_s3_compatible_endpoint_is_refused_not_followed_by_botocore(static_keys: None) -> None:
+    """A redirect was left to botocore to follow (as AWS's to a bucket's region), and botocore reads what
+    it is then given whole, with none of s3xml's bounds: an endpoint answering 301 and then a 6 MB page
+    of 80,000 entries (1,000 asked for) was listed whole, and any size would have been read. An endpoint
+    given by URL (SeaweedFS, MinIO, any S3-compatible service) has no region to redirect to: its redirect
+    is one line now, and botocore is not asked."""
+    with Hostile([(301, b""), (200, _listing(_entry(f"pre/{NAMED}") * 80_000))]) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        with pytest.raises(UploadError, match=r"answered a redirect \(HTTP 301\)") as caught:
+            for _ in bucket.iter_objects():
+                pass
+    assert "\n" not in str(caught.value) and NAMED not in str(caught.value)
+    assert len(hostile.requests) == 1 and bucket._botocore is None
+
+
 def _uploads(number: int, truncated: bool, key_marker: str) -> bytes:
     upload = f"<Upload><Key>pre/dock/{NAMED}-{number}</Key><UploadId>u{number}</UploadId></Upload>"
     fields = f"<IsTruncated>{str(truncated).lower()}</IsTruncated><NextKeyMarker>{key_marker}</NextKeyMarker>"

@@ -755,7 +755,7 @@ class S3Bucket(Bucket):
         jittered exponential back-off); a refusal raised as the BodycamError botocore's ClientError
         becomes (:meth:`_refused`, the same message), so an error answer never loads botocore. The 2xx
         answer, or None where botocore must make the request (no signed connections or no credentials
-        to sign with: botocore names the problem; a redirect)."""
+        to sign with: botocore names the problem; AWS's redirect to the bucket's region)."""
         if self._http is None or not self._http.can_sign():
             return None
         from bodycam.agent.storage.s3http import MAX_BODY, error_of
@@ -777,7 +777,15 @@ class S3Bucket(Bucket):
             if 200 <= answer.status < 300:
                 return answer
             if 300 <= answer.status < 400:
-                return None  # a redirect (another region...): botocore follows it
+                if self.endpoint_url is None:
+                    return None  # AWS's redirect to the bucket's region: botocore follows it
+                # an S3-compatible endpoint has no region to redirect to; botocore would read what it points
+                # at without s3xml's bounds (a listing of any size), so a hostile endpoint could use it to
+                # get past every one of them
+                raise UploadError(
+                    f"{action} {self._where(key)} failed: the endpoint answered a redirect (HTTP "
+                    f"{answer.status}); check the endpoint URL"
+                )
             code, message = error_of(answer.body)
             if not _transient(answer.status, code):
                 raise self._refused(action, key, code, answer.status, message) from _Refused(code, answer.status)

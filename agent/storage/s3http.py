@@ -23,8 +23,9 @@ that bucket (or that request) on botocore:
   AWS's virtual-hosted ``https://BUCKET.s3.REGION.amazonaws.com/`` (TLS checked against ``AWS_CA_BUNDLE``
   when set, else the system's CAs); an endpoint set by environment or profile, FIPS or dual-stack
   endpoints, a proxy, a profile's CA bundle: None;
-* a redirect: the caller sends that request again through botocore; so does a part PUT or an object GET
-  answered with anything but a 200 (agent/storage/s3put.py, s3get.py).
+* a redirect from AWS (to the bucket's region): the caller sends that request again through botocore;
+  from an endpoint given by URL it is refused (botocore would read the answer without s3xml's bounds).
+  A part PUT or an object GET answered with anything but a 200 goes to botocore (s3put.py, s3get.py).
 """
 
 from __future__ import annotations
