@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -301,6 +302,33 @@ def test_a_redirect_from_an_s3_compatible_endpoint_is_refused_not_followed_by_bo
                 pass
     assert "\n" not in str(caught.value) and NAMED not in str(caught.value)
     assert len(hostile.requests) == 1 and bucket._botocore is None
+
+
+def test_dropping_a_full_tile_s_partials_keeps_no_more_than_a_tile_has(
+    static_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a log tile fills, the dock lists and erases its partial tiles (at most 255). It kept the whole
+    listing in a list first: an endpoint listing partials without end had the dock keep them up to the
+    listing's page bound (100 million objects; 20,000 here, 36 pages a path before). It now keeps what a
+    tile can have and goes on to erase them (here the endpoint's answer to that is refused, a warning)."""
+    from bodycam.agent.storage import bucket as bucket_module
+    from bodycam.agent.storage import docklog
+
+    monkeypatch.setattr(bucket_module, "MAX_LISTED_OBJECTS", 20_000)
+
+    def endless(number: int) -> tuple[int, bytes]:
+        asked = hostile.requests[-1]
+        if "list-type" not in asked:
+            return 200, b"<Nope/>"  # the erase's listing of versions
+        prefix = parse_qs(urlsplit(asked.split(" ", 1)[1]).query)["prefix"][0]
+        entries = "".join(_entry(f"{prefix}{number}-{i}") for i in range(1000))
+        token = f"<IsTruncated>true</IsTruncated><NextContinuationToken>t{number}</NextContinuationToken>"
+        return 200, _listing(entries, token)
+
+    with Hostile(endless) as hostile:
+        bucket = s3("s3://evidence/pre", hostile.url, connect_timeout=2, read_timeout=10)
+        docklog.drop_partials(bucket, "dock/log", 1, 256)
+    assert len(hostile.requests) == 4, hostile.requests  # per path: one page, then the first erase refused
 
 
 def _uploads(number: int, truncated: bool, key_marker: str) -> bytes:

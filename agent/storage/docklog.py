@@ -10,6 +10,7 @@ deterministic bytes create-only, so it can be repeated after a crash (docs/forma
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -187,7 +188,9 @@ def drop_partials(bucket: Bucket, prefix: str, old: int, size: int) -> None:
             continue
         for path in (tile.path, tile.entries_path) if tile.level == 0 else (tile.path,):
             try:
-                for info in list(bucket.iter_objects(f"{prefix}/{path}.p/")):
+                # a tile has at most TILE_WIDTH - 1 partials: more listed (a hostile endpoint) are not kept
+                listed = itertools.islice(bucket.iter_objects(f"{prefix}/{path}.p/"), tlog.TILE_WIDTH)
+                for info in list(listed):
                     bucket.erase_every_version(info.key, max_versions=MAX_VERSIONS)
             except BodycamError as err:
                 LOG.warning("log: partial tiles of %s/%s left in the bucket: %s", prefix, path, err)
