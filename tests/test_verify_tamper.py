@@ -547,6 +547,27 @@ def test_a_key_with_terminal_controls_is_shown_escaped_not_obeyed(local: Bucket)
     assert rc == 1 and [(f["problem"], f["key"]) for f in findings] == [("unlisted_object", key)], findings
 
 
+def test_logs_past_the_runs_bound_are_named_not_skipped(local: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify checks the transparency logs of a bounded number of docks (MAX_LOG_DOCKS, 1,000); past it
+    the other docks' logs were skipped with nothing said, and log_missing was given up for every dock:
+    three log directories of made-up docks listed before the dock's own, with the bound at 2 here, and
+    the dock's log deleted, left no finding about either. Now the bound scales with --max-memory and the
+    docks past it are counted in one logs_too_many finding."""
+    from bodycam.agent.audit import verify as v
+
+    monkeypatch.setattr(v, "MAX_LOG_DOCKS", 2)
+    monkeypatch.setattr(v.Limits, "log_docks", property(lambda self: 2), raising=False)
+    root = Path(local.url.removeprefix("file://"))
+    for i in range(3):
+        (root / f"0fake-{i}" / "log").mkdir(parents=True)
+        (root / f"0fake-{i}" / "log" / "checkpoint").write_text("not a checkpoint\n")
+    shutil.rmtree(root / DOCK_ID / "log")
+    with v.run_verify(local.url, None, local.allowed_signers) as report:
+        problems = {f.problem: f.message for f in report.findings}
+    assert "logs_too_many" in problems, problems
+    assert problems["logs_too_many"].startswith("1 more dock has a transparency log than the 2 one run checks")
+
+
 def test_an_erasure_line_shows_its_agreements_and_batch_escaped(capsys: pytest.CaptureFixture[str]) -> None:
     """d0b4e46 escaped the keys and findings verify prints, but an ERASED line printed the agreement ids
     of the custody entry and the name of the batch that holds it raw: both are the bucket's text (a batch

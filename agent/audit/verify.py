@@ -71,7 +71,7 @@ BASELINE_MIB = 64  # the interpreter, cryptography and boto3 before any work (me
 MAX_MESSAGE_CHARS = 1000
 MAX_REPORT_ROWS = 10_000  # recordings the HTML report lists and draws (the rest are checked and counted)
 MAX_KEY_CHARS = 1024
-MAX_LOG_DOCKS = 1000  # transparency logs checked in one run (one per dock)
+MAX_LOG_DOCKS = 1000  # transparency logs one run checks at least (one per dock); Limits.log_docks scales it
 #: bytes a checked batch's summary (BatchResult and what it keeps for the checks across batches) is charged
 #: against the batch store's memory budget (``Limits.batch_bytes``) before the store spills to its temporary
 #: database: measured 1,052 bytes a batch with tracemalloc when the listing is done, over verify runs on
@@ -136,6 +136,12 @@ class Limits:
     @property
     def batch_bytes(self) -> int:
         return self._quarter // 4  # 12 MiB at the default: 9,830 summaries at BATCH_COST before spilling
+
+    @property
+    def log_docks(self) -> int:
+        """Docks whose transparency log one run checks (their names kept, up to 1,024 characters each):
+        12,288 at the default; past it ``logs_too_many`` names how many were not checked."""
+        return max(MAX_LOG_DOCKS, self._quarter // 4096)
 
     @property
     def retained_bytes(self) -> int:
@@ -505,6 +511,8 @@ class Verifier:
         self._manifests_here = 0
         self._manifests_deeper: Counter[str] = Counter()
         self._log_docks: set[str] = set()  # docks with objects under <dock>/log/ (their transparency log)
+        self._logs_over = 0  # docks with a log past Limits.log_docks (not checked): counted, named in a finding
+        self._log_over_last = ""  # the last of them (a listing keeps each dock's keys together)
         #: objects a manifest lists with a retain-until date that the bucket lacks (key -> what the manifest
         #: says), and the signed erasure entries seen (key -> entry): matched once the whole bucket is read
         self._gone: dict[str, dict[str, Any]] = {}
@@ -681,6 +689,14 @@ class Verifier:
             self._chain(dock, store, heads_seen)
         for dock in sorted(self._log_docks):
             self._log(dock, store)
+        if self._logs_over:
+            self._find(
+                "logs_too_many",
+                f"{self._logs_over} more {'dock has' if self._logs_over == 1 else 'docks have'} a transparency "
+                f"log than the {self.limits.log_docks} one run "
+                f"checks within --max-memory {self.limits.max_memory_mib} MiB: their logs were not checked, nor "
+                "whether another dock's log was deleted; run verify with a larger --max-memory",
+            )
         self._witnessed_without_log()
         self._resolve_erasures()
         self._identity_opened_nothing()
@@ -763,8 +779,7 @@ class Verifier:
                     yield None, {info.key: info.size}, 0
                 continue  # the force's signed agreements and register (docs/formats.md §12): no dock's batch
             if len(parts) == 3 and parts[1] == LOG_DIR:
-                if len(self._log_docks) < MAX_LOG_DOCKS:
-                    self._log_docks.add(parts[0][:MAX_KEY_CHARS])
+                self._note_log_dock(parts[0][:MAX_KEY_CHARS])
                 continue  # the dock's transparency log (docs/formats.md §9), checked after the chains
             here = (parts[0], parts[1]) if len(parts) == 3 else None
             if here is None:
@@ -782,6 +797,18 @@ class Verifier:
                     sizes = {}
         if group is not None:
             yield group, sizes, (count if cost > self.limits.batch_listing_bytes else 0)
+
+    def _note_log_dock(self, dock: str) -> None:
+        """A dock with objects under ``<dock>/log/``: its log is checked after the chains, up to
+        ``Limits.log_docks`` docks; past that it is counted, and ``logs_too_many`` says so, for a log not
+        checked (or deleted unnoticed: ``log_missing`` cannot be told either) must not pass silently."""
+        if dock in self._log_docks:
+            return
+        if len(self._log_docks) < self.limits.log_docks:
+            self._log_docks.add(dock)
+        elif dock != self._log_over_last:
+            self._logs_over += 1
+            self._log_over_last = dock
 
     def _unlisted(self, key: str) -> None:
         parts = key.split("/")
@@ -1351,7 +1378,7 @@ class Verifier:
                     **where,
                 )
             previous = r
-        if logged is not None and dock not in self._log_docks and len(self._log_docks) < MAX_LOG_DOCKS:
+        if logged is not None and dock not in self._log_docks and not self._logs_over:
             self._find(
                 "log_missing",
                 f"dock {dock}: its batches from {logged} on are sealed with an entry in the dock's transparency "
