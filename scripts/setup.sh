@@ -19,8 +19,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Wait for another apt (unattended-upgrades on a machine just booted, another setup) instead of
+    # failing at once with "Could not get lock".
+    lock=(-o DPkg::Lock::Timeout=600)
+    apt-get "${lock[@]}" update -qq
+    apt-get "${lock[@]}" install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
 PY=${PYTHON:-python3}
