@@ -154,6 +154,35 @@ def test_the_policy_names_the_witnesses_that_cosigned_a_checkpoint() -> None:
     assert note.open_checkpoint(both, policy.log_verifiers(ORIGIN)) == cp
 
 
+def test_one_key_never_counts_as_two_witnesses_nor_as_a_log_and_its_witness() -> None:
+    """A cosignature/v1 signature does not cover the cosigner's name, so a key listed under two witness
+    names let its one holder relabel its cosignature and meet a quorum of two (and a witness holding the
+    dock's log key let the dock cosign itself). Before: the policy parsed and one holder met 'all a b'."""
+    log_key, wkey = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    log = note.verifier_key(ORIGIN, log_key.public_key())
+    a = cosignature.verifier_key("a.example/w", wkey.public_key())
+    b = cosignature.verifier_key("b.example/w", wkey.public_key())
+    cp = note.Checkpoint(ORIGIN, 3, bytes(32))
+    line = cosignature.cosign(cp.text(), "a.example/w", wkey, 1)
+    # the same signature under the other name and its key id: it verifies, since the name is not signed
+    payload = base64.b64decode(line.split(" ")[2])
+    relabelled_payload = cosignature.parse_verifier_key(b).key_id + payload[4:]
+    relabelled = f"\u2014 b.example/w {base64.b64encode(relabelled_payload).decode()}\n"
+    both = cosignature.add_lines(note.sign_checkpoint(cp, ORIGIN, log_key), [line, relabelled])
+    cosigners = [cosignature.parse_verifier_key(v) for v in (a, b)]
+    assert set(cosignature.cosignatures(both, cosigners)) == {"a.example/w", "b.example/w"}
+    with pytest.raises(ConfigError, match="line 3: witness b has the key of witness a"):
+        witnesspolicy.parse(f"log {log}\nwitness a {a}\nwitness b {b}\ngroup both all a b\nquorum both\n", "p")
+    as_witness = cosignature.verifier_key("self.example/w", log_key.public_key())
+    with pytest.raises(ConfigError, match="line 2: witness self has the key of log bodycam-sync/dock-01"):
+        witnesspolicy.parse(f"log {log}\nwitness self {as_witness}\nquorum self\n", "p")
+    with pytest.raises(ConfigError, match="line 2: log key bodycam-sync/dock-01 is the key of witness self"):
+        witnesspolicy.parse(f"witness self {as_witness}\nlog {log}\nquorum self\n", "p")
+    # one log key for two origins (a dock renamed, its key kept) stays allowed
+    renamed = note.verifier_key("bodycam-sync/dock-02", log_key.public_key())
+    assert witnesspolicy.parse(f"log {log}\nlog {renamed}\n").origins() == [ORIGIN, "bodycam-sync/dock-02"]
+
+
 def test_go_s_note_open_accepts_our_cosignatures_and_refuses_a_flipped_byte(tmp_path: Path) -> None:
     from . import tlogcheck as gocheck
 

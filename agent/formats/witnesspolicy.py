@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from bodycam.agent.formats import cosignature, note
 from bodycam.drivers.errors import BodycamError, ConfigError
 from bodycam.drivers.files import read_bounded
@@ -132,6 +134,9 @@ class _Parser:
         verifier = self.key(note.parse_verifier_key, args[0])
         if verifier in self.logs:
             raise self.fail(f"log key {verifier.name} is listed twice")
+        for w in self.witnesses:
+            if _same_key(w.cosigner.key, verifier.key):
+                raise self.fail(f"log key {verifier.name} is the key of witness {w.name}: a log cannot witness itself")
         self.logs.append(verifier)
 
     def witness(self, args: list[str]) -> None:
@@ -143,6 +148,12 @@ class _Parser:
         cosigner = self.key(cosignature.parse_verifier_key, args[1])
         if any(w.cosigner.name == cosigner.name for w in self.witnesses):
             raise self.fail(f"witness key {cosigner.name} is listed twice")
+        for w in self.witnesses:
+            if _same_key(w.cosigner.key, cosigner.key):
+                raise self.fail(f"witness {args[0]} has the key of witness {w.name}: one key holder would count twice")
+        for v in self.logs:
+            if _same_key(v.key, cosigner.key):
+                raise self.fail(f"witness {args[0]} has the key of log {v.name}: a log cannot witness itself")
         url = args[2] if len(args) == 3 else None
         if url is not None and (len(url) > MAX_URL or not url.startswith(("http://", "https://"))):
             raise self.fail("a witness URL starts with http:// or https:// and is at most 512 characters")
@@ -184,6 +195,13 @@ class _Parser:
                 )
             self.quorum = NONE
         return Policy(tuple(self.logs), tuple(self.witnesses), tuple(self.groups), self.quorum)
+
+
+def _same_key(a: Ed25519PublicKey, b: Ed25519PublicKey) -> bool:
+    """Whether two verifier keys are one Ed25519 key. A cosignature/v1 signature does not cover the
+    cosigner's name, so a key listed under two witness names lets its one holder relabel a cosignature
+    and count as both; and a witness holding a log's key is the log cosigning itself."""
+    return a.public_bytes_raw() == b.public_bytes_raw()
 
 
 def parse(text: str, source: str = "<policy>") -> Policy:
