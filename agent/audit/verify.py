@@ -514,9 +514,10 @@ class Verifier:
         self._logs_over = 0  # docks with a log past Limits.log_docks (not checked): counted, named in a finding
         self._log_over_last = ""  # the last of them (a listing keeps each dock's keys together)
         #: objects a manifest lists with a retain-until date that the bucket lacks (key -> what the manifest
-        #: says), and the signed erasure entries seen (key -> entry): matched once the whole bucket is read
+        #: says), and the signed erasure entries seen (key -> the dock whose custody holds it -> the first
+        #: such entry): matched once the whole bucket is read, when the docks' handovers are known too
         self._gone: dict[str, dict[str, Any]] = {}
-        self._erasures: dict[str, dict[str, Any]] = {}
+        self._erasures: dict[str, dict[str, dict[str, Any]]] = {}
         #: sees each custody disclosure entry with its batch and the manifest's plaintext SHA-256 of the
         #: object (``bodycam-sync disclosures``); ``check_objects=False`` skips hashing the objects
         self.on_disclosure: DisclosureSink | None = None
@@ -698,7 +699,7 @@ class Verifier:
                 "whether another dock's log was deleted; run verify with a larger --max-memory",
             )
         self._witnessed_without_log()
-        self._resolve_erasures()
+        self._resolve_erasures(store)
         self._identity_opened_nothing()
         for dock, head in sorted(self.expected_heads.items()):
             if dock not in heads_seen:
@@ -1292,24 +1293,38 @@ class Verifier:
         return True
 
     def _note_erasure(self, entry: dict[str, Any], dock: str, batch: str) -> None:
+        """Keep a signed erasure entry, the first per object and dock: which dock may account for the
+        object is known only once every batch (and handover) is read (:meth:`_resolve_erasures`)."""
         key = entry.get("key")
-        if not isinstance(key, str) or key in self._erasures:
+        if not isinstance(key, str) or dock in self._erasures.get(key, {}):
             return
         cost = 512 + len(key)
         if self._retained + cost > self.limits.retained_bytes:
             return  # an erasure not kept leaves its object reported missing: never the other way round
         self._retained += cost
-        self._erasures[key] = {**entry, "dock": dock, "batch": batch}
+        self._erasures.setdefault(key, {})[dock] = {**entry, "dock": dock, "batch": batch}
 
-    def _resolve_erasures(self) -> None:
-        """Each missing object with a retain-until date: erased (reported, not a finding) when a signed
-        erasure entry names it, its hash, and a time on or after that date; a finding otherwise."""
+    def _resolve_erasures(self, store: BatchStore[BatchResult]) -> None:
+        """Each missing object with a retain-until date: erased (reported, not a finding) when an erasure
+        entry signed by the dock that uploaded it (or the dock it handed over to) names it, its hash, and
+        a time on or after that date; a finding otherwise. Every dock of a force is in allowed_signers, so
+        another dock's signature vouches for nothing about this dock's footage (docs/formats.md §13)."""
         for key, gone in sorted(self._gone.items()):
             where = {"dock": gone["dock"], "batch": gone["batch"], "key": key}
-            entry = self._erasures.get(key)
-            if entry is None:
-                self._find("object_missing", f"{key} is listed in the manifest but not in the bucket", **where)
+            named = self._erasures.get(key, {})
+            owner = next((d for d in sorted(named) if _erases_for(store, d, gone["dock"])), None)
+            if owner is None:
+                why = ""
+                if named:
+                    other = named[min(named)]
+                    why = (
+                        f"; the erasure entry {other.get('seq')} in {other['dock']}/{other['batch']} that names it "
+                        f"is not {gone['dock']}'s (only the dock that uploaded an object, or the dock it handed "
+                        "over to, records its erasure)"
+                    )
+                self._find("object_missing", f"{key} is listed in the manifest but not in the bucket{why}", **where)
                 continue
+            entry = named[owner]
             seq, in_batch = entry.get("seq"), f"{entry['dock']}/{entry['batch']}"
             agreements = tuple(entry.get("agreements") or ())
             erased_at, until = parse_or_none(entry.get("ts")), parse_or_none(gone["retain_until"])
@@ -1489,6 +1504,25 @@ class Verifier:
                 "nothing in the bucket shows the old key handing over to the new one",
                 **where,
             )
+
+
+#: docks renamed one after another that an erasure entry's dock is followed back through to the owner
+MAX_HANDOVERS = 64
+
+
+def _erases_for(store: BatchStore[BatchResult], by: str, owner: str) -> bool:
+    """Whether dock ``by`` may record the erasure of ``owner``'s objects: it is ``owner``, or ``owner``'s
+    signed custody handed over to it, directly or through renamed docks (docs/formats.md §8)."""
+    dock, seen = by, set[str]()
+    while dock != owner:
+        if dock in seen or len(seen) >= MAX_HANDOVERS:
+            return False
+        seen.add(dock)
+        before = store.handover_to(dock)
+        if before is None:
+            return False
+        dock = before.dock
+    return True
 
 
 def _fleet_document(parts: Sequence[str]) -> bool:
