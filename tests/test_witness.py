@@ -579,3 +579,72 @@ def test_a_witness_s_bad_status_line_is_one_line() -> None:
     finally:
         server.close()
     assert "\n" not in str(err.value) and "99999999999 x" in str(err.value), repr(str(err.value))
+
+
+class LyingOnceWitness:
+    """A real witness (agent/service/witness.py, in this process) behind an HTTP front that answers the
+    first ``lies`` add-checkpoint requests with a 409 claiming a size far beyond the dock's log (a
+    misbehaving, restored or hostile witness), then passes every request through."""
+
+    def __init__(self, root: Path, policy: witnesspolicy.Policy, lies: int = 1) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from bodycam.agent.service.witness import Witness
+        from bodycam.agent.storage.witnessstate import WitnessState
+
+        self.witness = Witness("w.example/lying", Ed25519PrivateKey.generate(), policy, WitnessState(root))
+        self.lies, self.asked = lies, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.asked += 1
+                if outer.asked <= outer.lies:
+                    status, ctype, data = 409, witnessapi.SIZE_TYPE, b"1000000\n"
+                else:
+                    answer = outer.witness.add_checkpoint(body)
+                    status, ctype, data = answer.status, answer.content_type, answer.body
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.witness.state.close()
+
+
+def test_a_witness_s_409_beyond_the_log_is_not_kept_so_the_next_attempt_asks_again(tmp_path: Path) -> None:
+    """A 409 naming a size larger than the dock's log was journaled as the witness's view, and every
+    later attempt stopped at 'has cosigned size 1000000, larger than this dock's log' without asking the
+    witness: one bad answer ended the dock's witnessing by it until the log grew past that size. Now
+    that answer is an error of its attempt only, and the next run is cosigned."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock_vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    witness = LyingOnceWitness(tmp_path / "wstate", witnesspolicy.parse(f"log {dock_vkey}\n"))
+    policy = tmp_path / "policy"
+    policy.write_text(f"log {dock_vkey}\nwitness w {witness.witness.vkey()} {witness.url}\nquorum w\n")
+    with dock.config_path.open("a") as f:
+        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 5\n')
+    log = tmp_path / "bucket" / DOCK_ID / "log"
+    try:
+        add_batch(dock, "CAM-L1")  # the witness lies: nothing cosigned
+        assert witness.asked == 1 and not (log / docklog.WITNESSED).exists()
+        add_batch(dock, "CAM-L2")  # asked again, from 0; cosigns the whole log
+        assert witness.asked == 2, "the dock did not ask the witness again after its one bad answer"
+        size, names = witnessed(tmp_path / "bucket", policy)
+        assert (size, names) == (2, {"w"})
+    finally:
+        witness.close()

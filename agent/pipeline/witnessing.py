@@ -133,18 +133,22 @@ class Witnessing:
 
         if w.url is None:
             return Outcome(w.name, error="has no URL in the witness policy")
+        # a view beyond this log (journaled by an older agent from a witness's 409) is no size the witness
+        # can have cosigned for it: ask from 0, and the witness's 409 says where it really stands
         old = self._view(w)
+        old = old if old <= size else 0
         text, _ = note.split_note(signed)
         tree = tlog.Tree.view(JournalHashStore(lambda sql, p: self.journal.query(sql, tuple(p)), self.origin), size)
         for _ in range(MAX_CONFLICTS):
-            if old > size:
-                return Outcome(w.name, error=f"has cosigned size {old}, larger than this dock's log ({size})")
             proof = tree.consistency_proof(old, size) if 0 < old < size else []
             try:
                 lines = witnessclient.add_checkpoint(w.url, old, proof, signed, timeout=self.timeout)
             except witnessclient.WitnessConflict as conflict:
                 if conflict.size == old:
                     return Outcome(w.name, error=f"refused size {size}: it holds another root for size {old}")
+                if conflict.size > size:  # not journaled: one bad answer must not stop every later attempt
+                    error = f"says it has cosigned size {conflict.size}, larger than this dock's log ({size})"
+                    return Outcome(w.name, error=error)
                 old = conflict.size
                 self._set_view(w, old)
                 continue
