@@ -153,6 +153,39 @@ def test_malformed_agreements_are_refused_naming_the_field(over: dict[str, Any],
         agreement(**over)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("party", "P1\x1b[2K\rP-trusted"),  # an escape sequence and a carriage return rewrite the line shown
+        ("party", "P1\u202eevil"),  # a bidi override makes one name read as another
+        ("role", "processor\n  party P2 (controller)"),
+        ("controller", "Example\u200bConstabulary"),
+        ("dpia", "DPIA\x00"),
+        ("purpose", "training\x1b]8;;http://x\x07"),
+        ("lawful_basis", "DPA 2018\u2028s.35"),
+        ("scope", "EX-1\x1b[8m"),
+    ],
+)
+def test_names_and_text_with_control_or_invisible_characters_are_refused(field: str, value: str) -> None:
+    """Before, any string passed: a party name carrying escape sequences, carriage returns or bidi
+    overrides stood in manifests, custody and each party's disclosure report, and 'agreement show' printed
+    it raw. Prose fields (purpose, lawful basis) may still hold newlines and tabs."""
+    doc = draft()
+    if field in ("party", "role", "lawful_basis"):
+        doc["parties"][0]["name" if field == "party" else field] = value
+    elif field == "controller":
+        doc["controller"] = {"name": value}
+    elif field == "scope":
+        doc["scope"] = {"exercises": ["EX-1"], "sites": [value]}
+    else:
+        doc[field] = value
+    with pytest.raises(ProtocolError, match="contains control characters"):
+        ag.parse(json.dumps(doc).encode(), canonical_only=False)
+    prose = draft(purpose="training models\n\tsecond paragraph")
+    prose["parties"][0]["lawful_basis"] = "DPA 2018\ns.35(2)(b)"
+    assert ag.parse(json.dumps(prose).encode(), canonical_only=False).purpose.endswith("second paragraph")
+
+
 def test_a_party_mixing_key_kinds_is_refused() -> None:
     mixed = draft()
     mixed["parties"][0]["recipients"].append(generate_hybrid_identity()[1])

@@ -146,16 +146,18 @@ def agreement_show(ctx: Context, file: Path, extra: tuple[Path, ...], as_json: b
     if as_json:
         emit_json(doc)
         return
+    from bodycam.agent.cli.render import shown  # prose may hold newlines: one line per field, escaped
+
     body = doc["document"]
     click.echo(f"agreement {doc['id']} version {doc['version']} ({doc['state']}), sha256 {doc['sha256']}")
     click.echo(f"  controller: {body['controller']['name']}; DPIA {body['dpia']}; review {body['review_date']}"
                + (" (overdue)" if doc["review_overdue"] else ""))  # fmt: skip
-    click.echo(f"  purpose: {body['purpose']}")
+    click.echo(f"  purpose: {shown(body['purpose'])}")
     click.echo(f"  valid {body['validity']['not_before']} .. {body['validity']['not_after']}")
     click.echo(f"  data items: {', '.join(body['data_items'])}")
     click.echo(f"  scope: {json.dumps(body['scope'], sort_keys=True)}")
     for party in body["parties"]:
-        click.echo(f"  party {party['name']} ({party['role']}): {party['lawful_basis']}; "
+        click.echo(f"  party {party['name']} ({party['role']}): {shown(party['lawful_basis'])}; "
                    f"retention {party['retention_days']} days; {len(party['recipients'])} recipient(s)")  # fmt: skip
 
 

@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import threading
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,11 +147,21 @@ def _time(value: JSONValue, where: str) -> float:
     return parsed.timestamp()
 
 
-def _text(doc: JSONObject, key: str, where: str, limit: int) -> str:
+def _text(doc: JSONObject, key: str, where: str, limit: int, *, lines: bool = False) -> str:
+    """A non-empty string field without control or invisible formatting characters (escape sequences,
+    carriage returns, bidi overrides): names, roles and references stand in manifests, custody and every
+    party's reports, where such a character can hide or fake what a reader sees. ``lines``: newlines and
+    tabs are allowed (purpose, lawful basis: prose)."""
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ProtocolError(f"{where}{key} must be a non-empty string of at most {limit} characters")
+    if any(_hidden(c) and not (lines and c in "\n\t") for c in value):
+        raise ProtocolError(f"{where}{key} contains control characters (or invisible formatting ones)")
     return value
+
+
+def _hidden(c: str) -> bool:
+    return ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or unicodedata.category(c) in ("Cf", "Zl", "Zp")
 
 
 def _list(doc: JSONObject, key: str, where: str, limit: int, *, required: bool = False) -> list[JSONValue]:
@@ -194,7 +205,7 @@ def _party(item: JSONValue, index: int) -> Party:
     return Party(
         name=name,
         role=_text(doc, "role", where, MAX_NAME),
-        lawful_basis=_text(doc, "lawful_basis", where, MAX_TEXT),
+        lawful_basis=_text(doc, "lawful_basis", where, MAX_TEXT, lines=True),
         recipients=recipients,
         retention_days=retention,
     )
@@ -208,6 +219,8 @@ def _scope(item: JSONValue) -> Scope:
         values = _strings(_list(doc, key, where, MAX_SCOPE_ITEMS))
         if values is None or not all(0 < len(v) <= MAX_NAME for v in values):
             raise ProtocolError(f"{where}{key} must hold non-empty strings of at most {MAX_NAME} characters")
+        if any(_hidden(c) for v in values for c in v):
+            raise ProtocolError(f"{where}{key} contains control characters (or invisible formatting ones)")
         lists[key] = values
     if not any(lists.values()):
         raise ProtocolError("scope must name at least one exercise, camera or site (an agreement never covers all)")
@@ -266,7 +279,7 @@ def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
         version=version,
         controller=_text(controller, "name", "controller.", MAX_NAME),
         parties=parties,
-        purpose=_text(doc, "purpose", "", MAX_TEXT),
+        purpose=_text(doc, "purpose", "", MAX_TEXT, lines=True),
         data_items=items,
         scope=_scope(doc["scope"]),
         not_before=not_before,
