@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodycam.drivers.errors import ConfigError
+from bodycam.drivers.protocol.messages import MAX_RECORDINGS
 
 DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
 FLEET_PREFIX = "_fleet"  # the bucket's directory of fleet documents (agent/formats/fleet.py): not a dock id
@@ -88,6 +89,10 @@ class Config:
     usbip: tuple[str, ...] = ()
     serial: tuple[str, ...] = ()
     mass_storage_dir: Path | None = None
+    #: recordings new to this dock that one docking of a camera may journal (agent/pipeline/intake.py)
+    max_new_recordings_per_docking: int = 4096
+    #: recordings (and stay reasons) this dock journals for one camera over its life (agent/pipeline/intake.py)
+    max_recordings_per_camera: int = 262_144
     erase_after_upload: bool = False
     retention_days: int | None = None
     pseudonym_key: Path | None = None
@@ -262,6 +267,8 @@ def parse(raw: dict[str, object], *, source: Path | None = None) -> Config:
     usbip = _str_list(cameras, "usbip", where, "cameras.", most=MAX_CAMERA_ADDRESSES)
     serial = _str_list(cameras, "serial", where, "cameras.", most=MAX_CAMERA_ADDRESSES)
     mass = cameras.get("mass_storage_dir")
+    per_docking = _count(cameras, "max_new_recordings_per_docking", 4096, where, 1, MAX_RECORDINGS)
+    per_camera = _count(cameras, "max_recordings_per_camera", 262_144, where, 1, 2**31 - 1)
     policy = _table(raw, "policy", where)
     erase = policy.get("erase_after_upload", False)
     if not isinstance(erase, bool):
@@ -309,6 +316,8 @@ def parse(raw: dict[str, object], *, source: Path | None = None) -> Config:
         usbip=tuple(usbip),
         serial=tuple(serial),
         mass_storage_dir=Path(mass) if isinstance(mass, str) else None,
+        max_new_recordings_per_docking=per_docking,
+        max_recordings_per_camera=per_camera,
         erase_after_upload=erase,
         retention_days=retention,
         pseudonym_key=Path(pseudonym) if isinstance(pseudonym, str) else None,
@@ -333,7 +342,9 @@ TABLE_KEYS: dict[str, frozenset[str]] = {
     "bucket": frozenset({"url", "endpoint_url", "retention_days"}),
     "signing": frozenset({"key"}),
     "recipients": frozenset({"name", "age"}),
-    "cameras": frozenset({"usbip", "serial", "mass_storage_dir"}),
+    "cameras": frozenset(
+        {"usbip", "serial", "mass_storage_dir", "max_new_recordings_per_docking", "max_recordings_per_camera"}
+    ),
     "policy": frozenset({"erase_after_upload"}),
     "upload": frozenset({"part_size", "workers", "bandwidth_limit_mbps"}),
     "privacy": frozenset({"pseudonym_key"}),
@@ -405,6 +416,14 @@ def _seconds(table: dict[str, object], key: str, default: float, where: str, pre
     if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= 30 * 86400:
         raise ConfigError(f"config key '{prefix}{key}'{where} must be a number of seconds from {minimum:g} to 2592000")
     return float(value)
+
+
+def _count(table: dict[str, object], key: str, default: int, where: str, low: int, high: int) -> int:
+    """An integer of ``[cameras]`` within [low, high]."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"config key 'cameras.{key}'{where} must be an integer from {low} to {high}")
+    return value
 
 
 def _check_table_keys(raw: dict[str, object], where: str) -> None:

@@ -190,6 +190,7 @@ def clock_sync(
     from bodycam.agent.pipeline import clocks
     from bodycam.agent.pipeline.dockauth import load_credentials, secure_link
     from bodycam.agent.pipeline.fleet import enrolled_lookup as fleet_enrolled
+    from bodycam.agent.pipeline.intake import Intake
     from bodycam.agent.pipeline.inventory import opened_cameras
     from bodycam.agent.storage.custody_log import CustodyLog
 
@@ -207,7 +208,13 @@ def clock_sync(
                 continue
             cam.authenticate(fleet_enrolled(cfg, journal)(ident.serial))
             secure_link(cam, credentials, CustodyLog.for_operator(journal, cfg).append, record_unprotected=False)
-            docked = clocks.read_list_and_set(journal, CustodyLog.for_operator(journal, cfg), ident.serial, cam)
+            intake = Intake.open(journal, ident.serial, cfg)
+            custody = CustodyLog.for_operator(journal, cfg)
+            docked = clocks.read_list_and_set(journal, custody, ident.serial, cam, intake)
+            held = intake.error()
+            if held is not None:  # the clock was left as it was: the recordings held back were stamped under it
+                custody.error(held, camera=ident.serial)
+                raise held
             before, after = docked.before, docked.after
             results.append(
                 {"camera": ident.serial, "drift_s": round(before.offset_s, 3), "after_s": round(after.offset_s, 3)}

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bodycam.agent.pipeline.intake import Intake
 from bodycam.agent.storage.custody_log import CustodyLog
 from bodycam.agent.storage.journal import Journal, RecordingKey, utc_now
 from bodycam.drivers.device.api import CameraDevice, ClockReading
@@ -49,19 +50,28 @@ class Docked:
     placements: dict[int, Placement]
 
 
-def read_list_and_set(journal: Journal, custody: CustodyLog, serial: str, camera: CameraDevice) -> Docked:
+def read_list_and_set(
+    journal: Journal, custody: CustodyLog, serial: str, camera: CameraDevice, intake: Intake
+) -> Docked:
     """Read the clock, list, place the listing, then set the clock: each step journaled before the next.
 
     The order is what makes it crash-safe: the old epoch's reading, and the first-listing offsets of
     recordings without epochs, are committed *before* CLOCK_SET destroys the clock they describe. A
     crash at any point leaves either the old clock on the camera or its reading in the journal.
     The camera must be authenticated (LIST, CLOCK_SET).
+
+    Only what ``intake`` admits is placed and returned (agent/pipeline/intake.py); when it held any
+    recording back, the clock is not set: those recordings are first listed at a later docking, whose
+    reading must still be of the clock they were stamped under (``after`` is then ``before``).
     """
     before = camera.clock()
     record_reading(journal, custody, serial, before)
-    listing = camera.recordings()
-    custody.append("listed", camera=serial, count=len(listing))
-    placements = place_listing(journal, serial, listing, before)
+    listed = camera.recordings()
+    custody.append("listed", camera=serial, count=len(listed))
+    listing = intake.admit(journal, listed)
+    placements = place_listing(journal, serial, listing, before, intake)
+    if intake.held:
+        return Docked(before, before, listing, placements)
     _, after = camera.set_clock()
     with journal.transaction() as db:
         _insert_reading(db, serial, after, set_by_dock=True)
@@ -145,17 +155,19 @@ def _insert_reading(db: sqlite3.Connection, serial: str, reading: ClockReading, 
 
 
 def place_listing(
-    journal: Journal, serial: str, listing: Sequence[RecordingInfo], before: ClockReading
+    journal: Journal, serial: str, listing: Sequence[RecordingInfo], before: ClockReading, intake: Intake
 ) -> dict[int, Placement]:
     """Each listed recording's placement; notes the first-listing offset of recordings without epochs.
 
     ``before`` is this docking's reading taken before it set the clock: for a recording this dock
     lists for the first time, the clock it was stamped under is still (at best) the one read then.
+    The recordings ``intake`` admitted as new are counted against the camera in the same transaction.
     """
     out: dict[int, Placement] = {}
     with journal.transaction() as db:
         for rec in listing:
             out[rec.id] = _place(journal, db, serial, rec, before)
+        intake.commit_in(db)
     return out
 
 

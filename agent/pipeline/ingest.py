@@ -6,6 +6,7 @@ outage resumes on the next run (docs/crash-safety.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from bodycam.agent.formats.sshsig import load_private_key
 from bodycam.agent.pipeline import batch as batches
 from bodycam.agent.pipeline import clocks
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
+from bodycam.agent.pipeline.intake import Intake
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
 from bodycam.agent.pipeline.pull import PartBuffers, PullResult, part_size_for, pull
 from bodycam.agent.storage.bucket import (
@@ -419,7 +421,8 @@ class Agent:
         camera.authenticate(self.enrolled_key(ident.serial, fleet))
         self.custody.append("authenticated", camera=ident.serial, device_key=ident.device_key.hex())
         secure_link(camera, self.dock_credentials(), self.custody.append)
-        docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera)
+        intake = Intake.open(self.journal, ident.serial, self.config)
+        docked = clocks.read_list_and_set(self.journal, self.custody, ident.serial, camera, intake)
         listing, placements = docked.listing, docked.placements
         report.recordings = len(listing)
         exercises = self.exercises(fleet)
@@ -432,7 +435,7 @@ class Agent:
                 decision = self._agreement_gate(loaded, ident.serial, rec, decision, exercises)
             if not decision.in_scope or placement.offset_s is None:
                 report.note_stayed(decision)
-                self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0)
+                self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0, intake)
                 continue
             report.in_scope += 1
             todo.append((rec, decision, placement.offset_s))
@@ -442,26 +445,38 @@ class Agent:
             if self.journal.state(RecordingKey.of(ident.serial, r)) not in DONE_STATES
         ]
         emit("camera_listed", {"serial": ident.serial, "recordings": pending})  # what is left to move, not all
-        buffers = PartBuffers(self.bucket.part_buffer)  # freed with the session
-        for rec, decision, offset in todo:
-            if cancel is not None and cancel.is_set():
-                report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
-                break
-            try:
-                state = self._ingest_recording(_Job(camera, rec, decision, offset, report, emit, cancel, buffers))
-            except (IntegrityError, UploadError, ProtocolError) as err:
-                report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
-                LOG.debug("camera %s recording %d: %s", ident.serial, rec.id, err)
-                self.custody.error(err, camera=ident.serial, recording=rec.id)
-                if isinstance(err, UploadError):
-                    break  # the bucket is unreachable: the rest would fail too
-                self._give_up(ident.serial, rec, str(err))
-                if isinstance(err, ProtocolError):
-                    break  # the camera broke the protocol: nothing more is taken from it this session
-                continue  # an IntegrityError concerns this recording's bytes (damaged or lied about): go on
-            if self.config.erase_after_upload and state == RecordingState.VERIFIED:
-                self._erase(camera, rec, report)
+        try:
+            buffers = PartBuffers(self.bucket.part_buffer)  # freed with the session
+            for rec, decision, offset in todo:
+                if cancel is not None and cancel.is_set():
+                    report.errors.append(f"camera {ident.serial}: stopped before recording {rec.id}; resumes next run")
+                    break
+                try:
+                    state = self._ingest_recording(_Job(camera, rec, decision, offset, report, emit, cancel, buffers))
+                except (IntegrityError, UploadError, ProtocolError) as err:
+                    report.errors.append(f"camera {ident.serial} recording {rec.id}: {err}")
+                    LOG.debug("camera %s recording %d: %s", ident.serial, rec.id, err)
+                    self.custody.error(err, camera=ident.serial, recording=rec.id)
+                    if isinstance(err, UploadError):
+                        break  # the bucket is unreachable: the rest would fail too
+                    self._give_up(ident.serial, rec, str(err))
+                    if isinstance(err, ProtocolError):
+                        break  # the camera broke the protocol: nothing more is taken from it this session
+                    continue  # an IntegrityError concerns this recording's bytes (damaged or lied about): go on
+                if self.config.erase_after_upload and state == RecordingState.VERIFIED:
+                    self._erase(camera, rec, report)
+        finally:  # after the admitted recordings moved (or failed): the bound holds back only what is new
+            self._report_held(intake, report)
         self.custody.append("undocked", camera=ident.serial)
+
+    def _report_held(self, intake: Intake, report: CameraReport) -> None:
+        """The docking's one error for what the intake bound held back on the camera (nothing if none)."""
+        held = intake.error()
+        if held is None:
+            return
+        report.errors.append(str(held))  # the daemon logs it, ingest prints it: once
+        with contextlib.suppress(StorageError):  # a full state disk is the error the session reports
+            self.custody.error(held, camera=intake.serial)
 
     def _agreement_gate(
         self, loaded: ag.Loaded, serial: str, rec: RecordingInfo, decision: ScopeDecision, exercises: list[Exercise]
@@ -483,15 +498,24 @@ class Agent:
             return decision
         return ScopeDecision(False, found.why_not(), None, decision.start, decision.end, ag.NO_AGREEMENT, None)
 
-    def _note_out_of_scope(self, serial: str, rec: RecordingInfo, decision: ScopeDecision, offset: float) -> None:
+    def _note_out_of_scope(
+        self, serial: str, rec: RecordingInfo, decision: ScopeDecision, offset: float, intake: Intake
+    ) -> None:
         """Journal the decision once, with its custody entry; a later docking that decides it for
         another reason (an exercise registered since, a clock it can no longer place) records that
-        reason too, so custody always says why the footage stayed."""
+        reason too, so custody always says why the footage stayed. A changed reason counts against the
+        camera's intake (a camera flipping its recordings' epochs must not write custody without end);
+        past it the older reason stands, and the docking's error says so."""
         key = RecordingKey.of(serial, rec)
         with self.journal.transaction() as db:
             exists = self.journal.recording(key)
             if exists:
-                if exists["state"] == RecordingState.OUT_OF_SCOPE and exists["error"] != decision.reason:
+                if (
+                    exists["state"] == RecordingState.OUT_OF_SCOPE
+                    and exists["error"] != decision.reason
+                    and intake.take_reason()
+                ):
+                    intake.commit_in(db)
                     self.journal.note_stay_reason(key, decision.reason, offset)
                     self.custody.append_in(
                         db, "skipped_out_of_scope", camera=serial, recording=rec.id, size=rec.size,

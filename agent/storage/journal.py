@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS erasures(
     key TEXT PRIMARY KEY, object TEXT NOT NULL, batch_id TEXT NOT NULL, serial TEXT, recording_id INTEGER,
     sha256 TEXT NOT NULL, version_id TEXT, retain_until REAL NOT NULL, agreements TEXT NOT NULL,
     state TEXT NOT NULL, custody_seq INTEGER, started_at TEXT NOT NULL, logged_at TEXT);
+CREATE TABLE IF NOT EXISTS camera_intake(serial TEXT PRIMARY KEY, noted INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recording_clocks(
     serial TEXT NOT NULL, recording_id INTEGER NOT NULL, camera_sha256 TEXT NOT NULL, offset_s REAL,
     first_listed_at TEXT NOT NULL, PRIMARY KEY(serial, recording_id, camera_sha256));
