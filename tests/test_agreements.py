@@ -146,6 +146,10 @@ def test_a_disclosure_mixing_post_quantum_and_x25519_keys_is_refused() -> None:
         ({"validity": {"not_before": "2027-01-01T00:00:00Z", "not_after": "2026-01-01T00:00:00Z"}}, "after"),
         ({"validity": {"not_before": "2027-01-01T00:00:00", "not_after": "2028-01-01T00:00:00Z"}}, "time zone"),
         ({"review_date": "soon"}, "review_date"),
+        # Python's date.fromisoformat reads these, and 'agreement list' compared them as text with today's
+        # YYYY-MM-DD: '2026-12-07' > '20200101' is False, so a review due years ago was never overdue
+        ({"review_date": "20200101"}, "review_date '20200101' is not an ISO 8601 date"),
+        ({"review_date": "2020-W01-1"}, "review_date '2020-W01-1' is not an ISO 8601 date"),
     ],
 )
 def test_malformed_agreements_are_refused_naming_the_field(over: dict[str, Any], message: str) -> None:

@@ -271,9 +271,13 @@ def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
         raise ProtocolError("validity.not_after must be after not_before")
     review = _text(doc, "review_date", "", 40)
     try:
-        dt.date.fromisoformat(review)
+        # YYYY-MM-DD only: Python also reads 20270601 and 2027-W22-2, which 'agreement list' would then
+        # compare as text with today's date and never call overdue
+        canonical_date = dt.date.fromisoformat(review).isoformat() == review
     except ValueError:
-        raise ProtocolError(f"review_date {review!r} is not an ISO 8601 date (YYYY-MM-DD)") from None
+        canonical_date = False
+    if not canonical_date:
+        raise ProtocolError(f"review_date {review[:40]!r} is not an ISO 8601 date (YYYY-MM-DD)")
     agreement = Agreement(
         id=ident,
         version=version,
