@@ -469,3 +469,46 @@ def test_a_checkpoint_read_again_does_not_hide_deleted_batches(tmp_path: Path) -
 
     finally:
         journal.close()
+
+
+def test_objects_misnamed_under_checkpoints_or_witnessed_are_named_up_to_a_bound_then_counted(tmp_path: Path) -> None:
+    """A hostile bucket filling log/checkpoints/ and log/witnessed/ with objects not named by a tree size
+    made one finding each, kept in verify's memory: millions of objects, millions of findings, where the
+    same objects as strays are named up to a bound and then counted. Before: 300 + 300 findings here."""
+    from bodycam.agent.audit import logcheck
+    from bodycam.agent.formats import cosignature, witnesspolicy
+
+    key = Ed25519PrivateKey.generate()
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    root = tmp_path / "bucket"
+    log = root / docklog.log_prefix(DOCK_ID)
+    wkey = Ed25519PrivateKey.generate().public_key()
+    policy = witnesspolicy.parse(
+        f"log {docklog.verifier_key(DOCK_ID, key)}\nwitness w {cosignature.verifier_key('w.example', wkey)}\nquorum w\n"
+    )
+    try:
+        with LocalBucket(root) as bucket:
+            publish_leaves(journal, bucket, key, 2)
+            for directory in (docklog.CHECKPOINTS, docklog.WITNESSED_DIR):
+                (log / directory).mkdir(exist_ok=True)
+                for i in range(300):
+                    (log / directory / f"junk-{i:03d}").write_bytes(b"x")
+            manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(2))
+            found = logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests, policy=policy, fetch=False)
+    finally:
+        journal.close()
+    invalid = [f for f in found if f.problem == "log_checkpoint_invalid"]
+    per_dir = {
+        d: [f for f in invalid if f.key is not None and f.key.startswith(f"{docklog.log_prefix(DOCK_ID)}/{d}/")]
+        for d in (docklog.CHECKPOINTS, docklog.WITNESSED_DIR)
+    }
+    assert {d: len(named) for d, named in per_dir.items()} == {
+        docklog.CHECKPOINTS: logcheck.MAX_STRAYS,
+        docklog.WITNESSED_DIR: 100,  # witnesscheck.MAX_MISNAMED
+    }
+    counted = sorted(f.message for f in invalid if f.key is None)
+    assert counted == [
+        f"200 more objects under {docklog.log_prefix(DOCK_ID)}/{docklog.CHECKPOINTS}/ are not named by a tree size",
+        f"200 more objects under {docklog.log_prefix(DOCK_ID)}/{docklog.WITNESSED_DIR}/ are not named by a tree size",
+    ]
+    assert len(found) < 2 * 300, len(found)  # strays too are named up to a bound, then counted

@@ -314,14 +314,21 @@ def _kept_checkpoints(
     :data:`MAX_CHECKPOINTS` by size) that open, and findings for those that do not."""
     found: list[LogFinding] = []
     sizes: list[tuple[int, str]] = []
+    misnamed = 0
     for info in bucket.iter_objects(f"{prefix}/{docklog.CHECKPOINTS}/"):
         name = info.key.rsplit("/", 1)[-1]
         if not _SIZE.fullmatch(name) or info.key != f"{prefix}/{docklog.CHECKPOINTS}/{name}":
-            found.append(LogFinding("log_checkpoint_invalid", f"{info.key} is not named by a tree size", info.key))
+            misnamed += 1  # named up to MAX_STRAYS: a bucket of millions of them must not become as many findings
+            if misnamed <= MAX_STRAYS:
+                found.append(LogFinding("log_checkpoint_invalid", f"{info.key} is not named by a tree size", info.key))
             continue
         sizes.append((int(name), info.key))
         if len(sizes) > 2 * MAX_CHECKPOINTS:
             sizes = sorted(sizes)[-MAX_CHECKPOINTS:]
+    if misnamed > MAX_STRAYS:
+        more = misnamed - MAX_STRAYS
+        found.append(LogFinding("log_checkpoint_invalid", f"{more} more objects under {prefix}/{docklog.CHECKPOINTS}/ "
+                                "are not named by a tree size"))  # fmt: skip
     kept: list[tuple[int, str, bytes]] = []
     for size, key in sorted(sizes)[-MAX_CHECKPOINTS:]:
         try:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bodycam.agent.storage.bucket import Bucket
 
 MAX_WITNESSED = 1000  # cosigned checkpoints read from the bucket (the newest, by size)
+MAX_MISNAMED = 100  # objects under witnessed/ not named by a size, named one by one (the rest counted)
 FETCH_TIMEOUT = 10.0
 _SIZE = re.compile(r"[1-9][0-9]{0,18}")
 ORIGIN_PREFIX = "bodycam-sync/"
@@ -73,14 +74,23 @@ def gather(
     findings: list[Finding] = []
     keys = [f"{prefix}/{docklog.WITNESSED}"]
     sizes = []
+    misnamed = 0
     for info in bucket.iter_objects(f"{prefix}/{docklog.WITNESSED_DIR}/"):
         name = info.key.rsplit("/", 1)[-1]
         if _SIZE.fullmatch(name) and info.key == f"{prefix}/{docklog.WITNESSED_DIR}/{name}":
             sizes.append(int(name))
             if len(sizes) > 2 * MAX_WITNESSED:
                 sizes = sorted(sizes)[-MAX_WITNESSED:]
-        else:
+            continue
+        misnamed += 1  # named up to MAX_MISNAMED: millions of them must not become as many findings
+        if misnamed <= MAX_MISNAMED:
             findings.append(Finding("log_checkpoint_invalid", f"{info.key} is not named by a tree size", info.key))
+    if misnamed > MAX_MISNAMED:
+        more = misnamed - MAX_MISNAMED
+        findings.append(
+            Finding("log_checkpoint_invalid", f"{more} more objects under {prefix}/{docklog.WITNESSED_DIR}/ "
+                    "are not named by a tree size")
+        )  # fmt: skip
     keys += [f"{prefix}/{docklog.WITNESSED_DIR}/{n}" for n in sorted(sizes)[-MAX_WITNESSED:]]
     for key in keys:
         try:
