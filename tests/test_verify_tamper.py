@@ -531,6 +531,43 @@ def test_a_fifo_in_a_file_bucket_is_a_finding_not_a_hang(local: Bucket, key: str
     assert any(f["key"] == key for f in findings), findings
 
 
+GROWN = 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize("what", ["recording", "custody"])
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_an_object_served_larger_than_listed_is_not_downloaded(
+    request: pytest.FixtureRequest, where: str, what: str
+) -> None:
+    """The bucket's answer to a read need not agree with its listing (S3 serves whatever Content-Length
+    it likes; a file grows). verify read a recording to the end of the answer (bounded only by S3's 5 TiB),
+    so a bucket listing the signed size and then serving 32 MiB more had the auditor download and hash it
+    all, to report object_altered; a custody segment likewise. Now a read stops at the signed size (the
+    listing's for custody) and the mismatch is object_size, with next to nothing read."""
+    from bodycam.agent.audit.verify import run_verify
+    from bodycam.agent.storage.bucket import open_bucket
+
+    bucket: Bucket = request.getfixturevalue(where)
+    lay = bucket.layout
+    key = lay.recordings[lay.batches[0]][0] if what == "recording" else lay.key(0, "custody.jsonl")
+    order = [info.key for info in open_bucket(bucket.url, bucket.endpoint_url).iter_objects("")]
+    grown, read = False, [0]
+
+    def on_progress(done: int, listed: int) -> None:  # grow the object once the listing has named it
+        nonlocal grown
+        read[0] = max(read[0], done)
+        if listed == order.index(key) + 1 and not grown:
+            grown = True
+            bucket.store.write(key, bucket.store.read(key) + bytes(GROWN))
+
+    with run_verify(bucket.url, bucket.endpoint_url, bucket.allowed_signers, on_progress=on_progress) as report:
+        found = [(f.problem, f.key) for f in report.findings]
+        message = report.findings[0].message if report.findings else ""
+    assert grown and found == [("object_size", key)], found
+    assert "the bucket serves a Content-Length of" in message, message
+    assert read[0] < GROWN // 8, read[0]  # before: every byte of it (32 MiB and more)
+
+
 def test_a_key_with_terminal_controls_is_shown_escaped_not_obeyed(local: Bucket) -> None:
     """An object key is the bucket's to choose, control characters included (a file bucket's names, S3's
     keys). Printed raw, one hides verify's FAILED line from the auditor's terminal and prints a VERIFIED

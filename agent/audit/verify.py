@@ -933,7 +933,7 @@ class Verifier:
         the manifest says); None without a pool, and for those ``_object_hash`` judges without reading."""
         if not self.check_objects or self._pool is None or self._sizes.get(rec.key) != rec.ciphertext_size:
             return None
-        return self._pool.submit(_read_object, self.bucket, rec.key, self.identities)
+        return self._pool.submit(_read_object, self.bucket, rec.key, rec.ciphertext_size, self.identities)
 
     def _judge(
         self, item: tuple[mf.ManifestRecording, Future[_Read] | None], result: BatchResult, dock: str, batch: str
@@ -1066,10 +1066,13 @@ class Verifier:
         collector = Collector(bound=len(manifest.recordings) + len(manifest.sidecars or ()))
         check = CustodyCheck(info.to_json(), limits.custody_entries, on_entry=collector.entry)
         try:
-            for chunk in _chunks(self.bucket, key):
+            for chunk in _chunks(self.bucket, key, size):
                 check.feed(chunk)
                 if check.too_many:
                     break
+        except OtherSize as err:
+            self._find("object_size", f"{err}, its listing says {size}", **where)
+            return
         except BodycamError as err:
             self._find("custody_missing", f"{key}: {err}", **where)
             return
@@ -1254,11 +1257,18 @@ class Verifier:
             return None
         if not self.check_objects:
             return ""  # listed with the right size; its bytes are verify's to hash
+        # read no further than the size the manifest signs (a sidecar's: the listing's) and one byte past
+        # it: the bucket's answer to the read may claim, and send, far more than its listing said
+        limit = size if size_signed is None else size_signed
         done = (
             read.result()
             if read is not None
-            else _read_object(self.bucket, key, self.identities, size_signed is not None)
+            else _read_object(self.bucket, key, limit, self.identities, size_signed is not None)
         )
+        if done.served is not None:
+            said = "the listing says" if size_signed is None else "the manifest says"
+            self._find("object_size", f"{key}: the bucket serves {done.served}, {said} {limit}", **where)
+            return None
         if done.not_ours:
             if done.sha256 != expected:
                 self._find("object_altered", f"{key} does not hash to its manifest value", **where)
@@ -1700,9 +1710,30 @@ def _second(sealed: dt.datetime | None) -> dt.datetime | None:
     return None if sealed is None else sealed.replace(microsecond=0)
 
 
-def _chunks(bucket: Bucket, key: str) -> Iterator[bytes]:
+class OtherSize(StorageError):
+    """The bucket serves an object of another size than it must have; ``served`` says what it served."""
+
+    def __init__(self, key: str, served: str) -> None:
+        super().__init__(f"{key}: the bucket serves {served}")
+        self.served = served
+
+
+def _chunks(bucket: Bucket, key: str, size: int) -> Iterator[bytes]:
+    """The object's bytes, which must be ``size`` (the manifest signs a recording's; a custody segment's or
+    sidecar's is the listing's, checked against its limit): an answer announcing another length is not
+    read at all, and the read stops one byte past ``size`` whatever the answer sends, so a hostile bucket
+    cannot make verify download and hash more than that. Raises OtherSize, or what reading raises."""
     with bucket.open_read(key) as reader:
-        yield from reader.iter_chunks(CHUNK)
+        if reader.size != size:
+            raise OtherSize(key, f"a Content-Length of {reader.size} bytes")
+        got = 0
+        while chunk := reader.read(min(CHUNK, size + 1 - got)):
+            got += len(chunk)
+            if got > size:
+                raise OtherSize(key, f"more than {size} bytes")
+            yield chunk
+        if got < size:
+            raise OtherSize(key, f"{got} bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1715,6 +1746,9 @@ class _Read:
     error: BodycamError | None = None
     #: no identity matched a stanza of its header: read to the end as ciphertext only (another party's)
     not_ours: bool = False
+    #: what the bucket served when that was not the size expected (``"12 bytes"``, ``"more than 10 bytes"``,
+    #: ``"a Content-Length of 20 bytes"``): the read stopped there
+    served: str | None = None
 
 
 #: what ``_object_hash`` returns for an intact object the identities cannot open (compared by identity)
@@ -1736,15 +1770,16 @@ def _recipients_of(identities: Sequence[str]) -> frozenset[str]:
     return frozenset(found)
 
 
-def _read_object(bucket: Bucket, key: str, identities: list[str], decrypt: bool = True) -> _Read:
-    """Stream one object once, hashing it (and, with ``identities``, decrypting and hashing the plaintext);
-    no shared state, so the pool runs several. Holds one CHUNK at a time."""
+def _read_object(bucket: Bucket, key: str, size: int, identities: list[str], decrypt: bool = True) -> _Read:
+    """Stream one object of ``size`` bytes once (no further: :func:`_chunks`), hashing it (and, with
+    ``identities``, decrypting and hashing the plaintext); no shared state, so the pool runs several.
+    Holds one CHUNK at a time."""
     digest = hashlib.sha256()
     decryptor = Decryptor(identities) if (identities and decrypt) else None
     plain = hashlib.sha256()
     not_ours = False
     try:
-        for chunk in _chunks(bucket, key):
+        for chunk in _chunks(bucket, key, size):
             digest.update(chunk)
             if decryptor is not None:
                 try:
@@ -1753,6 +1788,8 @@ def _read_object(bucket: Bucket, key: str, identities: list[str], decrypt: bool 
                     decryptor, not_ours = None, True
         if decryptor is not None:
             plain.update(decryptor.finalize())
+    except OtherSize as err:
+        return _Read(digest.hexdigest(), served=err.served)
     except BodycamError as err:
         return _Read(digest.hexdigest(), None, err)
     if not_ours:
