@@ -500,3 +500,29 @@ def test_proof_builds_its_proofs_from_the_tiles_in_memory_that_does_not_grow_wit
     # an entry the log does not hold (sealed, not yet published) is named, still in bounded reads
     with LocalBucket(root) as bucket, pytest.raises(IntegrityError, match="does not hold this batch's entry"):
         disclose._log(bucket, DOCK_ID, _logged(size))
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (b"[" * 20_000 + b"]" * 20_000, "nests too deeply"),  # a RecursionError: 'internal error' before
+        (b'{"camera":"CAM-X","recording":1,"camera":"CAM-P1"}', "duplicate key 'camera'"),
+        (b'{"pad":"' + b"x" * 70_000 + b'"}', "longer than 65536 bytes, not a custody entry"),
+    ],
+)
+def test_a_hostile_custody_line_is_one_error_naming_it(tmp_path: Path, line: bytes, error: str) -> None:
+    """``proof`` reads the custody segment of an unverified bucket: each line now strictly and within the
+    bounds its bundle's checker holds a custody line to, and refusing names the object and the line.
+    Before, json.loads met a line nested 20,000 deep with a RecursionError (an 'internal error' from the
+    CLI), read a duplicate key as its last value, and parsed a line of any length whole."""
+    from bodycam.agent.formats import manifest as mf
+    from bodycam.agent.storage.bucket import LocalBucket
+
+    lines = [b'{"camera":"CAM-P1","event":"pulled","recording":1,"seq":1}', line]
+    key = f"{DOCK_ID}/B1/custody.jsonl"
+    with LocalBucket(tmp_path / "bucket") as bucket:
+        bucket.put_object(key, b"\n".join(lines) + b"\n")
+        ref = mf.CustodyRef(key, 1, 2, "0" * 64, "0" * 64, "0" * 64, commitment.custody_root(lines))
+        with pytest.raises(IntegrityError, match=f"{key} line 2 .*{error}") as err:
+            disclose._custody(bucket, ref, "CAM-P1", 1)
+    assert "\n" not in str(err.value) and "run verify" in str(err.value)

@@ -13,7 +13,6 @@ bundles the dock deleted once their full tile existed are read as verify reads t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -151,10 +150,17 @@ def _custody(bucket: Bucket, info: mf.CustodyRef, serial: str, recording_id: int
         raise IntegrityError(f"{info.key} does not give the custody root its manifest signs: run verify")
     picked: list[proofbundle.Leaf] = []
     for i, line in enumerate(lines):
+        # bounded and strict: a line nested thousands deep stopped json.loads with a RecursionError (an
+        # 'internal error'), and one line of 64 MiB was parsed whole; no custody entry is over 64 KiB
+        if len(line) > proofbundle.MAX_LINE:
+            raise IntegrityError(
+                f"{info.key} line {i + 1} is longer than {proofbundle.MAX_LINE} bytes, not a custody entry: "
+                "run verify on the bucket"
+            )
         try:
-            entry = json.loads(line)
-        except ValueError:
-            raise IntegrityError(f"{info.key} line {i + 1} is not JSON: run verify on the bucket") from None
+            entry = strictjson.parse_json(line, f"{info.key} line {i + 1}", proofbundle.MAX_LINE)
+        except ProtocolError as err:
+            raise IntegrityError(f"{err}: run verify on the bucket") from None
         if isinstance(entry, dict) and entry.get("camera") == serial and entry.get("recording") == recording_id:
             picked.append(proofbundle.Leaf(line, tuple(commitment.inclusion(lines, i))))
     if len(picked) > proofbundle.MAX_CUSTODY:
