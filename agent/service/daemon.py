@@ -40,9 +40,9 @@ from bodycam.agent.service.bayworker import (
     share,
 )
 from bodycam.agent.service.control import ControlServer, socket_path
+from bodycam.agent.service.mounts import MountWatch
 from bodycam.agent.storage.throttle import SharedUploads
 from bodycam.drivers.device.api import CameraDevice
-from bodycam.drivers.device.massstorage import find_mass_storage
 from bodycam.drivers.errors import BodycamError, ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -199,6 +199,8 @@ class Daemon:
         self.usb_backend: Any = None
         self._usb_serials: dict[tuple[str, int, int], str] = {}  #: serial numbers read, by bus location
         self._usb_said: dict[str, str] = {}  #: USB problems already logged (one line each, not one a scan)
+        self._mounts: MountWatch | None = None  #: the mass-storage directory, looked at off the scan's thread
+        self._hung: set[str] = set()  #: mass-storage bays whose volume does not answer now
         self._observer: Any = None
         self._reload_requested = threading.Event()
         self._sealer: threading.Thread | None = None
@@ -351,9 +353,16 @@ class Daemon:
             found.setdefault(serial, "usb")
         for path in links.values():
             found.setdefault(path, "serial")
-        if self.config.mass_storage_dir is not None:
-            for mount in find_mass_storage(self.config.mass_storage_dir):
+        hung: set[str] = set()
+        root = self.config.mass_storage_dir
+        if root is not None:
+            if self._mounts is None or self._mounts.root != root:  # first scan, or a reload moved it
+                self._mounts = MountWatch(root)
+            answering, not_answering = self._mounts.scan()  # never blocks on a hung disk: probes it can leave
+            for mount in (*answering, *not_answering):
                 found[str(mount)] = "mass-storage"
+            hung = {str(m) for m in not_answering}
+        self._hung = hung
         return found
 
     def _local_usb(self) -> list[str]:
@@ -399,6 +408,11 @@ class Daemon:
                     LOG.info("camera docked at %s:%s", kind, address)
                 bay = found
                 busy = bay.thread is not None and bay.thread.is_alive()
+                if address in self._hung:  # a volume that does not answer: no session (it would hang too)
+                    if not busy:
+                        bay.state = "error"
+                        bay.last_error = f"the volume at {address} does not answer (a hung disk?); unplug it"
+                    continue
                 due = bay.state == "docked" or bay.sync_requested or (bay.state == "error" and now >= bay.retry_at)
                 if not busy and due:
                     self._start(bay)

@@ -730,8 +730,24 @@ class MassStorageCamera:
         self.close()
 
 
+def is_volume(path: Path) -> bool:
+    """Whether ``path`` is a camera volume: a directory (not a symlink) holding ``BODYCAM/device.json``, neither
+    a symlink. Stats the volume itself, so a hung disk blocks it in the kernel: the daemon calls it only
+    from a probe thread it can abandon (agent/service/mounts.py)."""
+    try:
+        top = os.lstat(path)
+        if not stat.S_ISDIR(top.st_mode):
+            return False
+        meta = os.lstat(os.path.join(path, META_DIR))
+        device = os.lstat(os.path.join(path, META_DIR, DEVICE_FILE))
+    except OSError:
+        return False
+    return stat.S_ISDIR(meta.st_mode) and stat.S_ISREG(device.st_mode)
+
+
 def find_mass_storage(root: Path) -> list[Path]:
-    """Mount points under ``root``: immediate subdirectories (not symlinks) holding ``BODYCAM/device.json``."""
+    """Mount points under ``root``: immediate subdirectories (not symlinks) holding ``BODYCAM/device.json``.
+    Blocks as long as any of them does (a hung disk): the daemon looks through agent/service/mounts.py."""
     found: list[Path] = []
     try:
         with os.scandir(root) as it:
@@ -739,14 +755,7 @@ def find_mass_storage(root: Path) -> list[Path]:
                 if n >= MAX_MOUNTS:
                     LOG.warning("%s holds more than %d entries; the rest are not looked at", root, MAX_MOUNTS)
                     break
-                try:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                    meta = os.lstat(os.path.join(entry.path, META_DIR))
-                    device = os.lstat(os.path.join(entry.path, META_DIR, DEVICE_FILE))
-                except OSError:
-                    continue
-                if stat.S_ISDIR(meta.st_mode) and stat.S_ISREG(device.st_mode):
+                if is_volume(Path(entry.path)):
                     found.append(Path(entry.path))
     except OSError as err:
         LOG.debug("mass-storage directory %s not readable: %s", root, err)
