@@ -58,3 +58,46 @@ def read_private(fd: int, path: Path, what: str, limit: int, why: str = "") -> b
         if size > limit:
             raise ConfigError(f"{what} {path} is larger than {limit} bytes; not a key file")
     return b"".join(chunks)
+
+
+#: what the CLI's output files holding footage, personal data or the recordings' names are made, and the
+#: directories it makes for them: the dock's state is private to its user whatever the umask, and so is
+#: what an auditor or a party writes from the bucket (decrypted footage, reports, proof bundles)
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def create_private(path: Path, *, exclusive: bool = False, follow_symlinks: bool = True) -> int:
+    """Open ``path`` for writing (created, or truncated) as a file only its owner can read, whatever the
+    umask: a umask of 000 made such files world-readable and one of 0277 left their owner unable to write
+    them again. An existing regular file is narrowed to 0600 too (not a device the user named, such as
+    /dev/stdout, which is not ours to change). ``exclusive``: refuse an existing file (FileExistsError);
+    ``follow_symlinks=False`` for a name taken from untrusted input. Returns the descriptor; raises OSError.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where each directory it makes is 0700 whatever the umask (``Path.mkdir(parents=True)``
+    gives the parents the umask's mode, and ``mode=`` is only ever narrowed by it); directories that exist
+    are left as they are. Raises OSError (FileExistsError or NotADirectoryError where a part is a file)."""
+    missing: list[Path] = []
+    while not path.is_dir() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(PRIVATE_DIR_MODE)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # another process made it meanwhile: its mode is its own
+        os.chmod(directory, PRIVATE_DIR_MODE)

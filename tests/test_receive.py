@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,16 +19,18 @@ from bodycam.agent.formats.sshsig import allowed_signers_line, generate_key, par
 
 from .agreement_setup import draft as _draft
 from .agreement_setup import make_force
-from .dock import Dock, iso_window, make_dock, window
+from .dock import CLI, Dock, iso_window, make_dock, window
 from .sims import SimProcess
 
 
 def _receive(
-    dock: Dock, identity: Path, agreement: str, out: Path, signers: Path | None = None
+    dock: Dock, identity: Path, agreement: str, out: Path, signers: Path | None = None, umask: int = 0o022
 ) -> tuple[int, dict, str]:
-    proc = dock.cli(
-        "receive", "--bucket", dock.bucket_url, "--allowed-signers", str(signers or dock.allowed_signers),
-        "--identity", str(identity), "--agreement", agreement, "--out", str(out), "--json",
+    args = ("receive", "--bucket", dock.bucket_url, "--allowed-signers", str(signers or dock.allowed_signers),
+            "--identity", str(identity), "--agreement", agreement, "--out", str(out), "--json")  # fmt: skip
+    proc = subprocess.run(
+        [CLI, "--config", str(dock.config_path), *args],
+        capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(umask),
     )  # fmt: skip
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout), proc.stderr
@@ -73,10 +76,15 @@ def test_each_party_receives_exactly_its_share_checked_and_resumable(tmp_path: P
         truth = {"CAM-A1": a1.training(), "CAM-B2": b2.training()}
     assert rc == 0, report
 
-    # P1 receives CAM-A1's training footage, nothing else; sha256sum -c accepts it.
-    out = tmp_path / "p1"
-    rc, got, err = _receive(dock, ids["P1"], "DSA-A", out)
+    # P1 receives CAM-A1's training footage, nothing else; sha256sum -c accepts it. Under umask 000 too,
+    # the decrypted footage and SHA256SUMS are 0600 and the directories receive made 0700 (before: 0666
+    # and 0777, anyone on the machine could read the footage)
+    out = tmp_path / "p1" / "share"
+    rc, got, err = _receive(dock, ids["P1"], "DSA-A", out, umask=0)
     assert rc == 0 and got["party"] == "P1" and not got["problems"], (got, err)
+    made = [out.parent, out, *out.rglob("*")]
+    assert {oct(p.stat().st_mode & 0o777) for p in made if p.is_dir()} == {"0o700"}, made
+    assert {oct(p.stat().st_mode & 0o777) for p in made if p.is_file()} == {"0o600"}, made
     files = _files(out)
     assert len(files) == 2 and all(name.split("/")[2] == "CAM-A1" for name in files)
     assert set(files.values()) == set(truth["CAM-A1"].values())

@@ -673,6 +673,30 @@ def test_html_report_is_self_contained_and_lists_every_finding(local: Bucket, tm
         assert html.escape(f["message"]) in page
 
 
+def test_reports_and_proof_bundles_are_written_private_whatever_the_umask(local: Bucket, tmp_path: Path) -> None:
+    """verify --report names every recording (and with --identity holds officer ids), disclosures --html
+    names each party's recordings, a proof bundle carries a recording's entry and custody: under umask 000
+    they were written 0666 (the proof bundle 0644), readable by anyone on the auditor's machine. Now 0600,
+    as the dock's state is; a report file that exists with a wider mode is narrowed when rewritten."""
+    serial, number = local.layout.recordings[local.layout.batches[0]][0].rsplit("/", 2)[1:]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "existing.html").write_text("an older report")
+    (out / "existing.html").chmod(0o644)
+    common = ["--bucket", local.url, "--allowed-signers", str(local.allowed_signers)]
+    runs = {
+        "audit.html": ["verify", *common, "--identity", str(local.identity), "--report", str(out / "audit.html")],
+        "existing.html": ["verify", *common, "--report", str(out / "existing.html")],
+        "disclosures.html": ["disclosures", *common, "--html", str(out / "disclosures.html")],
+        "bundle.tlog-proof": ["proof", "--bucket", local.url, "--camera", serial,
+                              "--recording", number.removesuffix(".age"), "--out", str(out / "bundle.tlog-proof")],
+    }  # fmt: skip
+    for name, args in runs.items():
+        proc = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0))
+        assert proc.returncode == 0, (name, proc.stdout[-2000:], proc.stderr)
+        assert oct((out / name).stat().st_mode & 0o777) == "0o600", name
+
+
 # -- key rotation -------------------------------------------------------------------------------------------
 def _use_key(dock: Dock, path: Path) -> None:
     text = dock.config_path.read_text()

@@ -17,6 +17,7 @@ run cut short resumes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -36,8 +37,8 @@ from bodycam.agent.formats.agecrypt import Decryptor, recipient_of
 from bodycam.agent.formats.sshsig import AllowedSigner
 from bodycam.agent.formats.times import parse_iso
 from bodycam.agent.storage.bucket import Bucket, ObjectNotFoundError
-from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError
-from bodycam.drivers.files import read_bounded
+from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, ProtocolError, StorageError
+from bodycam.drivers.files import create_private, make_private_dirs, read_bounded
 
 LOG = logging.getLogger(__name__)
 
@@ -118,7 +119,12 @@ class Receiver:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> ReceiveReport:
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Receive everything; the footage, SHA256SUMS and the directories made for them are private to
+        the user (0600, 0700) whatever the umask: decrypted footage is what the whole chain protects."""
+        try:
+            make_private_dirs(self.out)
+        except OSError as err:
+            raise ConfigError(f"cannot create --out {self.out}: {err.strerror or err}") from err
         sums = _read_sums(self.out / SUMS)
         try:
             for dock, batch in self._manifest_keys():
@@ -238,9 +244,9 @@ class Receiver:
             sums[w.path] = w.plaintext_sha256
             self.report.already.append(w.path)
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         try:
+            make_private_dirs(target.parent)
             self._fetch(w, tmp)
         except ObjectNotFoundError:
             tmp.unlink(missing_ok=True)
@@ -253,6 +259,11 @@ class Receiver:
             tmp.unlink(missing_ok=True)
             self._problem(f"{w.key}: {err}; not received")
             return
+        except OSError as err:  # the output side: a full disk, a file in the way of a directory
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self._problem(f"{w.key}: cannot write {target}: {err.strerror or err}; not received")
+            return
         os.replace(tmp, target)
         sums[w.path] = w.plaintext_sha256
         self.report.received.append(w.path)
@@ -263,7 +274,7 @@ class Receiver:
         seen = 0
         decryptor = Decryptor(self.identities)
         failure: IntegrityError | None = None
-        with tmp.open("wb") as out, self.bucket.open_read(w.key) as reader:
+        with os.fdopen(create_private(tmp, follow_symlinks=False), "wb") as out, self.bucket.open_read(w.key) as reader:
             while True:
                 chunk = reader.read(CHUNK)
                 if not chunk:
@@ -338,8 +349,12 @@ def _read_sums(path: Path) -> dict[str, str]:
 
 def _write_sums(path: Path, sums: dict[str, str]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{sums[name]}  {name}\n" for name in sorted(sums)), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(create_private(tmp, follow_symlinks=False), "w", encoding="utf-8") as out:
+            out.write("".join(f"{sums[name]}  {name}\n" for name in sorted(sums)))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def run_receive(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from bodycam.agent.audit.verify import MAX_REPORT_ROWS, BatchResult, Finding, VerifyReport
 from bodycam.agent.formats.times import parse_or_none
 from bodycam.drivers.errors import ConfigError
+from bodycam.drivers.files import create_private
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -64,10 +66,11 @@ svg.tl text.exl{fill:#850;font-size:10px}
 
 
 def write_html(report: VerifyReport, path: Path) -> None:
-    """Write the report as it is made (the batch table of a run of many batches is never one string).
+    """Write the report as it is made (the batch table of a run of many batches is never one string),
+    0600 whatever the umask: it names every recording, and with --identity holds personal data.
     Raises ConfigError (exit 2, one line) if the file cannot be written."""
     try:
-        with path.open("w", encoding="utf-8") as out:
+        with os.fdopen(create_private(path), "w", encoding="utf-8") as out:
             for piece in pieces(report):
                 out.write(piece)
     except OSError as err:

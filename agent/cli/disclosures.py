@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from bodycam.drivers.errors import ConfigError
+from bodycam.drivers.files import create_private
 
 
 @click.command("disclosures")
@@ -70,8 +72,8 @@ def _write_html(report: object, path: Path) -> None:
     from bodycam.agent.audit import disclosure_report as dr
 
     assert isinstance(report, dr.DisclosureReport)
-    try:
-        with path.open("w", encoding="utf-8") as out:
+    try:  # 0600 whatever the umask: it names each party's recordings
+        with os.fdopen(create_private(path), "w", encoding="utf-8") as out:
             dr.write_html(report, out)
     except OSError as err:
         raise ConfigError(f"cannot write --html {path}: {err}") from err

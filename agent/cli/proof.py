@@ -9,6 +9,7 @@ import click
 
 from bodycam.agent.cli.common import emit_json
 from bodycam.drivers.errors import BodycamError, ConfigError
+from bodycam.drivers.files import create_private
 
 
 @click.command("proof")
@@ -42,7 +43,7 @@ def proof_cmd(
     finally:
         bucket.close()
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = create_private(out, exclusive=True)  # 0600 whatever the umask: the recording's entry and custody
     except OSError as err:
         raise ConfigError(f"--out {out}: {err.strerror}") from None
     with os.fdopen(fd, "wb") as f:
