@@ -648,3 +648,53 @@ def test_a_witness_s_409_beyond_the_log_is_not_kept_so_the_next_attempt_asks_aga
         assert (size, names) == (2, {"w"})
     finally:
         witness.close()
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_clients_trickling_their_headers_are_dropped_and_cost_a_bounded_number_of_threads(tmp_path: Path) -> None:
+    """Each connection cost the witness a thread, and its request line and headers had no deadline in all
+    (the socket timeout bounds each read): 300 clients sending a byte a second held 300 threads for as
+    long as they kept sending. Now a request's headers are read within 10 s, and at most 64 connections
+    are served at once (more are closed on arrival); a well-behaved request is still answered after."""
+    log_key = Ed25519PrivateKey.generate()
+    policy = tmp_path / "policy"
+    policy.write_text(f"log {note.verifier_key(ORIGIN, log_key.public_key())}\n")
+    w = WitnessProcess(tmp_path / "w", "witness.example/w", policy).start()
+    assert w.proc is not None
+    clients = [socket.create_connection(("127.0.0.1", w.port), timeout=60) for _ in range(300)]
+    for s in clients:
+        s.setblocking(False)  # recv answers at once: b"" once the witness closed it, else BlockingIOError
+    most = 0
+    try:
+        for _ in range(60):  # a byte a second to each client the witness has not closed
+            for s in list(clients):
+                try:
+                    if s.recv(1) != b"":
+                        continue  # an answer (the witness refusing): it closes next
+                except BlockingIOError:
+                    with contextlib.suppress(OSError):
+                        s.send(b"G")
+                    continue
+                except OSError:
+                    pass
+                clients.remove(s)
+                s.close()
+            most = max(most, _threads(w.proc.pid))
+            if not clients:
+                break
+            time.sleep(1)
+        assert most <= 2 * 64 + 16, f"the witness ran {most} threads for 300 trickling clients"
+        assert not clients, f"{len(clients)} trickling clients still held open after 60 s"
+        signed = note.sign_checkpoint(note.Checkpoint(ORIGIN, 0, tlog_empty_root()), ORIGIN, log_key)
+        status, _, _ = _post(w.url, witnessapi.encode_request(0, [], signed))
+        assert status == 200
+    finally:
+        for s in clients:
+            s.close()
+        w.stop()

@@ -14,13 +14,17 @@ Endpoints:
   cosigned for that log, the dock's signature and ours, 404 if none. ``verify --policy`` reads it to see
   checkpoints the bucket may no longer hold.
 
-Bounded: bodies of at most :data:`witnessapi.MAX_REQUEST` bytes read within :data:`REQUEST_TIMEOUT`
-seconds, at most :data:`MAX_IN_FLIGHT` requests handled at once (503 beyond), idle connections closed.
+Bounded: request lines and headers read within :data:`REQUEST_TIMEOUT` seconds, bodies of at most
+:data:`witnessapi.MAX_REQUEST` bytes within as long again, at most :data:`MAX_CONNECTIONS` connections
+(a thread each; more are closed on arrival) and :data:`MAX_IN_FLIGHT` requests handled at once (503
+beyond), idle connections closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import sys
 import threading
 import time
@@ -39,6 +43,7 @@ from bodycam.drivers.errors import BodycamError, IntegrityError
 LOG = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0
 MAX_IN_FLIGHT = 16
+MAX_CONNECTIONS = 64  # connections served at once (a thread each); more are closed on arrival
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -185,7 +190,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.slots.release()
         self._send(answer)
 
+    def handle_one_request(self) -> None:
+        """One request, its request line and headers read within :data:`REQUEST_TIMEOUT` in all: the
+        socket timeout bounds each read only, so a client sending a byte every few seconds held its
+        connection's thread for as long as it kept sending. At the deadline the socket is shut down,
+        which ends the read in progress; the handler cancels it once the headers are in (``_body`` has
+        a deadline of its own)."""
+        self._deadline = threading.Timer(REQUEST_TIMEOUT, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
+
+    def _expire(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
     def do_POST(self) -> None:
+        self._deadline.cancel()
         if self.path != "/add-checkpoint":
             self.close_connection = True
             self._send(_text(404, "POST /add-checkpoint only"))
@@ -195,6 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._guarded(lambda: self.server.witness.add_checkpoint(body))
 
     def do_GET(self) -> None:
+        self._deadline.cancel()
         prefix = "/checkpoint/"
         if not self.path.startswith(prefix) or len(self.path) > 600:
             self._send(_text(404, "GET /checkpoint/<origin> only"))
@@ -241,6 +266,28 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.witness = witness
         self.slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
+        """A thread per connection, at most :data:`MAX_CONNECTIONS` at once; a connection beyond them is
+        closed on arrival (the client retries): each costs a thread, and a client opening thousands must
+        not cost the witness thousands."""
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: object
+    ) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """One log line for a connection that failed (a client gone, a timeout), never a traceback."""
