@@ -118,7 +118,7 @@ def test_a_party_is_told_the_check_to_run_only_when_there_is_something_to_check(
 
     unpublished = run(*base, "--out", str(tmp_path / "none"))  # the agreement is not in the bucket's _fleet/
     assert unpublished.returncode == 1 and "--agreement-file" in unpublished.stderr
-    assert "sha256sum" not in unpublished.stdout and "0 recording(s) received" in unpublished.stdout
+    assert "sha256sum" not in unpublished.stdout and "0 recordings received" in unpublished.stdout
 
     out = tmp_path / "got"
     agreement = run_dir / "agreements" / "DSA-DEMO-HOME-OFFICE.v1.json"

@@ -104,6 +104,7 @@ def test_each_party_receives_exactly_its_share_checked_and_resumable(tmp_path: P
     assert rc == 0 and set(_files(tmp_path / "p3").values()) == set(truth["CAM-B2"].values())
     rc, got, err = _receive(dock, ids["P3"], "DSA-A", tmp_path / "p3-a")
     assert rc == 0 and got["party"] is None and _files(tmp_path / "p3-a") == {}, got
+    assert not (tmp_path / "p3-a" / "SHA256SUMS").exists()  # before: an empty one, which sha256sum -c fails
     assert "nothing to receive" in err and len(err.strip().splitlines()) == 1
 
     # A manifest signed by a key the party does not trust for the dock: nothing from it is received.
@@ -167,7 +168,7 @@ def test_a_post_quantum_party_receives_with_its_hybrid_identity(tmp_path: Path) 
         "--identity", str(force / "pq.agekey"), "--agreement", "DSA-PQ", "--out", str(out),
         "--agreement-file", str(signed / "DSA-PQ.v1.json"),
     )  # fmt: skip
-    assert proc.returncode == 0 and "party HO: 2 recording(s) received" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "party HO: 2 recordings received" in proc.stdout, proc.stdout + proc.stderr
     assert set(_files(out).values()) == set(truth.values())
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr

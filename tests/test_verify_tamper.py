@@ -579,7 +579,7 @@ def test_a_key_with_terminal_controls_is_shown_escaped_not_obeyed(local: Bucket)
     assert proc.returncode == 1
     assert not any(ch in proc.stdout for ch in "\x1b\r\u202e"), proc.stdout
     assert not [line for line in proc.stdout.splitlines() if line.startswith("VERIFIED")], proc.stdout
-    assert proc.stdout.splitlines()[-1].startswith("FAILED: 1 problems")
+    assert proc.stdout.splitlines()[-1].startswith("FAILED: 1 problem in ")
     rc, findings = local.findings()
     assert rc == 1 and [(f["problem"], f["key"]) for f in findings] == [("unlisted_object", key)], findings
 
@@ -622,6 +622,27 @@ def test_an_erasure_line_shows_its_agreements_and_batch_escaped(capsys: pytest.C
     assert [line for line in out.splitlines() if line.startswith("VERIFIED")] == [
         "VERIFIED: 0 batches, 0 objects, 1 erased under their agreements' retention, no problems"
     ], out
+
+
+def test_counts_in_verify_s_verdicts_take_the_number_they_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit document read by a court said "VERIFIED: 1 batches, 1 objects" and "FAILED: 1 problems";
+    one of each now reads as one, on the terminal and in the HTML report."""
+    from bodycam.agent.audit.report import write_html
+    from bodycam.agent.audit.verify import BatchResult, Finding, VerifyReport
+    from bodycam.agent.cli.render import print_verify
+
+    with VerifyReport(objects_seen=1) as report:
+        report.batches.add(BatchResult("dock", "b1", seq=1, signature_ok=True), 1)
+        print_verify(report)
+        report.findings.append(Finding("object_missing", "dock/b1/recordings/1.age is gone"))
+        print_verify(report)
+        write_html(report, tmp_path / "audit.html")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("VERIFIED", "FAILED"))]
+    assert verdicts == ["VERIFIED: 1 batch, 1 object, no problems", "FAILED: 1 problem in 1 object"], verdicts
+    page = (tmp_path / "audit.html").read_text()
+    assert "FAILED: 1 problem found" in page and "1 object examined" in page
 
 
 def test_a_read_only_copy_verifies_and_is_left_untouched(local: Bucket) -> None:

@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 
+from bodycam.agent.audit.wording import counted
 from bodycam.agent.formats.commitment import RootBuilder
 from bodycam.agent.formats.custody import canonical
 from bodycam.agent.formats.retention import EVENT as ERASURE_EVENT
@@ -216,7 +217,13 @@ def _missing(present: list[int], first: int, last: int) -> list[Problem]:
         expected = seq + 1
     if total > len(out):
         first_unnamed = _nth_missing(present, first, last, len(out))
-        out.append((first_unnamed, "custody_missing_entry", f"... and {total - len(out)} more entries are missing"))
+        out.append(
+            (
+                first_unnamed,
+                "custody_missing_entry",
+                f"... and {counted(total - len(out), 'more entry', 'more entries')} {'is' if total - len(out) == 1 else 'are'} missing",
+            )
+        )
     return out
 
 

@@ -348,6 +348,14 @@ def _read_sums(path: Path) -> dict[str, str]:
 
 
 def _write_sums(path: Path, sums: dict[str, str]) -> None:
+    """``SHA256SUMS`` for ``sha256sum -c``, only when it lists a file: ``sha256sum -c`` fails on an empty
+    one with "no properly formatted checksum lines found", which reads as a damaged file, not as nothing
+    received (docs/decisions.md). An empty one an earlier version left is removed for the same reason."""
+    if not sums:
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with os.fdopen(create_private(tmp, follow_symlinks=False), "w", encoding="utf-8") as out:

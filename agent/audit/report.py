@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bodycam.agent.audit.verify import MAX_REPORT_ROWS, BatchResult, Finding, VerifyReport
+from bodycam.agent.audit.wording import counted
 from bodycam.agent.formats.times import parse_or_none
 from bodycam.drivers.errors import ConfigError
 from bodycam.drivers.files import create_private
@@ -109,7 +110,7 @@ def pieces(report: VerifyReport) -> Iterator[str]:
     parts.append(
         "<p class='verdict ok'>VERIFIED: no problems found</p>"
         if report.ok
-        else f"<p class='verdict bad'>FAILED: {len(report.findings)} problems found</p>"
+        else f"<p class='verdict bad'>FAILED: {counted(len(report.findings), 'problem')} found</p>"
     )
     yield from parts
     yield _audit_section(report)
@@ -125,7 +126,7 @@ def pieces(report: VerifyReport) -> Iterator[str]:
 def _audit_section(report: VerifyReport) -> str:
     audit = report.audit
     if audit is None:
-        return f"<p>{report.objects_seen} objects examined.</p>"
+        return f"<p>{counted(report.objects_seen, 'object')} examined.</p>"
     decryption = (
         "yes: plaintext hashes and personal sidecars checked with an age identity"
         if audit.decrypted
@@ -249,7 +250,7 @@ def _recordings_section(report: VerifyReport) -> Iterator[str]:
     unlisted = sum(max(b.recordings - len(b.rows), 0) for b in report.batches)
     if unlisted:
         yield (
-            f"<p class='note'>{unlisted} more recordings were checked but are not listed here: the report lists "
+            f"<p class='note'>{counted(unlisted, 'more recording')} checked but not listed here: the report lists "
             f"at most {MAX_REPORT_ROWS:,} (see the batch table for every batch's counts, and the findings for any problem).</p>"
         )
 
@@ -378,9 +379,10 @@ def _timeline_section(report: VerifyReport) -> str:
     svg.append("</svg>")
     notes = []
     if len(cameras) > len(shown):
-        notes.append(f"{len(cameras) - len(shown)} more cameras are not drawn (their recordings are listed below).")
+        more = len(cameras) - len(shown)
+        notes.append(f"{counted(more, 'more camera')} not drawn (the recordings are listed below).")
     if undrawn:
-        notes.append(f"{undrawn} recordings have no readable start and end and are not drawn.")
+        notes.append(f"{counted(undrawn, 'recording')} without a readable start and end, not drawn.")
     span_text = f"<p class='note'>From {_e(_stamp(lo + pad))} to {_e(_stamp(hi - pad))}. {' '.join(notes)}</p>"
     return head + "".join(svg) + span_text
 

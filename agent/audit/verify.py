@@ -45,6 +45,7 @@ from bodycam.agent.audit import inputs, logcheck, witnesscheck
 from bodycam.agent.audit.batchstore import BatchStore
 from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.audit.disclosures import Collector, Disclosure
+from bodycam.agent.audit.wording import counted
 from bodycam.agent.config import FLEET_PREFIX
 from bodycam.agent.formats import commitment, witnesspolicy
 from bodycam.agent.formats import fleet as fl
@@ -598,7 +599,7 @@ class Verifier:
             before = f" and the {lost - 1} checked before it are" if lost > 1 else " is"
             which = f"{dock}/{batch}/{before} not reported, and the batches after it were not checked"
         else:
-            which = f"the last {lost} batches checked are not reported"
+            which = f"the last {counted(lost, 'batch', 'batches')} checked {'is' if lost == 1 else 'are'} not reported"
         self._record(
             "bucket_too_large",
             f"verify could not write its batch summaries to its temporary database under {store.where} ({err}): "
@@ -1228,7 +1229,7 @@ class Verifier:
         if self.identities and self._not_ours and self._not_ours == self._judged:
             self._find(
                 "decrypt_failed",
-                f"none of the --identity keys opens any of the {self._not_ours} recordings checked: "
+                f"none of the --identity keys opens any of the {counted(self._not_ours, 'recording')} checked: "
                 "they are no key of this bucket's archive or of any party",
             )
 

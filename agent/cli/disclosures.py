@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bodycam.agent.audit.wording import counted
 from bodycam.drivers.errors import ConfigError
 from bodycam.drivers.files import create_private
 
@@ -100,4 +101,8 @@ def _print_summary(report: object) -> None:
         click.echo("no disclosures")
     for f in report.verify.findings:
         click.echo(shown(f"PROBLEM {f.problem}: {f.message}"))
-    click.echo("checked against the signed manifests" if report.ok else f"{len(report.verify.findings)} problems found")
+    click.echo(
+        "checked against the signed manifests"
+        if report.ok
+        else f"{counted(len(report.verify.findings), 'problem')} found"
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bodycam.agent.audit.wording import counted
 from bodycam.agent.cli.common import emit_json
 
 
@@ -46,17 +47,20 @@ def receive(
         # the check a party runs next, only when SHA256SUMS lists a file (an empty one fails sha256sum -c)
         check = f"; check them: cd {out} && sha256sum -c {SUMS}" if report.received or report.already else ""
         click.echo(
-            f"agreement {agreement_id}, {who}: {len(report.received)} recording(s) received, "
-            f"{len(report.already)} already here, {len(report.problems)} problem(s){check}"
+            f"agreement {agreement_id}, {who}: {counted(len(report.received), 'recording')} received, "
+            f"{len(report.already)} already here, {counted(len(report.problems), 'problem')}{check}"
         )
         if report.past_retention:
-            click.echo(f"{len(report.past_retention)} recording(s) gone from the bucket after their retention")
+            gone = len(report.past_retention)
+            click.echo(
+                f"{counted(gone, 'recording')} gone from the bucket after {'its' if gone == 1 else 'their'} retention"
+            )
     from bodycam.agent.cli.render import shown
 
     for problem in report.problems:
         click.echo(f"bodycam-sync: error: {shown(problem)}", err=True)
     if report.untold:
-        click.echo(f"bodycam-sync: error: {report.untold} more problem(s) not listed", err=True)
+        click.echo(f"bodycam-sync: error: {counted(report.untold, 'more problem')} not listed", err=True)
     if not report.received and not report.already and not report.problems:
         click.echo(
             f"bodycam-sync: note: no signed manifest discloses a recording under agreement {agreement_id} "

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bodycam.agent.audit.wording import counted
+
 if TYPE_CHECKING:
     from bodycam.agent.audit.verify import VerifyReport
 
@@ -124,14 +126,16 @@ def print_verify(report: VerifyReport) -> None:
         opened = sum(b.plaintext_ok for b in report.batches)
         if opened < listed:  # not a problem by itself: with agreements, a party's key opens only its share
             click.echo(
-                f"the identity opened {opened} of {listed} recordings: the others are not encrypted to it "
+                f"the identity opened {opened} of {counted(listed, 'recording')}: the others are not encrypted to it "
                 "(another party's share, or not a key of this bucket); their ciphertext was checked"
             )
     if report.ok:
         erased = f", {len(erasures)} erased under their agreements' retention" if erasures else ""
-        click.echo(f"VERIFIED: {len(report.batches)} batches, {report.objects_seen} objects{erased}, no problems")
+        batches, objects = counted(len(report.batches), "batch", "batches"), counted(report.objects_seen, "object")
+        click.echo(f"VERIFIED: {batches}, {objects}{erased}, no problems")
     else:
-        click.echo(f"FAILED: {len(report.findings)} problems in {report.objects_seen} objects")
+        problems = counted(len(report.findings), "problem")
+        click.echo(f"FAILED: {problems} in {counted(report.objects_seen, 'object')}")
 
 
 def iso(ts: float) -> str:
