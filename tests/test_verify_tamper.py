@@ -463,6 +463,54 @@ def test_decryption_checks_plaintext_and_sidecar(local: Bucket) -> None:
     assert [b["plaintext_ok"] for b in doc["batches"]] == [2, 2]
 
 
+def test_a_sidecar_served_otherwise_the_second_time_is_not_believed(local: Bucket) -> None:
+    """verify hashed the personal sidecar in one read and, with --identity, decrypted what a second read
+    gave, unchecked: a bucket that served the signed bytes first and a sidecar forged for the archive's
+    public key next (age does not authenticate its sender) had verify pass and its report show forged
+    officer ids. The bytes decrypted are now the bytes checked against the signed hash. The bucket here is
+    the real file bucket; the sidecar's file is replaced just after verify opened it the first time."""
+    import io
+
+    from bodycam.agent.audit import inputs
+    from bodycam.agent.audit.verify import Verifier
+    from bodycam.agent.formats.agecrypt import decrypt_stream, encrypt_stream, recipient_of
+    from bodycam.agent.storage.bucket import ObjectReader
+    from bodycam.agent.storage.wrapper import BucketWrapper
+
+    root = Path(local.url.removeprefix("file://"))
+    key = local.layout.key(0, "personal.json.age")
+    identities = inputs.identities(local.identity)
+    plain = io.BytesIO()
+    decrypt_stream(io.BytesIO((root / key).read_bytes()), plain, identities)
+    doc = json.loads(plain.getvalue())
+    assert doc["recordings"] and all(r["officer_id"] for r in doc["recordings"])
+    for rec in doc["recordings"]:
+        rec["officer_id"] = "FORGED-OFFICER"
+    forged = io.BytesIO()
+    encrypt_stream(io.BytesIO(json.dumps(doc).encode()), forged, [recipient_of(identities[0])])
+
+    class SwapAfterFirstRead(BucketWrapper):
+        opened = 0
+
+        def open_read(self, name: str, *, version_id: str | None = None) -> ObjectReader:
+            reader = self.inner.open_read(name, version_id=version_id)
+            if name == key:
+                self.opened += 1
+                if self.opened == 1:  # the open file keeps the signed bytes; the next open gets the forgery
+                    (root / f"{key}.new").write_bytes(forged.getvalue())
+                    os.replace(root / f"{key}.new", root / key)
+            return reader
+
+    _, signers = inputs.allowed_signers(local.allowed_signers)
+    bucket = SwapAfterFirstRead(inputs.open_read_only(local.url, None))
+    with Verifier(bucket, signers, identities).run() as report:
+        found = [(f.problem, f.key) for f in report.findings]
+        officers = [b.personal.officers for b in report.batches.with_extra() if b.personal is not None]
+    assert bucket.opened >= 1
+    assert not any("FORGED-OFFICER" in officer for o in officers for officer in o.values() if officer), officers
+    assert ("object_altered", key) in found, found
+
+
 # -- usage errors and the report ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("case", "needle"),

@@ -986,7 +986,7 @@ class Verifier:
             self._find("manifest_invalid", f"{where['key']} names sidecar {_short(key)} outside its batch", **where)
         kept = _batch_retain_until(manifest.recordings)
         if self._object_hash(key, manifest.personal.sha256, None, result.dock, result.batch, kept) is not None:
-            self._personal(key, result, manifest.recordings)
+            self._personal(key, manifest.personal.sha256, result, manifest.recordings)
 
     def _signature(self, raw: bytes, mkey: str, skey: str, result: BatchResult, sealed: dt.datetime | None) -> None:
         """manifest.json.sig: an SSHSIG over the manifest bytes by a key allowed for the dock when sealed."""
@@ -1112,9 +1112,11 @@ class Verifier:
         for found in collector.found:
             self.on_disclosure(result, found, plain.get(found.key))
 
-    def _personal(self, key: str, result: BatchResult, recordings: Sequence[mf.ManifestRecording]) -> None:
+    def _personal(self, key: str, sha256: str, result: BatchResult, recordings: Sequence[mf.ManifestRecording]) -> None:
         """With an identity: the sidecar decrypts to a JSON object naming this batch, with an entry for
-        each manifest recording whose ``officer_id`` is null exactly where ``officer_pseudonym`` is.
+        each manifest recording whose ``officer_id`` is null exactly where ``officer_pseudonym`` is. The
+        bytes decrypted are read again, so they are checked against the signed ``sha256`` once more: the
+        bucket may serve the signed ones to the hash and a forgery to the decryption (:func:`_signed`).
 
         What it holds for the report (officer ids, exercise windows) is kept in ``result.personal``, while
         the retained budget lasts; the sidecar is bounded like a manifest.
@@ -1126,7 +1128,8 @@ class Verifier:
         try:
             decrypt = Decryptor(self.identities)
             try:
-                data = decrypt.update(self.bucket.get_bytes(key, max_size=limit)) + decrypt.finalize()
+                data = decrypt.update(_signed(self.bucket.get_bytes(key, max_size=limit), sha256, key))
+                data += decrypt.finalize()
             except AgeNoMatchError:
                 if not self._opens_all:
                     return  # the archive's sidecar, and these identities are a party's: not theirs to open
@@ -1140,6 +1143,8 @@ class Verifier:
             mismatch = _officer_mismatch(personal, recordings)
             if mismatch:
                 raise ValueError(mismatch)
+        except _Unsigned as err:
+            self._find("object_altered", str(err), dock=dock, batch=batch, key=key)
         except (BodycamError, ValueError) as err:
             self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
 
@@ -1161,18 +1166,26 @@ class Verifier:
             names.discard(item.key)
             listed.add(item.key)
             if self._object_hash(item.key, item.sha256, None, dock, batch, kept) is not None and self.identities:
-                self._party_sidecar(item.key, item.parties, result, manifest.recordings)
+                self._party_sidecar(item.key, item.sha256, item.parties, result, manifest.recordings)
 
     def _party_sidecar(
-        self, key: str, parties: tuple[str, ...], result: BatchResult, recordings: Sequence[mf.ManifestRecording]
+        self,
+        key: str,
+        sha256: str,
+        parties: tuple[str, ...],
+        result: BatchResult,
+        recordings: Sequence[mf.ManifestRecording],
     ) -> None:
         dock, batch = result.dock, result.batch
         try:
             decrypt = Decryptor(self.identities)
-            data = decrypt.update(self.bucket.get_bytes(key, max_size=self.limits.personal_bytes))
+            data = decrypt.update(_signed(self.bucket.get_bytes(key, max_size=self.limits.personal_bytes), sha256, key))
             data += decrypt.finalize()
         except AgeNoMatchError:
             return  # another party's view: not ours to open
+        except _Unsigned as err:
+            self._find("object_altered", str(err), dock=dock, batch=batch, key=key)
+            return
         except BodycamError as err:
             self._find("personal_invalid", f"{key}: {err}", dock=dock, batch=batch, key=key)
             return
@@ -1709,6 +1722,21 @@ def _second(sealed: dt.datetime | None) -> dt.datetime | None:
     10:00:00 is accepted by ssh-keygen; verify must agree with the stock tool (docs/formats.md §6).
     """
     return None if sealed is None else sealed.replace(microsecond=0)
+
+
+class _Unsigned(IntegrityError):
+    """Bytes read again that no longer hash to the signed value."""
+
+
+def _signed(data: bytes, sha256: str, key: str) -> bytes:
+    """``data`` if it hashes to the signed ``sha256``; the bucket answers each read anew, so bytes read a
+    second time (a sidecar, to decrypt it) prove nothing by the first read's hash. Raises _Unsigned."""
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise _Unsigned(
+            f"{key}: the bucket served other bytes when it was read again to decrypt it; they do not hash to the "
+            "manifest's value (the first read did)"
+        )
+    return data
 
 
 class OtherSize(StorageError):
