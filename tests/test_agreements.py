@@ -384,3 +384,28 @@ def test_the_directory_cache_sees_a_new_revocation_and_a_rewritten_file(
     assert cache.load(d, lines).agreements == ()
     other = Ed25519PrivateKey.generate()
     assert cache.load(d, [public_key_line(other.public_key())]).refused != ()
+
+
+@pytest.mark.parametrize("section", ["agreements", "fleet"])
+def test_a_dock_refuses_its_own_signing_key_as_a_controller_key(tmp_path: Path, section: str) -> None:
+    """Namespaces keep a manifest signature from passing as an agreement, but a dock whose signing key
+    was also a controller key obeyed agreements (and, through _fleet/, made every dock obey them) that
+    anyone holding the dock's key could sign. Before: ingest --once ran (exit 0); now exit 2, one line."""
+    from .dock import make_dock
+
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    own = (dock.root / "keys" / "dock_ed25519.pub").read_text().strip()
+    other = public_key_line(Ed25519PrivateKey.generate().public_key())
+    archive = generate_identity()[1]
+    with dock.config_path.open("a") as f:
+        if section == "agreements":
+            f.write(f'[agreements]\ncontroller_keys = ["{other}", "{own}"]\narchive = "{archive}"\n')
+            f.write(f'dir = "{tmp_path / "agreements"}"\n')
+        else:
+            f.write(f'[agreements]\ncontroller_keys = ["{other}"]\narchive = "{archive}"\n')
+            f.write(f'[fleet]\ncontroller_keys = ["{own}"]\n')
+    proc = dock.cli("ingest", "--once", "--json")
+    index = 1 if section == "agreements" else 0
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"config key '{section}.controller_keys[{index}]' is this dock's own signing key" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

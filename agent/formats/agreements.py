@@ -315,6 +315,21 @@ def controller_keys(lines: Sequence[str]) -> list[Ed25519PublicKey]:
     return keys
 
 
+def refuse_own_key(lines: Sequence[str], own: Ed25519PublicKey, option: str) -> None:
+    """ConfigError when the dock's own signing key is among the controller keys ``option`` lists.
+
+    Namespaces keep a manifest signature from passing as an agreement, but a key in both roles lets
+    whoever holds the dock's key (a stolen dock, a copied backup) sign agreements that this dock, and
+    through ``_fleet/`` every dock of the force, then obeys: parties of their choosing, any scope."""
+    raw = own.public_bytes_raw()
+    for i, key in enumerate(controller_keys(lines)):
+        if key.public_bytes_raw() == raw:
+            raise ConfigError(
+                f"config key '{option}[{i}]' is this dock's own signing key: a dock must not be able to sign the "
+                "agreements it obeys; the controller's key is its own and never on a dock (docs/configuration.md)"
+            )
+
+
 def _read_bounded(path: Path) -> bytes:
     """At most MAX_FILE_BYTES + 1 bytes of a regular file: a FIFO or device placed in the directory is
     refused without being opened (opening a FIFO would block the docking)."""

@@ -334,7 +334,13 @@ class Agent:
         defaults to the running one; the daemon's reload passes the fresh one, which it refuses alike."""
         cfg = config or self.config
         self.recipients(cfg)
-        load_private_key(cfg.key_path, cfg.KEY_MISSING)
+        own = load_private_key(cfg.key_path, cfg.KEY_MISSING).public_key()
+        if cfg.agreements is not None or cfg.fleet is not None:
+            from bodycam.agent.formats.agreements import refuse_own_key
+
+            for option, section in (("agreements", cfg.agreements), ("fleet", cfg.fleet)):
+                if section is not None:
+                    refuse_own_key(section.controller_keys, own, f"{option}.controller_keys")
         mf.load_pseudonym_key(cfg.pseudonym_key_path, create=True)
         load_credentials(cfg)
 
