@@ -11,6 +11,7 @@ machine down. No test asserts on time: the linear-time figures are measured in `
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,27 @@ def test_five_thousand_batches_fit_the_minimum_max_memory(tmp_path: Path) -> Non
     assert all(b["signature_ok"] and b["custody_entries"] == 3 for b in doc["batches"])
     assert run.peak_rss_mib < 128, run.peak_rss_mib
     assert not list(tmp.iterdir())
+
+
+def test_a_sidecar_listed_gigantic_is_a_finding_not_a_download(tmp_path: Path) -> None:
+    """The manifest signs only a sidecar's hash, so its size was the listing's, however large: a validly
+    signed batch whose personal.json.age the bucket holds at 256 MiB (here a sparse file; on S3, any size
+    up to 5 TiB) had verify read and hash all of it to report object_altered, and with --identity read it
+    again. A sidecar is read into memory to be decrypted, within the manifest's limit; past that limit it
+    is object_size, unread, and the rest of the batch is checked as ever."""
+    from bodycam.agent.audit.verify import Limits, run_verify
+
+    h = hostile.build(tmp_path / "bucket")
+    sidecar = h.root / h.manifest_key.replace("manifest.json", "personal.json.age")
+    os.truncate(sidecar, 256 * 1024 * 1024)
+    read = [0]
+
+    def on_progress(done: int, listed: int) -> None:
+        read[0] = max(read[0], done)
+
+    with run_verify(h.url, None, h.allowed_signers, on_progress=on_progress) as report:
+        found = [(f.problem, f.key, f.message) for f in report.findings]
+    key = str(sidecar.relative_to(h.root))
+    assert [(p, k) for p, k, _ in found] == [("object_size", key)], found
+    assert f"over the {Limits().personal_bytes}" in found[0][2], found
+    assert read[0] < 1024 * 1024, read[0]  # before: 256 MiB read and hashed

@@ -1269,6 +1269,14 @@ class Verifier:
         if size_signed is not None and size != size_signed:
             self._find("object_size", f"{key} is {size} bytes, the manifest says {size_signed}", **where)
             return None
+        if size_signed is None and size > self.limits.personal_bytes:  # a sidecar: its hash alone is signed
+            self._find(
+                "object_size",
+                f"{key} is {size} bytes, over the {self.limits.personal_bytes} a sidecar may have within "
+                f"--max-memory {self.limits.max_memory_mib} MiB (it is read whole to be decrypted): not read",
+                **where,
+            )
+            return None
         if not self.check_objects:
             return ""  # listed with the right size; its bytes are verify's to hash
         # read no further than the size the manifest signs (a sidecar's: the listing's) and one byte past
