@@ -65,6 +65,8 @@ LOG = logging.getLogger(__name__)
 PARTS_IN_FLIGHT = 4
 #: ... from no more part buffers than two in flight held (2 + 3): the memory of ``ingest --once`` is unchanged
 RING_BUFFERS = 5
+#: how often a new upload waiting for a due batch's seal looks again (Agent._await_due_seal)
+SEAL_WAIT_S = 0.5
 
 
 class DeferredError(BodycamError):
@@ -722,6 +724,8 @@ class Agent:
                 raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
             encryptor = Encryptor(list(shared.recipients), file_key=file_key)
         keep_until = None if shared is None else _retain_until(shared, job.decision.end)
+        if batch_id is None:
+            self._await_due_seal(job)
         with self._batch_lock:
             if batch_id is not None and batch_id != batches.open_id(self.journal):
                 batch_id = None  # its batch was sealed meanwhile: the recording joins the one open now
@@ -773,6 +777,54 @@ class Agent:
         row = self.journal.recording(job.key)
         assert row is not None  # just written
         return row
+
+    def _await_due_seal(self, job: _Job) -> None:
+        """A new upload does not join a batch that is due to be sealed: it waits until that batch is sealed.
+
+        A due batch (``batch.max_age_s`` old, a verified recording in it) waits only for the pulls in it
+        that still progress (``_defer_stalled``). A camera answering just within every deadline kept one
+        going, and each of its next recordings joined the same batch as the last ended: the other
+        cameras' verified footage stayed unsigned for as long as that camera had footage (65,535
+        recordings at the protocol's slowest pace: years). Now the seal waits for one recording a bay at
+        most, and the bays pause that long at most (a hanging camera's pull ends at its link deadline).
+        Several open batches would spare the pause, but a custody entry belongs to the batch that seals
+        next, and verify matches each recording's ``disclosed`` entry in its own batch's segment.
+        In a process that knows every live pull (``ingest --once``, the daemon's threads) the waiting
+        session seals itself; a bay worker waits for the daemon's scheduled seal. Progress is reported
+        while waiting (the daemon must not give the bay up); a cancel ends the wait (DeferredError), and so
+        does ``daemon.stall_timeout_s`` without a seal (a seal that fails must not stop every upload).
+        """
+        give_up = time.monotonic() + self.config.stall_timeout_s
+        warned = False
+        while True:
+            with self._batch_lock:
+                open_id = batches.open_id(self.journal)
+                due = (
+                    open_id is not None
+                    and batches.age_s(self.journal, open_id, time.time()) >= self.config.batch_max_age_s
+                    and batches.recordings_ready(self.journal, open_id) > 0
+                )
+            if not due:
+                return
+            if job.cancel is not None and job.cancel.is_set():
+                raise DeferredError(
+                    f"camera {job.serial} recording {job.rec.id}: stopped while batch {open_id} was due to be "
+                    "sealed; it resumes at the next docking"
+                )
+            if time.monotonic() >= give_up:  # the seal itself fails (logged where it does): uploads go on
+                LOG.warning("batch %s was not sealed in %.0f s; recording %d of camera %s joins it",
+                            open_id, self.config.stall_timeout_s, job.rec.id, job.serial)  # fmt: skip
+                return
+            job.emit("waiting_for_seal", {"serial": job.serial, "recording": job.rec.id, "batch": open_id})
+            if self.on_pulling is None:  # every live pull is this process's: sealing here moves none of them
+                try:
+                    if self.seal_and_publish() is not None:
+                        continue
+                except BodycamError as err:
+                    if not warned:
+                        LOG.warning("sealing batch %s before a new upload: %s", open_id, err)
+                    warned = True
+            time.sleep(SEAL_WAIT_S)
 
     def _claim_id(self, job: _Job, batch_id: str) -> None:
         """Under _batch_lock: make sure no other recording of ``batch_id`` holds this one's object key, which
