@@ -512,3 +512,35 @@ def test_objects_misnamed_under_checkpoints_or_witnessed_are_named_up_to_a_bound
         f"200 more objects under {docklog.log_prefix(DOCK_ID)}/{docklog.WITNESSED_DIR}/ are not named by a tree size",
     ]
     assert len(found) < 2 * 300, len(found)  # strays too are named up to a bound, then counted
+
+
+def test_publishing_an_older_batch_again_never_rolls_the_latest_checkpoint_back(tmp_path: Path) -> None:
+    """recover() publishes every sealed batch and goes on past one that fails, so a batch whose publication
+    failed is published after the next one went through. Its checkpoint replaced log/checkpoint: the
+    bucket's latest went back from 3 entries to 2, and verify named the kept checkpoint of 3 a fork, the
+    tiles of 3 unlisted objects and batch B0002 missing from the log. Now the latest stays (only a
+    checkpoint the dock's journal holds counts: a made-up one is replaced)."""
+    from bodycam.agent.audit import logcheck
+
+    key = Ed25519PrivateKey.generate()
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    root = tmp_path / "bucket"
+    log = root / docklog.log_prefix(DOCK_ID)
+    verifiers = [note.parse_verifier_key(docklog.verifier_key(DOCK_ID, key))]
+
+    def put_once(k: str, data: bytes, retain: bool) -> None:
+        batch._put_once(bucket, k, data, retain=retain)
+
+    try:
+        with LocalBucket(root) as bucket:
+            publish_leaves(journal, bucket, key, 3)
+            docklog.publish(journal, put_once, bucket, DOCK_ID, "B0001")  # the older batch, again
+            assert note.open_checkpoint((log / docklog.CHECKPOINT).read_bytes(), verifiers).size == 3
+            manifests = (logcheck.Manifest(f"B{i:04d}", i + 1, f"{i:064x}") for i in range(3))
+            assert logcheck.check(bucket, DOCK_ID, [key.public_key()], manifests) == []
+            # a checkpoint the dock never signed does not hold its latest back
+            (log / docklog.CHECKPOINT).write_bytes(b"made up\n")
+            docklog.publish(journal, put_once, bucket, DOCK_ID, "B0002")
+            assert (log / docklog.CHECKPOINT).read_bytes() == (log / docklog.CHECKPOINTS / "3").read_bytes()
+    finally:
+        journal.close()

@@ -169,14 +169,38 @@ def publish(journal: Journal, put_once: PutOnce, bucket: Bucket, dock_id: str, b
     tree = tlog.Tree.view(JournalHashStore(lambda sql, params: journal.query(sql, tuple(params)), name), size)
     prefix = log_prefix(dock_id)
     # a bucket without the log yet (the first publication, or a dock moved to a new bucket) gets every tile
-    old = size - 1 if bucket.head(f"{prefix}/{CHECKPOINT}") is not None else 0
+    latest = _latest_published(journal, bucket, prefix, name)
+    old = size - 1 if latest is not None else 0
     for path, data in tlog.tile_objects(tree, old, size, lambda lo, hi: _entries(journal, name, lo, hi)):
         put_once(f"{prefix}/{path}", data, ".p/" not in path)
     put_once(f"{prefix}/{CHECKPOINTS}/{size}", signed, True)
+    if latest is not None and latest > size:
+        # a batch published again after a later one (recover() retrying one whose publication failed
+        # while the next went through): its checkpoint must not take the latest's place, which would
+        # roll log/checkpoint back and make verify see the later kept checkpoints as a fork
+        LOG.info("log %s: checkpoint %d published; the bucket's latest stays %d", name, size, latest)
+        return
     bucket.put_object(f"{prefix}/{CHECKPOINT}", signed, create_only=False)
     LOG.info("log %s: checkpoint %d published", origin(dock_id), size)
     if old:  # a first publication writes no partial of a full tile
         drop_partials(bucket, prefix, old, size)
+
+
+def _latest_published(journal: Journal, bucket: Bucket, prefix: str, name: str) -> int | None:
+    """The size of the bucket's ``log/checkpoint`` when it is one this dock signed (byte for byte one of
+    its journaled checkpoints); 0 for another object there; None when there is none. Only a checkpoint
+    the journal holds counts: a bucket cannot hold the dock's latest back with one it made up."""
+    from bodycam.agent.storage.bucket import ObjectNotFoundError  # beside Bucket, imported when publishing
+
+    try:
+        data = bucket.get_bytes(f"{prefix}/{CHECKPOINT}", max_size=note.MAX_NOTE)
+    except ObjectNotFoundError:
+        return None
+    except BodycamError as err:  # too large or unreadable: not one of ours, so ours replaces it
+        LOG.warning("log %s: %s/%s does not read (%s); replacing it", name, prefix, CHECKPOINT, err)
+        return 0
+    rows = journal.query("SELECT idx FROM tlog_entries WHERE log=? AND checkpoint=?", (name, data))
+    return int(rows[0][0]) + 1 if rows else 0
 
 
 def drop_partials(bucket: Bucket, prefix: str, old: int, size: int) -> None:
