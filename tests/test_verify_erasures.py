@@ -70,3 +70,26 @@ def test_the_dock_a_handover_renamed_it_to_erases_what_it_uploaded_before(tmp_pa
     bucket.trust(new)
     bucket.seal(new, [erasure(key, gone.sha256(), ERASED_AT, RETAIN)])
     assert _problems(bucket) == ([], [key])
+
+
+def test_a_handover_written_into_an_altered_custody_segment_hands_nothing_over(tmp_path: Path) -> None:
+    """Facts are taken only from a custody segment whose bytes the manifest signs: erasures were, but the
+    segment's dock_handover entry was kept whatever the bytes. A line appended to dock-a's segment, handing
+    dock-a over to dock-b, made dock-b's erasure of dock-a's recording count (the recording, gone, was no
+    finding: only custody_altered said anything was wrong) and made dock-b's chain continue dock-a's. Now
+    the recording is object_missing and dock-b's chain is its own."""
+    bucket = SignedBucket(tmp_path / "bucket")
+    a, b = Dock("dock-a"), Dock("dock-b")
+    bucket.trust(a)
+    bucket.trust(b)
+    gone = Recording("CAM-A", 1, retain_until=RETAIN, stored=False)
+    batch = bucket.seal(a, recordings=[gone])
+    key = bucket.key_of(a, batch, gone)
+    bucket.seal(b, [erasure(key, gone.sha256(), ERASED_AT, RETAIN)])
+    custody = bucket.root / a.name / batch / "custody.jsonl"
+    forged = b'{"dock":"dock-a","event":"dock_handover","prev":"' + b"0" * 64 + b'","seq":99,"to_dock":"dock-b"}\n'
+    custody.write_bytes(custody.read_bytes() + forged)
+
+    found, erased = _problems(bucket)
+    assert ("object_missing", key) in found and erased == [], (found, erased)
+    assert {p for p, _ in found} == {"object_missing", "custody_altered", "custody_entry"}, found

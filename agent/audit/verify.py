@@ -1093,11 +1093,13 @@ class Verifier:
                 self._find(
                     "commitment_mismatch", f"{key}: its lines do not give the custody root the manifest signs", **where
                 )
-            if result.signature_ok:  # only a signed, unaltered segment's erasures account for missing objects
+            # only a signed, unaltered segment's erasures account for missing objects, and only its handover
+            # hands the dock over (the chain, and who may erase the dock's objects, follow it)
+            if result.signature_ok:
                 for entry in check.erasures:
                     self._note_erasure(entry, dock, batch)
+            result.handover = check.handover
         result.custody_entries = check.lines
-        result.handover = check.handover
         for seq, problem, message in problems:
             self._find(problem, f"{key}: {message}", dock=dock, batch=batch, key=key, custody_seq=seq)
         self._disclosures(manifest, collector, result, key)
