@@ -44,6 +44,19 @@ is linear. Fleets are cached under ``--cache`` (SeaweedFS data, keys, objects) a
 rows are kept there as last-run.json. Needs Debian ``rclone``.
 
     .venv/bin/python bench/verify.py --fleet 10,100 --large 10x20x32 [--per-dock 1000] [--fleet-size-kib 4] [--json]
+
+With ``--sweep`` it finds the object size at which verify hashes as fast as ``sha256sum`` over the same
+bytes (issue 14's last verify target): for each size (default 4 KiB, 64 KiB, 256 KiB, 1 MiB, 4 MiB, 32 MiB)
+a one-dock bucket in the same SeaweedFS of about ``--sweep-mib`` MiB (768; at least 24 and at most 2,000
+objects), built like a fleet's and cached with them; then ``--runs`` rounds, each measuring every size once
+(verify under the launcher, then ``sha256sum`` of the same objects as local files, page cache warm), so that
+each ratio compares the two in the same minute. It prints each size's MB/s and ratio in every round, verify's
+and SeaweedFS's CPU per object, the size where the ratio first reaches 1 in each round (log-log between the
+two sizes swept on either side), and ``uptime`` before and after. A small object costs one GET whatever its
+size (SeaweedFS about 1 ms of CPU, verify a few tenths), where ``sha256sum`` opens and hashes a 4 KiB file in
+tens of microseconds: below the crossover the bound is the request, above it the hashing.
+
+    .venv/bin/python bench/verify.py --sweep [4,64,256,1024,4096,32768] [--sweep-mib 768] [--runs 3] [--json]
 """
 
 from __future__ import annotations
@@ -382,8 +395,11 @@ def rclone_hashsum(weed: SeaweedFS, info: dict[str, Any], work: Path) -> dict[st
             "objects": len(proc.stdout.splitlines())}  # fmt: skip
 
 
-def measure_fleet(weed: SeaweedFS, info: dict[str, Any], work: Path, label: str) -> dict[str, Any]:
-    """verify (as users run it, under the launcher), then sha256sum and rclone over the same bytes."""
+def measure_fleet(
+    weed: SeaweedFS, info: dict[str, Any], work: Path, label: str, *, rclone: bool = True
+) -> dict[str, Any]:
+    """verify (as users run it, under the launcher), then sha256sum and (``rclone``) rclone over the same
+    bytes."""
     assert weed.process is not None
     cmd = [CLI, "verify", "--bucket", info["url"], "--endpoint-url", weed.endpoint_url,
            "--allowed-signers", info["allowed_signers"], "--json"]  # fmt: skip
@@ -396,7 +412,7 @@ def measure_fleet(weed: SeaweedFS, info: dict[str, Any], work: Path, label: str)
     n = sum(b["recordings"] for b in report["batches"])
     size = info["recording_bytes"]
     stock = sha256sum_over(Path(info["bytes_dir"]), work)
-    peer = rclone_hashsum(weed, info, work)
+    peer = rclone_hashsum(weed, info, work) if rclone else None
     row = {
         "case": label, "docks": len({b["dock"] for b in report["batches"]}), "recordings": n,
         "object_bytes": info.get("object_size"), "objects_listed": report["objects_seen"], "recording_bytes": size,
@@ -487,6 +503,119 @@ def main_fleet(args: argparse.Namespace) -> None:
               if "sequential_s" in r else ""))  # fmt: skip
 
 
+#: --sweep's default sizes (KiB) and the bytes each size's bucket holds (its object count: these bytes over
+#: the size, within SWEEP_MIN_OBJECTS..SWEEP_MAX_OBJECTS), so that the run stays within minutes
+SWEEP_SIZES_KIB = "4,64,256,1024,4096,32768"
+SWEEP_BYTES = 768 * MiB
+SWEEP_MIN_OBJECTS, SWEEP_MAX_OBJECTS = 24, 2000
+
+
+def sweep_cases(sizes_kib: str, total: int) -> list[tuple[int, int]]:
+    """(object size in bytes, objects) for each size of ``sizes_kib``: about ``total`` bytes each."""
+    cases = []
+    for kib in sorted({int(n) for n in sizes_kib.split(",")}):
+        size = kib * KiB
+        cases.append((size, max(SWEEP_MIN_OBJECTS, min(SWEEP_MAX_OBJECTS, total // size))))
+    return cases
+
+
+def crossover(points: list[tuple[int, float]]) -> dict[str, Any]:
+    """Where verify's rate over sha256sum's (``(size, ratio)`` in size order) first reaches 1: the sizes on
+    either side and the size interpolated on log-log axes between them (None when no size or every size
+    reaches it: ``below`` or ``above`` the sizes swept)."""
+    import itertools
+    import math
+
+    for (s0, r0), (s1, r1) in itertools.pairwise(points):
+        if r0 < 1 <= r1:
+            t = (0 - math.log(r0)) / (math.log(r1) - math.log(r0))
+            at = math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0)))
+            return {"below": s0, "above": s1, "size": at}
+    if points and points[0][1] >= 1:
+        return {"below": None, "above": points[0][0], "size": None}
+    return {"below": points[-1][0] if points else None, "above": None, "size": None}
+
+
+def main_sweep(args: argparse.Namespace) -> None:
+    """verify and sha256sum over the same bytes, object size by object size, ``--runs`` rounds (each
+    round measures every size once, so each ratio compares two tools in the same minute): the object size
+    at which verify's MB/s reaches sha256sum's, in each round."""
+    cases = sweep_cases(args.sweep, args.sweep_mib * MiB)
+    cache: Path = args.cache
+    cache.mkdir(parents=True, exist_ok=True)
+    weed = SeaweedFS(cache / "seaweedfs")
+    ports = cache / "seaweedfs-ports.json"
+    if ports.exists():
+        weed.ports = json.loads(ports.read_text())
+    weed.start()
+    ports.write_text(json.dumps(weed.ports))
+    rounds: list[list[dict[str, Any]]] = []
+    load = os.getloadavg()
+    uptime = _uptime()
+    try:
+        os.environ.update(weed.env())
+        infos = [fleet_bucket(weed, cache, 1, count, size) for size, count in cases]
+        with tempfile.TemporaryDirectory(prefix="bodycam-bench-sweep-") as tmp:
+            for index in range(args.runs):
+                rows = []
+                for info, (size, count) in zip(infos, cases, strict=True):
+                    row = measure_fleet(weed, info, Path(tmp), f"sweep {size // KiB} KiB", rclone=False)
+                    row["ratio"] = row["MB_per_s"] / row["sha256sum_MB_per_s"]
+                    row["load"] = os.getloadavg()[0]
+                    rows.append(row)
+                    print(f"  round {index + 1}: {size // KiB:>6} KiB x {count:>4}: verify {row['MB_per_s']:7.1f} MB/s, "
+                          f"sha256sum {row['sha256sum_MB_per_s']:7.1f} MB/s, x{row['ratio']:.3f}", file=sys.stderr)  # fmt: skip
+                rounds.append(rows)
+    finally:
+        weed.stop()
+    found = [crossover([(r["object_bytes"], r["ratio"]) for r in rows]) for rows in rounds]
+    summary = {"uptime_before": uptime, "uptime_after": _uptime(), "load_before": load,
+               "load_after": os.getloadavg(), "rounds": rounds, "crossover": found}  # fmt: skip
+    (cache / "last-sweep.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"bodycam-sync verify (no decryption; recordings read {READ_WORKERS} at once) against sha256sum over the "
+          f"same bytes as local files (page cache warm), by object size; {args.runs} rounds, each size once a round")  # fmt: skip
+    print(f"before: {uptime}")
+    print(f"{'size':>9} {'objects':>7} | {'verify MB/s':>24} | {'sha256sum MB/s':>24} | {'verify/sha256sum':>24} | "
+          f"{'verify ms/obj':>13} {'weed ms/obj':>11}")  # fmt: skip
+    for i, (size, count) in enumerate(cases):
+        rows = [r[i] for r in rounds]
+
+        def span(key: str, fmt: str, rows: list[dict[str, Any]] = rows) -> str:
+            return " ".join(format(r[key], fmt) for r in rows)
+
+        print(f"{_size(size):>9} {count:>7} | {span('MB_per_s', '7.1f'):>24} | {span('sha256sum_MB_per_s', '7.1f'):>24} | "
+              f"{span('ratio', '7.3f'):>24} | {min(r['verify_cpu_ms_per_object'] for r in rows):>5.2f}-"
+              f"{max(r['verify_cpu_ms_per_object'] for r in rows):<5.2f} "
+              f"{min(r['server_cpu_ms_per_object'] for r in rows):>5.2f}-{max(r['server_cpu_ms_per_object'] for r in rows):<5.2f}")  # fmt: skip
+    for index, c in enumerate(found):
+        if c["size"] is not None:
+            where = f"between {_size(c['below'])} and {_size(c['above'])}, about {_size(int(c['size']))} (log-log)"
+        elif c["above"] is not None:
+            where = f"at or below {_size(c['above'])}, the smallest size swept"
+        else:
+            where = "not within the sizes swept"
+        print(f"round {index + 1}: verify reaches sha256sum's MB/s {where}")
+    print(f"after: {summary['uptime_after']}")
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n >= MiB and n % MiB == 0 else f"{n / KiB:.0f} KiB"
+
+
+def _uptime() -> str:
+    """``uptime``'s line (the load the figures were measured under)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        load = os.getloadavg()
+        return f"load average: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}"
+
+
 def _sequential(info: dict[str, Any], endpoint: str) -> float:
     """The same verify in this process with one reader (``Verifier(workers=1)``): wall seconds."""
     from bodycam.agent.audit.verify import Verifier
@@ -512,10 +641,21 @@ def main() -> None:
     parser.add_argument("--per-dock", type=int, default=1000, help="recordings per dock in --fleet")
     parser.add_argument("--fleet-size-kib", type=int, default=4, help="recording size in --fleet")
     parser.add_argument("--large", default=None, help="also a fleet of large objects, DOCKSxRECORDINGSxMiB (10x20x32)")
+    parser.add_argument(
+        "--sweep",
+        nargs="?",
+        const=SWEEP_SIZES_KIB,
+        default=None,
+        help=f"object sizes in KiB to find where verify reaches sha256sum's MB/s ({SWEEP_SIZES_KIB})",
+    )
+    parser.add_argument("--sweep-mib", type=int, default=SWEEP_BYTES // MiB, help="MiB each --sweep size holds")
     parser.add_argument("--sequential", action="store_true", help="also the smallest fleet read one at a time")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bodycam-bench-force",
                         help="where --fleet keeps generated buckets between runs")  # fmt: skip
     args = parser.parse_args()
+    if args.sweep:
+        main_sweep(args)
+        return
     if args.fleet:
         main_fleet(args)
         return

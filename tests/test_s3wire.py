@@ -5,9 +5,11 @@ makes one GET per recording on kept-alive connections, none through http.client'
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,25 +36,38 @@ HEAD = (
 )
 
 
-def _answer(data: bytes, pieces: int = 1) -> tuple[socket.socket, threading.Thread]:
-    """The reading end of a socket pair whose other end writes ``data`` in ``pieces`` sends, then waits."""
-    ours, theirs = socket.socketpair()
-    ours.settimeout(10)
+Answer = Callable[..., socket.socket]
 
-    def write() -> None:
+
+@pytest.fixture
+def answer() -> Iterator[Answer]:
+    """``answer(data, pieces=1)``: the reading end of a socket pair whose other end writes ``data`` in
+    ``pieces`` sends, then shuts its side; both ends closed after the test."""
+    opened: list[socket.socket] = []
+
+    def make(data: bytes, pieces: int = 1) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        opened.extend((ours, theirs))
+        ours.settimeout(10)
         step = max(1, -(-len(data) // pieces))
-        for i in range(0, len(data), step):
-            theirs.sendall(data[i : i + step])
-        theirs.shutdown(socket.SHUT_WR)
 
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    return ours, writer
+        def write() -> None:
+            with contextlib.suppress(OSError):
+                for i in range(0, len(data), step):
+                    theirs.sendall(data[i : i + step])
+                theirs.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=write, daemon=True).start()
+        return ours
+
+    yield make
+    for sock in opened:
+        sock.close()
 
 
 @pytest.mark.parametrize("pieces", [1, 7, len(HEAD) + 11], ids=["whole", "seven", "byte-by-byte"])
-def test_an_answer_is_read_exactly_however_it_is_split(pieces: int) -> None:
-    sock, _ = _answer(HEAD + b"hello world", pieces)
+def test_an_answer_is_read_exactly_however_it_is_split(answer: Answer, pieces: int) -> None:
+    sock = answer(HEAD + b"hello world", pieces)
     response = read_response(sock)
     assert response.status == 200 and response.length == 11 and not response.will_close
     assert response.headers["etag"] == '"abc"' and response.headers["x-amz-version-id"] == "v1"
@@ -60,24 +75,24 @@ def test_an_answer_is_read_exactly_however_it_is_split(pieces: int) -> None:
     assert response.read(100) == b"" and response.isclosed()
 
 
-def test_lf_endings_http_1_0_and_connection_close_are_read_but_the_connection_is_not_kept() -> None:
+def test_lf_endings_http_1_0_and_connection_close_are_read_but_the_connection_is_not_kept(answer: Answer) -> None:
     for head in (
         b"HTTP/1.0 200 OK\nContent-Length: 2\n\n",
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
     ):
-        response = read_response(_answer(head + b"ok")[0])
+        response = read_response(answer(head + b"ok"))
         assert response.read(10) == b"ok" and response.isclosed() and response.will_close
 
 
-def test_an_answer_without_a_length_or_with_bytes_past_it_is_not_kept() -> None:
-    chunked = read_response(_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")[0])
+def test_an_answer_without_a_length_or_with_bytes_past_it_is_not_kept(answer: Answer) -> None:
+    chunked = read_response(answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"))
     assert chunked.length is None and chunked.will_close
-    extra = read_response(_answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nnoEXTRA")[0])
+    extra = read_response(answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nnoEXTRA"))
     assert extra.status == 404 and extra.will_close and extra.read(100) == b"no"
 
 
-def test_a_body_cut_short_reads_what_came_then_nothing() -> None:
-    response = read_response(_answer(HEAD + b"hello")[0])
+def test_a_body_cut_short_reads_what_came_then_nothing(answer: Answer) -> None:
+    response = read_response(answer(HEAD + b"hello"))
     assert response.read(100) == b"hello" and response.read(100) == b"" and not response.isclosed()
 
 
@@ -97,9 +112,9 @@ def test_a_body_cut_short_reads_what_came_then_nothing() -> None:
     ],
     ids=["nothing", "cut", "not-http", "http2", "interim", "no-colon", "folded", "space", "two-lengths", "101"],
 )
-def test_heads_not_read_exactly_are_refused(data: bytes, error: type[Exception]) -> None:
+def test_heads_not_read_exactly_are_refused(answer: Answer, data: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
-        read_response(_answer(data)[0])
+        read_response(answer(data))
 
 
 def test_an_endless_head_is_refused_after_its_bound_not_read_to_the_end() -> None:
@@ -125,6 +140,7 @@ def test_an_endless_head_is_refused_after_its_bound_not_read_to_the_end() -> Non
         read_response(ours)
     stop.set()
     ours.close()
+    theirs.close()
     assert sent[0] >= MAX_HEAD
 
 
