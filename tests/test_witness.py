@@ -698,3 +698,50 @@ def test_clients_trickling_their_headers_are_dropped_and_cost_a_bounded_number_o
         for s in clients:
             s.close()
         w.stop()
+
+
+def test_verify_asks_a_witness_that_did_not_answer_once_not_once_per_dock(tmp_path: Path) -> None:
+    """verify --policy asks each witness for each dock of the policy, each ask bounded by 10 s: a witness
+    that swallowed connections cost a force's policy (thousands of docks) that long per dock. A witness
+    that could not be reached is now asked once per run; every dock still gets its witness_unreachable
+    finding. Before: one connection per dock (3 here)."""
+    from bodycam.agent.formats.sshsig import public_key_line
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[int] = []
+
+    def hang_up() -> None:  # accepts each connection and closes it unanswered
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    docks = ("dock-a", "dock-b", "dock-c")
+    wkey = Ed25519PrivateKey.generate().public_key()
+    policy = tmp_path / "policy"
+    policy.write_text(
+        "".join(f"log {docklog.verifier_key(d, Ed25519PrivateKey.generate())}\n" for d in docks)
+        + f"witness w {cosignature.verifier_key('w.example', wkey)} http://127.0.0.1:{server.getsockname()[1]}\n"
+        + "quorum w\n"
+    )
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"dock-a {public_key_line(Ed25519PrivateKey.generate().public_key())}\n")
+    (tmp_path / "bucket").mkdir()
+    try:
+        proc = subprocess.run(
+            [CLI, "verify", "--bucket", str(tmp_path / "bucket"), "--allowed-signers", str(allowed),
+             "--policy", str(policy), "--json"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    unreachable = [f["dock"] for f in json.loads(proc.stdout)["findings"] if f["problem"] == "witness_unreachable"]
+    assert sorted(unreachable) == list(docks)
+    assert len(accepted) == 1, f"the witness was asked {len(accepted)} times"

@@ -77,7 +77,7 @@ def check(
     *,
     max_entries: int = MAX_ENTRIES,
     policy: Policy | None = None,
-    fetch: bool = True,
+    fetch: bool | witnesscheck.Asker = True,
 ) -> list[LogFinding]:
     """Findings about ``dock``'s log (empty when it holds). ``keys``: those allowed to sign for the dock;
     ``manifests``: the batches verify found for it (id, batch_seq, SHA-256 of manifest.json), in batch_seq
@@ -138,7 +138,7 @@ def check(
 
 def witnessed(
     bucket: Bucket, dock: str, policy: Policy, tree: witnesscheck.SignedTree | None, tail: Sequence[tuple[int, str]],
-    *, fetch: bool
+    *, fetch: bool | witnesscheck.Asker
 ) -> list[LogFinding]:  # fmt: skip
     """The witness checks of ``dock`` (``tree`` None: the bucket holds no log for it)."""
     sources, found = witnesscheck.gather(bucket, dock, policy, fetch=fetch)
@@ -157,7 +157,9 @@ class _Witness:
     found: list[witnesscheck.Finding]
 
     @classmethod
-    def gather(cls, bucket: Bucket, dock: str, policy: Policy | None, *, fetch: bool) -> _Witness | None:
+    def gather(
+        cls, bucket: Bucket, dock: str, policy: Policy | None, *, fetch: bool | witnesscheck.Asker
+    ) -> _Witness | None:
         if policy is None or not policy.log_verifiers(docklog.origin(dock)):  # docks the policy names
             return None
         sources, found = witnesscheck.gather(bucket, dock, policy, fetch=fetch)

@@ -486,6 +486,8 @@ class Verifier:
         #: --policy: the dock keys, witnesses and quorum that say which checkpoints count as witnessed
         self.policy = policy
         self.ask_witnesses = ask_witnesses
+        #: one per run: a witness that did not answer is not asked again for every other dock of the policy
+        self._asker: bool | witnesscheck.Asker = witnesscheck.Asker() if ask_witnesses else False
         self.signers = signers
         self.identities = identities or []
         #: the age recipients the identities belong to: an identity of a manifest's ``recipients`` (the
@@ -742,7 +744,7 @@ class Verifier:
                 list(keys.values()),
                 manifests,
                 policy=self.policy,
-                fetch=self.ask_witnesses,
+                fetch=self._asker,
             )
         except BodycamError as err:
             found = [logcheck.LogFinding("log_unreadable", f"{dock}/log: {err}")]
@@ -759,7 +761,7 @@ class Verifier:
             if dock is None or dock in self._log_docks:
                 continue
             try:
-                found = logcheck.witnessed(self.bucket, dock, self.policy, None, [], fetch=self.ask_witnesses)
+                found = logcheck.witnessed(self.bucket, dock, self.policy, None, [], fetch=self._asker)
             except BodycamError as err:
                 found = [logcheck.LogFinding("log_unreadable", f"{dock}/log: {err}")]
             for f in found:

@@ -65,10 +65,32 @@ def dock_of(origin: str) -> str | None:
     return origin[len(ORIGIN_PREFIX) :] if origin.startswith(ORIGIN_PREFIX) else None
 
 
+class Asker:
+    """The witnesses one verify run asks (``GET /checkpoint/<origin>``), once per dock of the policy: a
+    witness that could not be reached is not asked again for the next docks, its first error standing
+    for them. Each ask may cost :data:`FETCH_TIMEOUT`, so a witness that swallows connections cost a
+    policy naming every dock of a force (thousands) that long per dock: hours of a verify held up."""
+
+    def __init__(self) -> None:
+        self.unreachable: dict[str, str] = {}  # witness URL -> the error that first answered for it
+
+    def latest(self, url: str, origin: str) -> bytes | None:
+        """The witness's latest cosigned checkpoint of ``origin``. Raises BodycamError."""
+        earlier = self.unreachable.get(url)
+        if earlier is not None:
+            raise witnessclient.WitnessUnavailable(f"{earlier} (not asked again in this run)")
+        try:
+            return witnessclient.latest(url, origin, timeout=FETCH_TIMEOUT)
+        except witnessclient.WitnessUnavailable as err:
+            self.unreachable[url] = str(err)
+            raise
+
+
 def gather(
-    bucket: Bucket, dock: str, policy: Policy, *, fetch: bool = True
+    bucket: Bucket, dock: str, policy: Policy, *, fetch: bool | Asker = True
 ) -> tuple[list[tuple[str, bytes]], list[Finding]]:
-    """Cosigned checkpoints of ``dock``'s log: the bucket's, then each witness's (when ``fetch``)."""
+    """Cosigned checkpoints of ``dock``'s log: the bucket's, then each witness's (when ``fetch``; an
+    :class:`Asker` shared by the docks of one run asks a witness that did not answer only once)."""
     prefix = docklog.log_prefix(dock)
     sources: list[tuple[str, bytes]] = []
     findings: list[Finding] = []
@@ -99,12 +121,13 @@ def gather(
             if bucket.head(key) is not None:
                 findings.append(Finding("log_checkpoint_invalid", f"{key}: {err}", key))
     if fetch:
+        asker = fetch if isinstance(fetch, Asker) else Asker()
         origin = docklog.origin(dock)
         for w in policy.witnesses:
             if w.url is None:
                 continue
             try:
-                served = witnessclient.latest(w.url, origin, timeout=FETCH_TIMEOUT)
+                served = asker.latest(w.url, origin)
             except BodycamError as err:
                 findings.append(
                     Finding(
