@@ -185,9 +185,21 @@ def test_names_and_text_with_control_or_invisible_characters_are_refused(field: 
         doc[field] = value
     with pytest.raises(ProtocolError, match="contains control characters"):
         ag.parse(json.dumps(doc).encode(), canonical_only=False)
+    # a party receiving what was disclosed under such a document (signed before the check) still reads it
+    assert ag.parse(json.dumps(doc).encode(), canonical_only=False, strings=False).id == "DSA-A"
     prose = draft(purpose="training models\n\tsecond paragraph")
     prose["parties"][0]["lawful_basis"] = "DPA 2018\ns.35(2)(b)"
     assert ag.parse(json.dumps(prose).encode(), canonical_only=False).purpose.endswith("second paragraph")
+
+
+def test_a_party_reads_the_agreement_it_received_under_as_it_was_signed() -> None:
+    """receive finds a party's share under the agreement a signed manifest names: one signed before
+    review_date had to be YYYY-MM-DD still reads (strings=False), while a dock refuses it for new
+    disclosures."""
+    raw = json.dumps(draft(review_date="20270601")).encode()
+    with pytest.raises(ProtocolError, match="review_date"):
+        ag.parse(raw, canonical_only=False)
+    assert ag.parse(raw, canonical_only=False, strings=False).review_date == "20270601"
 
 
 def test_a_party_mixing_key_kinds_is_refused() -> None:

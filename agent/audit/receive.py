@@ -216,7 +216,7 @@ class Receiver:
                 self._problem(f"{key} is not the agreement {mkey} names (SHA-256 differs); its recordings were skipped")
                 return None
         try:
-            agreement = ag.parse(raw)
+            agreement = ag.parse(raw, strings=False)  # the document it was disclosed under, as it was
         except ProtocolError as err:
             self._problem(f"agreement {self.agreement_id} v{version}: {err}")
             return None

@@ -147,21 +147,39 @@ def _time(value: JSONValue, where: str) -> float:
     return parsed.timestamp()
 
 
-def _text(doc: JSONObject, key: str, where: str, limit: int, *, lines: bool = False) -> str:
-    """A non-empty string field without control or invisible formatting characters (escape sequences,
-    carriage returns, bidi overrides): names, roles and references stand in manifests, custody and every
-    party's reports, where such a character can hide or fake what a reader sees. ``lines``: newlines and
-    tabs are allowed (purpose, lawful basis: prose)."""
+def _text(doc: JSONObject, key: str, where: str, limit: int) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ProtocolError(f"{where}{key} must be a non-empty string of at most {limit} characters")
-    if any(_hidden(c) and not (lines and c in "\n\t") for c in value):
-        raise ProtocolError(f"{where}{key} contains control characters (or invisible formatting ones)")
     return value
 
 
 def _hidden(c: str) -> bool:
     return ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or unicodedata.category(c) in ("Cf", "Zl", "Zp")
+
+
+def _check_strings(agreement: Agreement) -> None:
+    """No control or invisible formatting character (escape sequences, carriage returns, bidi overrides)
+    in names, roles, references and scope: they stand in manifests, custody and every party's reports,
+    where such a character can hide or fake what a reader sees; prose (purpose, lawful basis) may hold
+    newlines and tabs. And review_date is YYYY-MM-DD: Python also reads 20270601 and 2027-W22-2, which
+    'agreement list' would compare as text with today's date and never call overdue."""
+    fields: list[tuple[str, str, bool]] = [
+        ("controller.name", agreement.controller, False),
+        ("purpose", agreement.purpose, True),
+        ("dpia", agreement.dpia, False),
+    ]
+    for i, p in enumerate(agreement.parties):
+        fields += [(f"parties[{i}].name", p.name, False), (f"parties[{i}].role", p.role, False)]
+        fields.append((f"parties[{i}].lawful_basis", p.lawful_basis, True))
+    scope = agreement.scope
+    for key, values in (("exercises", scope.exercises), ("cameras", scope.cameras), ("sites", scope.sites)):
+        fields += [(f"scope.{key}", v, False) for v in values]
+    for where, value, prose in fields:
+        if any(_hidden(c) and not (prose and c in "\n\t") for c in value):
+            raise ProtocolError(f"{where} contains control characters (or invisible formatting ones)")
+    if dt.date.fromisoformat(agreement.review_date).isoformat() != agreement.review_date:
+        raise ProtocolError(f"review_date {agreement.review_date[:40]!r} is not an ISO 8601 date (YYYY-MM-DD)")
 
 
 def _list(doc: JSONObject, key: str, where: str, limit: int, *, required: bool = False) -> list[JSONValue]:
@@ -205,7 +223,7 @@ def _party(item: JSONValue, index: int) -> Party:
     return Party(
         name=name,
         role=_text(doc, "role", where, MAX_NAME),
-        lawful_basis=_text(doc, "lawful_basis", where, MAX_TEXT, lines=True),
+        lawful_basis=_text(doc, "lawful_basis", where, MAX_TEXT),
         recipients=recipients,
         retention_days=retention,
     )
@@ -219,8 +237,6 @@ def _scope(item: JSONValue) -> Scope:
         values = _strings(_list(doc, key, where, MAX_SCOPE_ITEMS))
         if values is None or not all(0 < len(v) <= MAX_NAME for v in values):
             raise ProtocolError(f"{where}{key} must hold non-empty strings of at most {MAX_NAME} characters")
-        if any(_hidden(c) for v in values for c in v):
-            raise ProtocolError(f"{where}{key} contains control characters (or invisible formatting ones)")
         lists[key] = values
     if not any(lists.values()):
         raise ProtocolError("scope must name at least one exercise, camera or site (an agreement never covers all)")
@@ -232,10 +248,13 @@ def _scope(item: JSONValue) -> Scope:
     return Scope(lists["exercises"], lists["cameras"], lists["sites"], nb, na)
 
 
-def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
+def parse(raw: bytes, *, canonical_only: bool = True, strings: bool = True) -> Agreement:
     """Parse and check an agreement document (strict, bounded). Raises ProtocolError naming the field.
 
-    A signed agreement must be in canonical form (``canonical_only``), so its SHA-256 names it."""
+    A signed agreement must be in canonical form (``canonical_only``), so its SHA-256 names it.
+    ``strings=False`` leaves out the checks of ``_check_strings``, added after agreements were first
+    signed: a party reading the agreement a signed manifest names (``receive``) finds its share under
+    the document the dock disclosed it under, even one a dock would refuse today."""
     if len(raw) > MAX_FILE_BYTES:
         raise ProtocolError(f"agreement is {len(raw)} bytes, over the {MAX_FILE_BYTES} limit")
     doc = _keys(
@@ -271,19 +290,15 @@ def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
         raise ProtocolError("validity.not_after must be after not_before")
     review = _text(doc, "review_date", "", 40)
     try:
-        # YYYY-MM-DD only: Python also reads 20270601 and 2027-W22-2, which 'agreement list' would then
-        # compare as text with today's date and never call overdue
-        canonical_date = dt.date.fromisoformat(review).isoformat() == review
+        dt.date.fromisoformat(review)
     except ValueError:
-        canonical_date = False
-    if not canonical_date:
-        raise ProtocolError(f"review_date {review[:40]!r} is not an ISO 8601 date (YYYY-MM-DD)")
+        raise ProtocolError(f"review_date {review[:40]!r} is not an ISO 8601 date (YYYY-MM-DD)") from None
     agreement = Agreement(
         id=ident,
         version=version,
         controller=_text(controller, "name", "controller.", MAX_NAME),
         parties=parties,
-        purpose=_text(doc, "purpose", "", MAX_TEXT, lines=True),
+        purpose=_text(doc, "purpose", "", MAX_TEXT),
         data_items=items,
         scope=_scope(doc["scope"]),
         not_before=not_before,
@@ -294,6 +309,8 @@ def parse(raw: bytes, *, canonical_only: bool = True) -> Agreement:
     )
     if canonical_only and agreement.raw != raw:
         raise ProtocolError("agreement is not in canonical form (sign it with 'bodycam-sync agreement sign')")
+    if strings:
+        _check_strings(agreement)
     return agreement
 
 
