@@ -1,5 +1,5 @@
 """The docking-station service: discovers cameras as they come and go, runs one session per camera
-(concurrently, up to eight bays), shares one bounded upload pool, talks to systemd and answers the
+(concurrently, up to eight sessions at once: a docked camera that waits holds no slot), shares one bounded upload pool, talks to systemd and answers the
 control socket. SIGTERM checkpoints and exits; SIGHUP reloads the config.
 
 Discovery never disturbs a camera in session: USB/IP servers are asked for their device list (no
@@ -46,6 +46,9 @@ from bodycam.drivers.device.api import CameraDevice
 from bodycam.drivers.errors import BodycamError, ConfigError
 
 LOG = logging.getLogger(__name__)
+#: sessions the daemon runs at once. It bounds running sessions, not docked cameras: a bay that is synced
+#: or waits out a failure holds no slot (a device showing eight volumes nobody enrolled, refused at each
+#: retry, held all eight and no camera docked after it was ever started)
 MAX_BAYS = 8
 #: USB/IP addresses asked for their device list at once by a scan
 MAX_PROBES = 16
@@ -398,11 +401,10 @@ class Daemon:
                 if address not in present and (bay.thread is None or not bay.thread.is_alive()):
                     LOG.info("camera %s undocked from %s", bay.serial, address)
                     del self.bays[address]
-            for address, kind in present.items():
+            due: list[Bay] = []
+            for address, kind in present.items():  # bounded by discovery's own bounds (cameras.*, MAX_MOUNTS)
                 found = self.bays.get(address)
                 if found is None:
-                    if len(self.bays) >= MAX_BAYS:
-                        continue
                     # a USB bay is keyed by the camera's serial: status, sync and eject name it before its session
                     found = self.bays[address] = Bay(address, kind, serial=address if kind == "usb" else "?")
                     LOG.info("camera docked at %s:%s", kind, address)
@@ -413,9 +415,26 @@ class Daemon:
                         bay.state = "error"
                         bay.last_error = f"the volume at {address} does not answer (a hung disk?); unplug it"
                     continue
-                due = bay.state == "docked" or bay.sync_requested or (bay.state == "error" and now >= bay.retry_at)
-                if not busy and due:
-                    self._start(bay)
+                if not busy and (
+                    bay.state == "docked" or bay.sync_requested or (bay.state == "error" and now >= bay.retry_at)
+                ):
+                    due.append(bay)
+            self._start_due(due)
+
+    def _start_due(self, due: list[Bay]) -> None:
+        """Under the lock: start what the free session slots allow, fresh bays first, then by failures (a camera
+        refused at every retry waits behind the others), one session a camera serial at a time (the same
+        camera on two addresses, or a device showing one volume many times, runs one session)."""
+        running = [b for b in self.bays.values() if b.thread is not None and b.thread.is_alive()]
+        serials = {b.serial for b in running if b.serial != "?"}
+        for bay in sorted(due, key=lambda b: (b.failures, b.retry_at)):
+            if len(running) >= MAX_BAYS:
+                return
+            if bay.serial != "?" and bay.serial in serials:
+                continue
+            self._start(bay)
+            running.append(bay)
+            serials.add(bay.serial)
 
     def _start(self, bay: Bay) -> None:
         bay.sync_requested = False
