@@ -206,3 +206,27 @@ def test_an_object_gone_after_its_retention_is_not_a_problem_but_one_gone_before
     manifest = next(bucket.rglob("manifest.json"))
     entry = next(e for e in json.loads(manifest.read_bytes())["recordings"] if e["key"].endswith(objects[1].name))
     assert entry["retain_until"] < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), entry
+
+
+def test_a_named_pipe_for_sha256sums_in_out_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    """receive reads the SHA256SUMS an earlier run left in --out first: a named pipe there held it in
+    open() for ever, waiting for a writer no one starts. Now it is refused in one line, exit 2, as every
+    file a person hands the tools is (drivers/files.py); a file over the bound likewise."""
+    from .signedbucket import Dock as SignedDock
+    from .signedbucket import SignedBucket
+
+    bucket = SignedBucket(tmp_path / "bucket")
+    dock = SignedDock("dock-a")
+    bucket.trust(dock)
+    bucket.seal(dock)
+    secret, _ = generate_identity()
+    identity = tmp_path / "party.agekey"
+    identity.write_text(secret + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "SHA256SUMS")
+    args = [CLI, "receive", "--bucket", bucket.url, "--allowed-signers", str(bucket.allowed_signers),
+            "--identity", str(identity), "--agreement", "DSA-A", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "SHA256SUMS is not a regular file" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ CHUNK = 1024 * 1024
 MAX_PROBLEMS = 1000  # problems listed one by one; beyond, counted (a hostile bucket cannot grow the report)
 MAX_AGREEMENT_VERSIONS = 1024  # agreement versions (by SHA-256) looked up per run
 SUMS = "SHA256SUMS"
+MAX_SUMS_BYTES = 64 * 1024 * 1024  # an earlier run's SHA256SUMS: ~150 bytes a recording, some 400,000 of them
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # dock ids, batch ids, serials: safe path components
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -332,12 +334,25 @@ def _read(path: Path) -> bytes:
 
 
 def _read_sums(path: Path) -> dict[str, str]:
-    """The ``SHA256SUMS`` of an earlier run (``<hex>  <path>`` lines); lines not of that shape are dropped."""
+    """The ``SHA256SUMS`` of an earlier run (``<hex>  <path>`` lines); lines not of that shape are dropped.
+
+    Read as any file a person hands over is: opened without blocking (a named pipe there held receive in
+    open() for ever, waiting for a writer), a regular file only, at most :data:`MAX_SUMS_BYTES`."""
     sums: dict[str, str] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return sums
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{path} is not a regular file: move it out of --out, or choose another --out")
+            raw = f.read(MAX_SUMS_BYTES + 1)
+        if len(raw) > MAX_SUMS_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_SUMS_BYTES} bytes: not a SHA256SUMS receive wrote")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read {path}: {err}") from None
     for line in text.splitlines():
