@@ -7,6 +7,7 @@ over; each caller names the file as its user knows it (a config key, a command-l
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -20,11 +21,20 @@ def read_bounded(
 ) -> bytes:
     """The bytes of ``path``, at most ``limit`` of them.
 
+    Opened with O_NONBLOCK, then read blocking: a named pipe at ``path`` with no writer (planted, or a
+    mistaken config) held a plain open() for ever, and with it the daemon's start, each reload or each
+    docking that reads the file; now it reads as empty and is refused, while one a writer feeds (a shell's
+    ``<(...)``) is read to its end as before.
+
     Raises ``unreadable(err)`` when the file cannot be opened or read, ``too_large()`` when it holds
     more than ``limit`` bytes (the caller's errors, so its messages name what the user gave)."""
     try:
-        with path.open("rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            os.set_blocking(fd, True)
             data = f.read(limit + 1)
+            if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise OSError(errno.EPIPE, "a named pipe that nothing writes to")
     except OSError as err:
         raise unreadable(err) from None
     if len(data) > limit:

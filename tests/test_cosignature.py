@@ -140,6 +140,44 @@ def test_a_policy_is_bounded(tmp_path: Path) -> None:
         witnesspolicy.load(tmp_path / "missing")
 
 
+def test_a_policy_path_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Policies (and the other small files drivers/files.py read_bounded reads: dock certificates at each
+    docking, allowed signers, the fleet cache) were opened by a plain open(): a named pipe with no writer
+    at the path held the daemon's start, or verify, in open() for ever. Now it is one line; a pipe a
+    writer feeds (a shell's <(...)) is still read."""
+    import os
+    import threading
+
+    fifo = tmp_path / "witness.policy"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException | witnesspolicy.Policy] = []
+
+    def load() -> None:
+        try:
+            outcome.append(witnesspolicy.load(fifo))
+        except BaseException as err:  # recorded for the assertion below
+            outcome.append(err)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(60)
+    hung = thread.is_alive()
+    if hung:  # release the open before failing: a writer lets it return
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(60)
+    assert not hung, "witnesspolicy.load was still opening the named pipe after 60 s"
+    assert outcome and isinstance(outcome[0], ConfigError), outcome
+    assert str(outcome[0]) == f"witness policy {fifo}: a named pipe that nothing writes to"
+    log, _, _ = _vkeys()
+    read_end, write_end = os.pipe()  # what a shell's <(...) hands over: /dev/fd/N, a pipe with its data
+    try:
+        os.write(write_end, f"log {log}\n".encode())
+        os.close(write_end)
+        assert witnesspolicy.load(Path(f"/dev/fd/{read_end}")).origins() == [ORIGIN]
+    finally:
+        os.close(read_end)
+
+
 def test_the_policy_names_the_witnesses_that_cosigned_a_checkpoint() -> None:
     log_key = Ed25519PrivateKey.generate()
     log = note.verifier_key(ORIGIN, log_key.public_key())
