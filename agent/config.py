@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodycam.drivers.errors import ConfigError
+from bodycam.drivers.files import read_bounded
 from bodycam.drivers.protocol.messages import MAX_RECORDINGS
 
 DEFAULT_CONFIG = Path("/etc/bodycam/agent.toml")
@@ -184,8 +185,16 @@ def _hostname_dock_id() -> str:
     return f"dock-{name}"[:64]
 
 
+#: bytes of a config file read at most (a few KiB in practice; /dev/zero must not be read without end)
+MAX_CONFIG_FILE = 1024 * 1024
+
+
 def load(path: Path | None) -> Config:
-    """Load ``path``; with ``None``, ``$BODYCAM_CONFIG`` or the default path, else the embedded default."""
+    """Load ``path``; with ``None``, ``$BODYCAM_CONFIG`` or the default path, else the embedded default.
+
+    Read as every small file a user hands us (drivers/files.py read_bounded): at most ``MAX_CONFIG_FILE``
+    bytes, and a named pipe nothing writes to is refused, not waited on. ``read_text`` waited in open()
+    for a writer, and at a SIGHUP that is the daemon loop that starts every bay and seals on schedule."""
     if path is None:
         env = os.environ.get("BODYCAM_CONFIG")
         if env:
@@ -194,11 +203,20 @@ def load(path: Path | None) -> Config:
             path = DEFAULT_CONFIG
         else:
             return embedded_default()
+    config_path = path
+
+    def unreadable(err: OSError) -> ConfigError:
+        if isinstance(err, FileNotFoundError):
+            return ConfigError(f"config file {config_path} does not exist")
+        return ConfigError(f"cannot read config file {config_path}: {err.strerror or err}")
+
+    data = read_bounded(
+        path, MAX_CONFIG_FILE, unreadable=unreadable,
+        too_large=lambda: ConfigError(f"config file {config_path} is larger than {MAX_CONFIG_FILE} bytes"),
+    )  # fmt: skip
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(f"config file {path} does not exist") from err
-    except (OSError, UnicodeDecodeError) as err:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from err

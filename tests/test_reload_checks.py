@@ -60,3 +60,55 @@ def test_a_reload_a_fresh_start_would_refuse_is_refused(tmp_path: Path) -> None:
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
+
+
+def test_a_config_replaced_by_a_named_pipe_is_refused_at_reload_and_the_bays_go_on(tmp_path: Path) -> None:
+    """SIGHUP with a named pipe at the config's path: the reload is refused in one line and a camera docked
+    after it is synced. Before the fix the reload waited in open() for a writer, in the loop that starts
+    every bay: the camera was never started (nor any other, nor a scheduled seal)."""
+    import json
+    import os
+
+    from .dock import window
+    from .test_daemon import Camera, start_daemon
+
+    win = window()
+    cam = Camera("usbip", "CAM-HUP", win, tmp_path)
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    with dock.config_path.open("a") as f:
+        f.write(f'[cameras]\nusbip = ["{cam.address}"]\n')
+    dock.enroll(cam.serial)
+    dock.exercise("EX-HUP", win, cam.serial)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(dock, tmp_path / "notify.sock", log)
+    try:
+        _wait_for(log, "daemon ready", 0)
+        saved = dock.config_path.read_text()
+        dock.config_path.unlink()
+        os.mkfifo(dock.config_path)
+        start = len(log.read_text())
+        daemon.send_signal(signal.SIGHUP)
+        refused = _wait_for(log, "reload refused", start)
+        assert "named pipe" in refused, refused
+        cam.dock()
+        deadline = time.monotonic() + 120
+        signed: set[int] = set()
+        while signed != set(cam.training) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            signed = {
+                r["recording_id"]
+                for p in bucket.rglob("manifest.json")
+                for r in json.loads(p.read_text())["recordings"]
+            }
+        assert signed == set(cam.training), log.read_text()[-2000:]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            fd = os.open(dock.config_path, os.O_WRONLY | os.O_NONBLOCK)  # the blocked reload's open returns
+            os.write(fd, saved.encode())
+            os.close(fd)
+            daemon.wait(30)
+        cam.undock()

@@ -286,7 +286,7 @@ class Daemon:
         on with whatever it read before; everything after (next upload, next seal) sees the new one."""
         sdnotify.reloading()
         try:
-            fresh = config_mod.load(self.config_path)
+            fresh = config_mod.load(self.config_path)  # bounded, never waits on a pipe: this loop starts bays
             blocked = config_mod.restart_only_changes(self.config, fresh)
             if blocked:
                 raise ConfigError(f"{', '.join(blocked)} changed; restart the service to apply that")
