@@ -745,3 +745,66 @@ def test_verify_asks_a_witness_that_did_not_answer_once_not_once_per_dock(tmp_pa
     unreachable = [f["dock"] for f in json.loads(proc.stdout)["findings"] if f["problem"] == "witness_unreachable"]
     assert sorted(unreachable) == list(docks)
     assert len(accepted) == 1, f"the witness was asked {len(accepted)} times"
+
+
+class SilentWitnesses:
+    """Witnesses that read each request and never answer, holding the connection until the client gives
+    up; they count how many of their connections are open at once, across all of them."""
+
+    def __init__(self, count: int) -> None:
+        self.lock = threading.Lock()
+        self.open = self.most = 0
+        self.servers = []
+        for _ in range(count):
+            server = socket.socket()
+            server.bind(("127.0.0.1", 0))
+            server.listen(8)
+            self.servers.append(server)
+            threading.Thread(target=self._serve, args=(server,), daemon=True).start()
+        self.urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in self.servers]
+
+    def _serve(self, server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        with conn, contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+        with self.lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.close()
+
+
+def test_the_dock_asks_its_witnesses_at_once_not_one_after_another(tmp_path: Path) -> None:
+    """After publishing, the dock asked its witnesses one after another, each ask bounded by
+    witnesses.timeout_s: witnesses that do not answer held ingest --once (and the daemon's witnessing
+    thread) for the sum of their timeouts. Now they are asked at once. Before: one connection open at a
+    time for three silent witnesses; now all three together."""
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    dock_vkey = docklog.verifier_key(DOCK_ID, load_private_key(dock.root / "keys" / "dock_ed25519"))
+    silent = SilentWitnesses(3)
+    lines = [f"log {dock_vkey}"]
+    for i, url in enumerate(silent.urls):
+        vkey = cosignature.verifier_key(f"w{i}.example", Ed25519PrivateKey.generate().public_key())
+        lines.append(f"witness w{i} {vkey} {url}")
+    policy = tmp_path / "policy"
+    policy.write_text("\n".join([*lines, "group all3 all w0 w1 w2", "quorum all3"]) + "\n")
+    with dock.config_path.open("a") as f:
+        f.write(f'[batch]\ncustody_only_interval_s = 0\n[witnesses]\npolicy = "{policy}"\ntimeout_s = 3\n')
+    try:
+        add_batch(dock, "CAM-S1")  # sealed and published; the witnesses time out
+    finally:
+        silent.close()
+    assert (tmp_path / "bucket" / DOCK_ID / "log" / "checkpoints" / "1").is_file()
+    assert silent.most == 3, f"at most {silent.most} witness connection(s) were open at once"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 MAX_CONFLICTS = 3  # 409s followed in one attempt: a witness that keeps moving is tried again later
+MAX_PARALLEL = 16  # witnesses asked at once (a policy names at most 64)
 TABLES = (
     "CREATE TABLE IF NOT EXISTS witness_views(origin TEXT NOT NULL, witness TEXT NOT NULL, size INTEGER NOT NULL, "
     "PRIMARY KEY(origin, witness))",
@@ -111,11 +113,15 @@ class Witnessing:
         if newest is None:
             return []
         size, signed = newest
+        due = [w for w in self._behind() if self._next_try.get(w.name, 0.0) <= now]
+        if not due:
+            return []
+        # asked at once: each ask may cost the timeout, and one after another the witnesses that do not
+        # answer held ingest --once (or the daemon's witnessing thread) for the sum of their timeouts
+        with ThreadPoolExecutor(max_workers=min(len(due), MAX_PARALLEL), thread_name_prefix="witness") as pool:
+            answers = list(pool.map(lambda w: self._submit(w, size, signed), due))
         outcomes = []
-        for w in self._behind():
-            if self._next_try.get(w.name, 0.0) > now:
-                continue
-            outcome = self._submit(w, size, signed)
+        for w, outcome in zip(due, answers, strict=True):
             if outcome.error is not None:
                 self._next_try[w.name] = now + self.retry_s
                 LOG.warning("witness %s: %s (asked again in %.0f s)", w.name, outcome.error, self.retry_s)
