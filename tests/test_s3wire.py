@@ -75,6 +75,35 @@ def test_an_answer_is_read_exactly_however_it_is_split(answer: Answer, pieces: i
     assert response.read(100) == b"" and response.isclosed()
 
 
+def test_read_and_readinto_take_the_body_in_order_wherever_it_was_split(answer: Answer) -> None:
+    """The bytes that came with the head first, then the socket's, whether read into the caller's buffer
+    (verify's recordings: one reused buffer) or as bytes, interleaved."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    response = read_response(answer(head + body, 97))
+    buffer = memoryview(bytearray(300_000))
+    got = bytearray()
+    n = response.readinto(buffer)
+    got += buffer[:n]
+    got += response.read(123_457)
+    while n := response.readinto(buffer):
+        got += buffer[:n]
+    assert bytes(got) == body and response.isclosed() and not response.will_close
+    assert response.read(10) == b"" and response.readinto(buffer) == 0
+
+
+def test_an_objects_bytes_read_into_a_buffer_are_those_put(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    bucket = open_bucket(f"s3://{s3_bucket}/evidence", seaweedfs.endpoint_url)
+    data = bytes(range(251)) * 12_000 + b"end"
+    bucket.put_object("dock-01/b/recordings/C/1.age", data)
+    buffer = memoryview(bytearray(1 << 20))
+    got = bytearray()
+    with bucket.open_read("dock-01/b/recordings/C/1.age") as reader:
+        while n := reader.readinto(buffer):
+            got += buffer[:n]
+    assert bytes(got) == data
+
+
 def test_lf_endings_http_1_0_and_connection_close_are_read_but_the_connection_is_not_kept(answer: Answer) -> None:
     for head in (
         b"HTTP/1.0 200 OK\nContent-Length: 2\n\n",

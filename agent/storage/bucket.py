@@ -331,10 +331,14 @@ class ObjectReader(io.RawIOBase):
         close: Callable[[], None],
         wrap: Callable[[BaseException], BodycamError],
         errors: tuple[type[BaseException], ...] = (OSError,),
+        readinto: Callable[[memoryview], int] | None = None,
     ) -> None:
+        """``readinto``: the source's own read into the caller's memory (a signed GET's), so that
+        :meth:`readinto` costs no allocation and no copy; without, it copies what ``read`` gives."""
         super().__init__()
         self.info = info
         self._read = read
+        self._readinto = readinto
         self._close = close
         self._wrap = wrap
         #: what reading or closing may raise besides ValueError (an S3 body: botocore's and urllib3's
@@ -357,9 +361,18 @@ class ObjectReader(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._read_some(len(view))
-        view[: len(data)] = data
-        return len(data)
+        if self._readinto is None:
+            data = self._read_some(len(view))
+            view[: len(data)] = data
+            return len(data)
+        if self.closed:
+            raise StorageError(f"object {self.info.key!r}: read after close")
+        try:
+            return self._readinto(view)
+        except BodycamError:
+            raise
+        except self._read_errors as err:
+            raise self._wrap(err) from err
 
     def _read_some(self, size: int) -> bytes:
         if self.closed:
@@ -1393,7 +1406,7 @@ class S3Bucket(Bucket):
         if opened is not None:
             headers, signed = opened
             info = ObjectInfo(key=key, **_info_fields()(headers))
-            return ObjectReader(info, signed.read, signed.close, wrap, _read_errors())
+            return ObjectReader(info, signed.read, signed.close, wrap, _read_errors(), signed.readinto)
         extra = {"VersionId": version_id} if version_id else {}
         try:  # botocore's parser raises a bare ValueError on a Content-Length that is not a number
             r = self._call("read", key, self._client.get_object, Key=self._full(key), **extra)

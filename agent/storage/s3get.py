@@ -137,6 +137,14 @@ class Body:
             raise ShortBody(f"the answer ended after {self._got} of {self._expected} bytes")
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        """:meth:`read` into the caller's memory; :class:`ShortBody` likewise."""
+        n = self._response.readinto(buffer)
+        self._got += n
+        if n == 0 and len(buffer) > 0 and self._got < self._expected:
+            raise ShortBody(f"the answer ended after {self._got} of {self._expected} bytes")
+        return n
+
     def close(self) -> None:
         """Read to the end, the connection goes back to the pool; otherwise it is closed, not reused."""
         if self._got == self._expected and self._response.isclosed() and not self._response.will_close:

@@ -19,6 +19,7 @@ length here (``length`` None): the GET does not take it, and its connection is n
 from __future__ import annotations
 
 import http.client
+import io
 import re
 import socket
 import ssl
@@ -67,7 +68,7 @@ class Response:
     read in pieces of at most the size asked: ``read``, ``isclosed`` and ``will_close`` as
     http.client.HTTPResponse has them."""
 
-    __slots__ = ("_got", "_pending", "_sock", "headers", "length", "status", "will_close")
+    __slots__ = ("_got", "_pending", "_reader", "_sock", "headers", "length", "status", "will_close")
 
     def __init__(
         self, sock: Socket, status: int, headers: dict[str, str], length: int | None, pending: bytes, close: bool
@@ -78,6 +79,7 @@ class Response:
         #: the body's length (Content-Length), None when the answer gives none this module reads
         self.length = length
         self._pending = pending
+        self._reader: io.BufferedReader | None = None
         self._got = 0
         #: the connection must not carry another request (HTTP/1.0, ``Connection: close``, no length, or
         #: bytes past the body)
@@ -85,26 +87,43 @@ class Response:
 
     def read(self, size: int) -> bytes:
         """At most ``size`` bytes of the body (fewer only at its end or when the connection ends first:
-        the caller compares what it got with ``length``); ``b""`` once it is all read."""
+        the caller compares what it got with ``length``); ``b""`` once it is all read. Past the bytes that
+        came with the head, through a buffered reader over the socket, as http.client reads a body: one
+        allocation per call, filled in place."""
         want = size if self.length is None else min(size, self.length - self._got)
         if want <= 0:
             return b""
-        if len(self._pending) >= want:
+        data = b""
+        if self._pending:
             data, self._pending = self._pending[:want], self._pending[want:]
-            self._got += want
-            return data
-        out = bytearray(want)
-        view = memoryview(out)
-        got = len(self._pending)
-        view[:got] = self._pending
-        self._pending = b""
-        while got < want:
-            n = self._sock.recv_into(view[got:])
-            if n == 0:
-                break
-            got += n
+        if len(data) < want:
+            rest = self._file().read(want - len(data))
+            data = data + rest if data else rest
+        self._got += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        """:meth:`read` into the caller's memory (a byte view): how many bytes came, at most its length;
+        no allocation, so a reader that reuses one buffer touches no fresh pages per chunk."""
+        want = len(buffer) if self.length is None else min(len(buffer), self.length - self._got)
+        if want <= 0:
+            return 0
+        got = min(want, len(self._pending))
+        if got:
+            buffer[:got] = self._pending[:got]
+            self._pending = self._pending[got:]
+        if got < want:
+            got += self._file().readinto(buffer[got:want]) or 0
         self._got += got
-        return bytes(out) if got == want else bytes(view[:got])
+        return got
+
+    def _file(self) -> io.BufferedReader:
+        """The socket as a buffered reader, made at the first read past the head's bytes (a small
+        object's body usually came with its head). It never reads past what the server sent for this
+        answer, so the connection stays at the next answer's start."""
+        if self._reader is None:
+            self._reader = self._sock.makefile("rb")
+        return self._reader
 
     def isclosed(self) -> bool:
         """Whether the body was read to its length (http.client's sense: nothing more to read)."""
