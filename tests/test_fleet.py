@@ -301,3 +301,30 @@ def test_fleet_show_prints_a_hostile_object_name_escaped(tmp_path: Path) -> None
     assert not any(line.startswith("register version") for line in shown.stdout.splitlines()), shown.stdout
     refused = json.loads(dock.cli("fleet", "show", "--json").stdout)["refused"]
     assert [r["object"] for r in refused] == [f"_fleet/agreements/{name}"], refused
+
+
+def test_a_fleet_with_more_agreements_than_a_local_directory_holds_still_docks(tmp_path: Path) -> None:
+    """The bucket's _fleet/agreements/ is read up to 1,088 objects (544 signed documents), but the dock's
+    cache of them was loaded with the local directory's bound of 512 files: a force that had published
+    513 agreement versions over the years stopped every dock with 'holds more than 512 files; archive
+    old ones', a cache it cannot archive. The cache is now read up to what the listing can bring."""
+    controller = Ed25519PrivateKey.generate()
+    bucket = open_bucket((tmp_path / "bucket").as_uri())
+    recipient = generate_identity()[1]
+    count = ag.MAX_FILES + 8
+    for i in range(count):
+        doc = {
+            "format": ag.FORMAT, "id": f"DSA-{i:04d}", "version": 1, "controller": {"name": "Example Constabulary"},
+            "parties": [{"name": "P1", "role": "processor", "lawful_basis": "DPA 2018 s.35",
+                         "recipients": [recipient], "retention_days": 90}],
+            "purpose": "training", "data_items": ["footage"], "scope": {"exercises": ["EX-1"]},
+            "validity": {"not_before": "2026-01-01T00:00:00Z", "not_after": "2036-01-01T00:00:00Z"},
+            "review_date": "2030-01-01", "dpia": "DPIA-1",
+        }  # fmt: skip
+        raw = ag.parse(json.dumps(doc).encode(), canonical_only=False).raw
+        name = f"{fl.AGREEMENTS}/DSA-{i:04d}.v1.json"
+        bucket.put_object(name + ag.SIG_SUFFIX, sign(raw, controller, ag.NAMESPACE).encode())
+        bucket.put_object(name, raw)
+    source = FleetSource(tmp_path / "cache", (public_key_line(controller.public_key()),), refresh_s=0.0)
+    view = source.view(bucket)
+    assert len(view.agreements.agreements) == count and not view.refused, view.refused[:3]

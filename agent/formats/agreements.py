@@ -466,16 +466,18 @@ class Loaded:
     refused: tuple[tuple[str, str], ...] = ()
 
 
-def load_dir(directory: Path, trusted: Sequence[Ed25519PublicKey]) -> Loaded:
-    """Read every agreement and revocation in ``directory`` (bounded); a bad file is refused, not fatal."""
+def load_dir(directory: Path, trusted: Sequence[Ed25519PublicKey], *, max_files: int = MAX_FILES) -> Loaded:
+    """Read every agreement and revocation in ``directory`` (at most ``max_files`` documents: a dock's
+    ``agreements.dir``, or its cache of the bucket's, which holds what that listing can bring); a bad
+    file is refused, not fatal."""
     try:
         names = sorted(p.name for p in directory.iterdir() if not p.name.endswith(SIG_SUFFIX))
     except FileNotFoundError:
         return Loaded()
     except OSError as err:
         raise ConfigError(f"cannot read agreements.dir {directory}: {err}") from None
-    if len(names) > MAX_FILES:
-        raise ConfigError(f"agreements.dir {directory} holds more than {MAX_FILES} files; archive old ones")
+    if len(names) > max_files:
+        raise ConfigError(f"agreements.dir {directory} holds more than {max_files} files; archive old ones")
     latest: dict[str, Agreement] = {}
     revoked: set[str] = set()
     refused: list[tuple[str, str]] = []
@@ -512,25 +514,25 @@ class DirCache:
         self._key: tuple[str, tuple[str, ...], tuple[tuple[str, int, int, int], ...] | None] | None = None
         self._loaded = Loaded()
 
-    def load(self, directory: Path, lines: Sequence[str]) -> Loaded:
-        key = (str(directory), tuple(lines), _listing(directory))
+    def load(self, directory: Path, lines: Sequence[str], *, max_files: int = MAX_FILES) -> Loaded:
+        key = (str(directory), tuple(lines), _listing(directory, max_files))
         with self._lock:
             if key[2] is not None and key == self._key:
                 return self._loaded
-        loaded = load_dir(directory, controller_keys(lines))
+        loaded = load_dir(directory, controller_keys(lines), max_files=max_files)
         with self._lock:
             self._key, self._loaded = key, loaded
         return loaded
 
 
-def _listing(directory: Path) -> tuple[tuple[str, int, int, int], ...] | None:
+def _listing(directory: Path, max_files: int = MAX_FILES) -> tuple[tuple[str, int, int, int], ...] | None:
     """What identifies the directory's content cheaply (stat only); None when it cannot be listed or is
     over the file bound (then ``load_dir`` says why, each time)."""
     out: list[tuple[str, int, int, int]] = []
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
-                if len(out) > 2 * MAX_FILES:
+                if len(out) > 2 * max_files:
                     return None
                 st = entry.stat()
                 out.append((entry.name, st.st_size, st.st_ino, st.st_mtime_ns))

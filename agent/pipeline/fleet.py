@@ -117,7 +117,8 @@ class FleetSource:
                 self._refresh(bucket)
             refused, error = tuple(sorted(self._refused.items())), self._bucket_error
             register = self._cached_register()
-        loaded = self._dir_cache.load(self.cache / "agreements", self.controller_lines)
+        # the cache holds what the listing brings (fl.MAX_LISTED objects), more than a local directory may
+        loaded = self._dir_cache.load(self.cache / "agreements", self.controller_lines, max_files=fl.MAX_LISTED)
         return FleetView(loaded, register, refused, error)
 
     # -- refresh --------------------------------------------------------------------------------
