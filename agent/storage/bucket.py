@@ -47,7 +47,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -530,7 +530,7 @@ def open_bucket(
     *,
     retention_days: int | None = None,
     connect_timeout: float = 10.0,
-    read_timeout: float = 30.0,
+    read_timeout: float | None = None,
     max_attempts: int = 3,
     read_only: bool = False,
     max_dir_entries: int | None = None,
@@ -539,7 +539,11 @@ def open_bucket(
 
     ``read_only`` (verify): a file bucket is neither created nor tidied, and refuses writes;
     ``max_dir_entries`` bounds a file bucket's listing (:class:`LocalBucket`; S3 lists in pages).
+    ``read_timeout`` (default ``$BODYCAM_S3_TIMEOUT_S``, else 30 s): each read, and an answer's status
+    line and headers as a whole; its body is due at 64 KiB/s on top (agent/storage/s3http.py).
     """
+    if read_timeout is None:
+        read_timeout = s3_timeout(os.environ)
     if retention_days is not None and retention_days < 1:
         raise ConfigError(f"bucket.retention_days must be at least 1, got {retention_days}")
     parts = urlsplit(url) if isinstance(url, str) else None
@@ -566,6 +570,26 @@ def open_bucket(
             max_attempts=max_attempts,
         )
     raise ConfigError(f"bucket.url must be s3://BUCKET[/PREFIX] or file:///DIR, got {url!r}")
+
+
+#: the environment variable that sets S3's read timeout for every command (verify and receive take no
+#: config file), and its bounds: a drip-fed answer is given up by a deadline built on it
+S3_TIMEOUT_ENV: Final = "BODYCAM_S3_TIMEOUT_S"
+S3_TIMEOUT_RANGE: Final = (1.0, 600.0)
+_S3_TIMEOUT_TEXT: Final = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3})?")
+
+
+def s3_timeout(env: Mapping[str, str]) -> float:
+    """``$BODYCAM_S3_TIMEOUT_S`` in seconds (1 .. 600), 30 when unset. Raises ConfigError."""
+    text = env.get(S3_TIMEOUT_ENV)
+    if not text:
+        return 30.0
+    low, high = S3_TIMEOUT_RANGE
+    if not _S3_TIMEOUT_TEXT.fullmatch(text) or not low <= float(text) <= high:
+        raise ConfigError(
+            f"{S3_TIMEOUT_ENV} must be a number of seconds from {low:g} to {high:g}, like 30; unset it for 30"
+        )
+    return float(text)
 
 
 # -- S3 -----------------------------------------------------------------------------------------------
@@ -763,7 +787,10 @@ class S3Bucket(Bucket):
         through botocore."""
         if self._http is None:
             return None
-        answer = self._http.send(request)
+        try:
+            answer = self._http.send(request)
+        except _answer_timeout() as err:
+            raise self._late(request.method, request.full_key, err) from None
         return answer if answer is not None and answer.whole else None
 
     def _exchange(self, action: str, key: str | None, request: Request, limit: int | None = None) -> Answer | None:
@@ -783,7 +810,10 @@ class S3Bucket(Bucket):
         for attempt in range(attempts):
             if attempt:
                 time.sleep(min(random.random() * (2**attempt), 20.0))
-            answer = self._http.send(request, limit)
+            try:
+                answer = self._http.send(request, limit)
+            except _answer_timeout() as err:
+                raise self._late(action, request.full_key, err) from None
             if answer is not None and not answer.whole:
                 raise UploadError(
                     f"{action} {self._where(key)} failed: the answer is over {limit} bytes; "
@@ -817,6 +847,16 @@ class S3Bucket(Bucket):
     def _where(self, key: str | None) -> str:
         where = f"s3://{self.bucket}/{self._full(key)}" if key is not None else self.url
         return f"{where} (endpoint {self.endpoint_url or 'AWS'})"
+
+    def _late(self, action: str, full_key: str | None, err: BaseException) -> UploadError:
+        """An answer not through by its deadline (agent/storage/s3http.py ``Alarm``): an outage, in one
+        line naming the key (keys name no one), never asked again through botocore, whose reads have
+        only a per-read timeout."""
+        where = f"s3://{self.bucket}/{full_key}" if full_key is not None else self.url
+        return UploadError(
+            f"{action} {where} (endpoint {self.endpoint_url or 'AWS'}) failed: {err}; check that the "
+            "endpoint is up and not overloaded (BODYCAM_S3_TIMEOUT_S sets the read timeout)"
+        )
 
     def _call(self, action: str, key: str | None, method: Callable[..., _T], /, **kwargs: Any) -> _T:
         """``method`` of the boto3 client on this bucket, its errors turned into the BodycamError tree."""
@@ -1038,7 +1078,10 @@ class S3Bucket(Bucket):
         view = data if isinstance(data, memoryview) else memoryview(data)
         if not view.c_contiguous:
             return None
-        answer = self._signed_put.put_part(self._full(key), upload_id, number, view.cast("B"), algorithm, checksum)
+        try:
+            answer = self._signed_put.put_part(self._full(key), upload_id, number, view.cast("B"), algorithm, checksum)
+        except _answer_timeout() as late:
+            raise self._late(f"upload part {number} of", self._full(key), late) from None
         if answer is None:
             return None
         status, headers, body = answer
@@ -1388,6 +1431,8 @@ class S3Bucket(Bucket):
         where = self._where(key)
 
         def wrap(err: BaseException) -> BodycamError:
+            if isinstance(err, _answer_timeout()):
+                return self._late("reading", self._full(key), err)
             return UploadError(f"reading {where} failed mid-stream: {err}; check that the endpoint is up")
 
         bad_length = UploadError(
@@ -1398,6 +1443,8 @@ class S3Bucket(Bucket):
             opened = self._signed_get.open(self._full(key), version_id) if self._signed_get is not None else None
         except _bad_content_length():
             raise bad_length from None
+        except _answer_timeout() as err:
+            raise self._late("reading", self._full(key), err) from None
         if opened is not None and not isinstance(opened, tuple):
             code, message = _error_of()(opened.body)
             if not _transient(opened.status, code):
@@ -1524,6 +1571,12 @@ def _fields(body: bytes, root: str) -> dict[str, str] | None:
         return parse(body, root).fields
     except BadAnswer:
         return None
+
+
+def _answer_timeout() -> type[BaseException]:
+    from bodycam.agent.storage.s3http import AnswerTimeout
+
+    return AnswerTimeout
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:

@@ -54,7 +54,8 @@ class SignedGet:
     def open(self, full_key: str, version_id: str | None = None) -> tuple[dict[str, str], Body] | Refusal | None:
         """Headers (lower-case names) and the body of a 200 answer; the status and error document (at most
         :data:`MAX_ERROR` bytes) of a 4xx or 5xx, for the bucket to turn into its error or ask again; None
-        for anything else (no answer, a redirect, a 200 without a length)."""
+        for anything else (no answer, a redirect, a 200 without a length). Raises
+        :class:`~bodycam.agent.storage.s3http.AnswerTimeout` for a head not through by its deadline."""
         query = [("versionId", version_id)] if version_id else []
         opened = self._http.open_get(Request("GET", full_key, query, _HEADERS))
         if opened is None:
@@ -84,14 +85,16 @@ class Refusal:
 
 
 def _error_body(http: S3Http, response: Response, conn: http.client.HTTPConnection) -> bytes:
-    """An error answer's document, at most :data:`MAX_ERROR` bytes; the connection back to the pool when
-    it was read whole, else closed."""
+    """An error answer's document, at most :data:`MAX_ERROR` bytes, read by its deadline; the connection
+    back to the pool when it was read whole, else closed."""
+    alarm = http.alarm(conn, MAX_ERROR)
     try:
         data = response.read(MAX_ERROR + 1)
     except READ_ERRORS:
         conn.close()
+        alarm.disarm()
         return b""
-    if len(data) > MAX_ERROR or not response.isclosed() or response.will_close:
+    if alarm.disarm() or len(data) > MAX_ERROR or not response.isclosed() or response.will_close:
         conn.close()
     else:
         http.release(conn)
@@ -119,9 +122,11 @@ def content_length(headers: dict[str, str]) -> int | None:
 
 class Body:
     """The body of one answer, read in pieces; a body that ends short of ``expected`` bytes is
-    :class:`ShortBody`, not the end of the object."""
+    :class:`ShortBody`, not the end of the object. It is due whole by a deadline (the read timeout plus
+    ``expected`` at :data:`~bodycam.agent.storage.s3http.MIN_RATE`): past it, a read raises
+    :class:`~bodycam.agent.storage.s3http.AnswerTimeout`, however the endpoint spaces its bytes out."""
 
-    __slots__ = ("_conn", "_expected", "_got", "_http", "_response")
+    __slots__ = ("_alarm", "_conn", "_expected", "_got", "_http", "_response")
 
     def __init__(self, http: S3Http, response: Response, conn: http.client.HTTPConnection, expected: int) -> None:
         self._http = http
@@ -129,25 +134,41 @@ class Body:
         self._conn = conn
         self._expected = expected
         self._got = 0
+        self._alarm = http.alarm(conn, expected)
 
     def read(self, size: int) -> bytes:
-        data = self._response.read(size)
-        self._got += len(data)
-        if not data and size > 0 and self._got < self._expected:
-            raise ShortBody(f"the answer ended after {self._got} of {self._expected} bytes")
+        try:
+            data = self._response.read(size)
+        except READ_ERRORS:
+            self._check_deadline()
+            raise
+        self._counted(len(data), size)
         return data
 
     def readinto(self, buffer: memoryview) -> int:
-        """:meth:`read` into the caller's memory; :class:`ShortBody` likewise."""
-        n = self._response.readinto(buffer)
-        self._got += n
-        if n == 0 and len(buffer) > 0 and self._got < self._expected:
-            raise ShortBody(f"the answer ended after {self._got} of {self._expected} bytes")
+        """:meth:`read` into the caller's memory; :class:`ShortBody` and the deadline likewise."""
+        try:
+            n = self._response.readinto(buffer)
+        except READ_ERRORS:
+            self._check_deadline()
+            raise
+        self._counted(n, len(buffer))
         return n
+
+    def _counted(self, n: int, asked: int) -> None:
+        self._got += n
+        if n == 0 and asked > 0 and self._got < self._expected:
+            self._check_deadline()  # the shut-down socket reads as the end of the answer
+            raise ShortBody(f"the answer ended after {self._got} of {self._expected} bytes")
+
+    def _check_deadline(self) -> None:
+        if self._alarm.fired:
+            raise self._alarm.timeout("the object's body") from None
 
     def close(self) -> None:
         """Read to the end, the connection goes back to the pool; otherwise it is closed, not reused."""
-        if self._got == self._expected and self._response.isclosed() and not self._response.will_close:
+        late = self._alarm.disarm()
+        if not late and self._got == self._expected and self._response.isclosed() and not self._response.will_close:
             self._http.release(self._conn)
         else:
             self._conn.close()

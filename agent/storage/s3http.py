@@ -26,15 +26,26 @@ that bucket (or that request) on botocore:
 * a redirect from AWS (to the bucket's region): the caller sends that request again through botocore;
   from an endpoint given by URL it is refused (botocore would read the answer without s3xml's bounds).
   A part PUT or an object GET answered with anything but a 200 goes to botocore (s3put.py, s3get.py).
+
+Every answer has a deadline as a whole, not only each socket read (:class:`Alarm`): its status line and
+headers within the read timeout of the request, plus the request body's size at :data:`MIN_RATE`; its body
+at :data:`MIN_RATE` at least after that. The socket timeout alone let an endpoint sending a byte every
+few seconds hold a verify, a receive or a dock's upload for as long as it liked (a 1 MiB object read for
+weeks). Past it the socket is shut down and the request fails with :class:`AnswerTimeout`, which the
+bucket reports as one line naming the key, and never hands to botocore (whose reads have no such deadline).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import heapq
 import hmac
 import http.client
+import itertools
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -54,6 +65,10 @@ UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
 MAX_BODY: Final = 4 * 1024 * 1024
 #: idle connections kept per bucket (the upload workers use one each)
 MAX_IDLE: Final = 8
+#: the least rate (bytes a second) a request's body is taken and an answer's body sent at: past the read
+#: timeout plus size / MIN_RATE an exchange is given up (:class:`Alarm`). A dock's slowest uplink still
+#: moves several times this; an endpoint that drips bytes does not hold its reader for longer
+MIN_RATE: Final = 64 * 1024
 _ALGORITHM: Final = "AWS4-HMAC-SHA256"
 _A = TypeVar("_A")
 #: a region name AWS's commercial partition serves at s3.REGION.amazonaws.com
@@ -257,6 +272,93 @@ def botocore_free(env: Mapping[str, str]) -> bool:
     return static_credentials(env) is not None and not routed
 
 
+# -- deadlines ----------------------------------------------------------------------------------------
+class AnswerTimeout(TimeoutError):
+    """An answer (or the request before it) not through by its deadline: the socket was shut down. An
+    OSError, so every reader that handles a dropped connection handles it; the bucket names the key."""
+
+
+class Alarm:
+    """The deadline of one exchange on one socket: at ``deadline`` (time.monotonic) the socket is shut
+    down, which ends a read blocked on it, however the endpoint drips its bytes. :meth:`disarm` once the
+    answer is read says whether it came too late (then the connection must not be reused)."""
+
+    __slots__ = ("_guard", "_sock", "deadline", "done", "fired", "seconds")
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self._sock: socket.socket | None = sock
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.done = self.fired = False
+        self._guard = threading.Lock()
+
+    def fire(self) -> None:
+        with self._guard:
+            sock = self._sock
+            if self.done or sock is None:
+                return
+            self.fired = True
+        with contextlib.suppress(OSError):  # the fd's own shutdown: an SSLSocket's would drop its state
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def disarm(self) -> bool:
+        """No more alarm; True when it had gone off."""
+        with self._guard:
+            self.done = True
+            self._sock = None  # a disarmed alarm waiting in the heap keeps no socket
+            return self.fired
+
+    def timeout(self, what: str) -> AnswerTimeout:
+        return AnswerTimeout(
+            f"{what} did not come within its deadline ({self.seconds:.0f} s: the read timeout plus the size "
+            f"at {MIN_RATE // 1024} KiB/s)"
+        )
+
+
+class _Watchdog:
+    """One thread a process that fires each :class:`Alarm` at its deadline: a heap of deadlines, so arming
+    and disarming cost a lock and no thread (verify makes hundreds of reads a second)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Alarm]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._pid = 0
+        self._compact_at = 256
+
+    def arm(self, sock: socket.socket, seconds: float) -> Alarm:
+        alarm = Alarm(sock, seconds)
+        with self._cond:
+            if self._pid != os.getpid():  # first use, or a forked child (a bay worker): its own thread
+                self._pid = os.getpid()
+                self._heap = []
+                threading.Thread(target=self._run, name="s3-deadlines", daemon=True).start()
+            if len(self._heap) > self._compact_at:  # disarmed alarms wait for their deadline: drop them
+                self._heap = [e for e in self._heap if not e[2].done]
+                heapq.heapify(self._heap)
+                self._compact_at = max(256, 2 * len(self._heap))  # amortised: a scan per that many arms
+            heapq.heappush(self._heap, (alarm.deadline, next(self._seq), alarm))
+            if self._heap[0][2] is alarm:
+                self._cond.notify()
+        return alarm
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    heapq.heappop(self._heap)[2].fire()
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG: Final = _Watchdog()
+
+
+def arm(sock: socket.socket, seconds: float) -> Alarm:
+    """An :class:`Alarm` that shuts ``sock`` down ``seconds`` from now unless disarmed first."""
+    return _WATCHDOG.arm(sock, seconds)
+
+
 # -- requests -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Request:
@@ -443,7 +545,9 @@ class S3Http:
         self, request: Request, exchange: Callable[[http.client.HTTPConnection, str, dict[str, str]], _A]
     ) -> tuple[_A, http.client.HTTPConnection] | None:
         """Sign ``request``, take a connection and ``exchange`` it there (write it, read the answer's head);
-        once more on a new connection when a kept one fails before any answer; None on any other failure."""
+        once more on a new connection when a kept one fails before any answer; None on any other failure;
+        :class:`AnswerTimeout` when the request and the answer's head are not through by their deadline
+        (:meth:`alarm`), which no second attempt follows: the caller reports it, botocore is not asked."""
         method, body, query = request.method, request.body, request.query
         path = self.path(request.full_key)
         target = path
@@ -463,31 +567,53 @@ class S3Http:
             except (ValueError, AttributeError, TypeError, LookupError):
                 return None  # no credentials (botocore names the problem), or a chain that failed to refresh
             conn, reused = self._connection(fresh=attempt > 0)
+            alarm: Alarm | None = None
             try:
                 if not reused and conn.sock is None:
                     conn.connect()
                     assert conn.sock is not None
                     conn.sock.settimeout(self._read_timeout)
-                return exchange(conn, target, sent), conn
+                alarm = self.alarm(conn, _size(body))
+                answer = exchange(conn, target, sent)
             except (OSError, http.client.HTTPException):
                 conn.close()
+                if alarm is not None and alarm.disarm():
+                    raise alarm.timeout("the answer's status line and headers") from None
                 if not reused:
                     return None
+                continue
+            if alarm.disarm():
+                conn.close()
+                raise alarm.timeout("the answer's status line and headers")
+            return answer, conn
         return None
+
+    def alarm(self, conn: http.client.HTTPConnection, size: int) -> Alarm:
+        """The deadline of an exchange on ``conn`` moving ``size`` bytes: the read timeout, plus the
+        bytes at :data:`MIN_RATE`."""
+        assert conn.sock is not None
+        return arm(conn.sock, self._read_timeout + size / MIN_RATE)
 
     def send(self, request: Request, limit: int = MAX_BODY) -> Answer | None:
         """:meth:`open`, then the answer's body read whole (at most ``limit`` bytes: past it, the answer
         with ``whole`` False and no body; when the body cannot be read, None). A connection whose answer
-        was not read whole is dropped, not reused."""
+        was not read whole is dropped, not reused. Raises :class:`AnswerTimeout` when the answer's head or
+        body is not through by its deadline (:meth:`alarm`)."""
         opened = self.open(request)
         if opened is None:
             return None
         response, conn = opened
+        alarm = self.alarm(conn, min(limit, response.length if response.length is not None else limit))
         try:
             data = response.read(limit + 1)
         except (OSError, http.client.HTTPException):
             conn.close()
+            if alarm.disarm():
+                raise alarm.timeout("the answer's body") from None
             return None
+        if alarm.disarm():
+            conn.close()
+            raise alarm.timeout("the answer's body")
         headers = {k.lower(): v for k, v in response.getheaders()}
         if len(data) > limit or not response.isclosed():
             conn.close()  # not drained: dropped, not reused
@@ -504,6 +630,10 @@ class S3Http:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _size(body: bytes | memoryview | None) -> int:
+    return 0 if body is None else len(body) if isinstance(body, bytes) else body.nbytes
 
 
 def error_of(body: bytes) -> tuple[str, str]:
@@ -545,11 +675,15 @@ _MESSAGE: Final = re.compile(r"<Message>([^<]{0,512})</Message>")
 __all__ = [
     "EMPTY_SHA256",
     "MAX_BODY",
+    "MIN_RATE",
     "UNSIGNED_PAYLOAD",
+    "Alarm",
     "Answer",
+    "AnswerTimeout",
     "Credentials",
     "Request",
     "S3Http",
+    "arm",
     "authorization",
     "botocore_free",
     "bucket_base",

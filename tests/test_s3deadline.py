@@ -1,0 +1,163 @@
+"""Whole-answer deadlines on the bucket's own S3 requests (agent/storage/s3http.py ``Alarm``).
+
+Each socket read had a timeout (30 s, ``BODYCAM_S3_TIMEOUT_S`` here 1 s) and nothing bounded an answer as
+a whole: an endpoint that sends its answer a byte every half second, each within the timeout, held the
+reader as long as it liked. Here a proxy in front of a real SeaweedFS drips the answer of one chosen
+request (from its first byte, or once its headers went through) and each command must end with one line
+naming that object's key and the deadline, the rest of its work done. Subprocess timeouts are generous;
+nothing here asserts on elapsed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bodycam.agent.storage.bucket import open_bucket
+
+from .fleet import build_fleet
+from .s3server import SeaweedFS
+
+#: what a dripping answer waits between two bytes: within every socket timeout the commands are given
+DRIP_S = 0.5
+CLI = str(Path(sys.executable).parent / "bodycam-sync")
+
+
+class Drip:
+    """A TCP proxy to ``upstream`` that passes everything, except the answer to the first request whose
+    line contains ``match``: that one goes a byte every :data:`DRIP_S` (``mode`` ``head``: from its first
+    byte; ``body``: its status line and headers at once, then the body), for as long as the client reads.
+    ``dripped`` is that request's line."""
+
+    def __init__(self, upstream: tuple[str, int], match: bytes, mode: str) -> None:
+        self.upstream, self.match, self.mode = upstream, match, mode
+        self.dripped: str | None = None
+        self._guard = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            dripping = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, dripping), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, dripping), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, dripping: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                line = data.split(b"\r\n", 1)[0]
+                if self.match in line:
+                    with self._guard:
+                        if self.dripped is None:
+                            self.dripped = line.decode("ascii", "replace")
+                            dripping.set()  # before the request goes on: its answer is the next bytes down
+                server.sendall(data)
+        _close(client, server)
+
+    def _down(self, server: socket.socket, client: socket.socket, dripping: threading.Event) -> None:
+        head_done = self.mode == "body"
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if not dripping.is_set():
+                    client.sendall(data)
+                    continue
+                if head_done and b"\r\n\r\n" in data:  # the status line and headers at once
+                    end = data.index(b"\r\n\r\n") + 4
+                    client.sendall(data[:end])
+                    data, head_done = data[end:], False
+                for i in range(len(data)):
+                    client.sendall(data[i : i + 1])
+                    time.sleep(DRIP_S)
+        _close(client, server)
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+@pytest.fixture
+def drip(seaweedfs: SeaweedFS) -> Iterator[type[Drip]]:
+    made: list[Drip] = []
+
+    class Made(Drip):
+        def __init__(self, match: bytes, mode: str) -> None:
+            super().__init__(("127.0.0.1", seaweedfs.ports["s3"]), match, mode)
+            made.append(self)
+
+    yield Made
+    for proxy in made:
+        proxy.close()
+
+
+def run(seaweedfs: SeaweedFS, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **seaweedfs.env(), "BODYCAM_S3_TIMEOUT_S": "1"}
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("mode", ["head", "body"])
+def test_verify_gives_up_a_recording_whose_answer_drips_and_checks_the_rest(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, drip: type[Drip], mode: str
+) -> None:
+    """One dock's batch of 4 recordings of 64 KiB; the GET of one drips a byte every 0.5 s (its head, or
+    its body once the headers went through): about nine hours to the end, so verify stayed in that read
+    (past the 300 s given here) before. Now it ends (exit 1) with one object_unreadable finding naming the
+    dripped key and the deadline; the 3 other recordings and the batch verify."""
+    built = open_bucket(f"s3://{s3_bucket}/force", seaweedfs.endpoint_url)
+    fleet = build_fleet(tmp_path / "docks", built, docks=1, per_dock=4, size=64 * 1024)
+    built.close()
+    proxy = drip(b"/recordings/", mode)
+    proc = run(
+        seaweedfs, "verify", "--bucket", f"s3://{s3_bucket}/force", "--endpoint-url", proxy.url,
+        "--allowed-signers", str(fleet.allowed_signers), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    findings = json.loads(proc.stdout)["findings"]
+    assert [f["problem"] for f in findings] == ["object_unreadable"], findings
+    assert proxy.dripped is not None
+    key = proxy.dripped.split()[1].split("?")[0].removeprefix(f"/{s3_bucket}/")
+    assert findings[0]["key"] == key.removeprefix("force/")
+    message = findings[0]["message"]
+    assert f"s3://{s3_bucket}/{key} " in message and "did not come within its deadline" in message
+    assert "BODYCAM_S3_TIMEOUT_S" in message and "\n" not in message
+
+
+def test_a_read_timeout_out_of_its_bounds_is_one_line(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
+    """``BODYCAM_S3_TIMEOUT_S`` is checked (1 .. 600 s): 0 would give every answer up at once, and a huge
+    value would bring the drip back; either is exit 2 with one line naming the variable."""
+    for bad in ("0", "601", "1e9", "nan"):
+        env = {**os.environ, **seaweedfs.env(), "BODYCAM_S3_TIMEOUT_S": bad}
+        proc = subprocess.run(
+            [CLI, "verify", "--bucket", f"s3://{s3_bucket}/x", "--endpoint-url", seaweedfs.endpoint_url,
+             "--allowed-signers", os.devnull],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert (
+            proc.stderr.count("\n") == 1
+            and "BODYCAM_S3_TIMEOUT_S must be a number of seconds from 1 to 600" in proc.stderr
+        )
