@@ -57,6 +57,12 @@ UDEV_LINKS = Path("/dev/bodycam")
 #: links read from it at most (a directory that never ends must not stall discovery)
 MAX_UDEV_LINKS = 64
 RETRY_AFTER_S = 3.0
+#: a camera docked again at an address whose last session started less than this ago waits out the rest: each
+#: session costs the journal its custody entries (docked, authenticated, listed, clock_set, undocked) and two
+#: clock readings, which custody cannot drop, and a camera re-docking every few seconds (a USB/IP export
+#: withdrawn and offered again) wrote them without end; a camera unplugged mid-transfer and plugged back
+#: later than this resumes at once (docs/crash-safety.md, "What one camera may make the dock store")
+REDOCK_S = 30.0
 MAX_RETRY_S = 300.0
 
 
@@ -204,6 +210,7 @@ class Daemon:
         self._usb_said: dict[str, str] = {}  #: USB problems already logged (one line each, not one a scan)
         self._mounts: MountWatch | None = None  #: the mass-storage directory, looked at off the scan's thread
         self._hung: set[str] = set()  #: mass-storage bays whose volume does not answer now
+        self._started: dict[str, float] = {}  #: when each address's last session started, within REDOCK_S
         self._observer: Any = None
         self._reload_requested = threading.Event()
         self._sealer: threading.Thread | None = None
@@ -408,6 +415,12 @@ class Daemon:
                     # a USB bay is keyed by the camera's serial: status, sync and eject name it before its session
                     found = self.bays[address] = Bay(address, kind, serial=address if kind == "usb" else "?")
                     LOG.info("camera docked at %s:%s", kind, address)
+                    last = self._started.get(address)
+                    if last is not None and now - last < REDOCK_S:
+                        found.retry_at = last + REDOCK_S
+                        found.note = (
+                            f"docked again {now - last:.0f} s after its last session began; starts after {REDOCK_S:g} s"
+                        )
                 bay = found
                 busy = bay.thread is not None and bay.thread.is_alive()
                 if address in self._hung:  # a volume that does not answer: no session (it would hang too)
@@ -415,10 +428,11 @@ class Daemon:
                         bay.state = "error"
                         bay.last_error = f"the volume at {address} does not answer (a hung disk?); unplug it"
                     continue
-                if not busy and (
-                    bay.state == "docked" or bay.sync_requested or (bay.state == "error" and now >= bay.retry_at)
-                ):
+                if not busy and (bay.sync_requested or (bay.state in ("docked", "error") and now >= bay.retry_at)):
                     due.append(bay)
+            for address, started in list(self._started.items()):
+                if now - started >= REDOCK_S:
+                    del self._started[address]
             self._start_due(due)
 
     def _start_due(self, due: list[Bay]) -> None:
@@ -437,6 +451,7 @@ class Daemon:
             serials.add(bay.serial)
 
     def _start(self, bay: Bay) -> None:
+        self._started[bay.address] = time.monotonic()
         bay.sync_requested = False
         bay.sessions += 1
         bay.cancel = threading.Event()
