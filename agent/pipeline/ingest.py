@@ -22,8 +22,9 @@ from bodycam.agent.config import Config, Recipient
 from bodycam.agent.formats import manifest as mf
 from bodycam.agent.formats.agecrypt import Encryptor, check_recipients
 from bodycam.agent.formats.sshsig import load_private_key
+from bodycam.agent.pipeline import agreementclock, clocks
 from bodycam.agent.pipeline import batch as batches
-from bodycam.agent.pipeline import clocks
+from bodycam.agent.pipeline.agreementclock import ClockBehindError
 from bodycam.agent.pipeline.dockauth import DockCredentials, load_credentials, secure_link
 from bodycam.agent.pipeline.intake import Intake
 from bodycam.agent.pipeline.policy import STAY_REASONS, Exercise, Miss, ScopeDecision, decide, list_exercises
@@ -435,12 +436,13 @@ class Agent:
         report.recordings = len(listing)
         exercises = self.exercises(fleet)
         loaded = self.agreements()
+        judged = _SessionClock(self.journal, ident.serial, report)
         todo: list[tuple[RecordingInfo, ScopeDecision, float]] = []
         for rec in listing:
             placement = placements[rec.id]
             decision = decide(rec, ident.serial, placement, exercises)
             if decision.in_scope and placement.offset_s is not None and loaded is not None:
-                decision = self._agreement_gate(loaded, ident.serial, rec, decision, exercises)
+                decision = self._agreement_gate(loaded, ident.serial, rec, decision, exercises, judged)
             if not decision.in_scope or placement.offset_s is None:
                 report.note_stayed(decision)
                 self._note_out_of_scope(ident.serial, rec, decision, placement.offset_s or 0.0, intake)
@@ -487,16 +489,25 @@ class Agent:
             self.custody.error(held, camera=intake.serial)
 
     def _agreement_gate(
-        self, loaded: ag.Loaded, serial: str, rec: RecordingInfo, decision: ScopeDecision, exercises: list[Exercise]
+        self,
+        loaded: ag.Loaded,
+        serial: str,
+        rec: RecordingInfo,
+        decision: ScopeDecision,
+        exercises: list[Exercise],
+        judged: _SessionClock,
     ) -> ScopeDecision:
         """An in-scope recording leaves only under a covering agreement; one whose upload already
-        started finishes under the disclosure journaled then (it is encrypted to those parties)."""
+        started finishes under the disclosure journaled then (it is encrypted to those parties). With
+        the dock's clock behind a time it judged by (agent/pipeline/agreementclock.py) none covers it."""
         from bodycam.agent.formats import agreements as ag
 
         if self.journal.state(RecordingKey.of(serial, rec)) in IN_FLIGHT_STATES | DONE_STATES:
             return decision
         try:
-            found = self.disclosure(loaded, serial, decision, exercises, time.time())
+            found = self.disclosure(loaded, serial, decision, exercises, judged())
+        except ClockBehindError:  # the session's error says it once, with the fix; custody gets the code
+            return ScopeDecision(False, CLOCK_BEHIND_REASON, None, decision.start, decision.end, ag.NO_AGREEMENT, None)
         except ag.MixedKindsError as err:  # this recording stays; the camera's others may still leave
             LOG.warning("camera %s recording %d stays on the camera: %s", serial, rec.id, err)
             ids = ", ".join(err.ids[:8])
@@ -719,7 +730,8 @@ class Agent:
         if loaded is None:
             encryptor = Encryptor([r.age for r in self.recipients()], file_key=file_key)
         else:
-            shared = self.disclosure(loaded, serial, job.decision, self.exercises(), time.time())
+            now = agreementclock.judge(self.journal, time.time())  # ClockBehindError: it stays, a later run retries
+            shared = self.disclosure(loaded, serial, job.decision, self.exercises(), now)
             if not shared.covered:  # an agreement expired or was revoked since the listing
                 raise ConfigError(f"camera {serial} recording {rec.id}: {shared.why_not()}; it stays on the camera")
             encryptor = Encryptor(list(shared.recipients), file_key=file_key)
@@ -1101,6 +1113,34 @@ class Agent:
 
     def close(self) -> None:
         self.journal.close()
+
+
+#: the custody reason of a recording held back by a clock behind its mark (no time in it: it may be shared)
+CLOCK_BEHIND_REASON = "the dock's clock is behind a time it has judged data-sharing agreements by"
+
+
+class _SessionClock:
+    """The time one docking judges agreements by, taken when the first recording needs it (a docking
+    with nothing new to disclose says nothing about the clock); a clock behind its mark is the
+    session's one error, then ``ClockBehindError`` for each recording it would have judged."""
+
+    def __init__(self, journal: Journal, serial: str, report: CameraReport) -> None:
+        self._journal, self._serial, self._report = journal, serial, report
+        self._now: float | None = None
+        self._error: ClockBehindError | None = None
+
+    def __call__(self) -> float:
+        if self._now is None and self._error is None:
+            try:
+                self._now = agreementclock.judge(self._journal, time.time())
+            except ClockBehindError as err:
+                self._error = err
+                self._report.errors.append(f"camera {self._serial}: {err}")
+                LOG.warning("camera %s: %s", self._serial, err)
+        if self._error is not None:
+            raise self._error
+        assert self._now is not None
+        return self._now
 
 
 def _fleet_source(config: Config) -> FleetSource | None:
