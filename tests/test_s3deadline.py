@@ -25,8 +25,10 @@ import pytest
 
 from bodycam.agent.storage.bucket import open_bucket
 
+from .dock import iso_window, make_dock, window
 from .fleet import build_fleet
 from .s3server import SeaweedFS
+from .sims import SimProcess
 
 #: what a dripping answer waits between two bytes: within every socket timeout the commands are given
 DRIP_S = 0.5
@@ -35,12 +37,13 @@ CLI = str(Path(sys.executable).parent / "bodycam-sync")
 
 class Drip:
     """A TCP proxy to ``upstream`` that passes everything, except the answer to the first request whose
-    line contains ``match``: that one goes a byte every :data:`DRIP_S` (``mode`` ``head``: from its first
-    byte; ``body``: its status line and headers at once, then the body), for as long as the client reads.
-    ``dripped`` is that request's line."""
+    line contains ``match`` (``every``: to each such request): that one goes a byte every :data:`DRIP_S`
+    (``mode`` ``head``: from its first byte; ``body``: its status line and headers at once, then the
+    body), for as long as the client reads. ``dripped`` is the first such request's line; ``match`` may
+    be changed at any time (``b""``: nothing drips)."""
 
-    def __init__(self, upstream: tuple[str, int], match: bytes, mode: str) -> None:
-        self.upstream, self.match, self.mode = upstream, match, mode
+    def __init__(self, upstream: tuple[str, int], match: bytes, mode: str, every: bool = False) -> None:
+        self.upstream, self.match, self.mode, self.every = upstream, match, mode, every
         self.dripped: str | None = None
         self._guard = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -63,10 +66,10 @@ class Drip:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 line = data.split(b"\r\n", 1)[0]
-                if self.match in line:
+                if self.match and self.match in line:
                     with self._guard:
-                        if self.dripped is None:
-                            self.dripped = line.decode("ascii", "replace")
+                        if self.dripped is None or self.every:
+                            self.dripped = self.dripped or line.decode("ascii", "replace")
                             dripping.set()  # before the request goes on: its answer is the next bytes down
                 server.sendall(data)
         _close(client, server)
@@ -105,8 +108,8 @@ def drip(seaweedfs: SeaweedFS) -> Iterator[type[Drip]]:
     made: list[Drip] = []
 
     class Made(Drip):
-        def __init__(self, match: bytes, mode: str) -> None:
-            super().__init__(("127.0.0.1", seaweedfs.ports["s3"]), match, mode)
+        def __init__(self, match: bytes, mode: str, every: bool = False) -> None:
+            super().__init__(("127.0.0.1", seaweedfs.ports["s3"]), match, mode, every)
             made.append(self)
 
     yield Made
@@ -124,8 +127,8 @@ def test_verify_gives_up_a_recording_whose_answer_drips_and_checks_the_rest(
     tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, drip: type[Drip], mode: str
 ) -> None:
     """One dock's batch of 4 recordings of 64 KiB; the GET of one drips a byte every 0.5 s (its head, or
-    its body once the headers went through): about nine hours to the end, so verify stayed in that read
-    (past the 300 s given here) before. Now it ends (exit 1) with one object_unreadable finding naming the
+    its body once the headers went through): about nine hours to the end, and verify was still in that
+    read after 40 s when this ran before the fix. Now it ends (exit 1) with one object_unreadable finding naming the
     dripped key and the deadline; the 3 other recordings and the batch verify."""
     built = open_bucket(f"s3://{s3_bucket}/force", seaweedfs.endpoint_url)
     fleet = build_fleet(tmp_path / "docks", built, docks=1, per_dock=4, size=64 * 1024)
@@ -161,3 +164,34 @@ def test_a_read_timeout_out_of_its_bounds_is_one_line(seaweedfs: SeaweedFS, s3_b
             proc.stderr.count("\n") == 1
             and "BODYCAM_S3_TIMEOUT_S must be a number of seconds from 1 to 600" in proc.stderr
         )
+
+
+def test_an_ingest_whose_part_upload_drips_is_an_outage_and_resumes_after(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, drip: type[Drip]
+) -> None:
+    """``ingest --once`` (erase after upload on) of a camera with two training recordings of 64 KiB, every
+    part PUT answered a byte every 0.5 s: before the fix the run was still in the first PUT's answer after
+    40 s (its head alone, some 300 bytes, takes minutes at that pace, and nothing bounded a longer one).
+    Now it ends, exit 1, with one line naming the part's bucket key and the deadline; nothing is erased
+    from the camera. The same dock's next run, the endpoint well again, uploads, verifies and erases both."""
+    proxy = drip(b"partNumber=", "head", every=True)
+    dock = make_dock(tmp_path / "dock", f"s3://{s3_bucket}/drip", proxy.url, erase=True)
+    win = window()
+    dock.enroll("CAM-DRIP")
+    dock.exercise("EX-DRIP", win, "CAM-DRIP")
+    args = ("--recordings", "2", "--training", "2", "--size", str(64 * 1024), "--exercise", iso_window(win))
+    env = {**seaweedfs.env(), "BODYCAM_S3_TIMEOUT_S": "1"}
+    with SimProcess("usbip", "CAM-DRIP", *args, truth_dir=tmp_path) as cam:
+        code, report = dock.ingest_json(cam.address, env=env)
+        assert code == 1, report
+        assert proxy.dripped is not None and dock.custody("erased") == []
+        assert [e["error"] for e in dock.custody("error")] == ["UploadError"]
+        errors = report["cameras"][0]["errors"]
+        part = proxy.dripped.split()[1].split("?")[0].removeprefix(f"/{s3_bucket}/")
+        assert len(errors) == 1 and f"s3://{s3_bucket}/{part} " in errors[0], errors
+        assert "did not come within its deadline" in errors[0] and "\n" not in errors[0]
+        proxy.match = b""
+        code, report = dock.ingest_json(cam.address, env=env)
+    assert code == 0, report
+    assert [c["verified"] for c in report["cameras"]] == [2], report
+    assert len(dock.custody("erased")) == 2
