@@ -195,3 +195,25 @@ def test_an_ingest_whose_part_upload_drips_is_an_outage_and_resumes_after(
     assert code == 0, report
     assert [c["verified"] for c in report["cameras"]] == [2], report
     assert len(dock.custody("erased")) == 2
+
+
+def test_verify_gives_up_a_listing_whose_answer_drips_in_one_line(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, drip: type[Drip]
+) -> None:
+    """The bucket's listing (ListObjectsV2), its answer's head sent a byte every 0.5 s: verify ends with
+    a listing_failed finding naming the bucket and the deadline (exit 1; nothing_to_verify besides, as
+    nothing was listed), instead of waiting on the listing: before the fix, still listing after 40 s."""
+    built = open_bucket(f"s3://{s3_bucket}/force", seaweedfs.endpoint_url)
+    fleet = build_fleet(tmp_path / "docks", built, docks=1, per_dock=2, size=1024)
+    built.close()
+    proxy = drip(b"list-type=2", "head")
+    proc = run(
+        seaweedfs, "verify", "--bucket", f"s3://{s3_bucket}/force", "--endpoint-url", proxy.url,
+        "--allowed-signers", str(fleet.allowed_signers), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    findings = json.loads(proc.stdout)["findings"]
+    assert [f["problem"] for f in findings] == ["listing_failed", "nothing_to_verify"], findings
+    message = findings[0]["message"]
+    assert f"s3://{s3_bucket}/force " in message and "did not come within its deadline" in message, message
+    assert "\n" not in message
