@@ -37,6 +37,11 @@ class Recording:
     ciphertext: bytes = b"ciphertext of a recording"
     retain_until: str | None = None
     stored: bool = True
+    exercise_id: str | None = None
+    #: whom it was disclosed to and under which agreements (``{"id", "version", "sha256"}``), as a dock
+    #: under data-sharing agreements signs them (docs/formats.md §3); None: a dock without agreements
+    parties: tuple[str, ...] | None = None
+    agreements: tuple[dict[str, Any], ...] = ()
 
     def sha256(self) -> str:
         return hashlib.sha256(self.ciphertext).hexdigest()
@@ -116,6 +121,9 @@ class SignedBucket:
             }  # fmt: skip
             if rec.retain_until is not None:
                 item["retain_until"] = rec.retain_until
+            item["exercise_id"] = rec.exercise_id
+            if rec.parties is not None:
+                item["parties"], item["agreements"] = list(rec.parties), list(rec.agreements)
             listed.append(item)
         doc: dict[str, Any] = {
             "format": "bodycam-manifest/1", "dock_id": dock.name, "agent_version": "test", "batch_id": batch,

@@ -33,7 +33,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, overload
 from urllib.parse import unquote, urlsplit
@@ -47,6 +47,7 @@ from bodycam.agent.audit.custodycheck import CustodyCheck
 from bodycam.agent.audit.disclosures import Collector, Disclosure
 from bodycam.agent.audit.wording import counted
 from bodycam.agent.config import FLEET_PREFIX
+from bodycam.agent.formats import agreements as ag
 from bodycam.agent.formats import commitment, witnesspolicy
 from bodycam.agent.formats import fleet as fl
 from bodycam.agent.formats import manifest as mf
@@ -83,6 +84,8 @@ BATCH_COST = 1280
 ROW_COST = 1024
 #: one copy kept of each dock id and fingerprint batches repeat, up to this many (then each keeps its own)
 MAX_SHARED = 4096
+#: agreement versions (by SHA-256) one run reads from ``_fleet/agreements/`` to judge disclosures
+MAX_AGREEMENT_DOCS = 1024
 #: objects read and hashed at once (issue 14 item 6): enough to keep an S3 endpoint's latency hidden and both
 #: cores hashing; each holds one CHUNK, so memory stays bounded whatever the bucket holds
 READ_WORKERS = 8
@@ -530,6 +533,8 @@ class Verifier:
         self.keep_rows = True
         #: one object per value many batches repeat (dock ids, signer fingerprints): kept for every batch
         self._shared: dict[str, str] = {}
+        #: the agreement versions the manifests name, by SHA-256 (None: not in the bucket as signed)
+        self._agreement_docs: dict[str, ag.Agreement | None] = {}
 
     def _share(self, value: str) -> str:
         """The one copy of ``value`` kept for the run (a dock id or fingerprint each batch repeats)."""
@@ -879,6 +884,7 @@ class Verifier:
             listed.add(pkey)
             self._cosignature(raw, pkey, result, result.sealed_at)
         self._claims(manifest, result, where)
+        self._coverage(manifest, result)
         self._opens_all = any(r.age in self._own_recipients for r in manifest.recipients)
         result.seq = manifest.batch_seq
         result.previous_manifest_sha256 = manifest.previous_manifest_sha256
@@ -977,6 +983,68 @@ class Verifier:
                 f"{mkey} names signing key {manifest.signing_key[:80]!r} but was signed by {result.signer}",
                 **where,
             )
+
+    def _coverage(self, manifest: mf.Manifest, result: BatchResult) -> None:
+        """Each party a recording was encrypted to is named by an agreement the manifest names for it, one
+        that covers the recording (docs/formats.md §10.2): the dock signed whom it disclosed to, and the
+        agreement it names by SHA-256 says whom it may. Judged from what the bucket holds: the versions in
+        ``_fleet/agreements/`` (a dock's local agreements are not there, and are not judged); a recording's
+        site is not in the manifest, nor when the disclosure was made, so the site and the end of validity
+        are not judged, and validity's start only against the batch's sealing (it was disclosed before)."""
+        sealed = manifest.sealed_at.timestamp()
+        for rec in manifest.recordings:
+            if not rec.parties or rec.agreements is None:
+                continue
+            why = self._uncovered(rec, sealed)
+            if why is not None:
+                self._find("disclosure_uncovered", f"{_short(rec.key, 300)}: {why}", dock=result.dock,
+                           batch=result.batch, key=rec.key)  # fmt: skip
+
+    def _uncovered(self, rec: mf.ManifestRecording, sealed: float) -> str | None:
+        """Why a party of ``rec`` had no covering agreement, or None (covered, or not judged here)."""
+        docs = [self._agreement_doc(ref) for ref in (rec.agreements or ())[:64]]
+        start, end = parse_or_none(rec.start), parse_or_none(rec.end)
+        if any(d is None for d in docs) or start is None or end is None:
+            return None
+        for party in rec.parties or ():
+            reasons: list[str] = []
+            for doc in docs:
+                assert doc is not None
+                if party not in {p.name for p in doc.parties}:
+                    reasons.append(f"{doc.id}: does not name it")
+                    continue
+                site = doc.scope.sites[0] if doc.scope.sites else None  # not in the manifest: not judged
+                facts = ag.RecordingFacts(rec.camera_serial, rec.exercise_id, site, start.timestamp(), end.timestamp())
+                now = sealed if sealed < doc.not_before else min(sealed, doc.not_after)
+                code = ag.coverage(doc, facts, now)
+                if code == ag.COVERED:
+                    break
+                reasons.append(f"{doc.id}: {code}")
+            else:
+                listed = "; ".join(reasons[:8]) or "it names none"
+                return (
+                    f"it was encrypted to party {_short(party, 64)}, but no agreement it names covers that ({listed})"
+                )
+        return None
+
+    def _agreement_doc(self, ref: mf.AgreementRef) -> ag.Agreement | None:
+        """The agreement version ``ref`` names, as the bucket's ``_fleet/agreements/`` holds it with the
+        SHA-256 the manifest signs; None when it holds no such document (read once per version)."""
+        if ref.sha256 in self._agreement_docs:
+            return self._agreement_docs[ref.sha256]
+        if len(self._agreement_docs) >= MAX_AGREEMENT_DOCS or ag.ID.fullmatch(ref.id) is None:
+            return None
+        doc: ag.Agreement | None = None
+        try:
+            raw = self.bucket.get_bytes(f"{fl.AGREEMENTS}/{ref.id}.v{ref.version}.json", ag.MAX_FILE_BYTES)
+            if hashlib.sha256(raw).hexdigest() == ref.sha256:
+                full = ag.parse(raw, strings=False)  # kept without its bytes and keys: the cache stays small
+                parties = tuple(replace(p, recipients=()) for p in full.parties)
+                doc = replace(full, parties=parties, raw=b"")
+        except BodycamError:  # absent, unreadable or not an agreement: nothing to judge by
+            doc = None
+        self._agreement_docs[ref.sha256] = doc
+        return doc
 
     def _sidecar(
         self, manifest: mf.Manifest, prefix: str, result: BatchResult, listed: set[str], where: dict[str, Any]
