@@ -25,6 +25,8 @@ import pytest
 
 from bodycam.agent.storage.bucket import open_bucket
 
+from .agreement_setup import draft as _draft
+from .agreement_setup import make_force
 from .dock import iso_window, make_dock, window
 from .fleet import build_fleet
 from .s3server import SeaweedFS
@@ -217,3 +219,46 @@ def test_verify_gives_up_a_listing_whose_answer_drips_in_one_line(
     message = findings[0]["message"]
     assert f"s3://{s3_bucket}/force " in message and "did not come within its deadline" in message, message
     assert "\n" not in message
+
+
+def test_receive_gives_up_a_recording_whose_answer_drips_and_receives_the_rest(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, drip: type[Drip]
+) -> None:
+    """A party receives its share of two recordings from S3 while the GET of one drips its body a byte
+    every 0.5 s (still in that read after 40 s before the fix): now receive ends, exit 1, with one
+    problem naming that recording's key and the deadline, and the other recording received."""
+    dock = make_dock(tmp_path / "dock", f"s3://{s3_bucket}/share", seaweedfs.endpoint_url)
+    made = make_force(tmp_path, ("P1", "archive"))
+    with dock.config_path.open("a") as f:
+        f.write(f'[agreements]\ncontroller_keys = ["{made.controller_pub.strip()}"]\n')
+        f.write(f'archive = "{made.recipients["archive"]}"\n[fleet]\nrefresh_s = 0\n')
+    (tmp_path / "drafts").mkdir()
+    draft = _draft(
+        tmp_path / "drafts" / "DSA-D.json", "DSA-D", "EX-D", {"P1": made.recipients["P1"]}, time.time() + 86400
+    )
+    signed = tmp_path / "signed"
+    assert dock.cli("agreement", "sign", str(draft), "--key", str(made.keys / "controller"),
+                    "--out", str(signed)).returncode == 0  # fmt: skip
+    assert dock.cli("agreement", "publish", "--dir", str(signed)).returncode == 0
+    win = window()
+    dock.enroll("CAM-D1")
+    dock.exercise("EX-D", win, "CAM-D1")
+    args = ("--recordings", "2", "--training", "2", "--size", str(64 * 1024), "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-D1", *args, truth_dir=tmp_path) as cam:
+        code, report = dock.ingest_json(cam.address)
+    assert code == 0, report
+    proxy = drip(b"/recordings/", "body")
+    out = tmp_path / "p1"
+    proc = dock.cli(
+        "receive", "--bucket", dock.bucket_url, "--endpoint-url", proxy.url, "--allowed-signers",
+        str(dock.allowed_signers), "--identity", str(made.identities["P1"]), "--agreement", "DSA-D",
+        "--out", str(out), "--json", env={"BODYCAM_S3_TIMEOUT_S": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    got = json.loads(proc.stdout)
+    assert len(got["received"]) == 1 and len(got["problems"]) == 1, got
+    assert proxy.dripped is not None
+    key = proxy.dripped.split()[1].split("?")[0].removeprefix(f"/{s3_bucket}/")
+    problem = got["problems"][0]
+    assert f"s3://{s3_bucket}/{key} " in problem and "did not come within its deadline" in problem, problem
+    assert "\n" not in problem
