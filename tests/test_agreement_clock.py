@@ -78,3 +78,78 @@ def test_an_expired_agreement_does_not_cover_footage_again_when_the_docks_clock_
     stayed = dock.custody("skipped_out_of_scope")
     assert [(s["code"], s["reason"]) for s in stayed] == [("no_agreement", "the dock's clock is behind a time it "
                                                           "has judged data-sharing agreements by")] * 2  # fmt: skip
+
+
+#: a clock once set to 2030 by mistake left the mark there (2030-01-01T00:00:00Z)
+MARK_2030 = 1_893_456_000.0
+
+
+def test_a_mark_left_in_the_future_by_a_clock_set_ahead_is_reset_by_the_operator_and_footage_leaves_again(
+    tmp_path: Path,
+) -> None:
+    """The dock's clock once read 2030 and was corrected: the mark stayed in 2030 and every docking
+    disclosed nothing for years, the footage held on the camera, with no way out but editing the journal.
+    The docking's one line now names 'clock reset-mark --yes', which resets the mark (custody entry with
+    both marks), and the next docking discloses again; the command changes nothing without --yes, and
+    refuses once the mark is not ahead of the clock."""
+    bucket = tmp_path / "bucket"
+    dock = make_dock(tmp_path / "dock", bucket.as_uri())
+    force = make_force(tmp_path, ("P1", "archive"))
+    agreements = tmp_path / "agreements"
+    share_under_agreements(dock, force, agreements)
+    unsigned = draft(tmp_path / "DSA-F.json", "DSA-F", "EX-1", {"P1": force.recipients["P1"]}, time.time() + 86400)
+    signed = dock.cli("agreement", "sign", str(unsigned), "--key", str(force.keys / "controller"), "--out",
+                      str(agreements))  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    journal = dock.journal()
+    try:
+        journal.set_meta("agreement_clock", repr(MARK_2030))
+    finally:
+        journal.close()
+    win = window()
+    dock.enroll("CAM-F1")
+    dock.exercise("EX-1", win, "CAM-F1")
+    args = ("--recordings", "2", "--training", "2", "--size", "40000", "--exercise", iso_window(win))
+    with SimProcess("usbip", "CAM-F1", *args, truth_dir=tmp_path) as sim:
+        held = dock.cli("ingest", "--once", "--json", "--usbip", sim.address)
+        assert held.returncode == 1, held.stdout + held.stderr
+        errors = [e for c in json.loads(held.stdout)["cameras"] for e in c["errors"]]
+        assert len(errors) == 1 and "'bodycam-sync clock reset-mark --yes'" in errors[0], errors
+        assert not [p for p in bucket.rglob("*.age") if "recordings" in p.parts]
+
+        asked = dock.cli("clock", "reset-mark")  # without --yes: says what it would do, changes nothing
+        assert asked.returncode == 2 and asked.stdout == "", asked
+        assert len(asked.stderr.splitlines()) == 1 and "Traceback" not in asked.stderr
+        assert "2030-01-01T00:00:00Z" in asked.stderr and "clock reset-mark --yes" in asked.stderr
+        assert dock.custody("agreement_clock_reset") == []
+
+        reset = dock.cli("clock", "reset-mark", "--yes", "--json")
+        assert reset.returncode == 0, reset.stderr
+        shown = json.loads(reset.stdout)
+        assert shown["previous_mark"] == "2030-01-01T00:00:00Z" and shown["mark"] < "2030"
+
+        code, report = dock.ingest_json(sim.address)
+    assert code == 0, report
+    assert len([p for p in bucket.rglob("*.age") if "recordings" in p.parts]) == 2  # both left, to P1
+    (entry,) = dock.custody("agreement_clock_reset")
+    assert (entry["previous_mark"], entry["mark"]) == (shown["previous_mark"], shown["mark"])
+    assert entry["actor"].startswith("operator:")  # an auditor sees a person did it, and when
+    journal = dock.journal()
+    try:
+        mark = agreementclock.high_water(journal)
+        assert mark is not None and mark < MARK_2030
+    finally:
+        journal.close()
+
+    again = dock.cli("clock", "reset-mark", "--yes")  # the mark is not ahead now: refused, one line
+    assert again.returncode == 2 and again.stdout == "", again
+    assert len(again.stderr.splitlines()) == 1 and "nothing to reset" in again.stderr
+    assert len(dock.custody("agreement_clock_reset")) == 1
+
+
+def test_reset_mark_is_refused_on_a_dock_that_has_judged_no_agreement(tmp_path: Path) -> None:
+    dock = make_dock(tmp_path / "dock", (tmp_path / "bucket").as_uri())
+    proc = dock.cli("clock", "reset-mark", "--yes")
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert len(proc.stderr.splitlines()) == 1 and "no agreement clock mark to reset" in proc.stderr
+    assert dock.custody("agreement_clock_reset") == []

@@ -1,4 +1,5 @@
-"""Cameras on this dock: listing them, enrolling their keys, allocating them to officers, their clocks."""
+"""Cameras on this dock: listing them, enrolling their keys, allocating them to officers, their clocks
+(and the dock's own agreement clock mark, which a clock set wrongly can leave in the future)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from bodycam.agent.cli.common import (
     NO_CAMERAS,
     Context,
     agent_journal,
+    command_name,
     complete_serial,
     emit_json,
     enrolled_lookup,
@@ -171,7 +173,7 @@ def allocate(ctx: Context, serial: str, officer: str | None, at_text: str | None
 
 @click.group()
 def clock() -> None:
-    """Camera clocks."""
+    """Camera clocks, and the dock's agreement clock mark."""
 
 
 @clock.command("sync")
@@ -228,3 +230,41 @@ def clock_sync(
     else:
         for r in results:
             click.echo(f"{r['camera']}: drift {r['drift_s']:+.3f} s, now {r['after_s']:+.3f} s")
+
+
+@clock.command("reset-mark")
+@click.option("--yes", is_flag=True, help="Reset the mark; without it, only say what would be reset (exit 2).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_ctx
+def clock_reset_mark(ctx: Context, yes: bool, as_json: bool) -> None:
+    """Reset the dock's agreement clock mark to the dock's clock, when the clock reads behind it.
+
+    The dock never judges data-sharing agreements by a time earlier than the latest it judged them by
+    (so an expired agreement cannot cover footage again), and discloses nothing while its clock reads
+    over 120 s behind that mark. A clock once set ahead by mistake and then corrected leaves the mark in
+    the future, and the footage on the cameras until real time reaches it: check the dock's clock is
+    right (chronyc tracking), then reset the mark to it. Recorded in custody (agreement_clock_reset,
+    with the old and new mark). Refused (exit 2) when the mark is not ahead of the clock."""
+    import time
+
+    from bodycam.agent.pipeline import agreementclock
+    from bodycam.agent.storage.custody_log import CustodyLog
+
+    with agent_journal(ctx) as journal:
+        if not yes:
+            shown = agreementclock.pending(journal, time.time())
+            raise ConfigError(
+                f"the agreement clock mark is {agreementclock.readable(shown.previous)}, "
+                f"{shown.previous - shown.mark:.0f} s ahead of the dock's clock ({agreementclock.readable(shown.mark)}); "
+                f"if the clock is right (chronyc tracking), run '{command_name()} clock reset-mark --yes' to reset "
+                "the mark to it (recorded in custody)"
+            )
+        done = agreementclock.reset(journal, CustodyLog.for_operator(journal, ctx.config), time.time())
+    was, now = agreementclock.readable(done.previous), agreementclock.readable(done.mark)
+    if as_json:
+        emit_json({"previous_mark": was, "mark": now})
+    else:
+        click.echo(
+            f"agreement clock mark reset from {was} to {now} (custody agreement_clock_reset); "
+            "the next docking judges agreements by the dock's clock again"
+        )

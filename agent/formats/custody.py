@@ -50,6 +50,7 @@ EVENTS = frozenset(
         "fleet_loaded",  # a fleet document from the bucket used for the first time (pipeline/fleet.py)
         "allocated",  # an operator allocated a camera to an officer (pipeline/enrolment.py)
         "consulted",  # an operator was shown officer ids or exercise sites on the dock
+        "agreement_clock_reset",  # an operator lowered the agreement clock mark (pipeline/agreementclock.py)
     }
 )
 
