@@ -95,19 +95,26 @@ def create_private(path: Path, *, exclusive: bool = False, follow_symlinks: bool
     return fd
 
 
-def make_private_dirs(path: Path) -> None:
-    """``mkdir -p`` where each directory it makes is 0700 whatever the umask (``Path.mkdir(parents=True)``
-    gives the parents the umask's mode, and ``mode=`` is only ever narrowed by it); directories that exist
-    are left as they are. Raises OSError (FileExistsError or NotADirectoryError where a part is a file)."""
+def make_dirs(path: Path, mode: int, *, exact: bool) -> None:
+    """``mkdir -p`` where each directory it makes gets ``mode`` (``Path.mkdir(parents=True)`` gives the
+    parents the umask's mode); with ``exact`` the mode whatever the umask (``mkdir``'s mode is only ever
+    narrowed by it), else narrowed by the umask, never widened. Directories that exist are left as they
+    are. Raises OSError (FileExistsError or NotADirectoryError where a part is a file)."""
     missing: list[Path] = []
     while not path.is_dir() and path.parent != path:
         missing.append(path)
         path = path.parent
     for directory in reversed(missing):
         try:
-            directory.mkdir(PRIVATE_DIR_MODE)
+            directory.mkdir(mode)
         except FileExistsError:
             if not directory.is_dir():
                 raise
             continue  # another process made it meanwhile: its mode is its own
-        os.chmod(directory, PRIVATE_DIR_MODE)
+        if exact:
+            os.chmod(directory, mode)
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where each directory it makes is 0700 whatever the umask (:func:`make_dirs`)."""
+    make_dirs(path, PRIVATE_DIR_MODE, exact=True)

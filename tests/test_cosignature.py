@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from bodycam.agent.formats import cosignature, note, witnesspolicy
 from bodycam.drivers.errors import ConfigError, IntegrityError
 
+from .fifo import outcome_on_a_fifo
+
 ORIGIN = "bodycam-sync/dock-01"
 
 
@@ -146,28 +148,12 @@ def test_a_policy_path_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path: P
     at the path held the daemon's start, or verify, in open() for ever. Now it is one line; a pipe a
     writer feeds (a shell's <(...)) is still read."""
     import os
-    import threading
 
     fifo = tmp_path / "witness.policy"
     os.mkfifo(fifo, 0o600)
-    outcome: list[BaseException | witnesspolicy.Policy] = []
-
-    def load() -> None:
-        try:
-            outcome.append(witnesspolicy.load(fifo))
-        except BaseException as err:  # recorded for the assertion below
-            outcome.append(err)
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    thread.join(60)
-    hung = thread.is_alive()
-    if hung:  # release the open before failing: a writer lets it return
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(60)
-    assert not hung, "witnesspolicy.load was still opening the named pipe after 60 s"
-    assert outcome and isinstance(outcome[0], ConfigError), outcome
-    assert str(outcome[0]) == f"witness policy {fifo}: a named pipe that nothing writes to"
+    outcome = outcome_on_a_fifo(lambda: witnesspolicy.load(fifo), fifo, "witnesspolicy.load")
+    assert isinstance(outcome, ConfigError), outcome
+    assert str(outcome) == f"witness policy {fifo}: a named pipe that nothing writes to"
     log, _, _ = _vkeys()
     read_end, write_end = os.pipe()  # what a shell's <(...) hands over: /dev/fd/N, a pipe with its data
     try:

@@ -36,6 +36,8 @@ from bodycam.agent.formats.sshsig import (
 )
 from bodycam.drivers.errors import ConfigError, IntegrityError
 
+from .fifo import outcome_on_a_fifo
+
 NS = "bodycam-manifest"
 DATA = b'{"camera": "BC-0042", "files": ["clip-0001.mp4"], "sha256": "00ff"}\n' * 40
 
@@ -406,29 +408,11 @@ def test_a_signing_key_path_that_is_a_named_pipe_is_refused_not_waited_on(tmp_pa
     """The signing key was opened without O_NONBLOCK before its fstat: a named pipe at key_path (planted,
     or a mistaken config) held ingest, the daemon's start and every reload in open() for ever, waiting
     for a writer. The pseudonym key got O_NONBLOCK in 8a48dd1; the signing key now shares its reader."""
-    import threading
-
     fifo = tmp_path / "dock_key"
     os.mkfifo(fifo, 0o600)
-    outcome: list[BaseException | None] = []
-
-    def load() -> None:
-        try:
-            load_private_key(fifo)
-            outcome.append(None)
-        except BaseException as err:
-            outcome.append(err)
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    thread.join(60)
-    hung = thread.is_alive()
-    if hung:  # release the open before failing: a writer lets it return
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(60)
-    assert not hung, "load_private_key was still opening the named pipe after 60 s"
-    assert outcome and isinstance(outcome[0], ConfigError), outcome
-    assert str(outcome[0]) == f"signing key {fifo} is not a regular file"
+    outcome = outcome_on_a_fifo(lambda: load_private_key(fifo), fifo, "load_private_key")
+    assert isinstance(outcome, ConfigError), outcome
+    assert str(outcome) == f"signing key {fifo} is not a regular file"
 
 
 def test_generate_key_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:

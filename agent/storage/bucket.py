@@ -58,6 +58,7 @@ from urllib.parse import unquote, urlsplit
 from bodycam.agent.formats.times import iso_utc
 from bodycam.drivers.crc import crc32c
 from bodycam.drivers.errors import BodycamError, ConfigError, IntegrityError, StorageError, UploadError
+from bodycam.drivers.files import make_dirs
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -2509,18 +2510,9 @@ DIR_MODE = 0o755
 
 
 def _make_dirs(path: Path) -> None:
-    """``mkdir -p`` with each directory made DIR_MODE (``Path.mkdir(parents=True)`` gives the parents the
-    umask's mode). FileExistsError or NotADirectoryError when a leading part is a file."""
-    missing: list[Path] = []
-    while not path.is_dir() and path.parent != path:
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(DIR_MODE)
-        except FileExistsError:
-            if not directory.is_dir():  # another writer made it meanwhile: fine; a file: the caller's error
-                raise
+    """``mkdir -p`` with each directory made DIR_MODE, narrowed by the umask and never widened
+    (:func:`~bodycam.drivers.files.make_dirs`)."""
+    make_dirs(path, DIR_MODE, exact=False)
 
 
 def _read_small(path: Path, limit: int) -> bytes:
