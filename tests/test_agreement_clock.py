@@ -17,7 +17,7 @@ from bodycam.agent.pipeline import agreementclock
 from bodycam.agent.storage.journal import Journal
 
 from .agreement_setup import draft, make_force, share_under_agreements
-from .dock import iso_window, make_dock, window
+from .dock import Dock, iso_window, make_dock, window
 from .sims import SimProcess
 
 
@@ -43,27 +43,35 @@ def test_the_mark_survives_a_restart_and_a_clock_behind_it_judges_nothing(tmp_pa
         journal.close()
 
 
-def test_an_expired_agreement_does_not_cover_footage_again_when_the_docks_clock_goes_back(tmp_path: Path) -> None:
+def _dock_sharing_under(tmp_path: Path, name: str, expiry: float, mark: float, serial: str) -> tuple[Path, Dock, str]:
+    """A dock sharing EX-1 with P1 under agreement ``name`` (ending at ``expiry``), its journal's agreement
+    clock mark set to ``mark`` (a time it has already judged by), and camera ``serial`` enrolled on EX-1:
+    the bucket, the dock and the exercise window as the sim takes it."""
     bucket = tmp_path / "bucket"
     dock = make_dock(tmp_path / "dock", bucket.as_uri())
     force = make_force(tmp_path, ("P1", "archive"))
     agreements = tmp_path / "agreements"
     share_under_agreements(dock, force, agreements)
-    # DSA-T ends in an hour. The dock has already judged agreements at two hours on (then DSA-T had
-    # expired and nothing went out under it); its clock has since been set back to now.
-    unsigned = draft(tmp_path / "DSA-T.json", "DSA-T", "EX-1", {"P1": force.recipients["P1"]}, time.time() + 3600)
+    unsigned = draft(tmp_path / f"{name}.json", name, "EX-1", {"P1": force.recipients["P1"]}, expiry)
     signed = dock.cli("agreement", "sign", str(unsigned), "--key", str(force.keys / "controller"), "--out",
                       str(agreements))  # fmt: skip
     assert signed.returncode == 0, signed.stderr
     journal = dock.journal()
     try:
-        journal.set_meta("agreement_clock", repr(time.time() + 7200))
+        journal.set_meta("agreement_clock", repr(mark))
     finally:
         journal.close()
     win = window()
-    dock.enroll("CAM-T1")
-    dock.exercise("EX-1", win, "CAM-T1")
-    args = ("--recordings", "2", "--training", "2", "--size", "40000", "--exercise", iso_window(win))
+    dock.enroll(serial)
+    dock.exercise("EX-1", win, serial)
+    return bucket, dock, iso_window(win)
+
+
+def test_an_expired_agreement_does_not_cover_footage_again_when_the_docks_clock_goes_back(tmp_path: Path) -> None:
+    # DSA-T ends in an hour. The dock has already judged agreements at two hours on (then DSA-T had
+    # expired and nothing went out under it); its clock has since been set back to now.
+    bucket, dock, exercise = _dock_sharing_under(tmp_path, "DSA-T", time.time() + 3600, time.time() + 7200, "CAM-T1")
+    args = ("--recordings", "2", "--training", "2", "--size", "40000", "--exercise", exercise)
     with SimProcess("usbip", "CAM-T1", *args, truth_dir=tmp_path) as sim:
         proc = dock.cli("ingest", "--once", "--json", "--usbip", sim.address)
         listed = json.loads(dock.cli("devices", "--json", "--usbip", sim.address).stdout)
@@ -92,24 +100,8 @@ def test_a_mark_left_in_the_future_by_a_clock_set_ahead_is_reset_by_the_operator
     The docking's one line now names 'clock reset-mark --yes', which resets the mark (custody entry with
     both marks), and the next docking discloses again; the command changes nothing without --yes, and
     refuses once the mark is not ahead of the clock."""
-    bucket = tmp_path / "bucket"
-    dock = make_dock(tmp_path / "dock", bucket.as_uri())
-    force = make_force(tmp_path, ("P1", "archive"))
-    agreements = tmp_path / "agreements"
-    share_under_agreements(dock, force, agreements)
-    unsigned = draft(tmp_path / "DSA-F.json", "DSA-F", "EX-1", {"P1": force.recipients["P1"]}, time.time() + 86400)
-    signed = dock.cli("agreement", "sign", str(unsigned), "--key", str(force.keys / "controller"), "--out",
-                      str(agreements))  # fmt: skip
-    assert signed.returncode == 0, signed.stderr
-    journal = dock.journal()
-    try:
-        journal.set_meta("agreement_clock", repr(MARK_2030))
-    finally:
-        journal.close()
-    win = window()
-    dock.enroll("CAM-F1")
-    dock.exercise("EX-1", win, "CAM-F1")
-    args = ("--recordings", "2", "--training", "2", "--size", "40000", "--exercise", iso_window(win))
+    bucket, dock, exercise = _dock_sharing_under(tmp_path, "DSA-F", time.time() + 86400, MARK_2030, "CAM-F1")
+    args = ("--recordings", "2", "--training", "2", "--size", "40000", "--exercise", exercise)
     with SimProcess("usbip", "CAM-F1", *args, truth_dir=tmp_path) as sim:
         held = dock.cli("ingest", "--once", "--json", "--usbip", sim.address)
         assert held.returncode == 1, held.stdout + held.stderr
