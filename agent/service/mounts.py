@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bodycam.drivers.device.massstorage import MAX_MOUNTS, is_volume
+from bodycam.drivers.device.massstorage import MAX_MOUNTS, is_volume, mount_names
 
 LOG = logging.getLogger(__name__)
 #: how long one scan waits for the probes it started (a healthy disk answers in milliseconds)
@@ -133,14 +132,4 @@ class MountWatch:
     def _list_root(self) -> list[str]:
         """The names of the directory's first ``MAX_MOUNTS`` entries (reading the directory itself; each
         entry's own look is its probe's)."""
-        names: list[str] = []
-        try:
-            with os.scandir(self.root) as it:
-                for n, entry in enumerate(it):
-                    if n >= MAX_MOUNTS:
-                        LOG.warning("%s holds more than %d entries; the rest are not looked at", self.root, MAX_MOUNTS)
-                        break
-                    names.append(entry.name)
-        except OSError as err:
-            LOG.debug("mass-storage directory %s not readable: %s", self.root, err)
-        return sorted(names)
+        return mount_names(self.root)

@@ -745,21 +745,26 @@ def is_volume(path: Path) -> bool:
     return stat.S_ISDIR(meta.st_mode) and stat.S_ISREG(device.st_mode)
 
 
-def find_mass_storage(root: Path) -> list[Path]:
-    """Mount points under ``root``: immediate subdirectories (not symlinks) holding ``BODYCAM/device.json``.
-    Blocks as long as any of them does (a hung disk): the daemon looks through agent/service/mounts.py."""
-    found: list[Path] = []
+def mount_names(root: Path) -> list[str]:
+    """The names of ``root``'s first ``MAX_MOUNTS`` entries, sorted (reading the directory only, not
+    looking into any entry); none when it cannot be read."""
+    names: list[str] = []
     try:
         with os.scandir(root) as it:
             for n, entry in enumerate(it):
                 if n >= MAX_MOUNTS:
                     LOG.warning("%s holds more than %d entries; the rest are not looked at", root, MAX_MOUNTS)
                     break
-                if is_volume(Path(entry.path)):
-                    found.append(Path(entry.path))
+                names.append(entry.name)
     except OSError as err:
         LOG.debug("mass-storage directory %s not readable: %s", root, err)
-    return sorted(found)
+    return sorted(names)
+
+
+def find_mass_storage(root: Path) -> list[Path]:
+    """Mount points under ``root``: immediate subdirectories (not symlinks) holding ``BODYCAM/device.json``.
+    Blocks as long as any of them does (a hung disk): the daemon looks through agent/service/mounts.py."""
+    return [root / name for name in mount_names(root) if is_volume(root / name)]
 
 
 #: the mounted volume is the one camera seam too (mypy checks it; drivers/device/api.py)
