@@ -26,7 +26,6 @@ docs/decisions.md "The dock's clock going backwards" says why a mark and not a t
 from __future__ import annotations
 
 import math
-import sqlite3
 from dataclasses import dataclass
 
 from bodycam.agent.formats.times import iso_utc
@@ -87,7 +86,7 @@ class Reset:
 def pending(journal: Journal, now: float) -> Reset:
     """What :func:`reset` would do at wall-clock ``now``, without doing it (the CLI shows it before
     ``--yes``). Raises ConfigError when there is nothing to reset (see :func:`reset`)."""
-    return _check(_parse(journal.meta(MARK_KEY)), now)
+    return _check(high_water(journal), now)
 
 
 def reset(journal: Journal, custody: CustodyLog, now: float) -> Reset:
@@ -102,7 +101,7 @@ def reset(journal: Journal, custody: CustodyLog, now: float) -> Reset:
     it, StorageError when the mark in the journal is not a time or the journal cannot be written.
     """
     with journal.transaction() as db:
-        done = _check(_parse(_meta_in(db)), now)
+        done = _check(high_water(journal), now)  # the journal's one connection: read inside this transaction
         db.execute(
             "INSERT INTO meta VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (MARK_KEY, repr(now))
         )
@@ -123,11 +122,6 @@ def _check(mark: float | None, now: float) -> Reset:
             "there is nothing to reset"
         )
     return Reset(mark, now)
-
-
-def _meta_in(db: sqlite3.Connection) -> str | None:
-    row = db.execute("SELECT value FROM meta WHERE key=?", (MARK_KEY,)).fetchone()
-    return None if row is None else str(row[0])
 
 
 def _parse(text: str | None) -> float | None:
