@@ -810,13 +810,8 @@ class Agent:
         warned = False
         while True:
             with self._batch_lock:
-                open_id = batches.open_id(self.journal)
-                due = (
-                    open_id is not None
-                    and batches.age_s(self.journal, open_id, time.time()) >= self.config.batch_max_age_s
-                    and batches.recordings_ready(self.journal, open_id) > 0
-                )
-            if not due:
+                open_id = self._open_batch_due(time.time())
+            if open_id is None:
                 return
             if job.cancel is not None and job.cancel.is_set():
                 raise DeferredError(
@@ -1064,10 +1059,14 @@ class Agent:
         since = batches.unsealed_custody_since(self.journal)
         if since is not None and now - since >= self.config.custody_only_interval_s:
             return True
+        return self._open_batch_due(now) is not None
+
+    def _open_batch_due(self, now: float) -> str | None:
+        """The open batch when it is past its age bound with a verified recording to sign, else None."""
         open_id = batches.open_id(self.journal)
         if open_id is None or batches.age_s(self.journal, open_id, now) < self.config.batch_max_age_s:
-            return False
-        return batches.recordings_ready(self.journal, open_id) > 0
+            return None
+        return open_id if batches.recordings_ready(self.journal, open_id) > 0 else None
 
     def _defer_stalled(self, batch_id: str) -> None:
         """Under _batch_lock: finish uploads that need only the bucket, and move the rest that are not
