@@ -1097,7 +1097,7 @@ class S3Bucket(Bucket):
             err = ClientError(cast("Any", error), "UploadPart")
             raise self._client_error(f"upload part {number} of", key, err) from err
         LOG.debug("signed PUT of part %d of %s: HTTP %d %s; through upload_part instead", number, key, status, code)
-        return 300 <= status < 500 and status not in (408, 429) and code not in _TRANSIENT_CODES
+        return 300 <= status < 500 and not _transient(status, code)
 
     def _check_returned(self, key: str, number: int, sent: str, returned: str | None) -> None:
         if returned and returned != sent:

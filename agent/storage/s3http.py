@@ -561,7 +561,7 @@ class S3Http:
         for attempt in range(2):
             sent = {k.lower(): v for k, v in (request.headers or {}).items()}
             if body is not None:
-                sent["content-length"] = str(len(body) if isinstance(body, bytes) else body.nbytes)
+                sent["content-length"] = str(_size(body))
             try:
                 self._sign(method, path, query, sent, payload)
             except (ValueError, AttributeError, TypeError, LookupError):
